@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# The whole test suite, on a fresh machine: installs what the tests need, builds once, runs
+# every test binary with cargo-nextest (cargo test if nextest is missing), prints the summary.
+# Usage: scripts/test.sh [extra nextest/cargo-test filter args]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# Debian packages the tests use (later test suites add redis-server, prometheus, nginx here).
+DEB_PACKAGES=()
+missing=()
+for pkg in "${DEB_PACKAGES[@]}"; do
+  dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "installing: ${missing[*]}"
+  sudo_cmd=""; [ "$(id -u)" -ne 0 ] && sudo_cmd="sudo"
+  $sudo_cmd apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+
+profile=default
+[ "${CI:-}" = "true" ] && profile=ci
+
+if cargo nextest --version >/dev/null 2>&1; then
+  cargo nextest run --workspace --all-targets --profile "$profile" "$@"
+  # nextest does not run doctests.
+  cargo test --workspace --doc --quiet
+else
+  echo "cargo-nextest not found; using cargo test"
+  cargo test --workspace --all-targets "$@"
+fi

@@ -1,0 +1,143 @@
+//! Command-line parsing (no dependency: four subcommands and a handful of flags).
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// What to do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Command {
+    /// Serve (the default). Without a config, the embedded demo config is used.
+    Run {
+        /// `--config FILE`.
+        config: Option<PathBuf>,
+        /// `--listen ADDR`, overriding the config.
+        listen: Option<String>,
+    },
+    /// Validate a config file and exit non-zero listing every problem.
+    Check {
+        /// `--config FILE`.
+        config: PathBuf,
+    },
+    /// Run the standalone mock provider.
+    MockUpstream {
+        /// `--listen ADDR`.
+        listen: String,
+        /// `--config FILE` with fault settings.
+        config: Option<PathBuf>,
+    },
+    /// GET a health URL; exit 0 on a 2xx answer.
+    Health {
+        /// `--url URL`.
+        url: String,
+        /// `--timeout DURATION`.
+        timeout: Duration,
+    },
+    /// Print usage.
+    Help,
+    /// Print the version.
+    Version,
+}
+
+/// Usage text.
+pub const USAGE: &str = "\
+tier1: a lean Tier-1 LLM router
+
+Usage:
+  tier1 [run] [--config FILE] [--listen ADDR]   serve (no config: built-in demo on 127.0.0.1:8080)
+  tier1 check --config FILE                      validate a config file, list every problem
+  tier1 mock-upstream [--listen ADDR] [--config FILE]
+                                                 run the fault-injecting mock provider
+  tier1 health [--url URL] [--timeout 2s]        exit 0 if URL answers 2xx (container healthcheck)
+  tier1 --help | --version
+
+Environment:
+  TIER1_CONFIG   config file when --config is not given
+  TIER1_LISTEN   listen address when --listen is not given (overrides the config file)
+  TIER1_LOG      log filter, e.g. info or info,tier1=debug (overrides [log] level)
+";
+
+/// Parses the arguments after the program name.
+pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Command, String> {
+    let mut args = args.into_iter().peekable();
+    let sub = match args.peek().map(String::as_str) {
+        Some("run" | "check" | "mock-upstream" | "health") => args.next(),
+        _ => None,
+    };
+    let mut config = None;
+    let mut listen = None;
+    let mut url = None;
+    let mut timeout = None;
+    while let Some(arg) = args.next() {
+        let (flag, inline) = match arg.split_once('=') {
+            Some((f, v)) if f.starts_with("--") => (f.to_owned(), Some(v.to_owned())),
+            _ => (arg.clone(), None),
+        };
+        let mut value = |name: &str| {
+            inline.clone().or_else(|| args.next()).ok_or_else(|| format!("{name} needs a value"))
+        };
+        match flag.as_str() {
+            "-h" | "--help" => return Ok(Command::Help),
+            "-V" | "--version" => return Ok(Command::Version),
+            "-c" | "--config" => config = Some(PathBuf::from(value("--config")?)),
+            "-l" | "--listen" => listen = Some(value("--listen")?),
+            "--url" => url = Some(value("--url")?),
+            "--timeout" => {
+                let v = value("--timeout")?;
+                timeout = Some(humantime::parse_duration(&v).map_err(|e| format!("--timeout {v:?}: {e}"))?);
+            }
+            other => return Err(format!("unexpected argument {other:?}")),
+        }
+    }
+    let misplaced =
+        |flag: &str, present: bool| if present { Err(format!("{flag} does not apply here")) } else { Ok(()) };
+    match sub.as_deref() {
+        None | Some("run") => {
+            misplaced("--url", url.is_some())?;
+            misplaced("--timeout", timeout.is_some())?;
+            Ok(Command::Run { config, listen })
+        }
+        Some("check") => {
+            misplaced("--listen", listen.is_some())?;
+            Ok(Command::Check { config: config.ok_or("check needs --config FILE")? })
+        }
+        Some("mock-upstream") => Ok(Command::MockUpstream {
+            listen: listen.unwrap_or_else(|| "127.0.0.1:9090".to_owned()),
+            config,
+        }),
+        Some(_) => Ok(Command::Health {
+            url: url.unwrap_or_else(|| "http://127.0.0.1:8080/healthz".to_owned()),
+            timeout: timeout.unwrap_or(Duration::from_secs(2)),
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn p(args: &[&str]) -> Result<Command, String> {
+        parse(args.iter().map(|s| (*s).to_owned()))
+    }
+
+    #[test]
+    fn parses_subcommands() {
+        assert_eq!(p(&[]), Ok(Command::Run { config: None, listen: None }));
+        assert_eq!(
+            p(&["--config", "a.toml", "--listen=127.0.0.1:0"]),
+            Ok(Command::Run { config: Some("a.toml".into()), listen: Some("127.0.0.1:0".into()) })
+        );
+        assert_eq!(p(&["check", "-c", "x.toml"]), Ok(Command::Check { config: "x.toml".into() }));
+        assert!(p(&["check"]).is_err());
+        assert_eq!(
+            p(&["mock-upstream", "--listen", "127.0.0.1:1"]),
+            Ok(Command::MockUpstream { listen: "127.0.0.1:1".into(), config: None })
+        );
+        assert_eq!(
+            p(&["health", "--url", "http://x/healthz", "--timeout", "1s"]),
+            Ok(Command::Health { url: "http://x/healthz".into(), timeout: Duration::from_secs(1) })
+        );
+        assert!(p(&["--bogus"]).is_err());
+        assert!(p(&["--config"]).is_err());
+        assert_eq!(p(&["--help"]), Ok(Command::Help));
+    }
+}

@@ -1,0 +1,236 @@
+//! Configuration: a TOML (or JSON, same schema) file parsed into [`raw`] types, then validated
+//! into [`Config`], which reports *every* problem with its key path
+//! (`routes[2].targets[0].provider: unknown provider "opneai"`). Secrets are resolved here, once,
+//! and from then on travel only as [`Secret`].
+
+mod raw;
+mod secret;
+mod validate;
+
+pub(crate) use validate::Problems;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use http::{HeaderName, HeaderValue, Uri};
+
+pub use raw::RawConfig;
+pub use secret::{Env, ProcessEnv, REDACTED, Redactor, Secret, resolve as resolve_secret};
+
+use crate::mock::Behavior;
+
+/// The demo config embedded in the binary: routes served by the built-in mock provider, so that
+/// `tier1` with no arguments answers offline.
+pub const DEMO_TOML: &str = include_str!("../../config/demo.toml");
+
+/// A validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// `[server]`.
+    pub server: ServerConfig,
+    /// `[log]`.
+    pub log: LogConfig,
+    /// Providers, in name order; targets refer to them by index.
+    pub providers: Vec<ProviderConfig>,
+    /// Routes, in file order.
+    pub routes: Vec<RouteConfig>,
+}
+
+/// `[server]`, validated.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// Address to bind.
+    pub listen: SocketAddr,
+    /// Accepted inbound bearer tokens; empty means open.
+    pub api_keys: Vec<Secret>,
+    /// Largest accepted request body.
+    pub max_body_bytes: usize,
+    /// Lame-duck period: after SIGTERM `/readyz` fails but connections are still accepted.
+    pub shutdown_delay: Duration,
+    /// Deadline for in-flight requests once the listener has closed.
+    pub drain_timeout: Duration,
+    /// Deadline for a client's request headers.
+    pub header_timeout: Duration,
+    /// Deadline for a client's request body.
+    pub body_timeout: Duration,
+}
+
+/// `[log]`, validated.
+#[derive(Debug, Clone)]
+pub struct LogConfig {
+    /// A `tracing` filter such as `info` or `info,tier1=debug`.
+    pub level: String,
+}
+
+/// Which wire protocol a provider speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProviderKind {
+    /// OpenAI and every OpenAI-compatible API.
+    OpenAi,
+    /// Built-in, in-process mock answering in OpenAI shape.
+    Mock,
+}
+
+impl ProviderKind {
+    /// The config spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::OpenAi => "openai",
+            Self::Mock => "mock",
+        }
+    }
+}
+
+/// One provider, validated.
+#[derive(Debug, Clone)]
+pub struct ProviderConfig {
+    /// Config name, used in `provider/model` and metrics.
+    pub name: String,
+    /// Wire protocol.
+    pub kind: ProviderKind,
+    /// Base URL (no trailing slash); `None` for the in-process mock.
+    pub base_url: Option<Uri>,
+    /// TCP + TLS connect deadline.
+    pub connect_timeout: Duration,
+    /// Total deadline of one upstream request, stream included.
+    pub request_timeout: Duration,
+    /// How long an idle pooled connection is kept.
+    pub pool_idle_timeout: Duration,
+    /// Idle pooled connections per host.
+    pub max_idle_connections: usize,
+    /// Extra trusted CA bundle.
+    pub ca_file: Option<PathBuf>,
+    /// Extra headers for every upstream request.
+    pub headers: Vec<(HeaderName, HeaderValue)>,
+    /// Catalog of models listed by `/v1/models`.
+    pub models: Vec<String>,
+    /// API keys, in file order.
+    pub keys: Vec<KeyConfig>,
+    /// Mock behaviour (only used by `kind = "mock"`).
+    pub mock: Behavior,
+}
+
+/// One provider key.
+#[derive(Debug, Clone)]
+pub struct KeyConfig {
+    /// Name for logs and metrics.
+    pub name: String,
+    /// The key.
+    pub secret: Secret,
+}
+
+/// One route, validated.
+#[derive(Debug, Clone)]
+pub struct RouteConfig {
+    /// Route name, itself a model name clients may use.
+    pub name: String,
+    /// Client-facing model names and globs.
+    pub models: Vec<String>,
+    /// Targets in order.
+    pub targets: Vec<TargetConfig>,
+}
+
+/// One route target.
+#[derive(Debug, Clone)]
+pub struct TargetConfig {
+    /// Index into [`Config::providers`].
+    pub provider: usize,
+    /// Upstream model name.
+    pub model: String,
+}
+
+impl Config {
+    /// Every secret in the config, for the [`Redactor`].
+    pub fn secrets(&self) -> Vec<Secret> {
+        let keys = self.providers.iter().flat_map(|p| p.keys.iter().map(|k| k.secret.clone()));
+        self.server.api_keys.iter().cloned().chain(keys).collect()
+    }
+
+    /// Index of a provider by name.
+    pub fn provider_index(&self, name: &str) -> Option<usize> {
+        self.providers.iter().position(|p| p.name == name)
+    }
+}
+
+/// One problem in a config file, with the key path it concerns.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    /// Dotted key path, e.g. `routes[2].targets[0].provider`; empty for whole-file errors.
+    pub path: String,
+    /// What is wrong.
+    pub message: String,
+}
+
+impl std::fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.path.is_empty() {
+            f.write_str(&self.message)
+        } else {
+            write!(f, "{}: {}", self.path, self.message)
+        }
+    }
+}
+
+/// Every problem found in a config file.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub struct ConfigErrors(pub Vec<ConfigError>);
+
+impl std::fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for (i, e) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str("\n")?;
+            }
+            write!(f, "{e}")?;
+        }
+        Ok(())
+    }
+}
+
+impl ConfigErrors {
+    fn one(path: &str, message: impl Into<String>) -> Self {
+        Self(vec![ConfigError { path: path.to_owned(), message: message.into() }])
+    }
+}
+
+/// The file formats accepted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// TOML (the default).
+    Toml,
+    /// JSON with the same schema.
+    Json,
+}
+
+impl Format {
+    /// JSON for a `.json` file, TOML otherwise.
+    pub fn from_path(path: &Path) -> Self {
+        match path.extension().and_then(|e| e.to_str()) {
+            Some(ext) if ext.eq_ignore_ascii_case("json") => Self::Json,
+            _ => Self::Toml,
+        }
+    }
+}
+
+/// Reads, parses and validates a config file.
+pub fn load_file(path: &Path, env: &dyn Env) -> Result<Config, ConfigErrors> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| ConfigErrors::one("", format!("cannot read {}: {e}", path.display())))?;
+    parse(&text, Format::from_path(path), env)
+}
+
+/// Parses and validates config text.
+pub fn parse(text: &str, format: Format, env: &dyn Env) -> Result<Config, ConfigErrors> {
+    let raw: RawConfig = match format {
+        Format::Toml => toml::from_str(text).map_err(|e| {
+            // toml's message spans several lines with a caret; keep it, it points at the spot.
+            ConfigErrors::one("", e.to_string().trim_end().to_owned())
+        })?,
+        Format::Json => serde_json::from_str(text).map_err(|e| ConfigErrors::one("", e.to_string()))?,
+    };
+    validate::validate(raw, env)
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,128 @@
+use std::collections::HashMap;
+
+use super::*;
+
+fn env() -> HashMap<String, String> {
+    [("OPENAI_API_KEY".to_owned(), "sk-test-1234".to_owned())].into()
+}
+
+fn parse_toml(text: &str) -> Result<Config, ConfigErrors> {
+    parse(text, Format::Toml, &env())
+}
+
+#[test]
+fn demo_config_is_valid() {
+    let c = parse_toml(DEMO_TOML).unwrap();
+    assert_eq!(c.providers[0].kind, ProviderKind::Mock);
+    assert_eq!(c.server.listen.to_string(), "127.0.0.1:8080");
+}
+
+#[test]
+fn example_config_is_valid() {
+    let text = include_str!("../../config/tier1.example.toml");
+    let env: HashMap<String, String> = [
+        ("OPENAI_API_KEY", "sk-a"),
+        ("OPENAI_API_KEY_2", "sk-b"),
+        ("BIFROST_API_KEY", "front-key"),
+        ("GROQ_API_KEY", "gsk-c"),
+        ("OPENROUTER_API_KEY", "or-d"),
+        ("DEEPSEEK_API_KEY", "ds-e"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+    .collect();
+    let c = parse(text, Format::Toml, &env).unwrap();
+    assert!(c.routes.len() >= 2);
+}
+
+#[test]
+fn defaults_apply() {
+    let c = parse_toml("").unwrap();
+    assert_eq!(c.server.max_body_bytes, 16 * 1024 * 1024);
+    assert_eq!(c.server.drain_timeout, Duration::from_secs(30));
+    assert_eq!(c.server.shutdown_delay, Duration::ZERO);
+    assert!(c.server.api_keys.is_empty());
+}
+
+#[test]
+fn every_problem_is_reported_with_its_path() {
+    let text = r#"
+[server]
+listen = "nowhere"
+drain_timeout = "soon"
+api_keys = ["env:NOT_SET_ANYWHERE"]
+
+[providers.openai]
+kind = "openai"
+[[providers.openai.keys]]
+name = "primary"
+secret = "env:OPENAI_API_KEY"
+
+[providers.weird]
+kind = "telepathy"
+
+[[routes]]
+name = "smart"
+models = ["smart"]
+targets = [{ provider = "openai", model = "gpt-4o" }]
+
+[[routes]]
+name = "smart"
+models = ["smart"]
+targets = []
+
+[[routes]]
+name = "third"
+targets = [{ provider = "opneai", model = "gpt-4o" }]
+"#;
+    let errors = parse_toml(text).unwrap_err();
+    let lines: Vec<String> = errors.0.iter().map(ToString::to_string).collect();
+    let expect = [
+        "server.listen: invalid socket address \"nowhere\"",
+        "server.drain_timeout: invalid duration \"soon\"",
+        "server.api_keys[0]: environment variable NOT_SET_ANYWHERE is not set",
+        "providers.weird.kind: unknown provider kind \"telepathy\"",
+        "routes[1].name: duplicate route name \"smart\"",
+        "routes[1].targets: a route needs at least one target",
+        "routes[2].targets[0].provider: unknown provider \"opneai\"",
+    ];
+    for e in expect {
+        assert!(lines.iter().any(|l| l.starts_with(e)), "missing {e:?} in {lines:#?}");
+    }
+}
+
+#[test]
+fn unknown_fields_are_refused() {
+    let err = parse_toml("[server]\nlisten = \"127.0.0.1:1\"\nlisten_typo = 1\n").unwrap_err();
+    assert!(err.to_string().contains("listen_typo"), "{err}");
+}
+
+#[test]
+fn json_config_has_the_same_schema() {
+    let text = r#"{"server":{"listen":"127.0.0.1:9000"},
+        "providers":{"local":{"kind":"openai","base_url":"http://127.0.0.1:11434/v1"}},
+        "routes":[{"name":"r","models":["m*"],"targets":[{"provider":"local","model":"llama3"}]}]}"#;
+    let c = parse(text, Format::Json, &env()).unwrap();
+    assert_eq!(c.server.listen.port(), 9000);
+    assert_eq!(c.providers[0].base_url.as_ref().unwrap().to_string(), "http://127.0.0.1:11434/v1");
+    assert!(parse(r#"{"bogus":1}"#, Format::Json, &env()).is_err());
+}
+
+#[test]
+fn secrets_never_print_in_debug() {
+    let c = parse_toml(
+        "[providers.openai]\nkind = \"openai\"\n[[providers.openai.keys]]\nname = \"k\"\nsecret = \"env:OPENAI_API_KEY\"\n",
+    )
+    .unwrap();
+    let dump = format!("{c:?}");
+    assert!(!dump.contains("sk-test-1234"), "{dump}");
+    assert_eq!(c.secrets().len(), 1);
+}
+
+#[test]
+fn bad_base_url_and_provider_name() {
+    let err = parse_toml("[providers.\"a/b\"]\nkind = \"openai\"\nbase_url = \"ftp://x\"\n").unwrap_err();
+    let s = err.to_string();
+    assert!(s.contains("providers.a/b: provider names use only"), "{s}");
+    assert!(s.contains("providers.a/b.base_url: invalid URL"), "{s}");
+}

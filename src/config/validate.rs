@@ -1,0 +1,302 @@
+//! Raw config → [`Config`]: checks every field, collects every problem with its key path, and
+//! resolves secrets. Nothing stops at the first error, so an operator fixes a file in one pass.
+
+use std::collections::{BTreeMap, HashSet};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use http::{HeaderName, HeaderValue, Uri};
+
+use super::raw::{RawConfig, RawProvider, RawRoute};
+use super::secret::{Env, resolve};
+use super::{
+    Config, ConfigError, ConfigErrors, KeyConfig, LogConfig, ProviderConfig, ProviderKind, RouteConfig,
+    ServerConfig, TargetConfig,
+};
+
+/// The default listen address: loopback, as a sidecar wants it.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
+
+/// Collects problems while validating.
+#[derive(Debug, Default)]
+pub(crate) struct Problems(Vec<ConfigError>);
+
+impl Problems {
+    pub(crate) fn push(&mut self, path: impl Into<String>, message: impl Into<String>) {
+        self.0.push(ConfigError { path: path.into(), message: message.into() });
+    }
+
+    /// `Ok` when nothing was pushed.
+    pub(crate) fn finish(self) -> Result<(), ConfigErrors> {
+        if self.0.is_empty() { Ok(()) } else { Err(ConfigErrors(self.0)) }
+    }
+
+    /// Parses a humantime duration (`250ms`, `2s`, `5m`), or returns the default.
+    pub(crate) fn duration(&mut self, path: &str, raw: Option<&str>, default: Duration) -> Duration {
+        match raw {
+            None => default,
+            Some(s) => match humantime::parse_duration(s) {
+                Ok(d) => d,
+                Err(e) => {
+                    self.push(path, format!("invalid duration {s:?}: {e}"));
+                    default
+                }
+            },
+        }
+    }
+}
+
+pub(super) fn validate(raw: RawConfig, env: &dyn Env) -> Result<Config, ConfigErrors> {
+    let mut p = Problems::default();
+    let server = server(&raw, env, &mut p);
+    let log = LogConfig { level: raw.log.level.clone().unwrap_or_else(|| "info".to_owned()) };
+    if log.level.parse::<tracing_subscriber::filter::Targets>().is_err() {
+        p.push("log.level", format!("invalid log filter {:?}", log.level));
+    }
+    let providers: Vec<ProviderConfig> =
+        raw.providers.iter().map(|(name, rp)| provider(name, rp, env, &mut p)).collect();
+    let names: BTreeMap<&str, usize> =
+        providers.iter().enumerate().map(|(i, pc)| (pc.name.as_str(), i)).collect();
+    let routes = routes(&raw.routes, &names, &mut p);
+    p.finish()?;
+    Ok(Config { server, log, providers, routes })
+}
+
+fn server(raw: &RawConfig, env: &dyn Env, p: &mut Problems) -> ServerConfig {
+    let s = &raw.server;
+    let listen_raw = s.listen.as_deref().unwrap_or(DEFAULT_LISTEN);
+    let listen = listen_raw.parse::<SocketAddr>().unwrap_or_else(|_| {
+        p.push("server.listen", format!("invalid socket address {listen_raw:?} (want IP:PORT)"));
+        SocketAddr::from(([127, 0, 0, 1], 8080))
+    });
+    let api_keys = s
+        .api_keys
+        .iter()
+        .enumerate()
+        .filter_map(|(i, r)| resolve(r, env).map_err(|e| p.push(format!("server.api_keys[{i}]"), e)).ok())
+        .collect();
+    let max_body_bytes = match s.max_body_bytes {
+        None => 16 * 1024 * 1024,
+        Some(0) => {
+            p.push("server.max_body_bytes", "must be greater than 0");
+            1
+        }
+        Some(n) => usize::try_from(n).unwrap_or(usize::MAX),
+    };
+    ServerConfig {
+        listen,
+        api_keys,
+        max_body_bytes,
+        shutdown_delay: p.duration("server.shutdown_delay", s.shutdown_delay.as_deref(), Duration::ZERO),
+        drain_timeout: p.duration("server.drain_timeout", s.drain_timeout.as_deref(), secs(30)),
+        header_timeout: positive(p, "server.header_timeout", s.header_timeout.as_deref(), secs(10)),
+        body_timeout: positive(p, "server.body_timeout", s.body_timeout.as_deref(), secs(60)),
+    }
+}
+
+fn secs(n: u64) -> Duration {
+    Duration::from_secs(n)
+}
+
+fn positive(p: &mut Problems, path: &str, raw: Option<&str>, default: Duration) -> Duration {
+    let d = p.duration(path, raw, default);
+    if d.is_zero() {
+        p.push(path, "must be greater than 0");
+        return default;
+    }
+    d
+}
+
+/// A provider name must not contain `/`, since `provider/model` splits on the first one.
+fn valid_name(name: &str) -> bool {
+    !name.is_empty() && name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+}
+
+fn provider(name: &str, rp: &RawProvider, env: &dyn Env, p: &mut Problems) -> ProviderConfig {
+    let at = format!("providers.{name}");
+    if !valid_name(name) {
+        p.push(&at, "provider names use only letters, digits, '-', '_' and '.'");
+    }
+    let kind = match rp.kind.as_deref() {
+        Some("openai") => ProviderKind::OpenAi,
+        Some("mock") => ProviderKind::Mock,
+        Some(other @ ("anthropic" | "gemini" | "azure")) => {
+            p.push(format!("{at}.kind"), format!("provider kind {other:?} is not available in this build"));
+            ProviderKind::OpenAi
+        }
+        Some(other) => {
+            p.push(format!("{at}.kind"), format!("unknown provider kind {other:?} (want openai or mock)"));
+            ProviderKind::OpenAi
+        }
+        None => {
+            p.push(format!("{at}.kind"), "missing (openai or mock)");
+            ProviderKind::OpenAi
+        }
+    };
+    let base_url = match (kind, rp.base_url.as_deref()) {
+        (ProviderKind::Mock, None) => None,
+        (ProviderKind::Mock, Some(_)) => {
+            p.push(format!("{at}.base_url"), "a mock provider answers in process and takes no base_url");
+            None
+        }
+        (ProviderKind::OpenAi, raw) => {
+            base_url(&format!("{at}.base_url"), raw.unwrap_or("https://api.openai.com/v1"), p)
+        }
+    };
+    let mut key_names = HashSet::new();
+    let keys = rp
+        .keys
+        .iter()
+        .enumerate()
+        .filter_map(|(i, k)| {
+            let kp = format!("{at}.keys[{i}]");
+            let name = k.name.clone().unwrap_or_else(|| format!("key{i}"));
+            if !key_names.insert(name.clone()) {
+                p.push(format!("{kp}.name"), format!("duplicate key name {name:?}"));
+            }
+            let Some(secret_ref) = k.secret.as_deref() else {
+                p.push(format!("{kp}.secret"), "missing");
+                return None;
+            };
+            match resolve(secret_ref, env) {
+                Ok(secret) => Some(KeyConfig { name, secret }),
+                Err(e) => {
+                    p.push(format!("{kp}.secret"), e);
+                    None
+                }
+            }
+        })
+        .collect();
+    let headers = rp
+        .headers
+        .iter()
+        .filter_map(|(hn, hv)| {
+            let hp = format!("{at}.headers.{hn}");
+            let Ok(name) = HeaderName::from_bytes(hn.as_bytes()) else {
+                p.push(hp, "invalid header name");
+                return None;
+            };
+            let value = resolve(hv, env).map_err(|e| p.push(hp.clone(), e)).ok()?;
+            let Ok(mut value) = HeaderValue::from_str(value.expose()) else {
+                p.push(hp, "invalid header value");
+                return None;
+            };
+            value.set_sensitive(true);
+            Some((name, value))
+        })
+        .collect();
+    let mock = match &rp.mock {
+        Some(m) => m.validate(&format!("{at}.mock"), p),
+        None => crate::mock::Behavior::default(),
+    };
+    if rp.mock.is_some() && kind != ProviderKind::Mock {
+        p.push(format!("{at}.mock"), "only a kind = \"mock\" provider takes mock settings");
+    }
+    ProviderConfig {
+        name: name.to_owned(),
+        kind,
+        base_url,
+        connect_timeout: positive(
+            p,
+            &format!("{at}.connect_timeout"),
+            rp.connect_timeout.as_deref(),
+            secs(2),
+        ),
+        request_timeout: positive(
+            p,
+            &format!("{at}.request_timeout"),
+            rp.request_timeout.as_deref(),
+            secs(600),
+        ),
+        pool_idle_timeout: p.duration(
+            &format!("{at}.pool_idle_timeout"),
+            rp.pool_idle_timeout.as_deref(),
+            secs(90),
+        ),
+        max_idle_connections: rp.max_idle_connections.unwrap_or(64),
+        ca_file: rp.ca_file.as_ref().map(PathBuf::from),
+        headers,
+        models: rp.models.clone(),
+        keys,
+        mock,
+    }
+}
+
+fn base_url(path: &str, raw: &str, p: &mut Problems) -> Option<Uri> {
+    let trimmed = raw.trim_end_matches('/');
+    let uri: Uri = match trimmed.parse() {
+        Ok(u) => u,
+        Err(e) => {
+            p.push(path, format!("invalid URL {raw:?}: {e}"));
+            return None;
+        }
+    };
+    match (uri.scheme_str(), uri.authority()) {
+        (Some("http" | "https"), Some(_)) if uri.query().is_none() => Some(uri),
+        _ => {
+            p.push(path, format!("invalid URL {raw:?}: want http(s)://host[:port][/path] without a query"));
+            None
+        }
+    }
+}
+
+fn routes(raw: &[RawRoute], providers: &BTreeMap<&str, usize>, p: &mut Problems) -> Vec<RouteConfig> {
+    let mut route_names = HashSet::new();
+    let mut exact_models: BTreeMap<String, String> = BTreeMap::new();
+    raw.iter()
+        .enumerate()
+        .map(|(i, r)| {
+            let at = format!("routes[{i}]");
+            let name = r.name.clone().unwrap_or_default();
+            if name.is_empty() {
+                p.push(format!("{at}.name"), "missing");
+            } else if !route_names.insert(name.clone()) {
+                p.push(format!("{at}.name"), format!("duplicate route name {name:?}"));
+            }
+            for (j, m) in r.models.iter().enumerate() {
+                if m.is_empty() {
+                    p.push(format!("{at}.models[{j}]"), "empty model name");
+                } else if crate::routing::is_glob(m) {
+                    continue;
+                } else if let Some(other) = exact_models.insert(m.clone(), name.clone())
+                    && other != name
+                {
+                    p.push(
+                        format!("{at}.models[{j}]"),
+                        format!("model {m:?} is already served by route {other:?}"),
+                    );
+                }
+            }
+            if r.targets.is_empty() {
+                p.push(format!("{at}.targets"), "a route needs at least one target");
+            }
+            let targets = r
+                .targets
+                .iter()
+                .enumerate()
+                .filter_map(|(j, t)| {
+                    let tp = format!("{at}.targets[{j}]");
+                    let model = t.model.clone().unwrap_or_default();
+                    if model.is_empty() {
+                        p.push(format!("{tp}.model"), "missing");
+                    }
+                    match t.provider.as_deref() {
+                        None => {
+                            p.push(format!("{tp}.provider"), "missing");
+                            None
+                        }
+                        Some(pn) => match providers.get(pn) {
+                            Some(&provider) => Some(TargetConfig { provider, model }),
+                            None => {
+                                p.push(format!("{tp}.provider"), format!("unknown provider {pn:?}"));
+                                None
+                            }
+                        },
+                    }
+                })
+                .collect();
+            RouteConfig { name, models: r.models.clone(), targets }
+        })
+        .collect()
+}

@@ -1,0 +1,379 @@
+//! The request fast path: validate an OpenAI body with simd-json, find the byte spans of the
+//! top-level fields the router acts on, and splice the upstream model name into the original
+//! bytes. The rest of the body is forwarded untouched (no re-serialisation, key order and
+//! whitespace kept).
+
+use std::ops::Range;
+
+use bytes::Bytes;
+use simd_json::prelude::*;
+
+/// Which request schema to check.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Schema {
+    /// `/chat/completions`.
+    Chat,
+    /// `/embeddings`.
+    Embeddings,
+}
+
+/// Why a body was refused (all map to 400).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ScanError {
+    /// Not parseable JSON.
+    #[error("request body is not valid JSON")]
+    NotJson,
+    /// JSON, but not an object.
+    #[error("request body must be a JSON object")]
+    NotObject,
+    /// A required field is absent.
+    #[error("missing required field '{0}'")]
+    Missing(&'static str),
+    /// A field has the wrong JSON type.
+    #[error("field '{field}' must be {want}")]
+    WrongType {
+        /// The field.
+        field: &'static str,
+        /// What it must be.
+        want: &'static str,
+    },
+    /// A field the router acts on appears twice (ambiguous: refused rather than guessed).
+    #[error("field '{0}' appears more than once")]
+    Duplicate(&'static str),
+}
+
+impl ScanError {
+    /// OpenAI-style error code.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::NotJson | Self::NotObject => "invalid_json",
+            Self::Missing(_) => "missing_required_field",
+            Self::WrongType { .. } => "invalid_type",
+            Self::Duplicate(_) => "duplicate_field",
+        }
+    }
+
+    /// The field concerned, if any (OpenAI's `param`).
+    pub fn param(&self) -> Option<&'static str> {
+        match self {
+            Self::NotJson | Self::NotObject => None,
+            Self::Missing(f) | Self::Duplicate(f) => Some(f),
+            Self::WrongType { field, .. } => Some(field),
+        }
+    }
+}
+
+/// What the router needs from a request body.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Scanned {
+    /// The client-facing model name.
+    pub model: String,
+    /// `stream`, if present and not null.
+    pub stream: Option<bool>,
+    spans: Spans,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+struct Spans {
+    /// Offset just after the opening `{`.
+    body_start: usize,
+    model: Range<usize>,
+    stream: Option<Range<usize>>,
+}
+
+/// Validates `body` against `schema` and locates its `model` and `stream`.
+pub fn scan(body: &[u8], schema: Schema) -> Result<Scanned, ScanError> {
+    // simd-json parses in place (it unescapes strings into the buffer), so it gets a copy.
+    let mut copy = body.to_vec();
+    let value = simd_json::to_borrowed_value(&mut copy).map_err(|_| ScanError::NotJson)?;
+    let obj = value.as_object().ok_or(ScanError::NotObject)?;
+    let model = match obj.get("model") {
+        None => return Err(ScanError::Missing("model")),
+        Some(v) => match v.as_str() {
+            Some(s) if !s.is_empty() => s.to_owned(),
+            _ => return Err(ScanError::WrongType { field: "model", want: "a non-empty string" }),
+        },
+    };
+    let stream = match obj.get("stream") {
+        None => None,
+        Some(v) if v.is_null() => None,
+        Some(v) => Some(v.as_bool().ok_or(ScanError::WrongType { field: "stream", want: "a boolean" })?),
+    };
+    match schema {
+        Schema::Chat => check_chat(obj)?,
+        Schema::Embeddings => check_embeddings(obj)?,
+    }
+    let spans = spans(body).ok_or(ScanError::NotJson)??;
+    Ok(Scanned { model, stream, spans })
+}
+
+type Object<'v> = simd_json::borrowed::Object<'v>;
+
+fn check_chat(obj: &Object<'_>) -> Result<(), ScanError> {
+    let messages = obj.get("messages").ok_or(ScanError::Missing("messages"))?;
+    let messages = messages.as_array().ok_or(ScanError::WrongType { field: "messages", want: "an array" })?;
+    for m in messages {
+        let role_ok = m.as_object().and_then(|o| o.get("role")).is_some_and(|r| r.as_str().is_some());
+        if !role_ok {
+            return Err(ScanError::WrongType {
+                field: "messages",
+                want: "an array of objects with a string 'role'",
+            });
+        }
+    }
+    optional(obj, "stream_options", "an object", |v| v.is_object())?;
+    for field in ["max_tokens", "max_completion_tokens", "n"] {
+        optional(obj, field, "a non-negative integer", |v| v.as_u64().is_some())?;
+    }
+    for field in ["temperature", "top_p", "presence_penalty", "frequency_penalty"] {
+        optional(obj, field, "a number", |v| v.as_f64().is_some() || v.as_i64().is_some())?;
+    }
+    optional(obj, "tools", "an array", |v| v.is_array())?;
+    Ok(())
+}
+
+fn check_embeddings(obj: &Object<'_>) -> Result<(), ScanError> {
+    let input = obj.get("input").ok_or(ScanError::Missing("input"))?;
+    if input.as_str().is_none() && !input.is_array() {
+        return Err(ScanError::WrongType { field: "input", want: "a string or an array" });
+    }
+    Ok(())
+}
+
+fn optional(
+    obj: &Object<'_>,
+    field: &'static str,
+    want: &'static str,
+    ok: impl Fn(&simd_json::BorrowedValue<'_>) -> bool,
+) -> Result<(), ScanError> {
+    match obj.get(field) {
+        Some(v) if !v.is_null() && !ok(v) => Err(ScanError::WrongType { field, want }),
+        _ => Ok(()),
+    }
+}
+
+/// Finds the spans of top-level `model` and `stream` values in JSON already known to be valid.
+/// `None` only if the bytes are not the object simd-json accepted (cannot happen).
+fn spans(b: &[u8]) -> Option<Result<Spans, ScanError>> {
+    let mut i = skip_ws(b, 0);
+    if b.get(i) != Some(&b'{') {
+        return None;
+    }
+    i += 1;
+    let mut spans = Spans { body_start: i, ..Spans::default() };
+    let mut model = None;
+    loop {
+        i = skip_ws(b, i);
+        match b.get(i)? {
+            b'}' => break,
+            b'"' => {}
+            _ => return None,
+        }
+        let key = i..skip_string(b, i)?;
+        i = skip_ws(b, key.end);
+        if b.get(i) != Some(&b':') {
+            return None;
+        }
+        i = skip_ws(b, i + 1);
+        let value = i..skip_value(b, i)?;
+        i = skip_ws(b, value.end);
+        match key_name(&b[key.start + 1..key.end - 1]).as_deref() {
+            Some("model") if model.replace(value.clone()).is_some() => {
+                return Some(Err(ScanError::Duplicate("model")));
+            }
+            Some("stream") if spans.stream.replace(value).is_some() => {
+                return Some(Err(ScanError::Duplicate("stream")));
+            }
+            _ => {}
+        }
+        match b.get(i)? {
+            b',' => i += 1,
+            b'}' => break,
+            _ => return None,
+        }
+    }
+    spans.model = model?;
+    Some(Ok(spans))
+}
+
+/// A key's text; keys with escapes are decoded (rare, but `"mod\u0065l"` is still `model`).
+fn key_name(raw: &[u8]) -> Option<std::borrow::Cow<'_, str>> {
+    if raw.contains(&b'\\') {
+        let quoted = [b"\"", raw, b"\""].concat();
+        serde_json::from_slice::<String>(&quoted).ok().map(std::borrow::Cow::Owned)
+    } else {
+        std::str::from_utf8(raw).ok().map(std::borrow::Cow::Borrowed)
+    }
+}
+
+fn skip_ws(b: &[u8], mut i: usize) -> usize {
+    while matches!(b.get(i), Some(b' ' | b'\t' | b'\n' | b'\r')) {
+        i += 1;
+    }
+    i
+}
+
+/// `b[i]` is `"`; returns the offset after the closing quote.
+fn skip_string(b: &[u8], mut i: usize) -> Option<usize> {
+    i += 1;
+    loop {
+        match b.get(i)? {
+            b'"' => return Some(i + 1),
+            b'\\' => i += 2,
+            _ => i += 1,
+        }
+    }
+}
+
+fn skip_value(b: &[u8], i: usize) -> Option<usize> {
+    match b.get(i)? {
+        b'"' => skip_string(b, i),
+        b'{' | b'[' => {
+            let mut depth = 0usize;
+            let mut j = i;
+            loop {
+                match b.get(j)? {
+                    b'"' => {
+                        j = skip_string(b, j)?;
+                        continue;
+                    }
+                    b'{' | b'[' => depth += 1,
+                    b'}' | b']' => {
+                        depth -= 1;
+                        if depth == 0 {
+                            return Some(j + 1);
+                        }
+                    }
+                    _ => {}
+                }
+                j += 1;
+            }
+        }
+        _ => {
+            let mut j = i;
+            while !matches!(b.get(j), None | Some(b',' | b'}' | b']' | b' ' | b'\t' | b'\n' | b'\r')) {
+                j += 1;
+            }
+            Some(j)
+        }
+    }
+}
+
+impl Scanned {
+    /// The body to send upstream: `model` replaced by `upstream_model`, and `"stream":true` set
+    /// when `force_stream` (a client that asked for SSE through `Accept` only). Returns the
+    /// original bytes, without copying, when nothing changes.
+    pub fn splice(&self, body: &Bytes, upstream_model: &str, force_stream: bool) -> Bytes {
+        let force_stream = force_stream && self.stream != Some(true);
+        if !force_stream && upstream_model == self.model {
+            return body.clone();
+        }
+        let mut model_json = Vec::with_capacity(upstream_model.len() + 2);
+        // Serialising a &str into a Vec cannot fail.
+        let _ = serde_json::to_writer(&mut model_json, upstream_model);
+        let mut edits: Vec<(Range<usize>, &[u8])> = vec![(self.spans.model.clone(), &model_json)];
+        if force_stream {
+            match &self.spans.stream {
+                Some(span) => edits.push((span.clone(), b"true")),
+                None => edits.push((self.spans.body_start..self.spans.body_start, b"\"stream\":true,")),
+            }
+        }
+        edits.sort_by_key(|(r, _)| r.start);
+        let mut out = Vec::with_capacity(body.len() + model_json.len() + 16);
+        let mut at = 0;
+        for (range, text) in edits {
+            out.extend_from_slice(&body[at..range.start]);
+            out.extend_from_slice(text);
+            at = range.end;
+        }
+        out.extend_from_slice(&body[at..]);
+        Bytes::from(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn chat(body: &str) -> Result<Scanned, ScanError> {
+        scan(body.as_bytes(), Schema::Chat)
+    }
+
+    #[test]
+    fn finds_model_and_stream() {
+        let s =
+            chat(r#"{"model":"openai/gpt-4o","messages":[{"role":"user","content":"hi"}],"stream":true}"#)
+                .unwrap();
+        assert_eq!(s.model, "openai/gpt-4o");
+        assert_eq!(s.stream, Some(true));
+        let s = chat(r#"{"messages":[],"model":"m","stream":null}"#).unwrap();
+        assert_eq!(s.stream, None);
+    }
+
+    #[test]
+    fn splice_keeps_everything_else() {
+        let raw = "{ \"messages\" : [{\"role\":\"user\",\"content\":\"a \\\"model\\\": x\"}],\n \"model\" : \"openrouter/meta-llama/llama-3.3-70b\", \"temperature\":0.5 }";
+        let s = chat(raw).unwrap();
+        let out = s.splice(&Bytes::from(raw), "meta-llama/llama-3.3-70b", false);
+        assert_eq!(
+            std::str::from_utf8(&out).unwrap(),
+            raw.replace("openrouter/meta-llama/llama-3.3-70b", "meta-llama/llama-3.3-70b")
+        );
+    }
+
+    #[test]
+    fn unchanged_body_is_not_copied() {
+        let raw = Bytes::from(r#"{"model":"gpt-4o","messages":[]}"#);
+        let s = scan(&raw, Schema::Chat).unwrap();
+        let out = s.splice(&raw, "gpt-4o", false);
+        assert_eq!(out.as_ptr(), raw.as_ptr());
+    }
+
+    #[test]
+    fn force_stream_inserts_or_replaces() {
+        let raw = Bytes::from(r#"{"model":"a","messages":[]}"#);
+        let out = scan(&raw, Schema::Chat).unwrap().splice(&raw, "b", true);
+        assert_eq!(&out[..], br#"{"stream":true,"model":"b","messages":[]}"#);
+        let raw = Bytes::from(r#"{"model":"a","messages":[],"stream":null}"#);
+        let out = scan(&raw, Schema::Chat).unwrap().splice(&raw, "a", true);
+        assert_eq!(&out[..], br#"{"model":"a","messages":[],"stream":true}"#);
+    }
+
+    #[test]
+    fn splice_escapes_model() {
+        let raw = Bytes::from(r#"{"model":"x","messages":[]}"#);
+        let out = scan(&raw, Schema::Chat).unwrap().splice(&raw, "we\"ird", false);
+        assert_eq!(&out[..], br#"{"model":"we\"ird","messages":[]}"#);
+    }
+
+    #[test]
+    fn refuses_bad_bodies() {
+        assert_eq!(chat("{nope"), Err(ScanError::NotJson));
+        assert_eq!(chat("[1]"), Err(ScanError::NotObject));
+        assert_eq!(chat(r#"{"messages":[]}"#), Err(ScanError::Missing("model")));
+        assert_eq!(chat(r#"{"model":"m"}"#), Err(ScanError::Missing("messages")));
+        assert!(matches!(
+            chat(r#"{"model":5,"messages":[]}"#),
+            Err(ScanError::WrongType { field: "model", .. })
+        ));
+        assert!(matches!(
+            chat(r#"{"model":"m","messages":{}}"#),
+            Err(ScanError::WrongType { field: "messages", .. })
+        ));
+        assert!(matches!(
+            chat(r#"{"model":"m","messages":[],"stream":"yes"}"#),
+            Err(ScanError::WrongType { field: "stream", .. })
+        ));
+        assert!(matches!(
+            chat(r#"{"model":"m","messages":[],"max_tokens":-1}"#),
+            Err(ScanError::WrongType { field: "max_tokens", .. })
+        ));
+        assert_eq!(chat(r#"{"model":"a","model":"b","messages":[]}"#), Err(ScanError::Duplicate("model")));
+        assert_eq!(
+            chat(r#"{"mod\u0065l":"a","model":"b","messages":[]}"#),
+            Err(ScanError::Duplicate("model"))
+        );
+        assert_eq!(scan(br#"{"model":"e"}"#, Schema::Embeddings), Err(ScanError::Missing("input")));
+        assert!(scan(br#"{"model":"e","input":["a","b"]}"#, Schema::Embeddings).is_ok());
+    }
+}

@@ -1,0 +1,437 @@
+//! The mock provider: OpenAI-shaped answers with configurable timing and fault injection.
+//!
+//! One generator serves two users: the in-process `kind = "mock"` provider (the demo config, load
+//! tests without a network hop) and the standalone [`server::MockUpstream`] (`tier1
+//! mock-upstream`), which adds call counting and per-request overrides through `x-mock-*` headers.
+
+pub mod server;
+
+use std::collections::VecDeque;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderValue, Response, StatusCode, header};
+use http_body::{Body, Frame, SizeHint};
+use serde::Deserialize;
+use tokio::time::Sleep;
+
+/// Mock behaviour as written in config (durations as strings).
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawBehavior {
+    /// Delay before response headers.
+    pub latency: Option<String>,
+    /// Streams: delay between the headers and the first content chunk.
+    pub ttft: Option<String>,
+    /// Streams: content chunks per second (one word each); 0 sends them at once.
+    pub tokens_per_second: Option<f64>,
+    /// The assistant's answer.
+    pub reply: Option<String>,
+    /// Fail with this status (every request, or the first `fail_first` ones).
+    pub status: Option<u16>,
+    /// Fail only the first N requests (with `status`, default 500).
+    pub fail_first: Option<u64>,
+    /// Fail this fraction of requests at random (with `status`, default 500).
+    pub fail_rate: Option<f64>,
+    /// `Retry-After` value sent with failures.
+    pub retry_after: Option<String>,
+    /// Streams: abort the connection after this many content chunks.
+    pub abort_after: Option<usize>,
+}
+
+/// Validated mock behaviour.
+#[derive(Debug, Clone)]
+pub struct Behavior {
+    /// Delay before response headers.
+    pub latency: Duration,
+    /// Delay before the first streamed content chunk.
+    pub ttft: Duration,
+    /// Gap between streamed content chunks.
+    pub chunk_interval: Duration,
+    /// The answer text.
+    pub reply: Arc<str>,
+    /// Failure status, if failures are configured.
+    pub status: Option<StatusCode>,
+    /// Fail only the first N requests.
+    pub fail_first: Option<u64>,
+    /// Random failure fraction.
+    pub fail_rate: f64,
+    /// `Retry-After` for failures.
+    pub retry_after: Option<HeaderValue>,
+    /// Abort streams after this many content chunks.
+    pub abort_after: Option<usize>,
+}
+
+/// The default mock answer.
+pub const DEFAULT_REPLY: &str = "Hello from tier1's mock provider. Your request went through the router.";
+
+impl Default for Behavior {
+    fn default() -> Self {
+        Self {
+            latency: Duration::ZERO,
+            ttft: Duration::ZERO,
+            chunk_interval: Duration::ZERO,
+            reply: Arc::from(DEFAULT_REPLY),
+            status: None,
+            fail_first: None,
+            fail_rate: 0.0,
+            retry_after: None,
+            abort_after: None,
+        }
+    }
+}
+
+impl RawBehavior {
+    /// Validates into a [`Behavior`], recording problems under `path`.
+    pub(crate) fn validate(&self, path: &str, p: &mut crate::config::Problems) -> Behavior {
+        let d = Behavior::default();
+        let status = self.status.and_then(|s| match StatusCode::from_u16(s) {
+            Ok(code) if s >= 400 => Some(code),
+            _ => {
+                p.push(format!("{path}.status"), format!("{s} is not an error status (400-599)"));
+                None
+            }
+        });
+        let chunk_interval = match self.tokens_per_second {
+            None => Duration::ZERO,
+            Some(t) if t > 0.0 && t.is_finite() => Duration::from_secs_f64(1.0 / t),
+            Some(0.0) => Duration::ZERO,
+            Some(t) => {
+                p.push(format!("{path}.tokens_per_second"), format!("{t} is not a rate >= 0"));
+                Duration::ZERO
+            }
+        };
+        let fail_rate = self.fail_rate.unwrap_or(0.0);
+        if !(0.0..=1.0).contains(&fail_rate) {
+            p.push(format!("{path}.fail_rate"), "must be between 0 and 1");
+        }
+        let retry_after = self.retry_after.as_deref().and_then(|v| {
+            HeaderValue::from_str(v)
+                .map_err(|_| p.push(format!("{path}.retry_after"), "invalid header value"))
+                .ok()
+        });
+        Behavior {
+            latency: p.duration(&format!("{path}.latency"), self.latency.as_deref(), d.latency),
+            ttft: p.duration(&format!("{path}.ttft"), self.ttft.as_deref(), d.ttft),
+            chunk_interval,
+            reply: self.reply.as_deref().map_or(d.reply, Arc::from),
+            status,
+            fail_first: self.fail_first,
+            fail_rate: fail_rate.clamp(0.0, 1.0),
+            retry_after,
+            abort_after: self.abort_after,
+        }
+    }
+}
+
+impl Behavior {
+    /// Whether the `n`th request (0-based) should fail, and with which status.
+    pub fn failure(&self, n: u64) -> Option<StatusCode> {
+        let status = self.status.unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        if let Some(first) = self.fail_first {
+            return (n < first).then_some(status);
+        }
+        if self.fail_rate > 0.0 && fastrand::f64() < self.fail_rate {
+            return Some(status);
+        }
+        self.status
+    }
+}
+
+/// What the mock is asked for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MockEndpoint {
+    /// `/chat/completions`.
+    Chat,
+    /// `/embeddings`.
+    Embeddings,
+}
+
+/// Callbacks from a mock stream, so the standalone server can count completions and cancels.
+pub trait StreamObserver: Send + Sync + 'static {
+    /// The stream was sent to the end.
+    fn completed(&self);
+    /// The stream's body was dropped before the end (the client went away).
+    fn cancelled(&self);
+}
+
+/// The mock's answer to one request: status, a few headers, and a body.
+pub async fn answer(
+    behavior: &Behavior,
+    served: &AtomicU64,
+    endpoint: MockEndpoint,
+    body: &[u8],
+    observer: Option<Arc<dyn StreamObserver>>,
+) -> Response<MockBody> {
+    let n = served.fetch_add(1, Ordering::Relaxed);
+    if !behavior.latency.is_zero() {
+        tokio::time::sleep(behavior.latency).await;
+    }
+    if let Some(status) = behavior.failure(n) {
+        return error_response(status, behavior.retry_after.clone());
+    }
+    let req: MockRequest = match serde_json::from_slice(body) {
+        Ok(r) => r,
+        Err(e) => {
+            let msg = format!("mock: invalid JSON body: {e}");
+            return json_response(StatusCode::BAD_REQUEST, error_json(&msg, "invalid_request_error"));
+        }
+    };
+    let id = n + 1;
+    match endpoint {
+        MockEndpoint::Embeddings => json_response(StatusCode::OK, embeddings_json(&req, id)),
+        MockEndpoint::Chat if req.stream == Some(true) => {
+            let include_usage = req.stream_options.as_ref().is_some_and(|o| o.include_usage);
+            let frames = stream_frames(&req.model, &behavior.reply, id, include_usage);
+            let mut resp = Response::new(MockBody::Stream(MockStream::new(frames, behavior, observer)));
+            resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
+            resp.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+            resp
+        }
+        MockEndpoint::Chat => json_response(StatusCode::OK, completion_json(&req.model, &behavior.reply, id)),
+    }
+}
+
+#[derive(Deserialize)]
+struct MockRequest {
+    #[serde(default)]
+    model: String,
+    stream: Option<bool>,
+    stream_options: Option<StreamOptions>,
+    input: Option<serde_json::Value>,
+}
+
+#[derive(Deserialize)]
+struct StreamOptions {
+    #[serde(default)]
+    include_usage: bool,
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+fn words(reply: &str) -> impl Iterator<Item = &str> {
+    // Split after each space so that the pieces concatenate back to the reply exactly.
+    reply.split_inclusive(' ')
+}
+
+fn usage(reply: &str) -> serde_json::Value {
+    let completion = words(reply).count();
+    serde_json::json!({"prompt_tokens": 9, "completion_tokens": completion, "total_tokens": 9 + completion})
+}
+
+/// A non-streaming `chat.completion` body.
+pub fn completion_json(model: &str, reply: &str, id: u64) -> Bytes {
+    let v = serde_json::json!({
+        "id": format!("chatcmpl-mock-{id}"),
+        "object": "chat.completion",
+        "created": unix_now(),
+        "model": model,
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": reply}, "logprobs": null, "finish_reason": "stop"}],
+        "usage": usage(reply),
+    });
+    Bytes::from(v.to_string())
+}
+
+/// The SSE frames of a streamed answer: a role preamble, one chunk per word, the finish chunk, an
+/// optional usage chunk, and `data: [DONE]`.
+pub fn stream_frames(model: &str, reply: &str, id: u64, include_usage: bool) -> VecDeque<Bytes> {
+    let created = unix_now();
+    let chunk = |delta: serde_json::Value, finish: Option<&str>| {
+        let v = serde_json::json!({
+            "id": format!("chatcmpl-mock-{id}"), "object": "chat.completion.chunk", "created": created,
+            "model": model, "choices": [{"index": 0, "delta": delta, "logprobs": null, "finish_reason": finish}],
+        });
+        Bytes::from(format!("data: {v}\n\n"))
+    };
+    let mut frames = VecDeque::new();
+    frames.push_back(chunk(serde_json::json!({"role": "assistant", "content": ""}), None));
+    for w in words(reply) {
+        frames.push_back(chunk(serde_json::json!({"content": w}), None));
+    }
+    frames.push_back(chunk(serde_json::json!({}), Some("stop")));
+    if include_usage {
+        let v = serde_json::json!({
+            "id": format!("chatcmpl-mock-{id}"), "object": "chat.completion.chunk", "created": created,
+            "model": model, "choices": [], "usage": usage(reply),
+        });
+        frames.push_back(Bytes::from(format!("data: {v}\n\n")));
+    }
+    frames.push_back(Bytes::from_static(b"data: [DONE]\n\n"));
+    frames
+}
+
+fn embeddings_json(req: &MockRequest, id: u64) -> Bytes {
+    let count = match &req.input {
+        Some(serde_json::Value::Array(items)) if !items.is_empty() && !items[0].is_number() => items.len(),
+        _ => 1,
+    };
+    let data: Vec<serde_json::Value> = (0..count)
+        .map(|i| {
+            let embedding: Vec<f64> = (0..8).map(|d| ((id as f64) + (i * 8 + d) as f64).sin()).collect();
+            serde_json::json!({"object": "embedding", "index": i, "embedding": embedding})
+        })
+        .collect();
+    let v = serde_json::json!({
+        "object": "list", "data": data, "model": req.model,
+        "usage": {"prompt_tokens": 4 * count, "total_tokens": 4 * count},
+    });
+    Bytes::from(v.to_string())
+}
+
+/// An OpenAI-shaped error body.
+pub fn error_json(message: &str, kind: &str) -> Bytes {
+    Bytes::from(
+        serde_json::json!({"error": {"message": message, "type": kind, "param": null, "code": null}})
+            .to_string(),
+    )
+}
+
+fn error_response(status: StatusCode, retry_after: Option<HeaderValue>) -> Response<MockBody> {
+    let kind = match status.as_u16() {
+        429 => "rate_limit_exceeded",
+        401 | 403 => "authentication_error",
+        400..=499 => "invalid_request_error",
+        _ => "server_error",
+    };
+    let msg = format!("mock: injected failure {}", status.as_u16());
+    let mut resp = json_response(status, error_json(&msg, kind));
+    if let Some(ra) = retry_after {
+        resp.headers_mut().insert(header::RETRY_AFTER, ra);
+    }
+    resp
+}
+
+/// A JSON response with a full body.
+pub fn json_response(status: StatusCode, body: Bytes) -> Response<MockBody> {
+    let mut resp = Response::new(MockBody::Full(Some(body)));
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    resp
+}
+
+/// The mock's response body.
+pub enum MockBody {
+    /// A complete body, sent at once.
+    Full(Option<Bytes>),
+    /// A timed SSE stream.
+    Stream(MockStream),
+}
+
+/// The error a mock stream ends with when told to abort.
+#[derive(Debug, thiserror::Error)]
+#[error("mock: stream aborted as configured")]
+pub struct MockAbort;
+
+impl Body for MockBody {
+    type Data = Bytes;
+    type Error = MockAbort;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, MockAbort>>> {
+        match self.get_mut() {
+            Self::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
+            Self::Stream(s) => s.poll_next(cx),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            Self::Full(b) => b.is_none(),
+            Self::Stream(s) => s.done,
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            Self::Full(Some(b)) => SizeHint::with_exact(b.len() as u64),
+            Self::Full(None) => SizeHint::with_exact(0),
+            Self::Stream(_) => SizeHint::default(),
+        }
+    }
+}
+
+/// A paced SSE stream: the role preamble at once, the first content frame after `ttft`, then one
+/// frame every `chunk_interval`.
+pub struct MockStream {
+    frames: VecDeque<Bytes>,
+    ttft: Duration,
+    interval: Duration,
+    sleep: Option<Pin<Box<Sleep>>>,
+    preamble_done: bool,
+    /// Frames sent after the preamble.
+    sent: usize,
+    abort_after: Option<usize>,
+    observer: Option<Arc<dyn StreamObserver>>,
+    done: bool,
+}
+
+impl MockStream {
+    fn new(frames: VecDeque<Bytes>, b: &Behavior, observer: Option<Arc<dyn StreamObserver>>) -> Self {
+        Self {
+            frames,
+            ttft: b.ttft,
+            interval: b.chunk_interval,
+            sleep: None,
+            preamble_done: false,
+            sent: 0,
+            abort_after: b.abort_after,
+            observer,
+            done: false,
+        }
+    }
+
+    fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, MockAbort>>> {
+        if self.done {
+            return Poll::Ready(None);
+        }
+        if !self.preamble_done {
+            self.preamble_done = true;
+            if let Some(frame) = self.frames.pop_front() {
+                return Poll::Ready(Some(Ok(Frame::data(frame))));
+            }
+        }
+        if self.abort_after.is_some_and(|n| self.sent >= n) {
+            self.done = true;
+            return Poll::Ready(Some(Err(MockAbort)));
+        }
+        let gap = if self.sent == 0 { self.ttft } else { self.interval };
+        if !gap.is_zero() {
+            let sleep = self.sleep.get_or_insert_with(|| Box::pin(tokio::time::sleep(gap)));
+            if sleep.as_mut().poll(cx).is_pending() {
+                return Poll::Pending;
+            }
+            self.sleep = None;
+        }
+        match self.frames.pop_front() {
+            Some(frame) => {
+                self.sent += 1;
+                Poll::Ready(Some(Ok(Frame::data(frame))))
+            }
+            None => {
+                self.done = true;
+                if let Some(o) = self.observer.take() {
+                    o.completed();
+                }
+                Poll::Ready(None)
+            }
+        }
+    }
+}
+
+impl Drop for MockStream {
+    fn drop(&mut self) {
+        if !self.done
+            && let Some(o) = self.observer.take()
+        {
+            o.cancelled();
+        }
+    }
+}

@@ -1,0 +1,399 @@
+//! `tier1 mock-upstream`: a standalone HTTP server speaking the OpenAI wire format, with fault
+//! injection from its config file or per request through `x-mock-*` headers, and counters
+//! (calls, connections, completed and cancelled streams) that tests await instead of sleeping.
+//!
+//! Headers: `x-mock-status`, `x-mock-retry-after`, `x-mock-latency`, `x-mock-ttft`,
+//! `x-mock-tokens-per-second`, `x-mock-abort-after`, `x-mock-fail-first`, `x-mock-reply`.
+
+use std::collections::{BTreeMap, HashMap};
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderMap, Method, Request, Response, StatusCode};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use serde::{Deserialize, Serialize};
+use tokio::net::TcpListener;
+use tokio::sync::{oneshot, watch};
+
+use super::{Behavior, MockBody, MockEndpoint, RawBehavior, StreamObserver, json_response};
+use crate::config::{ConfigErrors, Problems};
+
+/// The mock server's config file: a default behaviour and per-model overrides.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawMockConfig {
+    /// Behaviour for every model without its own entry.
+    #[serde(default)]
+    pub default: RawBehavior,
+    /// Behaviour per requested model name.
+    #[serde(default)]
+    pub models: BTreeMap<String, RawBehavior>,
+}
+
+/// Validated mock server config.
+#[derive(Debug, Clone, Default)]
+pub struct MockConfig {
+    /// Behaviour for every model without its own entry.
+    pub default: Behavior,
+    /// Behaviour per requested model name.
+    pub models: HashMap<String, Behavior>,
+}
+
+impl MockConfig {
+    /// One behaviour for everything.
+    pub fn with_default(default: Behavior) -> Self {
+        Self { default, models: HashMap::new() }
+    }
+
+    /// Adds a behaviour for one model.
+    pub fn model(mut self, name: &str, behavior: Behavior) -> Self {
+        self.models.insert(name.to_owned(), behavior);
+        self
+    }
+
+    /// Parses a TOML mock config.
+    pub fn from_toml(text: &str) -> Result<Self, ConfigErrors> {
+        let raw: RawMockConfig = toml::from_str(text).map_err(|e| {
+            ConfigErrors(vec![crate::config::ConfigError { path: String::new(), message: e.to_string() }])
+        })?;
+        let mut p = Problems::default();
+        let default = raw.default.validate("default", &mut p);
+        let models =
+            raw.models.iter().map(|(m, b)| (m.clone(), b.validate(&format!("models.{m}"), &mut p))).collect();
+        p.finish()?;
+        Ok(Self { default, models })
+    }
+}
+
+/// One request as the mock received it.
+#[derive(Debug, Clone)]
+pub struct RecordedRequest {
+    /// Method.
+    pub method: Method,
+    /// Path and query.
+    pub path: String,
+    /// Headers as received.
+    pub headers: HeaderMap,
+    /// Body bytes as received.
+    pub body: Bytes,
+}
+
+/// Counters, readable at any time and awaitable through [`MockStats::wait_until`].
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct StatsSnapshot {
+    /// Requests received (any path).
+    pub requests: u64,
+    /// Connections accepted.
+    pub connections_opened: u64,
+    /// Connections closed (by either side).
+    pub connections_closed: u64,
+    /// Streams started.
+    pub streams_started: u64,
+    /// Streams sent to the end.
+    pub streams_completed: u64,
+    /// Streams whose reader went away before the end.
+    pub streams_cancelled: u64,
+}
+
+/// The mock server's counters and request log.
+#[derive(Debug)]
+pub struct MockStats {
+    requests: AtomicU64,
+    connections_opened: AtomicU64,
+    connections_closed: AtomicU64,
+    streams_started: AtomicU64,
+    streams_completed: AtomicU64,
+    streams_cancelled: AtomicU64,
+    log: Mutex<Vec<RecordedRequest>>,
+    changed: watch::Sender<()>,
+}
+
+/// How many requests the log keeps (load tests send many more; counters still count them all).
+const LOG_LIMIT: usize = 10_000;
+
+impl Default for MockStats {
+    fn default() -> Self {
+        Self {
+            requests: AtomicU64::new(0),
+            connections_opened: AtomicU64::new(0),
+            connections_closed: AtomicU64::new(0),
+            streams_started: AtomicU64::new(0),
+            streams_completed: AtomicU64::new(0),
+            streams_cancelled: AtomicU64::new(0),
+            log: Mutex::new(Vec::new()),
+            changed: watch::channel(()).0,
+        }
+    }
+}
+
+impl MockStats {
+    /// The counters now.
+    pub fn snapshot(&self) -> StatsSnapshot {
+        StatsSnapshot {
+            requests: self.requests.load(Ordering::SeqCst),
+            connections_opened: self.connections_opened.load(Ordering::SeqCst),
+            connections_closed: self.connections_closed.load(Ordering::SeqCst),
+            streams_started: self.streams_started.load(Ordering::SeqCst),
+            streams_completed: self.streams_completed.load(Ordering::SeqCst),
+            streams_cancelled: self.streams_cancelled.load(Ordering::SeqCst),
+        }
+    }
+
+    /// Every request received so far (up to the first 10,000).
+    pub fn requests(&self) -> Vec<RecordedRequest> {
+        self.log.lock().map(|l| l.clone()).unwrap_or_default()
+    }
+
+    /// Waits until `cond` holds, or `timeout` passes; returns the last snapshot either way.
+    pub async fn wait_until(
+        &self,
+        timeout: Duration,
+        cond: impl Fn(&StatsSnapshot) -> bool,
+    ) -> Result<StatsSnapshot, StatsSnapshot> {
+        let mut rx = self.changed.subscribe();
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let snap = self.snapshot();
+            if cond(&snap) {
+                return Ok(snap);
+            }
+            if tokio::time::timeout_at(deadline, rx.changed()).await.is_err() {
+                let snap = self.snapshot();
+                return if cond(&snap) { Ok(snap) } else { Err(snap) };
+            }
+        }
+    }
+
+    fn bump(&self, counter: &AtomicU64) {
+        counter.fetch_add(1, Ordering::SeqCst);
+        self.changed.send_replace(());
+    }
+
+    fn record(&self, req: RecordedRequest) {
+        if let Ok(mut log) = self.log.lock()
+            && log.len() < LOG_LIMIT
+        {
+            log.push(req);
+        }
+        self.bump(&self.requests);
+    }
+}
+
+impl StreamObserver for MockStats {
+    fn completed(&self) {
+        self.bump(&self.streams_completed);
+    }
+
+    fn cancelled(&self) {
+        self.bump(&self.streams_cancelled);
+    }
+}
+
+/// A running mock server; stops when dropped.
+pub struct MockUpstream {
+    /// Where it listens.
+    pub addr: SocketAddr,
+    /// Its counters.
+    pub stats: Arc<MockStats>,
+    stop: Option<oneshot::Sender<()>>,
+}
+
+impl MockUpstream {
+    /// Binds `127.0.0.1:0` and serves `config` on a background task.
+    pub async fn start(config: MockConfig) -> std::io::Result<Self> {
+        let listener = TcpListener::bind(("127.0.0.1", 0)).await?;
+        let addr = listener.local_addr()?;
+        let stats = Arc::new(MockStats::default());
+        let (stop, stopped) = oneshot::channel();
+        let task_stats = stats.clone();
+        tokio::spawn(async move {
+            serve(listener, config, task_stats, async {
+                let _ = stopped.await;
+            })
+            .await;
+        });
+        Ok(Self { addr, stats, stop: Some(stop) })
+    }
+
+    /// `http://ADDR`, to use as a provider's `base_url`.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+}
+
+impl Drop for MockUpstream {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+struct Shared {
+    config: MockConfig,
+    /// Requests served per model with its own behaviour, for `fail_first`.
+    served: HashMap<String, AtomicU64>,
+    /// Requests served with the default behaviour.
+    default_served: AtomicU64,
+    stats: Arc<MockStats>,
+}
+
+/// Serves the mock on `listener` until `shutdown` resolves.
+pub async fn serve(
+    listener: TcpListener,
+    config: MockConfig,
+    stats: Arc<MockStats>,
+    shutdown: impl Future<Output = ()>,
+) {
+    let served = config.models.keys().map(|k| (k.clone(), AtomicU64::new(0))).collect();
+    let shared = Arc::new(Shared { config, served, default_served: AtomicU64::new(0), stats });
+    let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    tokio::pin!(shutdown);
+    loop {
+        let (stream, _) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(_) => {
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => return,
+        };
+        let _ = stream.set_nodelay(true);
+        shared.stats.bump(&shared.stats.connections_opened);
+        let shared = shared.clone();
+        let conn = builder
+            .serve_connection(
+                TokioIo::new(stream),
+                hyper::service::service_fn({
+                    let shared = shared.clone();
+                    move |req| {
+                        let shared = shared.clone();
+                        async move { Ok::<_, Infallible>(handle(&shared, req).await) }
+                    }
+                }),
+            )
+            .into_owned();
+        tokio::spawn(async move {
+            let _ = conn.await;
+            shared.stats.bump(&shared.stats.connections_closed);
+        });
+    }
+}
+
+async fn handle(shared: &Shared, req: Request<Incoming>) -> Response<MockBody> {
+    let (parts, body) = req.into_parts();
+    let body = match body.collect().await {
+        Ok(b) => b.to_bytes(),
+        Err(_) => {
+            return json_response(
+                StatusCode::BAD_REQUEST,
+                super::error_json("mock: body read failed", "invalid_request_error"),
+            );
+        }
+    };
+    let path = parts.uri.path().to_owned();
+    if parts.method == Method::GET && path == "/_mock/stats" {
+        // Control traffic: answered, not counted.
+        let stats = serde_json::to_string(&shared.stats.snapshot()).unwrap_or_default();
+        return json_response(StatusCode::OK, Bytes::from(stats));
+    }
+    shared.stats.record(RecordedRequest {
+        method: parts.method.clone(),
+        path: parts.uri.path_and_query().map_or_else(|| path.clone(), ToString::to_string),
+        headers: parts.headers.clone(),
+        body: body.clone(),
+    });
+    let endpoint = match (&parts.method, path.as_str()) {
+        (&Method::POST, p) if p.ends_with("/chat/completions") => MockEndpoint::Chat,
+        (&Method::POST, p) if p.ends_with("/embeddings") => MockEndpoint::Embeddings,
+        (&Method::GET, p) if p.ends_with("/models") => return models(shared),
+        _ => {
+            return json_response(
+                StatusCode::NOT_FOUND,
+                super::error_json("mock: no such route", "invalid_request_error"),
+            );
+        }
+    };
+    let model = serde_json::from_slice::<ModelOnly>(&body).map(|m| m.model).unwrap_or_default();
+    let (behavior, served) = match shared.config.models.get(&model) {
+        Some(b) => (b, shared.served.get(&model).unwrap_or(&shared.default_served)),
+        None => (&shared.config.default, &shared.default_served),
+    };
+    let overridden = overrides(behavior, &parts.headers);
+    let behavior = overridden.as_ref().unwrap_or(behavior);
+    let observer: Arc<dyn StreamObserver> = shared.stats.clone();
+    let resp = super::answer(behavior, served, endpoint, &body, Some(observer)).await;
+    if matches!(resp.body(), MockBody::Stream(_)) {
+        shared.stats.bump(&shared.stats.streams_started);
+    }
+    resp
+}
+
+#[derive(Deserialize)]
+struct ModelOnly {
+    #[serde(default)]
+    model: String,
+}
+
+fn models(shared: &Shared) -> Response<MockBody> {
+    let mut ids: Vec<&str> = shared.config.models.keys().map(String::as_str).collect();
+    if ids.is_empty() {
+        ids.push("mock-model");
+    }
+    let data: Vec<serde_json::Value> = ids
+        .iter()
+        .map(|id| serde_json::json!({"id": id, "object": "model", "created": 0, "owned_by": "mock"}))
+        .collect();
+    json_response(
+        StatusCode::OK,
+        Bytes::from(serde_json::json!({"object": "list", "data": data}).to_string()),
+    )
+}
+
+/// Applies `x-mock-*` request headers on top of a behaviour; `None` when there are none.
+fn overrides(base: &Behavior, headers: &HeaderMap) -> Option<Behavior> {
+    let get = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    if !headers.keys().any(|k| k.as_str().starts_with("x-mock-")) {
+        return None;
+    }
+    let dur = |name: &str| get(name).and_then(|v| humantime::parse_duration(v).ok());
+    let mut b = base.clone();
+    if let Some(s) =
+        get("x-mock-status").and_then(|v| v.parse::<u16>().ok()).and_then(|s| StatusCode::from_u16(s).ok())
+    {
+        b.status = Some(s);
+    }
+    if let Some(v) = get("x-mock-retry-after").and_then(|v| http::HeaderValue::from_str(v).ok()) {
+        b.retry_after = Some(v);
+    }
+    if let Some(d) = dur("x-mock-latency") {
+        b.latency = d;
+    }
+    if let Some(d) = dur("x-mock-ttft") {
+        b.ttft = d;
+    }
+    if let Some(t) = get("x-mock-tokens-per-second")
+        .and_then(|v| v.parse::<f64>().ok())
+        .filter(|t| *t > 0.0 && t.is_finite())
+    {
+        b.chunk_interval = Duration::from_secs_f64(1.0 / t);
+    }
+    if let Some(n) = get("x-mock-abort-after").and_then(|v| v.parse().ok()) {
+        b.abort_after = Some(n);
+    }
+    if let Some(n) = get("x-mock-fail-first").and_then(|v| v.parse().ok()) {
+        b.fail_first = Some(n);
+    }
+    if let Some(r) = get("x-mock-reply") {
+        b.reply = Arc::from(r);
+    }
+    Some(b)
+}

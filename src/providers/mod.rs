@@ -1,0 +1,244 @@
+//! Providers: what a snapshot holds per configured provider (client, keys, URLs, timeouts) and
+//! the one operation the proxy needs, [`Provider::send`]. `openai` kind speaks HTTP to any
+//! OpenAI-compatible API; `mock` answers in process with the same wire format.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderName, HeaderValue, Request, Response, Uri, header};
+use http_body::{Body, Frame, SizeHint};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use tokio::time::Instant;
+
+use crate::config::{ProviderConfig, ProviderKind};
+use crate::mock::{Behavior, MockBody, MockEndpoint};
+use crate::upstream::{self, HttpClient};
+
+/// Which API operation is being proxied.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Operation {
+    /// Chat completions.
+    Chat,
+    /// Embeddings.
+    Embeddings,
+}
+
+/// One upstream call.
+#[derive(Debug)]
+pub struct Call<'a> {
+    /// What to call.
+    pub operation: Operation,
+    /// The body to send (already spliced).
+    pub body: Bytes,
+    /// Whether an SSE answer is expected.
+    pub stream: bool,
+    /// The request id, forwarded.
+    pub request_id: &'a HeaderValue,
+    /// The correlation id, forwarded when the client sent one.
+    pub correlation_id: Option<&'a HeaderValue>,
+    /// When the whole upstream request must be over.
+    pub deadline: Instant,
+}
+
+/// Why an upstream call failed before a response head arrived.
+#[derive(Debug, thiserror::Error)]
+pub enum SendError {
+    /// TCP/TLS connection could not be established (refused, unreachable, connect timeout).
+    #[error("connect failed")]
+    Connect,
+    /// The response head did not arrive before the deadline.
+    #[error("timed out")]
+    Timeout,
+    /// The connection broke, or the answer was not HTTP.
+    #[error("request failed")]
+    Failed,
+}
+
+/// A provider as the running snapshot holds it.
+pub struct Provider {
+    /// Config name.
+    pub name: Arc<str>,
+    /// The name as a response header value (`x-tier1-provider`), built once.
+    pub name_header: HeaderValue,
+    /// Wire protocol.
+    pub kind: ProviderKind,
+    /// Total deadline of one upstream request.
+    pub request_timeout: Duration,
+    backend: Backend,
+}
+
+enum Backend {
+    Http(Box<HttpBackend>),
+    Mock { behavior: Behavior, served: AtomicU64 },
+}
+
+struct HttpBackend {
+    client: HttpClient,
+    chat: Uri,
+    embeddings: Uri,
+    /// `Authorization: Bearer ...` of the first key, marked sensitive. Key rotation arrives with
+    /// the resilience layer.
+    auth: Option<HeaderValue>,
+    headers: Vec<(HeaderName, HeaderValue)>,
+}
+
+/// Why a provider could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    /// The HTTP client could not be built.
+    #[error(transparent)]
+    Client(#[from] upstream::BuildError),
+    /// A key holds characters that cannot go in a header.
+    #[error("providers.{provider}.keys[{index}].secret: not a valid header value")]
+    Key {
+        /// Provider name.
+        provider: String,
+        /// Key index.
+        index: usize,
+    },
+    /// The base URL plus an endpoint path is not a URI.
+    #[error("providers.{0}.base_url: cannot append the endpoint path")]
+    BaseUrl(String),
+}
+
+static USER_AGENT: HeaderValue = HeaderValue::from_static(concat!("tier1/", env!("CARGO_PKG_VERSION")));
+
+impl Provider {
+    /// Builds a provider (and its connection pool) from config.
+    pub fn build(p: &ProviderConfig) -> Result<Self, BuildError> {
+        let backend = match p.kind {
+            ProviderKind::Mock => Backend::Mock { behavior: p.mock.clone(), served: AtomicU64::new(0) },
+            ProviderKind::OpenAi => {
+                let base = p.base_url.as_ref().ok_or_else(|| BuildError::BaseUrl(p.name.clone()))?;
+                let join = |path: &str| -> Result<Uri, BuildError> {
+                    format!("{}{path}", base.to_string().trim_end_matches('/'))
+                        .parse()
+                        .map_err(|_| BuildError::BaseUrl(p.name.clone()))
+                };
+                let auth = match p.keys.first() {
+                    None => None,
+                    Some(k) => {
+                        let mut v = HeaderValue::from_str(&format!("Bearer {}", k.secret.expose()))
+                            .map_err(|_| BuildError::Key { provider: p.name.clone(), index: 0 })?;
+                        v.set_sensitive(true);
+                        Some(v)
+                    }
+                };
+                Backend::Http(Box::new(HttpBackend {
+                    client: upstream::build(p)?,
+                    chat: join("/chat/completions")?,
+                    embeddings: join("/embeddings")?,
+                    auth,
+                    headers: p.headers.clone(),
+                }))
+            }
+        };
+        let name_header = HeaderValue::from_str(&p.name).map_err(|_| BuildError::BaseUrl(p.name.clone()))?;
+        Ok(Self {
+            name: Arc::from(p.name.as_str()),
+            name_header,
+            kind: p.kind,
+            request_timeout: p.request_timeout,
+            backend,
+        })
+    }
+
+    /// Sends one call and waits for the response head (not the body).
+    pub async fn send(&self, call: Call<'_>) -> Result<Response<UpstreamBody>, SendError> {
+        match &self.backend {
+            Backend::Mock { behavior, served } => {
+                let endpoint = match call.operation {
+                    Operation::Chat => MockEndpoint::Chat,
+                    Operation::Embeddings => MockEndpoint::Embeddings,
+                };
+                let answer = crate::mock::answer(behavior, served, endpoint, &call.body, None);
+                let resp =
+                    tokio::time::timeout_at(call.deadline, answer).await.map_err(|_| SendError::Timeout)?;
+                Ok(resp.map(UpstreamBody::Mock))
+            }
+            Backend::Http(http) => {
+                let req = http.request(&call).map_err(|_| SendError::Failed)?;
+                match tokio::time::timeout_at(call.deadline, http.client.request(req)).await {
+                    Err(_) => Err(SendError::Timeout),
+                    Ok(Err(e)) if e.is_connect() => Err(SendError::Connect),
+                    Ok(Err(_)) => Err(SendError::Failed),
+                    Ok(Ok(resp)) => Ok(resp.map(UpstreamBody::Http)),
+                }
+            }
+        }
+    }
+}
+
+impl HttpBackend {
+    fn request(&self, call: &Call<'_>) -> Result<Request<Full<Bytes>>, http::Error> {
+        let uri = match call.operation {
+            Operation::Chat => self.chat.clone(),
+            Operation::Embeddings => self.embeddings.clone(),
+        };
+        let accept = if call.stream { "text/event-stream" } else { "application/json" };
+        let mut req = Request::post(uri)
+            .header(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))
+            .header(header::ACCEPT, HeaderValue::from_static(accept))
+            .header(header::USER_AGENT, USER_AGENT.clone())
+            .header(crate::proxy::headers::X_REQUEST_ID, call.request_id.clone())
+            .body(Full::new(call.body.clone()))?;
+        let h = req.headers_mut();
+        if let Some(c) = call.correlation_id {
+            h.insert(crate::proxy::headers::X_CORRELATION_ID, c.clone());
+        }
+        if let Some(auth) = &self.auth {
+            h.insert(header::AUTHORIZATION, auth.clone());
+        }
+        for (name, value) in &self.headers {
+            h.insert(name.clone(), value.clone());
+        }
+        Ok(req)
+    }
+}
+
+/// An upstream response body: from the network, or from the in-process mock.
+pub enum UpstreamBody {
+    /// From hyper's client.
+    Http(Incoming),
+    /// From the mock provider.
+    Mock(MockBody),
+}
+
+/// Why an upstream body stopped early.
+#[derive(Debug, thiserror::Error)]
+#[error("upstream body failed")]
+pub struct BodyFailed;
+
+impl Body for UpstreamBody {
+    type Data = Bytes;
+    type Error = BodyFailed;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BodyFailed>>> {
+        match self.get_mut() {
+            Self::Http(b) => Pin::new(b).poll_frame(cx).map_err(|_| BodyFailed),
+            Self::Mock(b) => Pin::new(b).poll_frame(cx).map_err(|_| BodyFailed),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            Self::Http(b) => b.is_end_stream(),
+            Self::Mock(b) => b.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            Self::Http(b) => b.size_hint(),
+            Self::Mock(b) => b.size_hint(),
+        }
+    }
+}

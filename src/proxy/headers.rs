@@ -1,0 +1,92 @@
+//! Header names tier1 reads or writes, request id handling, and the inbound bearer check.
+
+use http::{HeaderMap, HeaderValue, header};
+use subtle::ConstantTimeEq;
+
+use crate::config::Secret;
+
+/// Request id, propagated upstream and echoed back.
+pub const X_REQUEST_ID: &str = "x-request-id";
+/// Correlation id, propagated upstream when present.
+pub const X_CORRELATION_ID: &str = "x-correlation-id";
+/// The provider that answered.
+pub const X_TIER1_PROVIDER: &str = "x-tier1-provider";
+/// The upstream model name used.
+pub const X_TIER1_MODEL: &str = "x-tier1-model";
+/// Upstream attempts started for this request.
+pub const X_TIER1_ATTEMPTS: &str = "x-tier1-attempts";
+
+/// The client's `x-request-id` if it is a sane token (visible ASCII, at most 128 bytes), or a
+/// fresh random one.
+pub fn request_id(headers: &HeaderMap) -> HeaderValue {
+    if let Some(v) = headers.get(X_REQUEST_ID) {
+        let b = v.as_bytes();
+        if !b.is_empty() && b.len() <= 128 && b.iter().all(|c| c.is_ascii_graphic()) {
+            return v.clone();
+        }
+    }
+    generate_id()
+}
+
+/// A random UUIDv4-shaped id.
+fn generate_id() -> HeaderValue {
+    let n = fastrand::u128(..);
+    let n = (n & !(0xf << 76) | (0x4 << 76)) & !(0x3 << 62) | (0x2 << 62);
+    let hex = format!("{n:032x}");
+    let id = format!("{}-{}-{}-{}-{}", &hex[..8], &hex[8..12], &hex[12..16], &hex[16..20], &hex[20..]);
+    HeaderValue::from_str(&id).unwrap_or(HeaderValue::from_static("0"))
+}
+
+/// Whether the request carries one of `keys` as `Authorization: Bearer ...`. Every key is
+/// compared in constant time, and all of them are compared, so timing says nothing about which
+/// prefix matched. An empty key list means the server is open.
+pub fn authorized(headers: &HeaderMap, keys: &[Secret]) -> bool {
+    if keys.is_empty() {
+        return true;
+    }
+    let Some(token) = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
+    else {
+        return false;
+    };
+    let token = token.trim().as_bytes();
+    keys.iter().fold(0u8, |ok, k| ok | k.expose().as_bytes().ct_eq(token).unwrap_u8()) == 1
+}
+
+/// Whether the client asked for SSE through `Accept`.
+pub fn accepts_sse(headers: &HeaderMap) -> bool {
+    headers.get_all(header::ACCEPT).iter().any(|v| v.to_str().is_ok_and(|s| s.contains("text/event-stream")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_id_kept_or_generated() {
+        let mut h = HeaderMap::new();
+        h.insert(X_REQUEST_ID, HeaderValue::from_static("abc-123"));
+        assert_eq!(request_id(&h), "abc-123");
+        let generated = request_id(&HeaderMap::new());
+        assert_eq!(generated.len(), 36);
+        assert_ne!(generated, request_id(&HeaderMap::new()));
+        h.insert(X_REQUEST_ID, HeaderValue::from_static("has space"));
+        assert_ne!(request_id(&h), "has space");
+    }
+
+    #[test]
+    fn bearer_check() {
+        let keys = [Secret::new("k1-secret"), Secret::new("k2-secret")];
+        let mut h = HeaderMap::new();
+        assert!(!authorized(&h, &keys));
+        assert!(authorized(&h, &[]));
+        h.insert(header::AUTHORIZATION, HeaderValue::from_static("Bearer k2-secret"));
+        assert!(authorized(&h, &keys));
+        h.insert(header::AUTHORIZATION, HeaderValue::from_static("Bearer k2-secre"));
+        assert!(!authorized(&h, &keys));
+        h.insert(header::AUTHORIZATION, HeaderValue::from_static("Basic k1-secret"));
+        assert!(!authorized(&h, &keys));
+    }
+}

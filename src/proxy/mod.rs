@@ -1,0 +1,24 @@
+//! The inbound side: accept loop and drain ([`server`]), endpoint dispatch and the single error
+//! mapping site ([`handler`]), the forwarding steps ([`forward`]), headers and bodies.
+
+pub mod body;
+pub mod forward;
+pub mod handler;
+pub mod headers;
+pub mod server;
+
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+
+use crate::metrics::Metrics;
+use crate::snapshot::Snapshot;
+
+/// State shared by every connection.
+pub struct AppState {
+    /// The current config snapshot.
+    pub live: Snapshot,
+    /// The metrics registry and handles.
+    pub metrics: Arc<Metrics>,
+    /// Set at the start of shutdown: `/readyz` turns 503.
+    pub draining: AtomicBool,
+}

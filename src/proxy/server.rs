@@ -1,0 +1,91 @@
+//! The accept loop and graceful shutdown.
+//!
+//! Shutdown, in order: the signal arrives → `/readyz` answers 503 at once → connections are
+//! still accepted for `server.shutdown_delay` (lame duck, so a balancer's health check notices
+//! first) → the listener closes → in-flight requests and streams finish, up to
+//! `server.drain_timeout` → return.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto::Builder;
+use hyper_util::server::graceful::GracefulShutdown;
+use tokio::net::TcpListener;
+
+use super::AppState;
+use super::handler::handle;
+
+/// Largest request head (request line plus headers) accepted; beyond it hyper answers 431.
+const MAX_HEAD_BYTES: usize = 64 * 1024;
+
+/// Serves `listener` until `shutdown` resolves, then drains.
+pub async fn serve(listener: TcpListener, state: Arc<AppState>, shutdown: impl Future<Output = ()>) {
+    let server = state.live.load().server.clone();
+    let mut builder = Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(server.header_timeout)
+        .max_buf_size(MAX_HEAD_BYTES)
+        .keep_alive(true);
+    builder.http2().timer(TokioTimer::new()).max_header_list_size(MAX_HEAD_BYTES as u32);
+    let graceful = GracefulShutdown::new();
+
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            () = &mut shutdown => break,
+            accepted = listener.accept() => accept(accepted, &builder, &graceful, &state).await,
+        }
+    }
+
+    state.draining.store(true, Ordering::Release);
+    tracing::info!(delay = ?server.shutdown_delay, "shutdown: not ready; still accepting during the delay");
+    let lame_duck = tokio::time::sleep(server.shutdown_delay);
+    tokio::pin!(lame_duck);
+    loop {
+        tokio::select! {
+            () = &mut lame_duck => break,
+            accepted = listener.accept() => accept(accepted, &builder, &graceful, &state).await,
+        }
+    }
+    drop(listener);
+    tracing::info!(timeout = ?server.drain_timeout, "shutdown: listener closed, draining in-flight requests");
+    match tokio::time::timeout(server.drain_timeout, graceful.shutdown()).await {
+        Ok(()) => tracing::info!("shutdown: drained"),
+        Err(_) => tracing::warn!("shutdown: drain timeout reached, closing remaining connections"),
+    }
+}
+
+async fn accept(
+    accepted: std::io::Result<(tokio::net::TcpStream, std::net::SocketAddr)>,
+    builder: &Builder<TokioExecutor>,
+    graceful: &GracefulShutdown,
+    state: &Arc<AppState>,
+) {
+    let stream = match accepted {
+        Ok((stream, _peer)) => stream,
+        Err(e) => {
+            // Usually out of file descriptors: back off instead of spinning.
+            tracing::warn!(error = %e, "accept failed");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            return;
+        }
+    };
+    let _ = stream.set_nodelay(true);
+    let state = state.clone();
+    let service = hyper::service::service_fn(move |req| {
+        let state = state.clone();
+        async move { Ok::<_, Infallible>(handle(state, req).await) }
+    });
+    let conn = builder.serve_connection(TokioIo::new(stream), service).into_owned();
+    let conn = graceful.watch(conn);
+    tokio::spawn(async move {
+        if let Err(e) = conn.await {
+            tracing::debug!(error = %e, "connection ended with an error");
+        }
+    });
+}

@@ -1,0 +1,84 @@
+//! `*` and `?` globs over model names, matched without allocation.
+
+/// Whether a model pattern contains glob characters.
+pub fn is_glob(pattern: &str) -> bool {
+    pattern.contains(['*', '?'])
+}
+
+/// A compiled glob pattern.
+#[derive(Debug, Clone)]
+pub struct Glob {
+    pattern: Box<[char]>,
+    literals: usize,
+}
+
+impl Glob {
+    /// Compiles a pattern.
+    pub fn new(pattern: &str) -> Self {
+        let pattern: Box<[char]> = pattern.chars().collect();
+        let literals = pattern.iter().filter(|c| !matches!(c, '*' | '?')).count();
+        Self { pattern, literals }
+    }
+
+    /// How specific the pattern is: its number of literal characters.
+    pub fn specificity(&self) -> usize {
+        self.literals
+    }
+
+    /// Whether `name` matches. Iterative with one backtrack point: linear in practice, never
+    /// exponential, whatever the pattern.
+    pub fn matches(&self, name: &str) -> bool {
+        let text: Vec<char> = name.chars().collect();
+        let p = &self.pattern;
+        let (mut pi, mut ti) = (0, 0);
+        let mut star: Option<(usize, usize)> = None;
+        while ti < text.len() {
+            if pi < p.len() && (p[pi] == '?' || p[pi] == text[ti]) {
+                pi += 1;
+                ti += 1;
+            } else if pi < p.len() && p[pi] == '*' {
+                star = Some((pi, ti));
+                pi += 1;
+            } else if let Some((sp, st)) = star {
+                pi = sp + 1;
+                ti = st + 1;
+                star = Some((sp, st + 1));
+            } else {
+                return false;
+            }
+        }
+        p[pi..].iter().all(|c| *c == '*')
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn matches_stars_and_question_marks() {
+        let g = Glob::new("claude-*");
+        assert!(g.matches("claude-sonnet-4-5"));
+        assert!(g.matches("claude-"));
+        assert!(!g.matches("gpt-4o"));
+        assert!(Glob::new("gpt-4?").matches("gpt-4o"));
+        assert!(!Glob::new("gpt-4?").matches("gpt-4o-mini"));
+        assert!(Glob::new("*mini*").matches("gpt-4o-mini-2024"));
+        assert!(Glob::new("a*b*c").matches("aXXbYYc"));
+        assert!(!Glob::new("a*b*c").matches("aXXbYY"));
+        assert!(Glob::new("*").matches(""));
+    }
+
+    #[test]
+    fn pathological_pattern_is_fast() {
+        let g = Glob::new("a*a*a*a*a*a*a*a*b");
+        let text = "a".repeat(5000);
+        assert!(!g.matches(&text));
+    }
+
+    #[test]
+    fn specificity_counts_literals() {
+        assert!(Glob::new("claude-3-*").specificity() > Glob::new("claude-*").specificity());
+        assert!(is_glob("x*") && is_glob("x?") && !is_glob("x"));
+    }
+}

@@ -1,0 +1,12 @@
+//! Routing: which target serves a client-facing model name.
+//!
+//! Order of resolution, first match wins: an exact route name or listed model; then the most
+//! specific glob (`claude-*`; most literal characters wins, ties go to the earlier route); then
+//! `provider/model` for a configured provider (the model part may contain `/`). Anything else is
+//! an unknown model.
+
+mod glob;
+mod table;
+
+pub use glob::{Glob, is_glob};
+pub use table::{Resolved, Route, RouteId, RoutingTable, Target};

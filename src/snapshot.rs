@@ -1,0 +1,104 @@
+//! The one immutable snapshot a request uses from start to end ([`Live`]), behind one `ArcSwap`
+//! ([`Snapshot`]). Everything derived from config lives here: routing table, providers with
+//! their connection pools, inbound keys, the redactor and the pre-rendered `/v1/models` body.
+//! This module is the only place that touches the `ArcSwap`.
+
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use bytes::Bytes;
+
+use crate::config::{Config, Redactor, Secret, ServerConfig};
+use crate::providers::{self, Provider};
+use crate::routing::{RoutingTable, is_glob};
+
+/// Everything a request needs from config.
+pub struct Live {
+    /// `[server]` settings.
+    pub server: ServerConfig,
+    /// Model name → route or provider.
+    pub table: RoutingTable,
+    /// Providers, indexed as in the config.
+    pub providers: Vec<Provider>,
+    /// Inbound bearer tokens (empty: open).
+    pub api_keys: Vec<Secret>,
+    /// Scrubs configured secrets from passed-through bodies.
+    pub redactor: Redactor,
+    /// The `/v1/models` answer, rendered once.
+    pub models_body: Bytes,
+}
+
+impl Live {
+    /// Builds a snapshot, including every provider's connection pool.
+    pub fn build(config: &Config) -> Result<Self, providers::BuildError> {
+        let providers = config.providers.iter().map(Provider::build).collect::<Result<Vec<_>, _>>()?;
+        Ok(Self {
+            server: config.server.clone(),
+            table: RoutingTable::new(config),
+            providers,
+            api_keys: config.server.api_keys.clone(),
+            redactor: Redactor::new(config.secrets()),
+            models_body: models_body(config),
+        })
+    }
+}
+
+/// Every model a client may ask for, in OpenAI list shape: route names and their literal model
+/// names, then `provider/model` for every target and every provider catalog entry.
+fn models_body(config: &Config) -> Bytes {
+    let created =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    let mut seen = std::collections::HashSet::new();
+    let mut data = Vec::new();
+    let mut add = |id: String, owner: &str| {
+        if seen.insert(id.clone()) {
+            data.push(
+                serde_json::json!({"id": id, "object": "model", "created": created, "owned_by": owner}),
+            );
+        }
+    };
+    for r in &config.routes {
+        let owner = r
+            .targets
+            .first()
+            .and_then(|t| config.providers.get(t.provider))
+            .map_or("tier1", |p| p.name.as_str());
+        add(r.name.clone(), owner);
+        for m in r.models.iter().filter(|m| !is_glob(m)) {
+            add(m.clone(), owner);
+        }
+    }
+    for r in &config.routes {
+        for t in &r.targets {
+            if let Some(p) = config.providers.get(t.provider) {
+                add(format!("{}/{}", p.name, t.model), &p.name);
+            }
+        }
+    }
+    for p in &config.providers {
+        for m in &p.models {
+            add(format!("{}/{m}", p.name), &p.name);
+        }
+    }
+    Bytes::from(serde_json::json!({"object": "list", "data": data}).to_string())
+}
+
+/// The swappable holder of the current [`Live`].
+pub struct Snapshot(ArcSwap<Live>);
+
+impl Snapshot {
+    /// Starts with `live`.
+    pub fn new(live: Live) -> Self {
+        Self(ArcSwap::from_pointee(live))
+    }
+
+    /// The current snapshot; a request calls this once and keeps the `Arc` to its end.
+    pub fn load(&self) -> Arc<Live> {
+        self.0.load_full()
+    }
+
+    /// Replaces the snapshot atomically; requests in flight keep the one they loaded.
+    pub fn store(&self, live: Live) {
+        self.0.store(Arc::new(live));
+    }
+}

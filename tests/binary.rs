@@ -1,0 +1,203 @@
+//! Black-box tests of the real `tier1` binary: first run with no config, SIGTERM drain, port in
+//! use, `check`, `mock-upstream` and `health`.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code: failing loudly is the point
+
+mod common;
+
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::Duration;
+
+use common::*;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+
+const BIN: &str = env!("CARGO_BIN_EXE_tier1");
+
+/// A running binary and the address it printed.
+struct Proc {
+    child: Child,
+    addr: String,
+    lines: tokio::sync::mpsc::UnboundedReceiver<String>,
+}
+
+/// Starts the binary and waits (bounded) for its "listening on http://ADDR" line.
+async fn spawn(args: &[&str]) -> Proc {
+    let mut child = Command::new(BIN)
+        .args(args)
+        .env_remove("TIER1_CONFIG")
+        .env_remove("TIER1_LISTEN")
+        .env("TIER1_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("binary starts");
+    let stderr = child.stderr.take().unwrap();
+    let (tx, mut lines) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        let mut reader = BufReader::new(stderr).lines();
+        while let Ok(Some(line)) = reader.next_line().await {
+            let _ = tx.send(line);
+        }
+    });
+    let addr = tokio::time::timeout(Duration::from_secs(20), async {
+        while let Some(line) = lines.recv().await {
+            if let Some((_, rest)) = line.split_once("listening on http://") {
+                return rest.split_whitespace().next().unwrap().to_owned();
+            }
+        }
+        panic!("binary exited before listening");
+    })
+    .await
+    .expect("listening line in time");
+    Proc { child, addr, lines }
+}
+
+fn temp_file(name: &str, text: &str) -> PathBuf {
+    let path = std::env::temp_dir().join(format!("tier1-{}-{name}", std::process::id()));
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+fn sigterm(child: &Child) {
+    let pid = child.id().unwrap().to_string();
+    let ok = std::process::Command::new("kill").args(["-TERM", &pid]).status().unwrap().success();
+    assert!(ok, "kill -TERM failed");
+}
+
+#[tokio::test]
+async fn first_run_with_no_config_answers_from_the_demo() {
+    let p = spawn(&["--listen", "127.0.0.1:0"]).await;
+    let url = format!("http://{}/v1/chat/completions", p.addr);
+    let a = post(&url, &[], &chat("demo")).await;
+    assert_eq!(a.status, 200);
+    let content = a.json()["choices"][0]["message"]["content"].as_str().unwrap().to_owned();
+    assert!(content.contains("mock provider"), "{content}");
+    let a = post(&url, &[], &chat_stream("gpt-4o-mini")).await;
+    assert_eq!(a.status, 200);
+    assert!(a.text().starts_with("data: {"));
+    assert!(a.text().ends_with("data: [DONE]\n\n"));
+}
+
+#[tokio::test]
+async fn sigterm_drains_a_stream_in_flight_and_exits_zero() {
+    let cfg = temp_file(
+        "drain.toml",
+        r#"
+[server]
+drain_timeout = "10s"
+[providers.slow]
+kind = "mock"
+[providers.slow.mock]
+tokens_per_second = 20
+reply = "one two three four five six seven eight nine ten"
+[[routes]]
+name = "slow"
+targets = [{ provider = "slow", model = "m" }]
+"#,
+    );
+    let mut p = spawn(&["--config", cfg.to_str().unwrap(), "--listen", "127.0.0.1:0"]).await;
+    let url = format!("http://{}/v1/chat/completions", p.addr);
+    let resp = post_streaming(&url, &[], &chat_stream("slow")).await;
+    let mut body = resp.into_body();
+    let mut got = next_chunk(&mut body).await.unwrap().to_vec();
+    sigterm(&p.child);
+    while let Some(c) = next_chunk(&mut body).await {
+        got.extend_from_slice(&c);
+    }
+    let text = String::from_utf8(got).unwrap();
+    assert!(text.ends_with("data: [DONE]\n\n"), "stream cut by shutdown: {text}");
+    assert_eq!(text.matches("\"content\":\"").count(), 11, "{text}");
+    let status =
+        tokio::time::timeout(Duration::from_secs(10), p.child.wait()).await.expect("exited").unwrap();
+    assert!(status.success(), "{status:?}");
+    // Read the log to its end (the reader stops at EOF, once the process has exited).
+    let saw_drained = tokio::time::timeout(Duration::from_secs(5), async {
+        let mut saw = false;
+        while let Some(line) = p.lines.recv().await {
+            saw |= line.contains("shutdown: drained");
+        }
+        saw
+    })
+    .await
+    .expect("log closed");
+    assert!(saw_drained);
+    std::fs::remove_file(cfg).unwrap();
+}
+
+#[tokio::test]
+async fn port_in_use_gives_a_one_line_error() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let out = std::process::Command::new(BIN)
+        .args(["--listen", &addr])
+        .env_remove("TIER1_CONFIG")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let last = stderr.lines().last().unwrap();
+    assert!(last.contains("already in use") && last.contains("--listen"), "{stderr}");
+}
+
+#[tokio::test]
+async fn check_validates_and_lists_every_problem() {
+    let good = temp_file("good.toml", tier1::config::DEMO_TOML);
+    let out =
+        std::process::Command::new(BIN).args(["check", "--config", good.to_str().unwrap()]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let bad = temp_file(
+        "bad.toml",
+        "[server]\nlisten = \"x\"\n[[routes]]\nname = \"r\"\ntargets = [{ provider = \"opneai\", model = \"m\" }]\n",
+    );
+    let out =
+        std::process::Command::new(BIN).args(["check", "--config", bad.to_str().unwrap()]).output().unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("server.listen: invalid socket address"), "{stderr}");
+    assert!(stderr.contains("routes[0].targets[0].provider: unknown provider \"opneai\""), "{stderr}");
+    std::fs::remove_file(good).unwrap();
+    std::fs::remove_file(bad).unwrap();
+}
+
+#[tokio::test]
+async fn mock_upstream_command_serves_and_injects_faults() {
+    let cfg = temp_file(
+        "mock.toml",
+        "[default]\nreply = \"from file\"\n[models.flaky]\nstatus = 503\nretry_after = \"2\"\n",
+    );
+    let p = spawn(&["mock-upstream", "--listen", "127.0.0.1:0", "--config", cfg.to_str().unwrap()]).await;
+    let url = format!("http://{}/v1/chat/completions", p.addr);
+    let a = post(&url, &[], &chat("anything")).await;
+    assert_eq!(a.json()["choices"][0]["message"]["content"], "from file");
+    let a = post(&url, &[], &chat("flaky")).await;
+    assert_eq!((a.status.as_u16(), a.header("retry-after")), (503, Some("2")));
+    let a = post(&url, &[("x-mock-status", "429"), ("x-mock-retry-after", "7")], &chat("anything")).await;
+    assert_eq!((a.status.as_u16(), a.header("retry-after")), (429, Some("7")));
+    let stats = get(&format!("http://{}/_mock/stats", p.addr)).await.json();
+    assert_eq!(stats["requests"], 3);
+    std::fs::remove_file(cfg).unwrap();
+}
+
+#[tokio::test]
+async fn health_command_exits_zero_only_on_2xx() {
+    let p = spawn(&["--listen", "127.0.0.1:0"]).await;
+    let ok = std::process::Command::new(BIN)
+        .args(["health", "--url", &format!("http://{}/healthz", p.addr)])
+        .status()
+        .unwrap();
+    assert!(ok.success());
+    let missing = std::process::Command::new(BIN)
+        .args(["health", "--url", &format!("http://{}/nope", p.addr)])
+        .status()
+        .unwrap();
+    assert!(!missing.success());
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let closed = std::process::Command::new(BIN)
+        .args(["health", "--url", &format!("http://127.0.0.1:{port}/healthz"), "--timeout", "1s"])
+        .status()
+        .unwrap();
+    assert!(!closed.success());
+}

@@ -1,0 +1,283 @@
+//! Test harness: tier1 in process on `127.0.0.1:0`, a fixed-bytes upstream for byte-exact checks,
+//! and small HTTP helpers. No fixed ports, no sleeps to wait for readiness: `run` is handed an
+//! already-bound listener, so the port accepts as soon as `start` returns.
+
+#![allow(dead_code)] // each test binary uses a different part of the harness
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderMap, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+
+/// Secrets the test configs reference through `env:`.
+pub fn env() -> HashMap<String, String> {
+    [("UPSTREAM_KEY", "sk-upstream-secret-0001"), ("FRONT_KEY", "front-key-0001")]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect()
+}
+
+/// tier1 running in this process.
+pub struct Tier1 {
+    pub addr: SocketAddr,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Tier1 {
+    /// Starts tier1 with `toml` (secrets from [`env`]).
+    pub async fn start(toml: &str) -> Self {
+        let config =
+            tier1::config::parse(toml, tier1::config::Format::Toml, &env()).expect("valid test config");
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            tier1::run(listener, config, async {
+                let _ = stopped.await;
+            })
+            .await
+            .expect("tier1 runs");
+        });
+        Self { addr, stop: Some(stop), task: Some(task) }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    /// Sends the shutdown signal; returns a handle that resolves when tier1 has drained.
+    pub fn shutdown(&mut self) -> tokio::task::JoinHandle<()> {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        self.task.take().expect("shut down once")
+    }
+}
+
+impl Drop for Tier1 {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(task) = &self.task {
+            task.abort();
+        }
+    }
+}
+
+/// A plain HTTP/1.1 client (no pooling surprises between tests).
+pub fn client() -> Client<HttpConnector, Full<Bytes>> {
+    Client::builder(TokioExecutor::new()).pool_max_idle_per_host(0).build(HttpConnector::new())
+}
+
+/// A finished exchange.
+pub struct Answer {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+impl Answer {
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {:?}", self.text()))
+    }
+
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+
+    /// The OpenAI error code.
+    pub fn code(&self) -> String {
+        self.json()["error"]["code"].as_str().unwrap_or_default().to_owned()
+    }
+}
+
+/// Sends a request and reads the whole answer.
+pub async fn send(req: Request<Full<Bytes>>) -> Answer {
+    let resp = client().request(req).await.expect("request sent");
+    let (parts, body) = resp.into_parts();
+    let body = body.collect().await.expect("body read").to_bytes();
+    Answer { status: parts.status, headers: parts.headers, body }
+}
+
+/// POSTs JSON with extra headers.
+pub async fn post(url: &str, headers: &[(&str, &str)], body: &str) -> Answer {
+    send(post_req(url, headers, body)).await
+}
+
+pub fn post_req(url: &str, headers: &[(&str, &str)], body: &str) -> Request<Full<Bytes>> {
+    let mut b = Request::post(url).header("content-type", "application/json");
+    for (k, v) in headers {
+        b = b.header(*k, *v);
+    }
+    b.body(Full::new(Bytes::from(body.to_owned()))).unwrap()
+}
+
+pub async fn get(url: &str) -> Answer {
+    send(Request::get(url).body(Full::new(Bytes::new())).unwrap()).await
+}
+
+/// Starts a streaming request and returns the response with its body unread.
+pub async fn post_streaming(url: &str, headers: &[(&str, &str)], body: &str) -> Response<Incoming> {
+    client().request(post_req(url, headers, body)).await.expect("request sent")
+}
+
+/// Reads the next data frame of a body (skipping trailers).
+pub async fn next_chunk(body: &mut Incoming) -> Option<Bytes> {
+    loop {
+        match body.frame().await? {
+            Ok(f) => {
+                if let Ok(d) = f.into_data() {
+                    return Some(d);
+                }
+            }
+            Err(_) => return None,
+        }
+    }
+}
+
+pub const CHAT: &str = r#"{"model":"MODEL","messages":[{"role":"user","content":"hi"}]}"#;
+
+/// A chat body for `model`.
+pub fn chat(model: &str) -> String {
+    CHAT.replace("MODEL", model)
+}
+
+/// A chat body for `model` with `"stream":true`.
+pub fn chat_stream(model: &str) -> String {
+    format!(r#"{{"model":"{model}","messages":[{{"role":"user","content":"hi"}}],"stream":true}}"#)
+}
+
+/// A tier1 config with one `openai`-kind provider named `up` at `base_url`, its key from
+/// `UPSTREAM_KEY`, and a route `smart` → `up/gpt-4o`. `extra` is appended (more routes...).
+pub fn config(base_url: &str, extra: &str) -> String {
+    format!(
+        r#"
+[server]
+body_timeout = "500ms"
+header_timeout = "500ms"
+max_body_bytes = 4096
+
+[providers.up]
+kind = "openai"
+base_url = "{base_url}"
+request_timeout = "2s"
+connect_timeout = "500ms"
+[[providers.up.keys]]
+name = "primary"
+secret = "env:UPSTREAM_KEY"
+
+[[routes]]
+name = "smart"
+models = ["smart", "gpt-4o", "gpt-*"]
+targets = [{{ provider = "up", model = "gpt-4o" }}]
+{extra}
+"#
+    )
+}
+
+/// What the fixed upstream answers.
+#[derive(Clone)]
+pub struct Fixed {
+    pub status: u16,
+    pub headers: Vec<(&'static str, String)>,
+    /// Body frames, sent one by one with `gap` between them.
+    pub chunks: Vec<Bytes>,
+    pub gap: Duration,
+}
+
+/// An upstream that answers every request with exactly the configured bytes and records what
+/// it received.
+pub struct FixedUpstream {
+    pub addr: SocketAddr,
+    pub received: Arc<Mutex<Vec<(HeaderMap, Bytes)>>>,
+    _stop: oneshot::Sender<()>,
+}
+
+impl FixedUpstream {
+    pub async fn start(fixed: Fixed) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let received = Arc::new(Mutex::new(Vec::new()));
+        let (stop, mut stopped) = oneshot::channel::<()>();
+        let rec = received.clone();
+        tokio::spawn(async move {
+            loop {
+                let (stream, _) = tokio::select! {
+                    a = listener.accept() => a.unwrap(),
+                    _ = &mut stopped => return,
+                };
+                let fixed = fixed.clone();
+                let rec = rec.clone();
+                tokio::spawn(async move {
+                    let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
+                        let fixed = fixed.clone();
+                        let rec = rec.clone();
+                        async move {
+                            let (parts, body) = req.into_parts();
+                            let body = body.collect().await.unwrap().to_bytes();
+                            rec.lock().unwrap().push((parts.headers, body));
+                            let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(1);
+                            tokio::spawn(async move {
+                                for c in fixed.chunks {
+                                    if tx.send(c).await.is_err() {
+                                        return;
+                                    }
+                                    tokio::time::sleep(fixed.gap).await;
+                                }
+                            });
+                            let body = ChunkBody(rx);
+                            let mut resp = Response::new(body);
+                            *resp.status_mut() = StatusCode::from_u16(fixed.status).unwrap();
+                            for (k, v) in &fixed.headers {
+                                resp.headers_mut().append(*k, v.parse().unwrap());
+                            }
+                            Ok::<_, Infallible>(resp)
+                        }
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), svc)
+                        .await;
+                });
+            }
+        });
+        Self { addr, received, _stop: stop }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}/v1", self.addr)
+    }
+
+    pub fn requests(&self) -> Vec<(HeaderMap, Bytes)> {
+        self.received.lock().unwrap().clone()
+    }
+}
+
+struct ChunkBody(tokio::sync::mpsc::Receiver<Bytes>);
+
+impl hyper::body::Body for ChunkBody {
+    type Data = Bytes;
+    type Error = Infallible;
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, Infallible>>> {
+        self.0.poll_recv(cx).map(|o| o.map(|b| Ok(hyper::body::Frame::data(b))))
+    }
+}

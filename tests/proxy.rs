@@ -1,0 +1,550 @@
+//! Integration tests over real sockets: client → tier1 → upstream (the fault-injecting mock, or
+//! a fixed-bytes upstream for byte-exact checks).
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code: failing loudly is the point
+
+mod common;
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use common::*;
+use http::Request;
+use http_body_util::Full;
+use tier1::mock::server::{MockConfig, MockUpstream};
+use tier1::mock::{Behavior, DEFAULT_REPLY};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+fn json_upstream(body: &str) -> Fixed {
+    Fixed {
+        status: 200,
+        headers: vec![("content-type", "application/json".into())],
+        chunks: vec![Bytes::from(body.to_owned())],
+        gap: Duration::ZERO,
+    }
+}
+
+const ODD_JSON: &str = "{\"id\":\"x\",  \"object\":\"chat.completion\",\n \"choices\":[{\"index\":0,\"message\":{\"role\":\"assistant\",\"content\":\"caf\\u00e9 \\\"q\\\"\"},\"finish_reason\":\"stop\"}] ,\"usage\":{}}";
+
+#[tokio::test]
+async fn non_stream_round_trip_is_byte_exact() {
+    let up = FixedUpstream::start(json_upstream(ODD_JSON)).await;
+    let t = Tier1::start(&config(&up.url(), "")).await;
+    // `gpt-4o` is listed by the route and sent upstream as `gpt-4o`: nothing to change.
+    let sent = "{ \"model\": \"gpt-4o\", \"messages\": [ {\"role\":\"user\",\"content\":\"hi\"} ],  \"temperature\": 0.2 }";
+    let a = post(&t.url("/v1/chat/completions"), &[], sent).await;
+    assert_eq!(a.status, 200);
+    assert_eq!(a.text(), ODD_JSON, "response bytes changed");
+    let reqs = up.requests();
+    assert_eq!(reqs.len(), 1);
+    assert_eq!(reqs[0].1, sent.as_bytes(), "request bytes changed");
+    assert_eq!(a.header("x-tier1-provider"), Some("up"));
+    assert_eq!(a.header("x-tier1-model"), Some("gpt-4o"));
+    assert_eq!(a.header("x-tier1-attempts"), Some("1"));
+}
+
+#[tokio::test]
+async fn stream_round_trip_is_byte_exact_and_chunked_as_it_arrives() {
+    let events: Vec<Bytes> = vec![
+        Bytes::from_static(b"data: {\"id\":\"c\",\"choices\":[{\"delta\":{\"role\":\"assistant\"}}]}\n\n"),
+        Bytes::from_static(b"data: {\"id\":\"c\",\"choices\":[{\"delta\":{\"content\":\"Hel"),
+        Bytes::from_static(b"lo\"}}]}\n\n: keep-alive comment\n\n"),
+        Bytes::from_static(
+            b"data: {\"id\":\"c\",\"choices\":[{\"delta\":{},\"finish_reason\":\"stop\"}]}\r\n\r\n",
+        ),
+        Bytes::from_static(b"data: [DONE]\n\n"),
+    ];
+    let up = FixedUpstream::start(Fixed {
+        status: 200,
+        headers: vec![("content-type", "text/event-stream".into())],
+        chunks: events.clone(),
+        gap: Duration::from_millis(30),
+    })
+    .await;
+    let t = Tier1::start(&config(&up.url(), "")).await;
+    let resp = post_streaming(&t.url("/v1/chat/completions"), &[], &chat_stream("gpt-4o")).await;
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.headers()["content-type"], "text/event-stream");
+    let mut body = resp.into_body();
+    // The first event arrives on its own, before the upstream has sent the rest.
+    let first = next_chunk(&mut body).await.unwrap();
+    assert_eq!(first, events[0]);
+    let mut all = first.to_vec();
+    while let Some(c) = next_chunk(&mut body).await {
+        all.extend_from_slice(&c);
+    }
+    assert_eq!(all, events.concat());
+}
+
+#[tokio::test]
+async fn provider_model_with_slashes_goes_to_that_provider() {
+    let up = FixedUpstream::start(json_upstream("{}")).await;
+    let t = Tier1::start(&config(&up.url(), "")).await;
+    let sent = r#"{"model":"up/meta-llama/llama-3.3-70b","messages":[{"role":"user","content":"hi"}]}"#;
+    let a = post(&t.url("/v1/chat/completions"), &[], sent).await;
+    assert_eq!(a.status, 200);
+    assert_eq!(a.header("x-tier1-model"), Some("meta-llama/llama-3.3-70b"));
+    let body = &up.requests()[0].1;
+    assert_eq!(body, &sent.replace("up/meta-llama", "meta-llama").into_bytes());
+}
+
+#[tokio::test]
+async fn route_name_and_glob_splice_the_target_model() {
+    let up = FixedUpstream::start(json_upstream("{}")).await;
+    let t = Tier1::start(&config(&up.url(), "")).await;
+    for model in ["smart", "gpt-4.1-preview"] {
+        let a = post(&t.url("/openai/v1/chat/completions"), &[], &chat(model)).await;
+        assert_eq!(a.status, 200, "{model}");
+        assert_eq!(a.header("x-tier1-model"), Some("gpt-4o"));
+    }
+    for (_, body) in up.requests() {
+        assert_eq!(body, chat("gpt-4o").into_bytes());
+    }
+}
+
+#[tokio::test]
+async fn accept_event_stream_without_stream_field_is_served_as_a_stream() {
+    let mock = MockUpstream::start(MockConfig::default()).await.unwrap();
+    let t = Tier1::start(&config(&mock.url(), "")).await;
+    let a = post(&t.url("/v1/chat/completions"), &[("accept", "text/event-stream")], &chat("smart")).await;
+    assert_eq!(a.status, 200);
+    assert!(a.header("content-type").unwrap().starts_with("text/event-stream"));
+    assert!(a.text().ends_with("data: [DONE]\n\n"), "{}", a.text());
+    let sent = &mock.stats.requests()[0].body;
+    let sent: serde_json::Value = serde_json::from_slice(sent).unwrap();
+    assert_eq!(sent["stream"], true);
+    assert_eq!(sent["model"], "gpt-4o");
+}
+
+#[tokio::test]
+async fn mock_stream_through_tier1_ends_with_done_and_reassembles_the_reply() {
+    let mock = MockUpstream::start(MockConfig::default()).await.unwrap();
+    let t = Tier1::start(&config(&mock.url(), "")).await;
+    let a = post(&t.url("/v1/chat/completions"), &[], &chat_stream("smart")).await;
+    assert_eq!(a.status, 200);
+    let mut text = String::new();
+    let mut done = false;
+    for event in a.text().split("\n\n").filter(|e| !e.is_empty()) {
+        let data = event.strip_prefix("data: ").unwrap();
+        if data == "[DONE]" {
+            done = true;
+            continue;
+        }
+        let v: serde_json::Value = serde_json::from_str(data).unwrap();
+        text.push_str(v["choices"][0]["delta"]["content"].as_str().unwrap_or(""));
+    }
+    assert!(done);
+    assert_eq!(text, DEFAULT_REPLY);
+}
+
+#[tokio::test]
+async fn upstream_sees_provider_key_and_ids_but_not_inbound_auth_or_relay_headers() {
+    let up = FixedUpstream::start(json_upstream("{}")).await;
+    let toml = config(&up.url(), "").replace("[server]", "[server]\napi_keys = [\"env:FRONT_KEY\"]");
+    let t = Tier1::start(&toml).await;
+    let a = post(
+        &t.url("/v1/chat/completions"),
+        &[
+            ("authorization", "Bearer front-key-0001"),
+            ("x-request-id", "req-42"),
+            ("x-correlation-id", "corr-7"),
+            ("x-relay-token-id", "tok-1"),
+            ("x-relay-client-ip", "203.0.113.9"),
+            ("cookie", "session=abc"),
+            ("connection", "keep-alive, x-hop"),
+            ("x-hop", "1"),
+        ],
+        &chat("smart"),
+    )
+    .await;
+    assert_eq!(a.status, 200);
+    assert_eq!(a.header("x-request-id"), Some("req-42"));
+    let (headers, _) = &up.requests()[0];
+    assert_eq!(headers["authorization"], "Bearer sk-upstream-secret-0001");
+    assert_eq!(headers["x-request-id"], "req-42");
+    assert_eq!(headers["x-correlation-id"], "corr-7");
+    for absent in ["x-relay-token-id", "x-relay-client-ip", "cookie", "x-hop"] {
+        assert!(!headers.contains_key(absent), "{absent} was forwarded");
+    }
+}
+
+#[tokio::test]
+async fn hop_by_hop_and_private_upstream_headers_are_not_passed_back() {
+    let mut fixed = json_upstream("{}");
+    fixed.headers.extend([
+        ("set-cookie", "upstream=1".to_owned()),
+        ("openai-organization", "org-secret-name".to_owned()),
+        ("x-ratelimit-remaining-requests", "99".to_owned()),
+        ("keep-alive", "timeout=5".to_owned()),
+    ]);
+    let up = FixedUpstream::start(fixed).await;
+    let t = Tier1::start(&config(&up.url(), "")).await;
+    let a = post(&t.url("/v1/chat/completions"), &[], &chat("smart")).await;
+    assert_eq!(a.status, 200);
+    assert!(a.header("set-cookie").is_none());
+    assert!(a.header("openai-organization").is_none());
+    assert!(a.header("keep-alive").is_none());
+    assert_eq!(a.header("x-ratelimit-remaining-requests"), Some("99"));
+    // A request id is generated when the client sent none.
+    assert_eq!(a.header("x-request-id").unwrap().len(), 36);
+    assert_eq!(up.requests()[0].0["x-request-id"], a.header("x-request-id").unwrap());
+}
+
+#[tokio::test]
+async fn bad_input_gets_openai_shaped_errors() {
+    let mock = MockUpstream::start(MockConfig::default()).await.unwrap();
+    let t = Tier1::start(&config(&mock.url(), "")).await;
+    let url = t.url("/v1/chat/completions");
+    let cases: [(&str, u16, &str); 8] = [
+        ("{not json", 400, "invalid_json"),
+        ("[1,2]", 400, "invalid_json"),
+        (r#"{"messages":[]}"#, 400, "missing_required_field"),
+        (r#"{"model":"smart"}"#, 400, "missing_required_field"),
+        (r#"{"model":7,"messages":[]}"#, 400, "invalid_type"),
+        (r#"{"model":"smart","messages":"hi"}"#, 400, "invalid_type"),
+        (r#"{"model":"smart","messages":[],"stream":"yes"}"#, 400, "invalid_type"),
+        (r#"{"model":"no-such-model","messages":[]}"#, 404, "model_not_found"),
+    ];
+    for (body, status, code) in cases {
+        let a = post(&url, &[], body).await;
+        assert_eq!(a.status, status, "{body}");
+        assert_eq!(a.code(), code, "{body}");
+        assert!(a.json()["error"]["message"].is_string());
+        assert!(a.json()["error"]["type"].is_string());
+    }
+    assert_eq!(mock.stats.snapshot().requests, 0, "bad input reached the upstream");
+
+    let a = get(&url).await;
+    assert_eq!(a.status, 405);
+    assert_eq!(a.header("allow"), Some("POST"));
+    assert_eq!(a.code(), "method_not_allowed");
+    let a = send(Request::post(t.url("/v1/models")).body(Full::new(Bytes::new())).unwrap()).await;
+    assert_eq!(a.status, 405);
+    let a = get(&t.url("/v2/nothing")).await;
+    assert_eq!((a.status.as_u16(), a.code().as_str()), (404, "unknown_url"));
+}
+
+#[tokio::test]
+async fn oversized_body_is_refused_without_reading_it() {
+    let mock = MockUpstream::start(MockConfig::default()).await.unwrap();
+    let t = Tier1::start(&config(&mock.url(), "")).await;
+    // Declared too large: 413 at once, although not a byte of the body was sent.
+    let mut s = tokio::net::TcpStream::connect(t.addr).await.unwrap();
+    s.write_all(b"POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: 100000000\r\n\r\n")
+        .await
+        .unwrap();
+    let head = read_head(&mut s).await;
+    assert!(head.starts_with("HTTP/1.1 413"), "{head}");
+    // Chunked, growing past the limit (4096 in the test config): 413 too.
+    let big =
+        format!(r#"{{"model":"smart","messages":[{{"role":"user","content":"{}"}}]}}"#, "x".repeat(5000));
+    let a = post(&t.url("/v1/chat/completions"), &[], &big).await;
+    assert_eq!(a.status, 413);
+    assert_eq!(a.code(), "request_too_large");
+    assert_eq!(mock.stats.snapshot().requests, 0);
+}
+
+async fn read_head(s: &mut tokio::net::TcpStream) -> String {
+    let mut buf = vec![0u8; 4096];
+    let mut got = Vec::new();
+    while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+        let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf))
+            .await
+            .expect("answer in time")
+            .unwrap();
+        if n == 0 {
+            break;
+        }
+        got.extend_from_slice(&buf[..n]);
+    }
+    String::from_utf8_lossy(&got).into_owned()
+}
+
+#[tokio::test]
+async fn slow_body_times_out_with_408() {
+    let t = Tier1::start(&config("http://127.0.0.1:9/v1", "")).await;
+    let mut s = tokio::net::TcpStream::connect(t.addr).await.unwrap();
+    s.write_all(b"POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\ncontent-length: 50\r\n\r\n{\"model\":")
+        .await
+        .unwrap();
+    // body_timeout is 500ms in the test config; the rest never comes.
+    let head = read_head(&mut s).await;
+    assert!(head.starts_with("HTTP/1.1 408"), "{head}");
+}
+
+#[tokio::test]
+async fn slow_headers_are_cut_off() {
+    let t = Tier1::start(&config("http://127.0.0.1:9/v1", "")).await;
+    let mut s = tokio::net::TcpStream::connect(t.addr).await.unwrap();
+    s.write_all(b"POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\n").await.unwrap();
+    // header_timeout is 500ms: the connection is closed (hyper sends no response for this).
+    let mut buf = [0u8; 64];
+    let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf)).await.expect("closed in time");
+    assert!(matches!(n, Ok(0) | Err(_)), "connection still open");
+}
+
+#[tokio::test]
+async fn auth_on_refuses_without_the_key_and_spares_health_routes() {
+    let mock = MockUpstream::start(MockConfig::default()).await.unwrap();
+    let toml = config(&mock.url(), "").replace("[server]", "[server]\napi_keys = [\"env:FRONT_KEY\"]");
+    let t = Tier1::start(&toml).await;
+    let url = t.url("/v1/chat/completions");
+    for auth in [None, Some("Bearer wrong"), Some("Basic front-key-0001")] {
+        let headers: Vec<(&str, &str)> = auth.iter().map(|a| ("authorization", *a)).collect();
+        let a = post(&url, &headers, &chat("smart")).await;
+        assert_eq!(a.status, 401, "{auth:?}");
+        assert_eq!(a.code(), "invalid_api_key");
+        assert_eq!(a.header("www-authenticate"), Some("Bearer"));
+    }
+    let a = post(&t.url("/v1/embeddings"), &[], r#"{"model":"smart","input":"x"}"#).await;
+    assert_eq!(a.status, 401);
+    assert_eq!(mock.stats.snapshot().requests, 0);
+    let a = post(&url, &[("authorization", "Bearer front-key-0001")], &chat("smart")).await;
+    assert_eq!(a.status, 200);
+    for path in ["/v1/models", "/openai/v1/models", "/health", "/healthz", "/readyz", "/metrics"] {
+        assert_eq!(get(&t.url(path)).await.status, 200, "{path}");
+    }
+}
+
+#[tokio::test]
+async fn auth_off_is_open() {
+    let mock = MockUpstream::start(MockConfig::default()).await.unwrap();
+    let t = Tier1::start(&config(&mock.url(), "")).await;
+    let a =
+        post(&t.url("/v1/chat/completions"), &[("authorization", "Bearer anything")], &chat("smart")).await;
+    assert_eq!(a.status, 200);
+    let a = post(&t.url("/v1/chat/completions"), &[], &chat("smart")).await;
+    assert_eq!(a.status, 200);
+}
+
+#[tokio::test]
+async fn unreachable_upstream_is_502() {
+    // A port that was just free: nothing listens there.
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let t = Tier1::start(&config(&format!("http://127.0.0.1:{port}/v1"), "")).await;
+    let a = post(&t.url("/v1/chat/completions"), &[], &chat("smart")).await;
+    assert_eq!(a.status, 502);
+    assert_eq!(a.code(), "upstream_unreachable");
+    assert_eq!(a.header("x-tier1-attempts"), Some("1"));
+}
+
+#[tokio::test]
+async fn slow_upstream_is_504() {
+    let slow = Behavior { latency: Duration::from_secs(5), ..Behavior::default() };
+    let mock = MockUpstream::start(MockConfig::with_default(slow)).await.unwrap();
+    let t = Tier1::start(&config(&mock.url(), "")).await;
+    let started = tokio::time::Instant::now();
+    let a = post(&t.url("/v1/chat/completions"), &[], &chat("smart")).await;
+    assert_eq!(a.status, 504);
+    assert_eq!(a.code(), "upstream_timeout");
+    // request_timeout is 2s in the test config.
+    assert!(started.elapsed() < Duration::from_secs(4));
+}
+
+#[tokio::test]
+async fn caller_fault_statuses_pass_through_with_their_body_and_secrets_redacted() {
+    for status in [400u16, 404, 409, 413, 422] {
+        let body = format!(
+            r#"{{"error":{{"message":"bad thing {status}; key sk-upstream-secret-0001 echoed","type":"invalid_request_error","code":"x"}}}}"#
+        );
+        let mut fixed = json_upstream(&body);
+        fixed.status = status;
+        let up = FixedUpstream::start(fixed).await;
+        let t = Tier1::start(&config(&up.url(), "")).await;
+        let a = post(&t.url("/v1/chat/completions"), &[], &chat("smart")).await;
+        assert_eq!(a.status.as_u16(), status);
+        assert_eq!(a.text(), body.replace("sk-upstream-secret-0001", "[redacted]"));
+        assert!(!a.text().contains("sk-upstream"));
+    }
+}
+
+#[tokio::test]
+async fn upstream_auth_failure_is_never_passed_through() {
+    for status in [401u16, 403] {
+        let mut fixed =
+            json_upstream(r#"{"error":{"message":"Incorrect API key provided: sk-upstream-secret-0001"}}"#);
+        fixed.status = status;
+        let up = FixedUpstream::start(fixed).await;
+        let t = Tier1::start(&config(&up.url(), "")).await;
+        let a = post(&t.url("/v1/chat/completions"), &[], &chat("smart")).await;
+        assert_eq!(a.status, 502, "{status}");
+        assert_eq!(a.code(), "upstream_auth");
+        assert!(!a.text().contains("sk-upstream"));
+    }
+}
+
+#[tokio::test]
+async fn upstream_rate_limit_and_server_errors_map_to_429_and_502() {
+    let limited = Behavior {
+        status: Some(http::StatusCode::TOO_MANY_REQUESTS),
+        retry_after: Some(http::HeaderValue::from_static("3")),
+        ..Behavior::default()
+    };
+    let broken = Behavior { status: Some(http::StatusCode::INTERNAL_SERVER_ERROR), ..Behavior::default() };
+    let mock = MockUpstream::start(MockConfig::default().model("limited", limited).model("broken", broken))
+        .await
+        .unwrap();
+    let t = Tier1::start(&config(&mock.url(), "")).await;
+    let a = post(&t.url("/v1/chat/completions"), &[], &chat("up/limited")).await;
+    assert_eq!(a.status, 429);
+    assert_eq!(a.header("retry-after"), Some("3"));
+    assert_eq!(a.code(), "rate_limited");
+    let a = post(&t.url("/v1/chat/completions"), &[], &chat("up/broken")).await;
+    assert_eq!(a.status, 502);
+    assert_eq!(a.code(), "upstream_error");
+}
+
+#[tokio::test]
+async fn stream_cut_mid_way_ends_with_an_error_event_and_no_done() {
+    let cut =
+        Behavior { abort_after: Some(3), chunk_interval: Duration::from_millis(10), ..Behavior::default() };
+    let mock = MockUpstream::start(MockConfig::with_default(cut)).await.unwrap();
+    let t = Tier1::start(&config(&mock.url(), "")).await;
+    let a = post(&t.url("/v1/chat/completions"), &[], &chat_stream("smart")).await;
+    assert_eq!(a.status, 200);
+    let text = a.text();
+    assert!(!text.contains("[DONE]"), "{text}");
+    let last = text.trim_end().rsplit("\n\n").next().unwrap();
+    let v: serde_json::Value = serde_json::from_str(last.strip_prefix("data: ").unwrap()).unwrap();
+    assert_eq!(v["error"]["code"], "upstream_stream_error");
+}
+
+#[tokio::test]
+async fn client_disconnect_mid_stream_drops_the_upstream_promptly() {
+    let slow = Behavior { chunk_interval: Duration::from_millis(100), ..Behavior::default() };
+    let mock = MockUpstream::start(MockConfig::with_default(slow)).await.unwrap();
+    let t = Tier1::start(&config(&mock.url(), "")).await;
+    let resp = post_streaming(&t.url("/v1/chat/completions"), &[], &chat_stream("smart")).await;
+    let mut body = resp.into_body();
+    assert!(next_chunk(&mut body).await.is_some());
+    assert!(next_chunk(&mut body).await.is_some());
+    drop(body);
+    let snap = mock
+        .stats
+        .wait_until(Duration::from_millis(500), |s| s.streams_cancelled == 1 && s.connections_closed >= 1)
+        .await
+        .unwrap_or_else(|s| panic!("upstream still streaming after the client left: {s:?}"));
+    assert_eq!(snap.streams_completed, 0);
+}
+
+#[tokio::test]
+async fn embeddings_round_trip() {
+    let mock = MockUpstream::start(MockConfig::default()).await.unwrap();
+    let routes = r#"
+[[routes]]
+name = "embed"
+models = ["embed"]
+targets = [{ provider = "up", model = "text-embedding-3-small" }]
+"#;
+    let t = Tier1::start(&config(&mock.url(), routes)).await;
+    let a = post(&t.url("/v1/embeddings"), &[], r#"{"model":"embed","input":["a","b"]}"#).await;
+    assert_eq!(a.status, 200);
+    assert_eq!(a.json()["data"].as_array().unwrap().len(), 2);
+    let sent = &mock.stats.requests()[0];
+    assert_eq!(sent.path, "/embeddings");
+    assert_eq!(&sent.body[..], br#"{"model":"text-embedding-3-small","input":["a","b"]}"#);
+    let a = post(&t.url("/v1/embeddings"), &[], r#"{"model":"embed"}"#).await;
+    assert_eq!((a.status.as_u16(), a.code().as_str()), (400, "missing_required_field"));
+}
+
+#[tokio::test]
+async fn models_lists_routes_and_provider_pairs() {
+    let toml = config("http://127.0.0.1:9/v1", "")
+        .replace("kind = \"openai\"", "kind = \"openai\"\nmodels = [\"gpt-4o-mini\"]");
+    let t = Tier1::start(&toml).await;
+    let a = get(&t.url("/v1/models")).await;
+    assert_eq!(a.status, 200);
+    let v = a.json();
+    assert_eq!(v["object"], "list");
+    let ids: Vec<&str> = v["data"].as_array().unwrap().iter().map(|m| m["id"].as_str().unwrap()).collect();
+    for want in ["smart", "gpt-4o", "up/gpt-4o", "up/gpt-4o-mini"] {
+        assert!(ids.contains(&want), "{want} missing from {ids:?}");
+    }
+    assert!(!ids.contains(&"gpt-*"), "globs are not model ids");
+    assert!(v["data"].as_array().unwrap().iter().all(|m| m["owned_by"] == "up" && m["object"] == "model"));
+}
+
+#[tokio::test]
+async fn metrics_count_requests_by_route_and_status_class() {
+    let mock = MockUpstream::start(MockConfig::default()).await.unwrap();
+    let t = Tier1::start(&config(&mock.url(), "")).await;
+    post(&t.url("/v1/chat/completions"), &[], &chat("smart")).await;
+    post(&t.url("/v1/chat/completions"), &[], &chat("smart")).await;
+    post(&t.url("/v1/chat/completions"), &[], &chat("up/gpt-4o")).await;
+    post(&t.url("/v1/chat/completions"), &[], &chat("made-up-model-123")).await;
+    let a = get(&t.url("/metrics")).await;
+    let text = a.text();
+    assert!(a.header("content-type").unwrap().starts_with("text/plain"));
+    let has = |line: &str| text.lines().any(|l| l == line);
+    assert!(has(r#"tier1_requests_total{endpoint="chat",route="smart",status_class="2xx"} 2"#), "{text}");
+    assert!(has(r#"tier1_requests_total{endpoint="chat",route="direct",status_class="2xx"} 1"#), "{text}");
+    assert!(has(r#"tier1_requests_total{endpoint="chat",route="unmatched",status_class="4xx"} 1"#), "{text}");
+    assert!(
+        has(r#"tier1_request_duration_seconds_count{endpoint="chat",route="smart",stream="false"} 2"#),
+        "{text}"
+    );
+    assert!(!text.contains("made-up-model-123"), "client model names must never become labels");
+    assert!(has("tier1_inflight_requests 0"), "{text}");
+}
+
+#[tokio::test]
+async fn in_process_mock_provider_answers_stream_and_non_stream() {
+    let toml = r#"
+[providers.demo]
+kind = "mock"
+[providers.demo.mock]
+reply = "one two three"
+
+[[routes]]
+name = "demo"
+targets = [{ provider = "demo", model = "m" }]
+"#;
+    let t = Tier1::start(toml).await;
+    let a = post(&t.url("/v1/chat/completions"), &[], &chat("demo")).await;
+    assert_eq!(a.status, 200);
+    assert_eq!(a.json()["choices"][0]["message"]["content"], "one two three");
+    assert_eq!(a.json()["model"], "m");
+    let a = post(&t.url("/v1/chat/completions"), &[], &chat_stream("demo")).await;
+    assert!(a.text().ends_with("data: [DONE]\n\n"));
+    assert_eq!(a.text().matches("data: ").count(), 1 + 3 + 1 + 1);
+}
+
+#[tokio::test]
+async fn shutdown_turns_readyz_off_keeps_accepting_during_the_delay_and_finishes_streams() {
+    let slow = Behavior { chunk_interval: Duration::from_millis(50), ..Behavior::default() };
+    let mock = MockUpstream::start(MockConfig::with_default(slow)).await.unwrap();
+    let toml = config(&mock.url(), "")
+        .replace("[server]", "[server]\nshutdown_delay = \"400ms\"\ndrain_timeout = \"5s\"");
+    let mut t = Tier1::start(&toml).await;
+    let resp = post_streaming(&t.url("/v1/chat/completions"), &[], &chat_stream("smart")).await;
+    let mut body = resp.into_body();
+    assert!(next_chunk(&mut body).await.is_some());
+    let done = t.shutdown();
+    // Readiness turns off at once (first request after the signal is processed)...
+    let ready = tokio::time::timeout(Duration::from_secs(2), async {
+        loop {
+            let a = get(&format!("http://{}/readyz", t.addr)).await;
+            if a.status == 503 {
+                return a;
+            }
+            tokio::task::yield_now().await;
+        }
+    })
+    .await
+    .expect("readyz turned 503");
+    assert_eq!(ready.status, 503);
+    // ...while new connections are still served during the lame-duck delay.
+    let a = post(&t.url("/v1/chat/completions"), &[], &chat("smart")).await;
+    assert_eq!(a.status, 200);
+    // The in-flight stream runs to its end.
+    let mut rest = Vec::new();
+    while let Some(c) = next_chunk(&mut body).await {
+        rest.extend_from_slice(&c);
+    }
+    assert!(String::from_utf8_lossy(&rest).ends_with("data: [DONE]\n\n"));
+    tokio::time::timeout(Duration::from_secs(5), done).await.expect("drained in time").unwrap();
+    assert!(tokio::net::TcpStream::connect(t.addr).await.is_err(), "listener still open");
+}
