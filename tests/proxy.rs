@@ -548,3 +548,104 @@ async fn shutdown_turns_readyz_off_keeps_accepting_during_the_delay_and_finishes
     tokio::time::timeout(Duration::from_secs(5), done).await.expect("drained in time").unwrap();
     assert!(tokio::net::TcpStream::connect(t.addr).await.is_err(), "listener still open");
 }
+
+/// An HTTPS upstream with the test CA's `localhost` certificate, offering h2 and http/1.1 by ALPN;
+/// answers `{}` and records the HTTP version of each request.
+async fn tls_upstream() -> (String, std::sync::Arc<std::sync::Mutex<Vec<http::Version>>>) {
+    use rustls_pki_types::pem::PemObject;
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/tls");
+    let certs = rustls_pki_types::CertificateDer::pem_file_iter(format!("{dir}/server.pem"))
+        .unwrap()
+        .collect::<Result<Vec<_>, _>>()
+        .unwrap();
+    let key = rustls_pki_types::PrivateKeyDer::from_pem_file(format!("{dir}/server.key")).unwrap();
+    let mut cfg = rustls::ServerConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_no_client_auth()
+    .with_single_cert(certs, key)
+    .unwrap();
+    cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    let acceptor = tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(cfg));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("https://127.0.0.1:{}/v1", listener.local_addr().unwrap().port());
+    let versions = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let seen = versions.clone();
+    tokio::spawn(async move {
+        loop {
+            let (tcp, _) = listener.accept().await.unwrap();
+            let acceptor = acceptor.clone();
+            let seen = seen.clone();
+            tokio::spawn(async move {
+                let Ok(tls) = acceptor.accept(tcp).await else { return };
+                let svc = hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
+                    seen.lock().unwrap().push(req.version());
+                    async {
+                        Ok::<_, std::convert::Infallible>(http::Response::new(Full::new(Bytes::from_static(
+                            b"{}",
+                        ))))
+                    }
+                });
+                let _ = hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new())
+                    .serve_connection(hyper_util::rt::TokioIo::new(tls), svc)
+                    .await;
+            });
+        }
+    });
+    (url, versions)
+}
+
+#[tokio::test]
+async fn https_upstream_with_extra_ca_negotiates_h2_and_unknown_ca_is_refused() {
+    let (url, versions) = tls_upstream().await;
+    let ca = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/tls/ca.pem");
+    let trusted = config(&url, "")
+        .replace("request_timeout = \"2s\"", &format!("request_timeout = \"2s\"\nca_file = \"{ca}\""));
+    let t = Tier1::start(&trusted).await;
+    for _ in 0..2 {
+        let a = post(&t.url("/v1/chat/completions"), &[], &chat("smart")).await;
+        assert_eq!(a.status, 200, "{}", a.text());
+    }
+    assert_eq!(*versions.lock().unwrap(), vec![http::Version::HTTP_2; 2]);
+    // Without the CA, the certificate is not trusted: the upstream is unreachable, never used.
+    let t = Tier1::start(&config(&url, "")).await;
+    let a = post(&t.url("/v1/chat/completions"), &[], &chat("smart")).await;
+    assert_eq!((a.status.as_u16(), a.code().as_str()), (502, "upstream_unreachable"));
+    assert_eq!(versions.lock().unwrap().len(), 2);
+}
+
+#[tokio::test]
+async fn inbound_h2c_prior_knowledge_is_served() {
+    let mock = MockUpstream::start(MockConfig::default()).await.unwrap();
+    let t = Tier1::start(&config(&mock.url(), "")).await;
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .http2_only(true)
+        .build_http::<Full<Bytes>>();
+    let resp =
+        client.request(post_req(&t.url("/v1/chat/completions"), &[], &chat_stream("smart"))).await.unwrap();
+    assert_eq!(resp.version(), http::Version::HTTP_2);
+    assert_eq!(resp.status(), 200);
+    let body = http_body_util::BodyExt::collect(resp.into_body()).await.unwrap().to_bytes();
+    assert!(body.ends_with(b"data: [DONE]\n\n"));
+}
+
+#[tokio::test]
+async fn unknown_api_paths_ask_for_the_key_before_saying_not_found() {
+    let toml =
+        config("http://127.0.0.1:9/v1", "").replace("[server]", "[server]\napi_keys = [\"env:FRONT_KEY\"]");
+    let t = Tier1::start(&toml).await;
+    for path in ["/v1/files", "/openai/v1/responses", "/anthropic/v1/messages"] {
+        assert_eq!(get(&t.url(path)).await.status, 401, "{path}");
+    }
+    let a = send(
+        Request::get(t.url("/v1/files"))
+            .header("authorization", "Bearer front-key-0001")
+            .body(Full::new(Bytes::new()))
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(a.status, 404);
+    assert_eq!(get(&t.url("/nothing-here")).await.status, 404);
+}

@@ -135,6 +135,14 @@ async fn handle_inner(
     req: Request<Incoming>,
     ctx: &mut RequestCtx,
 ) -> Result<Response<Body>, ProxyError> {
+    // Everything under the API prefixes needs the key except the model list (fronts health-check
+    // it without one); checked before 404/405 so unauthenticated callers learn nothing.
+    if endpoint != Some(Endpoint::Models)
+        && is_api_path(req.uri().path())
+        && !headers::authorized(req.headers(), &live.api_keys)
+    {
+        return Err(ProxyError::Unauthorized);
+    }
     let endpoint = endpoint.ok_or(ProxyError::NoSuchPath)?;
     let (method, allow) = endpoint.method();
     let head = req.method() == Method::HEAD && method == Method::GET;
@@ -157,14 +165,18 @@ async fn handle_inner(
         }
         Endpoint::Models => json(StatusCode::OK, live.models_body.clone()),
         Endpoint::Chat | Endpoint::Embeddings => {
-            if !headers::authorized(req.headers(), &live.api_keys) {
-                return Err(ProxyError::Unauthorized);
-            }
             let op = if endpoint == Endpoint::Chat { Operation::Chat } else { Operation::Embeddings };
             return forward::forward(live, req, op, ctx).await;
         }
     };
     Ok(if head { resp.map(|_| full(Bytes::new())) } else { resp })
+}
+
+/// `/v1`, `/openai` and `/anthropic`, and everything below them.
+fn is_api_path(path: &str) -> bool {
+    ["/v1", "/openai", "/anthropic"]
+        .iter()
+        .any(|p| path.strip_prefix(p).is_some_and(|rest| rest.is_empty() || rest.starts_with('/')))
 }
 
 fn json(status: StatusCode, body: Bytes) -> Response<Body> {
