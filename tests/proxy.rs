@@ -649,3 +649,19 @@ async fn unknown_api_paths_ask_for_the_key_before_saying_not_found() {
     assert_eq!(a.status, 404);
     assert_eq!(get(&t.url("/nothing-here")).await.status, 404);
 }
+
+#[tokio::test]
+async fn endless_request_headers_are_refused_with_431() {
+    let t = Tier1::start(&config("http://127.0.0.1:9/v1", "")).await;
+    let mut s = tokio::net::TcpStream::connect(t.addr).await.unwrap();
+    s.write_all(b"GET /healthz HTTP/1.1\r\nhost: x\r\n").await.unwrap();
+    let filler = format!("x-filler: {}\r\n", "a".repeat(1000));
+    // Past the 64 KiB head limit tier1 answers 431 and stops reading; the writes may then fail.
+    for _ in 0..80 {
+        if s.write_all(filler.as_bytes()).await.is_err() {
+            break;
+        }
+    }
+    let head = read_head(&mut s).await;
+    assert!(head.starts_with("HTTP/1.1 431"), "{head:?}");
+}
