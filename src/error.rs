@@ -4,6 +4,7 @@
 //! provider keys are referred to by name only.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use http::{HeaderValue, Response, StatusCode, header};
@@ -61,17 +62,50 @@ impl Class {
     }
 }
 
-/// A failed upstream attempt.
-#[derive(Debug, Clone)]
-pub struct UpstreamFailure {
-    /// Provider name (a configured name, never a URL or key).
+/// One failed upstream attempt, as the client's error body lists it (never a secret: the key is
+/// named, the provider by its config name).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct AttemptRecord {
+    /// Provider name.
     pub provider: Arc<str>,
+    /// Upstream model.
+    pub model: String,
+    /// Key name, when the provider has keys.
+    pub key: Option<Arc<str>>,
     /// Classification.
+    #[serde(rename = "classification", serialize_with = "class_str")]
     pub class: Class,
-    /// The upstream status, when it answered.
-    pub status: Option<StatusCode>,
-    /// The upstream's `Retry-After`, when it sent one.
-    pub retry_after: Option<HeaderValue>,
+    /// Upstream status, when it answered.
+    pub status: Option<u16>,
+}
+
+fn class_str<S: serde::Serializer>(c: &Class, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(c.as_str())
+}
+
+/// Every candidate failed or could not be tried.
+#[derive(Debug, Clone)]
+pub struct Exhausted {
+    /// The failed attempts, in order.
+    pub attempts: Vec<AttemptRecord>,
+    /// Attempts that reached an upstream.
+    pub started: u32,
+    /// When the soonest key, model or target becomes available again, if known.
+    pub retry_after: Option<Duration>,
+}
+
+impl Exhausted {
+    /// The most frequent classification (ties: the later one).
+    fn dominant(&self) -> Option<Class> {
+        let mut best: Option<(Class, usize)> = None;
+        for a in &self.attempts {
+            let n = self.attempts.iter().filter(|b| b.class == a.class).count();
+            if best.is_none_or(|(_, m)| n >= m) {
+                best = Some((a.class, n));
+            }
+        }
+        best.map(|(c, _)| c)
+    }
 }
 
 /// Everything that ends a request with an error response.
@@ -101,9 +135,9 @@ pub enum ProxyError {
     /// The client's body stream failed.
     #[error("request body could not be read")]
     BodyRead,
-    /// The upstream failed.
-    #[error("upstream {} failed: {}", .0.provider, .0.class.as_str())]
-    Upstream(Box<UpstreamFailure>),
+    /// Every candidate failed or was unavailable.
+    #[error("{}", exhausted_message(.0))]
+    Exhausted(Box<Exhausted>),
 }
 
 impl ProxyError {
@@ -131,20 +165,20 @@ impl ProxyError {
                 (StatusCode::REQUEST_TIMEOUT, "invalid_request_error", "request_timeout", None)
             }
             Self::BodyRead => (StatusCode::BAD_REQUEST, "invalid_request_error", "body_read_error", None),
-            Self::Upstream(f) => match f.class {
-                Class::Connect => (StatusCode::BAD_GATEWAY, "upstream_error", "upstream_unreachable", None),
-                Class::Timeout => (StatusCode::GATEWAY_TIMEOUT, "upstream_error", "upstream_timeout", None),
-                Class::Auth => (StatusCode::BAD_GATEWAY, "upstream_error", "upstream_auth", None),
-                Class::RateLimited => {
-                    (StatusCode::TOO_MANY_REQUESTS, "rate_limit_error", "rate_limited", None)
-                }
-                Class::Overloaded => (StatusCode::TOO_MANY_REQUESTS, "rate_limit_error", "overloaded", None),
-                Class::Server | Class::InvalidRequest | Class::NotFound => {
-                    (StatusCode::BAD_GATEWAY, "upstream_error", "upstream_error", None)
-                }
-            },
+            Self::Exhausted(e) => exhausted_status(e),
         };
-        let mut resp = json_error(status, &message, kind, code, param);
+        let mut resp = match &self {
+            Self::Exhausted(e) => {
+                let body = serde_json::json!({"error": {
+                    "message": message, "type": kind, "param": null, "code": code, "attempts": e.attempts,
+                }});
+                let mut r = Response::new(full(Bytes::from(body.to_string())));
+                *r.status_mut() = status;
+                r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+                r
+            }
+            _ => json_error(status, &message, kind, code, param),
+        };
         let headers = resp.headers_mut();
         match &self {
             Self::Unauthorized => {
@@ -157,11 +191,14 @@ impl ProxyError {
                 // The rest of the body is never read, so the connection cannot be reused.
                 headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
             }
-            Self::Upstream(f) if status == StatusCode::TOO_MANY_REQUESTS => {
-                let retry = f.retry_after.clone().unwrap_or(HeaderValue::from_static("1"));
-                headers.insert(header::RETRY_AFTER, retry);
+            Self::Exhausted(e)
+                if status == StatusCode::TOO_MANY_REQUESTS || status == StatusCode::SERVICE_UNAVAILABLE =>
+            {
+                // Whole seconds, rounded up, at least 1.
+                let secs = e.retry_after.map_or(1, |d| d.as_secs() + u64::from(d.subsec_nanos() > 0)).max(1);
+                headers.insert(header::RETRY_AFTER, HeaderValue::from(secs));
             }
-            Self::Upstream(_)
+            Self::Exhausted(_)
             | Self::BadRequest(_)
             | Self::UnknownModel(_)
             | Self::NoSuchPath
@@ -170,6 +207,45 @@ impl ProxyError {
         }
         resp
     }
+}
+
+/// What the client sees when every candidate failed: 503 when none could even be tried (breakers
+/// open, keys cooling, limits full); 429 when every failure was a rate limit or overload; 504 when
+/// every attempt timed out; 502 otherwise. The code is the dominant classification.
+fn exhausted_status(e: &Exhausted) -> (StatusCode, &'static str, &'static str, Option<&'static str>) {
+    let all = |f: fn(Class) -> bool| !e.attempts.is_empty() && e.attempts.iter().all(|a| f(a.class));
+    let code = match e.dominant() {
+        None => "no_target_available",
+        Some(Class::Connect) => "upstream_unreachable",
+        Some(Class::Timeout) => "upstream_timeout",
+        Some(Class::Auth) => "upstream_auth",
+        Some(Class::Server | Class::InvalidRequest | Class::NotFound) => "upstream_error",
+        Some(c @ (Class::RateLimited | Class::Overloaded)) => c.as_str(),
+    };
+    if e.started == 0 && e.attempts.is_empty() {
+        (StatusCode::SERVICE_UNAVAILABLE, "upstream_error", code, None)
+    } else if all(|c| matches!(c, Class::RateLimited | Class::Overloaded)) {
+        (StatusCode::TOO_MANY_REQUESTS, "rate_limit_error", code, None)
+    } else if all(|c| c == Class::Timeout) {
+        (StatusCode::GATEWAY_TIMEOUT, "upstream_error", code, None)
+    } else {
+        (StatusCode::BAD_GATEWAY, "upstream_error", code, None)
+    }
+}
+
+fn exhausted_message(e: &Exhausted) -> String {
+    if e.attempts.is_empty() {
+        return "no target could be tried now (breakers open, keys cooling or limits full)".to_owned();
+    }
+    let list: Vec<String> = e
+        .attempts
+        .iter()
+        .map(|a| match a.status {
+            Some(s) => format!("{}/{}: {} ({s})", a.provider, a.model, a.class.as_str()),
+            None => format!("{}/{}: {}", a.provider, a.model, a.class.as_str()),
+        })
+        .collect();
+    format!("all {} upstream attempts failed: {}", e.attempts.len(), list.join(", "))
 }
 
 /// An OpenAI-shaped JSON error response.
@@ -202,16 +278,29 @@ mod tests {
         assert_eq!(Class::of_status(StatusCode::REQUEST_TIMEOUT), Class::Timeout);
     }
 
-    #[test]
-    fn upstream_rate_limit_keeps_retry_after() {
-        let f = UpstreamFailure {
-            provider: Arc::from("p"),
-            class: Class::RateLimited,
-            status: Some(StatusCode::TOO_MANY_REQUESTS),
-            retry_after: Some(HeaderValue::from_static("7")),
+    fn record(class: Class) -> AttemptRecord {
+        AttemptRecord { provider: Arc::from("p"), model: "m".into(), key: Some(Arc::from("k1")), class, status: None }
+    }
+
+    fn exhausted(classes: &[Class], retry_after: Option<Duration>) -> Response<Body> {
+        let e = Exhausted {
+            attempts: classes.iter().map(|c| record(*c)).collect(),
+            started: classes.len() as u32,
+            retry_after,
         };
-        let resp = ProxyError::Upstream(Box::new(f)).into_response();
-        assert_eq!(resp.status(), StatusCode::TOO_MANY_REQUESTS);
-        assert_eq!(resp.headers()[header::RETRY_AFTER], "7");
+        ProxyError::Exhausted(Box::new(e)).into_response()
+    }
+
+    #[test]
+    fn exhausted_maps_to_the_documented_status() {
+        let r = exhausted(&[Class::RateLimited, Class::Overloaded], Some(Duration::from_millis(2100)));
+        assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(r.headers()[header::RETRY_AFTER], "3");
+        assert_eq!(exhausted(&[Class::Timeout, Class::Timeout], None).status(), StatusCode::GATEWAY_TIMEOUT);
+        assert_eq!(exhausted(&[Class::Timeout, Class::Server], None).status(), StatusCode::BAD_GATEWAY);
+        assert_eq!(exhausted(&[Class::Auth], None).status(), StatusCode::BAD_GATEWAY);
+        let none = exhausted(&[], Some(Duration::from_secs(4)));
+        assert_eq!(none.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(none.headers()[header::RETRY_AFTER], "4");
     }
 }

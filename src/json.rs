@@ -70,6 +70,8 @@ pub struct Scanned {
     pub model: String,
     /// `stream`, if present and not null.
     pub stream: Option<bool>,
+    /// Bifrost-style `fallbacks`: more models to try, in order (removed before forwarding).
+    pub fallbacks: Vec<String>,
     spans: Spans,
 }
 
@@ -79,6 +81,8 @@ struct Spans {
     body_start: usize,
     model: Range<usize>,
     stream: Option<Range<usize>>,
+    /// The whole `"fallbacks": [...]` member with one adjacent comma, to cut out.
+    fallbacks: Option<Range<usize>>,
 }
 
 /// Validates `body` against `schema` and locates its `model` and `stream`.
@@ -99,12 +103,24 @@ pub fn scan(body: &[u8], schema: Schema) -> Result<Scanned, ScanError> {
         Some(v) if v.is_null() => None,
         Some(v) => Some(v.as_bool().ok_or(ScanError::WrongType { field: "stream", want: "a boolean" })?),
     };
+    let fallbacks = match obj.get("fallbacks") {
+        None => Vec::new(),
+        Some(v) if v.is_null() => Vec::new(),
+        Some(v) => {
+            let want = ScanError::WrongType { field: "fallbacks", want: "an array of model names" };
+            let items = v.as_array().ok_or(want.clone())?;
+            items
+                .iter()
+                .map(|m| m.as_str().filter(|s| !s.is_empty()).map(str::to_owned).ok_or(want.clone()))
+                .collect::<Result<Vec<_>, _>>()?
+        }
+    };
     match schema {
         Schema::Chat => check_chat(obj)?,
         Schema::Embeddings => check_embeddings(obj)?,
     }
     let spans = spans(body).ok_or(ScanError::NotJson)??;
-    Ok(Scanned { model, stream, spans })
+    Ok(Scanned { model, stream, fallbacks, spans })
 }
 
 type Object<'v> = simd_json::borrowed::Object<'v>;
@@ -162,6 +178,8 @@ fn spans(b: &[u8]) -> Option<Result<Spans, ScanError>> {
     i += 1;
     let mut spans = Spans { body_start: i, ..Spans::default() };
     let mut model = None;
+    // Offset of the comma before the current member, if any.
+    let mut prev_comma: Option<usize> = None;
     loop {
         i = skip_ws(b, i);
         match b.get(i)? {
@@ -177,17 +195,33 @@ fn spans(b: &[u8]) -> Option<Result<Spans, ScanError>> {
         i = skip_ws(b, i + 1);
         let value = i..skip_value(b, i)?;
         i = skip_ws(b, value.end);
-        match key_name(&b[key.start + 1..key.end - 1]).as_deref() {
+        let name = key_name(&b[key.start + 1..key.end - 1]);
+        let next_comma = (b.get(i) == Some(&b',')).then_some(i);
+        match name.as_deref() {
             Some("model") if model.replace(value.clone()).is_some() => {
                 return Some(Err(ScanError::Duplicate("model")));
             }
-            Some("stream") if spans.stream.replace(value).is_some() => {
+            Some("stream") if spans.stream.replace(value.clone()).is_some() => {
                 return Some(Err(ScanError::Duplicate("stream")));
+            }
+            Some("fallbacks") => {
+                // Cut the member with the comma after it, or, for the last member, the one before.
+                let cut = match (next_comma, prev_comma) {
+                    (Some(c), _) => key.start..skip_ws(b, c + 1),
+                    (None, Some(c)) => c..value.end,
+                    (None, None) => key.start..value.end,
+                };
+                if spans.fallbacks.replace(cut).is_some() {
+                    return Some(Err(ScanError::Duplicate("fallbacks")));
+                }
             }
             _ => {}
         }
         match b.get(i)? {
-            b',' => i += 1,
+            b',' => {
+                prev_comma = Some(i);
+                i += 1;
+            }
             b'}' => break,
             _ => return None,
         }
@@ -265,13 +299,16 @@ impl Scanned {
     /// original bytes, without copying, when nothing changes.
     pub fn splice(&self, body: &Bytes, upstream_model: &str, force_stream: bool) -> Bytes {
         let force_stream = force_stream && self.stream != Some(true);
-        if !force_stream && upstream_model == self.model {
+        if !force_stream && upstream_model == self.model && self.spans.fallbacks.is_none() {
             return body.clone();
         }
         let mut model_json = Vec::with_capacity(upstream_model.len() + 2);
         // Serialising a &str into a Vec cannot fail.
         let _ = serde_json::to_writer(&mut model_json, upstream_model);
         let mut edits: Vec<(Range<usize>, &[u8])> = vec![(self.spans.model.clone(), &model_json)];
+        if let Some(cut) = &self.spans.fallbacks {
+            edits.push((cut.clone(), b""));
+        }
         if force_stream {
             match &self.spans.stream {
                 Some(span) => edits.push((span.clone(), b"true")),
@@ -337,6 +374,25 @@ mod tests {
         let raw = Bytes::from(r#"{"model":"a","messages":[],"stream":null}"#);
         let out = scan(&raw, Schema::Chat).unwrap().splice(&raw, "a", true);
         assert_eq!(&out[..], br#"{"model":"a","messages":[],"stream":true}"#);
+    }
+
+    #[test]
+    fn fallbacks_are_read_and_cut_out() {
+        for (raw, want) in [
+            (r#"{"model":"a","fallbacks":["b","c/d"],"messages":[]}"#, r#"{"model":"x","messages":[]}"#),
+            (r#"{"model":"a","messages":[], "fallbacks" : ["b","c/d"] }"#, r#"{"model":"x","messages":[] }"#),
+            (r#"{"fallbacks":["b","c/d"], "model":"a","messages":[]}"#, r#"{"model":"x","messages":[]}"#),
+        ] {
+            let s = chat(raw).unwrap();
+            assert_eq!(s.fallbacks, ["b", "c/d"]);
+            let out = s.splice(&Bytes::from(raw), "x", false);
+            assert_eq!(std::str::from_utf8(&out).unwrap(), want);
+        }
+        assert!(matches!(chat(r#"{"model":"a","messages":[],"fallbacks":"b"}"#), Err(ScanError::WrongType { .. })));
+        assert!(matches!(chat(r#"{"model":"a","messages":[],"fallbacks":[""]}"#), Err(ScanError::WrongType { .. })));
+        let raw = Bytes::from(r#"{"model":"a","messages":[],"fallbacks":[]}"#);
+        let out = scan(&raw, Schema::Chat).unwrap().splice(&raw, "a", false);
+        assert_eq!(&out[..], br#"{"model":"a","messages":[]}"#);
     }
 
     #[test]

@@ -26,6 +26,7 @@ pub mod metrics;
 pub mod mock;
 pub mod providers;
 pub mod proxy;
+pub mod resilience;
 pub mod routing;
 pub mod snapshot;
 pub mod upstream;
@@ -38,6 +39,7 @@ use tokio::net::TcpListener;
 use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::proxy::AppState;
+use crate::resilience::Registry;
 use crate::snapshot::{Live, Snapshot};
 
 /// Why tier1 could not start.
@@ -58,11 +60,13 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), StartError> {
     let metrics = Arc::new(Metrics::new()?);
-    let live = Live::build(&config)?;
+    let registry = Arc::new(Registry::default());
+    let live = Live::build(&config, &registry)?;
     if live.api_keys.is_empty() {
         tracing::warn!("server.api_keys is empty: every client may use this router");
     }
-    let state = Arc::new(AppState { live: Snapshot::new(live), metrics, draining: AtomicBool::new(false) });
+    let state =
+        Arc::new(AppState { live: Snapshot::new(live), metrics, draining: AtomicBool::new(false), registry });
     proxy::server::serve(listener, state, shutdown).await;
     Ok(())
 }

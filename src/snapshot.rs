@@ -8,8 +8,9 @@ use std::sync::Arc;
 use arc_swap::ArcSwap;
 use bytes::Bytes;
 
-use crate::config::{Config, Redactor, Secret, ServerConfig};
+use crate::config::{Config, Redactor, ResilienceConfig, Secret, ServerConfig};
 use crate::providers::{self, Provider};
+use crate::resilience::Registry;
 use crate::routing::{RoutingTable, is_glob};
 
 /// Everything a request needs from config.
@@ -26,15 +27,20 @@ pub struct Live {
     pub redactor: Redactor,
     /// The `/v1/models` answer, rendered once.
     pub models_body: Bytes,
+    /// Breaker, cooldown, budget and default retry settings.
+    pub resilience: ResilienceConfig,
 }
 
 impl Live {
-    /// Builds a snapshot, including every provider's connection pool.
-    pub fn build(config: &Config) -> Result<Self, providers::BuildError> {
-        let providers = config.providers.iter().map(Provider::build).collect::<Result<Vec<_>, _>>()?;
+    /// Builds a snapshot, including every provider's connection pool; runtime state comes from
+    /// (and stays in) `registry`.
+    pub fn build(config: &Config, registry: &Registry) -> Result<Self, providers::BuildError> {
+        let providers =
+            config.providers.iter().map(|p| Provider::build(p, config, registry)).collect::<Result<Vec<_>, _>>()?;
         Ok(Self {
             server: config.server.clone(),
-            table: RoutingTable::new(config),
+            resilience: config.resilience.clone(),
+            table: RoutingTable::new(config, registry),
             providers,
             api_keys: config.server.api_keys.clone(),
             redactor: Redactor::new(config.secrets()),

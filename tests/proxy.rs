@@ -66,9 +66,10 @@ async fn stream_round_trip_is_byte_exact_and_chunked_as_it_arrives() {
     assert_eq!(resp.status(), 200);
     assert_eq!(resp.headers()["content-type"], "text/event-stream");
     let mut body = resp.into_body();
-    // The first event arrives on its own, before the upstream has sent the rest.
+    // The role preamble is held until the first content event commits the stream; then both go
+    // out at once, before the upstream has sent the rest.
     let first = next_chunk(&mut body).await.unwrap();
-    assert_eq!(first, events[0]);
+    assert_eq!(first, events[..3].concat());
     let mut all = first.to_vec();
     while let Some(c) = next_chunk(&mut body).await {
         all.extend_from_slice(&c);
@@ -328,20 +329,24 @@ async fn unreachable_upstream_is_502() {
     let a = post(&t.url("/v1/chat/completions"), &[], &chat("smart")).await;
     assert_eq!(a.status, 502);
     assert_eq!(a.code(), "upstream_unreachable");
-    assert_eq!(a.header("x-tier1-attempts"), Some("1"));
+    // Connect errors are retried once (default retry: 2 attempts per target).
+    assert_eq!(a.header("x-tier1-attempts"), Some("2"));
+    assert_eq!(a.json()["error"]["attempts"].as_array().unwrap().len(), 2);
 }
 
 #[tokio::test]
 async fn slow_upstream_is_504() {
     let slow = Behavior { latency: Duration::from_secs(5), ..Behavior::default() };
     let mock = MockUpstream::start(MockConfig::with_default(slow)).await.unwrap();
-    let t = Tier1::start(&config(&mock.url(), "")).await;
+    let toml = config(&mock.url(), "").replace("request_timeout = \"2s\"", "request_timeout = \"300ms\"");
+    let t = Tier1::start(&toml).await;
     let started = tokio::time::Instant::now();
     let a = post(&t.url("/v1/chat/completions"), &[], &chat("smart")).await;
     assert_eq!(a.status, 504);
     assert_eq!(a.code(), "upstream_timeout");
-    // request_timeout is 2s in the test config.
-    assert!(started.elapsed() < Duration::from_secs(4));
+    assert_eq!(a.header("x-tier1-attempts"), Some("2"));
+    // Two attempts of 300ms each (plus at most 100ms backoff), not the mock's 5s.
+    assert!(started.elapsed() < Duration::from_secs(2));
 }
 
 #[tokio::test]
@@ -388,13 +393,19 @@ async fn upstream_rate_limit_and_server_errors_map_to_429_and_502() {
         .await
         .unwrap();
     let t = Tier1::start(&config(&mock.url(), "")).await;
+    let a = post(&t.url("/v1/chat/completions"), &[], &chat("up/broken")).await;
+    assert_eq!(a.status, 502);
+    assert_eq!(a.code(), "upstream_error");
+    // The only key is rate limited for longer than max_backoff: no wait, a 429 at once.
     let a = post(&t.url("/v1/chat/completions"), &[], &chat("up/limited")).await;
     assert_eq!(a.status, 429);
     assert_eq!(a.header("retry-after"), Some("3"));
     assert_eq!(a.code(), "rate_limited");
+    // The key now rests: nothing can be tried, so 503 with the time it comes back.
     let a = post(&t.url("/v1/chat/completions"), &[], &chat("up/broken")).await;
-    assert_eq!(a.status, 502);
-    assert_eq!(a.code(), "upstream_error");
+    assert_eq!(a.status, 503);
+    assert!(matches!(a.header("retry-after"), Some("3" | "2")), "{:?}", a.header("retry-after"));
+    assert_eq!(a.code(), "no_target_available");
 }
 
 #[tokio::test]
@@ -664,4 +675,26 @@ async fn endless_request_headers_are_refused_with_431() {
     }
     let head = read_head(&mut s).await;
     assert!(head.starts_with("HTTP/1.1 431"), "{head:?}");
+}
+
+#[tokio::test]
+async fn client_disconnect_before_headers_cancels_the_upstream_request() {
+    let slow = Behavior { latency: Duration::from_secs(3), ..Behavior::default() };
+    let mock = MockUpstream::start(MockConfig::with_default(slow)).await.unwrap();
+    let t = Tier1::start(&config(&mock.url(), "")).await;
+    let mut s = tokio::net::TcpStream::connect(t.addr).await.unwrap();
+    let body = chat("smart");
+    let req = format!(
+        "POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    s.write_all(req.as_bytes()).await.unwrap();
+    mock.stats.wait_until(Duration::from_secs(2), |s| s.requests == 1).await.unwrap();
+    let left = tokio::time::Instant::now();
+    drop(s);
+    mock.stats
+        .wait_until(Duration::from_millis(100), |s| s.connections_closed >= 1)
+        .await
+        .unwrap_or_else(|s| panic!("upstream request still open 100ms after the client left: {s:?}"));
+    assert!(left.elapsed() < Duration::from_millis(100));
 }

@@ -19,6 +19,8 @@ pub use raw::RawConfig;
 pub use secret::{Env, ProcessEnv, REDACTED, Redactor, Secret, resolve as resolve_secret};
 
 use crate::mock::Behavior;
+use crate::resilience::{BreakerConfig, BudgetConfig, CooldownConfig, RetryPolicy};
+use crate::routing::Strategy;
 
 /// The demo config embedded in the binary: routes served by the built-in mock provider, so that
 /// `tier1` with no arguments answers offline.
@@ -35,6 +37,21 @@ pub struct Config {
     pub providers: Vec<ProviderConfig>,
     /// Routes, in file order.
     pub routes: Vec<RouteConfig>,
+    /// `[resilience]`.
+    pub resilience: ResilienceConfig,
+}
+
+/// `[resilience]`, validated.
+#[derive(Debug, Clone, Default)]
+pub struct ResilienceConfig {
+    /// Breaker settings, for every provider and target.
+    pub breaker: BreakerConfig,
+    /// Cooldown settings.
+    pub cooldown: CooldownConfig,
+    /// Retry budget, per route.
+    pub retry_budget: BudgetConfig,
+    /// Retry policy of direct requests and routes without their own.
+    pub default_retry: RetryPolicy,
 }
 
 /// `[server]`, validated.
@@ -109,6 +126,14 @@ pub struct ProviderConfig {
     pub keys: Vec<KeyConfig>,
     /// Mock behaviour (only used by `kind = "mock"`).
     pub mock: Behavior,
+    /// Concurrent requests to this provider.
+    pub max_inflight: Option<u32>,
+    /// Wait for a free slot before moving on.
+    pub queue_timeout: Duration,
+    /// Deadline for response headers (streams: the first event).
+    pub first_byte_timeout: Duration,
+    /// Longest gap between stream chunks.
+    pub idle_timeout: Duration,
 }
 
 /// One provider key.
@@ -118,6 +143,12 @@ pub struct KeyConfig {
     pub name: String,
     /// The key.
     pub secret: Secret,
+    /// Share of traffic among available keys.
+    pub weight: u32,
+    /// Models this key may serve (globs); empty: all.
+    pub models: Vec<String>,
+    /// Concurrent requests on this key.
+    pub max_inflight: Option<u32>,
 }
 
 /// One route, validated.
@@ -129,6 +160,12 @@ pub struct RouteConfig {
     pub models: Vec<String>,
     /// Targets in order.
     pub targets: Vec<TargetConfig>,
+    /// Target ordering strategy.
+    pub strategy: Strategy,
+    /// Retry policy (the resilience default when not set).
+    pub retry: RetryPolicy,
+    /// Parallel attempt after this long without a first byte.
+    pub hedge_after: Option<Duration>,
 }
 
 /// One route target.
@@ -138,6 +175,12 @@ pub struct TargetConfig {
     pub provider: usize,
     /// Upstream model name.
     pub model: String,
+    /// Weight for `weighted`.
+    pub weight: u32,
+    /// USD per million input tokens.
+    pub input_cost: f64,
+    /// USD per million output tokens.
+    pub output_cost: f64,
 }
 
 impl Config {

@@ -23,6 +23,80 @@ pub struct RawConfig {
     /// Named routes: client-facing model names mapped to targets.
     #[serde(default)]
     pub routes: Vec<RawRoute>,
+    /// Breakers, cooldowns, retry budget and the default retry policy.
+    #[serde(default)]
+    pub resilience: RawResilience,
+}
+
+/// `[resilience]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawResilience {
+    /// Circuit breaker settings (per provider and per target).
+    #[serde(default)]
+    pub breaker: RawBreaker,
+    /// Key and model cooldowns.
+    #[serde(default)]
+    pub cooldown: RawCooldown,
+    /// Cap on extra attempts.
+    #[serde(default)]
+    pub retry_budget: RawBudget,
+    /// Retry policy of direct `provider/model` requests and routes without their own.
+    pub default_retry: Option<RawRetry>,
+}
+
+/// `[resilience.breaker]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawBreaker {
+    /// Consecutive failures that open it.
+    pub failure_threshold: Option<u32>,
+    /// Failure ratio that opens it.
+    pub failure_rate: Option<f64>,
+    /// Requests in the window before the ratio counts.
+    pub min_requests: Option<u32>,
+    /// The ratio's window.
+    pub window: Option<String>,
+    /// Open time before trial requests.
+    pub open_for: Option<String>,
+    /// Trial requests while half-open.
+    pub half_open_probes: Option<u32>,
+}
+
+/// `[resilience.cooldown]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCooldown {
+    /// First cooldown without `Retry-After`.
+    pub default: Option<String>,
+    /// Ceiling.
+    pub max: Option<String>,
+    /// Cooldown of a refused key.
+    pub on_auth_error: Option<String>,
+}
+
+/// `[resilience.retry_budget]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawBudget {
+    /// Extra attempts per request.
+    pub ratio: Option<f64>,
+    /// Floor, per second of window.
+    pub min_per_second: Option<f64>,
+    /// Sliding window.
+    pub window: Option<String>,
+}
+
+/// A retry policy.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRetry {
+    /// Tries per target, the first included.
+    pub attempts: Option<u32>,
+    /// Backoff base.
+    pub backoff: Option<String>,
+    /// Backoff ceiling.
+    pub max_backoff: Option<String>,
 }
 
 /// `[server]`.
@@ -83,6 +157,14 @@ pub struct RawProvider {
     pub keys: Vec<RawKey>,
     /// Behaviour of a `kind = "mock"` provider.
     pub mock: Option<RawBehavior>,
+    /// Concurrent requests to this provider; beyond it, the next target is tried.
+    pub max_inflight: Option<u32>,
+    /// How long a request may wait for a free slot before moving on.
+    pub queue_timeout: Option<String>,
+    /// Deadline for response headers (and, for streams, the first event).
+    pub first_byte_timeout: Option<String>,
+    /// Longest gap between stream chunks.
+    pub idle_timeout: Option<String>,
 }
 
 /// `[[providers.NAME.keys]]`.
@@ -93,6 +175,13 @@ pub struct RawKey {
     pub name: Option<String>,
     /// `env:NAME`, `file:PATH` or a literal.
     pub secret: Option<String>,
+    /// Relative share of traffic among available keys.
+    pub weight: Option<u32>,
+    /// Models this key may be used for (globs allowed); empty: all.
+    #[serde(default)]
+    pub models: Vec<String>,
+    /// Concurrent requests on this key.
+    pub max_inflight: Option<u32>,
 }
 
 /// `[[routes]]`.
@@ -104,9 +193,15 @@ pub struct RawRoute {
     /// Client-facing model names; `*` and `?` globs allowed.
     #[serde(default)]
     pub models: Vec<String>,
-    /// Where requests go, in order.
+    /// Where requests go.
     #[serde(default)]
     pub targets: Vec<RawTarget>,
+    /// How targets are ordered: priority, weighted, round_robin, least_latency, p2c, least_used, cost.
+    pub strategy: Option<String>,
+    /// Retry policy of this route.
+    pub retry: Option<RawRetry>,
+    /// Start the next attempt in parallel when no first byte arrived by then.
+    pub hedge_after: Option<String>,
 }
 
 /// One route target.
@@ -117,4 +212,10 @@ pub struct RawTarget {
     pub provider: Option<String>,
     /// Upstream model name.
     pub model: Option<String>,
+    /// Weight for the `weighted` strategy.
+    pub weight: Option<u32>,
+    /// USD per million input tokens, for the `cost` strategy.
+    pub input_cost: Option<f64>,
+    /// USD per million output tokens.
+    pub output_cost: Option<f64>,
 }

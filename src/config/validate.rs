@@ -8,12 +8,14 @@ use std::time::Duration;
 
 use http::{HeaderName, HeaderValue, Uri};
 
-use super::raw::{RawConfig, RawProvider, RawRoute};
+use super::raw::{RawConfig, RawProvider, RawResilience, RawRetry, RawRoute};
 use super::secret::{Env, resolve};
 use super::{
-    Config, ConfigError, ConfigErrors, KeyConfig, LogConfig, ProviderConfig, ProviderKind, RouteConfig,
-    ServerConfig, TargetConfig,
+    Config, ConfigError, ConfigErrors, KeyConfig, LogConfig, ProviderConfig, ProviderKind, ResilienceConfig,
+    RouteConfig, ServerConfig, TargetConfig,
 };
+use crate::resilience::{BreakerConfig, BudgetConfig, CooldownConfig, RetryPolicy};
+use crate::routing::Strategy;
 
 /// The default listen address: loopback, as a sidecar wants it.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
@@ -58,9 +60,10 @@ pub(super) fn validate(raw: RawConfig, env: &dyn Env) -> Result<Config, ConfigEr
         raw.providers.iter().map(|(name, rp)| provider(name, rp, env, &mut p)).collect();
     let names: BTreeMap<&str, usize> =
         providers.iter().enumerate().map(|(i, pc)| (pc.name.as_str(), i)).collect();
-    let routes = routes(&raw.routes, &names, &mut p);
+    let resilience = resilience(&raw.resilience, &mut p);
+    let routes = routes(&raw.routes, &names, &resilience.default_retry, &mut p);
     p.finish()?;
-    Ok(Config { server, log, providers, routes })
+    Ok(Config { server, log, providers, routes, resilience })
 }
 
 fn server(raw: &RawConfig, env: &dyn Env, p: &mut Problems) -> ServerConfig {
@@ -92,6 +95,55 @@ fn server(raw: &RawConfig, env: &dyn Env, p: &mut Problems) -> ServerConfig {
         drain_timeout: p.duration("server.drain_timeout", s.drain_timeout.as_deref(), secs(30)),
         header_timeout: positive(p, "server.header_timeout", s.header_timeout.as_deref(), secs(10)),
         body_timeout: positive(p, "server.body_timeout", s.body_timeout.as_deref(), secs(60)),
+    }
+}
+
+fn resilience(r: &RawResilience, p: &mut Problems) -> ResilienceConfig {
+    let d = BreakerConfig::default();
+    let b = &r.breaker;
+    let failure_rate = b.failure_rate.unwrap_or(d.failure_rate);
+    if !(failure_rate > 0.0 && failure_rate <= 1.0) {
+        p.push("resilience.breaker.failure_rate", "must be in (0, 1]");
+    }
+    let breaker = BreakerConfig {
+        failure_threshold: b.failure_threshold.unwrap_or(d.failure_threshold).max(1),
+        failure_rate,
+        min_requests: b.min_requests.unwrap_or(d.min_requests),
+        window: positive(p, "resilience.breaker.window", b.window.as_deref(), d.window),
+        open_for: positive(p, "resilience.breaker.open_for", b.open_for.as_deref(), d.open_for),
+        half_open_probes: b.half_open_probes.unwrap_or(d.half_open_probes).max(1),
+    };
+    let dc = CooldownConfig::default();
+    let c = &r.cooldown;
+    let cooldown = CooldownConfig {
+        default: positive(p, "resilience.cooldown.default", c.default.as_deref(), dc.default),
+        max: positive(p, "resilience.cooldown.max", c.max.as_deref(), dc.max),
+        on_auth_error: positive(p, "resilience.cooldown.on_auth_error", c.on_auth_error.as_deref(), dc.on_auth_error),
+    };
+    let db = BudgetConfig::default();
+    let rb = &r.retry_budget;
+    let retry_budget = BudgetConfig {
+        ratio: rb.ratio.unwrap_or(db.ratio),
+        min_per_second: rb.min_per_second.unwrap_or(db.min_per_second),
+        window: positive(p, "resilience.retry_budget.window", rb.window.as_deref(), db.window),
+    };
+    if retry_budget.ratio < 0.0 || retry_budget.min_per_second < 0.0 {
+        p.push("resilience.retry_budget", "ratio and min_per_second must be >= 0");
+    }
+    let default_retry = retry(r.default_retry.as_ref(), "resilience.default_retry", &RetryPolicy::default(), p);
+    ResilienceConfig { breaker, cooldown, retry_budget, default_retry }
+}
+
+fn retry(raw: Option<&RawRetry>, path: &str, default: &RetryPolicy, p: &mut Problems) -> RetryPolicy {
+    let Some(r) = raw else { return *default };
+    let attempts = r.attempts.unwrap_or(default.attempts);
+    if attempts == 0 {
+        p.push(format!("{path}.attempts"), "must be at least 1 (the first try counts)");
+    }
+    RetryPolicy {
+        attempts: attempts.max(1),
+        backoff: p.duration(&format!("{path}.backoff"), r.backoff.as_deref(), default.backoff),
+        max_backoff: p.duration(&format!("{path}.max_backoff"), r.max_backoff.as_deref(), default.max_backoff),
     }
 }
 
@@ -160,7 +212,21 @@ fn provider(name: &str, rp: &RawProvider, env: &dyn Env, p: &mut Problems) -> Pr
                 return None;
             };
             match resolve(secret_ref, env) {
-                Ok(secret) => Some(KeyConfig { name, secret }),
+                Ok(secret) => {
+                    if k.weight == Some(0) {
+                        p.push(format!("{kp}.weight"), "must be at least 1");
+                    }
+                    if k.max_inflight == Some(0) {
+                        p.push(format!("{kp}.max_inflight"), "must be at least 1");
+                    }
+                    Some(KeyConfig {
+                        name,
+                        secret,
+                        weight: k.weight.unwrap_or(1).max(1),
+                        models: k.models.clone(),
+                        max_inflight: k.max_inflight,
+                    })
+                }
                 Err(e) => {
                     p.push(format!("{kp}.secret"), e);
                     None
@@ -193,22 +259,22 @@ fn provider(name: &str, rp: &RawProvider, env: &dyn Env, p: &mut Problems) -> Pr
     if rp.mock.is_some() && kind != ProviderKind::Mock {
         p.push(format!("{at}.mock"), "only a kind = \"mock\" provider takes mock settings");
     }
+    if rp.max_inflight == Some(0) {
+        p.push(format!("{at}.max_inflight"), "must be at least 1");
+    }
+    let request_timeout = positive(p, &format!("{at}.request_timeout"), rp.request_timeout.as_deref(), secs(600));
+    let first_byte = rp.first_byte_timeout.as_deref();
     ProviderConfig {
         name: name.to_owned(),
         kind,
         base_url,
-        connect_timeout: positive(
-            p,
-            &format!("{at}.connect_timeout"),
-            rp.connect_timeout.as_deref(),
-            secs(2),
-        ),
-        request_timeout: positive(
-            p,
-            &format!("{at}.request_timeout"),
-            rp.request_timeout.as_deref(),
-            secs(600),
-        ),
+        connect_timeout: positive(p, &format!("{at}.connect_timeout"), rp.connect_timeout.as_deref(), secs(2)),
+        request_timeout,
+        max_inflight: rp.max_inflight,
+        queue_timeout: p.duration(&format!("{at}.queue_timeout"), rp.queue_timeout.as_deref(), Duration::ZERO),
+        first_byte_timeout: positive(p, &format!("{at}.first_byte_timeout"), first_byte, request_timeout)
+            .min(request_timeout),
+        idle_timeout: positive(p, &format!("{at}.idle_timeout"), rp.idle_timeout.as_deref(), secs(120)),
         pool_idle_timeout: p.duration(
             &format!("{at}.pool_idle_timeout"),
             rp.pool_idle_timeout.as_deref(),
@@ -241,7 +307,12 @@ fn base_url(path: &str, raw: &str, p: &mut Problems) -> Option<Uri> {
     }
 }
 
-fn routes(raw: &[RawRoute], providers: &BTreeMap<&str, usize>, p: &mut Problems) -> Vec<RouteConfig> {
+fn routes(
+    raw: &[RawRoute],
+    providers: &BTreeMap<&str, usize>,
+    default_retry: &RetryPolicy,
+    p: &mut Problems,
+) -> Vec<RouteConfig> {
     let mut route_names = HashSet::new();
     let mut exact_models: BTreeMap<String, String> = BTreeMap::new();
     raw.iter()
@@ -287,7 +358,27 @@ fn routes(raw: &[RawRoute], providers: &BTreeMap<&str, usize>, p: &mut Problems)
                             None
                         }
                         Some(pn) => match providers.get(pn) {
-                            Some(&provider) => Some(TargetConfig { provider, model }),
+                            Some(&provider) => {
+                                if t.weight == Some(0) {
+                                    p.push(format!("{tp}.weight"), "must be at least 1");
+                                }
+                                let mut cost = |c: Option<f64>, f: &str| match c {
+                                    Some(v) if !(v >= 0.0 && v.is_finite()) => {
+                                        p.push(format!("{tp}.{f}"), "must be a cost >= 0");
+                                        0.0
+                                    }
+                                    v => v.unwrap_or(0.0),
+                                };
+                                let input_cost = cost(t.input_cost, "input_cost");
+                                let output_cost = cost(t.output_cost, "output_cost");
+                                Some(TargetConfig {
+                                    provider,
+                                    model,
+                                    weight: t.weight.unwrap_or(1).max(1),
+                                    input_cost,
+                                    output_cost,
+                                })
+                            }
                             None => {
                                 p.push(format!("{tp}.provider"), format!("unknown provider {pn:?}"));
                                 None
@@ -296,7 +387,17 @@ fn routes(raw: &[RawRoute], providers: &BTreeMap<&str, usize>, p: &mut Problems)
                     }
                 })
                 .collect();
-            RouteConfig { name, models: r.models.clone(), targets }
+            let strategy = match r.strategy.as_deref() {
+                None => Strategy::Priority,
+                Some(s) => Strategy::parse(s).unwrap_or_else(|| {
+                    p.push(format!("{at}.strategy"), format!("unknown strategy {s:?} ({})", Strategy::NAMES));
+                    Strategy::Priority
+                }),
+            };
+            let retry = retry(r.retry.as_ref(), &format!("{at}.retry"), default_retry, p);
+            let hedge_after =
+                r.hedge_after.as_deref().map(|h| positive(p, &format!("{at}.hedge_after"), Some(h), secs(1)));
+            RouteConfig { name, models: r.models.clone(), targets, strategy, retry, hedge_after }
         })
         .collect()
 }

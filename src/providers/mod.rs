@@ -15,8 +15,10 @@ use http_body_util::Full;
 use hyper::body::Incoming;
 use tokio::time::Instant;
 
-use crate::config::{ProviderConfig, ProviderKind};
+use crate::config::{Config, ProviderConfig, ProviderKind};
 use crate::mock::{Behavior, MockBody, MockEndpoint};
+use crate::resilience::{KeyState, Limit, ProviderState, Registry, TargetState};
+use crate::routing::{Glob, is_glob};
 use crate::upstream::{self, HttpClient};
 
 /// Which API operation is being proxied.
@@ -29,7 +31,6 @@ pub enum Operation {
 }
 
 /// One upstream call.
-#[derive(Debug)]
 pub struct Call<'a> {
     /// What to call.
     pub operation: Operation,
@@ -41,8 +42,10 @@ pub struct Call<'a> {
     pub request_id: &'a HeaderValue,
     /// The correlation id, forwarded when the client sent one.
     pub correlation_id: Option<&'a HeaderValue>,
-    /// When the whole upstream request must be over.
+    /// When the response head must have arrived.
     pub deadline: Instant,
+    /// The key to send, if the provider has keys.
+    pub key: Option<&'a Key>,
 }
 
 /// Why an upstream call failed before a response head arrived.
@@ -69,7 +72,47 @@ pub struct Provider {
     pub kind: ProviderKind,
     /// Total deadline of one upstream request.
     pub request_timeout: Duration,
+    /// Deadline for the response head (streams: the first event).
+    pub first_byte_timeout: Duration,
+    /// Longest gap between stream chunks.
+    pub idle_timeout: Duration,
+    /// Wait for a free slot before moving on.
+    pub queue_timeout: Duration,
+    /// Keys in config order.
+    pub keys: Vec<Key>,
+    /// Breaker and direct-traffic budget.
+    pub state: Arc<ProviderState>,
+    /// `max_inflight` of the provider.
+    pub limit: Option<Arc<Limit>>,
+    /// State of the models configured for this provider (route targets and catalog).
+    targets: std::collections::HashMap<Box<str>, Arc<TargetState>>,
+    /// State shared by direct requests for models not configured anywhere (bounded: one per
+    /// provider, whatever model names clients make up).
+    direct: Arc<TargetState>,
     backend: Backend,
+}
+
+/// One provider key.
+pub struct Key {
+    /// Config name (logs, metrics, admin view).
+    pub name: Arc<str>,
+    /// `Authorization: Bearer ...`, marked sensitive.
+    auth: Option<HeaderValue>,
+    /// Share of traffic among available keys.
+    pub weight: u32,
+    /// Models this key may serve; empty: all.
+    models: Vec<Glob>,
+    /// Cooldown and in-flight count.
+    pub state: Arc<KeyState>,
+    /// `max_inflight` of the key.
+    pub limit: Option<Arc<Limit>>,
+}
+
+impl Key {
+    /// Whether this key may be used for `model`.
+    pub fn serves(&self, model: &str) -> bool {
+        self.models.is_empty() || self.models.iter().any(|g| g.matches(model))
+    }
 }
 
 enum Backend {
@@ -81,9 +124,6 @@ struct HttpBackend {
     client: HttpClient,
     chat: Uri,
     embeddings: Uri,
-    /// `Authorization: Bearer ...` of the first key, marked sensitive. Key rotation arrives with
-    /// the resilience layer.
-    auth: Option<HeaderValue>,
     headers: Vec<(HeaderName, HeaderValue)>,
 }
 
@@ -109,8 +149,8 @@ pub enum BuildError {
 static USER_AGENT: HeaderValue = HeaderValue::from_static(concat!("tier1/", env!("CARGO_PKG_VERSION")));
 
 impl Provider {
-    /// Builds a provider (and its connection pool) from config.
-    pub fn build(p: &ProviderConfig) -> Result<Self, BuildError> {
+    /// Builds a provider (its connection pool, keys and state) from config.
+    pub fn build(p: &ProviderConfig, config: &Config, registry: &Registry) -> Result<Self, BuildError> {
         let backend = match p.kind {
             ProviderKind::Mock => Backend::Mock { behavior: p.mock.clone(), served: AtomicU64::new(0) },
             ProviderKind::OpenAi => {
@@ -120,32 +160,61 @@ impl Provider {
                         .parse()
                         .map_err(|_| BuildError::BaseUrl(p.name.clone()))
                 };
-                let auth = match p.keys.first() {
-                    None => None,
-                    Some(k) => {
-                        let mut v = HeaderValue::from_str(&format!("Bearer {}", k.secret.expose()))
-                            .map_err(|_| BuildError::Key { provider: p.name.clone(), index: 0 })?;
-                        v.set_sensitive(true);
-                        Some(v)
-                    }
-                };
                 Backend::Http(Box::new(HttpBackend {
                     client: upstream::build(p)?,
                     chat: join("/chat/completions")?,
                     embeddings: join("/embeddings")?,
-                    auth,
                     headers: p.headers.clone(),
                 }))
             }
         };
         let name_header = HeaderValue::from_str(&p.name).map_err(|_| BuildError::BaseUrl(p.name.clone()))?;
+        let keys = p
+            .keys
+            .iter()
+            .enumerate()
+            .map(|(index, k)| {
+                let mut auth = HeaderValue::from_str(&format!("Bearer {}", k.secret.expose()))
+                    .map_err(|_| BuildError::Key { provider: p.name.clone(), index })?;
+                auth.set_sensitive(true);
+                Ok(Key {
+                    name: Arc::from(k.name.as_str()),
+                    auth: Some(auth),
+                    weight: k.weight,
+                    models: k.models.iter().map(|m| Glob::new(m)).collect(),
+                    state: registry.key(&p.name, &k.name),
+                    limit: k.max_inflight.map(|n| registry.limit(&format!("key:{}/{}", p.name, k.name), n)),
+                })
+            })
+            .collect::<Result<Vec<_>, BuildError>>()?;
+        let breaker = config.resilience.breaker;
+        let index = config.provider_index(&p.name);
+        let routed = config.routes.iter().flat_map(|r| &r.targets).filter(|t| Some(t.provider) == index);
+        let targets = routed
+            .map(|t| t.model.as_str())
+            .chain(p.models.iter().map(String::as_str).filter(|m| !is_glob(m)))
+            .map(|m| (Box::from(m), registry.target(&p.name, m, breaker)))
+            .collect();
         Ok(Self {
             name: Arc::from(p.name.as_str()),
             name_header,
             kind: p.kind,
             request_timeout: p.request_timeout,
+            first_byte_timeout: p.first_byte_timeout,
+            idle_timeout: p.idle_timeout,
+            queue_timeout: p.queue_timeout,
+            keys,
+            state: registry.provider(&p.name, breaker, config.resilience.retry_budget),
+            limit: p.max_inflight.map(|n| registry.limit(&format!("provider:{}", p.name), n)),
+            targets,
+            direct: registry.target(&p.name, "(direct)", breaker),
             backend,
         })
+    }
+
+    /// The state of `model` on this provider: its own if configured, else the shared direct one.
+    pub fn target_state(&self, model: &str) -> &Arc<TargetState> {
+        self.targets.get(model).unwrap_or(&self.direct)
     }
 
     /// Sends one call and waits for the response head (not the body).
@@ -191,7 +260,7 @@ impl HttpBackend {
         if let Some(c) = call.correlation_id {
             h.insert(crate::proxy::headers::X_CORRELATION_ID, c.clone());
         }
-        if let Some(auth) = &self.auth {
+        if let Some(auth) = call.key.and_then(|k| k.auth.as_ref()) {
             h.insert(header::AUTHORIZATION, auth.clone());
         }
         for (name, value) in &self.headers {

@@ -137,16 +137,59 @@ pin_project_lite::pin_project! {
         inner: UpstreamBody,
         #[pin]
         deadline: Sleep,
+        #[pin]
+        idle: Sleep,
+        idle_timeout: Option<Duration>,
+        // Bytes read before the stream committed, sent first.
+        prefix: Option<Bytes>,
         stream: bool,
         done: bool,
         record: Option<RequestRecord>,
+        // Held until the body ends: in-flight counts and concurrency permits of the attempt.
+        guard: Option<Box<dyn Send>>,
     }
 }
 
 impl Relay {
-    /// Relays `inner` until it ends or `deadline` passes.
-    pub fn new(inner: UpstreamBody, deadline: Instant, stream: bool, record: Option<RequestRecord>) -> Self {
-        Self { inner, deadline: tokio::time::sleep_until(deadline), stream, done: false, record }
+    /// Relays `prefix` then `inner` until it ends, `deadline` passes, or (streams) no chunk came
+    /// for `idle_timeout`.
+    pub fn new(inner: UpstreamBody, deadline: Instant, stream: bool) -> Self {
+        Self {
+            inner,
+            deadline: tokio::time::sleep_until(deadline),
+            idle: tokio::time::sleep_until(deadline),
+            idle_timeout: None,
+            prefix: None,
+            stream,
+            done: false,
+            record: None,
+            guard: None,
+        }
+    }
+
+    /// Sends `prefix` before the rest.
+    pub fn prefix(mut self, prefix: Bytes) -> Self {
+        self.prefix = (!prefix.is_empty()).then_some(prefix);
+        self
+    }
+
+    /// Fails the body when no chunk arrives for `idle`.
+    pub fn idle_timeout(mut self, idle: Duration) -> Self {
+        self.idle = tokio::time::sleep(idle);
+        self.idle_timeout = Some(idle);
+        self
+    }
+
+    /// Keeps `guard` alive until the body ends or is dropped.
+    pub fn guard(mut self, guard: Box<dyn Send>) -> Self {
+        self.guard = Some(guard);
+        self
+    }
+
+    /// Records the request's duration when the body ends.
+    pub fn record(mut self, record: Option<RequestRecord>) -> Self {
+        self.record = record;
+        self
     }
 }
 
@@ -181,24 +224,38 @@ impl http_body::Body for Relay {
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
-        let this = self.project();
+        let mut this = self.project();
         if *this.done {
             return Poll::Ready(None);
         }
+        if let Some(prefix) = this.prefix.take() {
+            return Poll::Ready(Some(Ok(Frame::data(prefix))));
+        }
         let err = match this.inner.poll_frame(cx) {
-            Poll::Ready(Some(Ok(frame))) => return Poll::Ready(Some(Ok(frame))),
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(idle) = *this.idle_timeout {
+                    this.idle.as_mut().reset(Instant::now() + idle);
+                }
+                return Poll::Ready(Some(Ok(frame)));
+            }
             Poll::Ready(None) => {
                 *this.done = true;
                 this.record.take();
+                this.guard.take();
                 return Poll::Ready(None);
             }
             Poll::Ready(Some(Err(_))) => RelayError::Upstream,
-            Poll::Pending => match this.deadline.poll(cx) {
-                Poll::Ready(()) => RelayError::Timeout,
-                Poll::Pending => return Poll::Pending,
-            },
+            Poll::Pending => {
+                let idle = this.idle_timeout.is_some() && this.idle.as_mut().poll(cx).is_ready();
+                if idle || this.deadline.poll(cx).is_ready() {
+                    RelayError::Timeout
+                } else {
+                    return Poll::Pending;
+                }
+            }
         };
         *this.done = true;
+        this.guard.take();
         tracing::warn!(error = %err, stream = *this.stream, "upstream response ended early");
         if *this.stream {
             Poll::Ready(Some(Ok(Frame::data(error_event(&err)))))

@@ -99,7 +99,7 @@ pub async fn handle(state: Arc<AppState>, req: Request<Incoming>) -> Response<Bo
     let mut resp = match handle_inner(&state, &live, endpoint, req, &mut ctx).await {
         Ok(resp) => resp,
         Err(e) => {
-            if matches!(e, ProxyError::Upstream(_)) {
+            if matches!(e, ProxyError::Exhausted(_)) {
                 tracing::warn!(request_id = ?ctx.request_id, error = %e, "request failed upstream");
             }
             e.into_response()
@@ -166,7 +166,7 @@ async fn handle_inner(
         Endpoint::Models => json(StatusCode::OK, live.models_body.clone()),
         Endpoint::Chat | Endpoint::Embeddings => {
             let op = if endpoint == Endpoint::Chat { Operation::Chat } else { Operation::Embeddings };
-            return forward::forward(live, req, op, ctx).await;
+            return forward::forward(live, state.registry.clock, req, op, ctx).await;
         }
     };
     Ok(if head { resp.map(|_| full(Bytes::new())) } else { resp })

@@ -1,16 +1,19 @@
 //! The inbound side: accept loop and drain ([`server`]), endpoint dispatch and the single error
 //! mapping site ([`handler`]), the forwarding steps ([`forward`]), headers and bodies.
 
+pub mod attempt;
 pub mod body;
 pub mod forward;
 pub mod handler;
 pub mod headers;
 pub mod server;
+pub mod sse;
 
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 
 use crate::metrics::Metrics;
+use crate::resilience::Registry;
 use crate::snapshot::Snapshot;
 
 /// State shared by every connection.
@@ -21,4 +24,6 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     /// Set at the start of shutdown: `/readyz` turns 503.
     pub draining: AtomicBool,
+    /// Breakers, cooldowns and the rest of the runtime state, by stable identity.
+    pub registry: Arc<Registry>,
 }

@@ -2,20 +2,31 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 use super::glob::{Glob, is_glob};
+use super::strategy::Strategy;
 use crate::config::Config;
+use crate::resilience::{Registry, RetryPolicy, RouteState, TargetState};
 
 /// Index of a route in [`RoutingTable::routes`].
 pub type RouteId = usize;
 
-/// A route: a name and its targets in order.
+/// A route: a name, its targets, and how to use them.
 #[derive(Debug, Clone)]
 pub struct Route {
     /// The configured name (a bounded metric label).
     pub name: Arc<str>,
-    /// Targets in order; the first is tried first.
+    /// Targets in config order.
     pub targets: Vec<Target>,
+    /// How targets are ordered per request.
+    pub strategy: Strategy,
+    /// Tries per target and backoff.
+    pub retry: RetryPolicy,
+    /// Parallel attempt after this long without a first byte.
+    pub hedge_after: Option<Duration>,
+    /// Round-robin position, weights, retry budget.
+    pub state: Arc<RouteState>,
 }
 
 /// One target: a provider and the model name it is sent.
@@ -25,6 +36,21 @@ pub struct Target {
     pub provider: usize,
     /// Upstream model name.
     pub model: Arc<str>,
+    /// Weight for the `weighted` strategy.
+    pub weight: u32,
+    /// USD per million input tokens.
+    pub input_cost: f64,
+    /// USD per million output tokens.
+    pub output_cost: f64,
+    /// Breaker, cooldown, latency, in-flight count.
+    pub state: Arc<TargetState>,
+}
+
+impl Target {
+    /// Ordering key of the `cost` strategy.
+    pub fn cost(&self) -> f64 {
+        self.input_cost + self.output_cost
+    }
 }
 
 /// What a model name resolved to.
@@ -52,10 +78,11 @@ pub struct RoutingTable {
 }
 
 impl RoutingTable {
-    /// Builds the table from a validated config.
-    pub fn new(config: &Config) -> Self {
+    /// Builds the table from a validated config, taking each target's state from `registry`.
+    pub fn new(config: &Config, registry: &Registry) -> Self {
         let mut exact = HashMap::new();
         let mut globs = Vec::new();
+        let breaker = config.resilience.breaker;
         let routes = config
             .routes
             .iter()
@@ -72,14 +99,30 @@ impl RoutingTable {
                 let targets = r
                     .targets
                     .iter()
-                    .map(|t| Target { provider: t.provider, model: Arc::from(t.model.as_str()) })
-                    .collect();
-                Route { name: Arc::from(r.name.as_str()), targets }
+                    .map(|t| {
+                        let provider = config.providers.get(t.provider).map_or("", |p| p.name.as_str());
+                        Target {
+                            provider: t.provider,
+                            model: Arc::from(t.model.as_str()),
+                            weight: t.weight,
+                            input_cost: t.input_cost,
+                            output_cost: t.output_cost,
+                            state: registry.target(provider, &t.model, breaker),
+                        }
+                    })
+                    .collect::<Vec<_>>();
+                Route {
+                    name: Arc::from(r.name.as_str()),
+                    state: registry.route(&r.name, targets.len(), config.resilience.retry_budget),
+                    targets,
+                    strategy: r.strategy,
+                    retry: r.retry,
+                    hedge_after: r.hedge_after,
+                }
             })
             .collect();
         globs.sort_by_key(|(g, _)| std::cmp::Reverse(g.specificity()));
-        let providers =
-            config.providers.iter().enumerate().map(|(i, p)| (Box::from(p.name.as_str()), i)).collect();
+        let providers = config.providers.iter().enumerate().map(|(i, p)| (Box::from(p.name.as_str()), i)).collect();
         Self { routes, exact, globs, providers }
     }
 

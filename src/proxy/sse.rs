@@ -1,0 +1,186 @@
+//! Reading an OpenAI SSE stream up to its commit point: the first event that carries content, a
+//! tool call or a finish reason. Until then tier1 may still retry or fall back invisibly; the
+//! role-only preamble (`{"delta":{"role":"assistant","content":""}}`) does not commit. An
+//! `{"error":...}` event before the commit is a failure like an error status.
+//!
+//! Handles events split across reads, `\r\n` and `\r` line ends, multi-line `data:` fields and
+//! comments. Only the bytes before the commit are inspected; after it the stream is relayed as is.
+
+use crate::error::Class;
+
+/// What the events so far mean.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// Nothing that commits yet.
+    Pending,
+    /// The answer began: relay it.
+    Commit,
+    /// The provider sent an error event.
+    Error(Class),
+}
+
+/// Incremental scanner over the raw bytes of a stream.
+#[derive(Debug, Default)]
+pub struct CommitScanner {
+    /// Bytes of the event being received (kept only until it is complete).
+    pending: Vec<u8>,
+    /// Complete events seen.
+    events: usize,
+}
+
+impl CommitScanner {
+    /// Complete events seen so far.
+    pub fn events(&self) -> usize {
+        self.events
+    }
+
+    /// Feeds the next chunk of the stream.
+    pub fn feed(&mut self, chunk: &[u8]) -> Verdict {
+        self.pending.extend_from_slice(chunk);
+        loop {
+            let Some((end, next)) = event_end(&self.pending) else { return Verdict::Pending };
+            let verdict = judge(&self.pending[..end]);
+            self.pending.drain(..next);
+            self.events += 1;
+            if verdict != Verdict::Pending {
+                return verdict;
+            }
+        }
+    }
+}
+
+/// The end of the first complete event (a blank line): (end of its text, start of the next).
+fn event_end(b: &[u8]) -> Option<(usize, usize)> {
+    let mut i = 0;
+    let mut line_start = 0;
+    while i < b.len() {
+        let eol = match b[i] {
+            b'\n' => 1,
+            b'\r' if b.get(i + 1) == Some(&b'\n') => 2,
+            b'\r' if i + 1 < b.len() => 1,
+            // A trailing `\r` may be the first half of `\r\n`: wait for more.
+            b'\r' => return None,
+            _ => {
+                i += 1;
+                continue;
+            }
+        };
+        if i == line_start {
+            return Some((line_start, i + eol));
+        }
+        i += eol;
+        line_start = i;
+    }
+    None
+}
+
+/// Judges one complete event's text.
+fn judge(event: &[u8]) -> Verdict {
+    let mut data = Vec::new();
+    for line in event.split(|&c| c == b'\n' || c == b'\r').filter(|l| !l.is_empty()) {
+        if let Some(rest) = line.strip_prefix(b"data:") {
+            if !data.is_empty() {
+                data.push(b'\n');
+            }
+            data.extend_from_slice(rest.strip_prefix(b" ").unwrap_or(rest));
+        }
+        // Comments (`:`), `event:`, `id:` and `retry:` lines do not commit.
+    }
+    if data.is_empty() {
+        return Verdict::Pending;
+    }
+    if data.trim_ascii() == b"[DONE]" {
+        return Verdict::Commit;
+    }
+    let Ok(v) = serde_json::from_slice::<serde_json::Value>(&data) else {
+        // Not JSON: not ours to judge; relay it.
+        return Verdict::Commit;
+    };
+    if let Some(err) = v.get("error").filter(|e| !e.is_null()) {
+        return Verdict::Error(classify_error(err));
+    }
+    let commits = v.get("choices").and_then(|c| c.as_array()).is_some_and(|choices| {
+        choices.iter().any(|c| {
+            let delta = c.get("delta");
+            let text = |k: &str| delta.and_then(|d| d.get(k)).and_then(|t| t.as_str()).is_some_and(|t| !t.is_empty());
+            let present = |k: &str| delta.and_then(|d| d.get(k)).is_some_and(|t| !t.is_null());
+            text("content")
+                || text("refusal")
+                || text("reasoning_content")
+                || present("tool_calls")
+                || present("function_call")
+                || c.get("finish_reason").is_some_and(|f| !f.is_null())
+        })
+    });
+    if commits || v.get("usage").is_some_and(|u| !u.is_null()) { Verdict::Commit } else { Verdict::Pending }
+}
+
+/// Classifies a provider's in-stream error object.
+pub fn classify_error(err: &serde_json::Value) -> Class {
+    let field = |k: &str| err.get(k).and_then(|v| v.as_str()).unwrap_or_default().to_ascii_lowercase();
+    let text = format!("{} {}", field("type"), field("code"));
+    if text.contains("rate_limit") || text.contains("rate limit") || text.contains("resource_exhausted") {
+        Class::RateLimited
+    } else if text.contains("overloaded") || text.contains("unavailable") {
+        Class::Overloaded
+    } else if text.contains("timeout") {
+        Class::Timeout
+    } else {
+        Class::Server
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const PREAMBLE: &[u8] = b"data: {\"choices\":[{\"index\":0,\"delta\":{\"role\":\"assistant\",\"content\":\"\"},\"finish_reason\":null}]}\n\n";
+    const CONTENT: &[u8] = b"data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"Hi\"},\"finish_reason\":null}]}\n\n";
+
+    fn verdict_of(stream: &[u8], split: usize) -> Verdict {
+        let mut s = CommitScanner::default();
+        for chunk in stream.chunks(split.max(1)) {
+            let v = s.feed(chunk);
+            if v != Verdict::Pending {
+                return v;
+            }
+        }
+        Verdict::Pending
+    }
+
+    #[test]
+    fn preamble_does_not_commit_content_does_in_any_split() {
+        let stream = [PREAMBLE, b": keep-alive\n\n", CONTENT].concat();
+        for split in 1..stream.len() {
+            assert_eq!(verdict_of(&stream, split), Verdict::Commit, "split {split}");
+            assert_eq!(verdict_of(&stream[..PREAMBLE.len() + 14], split), Verdict::Pending, "split {split}");
+        }
+    }
+
+    #[test]
+    fn crlf_and_multiline_data() {
+        let e = b"data: {\"choices\":[{\"delta\":\r\ndata: {\"tool_calls\":[{\"index\":0}]}}]}\r\n\r\n";
+        assert_eq!(verdict_of(e, 3), Verdict::Commit);
+        // A lone trailing `\r` may be half of `\r\n`: the event completes once the next byte arrives.
+        let e = b"data: {\"choices\":[{\"delta\":{},\"finish_reason\":\"stop\"}]}\r\rdata: [DONE]\r\r";
+        assert_eq!(verdict_of(e, 1), Verdict::Commit);
+    }
+
+    #[test]
+    fn error_events_are_classified() {
+        let e = b"data: {\"error\":{\"message\":\"slow down\",\"type\":\"rate_limit_error\"}}\n\n";
+        assert_eq!(verdict_of(e, 5), Verdict::Error(Class::RateLimited));
+        let e = b"event: error\ndata: {\"error\":{\"type\":\"overloaded_error\"}}\n\n";
+        assert_eq!(verdict_of(e, 7), Verdict::Error(Class::Overloaded));
+        let e = b"data: {\"error\":{\"message\":\"boom\"}}\n\n";
+        assert_eq!(verdict_of(e, 64), Verdict::Error(Class::Server));
+    }
+
+    #[test]
+    fn done_commits_and_events_are_counted() {
+        let mut s = CommitScanner::default();
+        assert_eq!(s.feed(PREAMBLE), Verdict::Pending);
+        assert_eq!(s.events(), 1);
+        assert_eq!(s.feed(b"data: [DONE]\n\n"), Verdict::Commit);
+    }
+}

@@ -1,0 +1,351 @@
+//! The circuit breaker. Closed: everything passes. It opens after `failure_threshold`
+//! consecutive failures, or when at least `min_requests` outcomes in `window` failed at a ratio of
+//! `failure_rate` or more. Open: skipped at once (fast fail, no waiting). After `open_for` it is
+//! half-open: `half_open_probes` trial requests pass; if they all succeed it closes, and a failure
+//! re-opens it for twice as long as last time (up to 8× `open_for`).
+//!
+//! The hot path reads one atomic while closed; the state machine behind a short mutex (never held
+//! across `.await`) is touched only by outcomes and by admissions while not closed.
+
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::time::Duration;
+
+use super::clock::nanos;
+
+/// Breaker settings.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct BreakerConfig {
+    /// Consecutive failures that open it.
+    pub failure_threshold: u32,
+    /// Failure ratio over the window that opens it (with enough requests).
+    pub failure_rate: f64,
+    /// Outcomes needed in the window before the ratio counts.
+    pub min_requests: u32,
+    /// The ratio's sliding window.
+    pub window: Duration,
+    /// How long it stays open the first time.
+    pub open_for: Duration,
+    /// Trial requests while half-open.
+    pub half_open_probes: u32,
+}
+
+impl Default for BreakerConfig {
+    fn default() -> Self {
+        Self {
+            failure_threshold: 5,
+            failure_rate: 0.5,
+            min_requests: 20,
+            window: Duration::from_secs(30),
+            open_for: Duration::from_secs(30),
+            half_open_probes: 1,
+        }
+    }
+}
+
+/// Where a breaker stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BreakerState {
+    /// Passing traffic.
+    Closed,
+    /// Letting trial requests through.
+    HalfOpen,
+    /// Skipped.
+    Open,
+}
+
+impl BreakerState {
+    /// Label and gauge value: closed 0, half-open 1, open 2.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Closed => "closed",
+            Self::HalfOpen => "half_open",
+            Self::Open => "open",
+        }
+    }
+}
+
+/// The answer to "may I send?".
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Admission {
+    /// Closed: go.
+    Allowed,
+    /// Half-open: go, as a trial; report the outcome with `probe = true`.
+    Probe,
+    /// Open, or no trial left: skip.
+    Denied,
+}
+
+const CLOSED: u8 = 0;
+const NOT_CLOSED: u8 = 1;
+const BUCKETS: usize = 10;
+
+#[derive(Debug, Default, Clone, Copy)]
+struct Bucket {
+    slot: u64,
+    ok: u32,
+    failed: u32,
+}
+
+#[derive(Debug)]
+struct Core {
+    state: BreakerState,
+    consecutive: u32,
+    buckets: [Bucket; BUCKETS],
+    open_until: u64,
+    reopens: u32,
+    probes_left: u32,
+    probe_successes: u32,
+}
+
+/// One circuit breaker.
+#[derive(Debug)]
+pub struct Breaker {
+    cfg: BreakerConfig,
+    gate: AtomicU8,
+    core: Mutex<Core>,
+}
+
+impl Breaker {
+    /// A closed breaker.
+    pub fn new(cfg: BreakerConfig) -> Self {
+        Self {
+            cfg,
+            gate: AtomicU8::new(CLOSED),
+            core: Mutex::new(Core {
+                state: BreakerState::Closed,
+                consecutive: 0,
+                buckets: [Bucket::default(); BUCKETS],
+                open_until: 0,
+                reopens: 0,
+                probes_left: 0,
+                probe_successes: 0,
+            }),
+        }
+    }
+
+    /// Its settings.
+    pub fn config(&self) -> BreakerConfig {
+        self.cfg
+    }
+
+    /// May a request go now? Half-open trials are handed out here, one per call.
+    pub fn admit(&self, now: u64) -> Admission {
+        if self.gate.load(Ordering::Acquire) == CLOSED {
+            return Admission::Allowed;
+        }
+        let Ok(mut c) = self.core.lock() else { return Admission::Allowed };
+        if c.state == BreakerState::Open {
+            if now < c.open_until {
+                return Admission::Denied;
+            }
+            c.state = BreakerState::HalfOpen;
+            c.probes_left = self.cfg.half_open_probes.max(1);
+            c.probe_successes = 0;
+        }
+        match c.state {
+            BreakerState::Closed => Admission::Allowed,
+            BreakerState::HalfOpen if c.probes_left > 0 => {
+                c.probes_left -= 1;
+                Admission::Probe
+            }
+            BreakerState::HalfOpen | BreakerState::Open => Admission::Denied,
+        }
+    }
+
+    /// Whether a request would be refused now (for planning; hands out nothing).
+    pub fn blocks(&self, now: u64) -> bool {
+        if self.gate.load(Ordering::Acquire) == CLOSED {
+            return false;
+        }
+        self.core.lock().map_or(false, |c| match c.state {
+            BreakerState::Closed => false,
+            BreakerState::Open => now < c.open_until,
+            BreakerState::HalfOpen => c.probes_left == 0,
+        })
+    }
+
+    /// Time until an open breaker lets a trial through.
+    pub fn remaining(&self, now: u64) -> Option<Duration> {
+        let c = self.core.lock().ok()?;
+        (c.state == BreakerState::Open && c.open_until > now).then(|| Duration::from_nanos(c.open_until - now))
+    }
+
+    /// Its state now (an expired open state reads as half-open).
+    pub fn state(&self, now: u64) -> BreakerState {
+        self.core.lock().map_or(BreakerState::Closed, |c| match c.state {
+            BreakerState::Open if now >= c.open_until => BreakerState::HalfOpen,
+            s => s,
+        })
+    }
+
+    /// Feeds one outcome. `probe` marks the outcome of a half-open trial. Returns the new state
+    /// when it changed.
+    pub fn record(&self, now: u64, ok: bool, probe: bool) -> Option<BreakerState> {
+        let Ok(mut c) = self.core.lock() else { return None };
+        match c.state {
+            BreakerState::Closed => {
+                let slot = now / (nanos(self.cfg.window) / BUCKETS as u64).max(1);
+                let i = (slot % BUCKETS as u64) as usize;
+                if c.buckets[i].slot != slot {
+                    c.buckets[i] = Bucket { slot, ok: 0, failed: 0 };
+                }
+                if ok {
+                    c.buckets[i].ok += 1;
+                    c.consecutive = 0;
+                    return None;
+                }
+                c.buckets[i].failed += 1;
+                c.consecutive += 1;
+                let (total, failed) = c
+                    .buckets
+                    .iter()
+                    .filter(|b| b.slot + BUCKETS as u64 > slot)
+                    .fold((0u32, 0u32), |(t, f), b| (t + b.ok + b.failed, f + b.failed));
+                let by_rate = total >= self.cfg.min_requests
+                    && total > 0
+                    && f64::from(failed) / f64::from(total) >= self.cfg.failure_rate;
+                if c.consecutive >= self.cfg.failure_threshold || by_rate {
+                    c.reopens = 0;
+                    self.open(&mut c, now);
+                    return Some(BreakerState::Open);
+                }
+                None
+            }
+            BreakerState::HalfOpen if probe => {
+                if ok {
+                    c.probe_successes += 1;
+                    if c.probe_successes >= self.cfg.half_open_probes.max(1) {
+                        *c = Core {
+                            state: BreakerState::Closed,
+                            consecutive: 0,
+                            buckets: [Bucket::default(); BUCKETS],
+                            open_until: 0,
+                            reopens: 0,
+                            probes_left: 0,
+                            probe_successes: 0,
+                        };
+                        self.gate.store(CLOSED, Ordering::Release);
+                        return Some(BreakerState::Closed);
+                    }
+                    None
+                } else {
+                    c.reopens = c.reopens.saturating_add(1);
+                    self.open(&mut c, now);
+                    Some(BreakerState::Open)
+                }
+            }
+            // Late outcomes of requests admitted before the breaker opened change nothing.
+            BreakerState::HalfOpen | BreakerState::Open => None,
+        }
+    }
+
+    fn open(&self, c: &mut Core, now: u64) {
+        let factor = 1u32 << c.reopens.min(3);
+        c.state = BreakerState::Open;
+        c.open_until = now.saturating_add(nanos(self.cfg.open_for.saturating_mul(factor)));
+        c.probes_left = 0;
+        c.probe_successes = 0;
+        self.gate.store(NOT_CLOSED, Ordering::Release);
+    }
+
+    /// Gives back a trial that ended with no verdict (cancelled, or a key-scoped failure).
+    pub fn release_probe(&self) {
+        if let Ok(mut c) = self.core.lock()
+            && c.state == BreakerState::HalfOpen
+        {
+            c.probes_left += 1;
+        }
+    }
+
+    /// Closes it (admin reset).
+    pub fn reset(&self) {
+        if let Ok(mut c) = self.core.lock() {
+            c.state = BreakerState::Closed;
+            c.consecutive = 0;
+            c.buckets = [Bucket::default(); BUCKETS];
+            c.reopens = 0;
+            self.gate.store(CLOSED, Ordering::Release);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::clock::Clock;
+    use super::*;
+
+    fn cfg() -> BreakerConfig {
+        BreakerConfig {
+            failure_threshold: 3,
+            failure_rate: 0.5,
+            min_requests: 10,
+            window: Duration::from_secs(10),
+            open_for: Duration::from_secs(5),
+            half_open_probes: 1,
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn opens_on_consecutive_failures_then_probes_and_closes() {
+        let clock = Clock::new();
+        let b = Breaker::new(cfg());
+        assert_eq!(b.record(clock.now(), false, false), None);
+        assert_eq!(b.record(clock.now(), true, false), None);
+        b.record(clock.now(), false, false);
+        b.record(clock.now(), false, false);
+        assert_eq!(b.record(clock.now(), false, false), Some(BreakerState::Open));
+        assert_eq!(b.admit(clock.now()), Admission::Denied);
+        assert!(b.blocks(clock.now()));
+        tokio::time::advance(Duration::from_secs(5)).await;
+        assert!(!b.blocks(clock.now()));
+        assert_eq!(b.admit(clock.now()), Admission::Probe);
+        assert_eq!(b.admit(clock.now()), Admission::Denied, "one probe at a time");
+        assert_eq!(b.record(clock.now(), true, true), Some(BreakerState::Closed));
+        assert_eq!(b.admit(clock.now()), Admission::Allowed);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn failed_probe_reopens_with_backoff() {
+        let clock = Clock::new();
+        let b = Breaker::new(cfg());
+        for _ in 0..3 {
+            b.record(clock.now(), false, false);
+        }
+        tokio::time::advance(Duration::from_secs(5)).await;
+        assert_eq!(b.admit(clock.now()), Admission::Probe);
+        assert_eq!(b.record(clock.now(), false, true), Some(BreakerState::Open));
+        assert_eq!(b.remaining(clock.now()), Some(Duration::from_secs(10)));
+        tokio::time::advance(Duration::from_secs(9)).await;
+        assert_eq!(b.admit(clock.now()), Admission::Denied);
+        tokio::time::advance(Duration::from_secs(1)).await;
+        assert_eq!(b.admit(clock.now()), Admission::Probe);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn opens_on_failure_rate_with_enough_requests() {
+        let clock = Clock::new();
+        let b = Breaker::new(cfg());
+        // Alternate: never 3 in a row, but 50% failures once 10 outcomes are in.
+        let mut opened = None;
+        for i in 0..10 {
+            if let Some(s) = b.record(clock.now(), i % 2 == 0, false) {
+                opened = Some((i, s));
+            }
+        }
+        assert_eq!(opened, Some((9, BreakerState::Open)));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn late_outcomes_and_reset() {
+        let clock = Clock::new();
+        let b = Breaker::new(cfg());
+        for _ in 0..3 {
+            b.record(clock.now(), false, false);
+        }
+        assert_eq!(b.record(clock.now(), true, false), None, "a late success does not close it");
+        assert_eq!(b.state(clock.now()), BreakerState::Open);
+        b.reset();
+        assert_eq!(b.admit(clock.now()), Admission::Allowed);
+    }
+}
