@@ -117,6 +117,9 @@ pub enum ProxyError {
     /// Missing or wrong bearer token.
     #[error("missing or invalid API key")]
     Unauthorized,
+    /// An admin route from a client that may not use it.
+    #[error("admin routes answer only to loopback clients")]
+    Forbidden,
     /// No route or provider serves this model.
     #[error("model '{0}' is not served by this router")]
     UnknownModel(Box<str>),
@@ -154,6 +157,7 @@ impl ProxyError {
             Self::UnknownModel(_) => {
                 (StatusCode::NOT_FOUND, "invalid_request_error", "model_not_found", Some("model"))
             }
+            Self::Forbidden => (StatusCode::FORBIDDEN, "invalid_request_error", "forbidden", None),
             Self::NoSuchPath => (StatusCode::NOT_FOUND, "invalid_request_error", "unknown_url", None),
             Self::MethodNotAllowed(_) => {
                 (StatusCode::METHOD_NOT_ALLOWED, "invalid_request_error", "method_not_allowed", None)
@@ -167,17 +171,16 @@ impl ProxyError {
             Self::BodyRead => (StatusCode::BAD_REQUEST, "invalid_request_error", "body_read_error", None),
             Self::Exhausted(e) => exhausted_status(e),
         };
-        let mut resp = match &self {
-            Self::Exhausted(e) => {
-                let body = serde_json::json!({"error": {
-                    "message": message, "type": kind, "param": null, "code": code, "attempts": e.attempts,
-                }});
-                let mut r = Response::new(full(Bytes::from(body.to_string())));
-                *r.status_mut() = status;
-                r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
-                r
-            }
-            _ => json_error(status, &message, kind, code, param),
+        let mut resp = if let Self::Exhausted(e) = &self {
+            let body = serde_json::json!({"error": {
+                "message": message, "type": kind, "param": null, "code": code, "attempts": e.attempts,
+            }});
+            let mut r = Response::new(full(Bytes::from(body.to_string())));
+            *r.status_mut() = status;
+            r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+            r
+        } else {
+            json_error(status, &message, kind, code, param)
         };
         let headers = resp.headers_mut();
         match &self {
@@ -200,6 +203,7 @@ impl ProxyError {
             }
             Self::Exhausted(_)
             | Self::BadRequest(_)
+            | Self::Forbidden
             | Self::UnknownModel(_)
             | Self::NoSuchPath
             | Self::BodyTimeout
@@ -279,7 +283,13 @@ mod tests {
     }
 
     fn record(class: Class) -> AttemptRecord {
-        AttemptRecord { provider: Arc::from("p"), model: "m".into(), key: Some(Arc::from("k1")), class, status: None }
+        AttemptRecord {
+            provider: Arc::from("p"),
+            model: "m".into(),
+            key: Some(Arc::from("k1")),
+            class,
+            status: None,
+        }
     }
 
     fn exhausted(classes: &[Class], retry_after: Option<Duration>) -> Response<Body> {

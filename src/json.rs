@@ -388,8 +388,14 @@ mod tests {
             let out = s.splice(&Bytes::from(raw), "x", false);
             assert_eq!(std::str::from_utf8(&out).unwrap(), want);
         }
-        assert!(matches!(chat(r#"{"model":"a","messages":[],"fallbacks":"b"}"#), Err(ScanError::WrongType { .. })));
-        assert!(matches!(chat(r#"{"model":"a","messages":[],"fallbacks":[""]}"#), Err(ScanError::WrongType { .. })));
+        assert!(matches!(
+            chat(r#"{"model":"a","messages":[],"fallbacks":"b"}"#),
+            Err(ScanError::WrongType { .. })
+        ));
+        assert!(matches!(
+            chat(r#"{"model":"a","messages":[],"fallbacks":[""]}"#),
+            Err(ScanError::WrongType { .. })
+        ));
         let raw = Bytes::from(r#"{"model":"a","messages":[],"fallbacks":[]}"#);
         let out = scan(&raw, Schema::Chat).unwrap().splice(&raw, "a", false);
         assert_eq!(&out[..], br#"{"model":"a","messages":[]}"#);

@@ -17,6 +17,7 @@
 //! Errors of every step are one enum, [`error::ProxyError`], mapped to an OpenAI-shaped response
 //! in exactly one place ([`proxy::handler::handle`]).
 
+pub mod admin;
 pub mod cli;
 pub mod config;
 pub mod error;

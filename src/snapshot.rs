@@ -35,8 +35,11 @@ impl Live {
     /// Builds a snapshot, including every provider's connection pool; runtime state comes from
     /// (and stays in) `registry`.
     pub fn build(config: &Config, registry: &Registry) -> Result<Self, providers::BuildError> {
-        let providers =
-            config.providers.iter().map(|p| Provider::build(p, config, registry)).collect::<Result<Vec<_>, _>>()?;
+        let providers = config
+            .providers
+            .iter()
+            .map(|p| Provider::build(p, config, registry))
+            .collect::<Result<Vec<_>, _>>()?;
         Ok(Self {
             server: config.server.clone(),
             resilience: config.resilience.clone(),

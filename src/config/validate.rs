@@ -118,7 +118,12 @@ fn resilience(r: &RawResilience, p: &mut Problems) -> ResilienceConfig {
     let cooldown = CooldownConfig {
         default: positive(p, "resilience.cooldown.default", c.default.as_deref(), dc.default),
         max: positive(p, "resilience.cooldown.max", c.max.as_deref(), dc.max),
-        on_auth_error: positive(p, "resilience.cooldown.on_auth_error", c.on_auth_error.as_deref(), dc.on_auth_error),
+        on_auth_error: positive(
+            p,
+            "resilience.cooldown.on_auth_error",
+            c.on_auth_error.as_deref(),
+            dc.on_auth_error,
+        ),
     };
     let db = BudgetConfig::default();
     let rb = &r.retry_budget;
@@ -130,7 +135,8 @@ fn resilience(r: &RawResilience, p: &mut Problems) -> ResilienceConfig {
     if retry_budget.ratio < 0.0 || retry_budget.min_per_second < 0.0 {
         p.push("resilience.retry_budget", "ratio and min_per_second must be >= 0");
     }
-    let default_retry = retry(r.default_retry.as_ref(), "resilience.default_retry", &RetryPolicy::default(), p);
+    let default_retry =
+        retry(r.default_retry.as_ref(), "resilience.default_retry", &RetryPolicy::default(), p);
     ResilienceConfig { breaker, cooldown, retry_budget, default_retry }
 }
 
@@ -143,7 +149,11 @@ fn retry(raw: Option<&RawRetry>, path: &str, default: &RetryPolicy, p: &mut Prob
     RetryPolicy {
         attempts: attempts.max(1),
         backoff: p.duration(&format!("{path}.backoff"), r.backoff.as_deref(), default.backoff),
-        max_backoff: p.duration(&format!("{path}.max_backoff"), r.max_backoff.as_deref(), default.max_backoff),
+        max_backoff: p.duration(
+            &format!("{path}.max_backoff"),
+            r.max_backoff.as_deref(),
+            default.max_backoff,
+        ),
     }
 }
 
@@ -262,16 +272,26 @@ fn provider(name: &str, rp: &RawProvider, env: &dyn Env, p: &mut Problems) -> Pr
     if rp.max_inflight == Some(0) {
         p.push(format!("{at}.max_inflight"), "must be at least 1");
     }
-    let request_timeout = positive(p, &format!("{at}.request_timeout"), rp.request_timeout.as_deref(), secs(600));
+    let request_timeout =
+        positive(p, &format!("{at}.request_timeout"), rp.request_timeout.as_deref(), secs(600));
     let first_byte = rp.first_byte_timeout.as_deref();
     ProviderConfig {
         name: name.to_owned(),
         kind,
         base_url,
-        connect_timeout: positive(p, &format!("{at}.connect_timeout"), rp.connect_timeout.as_deref(), secs(2)),
+        connect_timeout: positive(
+            p,
+            &format!("{at}.connect_timeout"),
+            rp.connect_timeout.as_deref(),
+            secs(2),
+        ),
         request_timeout,
         max_inflight: rp.max_inflight,
-        queue_timeout: p.duration(&format!("{at}.queue_timeout"), rp.queue_timeout.as_deref(), Duration::ZERO),
+        queue_timeout: p.duration(
+            &format!("{at}.queue_timeout"),
+            rp.queue_timeout.as_deref(),
+            Duration::ZERO,
+        ),
         first_byte_timeout: positive(p, &format!("{at}.first_byte_timeout"), first_byte, request_timeout)
             .min(request_timeout),
         idle_timeout: positive(p, &format!("{at}.idle_timeout"), rp.idle_timeout.as_deref(), secs(120)),

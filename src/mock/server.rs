@@ -34,6 +34,10 @@ pub struct RawMockConfig {
     /// Behaviour per requested model name.
     #[serde(default)]
     pub models: BTreeMap<String, RawBehavior>,
+    /// Behaviour per API key (the bearer token sent), checked before models: one key out of
+    /// quota, another refused.
+    #[serde(default)]
+    pub keys: BTreeMap<String, RawBehavior>,
 }
 
 /// Validated mock server config.
@@ -43,12 +47,20 @@ pub struct MockConfig {
     pub default: Behavior,
     /// Behaviour per requested model name.
     pub models: HashMap<String, Behavior>,
+    /// Behaviour per bearer token, checked before models.
+    pub keys: HashMap<String, Behavior>,
 }
 
 impl MockConfig {
     /// One behaviour for everything.
     pub fn with_default(default: Behavior) -> Self {
-        Self { default, models: HashMap::new() }
+        Self { default, ..Self::default() }
+    }
+
+    /// Adds a behaviour for requests carrying `Authorization: Bearer {key}`.
+    pub fn key(mut self, key: &str, behavior: Behavior) -> Self {
+        self.keys.insert(key.to_owned(), behavior);
+        self
     }
 
     /// Adds a behaviour for one model.
@@ -66,8 +78,10 @@ impl MockConfig {
         let default = raw.default.validate("default", &mut p);
         let models =
             raw.models.iter().map(|(m, b)| (m.clone(), b.validate(&format!("models.{m}"), &mut p))).collect();
+        let keys =
+            raw.keys.iter().map(|(k, b)| (k.clone(), b.validate(&format!("keys.{k}"), &mut p))).collect();
         p.finish()?;
-        Ok(Self { default, models })
+        Ok(Self { default, models, keys })
     }
 }
 
@@ -239,6 +253,8 @@ struct Shared {
     config: MockConfig,
     /// Requests served per model with its own behaviour, for `fail_first`.
     served: HashMap<String, AtomicU64>,
+    /// Requests served per key with its own behaviour.
+    served_keys: HashMap<String, AtomicU64>,
     /// Requests served with the default behaviour.
     default_served: AtomicU64,
     stats: Arc<MockStats>,
@@ -252,7 +268,8 @@ pub async fn serve(
     shutdown: impl Future<Output = ()>,
 ) {
     let served = config.models.keys().map(|k| (k.clone(), AtomicU64::new(0))).collect();
-    let shared = Arc::new(Shared { config, served, default_served: AtomicU64::new(0), stats });
+    let served_keys = config.keys.keys().map(|k| (k.clone(), AtomicU64::new(0))).collect();
+    let shared = Arc::new(Shared { config, served, served_keys, default_served: AtomicU64::new(0), stats });
     let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
     tokio::pin!(shutdown);
     loop {
@@ -323,9 +340,16 @@ async fn handle(shared: &Shared, req: Request<Incoming>) -> Response<MockBody> {
         }
     };
     let model = serde_json::from_slice::<ModelOnly>(&body).map(|m| m.model).unwrap_or_default();
-    let (behavior, served) = match shared.config.models.get(&model) {
-        Some(b) => (b, shared.served.get(&model).unwrap_or(&shared.default_served)),
-        None => (&shared.config.default, &shared.default_served),
+    let bearer = parts
+        .headers
+        .get(http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or_default();
+    let (behavior, served) = match (shared.config.keys.get(bearer), shared.config.models.get(&model)) {
+        (Some(b), _) => (b, shared.served_keys.get(bearer).unwrap_or(&shared.default_served)),
+        (None, Some(b)) => (b, shared.served.get(&model).unwrap_or(&shared.default_served)),
+        (None, None) => (&shared.config.default, &shared.default_served),
     };
     let overridden = overrides(behavior, &parts.headers);
     let behavior = overridden.as_ref().unwrap_or(behavior);

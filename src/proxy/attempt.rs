@@ -130,13 +130,13 @@ pub struct Won {
 /// The winning body: relayed, or an upstream error body passed through.
 pub enum WonBody {
     /// Streamed from the upstream.
-    Relay(Relay),
+    Relay(Box<Relay>),
     /// Read in full (a caller-fault error, redacted).
     Full(Bytes),
 }
 
 enum Attempted {
-    Won(Won),
+    Won(Box<Won>),
     Failed(Failure),
     /// Not started: breaker, limit. Carries when it may be available.
     Skipped(Option<Duration>),
@@ -217,7 +217,11 @@ impl<'a, 'c> Planner<'a, 'c> {
         Step::Done
     }
 
-    fn usable<'k>(&self, c: &'k Candidate<'a>, now: u64) -> impl Iterator<Item = (usize, &'k crate::providers::Key)> + use<'k, 'a, '_> {
+    fn usable<'k>(
+        &self,
+        c: &'k Candidate<'a>,
+        now: u64,
+    ) -> impl Iterator<Item = (usize, &'k crate::providers::Key)> + use<'k, 'a, '_> {
         let pid = provider_id(c.provider);
         c.provider.keys.iter().enumerate().filter(move |(i, k)| {
             k.serves(c.model) && !k.state.cooldown.is_cooling(now) && !self.burned.contains(&(pid, *i))
@@ -293,9 +297,9 @@ impl<'a, 'c> Planner<'a, 'c> {
 
 // === run ===
 
-enum Event<'a> {
+enum Event {
     Done(usize, Attempted),
-    Hedge(std::marker::PhantomData<&'a ()>),
+    Hedge,
 }
 
 type AttemptFuture<'f> = Pin<Box<dyn Future<Output = Attempted> + Send + 'f>>;
@@ -342,13 +346,13 @@ pub async fn run<'a>(
             if let Some(t) = hedge_timer.as_mut()
                 && t.as_mut().poll(cx).is_ready()
             {
-                return Poll::Ready(Event::Hedge(std::marker::PhantomData));
+                return Poll::Ready(Event::Hedge);
             }
             Poll::Pending
         })
         .await;
         match event {
-            Event::Hedge(_) => {
+            Event::Hedge => {
                 hedge_timer = None;
                 // The hedge goes to the next candidate, never waits, and spends from the budget.
                 planner.advance();
@@ -365,7 +369,7 @@ pub async fn run<'a>(
                     Attempted::Won(mut won) => {
                         won.fallback_reason = failures.first().map(|f| f.class);
                         // Dropping `running` cancels a hedge still in flight.
-                        return Ok(won);
+                        return Ok(*won);
                     }
                     Attempted::Skipped(available_in) => planner.skipped(cand, available_in),
                     Attempted::Failed(f) => {
@@ -389,7 +393,11 @@ pub async fn run<'a>(
             }
         }
     }
-    Err(Exhausted { attempts: failures, started: job.started.load(Ordering::Acquire), retry_after: planner.soonest })
+    Err(Exhausted {
+        attempts: failures,
+        started: job.started.load(Ordering::Acquire),
+        retry_after: planner.soonest,
+    })
 }
 
 // === attempt ===
@@ -424,7 +432,11 @@ struct AttemptGuard {
 }
 
 impl AttemptGuard {
-    fn new(target: Arc<TargetState>, key: Option<Arc<KeyState>>, permits: [Option<OwnedSemaphorePermit>; 2]) -> Self {
+    fn new(
+        target: Arc<TargetState>,
+        key: Option<Arc<KeyState>>,
+        permits: [Option<OwnedSemaphorePermit>; 2],
+    ) -> Self {
         target.inflight.fetch_add(1, Ordering::AcqRel);
         if let Some(k) = &key {
             k.inflight.fetch_add(1, Ordering::AcqRel);
@@ -515,14 +527,14 @@ async fn attempt<'a>(job: &'a Job<'a>, c: &'a Candidate<'a>, key_index: Option<u
                     target_gate.record(now, true);
                     let bytes = read_bounded(body, total).await;
                     let redacted = Bytes::from(job.live.redactor.redact(&bytes).into_owned());
-                    return Attempted::Won(Won {
+                    return Attempted::Won(Box::new(Won {
                         status,
                         headers: client_headers(&parts.headers, false),
                         body: WonBody::Full(redacted),
                         provider: p.name_header.clone(),
                         model: HeaderValue::from_str(c.model).ok(),
                         fallback_reason: None,
-                    });
+                    }));
                 }
                 Err(failure(class, Some(status), retry_after))
             }
@@ -542,14 +554,14 @@ async fn attempt<'a>(job: &'a Job<'a>, c: &'a Candidate<'a>, key_index: Option<u
             if streaming {
                 relay = relay.idle_timeout(p.idle_timeout);
             }
-            Attempted::Won(Won {
+            Attempted::Won(Box::new(Won {
                 status,
                 headers: client_headers(&headers, !streaming),
-                body: WonBody::Relay(relay),
+                body: WonBody::Relay(Box::new(relay)),
                 provider: p.name_header.clone(),
                 model: HeaderValue::from_str(c.model).ok(),
                 fallback_reason: None,
-            })
+            }))
         }
         Err(f) => {
             let cfg = &job.live.resilience.cooldown;

@@ -34,7 +34,8 @@ pub async fn forward(
 ) -> Result<Response<Body>, ProxyError> {
     let (parts, body) = req.into_parts();
     let wants_sse = op == Operation::Chat && headers::accepts_sse(&parts.headers);
-    let bytes = read_limited(body, &parts.headers, live.server.max_body_bytes, live.server.body_timeout).await?;
+    let bytes =
+        read_limited(body, &parts.headers, live.server.max_body_bytes, live.server.body_timeout).await?;
     let schema = match op {
         Operation::Chat => Schema::Chat,
         Operation::Embeddings => Schema::Embeddings,
@@ -92,6 +93,7 @@ pub async fn forward(
     let body = match won.body {
         WonBody::Full(bytes) => full(bytes),
         WonBody::Relay(relay) => {
+            let relay = *relay;
             let mut record = ctx.record.take();
             if let Some(r) = record.as_mut() {
                 r.route = ctx.route.clone();

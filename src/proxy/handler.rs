@@ -33,6 +33,8 @@ pub enum Endpoint {
     Ready,
     /// `GET /metrics`.
     Metrics,
+    /// `GET /admin/state`.
+    AdminState,
 }
 
 impl Endpoint {
@@ -45,6 +47,7 @@ impl Endpoint {
             ("/health" | "/healthz", _) => Self::Health,
             ("/readyz", _) => Self::Ready,
             ("/metrics", _) => Self::Metrics,
+            ("/admin/state", _) => Self::AdminState,
             _ => return None,
         })
     }
@@ -52,7 +55,9 @@ impl Endpoint {
     fn method(self) -> (Method, &'static str) {
         match self {
             Self::Chat | Self::Embeddings => (Method::POST, "POST"),
-            Self::Models | Self::Health | Self::Ready | Self::Metrics => (Method::GET, "GET, HEAD"),
+            Self::Models | Self::Health | Self::Ready | Self::Metrics | Self::AdminState => {
+                (Method::GET, "GET, HEAD")
+            }
         }
     }
 
@@ -62,7 +67,7 @@ impl Endpoint {
             Self::Chat => Some("chat"),
             Self::Embeddings => Some("embeddings"),
             Self::Models => Some("models"),
-            Self::Health | Self::Ready | Self::Metrics => None,
+            Self::Health | Self::Ready | Self::Metrics | Self::AdminState => None,
         }
     }
 }
@@ -84,7 +89,11 @@ pub struct RequestCtx {
 }
 
 /// Serves one request. Never fails: every error becomes an OpenAI-shaped response here.
-pub async fn handle(state: Arc<AppState>, req: Request<Incoming>) -> Response<Body> {
+pub async fn handle(
+    state: Arc<AppState>,
+    req: Request<Incoming>,
+    peer: std::net::SocketAddr,
+) -> Response<Body> {
     let live = state.live.load();
     let endpoint = Endpoint::from_path(req.uri().path());
     let label = endpoint.and_then(Endpoint::label);
@@ -96,7 +105,7 @@ pub async fn handle(state: Arc<AppState>, req: Request<Incoming>) -> Response<Bo
         route: RouteLabel::Unmatched,
         record: label.map(|l| RequestRecord::start(state.metrics.clone(), l)),
     };
-    let mut resp = match handle_inner(&state, &live, endpoint, req, &mut ctx).await {
+    let mut resp = match handle_inner(&state, &live, endpoint, req, peer, &mut ctx).await {
         Ok(resp) => resp,
         Err(e) => {
             if matches!(e, ProxyError::Exhausted(_)) {
@@ -133,6 +142,7 @@ async fn handle_inner(
     live: &Live,
     endpoint: Option<Endpoint>,
     req: Request<Incoming>,
+    peer: std::net::SocketAddr,
     ctx: &mut RequestCtx,
 ) -> Result<Response<Body>, ProxyError> {
     // Everything under the API prefixes needs the key except the model list (fronts health-check
@@ -164,6 +174,8 @@ async fn handle_inner(
             resp
         }
         Endpoint::Models => json(StatusCode::OK, live.models_body.clone()),
+        Endpoint::AdminState if !crate::admin::allowed(peer) => return Err(ProxyError::Forbidden),
+        Endpoint::AdminState => json(StatusCode::OK, crate::admin::state(live, state.registry.clock)),
         Endpoint::Chat | Endpoint::Embeddings => {
             let op = if endpoint == Endpoint::Chat { Operation::Chat } else { Operation::Embeddings };
             return forward::forward(live, state.registry.clock, req, op, ctx).await;

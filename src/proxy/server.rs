@@ -66,8 +66,8 @@ async fn accept(
     graceful: &GracefulShutdown,
     state: &Arc<AppState>,
 ) {
-    let stream = match accepted {
-        Ok((stream, _peer)) => stream,
+    let (stream, peer) = match accepted {
+        Ok(accepted) => accepted,
         Err(e) => {
             // Usually out of file descriptors: back off instead of spinning.
             tracing::warn!(error = %e, "accept failed");
@@ -79,7 +79,7 @@ async fn accept(
     let state = state.clone();
     let service = hyper::service::service_fn(move |req| {
         let state = state.clone();
-        async move { Ok::<_, Infallible>(handle(state, req).await) }
+        async move { Ok::<_, Infallible>(handle(state, req, peer).await) }
     });
     let conn = builder.serve_connection(TokioIo::new(stream), service).into_owned();
     let conn = graceful.watch(conn);

@@ -102,7 +102,9 @@ fn judge(event: &[u8]) -> Verdict {
     let commits = v.get("choices").and_then(|c| c.as_array()).is_some_and(|choices| {
         choices.iter().any(|c| {
             let delta = c.get("delta");
-            let text = |k: &str| delta.and_then(|d| d.get(k)).and_then(|t| t.as_str()).is_some_and(|t| !t.is_empty());
+            let text = |k: &str| {
+                delta.and_then(|d| d.get(k)).and_then(|t| t.as_str()).is_some_and(|t| !t.is_empty())
+            };
             let present = |k: &str| delta.and_then(|d| d.get(k)).is_some_and(|t| !t.is_null());
             text("content")
                 || text("refusal")
@@ -135,7 +137,8 @@ mod tests {
     use super::*;
 
     const PREAMBLE: &[u8] = b"data: {\"choices\":[{\"index\":0,\"delta\":{\"role\":\"assistant\",\"content\":\"\"},\"finish_reason\":null}]}\n\n";
-    const CONTENT: &[u8] = b"data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"Hi\"},\"finish_reason\":null}]}\n\n";
+    const CONTENT: &[u8] =
+        b"data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"Hi\"},\"finish_reason\":null}]}\n\n";
 
     fn verdict_of(stream: &[u8], split: usize) -> Verdict {
         let mut s = CommitScanner::default();

@@ -24,7 +24,8 @@ impl RetryPolicy {
     /// Full-jitter delay before retry number `retry` (1 for the first retry): uniform in
     /// `[0, min(max_backoff, backoff * 2^(retry-1))]`.
     pub fn delay(&self, retry: u32) -> Duration {
-        let ceiling = self.backoff.saturating_mul(1u32 << retry.saturating_sub(1).min(16)).min(self.max_backoff);
+        let ceiling =
+            self.backoff.saturating_mul(1u32 << retry.saturating_sub(1).min(16)).min(self.max_backoff);
         ceiling.mul_f64(fastrand::f64())
     }
 }
@@ -74,7 +75,11 @@ mod tests {
 
     #[test]
     fn jitter_stays_under_the_exponential_ceiling() {
-        let p = RetryPolicy { attempts: 3, backoff: Duration::from_millis(100), max_backoff: Duration::from_millis(300) };
+        let p = RetryPolicy {
+            attempts: 3,
+            backoff: Duration::from_millis(100),
+            max_backoff: Duration::from_millis(300),
+        };
         for _ in 0..200 {
             assert!(p.delay(1) <= Duration::from_millis(100));
             assert!(p.delay(2) <= Duration::from_millis(200));

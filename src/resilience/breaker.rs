@@ -158,7 +158,7 @@ impl Breaker {
         if self.gate.load(Ordering::Acquire) == CLOSED {
             return false;
         }
-        self.core.lock().map_or(false, |c| match c.state {
+        self.core.lock().is_ok_and(|c| match c.state {
             BreakerState::Closed => false,
             BreakerState::Open => now < c.open_until,
             BreakerState::HalfOpen => c.probes_left == 0,
@@ -168,7 +168,8 @@ impl Breaker {
     /// Time until an open breaker lets a trial through.
     pub fn remaining(&self, now: u64) -> Option<Duration> {
         let c = self.core.lock().ok()?;
-        (c.state == BreakerState::Open && c.open_until > now).then(|| Duration::from_nanos(c.open_until - now))
+        (c.state == BreakerState::Open && c.open_until > now)
+            .then(|| Duration::from_nanos(c.open_until - now))
     }
 
     /// Its state now (an expired open state reads as half-open).

@@ -66,7 +66,8 @@ impl RetryBudget {
             .iter()
             .filter(|x| x.slot + BUCKETS as u64 > slot)
             .fold((0u64, 0u64), |(r, t), x| (r + u64::from(x.requests), t + u64::from(x.retries)));
-        let allowed = self.cfg.ratio * requests as f64 + self.cfg.min_per_second * self.cfg.window.as_secs_f64();
+        let allowed =
+            self.cfg.ratio * requests as f64 + self.cfg.min_per_second * self.cfg.window.as_secs_f64();
         if (retries as f64) < allowed {
             current(&mut b, slot).retries += 1;
             true

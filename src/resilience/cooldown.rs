@@ -103,7 +103,11 @@ mod tests {
     async fn doubles_without_retry_after_up_to_max() {
         let clock = Clock::new();
         let c = Cooldown::default();
-        let cfg = CooldownConfig { default: Duration::from_secs(5), max: Duration::from_secs(15), ..Default::default() };
+        let cfg = CooldownConfig {
+            default: Duration::from_secs(5),
+            max: Duration::from_secs(15),
+            ..Default::default()
+        };
         let now = clock.now();
         assert_eq!(c.strike(now, &cfg, None), Duration::from_secs(5));
         assert_eq!(c.strike(now, &cfg, None), Duration::from_secs(10));

@@ -169,7 +169,10 @@ impl Registry {
 
     /// Every breaker's and cooldown's identity, for the admin view.
     pub fn targets(&self) -> Vec<((String, String), Arc<TargetState>)> {
-        self.targets.lock().map(|m| m.iter().map(|(k, v)| (k.clone(), v.clone())).collect()).unwrap_or_default()
+        self.targets
+            .lock()
+            .map(|m| m.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+            .unwrap_or_default()
     }
 
     /// Clears every breaker and cooldown (admin reset).

@@ -63,7 +63,9 @@ impl Strategy {
                     idx.insert(0, first);
                 }
             }
-            Self::LeastLatency => idx.sort_by(|&a, &b| t[a].state.ewma.get().total_cmp(&t[b].state.ewma.get())),
+            Self::LeastLatency => {
+                idx.sort_by(|&a, &b| t[a].state.ewma.get().total_cmp(&t[b].state.ewma.get()))
+            }
             Self::LeastUsed => idx.sort_by_key(|&i| t[i].state.inflight.load(Ordering::Relaxed)),
             Self::Cost => idx.sort_by(|&a, &b| t[a].cost().total_cmp(&t[b].cost())),
             Self::P2c => {
@@ -111,4 +113,98 @@ fn smooth_weighted(route: &Route, up: &[bool]) -> Option<usize> {
     let b = best?;
     current[b] -= total;
     Some(b)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+    use std::time::Duration;
+
+    use super::*;
+    use crate::config::{Format, parse};
+    use crate::resilience::Registry;
+    use crate::routing::RoutingTable;
+
+    fn table(strategy: &str, targets: &str) -> (RoutingTable, Registry) {
+        let text = format!(
+            "[providers.p]\nkind = \"mock\"\n[[routes]]\nname = \"r\"\nstrategy = \"{strategy}\"\ntargets = [{targets}]\n"
+        );
+        let config = parse(&text, Format::Toml, &HashMap::<String, String>::new()).unwrap();
+        let registry = Registry::default();
+        (RoutingTable::new(&config, &registry), registry)
+    }
+
+    fn three() -> &'static str {
+        r#"{ provider = "p", model = "a", weight = 3, input_cost = 5.0 }, { provider = "p", model = "b", weight = 1, input_cost = 1.0 }, { provider = "p", model = "c", input_cost = 2.0 }"#
+    }
+
+    fn firsts(t: &RoutingTable, n: usize, healthy: impl Fn(&Target) -> bool + Copy) -> Vec<String> {
+        let r = &t.routes()[0];
+        (0..n).map(|_| r.targets[r.strategy.order(r, healthy)[0]].model.to_string()).collect()
+    }
+
+    #[test]
+    fn smooth_weighted_interleaves_exactly_by_weight() {
+        let (t, _) = table(
+            "weighted",
+            r#"{ provider = "p", model = "a", weight = 3 }, { provider = "p", model = "b", weight = 1 }"#,
+        );
+        let picks = firsts(&t, 8, |_| true);
+        assert_eq!(picks, ["a", "a", "b", "a", "a", "a", "b", "a"]);
+        // An unhealthy target gets nothing, and is last in the plan.
+        let picks = firsts(&t, 4, |x| &*x.model != "a");
+        assert_eq!(picks, ["b", "b", "b", "b"]);
+        let r = &t.routes()[0];
+        assert_eq!(r.strategy.order(r, |x| &*x.model != "a"), [1, 0]);
+    }
+
+    #[test]
+    fn priority_round_robin_and_cost() {
+        let (t, _) = table("priority", three());
+        assert_eq!(firsts(&t, 3, |_| true), ["a", "a", "a"]);
+        assert_eq!(firsts(&t, 2, |x| &*x.model != "a"), ["b", "b"]);
+        let (t, _) = table("round_robin", three());
+        assert_eq!(firsts(&t, 4, |_| true), ["a", "b", "c", "a"]);
+        let (t, _) = table("cost", three());
+        let r = &t.routes()[0];
+        assert_eq!(r.strategy.order(r, |_| true), [1, 2, 0]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn least_latency_and_least_used_read_live_state() {
+        let (t, _) = table("least_latency", three());
+        let r = &t.routes()[0];
+        // Unknown latencies (0) go first, to be learned.
+        r.targets[0].state.ewma.observe(Duration::from_millis(300));
+        r.targets[1].state.ewma.observe(Duration::from_millis(100));
+        assert_eq!(r.strategy.order(r, |_| true), [2, 1, 0]);
+        r.targets[2].state.ewma.observe(Duration::from_millis(200));
+        assert_eq!(r.strategy.order(r, |_| true), [1, 2, 0]);
+        let (t, _) = table("least_used", three());
+        let r = &t.routes()[0];
+        r.targets[0].state.inflight.store(5, Ordering::Relaxed);
+        r.targets[1].state.inflight.store(2, Ordering::Relaxed);
+        assert_eq!(r.strategy.order(r, |_| true), [2, 1, 0]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn p2c_prefers_the_less_loaded_of_two() {
+        let (t, _) = table("p2c", r#"{ provider = "p", model = "a" }, { provider = "p", model = "b" }"#);
+        let r = &t.routes()[0];
+        r.targets[0].state.ewma.observe(Duration::from_millis(100));
+        r.targets[1].state.ewma.observe(Duration::from_millis(100));
+        r.targets[0].state.inflight.store(9, Ordering::Relaxed);
+        // With two targets both are always drawn: the less loaded one wins every time.
+        assert!(firsts(&t, 50, |_| true).iter().all(|m| m == "b"));
+        // Latency counts too: b is now 20x slower, a 10x busier.
+        r.targets[1].state.ewma.observe(Duration::from_secs(10));
+        assert!(firsts(&t, 50, |_| true).iter().all(|m| m == "a"));
+        // Among three, the busiest is never first.
+        let (t, _) = table("p2c", three());
+        let r = &t.routes()[0];
+        for (i, load) in [(0, 1), (1, 2), (2, 50)] {
+            r.targets[i].state.inflight.store(load, Ordering::Relaxed);
+        }
+        assert!(firsts(&t, 100, |_| true).iter().all(|m| m != "c"));
+    }
 }

@@ -122,7 +122,8 @@ impl RoutingTable {
             })
             .collect();
         globs.sort_by_key(|(g, _)| std::cmp::Reverse(g.specificity()));
-        let providers = config.providers.iter().enumerate().map(|(i, p)| (Box::from(p.name.as_str()), i)).collect();
+        let providers =
+            config.providers.iter().enumerate().map(|(i, p)| (Box::from(p.name.as_str()), i)).collect();
         Self { routes, exact, globs, providers }
     }
 

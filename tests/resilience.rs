@@ -1,0 +1,431 @@
+//! Resilience over real sockets against the fault-injecting mock: key rotation and cooldowns,
+//! retries and fallbacks, breakers, strategies, stream failover, hedging, the retry budget and
+//! concurrency limits. Every test counts upstream calls, not just status codes.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code: failing loudly is the point
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use http::StatusCode;
+use tier1::mock::Behavior;
+use tier1::mock::server::{MockConfig, MockUpstream};
+
+/// Providers `a` (keys k1, k2) and `b` (no key) on the same mock; `body` adds routes.
+fn cfg(mock: &MockUpstream, body: &str) -> String {
+    let url = mock.url();
+    format!(
+        r#"
+[resilience]
+breaker = {{ failure_threshold = 3, min_requests = 1000, open_for = "1s" }}
+default_retry = {{ attempts = 2, backoff = "5ms", max_backoff = "2s" }}
+
+[providers.a]
+kind = "openai"
+base_url = "{url}"
+request_timeout = "3s"
+[[providers.a.keys]]
+name = "k1"
+secret = "sk-key-one-0001"
+[[providers.a.keys]]
+name = "k2"
+secret = "sk-key-two-0002"
+
+[providers.b]
+kind = "openai"
+base_url = "{url}"
+request_timeout = "3s"
+{body}
+"#
+    )
+}
+
+fn fails(status: u16) -> Behavior {
+    Behavior { status: Some(StatusCode::from_u16(status).unwrap()), ..Behavior::default() }
+}
+
+/// Calls the mock received for `model`.
+fn calls(mock: &MockUpstream, model: &str) -> usize {
+    mock.stats
+        .requests()
+        .iter()
+        .filter(|r| serde_json::from_slice::<serde_json::Value>(&r.body).is_ok_and(|v| v["model"] == model))
+        .count()
+}
+
+/// Bearer tokens of the calls the mock received, in order.
+fn keys_used(mock: &MockUpstream) -> Vec<String> {
+    mock.stats
+        .requests()
+        .iter()
+        .map(|r| {
+            r.headers
+                .get("authorization")
+                .map_or("", |v| v.to_str().unwrap())
+                .trim_start_matches("Bearer ")
+                .to_owned()
+        })
+        .collect()
+}
+
+async fn chat_ok(t: &Tier1, model: &str) -> Answer {
+    post(&t.url("/v1/chat/completions"), &[], &chat(model)).await
+}
+
+#[tokio::test]
+async fn rate_limited_key_is_rotated_and_rests_for_retry_after() {
+    let limited = Behavior {
+        status: Some(StatusCode::TOO_MANY_REQUESTS),
+        retry_after: Some(http::HeaderValue::from_static("2")),
+        fail_first: Some(1),
+        ..Behavior::default()
+    };
+    let mock = MockUpstream::start(MockConfig::default().key("sk-key-one-0001", limited)).await.unwrap();
+    let t = Tier1::start(&cfg(&mock, "")).await;
+    // Until k1 has been hit once, requests go to either key; the one that meets k1's 429 is
+    // answered by k2 in the same request.
+    let mut rotated = None;
+    for _ in 0..40 {
+        let a = chat_ok(&t, "a/m").await;
+        assert_eq!(a.status, 200);
+        if a.header("x-tier1-attempts") == Some("2") {
+            rotated = Some(a);
+            break;
+        }
+    }
+    let a = rotated.expect("k1 was never picked in 40 requests");
+    assert_eq!(a.header("x-tier1-fallback-reason"), Some("rate_limited"));
+    let used = keys_used(&mock);
+    assert_eq!(&used[used.len() - 2..], ["sk-key-one-0001", "sk-key-two-0002"]);
+    let rested_from = used.len();
+    // During the 2 s cooldown every request uses k2.
+    for _ in 0..20 {
+        assert_eq!(chat_ok(&t, "a/m").await.status, 200);
+    }
+    assert!(keys_used(&mock)[rested_from..].iter().all(|k| k == "sk-key-two-0002"));
+    // After it, k1 is used again (and answers: it failed only once).
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    let again = keys_used(&mock).len();
+    for _ in 0..30 {
+        assert_eq!(chat_ok(&t, "a/m").await.status, 200);
+    }
+    assert!(keys_used(&mock)[again..].iter().any(|k| k == "sk-key-one-0001"), "k1 never came back");
+}
+
+#[tokio::test]
+async fn refused_key_is_rotated_and_the_401_never_reaches_the_client() {
+    let mock = MockUpstream::start(MockConfig::default().key("sk-key-one-0001", fails(401))).await.unwrap();
+    let t = Tier1::start(&cfg(&mock, "")).await;
+    for _ in 0..20 {
+        let a = chat_ok(&t, "a/m").await;
+        assert_eq!(a.status, 200);
+    }
+    // k1 was refused at most once, then rested for on_auth_error (10 min).
+    let k1 = keys_used(&mock).iter().filter(|k| *k == "sk-key-one-0001").count();
+    assert!(k1 <= 1, "k1 used {k1} times after its 401");
+}
+
+#[tokio::test]
+async fn server_errors_are_retried_then_fall_back_with_the_reason() {
+    let mock = MockUpstream::start(MockConfig::default().model("broken", fails(500))).await.unwrap();
+    let routes = r#"
+[[routes]]
+name = "r"
+retry = { attempts = 3, backoff = "1ms", max_backoff = "10ms" }
+targets = [{ provider = "b", model = "broken" }, { provider = "a", model = "good" }]
+"#;
+    // Three failures in a row also open b's provider breaker: "good" lives on provider a.
+    let t = Tier1::start(&cfg(&mock, routes)).await;
+    let a = chat_ok(&t, "r").await;
+    assert_eq!(a.status, 200);
+    assert_eq!(a.header("x-tier1-fallback-reason"), Some("server"));
+    assert_eq!(a.header("x-tier1-attempts"), Some("4"));
+    assert_eq!(a.header("x-tier1-model"), Some("good"));
+    assert_eq!((calls(&mock, "broken"), calls(&mock, "good")), (3, 1));
+}
+
+#[tokio::test]
+async fn caller_fault_is_not_retried_nor_fallen_back() {
+    let mock = MockUpstream::start(MockConfig::default().model("strict", fails(400))).await.unwrap();
+    let routes = r#"
+[[routes]]
+name = "r"
+targets = [{ provider = "b", model = "strict" }, { provider = "b", model = "good" }]
+"#;
+    let t = Tier1::start(&cfg(&mock, routes)).await;
+    let a = chat_ok(&t, "r").await;
+    assert_eq!(a.status, 400);
+    assert_eq!(a.header("x-tier1-attempts"), Some("1"));
+    assert_eq!((calls(&mock, "strict"), calls(&mock, "good")), (1, 0));
+}
+
+#[tokio::test]
+async fn breaker_opens_skips_the_dead_target_then_probes_and_recovers() {
+    // "flaky" fails its first 3 calls, then works.
+    let flaky = Behavior { fail_first: Some(3), ..fails(503) };
+    let mock = MockUpstream::start(MockConfig::default().model("flaky", flaky)).await.unwrap();
+    let routes = r#"
+[[routes]]
+name = "r"
+retry = { attempts = 1 }
+targets = [{ provider = "a", model = "flaky" }, { provider = "b", model = "good" }]
+"#;
+    let t = Tier1::start(&cfg(&mock, routes)).await;
+    for _ in 0..3 {
+        let a = chat_ok(&t, "r").await;
+        assert_eq!((a.status.as_u16(), a.header("x-tier1-model")), (200, Some("good")));
+    }
+    assert_eq!(calls(&mock, "flaky"), 3);
+    // Open: the dead target is not contacted at all.
+    for _ in 0..5 {
+        let a = chat_ok(&t, "r").await;
+        assert_eq!(a.header("x-tier1-attempts"), Some("1"));
+        assert_eq!(a.header("x-tier1-model"), Some("good"));
+    }
+    assert_eq!(calls(&mock, "flaky"), 3);
+    let state = get(&t.url("/admin/state")).await.json();
+    let target = &state["routes"][0]["targets"][0];
+    assert_eq!(target["breaker"], "open");
+    assert!(target["breaker_open_ms"].as_u64().unwrap() > 0);
+    // After open_for, one trial goes through; it succeeds and closes the breaker.
+    tokio::time::sleep(Duration::from_millis(1050)).await;
+    let a = chat_ok(&t, "r").await;
+    assert_eq!(a.header("x-tier1-model"), Some("flaky"));
+    assert_eq!(calls(&mock, "flaky"), 4);
+    assert_eq!(get(&t.url("/admin/state")).await.json()["routes"][0]["targets"][0]["breaker"], "closed");
+}
+
+#[tokio::test]
+async fn weighted_three_to_one_gives_seventy_five_percent() {
+    let mock = MockUpstream::start(MockConfig::default()).await.unwrap();
+    let routes = r#"
+[[routes]]
+name = "w"
+strategy = "weighted"
+targets = [{ provider = "b", model = "heavy", weight = 3 }, { provider = "b", model = "light", weight = 1 }]
+"#;
+    let t = std::sync::Arc::new(Tier1::start(&cfg(&mock, routes)).await);
+    let mut tasks = Vec::new();
+    for _ in 0..8 {
+        let t = t.clone();
+        tasks.push(tokio::spawn(async move {
+            for _ in 0..250 {
+                assert_eq!(chat_ok(&t, "w").await.status, 200);
+            }
+        }));
+    }
+    for task in tasks {
+        task.await.unwrap();
+    }
+    let heavy = calls(&mock, "heavy") as f64 / 2000.0;
+    assert!((0.70..=0.80).contains(&heavy), "heavy share {heavy}");
+    assert_eq!(calls(&mock, "heavy") + calls(&mock, "light"), 2000);
+}
+
+#[tokio::test]
+async fn stream_failing_before_its_first_content_falls_back_invisibly() {
+    // "cut" sends its role preamble, then drops the connection before any content.
+    let cut = Behavior { abort_after: Some(0), ..Behavior::default() };
+    let mock = MockUpstream::start(MockConfig::default().model("cut", cut)).await.unwrap();
+    let routes = r#"
+[[routes]]
+name = "s"
+retry = { attempts = 1 }
+targets = [{ provider = "b", model = "cut" }, { provider = "b", model = "good" }]
+"#;
+    let t = Tier1::start(&cfg(&mock, routes)).await;
+    let a = post(&t.url("/v1/chat/completions"), &[], &chat_stream("s")).await;
+    assert_eq!(a.status, 200);
+    assert_eq!(a.header("x-tier1-fallback-reason"), Some("server"));
+    let text = a.text();
+    assert!(text.ends_with("data: [DONE]\n\n"), "{text}");
+    assert_eq!(text.matches("\"role\":\"assistant\"").count(), 1, "one preamble only: {text}");
+    assert!(!text.contains("\"model\":\"cut\""), "bytes of the failed attempt leaked: {text}");
+    assert_eq!((calls(&mock, "cut"), calls(&mock, "good")), (1, 1));
+}
+
+#[tokio::test]
+async fn stream_failing_after_commit_ends_with_an_error_event_and_never_switches() {
+    let cut =
+        Behavior { abort_after: Some(2), chunk_interval: Duration::from_millis(5), ..Behavior::default() };
+    let mock = MockUpstream::start(MockConfig::default().model("cut", cut)).await.unwrap();
+    let routes = r#"
+[[routes]]
+name = "s"
+targets = [{ provider = "b", model = "cut" }, { provider = "b", model = "good" }]
+"#;
+    let t = Tier1::start(&cfg(&mock, routes)).await;
+    let a = post(&t.url("/v1/chat/completions"), &[], &chat_stream("s")).await;
+    let text = a.text();
+    assert!(!text.contains("[DONE]"), "{text}");
+    assert!(
+        text.trim_end().ends_with(r#""type":"upstream_error"}}"#) || text.contains("upstream_stream_error"),
+        "{text}"
+    );
+    assert_eq!((calls(&mock, "cut"), calls(&mock, "good")), (1, 0));
+}
+
+#[tokio::test]
+async fn first_byte_timeout_falls_back() {
+    let slow = Behavior { ttft: Duration::from_secs(5), ..Behavior::default() };
+    let mock = MockUpstream::start(MockConfig::default().model("slow", slow)).await.unwrap();
+    let routes = r#"
+[[routes]]
+name = "s"
+retry = { attempts = 1 }
+targets = [{ provider = "b", model = "slow" }, { provider = "a", model = "good" }]
+"#;
+    let toml = cfg(&mock, routes).replace(
+        "[providers.b]\nkind = \"openai\"",
+        "[providers.b]\nkind = \"openai\"\nfirst_byte_timeout = \"200ms\"\nidle_timeout = \"200ms\"",
+    );
+    let t = Tier1::start(&toml).await;
+    let started = tokio::time::Instant::now();
+    let a = post(&t.url("/v1/chat/completions"), &[], &chat_stream("s")).await;
+    assert_eq!(a.status, 200);
+    assert_eq!(a.header("x-tier1-fallback-reason"), Some("timeout"));
+    assert!(a.text().ends_with("data: [DONE]\n\n"));
+    assert!(started.elapsed() < Duration::from_secs(2));
+}
+
+#[tokio::test]
+async fn hedge_returns_the_faster_target_and_cancels_the_slower() {
+    let slow = Behavior { latency: Duration::from_secs(3), ..Behavior::default() };
+    let mock = MockUpstream::start(MockConfig::default().model("slow", slow)).await.unwrap();
+    let routes = r#"
+[[routes]]
+name = "h"
+hedge_after = "100ms"
+targets = [{ provider = "b", model = "slow" }, { provider = "a", model = "fast" }]
+"#;
+    let t = Tier1::start(&cfg(&mock, routes)).await;
+    let started = tokio::time::Instant::now();
+    let a = chat_ok(&t, "h").await;
+    assert_eq!(a.status, 200);
+    assert!(started.elapsed() < Duration::from_secs(1));
+    assert_eq!(a.header("x-tier1-model"), Some("fast"));
+    assert_eq!(a.header("x-tier1-attempts"), Some("2"));
+    assert_eq!((calls(&mock, "slow"), calls(&mock, "fast")), (1, 1));
+    // The slow attempt's connection is closed at once, long before its 3 s answer.
+    mock.stats
+        .wait_until(Duration::from_millis(500), |s| s.connections_closed >= 1)
+        .await
+        .unwrap_or_else(|s| panic!("slow attempt still open: {s:?}"));
+}
+
+#[tokio::test]
+async fn retry_budget_caps_the_extra_load_when_everything_fails() {
+    let mock = MockUpstream::start(MockConfig::with_default(fails(500))).await.unwrap();
+    let routes = r#"
+[[routes]]
+name = "dead"
+retry = { attempts = 3, backoff = "1ms", max_backoff = "1ms" }
+targets = [{ provider = "b", model = "x" }, { provider = "b", model = "y" }]
+"#;
+    let toml = cfg(&mock, routes).replace("failure_threshold = 3", "failure_threshold = 100000").replace(
+        "[resilience]",
+        "[resilience]\nretry_budget = { ratio = 0.2, min_per_second = 0.1, window = \"10s\" }",
+    );
+    let t = Tier1::start(&toml).await;
+    for _ in 0..50 {
+        let a = chat_ok(&t, "dead").await;
+        assert_eq!(a.status, 502);
+    }
+    // Without a budget: 50 × 6 = 300 calls. With it: 50 first tries + 20% + a floor of 1.
+    let total = mock.stats.snapshot().requests;
+    assert!((50..=61).contains(&total), "{total} upstream calls");
+}
+
+#[tokio::test]
+async fn full_provider_moves_on_and_all_full_is_503_with_retry_after() {
+    let slow = Behavior { latency: Duration::from_millis(800), ..Behavior::default() };
+    let mock = MockUpstream::start(MockConfig::default().model("x", slow)).await.unwrap();
+    let routes = r#"
+[[routes]]
+name = "one"
+targets = [{ provider = "b", model = "x" }]
+[[routes]]
+name = "two"
+targets = [{ provider = "b", model = "x" }, { provider = "a", model = "y" }]
+"#;
+    let toml = cfg(&mock, routes)
+        .replace("[providers.b]\nkind = \"openai\"", "[providers.b]\nkind = \"openai\"\nmax_inflight = 1");
+    let t = std::sync::Arc::new(Tier1::start(&toml).await);
+    let busy = {
+        let t = t.clone();
+        tokio::spawn(async move { chat_ok(&t, "one").await })
+    };
+    mock.stats.wait_until(Duration::from_secs(2), |s| s.requests == 1).await.unwrap();
+    // b is full: a route with another target moves on at once...
+    let a = chat_ok(&t, "two").await;
+    assert_eq!((a.status.as_u16(), a.header("x-tier1-model")), (200, Some("y")));
+    // ...and a route with nowhere else to go answers 503 with Retry-After, without waiting.
+    let a = chat_ok(&t, "one").await;
+    assert_eq!(a.status, 503);
+    assert_eq!(a.header("retry-after"), Some("1"));
+    assert_eq!(a.code(), "no_target_available");
+    assert_eq!(busy.await.unwrap().status, 200);
+}
+
+#[tokio::test]
+async fn request_level_fallbacks_from_body_and_header() {
+    let mock = MockUpstream::start(MockConfig::default().model("down", fails(503))).await.unwrap();
+    // A high breaker threshold keeps provider b usable for "b/other" after "b/down" failed.
+    let t = Tier1::start(&cfg(&mock, "").replace("failure_threshold = 3", "failure_threshold = 100")).await;
+    let body = r#"{"model":"b/down","messages":[{"role":"user","content":"hi"}],"fallbacks":["a/backup"]}"#;
+    let a = post(&t.url("/v1/chat/completions"), &[], body).await;
+    assert_eq!(a.status, 200);
+    assert_eq!(a.header("x-tier1-provider"), Some("a"));
+    assert_eq!(a.header("x-tier1-fallback-reason"), Some("overloaded"));
+    // The fallbacks field is removed before forwarding.
+    assert!(mock.stats.requests().iter().all(|r| !String::from_utf8_lossy(&r.body).contains("fallbacks")));
+    let a =
+        post(&t.url("/v1/chat/completions"), &[("x-tier1-fallbacks", "b/other, a/backup")], &chat("b/down"))
+            .await;
+    assert_eq!((a.status.as_u16(), a.header("x-tier1-model")), (200, Some("other")));
+    let body = r#"{"model":"b/down","messages":[],"fallbacks":["nowhere"]}"#;
+    let a = post(&t.url("/v1/chat/completions"), &[], body).await;
+    assert_eq!((a.status.as_u16(), a.code().as_str()), (404, "model_not_found"));
+}
+
+#[tokio::test]
+async fn all_failed_lists_every_attempt_without_secrets() {
+    let mock = MockUpstream::start(MockConfig::with_default(fails(500))).await.unwrap();
+    let t = Tier1::start(&cfg(&mock, "")).await;
+    let a = chat_ok(&t, "a/m").await;
+    assert_eq!(a.status, 502);
+    let attempts = a.json()["error"]["attempts"].as_array().unwrap().clone();
+    assert_eq!(attempts.len(), 2);
+    for at in &attempts {
+        assert_eq!(at["provider"], "a");
+        assert_eq!(at["classification"], "server");
+        assert_eq!(at["status"], 500);
+        assert!(matches!(at["key"].as_str(), Some("k1" | "k2")));
+    }
+    assert!(!a.text().contains("sk-key"));
+}
+
+#[tokio::test]
+async fn admin_state_lists_keys_by_name_with_cooldowns() {
+    let limited = Behavior {
+        status: Some(StatusCode::TOO_MANY_REQUESTS),
+        retry_after: Some(http::HeaderValue::from_static("30")),
+        ..Behavior::default()
+    };
+    let mock = MockUpstream::start(MockConfig::with_default(limited)).await.unwrap();
+    let t = Tier1::start(&cfg(&mock, "")).await;
+    let a = chat_ok(&t, "a/m").await;
+    assert_eq!(a.status, 429);
+    let state = get(&t.url("/admin/state")).await;
+    assert_eq!(state.status, 200);
+    let text = state.text();
+    assert!(!text.contains("sk-key"), "{text}");
+    let keys = state.json()["providers"][0]["keys"].as_array().unwrap().clone();
+    assert_eq!(keys.len(), 2);
+    for k in keys {
+        let left = k["cooldown_ms"].as_u64().unwrap();
+        assert!((25_000..=30_000).contains(&left), "{k}");
+    }
+}
