@@ -429,3 +429,24 @@ async fn admin_state_lists_keys_by_name_with_cooldowns() {
         assert!((25_000..=30_000).contains(&left), "{k}");
     }
 }
+
+#[tokio::test]
+async fn idle_gap_after_commit_ends_the_stream_with_a_timeout_event() {
+    let gappy = Behavior { chunk_interval: Duration::from_secs(2), ..Behavior::default() };
+    let mock = MockUpstream::start(MockConfig::default().model("gappy", gappy)).await.unwrap();
+    let toml = cfg(&mock, "").replace(
+        "[providers.b]\nkind = \"openai\"",
+        "[providers.b]\nkind = \"openai\"\nidle_timeout = \"300ms\"",
+    );
+    let t = Tier1::start(&toml).await;
+    let started = tokio::time::Instant::now();
+    // The first content chunk comes at once (ttft 0) and commits the stream; the gap to the
+    // next one exceeds the idle timeout.
+    let a = post(&t.url("/v1/chat/completions"), &[], &chat_stream("b/gappy")).await;
+    assert_eq!(a.status, 200);
+    let text = a.text();
+    assert!(text.contains("\"content\":\"Hello \""), "{text}");
+    assert!(text.contains("upstream_timeout") && !text.contains("[DONE]"), "{text}");
+    assert!(started.elapsed() < Duration::from_secs(4));
+    assert_eq!(mock.stats.snapshot().requests, 1);
+}
