@@ -76,3 +76,153 @@ pub fn state(live: &Live, clock: Clock) -> Bytes {
         .collect();
     Bytes::from(serde_json::json!({"providers": providers, "routes": routes}).to_string())
 }
+
+/// Admin auth: with `server.admin_keys`, the bearer must be one of them (401 otherwise); without,
+/// only loopback clients (403 otherwise).
+pub fn authorize(
+    live: &Live,
+    headers: &http::HeaderMap,
+    peer: SocketAddr,
+) -> Result<(), crate::error::ProxyError> {
+    if live.server.admin_keys.is_empty() {
+        return if allowed(peer) { Ok(()) } else { Err(crate::error::ProxyError::Forbidden) };
+    }
+    if crate::proxy::headers::authorized(headers, &live.server.admin_keys) {
+        Ok(())
+    } else {
+        Err(crate::error::ProxyError::Unauthorized)
+    }
+}
+
+/// The config as a JSON value with every secret-bearing field replaced by `[redacted]`:
+/// `server.api_keys`, `server.admin_keys`, every key's `secret` and every extra header value.
+pub fn redacted_config(text: &str, format: crate::config::Format) -> serde_json::Value {
+    let mut v: serde_json::Value = match format {
+        crate::config::Format::Json => serde_json::from_str(text).unwrap_or_default(),
+        crate::config::Format::Toml => toml::from_str::<toml::Table>(text)
+            .ok()
+            .and_then(|t| serde_json::to_value(t).ok())
+            .unwrap_or_default(),
+    };
+    let hide = |x: &mut serde_json::Value| *x = serde_json::Value::String("[redacted]".to_owned());
+    if let Some(server) = v.get_mut("server") {
+        for field in ["api_keys", "admin_keys"] {
+            if let Some(list) = server.get_mut(field).and_then(|l| l.as_array_mut()) {
+                list.iter_mut().for_each(hide);
+            }
+        }
+    }
+    if let Some(providers) = v.get_mut("providers").and_then(|p| p.as_object_mut()) {
+        for p in providers.values_mut() {
+            if let Some(keys) = p.get_mut("keys").and_then(|k| k.as_array_mut()) {
+                for k in keys {
+                    if let Some(s) = k.get_mut("secret") {
+                        hide(s);
+                    }
+                }
+            }
+            if let Some(headers) = p.get_mut("headers").and_then(|h| h.as_object_mut()) {
+                headers.values_mut().for_each(hide);
+            }
+        }
+    }
+    v
+}
+
+/// The `/admin/config` document: the active config (redacted), its hash, load time and the last
+/// reload error. The final text also goes through the redactor, for any secret value that sits
+/// elsewhere in the file.
+pub fn config(live: &Live, status: &crate::reload::Status) -> Bytes {
+    let loaded_at = status.loaded_at.duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    let doc = serde_json::json!({
+        "hash": status.hash,
+        "loaded_at": loaded_at,
+        "last_reload_error": status.last_error,
+        "config": redacted_config(&status.text, status.format),
+    });
+    Bytes::from(live.redactor.redact(doc.to_string().as_bytes()).into_owned())
+}
+
+/// A summary of what differs between two redacted configs: providers and routes added (`+`),
+/// removed (`-`) and changed (`~`), and other top-level sections changed.
+pub fn diff(running: &serde_json::Value, local: &serde_json::Value) -> Vec<String> {
+    fn named(v: &serde_json::Value, section: &str) -> std::collections::BTreeMap<String, serde_json::Value> {
+        match v.get(section) {
+            Some(serde_json::Value::Object(m)) => m.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+            Some(serde_json::Value::Array(list)) => list
+                .iter()
+                .map(|r| (r.get("name").and_then(|n| n.as_str()).unwrap_or("?").to_owned(), r.clone()))
+                .collect(),
+            _ => Default::default(),
+        }
+    }
+    let mut out = Vec::new();
+    for section in ["providers", "routes"] {
+        let (old, new) = (named(running, section), named(local, section));
+        for (name, v) in &new {
+            match old.get(name) {
+                None => out.push(format!("+ {section}.{name}")),
+                Some(o) if o != v => out.push(format!("~ {section}.{name}")),
+                Some(_) => {}
+            }
+        }
+        out.extend(old.keys().filter(|n| !new.contains_key(*n)).map(|n| format!("- {section}.{n}")));
+    }
+    let sections: std::collections::BTreeSet<&String> = running
+        .as_object()
+        .into_iter()
+        .chain(local.as_object())
+        .flat_map(|m| m.keys())
+        .filter(|k| !matches!(k.as_str(), "providers" | "routes"))
+        .collect();
+    for s in sections {
+        if running.get(s) != local.get(s) {
+            out.push(format!("~ {s}"));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn loopback_only_without_admin_keys() {
+        assert!(allowed("127.0.0.1:5".parse().unwrap()));
+        assert!(allowed("[::1]:5".parse().unwrap()));
+        assert!(!allowed("10.1.2.3:5".parse().unwrap()));
+        assert!(!allowed("[2001:db8::1]:5".parse().unwrap()));
+    }
+
+    #[test]
+    fn redaction_covers_every_secret_field() {
+        let text = r#"
+[server]
+api_keys = ["front-literal-1"]
+admin_keys = ["env:ADMIN"]
+[providers.p]
+kind = "openai"
+headers = { "X-Org" = "literal-org-secret" }
+[[providers.p.keys]]
+name = "k"
+secret = "sk-literal-key"
+"#;
+        let v = redacted_config(text, crate::config::Format::Toml);
+        let s = v.to_string();
+        for secret in ["front-literal-1", "env:ADMIN", "literal-org-secret", "sk-literal-key"] {
+            assert!(!s.contains(secret), "{secret} in {s}");
+        }
+        assert_eq!(v["providers"]["p"]["keys"][0]["name"], "k");
+    }
+
+    #[test]
+    fn diff_names_what_changed() {
+        let a = serde_json::json!({"providers": {"x": {"kind": "openai"}, "y": {}}, "routes": [{"name": "r", "targets": [1]}], "server": {}});
+        let b = serde_json::json!({"providers": {"x": {"kind": "mock"}, "z": {}}, "routes": [{"name": "r", "targets": [1]}, {"name": "s"}], "server": {"listen": "x"}});
+        assert_eq!(
+            diff(&a, &b),
+            ["~ providers.x", "+ providers.z", "- providers.y", "+ routes.s", "~ server"]
+        );
+    }
+}

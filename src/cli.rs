@@ -13,10 +13,15 @@ pub enum Command {
         /// `--listen ADDR`, overriding the config.
         listen: Option<String>,
     },
-    /// Validate a config file and exit non-zero listing every problem.
+    /// Validate a config file and exit non-zero listing every problem; with `--against URL`,
+    /// also print what differs from the config a running instance has.
     Check {
         /// `--config FILE`.
         config: PathBuf,
+        /// `--against URL` of a running tier1 (its admin address).
+        against: Option<String>,
+        /// `--admin-key REF`: the admin bearer, as a secret reference (`env:NAME`).
+        admin_key: Option<String>,
     },
     /// Run the standalone mock provider.
     MockUpstream {
@@ -44,7 +49,9 @@ tier1: a lean Tier-1 LLM router
 
 Usage:
   tier1 [run] [--config FILE] [--listen ADDR]   serve (no config: built-in demo on 127.0.0.1:8080)
-  tier1 check --config FILE                      validate a config file, list every problem
+  tier1 check --config FILE [--against URL [--admin-key env:NAME]]
+                                                 validate a config file, list every problem;
+                                                 with --against, diff it with a running instance
   tier1 mock-upstream [--listen ADDR] [--config FILE]
                                                  run the fault-injecting mock provider
   tier1 health [--url URL] [--timeout 2s]        exit 0 if URL answers 2xx (container healthcheck)
@@ -67,6 +74,8 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Command, String> 
     let mut listen = None;
     let mut url = None;
     let mut timeout = None;
+    let mut against = None;
+    let mut admin_key = None;
     while let Some(arg) = args.next() {
         let (flag, inline) = match arg.split_once('=') {
             Some((f, v)) if f.starts_with("--") => (f.to_owned(), Some(v.to_owned())),
@@ -81,6 +90,8 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Command, String> 
             "-c" | "--config" => config = Some(PathBuf::from(value("--config")?)),
             "-l" | "--listen" => listen = Some(value("--listen")?),
             "--url" => url = Some(value("--url")?),
+            "--against" => against = Some(value("--against")?),
+            "--admin-key" => admin_key = Some(value("--admin-key")?),
             "--timeout" => {
                 let v = value("--timeout")?;
                 timeout = Some(humantime::parse_duration(&v).map_err(|e| format!("--timeout {v:?}: {e}"))?);
@@ -92,13 +103,15 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Command, String> 
         |flag: &str, present: bool| if present { Err(format!("{flag} does not apply here")) } else { Ok(()) };
     match sub.as_deref() {
         None | Some("run") => {
+            misplaced("--against", against.is_some())?;
             misplaced("--url", url.is_some())?;
             misplaced("--timeout", timeout.is_some())?;
             Ok(Command::Run { config, listen })
         }
         Some("check") => {
             misplaced("--listen", listen.is_some())?;
-            Ok(Command::Check { config: config.ok_or("check needs --config FILE")? })
+            misplaced("--admin-key without --against", admin_key.is_some() && against.is_none())?;
+            Ok(Command::Check { config: config.ok_or("check needs --config FILE")?, against, admin_key })
         }
         Some("mock-upstream") => Ok(Command::MockUpstream {
             listen: listen.unwrap_or_else(|| "127.0.0.1:9090".to_owned()),
@@ -126,7 +139,19 @@ mod tests {
             p(&["--config", "a.toml", "--listen=127.0.0.1:0"]),
             Ok(Command::Run { config: Some("a.toml".into()), listen: Some("127.0.0.1:0".into()) })
         );
-        assert_eq!(p(&["check", "-c", "x.toml"]), Ok(Command::Check { config: "x.toml".into() }));
+        assert_eq!(
+            p(&["check", "-c", "x.toml"]),
+            Ok(Command::Check { config: "x.toml".into(), against: None, admin_key: None })
+        );
+        assert_eq!(
+            p(&["check", "-c", "x.toml", "--against", "http://h:1", "--admin-key", "env:K"]),
+            Ok(Command::Check {
+                config: "x.toml".into(),
+                against: Some("http://h:1".into()),
+                admin_key: Some("env:K".into())
+            })
+        );
+        assert!(p(&["check", "-c", "x.toml", "--admin-key", "env:K"]).is_err());
         assert!(p(&["check"]).is_err());
         assert_eq!(
             p(&["mock-upstream", "--listen", "127.0.0.1:1"]),

@@ -1,4 +1,5 @@
-//! `tier1 health`: a tiny HTTP GET for container health checks (the image has no curl).
+//! A tiny HTTP client for the command line: `tier1 health` (container health checks; the image
+//! has no curl) and `tier1 check --against` (fetching a running instance's `/admin/config`).
 
 use std::time::Duration;
 
@@ -22,4 +23,32 @@ pub async fn check(url: &str, timeout: Duration) -> Result<http::StatusCode, Str
         Ok(Err(e)) => Err(format!("{url}: {e}")),
         Ok(Ok(resp)) => Ok(resp.status()),
     }
+}
+
+/// GETs `url` with an optional bearer and returns the status and body.
+pub async fn get(
+    url: &str,
+    bearer: Option<&str>,
+    timeout: Duration,
+) -> Result<(http::StatusCode, Bytes), String> {
+    use http_body_util::BodyExt;
+    let uri: http::Uri = url.parse().map_err(|e| format!("invalid URL {url:?}: {e}"))?;
+    if uri.scheme_str() != Some("http") {
+        return Err(format!("{url}: only http:// URLs are supported"));
+    }
+    let mut connector = HttpConnector::new();
+    connector.set_connect_timeout(Some(timeout));
+    let client: Client<_, Empty<Bytes>> = Client::builder(TokioExecutor::new()).build(connector);
+    let mut req = http::Request::get(uri);
+    if let Some(b) = bearer {
+        req = req.header(http::header::AUTHORIZATION, format!("Bearer {b}"));
+    }
+    let req = req.body(Empty::new()).map_err(|e| e.to_string())?;
+    let fetch = async {
+        let resp = client.request(req).await.map_err(|e| format!("{url}: {e}"))?;
+        let status = resp.status();
+        let body = resp.into_body().collect().await.map_err(|e| format!("{url}: {e}"))?.to_bytes();
+        Ok((status, body))
+    };
+    tokio::time::timeout(timeout, fetch).await.map_err(|_| format!("{url}: no answer within {timeout:?}"))?
 }

@@ -27,6 +27,7 @@ pub mod metrics;
 pub mod mock;
 pub mod providers;
 pub mod proxy;
+pub mod reload;
 pub mod resilience;
 pub mod routing;
 pub mod snapshot;
@@ -40,6 +41,7 @@ use tokio::net::TcpListener;
 use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::proxy::AppState;
+use crate::proxy::handler::Listener;
 use crate::resilience::Registry;
 use crate::snapshot::{Live, Snapshot};
 
@@ -52,22 +54,113 @@ pub enum StartError {
     /// The metrics registry refused a metric.
     #[error("metrics: {0}")]
     Metrics(#[from] prometheus::Error),
+    /// `server.admin_listen` could not be bound.
+    #[error("cannot listen on {0} (server.admin_listen): {1}")]
+    AdminListen(std::net::SocketAddr, std::io::Error),
 }
 
-/// Serves tier1 on `listener` with `config` until `shutdown` resolves, then drains and returns.
+/// How to run tier1 beyond its config.
+pub struct Options {
+    /// The validated config.
+    pub config: Config,
+    /// The file it came from, for hot reload (`None`: built-in config, no reload).
+    pub source: Option<reload::Source>,
+    /// The config text, as loaded (for `/admin/config`).
+    pub text: String,
+    /// A bound admin listener; when `None` and `server.admin_listen` is set, it is bound here.
+    pub admin_listener: Option<TcpListener>,
+}
+
+/// Serves tier1 on `listener` with `config` (no config file: no reload) until `shutdown`
+/// resolves, then drains and returns.
 pub async fn run(
     listener: TcpListener,
     config: Config,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), StartError> {
+    let options = Options { config, source: None, text: String::new(), admin_listener: None };
+    serve(listener, options, shutdown).await
+}
+
+/// Serves tier1 on `listener` until `shutdown` resolves, with hot reload from the config file,
+/// SIGHUP, and the admin listener when configured; then drains and returns.
+pub async fn serve(
+    listener: TcpListener,
+    options: Options,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), StartError> {
+    let Options { config, source, text, admin_listener } = options;
     let metrics = Arc::new(Metrics::new()?);
     let registry = Arc::new(Registry::default());
+    registry.begin_build();
     let live = Live::build(&config, &registry)?;
+    registry.commit_build();
     if live.api_keys.is_empty() {
         tracing::warn!("server.api_keys is empty: every client may use this router");
     }
-    let state =
-        Arc::new(AppState { live: Snapshot::new(live), metrics, draining: AtomicBool::new(false), registry });
-    proxy::server::serve(listener, state, shutdown).await;
+    let admin_listener = match (admin_listener, config.server.admin_listen) {
+        (Some(l), _) => Some(l),
+        (None, Some(addr)) => {
+            Some(TcpListener::bind(addr).await.map_err(|e| StartError::AdminListen(addr, e))?)
+        }
+        (None, None) => None,
+    };
+    let reloader = Arc::new(reload::Reloader::new(source, text.clone(), &config));
+    metrics.config_loaded(&reload::hash(&text));
+    let state = Arc::new(AppState {
+        live: Snapshot::new(live),
+        metrics,
+        draining: AtomicBool::new(false),
+        registry,
+        reloader: reloader.clone(),
+        separate_admin: admin_listener.is_some(),
+    });
+
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let mut tasks = tokio::task::JoinSet::new();
+    if reloader.source().is_some() {
+        tasks.spawn(reloader.clone().watch(state.clone(), stop_rx.clone()));
+        tasks.spawn(reload_on_sighup(reloader.clone(), state.clone(), stop_rx.clone()));
+    }
+    if let Some(l) = admin_listener {
+        if let Ok(addr) = l.local_addr() {
+            tracing::info!("admin routes on http://{addr}");
+        }
+        let mut stop = stop_rx.clone();
+        let stopped = async move {
+            let _ = stop.wait_for(|s| *s).await;
+        };
+        tasks.spawn(proxy::server::serve(l, state.clone(), Listener::Admin, stopped));
+    }
+    let shutdown = async move {
+        shutdown.await;
+        let _ = stop_tx.send(true);
+    };
+    proxy::server::serve(listener, state, Listener::Main, shutdown).await;
+    while tasks.join_next().await.is_some() {}
     Ok(())
+}
+
+/// Reloads the config on every SIGHUP until `stop`.
+async fn reload_on_sighup(
+    reloader: Arc<reload::Reloader>,
+    state: Arc<AppState>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let Ok(mut hup) = signal(SignalKind::hangup()) else {
+        tracing::warn!("cannot listen for SIGHUP; reload through the file watcher or POST /admin/reload");
+        return;
+    };
+    loop {
+        let got = tokio::select! {
+            _ = stop.wait_for(|s| *s) => return,
+            got = hup.recv() => got,
+        };
+        if got.is_none() {
+            return;
+        }
+        tracing::info!("SIGHUP: reloading the config");
+        reloader.reload(&state).await;
+    }
 }

@@ -4,8 +4,12 @@ use std::io::Write;
 use std::net::SocketAddr;
 use std::process::ExitCode;
 
+use std::sync::Arc;
+use std::time::Duration;
 use tier1::cli::{self, Command};
+
 use tier1::config::{self, Config, Env, Format, ProcessEnv};
+use tier1::reload::Source;
 
 fn main() -> ExitCode {
     let command = match cli::parse(std::env::args().skip(1)) {
@@ -18,20 +22,9 @@ fn main() -> ExitCode {
     match command {
         Command::Help => stdout(cli::USAGE),
         Command::Version => stdout(&format!("tier1 {}\n", env!("CARGO_PKG_VERSION"))),
-        Command::Check { config } => match config::load_file(&config, &ProcessEnv) {
-            Ok(c) => stdout(&format!(
-                "{}: ok ({} providers, {} routes)\n",
-                config.display(),
-                c.providers.len(),
-                c.routes.len()
-            )),
-            Err(errors) => {
-                for e in &errors.0 {
-                    eprintln!("{}: {e}", config.display());
-                }
-                ExitCode::FAILURE
-            }
-        },
+        Command::Check { config, against, admin_key } => {
+            check(&config, against.as_deref(), admin_key.as_deref())
+        }
         Command::Run { config, listen } => serve(config, listen),
         Command::MockUpstream { listen, config } => mock_upstream(&listen, config),
         Command::Health { url, timeout } => {
@@ -74,21 +67,89 @@ fn init_logging(config_level: &str) {
     let _ = tracing_subscriber::registry().with(filter).with(fmt).try_init();
 }
 
-fn load(path: Option<std::path::PathBuf>) -> Result<(Config, String), String> {
+/// The config to serve: the file (from `--config` or `TIER1_CONFIG`), or the built-in demo.
+/// Returns it with its text and, for a file, the reload source.
+fn load(path: Option<std::path::PathBuf>) -> Result<(Config, String, Option<Source>), String> {
     let path = path.or_else(|| ProcessEnv.var("TIER1_CONFIG").map(Into::into));
-    let result = match &path {
-        Some(p) => config::load_file(p, &ProcessEnv).map(|c| (c, p.display().to_string())),
-        None => config::parse(config::DEMO_TOML, Format::Toml, &ProcessEnv)
-            .map(|c| (c, "built-in demo config".to_owned())),
+    let Some(path) = path else {
+        return config::parse(config::DEMO_TOML, Format::Toml, &ProcessEnv)
+            .map(|c| (c, config::DEMO_TOML.to_owned(), None))
+            .map_err(|errors| prefixed("built-in demo config", &errors));
     };
-    result.map_err(|errors| {
-        let origin = path.map_or_else(|| "built-in demo config".to_owned(), |p| p.display().to_string());
-        errors.0.iter().map(|e| format!("{origin}: {e}")).collect::<Vec<_>>().join("\n")
-    })
+    let text =
+        std::fs::read_to_string(&path).map_err(|e| format!("error: cannot read {}: {e}", path.display()))?;
+    let config = config::parse(&text, Format::from_path(&path), &ProcessEnv)
+        .map_err(|errors| prefixed(&path.display().to_string(), &errors))?;
+    Ok((config, text, Some(Source { path, env: Arc::new(ProcessEnv) })))
+}
+
+fn prefixed(origin: &str, errors: &config::ConfigErrors) -> String {
+    errors.0.iter().map(|e| format!("{origin}: {e}")).collect::<Vec<_>>().join("\n")
+}
+
+fn check(path: &std::path::Path, against: Option<&str>, admin_key: Option<&str>) -> ExitCode {
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("error: cannot read {}: {e}", path.display());
+            return ExitCode::FAILURE;
+        }
+    };
+    let format = Format::from_path(path);
+    let c = match config::parse(&text, format, &ProcessEnv) {
+        Ok(c) => c,
+        Err(errors) => {
+            eprintln!("{}", prefixed(&path.display().to_string(), &errors));
+            return ExitCode::FAILURE;
+        }
+    };
+    let summary =
+        format!("{}: ok ({} providers, {} routes)\n", path.display(), c.providers.len(), c.routes.len());
+    let Some(url) = against else { return stdout(&summary) };
+    let bearer = match admin_key.map(|r| config::resolve_secret(r, &ProcessEnv)).transpose() {
+        Ok(b) => b,
+        Err(e) => {
+            eprintln!("error: --admin-key: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let endpoint = format!("{}/admin/config", url.trim_end_matches('/'));
+    let fetched = runtime().and_then(|rt| {
+        rt.block_on(tier1::health::get(
+            &endpoint,
+            bearer.as_ref().map(|s| s.expose()),
+            Duration::from_secs(5),
+        ))
+    });
+    let running = match fetched {
+        Ok((status, body)) if status.is_success() => serde_json::from_slice::<serde_json::Value>(&body)
+            .map(|v| v["config"].clone())
+            .map_err(|e| format!("{endpoint}: not JSON: {e}")),
+        Ok((status, _)) => Err(format!("{endpoint}: {status}")),
+        Err(e) => Err(e),
+    };
+    let running = match running {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let changes = tier1::admin::diff(&running, &tier1::admin::redacted_config(&text, format));
+    let mut out = summary;
+    if changes.is_empty() {
+        out.push_str(&format!("no differences with {url}\n"));
+    } else {
+        out.push_str(&format!("differences with {url} (+ added, - removed, ~ changed):\n"));
+        for c in changes {
+            out.push_str(&format!("  {c}\n"));
+        }
+    }
+    stdout(&out)
 }
 
 fn serve(config_path: Option<std::path::PathBuf>, listen: Option<String>) -> ExitCode {
-    let (mut config, origin) = match load(config_path) {
+    let (mut config, text, source) = match load(config_path) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("{e}");
@@ -121,8 +182,12 @@ fn serve(config_path: Option<std::path::PathBuf>, listen: Option<String>) -> Exi
             }
         };
         let addr = listener.local_addr().map_or_else(|_| config.server.listen.to_string(), |a| a.to_string());
+        let origin = source
+            .as_ref()
+            .map_or_else(|| "built-in demo config".to_owned(), |s| s.path.display().to_string());
         tracing::info!(config = %origin, "tier1 {} listening on http://{addr}", env!("CARGO_PKG_VERSION"));
-        match tier1::run(listener, config, shutdown_signal()).await {
+        let options = tier1::Options { config, source, text, admin_listener: None };
+        match tier1::serve(listener, options, shutdown_signal()).await {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("error: {e}");

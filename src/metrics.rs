@@ -3,7 +3,8 @@
 //! endpoint names and status classes; never a client-supplied string.
 
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
+    Encoder, Gauge, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+    TextEncoder,
 };
 
 /// Route label for `provider/model` requests.
@@ -21,6 +22,12 @@ pub struct Metrics {
     pub request_duration: HistogramVec,
     /// `tier1_inflight_requests`.
     pub inflight: IntGauge,
+    /// `tier1_config_reloads_total{result}`: ok, unchanged, error.
+    pub config_reloads_total: IntCounterVec,
+    /// `tier1_config_last_reload_timestamp_seconds`.
+    pub config_last_reload: Gauge,
+    /// `tier1_config_info{hash}`: value 1, one series, the active config's hash.
+    pub config_info: IntGaugeVec,
 }
 
 impl Metrics {
@@ -50,7 +57,41 @@ impl Metrics {
         registry.register(Box::new(request_duration.clone()))?;
         registry.register(Box::new(inflight.clone()))?;
         registry.register(Box::new(build_info))?;
-        Ok(Self { registry, requests_total, request_duration, inflight })
+        let config_reloads_total = IntCounterVec::new(
+            Opts::new("tier1_config_reloads_total", "Config reloads, by result (ok, unchanged, error)."),
+            &["result"],
+        )?;
+        let config_last_reload = Gauge::new(
+            "tier1_config_last_reload_timestamp_seconds",
+            "Unix time at which the active config went live.",
+        )?;
+        let config_info =
+            IntGaugeVec::new(Opts::new("tier1_config_info", "The active config (value 1)."), &["hash"])?;
+        for result in ["ok", "unchanged", "error"] {
+            config_reloads_total.with_label_values(&[result]);
+        }
+        registry.register(Box::new(config_reloads_total.clone()))?;
+        registry.register(Box::new(config_last_reload.clone()))?;
+        registry.register(Box::new(config_info.clone()))?;
+        Ok(Self {
+            registry,
+            requests_total,
+            request_duration,
+            inflight,
+            config_reloads_total,
+            config_last_reload,
+            config_info,
+        })
+    }
+
+    /// Records that the config with `hash` went live.
+    pub fn config_loaded(&self, hash: &str) {
+        self.config_info.reset();
+        self.config_info.with_label_values(&[hash]).set(1);
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0.0, |d| d.as_secs_f64());
+        self.config_last_reload.set(now);
     }
 
     /// The Prometheus text exposition of every metric.

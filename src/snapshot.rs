@@ -8,7 +8,7 @@ use std::sync::Arc;
 use arc_swap::ArcSwap;
 use bytes::Bytes;
 
-use crate::config::{Config, Redactor, ResilienceConfig, Secret, ServerConfig};
+use crate::config::{Config, Redactor, ReloadConfig, ResilienceConfig, Secret, ServerConfig};
 use crate::providers::{self, Provider};
 use crate::resilience::Registry;
 use crate::routing::{RoutingTable, is_glob};
@@ -29,6 +29,8 @@ pub struct Live {
     pub models_body: Bytes,
     /// Breaker, cooldown, budget and default retry settings.
     pub resilience: ResilienceConfig,
+    /// How config changes are picked up.
+    pub reload: ReloadConfig,
 }
 
 impl Live {
@@ -43,6 +45,7 @@ impl Live {
         Ok(Self {
             server: config.server.clone(),
             resilience: config.resilience.clone(),
+            reload: config.reload.clone(),
             table: RoutingTable::new(config, registry),
             providers,
             api_keys: config.server.api_keys.clone(),

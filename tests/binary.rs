@@ -201,3 +201,75 @@ async fn health_command_exits_zero_only_on_2xx() {
         .unwrap();
     assert!(!closed.success());
 }
+
+fn mock_config(reply: &str, extra: &str) -> String {
+    format!(
+        r#"
+[reload]
+poll_interval = "0s"
+[providers.p]
+kind = "mock"
+[providers.p.mock]
+reply = "{reply}"
+[[routes]]
+name = "r"
+targets = [{{ provider = "p", model = "m" }}]
+{extra}
+"#
+    )
+}
+
+async fn reply_of(url: &str) -> String {
+    let a = post(url, &[], &chat("r")).await;
+    assert_eq!(a.status, 200, "{}", a.text());
+    a.json()["choices"][0]["message"]["content"].as_str().unwrap().to_owned()
+}
+
+#[tokio::test]
+async fn sighup_reloads_the_config_file() {
+    let cfg = temp_file("hup.toml", &mock_config("before", ""));
+    let p = spawn(&["--config", cfg.to_str().unwrap(), "--listen", "127.0.0.1:0"]).await;
+    let url = format!("http://{}/v1/chat/completions", p.addr);
+    assert_eq!(reply_of(&url).await, "before");
+    std::fs::write(&cfg, mock_config("after", "")).unwrap();
+    // File watching is off (poll_interval 0): nothing changes until the signal.
+    assert_eq!(reply_of(&url).await, "before");
+    let pid = p.child.id().unwrap().to_string();
+    assert!(std::process::Command::new("kill").args(["-HUP", &pid]).status().unwrap().success());
+    let reloaded = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            if reply_of(&url).await == "after" {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    assert!(reloaded.is_ok(), "SIGHUP did not reload");
+    std::fs::remove_file(cfg).unwrap();
+}
+
+#[tokio::test]
+async fn check_against_a_running_instance_prints_the_diff() {
+    let running = temp_file("running.toml", &mock_config("x", ""));
+    let p = spawn(&["--config", running.to_str().unwrap(), "--listen", "127.0.0.1:0"]).await;
+    let next =
+        mock_config("y", "[[routes]]\nname = \"new\"\ntargets = [{ provider = \"p\", model = \"m2\" }]\n");
+    let local = temp_file("next.toml", &next);
+    let out = std::process::Command::new(BIN)
+        .args(["check", "--config", local.to_str().unwrap(), "--against", &format!("http://{}", p.addr)])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout} {}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("+ routes.new"), "{stdout}");
+    assert!(stdout.contains("~ providers.p"), "{stdout}");
+    assert!(!stdout.contains("routes.r"), "{stdout}");
+    let same = std::process::Command::new(BIN)
+        .args(["check", "--config", running.to_str().unwrap(), "--against", &format!("http://{}", p.addr)])
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&same.stdout).contains("no differences"));
+    std::fs::remove_file(running).unwrap();
+    std::fs::remove_file(local).unwrap();
+}

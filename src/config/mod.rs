@@ -39,6 +39,15 @@ pub struct Config {
     pub routes: Vec<RouteConfig>,
     /// `[resilience]`.
     pub resilience: ResilienceConfig,
+    /// `[reload]`.
+    pub reload: ReloadConfig,
+}
+
+/// `[reload]`, validated.
+#[derive(Debug, Clone)]
+pub struct ReloadConfig {
+    /// File check interval; zero: no file watching (SIGHUP and `POST /admin/reload` still work).
+    pub poll_interval: Duration,
 }
 
 /// `[resilience]`, validated.
@@ -71,6 +80,10 @@ pub struct ServerConfig {
     pub header_timeout: Duration,
     /// Deadline for a client's request body.
     pub body_timeout: Duration,
+    /// Separate admin listener, if any.
+    pub admin_listen: Option<SocketAddr>,
+    /// Admin bearer tokens; empty: loopback clients only.
+    pub admin_keys: Vec<Secret>,
 }
 
 /// `[log]`, validated.
@@ -187,7 +200,20 @@ impl Config {
     /// Every secret in the config, for the [`Redactor`].
     pub fn secrets(&self) -> Vec<Secret> {
         let keys = self.providers.iter().flat_map(|p| p.keys.iter().map(|k| k.secret.clone()));
-        self.server.api_keys.iter().cloned().chain(keys).collect()
+        let headers = self.providers.iter().flat_map(|p| {
+            p.headers
+                .iter()
+                .filter(|(_, v)| v.is_sensitive())
+                .filter_map(|(_, v)| v.to_str().ok().map(Secret::new))
+        });
+        self.server
+            .api_keys
+            .iter()
+            .chain(&self.server.admin_keys)
+            .cloned()
+            .chain(keys)
+            .chain(headers)
+            .collect()
     }
 
     /// Index of a provider by name.

@@ -26,6 +26,17 @@ pub struct RawConfig {
     /// Breakers, cooldowns, retry budget and the default retry policy.
     #[serde(default)]
     pub resilience: RawResilience,
+    /// How config changes are picked up.
+    #[serde(default)]
+    pub reload: RawReload,
+}
+
+/// `[reload]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawReload {
+    /// How often the config file is checked for changes (0 turns file watching off).
+    pub poll_interval: Option<String>,
 }
 
 /// `[resilience]`.
@@ -118,6 +129,11 @@ pub struct RawServer {
     pub header_timeout: Option<String>,
     /// Time allowed for a client to send the request body.
     pub body_timeout: Option<String>,
+    /// A separate listener for the admin routes (default: the main listener serves them).
+    pub admin_listen: Option<String>,
+    /// Bearer tokens for the admin routes; none: admin routes answer loopback clients only.
+    #[serde(default)]
+    pub admin_keys: Vec<String>,
 }
 
 /// `[log]`.

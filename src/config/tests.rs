@@ -27,6 +27,7 @@ fn example_config_is_valid() {
         ("GROQ_API_KEY", "gsk-c"),
         ("OPENROUTER_API_KEY", "or-d"),
         ("DEEPSEEK_API_KEY", "ds-e"),
+        ("TIER1_ADMIN_KEY", "admin-f"),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_owned(), v.to_owned()))

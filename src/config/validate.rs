@@ -11,8 +11,8 @@ use http::{HeaderName, HeaderValue, Uri};
 use super::raw::{RawConfig, RawProvider, RawResilience, RawRetry, RawRoute};
 use super::secret::{Env, resolve};
 use super::{
-    Config, ConfigError, ConfigErrors, KeyConfig, LogConfig, ProviderConfig, ProviderKind, ResilienceConfig,
-    RouteConfig, ServerConfig, TargetConfig,
+    Config, ConfigError, ConfigErrors, KeyConfig, LogConfig, ProviderConfig, ProviderKind, ReloadConfig,
+    ResilienceConfig, RouteConfig, ServerConfig, TargetConfig,
 };
 use crate::resilience::{BreakerConfig, BudgetConfig, CooldownConfig, RetryPolicy};
 use crate::routing::Strategy;
@@ -61,9 +61,12 @@ pub(super) fn validate(raw: RawConfig, env: &dyn Env) -> Result<Config, ConfigEr
     let names: BTreeMap<&str, usize> =
         providers.iter().enumerate().map(|(i, pc)| (pc.name.as_str(), i)).collect();
     let resilience = resilience(&raw.resilience, &mut p);
+    let reload = ReloadConfig {
+        poll_interval: p.duration("reload.poll_interval", raw.reload.poll_interval.as_deref(), secs(2)),
+    };
     let routes = routes(&raw.routes, &names, &resilience.default_retry, &mut p);
     p.finish()?;
-    Ok(Config { server, log, providers, routes, resilience })
+    Ok(Config { server, log, providers, routes, resilience, reload })
 }
 
 fn server(raw: &RawConfig, env: &dyn Env, p: &mut Problems) -> ServerConfig {
@@ -73,12 +76,21 @@ fn server(raw: &RawConfig, env: &dyn Env, p: &mut Problems) -> ServerConfig {
         p.push("server.listen", format!("invalid socket address {listen_raw:?} (want IP:PORT)"));
         SocketAddr::from(([127, 0, 0, 1], 8080))
     });
-    let api_keys = s
-        .api_keys
-        .iter()
-        .enumerate()
-        .filter_map(|(i, r)| resolve(r, env).map_err(|e| p.push(format!("server.api_keys[{i}]"), e)).ok())
-        .collect();
+    let secrets = |list: &[String], field: &str, p: &mut Problems| -> Vec<_> {
+        list.iter()
+            .enumerate()
+            .filter_map(|(i, r)| resolve(r, env).map_err(|e| p.push(format!("server.{field}[{i}]"), e)).ok())
+            .collect()
+    };
+    let api_keys = secrets(&s.api_keys, "api_keys", p);
+    let admin_keys = secrets(&s.admin_keys, "admin_keys", p);
+    let admin_listen = s.admin_listen.as_deref().and_then(|a| {
+        a.parse::<SocketAddr>()
+            .map_err(|_| {
+                p.push("server.admin_listen", format!("invalid socket address {a:?} (want IP:PORT)"))
+            })
+            .ok()
+    });
     let max_body_bytes = match s.max_body_bytes {
         None => 16 * 1024 * 1024,
         Some(0) => {
@@ -95,6 +107,8 @@ fn server(raw: &RawConfig, env: &dyn Env, p: &mut Problems) -> ServerConfig {
         drain_timeout: p.duration("server.drain_timeout", s.drain_timeout.as_deref(), secs(30)),
         header_timeout: positive(p, "server.header_timeout", s.header_timeout.as_deref(), secs(10)),
         body_timeout: positive(p, "server.body_timeout", s.body_timeout.as_deref(), secs(60)),
+        admin_listen,
+        admin_keys,
     }
 }
 
@@ -258,7 +272,8 @@ fn provider(name: &str, rp: &RawProvider, env: &dyn Env, p: &mut Problems) -> Pr
                 p.push(hp, "invalid header value");
                 return None;
             };
-            value.set_sensitive(true);
+            // Values from env:/file: references are secrets (redacted, never logged); literals are not.
+            value.set_sensitive(hv.starts_with("env:") || hv.starts_with("file:"));
             Some((name, value))
         })
         .collect();

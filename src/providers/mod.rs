@@ -161,7 +161,7 @@ impl Provider {
                         .map_err(|_| BuildError::BaseUrl(p.name.clone()))
                 };
                 Backend::Http(Box::new(HttpBackend {
-                    client: upstream::build(p)?,
+                    client: registry.pool(&p.name, upstream::settings(p), || upstream::build(p))?,
                     chat: join("/chat/completions")?,
                     embeddings: join("/embeddings")?,
                     headers: p.headers.clone(),

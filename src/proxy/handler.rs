@@ -35,6 +35,21 @@ pub enum Endpoint {
     Metrics,
     /// `GET /admin/state`.
     AdminState,
+    /// `GET /admin/config`.
+    AdminConfig,
+    /// `POST /admin/reload`.
+    AdminReload,
+    /// `POST /admin/breakers/reset`.
+    AdminReset,
+}
+
+/// Which listener a connection came in on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Listener {
+    /// The main listener; it serves the admin routes too unless `server.admin_listen` is set.
+    Main,
+    /// `server.admin_listen`: admin routes, health and metrics only.
+    Admin,
 }
 
 impl Endpoint {
@@ -48,26 +63,50 @@ impl Endpoint {
             ("/readyz", _) => Self::Ready,
             ("/metrics", _) => Self::Metrics,
             ("/admin/state", _) => Self::AdminState,
+            ("/admin/config", _) => Self::AdminConfig,
+            ("/admin/reload", _) => Self::AdminReload,
+            ("/admin/breakers/reset", _) => Self::AdminReset,
             _ => return None,
         })
     }
 
     fn method(self) -> (Method, &'static str) {
         match self {
-            Self::Chat | Self::Embeddings => (Method::POST, "POST"),
-            Self::Models | Self::Health | Self::Ready | Self::Metrics | Self::AdminState => {
-                (Method::GET, "GET, HEAD")
-            }
+            Self::Chat | Self::Embeddings | Self::AdminReload | Self::AdminReset => (Method::POST, "POST"),
+            Self::Models
+            | Self::Health
+            | Self::Ready
+            | Self::Metrics
+            | Self::AdminState
+            | Self::AdminConfig => (Method::GET, "GET, HEAD"),
         }
     }
 
     /// The metric label; `None` for the operational endpoints, which are not counted as traffic.
+    fn is_admin(self) -> bool {
+        matches!(self, Self::AdminState | Self::AdminConfig | Self::AdminReload | Self::AdminReset)
+    }
+
+    /// Whether `listener` serves this endpoint.
+    fn served_on(self, listener: Listener, admin_listen: bool) -> bool {
+        match listener {
+            Listener::Main => !self.is_admin() || !admin_listen,
+            Listener::Admin => self.is_admin() || matches!(self, Self::Health | Self::Ready | Self::Metrics),
+        }
+    }
+
     fn label(self) -> Option<&'static str> {
         match self {
             Self::Chat => Some("chat"),
             Self::Embeddings => Some("embeddings"),
             Self::Models => Some("models"),
-            Self::Health | Self::Ready | Self::Metrics | Self::AdminState => None,
+            Self::Health
+            | Self::Ready
+            | Self::Metrics
+            | Self::AdminState
+            | Self::AdminConfig
+            | Self::AdminReload
+            | Self::AdminReset => None,
         }
     }
 }
@@ -93,9 +132,11 @@ pub async fn handle(
     state: Arc<AppState>,
     req: Request<Incoming>,
     peer: std::net::SocketAddr,
+    listener: Listener,
 ) -> Response<Body> {
     let live = state.live.load();
-    let endpoint = Endpoint::from_path(req.uri().path());
+    let endpoint =
+        Endpoint::from_path(req.uri().path()).filter(|e| e.served_on(listener, state.separate_admin));
     let label = endpoint.and_then(Endpoint::label);
     let mut ctx = RequestCtx {
         request_id: headers::request_id(req.headers()),
@@ -174,8 +215,10 @@ async fn handle_inner(
             resp
         }
         Endpoint::Models => json(StatusCode::OK, live.models_body.clone()),
-        Endpoint::AdminState if !crate::admin::allowed(peer) => return Err(ProxyError::Forbidden),
-        Endpoint::AdminState => json(StatusCode::OK, crate::admin::state(live, state.registry.clock)),
+        Endpoint::AdminState | Endpoint::AdminConfig | Endpoint::AdminReload | Endpoint::AdminReset => {
+            crate::admin::authorize(live, req.headers(), peer)?;
+            admin(state, live, endpoint).await
+        }
         Endpoint::Chat | Endpoint::Embeddings => {
             let op = if endpoint == Endpoint::Chat { Operation::Chat } else { Operation::Embeddings };
             return forward::forward(live, state.registry.clock, req, op, ctx).await;
@@ -189,6 +232,48 @@ fn is_api_path(path: &str) -> bool {
     ["/v1", "/openai", "/anthropic"]
         .iter()
         .any(|p| path.strip_prefix(p).is_some_and(|rest| rest.is_empty() || rest.starts_with('/')))
+}
+
+/// The admin routes, once authorized.
+async fn admin(state: &AppState, live: &Live, endpoint: Endpoint) -> Response<Body> {
+    match endpoint {
+        Endpoint::AdminConfig => match state.reloader.status() {
+            Some(status) => json(StatusCode::OK, crate::admin::config(live, &status)),
+            None => json(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                Bytes::from_static(b"{\"error\":\"status unavailable\"}"),
+            ),
+        },
+        Endpoint::AdminReload => {
+            let outcome = state.reloader.reload(state).await;
+            let (status, body) = match &outcome {
+                crate::reload::Outcome::Applied { hash } | crate::reload::Outcome::Unchanged { hash } => {
+                    (StatusCode::OK, serde_json::json!({"result": outcome.label(), "hash": hash}))
+                }
+                crate::reload::Outcome::Failed { errors } => (
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    serde_json::json!({"result": "error", "errors": errors}),
+                ),
+                crate::reload::Outcome::NoFile => (
+                    StatusCode::CONFLICT,
+                    serde_json::json!({"result": "error", "errors": ["tier1 runs on its built-in config: no file to reload"]}),
+                ),
+            };
+            json(status, Bytes::from(body.to_string()))
+        }
+        Endpoint::AdminReset => {
+            state.registry.reset();
+            tracing::info!("breakers and cooldowns reset by the admin API");
+            json(StatusCode::OK, Bytes::from_static(b"{\"result\":\"ok\"}"))
+        }
+        Endpoint::AdminState
+        | Endpoint::Chat
+        | Endpoint::Embeddings
+        | Endpoint::Models
+        | Endpoint::Health
+        | Endpoint::Ready
+        | Endpoint::Metrics => json(StatusCode::OK, crate::admin::state(live, state.registry.clock)),
+    }
 }
 
 fn json(status: StatusCode, body: Bytes) -> Response<Body> {

@@ -26,4 +26,8 @@ pub struct AppState {
     pub draining: AtomicBool,
     /// Breakers, cooldowns and the rest of the runtime state, by stable identity.
     pub registry: Arc<Registry>,
+    /// Config reloads.
+    pub reloader: Arc<crate::reload::Reloader>,
+    /// Whether a separate admin listener runs (then the main one does not serve admin routes).
+    pub separate_admin: bool,
 }

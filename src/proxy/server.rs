@@ -16,13 +16,20 @@ use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 
 use super::AppState;
-use super::handler::handle;
+use super::handler::{Listener, handle};
 
 /// Largest request head (request line plus headers) accepted; beyond it hyper answers 431.
 const MAX_HEAD_BYTES: usize = 64 * 1024;
 
-/// Serves `listener` until `shutdown` resolves, then drains.
-pub async fn serve(listener: TcpListener, state: Arc<AppState>, shutdown: impl Future<Output = ()>) {
+/// Serves `listener` until `shutdown` resolves, then drains. The header deadline is fixed at
+/// start (it lives in hyper's connection builder); the shutdown delay and drain deadline are read
+/// from the config live when shutdown begins.
+pub async fn serve(
+    listener: TcpListener,
+    state: Arc<AppState>,
+    kind: Listener,
+    shutdown: impl Future<Output = ()>,
+) {
     let server = state.live.load().server.clone();
     let mut builder = Builder::new(TokioExecutor::new());
     builder
@@ -38,10 +45,11 @@ pub async fn serve(listener: TcpListener, state: Arc<AppState>, shutdown: impl F
     loop {
         tokio::select! {
             () = &mut shutdown => break,
-            accepted = listener.accept() => accept(accepted, &builder, &graceful, &state).await,
+            accepted = listener.accept() => accept(accepted, &builder, &graceful, &state, kind).await,
         }
     }
 
+    let server = state.live.load().server.clone();
     state.draining.store(true, Ordering::Release);
     tracing::info!(delay = ?server.shutdown_delay, "shutdown: not ready; still accepting during the delay");
     let lame_duck = tokio::time::sleep(server.shutdown_delay);
@@ -49,7 +57,7 @@ pub async fn serve(listener: TcpListener, state: Arc<AppState>, shutdown: impl F
     loop {
         tokio::select! {
             () = &mut lame_duck => break,
-            accepted = listener.accept() => accept(accepted, &builder, &graceful, &state).await,
+            accepted = listener.accept() => accept(accepted, &builder, &graceful, &state, kind).await,
         }
     }
     drop(listener);
@@ -65,6 +73,7 @@ async fn accept(
     builder: &Builder<TokioExecutor>,
     graceful: &GracefulShutdown,
     state: &Arc<AppState>,
+    kind: Listener,
 ) {
     let (stream, peer) = match accepted {
         Ok(accepted) => accepted,
@@ -79,7 +88,7 @@ async fn accept(
     let state = state.clone();
     let service = hyper::service::service_fn(move |req| {
         let state = state.clone();
-        async move { Ok::<_, Infallible>(handle(state, req, peer).await) }
+        async move { Ok::<_, Infallible>(handle(state, req, peer, kind).await) }
     });
     let conn = builder.serve_connection(TokioIo::new(stream), service).into_owned();
     let conn = graceful.watch(conn);

@@ -46,6 +46,11 @@ impl RetryBudget {
         Self { cfg, buckets: Mutex::new([Bucket::default(); BUCKETS]) }
     }
 
+    /// Its settings.
+    pub fn config(&self) -> BudgetConfig {
+        self.cfg
+    }
+
     fn width(&self) -> u64 {
         (super::clock::nanos(self.cfg.window) / BUCKETS as u64).max(1)
     }

@@ -15,7 +15,7 @@ pub mod clock;
 mod cooldown;
 mod ewma;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU32, AtomicUsize};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -105,30 +105,99 @@ impl Limit {
     }
 }
 
-/// All resilience state, by stable identity. Touched when a snapshot is built, never per request.
+/// A map of state by identity that remembers which identities the current snapshot build used,
+/// so that what a new config no longer mentions can be dropped once the new snapshot is live.
+#[derive(Debug)]
+struct Tracked<K, V> {
+    map: Mutex<HashMap<K, Arc<V>>>,
+    touched: Mutex<Option<HashSet<K>>>,
+}
+
+impl<K, V> Default for Tracked<K, V> {
+    fn default() -> Self {
+        Self { map: Mutex::new(HashMap::new()), touched: Mutex::new(None) }
+    }
+}
+
+impl<K: std::hash::Hash + Eq + Clone, V> Tracked<K, V> {
+    /// The state of `key`: kept while `still_fits`, else made anew.
+    fn get_or(&self, key: K, still_fits: impl Fn(&V) -> bool, make: impl FnOnce() -> V) -> Arc<V> {
+        if let Ok(mut t) = self.touched.lock()
+            && let Some(t) = t.as_mut()
+        {
+            t.insert(key.clone());
+        }
+        let Ok(mut m) = self.map.lock() else { return Arc::new(make()) };
+        match m.get(&key) {
+            Some(v) if still_fits(v) => v.clone(),
+            _ => {
+                let v = Arc::new(make());
+                m.insert(key, v.clone());
+                v
+            }
+        }
+    }
+
+    fn begin(&self) {
+        if let Ok(mut t) = self.touched.lock() {
+            *t = Some(HashSet::new());
+        }
+    }
+
+    /// Drops every entry the build did not touch.
+    fn commit(&self) {
+        let touched = self.touched.lock().ok().and_then(|mut t| t.take());
+        if let (Some(touched), Ok(mut m)) = (touched, self.map.lock()) {
+            m.retain(|k, _| touched.contains(k));
+        }
+    }
+
+    fn abort(&self) {
+        if let Ok(mut t) = self.touched.lock() {
+            *t = None;
+        }
+    }
+
+    fn entries(&self) -> Vec<(K, Arc<V>)> {
+        self.map.lock().map(|m| m.iter().map(|(k, v)| (k.clone(), v.clone())).collect()).unwrap_or_default()
+    }
+}
+
+/// A pooled upstream client and the connection settings it was built with.
+#[derive(Debug)]
+pub struct Pool<C> {
+    settings: String,
+    /// The client (cheap to clone: it shares the pool).
+    pub client: C,
+}
+
+/// All runtime state, by stable identity. Touched when a snapshot is built, never per request.
+/// A build runs between [`Registry::begin_build`] and [`Registry::commit_build`] (or
+/// [`Registry::abort_build`] when it fails); the commit drops state that the new config no
+/// longer mentions.
 #[derive(Debug, Default)]
 pub struct Registry {
     /// The clock every gate reads.
     pub clock: Clock,
-    keys: Mutex<HashMap<(String, String), Arc<KeyState>>>,
-    targets: Mutex<HashMap<(String, String), Arc<TargetState>>>,
-    providers: Mutex<HashMap<String, Arc<ProviderState>>>,
-    routes: Mutex<HashMap<String, Arc<RouteState>>>,
-    limits: Mutex<HashMap<String, Arc<Limit>>>,
+    keys: Tracked<(String, String), KeyState>,
+    targets: Tracked<(String, String), TargetState>,
+    providers: Tracked<String, ProviderState>,
+    routes: Tracked<String, RouteState>,
+    limits: Tracked<String, Limit>,
+    pools: Tracked<String, Pool<crate::upstream::HttpClient>>,
 }
 
 impl Registry {
     /// State of a provider key.
     pub fn key(&self, provider: &str, key: &str) -> Arc<KeyState> {
-        get_or(&self.keys, (provider.to_owned(), key.to_owned()), |_| true, KeyState::default)
+        self.keys.get_or((provider.to_owned(), key.to_owned()), |_| true, KeyState::default)
     }
 
     /// State of a target (kept while its breaker settings stay the same).
     pub fn target(&self, provider: &str, model: &str, breaker: BreakerConfig) -> Arc<TargetState> {
-        get_or(
-            &self.targets,
+        self.targets.get_or(
             (provider.to_owned(), model.to_owned()),
-            |t: &TargetState| t.breaker.config() == breaker,
+            |t| t.breaker.config() == breaker,
             || TargetState {
                 ewma: Ewma::default(),
                 inflight: AtomicU32::new(0),
@@ -140,20 +209,18 @@ impl Registry {
 
     /// State of a provider.
     pub fn provider(&self, name: &str, breaker: BreakerConfig, budget: BudgetConfig) -> Arc<ProviderState> {
-        get_or(
-            &self.providers,
+        self.providers.get_or(
             name.to_owned(),
-            |p: &ProviderState| p.breaker.config() == breaker,
+            |p| p.breaker.config() == breaker && p.budget.config() == budget,
             || ProviderState { breaker: Breaker::new(breaker), budget: RetryBudget::new(budget) },
         )
     }
 
     /// State of a route with `targets` targets.
     pub fn route(&self, name: &str, targets: usize, budget: BudgetConfig) -> Arc<RouteState> {
-        get_or(
-            &self.routes,
+        self.routes.get_or(
             name.to_owned(),
-            |r: &RouteState| r.swrr.lock().is_ok_and(|w| w.len() == targets),
+            |r| r.budget.config() == budget && r.swrr.lock().is_ok_and(|w| w.len() == targets),
             || RouteState {
                 rr: AtomicUsize::new(0),
                 swrr: Mutex::new(vec![0; targets]),
@@ -164,47 +231,83 @@ impl Registry {
 
     /// A named concurrency limit (kept while its capacity stays the same).
     pub fn limit(&self, name: &str, capacity: u32) -> Arc<Limit> {
-        get_or(&self.limits, name.to_owned(), |l: &Limit| l.capacity == capacity, || Limit::new(capacity))
+        self.limits.get_or(name.to_owned(), |l| l.capacity == capacity, || Limit::new(capacity))
     }
 
-    /// Every breaker's and cooldown's identity, for the admin view.
+    /// The connection pool of a provider: reused while `settings` (a rendering of everything the
+    /// client is built from) stay the same, so a reload keeps warm connections.
+    pub fn pool<E>(
+        &self,
+        provider: &str,
+        settings: String,
+        build: impl FnOnce() -> Result<crate::upstream::HttpClient, E>,
+    ) -> Result<crate::upstream::HttpClient, E> {
+        let existing = self
+            .pools
+            .entries()
+            .into_iter()
+            .find(|(k, p)| k == provider && p.settings == settings)
+            .map(|(_, p)| p.client.clone());
+        let client = match existing {
+            Some(c) => c,
+            None => build()?,
+        };
+        let keep = client.clone();
+        let wanted = settings.clone();
+        let pool = self.pools.get_or(
+            provider.to_owned(),
+            |p| p.settings == wanted,
+            move || Pool { settings, client: keep },
+        );
+        Ok(pool.client.clone())
+    }
+
+    /// Starts tracking which state a snapshot build uses.
+    pub fn begin_build(&self) {
+        self.keys.begin();
+        self.targets.begin();
+        self.providers.begin();
+        self.routes.begin();
+        self.limits.begin();
+        self.pools.begin();
+    }
+
+    /// The new snapshot is live: drops the state of everything it no longer has.
+    pub fn commit_build(&self) {
+        self.keys.commit();
+        self.targets.commit();
+        self.providers.commit();
+        self.routes.commit();
+        self.limits.commit();
+        self.pools.commit();
+    }
+
+    /// The build failed: keeps everything.
+    pub fn abort_build(&self) {
+        self.keys.abort();
+        self.targets.abort();
+        self.providers.abort();
+        self.routes.abort();
+        self.limits.abort();
+        self.pools.abort();
+    }
+
+    /// Every target's state, for the admin view and tests.
     pub fn targets(&self) -> Vec<((String, String), Arc<TargetState>)> {
-        self.targets
-            .lock()
-            .map(|m| m.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
-            .unwrap_or_default()
+        self.targets.entries()
     }
 
     /// Clears every breaker and cooldown (admin reset).
     pub fn reset(&self) {
-        if let Ok(m) = self.targets.lock() {
-            for t in m.values() {
-                t.breaker.reset();
-                t.cooldown.clear();
-            }
+        for (_, t) in self.targets.entries() {
+            t.breaker.reset();
+            t.cooldown.clear();
         }
-        if let Ok(m) = self.providers.lock() {
-            m.values().for_each(|p| p.breaker.reset());
+        for (_, p) in self.providers.entries() {
+            p.breaker.reset();
         }
-        if let Ok(m) = self.keys.lock() {
-            m.values().for_each(|k| k.cooldown.clear());
-        }
-    }
-}
-
-fn get_or<K: std::hash::Hash + Eq, V>(
-    map: &Mutex<HashMap<K, Arc<V>>>,
-    key: K,
-    still_fits: impl Fn(&V) -> bool,
-    make: impl FnOnce() -> V,
-) -> Arc<V> {
-    let Ok(mut m) = map.lock() else { return Arc::new(make()) };
-    match m.get(&key) {
-        Some(v) if still_fits(v) => v.clone(),
-        _ => {
-            let v = Arc::new(make());
-            m.insert(key, v.clone());
-            v
+        for (_, k) in self.keys.entries() {
+            k.cooldown.clear();
         }
     }
 }

@@ -38,6 +38,27 @@ pub enum BuildError {
     },
 }
 
+/// Everything a provider's client is built from, rendered as one string: a client (and its warm
+/// connections) is reused across reloads while this stays the same. The CA bundle is included by
+/// content, so rotating the file rebuilds the client.
+pub fn settings(p: &ProviderConfig) -> String {
+    let ca = p.ca_file.as_ref().map(|f| {
+        let bytes = std::fs::read(f).unwrap_or_default();
+        let hash = bytes
+            .iter()
+            .fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(*b)).wrapping_mul(0x100_0000_01b3));
+        format!("{}#{hash:016x}", f.display())
+    });
+    format!(
+        "{:?}|{:?}|{:?}|{}|{:?}",
+        p.base_url.as_ref().map(ToString::to_string),
+        p.connect_timeout,
+        p.pool_idle_timeout,
+        p.max_idle_connections,
+        ca
+    )
+}
+
 /// Builds the client for one provider.
 pub fn build(p: &ProviderConfig) -> Result<HttpClient, BuildError> {
     let mut roots = rustls::RootCertStore::empty();

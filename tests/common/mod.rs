@@ -31,6 +31,8 @@ pub fn env() -> HashMap<String, String> {
 /// tier1 running in this process.
 pub struct Tier1 {
     pub addr: SocketAddr,
+    /// The separate admin listener, when started with one.
+    pub admin: Option<SocketAddr>,
     stop: Option<oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<()>>,
 }
@@ -50,7 +52,35 @@ impl Tier1 {
             .await
             .expect("tier1 runs");
         });
-        Self { addr, stop: Some(stop), task: Some(task) }
+        Self { addr, admin: None, stop: Some(stop), task: Some(task) }
+    }
+
+    /// Starts tier1 from a config file (hot reload on), optionally with a separate admin listener.
+    pub async fn start_file(path: &std::path::Path, separate_admin: bool) -> Self {
+        let text = std::fs::read_to_string(path).unwrap();
+        let format = tier1::config::Format::from_path(path);
+        let config = tier1::config::parse(&text, format, &env()).expect("valid test config");
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let admin_listener =
+            if separate_admin { Some(TcpListener::bind("127.0.0.1:0").await.unwrap()) } else { None };
+        let admin = admin_listener.as_ref().map(|l| l.local_addr().unwrap());
+        let source = tier1::reload::Source { path: path.to_owned(), env: std::sync::Arc::new(env()) };
+        let options = tier1::Options { config, source: Some(source), text, admin_listener };
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            tier1::serve(listener, options, async {
+                let _ = stopped.await;
+            })
+            .await
+            .expect("tier1 runs");
+        });
+        Self { addr, admin, stop: Some(stop), task: Some(task) }
+    }
+
+    /// A URL on the admin listener (the main one when there is no separate admin listener).
+    pub fn admin_url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.admin.unwrap_or(self.addr))
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -280,4 +310,55 @@ impl hyper::body::Body for ChunkBody {
     ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, Infallible>>> {
         self.0.poll_recv(cx).map(|o| o.map(|b| Ok(hyper::body::Frame::data(b))))
     }
+}
+
+/// A fresh temporary directory for one test (removed on drop).
+pub struct TempDir(pub std::path::PathBuf);
+
+impl TempDir {
+    pub fn new(name: &str) -> Self {
+        static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let dir = std::env::temp_dir().join(format!("tier1-{}-{name}-{n}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        Self(dir)
+    }
+
+    pub fn path(&self, file: &str) -> std::path::PathBuf {
+        self.0.join(file)
+    }
+
+    /// Writes `file` atomically (temporary file, then rename), as editors and config tools do.
+    pub fn write_atomic(&self, file: &str, text: &str) -> std::path::PathBuf {
+        let tmp = self.0.join(format!(".{file}.tmp"));
+        std::fs::write(&tmp, text).unwrap();
+        let path = self.0.join(file);
+        std::fs::rename(&tmp, &path).unwrap();
+        path
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// POSTs with no body.
+pub async fn post_empty(url: &str, headers: &[(&str, &str)]) -> Answer {
+    let mut b = Request::post(url);
+    for (k, v) in headers {
+        b = b.header(*k, *v);
+    }
+    send(b.body(Full::new(Bytes::new())).unwrap()).await
+}
+
+/// GETs with headers.
+pub async fn get_with(url: &str, headers: &[(&str, &str)]) -> Answer {
+    let mut b = Request::get(url);
+    for (k, v) in headers {
+        b = b.header(*k, *v);
+    }
+    send(b.body(Full::new(Bytes::new())).unwrap()).await
 }

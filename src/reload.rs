@@ -1,0 +1,247 @@
+//! Hot reload: prepare, then swap.
+//!
+//! A reload reads the file, validates it, and builds the complete new [`Live`] snapshot off the
+//! hot path (providers whose connection settings did not change keep their pools; breakers,
+//! cooldowns and latency averages are kept by name in the registry), then does one
+//! `ArcSwap::store`. Requests in flight finish on the snapshot they loaded. Any error keeps the
+//! last good snapshot, logs every problem with its key path, and shows in `/admin/config`.
+//!
+//! Triggers: the file watcher (content hash polled every `[reload] poll_interval`; reading through
+//! the path follows a Kubernetes ConfigMap's atomically re-pointed symlink), SIGHUP, and
+//! `POST /admin/reload`. Triggers that arrive while a reload runs are served by the next run, so
+//! a burst of them costs one reload; a file whose content did not change swaps nothing.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
+
+use crate::config::{self, Config, Env, Format};
+use crate::proxy::AppState;
+use crate::snapshot::Live;
+
+/// Where the config came from.
+#[derive(Clone)]
+pub struct Source {
+    /// The file (followed through symlinks on every read).
+    pub path: PathBuf,
+    /// Where `env:` secrets are read from.
+    pub env: Arc<dyn Env + Send + Sync>,
+}
+
+/// The result of one reload.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// A new snapshot is live.
+    Applied {
+        /// Content hash of the new config.
+        hash: String,
+    },
+    /// The file did not change.
+    Unchanged {
+        /// Content hash of the config.
+        hash: String,
+    },
+    /// The file is invalid; the old snapshot stays.
+    Failed {
+        /// Every problem, with its key path.
+        errors: Vec<String>,
+    },
+    /// tier1 runs on its built-in config: there is no file to reload.
+    NoFile,
+}
+
+impl Outcome {
+    /// The `result` label of `tier1_config_reloads_total`.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Self::Applied { .. } => "ok",
+            Self::Unchanged { .. } => "unchanged",
+            Self::Failed { .. } | Self::NoFile => "error",
+        }
+    }
+}
+
+/// What `/admin/config` reports.
+#[derive(Debug, Clone)]
+pub struct Status {
+    /// The active config's text.
+    pub text: String,
+    /// Its format.
+    pub format: Format,
+    /// Its content hash.
+    pub hash: String,
+    /// When it went live.
+    pub loaded_at: SystemTime,
+    /// Problems of the last failed reload, until a reload succeeds.
+    pub last_error: Option<Vec<String>>,
+    /// The hash of a file that failed, so the watcher does not retry it every tick.
+    failed_hash: Option<String>,
+    /// Settings that need a restart, as the file had them at start.
+    restart_only: String,
+}
+
+/// Runs reloads, one at a time.
+pub struct Reloader {
+    source: Option<Source>,
+    status: Mutex<Status>,
+    /// Triggers received so far.
+    requested: AtomicU64,
+    /// Serialises runs; holds the number of triggers the last run covered, and its outcome.
+    run: tokio::sync::Mutex<(u64, Outcome)>,
+}
+
+/// FNV-1a 64 of the config text, as 16 hex digits: a stable version id for logs and metrics.
+pub fn hash(text: &str) -> String {
+    let h =
+        text.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3));
+    format!("{h:016x}")
+}
+
+fn restart_only(c: &Config) -> String {
+    format!(
+        "listen={} admin_listen={:?} header_timeout={:?}",
+        c.server.listen, c.server.admin_listen, c.server.header_timeout
+    )
+}
+
+impl Reloader {
+    /// A reloader for a config loaded from `text`.
+    pub fn new(source: Option<Source>, text: String, config: &Config) -> Self {
+        let format = source.as_ref().map_or(Format::Toml, |s| Format::from_path(&s.path));
+        let status = Status {
+            hash: hash(&text),
+            text,
+            format,
+            loaded_at: SystemTime::now(),
+            last_error: None,
+            failed_hash: None,
+            restart_only: restart_only(config),
+        };
+        Self {
+            source,
+            status: Mutex::new(status),
+            requested: AtomicU64::new(0),
+            run: tokio::sync::Mutex::new((0, Outcome::NoFile)),
+        }
+    }
+
+    /// The active config's status.
+    pub fn status(&self) -> Option<Status> {
+        self.status.lock().ok().map(|s| s.clone())
+    }
+
+    /// The config file, if any.
+    pub fn source(&self) -> Option<&Source> {
+        self.source.as_ref()
+    }
+
+    /// Reloads now (or joins a reload that starts after this call) and returns its outcome.
+    pub async fn reload(&self, state: &AppState) -> Outcome {
+        let mine = self.requested.fetch_add(1, Ordering::AcqRel) + 1;
+        let mut run = self.run.lock().await;
+        if run.0 >= mine {
+            // A run that started after this trigger already covered it.
+            return run.1.clone();
+        }
+        run.0 = self.requested.load(Ordering::Acquire);
+        let outcome = self.reload_once(state);
+        state.metrics.config_reloads_total.with_label_values(&[outcome.label()]).inc();
+        run.1 = outcome.clone();
+        outcome
+    }
+
+    fn reload_once(&self, state: &AppState) -> Outcome {
+        let Some(source) = &self.source else {
+            tracing::warn!("reload requested, but tier1 runs on its built-in config: nothing to reload");
+            return Outcome::NoFile;
+        };
+        let text = match std::fs::read_to_string(&source.path) {
+            Ok(t) => t,
+            Err(e) => return self.failed(None, vec![format!("cannot read {}: {e}", source.path.display())]),
+        };
+        let new_hash = hash(&text);
+        if self.status.lock().is_ok_and(|s| s.hash == new_hash) {
+            return Outcome::Unchanged { hash: new_hash };
+        }
+        let format = Format::from_path(&source.path);
+        let config = match config::parse(&text, format, source.env.as_ref()) {
+            Ok(c) => c,
+            Err(errors) => {
+                return self.failed(Some(new_hash), errors.0.iter().map(ToString::to_string).collect());
+            }
+        };
+        let registry = &state.registry;
+        registry.begin_build();
+        let live = match Live::build(&config, registry) {
+            Ok(live) => live,
+            Err(e) => {
+                registry.abort_build();
+                return self.failed(Some(new_hash), vec![e.to_string()]);
+            }
+        };
+        state.live.store(live);
+        registry.commit_build();
+        state.metrics.config_loaded(&new_hash);
+        if let Ok(mut s) = self.status.lock() {
+            let restart = restart_only(&config);
+            if restart != s.restart_only {
+                tracing::warn!(was = %s.restart_only, now = %restart, "these settings change only on restart; the rest is applied");
+            }
+            *s = Status {
+                text,
+                format,
+                hash: new_hash.clone(),
+                loaded_at: SystemTime::now(),
+                last_error: None,
+                failed_hash: None,
+                restart_only: s.restart_only.clone(),
+            };
+        }
+        tracing::info!(hash = %new_hash, "config reloaded");
+        Outcome::Applied { hash: new_hash }
+    }
+
+    fn failed(&self, hash: Option<String>, errors: Vec<String>) -> Outcome {
+        for e in &errors {
+            tracing::error!(problem = %e, "config reload refused; the previous config stays active");
+        }
+        if let Ok(mut s) = self.status.lock() {
+            s.last_error = Some(errors.clone());
+            s.failed_hash = hash;
+        }
+        Outcome::Failed { errors }
+    }
+
+    /// Whether the file's current content differs from the active config and from the last
+    /// refused one.
+    fn file_changed(&self) -> bool {
+        let Some(source) = &self.source else { return false };
+        let Ok(text) = std::fs::read_to_string(&source.path) else { return false };
+        let h = hash(&text);
+        self.status.lock().is_ok_and(|s| s.hash != h && s.failed_hash.as_deref() != Some(h.as_str()))
+    }
+
+    /// Polls the file every `[reload] poll_interval` (read from the live snapshot, so a reload can
+    /// change it) until `stop` turns true.
+    pub async fn watch(self: Arc<Self>, state: Arc<AppState>, mut stop: tokio::sync::watch::Receiver<bool>) {
+        loop {
+            let interval = state.live.load().reload.poll_interval;
+            if interval.is_zero() {
+                // Watching is off; wait for a stop (a reload through another trigger may turn it on,
+                // checked again every minute).
+                tokio::select! {
+                    _ = stop.wait_for(|s| *s) => return,
+                    () = tokio::time::sleep(std::time::Duration::from_secs(60)) => continue,
+                }
+            }
+            tokio::select! {
+                _ = stop.wait_for(|s| *s) => return,
+                () = tokio::time::sleep(interval) => {}
+            }
+            if self.file_changed() {
+                self.reload(&state).await;
+            }
+        }
+    }
+}
