@@ -81,7 +81,7 @@ async fn a_hundred_reloads_under_load_fail_no_request_and_never_mix_tables() {
         }));
     }
     let mut applied = 0;
-    for i in 0..120 {
+    for i in 0..120u32 {
         let tag = if i.is_multiple_of(2) { "B" } else { "A" };
         dir.write_atomic("tier1.toml", &table(&mock, tag, ""));
         let a = post_empty(&t.admin_url("/admin/reload"), &[]).await;
