@@ -309,3 +309,63 @@ secret = "sk-literal-key-4242"
     let info: Vec<&str> = metrics.lines().filter(|l| l.starts_with("tier1_config_info{")).collect();
     assert_eq!(info, [format!("tier1_config_info{{hash=\"{}\"}} 1", v["hash"].as_str().unwrap())]);
 }
+
+#[tokio::test]
+async fn unchanged_providers_keep_their_warm_connections() {
+    let mock = mock().await;
+    let dir = TempDir::new("reload-pool");
+    let text = table(&mock, "A", "").replace("poll_interval = \"100ms\"", "poll_interval = \"0s\"");
+    let path = dir.write_atomic("tier1.toml", &text);
+    let t = Tier1::start_file(&path, false).await;
+    // tier1's pool keeps one connection to the mock alive between requests.
+    let reuse = || async {
+        post(&t.url("/v1/chat/completions"), &[], &chat("b/good-A")).await;
+        mock.stats.snapshot().connections_opened
+    };
+    let before = reuse().await;
+    assert_eq!(reuse().await, before, "no keep-alive to begin with");
+    // A reload that changes a route, not the provider: the same connection serves.
+    dir.write_atomic("tier1.toml", &text.replace("name = \"r\"", "name = \"r\"\nmodels = [\"r2\"]"));
+    assert_eq!(post_empty(&t.url("/admin/reload"), &[]).await.json()["result"], "ok");
+    assert_eq!(reuse().await, before, "the pool was rebuilt by an unrelated reload");
+    // Changing the provider's connection settings builds a new pool.
+    let changed = text.replace("kind = \"openai\"", "kind = \"openai\"\nconnect_timeout = \"3s\"");
+    dir.write_atomic("tier1.toml", &changed);
+    assert_eq!(post_empty(&t.url("/admin/reload"), &[]).await.json()["result"], "ok");
+    assert_eq!(reuse().await, before + 1);
+}
+
+#[tokio::test]
+async fn simultaneous_triggers_coalesce_into_one_reload() {
+    let mock = mock().await;
+    let dir = TempDir::new("reload-coalesce");
+    let text = table(&mock, "A", "").replace("poll_interval = \"100ms\"", "poll_interval = \"0s\"");
+    let path = dir.write_atomic("tier1.toml", &text);
+    let t = std::sync::Arc::new(Tier1::start_file(&path, false).await);
+    dir.write_atomic(
+        "tier1.toml",
+        &table(&mock, "B", "").replace("poll_interval = \"100ms\"", "poll_interval = \"0s\""),
+    );
+    let mut triggers = Vec::new();
+    for _ in 0..10 {
+        let t = t.clone();
+        triggers.push(tokio::spawn(async move {
+            post_empty(&t.url("/admin/reload"), &[]).await.json()["result"].clone()
+        }));
+    }
+    let mut results = Vec::new();
+    for tr in triggers {
+        results.push(tr.await.unwrap());
+    }
+    let metrics = get(&t.url("/metrics")).await.text();
+    let count = |result: &str| -> u64 {
+        let prefix = format!("tier1_config_reloads_total{{result=\"{result}\"}} ");
+        metrics.lines().find_map(|l| l.strip_prefix(&prefix)).unwrap().parse().unwrap()
+    };
+    // One reload applied the change; triggers that waited behind it were either covered by it or
+    // found the file unchanged; nothing failed.
+    assert_eq!(count("ok"), 1, "{results:?}");
+    assert_eq!(count("error"), 0);
+    assert!(count("unchanged") < 10);
+    assert!(results.iter().all(|r| r == "ok" || r == "unchanged"), "{results:?}");
+}

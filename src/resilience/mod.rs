@@ -311,3 +311,36 @@ impl Registry {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_build_keeps_what_it_touched_and_drops_the_rest() {
+        let r = Registry::default();
+        let cfg = BreakerConfig::default();
+        r.begin_build();
+        let kept = r.target("p", "kept", cfg);
+        let _gone = r.target("p", "gone", cfg);
+        r.commit_build();
+        kept.cooldown.cool_for(r.clock.now(), std::time::Duration::from_secs(60));
+        // The next config keeps "kept" only.
+        r.begin_build();
+        let again = r.target("p", "kept", cfg);
+        r.commit_build();
+        assert!(Arc::ptr_eq(&kept, &again), "state of a kept target was replaced");
+        assert!(again.cooldown.is_cooling(r.clock.now()));
+        let names: Vec<String> = r.targets().into_iter().map(|((_, m), _)| m).collect();
+        assert_eq!(names, ["kept"]);
+        // A failed build drops nothing.
+        r.begin_build();
+        r.abort_build();
+        assert_eq!(r.targets().len(), 1);
+        // Changed breaker settings make a fresh breaker.
+        r.begin_build();
+        let fresh = r.target("p", "kept", BreakerConfig { failure_threshold: 9, ..cfg });
+        r.commit_build();
+        assert!(!Arc::ptr_eq(&kept, &fresh));
+    }
+}
