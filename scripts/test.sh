@@ -5,8 +5,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# Debian packages the tests use (later test suites add redis-server, prometheus, nginx here).
-DEB_PACKAGES=()
+# Debian packages the tests use: prometheus (promtool and a real server for the scrape test).
+DEB_PACKAGES=(prometheus)
 missing=()
 for pkg in "${DEB_PACKAGES[@]}"; do
   dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")

@@ -183,6 +183,43 @@ pub fn diff(running: &serde_json::Value, local: &serde_json::Value) -> Vec<Strin
     out
 }
 
+/// Sets the state gauges (breakers, available keys) from the live snapshot, right before a
+/// scrape. Series follow the config: what a reload removed disappears.
+pub fn refresh_gauges(metrics: &crate::metrics::Metrics, live: &Live, clock: Clock) {
+    let now = clock.now();
+    let value = |s: crate::resilience::BreakerState| match s {
+        crate::resilience::BreakerState::Closed => 0,
+        crate::resilience::BreakerState::HalfOpen => 1,
+        crate::resilience::BreakerState::Open => 2,
+    };
+    metrics.breaker_state.reset();
+    metrics.keys_available.reset();
+    for p in &live.providers {
+        metrics
+            .breaker_state
+            .with_label_values(&[&p.name, crate::metrics::TARGET_PROVIDER])
+            .set(value(p.state.breaker.state(now)));
+        // Providers that need no key (local model servers) have no series: nothing can run out.
+        if !p.keys.is_empty() {
+            let available = p.keys.iter().filter(|k| !k.state.cooldown.is_cooling(now)).count();
+            metrics
+                .keys_available
+                .with_label_values(&[&p.name])
+                .set(i64::try_from(available).unwrap_or(i64::MAX));
+        }
+    }
+    for r in live.table.routes() {
+        for t in &r.targets {
+            if let Some(p) = live.providers.get(t.provider) {
+                metrics
+                    .breaker_state
+                    .with_label_values(&[&p.name, &t.model])
+                    .set(value(t.state.breaker.state(now)));
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -56,15 +56,43 @@ fn runtime() -> Result<tokio::runtime::Runtime, String> {
         .map_err(|e| format!("cannot start the runtime: {e}"))
 }
 
-fn init_logging(config_level: &str) {
-    let level = ProcessEnv.var("TIER1_LOG").unwrap_or_else(|| config_level.to_owned());
-    let filter: tracing_subscriber::filter::Targets = level.parse().unwrap_or_default();
+/// Logs go to stderr; the access log (one line per request, target `tier1::access`) to stdout.
+/// `json`: one JSON object per line, fields at the top level.
+fn init_logging(config_level: &str, json: bool) {
+    use tracing_subscriber::Layer;
+    use tracing_subscriber::filter::filter_fn;
     use tracing_subscriber::layer::SubscriberExt;
     use tracing_subscriber::util::SubscriberInitExt;
-    let fmt = tracing_subscriber::fmt::layer()
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
-    let _ = tracing_subscriber::registry().with(filter).with(fmt).try_init();
+    let level = ProcessEnv.var("TIER1_LOG").unwrap_or_else(|| config_level.to_owned());
+    let filter: tracing_subscriber::filter::Targets = level.parse().unwrap_or_default();
+    type Boxed = Box<dyn Layer<tracing_subscriber::Registry> + Send + Sync>;
+    let is_access = |m: &tracing::Metadata<'_>| m.target() == "tier1::access";
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let layers: Vec<Boxed> = if json {
+        let layer = || tracing_subscriber::fmt::layer().json().flatten_event(true).with_current_span(false);
+        vec![
+            Box::new(
+                layer()
+                    .with_writer(std::io::stdout)
+                    .with_filter(filter.clone())
+                    .with_filter(filter_fn(is_access)),
+            ),
+            Box::new(
+                layer()
+                    .with_writer(std::io::stderr)
+                    .with_filter(filter)
+                    .with_filter(filter_fn(move |m| !is_access(m))),
+            ),
+        ]
+    } else {
+        let out = tracing_subscriber::fmt::layer().with_ansi(false).with_writer(std::io::stdout);
+        let err = tracing_subscriber::fmt::layer().with_ansi(ansi).with_writer(std::io::stderr);
+        vec![
+            Box::new(out.with_filter(filter.clone()).with_filter(filter_fn(is_access))),
+            Box::new(err.with_filter(filter).with_filter(filter_fn(move |m| !is_access(m)))),
+        ]
+    };
+    let _ = tracing_subscriber::registry().with(layers).try_init();
 }
 
 /// The config to serve: the file (from `--config` or `TIER1_CONFIG`), or the built-in demo.
@@ -156,7 +184,7 @@ fn serve(config_path: Option<std::path::PathBuf>, listen: Option<String>) -> Exi
             return ExitCode::FAILURE;
         }
     };
-    init_logging(&config.log.level);
+    init_logging(&config.log.level, config.log.json);
     if let Some(addr) = listen.or_else(|| ProcessEnv.var("TIER1_LISTEN")) {
         match addr.parse::<SocketAddr>() {
             Ok(a) => config.server.listen = a,
@@ -224,7 +252,7 @@ async fn shutdown_signal() {
 }
 
 fn mock_upstream(listen: &str, config: Option<std::path::PathBuf>) -> ExitCode {
-    init_logging("info");
+    init_logging("info", false);
     let mock_config = match config {
         None => tier1::mock::server::MockConfig::default(),
         Some(path) => match std::fs::read_to_string(&path)

@@ -1,16 +1,29 @@
 //! Metrics from one explicit [`prometheus::Registry`], built at start-up and passed in state (no
-//! global registry). Labels are bounded: configured route names, `direct`, `unmatched`, fixed
-//! endpoint names and status classes; never a client-supplied string.
+//! global registry). Labels are bounded: configured route, provider, key and model names, fixed
+//! endpoint names, classifications and status classes. A model a client made up is never a label
+//! (`model="other"`), and an unrouted request is `route="unmatched"`. Gauges of state (breakers,
+//! available keys, process figures) are refreshed when `/metrics` is scraped.
 
 use prometheus::{
-    Encoder, Gauge, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
-    TextEncoder,
+    Counter, CounterVec, Encoder, Gauge, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec,
+    IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 /// Route label for `provider/model` requests.
 pub const ROUTE_DIRECT: &str = "direct";
 /// Route label when no route was matched (unknown model, or refused before routing).
 pub const ROUTE_UNMATCHED: &str = "unmatched";
+/// Model label of a direct request for a model not configured anywhere.
+pub const MODEL_OTHER: &str = "other";
+/// Target label of a provider-wide breaker.
+pub const TARGET_PROVIDER: &str = "*";
+
+const LATENCY: &[f64] =
+    &[0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0];
+const OVERHEAD: &[f64] = &[
+    0.000_01, 0.000_025, 0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1,
+];
+const GAPS: &[f64] = &[0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
 
 /// Every metric tier1 exports.
 #[derive(Debug, Clone)]
@@ -20,87 +33,278 @@ pub struct Metrics {
     pub requests_total: IntCounterVec,
     /// `tier1_request_duration_seconds{route, endpoint, stream}`: to the end of the response body.
     pub request_duration: HistogramVec,
+    /// `tier1_overhead_seconds{endpoint}`: time to the response head minus time waiting on the
+    /// client's body, upstreams, backoff and queues.
+    pub overhead: HistogramVec,
+    /// `tier1_upstream_requests_total{provider, model, outcome}`.
+    pub upstream_requests_total: IntCounterVec,
+    /// `tier1_upstream_duration_seconds{provider, model}`: one attempt, to its last byte.
+    pub upstream_duration: HistogramVec,
+    /// `tier1_time_to_first_token_seconds{provider, model}`: streams, to the committing chunk.
+    pub ttft: HistogramVec,
+    /// `tier1_inter_token_seconds{provider, model}`: gaps between relayed stream chunks.
+    pub inter_token: HistogramVec,
+    /// `tier1_fallbacks_total{route, from_provider, to_provider, reason}`.
+    pub fallbacks_total: IntCounterVec,
+    /// `tier1_retries_total{provider, reason}`: attempts started after a failure of `provider`.
+    pub retries_total: IntCounterVec,
+    /// `tier1_hedges_total{route, winner}`: hedged requests, by which attempt won.
+    pub hedges_total: IntCounterVec,
+    /// `tier1_breaker_state{provider, target}`: 0 closed, 1 half-open, 2 open.
+    pub breaker_state: IntGaugeVec,
+    /// `tier1_breaker_transitions_total{provider, to}`.
+    pub breaker_transitions_total: IntCounterVec,
+    /// `tier1_key_cooldowns_total{provider, key, reason}`.
+    pub key_cooldowns_total: IntCounterVec,
+    /// `tier1_keys_available{provider}`.
+    pub keys_available: IntGaugeVec,
     /// `tier1_inflight_requests`.
     pub inflight: IntGauge,
+    /// `tier1_queue_wait_seconds`: waits for a provider or key concurrency slot.
+    pub queue_wait: Histogram,
+    /// `tier1_tokens_total{provider, model, direction}`.
+    pub tokens_total: IntCounterVec,
+    /// `tier1_cost_usd_total{provider, model}`.
+    pub cost_usd_total: CounterVec,
     /// `tier1_config_reloads_total{result}`: ok, unchanged, error.
     pub config_reloads_total: IntCounterVec,
     /// `tier1_config_last_reload_timestamp_seconds`.
     pub config_last_reload: Gauge,
     /// `tier1_config_info{hash}`: value 1, one series, the active config's hash.
     pub config_info: IntGaugeVec,
+    process: ProcessMetrics,
+}
+
+#[derive(Debug, Clone)]
+struct ProcessMetrics {
+    cpu: Counter,
+    rss: IntGauge,
+    vsize: IntGauge,
+    open_fds: IntGauge,
+    max_fds: IntGauge,
+    start_time: Gauge,
+}
+
+fn histogram(name: &str, help: &str, buckets: &[f64], labels: &[&str]) -> prometheus::Result<HistogramVec> {
+    HistogramVec::new(HistogramOpts::new(name, help).buckets(buckets.to_vec()), labels)
+}
+
+fn counter(name: &str, help: &str, labels: &[&str]) -> prometheus::Result<IntCounterVec> {
+    IntCounterVec::new(Opts::new(name, help), labels)
+}
+
+fn gauge(name: &str, help: &str, labels: &[&str]) -> prometheus::Result<IntGaugeVec> {
+    IntGaugeVec::new(Opts::new(name, help), labels)
 }
 
 impl Metrics {
     /// Registers every metric in a fresh registry.
     pub fn new() -> Result<Self, prometheus::Error> {
         let registry = Registry::new();
-        let requests_total = IntCounterVec::new(
-            Opts::new("tier1_requests_total", "API requests answered, by route, endpoint and status class."),
-            &["route", "endpoint", "status_class"],
-        )?;
-        let request_duration = HistogramVec::new(
-            HistogramOpts::new(
+        let route_labels = ["route", "endpoint", "status_class"];
+        let pm = ["provider", "model"];
+        let m = Self {
+            requests_total: counter("tier1_requests_total", "API requests answered.", &route_labels)?,
+            request_duration: histogram(
                 "tier1_request_duration_seconds",
                 "Time from request to the end of the response body.",
-            )
-            .buckets(vec![
-                0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0,
-                300.0,
-            ]),
-            &["route", "endpoint", "stream"],
-        )?;
-        let inflight = IntGauge::new("tier1_inflight_requests", "API requests being served now.")?;
-        let build_info =
-            IntGaugeVec::new(Opts::new("tier1_build_info", "Build information (value 1)."), &["version"])?;
-        build_info.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
-        registry.register(Box::new(requests_total.clone()))?;
-        registry.register(Box::new(request_duration.clone()))?;
-        registry.register(Box::new(inflight.clone()))?;
-        registry.register(Box::new(build_info))?;
-        let config_reloads_total = IntCounterVec::new(
-            Opts::new("tier1_config_reloads_total", "Config reloads, by result (ok, unchanged, error)."),
-            &["result"],
-        )?;
-        let config_last_reload = Gauge::new(
-            "tier1_config_last_reload_timestamp_seconds",
-            "Unix time at which the active config went live.",
-        )?;
-        let config_info =
-            IntGaugeVec::new(Opts::new("tier1_config_info", "The active config (value 1)."), &["hash"])?;
-        for result in ["ok", "unchanged", "error"] {
-            config_reloads_total.with_label_values(&[result]);
-        }
-        registry.register(Box::new(config_reloads_total.clone()))?;
-        registry.register(Box::new(config_last_reload.clone()))?;
-        registry.register(Box::new(config_info.clone()))?;
-        Ok(Self {
+                LATENCY,
+                &["route", "endpoint", "stream"],
+            )?,
+            overhead: histogram(
+                "tier1_overhead_seconds",
+                "Router overhead: time to the response head minus waits on the client, upstreams, backoff and queues.",
+                OVERHEAD,
+                &["endpoint"],
+            )?,
+            upstream_requests_total: counter(
+                "tier1_upstream_requests_total",
+                "Upstream attempts, by outcome (success or failure classification).",
+                &["provider", "model", "outcome"],
+            )?,
+            upstream_duration: histogram(
+                "tier1_upstream_duration_seconds",
+                "One upstream attempt, from send to its last byte.",
+                LATENCY,
+                &pm,
+            )?,
+            ttft: histogram(
+                "tier1_time_to_first_token_seconds",
+                "Streams: from send to the first chunk with content.",
+                LATENCY,
+                &pm,
+            )?,
+            inter_token: histogram(
+                "tier1_inter_token_seconds",
+                "Streams: gaps between relayed chunks.",
+                GAPS,
+                &pm,
+            )?,
+            fallbacks_total: counter(
+                "tier1_fallbacks_total",
+                "Requests answered by another attempt after a failure.",
+                &["route", "from_provider", "to_provider", "reason"],
+            )?,
+            retries_total: counter(
+                "tier1_retries_total",
+                "Attempts started after a failed attempt, by the failed provider and its classification.",
+                &["provider", "reason"],
+            )?,
+            hedges_total: counter(
+                "tier1_hedges_total",
+                "Hedged requests, by the attempt that won.",
+                &["route", "winner"],
+            )?,
+            breaker_state: gauge(
+                "tier1_breaker_state",
+                "Circuit breakers: 0 closed, 1 half-open, 2 open (target * is the provider-wide breaker).",
+                &["provider", "target"],
+            )?,
+            breaker_transitions_total: counter(
+                "tier1_breaker_transitions_total",
+                "Circuit breaker transitions, by new state.",
+                &["provider", "to"],
+            )?,
+            key_cooldowns_total: counter(
+                "tier1_key_cooldowns_total",
+                "Provider keys put to rest, by reason.",
+                &["provider", "key", "reason"],
+            )?,
+            keys_available: gauge("tier1_keys_available", "Provider keys not resting.", &["provider"])?,
+            inflight: IntGauge::new("tier1_inflight_requests", "API requests being served now.")?,
+            queue_wait: Histogram::with_opts(
+                HistogramOpts::new(
+                    "tier1_queue_wait_seconds",
+                    "Waits for a provider or key concurrency slot.",
+                )
+                .buckets(OVERHEAD.to_vec()),
+            )?,
+            tokens_total: counter(
+                "tier1_tokens_total",
+                "Tokens reported by providers, by direction (input, output).",
+                &["provider", "model", "direction"],
+            )?,
+            cost_usd_total: CounterVec::new(
+                Opts::new(
+                    "tier1_cost_usd_total",
+                    "Cost in USD from the targets' input_cost and output_cost.",
+                ),
+                &pm,
+            )?,
+            config_reloads_total: counter(
+                "tier1_config_reloads_total",
+                "Config reloads, by result (ok, unchanged, error).",
+                &["result"],
+            )?,
+            config_last_reload: Gauge::new(
+                "tier1_config_last_reload_timestamp_seconds",
+                "Unix time at which the active config went live.",
+            )?,
+            config_info: gauge("tier1_config_info", "The active config (value 1).", &["hash"])?,
+            process: ProcessMetrics {
+                cpu: Counter::new("process_cpu_seconds_total", "CPU time used by the process.")?,
+                rss: IntGauge::new("process_resident_memory_bytes", "Resident memory.")?,
+                vsize: IntGauge::new("process_virtual_memory_bytes", "Virtual memory.")?,
+                open_fds: IntGauge::new("process_open_fds", "Open file descriptors.")?,
+                max_fds: IntGauge::new("process_max_fds", "File descriptor limit.")?,
+                start_time: Gauge::new("process_start_time_seconds", "Unix time the process started.")?,
+            },
             registry,
-            requests_total,
-            request_duration,
-            inflight,
-            config_reloads_total,
-            config_last_reload,
-            config_info,
-        })
+        };
+        let build_info = gauge("tier1_build_info", "Build information (value 1).", &["version"])?;
+        build_info.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
+        for result in ["ok", "unchanged", "error"] {
+            m.config_reloads_total.with_label_values(&[result]);
+        }
+        let r = &m.registry;
+        r.register(Box::new(build_info))?;
+        r.register(Box::new(m.requests_total.clone()))?;
+        r.register(Box::new(m.request_duration.clone()))?;
+        r.register(Box::new(m.overhead.clone()))?;
+        r.register(Box::new(m.upstream_requests_total.clone()))?;
+        r.register(Box::new(m.upstream_duration.clone()))?;
+        r.register(Box::new(m.ttft.clone()))?;
+        r.register(Box::new(m.inter_token.clone()))?;
+        r.register(Box::new(m.fallbacks_total.clone()))?;
+        r.register(Box::new(m.retries_total.clone()))?;
+        r.register(Box::new(m.hedges_total.clone()))?;
+        r.register(Box::new(m.breaker_state.clone()))?;
+        r.register(Box::new(m.breaker_transitions_total.clone()))?;
+        r.register(Box::new(m.key_cooldowns_total.clone()))?;
+        r.register(Box::new(m.keys_available.clone()))?;
+        r.register(Box::new(m.inflight.clone()))?;
+        r.register(Box::new(m.queue_wait.clone()))?;
+        r.register(Box::new(m.tokens_total.clone()))?;
+        r.register(Box::new(m.cost_usd_total.clone()))?;
+        r.register(Box::new(m.config_reloads_total.clone()))?;
+        r.register(Box::new(m.config_last_reload.clone()))?;
+        r.register(Box::new(m.config_info.clone()))?;
+        let p = &m.process;
+        r.register(Box::new(p.cpu.clone()))?;
+        r.register(Box::new(p.rss.clone()))?;
+        r.register(Box::new(p.vsize.clone()))?;
+        r.register(Box::new(p.open_fds.clone()))?;
+        r.register(Box::new(p.max_fds.clone()))?;
+        r.register(Box::new(p.start_time.clone()))?;
+        Ok(m)
     }
 
     /// Records that the config with `hash` went live.
     pub fn config_loaded(&self, hash: &str) {
         self.config_info.reset();
         self.config_info.with_label_values(&[hash]).set(1);
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0.0, |d| d.as_secs_f64());
-        self.config_last_reload.set(now);
+        self.config_last_reload.set(unix_now());
     }
 
     /// The Prometheus text exposition of every metric.
     pub fn encode(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(8 * 1024);
+        self.refresh_process();
+        let mut out = Vec::with_capacity(16 * 1024);
         // Encoding into a Vec only fails on a metric family with no metrics, which we never build.
         let _ = TextEncoder::new().encode(&self.registry.gather(), &mut out);
         out
     }
+
+    /// Sets the process gauges from `/proc/self` (Linux; elsewhere they stay 0).
+    fn refresh_process(&self) {
+        let p = &self.process;
+        let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else { return };
+        // Fields after the command name (which may contain spaces) start after the last ')'.
+        let fields: Vec<&str> = stat.rsplit_once(')').map_or("", |(_, f)| f).split_whitespace().collect();
+        let field = |i: usize| fields.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+        // utime, stime (clock ticks; 100 per second on Linux), starttime, vsize, rss (pages).
+        let ticks = 100.0;
+        let cpu = (field(11) + field(12)) as f64 / ticks;
+        let delta = cpu - p.cpu.get();
+        if delta > 0.0 {
+            p.cpu.inc_by(delta);
+        }
+        p.vsize.set(i64::try_from(field(20)).unwrap_or(i64::MAX));
+        p.rss.set(i64::try_from(field(21) * 4096).unwrap_or(i64::MAX));
+        if p.start_time.get() == 0.0 {
+            let boot = std::fs::read_to_string("/proc/stat")
+                .ok()
+                .and_then(|s| {
+                    s.lines()
+                        .find_map(|l| l.strip_prefix("btime ").and_then(|v| v.trim().parse::<f64>().ok()))
+                })
+                .unwrap_or(0.0);
+            p.start_time.set(boot + field(19) as f64 / ticks);
+        }
+        if let Ok(dir) = std::fs::read_dir("/proc/self/fd") {
+            p.open_fds.set(i64::try_from(dir.count()).unwrap_or(i64::MAX));
+        }
+        let max = std::fs::read_to_string("/proc/self/limits").ok().and_then(|l| {
+            l.lines()
+                .find(|x| x.starts_with("Max open files"))
+                .and_then(|x| x.split_whitespace().nth(3)?.parse().ok())
+        });
+        p.max_fds.set(max.unwrap_or(0));
+    }
+}
+
+fn unix_now() -> f64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64())
 }
 
 /// `2xx`, `4xx`... for a status.
@@ -111,5 +315,34 @@ pub fn status_class(status: http::StatusCode) -> &'static str {
         300..=399 => "3xx",
         400..=499 => "4xx",
         _ => "5xx",
+    }
+}
+
+/// Handles for one `provider/model` pair, resolved once per attempt.
+#[derive(Debug, Clone)]
+pub struct TargetMetrics {
+    /// `tier1_upstream_duration_seconds`.
+    pub duration: Histogram,
+    /// `tier1_inter_token_seconds`.
+    pub inter_token: Histogram,
+    /// `tier1_tokens_total{direction="input"}`.
+    pub tokens_in: IntCounter,
+    /// `tier1_tokens_total{direction="output"}`.
+    pub tokens_out: IntCounter,
+    /// `tier1_cost_usd_total`.
+    pub cost: Counter,
+}
+
+impl Metrics {
+    /// The per-target handles for `provider` and a bounded `model` label.
+    pub fn target(&self, provider: &str, model: &str) -> TargetMetrics {
+        let pm = [provider, model];
+        TargetMetrics {
+            duration: self.upstream_duration.with_label_values(&pm),
+            inter_token: self.inter_token.with_label_values(&pm),
+            tokens_in: self.tokens_total.with_label_values(&[provider, model, "input"]),
+            tokens_out: self.tokens_total.with_label_values(&[provider, model, "output"]),
+            cost: self.cost_usd_total.with_label_values(&pm),
+        }
     }
 }

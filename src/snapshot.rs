@@ -31,6 +31,8 @@ pub struct Live {
     pub resilience: ResilienceConfig,
     /// How config changes are picked up.
     pub reload: ReloadConfig,
+    /// Fraction of successful requests in the access log.
+    pub log_sample: f64,
 }
 
 impl Live {
@@ -46,6 +48,7 @@ impl Live {
             server: config.server.clone(),
             resilience: config.resilience.clone(),
             reload: config.reload.clone(),
+            log_sample: config.log.sample,
             table: RoutingTable::new(config, registry),
             providers,
             api_keys: config.server.api_keys.clone(),

@@ -91,6 +91,10 @@ pub struct ServerConfig {
 pub struct LogConfig {
     /// A `tracing` filter such as `info` or `info,tier1=debug`.
     pub level: String,
+    /// Structured JSON lines, or human-readable lines.
+    pub json: bool,
+    /// Fraction of successful requests in the access log.
+    pub sample: f64,
 }
 
 /// Which wire protocol a provider speaks.

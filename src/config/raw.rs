@@ -142,6 +142,10 @@ pub struct RawServer {
 pub struct RawLog {
     /// `error`, `warn`, `info`, `debug` or `trace`, optionally with per-target directives.
     pub level: Option<String>,
+    /// `json` or `pretty`.
+    pub format: Option<String>,
+    /// Fraction of successful requests written to the access log (errors are always written).
+    pub sample: Option<f64>,
 }
 
 /// `[providers.NAME]`.

@@ -52,7 +52,19 @@ impl Problems {
 pub(super) fn validate(raw: RawConfig, env: &dyn Env) -> Result<Config, ConfigErrors> {
     let mut p = Problems::default();
     let server = server(&raw, env, &mut p);
-    let log = LogConfig { level: raw.log.level.clone().unwrap_or_else(|| "info".to_owned()) };
+    let json = match raw.log.format.as_deref() {
+        None | Some("pretty") => false,
+        Some("json") => true,
+        Some(other) => {
+            p.push("log.format", format!("unknown format {other:?} (json or pretty)"));
+            false
+        }
+    };
+    let sample = raw.log.sample.unwrap_or(1.0);
+    if !(0.0..=1.0).contains(&sample) {
+        p.push("log.sample", "must be between 0 and 1");
+    }
+    let log = LogConfig { level: raw.log.level.clone().unwrap_or_else(|| "info".to_owned()), json, sample };
     if log.level.parse::<tracing_subscriber::filter::Targets>().is_err() {
         p.push("log.level", format!("invalid log filter {:?}", log.level));
     }

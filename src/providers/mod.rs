@@ -212,6 +212,12 @@ impl Provider {
         })
     }
 
+    /// `model` as a metric label: its name if configured for this provider, else `other` (a model
+    /// name a client made up never becomes a label).
+    pub fn model_label<'m>(&self, model: &'m str) -> &'m str {
+        if self.targets.contains_key(model) { model } else { crate::metrics::MODEL_OTHER }
+    }
+
     /// The state of `model` on this provider: its own if configured, else the shared direct one.
     pub fn target_state(&self, model: &str) -> &Arc<TargetState> {
         self.targets.get(model).unwrap_or(&self.direct)

@@ -19,7 +19,7 @@
 use std::future::{Future, poll_fn};
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::task::Poll;
 use std::time::Duration;
 
@@ -29,10 +29,11 @@ use http_body_util::BodyExt;
 use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::{Instant, Sleep};
 
-use super::body::Relay;
+use super::body::{Relay, Tap};
 use super::sse::{CommitScanner, Verdict};
 use crate::error::{AttemptRecord, Class, Exhausted};
 use crate::json::Scanned;
+use crate::metrics::{Metrics, TARGET_PROVIDER};
 use crate::providers::{Call, Operation, Provider, SendError, UpstreamBody};
 use crate::resilience::{
     Admission, Breaker, Clock, KeyState, RetryBudget, RetryPolicy, TargetState, parse_retry_after,
@@ -52,6 +53,10 @@ pub struct Candidate<'a> {
     pub target: &'a Arc<TargetState>,
     /// Tries and backoff for this target.
     pub policy: RetryPolicy,
+    /// The model as a metric label: configured model names only, else `other`.
+    pub model_label: &'a str,
+    /// USD per million input and output tokens.
+    pub costs: (f64, f64),
 }
 
 impl Candidate<'_> {
@@ -109,6 +114,18 @@ pub struct Job<'a> {
     pub clock: Clock,
     /// Attempts that reached the upstream (hedges included): `x-tier1-attempts`.
     pub started: AtomicU32,
+    /// Metrics.
+    pub metrics: &'a Metrics,
+    /// The route label of the request.
+    pub route: &'a str,
+    /// Nanoseconds spent waiting on upstreams, backoff and queues (for the overhead metric).
+    pub waited: AtomicU64,
+}
+
+impl Job<'_> {
+    fn waited(&self, since: Instant) {
+        self.waited.fetch_add(crate::resilience::clock::nanos(since.elapsed()), Ordering::Relaxed);
+    }
 }
 
 /// The answer that won.
@@ -125,6 +142,8 @@ pub struct Won {
     pub model: Option<HeaderValue>,
     /// Classification of the first failure before this answer, if any.
     pub fallback_reason: Option<Class>,
+    /// Time to the first content chunk (streams).
+    pub ttft: Option<Duration>,
 }
 
 /// The winning body: relayed, or an upstream error body passed through.
@@ -318,18 +337,27 @@ pub async fn run<'a>(
     let mut running: Vec<(usize, Option<usize>, AttemptFuture<'a>)> = Vec::new();
     let mut hedge_timer: Option<Pin<Box<Sleep>>> = None;
     let mut launched = 0u32;
+    let mut hedged = false;
     loop {
         if running.is_empty() {
             match planner.next(job.clock.now()) {
                 Step::Done => break,
                 Step::Wait(d) => {
+                    let since = Instant::now();
                     tokio::time::sleep(d).await;
+                    job.waited(since);
                     continue;
                 }
                 Step::Start { cand, key } => {
                     if launched > 0 && !budget.try_spend(job.clock.now()) {
                         tracing::debug!("retry budget exhausted");
                         break;
+                    }
+                    if let Some(last) = failures.last() {
+                        job.metrics
+                            .retries_total
+                            .with_label_values(&[&last.provider, last.class.as_str()])
+                            .inc();
                     }
                     launched += 1;
                     running.push((cand, key, Box::pin(attempt(job, &cands[cand], key))));
@@ -360,6 +388,7 @@ pub async fn run<'a>(
                     && budget.try_spend(job.clock.now())
                 {
                     launched += 1;
+                    hedged = true;
                     running.push((cand, key, Box::pin(attempt(job, &cands[cand], key))));
                 }
             }
@@ -368,6 +397,23 @@ pub async fn run<'a>(
                 match out {
                     Attempted::Won(mut won) => {
                         won.fallback_reason = failures.first().map(|f| f.class);
+                        let winner = &cands[cand].provider.name;
+                        if let Some(first) = failures.first() {
+                            job.metrics
+                                .fallbacks_total
+                                .with_label_values(&[
+                                    job.route,
+                                    &first.provider,
+                                    winner,
+                                    first.class.as_str(),
+                                ])
+                                .inc();
+                        }
+                        if hedged {
+                            // The hedge is always the later candidate.
+                            let w = if cand == planner.idx { "hedge" } else { "primary" };
+                            job.metrics.hedges_total.with_label_values(&[job.route, w]).inc();
+                        }
                         // Dropping `running` cancels a hedge still in flight.
                         return Ok(*won);
                     }
@@ -409,9 +455,10 @@ struct Probe<'a> {
 }
 
 impl Probe<'_> {
-    fn record(mut self, now: u64, ok: bool) {
-        self.breaker.record(now, ok, self.trial);
+    fn record(mut self, now: u64, ok: bool) -> Option<crate::resilience::BreakerState> {
+        let change = self.breaker.record(now, ok, self.trial);
         self.trial = false;
+        change
     }
 }
 
@@ -470,7 +517,11 @@ async fn attempt<'a>(job: &'a Job<'a>, c: &'a Candidate<'a>, key_index: Option<u
     let limits = [p.limit.as_ref(), key.and_then(|k| k.limit.as_ref())];
     for (slot, limit) in limits.into_iter().enumerate() {
         if let Some(limit) = limit {
-            match limit.acquire(p.queue_timeout).await {
+            let since = Instant::now();
+            let permit = limit.acquire(p.queue_timeout).await;
+            job.metrics.queue_wait.observe(since.elapsed().as_secs_f64());
+            job.waited(since);
+            match permit {
                 Some(permit) => permits[slot] = Some(permit),
                 None => return Attempted::Skipped(Some(Duration::from_secs(1))),
             }
@@ -495,7 +546,10 @@ async fn attempt<'a>(job: &'a Job<'a>, c: &'a Candidate<'a>, key_index: Option<u
         status,
         retry_after,
     };
-    let outcome = match p.send(call).await {
+    let sent = Instant::now();
+    let response = p.send(call).await;
+    job.waited(sent);
+    let outcome = match response {
         Err(SendError::Connect) => Err(failure(Class::Connect, None, None)),
         Err(SendError::Timeout) => Err(failure(Class::Timeout, None, None)),
         Err(SendError::Failed) => Err(failure(Class::Server, None, None)),
@@ -505,7 +559,10 @@ async fn attempt<'a>(job: &'a Job<'a>, c: &'a Candidate<'a>, key_index: Option<u
             if status.is_success() {
                 let sse = is_sse(&parts.headers);
                 let committed = if job.stream && sse {
-                    precommit(body, first_byte, p.idle_timeout, total).await
+                    let since = Instant::now();
+                    let held = precommit(body, first_byte, p.idle_timeout, total).await;
+                    job.waited(since);
+                    held
                 } else {
                     Ok((Bytes::new(), body))
                 };
@@ -523,9 +580,15 @@ async fn attempt<'a>(job: &'a Job<'a>, c: &'a Candidate<'a>, key_index: Option<u
                 if matches!(class, Class::InvalidRequest | Class::NotFound) {
                     // The caller's fault: the provider is healthy; its answer goes to the client.
                     let now = job.clock.now();
-                    provider_gate.record(now, true);
-                    target_gate.record(now, true);
+                    gate(job, p, provider_gate, TARGET_PROVIDER, now, true);
+                    gate(job, p, target_gate, c.model_label, now, true);
+                    job.metrics
+                        .upstream_requests_total
+                        .with_label_values(&[&p.name, c.model_label, class.as_str()])
+                        .inc();
+                    let since = Instant::now();
                     let bytes = read_bounded(body, total).await;
+                    job.waited(since);
                     let redacted = Bytes::from(job.live.redactor.redact(&bytes).into_owned());
                     return Attempted::Won(Box::new(Won {
                         status,
@@ -534,6 +597,7 @@ async fn attempt<'a>(job: &'a Job<'a>, c: &'a Candidate<'a>, key_index: Option<u
                         provider: p.name_header.clone(),
                         model: HeaderValue::from_str(c.model).ok(),
                         fallback_reason: None,
+                        ttft: None,
                     }));
                 }
                 Err(failure(class, Some(status), retry_after))
@@ -543,14 +607,20 @@ async fn attempt<'a>(job: &'a Job<'a>, c: &'a Candidate<'a>, key_index: Option<u
     let now = job.clock.now();
     match outcome {
         Ok((status, headers, held, rest)) => {
-            c.target.ewma.observe(start.elapsed());
-            provider_gate.record(now, true);
-            target_gate.record(now, true);
+            let first = start.elapsed();
+            c.target.ewma.observe(first);
+            gate(job, p, provider_gate, TARGET_PROVIDER, now, true);
+            gate(job, p, target_gate, c.model_label, now, true);
             if let Some(k) = key {
                 k.state.cooldown.reset();
             }
+            job.metrics.upstream_requests_total.with_label_values(&[&p.name, c.model_label, "success"]).inc();
             let streaming = job.stream || is_sse(&headers);
-            let mut relay = Relay::new(rest, total, streaming).prefix(held).guard(Box::new(guard));
+            if streaming {
+                job.metrics.ttft.with_label_values(&[&p.name, c.model_label]).observe(first.as_secs_f64());
+            }
+            let tap = Tap::new(job.metrics.target(&p.name, c.model_label), start, streaming, c.costs, &held);
+            let mut relay = Relay::new(rest, total, streaming).prefix(held).guard(Box::new(guard)).tap(tap);
             if streaming {
                 relay = relay.idle_timeout(p.idle_timeout);
             }
@@ -561,15 +631,31 @@ async fn attempt<'a>(job: &'a Job<'a>, c: &'a Candidate<'a>, key_index: Option<u
                 provider: p.name_header.clone(),
                 model: HeaderValue::from_str(c.model).ok(),
                 fallback_reason: None,
+                ttft: streaming.then_some(first),
             }))
         }
         Err(f) => {
             let cfg = &job.live.resilience.cooldown;
+            job.metrics
+                .upstream_requests_total
+                .with_label_values(&[&p.name, c.model_label, f.class.as_str()])
+                .inc();
+            job.metrics
+                .upstream_duration
+                .with_label_values(&[&p.name, c.model_label])
+                .observe(start.elapsed().as_secs_f64());
+            let rested = |k: &crate::providers::Key| {
+                job.metrics
+                    .key_cooldowns_total
+                    .with_label_values(&[&p.name, &k.name, f.class.as_str()])
+                    .inc();
+            };
             match f.class {
                 // Key-scoped: the key rests; the breaker is not concerned (trials are returned).
                 Class::RateLimited => match key {
                     Some(k) => {
                         k.state.cooldown.strike(now, cfg, f.retry_after);
+                        rested(k);
                     }
                     None => {
                         c.target.cooldown.strike(now, cfg, f.retry_after);
@@ -578,6 +664,7 @@ async fn attempt<'a>(job: &'a Job<'a>, c: &'a Candidate<'a>, key_index: Option<u
                 Class::Auth => {
                     if let Some(k) = key {
                         k.state.cooldown.cool_for(now, cfg.on_auth_error);
+                        rested(k);
                         tracing::warn!(provider = %p.name, key = %k.name, "provider refused the key; cooling it");
                     }
                 }
@@ -587,14 +674,22 @@ async fn attempt<'a>(job: &'a Job<'a>, c: &'a Candidate<'a>, key_index: Option<u
                     {
                         c.target.cooldown.cool_for(now, ra.min(cfg.max));
                     }
-                    provider_gate.record(now, false);
-                    target_gate.record(now, false);
+                    gate(job, p, provider_gate, TARGET_PROVIDER, now, false);
+                    gate(job, p, target_gate, c.model_label, now, false);
                 }
                 Class::InvalidRequest | Class::NotFound => {}
             }
             drop(guard);
             Attempted::Failed(f)
         }
+    }
+}
+
+/// Records an outcome on a breaker and counts the transition it caused.
+fn gate(job: &Job<'_>, p: &Provider, probe: Probe<'_>, target: &str, now: u64, ok: bool) {
+    if let Some(to) = probe.record(now, ok) {
+        job.metrics.breaker_transitions_total.with_label_values(&[&p.name, to.as_str()]).inc();
+        tracing::warn!(provider = %p.name, target, to = to.as_str(), "circuit breaker changed state");
     }
 }
 

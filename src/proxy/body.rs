@@ -99,8 +99,9 @@ impl RouteLabel {
     }
 }
 
-/// Counts a request in flight from creation to drop, and observes its duration at drop: for a
-/// relayed body that is when the last byte went out (or the client left).
+/// One request's record: counts it in flight from creation to drop, and at drop (for a relayed
+/// body, when its last byte went out or the client left) observes its duration and writes its
+/// access-log line: one structured line per request, never content, never a secret.
 pub struct RequestRecord {
     metrics: std::sync::Arc<Metrics>,
     start: Instant,
@@ -109,13 +110,60 @@ pub struct RequestRecord {
     endpoint: &'static str,
     /// Whether the response is a stream.
     pub stream: bool,
+    /// `x-request-id`.
+    pub request_id: http::HeaderValue,
+    /// Provider that answered.
+    pub provider: Option<http::HeaderValue>,
+    /// Upstream model.
+    pub model: Option<http::HeaderValue>,
+    /// Attempts started.
+    pub attempts: u32,
+    /// Classification of the first failure, when another attempt answered.
+    pub fallback_reason: Option<&'static str>,
+    /// Response status.
+    pub status: u16,
+    /// Time to first token (streams).
+    pub ttft: Option<std::time::Duration>,
+    /// Tokens in and out, as the provider reported them.
+    pub tokens: Option<(u64, u64)>,
+    /// `x-relay-token-id` of the front (a token id, not a secret).
+    pub token_id: Option<http::HeaderValue>,
+    /// `x-relay-client-ip` of the front (logged, never trusted).
+    pub client_ip: Option<http::HeaderValue>,
+    /// The relayed body broke after it began.
+    pub broken: bool,
+    /// Fraction of successful requests to log.
+    pub sample: f64,
 }
 
 impl RequestRecord {
     /// Starts counting.
-    pub fn start(metrics: std::sync::Arc<Metrics>, endpoint: &'static str) -> Self {
+    pub fn start(
+        metrics: std::sync::Arc<Metrics>,
+        endpoint: &'static str,
+        request_id: http::HeaderValue,
+        sample: f64,
+    ) -> Self {
         metrics.inflight.inc();
-        Self { metrics, start: Instant::now(), route: RouteLabel::Unmatched, endpoint, stream: false }
+        Self {
+            metrics,
+            start: Instant::now(),
+            route: RouteLabel::Unmatched,
+            endpoint,
+            stream: false,
+            request_id,
+            provider: None,
+            model: None,
+            attempts: 0,
+            fallback_reason: None,
+            status: 0,
+            ttft: None,
+            tokens: None,
+            token_id: None,
+            client_ip: None,
+            broken: false,
+            sample,
+        }
     }
 }
 
@@ -123,11 +171,137 @@ impl Drop for RequestRecord {
     fn drop(&mut self) {
         self.metrics.inflight.dec();
         let stream = if self.stream { "true" } else { "false" };
+        let elapsed = self.start.elapsed();
         self.metrics
             .request_duration
             .with_label_values(&[self.route.as_str(), self.endpoint, stream])
-            .observe(self.start.elapsed().as_secs_f64());
+            .observe(elapsed.as_secs_f64());
+        let failed = self.broken || self.status >= 400;
+        if !failed && (self.sample <= 0.0 || (self.sample < 1.0 && fastrand::f64() >= self.sample)) {
+            return;
+        }
+        let text =
+            |v: &Option<http::HeaderValue>| v.as_ref().and_then(|v| v.to_str().ok()).map(str::to_owned);
+        let ms = |d: std::time::Duration| d.as_secs_f64() * 1000.0;
+        tracing::info!(
+            target: "tier1::access",
+            request_id = self.request_id.to_str().unwrap_or(""),
+            route = self.route.as_str(),
+            endpoint = self.endpoint,
+            provider = text(&self.provider),
+            model = text(&self.model),
+            attempts = self.attempts,
+            fallback_reason = self.fallback_reason,
+            status = self.status,
+            stream = self.stream,
+            broken = self.broken,
+            duration_ms = ms(elapsed),
+            ttft_ms = self.ttft.map(ms),
+            tokens_in = self.tokens.map(|t| t.0),
+            tokens_out = self.tokens.map(|t| t.1),
+            token_id = text(&self.token_id),
+            client_ip = text(&self.client_ip),
+            "request"
+        );
     }
+}
+
+/// Bytes of a relayed body kept to find its `usage` (it comes at the end).
+const TAIL: usize = 16 * 1024;
+
+/// Watches a relayed body: gaps between stream chunks, the attempt's duration to its last byte,
+/// and the token usage the provider reports at the end (for token and cost counters).
+pub struct Tap {
+    metrics: crate::metrics::TargetMetrics,
+    start: Instant,
+    stream: bool,
+    last: Instant,
+    tail: Vec<u8>,
+    costs: (f64, f64),
+}
+
+impl Tap {
+    /// Starts watching; `held` is what was read before the stream committed.
+    pub fn new(
+        metrics: crate::metrics::TargetMetrics,
+        start: Instant,
+        stream: bool,
+        costs: (f64, f64),
+        held: &[u8],
+    ) -> Self {
+        let mut tap = Self { metrics, start, stream, last: Instant::now(), tail: Vec::new(), costs };
+        tap.keep(held);
+        tap
+    }
+
+    fn keep(&mut self, data: &[u8]) {
+        if data.len() >= TAIL {
+            self.tail.clear();
+            self.tail.extend_from_slice(&data[data.len() - TAIL..]);
+            return;
+        }
+        let over = (self.tail.len() + data.len()).saturating_sub(TAIL);
+        self.tail.drain(..over);
+        self.tail.extend_from_slice(data);
+    }
+
+    fn chunk(&mut self, data: &[u8]) {
+        if self.stream {
+            let now = Instant::now();
+            self.metrics.inter_token.observe((now - self.last).as_secs_f64());
+            self.last = now;
+        }
+        self.keep(data);
+    }
+
+    /// The body ended: records the duration, and the usage when the provider reported one.
+    fn finish(&mut self) -> Option<(u64, u64)> {
+        self.metrics.duration.observe(self.start.elapsed().as_secs_f64());
+        let (input, output) = usage(&self.tail)?;
+        self.metrics.tokens_in.inc_by(input);
+        self.metrics.tokens_out.inc_by(output);
+        let cost = (input as f64 * self.costs.0 + output as f64 * self.costs.1) / 1_000_000.0;
+        if cost > 0.0 {
+            self.metrics.cost.inc_by(cost);
+        }
+        Some((input, output))
+    }
+}
+
+/// The last `"usage": {"prompt_tokens": N, "completion_tokens": M}` object in `tail`.
+fn usage(tail: &[u8]) -> Option<(u64, u64)> {
+    let key = b"\"usage\"";
+    let at = tail.windows(key.len()).rposition(|w| w == key)? + key.len();
+    let rest = &tail[at..];
+    let open = rest.iter().position(|c| !matches!(c, b' ' | b'\t' | b'\n' | b'\r' | b':'))?;
+    if rest.get(open) != Some(&b'{') {
+        return None;
+    }
+    let (mut depth, mut in_string, mut escaped) = (0usize, false, false);
+    for (i, &c) in rest[open..].iter().enumerate() {
+        match (in_string, escaped, c) {
+            (true, true, _) => escaped = false,
+            (true, false, b'\\') => escaped = true,
+            (true, false, b'"') => in_string = false,
+            (true, false, _) => {}
+            (false, _, b'"') => in_string = true,
+            (false, _, b'{') => depth += 1,
+            (false, _, b'}') => {
+                depth -= 1;
+                if depth == 0 {
+                    #[derive(serde::Deserialize)]
+                    struct Usage {
+                        prompt_tokens: Option<u64>,
+                        completion_tokens: Option<u64>,
+                    }
+                    let u: Usage = serde_json::from_slice(&rest[open..=open + i]).ok()?;
+                    return Some((u.prompt_tokens.unwrap_or(0), u.completion_tokens.unwrap_or(0)));
+                }
+            }
+            (false, _, _) => {}
+        }
+    }
+    None
 }
 
 pin_project_lite::pin_project! {
@@ -145,6 +319,7 @@ pin_project_lite::pin_project! {
         stream: bool,
         done: bool,
         record: Option<RequestRecord>,
+        tap: Option<Box<Tap>>,
         // Held until the body ends: in-flight counts and concurrency permits of the attempt.
         guard: Option<Box<dyn Send>>,
     }
@@ -163,8 +338,15 @@ impl Relay {
             stream,
             done: false,
             record: None,
+            tap: None,
             guard: None,
         }
+    }
+
+    /// Watches the body for metrics and usage.
+    pub fn tap(mut self, tap: Tap) -> Self {
+        self.tap = Some(Box::new(tap));
+        self
     }
 
     /// Sends `prefix` before the rest.
@@ -191,6 +373,15 @@ impl Relay {
         self.record = record;
         self
     }
+}
+
+/// The body ended well: usage into the record, then the record's line.
+fn finish(tap: &mut Option<Box<Tap>>, record: &mut Option<RequestRecord>) {
+    let usage = tap.take().and_then(|mut t| t.finish());
+    if let Some(r) = record.as_mut() {
+        r.tokens = usage;
+    }
+    record.take();
 }
 
 /// Why a relayed body ended early (non-stream responses: the client sees a truncated body).
@@ -231,16 +422,26 @@ impl http_body::Body for Relay {
         if let Some(prefix) = this.prefix.take() {
             return Poll::Ready(Some(Ok(Frame::data(prefix))));
         }
-        let err = match this.inner.poll_frame(cx) {
+        let err = match this.inner.as_mut().poll_frame(cx) {
             Poll::Ready(Some(Ok(frame))) => {
                 if let Some(idle) = *this.idle_timeout {
                     this.idle.as_mut().reset(Instant::now() + idle);
+                }
+                if let (Some(tap), Some(data)) = (this.tap.as_mut(), frame.data_ref()) {
+                    tap.chunk(data);
+                }
+                // A body of known length is complete after its last byte: hyper may never poll
+                // again, so finish now rather than on a final `None`.
+                if this.inner.is_end_stream() {
+                    *this.done = true;
+                    finish(this.tap, this.record);
+                    this.guard.take();
                 }
                 return Poll::Ready(Some(Ok(frame)));
             }
             Poll::Ready(None) => {
                 *this.done = true;
-                this.record.take();
+                finish(this.tap, this.record);
                 this.guard.take();
                 return Poll::Ready(None);
             }
@@ -255,6 +456,12 @@ impl http_body::Body for Relay {
             }
         };
         *this.done = true;
+        if let Some(mut t) = this.tap.take() {
+            t.finish();
+        }
+        if let Some(r) = this.record.as_mut() {
+            r.broken = true;
+        }
         this.guard.take();
         tracing::warn!(error = %err, stream = *this.stream, "upstream response ended early");
         if *this.stream {
@@ -270,5 +477,20 @@ impl http_body::Body for Relay {
 
     fn size_hint(&self) -> SizeHint {
         self.inner.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::usage;
+
+    #[test]
+    fn usage_is_read_from_the_end_of_a_body() {
+        let body = br#"{"choices":[{"message":{"content":"a "usage": {"}}],"usage":{"prompt_tokens":9,"completion_tokens":11,"total_tokens":20}}"#;
+        assert_eq!(usage(body), Some((9, 11)));
+        let stream = b"data: {\"usage\":null}\n\ndata: {\"choices\":[],\"usage\":{\"prompt_tokens\":3,\"completion_tokens\":4}}\n\ndata: [DONE]\n\n";
+        assert_eq!(usage(stream), Some((3, 4)));
+        assert_eq!(usage(b"data: {\"usage\":null}\n\n"), None);
+        assert_eq!(usage(b"{\"usage\":{\"prompt_tokens\":1"), None);
     }
 }

@@ -3,7 +3,7 @@
 //! fallbacks → run the attempt loop → answer with the winner, or with the one error that sums up
 //! every failure.
 
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 use http::{HeaderValue, Request, Response};
 use hyper::body::Incoming;
@@ -12,11 +12,12 @@ use super::attempt::{self, Candidate, Job, WonBody};
 use super::body::{Body, RouteLabel, full, read_limited};
 use super::handler::RequestCtx;
 use super::headers::{self, X_CORRELATION_ID};
-use crate::error::ProxyError;
+use crate::error::{Class, ProxyError};
 use crate::json::{self, Schema};
+use crate::metrics::Metrics;
 use crate::providers::Operation;
 use crate::resilience::Clock;
-use crate::routing::{Resolved, Route};
+use crate::routing::{Resolved, Route, Target};
 use crate::snapshot::Live;
 
 /// Request-level fallbacks as a header: comma-separated model names.
@@ -28,14 +29,18 @@ pub const X_TIER1_FALLBACK_REASON: &str = "x-tier1-fallback-reason";
 pub async fn forward(
     live: &Live,
     clock: Clock,
+    metrics: &Metrics,
     req: Request<Incoming>,
     op: Operation,
     ctx: &mut RequestCtx,
 ) -> Result<Response<Body>, ProxyError> {
     let (parts, body) = req.into_parts();
     let wants_sse = op == Operation::Chat && headers::accepts_sse(&parts.headers);
+    let reading = tokio::time::Instant::now();
     let bytes =
-        read_limited(body, &parts.headers, live.server.max_body_bytes, live.server.body_timeout).await?;
+        read_limited(body, &parts.headers, live.server.max_body_bytes, live.server.body_timeout).await;
+    ctx.waited += reading.elapsed();
+    let bytes = bytes?;
     let schema = match op {
         Operation::Chat => Schema::Chat,
         Operation::Embeddings => Schema::Embeddings,
@@ -73,6 +78,7 @@ pub async fn forward(
     dedupe(&mut cands);
 
     let stream = op == Operation::Chat && scanned.stream.unwrap_or(wants_sse);
+    let route_label = ctx.route.clone();
     let job = Job {
         live,
         operation: op,
@@ -84,20 +90,30 @@ pub async fn forward(
         correlation_id: parts.headers.get(X_CORRELATION_ID),
         clock,
         started: AtomicU32::new(0),
+        metrics,
+        route: route_label.as_str(),
+        waited: AtomicU64::new(0),
     };
     let result = attempt::run(&job, &cands, budget, hedge_after).await;
     ctx.attempts = job.started.load(Ordering::Acquire);
+    ctx.waited += std::time::Duration::from_nanos(job.waited.load(Ordering::Relaxed));
     let won = result.map_err(|e| ProxyError::Exhausted(Box::new(e)))?;
     ctx.provider = Some(won.provider);
     ctx.model = won.model;
+    let reason = won.fallback_reason.map(Class::as_str);
     let body = match won.body {
         WonBody::Full(bytes) => full(bytes),
         WonBody::Relay(relay) => {
-            let relay = *relay;
             let mut record = ctx.record.take();
             if let Some(r) = record.as_mut() {
                 r.route = ctx.route.clone();
                 r.stream = stream;
+                r.status = won.status.as_u16();
+                r.provider = ctx.provider.clone();
+                r.model = ctx.model.clone();
+                r.attempts = ctx.attempts;
+                r.fallback_reason = reason;
+                r.ttft = won.ttft;
             }
             Body::new(relay.record(record))
         }
@@ -105,8 +121,8 @@ pub async fn forward(
     let mut resp = Response::new(body);
     *resp.status_mut() = won.status;
     *resp.headers_mut() = won.headers;
-    if let Some(reason) = won.fallback_reason {
-        resp.headers_mut().insert(X_TIER1_FALLBACK_REASON, HeaderValue::from_static(reason.as_str()));
+    if let Some(reason) = reason {
+        resp.headers_mut().insert(X_TIER1_FALLBACK_REASON, HeaderValue::from_static(reason));
     }
     Ok(resp)
 }
@@ -115,20 +131,25 @@ fn unknown(model: &str) -> ProxyError {
     ProxyError::UnknownModel(model.into())
 }
 
+/// A route target as a candidate.
+fn route_candidate<'a>(live: &'a Live, route: &'a Route, t: &'a Target) -> Option<Candidate<'a>> {
+    let provider = live.providers.get(t.provider)?;
+    Some(Candidate {
+        provider,
+        model: &t.model,
+        target: &t.state,
+        policy: route.retry,
+        model_label: &t.model,
+        costs: (t.input_cost, t.output_cost),
+    })
+}
+
 /// The route's targets in its strategy's order (healthy first).
 fn push_route<'a>(cands: &mut Vec<Candidate<'a>>, live: &'a Live, route: &'a Route, now: u64) {
-    let candidate = |i: usize| {
-        let t = route.targets.get(i)?;
-        let provider = live.providers.get(t.provider)?;
-        Some(Candidate { provider, model: &t.model, target: &t.state, policy: route.retry })
-    };
-    let order = route.strategy.order(route, |t| {
-        live.providers
-            .get(t.provider)
-            .map(|provider| Candidate { provider, model: &t.model, target: &t.state, policy: route.retry })
-            .is_some_and(|c| c.unavailable(now).is_none())
-    });
-    cands.extend(order.into_iter().filter_map(candidate));
+    let order = route
+        .strategy
+        .order(route, |t| route_candidate(live, route, t).is_some_and(|c| c.unavailable(now).is_none()));
+    cands.extend(order.into_iter().filter_map(|i| route_candidate(live, route, route.targets.get(i)?)));
 }
 
 /// One `provider/model` target, with the default retry policy.
@@ -139,6 +160,8 @@ fn push_direct<'a>(cands: &mut Vec<Candidate<'a>>, live: &'a Live, provider: usi
             model,
             target: p.target_state(model),
             policy: live.resilience.default_retry,
+            model_label: p.model_label(model),
+            costs: (0.0, 0.0),
         });
     }
 }

@@ -125,6 +125,8 @@ pub struct RequestCtx {
     pub route: RouteLabel,
     /// In-flight and duration record; moved into a relayed body so it ends with the stream.
     pub record: Option<RequestRecord>,
+    /// Time spent waiting on the client's body, upstreams, backoff and queues.
+    pub waited: std::time::Duration,
 }
 
 /// Serves one request. Never fails: every error becomes an OpenAI-shaped response here.
@@ -144,8 +146,17 @@ pub async fn handle(
         provider: None,
         model: None,
         route: RouteLabel::Unmatched,
-        record: label.map(|l| RequestRecord::start(state.metrics.clone(), l)),
+        record: None,
+        waited: std::time::Duration::ZERO,
     };
+    if let Some(l) = label {
+        let mut record =
+            RequestRecord::start(state.metrics.clone(), l, ctx.request_id.clone(), live.log_sample);
+        record.token_id = req.headers().get(headers::X_RELAY_TOKEN_ID).cloned();
+        record.client_ip = req.headers().get(headers::X_RELAY_CLIENT_IP).cloned();
+        ctx.record = Some(record);
+    }
+    let started = tokio::time::Instant::now();
     let mut resp = match handle_inner(&state, &live, endpoint, req, peer, &mut ctx).await {
         Ok(resp) => resp,
         Err(e) => {
@@ -158,10 +169,16 @@ pub async fn handle(
     if let Some(label) = label {
         let route = ctx.route.as_str();
         state.metrics.requests_total.with_label_values(&[route, label, status_class(resp.status())]).inc();
+        let overhead = started.elapsed().saturating_sub(ctx.waited);
+        state.metrics.overhead.with_label_values(&[label]).observe(overhead.as_secs_f64());
     }
     if let Some(mut record) = ctx.record.take() {
         // Not relayed (an error, or a full body): the request ends now.
         record.route = ctx.route.clone();
+        record.status = resp.status().as_u16();
+        record.provider = ctx.provider.clone();
+        record.model = ctx.model.clone();
+        record.attempts = ctx.attempts;
     }
     let h = resp.headers_mut();
     h.insert(headers::X_REQUEST_ID, ctx.request_id);
@@ -207,6 +224,7 @@ async fn handle_inner(
         }
         Endpoint::Ready => json(StatusCode::OK, Bytes::from_static(b"{\"status\":\"ready\"}")),
         Endpoint::Metrics => {
+            crate::admin::refresh_gauges(&state.metrics, live, state.registry.clock);
             let mut resp = Response::new(full(Bytes::from(state.metrics.encode())));
             resp.headers_mut().insert(
                 header::CONTENT_TYPE,
@@ -221,7 +239,7 @@ async fn handle_inner(
         }
         Endpoint::Chat | Endpoint::Embeddings => {
             let op = if endpoint == Endpoint::Chat { Operation::Chat } else { Operation::Embeddings };
-            return forward::forward(live, state.registry.clock, req, op, ctx).await;
+            return forward::forward(live, state.registry.clock, &state.metrics, req, op, ctx).await;
         }
     };
     Ok(if head { resp.map(|_| full(Bytes::new())) } else { resp })

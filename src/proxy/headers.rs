@@ -15,6 +15,10 @@ pub const X_TIER1_PROVIDER: &str = "x-tier1-provider";
 pub const X_TIER1_MODEL: &str = "x-tier1-model";
 /// Upstream attempts started for this request.
 pub const X_TIER1_ATTEMPTS: &str = "x-tier1-attempts";
+/// The front's per-user token id (a rate-limit and log key, not a secret).
+pub const X_RELAY_TOKEN_ID: &str = "x-relay-token-id";
+/// The front's view of the client address (logged, never trusted).
+pub const X_RELAY_CLIENT_IP: &str = "x-relay-client-ip";
 
 /// The client's `x-request-id` if it is a sane token (visible ASCII, at most 128 bytes), or a
 /// fresh random one.

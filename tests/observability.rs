@@ -1,0 +1,383 @@
+//! Observability: every metric moves by the right amount with the right labels, `/metrics` passes
+//! `promtool check metrics`, the alert rules pass their unit tests, a real Prometheus scrapes
+//! tier1, the dashboard and alerts only use exported names, and made-up names add no series.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code: failing loudly is the point
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use common::*;
+use http::StatusCode;
+use tier1::mock::Behavior;
+use tier1::mock::server::{MockConfig, MockUpstream};
+
+const ROOT: &str = env!("CARGO_MANIFEST_DIR");
+
+fn fails(status: u16) -> Behavior {
+    Behavior { status: Some(StatusCode::from_u16(status).unwrap()), ..Behavior::default() }
+}
+
+fn cfg(mock: &MockUpstream) -> String {
+    let url = mock.url();
+    format!(
+        r#"
+[resilience]
+breaker = {{ failure_threshold = 1, open_for = "60s" }}
+
+[providers.a]
+kind = "openai"
+base_url = "{url}"
+models = ["direct-ok"]
+[[providers.a.keys]]
+name = "k1"
+secret = "sk-a-0001"
+
+[providers.b]
+kind = "openai"
+base_url = "{url}"
+
+[providers.c]
+kind = "openai"
+base_url = "{url}"
+max_inflight = 4
+[[providers.c.keys]]
+name = "tired"
+secret = "sk-c-limited"
+
+[[routes]]
+name = "r"
+retry = {{ attempts = 1 }}
+targets = [{{ provider = "b", model = "broken" }}, {{ provider = "a", model = "good", input_cost = 1000000.0, output_cost = 2000000.0 }}]
+
+[[routes]]
+name = "h"
+hedge_after = "50ms"
+targets = [{{ provider = "a", model = "slow" }}, {{ provider = "a", model = "fast" }}]
+
+[[routes]]
+name = "limited"
+targets = [{{ provider = "c", model = "any" }}]
+"#
+    )
+}
+
+async fn mock() -> MockUpstream {
+    let limited = Behavior { retry_after: Some(http::HeaderValue::from_static("30")), ..fails(429) };
+    let slow = Behavior { latency: Duration::from_secs(2), ..Behavior::default() };
+    let cfg =
+        MockConfig::default().model("broken", fails(500)).model("slow", slow).key("sk-c-limited", limited);
+    MockUpstream::start(cfg).await.unwrap()
+}
+
+/// The value of the series `name{labels}` (labels in any order), if present.
+fn value(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    let mut sorted = labels.to_vec();
+    sorted.sort();
+    let labels: Vec<String> = sorted.iter().map(|(k, v)| format!("{k}=\"{v}\"")).collect();
+    let series = if labels.is_empty() { name.to_owned() } else { format!("{name}{{{}}}", labels.join(",")) };
+    text.lines()
+        .find_map(|l| l.strip_prefix(&series).and_then(|r| r.strip_prefix(' ')).map(|v| v.parse().unwrap()))
+}
+
+#[tokio::test]
+async fn every_metric_moves_by_the_right_amount() {
+    let mock = mock().await;
+    let t = Tier1::start(&cfg(&mock)).await;
+    let url = t.url("/v1/chat/completions");
+    // One forced fallback: b/broken fails (and its breakers open at the first failure), a/good answers.
+    let a = post(&url, &[], &chat("r")).await;
+    assert_eq!((a.status.as_u16(), a.header("x-tier1-fallback-reason")), (200, Some("server")));
+    // A stream with usage, a hedge, a rate-limited key, a direct request, a bad one.
+    let stream = r#"{"model":"a/direct-ok","stream":true,"stream_options":{"include_usage":true},"messages":[{"role":"user","content":"hi"}]}"#;
+    assert!(post(&url, &[], stream).await.text().ends_with("[DONE]\n\n"));
+    assert_eq!(post(&url, &[], &chat("h")).await.header("x-tier1-model"), Some("fast"));
+    assert_eq!(post(&url, &[], &chat("limited")).await.status, 429);
+    assert_eq!(post(&url, &[], &chat("nope")).await.status, 404);
+    let m = get(&t.url("/metrics")).await.text();
+    let v = |name: &str, labels: &[(&str, &str)]| value(&m, name, labels);
+
+    assert_eq!(
+        v(
+            "tier1_fallbacks_total",
+            &[("route", "r"), ("from_provider", "b"), ("to_provider", "a"), ("reason", "server")]
+        ),
+        Some(1.0)
+    );
+    assert_eq!(v("tier1_retries_total", &[("provider", "b"), ("reason", "server")]), Some(1.0));
+    assert_eq!(
+        v("tier1_upstream_requests_total", &[("provider", "b"), ("model", "broken"), ("outcome", "server")]),
+        Some(1.0)
+    );
+    assert_eq!(
+        v("tier1_upstream_requests_total", &[("provider", "a"), ("model", "good"), ("outcome", "success")]),
+        Some(1.0)
+    );
+    assert_eq!(
+        v(
+            "tier1_upstream_requests_total",
+            &[("provider", "c"), ("model", "any"), ("outcome", "rate_limited")]
+        ),
+        Some(1.0)
+    );
+    // The target breaker and the provider breaker of b both opened.
+    assert_eq!(v("tier1_breaker_transitions_total", &[("provider", "b"), ("to", "open")]), Some(2.0));
+    assert_eq!(v("tier1_breaker_state", &[("provider", "b"), ("target", "broken")]), Some(2.0));
+    assert_eq!(v("tier1_breaker_state", &[("provider", "b"), ("target", "*")]), Some(2.0));
+    assert_eq!(v("tier1_breaker_state", &[("provider", "a"), ("target", "good")]), Some(0.0));
+    assert_eq!(
+        v("tier1_key_cooldowns_total", &[("provider", "c"), ("key", "tired"), ("reason", "rate_limited")]),
+        Some(1.0)
+    );
+    assert_eq!(v("tier1_keys_available", &[("provider", "c")]), Some(0.0));
+    assert_eq!(v("tier1_keys_available", &[("provider", "a")]), Some(1.0));
+    assert_eq!(v("tier1_keys_available", &[("provider", "b")]), None, "b needs no key: no series");
+    assert_eq!(v("tier1_hedges_total", &[("route", "h"), ("winner", "hedge")]), Some(1.0));
+    // The mock reports 9 prompt tokens and one completion token per word of its reply (11).
+    assert_eq!(
+        v("tier1_tokens_total", &[("provider", "a"), ("model", "good"), ("direction", "input")]),
+        Some(9.0)
+    );
+    assert_eq!(
+        v("tier1_tokens_total", &[("provider", "a"), ("model", "good"), ("direction", "output")]),
+        Some(11.0)
+    );
+    assert_eq!(
+        v("tier1_tokens_total", &[("provider", "a"), ("model", "direct-ok"), ("direction", "output")]),
+        Some(11.0)
+    );
+    // $1 and $2 per token in this config: 9 * 1 + 11 * 2.
+    assert_eq!(v("tier1_cost_usd_total", &[("provider", "a"), ("model", "good")]), Some(31.0));
+    assert_eq!(
+        v("tier1_time_to_first_token_seconds_count", &[("provider", "a"), ("model", "direct-ok")]),
+        Some(1.0)
+    );
+    assert!(
+        v("tier1_inter_token_seconds_count", &[("provider", "a"), ("model", "direct-ok")]).unwrap() >= 10.0
+    );
+    assert_eq!(
+        v("tier1_upstream_duration_seconds_count", &[("provider", "a"), ("model", "good")]),
+        Some(1.0)
+    );
+    assert_eq!(
+        v("tier1_requests_total", &[("route", "r"), ("endpoint", "chat"), ("status_class", "2xx")]),
+        Some(1.0)
+    );
+    assert_eq!(
+        v("tier1_requests_total", &[("route", "unmatched"), ("endpoint", "chat"), ("status_class", "4xx")]),
+        Some(1.0)
+    );
+    assert_eq!(v("tier1_overhead_seconds_count", &[("endpoint", "chat")]), Some(5.0));
+    assert_eq!(
+        v(
+            "tier1_request_duration_seconds_count",
+            &[("route", "direct"), ("endpoint", "chat"), ("stream", "true")]
+        ),
+        Some(1.0)
+    );
+    assert!(v("tier1_queue_wait_seconds_count", &[]).unwrap() >= 1.0);
+    assert_eq!(v("tier1_inflight_requests", &[]), Some(0.0));
+    assert_eq!(v("tier1_build_info", &[("version", env!("CARGO_PKG_VERSION"))]), Some(1.0));
+    assert_eq!(v("tier1_config_reloads_total", &[("result", "error")]), Some(0.0));
+    assert!(v("process_resident_memory_bytes", &[]).unwrap() > 0.0);
+    assert!(v("process_open_fds", &[]).unwrap() > 0.0);
+    // The overhead histogram starts at 10 µs.
+    assert!(m.contains(r#"tier1_overhead_seconds_bucket{endpoint="chat",le="0.00001"}"#), "{m}");
+}
+
+fn tool(name: &str) -> Command {
+    let found = Command::new("sh").args(["-c", &format!("command -v {name}")]).output().unwrap();
+    assert!(
+        found.status.success(),
+        "{name} is not installed: run scripts/test.sh, which installs Debian's prometheus package"
+    );
+    Command::new(name)
+}
+
+#[tokio::test]
+async fn metrics_pass_promtool_check_metrics() {
+    let mock = mock().await;
+    let t = Tier1::start(&cfg(&mock)).await;
+    post(&t.url("/v1/chat/completions"), &[], &chat("r")).await;
+    let text = get(&t.url("/metrics")).await.text();
+    let mut child = tool("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(&mut child.stdin.take().unwrap(), text.as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "promtool check metrics: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn alert_rules_check_and_pass_their_unit_tests() {
+    let dir = format!("{ROOT}/deploy/prometheus");
+    for args in [
+        vec!["check", "rules", "alerts.yml"],
+        vec!["test", "rules", "alerts.test.yml"],
+        vec!["check", "config", "prometheus.yml"],
+    ] {
+        let out = tool("promtool").args(&args).current_dir(&dir).output().unwrap();
+        assert!(
+            out.status.success(),
+            "promtool {args:?}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+/// Metric names in PromQL text: `tier1_*` and `process_*`, histogram suffixes folded.
+fn names_in(text: &str) -> BTreeSet<String> {
+    let mut out = BTreeSet::new();
+    let bytes = text.as_bytes();
+    for prefix in ["tier1_", "process_"] {
+        let mut from = 0;
+        while let Some(at) = text[from..].find(prefix) {
+            let start = from + at;
+            let end = start
+                + bytes[start..].iter().take_while(|c| c.is_ascii_alphanumeric() || **c == b'_').count();
+            let preceded =
+                start > 0 && (bytes[start - 1].is_ascii_alphanumeric() || bytes[start - 1] == b'_');
+            if !preceded {
+                let name = &text[start..end];
+                let base =
+                    ["_bucket", "_sum", "_count"].iter().fold(name, |n, s| n.strip_suffix(s).unwrap_or(n));
+                out.insert(base.to_owned());
+            }
+            from = end;
+        }
+    }
+    out
+}
+
+#[tokio::test]
+async fn dashboard_and_alerts_use_only_exported_metrics() {
+    let mock = mock().await;
+    let t = Tier1::start(&cfg(&mock)).await;
+    let url = t.url("/v1/chat/completions");
+    for body in [chat("r"), chat("h"), chat("limited"), chat_stream("a/direct-ok")] {
+        post(&url, &[], &body).await;
+    }
+    let exported: BTreeSet<String> = get(&t.url("/metrics"))
+        .await
+        .text()
+        .lines()
+        .filter_map(|l| {
+            l.strip_prefix("# TYPE ").and_then(|l| l.split_whitespace().next()).map(str::to_owned)
+        })
+        .collect();
+    let dashboard: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(format!("{ROOT}/deploy/grafana/tier1.json")).unwrap())
+            .unwrap();
+    let mut exprs = String::new();
+    for panel in dashboard["panels"].as_array().unwrap() {
+        for target in panel["targets"].as_array().unwrap() {
+            exprs.push_str(target["expr"].as_str().unwrap());
+            exprs.push('\n');
+        }
+    }
+    let alerts = std::fs::read_to_string(format!("{ROOT}/deploy/prometheus/alerts.yml")).unwrap();
+    for (what, text) in [("dashboard", exprs), ("alerts", alerts)] {
+        let used = names_in(&text);
+        assert!(used.len() >= 5, "{what}: {used:?}");
+        let missing: Vec<&String> = used.iter().filter(|n| !exported.contains(*n)).collect();
+        assert!(missing.is_empty(), "{what} uses metrics tier1 does not export: {missing:?}");
+    }
+    assert_eq!(dashboard["templating"]["list"][0]["type"], "datasource");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn made_up_models_and_header_values_add_no_series() {
+    let mock = mock().await;
+    let t = std::sync::Arc::new(Tier1::start(&cfg(&mock)).await);
+    let url = t.url("/v1/chat/completions");
+    let series =
+        |text: &str| text.lines().filter(|l| !l.starts_with('#') && !l.starts_with("process_")).count();
+    // Warm up every label set the config allows, then count.
+    for body in [chat("a/warm"), chat("unknown-model"), chat("a/direct-ok")] {
+        post(&url, &[], &body).await;
+    }
+    let before = series(&get(&t.url("/metrics")).await.text());
+    let mut tasks = Vec::new();
+    for w in 0..8 {
+        let (t, url) = (t.clone(), url.clone());
+        tasks.push(tokio::spawn(async move {
+            for i in 0..1250 {
+                let n = w * 1250 + i;
+                let model = if n % 2 == 0 { format!("made-up-{n}") } else { format!("a/made-up-{n}") };
+                let token = format!("tok-{n}");
+                let id = format!("id-{n}");
+                let a =
+                    post(&url, &[("x-relay-token-id", &token), ("x-request-id", &id)], &chat(&model)).await;
+                assert!(a.status == 404 || a.status == 200, "{model}: {}", a.status);
+            }
+            let _ = &t;
+        }));
+    }
+    for task in tasks {
+        task.await.unwrap();
+    }
+    let text = get(&t.url("/metrics")).await.text();
+    assert_eq!(series(&text), before, "10,000 made-up names added series");
+    assert!(!text.contains("made-up") && !text.contains("tok-") && !text.contains("id-1"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_real_prometheus_scrapes_the_fallback_counter() {
+    let mock = mock().await;
+    let t = Tier1::start(&cfg(&mock)).await;
+    let a = post(&t.url("/v1/chat/completions"), &[], &chat("r")).await;
+    assert_eq!(a.header("x-tier1-fallback-reason"), Some("server"));
+    let dir = TempDir::new("prometheus");
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let config = format!(
+        "global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: tier1\n    static_configs:\n      - targets: [\"{}\"]\n",
+        t.addr
+    );
+    std::fs::write(dir.path("prometheus.yml"), config).unwrap();
+    let mut server = tool("prometheus")
+        .arg(format!("--config.file={}", dir.path("prometheus.yml").display()))
+        .arg(format!("--storage.tsdb.path={}", dir.path("data").display()))
+        .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let query = format!(
+        "http://127.0.0.1:{port}/api/v1/query?query=sum(tier1_fallbacks_total%7Broute%3D%22r%22%2Creason%3D%22server%22%7D)"
+    );
+    let found = tokio::time::timeout(Duration::from_secs(60), async {
+        loop {
+            if let Ok(Ok(resp)) = tokio::time::timeout(
+                Duration::from_secs(2),
+                client().request(http::Request::get(&query).body(Default::default()).unwrap()),
+            )
+            .await
+            {
+                let body = http_body_util::BodyExt::collect(resp.into_body()).await.unwrap().to_bytes();
+                if let Ok(v) = serde_json::from_slice::<serde_json::Value>(&body)
+                    && let Some(value) = v["data"]["result"][0]["value"][1].as_str()
+                {
+                    return value.to_owned();
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    })
+    .await;
+    let _ = server.kill();
+    let _ = server.wait();
+    assert_eq!(found.expect("Prometheus never returned the series"), "1");
+}
