@@ -20,8 +20,8 @@ fn ms(d: Option<Duration>) -> u64 {
     d.map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
-/// The state document.
-pub fn state(live: &Live, clock: Clock) -> Bytes {
+/// The state document, with the fleet as this replica last saw it.
+pub fn state(live: &Live, clock: Clock, app: &crate::proxy::AppState) -> Bytes {
     let now = clock.now();
     let providers: Vec<serde_json::Value> = live
         .providers
@@ -74,7 +74,16 @@ pub fn state(live: &Live, clock: Clock) -> Bytes {
             serde_json::json!({"name": &*r.name, "strategy": format!("{:?}", r.strategy), "targets": targets})
         })
         .collect();
-    Bytes::from(serde_json::json!({"providers": providers, "routes": routes}).to_string())
+    let fleet = &app.shared.fleet;
+    let members = app.fleet_members.lock().map(|m| m.clone()).unwrap_or_default();
+    let fleet = serde_json::json!({
+        "redis": fleet.configured,
+        "redis_up": fleet.up.load(std::sync::atomic::Ordering::Acquire),
+        "replica": app.shared.replica,
+        "replicas": fleet.replicas.load(std::sync::atomic::Ordering::Acquire),
+        "members": members,
+    });
+    Bytes::from(serde_json::json!({"providers": providers, "routes": routes, "fleet": fleet}).to_string())
 }
 
 /// Admin auth: with `server.admin_keys`, the bearer must be one of them (401 otherwise); without,

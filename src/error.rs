@@ -138,6 +138,9 @@ pub enum ProxyError {
     /// The client's body stream failed.
     #[error("request body could not be read")]
     BodyRead,
+    /// A caller rate limit refused the request.
+    #[error("rate limit '{}' exceeded", .0.limit)]
+    Limited(Box<crate::ratelimit::Rejection>),
     /// Every candidate failed or was unavailable.
     #[error("{}", exhausted_message(.0))]
     Exhausted(Box<Exhausted>),
@@ -170,6 +173,12 @@ impl ProxyError {
             }
             Self::BodyRead => (StatusCode::BAD_REQUEST, "invalid_request_error", "body_read_error", None),
             Self::Exhausted(e) => exhausted_status(e),
+            Self::Limited(r) if r.unavailable => {
+                (StatusCode::SERVICE_UNAVAILABLE, "rate_limit_error", "rate_limit_unavailable", None)
+            }
+            Self::Limited(_) => {
+                (StatusCode::TOO_MANY_REQUESTS, "rate_limit_error", "rate_limit_exceeded", None)
+            }
         };
         let mut resp = if let Self::Exhausted(e) = &self {
             let body = serde_json::json!({"error": {
@@ -200,6 +209,14 @@ impl ProxyError {
                 // Whole seconds, rounded up, at least 1.
                 let secs = e.retry_after.map_or(1, |d| d.as_secs() + u64::from(d.subsec_nanos() > 0)).max(1);
                 headers.insert(header::RETRY_AFTER, HeaderValue::from(secs));
+            }
+            Self::Limited(r) => {
+                let d = r.retry_after;
+                let secs = (d.as_secs() + u64::from(d.subsec_nanos() > 0)).max(1);
+                headers.insert(header::RETRY_AFTER, HeaderValue::from(secs));
+                if let Ok(v) = HeaderValue::from_str(&r.limit) {
+                    headers.insert("x-tier1-limit", v);
+                }
             }
             Self::Exhausted(_)
             | Self::BadRequest(_)

@@ -72,6 +72,8 @@ pub struct Scanned {
     pub stream: Option<bool>,
     /// Bifrost-style `fallbacks`: more models to try, in order (removed before forwarding).
     pub fallbacks: Vec<String>,
+    /// `max_completion_tokens` or `max_tokens`, for the token estimate of rate limits.
+    pub max_tokens: Option<u64>,
     spans: Spans,
 }
 
@@ -120,7 +122,9 @@ pub fn scan(body: &[u8], schema: Schema) -> Result<Scanned, ScanError> {
         Schema::Embeddings => check_embeddings(obj)?,
     }
     let spans = spans(body).ok_or(ScanError::NotJson)??;
-    Ok(Scanned { model, stream, fallbacks, spans })
+    let max_tokens =
+        ["max_completion_tokens", "max_tokens"].iter().find_map(|f| obj.get(*f).and_then(|v| v.as_u64()));
+    Ok(Scanned { model, stream, fallbacks, max_tokens, spans })
 }
 
 type Object<'v> = simd_json::borrowed::Object<'v>;

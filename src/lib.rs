@@ -27,9 +27,11 @@ pub mod metrics;
 pub mod mock;
 pub mod providers;
 pub mod proxy;
+pub mod ratelimit;
 pub mod reload;
 pub mod resilience;
 pub mod routing;
+pub mod shared;
 pub mod snapshot;
 pub mod upstream;
 
@@ -106,6 +108,18 @@ pub async fn serve(
         (None, None) => None,
     };
     let reloader = Arc::new(reload::Reloader::new(source, text.clone(), &config));
+    // Redis settings are read at start (changing them needs a restart, like the listeners).
+    let (fleet, shared, events) = match &config.redis {
+        Some(r) => {
+            let fleet = Arc::new(ratelimit::Fleet::shared(r.fail_closed, r.sync_interval));
+            let (shared, events) = shared::Shared::with_redis(fleet.clone(), r);
+            (fleet, shared, Some((events, r.clone())))
+        }
+        None => {
+            let fleet = Arc::new(ratelimit::Fleet::standalone());
+            (fleet.clone(), shared::Shared::standalone(fleet), None)
+        }
+    };
     metrics.config_loaded(&reload::hash(&text));
     let state = Arc::new(AppState {
         live: Snapshot::new(live),
@@ -114,6 +128,9 @@ pub async fn serve(
         registry,
         reloader: reloader.clone(),
         separate_admin: admin_listener.is_some(),
+        ratelimit: Arc::new(ratelimit::Limiter::new(fleet)),
+        shared: Arc::new(shared),
+        fleet_members: std::sync::Mutex::new(Vec::new()),
     });
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
@@ -121,6 +138,11 @@ pub async fn serve(
     if reloader.source().is_some() {
         tasks.spawn(reloader.clone().watch(state.clone(), stop_rx.clone()));
         tasks.spawn(reload_on_sighup(reloader.clone(), state.clone(), stop_rx.clone()));
+    }
+    if let Some((events, redis)) = events {
+        tracing::info!(replica = %state.shared.replica, prefix = %redis.key_prefix, "sharing limits and state through redis");
+        tasks.spawn(shared::run(state.clone(), redis.clone(), events, stop_rx.clone()));
+        tasks.spawn(shared::subscribe(state.clone(), redis, stop_rx.clone()));
     }
     if let Some(l) = admin_listener {
         if let Ok(addr) = l.local_addr() {

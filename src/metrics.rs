@@ -66,6 +66,14 @@ pub struct Metrics {
     pub tokens_total: IntCounterVec,
     /// `tier1_cost_usd_total{provider, model}`.
     pub cost_usd_total: CounterVec,
+    /// `tier1_ratelimit_rejections_total{limit}`.
+    pub ratelimit_rejections_total: IntCounterVec,
+    /// `tier1_redis_up`: 1 when the last sync with Redis succeeded (0 also without Redis).
+    pub redis_up: IntGauge,
+    /// `tier1_redis_sync_seconds`: one sync batch.
+    pub redis_sync_seconds: Histogram,
+    /// `tier1_redis_errors_total{op}`.
+    pub redis_errors_total: IntCounterVec,
     /// `tier1_config_reloads_total{result}`: ok, unchanged, error.
     pub config_reloads_total: IntCounterVec,
     /// `tier1_config_last_reload_timestamp_seconds`.
@@ -191,6 +199,24 @@ impl Metrics {
                 ),
                 &pm,
             )?,
+            ratelimit_rejections_total: counter(
+                "tier1_ratelimit_rejections_total",
+                "Requests refused by a rate limit, by limit name.",
+                &["limit"],
+            )?,
+            redis_up: IntGauge::new("tier1_redis_up", "1 when the last sync with Redis succeeded.")?,
+            redis_sync_seconds: Histogram::with_opts(
+                HistogramOpts::new(
+                    "tier1_redis_sync_seconds",
+                    "One Redis sync batch (counters, fleet totals).",
+                )
+                .buckets(OVERHEAD.to_vec()),
+            )?,
+            redis_errors_total: counter(
+                "tier1_redis_errors_total",
+                "Failed Redis operations, by operation (connect, sync, publish, heartbeat, strict).",
+                &["op"],
+            )?,
             config_reloads_total: counter(
                 "tier1_config_reloads_total",
                 "Config reloads, by result (ok, unchanged, error).",
@@ -216,6 +242,9 @@ impl Metrics {
         for result in ["ok", "unchanged", "error"] {
             m.config_reloads_total.with_label_values(&[result]);
         }
+        for op in ["connect", "sync", "publish", "heartbeat", "strict"] {
+            m.redis_errors_total.with_label_values(&[op]);
+        }
         let r = &m.registry;
         r.register(Box::new(build_info))?;
         r.register(Box::new(m.requests_total.clone()))?;
@@ -236,6 +265,10 @@ impl Metrics {
         r.register(Box::new(m.queue_wait.clone()))?;
         r.register(Box::new(m.tokens_total.clone()))?;
         r.register(Box::new(m.cost_usd_total.clone()))?;
+        r.register(Box::new(m.ratelimit_rejections_total.clone()))?;
+        r.register(Box::new(m.redis_up.clone()))?;
+        r.register(Box::new(m.redis_sync_seconds.clone()))?;
+        r.register(Box::new(m.redis_errors_total.clone()))?;
         r.register(Box::new(m.config_reloads_total.clone()))?;
         r.register(Box::new(m.config_last_reload.clone()))?;
         r.register(Box::new(m.config_info.clone()))?;

@@ -33,6 +33,8 @@ pub struct Live {
     pub reload: ReloadConfig,
     /// Fraction of successful requests in the access log.
     pub log_sample: f64,
+    /// Rate limits.
+    pub limits: crate::ratelimit::Limits,
 }
 
 impl Live {
@@ -49,6 +51,7 @@ impl Live {
             resilience: config.resilience.clone(),
             reload: config.reload.clone(),
             log_sample: config.log.sample,
+            limits: crate::ratelimit::Limits::new(&config.limits),
             table: RoutingTable::new(config, registry),
             providers,
             api_keys: config.server.api_keys.clone(),

@@ -41,6 +41,67 @@ pub struct Config {
     pub resilience: ResilienceConfig,
     /// `[reload]`.
     pub reload: ReloadConfig,
+    /// `[redis]`, when replicas share state.
+    pub redis: Option<RedisConfig>,
+    /// `[[limits]]`, plus one per key with `rpm`/`tpm`.
+    pub limits: Vec<LimitConfig>,
+}
+
+/// `[redis]`, validated.
+#[derive(Debug, Clone)]
+pub struct RedisConfig {
+    /// Connection URL (may hold a password: never logged).
+    pub url: Secret,
+    /// Key prefix, without braces.
+    pub key_prefix: String,
+    /// Flush and refresh period.
+    pub sync_interval: Duration,
+    /// Refuse limited requests while Redis is down.
+    pub fail_closed: bool,
+    /// A Redis Cluster.
+    pub cluster: bool,
+    /// Connect and command deadline.
+    pub timeout: Duration,
+}
+
+/// What a limit counts per.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Scope {
+    /// Everything that matches the filters.
+    Global,
+    /// Per route.
+    Route,
+    /// Per provider key (the provider's own quota).
+    ProviderKey,
+    /// Per inbound API key.
+    ApiKey,
+    /// Per value of a request header (missing: one shared bucket).
+    Header(HeaderName),
+}
+
+/// One limit, validated.
+#[derive(Debug, Clone)]
+pub struct LimitConfig {
+    /// Name.
+    pub name: String,
+    /// What it counts per.
+    pub scope: Scope,
+    /// Requests per window.
+    pub requests: Option<u64>,
+    /// Tokens per window.
+    pub tokens: Option<u64>,
+    /// The window.
+    pub per: Duration,
+    /// Concurrent requests.
+    pub max_inflight: Option<u32>,
+    /// Only these models (globs); empty: all.
+    pub models: Vec<String>,
+    /// Only these routes; empty: all.
+    pub routes: Vec<String>,
+    /// One atomic Redis call per request instead of the async sync.
+    pub strict: bool,
+    /// For a key's own `rpm`/`tpm`: (provider, key) it applies to.
+    pub key: Option<(String, String)>,
 }
 
 /// `[reload]`, validated.
@@ -166,6 +227,10 @@ pub struct KeyConfig {
     pub models: Vec<String>,
     /// Concurrent requests on this key.
     pub max_inflight: Option<u32>,
+    /// Requests per minute the provider allows this key.
+    pub rpm: Option<u64>,
+    /// Tokens per minute the provider allows this key.
+    pub tpm: Option<u64>,
 }
 
 /// One route, validated.
@@ -210,11 +275,13 @@ impl Config {
                 .filter(|(_, v)| v.is_sensitive())
                 .filter_map(|(_, v)| v.to_str().ok().map(Secret::new))
         });
+        let redis = self.redis.iter().map(|r| r.url.clone());
         self.server
             .api_keys
             .iter()
             .chain(&self.server.admin_keys)
             .cloned()
+            .chain(redis)
             .chain(keys)
             .chain(headers)
             .collect()

@@ -29,6 +29,59 @@ pub struct RawConfig {
     /// How config changes are picked up.
     #[serde(default)]
     pub reload: RawReload,
+    /// Shared state across replicas.
+    pub redis: Option<RawRedis>,
+    /// Rate limits.
+    #[serde(default)]
+    pub limits: Vec<RawLimit>,
+}
+
+/// `[redis]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRedis {
+    /// `redis://`, `rediss://` (a secret reference is allowed: the URL may hold a password).
+    pub url: Option<String>,
+    /// Prefix of every key (hash-tagged, so one script touches one cluster slot).
+    pub key_prefix: Option<String>,
+    /// How often counters are flushed and fleet totals refreshed.
+    pub sync_interval: Option<String>,
+    /// `local` (keep serving with per-replica shares) or `closed` (refuse limited requests).
+    pub on_failure: Option<String>,
+    /// The URL names a Redis Cluster node.
+    pub cluster: Option<bool>,
+    /// Connect and command deadline.
+    pub timeout: Option<String>,
+}
+
+/// `[[limits]]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawLimit {
+    /// Name (metric label and `x-tier1-limit`).
+    pub name: Option<String>,
+    /// global, route, provider_key, api_key or header:NAME.
+    pub scope: Option<String>,
+    /// Requests per `per`.
+    pub requests: Option<u64>,
+    /// Tokens per `per`.
+    pub tokens: Option<u64>,
+    /// The window (default 1m).
+    pub per: Option<String>,
+    /// Requests per minute (shorthand).
+    pub rpm: Option<u64>,
+    /// Tokens per minute (shorthand).
+    pub tpm: Option<u64>,
+    /// Concurrent requests.
+    pub max_inflight: Option<u32>,
+    /// Only these models (globs).
+    #[serde(default)]
+    pub models: Vec<String>,
+    /// Only these routes.
+    #[serde(default)]
+    pub routes: Vec<String>,
+    /// `async` (default) or `strict` (one atomic Redis call per request).
+    pub mode: Option<String>,
 }
 
 /// `[reload]`.
@@ -202,6 +255,10 @@ pub struct RawKey {
     pub models: Vec<String>,
     /// Concurrent requests on this key.
     pub max_inflight: Option<u32>,
+    /// The provider's request quota for this key, per minute.
+    pub rpm: Option<u64>,
+    /// The provider's token quota for this key, per minute.
+    pub tpm: Option<u64>,
 }
 
 /// `[[routes]]`.

@@ -11,8 +11,8 @@ use http::{HeaderName, HeaderValue, Uri};
 use super::raw::{RawConfig, RawProvider, RawResilience, RawRetry, RawRoute};
 use super::secret::{Env, resolve};
 use super::{
-    Config, ConfigError, ConfigErrors, KeyConfig, LogConfig, ProviderConfig, ProviderKind, ReloadConfig,
-    ResilienceConfig, RouteConfig, ServerConfig, TargetConfig,
+    Config, ConfigError, ConfigErrors, KeyConfig, LimitConfig, LogConfig, ProviderConfig, ProviderKind,
+    RedisConfig, ReloadConfig, ResilienceConfig, RouteConfig, Scope, Secret, ServerConfig, TargetConfig,
 };
 use crate::resilience::{BreakerConfig, BudgetConfig, CooldownConfig, RetryPolicy};
 use crate::routing::Strategy;
@@ -77,8 +77,26 @@ pub(super) fn validate(raw: RawConfig, env: &dyn Env) -> Result<Config, ConfigEr
         poll_interval: p.duration("reload.poll_interval", raw.reload.poll_interval.as_deref(), secs(2)),
     };
     let routes = routes(&raw.routes, &names, &resilience.default_retry, &mut p);
+    let redis = raw.redis.as_ref().map(|r| redis(r, env, &mut p));
+    let mut limits = limits(&raw.limits, &mut p);
+    for pc in &providers {
+        for k in pc.keys.iter().filter(|k| k.rpm.is_some() || k.tpm.is_some()) {
+            limits.push(LimitConfig {
+                name: format!("key:{}/{}", pc.name, k.name),
+                scope: Scope::ProviderKey,
+                requests: k.rpm,
+                tokens: k.tpm,
+                per: secs(60),
+                max_inflight: None,
+                models: Vec::new(),
+                routes: Vec::new(),
+                strict: false,
+                key: Some((pc.name.clone(), k.name.clone())),
+            });
+        }
+    }
     p.finish()?;
-    Ok(Config { server, log, providers, routes, resilience, reload })
+    Ok(Config { server, log, providers, routes, resilience, reload, redis, limits })
 }
 
 fn server(raw: &RawConfig, env: &dyn Env, p: &mut Problems) -> ServerConfig {
@@ -183,6 +201,122 @@ fn retry(raw: Option<&RawRetry>, path: &str, default: &RetryPolicy, p: &mut Prob
     }
 }
 
+fn redis(r: &super::raw::RawRedis, env: &dyn Env, p: &mut Problems) -> RedisConfig {
+    let url = match r.url.as_deref().map(|u| resolve(u, env)) {
+        Some(Ok(url)) => {
+            let u = url.expose();
+            if !(u.starts_with("redis://") || u.starts_with("rediss://") || u.starts_with("unix://")) {
+                p.push("redis.url", "must start with redis://, rediss:// or unix://");
+            }
+            url
+        }
+        Some(Err(e)) => {
+            p.push("redis.url", e);
+            Secret::new("redis://127.0.0.1:6379")
+        }
+        None => {
+            p.push("redis.url", "missing");
+            Secret::new("redis://127.0.0.1:6379")
+        }
+    };
+    let key_prefix = r.key_prefix.clone().unwrap_or_else(|| "tier1".to_owned());
+    if key_prefix.is_empty() || key_prefix.contains(['{', '}', ' ']) {
+        p.push("redis.key_prefix", "must be non-empty, without braces or spaces");
+    }
+    let fail_closed = match r.on_failure.as_deref() {
+        None | Some("local") => false,
+        Some("closed") => true,
+        Some(other) => {
+            p.push("redis.on_failure", format!("unknown value {other:?} (local or closed)"));
+            false
+        }
+    };
+    RedisConfig {
+        url,
+        key_prefix,
+        sync_interval: positive(
+            p,
+            "redis.sync_interval",
+            r.sync_interval.as_deref(),
+            Duration::from_millis(50),
+        ),
+        fail_closed,
+        cluster: r.cluster.unwrap_or(false),
+        timeout: positive(p, "redis.timeout", r.timeout.as_deref(), secs(1)),
+    }
+}
+
+fn limits(raw: &[super::raw::RawLimit], p: &mut Problems) -> Vec<LimitConfig> {
+    let mut names = HashSet::new();
+    raw.iter()
+        .enumerate()
+        .map(|(i, l)| {
+            let at = format!("limits[{i}]");
+            let name = l.name.clone().unwrap_or_default();
+            if name.is_empty() {
+                p.push(format!("{at}.name"), "missing");
+            } else if !names.insert(name.clone()) {
+                p.push(format!("{at}.name"), format!("duplicate limit name {name:?}"));
+            }
+            let scope = match l.scope.as_deref() {
+                None | Some("global") => Scope::Global,
+                Some("route") => Scope::Route,
+                Some("provider_key") => Scope::ProviderKey,
+                Some("api_key") => Scope::ApiKey,
+                Some(s) => match s.strip_prefix("header:").map(|h| HeaderName::from_bytes(h.as_bytes())) {
+                    Some(Ok(h)) => Scope::Header(h),
+                    _ => {
+                        p.push(
+                            format!("{at}.scope"),
+                            format!(
+                                "unknown scope {s:?} (global, route, provider_key, api_key, header:NAME)"
+                            ),
+                        );
+                        Scope::Global
+                    }
+                },
+            };
+            let mut per = p.duration(&format!("{at}.per"), l.per.as_deref(), secs(60));
+            let (mut requests, mut tokens) = (l.requests, l.tokens);
+            if l.rpm.is_some() || l.tpm.is_some() {
+                if l.requests.is_some() || l.tokens.is_some() || l.per.is_some() {
+                    p.push(&at, "use rpm/tpm or requests/tokens with per, not both");
+                }
+                per = secs(60);
+                requests = l.rpm;
+                tokens = l.tpm;
+            }
+            if per.is_zero() {
+                p.push(format!("{at}.per"), "must be greater than 0");
+                per = secs(60);
+            }
+            if requests.is_none() && tokens.is_none() && l.max_inflight.is_none() {
+                p.push(&at, "a limit needs requests, tokens, rpm, tpm or max_inflight");
+            }
+            let strict = match l.mode.as_deref() {
+                None | Some("async") => false,
+                Some("strict") => true,
+                Some(other) => {
+                    p.push(format!("{at}.mode"), format!("unknown mode {other:?} (async or strict)"));
+                    false
+                }
+            };
+            LimitConfig {
+                name,
+                scope,
+                requests,
+                tokens,
+                per,
+                max_inflight: l.max_inflight,
+                models: l.models.clone(),
+                routes: l.routes.clone(),
+                strict,
+                key: None,
+            }
+        })
+        .collect()
+}
+
 fn secs(n: u64) -> Duration {
     Duration::from_secs(n)
 }
@@ -261,6 +395,8 @@ fn provider(name: &str, rp: &RawProvider, env: &dyn Env, p: &mut Problems) -> Pr
                         weight: k.weight.unwrap_or(1).max(1),
                         models: k.models.clone(),
                         max_inflight: k.max_inflight,
+                        rpm: k.rpm,
+                        tpm: k.tpm,
                     })
                 }
                 Err(e) => {

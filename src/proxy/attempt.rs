@@ -33,11 +33,13 @@ use super::body::{Relay, Tap};
 use super::sse::{CommitScanner, Verdict};
 use crate::error::{AttemptRecord, Class, Exhausted};
 use crate::json::Scanned;
-use crate::metrics::{Metrics, TARGET_PROVIDER};
+use crate::metrics::{MODEL_OTHER, Metrics, TARGET_PROVIDER};
 use crate::providers::{Call, Operation, Provider, SendError, UpstreamBody};
+use crate::ratelimit::{Limiter, unix_ms};
 use crate::resilience::{
     Admission, Breaker, Clock, KeyState, RetryBudget, RetryPolicy, TargetState, parse_retry_after,
 };
+use crate::shared::{self, Shared};
 use crate::snapshot::Live;
 
 /// Largest upstream error body read to pass on, and largest stream prefix held before commit.
@@ -120,6 +122,12 @@ pub struct Job<'a> {
     pub route: &'a str,
     /// Nanoseconds spent waiting on upstreams, backoff and queues (for the overhead metric).
     pub waited: AtomicU64,
+    /// Rate-limit counters (provider keys' own quotas).
+    pub limiter: &'a Arc<Limiter>,
+    /// Shared state: cooldowns and breaker openings go to the other replicas.
+    pub shared: &'a Shared,
+    /// The request's token estimate.
+    pub tokens: u64,
 }
 
 impl Job<'_> {
@@ -172,6 +180,7 @@ struct Failure {
 
 /// Walks the candidates: which target and key next, and how long to wait first.
 struct Planner<'a, 'c> {
+    job: &'c Job<'a>,
     cands: &'c [Candidate<'a>],
     idx: usize,
     tries: u32,
@@ -192,8 +201,8 @@ fn provider_id(p: &Provider) -> usize {
 }
 
 impl<'a, 'c> Planner<'a, 'c> {
-    fn new(cands: &'c [Candidate<'a>]) -> Self {
-        Self { cands, idx: 0, tries: 0, burned: Vec::new(), wait: Duration::ZERO, soonest: None }
+    fn new(job: &'c Job<'a>, cands: &'c [Candidate<'a>]) -> Self {
+        Self { job, cands, idx: 0, tries: 0, burned: Vec::new(), wait: Duration::ZERO, soonest: None }
     }
 
     fn note(&mut self, available_in: Option<Duration>) {
@@ -242,8 +251,12 @@ impl<'a, 'c> Planner<'a, 'c> {
         now: u64,
     ) -> impl Iterator<Item = (usize, &'k crate::providers::Key)> + use<'k, 'a, '_> {
         let pid = provider_id(c.provider);
+        let (limiter, limits, tokens) = (self.job.limiter, &self.job.live.limits, self.job.tokens);
         c.provider.keys.iter().enumerate().filter(move |(i, k)| {
-            k.serves(c.model) && !k.state.cooldown.is_cooling(now) && !self.burned.contains(&(pid, *i))
+            k.serves(c.model)
+                && !k.state.cooldown.is_cooling(now)
+                && !self.burned.contains(&(pid, *i))
+                && limiter.key_open(limits, &c.provider.name, &k.name, c.model, tokens)
         })
     }
 
@@ -332,7 +345,7 @@ pub async fn run<'a>(
     hedge_after: Option<Duration>,
 ) -> Result<Won, Exhausted> {
     budget.on_request(job.clock.now());
-    let mut planner = Planner::new(cands);
+    let mut planner = Planner::new(job, cands);
     let mut failures: Vec<AttemptRecord> = Vec::new();
     let mut running: Vec<(usize, Option<usize>, AttemptFuture<'a>)> = Vec::new();
     let mut hedge_timer: Option<Pin<Box<Sleep>>> = None;
@@ -529,6 +542,8 @@ async fn attempt<'a>(job: &'a Job<'a>, c: &'a Candidate<'a>, key_index: Option<u
     }
     job.started.fetch_add(1, Ordering::AcqRel);
     let guard = AttemptGuard::new(c.target.clone(), key.map(|k| k.state.clone()), permits);
+    let key_ticket =
+        key.map(|k| job.limiter.charge_key(&job.live.limits, &p.name, &k.name, c.model, job.tokens));
     let start = Instant::now();
     let total = start + p.request_timeout;
     let first_byte = (start + p.first_byte_timeout).min(total);
@@ -621,6 +636,9 @@ async fn attempt<'a>(job: &'a Job<'a>, c: &'a Candidate<'a>, key_index: Option<u
             }
             let tap = Tap::new(job.metrics.target(&p.name, c.model_label), start, streaming, c.costs, &held);
             let mut relay = Relay::new(rest, total, streaming).prefix(held).guard(Box::new(guard)).tap(tap);
+            if let Some(t) = key_ticket {
+                relay = relay.ticket(t);
+            }
             if streaming {
                 relay = relay.idle_timeout(p.idle_timeout);
             }
@@ -654,17 +672,20 @@ async fn attempt<'a>(job: &'a Job<'a>, c: &'a Candidate<'a>, key_index: Option<u
                 // Key-scoped: the key rests; the breaker is not concerned (trials are returned).
                 Class::RateLimited => match key {
                     Some(k) => {
-                        k.state.cooldown.strike(now, cfg, f.retry_after);
+                        let d = k.state.cooldown.strike(now, cfg, f.retry_after);
                         rested(k);
+                        share_key(job, p, k, d);
                     }
                     None => {
-                        c.target.cooldown.strike(now, cfg, f.retry_after);
+                        let d = c.target.cooldown.strike(now, cfg, f.retry_after);
+                        share_target(job, c, d);
                     }
                 },
                 Class::Auth => {
                     if let Some(k) = key {
                         k.state.cooldown.cool_for(now, cfg.on_auth_error);
                         rested(k);
+                        share_key(job, p, k, cfg.on_auth_error);
                         tracing::warn!(provider = %p.name, key = %k.name, "provider refused the key; cooling it");
                     }
                 }
@@ -673,6 +694,7 @@ async fn attempt<'a>(job: &'a Job<'a>, c: &'a Candidate<'a>, key_index: Option<u
                         && let Some(ra) = f.retry_after
                     {
                         c.target.cooldown.cool_for(now, ra.min(cfg.max));
+                        share_target(job, c, ra.min(cfg.max));
                     }
                     gate(job, p, provider_gate, TARGET_PROVIDER, now, false);
                     gate(job, p, target_gate, c.model_label, now, false);
@@ -685,12 +707,40 @@ async fn attempt<'a>(job: &'a Job<'a>, c: &'a Candidate<'a>, key_index: Option<u
     }
 }
 
-/// Records an outcome on a breaker and counts the transition it caused.
+/// Records an outcome on a breaker, counts the transition it caused, and shares an opening.
 fn gate(job: &Job<'_>, p: &Provider, probe: Probe<'_>, target: &str, now: u64, ok: bool) {
+    let breaker = probe.breaker;
     if let Some(to) = probe.record(now, ok) {
         job.metrics.breaker_transitions_total.with_label_values(&[&p.name, to.as_str()]).inc();
         tracing::warn!(provider = %p.name, target, to = to.as_str(), "circuit breaker changed state");
+        if to == crate::resilience::BreakerState::Open
+            && let Some(left) = breaker.remaining(now)
+        {
+            let target = if target == MODEL_OTHER { "(direct)" } else { target };
+            job.shared.publish(shared::Event::BreakerOpen {
+                provider: p.name.to_string(),
+                target: target.to_owned(),
+                until_ms: unix_ms() + u64::try_from(left.as_millis()).unwrap_or(0),
+            });
+        }
     }
+}
+
+fn share_key(job: &Job<'_>, p: &Provider, k: &crate::providers::Key, rest: Duration) {
+    job.shared.publish(shared::Event::KeyCooldown {
+        provider: p.name.to_string(),
+        key: k.name.to_string(),
+        until_ms: unix_ms() + u64::try_from(rest.as_millis()).unwrap_or(0),
+    });
+}
+
+fn share_target(job: &Job<'_>, c: &Candidate<'_>, rest: Duration) {
+    let model = if c.model_label == MODEL_OTHER { "(direct)" } else { c.model };
+    job.shared.publish(shared::Event::TargetCooldown {
+        provider: c.provider.name.to_string(),
+        model: model.to_owned(),
+        until_ms: unix_ms() + u64::try_from(rest.as_millis()).unwrap_or(0),
+    });
 }
 
 fn is_sse(headers: &HeaderMap) -> bool {

@@ -320,6 +320,8 @@ pin_project_lite::pin_project! {
         done: bool,
         record: Option<RequestRecord>,
         tap: Option<Box<Tap>>,
+        // Rate-limit admissions: token estimates settled with the usage, slots released at the end.
+        tickets: Vec<crate::ratelimit::Ticket>,
         // Held until the body ends: in-flight counts and concurrency permits of the attempt.
         guard: Option<Box<dyn Send>>,
     }
@@ -339,8 +341,15 @@ impl Relay {
             done: false,
             record: None,
             tap: None,
+            tickets: Vec::new(),
             guard: None,
         }
+    }
+
+    /// Keeps a rate-limit ticket until the body ends, settling its tokens with the usage.
+    pub fn ticket(mut self, ticket: crate::ratelimit::Ticket) -> Self {
+        self.tickets.push(ticket);
+        self
     }
 
     /// Watches the body for metrics and usage.
@@ -376,11 +385,19 @@ impl Relay {
 }
 
 /// The body ended well: usage into the record, then the record's line.
-fn finish(tap: &mut Option<Box<Tap>>, record: &mut Option<RequestRecord>) {
+fn finish(
+    tap: &mut Option<Box<Tap>>,
+    record: &mut Option<RequestRecord>,
+    tickets: &mut Vec<crate::ratelimit::Ticket>,
+) {
     let usage = tap.take().and_then(|mut t| t.finish());
     if let Some(r) = record.as_mut() {
         r.tokens = usage;
     }
+    for t in tickets.iter_mut() {
+        t.settle(usage.map(|(i, o)| i + o));
+    }
+    tickets.clear();
     record.take();
 }
 
@@ -434,14 +451,14 @@ impl http_body::Body for Relay {
                 // again, so finish now rather than on a final `None`.
                 if this.inner.is_end_stream() {
                     *this.done = true;
-                    finish(this.tap, this.record);
+                    finish(this.tap, this.record, this.tickets);
                     this.guard.take();
                 }
                 return Poll::Ready(Some(Ok(frame)));
             }
             Poll::Ready(None) => {
                 *this.done = true;
-                finish(this.tap, this.record);
+                finish(this.tap, this.record, this.tickets);
                 this.guard.take();
                 return Poll::Ready(None);
             }

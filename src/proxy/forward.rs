@@ -8,15 +8,15 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use http::{HeaderValue, Request, Response};
 use hyper::body::Incoming;
 
+use super::AppState;
 use super::attempt::{self, Candidate, Job, WonBody};
 use super::body::{Body, RouteLabel, full, read_limited};
 use super::handler::RequestCtx;
 use super::headers::{self, X_CORRELATION_ID};
 use crate::error::{Class, ProxyError};
 use crate::json::{self, Schema};
-use crate::metrics::Metrics;
 use crate::providers::Operation;
-use crate::resilience::Clock;
+use crate::ratelimit::{Facts, Rejection, Ticket, estimate_tokens};
 use crate::routing::{Resolved, Route, Target};
 use crate::snapshot::Live;
 
@@ -27,13 +27,13 @@ pub const X_TIER1_FALLBACK_REASON: &str = "x-tier1-fallback-reason";
 
 /// Proxies one API request.
 pub async fn forward(
+    state: &AppState,
     live: &Live,
-    clock: Clock,
-    metrics: &Metrics,
     req: Request<Incoming>,
     op: Operation,
     ctx: &mut RequestCtx,
 ) -> Result<Response<Body>, ProxyError> {
+    let (clock, metrics) = (state.registry.clock, &*state.metrics);
     let (parts, body) = req.into_parts();
     let wants_sse = op == Operation::Chat && headers::accepts_sse(&parts.headers);
     let reading = tokio::time::Instant::now();
@@ -77,6 +77,19 @@ pub async fn forward(
     }
     dedupe(&mut cands);
 
+    let tokens = estimate_tokens(bytes.len(), scanned.max_tokens);
+    let facts = Facts {
+        route: ctx.route.as_str(),
+        model: &scanned.model,
+        api_key: headers::key_index(&parts.headers, &live.api_keys),
+        headers: &parts.headers,
+        tokens,
+    };
+    let mut ticket = admit(state, live, &facts).await.map_err(|r| {
+        metrics.ratelimit_rejections_total.with_label_values(&[&r.limit]).inc();
+        ProxyError::Limited(Box::new(r))
+    })?;
+
     let stream = op == Operation::Chat && scanned.stream.unwrap_or(wants_sse);
     let route_label = ctx.route.clone();
     let job = Job {
@@ -93,16 +106,29 @@ pub async fn forward(
         metrics,
         route: route_label.as_str(),
         waited: AtomicU64::new(0),
+        limiter: &state.ratelimit,
+        shared: &state.shared,
+        tokens,
     };
     let result = attempt::run(&job, &cands, budget, hedge_after).await;
     ctx.attempts = job.started.load(Ordering::Acquire);
     ctx.waited += std::time::Duration::from_nanos(job.waited.load(Ordering::Relaxed));
-    let won = result.map_err(|e| ProxyError::Exhausted(Box::new(e)))?;
+    let won = match result {
+        Ok(won) => won,
+        Err(e) => {
+            // Nothing was consumed: the token estimate goes back.
+            ticket.settle(Some(0));
+            return Err(ProxyError::Exhausted(Box::new(e)));
+        }
+    };
     ctx.provider = Some(won.provider);
     ctx.model = won.model;
     let reason = won.fallback_reason.map(Class::as_str);
     let body = match won.body {
-        WonBody::Full(bytes) => full(bytes),
+        WonBody::Full(bytes) => {
+            ticket.settle(Some(0));
+            full(bytes)
+        }
         WonBody::Relay(relay) => {
             let mut record = ctx.record.take();
             if let Some(r) = record.as_mut() {
@@ -115,7 +141,7 @@ pub async fn forward(
                 r.fallback_reason = reason;
                 r.ttft = won.ttft;
             }
-            Body::new(relay.record(record))
+            Body::new(relay.record(record).ticket(ticket))
         }
     };
     let mut resp = Response::new(body);
@@ -125,6 +151,46 @@ pub async fn forward(
         resp.headers_mut().insert(X_TIER1_FALLBACK_REASON, HeaderValue::from_static(reason));
     }
     Ok(resp)
+}
+
+/// Caller rate limits: the async ones locally; the strict ones through Redis, one atomic call
+/// each, or locally when Redis cannot answer and the limit does not fail closed.
+async fn admit(state: &AppState, live: &Live, facts: &Facts<'_>) -> Result<Ticket, Rejection> {
+    if live.limits.is_empty() {
+        return state.ratelimit.admit(&live.limits, facts, false);
+    }
+    let mut ticket = state.ratelimit.admit(&live.limits, facts, false)?;
+    let strict = live.limits.strict(facts);
+    let mut local = false;
+    for (name, id, limit, cost) in strict {
+        match state.shared.strict(&id, limit, cost).await {
+            Some(true) => {}
+            Some(false) => {
+                let (_, frac) = crate::ratelimit::window::position(crate::ratelimit::unix_ms(), id.window_ms);
+                let wait = ((1.0 - frac) * id.window_ms as f64).ceil() as u64;
+                return Err(Rejection {
+                    limit: name,
+                    retry_after: std::time::Duration::from_millis(wait.max(1000)),
+                    unavailable: false,
+                });
+            }
+            None => {
+                state.metrics.redis_errors_total.with_label_values(&["strict"]).inc();
+                if state.shared.fleet.fail_closed.load(Ordering::Acquire) {
+                    return Err(Rejection {
+                        limit: name,
+                        retry_after: std::time::Duration::from_secs(1),
+                        unavailable: true,
+                    });
+                }
+                local = true;
+            }
+        }
+    }
+    if local {
+        ticket.merge(state.ratelimit.admit(&live.limits, facts, true)?);
+    }
+    Ok(ticket)
 }
 
 fn unknown(model: &str) -> ProxyError {

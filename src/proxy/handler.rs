@@ -239,7 +239,7 @@ async fn handle_inner(
         }
         Endpoint::Chat | Endpoint::Embeddings => {
             let op = if endpoint == Endpoint::Chat { Operation::Chat } else { Operation::Embeddings };
-            return forward::forward(live, state.registry.clock, &state.metrics, req, op, ctx).await;
+            return forward::forward(state, live, req, op, ctx).await;
         }
     };
     Ok(if head { resp.map(|_| full(Bytes::new())) } else { resp })
@@ -290,7 +290,7 @@ async fn admin(state: &AppState, live: &Live, endpoint: Endpoint) -> Response<Bo
         | Endpoint::Models
         | Endpoint::Health
         | Endpoint::Ready
-        | Endpoint::Metrics => json(StatusCode::OK, crate::admin::state(live, state.registry.clock)),
+        | Endpoint::Metrics => json(StatusCode::OK, crate::admin::state(live, state.registry.clock, state)),
     }
 }
 

@@ -59,6 +59,20 @@ pub fn authorized(headers: &HeaderMap, keys: &[Secret]) -> bool {
     keys.iter().fold(0u8, |ok, k| ok | k.expose().as_bytes().ct_eq(token).unwrap_u8()) == 1
 }
 
+/// Which inbound key the request carries (its index), for the `api_key` limit scope. Called
+/// after [`authorized`] succeeded; every key is compared, in constant time.
+pub fn key_index(headers: &HeaderMap, keys: &[Secret]) -> Option<usize> {
+    let token = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))?
+        .trim()
+        .as_bytes();
+    keys.iter().enumerate().fold(None, |found, (i, k)| {
+        if bool::from(k.expose().as_bytes().ct_eq(token)) { Some(i) } else { found }
+    })
+}
+
 /// Whether the client asked for SSE through `Accept`.
 pub fn accepts_sse(headers: &HeaderMap) -> bool {
     headers.get_all(header::ACCEPT).iter().any(|v| v.to_str().is_ok_and(|s| s.contains("text/event-stream")))

@@ -30,4 +30,10 @@ pub struct AppState {
     pub reloader: Arc<crate::reload::Reloader>,
     /// Whether a separate admin listener runs (then the main one does not serve admin routes).
     pub separate_admin: bool,
+    /// Rate-limit counters (outside the snapshot: they survive reloads).
+    pub ratelimit: Arc<crate::ratelimit::Limiter>,
+    /// Shared state across replicas.
+    pub shared: Arc<crate::shared::Shared>,
+    /// Replica ids alive at the last heartbeat.
+    pub fleet_members: std::sync::Mutex<Vec<String>>,
 }

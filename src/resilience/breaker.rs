@@ -250,6 +250,22 @@ impl Breaker {
         self.gate.store(NOT_CLOSED, Ordering::Release);
     }
 
+    /// Opens it for `open_for` because another replica did (it does not count as a reopen here,
+    /// and never shortens a longer opening).
+    pub fn force_open(&self, now: u64, open_for: Duration) {
+        if let Ok(mut c) = self.core.lock() {
+            let until = now.saturating_add(nanos(open_for));
+            if c.state == BreakerState::Open && c.open_until >= until {
+                return;
+            }
+            c.state = BreakerState::Open;
+            c.open_until = until;
+            c.probes_left = 0;
+            c.probe_successes = 0;
+            self.gate.store(NOT_CLOSED, Ordering::Release);
+        }
+    }
+
     /// Gives back a trial that ended with no verdict (cancelled, or a key-scoped failure).
     pub fn release_probe(&self) {
         if let Ok(mut c) = self.core.lock()

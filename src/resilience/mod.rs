@@ -138,6 +138,10 @@ impl<K: std::hash::Hash + Eq + Clone, V> Tracked<K, V> {
         }
     }
 
+    fn get(&self, key: &K) -> Option<Arc<V>> {
+        self.map.lock().ok().and_then(|m| m.get(key).cloned())
+    }
+
     fn begin(&self) {
         if let Ok(mut t) = self.touched.lock() {
             *t = Some(HashSet::new());
@@ -290,6 +294,21 @@ impl Registry {
         self.routes.abort();
         self.limits.abort();
         self.pools.abort();
+    }
+
+    /// The state of a key, if the current config has it (never creates).
+    pub fn existing_key(&self, provider: &str, key: &str) -> Option<Arc<KeyState>> {
+        self.keys.get(&(provider.to_owned(), key.to_owned()))
+    }
+
+    /// The state of a target, if the current config has it.
+    pub fn existing_target(&self, provider: &str, model: &str) -> Option<Arc<TargetState>> {
+        self.targets.get(&(provider.to_owned(), model.to_owned()))
+    }
+
+    /// The state of a provider, if the current config has it.
+    pub fn existing_provider(&self, name: &str) -> Option<Arc<ProviderState>> {
+        self.providers.get(&name.to_owned())
     }
 
     /// Every target's state, for the admin view and tests.

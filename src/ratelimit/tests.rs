@@ -1,0 +1,135 @@
+use std::collections::HashMap;
+
+use super::*;
+use crate::config::{Format, parse};
+
+fn limits(text: &str) -> Limits {
+    let c = parse(text, Format::Toml, &HashMap::<String, String>::new()).unwrap();
+    Limits::new(&c.limits)
+}
+
+fn facts<'a>(headers: &'a HeaderMap, tokens: u64) -> Facts<'a> {
+    Facts { route: "r", model: "m", api_key: None, headers, tokens }
+}
+
+fn standalone() -> Arc<Limiter> {
+    Arc::new(Limiter::new(Arc::new(Fleet::standalone())))
+}
+
+#[test]
+fn requests_per_window_per_header_value() {
+    let l = limits(
+        "[[limits]]\nname = \"u\"\nscope = \"header:x-relay-token-id\"\nrequests = 3\nper = \"60s\"\n",
+    );
+    let lim = standalone();
+    let mut a = HeaderMap::new();
+    a.insert("x-relay-token-id", "alice".parse().unwrap());
+    let mut tickets = Vec::new();
+    for _ in 0..3 {
+        tickets.push(lim.admit(&l, &facts(&a, 0), false).unwrap());
+    }
+    let r = lim.admit(&l, &facts(&a, 0), false).unwrap_err();
+    assert_eq!(&*r.limit, "u");
+    assert!(r.retry_after >= Duration::from_secs(1));
+    // Another user has their own window; a request without the header shares one bucket.
+    let mut b = HeaderMap::new();
+    b.insert("x-relay-token-id", "bob".parse().unwrap());
+    assert!(lim.admit(&l, &facts(&b, 0), false).is_ok());
+    let none = HeaderMap::new();
+    for _ in 0..3 {
+        assert!(lim.admit(&l, &facts(&none, 0), false).is_ok());
+    }
+    assert!(lim.admit(&l, &facts(&none, 0), false).is_err(), "missing header is never unlimited");
+}
+
+#[test]
+fn tokens_are_estimated_then_settled() {
+    let l = limits("[[limits]]\nname = \"t\"\ntokens = 1000\nper = \"60s\"\n");
+    let lim = standalone();
+    let h = HeaderMap::new();
+    let mut t = lim.admit(&l, &facts(&h, 900), false).unwrap();
+    assert!(lim.admit(&l, &facts(&h, 200), false).is_err());
+    // The answer used 100 tokens: 800 come back.
+    t.settle(Some(100));
+    assert!(lim.admit(&l, &facts(&h, 800), false).is_ok());
+    assert!(lim.admit(&l, &facts(&h, 200), false).is_err());
+}
+
+#[test]
+fn max_inflight_releases_on_drop_and_filters_apply() {
+    let l = limits("[[limits]]\nname = \"c\"\nmax_inflight = 2\nmodels = [\"m*\"]\nroutes = [\"r\"]\n");
+    let lim = standalone();
+    let h = HeaderMap::new();
+    let a = lim.admit(&l, &facts(&h, 0), false).unwrap();
+    let _b = lim.admit(&l, &facts(&h, 0), false).unwrap();
+    assert!(lim.admit(&l, &facts(&h, 0), false).is_err());
+    drop(a);
+    assert!(lim.admit(&l, &facts(&h, 0), false).is_ok());
+    // Another route is not limited.
+    let other = Facts { route: "x", model: "m", api_key: None, headers: &h, tokens: 0 };
+    for _ in 0..5 {
+        assert!(lim.admit(&l, &other, false).is_ok());
+    }
+}
+
+#[test]
+fn with_redis_down_each_replica_gets_its_share() {
+    let l = limits("[[limits]]\nname = \"g\"\nrequests = 90\nper = \"60s\"\n");
+    let fleet = Arc::new(Fleet::shared(false, Duration::from_millis(50)));
+    fleet.replicas.store(3, Ordering::Release);
+    let lim = Arc::new(Limiter::new(fleet.clone()));
+    let h = HeaderMap::new();
+    let admitted = (0..100).filter(|_| lim.admit(&l, &facts(&h, 0), false).is_ok()).count();
+    assert_eq!(admitted, 30);
+    // Closed mode refuses at once, with the 503 marker.
+    fleet.fail_closed.store(true, Ordering::Release);
+    let r = lim.admit(&l, &facts(&h, 0), false).unwrap_err();
+    assert!(r.unavailable);
+}
+
+#[test]
+fn fleet_totals_count_once_synced() {
+    let l = limits("[[limits]]\nname = \"g\"\nrequests = 10\nper = \"60s\"\n");
+    let fleet = Arc::new(Fleet::shared(false, Duration::from_millis(50)));
+    let lim = Arc::new(Limiter::new(fleet.clone()));
+    let h = HeaderMap::new();
+    fleet.up.store(true, Ordering::Release);
+    // First sync: the key exists with nothing counted; then the fleet says 8 were used elsewhere.
+    assert!(lim.admit(&l, &facts(&h, 0), false).is_ok());
+    let now = unix_ms();
+    let (items, inflight) = lim.take_batch(now);
+    assert_eq!(items.len(), 1);
+    assert_eq!(items[0].delta, 1.0);
+    lim.apply_batch(&items, &[(9.0, 0.0)], &inflight, &[], now);
+    // 9 in the fleet (our 1 included): one more fits, then none.
+    assert!(lim.admit(&l, &facts(&h, 0), false).is_ok());
+    assert!(lim.admit(&l, &facts(&h, 0), false).is_err());
+    // A failed sync sends the same delta again next time.
+    let (items, _) = lim.take_batch(now);
+    assert_eq!(items[0].delta, 1.0);
+    lim.restore_batch();
+    let (items, _) = lim.take_batch(now);
+    assert_eq!(items[0].delta, 1.0);
+}
+
+#[test]
+fn provider_keys_have_their_own_quota() {
+    let text =
+        "[providers.p]\nkind = \"mock\"\n[[providers.p.keys]]\nname = \"k\"\nsecret = \"s-123\"\nrpm = 2\n";
+    let l = limits(text);
+    let lim = standalone();
+    assert!(lim.key_open(&l, "p", "k", "m", 0));
+    let _t1 = lim.charge_key(&l, "p", "k", "m", 0);
+    let _t2 = lim.charge_key(&l, "p", "k", "m", 0);
+    assert!(!lim.key_open(&l, "p", "k", "m", 0));
+    assert!(lim.key_open(&l, "p", "other", "m", 0));
+}
+
+#[test]
+fn odd_header_values_are_hashed() {
+    assert_eq!(scope_value(Some(&"user-1".parse().unwrap())), "user-1");
+    let long = "x".repeat(100);
+    assert!(scope_value(Some(&long.parse().unwrap())).starts_with('h'));
+    assert!(scope_value(Some(&"a b:c".parse().unwrap())).starts_with('h'));
+    assert_eq!(scope_value(None), "_missing");
+}
