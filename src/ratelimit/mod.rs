@@ -299,10 +299,13 @@ fn scope_value(v: Option<&http::HeaderValue>) -> String {
 #[derive(Debug)]
 pub struct Limiter {
     counters: Mutex<HashMap<CounterId, Counter>>,
-    inflight: Mutex<HashMap<(Arc<str>, Arc<str>), Inflight>>,
+    inflight: Mutex<HashMap<InflightId, Inflight>>,
     /// The fleet view the sync task maintains.
     pub fleet: Arc<Fleet>,
 }
+
+/// A concurrency cell: (limit name, scope value).
+pub type InflightId = (Arc<str>, Arc<str>);
 
 #[derive(Debug, Default)]
 struct Inflight {
@@ -317,7 +320,7 @@ struct Inflight {
 pub struct Ticket {
     limiter: Arc<Limiter>,
     tokens: Vec<(CounterId, f64)>,
-    inflight: Vec<(Arc<str>, Arc<str>)>,
+    inflight: Vec<InflightId>,
 }
 
 impl Ticket {
@@ -373,7 +376,7 @@ pub struct BatchItem {
 #[derive(Debug, Clone)]
 pub struct InflightItem {
     /// (limit, scope value).
-    pub id: (Arc<str>, Arc<str>),
+    pub id: InflightId,
     /// Requests in flight on this replica.
     pub here: u32,
 }
