@@ -5,8 +5,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# Debian packages the tests use: prometheus (promtool and a real server for the scrape test).
-DEB_PACKAGES=(prometheus)
+# Debian packages the tests use: prometheus (promtool and a real server for the scrape test),
+# redis-server (the shared-state tests start their own on free ports).
+DEB_PACKAGES=(prometheus redis-server)
 missing=()
 for pkg in "${DEB_PACKAGES[@]}"; do
   dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")

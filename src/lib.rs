@@ -93,6 +93,10 @@ pub async fn serve(
 ) -> Result<(), StartError> {
     let Options { config, source, text, admin_listener } = options;
     let metrics = Arc::new(Metrics::new()?);
+    if config.redis.is_some() {
+        metrics.enable_redis()?;
+    }
+    metrics.limits_configured(config.limits.iter().map(|l| &l.name));
     let registry = Arc::new(Registry::default());
     registry.begin_build();
     let live = Live::build(&config, &registry)?;

@@ -12,6 +12,9 @@ use tier1::config::{self, Config, Env, Format, ProcessEnv};
 use tier1::reload::Source;
 
 fn main() -> ExitCode {
+    // rustls' process-wide provider: ring (the upstream clients pass it explicitly; the Redis
+    // client's rediss:// connections use this default).
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let command = match cli::parse(std::env::args().skip(1)) {
         Ok(c) => c,
         Err(e) => {

@@ -242,9 +242,7 @@ impl Metrics {
         for result in ["ok", "unchanged", "error"] {
             m.config_reloads_total.with_label_values(&[result]);
         }
-        for op in ["connect", "sync", "publish", "heartbeat", "strict"] {
-            m.redis_errors_total.with_label_values(&[op]);
-        }
+
         let r = &m.registry;
         r.register(Box::new(build_info))?;
         r.register(Box::new(m.requests_total.clone()))?;
@@ -266,9 +264,6 @@ impl Metrics {
         r.register(Box::new(m.tokens_total.clone()))?;
         r.register(Box::new(m.cost_usd_total.clone()))?;
         r.register(Box::new(m.ratelimit_rejections_total.clone()))?;
-        r.register(Box::new(m.redis_up.clone()))?;
-        r.register(Box::new(m.redis_sync_seconds.clone()))?;
-        r.register(Box::new(m.redis_errors_total.clone()))?;
         r.register(Box::new(m.config_reloads_total.clone()))?;
         r.register(Box::new(m.config_last_reload.clone()))?;
         r.register(Box::new(m.config_info.clone()))?;
@@ -280,6 +275,24 @@ impl Metrics {
         r.register(Box::new(p.max_fds.clone()))?;
         r.register(Box::new(p.start_time.clone()))?;
         Ok(m)
+    }
+
+    /// Registers the Redis metrics: only a replica configured for Redis exports them, so "Redis
+    /// down" never fires for a standalone sidecar.
+    pub fn enable_redis(&self) -> Result<(), prometheus::Error> {
+        for op in ["connect", "sync", "publish", "heartbeat", "strict"] {
+            self.redis_errors_total.with_label_values(&[op]);
+        }
+        self.registry.register(Box::new(self.redis_up.clone()))?;
+        self.registry.register(Box::new(self.redis_sync_seconds.clone()))?;
+        self.registry.register(Box::new(self.redis_errors_total.clone()))
+    }
+
+    /// Creates the rejection series of every configured limit (at 0), so dashboards see them.
+    pub fn limits_configured(&self, names: impl Iterator<Item = impl AsRef<str>>) {
+        for n in names {
+            self.ratelimit_rejections_total.with_label_values(&[n.as_ref()]);
+        }
     }
 
     /// Records that the config with `hash` went live.

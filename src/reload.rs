@@ -183,6 +183,7 @@ impl Reloader {
         state.live.store(live);
         registry.commit_build();
         state.metrics.config_loaded(&new_hash);
+        state.metrics.limits_configured(config.limits.iter().map(|l| &l.name));
         if let Ok(mut s) = self.status.lock() {
             let restart = restart_only(&config);
             if restart != s.restart_only {

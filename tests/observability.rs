@@ -61,6 +61,17 @@ targets = [{{ provider = "a", model = "slow" }}, {{ provider = "a", model = "fas
 [[routes]]
 name = "limited"
 targets = [{{ provider = "c", model = "any" }}]
+
+# A Redis nobody runs (its metrics exist, it is down) and a limit on a route no test uses.
+[redis]
+url = "redis://127.0.0.1:9"
+sync_interval = "1s"
+timeout = "50ms"
+
+[[limits]]
+name = "unused"
+routes = ["nowhere"]
+rpm = 1
 "#
     )
 }

@@ -133,6 +133,18 @@ add(
     "short",
 )
 add(
+    "Rate-limit rejections by limit",
+    [("sum by (limit) (rate(tier1_ratelimit_rejections_total[$__rate_interval]))", "{{limit}}")],
+    "reqps",
+)
+add(
+    "Redis: up, sync time, errors",
+    [("min(tier1_redis_up)", "up (min over replicas)"),
+     (q(0.99, "tier1_redis_sync_seconds"), "sync p99 (s)"),
+     ("sum by (op) (rate(tier1_redis_errors_total[$__rate_interval]))", "errors {{op}}")],
+    "short",
+)
+add(
     "Config reloads",
     [("sum by (result) (increase(tier1_config_reloads_total[$__rate_interval]))", "{{result}}"),
      ("time() - max(tier1_config_last_reload_timestamp_seconds)", "seconds since last reload")],

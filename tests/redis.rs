@@ -1,0 +1,264 @@
+//! Shared state across replicas through a real Redis: fleet-wide limits within the documented
+//! overshoot, cooldowns and breakers that reach every replica within 100 ms, Redis killed and
+//! restarted mid-run, strict mode exact under concurrency, fail-closed mode.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code: failing loudly is the point
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::*;
+use http::StatusCode;
+use tier1::mock::Behavior;
+use tier1::mock::server::{MockConfig, MockUpstream};
+
+fn fails(status: u16) -> Behavior {
+    Behavior { status: Some(StatusCode::from_u16(status).unwrap()), ..Behavior::default() }
+}
+
+/// A replica's config: provider `a` (one key) and `b` (no key) on the mock, route `dead`, and `extra`.
+fn replica(redis: &str, mock: &MockUpstream, extra: &str) -> String {
+    let url = mock.url();
+    format!(
+        r#"
+[redis]
+url = "{redis}"
+key_prefix = "t1test"
+sync_interval = "20ms"
+timeout = "300ms"
+
+[resilience]
+breaker = {{ failure_threshold = 2, open_for = "30s" }}
+
+[providers.a]
+kind = "openai"
+base_url = "{url}"
+[[providers.a.keys]]
+name = "k1"
+secret = "sk-shared-k1"
+
+[providers.b]
+kind = "openai"
+base_url = "{url}"
+
+[[routes]]
+name = "dead"
+retry = {{ attempts = 1 }}
+targets = [{{ provider = "b", model = "dead" }}, {{ provider = "b", model = "alive" }}]
+{extra}
+"#
+    )
+}
+
+async fn fleet(redis: &RedisServer, mock: &MockUpstream, extra: &str) -> Vec<Arc<Tier1>> {
+    let mut out = Vec::new();
+    for _ in 0..3 {
+        let t = Tier1::start(&replica(&redis.url(), mock, extra)).await;
+        out.push(Arc::new(t));
+    }
+    // Every replica synced with Redis and sees the fleet.
+    for t in &out {
+        let ok = within(Duration::from_secs(5), || async {
+            get(&t.url("/admin/state")).await.json()["fleet"]["replicas"].as_u64() == Some(3)
+        })
+        .await;
+        assert!(ok.is_some(), "replica never saw the fleet of 3");
+    }
+    out
+}
+
+async fn redis_up(t: &Tier1) -> Option<f64> {
+    metric(&get(&t.url("/metrics")).await.text(), "tier1_redis_up")
+}
+
+fn user(token: &str) -> [(&str, &str); 1] {
+    [("x-relay-token-id", token)]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_header_limit_holds_fleet_wide_within_the_overshoot_bound() {
+    let redis = RedisServer::start().await;
+    let mock = MockUpstream::start(MockConfig::default()).await.unwrap();
+    let limit = "[[limits]]\nname = \"per-user\"\nscope = \"header:x-relay-token-id\"\nrequests = 200\nper = \"10s\"\n";
+    let fleet = fleet(&redis, &mock, limit).await;
+    // Keep the 3.2 s of load inside one 10 s window, so the count is not blurred by the slide.
+    let pos = tier1::ratelimit::unix_ms() % 10_000;
+    if pos > 6_000 {
+        tokio::time::sleep(Duration::from_millis(10_050 - pos)).await;
+    }
+    // 320 requests at a paced 100/s, spread round robin over the three replicas.
+    let mut admitted = 0;
+    let mut limited = 0;
+    let mut tick = tokio::time::interval(Duration::from_millis(10));
+    let mut tasks = Vec::new();
+    for i in 0..320usize {
+        tick.tick().await;
+        let t = fleet[i % 3].clone();
+        tasks.push(tokio::spawn(async move {
+            post(&t.url("/v1/chat/completions"), &user("alice"), &chat("b/m")).await.status.as_u16()
+        }));
+    }
+    for task in tasks {
+        match task.await.unwrap() {
+            200 => admitted += 1,
+            429 => limited += 1,
+            other => panic!("unexpected status {other}"),
+        }
+    }
+    // Overshoot bound: replicas × rate × sync interval = 3 × 33/s × 0.02 s ≈ 2 (plus one sync RTT).
+    assert!((190..=210).contains(&admitted), "{admitted} admitted of a 200 limit ({limited} limited)");
+    assert_eq!(mock.stats.snapshot().requests, admitted as u64);
+    // Another user is untouched.
+    assert_eq!(post(&fleet[1].url("/v1/chat/completions"), &user("bob"), &chat("b/m")).await.status, 200);
+    let limited_answer = post(&fleet[2].url("/v1/chat/completions"), &user("alice"), &chat("b/m")).await;
+    assert_eq!(limited_answer.status, 429);
+    assert_eq!(limited_answer.header("x-tier1-limit"), Some("per-user"));
+    assert!(limited_answer.header("retry-after").is_some());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_429_on_one_replica_rests_the_key_on_all_within_100ms() {
+    let redis = RedisServer::start().await;
+    let limited = Behavior {
+        retry_after: Some(http::HeaderValue::from_static("3")),
+        fail_first: Some(1),
+        ..fails(429)
+    };
+    let mock = MockUpstream::start(MockConfig::default().key("sk-shared-k1", limited)).await.unwrap();
+    let fleet = fleet(&redis, &mock, "").await;
+    let a = post(&fleet[0].url("/v1/chat/completions"), &[], &chat("a/m")).await;
+    assert_eq!(a.status, 429);
+    let resting = |t: Arc<Tier1>| async move {
+        get(&t.url("/admin/state")).await.json()["providers"][0]["keys"][0]["cooldown_ms"]
+            .as_u64()
+            .unwrap_or(0)
+            > 0
+    };
+    for t in &fleet[1..] {
+        let took = within(Duration::from_millis(100), || resting(t.clone())).await;
+        assert!(took.is_some(), "the other replica did not rest the key within 100 ms");
+    }
+    // Replicas 2 and 3 skip the key: nothing reaches the provider.
+    for t in &fleet[1..] {
+        let a = post(&t.url("/v1/chat/completions"), &[], &chat("a/m")).await;
+        assert_eq!((a.status.as_u16(), a.code().as_str()), (503, "no_target_available"));
+    }
+    assert_eq!(mock.stats.snapshot().requests, 1);
+    // After the 3 s, the key serves again everywhere.
+    tokio::time::sleep(Duration::from_millis(3100)).await;
+    for t in &fleet {
+        assert_eq!(post(&t.url("/v1/chat/completions"), &[], &chat("a/m")).await.status, 200);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_breaker_opened_on_one_replica_is_open_on_all() {
+    let redis = RedisServer::start().await;
+    let mock = MockUpstream::start(MockConfig::default().model("dead", fails(500))).await.unwrap();
+    let fleet = fleet(&redis, &mock, "").await;
+    for _ in 0..2 {
+        post(&fleet[0].url("/v1/chat/completions"), &[], &chat("dead")).await;
+    }
+    let dead_calls = || {
+        mock.stats.requests().iter().filter(|r| String::from_utf8_lossy(&r.body).contains("\"dead\"")).count()
+    };
+    assert_eq!(dead_calls(), 2);
+    for t in &fleet[1..] {
+        let open = within(Duration::from_millis(100), || async {
+            get(&t.url("/admin/state")).await.json()["routes"][0]["targets"][0]["breaker"] == "open"
+        })
+        .await;
+        assert!(open.is_some(), "breaker not open on the other replica within 100 ms");
+        let a = post(&t.url("/v1/chat/completions"), &[], &chat("dead")).await;
+        assert_eq!(a.header("x-tier1-model"), Some("alive"));
+    }
+    assert_eq!(dead_calls(), 2, "another replica still called the dead target");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_killed_mid_run_fails_no_request_and_the_fleet_converges_after() {
+    let mut redis = RedisServer::start().await;
+    let port = redis.port;
+    let mock = MockUpstream::start(MockConfig::default()).await.unwrap();
+    let limit = "[[limits]]\nname = \"per-user\"\nscope = \"header:x-relay-token-id\"\nrequests = 60\nper = \"60s\"\n";
+    let fleet = fleet(&redis, &mock, limit).await;
+    redis.kill();
+    for t in &fleet {
+        let down = within(Duration::from_secs(3), || async { redis_up(t).await == Some(0.0) }).await;
+        assert!(down.is_some(), "tier1_redis_up stayed 1");
+    }
+    // Unlimited traffic is not affected at all.
+    for t in &fleet {
+        for _ in 0..10 {
+            assert_eq!(post(&t.url("/v1/chat/completions"), &[], &chat("b/m")).await.status, 200);
+        }
+    }
+    // The limit holds per replica: 60 / 3 replicas = 20 each.
+    let mut admitted = 0;
+    for t in &fleet {
+        for _ in 0..30 {
+            let s = post(&t.url("/v1/chat/completions"), &user("carol"), &chat("b/m")).await.status;
+            assert!(s == 200 || s == 429, "{s}");
+            admitted += usize::from(s == 200);
+        }
+    }
+    assert_eq!(admitted, 60);
+    // Redis returns (same port): sync resumes by itself and the counts of the outage are flushed,
+    // so the whole fleet now refuses carol.
+    let _redis = RedisServer::start_on(port).await;
+    for t in &fleet {
+        let up = within(Duration::from_secs(5), || async { redis_up(t).await == Some(1.0) }).await;
+        assert!(up.is_some(), "tier1_redis_up did not come back");
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    for t in &fleet {
+        assert_eq!(post(&t.url("/v1/chat/completions"), &user("carol"), &chat("b/m")).await.status, 429);
+    }
+    let metrics = get(&fleet[0].url("/metrics")).await.text();
+    assert!(metric(&metrics, r#"tier1_redis_errors_total{op="sync"}"#).unwrap() >= 1.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn strict_mode_is_exact_under_concurrency() {
+    let redis = RedisServer::start().await;
+    let mock = MockUpstream::start(MockConfig::default()).await.unwrap();
+    let limit = "[[limits]]\nname = \"exact\"\nscope = \"global\"\nrequests = 100\nper = \"60s\"\nmode = \"strict\"\n";
+    let fleet = fleet(&redis, &mock, limit).await;
+    let mut tasks = Vec::new();
+    for i in 0..200usize {
+        let t = fleet[i % 3].clone();
+        tasks.push(tokio::spawn(async move {
+            post(&t.url("/v1/chat/completions"), &[], &chat("b/m")).await.status.as_u16()
+        }));
+    }
+    let mut admitted = 0;
+    for task in tasks {
+        let s = task.await.unwrap();
+        assert!(s == 200 || s == 429, "{s}");
+        admitted += usize::from(s == 200);
+    }
+    assert_eq!(admitted, 100);
+    assert_eq!(mock.stats.snapshot().requests, 100);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn closed_mode_refuses_limited_requests_while_redis_is_down() {
+    let mut redis = RedisServer::start().await;
+    let mock = MockUpstream::start(MockConfig::default()).await.unwrap();
+    let extra = "[[limits]]\nname = \"per-user\"\nscope = \"header:x-relay-token-id\"\nrpm = 1000\n";
+    let t = Tier1::start(
+        &replica(&redis.url(), &mock, extra)
+            .replace("timeout = \"300ms\"", "timeout = \"300ms\"\non_failure = \"closed\""),
+    )
+    .await;
+    assert!(within(Duration::from_secs(3), || async { redis_up(&t).await == Some(1.0) }).await.is_some());
+    assert_eq!(post(&t.url("/v1/chat/completions"), &user("dave"), &chat("b/m")).await.status, 200);
+    redis.kill();
+    assert!(within(Duration::from_secs(3), || async { redis_up(&t).await == Some(0.0) }).await.is_some());
+    let a = post(&t.url("/v1/chat/completions"), &user("dave"), &chat("b/m")).await;
+    assert_eq!((a.status.as_u16(), a.code().as_str()), (503, "rate_limit_unavailable"));
+    // Readiness stays (only limited traffic is refused).
+    assert_eq!(get(&t.url("/readyz")).await.status, 200);
+}
