@@ -262,3 +262,38 @@ async fn closed_mode_refuses_limited_requests_while_redis_is_down() {
     // Readiness stays (only limited traffic is refused).
     assert_eq!(get(&t.url("/readyz")).await.status, 200);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_cluster_shares_limits_and_state_too() {
+    let cluster = RedisCluster::start().await;
+    let mock = MockUpstream::start(MockConfig::default().model("dead", fails(500))).await.unwrap();
+    let limit = "[[limits]]\nname = \"exact\"\nscope = \"global\"\nrequests = 30\nper = \"60s\"\nmode = \"strict\"\nroutes = [\"direct\"]\n";
+    let url = format!("redis://127.0.0.1:{}", cluster.nodes[0].port);
+    let config = replica(&url, &mock, limit).replace("key_prefix = \"t1test\"", "key_prefix = \"t1test\"\ncluster = true");
+    let mut fleet = Vec::new();
+    for _ in 0..2 {
+        fleet.push(Arc::new(Tier1::start(&config).await));
+    }
+    for t in &fleet {
+        let seen = within(Duration::from_secs(5), || async {
+            get(&t.url("/admin/state")).await.json()["fleet"]["replicas"].as_u64() == Some(2)
+        })
+        .await;
+        assert!(seen.is_some(), "replica never saw the fleet through the cluster");
+    }
+    // The strict limit is exact across replicas through the cluster.
+    let mut admitted = 0;
+    for i in 0..50usize {
+        admitted += usize::from(post(&fleet[i % 2].url("/v1/chat/completions"), &[], &chat("b/m")).await.status == 200);
+    }
+    assert_eq!(admitted, 30);
+    // A breaker opened on one replica reaches the other.
+    for _ in 0..2 {
+        post(&fleet[0].url("/v1/chat/completions"), &[], &chat("dead")).await;
+    }
+    let open = within(Duration::from_secs(1), || async {
+        get(&fleet[1].url("/admin/state")).await.json()["routes"][0]["targets"][0]["breaker"] == "open"
+    })
+    .await;
+    assert!(open.is_some(), "breaker not shared through the cluster");
+}

@@ -377,8 +377,14 @@ impl RedisServer {
     }
 
     pub async fn start_on(port: u16) -> Self {
+        Self::start_with(port, &[]).await
+    }
+
+    /// Starts with extra `redis-server` arguments.
+    pub async fn start_with(port: u16, extra: &[&str]) -> Self {
         let child = std::process::Command::new("redis-server")
             .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .args(extra)
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
             .spawn()
@@ -450,5 +456,43 @@ where
             return None;
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// A three-node Redis Cluster on loopback (no replicas), for `redis.cluster = true`.
+pub struct RedisCluster {
+    pub nodes: Vec<RedisServer>,
+    _dir: TempDir,
+}
+
+impl RedisCluster {
+    pub async fn start() -> Self {
+        let dir = TempDir::new("redis-cluster");
+        let mut nodes = Vec::new();
+        for _ in 0..3 {
+            let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+            let conf = dir.path(&format!("nodes-{port}.conf"));
+            let conf = conf.to_str().unwrap().to_owned();
+            let d = dir.0.to_str().unwrap().to_owned();
+            nodes.push(RedisServer::start_with(port, &["--cluster-enabled", "yes", "--cluster-config-file", &conf, "--dir", &d]).await);
+        }
+        let addrs: Vec<String> = nodes.iter().map(|n| format!("127.0.0.1:{}", n.port)).collect();
+        let out = std::process::Command::new("redis-cli")
+            .args(["--cluster", "create"])
+            .args(&addrs)
+            .args(["--cluster-replicas", "0", "--cluster-yes"])
+            .output()
+            .expect("redis-cli is not installed: run scripts/test.sh");
+        assert!(out.status.success(), "cluster create: {}", String::from_utf8_lossy(&out.stdout));
+        // Wait (bounded) until every node agrees the cluster is up.
+        for n in &nodes {
+            let ok = within(Duration::from_secs(10), || async {
+                let info = std::process::Command::new("redis-cli").args(["-p", &n.port.to_string(), "cluster", "info"]).output();
+                info.is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("cluster_state:ok"))
+            })
+            .await;
+            assert!(ok.is_some(), "cluster never became ready");
+        }
+        Self { nodes, _dir: dir }
     }
 }
