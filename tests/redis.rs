@@ -269,7 +269,8 @@ async fn a_redis_cluster_shares_limits_and_state_too() {
     let mock = MockUpstream::start(MockConfig::default().model("dead", fails(500))).await.unwrap();
     let limit = "[[limits]]\nname = \"exact\"\nscope = \"global\"\nrequests = 30\nper = \"60s\"\nmode = \"strict\"\nroutes = [\"direct\"]\n";
     let url = format!("redis://127.0.0.1:{}", cluster.nodes[0].port);
-    let config = replica(&url, &mock, limit).replace("key_prefix = \"t1test\"", "key_prefix = \"t1test\"\ncluster = true");
+    let config = replica(&url, &mock, limit)
+        .replace("key_prefix = \"t1test\"", "key_prefix = \"t1test\"\ncluster = true");
     let mut fleet = Vec::new();
     for _ in 0..2 {
         fleet.push(Arc::new(Tier1::start(&config).await));
@@ -284,7 +285,9 @@ async fn a_redis_cluster_shares_limits_and_state_too() {
     // The strict limit is exact across replicas through the cluster.
     let mut admitted = 0;
     for i in 0..50usize {
-        admitted += usize::from(post(&fleet[i % 2].url("/v1/chat/completions"), &[], &chat("b/m")).await.status == 200);
+        admitted += usize::from(
+            post(&fleet[i % 2].url("/v1/chat/completions"), &[], &chat("b/m")).await.status == 200,
+        );
     }
     assert_eq!(admitted, 30);
     // A breaker opened on one replica reaches the other.

@@ -474,7 +474,13 @@ impl RedisCluster {
             let conf = dir.path(&format!("nodes-{port}.conf"));
             let conf = conf.to_str().unwrap().to_owned();
             let d = dir.0.to_str().unwrap().to_owned();
-            nodes.push(RedisServer::start_with(port, &["--cluster-enabled", "yes", "--cluster-config-file", &conf, "--dir", &d]).await);
+            nodes.push(
+                RedisServer::start_with(
+                    port,
+                    &["--cluster-enabled", "yes", "--cluster-config-file", &conf, "--dir", &d],
+                )
+                .await,
+            );
         }
         let addrs: Vec<String> = nodes.iter().map(|n| format!("127.0.0.1:{}", n.port)).collect();
         let out = std::process::Command::new("redis-cli")
@@ -487,7 +493,9 @@ impl RedisCluster {
         // Wait (bounded) until every node agrees the cluster is up.
         for n in &nodes {
             let ok = within(Duration::from_secs(10), || async {
-                let info = std::process::Command::new("redis-cli").args(["-p", &n.port.to_string(), "cluster", "info"]).output();
+                let info = std::process::Command::new("redis-cli")
+                    .args(["-p", &n.port.to_string(), "cluster", "info"])
+                    .output();
                 info.is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("cluster_state:ok"))
             })
             .await;

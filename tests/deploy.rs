@@ -1,0 +1,150 @@
+//! Deployment files, validated with the real tools (no Docker engine needed): every compose
+//! profile combination with the Compose v2 CLI, the Helm chart linted, rendered in both modes and
+//! checked against Kubernetes schemas, the Caddyfile with a current Caddy, and the Dockerfile's
+//! inputs.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code: failing loudly is the point
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+const ROOT: &str = env!("CARGO_MANIFEST_DIR");
+
+/// A tool installed by scripts/test.sh under .tools/, or on PATH.
+fn tool(local: &str, name: &str) -> Command {
+    let p = Path::new(ROOT).join(local);
+    if p.exists() {
+        return Command::new(p);
+    }
+    let found = Command::new("sh").args(["-c", &format!("command -v {name}")]).output().unwrap();
+    assert!(found.status.success(), "{name} is not installed: run scripts/test.sh, which installs it under .tools/");
+    Command::new(name)
+}
+
+fn ok(cmd: &mut Command) -> String {
+    let out = cmd.current_dir(ROOT).output().unwrap();
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "{cmd:?} failed:\n{text}");
+    text
+}
+
+#[test]
+fn compose_config_is_valid_for_every_profile_combination() {
+    let combos: [&[&str]; 7] = [
+        &["bifrost"],
+        &["cluster"],
+        &["cluster", "demo"],
+        &["monitoring"],
+        &["demo"],
+        &["bifrost", "monitoring", "demo"],
+        &["bifrost", "cluster", "monitoring", "demo"],
+    ];
+    for profiles in combos {
+        let mut cmd = tool(".tools/compose/bin/docker-compose", "docker-compose");
+        cmd.args(["-f", "compose/docker-compose.yml"]);
+        for p in profiles {
+            cmd.args(["--profile", p]);
+        }
+        cmd.args(["config", "--format", "json"]);
+        let out = ok(&mut cmd);
+        let json = &out[out.find('{').unwrap()..];
+        let v: serde_json::Value = serde_json::from_str(json.trim_end()).unwrap_or_else(|e| panic!("{profiles:?}: {e}"));
+        let services = v["services"].as_object().unwrap();
+        if profiles.contains(&"bifrost") {
+            let b = &services["bifrost"];
+            assert_eq!(b["ports"][0]["published"], "8080");
+            assert!(b["healthcheck"]["test"].to_string().contains("health"));
+            assert_eq!(b["restart"], "unless-stopped");
+            assert!(services.contains_key("redis"));
+        }
+        if profiles.contains(&"cluster") {
+            for s in ["caddy", "tier1-1", "tier1-2", "tier1-3", "redis"] {
+                assert!(services.contains_key(s), "{profiles:?} lacks {s}");
+            }
+        }
+        if profiles.contains(&"demo") {
+            assert!(services["mock-upstream"]["command"].to_string().contains("mock-upstream"));
+        }
+    }
+}
+
+fn helm() -> Command {
+    tool(".tools/bin/helm", "helm")
+}
+
+fn render(args: &[&str]) -> PathBuf {
+    let mut cmd = helm();
+    cmd.args(["template", "t1", "helm/tier1"]).args(args);
+    let out = ok(&mut cmd);
+    let path = std::env::temp_dir().join(format!("tier1-helm-{}-{}.yaml", std::process::id(), args.join("_").replace(['=', ',', '.'], "-")));
+    std::fs::write(&path, out).unwrap();
+    path
+}
+
+#[test]
+fn helm_chart_lints_renders_both_modes_and_matches_kubernetes_schemas() {
+    ok(helm().args(["lint", "--strict", "helm/tier1"]));
+    let central = render(&[]);
+    let sidecar = render(&["--set", "mode=sidecar"]);
+    let scaled = render(&["--set", "autoscaling.enabled=true"]);
+    for f in [&central, &sidecar, &scaled] {
+        let out = ok(tool(".tools/py/bin/kubernetes-validate", "kubernetes-validate").arg("--strict").arg(f));
+        assert!(!out.contains("ERROR"), "{out}");
+    }
+    let central = std::fs::read_to_string(central).unwrap();
+    for kind in ["kind: Deployment", "kind: Service", "kind: ConfigMap", "kind: Secret", "kind: PodDisruptionBudget"] {
+        assert!(central.contains(kind), "central mode lacks {kind}");
+    }
+    for needle in ["path: /healthz", "path: /readyz", "readOnlyRootFilesystem: true", "runAsNonRoot: true", "drop: [\"ALL\"]", "preStop:", "terminationGracePeriodSeconds: 45"] {
+        assert!(central.contains(needle), "central mode lacks {needle}");
+    }
+    // No config checksum on the pods: a ConfigMap edit reloads in place instead of restarting them.
+    assert!(!central.contains("checksum/config"));
+    let sidecar = std::fs::read_to_string(sidecar).unwrap();
+    assert!(sidecar.contains("\"--listen\", \"127.0.0.1:8080\""), "{sidecar}");
+    assert!(sidecar.contains("BIFROST_BASE_URL"));
+    assert!(!sidecar.contains("kind: Service\n"), "sidecar mode renders no Service");
+    assert!(std::fs::read_to_string(scaled).unwrap().contains("kind: HorizontalPodAutoscaler"));
+}
+
+#[test]
+fn caddyfile_validates_with_a_current_caddy() {
+    let out = ok(tool(".tools/py/bin/caddy", "caddy").args(["version"]));
+    assert!(out.starts_with("v2.") && !out.starts_with("v2.6."), "Caddy too old for POST retries: {out}");
+    // As compose runs it (service names) and as the loopback test runs it (addresses).
+    ok(tool(".tools/py/bin/caddy", "caddy").args(["validate", "--config", "compose/Caddyfile", "--adapter", "caddyfile"]));
+    ok(tool(".tools/py/bin/caddy", "caddy")
+        .args(["validate", "--config", "compose/Caddyfile", "--adapter", "caddyfile"])
+        .env("TIER1_UPSTREAMS", "127.0.0.1:18001 127.0.0.1:18002")
+        .env("TIER1_PORT", "18000"));
+}
+
+#[test]
+fn dockerfile_inputs_exist_and_the_image_config_is_valid() {
+    let dockerfile = std::fs::read_to_string(Path::new(ROOT).join("deploy/Dockerfile")).unwrap();
+    for line in dockerfile.lines().filter(|l| l.starts_with("COPY ") && !l.contains("--from")) {
+        let parts: Vec<&str> = line.split_whitespace().collect();
+        for src in &parts[1..parts.len() - 1] {
+            assert!(Path::new(ROOT).join(src).exists(), "Dockerfile copies missing {src}");
+        }
+    }
+    for needle in ["USER nonroot", "EXPOSE 8080", "HEALTHCHECK", "\"health\"", "--locked"] {
+        assert!(dockerfile.contains(needle), "Dockerfile lacks {needle}");
+    }
+    let ignore = std::fs::read_to_string(Path::new(ROOT).join(".dockerignore")).unwrap();
+    for needed in ["src", "config", "Cargo.toml", "Cargo.lock", "deploy"] {
+        assert!(!ignore.lines().any(|l| l.trim() == needed), ".dockerignore drops {needed}");
+    }
+    let text = std::fs::read_to_string(Path::new(ROOT).join("deploy/tier1.container.toml")).unwrap();
+    let c = tier1::config::parse(&text, tier1::config::Format::Toml, &std::collections::HashMap::<String, String>::new()).unwrap();
+    assert_eq!(c.server.listen.to_string(), "0.0.0.0:8080");
+    // The compose config is valid with the .env.example values.
+    let env: std::collections::HashMap<String, String> = std::fs::read_to_string(Path::new(ROOT).join("compose/.env.example"))
+        .unwrap()
+        .lines()
+        .filter_map(|l| l.split_once('=').filter(|_| !l.starts_with('#')))
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect();
+    let text = std::fs::read_to_string(Path::new(ROOT).join("config/compose.toml")).unwrap();
+    tier1::config::parse(&text, tier1::config::Format::Toml, &env).unwrap();
+}
