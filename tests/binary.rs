@@ -6,53 +6,15 @@
 mod common;
 
 use std::path::PathBuf;
-use std::process::Stdio;
 use std::time::Duration;
 
 use common::*;
-use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::process::{Child, Command};
+use tokio::process::Child;
 
 const BIN: &str = env!("CARGO_BIN_EXE_tier1");
 
-/// A running binary and the address it printed.
-struct Proc {
-    child: Child,
-    addr: String,
-    lines: tokio::sync::mpsc::UnboundedReceiver<String>,
-}
-
-/// Starts the binary and waits (bounded) for its "listening on http://ADDR" line.
 async fn spawn(args: &[&str]) -> Proc {
-    let mut child = Command::new(BIN)
-        .args(args)
-        .env_remove("TIER1_CONFIG")
-        .env_remove("TIER1_LISTEN")
-        .env("TIER1_LOG", "info")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("binary starts");
-    let stderr = child.stderr.take().unwrap();
-    let (tx, mut lines) = tokio::sync::mpsc::unbounded_channel();
-    tokio::spawn(async move {
-        let mut reader = BufReader::new(stderr).lines();
-        while let Ok(Some(line)) = reader.next_line().await {
-            let _ = tx.send(line);
-        }
-    });
-    let addr = tokio::time::timeout(Duration::from_secs(20), async {
-        while let Some(line) = lines.recv().await {
-            if let Some((_, rest)) = line.split_once("listening on http://") {
-                return rest.split_whitespace().next().unwrap().to_owned();
-            }
-        }
-        panic!("binary exited before listening");
-    })
-    .await
-    .expect("listening line in time");
-    Proc { child, addr, lines }
+    common::spawn_binary(BIN, args).await
 }
 
 fn temp_file(name: &str, text: &str) -> PathBuf {

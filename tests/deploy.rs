@@ -17,7 +17,10 @@ fn tool(local: &str, name: &str) -> Command {
         return Command::new(p);
     }
     let found = Command::new("sh").args(["-c", &format!("command -v {name}")]).output().unwrap();
-    assert!(found.status.success(), "{name} is not installed: run scripts/test.sh, which installs it under .tools/");
+    assert!(
+        found.status.success(),
+        "{name} is not installed: run scripts/test.sh, which installs it under .tools/"
+    );
     Command::new(name)
 }
 
@@ -48,7 +51,8 @@ fn compose_config_is_valid_for_every_profile_combination() {
         cmd.args(["config", "--format", "json"]);
         let out = ok(&mut cmd);
         let json = &out[out.find('{').unwrap()..];
-        let v: serde_json::Value = serde_json::from_str(json.trim_end()).unwrap_or_else(|e| panic!("{profiles:?}: {e}"));
+        let v: serde_json::Value =
+            serde_json::from_str(json.trim_end()).unwrap_or_else(|e| panic!("{profiles:?}: {e}"));
         let services = v["services"].as_object().unwrap();
         if profiles.contains(&"bifrost") {
             let b = &services["bifrost"];
@@ -76,7 +80,11 @@ fn render(args: &[&str]) -> PathBuf {
     let mut cmd = helm();
     cmd.args(["template", "t1", "helm/tier1"]).args(args);
     let out = ok(&mut cmd);
-    let path = std::env::temp_dir().join(format!("tier1-helm-{}-{}.yaml", std::process::id(), args.join("_").replace(['=', ',', '.'], "-")));
+    let path = std::env::temp_dir().join(format!(
+        "tier1-helm-{}-{}.yaml",
+        std::process::id(),
+        args.join("_").replace(['=', ',', '.'], "-")
+    ));
     std::fs::write(&path, out).unwrap();
     path
 }
@@ -92,10 +100,20 @@ fn helm_chart_lints_renders_both_modes_and_matches_kubernetes_schemas() {
         assert!(!out.contains("ERROR"), "{out}");
     }
     let central = std::fs::read_to_string(central).unwrap();
-    for kind in ["kind: Deployment", "kind: Service", "kind: ConfigMap", "kind: Secret", "kind: PodDisruptionBudget"] {
+    for kind in
+        ["kind: Deployment", "kind: Service", "kind: ConfigMap", "kind: Secret", "kind: PodDisruptionBudget"]
+    {
         assert!(central.contains(kind), "central mode lacks {kind}");
     }
-    for needle in ["path: /healthz", "path: /readyz", "readOnlyRootFilesystem: true", "runAsNonRoot: true", "drop: [\"ALL\"]", "preStop:", "terminationGracePeriodSeconds: 45"] {
+    for needle in [
+        "path: /healthz",
+        "path: /readyz",
+        "readOnlyRootFilesystem: true",
+        "runAsNonRoot: true",
+        "drop: [\"ALL\"]",
+        "preStop:",
+        "terminationGracePeriodSeconds: 45",
+    ] {
         assert!(central.contains(needle), "central mode lacks {needle}");
     }
     // No config checksum on the pods: a ConfigMap edit reloads in place instead of restarting them.
@@ -112,7 +130,13 @@ fn caddyfile_validates_with_a_current_caddy() {
     let out = ok(tool(".tools/py/bin/caddy", "caddy").args(["version"]));
     assert!(out.starts_with("v2.") && !out.starts_with("v2.6."), "Caddy too old for POST retries: {out}");
     // As compose runs it (service names) and as the loopback test runs it (addresses).
-    ok(tool(".tools/py/bin/caddy", "caddy").args(["validate", "--config", "compose/Caddyfile", "--adapter", "caddyfile"]));
+    ok(tool(".tools/py/bin/caddy", "caddy").args([
+        "validate",
+        "--config",
+        "compose/Caddyfile",
+        "--adapter",
+        "caddyfile",
+    ]));
     ok(tool(".tools/py/bin/caddy", "caddy")
         .args(["validate", "--config", "compose/Caddyfile", "--adapter", "caddyfile"])
         .env("TIER1_UPSTREAMS", "127.0.0.1:18001 127.0.0.1:18002")
@@ -136,15 +160,21 @@ fn dockerfile_inputs_exist_and_the_image_config_is_valid() {
         assert!(!ignore.lines().any(|l| l.trim() == needed), ".dockerignore drops {needed}");
     }
     let text = std::fs::read_to_string(Path::new(ROOT).join("deploy/tier1.container.toml")).unwrap();
-    let c = tier1::config::parse(&text, tier1::config::Format::Toml, &std::collections::HashMap::<String, String>::new()).unwrap();
+    let c = tier1::config::parse(
+        &text,
+        tier1::config::Format::Toml,
+        &std::collections::HashMap::<String, String>::new(),
+    )
+    .unwrap();
     assert_eq!(c.server.listen.to_string(), "0.0.0.0:8080");
     // The compose config is valid with the .env.example values.
-    let env: std::collections::HashMap<String, String> = std::fs::read_to_string(Path::new(ROOT).join("compose/.env.example"))
-        .unwrap()
-        .lines()
-        .filter_map(|l| l.split_once('=').filter(|_| !l.starts_with('#')))
-        .map(|(k, v)| (k.to_owned(), v.to_owned()))
-        .collect();
+    let env: std::collections::HashMap<String, String> =
+        std::fs::read_to_string(Path::new(ROOT).join("compose/.env.example"))
+            .unwrap()
+            .lines()
+            .filter_map(|l| l.split_once('=').filter(|_| !l.starts_with('#')))
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .collect();
     let text = std::fs::read_to_string(Path::new(ROOT).join("config/compose.toml")).unwrap();
     tier1::config::parse(&text, tier1::config::Format::Toml, &env).unwrap();
 }

@@ -137,6 +137,7 @@ pub async fn handle(
     listener: Listener,
 ) -> Response<Body> {
     let live = state.live.load();
+    let http1 = req.version() == http::Version::HTTP_11;
     let endpoint =
         Endpoint::from_path(req.uri().path()).filter(|e| e.served_on(listener, state.separate_admin));
     let label = endpoint.and_then(Endpoint::label);
@@ -181,6 +182,10 @@ pub async fn handle(
         record.attempts = ctx.attempts;
     }
     let h = resp.headers_mut();
+    if http1 && state.draining.load(Ordering::Acquire) {
+        // Shutting down: ask keep-alive clients (a balancer's pool) not to reuse this connection.
+        h.insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
     h.insert(headers::X_REQUEST_ID, ctx.request_id);
     if ctx.attempts > 0 {
         h.insert(X_TIER1_ATTEMPTS, HeaderValue::from(ctx.attempts));

@@ -504,3 +504,43 @@ impl RedisCluster {
         Self { nodes, _dir: dir }
     }
 }
+
+/// A running binary and the address it printed.
+pub struct Proc {
+    pub child: tokio::process::Child,
+    pub addr: String,
+    pub lines: tokio::sync::mpsc::UnboundedReceiver<String>,
+}
+
+/// Starts the binary and waits (bounded) for its "listening on http://ADDR" line.
+pub async fn spawn_binary(bin: &str, args: &[&str]) -> Proc {
+    let mut child = tokio::process::Command::new(bin)
+        .args(args)
+        .env_remove("TIER1_CONFIG")
+        .env_remove("TIER1_LISTEN")
+        .env("TIER1_LOG", "info")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("binary starts");
+    let stderr = child.stderr.take().unwrap();
+    let (tx, mut lines) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        let mut reader = tokio::io::AsyncBufReadExt::lines(tokio::io::BufReader::new(stderr));
+        while let Ok(Some(line)) = reader.next_line().await {
+            let _ = tx.send(line);
+        }
+    });
+    let addr = tokio::time::timeout(Duration::from_secs(20), async {
+        while let Some(line) = lines.recv().await {
+            if let Some((_, rest)) = line.split_once("listening on http://") {
+                return rest.split_whitespace().next().unwrap().to_owned();
+            }
+        }
+        panic!("binary exited before listening");
+    })
+    .await
+    .expect("listening line in time");
+    Proc { child, addr, lines }
+}
