@@ -25,7 +25,11 @@ fn tool(local: &str, name: &str) -> Command {
 }
 
 fn ok(cmd: &mut Command) -> String {
-    let out = cmd.current_dir(ROOT).output().unwrap();
+    ok_in(cmd, Path::new(ROOT))
+}
+
+fn ok_in(cmd: &mut Command, dir: &Path) -> String {
+    let out = cmd.current_dir(dir).output().unwrap();
     let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     assert!(out.status.success(), "{cmd:?} failed:\n{text}");
     text
@@ -70,6 +74,36 @@ fn compose_config_is_valid_for_every_profile_combination() {
             assert!(services["mock-upstream"]["command"].to_string().contains("mock-upstream"));
         }
     }
+}
+
+#[test]
+fn compose_merges_into_another_projects_file() {
+    // docker compose -f their.yml -f <tier1>/compose/docker-compose.yml --profile bifrost up
+    let dir = std::env::temp_dir().join(format!("tier1-their-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let theirs = "services:\n  front:\n    image: example/front\n    environment:\n      BIFROST_BASE_URL: http://bifrost:8080\n";
+    std::fs::write(dir.join("their.yml"), theirs).unwrap();
+    let ours = Path::new(ROOT).join("compose/docker-compose.yml");
+    let out = ok_in(
+        tool(".tools/compose/bin/docker-compose", "docker-compose").env("TIER1_DIR", ROOT).args([
+            "-f",
+            "their.yml",
+            "-f",
+            ours.to_str().unwrap(),
+            "--profile",
+            "bifrost",
+            "config",
+            "--format",
+            "json",
+        ]),
+        &dir,
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+    let v: serde_json::Value = serde_json::from_str(out[out.find('{').unwrap()..].trim_end()).unwrap();
+    assert!(v["services"]["front"].is_object() && v["services"]["bifrost"].is_object());
+    let b = &v["services"]["bifrost"];
+    assert_eq!(b["volumes"][0]["source"], format!("{ROOT}/config/compose.toml"));
+    assert_eq!(b["build"]["context"], ROOT);
 }
 
 fn helm() -> Command {
