@@ -197,21 +197,8 @@ fn serve(config_path: Option<std::path::PathBuf>, listen: Option<String>) -> Exi
             }
         }
     }
-    let rt = match runtime() {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    rt.block_on(async move {
-        let listener = match bind(config.server.listen).await {
-            Ok(l) => l,
-            Err(msg) => {
-                eprintln!("{msg}");
-                return ExitCode::FAILURE;
-            }
-        };
+    let listen = config.server.listen;
+    with_listener(listen, move |listener| async move {
         let addr = listener.local_addr().map_or_else(|_| config.server.listen.to_string(), |a| a.to_string());
         let origin = source
             .as_ref()
@@ -222,6 +209,30 @@ fn serve(config_path: Option<std::path::PathBuf>, listen: Option<String>) -> Exi
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("error: {e}");
+                ExitCode::FAILURE
+            }
+        }
+    })
+}
+
+/// Starts the runtime, binds `addr` (a port in use gives a one-line error) and runs `serve`.
+fn with_listener<F, Fut>(addr: SocketAddr, serve: F) -> ExitCode
+where
+    F: FnOnce(tokio::net::TcpListener) -> Fut,
+    Fut: std::future::Future<Output = ExitCode>,
+{
+    let rt = match runtime() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    rt.block_on(async move {
+        match bind(addr).await {
+            Ok(listener) => serve(listener).await,
+            Err(msg) => {
+                eprintln!("{msg}");
                 ExitCode::FAILURE
             }
         }
@@ -273,21 +284,7 @@ fn mock_upstream(listen: &str, config: Option<std::path::PathBuf>) -> ExitCode {
         eprintln!("error: invalid listen address {listen:?}");
         return ExitCode::from(2);
     };
-    let rt = match runtime() {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    rt.block_on(async move {
-        let listener = match bind(addr).await {
-            Ok(l) => l,
-            Err(msg) => {
-                eprintln!("{msg}");
-                return ExitCode::FAILURE;
-            }
-        };
+    with_listener(addr, move |listener| async move {
         let bound = listener.local_addr().map_or_else(|_| addr.to_string(), |a| a.to_string());
         tracing::info!("mock-upstream listening on http://{bound}");
         let stats = std::sync::Arc::new(tier1::mock::server::MockStats::default());

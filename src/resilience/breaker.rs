@@ -98,6 +98,21 @@ struct Core {
     probe_successes: u32,
 }
 
+impl Core {
+    /// Closed, with no history.
+    fn closed() -> Self {
+        Self {
+            state: BreakerState::Closed,
+            consecutive: 0,
+            buckets: [Bucket::default(); BUCKETS],
+            open_until: 0,
+            reopens: 0,
+            probes_left: 0,
+            probe_successes: 0,
+        }
+    }
+}
+
 /// One circuit breaker.
 #[derive(Debug)]
 pub struct Breaker {
@@ -109,19 +124,7 @@ pub struct Breaker {
 impl Breaker {
     /// A closed breaker.
     pub fn new(cfg: BreakerConfig) -> Self {
-        Self {
-            cfg,
-            gate: AtomicU8::new(CLOSED),
-            core: Mutex::new(Core {
-                state: BreakerState::Closed,
-                consecutive: 0,
-                buckets: [Bucket::default(); BUCKETS],
-                open_until: 0,
-                reopens: 0,
-                probes_left: 0,
-                probe_successes: 0,
-            }),
-        }
+        Self { cfg, gate: AtomicU8::new(CLOSED), core: Mutex::new(Core::closed()) }
     }
 
     /// Its settings.
@@ -217,15 +220,7 @@ impl Breaker {
                 if ok {
                     c.probe_successes += 1;
                     if c.probe_successes >= self.cfg.half_open_probes.max(1) {
-                        *c = Core {
-                            state: BreakerState::Closed,
-                            consecutive: 0,
-                            buckets: [Bucket::default(); BUCKETS],
-                            open_until: 0,
-                            reopens: 0,
-                            probes_left: 0,
-                            probe_successes: 0,
-                        };
+                        *c = Core::closed();
                         self.gate.store(CLOSED, Ordering::Release);
                         return Some(BreakerState::Closed);
                     }
@@ -278,10 +273,7 @@ impl Breaker {
     /// Closes it (admin reset).
     pub fn reset(&self) {
         if let Ok(mut c) = self.core.lock() {
-            c.state = BreakerState::Closed;
-            c.consecutive = 0;
-            c.buckets = [Bucket::default(); BUCKETS];
-            c.reopens = 0;
+            *c = Core::closed();
             self.gate.store(CLOSED, Ordering::Release);
         }
     }
