@@ -198,7 +198,8 @@ fn serve(config_path: Option<std::path::PathBuf>, listen: Option<String>) -> Exi
         }
     }
     let listen = config.server.listen;
-    with_listener(listen, move |listener| async move {
+    let reuse_port = config.server.reuse_port;
+    with_listener(listen, reuse_port, move |listener| async move {
         let addr = listener.local_addr().map_or_else(|_| config.server.listen.to_string(), |a| a.to_string());
         let origin = source
             .as_ref()
@@ -216,7 +217,7 @@ fn serve(config_path: Option<std::path::PathBuf>, listen: Option<String>) -> Exi
 }
 
 /// Starts the runtime, binds `addr` (a port in use gives a one-line error) and runs `serve`.
-fn with_listener<F, Fut>(addr: SocketAddr, serve: F) -> ExitCode
+fn with_listener<F, Fut>(addr: SocketAddr, reuse_port: bool, serve: F) -> ExitCode
 where
     F: FnOnce(tokio::net::TcpListener) -> Fut,
     Fut: std::future::Future<Output = ExitCode>,
@@ -229,7 +230,7 @@ where
         }
     };
     rt.block_on(async move {
-        match bind(addr).await {
+        match bind(addr, reuse_port) {
             Ok(listener) => serve(listener).await,
             Err(msg) => {
                 eprintln!("{msg}");
@@ -239,8 +240,21 @@ where
     })
 }
 
-async fn bind(addr: SocketAddr) -> Result<tokio::net::TcpListener, String> {
-    tokio::net::TcpListener::bind(addr).await.map_err(|e| match e.kind() {
+/// Binds `addr`; with `reuse_port`, with SO_REUSEPORT so that a new process can bind the same
+/// address and take new connections while this one drains (set `net.ipv4.tcp_migrate_req = 1`
+/// so connections still queued on the old socket move to the new one when it closes).
+fn bind(addr: SocketAddr, reuse_port: bool) -> Result<tokio::net::TcpListener, String> {
+    let socket =
+        if addr.is_ipv4() { tokio::net::TcpSocket::new_v4() } else { tokio::net::TcpSocket::new_v6() };
+    let bound = socket.and_then(|s| {
+        s.set_reuseaddr(true)?;
+        if reuse_port {
+            s.set_reuseport(true)?;
+        }
+        s.bind(addr)?;
+        s.listen(1024)
+    });
+    bound.map_err(|e| match e.kind() {
         std::io::ErrorKind::AddrInUse => format!(
             "error: {addr} is already in use; pick another address with --listen IP:PORT or TIER1_LISTEN=IP:PORT"
         ),
@@ -284,7 +298,7 @@ fn mock_upstream(listen: &str, config: Option<std::path::PathBuf>) -> ExitCode {
         eprintln!("error: invalid listen address {listen:?}");
         return ExitCode::from(2);
     };
-    with_listener(addr, move |listener| async move {
+    with_listener(addr, false, move |listener| async move {
         let bound = listener.local_addr().map_or_else(|_| addr.to_string(), |a| a.to_string());
         tracing::info!("mock-upstream listening on http://{bound}");
         let stats = std::sync::Arc::new(tier1::mock::server::MockStats::default());

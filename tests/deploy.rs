@@ -37,7 +37,8 @@ fn ok_in(cmd: &mut Command, dir: &Path) -> String {
 
 #[test]
 fn compose_config_is_valid_for_every_profile_combination() {
-    let combos: [&[&str]; 7] = [
+    let combos: [&[&str]; 8] = [
+        &["bifrost", "front"],
         &["bifrost"],
         &["cluster"],
         &["cluster", "demo"],
@@ -69,6 +70,11 @@ fn compose_config_is_valid_for_every_profile_combination() {
             for s in ["caddy", "tier1-1", "tier1-2", "tier1-3", "redis"] {
                 assert!(services.contains_key(s), "{profiles:?} lacks {s}");
             }
+        }
+        if profiles.contains(&"front") {
+            let f = &services["omniroute"];
+            assert_eq!(f["environment"]["BIFROST_BASE_URL"], "http://bifrost:8080");
+            assert_eq!(f["environment"]["OMNIROUTE_RELAY_BACKEND"], "auto");
         }
         if profiles.contains(&"demo") {
             assert!(services["mock-upstream"]["command"].to_string().contains("mock-upstream"));

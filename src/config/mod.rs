@@ -145,6 +145,8 @@ pub struct ServerConfig {
     pub admin_listen: Option<SocketAddr>,
     /// Admin bearer tokens; empty: loopback clients only.
     pub admin_keys: Vec<Secret>,
+    /// Bind with SO_REUSEPORT (zero-downtime upgrade of a single sidecar).
+    pub reuse_port: bool,
 }
 
 /// `[log]`, validated.

@@ -187,6 +187,8 @@ pub struct RawServer {
     /// Bearer tokens for the admin routes; none: admin routes answer loopback clients only.
     #[serde(default)]
     pub admin_keys: Vec<String>,
+    /// Bind with SO_REUSEPORT, so a new process can take over the address while the old drains.
+    pub reuse_port: Option<bool>,
 }
 
 /// `[log]`.

@@ -139,6 +139,7 @@ fn server(raw: &RawConfig, env: &dyn Env, p: &mut Problems) -> ServerConfig {
         body_timeout: positive(p, "server.body_timeout", s.body_timeout.as_deref(), secs(60)),
         admin_listen,
         admin_keys,
+        reuse_port: s.reuse_port.unwrap_or(false),
     }
 }
 

@@ -544,3 +544,9 @@ pub async fn spawn_binary(bin: &str, args: &[&str]) -> Proc {
     .expect("listening line in time");
     Proc { child, addr, lines }
 }
+
+/// Whether `url` answers 200 now (a refused connection is a plain `false`).
+pub async fn answers(url: &str) -> bool {
+    let req = Request::get(url).body(Full::new(Bytes::new())).unwrap();
+    matches!(tokio::time::timeout(Duration::from_secs(1), client().request(req)).await, Ok(Ok(r)) if r.status() == 200)
+}
