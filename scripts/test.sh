@@ -35,9 +35,9 @@ profile=default
 [ "${CI:-}" = "true" ] && profile=ci
 
 if cargo nextest --version >/dev/null 2>&1; then
-  cargo nextest run --workspace --all-targets --profile "$profile" "$@"
-  # nextest does not run doctests.
+  # nextest does not run doctests; run them first so the suite's summary line comes last.
   cargo test --workspace --doc --quiet
+  cargo nextest run --workspace --all-targets --profile "$profile" "$@"
 else
   echo "cargo-nextest not found; using cargo test"
   cargo test --workspace --all-targets "$@"

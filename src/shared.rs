@@ -263,6 +263,9 @@ return 1
     )
 });
 
+/// Events kept while Redis cannot take them (the newest win: an outage must not grow memory).
+const MAX_QUEUED: usize = 10_000;
+
 /// The sync task: runs until `stop`.
 pub async fn run(
     state: Arc<AppState>,
@@ -289,6 +292,12 @@ pub async fn run(
                 _ => outage(&state, &fleet, &mut warned, "connect"),
             }
         }
+        while let Ok(e) = events.try_recv() {
+            queued.push(e);
+        }
+        if queued.len() > MAX_QUEUED {
+            queued.drain(..queued.len() - MAX_QUEUED);
+        }
         if let Some(c) = conn.as_mut() {
             let started = tokio::time::Instant::now();
             match sync(&state, c, &prefix).await {
@@ -303,9 +312,6 @@ pub async fn run(
                     }
                 }
                 Err(_) => outage(&state, &fleet, &mut warned, "sync"),
-            }
-            while let Ok(e) = events.try_recv() {
-                queued.push(e);
             }
             if !queued.is_empty() && fleet.up.load(Ordering::Acquire) {
                 match share(c, &prefix, &state.shared.replica, &queued).await {
