@@ -141,6 +141,10 @@ pub enum ProxyError {
     /// A caller rate limit refused the request.
     #[error("rate limit '{}' exceeded", .0.limit)]
     Limited(Box<crate::ratelimit::Rejection>),
+    /// The model's providers do not speak the request's format (translation between formats is
+    /// not built yet).
+    #[error("model '{0}' is served by providers that do not speak this API format")]
+    WrongFormat(Box<str>),
     /// Every candidate failed or was unavailable.
     #[error("{}", exhausted_message(.0))]
     Exhausted(Box<Exhausted>),
@@ -173,6 +177,12 @@ impl ProxyError {
             }
             Self::BodyRead => (StatusCode::BAD_REQUEST, "invalid_request_error", "body_read_error", None),
             Self::Exhausted(e) => exhausted_status(e),
+            Self::WrongFormat(_) => (
+                StatusCode::BAD_REQUEST,
+                "invalid_request_error",
+                "unsupported_provider_format",
+                Some("model"),
+            ),
             Self::Limited(r) if r.unavailable => {
                 (StatusCode::SERVICE_UNAVAILABLE, "rate_limit_error", "rate_limit_unavailable", None)
             }
@@ -219,6 +229,7 @@ impl ProxyError {
                 }
             }
             Self::Exhausted(_)
+            | Self::WrongFormat(_)
             | Self::BadRequest(_)
             | Self::Forbidden
             | Self::UnknownModel(_)
@@ -267,6 +278,28 @@ fn exhausted_message(e: &Exhausted) -> String {
         })
         .collect();
     format!("all {} upstream attempts failed: {}", e.attempts.len(), list.join(", "))
+}
+
+/// Rewrites an OpenAI-shaped error response as Anthropic's
+/// (`{"type":"error","error":{"type","message"}}`), for the Anthropic-format ingress: same status,
+/// same headers, the type Anthropic uses for that status.
+pub fn anthropic_shape(resp: Response<Body>, message: &str) -> Response<Body> {
+    let status = resp.status();
+    let kind = match status.as_u16() {
+        400 | 405 | 408 | 422 => "invalid_request_error",
+        401 => "authentication_error",
+        403 => "permission_error",
+        404 => "not_found_error",
+        413 => "request_too_large",
+        429 => "rate_limit_error",
+        503 | 529 => "overloaded_error",
+        _ => "api_error",
+    };
+    let (parts, _) = resp.into_parts();
+    let body = serde_json::json!({"type": "error", "error": {"type": kind, "message": message}});
+    let mut out = Response::from_parts(parts, full(Bytes::from(body.to_string())));
+    out.headers_mut().remove(header::CONTENT_LENGTH);
+    out
 }
 
 /// An OpenAI-shaped JSON error response.

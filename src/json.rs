@@ -15,6 +15,8 @@ pub enum Schema {
     Chat,
     /// `/embeddings`.
     Embeddings,
+    /// Anthropic `/v1/messages`.
+    Messages,
 }
 
 /// Why a body was refused (all map to 400).
@@ -120,6 +122,7 @@ pub fn scan(body: &[u8], schema: Schema) -> Result<Scanned, ScanError> {
     match schema {
         Schema::Chat => check_chat(obj)?,
         Schema::Embeddings => check_embeddings(obj)?,
+        Schema::Messages => check_messages(obj)?,
     }
     let spans = spans(body).ok_or(ScanError::NotJson)??;
     let max_tokens =
@@ -149,6 +152,15 @@ fn check_chat(obj: &Object<'_>) -> Result<(), ScanError> {
         optional(obj, field, "a number", |v| v.as_f64().is_some() || v.as_i64().is_some())?;
     }
     optional(obj, "tools", "an array", |v| v.is_array())?;
+    Ok(())
+}
+
+fn check_messages(obj: &Object<'_>) -> Result<(), ScanError> {
+    let messages = obj.get("messages").ok_or(ScanError::Missing("messages"))?;
+    if !messages.is_array() {
+        return Err(ScanError::WrongType { field: "messages", want: "an array" });
+    }
+    optional(obj, "max_tokens", "a non-negative integer", |v| v.as_u64().is_some())?;
     Ok(())
 }
 

@@ -165,6 +165,8 @@ pub struct LogConfig {
 pub enum ProviderKind {
     /// OpenAI and every OpenAI-compatible API.
     OpenAi,
+    /// Anthropic's Messages API (`x-api-key`, `anthropic-version`).
+    Anthropic,
     /// Built-in, in-process mock answering in OpenAI shape.
     Mock,
 }
@@ -174,6 +176,7 @@ impl ProviderKind {
     pub fn as_str(self) -> &'static str {
         match self {
             Self::OpenAi => "openai",
+            Self::Anthropic => "anthropic",
             Self::Mock => "mock",
         }
     }
@@ -214,6 +217,8 @@ pub struct ProviderConfig {
     pub first_byte_timeout: Duration,
     /// Longest gap between stream chunks.
     pub idle_timeout: Duration,
+    /// `anthropic-version` sent to an `anthropic` provider.
+    pub anthropic_version: String,
 }
 
 /// One provider key.

@@ -240,6 +240,8 @@ pub struct RawProvider {
     pub first_byte_timeout: Option<String>,
     /// Longest gap between stream chunks.
     pub idle_timeout: Option<String>,
+    /// `anthropic-version` header of an `anthropic` provider.
+    pub anthropic_version: Option<String>,
 }
 
 /// `[[providers.NAME.keys]]`.

@@ -29,6 +29,7 @@ fn example_config_is_valid() {
         ("DEEPSEEK_API_KEY", "ds-e"),
         ("TIER1_ADMIN_KEY", "admin-f"),
         ("TIER1_REDIS_URL", "redis://127.0.0.1:6379"),
+        ("ANTHROPIC_API_KEY", "sk-ant-g"),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_owned(), v.to_owned()))

@@ -344,12 +344,16 @@ fn provider(name: &str, rp: &RawProvider, env: &dyn Env, p: &mut Problems) -> Pr
     let kind = match rp.kind.as_deref() {
         Some("openai") => ProviderKind::OpenAi,
         Some("mock") => ProviderKind::Mock,
-        Some(other @ ("anthropic" | "gemini" | "azure")) => {
+        Some("anthropic") => ProviderKind::Anthropic,
+        Some(other @ ("gemini" | "azure")) => {
             p.push(format!("{at}.kind"), format!("provider kind {other:?} is not available in this build"));
             ProviderKind::OpenAi
         }
         Some(other) => {
-            p.push(format!("{at}.kind"), format!("unknown provider kind {other:?} (want openai or mock)"));
+            p.push(
+                format!("{at}.kind"),
+                format!("unknown provider kind {other:?} (want openai, anthropic or mock)"),
+            );
             ProviderKind::OpenAi
         }
         None => {
@@ -365,6 +369,9 @@ fn provider(name: &str, rp: &RawProvider, env: &dyn Env, p: &mut Problems) -> Pr
         }
         (ProviderKind::OpenAi, raw) => {
             base_url(&format!("{at}.base_url"), raw.unwrap_or("https://api.openai.com/v1"), p)
+        }
+        (ProviderKind::Anthropic, raw) => {
+            base_url(&format!("{at}.base_url"), raw.unwrap_or("https://api.anthropic.com"), p)
         }
     };
     let mut key_names = HashSet::new();
@@ -459,6 +466,7 @@ fn provider(name: &str, rp: &RawProvider, env: &dyn Env, p: &mut Problems) -> Pr
         first_byte_timeout: positive(p, &format!("{at}.first_byte_timeout"), first_byte, request_timeout)
             .min(request_timeout),
         idle_timeout: positive(p, &format!("{at}.idle_timeout"), rp.idle_timeout.as_deref(), secs(120)),
+        anthropic_version: rp.anthropic_version.clone().unwrap_or_else(|| "2023-06-01".to_owned()),
         pool_idle_timeout: p.duration(
             &format!("{at}.pool_idle_timeout"),
             rp.pool_idle_timeout.as_deref(),

@@ -149,6 +149,8 @@ pub enum MockEndpoint {
     Chat,
     /// `/embeddings`.
     Embeddings,
+    /// Anthropic `/v1/messages`.
+    Messages,
 }
 
 /// Callbacks from a mock stream, so the standalone server can count completions and cancels.
@@ -172,7 +174,7 @@ pub async fn answer(
         tokio::time::sleep(behavior.latency).await;
     }
     if let Some(status) = behavior.failure(n) {
-        return error_response(status, behavior.retry_after.clone());
+        return error_response(status, behavior.retry_after.clone(), endpoint == MockEndpoint::Messages);
     }
     let req: MockRequest = match serde_json::from_slice(body) {
         Ok(r) => r,
@@ -184,6 +186,15 @@ pub async fn answer(
     let id = n + 1;
     match endpoint {
         MockEndpoint::Embeddings => json_response(StatusCode::OK, embeddings_json(&req, id)),
+        MockEndpoint::Messages if req.stream == Some(true) => {
+            let frames = anthropic_frames(&req.model, &behavior.reply, id);
+            let mut resp = Response::new(MockBody::Stream(MockStream::new(frames, behavior, observer)));
+            resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
+            resp
+        }
+        MockEndpoint::Messages => {
+            json_response(StatusCode::OK, anthropic_json(&req.model, &behavior.reply, id))
+        }
         MockEndpoint::Chat if req.stream == Some(true) => {
             let include_usage = req.stream_options.as_ref().is_some_and(|o| o.include_usage);
             let frames = stream_frames(&req.model, &behavior.reply, id, include_usage);
@@ -266,6 +277,52 @@ pub fn stream_frames(model: &str, reply: &str, id: u64, include_usage: bool) -> 
     frames
 }
 
+/// A non-streaming Anthropic `message`.
+pub fn anthropic_json(model: &str, reply: &str, id: u64) -> Bytes {
+    let output = words(reply).count();
+    let v = serde_json::json!({
+        "id": format!("msg_mock_{id}"), "type": "message", "role": "assistant", "model": model,
+        "content": [{"type": "text", "text": reply}],
+        "stop_reason": "end_turn", "stop_sequence": null,
+        "usage": {"input_tokens": 9, "output_tokens": output},
+    });
+    Bytes::from(v.to_string())
+}
+
+/// An Anthropic stream: `message_start`, one text block (a delta per word, with a `ping`),
+/// `message_delta` with the stop reason and usage, `message_stop`.
+pub fn anthropic_frames(model: &str, reply: &str, id: u64) -> VecDeque<Bytes> {
+    let event = |name: &str, v: serde_json::Value| Bytes::from(format!("event: {name}\ndata: {v}\n\n"));
+    let mut frames = VecDeque::new();
+    frames.push_back(event(
+        "message_start",
+        serde_json::json!({"type": "message_start", "message": {
+        "id": format!("msg_mock_{id}"), "type": "message", "role": "assistant", "model": model, "content": [],
+        "stop_reason": null, "stop_sequence": null, "usage": {"input_tokens": 9, "output_tokens": 1}}}),
+    ));
+    frames.push_back(event(
+        "content_block_start",
+        serde_json::json!({"type": "content_block_start", "index": 0,
+        "content_block": {"type": "text", "text": ""}}),
+    ));
+    frames.push_back(event("ping", serde_json::json!({"type": "ping"})));
+    for w in words(reply) {
+        frames.push_back(event(
+            "content_block_delta",
+            serde_json::json!({"type": "content_block_delta", "index": 0,
+            "delta": {"type": "text_delta", "text": w}}),
+        ));
+    }
+    frames.push_back(event(
+        "content_block_stop",
+        serde_json::json!({"type": "content_block_stop", "index": 0}),
+    ));
+    frames.push_back(event("message_delta", serde_json::json!({"type": "message_delta",
+        "delta": {"stop_reason": "end_turn", "stop_sequence": null}, "usage": {"output_tokens": words(reply).count()}})));
+    frames.push_back(event("message_stop", serde_json::json!({"type": "message_stop"})));
+    frames
+}
+
 fn embeddings_json(req: &MockRequest, id: u64) -> Bytes {
     let count = match &req.input {
         Some(serde_json::Value::Array(items)) if !items.is_empty() && !items[0].is_number() => items.len(),
@@ -292,15 +349,35 @@ pub fn error_json(message: &str, kind: &str) -> Bytes {
     )
 }
 
-fn error_response(status: StatusCode, retry_after: Option<HeaderValue>) -> Response<MockBody> {
-    let kind = match status.as_u16() {
-        429 => "rate_limit_exceeded",
-        401 | 403 => "authentication_error",
-        400..=499 => "invalid_request_error",
-        _ => "server_error",
-    };
+fn error_response(
+    status: StatusCode,
+    retry_after: Option<HeaderValue>,
+    anthropic: bool,
+) -> Response<MockBody> {
     let msg = format!("mock: injected failure {}", status.as_u16());
-    let mut resp = json_response(status, error_json(&msg, kind));
+    let body = if anthropic {
+        // Anthropic's error shape and types.
+        let kind = match status.as_u16() {
+            429 => "rate_limit_error",
+            401 => "authentication_error",
+            403 => "permission_error",
+            404 => "not_found_error",
+            413 => "request_too_large",
+            400..=499 => "invalid_request_error",
+            529 | 503 => "overloaded_error",
+            _ => "api_error",
+        };
+        Bytes::from(serde_json::json!({"type": "error", "error": {"type": kind, "message": msg}}).to_string())
+    } else {
+        let kind = match status.as_u16() {
+            429 => "rate_limit_exceeded",
+            401 | 403 => "authentication_error",
+            400..=499 => "invalid_request_error",
+            _ => "server_error",
+        };
+        error_json(&msg, kind)
+    };
+    let mut resp = json_response(status, body);
     if let Some(ra) = retry_after {
         resp.headers_mut().insert(header::RETRY_AFTER, ra);
     }

@@ -331,6 +331,7 @@ async fn handle(shared: &Shared, req: Request<Incoming>) -> Response<MockBody> {
     let endpoint = match (&parts.method, path.as_str()) {
         (&Method::POST, p) if p.ends_with("/chat/completions") => MockEndpoint::Chat,
         (&Method::POST, p) if p.ends_with("/embeddings") => MockEndpoint::Embeddings,
+        (&Method::POST, p) if p.ends_with("/v1/messages") => MockEndpoint::Messages,
         (&Method::GET, p) if p.ends_with("/models") => return models(shared),
         _ => {
             return json_response(

@@ -28,6 +28,8 @@ pub enum Operation {
     Chat,
     /// Embeddings.
     Embeddings,
+    /// Anthropic Messages (the Anthropic-format ingress, relayed natively).
+    Messages,
 }
 
 /// One upstream call.
@@ -96,8 +98,8 @@ pub struct Provider {
 pub struct Key {
     /// Config name (logs, metrics, admin view).
     pub name: Arc<str>,
-    /// `Authorization: Bearer ...`, marked sensitive.
-    auth: Option<HeaderValue>,
+    /// The key's header (`Authorization: Bearer ...` or `x-api-key`), marked sensitive.
+    auth: Option<(HeaderName, HeaderValue)>,
     /// Share of traffic among available keys.
     pub weight: u32,
     /// Models this key may serve; empty: all.
@@ -124,6 +126,7 @@ struct HttpBackend {
     client: HttpClient,
     chat: Uri,
     embeddings: Uri,
+    messages: Uri,
     headers: Vec<(HeaderName, HeaderValue)>,
 }
 
@@ -153,7 +156,7 @@ impl Provider {
     pub fn build(p: &ProviderConfig, config: &Config, registry: &Registry) -> Result<Self, BuildError> {
         let backend = match p.kind {
             ProviderKind::Mock => Backend::Mock { behavior: p.mock.clone(), served: AtomicU64::new(0) },
-            ProviderKind::OpenAi => {
+            ProviderKind::OpenAi | ProviderKind::Anthropic => {
                 let base = p.base_url.as_ref().ok_or_else(|| BuildError::BaseUrl(p.name.clone()))?;
                 let join = |path: &str| -> Result<Uri, BuildError> {
                     format!("{}{path}", base.to_string().trim_end_matches('/'))
@@ -164,7 +167,16 @@ impl Provider {
                     client: registry.pool(&p.name, upstream::settings(p), || upstream::build(p))?,
                     chat: join("/chat/completions")?,
                     embeddings: join("/embeddings")?,
-                    headers: p.headers.clone(),
+                    messages: join("/v1/messages")?,
+                    headers: {
+                        let mut h = p.headers.clone();
+                        if p.kind == ProviderKind::Anthropic {
+                            let version = HeaderValue::from_str(&p.anthropic_version)
+                                .map_err(|_| BuildError::BaseUrl(p.name.clone()))?;
+                            h.push((HeaderName::from_static("anthropic-version"), version));
+                        }
+                        h
+                    },
                 }))
             }
         };
@@ -174,9 +186,18 @@ impl Provider {
             .iter()
             .enumerate()
             .map(|(index, k)| {
-                let mut auth = HeaderValue::from_str(&format!("Bearer {}", k.secret.expose()))
+                let (name, value) = match p.kind {
+                    ProviderKind::Anthropic => {
+                        (HeaderName::from_static("x-api-key"), k.secret.expose().to_owned())
+                    }
+                    ProviderKind::OpenAi | ProviderKind::Mock => {
+                        (header::AUTHORIZATION, format!("Bearer {}", k.secret.expose()))
+                    }
+                };
+                let mut value = HeaderValue::from_str(&value)
                     .map_err(|_| BuildError::Key { provider: p.name.clone(), index })?;
-                auth.set_sensitive(true);
+                value.set_sensitive(true);
+                let auth = (name, value);
                 Ok(Key {
                     name: Arc::from(k.name.as_str()),
                     auth: Some(auth),
@@ -212,6 +233,15 @@ impl Provider {
         })
     }
 
+    /// Whether this provider speaks the request format of `op`.
+    pub fn speaks(&self, op: Operation) -> bool {
+        match self.kind {
+            ProviderKind::OpenAi => matches!(op, Operation::Chat | Operation::Embeddings),
+            ProviderKind::Anthropic => op == Operation::Messages,
+            ProviderKind::Mock => true,
+        }
+    }
+
     /// `model` as a metric label: its name if configured for this provider, else `other` (a model
     /// name a client made up never becomes a label).
     pub fn model_label<'m>(&self, model: &'m str) -> &'m str {
@@ -230,6 +260,7 @@ impl Provider {
                 let endpoint = match call.operation {
                     Operation::Chat => MockEndpoint::Chat,
                     Operation::Embeddings => MockEndpoint::Embeddings,
+                    Operation::Messages => MockEndpoint::Messages,
                 };
                 let answer = crate::mock::answer(behavior, served, endpoint, &call.body, None);
                 let resp =
@@ -254,6 +285,7 @@ impl HttpBackend {
         let uri = match call.operation {
             Operation::Chat => self.chat.clone(),
             Operation::Embeddings => self.embeddings.clone(),
+            Operation::Messages => self.messages.clone(),
         };
         let accept = if call.stream { "text/event-stream" } else { "application/json" };
         let mut req = Request::post(uri)
@@ -266,8 +298,8 @@ impl HttpBackend {
         if let Some(c) = call.correlation_id {
             h.insert(crate::proxy::headers::X_CORRELATION_ID, c.clone());
         }
-        if let Some(auth) = call.key.and_then(|k| k.auth.as_ref()) {
-            h.insert(header::AUTHORIZATION, auth.clone());
+        if let Some((name, value)) = call.key.and_then(|k| k.auth.as_ref()) {
+            h.insert(name.clone(), value.clone());
         }
         for (name, value) in &self.headers {
             h.insert(name.clone(), value.clone());

@@ -636,6 +636,9 @@ async fn attempt<'a>(job: &'a Job<'a>, c: &'a Candidate<'a>, key_index: Option<u
             }
             let tap = Tap::new(job.metrics.target(&p.name, c.model_label), start, streaming, c.costs, &held);
             let mut relay = Relay::new(rest, total, streaming).prefix(held).guard(Box::new(guard)).tap(tap);
+            if job.operation == Operation::Messages {
+                relay = relay.anthropic();
+            }
             if let Some(t) = key_ticket {
                 relay = relay.ticket(t);
             }

@@ -291,7 +291,9 @@ fn usage(tail: &[u8]) -> Option<(u64, u64)> {
                 if depth == 0 {
                     #[derive(serde::Deserialize)]
                     struct Usage {
+                        #[serde(alias = "input_tokens")]
                         prompt_tokens: Option<u64>,
+                        #[serde(alias = "output_tokens")]
                         completion_tokens: Option<u64>,
                     }
                     let u: Usage = serde_json::from_slice(&rest[open..=open + i]).ok()?;
@@ -317,6 +319,8 @@ pin_project_lite::pin_project! {
         // Bytes read before the stream committed, sent first.
         prefix: Option<Bytes>,
         stream: bool,
+        // The stream speaks Anthropic's event format (its error event differs).
+        anthropic: bool,
         done: bool,
         record: Option<RequestRecord>,
         tap: Option<Box<Tap>>,
@@ -338,6 +342,7 @@ impl Relay {
             idle_timeout: None,
             prefix: None,
             stream,
+            anthropic: false,
             done: false,
             record: None,
             tap: None,
@@ -355,6 +360,12 @@ impl Relay {
     /// Watches the body for metrics and usage.
     pub fn tap(mut self, tap: Tap) -> Self {
         self.tap = Some(Box::new(tap));
+        self
+    }
+
+    /// Ends a broken stream with Anthropic's `event: error` instead of OpenAI's error chunk.
+    pub fn anthropic(mut self) -> Self {
+        self.anthropic = true;
         self
     }
 
@@ -413,13 +424,17 @@ pub enum RelayError {
 }
 
 /// The SSE error event that ends a broken stream.
-fn error_event(err: &RelayError) -> Bytes {
+fn error_event(err: &RelayError, anthropic: bool) -> Bytes {
     let (message, code) = match err {
         RelayError::Upstream => {
             ("upstream stream ended before the answer was complete", "upstream_stream_error")
         }
         RelayError::Timeout => ("upstream stream timed out", "upstream_timeout"),
     };
+    if anthropic {
+        let v = serde_json::json!({"type": "error", "error": {"type": "api_error", "message": message}});
+        return Bytes::from(format!("event: error\ndata: {v}\n\n"));
+    }
     let v = serde_json::json!({"error": {"message": message, "type": "upstream_error", "param": null, "code": code}});
     Bytes::from(format!("data: {v}\n\n"))
 }
@@ -482,7 +497,7 @@ impl http_body::Body for Relay {
         this.guard.take();
         tracing::warn!(error = %err, stream = *this.stream, "upstream response ended early");
         if *this.stream {
-            Poll::Ready(Some(Ok(Frame::data(error_event(&err)))))
+            Poll::Ready(Some(Ok(Frame::data(error_event(&err, *this.anthropic)))))
         } else {
             Poll::Ready(Some(Err(Box::new(err))))
         }

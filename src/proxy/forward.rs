@@ -44,6 +44,7 @@ pub async fn forward(
     let schema = match op {
         Operation::Chat => Schema::Chat,
         Operation::Embeddings => Schema::Embeddings,
+        Operation::Messages => Schema::Messages,
     };
     let scanned = json::scan(&bytes, schema)?;
     let now = clock.now();
@@ -76,6 +77,13 @@ pub async fn forward(
         }
     }
     dedupe(&mut cands);
+    // Only providers that speak the request's format (OpenAI or Anthropic Messages) are tried;
+    // translating between formats is not built yet.
+    let before = cands.len();
+    cands.retain(|c| c.provider.speaks(op));
+    if cands.is_empty() && before > 0 {
+        return Err(ProxyError::WrongFormat(scanned.model.as_str().into()));
+    }
 
     let tokens = estimate_tokens(bytes.len(), scanned.max_tokens);
     let facts = Facts {
@@ -90,13 +98,17 @@ pub async fn forward(
         ProxyError::Limited(Box::new(r))
     })?;
 
-    let stream = op == Operation::Chat && scanned.stream.unwrap_or(wants_sse);
+    let stream = match op {
+        Operation::Chat => scanned.stream.unwrap_or(wants_sse),
+        Operation::Messages => scanned.stream == Some(true),
+        Operation::Embeddings => false,
+    };
     let route_label = ctx.route.clone();
     let job = Job {
         live,
         operation: op,
         stream,
-        force_stream: stream && scanned.stream.is_none(),
+        force_stream: op == Operation::Chat && stream && scanned.stream.is_none(),
         scanned: &scanned,
         body: &bytes,
         request_id: &ctx.request_id,

@@ -25,6 +25,8 @@ pub enum Endpoint {
     Chat,
     /// `POST /v1/embeddings`, `POST /openai/v1/embeddings`.
     Embeddings,
+    /// `POST /anthropic/v1/messages`, `POST /v1/messages`: Anthropic Messages bodies.
+    Messages,
     /// `GET /v1/models`, `GET /openai/v1/models`.
     Models,
     /// `GET /health`, `GET /healthz`: liveness.
@@ -58,6 +60,7 @@ impl Endpoint {
         Some(match (path, api) {
             (_, "/v1/chat/completions") => Self::Chat,
             (_, "/v1/embeddings") => Self::Embeddings,
+            ("/anthropic/v1/messages" | "/v1/messages", _) => Self::Messages,
             (_, "/v1/models") => Self::Models,
             ("/health" | "/healthz", _) => Self::Health,
             ("/readyz", _) => Self::Ready,
@@ -72,7 +75,9 @@ impl Endpoint {
 
     fn method(self) -> (Method, &'static str) {
         match self {
-            Self::Chat | Self::Embeddings | Self::AdminReload | Self::AdminReset => (Method::POST, "POST"),
+            Self::Chat | Self::Embeddings | Self::Messages | Self::AdminReload | Self::AdminReset => {
+                (Method::POST, "POST")
+            }
             Self::Models
             | Self::Health
             | Self::Ready
@@ -99,6 +104,7 @@ impl Endpoint {
         match self {
             Self::Chat => Some("chat"),
             Self::Embeddings => Some("embeddings"),
+            Self::Messages => Some("messages"),
             Self::Models => Some("models"),
             Self::Health
             | Self::Ready
@@ -164,7 +170,14 @@ pub async fn handle(
             if matches!(e, ProxyError::Exhausted(_)) {
                 tracing::warn!(request_id = ?ctx.request_id, error = %e, "request failed upstream");
             }
-            e.into_response()
+            let message = e.to_string();
+            let resp = e.into_response();
+            // An Anthropic-format client gets Anthropic's error shape, same status.
+            if endpoint == Some(Endpoint::Messages) {
+                crate::error::anthropic_shape(resp, &message)
+            } else {
+                resp
+            }
         }
     };
     if let Some(label) = label {
@@ -242,8 +255,12 @@ async fn handle_inner(
             crate::admin::authorize(live, req.headers(), peer)?;
             admin(state, live, endpoint).await
         }
-        Endpoint::Chat | Endpoint::Embeddings => {
-            let op = if endpoint == Endpoint::Chat { Operation::Chat } else { Operation::Embeddings };
+        Endpoint::Chat | Endpoint::Embeddings | Endpoint::Messages => {
+            let op = match endpoint {
+                Endpoint::Embeddings => Operation::Embeddings,
+                Endpoint::Messages => Operation::Messages,
+                _ => Operation::Chat,
+            };
             return forward::forward(state, live, req, op, ctx).await;
         }
     };
@@ -292,6 +309,7 @@ async fn admin(state: &AppState, live: &Live, endpoint: Endpoint) -> Response<Bo
         Endpoint::AdminState
         | Endpoint::Chat
         | Endpoint::Embeddings
+        | Endpoint::Messages
         | Endpoint::Models
         | Endpoint::Health
         | Endpoint::Ready

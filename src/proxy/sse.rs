@@ -99,6 +99,32 @@ fn judge(event: &[u8]) -> Verdict {
     if let Some(err) = v.get("error").filter(|e| !e.is_null()) {
         return Verdict::Error(classify_error(err));
     }
+    // Anthropic Messages events carry a `type`.
+    if let Some(kind) = v.get("type").and_then(|t| t.as_str()) {
+        let text = |d: Option<&serde_json::Value>, k: &str| {
+            d.and_then(|d| d.get(k)).and_then(|t| t.as_str()).is_some_and(|t| !t.is_empty())
+        };
+        return match kind {
+            "content_block_delta" => {
+                let delta = v.get("delta");
+                if text(delta, "text") || text(delta, "partial_json") || text(delta, "thinking") {
+                    Verdict::Commit
+                } else {
+                    Verdict::Pending
+                }
+            }
+            "content_block_start" => {
+                let block = v.get("content_block");
+                let tool = block
+                    .and_then(|b| b.get("type"))
+                    .and_then(|t| t.as_str())
+                    .is_some_and(|t| t != "text" && t != "thinking");
+                if tool || text(block, "text") { Verdict::Commit } else { Verdict::Pending }
+            }
+            "message_delta" | "message_stop" => Verdict::Commit,
+            _ => Verdict::Pending,
+        };
+    }
     let commits = v.get("choices").and_then(|c| c.as_array()).is_some_and(|choices| {
         choices.iter().any(|c| {
             let delta = c.get("delta");
@@ -177,6 +203,18 @@ mod tests {
         assert_eq!(verdict_of(e, 7), Verdict::Error(Class::Overloaded));
         let e = b"data: {\"error\":{\"message\":\"boom\"}}\n\n";
         assert_eq!(verdict_of(e, 64), Verdict::Error(Class::Server));
+    }
+
+    #[test]
+    fn anthropic_events_commit_at_the_first_text_or_tool() {
+        let start = b"event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"id\":\"m\",\"content\":[]}}\n\nevent: content_block_start\ndata: {\"type\":\"content_block_start\",\"index\":0,\"content_block\":{\"type\":\"text\",\"text\":\"\"}}\n\nevent: ping\ndata: {\"type\": \"ping\"}\n\n";
+        assert_eq!(verdict_of(start, 3), Verdict::Pending);
+        let delta = b"event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"text_delta\",\"text\":\"Hi\"}}\n\n";
+        assert_eq!(verdict_of(&[&start[..], delta].concat(), 5), Verdict::Commit);
+        let tool = b"event: content_block_start\ndata: {\"type\":\"content_block_start\",\"index\":1,\"content_block\":{\"type\":\"tool_use\",\"id\":\"t\",\"name\":\"f\",\"input\":{}}}\n\n";
+        assert_eq!(verdict_of(tool, 4), Verdict::Commit);
+        let err = b"event: error\ndata: {\"type\":\"error\",\"error\":{\"type\":\"overloaded_error\",\"message\":\"Overloaded\"}}\n\n";
+        assert_eq!(verdict_of(err, 4), Verdict::Error(Class::Overloaded));
     }
 
     #[test]

@@ -1,0 +1,160 @@
+//! The Anthropic-format ingress (`/anthropic/v1/messages`, `/v1/messages`), relayed natively to
+//! `kind = "anthropic"` providers: bytes untouched but the model, Anthropic's headers upstream,
+//! Anthropic-shaped errors, stream failover before the first content, fallback across targets.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code: failing loudly is the point
+
+mod common;
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use common::*;
+use http::StatusCode;
+use tier1::mock::server::{MockConfig, MockUpstream};
+use tier1::mock::{Behavior, DEFAULT_REPLY};
+
+fn cfg(url: &str, extra: &str) -> String {
+    format!(
+        r#"
+[server]
+api_keys = ["env:FRONT_KEY"]
+[providers.anthropic]
+kind = "anthropic"
+base_url = "{url}"
+[[providers.anthropic.keys]]
+name = "main"
+secret = "env:UPSTREAM_KEY"
+[providers.openai]
+kind = "openai"
+base_url = "{url}/v1"
+{extra}
+"#
+    )
+}
+
+const FRONT: (&str, &str) = ("authorization", "Bearer front-key-0001");
+
+fn messages(model: &str, stream: bool) -> String {
+    format!(
+        r#"{{"model":"{model}","max_tokens":64,"messages":[{{"role":"user","content":"hi"}}],"stream":{stream}}}"#
+    )
+}
+
+#[tokio::test]
+async fn messages_pass_through_natively_byte_exact() {
+    let answer = r#"{"id":"msg_1","type":"message","role":"assistant","model":"claude-sonnet-4-5","content":[{"type":"text","text":"Hi"}],"stop_reason":"end_turn","stop_sequence":null,"usage":{"input_tokens":3,"output_tokens":1}}"#;
+    let up = FixedUpstream::start(Fixed {
+        status: 200,
+        headers: vec![("content-type", "application/json".into())],
+        chunks: vec![Bytes::from(answer)],
+        gap: Duration::ZERO,
+    })
+    .await;
+    let t = Tier1::start(&cfg(&format!("http://{}", up.addr), "")).await;
+    let sent = r#"{"model":"anthropic/claude-sonnet-4-5", "max_tokens": 64,"system":"be brief","messages":[{"role":"user","content":[{"type":"text","text":"hi"}]}]}"#;
+    for path in ["/anthropic/v1/messages", "/v1/messages"] {
+        let a = post(
+            &t.url(path),
+            &[FRONT, ("x-relay-token-id", "tok-1"), ("anthropic-version", "2023-06-01")],
+            sent,
+        )
+        .await;
+        assert_eq!(a.status, 200, "{path}: {}", a.text());
+        assert_eq!(a.text(), answer);
+        assert_eq!(a.header("x-tier1-provider"), Some("anthropic"));
+    }
+    let (headers, body) = &up.requests()[0];
+    assert_eq!(body, &sent.replace("anthropic/claude", "claude").into_bytes());
+    assert_eq!(headers["x-api-key"], "sk-upstream-secret-0001");
+    assert_eq!(headers["anthropic-version"], "2023-06-01");
+    for absent in ["authorization", "x-relay-token-id"] {
+        assert!(!headers.contains_key(absent), "{absent} was forwarded");
+    }
+}
+
+#[tokio::test]
+async fn anthropic_streams_pass_through_byte_exact_without_done() {
+    let events: Vec<Bytes> = [
+        "event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"id\":\"m\",\"type\":\"message\",\"role\":\"assistant\",\"content\":[],\"usage\":{\"input_tokens\":3,\"output_tokens\":1}}}\n\n",
+        "event: content_block_start\ndata: {\"type\":\"content_block_start\",\"index\":0,\"content_block\":{\"type\":\"text\",\"text\":\"\"}}\n\n",
+        "event: ping\ndata: {\"type\": \"ping\"}\n\n",
+        "event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"text_delta\",\"text\":\"Hi\"}}\n\n",
+        "event: content_block_stop\ndata: {\"type\":\"content_block_stop\",\"index\":0}\n\n",
+        "event: message_delta\ndata: {\"type\":\"message_delta\",\"delta\":{\"stop_reason\":\"end_turn\",\"stop_sequence\":null},\"usage\":{\"output_tokens\":1}}\n\n",
+        "event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n",
+    ]
+    .into_iter()
+    .map(|s: &'static str| Bytes::from_static(s.as_bytes()))
+    .collect();
+    let up = FixedUpstream::start(Fixed {
+        status: 200,
+        headers: vec![("content-type", "text/event-stream".into())],
+        chunks: events.clone(),
+        gap: Duration::from_millis(5),
+    })
+    .await;
+    let t = Tier1::start(&cfg(&format!("http://{}", up.addr), "")).await;
+    let a = post(&t.url("/anthropic/v1/messages"), &[FRONT], &messages("anthropic/claude-sonnet-4-5", true))
+        .await;
+    assert_eq!(a.status, 200);
+    assert_eq!(a.body, events.concat());
+    assert!(!a.text().contains("[DONE]"));
+}
+
+#[tokio::test]
+async fn an_overloaded_target_falls_back_and_a_stream_cut_before_content_is_invisible() {
+    let busy = Behavior { status: Some(StatusCode::from_u16(529).unwrap()), ..Behavior::default() };
+    let cut = Behavior { abort_after: Some(1), ..Behavior::default() };
+    let mock =
+        MockUpstream::start(MockConfig::default().model("busy", busy).model("cut", cut)).await.unwrap();
+    let routes = r#"
+[[routes]]
+name = "claude"
+retry = { attempts = 1 }
+targets = [{ provider = "anthropic", model = "busy" }, { provider = "anthropic", model = "claude-ok" }]
+[[routes]]
+name = "claude-stream"
+retry = { attempts = 1 }
+targets = [{ provider = "anthropic", model = "cut" }, { provider = "anthropic", model = "claude-ok" }]
+"#;
+    let t = Tier1::start(&cfg(&mock.url(), routes)).await;
+    let a = post(&t.url("/v1/messages"), &[FRONT], &messages("claude", false)).await;
+    assert_eq!(a.status, 200, "{}", a.text());
+    assert_eq!(a.header("x-tier1-fallback-reason"), Some("overloaded"));
+    assert_eq!(a.json()["content"][0]["text"], DEFAULT_REPLY);
+    // "cut" sends message_start, then drops the connection before any text.
+    let a = post(&t.url("/v1/messages"), &[FRONT], &messages("claude-stream", true)).await;
+    assert_eq!(a.status, 200);
+    let text = a.text();
+    assert_eq!(text.matches("event: message_start").count(), 1, "{text}");
+    assert!(text.ends_with("event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n"), "{text}");
+    assert_eq!(a.header("x-tier1-model"), Some("claude-ok"));
+    // Anthropic usage counts as tokens.
+    let m = get(&t.url("/metrics")).await.text();
+    assert!(
+        m.contains(r#"tier1_tokens_total{direction="input",model="claude-ok",provider="anthropic"} 9"#),
+        "{m}"
+    );
+}
+
+#[tokio::test]
+async fn errors_on_the_anthropic_ingress_are_anthropic_shaped() {
+    let mock = MockUpstream::start(MockConfig::default()).await.unwrap();
+    let t = Tier1::start(&cfg(&mock.url(), "")).await;
+    let url = t.url("/anthropic/v1/messages");
+    let shape = |a: &Answer| (a.status.as_u16(), a.json()["type"].clone(), a.json()["error"]["type"].clone());
+    let a = post(&url, &[], &messages("anthropic/claude", false)).await;
+    assert_eq!(shape(&a), (401, "error".into(), "authentication_error".into()));
+    let a = post(&url, &[FRONT], &messages("nobody/claude", false)).await;
+    assert_eq!(shape(&a), (404, "error".into(), "not_found_error".into()));
+    let a = post(&url, &[FRONT], r#"{"model":"anthropic/claude"}"#).await;
+    assert_eq!(shape(&a), (400, "error".into(), "invalid_request_error".into()));
+    // An OpenAI-kind provider does not speak Anthropic Messages (no translation yet), and back.
+    let a = post(&url, &[FRONT], &messages("openai/gpt-4o", false)).await;
+    assert_eq!(shape(&a), (400, "error".into(), "invalid_request_error".into()));
+    assert!(a.json()["error"]["message"].as_str().unwrap().contains("API format"));
+    let a = post(&t.url("/v1/chat/completions"), &[FRONT], &chat("anthropic/claude")).await;
+    assert_eq!((a.status.as_u16(), a.code().as_str()), (400, "unsupported_provider_format"));
+    assert_eq!(mock.stats.snapshot().requests, 0);
+}
