@@ -138,6 +138,9 @@ pub enum ProxyError {
     /// The client's body stream failed.
     #[error("request body could not be read")]
     BodyRead,
+    /// `server.max_inflight` requests are already in flight.
+    #[error("tier1 is at its concurrency limit; retry shortly")]
+    Busy,
     /// A caller rate limit refused the request.
     #[error("rate limit '{}' exceeded", .0.limit)]
     Limited(Box<crate::ratelimit::Rejection>),
@@ -177,6 +180,7 @@ impl ProxyError {
             }
             Self::BodyRead => (StatusCode::BAD_REQUEST, "invalid_request_error", "body_read_error", None),
             Self::Exhausted(e) => exhausted_status(e),
+            Self::Busy => (StatusCode::SERVICE_UNAVAILABLE, "server_error", "server_busy", None),
             Self::WrongFormat(_) => (
                 StatusCode::BAD_REQUEST,
                 "invalid_request_error",
@@ -219,6 +223,9 @@ impl ProxyError {
                 // Whole seconds, rounded up, at least 1.
                 let secs = e.retry_after.map_or(1, |d| d.as_secs() + u64::from(d.subsec_nanos() > 0)).max(1);
                 headers.insert(header::RETRY_AFTER, HeaderValue::from(secs));
+            }
+            Self::Busy => {
+                headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
             }
             Self::Limited(r) => {
                 let d = r.retry_after;

@@ -135,6 +135,7 @@ pub async fn serve(
         ratelimit: Arc::new(ratelimit::Limiter::new(fleet)),
         shared: Arc::new(shared),
         fleet_members: std::sync::Mutex::new(Vec::new()),
+        inflight_limit: config.server.max_inflight.map(|n| Arc::new(tokio::sync::Semaphore::new(n))),
     });
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);

@@ -698,3 +698,63 @@ async fn client_disconnect_before_headers_cancels_the_upstream_request() {
         .unwrap_or_else(|s| panic!("upstream request still open 100ms after the client left: {s:?}"));
     assert!(left.elapsed() < Duration::from_millis(100));
 }
+
+#[tokio::test]
+async fn max_inflight_answers_503_at_once_and_frees_slots_at_the_end_of_streams() {
+    let slow = Behavior { chunk_interval: Duration::from_millis(100), ..Behavior::default() };
+    let mock = MockUpstream::start(MockConfig::with_default(slow)).await.unwrap();
+    let toml = config(&mock.url(), "").replace("[server]", "[server]\nmax_inflight = 2");
+    let t = Tier1::start(&toml).await;
+    let url = t.url("/v1/chat/completions");
+    let mut held = Vec::new();
+    for _ in 0..2 {
+        let mut body = post_streaming(&url, &[], &chat_stream("smart")).await.into_body();
+        assert!(next_chunk(&mut body).await.is_some());
+        held.push(body);
+    }
+    let started = tokio::time::Instant::now();
+    let a = post(&url, &[], &chat("smart")).await;
+    assert_eq!((a.status.as_u16(), a.code().as_str()), (503, "server_busy"));
+    assert_eq!(a.header("retry-after"), Some("1"));
+    assert!(started.elapsed() < Duration::from_millis(200), "it queued");
+    // Health and metrics are not API traffic: still served.
+    assert_eq!(get(&t.url("/healthz")).await.status, 200);
+    drop(held);
+    mock.stats.wait_until(Duration::from_secs(2), |s| s.streams_cancelled == 2).await.unwrap();
+    let served =
+        within(Duration::from_secs(2), || async { post(&url, &[], &chat("smart")).await.status == 200 })
+            .await;
+    assert!(served.is_some(), "slots were not released");
+}
+
+#[tokio::test]
+async fn max_connections_pauses_accepting_until_a_connection_closes() {
+    let toml = config("http://127.0.0.1:9/v1", "")
+        .replace("[server]", "[server]\nmax_connections = 2")
+        .replace("header_timeout = \"500ms\"", "header_timeout = \"30s\"");
+    let t = Tier1::start(&toml).await;
+    // Two keep-alive connections, each answered once and then left open.
+    let mut open = Vec::new();
+    for _ in 0..2 {
+        let mut s = tokio::net::TcpStream::connect(t.addr).await.unwrap();
+        s.write_all(b"GET /healthz HTTP/1.1\r\nhost: x\r\n\r\n").await.unwrap();
+        assert!(read_head(&mut s).await.starts_with("HTTP/1.1 200"));
+        open.push(s);
+    }
+    // A third connection waits in the backlog: no answer while both are open...
+    let third = tokio::spawn({
+        let addr = t.addr;
+        async move {
+            let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+            s.write_all(b"GET /healthz HTTP/1.1\r\nhost: x\r\n\r\n").await.unwrap();
+            read_head(&mut s).await
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!third.is_finished(), "a third connection was served above max_connections");
+    // ...and is served as soon as one closes.
+    drop(open.pop());
+    let head =
+        tokio::time::timeout(Duration::from_secs(3), third).await.expect("served after a close").unwrap();
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+}

@@ -147,6 +147,10 @@ pub struct ServerConfig {
     pub admin_keys: Vec<Secret>,
     /// Bind with SO_REUSEPORT (zero-downtime upgrade of a single sidecar).
     pub reuse_port: bool,
+    /// Open connections; above it, accepting pauses (restart to change).
+    pub max_connections: usize,
+    /// API requests in flight; beyond it, 503 at once (restart to change).
+    pub max_inflight: Option<usize>,
 }
 
 /// `[log]`, validated.

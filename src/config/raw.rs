@@ -189,6 +189,10 @@ pub struct RawServer {
     pub admin_keys: Vec<String>,
     /// Bind with SO_REUSEPORT, so a new process can take over the address while the old drains.
     pub reuse_port: Option<bool>,
+    /// Open connections; above it, accepting pauses.
+    pub max_connections: Option<usize>,
+    /// API requests in flight; beyond it, 503 with Retry-After at once.
+    pub max_inflight: Option<usize>,
 }
 
 /// `[log]`.

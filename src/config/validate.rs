@@ -140,6 +140,21 @@ fn server(raw: &RawConfig, env: &dyn Env, p: &mut Problems) -> ServerConfig {
         admin_listen,
         admin_keys,
         reuse_port: s.reuse_port.unwrap_or(false),
+        max_connections: match s.max_connections {
+            Some(0) => {
+                p.push("server.max_connections", "must be at least 1");
+                1
+            }
+            Some(n) => n,
+            None => 16_384,
+        },
+        max_inflight: match s.max_inflight {
+            Some(0) => {
+                p.push("server.max_inflight", "must be at least 1");
+                None
+            }
+            n => n,
+        },
     }
 }
 

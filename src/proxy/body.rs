@@ -134,6 +134,8 @@ pub struct RequestRecord {
     pub broken: bool,
     /// Fraction of successful requests to log.
     pub sample: f64,
+    /// The `server.max_inflight` slot, released with the record (at the end of the response).
+    pub permit: Option<tokio::sync::OwnedSemaphorePermit>,
 }
 
 impl RequestRecord {
@@ -163,6 +165,7 @@ impl RequestRecord {
             client_ip: None,
             broken: false,
             sample,
+            permit: None,
         }
     }
 }

@@ -256,6 +256,13 @@ async fn handle_inner(
             admin(state, live, endpoint).await
         }
         Endpoint::Chat | Endpoint::Embeddings | Endpoint::Messages => {
+            if let Some(limit) = &state.inflight_limit {
+                // No queue: over the limit, the caller (or its balancer) retries elsewhere at once.
+                let permit = limit.clone().try_acquire_owned().map_err(|_| ProxyError::Busy)?;
+                if let Some(r) = ctx.record.as_mut() {
+                    r.permit = Some(permit);
+                }
+            }
             let op = match endpoint {
                 Endpoint::Embeddings => Operation::Embeddings,
                 Endpoint::Messages => Operation::Messages,

@@ -36,4 +36,6 @@ pub struct AppState {
     pub shared: Arc<crate::shared::Shared>,
     /// Replica ids alive at the last heartbeat.
     pub fleet_members: std::sync::Mutex<Vec<String>>,
+    /// `server.max_inflight`: API requests in flight (a permit lasts to the end of the response).
+    pub inflight_limit: Option<Arc<tokio::sync::Semaphore>>,
 }

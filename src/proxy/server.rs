@@ -40,12 +40,20 @@ pub async fn serve(
         .keep_alive(true);
     builder.http2().timer(TokioTimer::new()).max_header_list_size(MAX_HEAD_BYTES as u32);
     let graceful = GracefulShutdown::new();
+    // server.max_connections: a permit per open connection; with none left, accepting pauses (the
+    // kernel's backlog holds new connections) until a connection closes.
+    let slots = Arc::new(tokio::sync::Semaphore::new(server.max_connections));
 
     tokio::pin!(shutdown);
     loop {
+        let slot = tokio::select! {
+            () = &mut shutdown => break,
+            slot = slots.clone().acquire_owned() => slot,
+        };
+        let Ok(slot) = slot else { break };
         tokio::select! {
             () = &mut shutdown => break,
-            accepted = listener.accept() => accept(accepted, &builder, &graceful, &state, kind).await,
+            accepted = listener.accept() => accept(accepted, &builder, &graceful, &state, kind, slot).await,
         }
     }
 
@@ -55,9 +63,14 @@ pub async fn serve(
     let lame_duck = tokio::time::sleep(server.shutdown_delay);
     tokio::pin!(lame_duck);
     loop {
+        let slot = tokio::select! {
+            () = &mut lame_duck => break,
+            slot = slots.clone().acquire_owned() => slot,
+        };
+        let Ok(slot) = slot else { break };
         tokio::select! {
             () = &mut lame_duck => break,
-            accepted = listener.accept() => accept(accepted, &builder, &graceful, &state, kind).await,
+            accepted = listener.accept() => accept(accepted, &builder, &graceful, &state, kind, slot).await,
         }
     }
     drop(listener);
@@ -74,6 +87,7 @@ async fn accept(
     graceful: &GracefulShutdown,
     state: &Arc<AppState>,
     kind: Listener,
+    slot: tokio::sync::OwnedSemaphorePermit,
 ) {
     let (stream, peer) = match accepted {
         Ok(accepted) => accepted,
@@ -96,5 +110,6 @@ async fn accept(
         if let Err(e) = conn.await {
             tracing::debug!(error = %e, "connection ended with an error");
         }
+        drop(slot);
     });
 }
