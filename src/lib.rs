@@ -33,6 +33,7 @@ pub mod resilience;
 pub mod routing;
 pub mod shared;
 pub mod snapshot;
+pub mod translate;
 pub mod upstream;
 
 use std::sync::Arc;

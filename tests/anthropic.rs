@@ -154,7 +154,99 @@ async fn errors_on_the_anthropic_ingress_are_anthropic_shaped() {
     let a = post(&url, &[FRONT], &messages("openai/gpt-4o", false)).await;
     assert_eq!(shape(&a), (400, "error".into(), "invalid_request_error".into()));
     assert!(a.json()["error"]["message"].as_str().unwrap().contains("API format"));
-    let a = post(&t.url("/v1/chat/completions"), &[FRONT], &chat("anthropic/claude")).await;
+    // Embeddings are not something Anthropic serves.
+    let a = post(&t.url("/v1/embeddings"), &[FRONT], r#"{"model":"anthropic/claude","input":"x"}"#).await;
     assert_eq!((a.status.as_u16(), a.code().as_str()), (400, "unsupported_provider_format"));
     assert_eq!(mock.stats.snapshot().requests, 0);
+}
+
+#[tokio::test]
+async fn openai_requests_to_anthropic_are_translated_both_ways() {
+    let mock = MockUpstream::start(MockConfig::default()).await.unwrap();
+    let t = Tier1::start(&cfg(&mock.url(), "")).await;
+    let url = t.url("/v1/chat/completions");
+    let body = r#"{"model":"anthropic/claude-sonnet-4-5","messages":[{"role":"system","content":"Be brief."},{"role":"user","content":"hi"}],"presence_penalty":0.3}"#;
+    let a = post(&url, &[FRONT], body).await;
+    assert_eq!(a.status, 200, "{}", a.text());
+    let v = a.json();
+    assert_eq!(v["object"], "chat.completion");
+    assert_eq!(v["choices"][0]["message"]["content"], DEFAULT_REPLY);
+    assert_eq!(v["choices"][0]["finish_reason"], "stop");
+    assert_eq!(v["usage"]["prompt_tokens"], 9);
+    assert_eq!(a.header("x-tier1-dropped-params"), Some("presence_penalty"));
+    let sent = &mock.stats.requests()[0];
+    assert_eq!(sent.path, "/v1/messages");
+    assert_eq!(sent.headers["x-api-key"], "sk-upstream-secret-0001");
+    let sent: serde_json::Value = serde_json::from_slice(&sent.body).unwrap();
+    assert_eq!(sent["model"], "claude-sonnet-4-5");
+    assert_eq!(sent["system"], "Be brief.");
+    assert_eq!(sent["max_tokens"], 4096);
+    assert_eq!(
+        sent["messages"],
+        serde_json::json!([{"role": "user", "content": [{"type": "text", "text": "hi"}]}])
+    );
+    // Streamed: OpenAI chunks, the usage chunk asked for, then [DONE].
+    let body = r#"{"model":"anthropic/claude-sonnet-4-5","messages":[{"role":"user","content":"hi"}],"stream":true,"stream_options":{"include_usage":true}}"#;
+    let a = post(&url, &[FRONT], body).await;
+    assert_eq!(a.status, 200);
+    let text = a.text();
+    assert!(text.ends_with("data: [DONE]\n\n"), "{text}");
+    let mut content = String::new();
+    let mut usage = None;
+    for e in text.split("\n\n").filter(|e| !e.is_empty() && *e != "data: [DONE]") {
+        let v: serde_json::Value = serde_json::from_str(e.strip_prefix("data: ").unwrap()).unwrap();
+        assert_eq!(v["object"], "chat.completion.chunk");
+        content.push_str(v["choices"][0]["delta"]["content"].as_str().unwrap_or(""));
+        if !v["usage"].is_null() {
+            usage = Some(v["usage"].clone());
+        }
+    }
+    assert_eq!(content, DEFAULT_REPLY);
+    assert_eq!(usage.unwrap()["completion_tokens"], 11);
+}
+
+#[tokio::test]
+async fn translated_requests_fail_over_and_errors_come_back_openai_shaped() {
+    let busy = Behavior { status: Some(StatusCode::from_u16(529).unwrap()), ..Behavior::default() };
+    let cut_early = Behavior { abort_after: Some(1), ..Behavior::default() };
+    let cut_late =
+        Behavior { abort_after: Some(5), chunk_interval: Duration::from_millis(5), ..Behavior::default() };
+    let bad = Behavior { status: Some(StatusCode::BAD_REQUEST), ..Behavior::default() };
+    let mock = MockUpstream::start(
+        MockConfig::default()
+            .model("busy", busy)
+            .model("cut-early", cut_early)
+            .model("cut-late", cut_late)
+            .model("bad", bad),
+    )
+    .await
+    .unwrap();
+    let routes = r#"
+[[routes]]
+name = "r"
+retry = { attempts = 1 }
+targets = [{ provider = "anthropic", model = "busy" }, { provider = "anthropic", model = "ok" }]
+[[routes]]
+name = "s"
+retry = { attempts = 1 }
+targets = [{ provider = "anthropic", model = "cut-early" }, { provider = "anthropic", model = "ok" }]
+[[routes]]
+name = "late"
+targets = [{ provider = "anthropic", model = "cut-late" }, { provider = "anthropic", model = "ok" }]
+"#;
+    let t = Tier1::start(&cfg(&mock.url(), routes)).await;
+    let url = t.url("/v1/chat/completions");
+    let a = post(&url, &[FRONT], &chat("r")).await;
+    assert_eq!((a.status.as_u16(), a.header("x-tier1-fallback-reason")), (200, Some("overloaded")));
+    assert_eq!(a.json()["choices"][0]["message"]["content"], DEFAULT_REPLY);
+    let a = post(&url, &[FRONT], &chat_stream("s")).await;
+    assert!(a.text().ends_with("data: [DONE]\n\n"));
+    assert_eq!(a.text().matches("\"role\":\"assistant\"").count(), 1, "{}", a.text());
+    let a = post(&url, &[FRONT], &chat_stream("late")).await;
+    let text = a.text();
+    assert!(!text.contains("[DONE]") && text.contains("upstream_stream_error"), "{text}");
+    let a = post(&url, &[FRONT], &chat("anthropic/bad")).await;
+    assert_eq!(a.status, 400);
+    assert_eq!(a.json()["error"]["type"], "invalid_request_error");
+    assert!(a.json()["error"]["message"].as_str().unwrap().contains("mock: injected failure 400"));
 }

@@ -223,6 +223,8 @@ pub struct ProviderConfig {
     pub idle_timeout: Duration,
     /// `anthropic-version` sent to an `anthropic` provider.
     pub anthropic_version: String,
+    /// `max_tokens` for translated requests that have none.
+    pub default_max_tokens: u32,
 }
 
 /// One provider key.

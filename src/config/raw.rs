@@ -246,6 +246,8 @@ pub struct RawProvider {
     pub idle_timeout: Option<String>,
     /// `anthropic-version` header of an `anthropic` provider.
     pub anthropic_version: Option<String>,
+    /// `max_tokens` sent to Anthropic when an OpenAI request has none (Anthropic requires one).
+    pub default_max_tokens: Option<u32>,
 }
 
 /// `[[providers.NAME.keys]]`.

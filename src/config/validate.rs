@@ -482,6 +482,7 @@ fn provider(name: &str, rp: &RawProvider, env: &dyn Env, p: &mut Problems) -> Pr
             .min(request_timeout),
         idle_timeout: positive(p, &format!("{at}.idle_timeout"), rp.idle_timeout.as_deref(), secs(120)),
         anthropic_version: rp.anthropic_version.clone().unwrap_or_else(|| "2023-06-01".to_owned()),
+        default_max_tokens: rp.default_max_tokens.unwrap_or(4096).max(1),
         pool_idle_timeout: p.duration(
             &format!("{at}.pool_idle_timeout"),
             rp.pool_idle_timeout.as_deref(),

@@ -80,6 +80,8 @@ pub struct Provider {
     pub idle_timeout: Duration,
     /// Wait for a free slot before moving on.
     pub queue_timeout: Duration,
+    /// `max_tokens` for translated requests that have none.
+    pub default_max_tokens: u32,
     /// Keys in config order.
     pub keys: Vec<Key>,
     /// Breaker and direct-traffic budget.
@@ -224,6 +226,7 @@ impl Provider {
             first_byte_timeout: p.first_byte_timeout,
             idle_timeout: p.idle_timeout,
             queue_timeout: p.queue_timeout,
+            default_max_tokens: p.default_max_tokens,
             keys,
             state: registry.provider(&p.name, breaker, config.resilience.retry_budget),
             limit: p.max_inflight.map(|n| registry.limit(&format!("provider:{}", p.name), n)),
@@ -233,11 +236,17 @@ impl Provider {
         })
     }
 
+    /// Whether a request of `op` must be translated for this provider (OpenAI chat to Anthropic).
+    pub fn translates(&self, op: Operation) -> bool {
+        self.kind == ProviderKind::Anthropic && op == Operation::Chat
+    }
+
     /// Whether this provider speaks the request format of `op`.
     pub fn speaks(&self, op: Operation) -> bool {
         match self.kind {
             ProviderKind::OpenAi => matches!(op, Operation::Chat | Operation::Embeddings),
-            ProviderKind::Anthropic => op == Operation::Messages,
+            // OpenAI chat is translated to Messages and back.
+            ProviderKind::Anthropic => matches!(op, Operation::Messages | Operation::Chat),
             ProviderKind::Mock => true,
         }
     }

@@ -41,6 +41,7 @@ use crate::resilience::{
 };
 use crate::shared::{self, Shared};
 use crate::snapshot::Live;
+use crate::translate::anthropic;
 
 /// Largest upstream error body read to pass on, and largest stream prefix held before commit.
 const MAX_HELD: usize = 1024 * 1024;
@@ -547,9 +548,21 @@ async fn attempt<'a>(job: &'a Job<'a>, c: &'a Candidate<'a>, key_index: Option<u
     let start = Instant::now();
     let total = start + p.request_timeout;
     let first_byte = (start + p.first_byte_timeout).min(total);
+    // A provider of another format gets the request translated (OpenAI chat to Anthropic).
+    let translated = if p.translates(job.operation) {
+        match anthropic::request(job.body, c.model, p.default_max_tokens, job.stream) {
+            Ok(t) => Some(t),
+            Err(e) => return Attempted::Won(Box::new(untranslatable(p, c, &e.0))),
+        }
+    } else {
+        None
+    };
     let call = Call {
-        operation: job.operation,
-        body: job.scanned.splice(job.body, c.model, job.force_stream),
+        operation: if translated.is_some() { Operation::Messages } else { job.operation },
+        body: match &translated {
+            Some(t) => t.body.clone(),
+            None => job.scanned.splice(job.body, c.model, job.force_stream),
+        },
         stream: job.stream,
         request_id: job.request_id,
         correlation_id: job.correlation_id,
@@ -602,8 +615,11 @@ async fn attempt<'a>(job: &'a Job<'a>, c: &'a Candidate<'a>, key_index: Option<u
                         .with_label_values(&[&p.name, c.model_label, class.as_str()])
                         .inc();
                     let since = Instant::now();
-                    let bytes = read_bounded(body, total).await;
+                    let mut bytes = read_bounded(body, total).await;
                     job.waited(since);
+                    if translated.is_some() {
+                        bytes = anthropic::error(&bytes);
+                    }
                     let redacted = Bytes::from(job.live.redactor.redact(&bytes).into_owned());
                     return Attempted::Won(Box::new(Won {
                         status,
@@ -634,10 +650,48 @@ async fn attempt<'a>(job: &'a Job<'a>, c: &'a Candidate<'a>, key_index: Option<u
             if streaming {
                 job.metrics.ttft.with_label_values(&[&p.name, c.model_label]).observe(first.as_secs_f64());
             }
+            if let Some(t) = &translated
+                && !streaming
+            {
+                // A full answer is translated whole.
+                let since = Instant::now();
+                let raw = read_bounded(rest, total).await;
+                job.waited(since);
+                let Ok((body, usage)) = anthropic::response(&raw) else {
+                    return Attempted::Failed(failure(Class::Server, Some(status), None));
+                };
+                let metrics = job.metrics.target(&p.name, c.model_label);
+                metrics.duration.observe(start.elapsed().as_secs_f64());
+                if let Some((input, output)) = usage {
+                    metrics.tokens_in.inc_by(input);
+                    metrics.tokens_out.inc_by(output);
+                    let cost = (input as f64 * c.costs.0 + output as f64 * c.costs.1) / 1_000_000.0;
+                    if cost > 0.0 {
+                        metrics.cost.inc_by(cost);
+                    }
+                }
+                let mut headers = HeaderMap::new();
+                headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+                dropped_header(&mut headers, &t.dropped);
+                return Attempted::Won(Box::new(Won {
+                    status,
+                    headers,
+                    body: WonBody::Full(body),
+                    provider: p.name_header.clone(),
+                    model: HeaderValue::from_str(c.model).ok(),
+                    fallback_reason: None,
+                    ttft: None,
+                }));
+            }
             let tap = Tap::new(job.metrics.target(&p.name, c.model_label), start, streaming, c.costs, &held);
             let mut relay = Relay::new(rest, total, streaming).prefix(held).guard(Box::new(guard)).tap(tap);
             if job.operation == Operation::Messages {
                 relay = relay.anthropic();
+            }
+            let mut headers = client_headers(&headers, !streaming && translated.is_none());
+            if let Some(t) = &translated {
+                relay = relay.translate(Box::new(anthropic::Stream::new(t.include_usage)));
+                dropped_header(&mut headers, &t.dropped);
             }
             if let Some(t) = key_ticket {
                 relay = relay.ticket(t);
@@ -647,7 +701,7 @@ async fn attempt<'a>(job: &'a Job<'a>, c: &'a Candidate<'a>, key_index: Option<u
             }
             Attempted::Won(Box::new(Won {
                 status,
-                headers: client_headers(&headers, !streaming),
+                headers,
                 body: WonBody::Relay(Box::new(relay)),
                 provider: p.name_header.clone(),
                 model: HeaderValue::from_str(c.model).ok(),
@@ -744,6 +798,32 @@ fn share_target(job: &Job<'_>, c: &Candidate<'_>, rest: Duration) {
         model: model.to_owned(),
         until_ms: unix_ms() + u64::try_from(rest.as_millis()).unwrap_or(0),
     });
+}
+
+/// `x-tier1-dropped-params`: what the translation could not carry over.
+fn dropped_header(headers: &mut HeaderMap, dropped: &[&str]) {
+    if !dropped.is_empty()
+        && let Ok(v) = HeaderValue::from_str(&dropped.join(", "))
+    {
+        headers.insert("x-tier1-dropped-params", v);
+    }
+}
+
+/// The 400 for a request that cannot be translated for this provider (the caller's fault).
+fn untranslatable(p: &Provider, c: &Candidate<'_>, why: &str) -> Won {
+    let body = serde_json::json!({"error": {"message": format!("cannot translate the request for {}: {why}", p.name),
+        "type": "invalid_request_error", "param": null, "code": "untranslatable_request"}});
+    let mut headers = HeaderMap::new();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    Won {
+        status: StatusCode::BAD_REQUEST,
+        headers,
+        body: WonBody::Full(Bytes::from(body.to_string())),
+        provider: p.name_header.clone(),
+        model: HeaderValue::from_str(c.model).ok(),
+        fallback_reason: None,
+        ttft: None,
+    }
 }
 
 fn is_sse(headers: &HeaderMap) -> bool {

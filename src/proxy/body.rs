@@ -327,6 +327,8 @@ pin_project_lite::pin_project! {
         done: bool,
         record: Option<RequestRecord>,
         tap: Option<Box<Tap>>,
+        // Rewrites the upstream's stream into the client's format (Anthropic events to OpenAI chunks).
+        translator: Option<Box<dyn crate::translate::StreamTranslator>>,
         // Rate-limit admissions: token estimates settled with the usage, slots released at the end.
         tickets: Vec<crate::ratelimit::Ticket>,
         // Held until the body ends: in-flight counts and concurrency permits of the attempt.
@@ -349,9 +351,16 @@ impl Relay {
             done: false,
             record: None,
             tap: None,
+            translator: None,
             tickets: Vec::new(),
             guard: None,
         }
+    }
+
+    /// Translates the stream (the held prefix too) into the client's format.
+    pub fn translate(mut self, translator: Box<dyn crate::translate::StreamTranslator>) -> Self {
+        self.translator = Some(translator);
+        self
     }
 
     /// Keeps a rate-limit ticket until the body ends, settling its tokens with the usage.
@@ -455,37 +464,59 @@ impl http_body::Body for Relay {
             return Poll::Ready(None);
         }
         if let Some(prefix) = this.prefix.take() {
-            return Poll::Ready(Some(Ok(Frame::data(prefix))));
+            let out = match this.translator.as_mut() {
+                Some(t) => Bytes::from(t.feed(&prefix)),
+                None => prefix,
+            };
+            if !out.is_empty() {
+                return Poll::Ready(Some(Ok(Frame::data(out))));
+            }
         }
-        let err = match this.inner.as_mut().poll_frame(cx) {
-            Poll::Ready(Some(Ok(frame))) => {
-                if let Some(idle) = *this.idle_timeout {
-                    this.idle.as_mut().reset(Instant::now() + idle);
+        let err = loop {
+            match this.inner.as_mut().poll_frame(cx) {
+                Poll::Ready(Some(Ok(frame))) => {
+                    if let Some(idle) = *this.idle_timeout {
+                        this.idle.as_mut().reset(Instant::now() + idle);
+                    }
+                    if let (Some(tap), Some(data)) = (this.tap.as_mut(), frame.data_ref()) {
+                        tap.chunk(data);
+                    }
+                    let frame = match (this.translator.as_mut(), frame.into_data()) {
+                        (Some(t), Ok(data)) => {
+                            let out = t.feed(&data);
+                            if out.is_empty() {
+                                continue;
+                            }
+                            Frame::data(Bytes::from(out))
+                        }
+                        (None, Ok(data)) => Frame::data(data),
+                        (_, Err(frame)) => frame,
+                    };
+                    // A body of known length is complete after its last byte: hyper may never poll
+                    // again, so finish now rather than on a final `None`.
+                    if this.inner.is_end_stream() && this.translator.as_ref().is_none_or(|t| t.complete()) {
+                        *this.done = true;
+                        finish(this.tap, this.record, this.tickets);
+                        this.guard.take();
+                    }
+                    return Poll::Ready(Some(Ok(frame)));
                 }
-                if let (Some(tap), Some(data)) = (this.tap.as_mut(), frame.data_ref()) {
-                    tap.chunk(data);
+                // A translated stream is complete only if the upstream's own end marker came.
+                Poll::Ready(None) if this.translator.as_ref().is_some_and(|t| !t.complete()) => {
+                    break RelayError::Upstream;
                 }
-                // A body of known length is complete after its last byte: hyper may never poll
-                // again, so finish now rather than on a final `None`.
-                if this.inner.is_end_stream() {
+                Poll::Ready(None) => {
                     *this.done = true;
                     finish(this.tap, this.record, this.tickets);
                     this.guard.take();
+                    return Poll::Ready(None);
                 }
-                return Poll::Ready(Some(Ok(frame)));
-            }
-            Poll::Ready(None) => {
-                *this.done = true;
-                finish(this.tap, this.record, this.tickets);
-                this.guard.take();
-                return Poll::Ready(None);
-            }
-            Poll::Ready(Some(Err(_))) => RelayError::Upstream,
-            Poll::Pending => {
-                let idle = this.idle_timeout.is_some() && this.idle.as_mut().poll(cx).is_ready();
-                if idle || this.deadline.poll(cx).is_ready() {
-                    RelayError::Timeout
-                } else {
+                Poll::Ready(Some(Err(_))) => break RelayError::Upstream,
+                Poll::Pending => {
+                    let idle = this.idle_timeout.is_some() && this.idle.as_mut().poll(cx).is_ready();
+                    if idle || this.deadline.as_mut().poll(cx).is_ready() {
+                        break RelayError::Timeout;
+                    }
                     return Poll::Pending;
                 }
             }

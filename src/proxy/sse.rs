@@ -50,7 +50,7 @@ impl CommitScanner {
 }
 
 /// The end of the first complete event (a blank line): (end of its text, start of the next).
-fn event_end(b: &[u8]) -> Option<(usize, usize)> {
+pub(crate) fn event_end(b: &[u8]) -> Option<(usize, usize)> {
     let mut i = 0;
     let mut line_start = 0;
     while i < b.len() {
@@ -74,18 +74,26 @@ fn event_end(b: &[u8]) -> Option<(usize, usize)> {
     None
 }
 
-/// Judges one complete event's text.
-fn judge(event: &[u8]) -> Verdict {
+/// The `data:` of one complete event (multi-line data joined with `\n`); `None` without any.
+pub(crate) fn data_of(event: &[u8]) -> Option<Vec<u8>> {
     let mut data = Vec::new();
+    let mut any = false;
     for line in event.split(|&c| c == b'\n' || c == b'\r').filter(|l| !l.is_empty()) {
         if let Some(rest) = line.strip_prefix(b"data:") {
-            if !data.is_empty() {
+            if any {
                 data.push(b'\n');
             }
+            any = true;
             data.extend_from_slice(rest.strip_prefix(b" ").unwrap_or(rest));
         }
-        // Comments (`:`), `event:`, `id:` and `retry:` lines do not commit.
+        // Comments (`:`), `event:`, `id:` and `retry:` lines carry no data.
     }
+    any.then_some(data)
+}
+
+/// Judges one complete event's text.
+fn judge(event: &[u8]) -> Verdict {
+    let Some(data) = data_of(event) else { return Verdict::Pending };
     if data.is_empty() {
         return Verdict::Pending;
     }

@@ -1,0 +1,453 @@
+//! OpenAI chat completions ⇄ Anthropic Messages.
+//!
+//! Requests: system and developer messages become `system`; user, assistant and tool turns become
+//! Anthropic turns (consecutive same-role turns merged), with text, images (data URLs as base64
+//! sources, http(s) URLs as URL sources: tier1 never downloads them), assistant `tool_calls` as
+//! `tool_use` blocks and `tool` results as `tool_result` blocks; tools, `tool_choice`, `stop`,
+//! `temperature`, `top_p`, `user`; `max_tokens` (required by Anthropic) from the request or the
+//! provider's default. Parameters Anthropic cannot take are dropped and listed
+//! (`x-tier1-dropped-params`), never silently reinterpreted.
+//!
+//! Responses and streams come back as `chat.completion` and `chat.completion.chunk`s with stable
+//! ids, incremental `tool_calls`, mapped finish reasons, usage (with cached tokens), and
+//! `data: [DONE]` only after Anthropic's `message_stop`.
+
+use std::collections::HashMap;
+
+use bytes::Bytes;
+use serde_json::{Map, Value, json};
+
+use super::{StreamTranslator, TranslateError};
+
+/// A translated request.
+#[derive(Debug, Clone)]
+pub struct Request {
+    /// The Anthropic body.
+    pub body: Bytes,
+    /// OpenAI parameters Anthropic cannot take, dropped.
+    pub dropped: Vec<&'static str>,
+    /// `stream_options.include_usage`: the stream ends with a usage chunk.
+    pub include_usage: bool,
+}
+
+/// Parameters with no Anthropic counterpart.
+const DROPPED: [&str; 13] = [
+    "n",
+    "presence_penalty",
+    "frequency_penalty",
+    "logit_bias",
+    "logprobs",
+    "top_logprobs",
+    "seed",
+    "response_format",
+    "service_tier",
+    "store",
+    "modalities",
+    "audio",
+    "prediction",
+];
+
+fn text_of(content: &Value) -> String {
+    match content {
+        Value::String(s) => s.clone(),
+        Value::Array(parts) => {
+            parts.iter().filter_map(|p| p.get("text").and_then(Value::as_str)).collect::<Vec<_>>().join("\n")
+        }
+        _ => String::new(),
+    }
+}
+
+fn blocks_of(content: &Value, dropped: &mut Vec<&'static str>) -> Vec<Value> {
+    match content {
+        Value::String(s) if s.is_empty() => Vec::new(),
+        Value::String(s) => vec![json!({"type": "text", "text": s})],
+        Value::Array(parts) => parts
+            .iter()
+            .filter_map(|p| match p.get("type").and_then(Value::as_str) {
+                Some("text") => {
+                    let t = p.get("text").and_then(Value::as_str).unwrap_or_default();
+                    (!t.is_empty()).then(|| json!({"type": "text", "text": t}))
+                }
+                Some("image_url") => {
+                    let url =
+                        p.get("image_url").and_then(|i| i.get("url").or(Some(i))).and_then(Value::as_str)?;
+                    Some(image(url))
+                }
+                _ => {
+                    dropped.push("content parts other than text and image_url");
+                    None
+                }
+            })
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
+/// A data URL as a base64 source; anything else as a URL source.
+fn image(url: &str) -> Value {
+    if let Some(rest) = url.strip_prefix("data:")
+        && let Some((meta, data)) = rest.split_once(',')
+        && let Some(media) = meta.strip_suffix(";base64")
+    {
+        return json!({"type": "image", "source": {"type": "base64", "media_type": media, "data": data}});
+    }
+    json!({"type": "image", "source": {"type": "url", "url": url}})
+}
+
+/// OpenAI chat body → Anthropic Messages body for `model`.
+pub fn request(
+    openai: &[u8],
+    model: &str,
+    default_max_tokens: u32,
+    stream: bool,
+) -> Result<Request, TranslateError> {
+    let v: Value =
+        serde_json::from_slice(openai).map_err(|e| TranslateError(format!("invalid JSON: {e}")))?;
+    let obj = v.as_object().ok_or_else(|| TranslateError("body must be an object".into()))?;
+    let mut dropped: Vec<&'static str> = DROPPED
+        .iter()
+        .copied()
+        .filter(|k| {
+            obj.get(*k).is_some_and(|x| !x.is_null())
+                && !(*k == "n" && obj.get(*k).and_then(Value::as_u64) == Some(1))
+        })
+        .collect();
+    let mut system: Vec<String> = Vec::new();
+    let mut turns: Vec<(String, Vec<Value>)> = Vec::new();
+    let mut push = |role: &str, blocks: Vec<Value>| {
+        if blocks.is_empty() {
+            return;
+        }
+        match turns.last_mut() {
+            Some((r, b)) if r == role => b.extend(blocks),
+            _ => turns.push((role.to_owned(), blocks)),
+        }
+    };
+    let messages = obj
+        .get("messages")
+        .and_then(Value::as_array)
+        .ok_or_else(|| TranslateError("messages must be an array".into()))?;
+    for m in messages {
+        let role = m.get("role").and_then(Value::as_str).unwrap_or_default();
+        let content = m.get("content").unwrap_or(&Value::Null);
+        match role {
+            "system" | "developer" => system.push(text_of(content)),
+            "user" => push("user", blocks_of(content, &mut dropped)),
+            "assistant" => {
+                let mut blocks = blocks_of(content, &mut dropped);
+                for call in m.get("tool_calls").and_then(Value::as_array).into_iter().flatten() {
+                    let f = call.get("function").unwrap_or(&Value::Null);
+                    let args = f.get("arguments").and_then(Value::as_str).unwrap_or("{}");
+                    let input: Value = serde_json::from_str(args).unwrap_or_else(|_| json!({}));
+                    blocks.push(json!({
+                        "type": "tool_use",
+                        "id": call.get("id").cloned().unwrap_or(Value::Null),
+                        "name": f.get("name").cloned().unwrap_or(Value::Null),
+                        "input": input,
+                    }));
+                }
+                push("assistant", blocks);
+            }
+            "tool" => push(
+                "user",
+                vec![json!({
+                    "type": "tool_result",
+                    "tool_use_id": m.get("tool_call_id").cloned().unwrap_or(Value::Null),
+                    "content": text_of(content),
+                })],
+            ),
+            other => return Err(TranslateError(format!("unsupported message role {other:?}"))),
+        }
+    }
+    let mut out = Map::new();
+    out.insert("model".into(), json!(model));
+    let max_tokens = obj
+        .get("max_completion_tokens")
+        .and_then(Value::as_u64)
+        .or_else(|| obj.get("max_tokens").and_then(Value::as_u64))
+        .unwrap_or(u64::from(default_max_tokens));
+    out.insert("max_tokens".into(), json!(max_tokens));
+    if !system.is_empty() {
+        out.insert("system".into(), json!(system.join("\n\n")));
+    }
+    let messages: Vec<Value> =
+        turns.into_iter().map(|(role, content)| json!({"role": role, "content": content})).collect();
+    out.insert("messages".into(), Value::Array(messages));
+    for k in ["temperature", "top_p"] {
+        if let Some(x) = obj.get(k).filter(|x| !x.is_null()) {
+            out.insert(k.into(), x.clone());
+        }
+    }
+    match obj.get("stop") {
+        Some(Value::String(s)) => {
+            out.insert("stop_sequences".into(), json!([s]));
+        }
+        Some(Value::Array(a)) => {
+            out.insert("stop_sequences".into(), Value::Array(a.clone()));
+        }
+        _ => {}
+    }
+    if let Some(tools) = obj.get("tools").and_then(Value::as_array) {
+        let tools: Vec<Value> = tools
+            .iter()
+            .filter_map(|t| {
+                let f = t.get("function")?;
+                let mut tool = Map::new();
+                tool.insert("name".into(), f.get("name")?.clone());
+                if let Some(d) = f.get("description") {
+                    tool.insert("description".into(), d.clone());
+                }
+                tool.insert(
+                    "input_schema".into(),
+                    f.get("parameters").cloned().unwrap_or_else(|| json!({"type": "object"})),
+                );
+                Some(Value::Object(tool))
+            })
+            .collect();
+        if !tools.is_empty() {
+            out.insert("tools".into(), Value::Array(tools));
+        }
+    }
+    let mut choice = match obj.get("tool_choice") {
+        Some(Value::String(s)) if s == "none" => Some(json!({"type": "none"})),
+        Some(Value::String(s)) if s == "auto" => Some(json!({"type": "auto"})),
+        Some(Value::String(s)) if s == "required" => Some(json!({"type": "any"})),
+        Some(Value::Object(o)) => {
+            o.get("function").and_then(|f| f.get("name")).map(|name| json!({"type": "tool", "name": name}))
+        }
+        _ => None,
+    };
+    if obj.get("parallel_tool_calls") == Some(&Value::Bool(false)) && out.contains_key("tools") {
+        let c = choice.get_or_insert_with(|| json!({"type": "auto"}));
+        if let Some(c) = c.as_object_mut() {
+            c.insert("disable_parallel_tool_use".into(), json!(true));
+        }
+    }
+    if let Some(c) = choice {
+        out.insert("tool_choice".into(), c);
+    }
+    if let Some(user) = obj.get("user").and_then(Value::as_str) {
+        out.insert("metadata".into(), json!({"user_id": user}));
+    }
+    if stream {
+        out.insert("stream".into(), json!(true));
+    }
+    let include_usage = obj
+        .get("stream_options")
+        .and_then(|o| o.get("include_usage"))
+        .and_then(Value::as_bool)
+        .unwrap_or(false);
+    dropped.dedup();
+    let body = serde_json::to_vec(&Value::Object(out)).map_err(|e| TranslateError(e.to_string()))?;
+    Ok(Request { body: Bytes::from(body), dropped, include_usage })
+}
+
+/// Anthropic's `stop_reason` as an OpenAI `finish_reason`.
+pub fn finish_reason(stop: &str) -> &'static str {
+    match stop {
+        "max_tokens" | "model_context_window_exceeded" => "length",
+        "tool_use" => "tool_calls",
+        "refusal" => "content_filter",
+        _ => "stop",
+    }
+}
+
+fn usage_of(u: &Value) -> (u64, u64, u64) {
+    let n = |k: &str| u.get(k).and_then(Value::as_u64).unwrap_or(0);
+    let cached = n("cache_read_input_tokens");
+    (n("input_tokens") + n("cache_creation_input_tokens") + cached, n("output_tokens"), cached)
+}
+
+fn usage_json(input: u64, output: u64, cached: u64) -> Value {
+    json!({
+        "prompt_tokens": input, "completion_tokens": output, "total_tokens": input + output,
+        "prompt_tokens_details": {"cached_tokens": cached},
+    })
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+/// Anthropic `message` → OpenAI `chat.completion`, with the usage (input, output) it reported.
+pub fn response(anthropic: &[u8]) -> Result<(Bytes, Option<(u64, u64)>), TranslateError> {
+    let v: Value = serde_json::from_slice(anthropic)
+        .map_err(|e| TranslateError(format!("invalid upstream JSON: {e}")))?;
+    let mut text = String::new();
+    let mut calls = Vec::new();
+    for block in v.get("content").and_then(Value::as_array).into_iter().flatten() {
+        match block.get("type").and_then(Value::as_str) {
+            Some("text") => text.push_str(block.get("text").and_then(Value::as_str).unwrap_or_default()),
+            Some("tool_use") => calls.push(json!({
+                "id": block.get("id").cloned().unwrap_or(Value::Null),
+                "type": "function",
+                "function": {
+                    "name": block.get("name").cloned().unwrap_or(Value::Null),
+                    "arguments": block.get("input").map_or_else(|| "{}".to_owned(), Value::to_string),
+                },
+            })),
+            _ => {}
+        }
+    }
+    let mut message = json!({"role": "assistant", "content": if text.is_empty() && !calls.is_empty() { Value::Null } else { json!(text) }});
+    if !calls.is_empty() {
+        message["tool_calls"] = Value::Array(calls);
+    }
+    let stop = v.get("stop_reason").and_then(Value::as_str).unwrap_or("end_turn");
+    let usage = v.get("usage").map(usage_of);
+    let out = json!({
+        "id": v.get("id").cloned().unwrap_or(Value::Null),
+        "object": "chat.completion",
+        "created": unix_now(),
+        "model": v.get("model").cloned().unwrap_or(Value::Null),
+        "choices": [{"index": 0, "message": message, "logprobs": null, "finish_reason": finish_reason(stop)}],
+        "usage": usage.map_or(Value::Null, |(i, o, c)| usage_json(i, o, c)),
+    });
+    Ok((Bytes::from(out.to_string()), usage.map(|(i, o, _)| (i, o))))
+}
+
+/// An Anthropic error body → an OpenAI-shaped one (same message and type).
+pub fn error(anthropic: &[u8]) -> Bytes {
+    let v: Value = serde_json::from_slice(anthropic).unwrap_or(Value::Null);
+    let e = v.get("error").unwrap_or(&Value::Null);
+    let message = e.get("message").and_then(Value::as_str).unwrap_or("upstream error");
+    let kind = e.get("type").and_then(Value::as_str).unwrap_or("invalid_request_error");
+    Bytes::from(json!({"error": {"message": message, "type": kind, "param": null, "code": null}}).to_string())
+}
+
+/// Anthropic SSE events → OpenAI `chat.completion.chunk` SSE.
+#[derive(Debug, Default)]
+pub struct Stream {
+    pending: Vec<u8>,
+    id: String,
+    model: String,
+    created: u64,
+    include_usage: bool,
+    input: (u64, u64),
+    output: u64,
+    /// Anthropic content block index → OpenAI tool call index.
+    tools: HashMap<u64, u64>,
+    stopped: bool,
+}
+
+impl Stream {
+    /// A translator; `include_usage` adds the usage chunk before `[DONE]`.
+    pub fn new(include_usage: bool) -> Self {
+        Self { created: unix_now(), include_usage, ..Self::default() }
+    }
+
+    fn chunk(&self, delta: Value, finish: Option<&str>) -> Vec<u8> {
+        let v = json!({
+            "id": self.id, "object": "chat.completion.chunk", "created": self.created, "model": self.model,
+            "choices": [{"index": 0, "delta": delta, "logprobs": null, "finish_reason": finish}],
+        });
+        format!("data: {v}\n\n").into_bytes()
+    }
+
+    fn event(&mut self, data: &[u8], out: &mut Vec<u8>) {
+        let Ok(v) = serde_json::from_slice::<Value>(data) else { return };
+        match v.get("type").and_then(Value::as_str).unwrap_or_default() {
+            "message_start" => {
+                let m = v.get("message").unwrap_or(&Value::Null);
+                self.id = m.get("id").and_then(Value::as_str).unwrap_or_default().to_owned();
+                self.model = m.get("model").and_then(Value::as_str).unwrap_or_default().to_owned();
+                if let Some(u) = m.get("usage") {
+                    let (i, o, c) = usage_of(u);
+                    self.input = (i, c);
+                    self.output = o;
+                }
+                out.extend(self.chunk(json!({"role": "assistant", "content": ""}), None));
+            }
+            "content_block_start" => {
+                let block = v.get("content_block").unwrap_or(&Value::Null);
+                let index = v.get("index").and_then(Value::as_u64).unwrap_or(0);
+                match block.get("type").and_then(Value::as_str) {
+                    Some("tool_use") => {
+                        let n = self.tools.len() as u64;
+                        self.tools.insert(index, n);
+                        let call = json!([{"index": n, "id": block.get("id"), "type": "function",
+                            "function": {"name": block.get("name"), "arguments": ""}}]);
+                        out.extend(self.chunk(json!({"tool_calls": call}), None));
+                    }
+                    Some("text") => {
+                        if let Some(t) = block.get("text").and_then(Value::as_str).filter(|t| !t.is_empty()) {
+                            out.extend(self.chunk(json!({"content": t}), None));
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            "content_block_delta" => {
+                let d = v.get("delta").unwrap_or(&Value::Null);
+                let index = v.get("index").and_then(Value::as_u64).unwrap_or(0);
+                match d.get("type").and_then(Value::as_str) {
+                    Some("text_delta") => {
+                        out.extend(self.chunk(json!({"content": d.get("text")}), None));
+                    }
+                    Some("input_json_delta") => {
+                        let n = self.tools.get(&index).copied().unwrap_or(0);
+                        let call = json!([{"index": n, "function": {"arguments": d.get("partial_json")}}]);
+                        out.extend(self.chunk(json!({"tool_calls": call}), None));
+                    }
+                    Some("thinking_delta") => {
+                        out.extend(self.chunk(json!({"reasoning_content": d.get("thinking")}), None));
+                    }
+                    _ => {}
+                }
+            }
+            "message_delta" => {
+                if let Some(u) = v.get("usage").and_then(|u| u.get("output_tokens")).and_then(Value::as_u64) {
+                    self.output = u;
+                }
+                let stop = v
+                    .get("delta")
+                    .and_then(|d| d.get("stop_reason"))
+                    .and_then(Value::as_str)
+                    .unwrap_or("end_turn");
+                out.extend(self.chunk(json!({}), Some(finish_reason(stop))));
+            }
+            "message_stop" => {
+                if self.include_usage {
+                    let usage = usage_json(self.input.0, self.output, self.input.1);
+                    let v = json!({"id": self.id, "object": "chat.completion.chunk", "created": self.created,
+                        "model": self.model, "choices": [], "usage": usage});
+                    out.extend(format!("data: {v}\n\n").into_bytes());
+                }
+                out.extend_from_slice(b"data: [DONE]\n\n");
+                self.stopped = true;
+            }
+            "error" => {
+                let e = v.get("error").unwrap_or(&Value::Null);
+                let err = json!({"error": {"message": e.get("message"), "type": e.get("type"), "param": null, "code": null}});
+                out.extend(format!("data: {err}\n\n").into_bytes());
+            }
+            _ => {}
+        }
+    }
+
+    /// The usage reported so far: (input, output).
+    pub fn usage(&self) -> (u64, u64) {
+        (self.input.0, self.output)
+    }
+}
+
+impl StreamTranslator for Stream {
+    fn feed(&mut self, chunk: &[u8]) -> Vec<u8> {
+        self.pending.extend_from_slice(chunk);
+        let mut out = Vec::new();
+        while let Some((end, next)) = crate::proxy::sse::event_end(&self.pending) {
+            let event: Vec<u8> = self.pending.drain(..next).take(end).collect();
+            if let Some(data) = crate::proxy::sse::data_of(&event) {
+                self.event(&data, &mut out);
+            }
+        }
+        out
+    }
+
+    fn complete(&self) -> bool {
+        self.stopped
+    }
+}
+
+#[cfg(test)]
+mod tests;
