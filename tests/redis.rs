@@ -300,3 +300,50 @@ async fn a_redis_cluster_shares_limits_and_state_too() {
     .await;
     assert!(open.is_some(), "breaker not shared through the cluster");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn max_inflight_holds_across_the_fleet() {
+    let redis = RedisServer::start().await;
+    let slow = Behavior { chunk_interval: Duration::from_millis(100), ..Behavior::default() };
+    let mock = MockUpstream::start(MockConfig::with_default(slow)).await.unwrap();
+    let limit = "[[limits]]\nname = \"streams\"\nscope = \"header:x-relay-token-id\"\nmax_inflight = 2\n";
+    let fleet = fleet(&redis, &mock, limit).await;
+    // Two streams in flight on replica 0...
+    let mut held = Vec::new();
+    for _ in 0..2 {
+        let resp =
+            post_streaming(&fleet[0].url("/v1/chat/completions"), &user("frank"), &chat_stream("b/m")).await;
+        assert_eq!(resp.status(), 200);
+        let mut body = resp.into_body();
+        assert!(next_chunk(&mut body).await.is_some());
+        held.push(body);
+    }
+    // ...so replica 1 refuses a third once it has synced the fleet's count.
+    let refused = within(Duration::from_secs(2), || async {
+        post(&fleet[1].url("/v1/chat/completions"), &user("frank"), &chat("b/m")).await.status == 429
+    })
+    .await;
+    assert!(refused.is_some(), "replica 1 admitted a third concurrent request");
+    // Replica 2 has not seen frank yet: its first request may pass before its next sync (the async
+    // overshoot, one request per replica); after that it refuses too.
+    let _ = post(&fleet[2].url("/v1/chat/completions"), &user("frank"), &chat("b/m")).await;
+    let a = post(&fleet[2].url("/v1/chat/completions"), &user("frank"), &chat("b/m")).await;
+    let a = if a.status == 429 {
+        a
+    } else {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        post(&fleet[2].url("/v1/chat/completions"), &user("frank"), &chat("b/m")).await
+    };
+    assert_eq!(
+        (a.status.as_u16(), a.header("retry-after"), a.header("x-tier1-limit")),
+        (429, Some("1"), Some("streams"))
+    );
+    // Another user is not limited; and once the streams end, frank is served again.
+    assert_eq!(post(&fleet[1].url("/v1/chat/completions"), &user("grace"), &chat("b/m")).await.status, 200);
+    drop(held);
+    let again = within(Duration::from_secs(3), || async {
+        post(&fleet[1].url("/v1/chat/completions"), &user("frank"), &chat("b/m")).await.status == 200
+    })
+    .await;
+    assert!(again.is_some(), "slots never came back");
+}

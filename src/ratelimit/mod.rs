@@ -312,7 +312,13 @@ struct Inflight {
     here: u32,
     /// The other replicas' counts at the last sync.
     others: u32,
+    /// Last use (unix ms): a cell outlives its requests for a while, so that the sync keeps
+    /// reporting this replica's count and learning the others' between short requests.
+    used_at: u64,
 }
+
+/// How long a concurrency cell is kept (and synced) after its last use.
+const INFLIGHT_KEEP_MS: u64 = 10_000;
 
 /// A request's admission: releases its concurrency slots on drop, and settles its token
 /// estimate with the real usage.
@@ -472,6 +478,7 @@ impl Limiter {
             if let Some(max) = c.cfg.max_inflight {
                 let id = (c.name.clone(), key.clone());
                 let cell = inflight.entry(id.clone()).or_default();
+                cell.used_at = now;
                 let others = if self.fleet.up.load(Ordering::Acquire) { cell.others } else { 0 };
                 let max_here = if self.fleet.down() {
                     (f64::from(max) / f64::from(self.fleet.replicas.load(Ordering::Acquire).max(1))).ceil()
@@ -577,7 +584,7 @@ impl Limiter {
             .inflight
             .lock()
             .map(|mut m| {
-                m.retain(|_, i| i.here > 0 || i.others > 0);
+                m.retain(|_, i| i.here > 0 || now.saturating_sub(i.used_at) < INFLIGHT_KEEP_MS);
                 m.iter().map(|(id, i)| InflightItem { id: id.clone(), here: i.here }).collect()
             })
             .unwrap_or_default();
