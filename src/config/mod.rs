@@ -171,6 +171,8 @@ pub enum ProviderKind {
     OpenAi,
     /// Anthropic's Messages API (`x-api-key`, `anthropic-version`).
     Anthropic,
+    /// OpenAI on Azure (`api-key`, deployments in the URL, `api-version`).
+    Azure,
     /// Built-in, in-process mock answering in OpenAI shape.
     Mock,
 }
@@ -181,6 +183,7 @@ impl ProviderKind {
         match self {
             Self::OpenAi => "openai",
             Self::Anthropic => "anthropic",
+            Self::Azure => "azure",
             Self::Mock => "mock",
         }
     }
@@ -225,6 +228,8 @@ pub struct ProviderConfig {
     pub anthropic_version: String,
     /// `max_tokens` for translated requests that have none.
     pub default_max_tokens: u32,
+    /// `api-version` query parameter of an `azure` provider.
+    pub api_version: String,
 }
 
 /// One provider key.
@@ -276,6 +281,8 @@ pub struct TargetConfig {
     pub input_cost: f64,
     /// USD per million output tokens.
     pub output_cost: f64,
+    /// Azure deployment (default: the model).
+    pub deployment: Option<String>,
 }
 
 impl Config {

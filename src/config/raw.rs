@@ -248,6 +248,8 @@ pub struct RawProvider {
     pub anthropic_version: Option<String>,
     /// `max_tokens` sent to Anthropic when an OpenAI request has none (Anthropic requires one).
     pub default_max_tokens: Option<u32>,
+    /// `api-version` of an `azure` provider.
+    pub api_version: Option<String>,
 }
 
 /// `[[providers.NAME.keys]]`.
@@ -305,4 +307,6 @@ pub struct RawTarget {
     pub input_cost: Option<f64>,
     /// USD per million output tokens.
     pub output_cost: Option<f64>,
+    /// Azure deployment name (default: the model).
+    pub deployment: Option<String>,
 }

@@ -360,14 +360,15 @@ fn provider(name: &str, rp: &RawProvider, env: &dyn Env, p: &mut Problems) -> Pr
         Some("openai") => ProviderKind::OpenAi,
         Some("mock") => ProviderKind::Mock,
         Some("anthropic") => ProviderKind::Anthropic,
-        Some(other @ ("gemini" | "azure")) => {
+        Some("azure") => ProviderKind::Azure,
+        Some(other @ "gemini") => {
             p.push(format!("{at}.kind"), format!("provider kind {other:?} is not available in this build"));
             ProviderKind::OpenAi
         }
         Some(other) => {
             p.push(
                 format!("{at}.kind"),
-                format!("unknown provider kind {other:?} (want openai, anthropic or mock)"),
+                format!("unknown provider kind {other:?} (want openai, anthropic, azure or mock)"),
             );
             ProviderKind::OpenAi
         }
@@ -387,6 +388,11 @@ fn provider(name: &str, rp: &RawProvider, env: &dyn Env, p: &mut Problems) -> Pr
         }
         (ProviderKind::Anthropic, raw) => {
             base_url(&format!("{at}.base_url"), raw.unwrap_or("https://api.anthropic.com"), p)
+        }
+        (ProviderKind::Azure, Some(raw)) => base_url(&format!("{at}.base_url"), raw, p),
+        (ProviderKind::Azure, None) => {
+            p.push(format!("{at}.base_url"), "missing (https://RESOURCE.openai.azure.com)");
+            None
         }
     };
     let mut key_names = HashSet::new();
@@ -483,6 +489,7 @@ fn provider(name: &str, rp: &RawProvider, env: &dyn Env, p: &mut Problems) -> Pr
         idle_timeout: positive(p, &format!("{at}.idle_timeout"), rp.idle_timeout.as_deref(), secs(120)),
         anthropic_version: rp.anthropic_version.clone().unwrap_or_else(|| "2023-06-01".to_owned()),
         default_max_tokens: rp.default_max_tokens.unwrap_or(4096).max(1),
+        api_version: rp.api_version.clone().unwrap_or_else(|| "2024-10-21".to_owned()),
         pool_idle_timeout: p.duration(
             &format!("{at}.pool_idle_timeout"),
             rp.pool_idle_timeout.as_deref(),
@@ -579,12 +586,25 @@ fn routes(
                                 };
                                 let input_cost = cost(t.input_cost, "input_cost");
                                 let output_cost = cost(t.output_cost, "output_cost");
+                                let deployment = t.deployment.clone();
+                                if deployment.as_deref().is_some_and(|d| {
+                                    d.is_empty()
+                                        || !d.bytes().all(|b| {
+                                            b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.')
+                                        })
+                                }) {
+                                    p.push(
+                                        format!("{tp}.deployment"),
+                                        "use letters, digits, '-', '_' and '.'",
+                                    );
+                                }
                                 Some(TargetConfig {
                                     provider,
                                     model,
                                     weight: t.weight.unwrap_or(1).max(1),
                                     input_cost,
                                     output_cost,
+                                    deployment,
                                 })
                             }
                             None => {

@@ -48,6 +48,8 @@ pub struct Call<'a> {
     pub deadline: Instant,
     /// The key to send, if the provider has keys.
     pub key: Option<&'a Key>,
+    /// The Azure deployment (ignored by other kinds).
+    pub deployment: &'a str,
 }
 
 /// Why an upstream call failed before a response head arrived.
@@ -129,6 +131,8 @@ struct HttpBackend {
     chat: Uri,
     embeddings: Uri,
     messages: Uri,
+    /// Azure: (base URL, api-version); URLs are per deployment.
+    azure: Option<(String, String)>,
     headers: Vec<(HeaderName, HeaderValue)>,
 }
 
@@ -158,7 +162,7 @@ impl Provider {
     pub fn build(p: &ProviderConfig, config: &Config, registry: &Registry) -> Result<Self, BuildError> {
         let backend = match p.kind {
             ProviderKind::Mock => Backend::Mock { behavior: p.mock.clone(), served: AtomicU64::new(0) },
-            ProviderKind::OpenAi | ProviderKind::Anthropic => {
+            ProviderKind::OpenAi | ProviderKind::Anthropic | ProviderKind::Azure => {
                 let base = p.base_url.as_ref().ok_or_else(|| BuildError::BaseUrl(p.name.clone()))?;
                 let join = |path: &str| -> Result<Uri, BuildError> {
                     format!("{}{path}", base.to_string().trim_end_matches('/'))
@@ -170,6 +174,8 @@ impl Provider {
                     chat: join("/chat/completions")?,
                     embeddings: join("/embeddings")?,
                     messages: join("/v1/messages")?,
+                    azure: (p.kind == ProviderKind::Azure)
+                        .then(|| (base.to_string().trim_end_matches('/').to_owned(), p.api_version.clone())),
                     headers: {
                         let mut h = p.headers.clone();
                         if p.kind == ProviderKind::Anthropic {
@@ -192,6 +198,7 @@ impl Provider {
                     ProviderKind::Anthropic => {
                         (HeaderName::from_static("x-api-key"), k.secret.expose().to_owned())
                     }
+                    ProviderKind::Azure => (HeaderName::from_static("api-key"), k.secret.expose().to_owned()),
                     ProviderKind::OpenAi | ProviderKind::Mock => {
                         (header::AUTHORIZATION, format!("Bearer {}", k.secret.expose()))
                     }
@@ -244,7 +251,9 @@ impl Provider {
     /// Whether this provider speaks the request format of `op`.
     pub fn speaks(&self, op: Operation) -> bool {
         match self.kind {
-            ProviderKind::OpenAi => matches!(op, Operation::Chat | Operation::Embeddings),
+            ProviderKind::OpenAi | ProviderKind::Azure => {
+                matches!(op, Operation::Chat | Operation::Embeddings)
+            }
             // OpenAI chat is translated to Messages and back.
             ProviderKind::Anthropic => matches!(op, Operation::Messages | Operation::Chat),
             ProviderKind::Mock => true,
@@ -291,10 +300,15 @@ impl Provider {
 
 impl HttpBackend {
     fn request(&self, call: &Call<'_>) -> Result<Request<Full<Bytes>>, http::Error> {
-        let uri = match call.operation {
-            Operation::Chat => self.chat.clone(),
-            Operation::Embeddings => self.embeddings.clone(),
-            Operation::Messages => self.messages.clone(),
+        let uri = match (&self.azure, call.operation) {
+            (Some((base, version)), op) => {
+                let path = if op == Operation::Embeddings { "embeddings" } else { "chat/completions" };
+                let deployment = call.deployment;
+                Uri::try_from(format!("{base}/openai/deployments/{deployment}/{path}?api-version={version}"))?
+            }
+            (None, Operation::Chat) => self.chat.clone(),
+            (None, Operation::Embeddings) => self.embeddings.clone(),
+            (None, Operation::Messages) => self.messages.clone(),
         };
         let accept = if call.stream { "text/event-stream" } else { "application/json" };
         let mut req = Request::post(uri)

@@ -60,6 +60,8 @@ pub struct Candidate<'a> {
     pub model_label: &'a str,
     /// USD per million input and output tokens.
     pub costs: (f64, f64),
+    /// Azure deployment (the model elsewhere).
+    pub deployment: &'a str,
 }
 
 impl Candidate<'_> {
@@ -568,6 +570,7 @@ async fn attempt<'a>(job: &'a Job<'a>, c: &'a Candidate<'a>, key_index: Option<u
         correlation_id: job.correlation_id,
         deadline: first_byte,
         key,
+        deployment: c.deployment,
     };
     let failure = |class: Class, status: Option<StatusCode>, retry_after: Option<Duration>| Failure {
         class,

@@ -219,6 +219,7 @@ fn route_candidate<'a>(live: &'a Live, route: &'a Route, t: &'a Target) -> Optio
         policy: route.retry,
         model_label: &t.model,
         costs: (t.input_cost, t.output_cost),
+        deployment: &t.deployment,
     })
 }
 
@@ -240,6 +241,7 @@ fn push_direct<'a>(cands: &mut Vec<Candidate<'a>>, live: &'a Live, provider: usi
             policy: live.resilience.default_retry,
             model_label: p.model_label(model),
             costs: (0.0, 0.0),
+            deployment: model,
         });
     }
 }

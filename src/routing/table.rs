@@ -42,6 +42,8 @@ pub struct Target {
     pub input_cost: f64,
     /// USD per million output tokens.
     pub output_cost: f64,
+    /// Azure deployment (default: the model).
+    pub deployment: Arc<str>,
     /// Breaker, cooldown, latency, in-flight count.
     pub state: Arc<TargetState>,
 }
@@ -107,6 +109,7 @@ impl RoutingTable {
                             weight: t.weight,
                             input_cost: t.input_cost,
                             output_cost: t.output_cost,
+                            deployment: Arc::from(t.deployment.as_deref().unwrap_or(&t.model)),
                             state: registry.target(provider, &t.model, breaker),
                         }
                     })
