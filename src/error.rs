@@ -291,8 +291,17 @@ fn exhausted_message(e: &Exhausted) -> String {
 /// (`{"type":"error","error":{"type","message"}}`), for the Anthropic-format ingress: same status,
 /// same headers, the type Anthropic uses for that status.
 pub fn anthropic_shape(resp: Response<Body>, message: &str) -> Response<Body> {
-    let status = resp.status();
-    let kind = match status.as_u16() {
+    let kind = anthropic_error_type(resp.status().as_u16());
+    let (parts, _) = resp.into_parts();
+    let body = serde_json::json!({"type": "error", "error": {"type": kind, "message": message}});
+    let mut out = Response::from_parts(parts, full(Bytes::from(body.to_string())));
+    out.headers_mut().remove(header::CONTENT_LENGTH);
+    out
+}
+
+/// The error `type` Anthropic uses for an HTTP status.
+pub fn anthropic_error_type(status: u16) -> &'static str {
+    match status {
         400 | 405 | 408 | 422 => "invalid_request_error",
         401 => "authentication_error",
         403 => "permission_error",
@@ -301,12 +310,7 @@ pub fn anthropic_shape(resp: Response<Body>, message: &str) -> Response<Body> {
         429 => "rate_limit_error",
         503 | 529 => "overloaded_error",
         _ => "api_error",
-    };
-    let (parts, _) = resp.into_parts();
-    let body = serde_json::json!({"type": "error", "error": {"type": kind, "message": message}});
-    let mut out = Response::from_parts(parts, full(Bytes::from(body.to_string())));
-    out.headers_mut().remove(header::CONTENT_LENGTH);
-    out
+    }
 }
 
 /// An OpenAI-shaped JSON error response.

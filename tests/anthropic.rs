@@ -150,10 +150,15 @@ async fn errors_on_the_anthropic_ingress_are_anthropic_shaped() {
     assert_eq!(shape(&a), (404, "error".into(), "not_found_error".into()));
     let a = post(&url, &[FRONT], r#"{"model":"anthropic/claude"}"#).await;
     assert_eq!(shape(&a), (400, "error".into(), "invalid_request_error".into()));
-    // An OpenAI-kind provider does not speak Anthropic Messages (no translation yet), and back.
-    let a = post(&url, &[FRONT], &messages("openai/gpt-4o", false)).await;
+    // A request that cannot be translated for an OpenAI provider is refused before any call.
+    let a = post(
+        &url,
+        &[FRONT],
+        r#"{"model":"openai/gpt-4o","max_tokens":9,"messages":[{"role":"robot","content":"x"}]}"#,
+    )
+    .await;
     assert_eq!(shape(&a), (400, "error".into(), "invalid_request_error".into()));
-    assert!(a.json()["error"]["message"].as_str().unwrap().contains("API format"));
+    assert!(a.json()["error"]["message"].as_str().unwrap().contains("cannot translate"), "{}", a.text());
     // Embeddings are not something Anthropic serves.
     let a = post(&t.url("/v1/embeddings"), &[FRONT], r#"{"model":"anthropic/claude","input":"x"}"#).await;
     assert_eq!((a.status.as_u16(), a.code().as_str()), (400, "unsupported_provider_format"));
@@ -248,5 +253,83 @@ targets = [{ provider = "anthropic", model = "cut-late" }, { provider = "anthrop
     let a = post(&url, &[FRONT], &chat("anthropic/bad")).await;
     assert_eq!(a.status, 400);
     assert_eq!(a.json()["error"]["type"], "invalid_request_error");
+    assert!(a.json()["error"]["message"].as_str().unwrap().contains("mock: injected failure 400"));
+}
+
+/// The Anthropic-format events of a stream: (event name, data), each data's `type` the name.
+fn events(text: &str) -> Vec<(String, serde_json::Value)> {
+    text.split("\n\n")
+        .filter(|e| !e.is_empty())
+        .map(|e| {
+            let (name, data) = e.split_once('\n').unwrap();
+            let name = name.strip_prefix("event: ").unwrap().to_owned();
+            let data: serde_json::Value = serde_json::from_str(data.strip_prefix("data: ").unwrap()).unwrap();
+            assert_eq!(data["type"], name.as_str());
+            (name, data)
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn anthropic_requests_to_openai_providers_are_translated_both_ways() {
+    let busy = Behavior { status: Some(StatusCode::SERVICE_UNAVAILABLE), ..Behavior::default() };
+    let bad = Behavior { status: Some(StatusCode::BAD_REQUEST), ..Behavior::default() };
+    let mock =
+        MockUpstream::start(MockConfig::default().model("busy", busy).model("bad", bad)).await.unwrap();
+    let routes = r#"
+[[routes]]
+name = "claude-compatible"
+retry = { attempts = 1 }
+targets = [{ provider = "openai", model = "busy" }, { provider = "openai", model = "gpt-4o" }]
+"#;
+    let t = Tier1::start(&cfg(&mock.url(), routes)).await;
+    let url = t.url("/anthropic/v1/messages");
+    let body = r#"{"model":"openai/gpt-4o","max_tokens":64,"system":"Be brief.","top_k":5,"messages":[{"role":"user","content":"hi"}]}"#;
+    let a = post(&url, &[FRONT], body).await;
+    assert_eq!(a.status, 200, "{}", a.text());
+    let v = a.json();
+    assert_eq!((v["type"].as_str(), v["role"].as_str()), (Some("message"), Some("assistant")));
+    assert_eq!(v["content"], serde_json::json!([{"type": "text", "text": DEFAULT_REPLY}]));
+    assert_eq!(v["stop_reason"], "end_turn");
+    assert_eq!(
+        (v["usage"]["input_tokens"].as_u64(), v["usage"]["output_tokens"].as_u64()),
+        (Some(9), Some(11))
+    );
+    assert_eq!(a.header("x-tier1-dropped-params"), Some("top_k"));
+    let sent = &mock.stats.requests()[0];
+    assert_eq!(sent.path, "/v1/chat/completions");
+    let sent: serde_json::Value = serde_json::from_slice(&sent.body).unwrap();
+    assert_eq!(
+        sent,
+        serde_json::json!({"model": "gpt-4o", "max_tokens": 64, "messages": [
+            {"role": "system", "content": "Be brief."},
+            {"role": "user", "content": [{"type": "text", "text": "hi"}]}]})
+    );
+
+    // Streamed, through a route whose first target is down: Anthropic events, usage included.
+    let a = post(&url, &[FRONT], &messages("claude-compatible", true)).await;
+    assert_eq!((a.status.as_u16(), a.header("x-tier1-fallback-reason")), (200, Some("overloaded")));
+    let got = events(&a.text());
+    let names: Vec<&str> = got.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(names[..2], ["message_start", "content_block_start"]);
+    assert_eq!(names[names.len() - 3..], ["content_block_stop", "message_delta", "message_stop"]);
+    let text: String = got.iter().filter_map(|(_, d)| d["delta"]["text"].as_str()).collect::<String>();
+    assert_eq!(text, DEFAULT_REPLY);
+    let delta = &got[got.len() - 2].1;
+    assert_eq!(
+        (delta["delta"]["stop_reason"].as_str(), delta["usage"]["output_tokens"].as_u64()),
+        (Some("end_turn"), Some(11))
+    );
+    let sent: serde_json::Value =
+        serde_json::from_slice(&mock.stats.requests().last().unwrap().body).unwrap();
+    assert_eq!(sent["stream_options"]["include_usage"], true);
+
+    // The provider's refusal comes back Anthropic-shaped.
+    let a = post(&url, &[FRONT], &messages("openai/bad", false)).await;
+    assert_eq!(a.status, 400);
+    assert_eq!(
+        (a.json()["type"].as_str(), a.json()["error"]["type"].as_str()),
+        (Some("error"), Some("invalid_request_error"))
+    );
     assert!(a.json()["error"]["message"].as_str().unwrap().contains("mock: injected failure 400"));
 }

@@ -173,6 +173,8 @@ pub enum ProviderKind {
     Anthropic,
     /// OpenAI on Azure (`api-key`, deployments in the URL, `api-version`).
     Azure,
+    /// Google's Gemini API (`x-goog-api-key`, `models/{model}:generateContent`).
+    Gemini,
     /// Built-in, in-process mock answering in OpenAI shape.
     Mock,
 }
@@ -184,6 +186,7 @@ impl ProviderKind {
             Self::OpenAi => "openai",
             Self::Anthropic => "anthropic",
             Self::Azure => "azure",
+            Self::Gemini => "gemini",
             Self::Mock => "mock",
         }
     }

@@ -31,6 +31,7 @@ fn example_config_is_valid() {
         ("TIER1_REDIS_URL", "redis://127.0.0.1:6379"),
         ("ANTHROPIC_API_KEY", "sk-ant-g"),
         ("AZURE_OPENAI_API_KEY", "az-h"),
+        ("GEMINI_API_KEY", "gm-i"),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_owned(), v.to_owned()))

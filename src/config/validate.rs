@@ -361,14 +361,11 @@ fn provider(name: &str, rp: &RawProvider, env: &dyn Env, p: &mut Problems) -> Pr
         Some("mock") => ProviderKind::Mock,
         Some("anthropic") => ProviderKind::Anthropic,
         Some("azure") => ProviderKind::Azure,
-        Some(other @ "gemini") => {
-            p.push(format!("{at}.kind"), format!("provider kind {other:?} is not available in this build"));
-            ProviderKind::OpenAi
-        }
+        Some("gemini") => ProviderKind::Gemini,
         Some(other) => {
             p.push(
                 format!("{at}.kind"),
-                format!("unknown provider kind {other:?} (want openai, anthropic, azure or mock)"),
+                format!("unknown provider kind {other:?} (want openai, anthropic, azure, gemini or mock)"),
             );
             ProviderKind::OpenAi
         }
@@ -389,6 +386,11 @@ fn provider(name: &str, rp: &RawProvider, env: &dyn Env, p: &mut Problems) -> Pr
         (ProviderKind::Anthropic, raw) => {
             base_url(&format!("{at}.base_url"), raw.unwrap_or("https://api.anthropic.com"), p)
         }
+        (ProviderKind::Gemini, raw) => base_url(
+            &format!("{at}.base_url"),
+            raw.unwrap_or("https://generativelanguage.googleapis.com/v1beta"),
+            p,
+        ),
         (ProviderKind::Azure, Some(raw)) => base_url(&format!("{at}.base_url"), raw, p),
         (ProviderKind::Azure, None) => {
             p.push(format!("{at}.base_url"), "missing (https://RESOURCE.openai.azure.com)");

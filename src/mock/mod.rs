@@ -143,7 +143,7 @@ impl Behavior {
 }
 
 /// What the mock is asked for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum MockEndpoint {
     /// `/chat/completions`.
     Chat,
@@ -151,6 +151,15 @@ pub enum MockEndpoint {
     Embeddings,
     /// Anthropic `/v1/messages`.
     Messages,
+    /// Gemini `models/{model}:generateContent`, or `:streamGenerateContent` when `stream`.
+    Generate {
+        /// The model from the URL.
+        model: String,
+        /// Whether the stream method was called.
+        stream: bool,
+    },
+    /// Gemini `models/{model}:batchEmbedContents`.
+    BatchEmbed,
 }
 
 /// Callbacks from a mock stream, so the standalone server can count completions and cancels.
@@ -174,7 +183,7 @@ pub async fn answer(
         tokio::time::sleep(behavior.latency).await;
     }
     if let Some(status) = behavior.failure(n) {
-        return error_response(status, behavior.retry_after.clone(), endpoint == MockEndpoint::Messages);
+        return error_response(status, behavior.retry_after.clone(), &endpoint);
     }
     let req: MockRequest = match serde_json::from_slice(body) {
         Ok(r) => r,
@@ -185,6 +194,25 @@ pub async fn answer(
     };
     let id = n + 1;
     match endpoint {
+        MockEndpoint::Generate { model, stream: true } => {
+            let frames = gemini_frames(&model, &behavior.reply, id);
+            let mut resp = Response::new(MockBody::Stream(MockStream::new(frames, behavior, observer)));
+            resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
+            resp
+        }
+        MockEndpoint::Generate { model, stream: false } => {
+            json_response(StatusCode::OK, gemini_json(&model, &behavior.reply, id))
+        }
+        MockEndpoint::BatchEmbed => {
+            let count = req.requests.as_ref().map_or(1, Vec::len);
+            let embeddings: Vec<serde_json::Value> = (0..count)
+                .map(|i| serde_json::json!({"values": (0..8).map(|d| ((id + (i * 8 + d) as u64) as f64).sin()).collect::<Vec<f64>>()}))
+                .collect();
+            json_response(
+                StatusCode::OK,
+                Bytes::from(serde_json::json!({"embeddings": embeddings}).to_string()),
+            )
+        }
         MockEndpoint::Embeddings => json_response(StatusCode::OK, embeddings_json(&req, id)),
         MockEndpoint::Messages if req.stream == Some(true) => {
             let frames = anthropic_frames(&req.model, &behavior.reply, id);
@@ -214,6 +242,8 @@ struct MockRequest {
     stream: Option<bool>,
     stream_options: Option<StreamOptions>,
     input: Option<serde_json::Value>,
+    /// Gemini `batchEmbedContents`.
+    requests: Option<Vec<serde_json::Value>>,
 }
 
 #[derive(Deserialize)]
@@ -275,6 +305,39 @@ pub fn stream_frames(model: &str, reply: &str, id: u64, include_usage: bool) -> 
     }
     frames.push_back(Bytes::from_static(b"data: [DONE]\n\n"));
     frames
+}
+
+/// A Gemini `GenerateContentResponse` for one chunk of text (`finish`: the last one).
+fn gemini_chunk(model: &str, text: &str, id: u64, finish: bool, output: usize) -> serde_json::Value {
+    let mut candidate =
+        serde_json::json!({"content": {"role": "model", "parts": [{"text": text}]}, "index": 0});
+    if finish {
+        candidate["finishReason"] = serde_json::json!("STOP");
+    }
+    serde_json::json!({
+        "candidates": [candidate],
+        "usageMetadata": {"promptTokenCount": 9, "candidatesTokenCount": output, "totalTokenCount": 9 + output},
+        "modelVersion": model, "responseId": format!("gemini-mock-{id}"),
+    })
+}
+
+/// A non-streaming Gemini answer.
+pub fn gemini_json(model: &str, reply: &str, id: u64) -> Bytes {
+    Bytes::from(gemini_chunk(model, reply, id, true, words(reply).count()).to_string())
+}
+
+/// A Gemini `alt=sse` stream: one chunk per word (CRLF-separated, as Google sends them), the last
+/// with `finishReason`; no end marker.
+pub fn gemini_frames(model: &str, reply: &str, id: u64) -> VecDeque<Bytes> {
+    let pieces: Vec<&str> = words(reply).collect();
+    pieces
+        .iter()
+        .enumerate()
+        .map(|(i, w)| {
+            let v = gemini_chunk(model, w, id, i + 1 == pieces.len(), i + 1);
+            Bytes::from(format!("data: {v}\r\n\r\n"))
+        })
+        .collect()
 }
 
 /// A non-streaming Anthropic `message`.
@@ -352,10 +415,26 @@ pub fn error_json(message: &str, kind: &str) -> Bytes {
 fn error_response(
     status: StatusCode,
     retry_after: Option<HeaderValue>,
-    anthropic: bool,
+    endpoint: &MockEndpoint,
 ) -> Response<MockBody> {
     let msg = format!("mock: injected failure {}", status.as_u16());
-    let body = if anthropic {
+    let body = if matches!(endpoint, MockEndpoint::Generate { .. } | MockEndpoint::BatchEmbed) {
+        // Google's error shape: numeric code, message, canonical status.
+        let canonical = match status.as_u16() {
+            429 => "RESOURCE_EXHAUSTED",
+            401 => "UNAUTHENTICATED",
+            403 => "PERMISSION_DENIED",
+            404 => "NOT_FOUND",
+            400..=499 => "INVALID_ARGUMENT",
+            503 => "UNAVAILABLE",
+            504 => "DEADLINE_EXCEEDED",
+            _ => "INTERNAL",
+        };
+        Bytes::from(
+            serde_json::json!({"error": {"code": status.as_u16(), "message": msg, "status": canonical}})
+                .to_string(),
+        )
+    } else if *endpoint == MockEndpoint::Messages {
         // Anthropic's error shape and types.
         let kind = match status.as_u16() {
             429 => "rate_limit_error",

@@ -328,7 +328,17 @@ async fn handle(shared: &Shared, req: Request<Incoming>) -> Response<MockBody> {
         headers: parts.headers.clone(),
         body: body.clone(),
     });
+    let gemini = |method: &str| {
+        path.strip_suffix(method).and_then(|p| p.rsplit_once("/models/")).map(|(_, model)| model.to_owned())
+    };
     let endpoint = match (&parts.method, path.as_str()) {
+        (&Method::POST, _) if let Some(model) = gemini(":generateContent") => {
+            MockEndpoint::Generate { model, stream: false }
+        }
+        (&Method::POST, _) if let Some(model) = gemini(":streamGenerateContent") => {
+            MockEndpoint::Generate { model, stream: true }
+        }
+        (&Method::POST, p) if p.ends_with(":batchEmbedContents") => MockEndpoint::BatchEmbed,
         (&Method::POST, p) if p.ends_with("/chat/completions") => MockEndpoint::Chat,
         (&Method::POST, p) if p.ends_with("/embeddings") => MockEndpoint::Embeddings,
         (&Method::POST, p) if p.ends_with("/v1/messages") => MockEndpoint::Messages,
@@ -340,12 +350,17 @@ async fn handle(shared: &Shared, req: Request<Incoming>) -> Response<MockBody> {
             );
         }
     };
-    let model = serde_json::from_slice::<ModelOnly>(&body).map(|m| m.model).unwrap_or_default();
-    let bearer = parts
-        .headers
-        .get(http::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
+    let model = match &endpoint {
+        MockEndpoint::Generate { model, .. } => model.clone(),
+        _ => serde_json::from_slice::<ModelOnly>(&body).map(|m| m.model).unwrap_or_default(),
+    };
+    // The key, however the provider kind sends it.
+    let header = |name: &str| parts.headers.get(name).and_then(|v| v.to_str().ok());
+    let bearer = header("authorization")
         .and_then(|v| v.strip_prefix("Bearer "))
+        .or_else(|| header("x-api-key"))
+        .or_else(|| header("api-key"))
+        .or_else(|| header("x-goog-api-key"))
         .unwrap_or_default();
     let (behavior, served) = match (shared.config.keys.get(bearer), shared.config.models.get(&model)) {
         (Some(b), _) => (b, shared.served_keys.get(bearer).unwrap_or(&shared.default_served)),

@@ -1,6 +1,7 @@
 //! Providers: what a snapshot holds per configured provider (client, keys, URLs, timeouts) and
 //! the one operation the proxy needs, [`Provider::send`]. `openai` kind speaks HTTP to any
-//! OpenAI-compatible API; `mock` answers in process with the same wire format.
+//! OpenAI-compatible API, `azure` the same with Azure's URLs; `anthropic` and `gemini` speak
+//! their own formats (see [`crate::translate`]); `mock` answers in process.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -19,6 +20,7 @@ use crate::config::{Config, ProviderConfig, ProviderKind};
 use crate::mock::{Behavior, MockBody, MockEndpoint};
 use crate::resilience::{KeyState, Limit, ProviderState, Registry, TargetState};
 use crate::routing::{Glob, is_glob};
+use crate::translate::Dialect;
 use crate::upstream::{self, HttpClient};
 
 /// Which API operation is being proxied.
@@ -133,6 +135,8 @@ struct HttpBackend {
     messages: Uri,
     /// Azure: (base URL, api-version); URLs are per deployment.
     azure: Option<(String, String)>,
+    /// Gemini: the base URL; URLs are per model.
+    gemini: Option<String>,
     headers: Vec<(HeaderName, HeaderValue)>,
 }
 
@@ -162,7 +166,7 @@ impl Provider {
     pub fn build(p: &ProviderConfig, config: &Config, registry: &Registry) -> Result<Self, BuildError> {
         let backend = match p.kind {
             ProviderKind::Mock => Backend::Mock { behavior: p.mock.clone(), served: AtomicU64::new(0) },
-            ProviderKind::OpenAi | ProviderKind::Anthropic | ProviderKind::Azure => {
+            ProviderKind::OpenAi | ProviderKind::Anthropic | ProviderKind::Azure | ProviderKind::Gemini => {
                 let base = p.base_url.as_ref().ok_or_else(|| BuildError::BaseUrl(p.name.clone()))?;
                 let join = |path: &str| -> Result<Uri, BuildError> {
                     format!("{}{path}", base.to_string().trim_end_matches('/'))
@@ -176,6 +180,8 @@ impl Provider {
                     messages: join("/v1/messages")?,
                     azure: (p.kind == ProviderKind::Azure)
                         .then(|| (base.to_string().trim_end_matches('/').to_owned(), p.api_version.clone())),
+                    gemini: (p.kind == ProviderKind::Gemini)
+                        .then(|| base.to_string().trim_end_matches('/').to_owned()),
                     headers: {
                         let mut h = p.headers.clone();
                         if p.kind == ProviderKind::Anthropic {
@@ -199,6 +205,9 @@ impl Provider {
                         (HeaderName::from_static("x-api-key"), k.secret.expose().to_owned())
                     }
                     ProviderKind::Azure => (HeaderName::from_static("api-key"), k.secret.expose().to_owned()),
+                    ProviderKind::Gemini => {
+                        (HeaderName::from_static("x-goog-api-key"), k.secret.expose().to_owned())
+                    }
                     ProviderKind::OpenAi | ProviderKind::Mock => {
                         (header::AUTHORIZATION, format!("Bearer {}", k.secret.expose()))
                     }
@@ -243,17 +252,23 @@ impl Provider {
         })
     }
 
-    /// Whether a request of `op` must be translated for this provider (OpenAI chat to Anthropic).
-    pub fn translates(&self, op: Operation) -> bool {
-        self.kind == ProviderKind::Anthropic && op == Operation::Chat
+    /// The format a request of `op` must be translated into for this provider, if any.
+    pub fn dialect(&self, op: Operation) -> Option<Dialect> {
+        match (self.kind, op) {
+            (ProviderKind::Anthropic, Operation::Chat) => Some(Dialect::Anthropic),
+            (ProviderKind::Gemini, Operation::Chat | Operation::Embeddings) => Some(Dialect::Gemini),
+            (ProviderKind::OpenAi | ProviderKind::Azure, Operation::Messages) => Some(Dialect::OpenAi),
+            _ => None,
+        }
     }
 
     /// Whether this provider speaks the request format of `op`.
     pub fn speaks(&self, op: Operation) -> bool {
         match self.kind {
-            ProviderKind::OpenAi | ProviderKind::Azure => {
-                matches!(op, Operation::Chat | Operation::Embeddings)
-            }
+            // Anthropic messages are translated to OpenAI chat and back.
+            ProviderKind::OpenAi | ProviderKind::Azure => true,
+            // Chat and embeddings are translated to Gemini's format and back.
+            ProviderKind::Gemini => matches!(op, Operation::Chat | Operation::Embeddings),
             // OpenAI chat is translated to Messages and back.
             ProviderKind::Anthropic => matches!(op, Operation::Messages | Operation::Chat),
             ProviderKind::Mock => true,
@@ -301,6 +316,16 @@ impl Provider {
 impl HttpBackend {
     fn request(&self, call: &Call<'_>) -> Result<Request<Full<Bytes>>, http::Error> {
         let uri = match (&self.azure, call.operation) {
+            // The model was checked to be URL-safe when the request was translated.
+            _ if self.gemini.is_some() => {
+                let base = self.gemini.as_deref().unwrap_or_default();
+                let method = match call.operation {
+                    Operation::Embeddings => "batchEmbedContents",
+                    _ if call.stream => "streamGenerateContent?alt=sse",
+                    _ => "generateContent",
+                };
+                Uri::try_from(format!("{base}/models/{}:{method}", call.deployment))?
+            }
             (Some((base, version)), op) => {
                 let path = if op == Operation::Embeddings { "embeddings" } else { "chat/completions" };
                 let deployment = call.deployment;

@@ -41,7 +41,6 @@ use crate::resilience::{
 };
 use crate::shared::{self, Shared};
 use crate::snapshot::Live;
-use crate::translate::anthropic;
 
 /// Largest upstream error body read to pass on, and largest stream prefix held before commit.
 const MAX_HELD: usize = 1024 * 1024;
@@ -550,17 +549,16 @@ async fn attempt<'a>(job: &'a Job<'a>, c: &'a Candidate<'a>, key_index: Option<u
     let start = Instant::now();
     let total = start + p.request_timeout;
     let first_byte = (start + p.first_byte_timeout).min(total);
-    // A provider of another format gets the request translated (OpenAI chat to Anthropic).
-    let translated = if p.translates(job.operation) {
-        match anthropic::request(job.body, c.model, p.default_max_tokens, job.stream) {
+    // A provider of another format gets the request translated (to Anthropic or Gemini).
+    let translated = match p.dialect(job.operation) {
+        Some(d) => match d.request(job.operation, job.body, c.deployment, p.default_max_tokens, job.stream) {
             Ok(t) => Some(t),
-            Err(e) => return Attempted::Won(Box::new(untranslatable(p, c, &e.0))),
-        }
-    } else {
-        None
+            Err(e) => return Attempted::Won(Box::new(untranslatable(p, c, &e.0, job.operation))),
+        },
+        None => None,
     };
     let call = Call {
-        operation: if translated.is_some() { Operation::Messages } else { job.operation },
+        operation: translated.as_ref().map_or(job.operation, |t| t.dialect.operation(job.operation)),
         body: match &translated {
             Some(t) => t.body.clone(),
             None => job.scanned.splice(job.body, c.model, job.force_stream),
@@ -620,8 +618,8 @@ async fn attempt<'a>(job: &'a Job<'a>, c: &'a Candidate<'a>, key_index: Option<u
                     let since = Instant::now();
                     let mut bytes = read_bounded(body, total).await;
                     job.waited(since);
-                    if translated.is_some() {
-                        bytes = anthropic::error(&bytes);
+                    if let Some(t) = &translated {
+                        bytes = t.error(&bytes, status.as_u16());
                     }
                     let redacted = Bytes::from(job.live.redactor.redact(&bytes).into_owned());
                     return Attempted::Won(Box::new(Won {
@@ -660,7 +658,7 @@ async fn attempt<'a>(job: &'a Job<'a>, c: &'a Candidate<'a>, key_index: Option<u
                 let since = Instant::now();
                 let raw = read_bounded(rest, total).await;
                 job.waited(since);
-                let Ok((body, usage)) = anthropic::response(&raw) else {
+                let Ok((body, usage)) = t.response(&raw, c.model) else {
                     return Attempted::Failed(failure(Class::Server, Some(status), None));
                 };
                 let metrics = job.metrics.target(&p.name, c.model_label);
@@ -693,7 +691,7 @@ async fn attempt<'a>(job: &'a Job<'a>, c: &'a Candidate<'a>, key_index: Option<u
             }
             let mut headers = client_headers(&headers, !streaming && translated.is_none());
             if let Some(t) = &translated {
-                relay = relay.translate(Box::new(anthropic::Stream::new(t.include_usage)));
+                relay = relay.translate(t.stream(c.model));
                 dropped_header(&mut headers, &t.dropped);
             }
             if let Some(t) = key_ticket {
@@ -813,9 +811,14 @@ fn dropped_header(headers: &mut HeaderMap, dropped: &[&str]) {
 }
 
 /// The 400 for a request that cannot be translated for this provider (the caller's fault).
-fn untranslatable(p: &Provider, c: &Candidate<'_>, why: &str) -> Won {
-    let body = serde_json::json!({"error": {"message": format!("cannot translate the request for {}: {why}", p.name),
-        "type": "invalid_request_error", "param": null, "code": "untranslatable_request"}});
+fn untranslatable(p: &Provider, c: &Candidate<'_>, why: &str, op: Operation) -> Won {
+    let message = format!("cannot translate the request for {}: {why}", p.name);
+    let body = if op == Operation::Messages {
+        serde_json::json!({"type": "error", "error": {"type": "invalid_request_error", "message": message}})
+    } else {
+        serde_json::json!({"error": {"message": message, "type": "invalid_request_error", "param": null,
+            "code": "untranslatable_request"}})
+    };
     let mut headers = HeaderMap::new();
     headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
     Won {

@@ -257,10 +257,11 @@ impl Tap {
         self.keep(data);
     }
 
-    /// The body ended: records the duration, and the usage when the provider reported one.
-    fn finish(&mut self) -> Option<(u64, u64)> {
+    /// The body ended: records the duration, and the usage when the provider reported one
+    /// (`known`: already read by a translator; else looked for in the body's tail).
+    fn finish(&mut self, known: Option<Option<(u64, u64)>>) -> Option<(u64, u64)> {
         self.metrics.duration.observe(self.start.elapsed().as_secs_f64());
-        let (input, output) = usage(&self.tail)?;
+        let (input, output) = known.unwrap_or_else(|| usage(&self.tail))?;
         self.metrics.tokens_in.inc_by(input);
         self.metrics.tokens_out.inc_by(output);
         let cost = (input as f64 * self.costs.0 + output as f64 * self.costs.1) / 1_000_000.0;
@@ -407,13 +408,16 @@ impl Relay {
     }
 }
 
-/// The body ended well: usage into the record, then the record's line.
+/// The body ended well: usage into the record, then the record's line. A translated stream's
+/// usage comes from its translator, which reads the provider's own format.
 fn finish(
     tap: &mut Option<Box<Tap>>,
     record: &mut Option<RequestRecord>,
     tickets: &mut Vec<crate::ratelimit::Ticket>,
+    translator: Option<&dyn crate::translate::StreamTranslator>,
 ) {
-    let usage = tap.take().and_then(|mut t| t.finish());
+    let known = translator.map(|t| t.usage());
+    let usage = tap.take().and_then(|mut t| t.finish(known));
     if let Some(r) = record.as_mut() {
         r.tokens = usage;
     }
@@ -496,7 +500,7 @@ impl http_body::Body for Relay {
                     // again, so finish now rather than on a final `None`.
                     if this.inner.is_end_stream() && this.translator.as_ref().is_none_or(|t| t.complete()) {
                         *this.done = true;
-                        finish(this.tap, this.record, this.tickets);
+                        finish(this.tap, this.record, this.tickets, this.translator.as_deref());
                         this.guard.take();
                     }
                     return Poll::Ready(Some(Ok(frame)));
@@ -507,7 +511,7 @@ impl http_body::Body for Relay {
                 }
                 Poll::Ready(None) => {
                     *this.done = true;
-                    finish(this.tap, this.record, this.tickets);
+                    finish(this.tap, this.record, this.tickets, this.translator.as_deref());
                     this.guard.take();
                     return Poll::Ready(None);
                 }
@@ -523,7 +527,7 @@ impl http_body::Body for Relay {
         };
         *this.done = true;
         if let Some(mut t) = this.tap.take() {
-            t.finish();
+            t.finish(None);
         }
         if let Some(r) = this.record.as_mut() {
             r.broken = true;

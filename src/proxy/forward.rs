@@ -77,8 +77,7 @@ pub async fn forward(
         }
     }
     dedupe(&mut cands);
-    // Only providers that speak the request's format (OpenAI or Anthropic Messages) are tried;
-    // translating between formats is not built yet.
+    // Only providers that speak the request's format, natively or translated, are tried.
     let before = cands.len();
     cands.retain(|c| c.provider.speaks(op));
     if cands.is_empty() && before > 0 {

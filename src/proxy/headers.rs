@@ -41,33 +41,33 @@ fn generate_id() -> HeaderValue {
     HeaderValue::from_str(&id).unwrap_or(HeaderValue::from_static("0"))
 }
 
-/// Whether the request carries one of `keys` as `Authorization: Bearer ...`. Every key is
-/// compared in constant time, and all of them are compared, so timing says nothing about which
-/// prefix matched. An empty key list means the server is open.
+/// The key a client presents: `Authorization: Bearer ...`, or `x-api-key` (how Anthropic's
+/// SDKs send one), which counts only without `Authorization`.
+fn presented_key(headers: &HeaderMap) -> Option<&[u8]> {
+    let token = match headers.get(header::AUTHORIZATION) {
+        Some(v) => {
+            v.to_str().ok().and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))?
+        }
+        None => headers.get("x-api-key")?.to_str().ok()?,
+    };
+    Some(token.trim().as_bytes())
+}
+
+/// Whether the request carries one of `keys` (see [`presented_key`]). Every key is compared in
+/// constant time, and all of them are compared, so timing says nothing about which prefix
+/// matched. An empty key list means the server is open.
 pub fn authorized(headers: &HeaderMap, keys: &[Secret]) -> bool {
     if keys.is_empty() {
         return true;
     }
-    let Some(token) = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
-    else {
-        return false;
-    };
-    let token = token.trim().as_bytes();
+    let Some(token) = presented_key(headers) else { return false };
     keys.iter().fold(0u8, |ok, k| ok | k.expose().as_bytes().ct_eq(token).unwrap_u8()) == 1
 }
 
 /// Which inbound key the request carries (its index), for the `api_key` limit scope. Called
 /// after [`authorized`] succeeded; every key is compared, in constant time.
 pub fn key_index(headers: &HeaderMap, keys: &[Secret]) -> Option<usize> {
-    let token = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))?
-        .trim()
-        .as_bytes();
+    let token = presented_key(headers)?;
     keys.iter().enumerate().fold(None, |found, (i, k)| {
         if bool::from(k.expose().as_bytes().ct_eq(token)) { Some(i) } else { found }
     })
@@ -106,5 +106,11 @@ mod tests {
         assert!(!authorized(&h, &keys));
         h.insert(header::AUTHORIZATION, HeaderValue::from_static("Basic k1-secret"));
         assert!(!authorized(&h, &keys));
+        // x-api-key counts only without Authorization.
+        h.insert("x-api-key", HeaderValue::from_static("k1-secret"));
+        assert!(!authorized(&h, &keys));
+        h.remove(header::AUTHORIZATION);
+        assert!(authorized(&h, &keys));
+        assert_eq!(key_index(&h, &keys), Some(0));
     }
 }

@@ -133,6 +133,22 @@ fn judge(event: &[u8]) -> Verdict {
             _ => Verdict::Pending,
         };
     }
+    // Gemini chunks carry `candidates`; a blocked prompt only `promptFeedback`.
+    if let Some(candidates) = v.get("candidates").and_then(|c| c.as_array()) {
+        let commits = candidates.iter().any(|c| {
+            c.get("finishReason").is_some_and(|f| !f.is_null())
+                || c.pointer("/content/parts").and_then(|p| p.as_array()).is_some_and(|parts| {
+                    parts.iter().any(|p| {
+                        p.get("functionCall").is_some()
+                            || p.get("text").and_then(|t| t.as_str()).is_some_and(|t| !t.is_empty())
+                    })
+                })
+        });
+        return if commits { Verdict::Commit } else { Verdict::Pending };
+    }
+    if v.pointer("/promptFeedback/blockReason").is_some() {
+        return Verdict::Commit;
+    }
     let commits = v.get("choices").and_then(|c| c.as_array()).is_some_and(|choices| {
         choices.iter().any(|c| {
             let delta = c.get("delta");
@@ -154,7 +170,8 @@ fn judge(event: &[u8]) -> Verdict {
 /// Classifies a provider's in-stream error object.
 pub fn classify_error(err: &serde_json::Value) -> Class {
     let field = |k: &str| err.get(k).and_then(|v| v.as_str()).unwrap_or_default().to_ascii_lowercase();
-    let text = format!("{} {}", field("type"), field("code"));
+    // OpenAI: type and code; Anthropic: type; Gemini: status.
+    let text = format!("{} {} {}", field("type"), field("code"), field("status"));
     if text.contains("rate_limit") || text.contains("rate limit") || text.contains("resource_exhausted") {
         Class::RateLimited
     } else if text.contains("overloaded") || text.contains("unavailable") {
@@ -222,6 +239,22 @@ mod tests {
         let tool = b"event: content_block_start\ndata: {\"type\":\"content_block_start\",\"index\":1,\"content_block\":{\"type\":\"tool_use\",\"id\":\"t\",\"name\":\"f\",\"input\":{}}}\n\n";
         assert_eq!(verdict_of(tool, 4), Verdict::Commit);
         let err = b"event: error\ndata: {\"type\":\"error\",\"error\":{\"type\":\"overloaded_error\",\"message\":\"Overloaded\"}}\n\n";
+        assert_eq!(verdict_of(err, 4), Verdict::Error(Class::Overloaded));
+    }
+
+    #[test]
+    fn gemini_chunks_commit_at_the_first_text_call_or_finish() {
+        let empty = b"data: {\"candidates\":[{\"content\":{\"role\":\"model\",\"parts\":[{\"text\":\"\"}]},\"index\":0}]}\r\n\r\n";
+        assert_eq!(verdict_of(empty, 3), Verdict::Pending);
+        let text = b"data: {\"candidates\":[{\"content\":{\"parts\":[{\"text\":\"Hi\"}]}}]}\r\n\r\n";
+        assert_eq!(verdict_of(&[&empty[..], text].concat(), 5), Verdict::Commit);
+        let call = b"data: {\"candidates\":[{\"content\":{\"parts\":[{\"functionCall\":{\"name\":\"f\",\"args\":{}}}]}}]}\r\n\r\n";
+        assert_eq!(verdict_of(call, 4), Verdict::Commit);
+        let blocked = b"data: {\"promptFeedback\":{\"blockReason\":\"SAFETY\"}}\r\n\r\n";
+        assert_eq!(verdict_of(blocked, 4), Verdict::Commit);
+        let err = b"data: {\"error\":{\"code\":429,\"message\":\"quota\",\"status\":\"RESOURCE_EXHAUSTED\"}}\r\n\r\n";
+        assert_eq!(verdict_of(err, 4), Verdict::Error(Class::RateLimited));
+        let err = b"data: {\"error\":{\"code\":503,\"message\":\"busy\",\"status\":\"UNAVAILABLE\"}}\r\n\r\n";
         assert_eq!(verdict_of(err, 4), Verdict::Error(Class::Overloaded));
     }
 

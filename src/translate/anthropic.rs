@@ -424,11 +424,6 @@ impl Stream {
             _ => {}
         }
     }
-
-    /// The usage reported so far: (input, output).
-    pub fn usage(&self) -> (u64, u64) {
-        (self.input.0, self.output)
-    }
 }
 
 impl StreamTranslator for Stream {
@@ -446,6 +441,10 @@ impl StreamTranslator for Stream {
 
     fn complete(&self) -> bool {
         self.stopped
+    }
+
+    fn usage(&self) -> Option<(u64, u64)> {
+        self.stopped.then_some((self.input.0, self.output))
     }
 }
 

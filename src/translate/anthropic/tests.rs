@@ -152,7 +152,7 @@ fn translate(split: usize) -> String {
         out.extend(t.feed(chunk));
     }
     assert!(t.complete());
-    assert_eq!(t.usage(), (12, 21));
+    assert_eq!(t.usage(), Some((12, 21)));
     String::from_utf8(out).unwrap()
 }
 

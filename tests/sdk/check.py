@@ -1,0 +1,100 @@
+"""Wire compatibility with the official SDKs: OpenAI's and Anthropic's Python clients against a
+running tier1 (OpenAI, Anthropic and Gemini providers behind it, all mocks).
+
+Usage: check.py BASE_URL FRONT_KEY EXPECTED_REPLY. Exits non-zero on the first mismatch.
+"""
+
+import sys
+
+import anthropic
+import openai
+
+base, key, reply = sys.argv[1], sys.argv[2], sys.argv[3]
+oa = openai.OpenAI(base_url=f"{base}/v1", api_key=key, max_retries=0)
+checks = 0
+
+
+def check(cond, what):
+    global checks
+    if not cond:
+        raise SystemExit(f"FAILED: {what}")
+    checks += 1
+
+
+messages = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "hi"}]
+
+# OpenAI SDK: every provider kind, full answers and streams (translated where needed).
+for model in ["openai/gpt-4o", "anthropic/claude-sonnet-4-5", "gemini/gemini-2.5-flash"]:
+    r = oa.chat.completions.create(model=model, messages=messages, max_tokens=50)
+    check(r.choices[0].message.content == reply, f"{model}: content {r.choices[0].message.content!r}")
+    check(r.choices[0].finish_reason == "stop", f"{model}: finish {r.choices[0].finish_reason}")
+    check(r.usage is not None and r.usage.completion_tokens == 11, f"{model}: usage {r.usage}")
+
+    text, finish, usage = "", None, None
+    with oa.chat.completions.create(
+        model=model, messages=messages, stream=True, stream_options={"include_usage": True}
+    ) as stream:
+        for chunk in stream:
+            if chunk.usage:
+                usage = chunk.usage
+            for c in chunk.choices:
+                text += c.delta.content or ""
+                finish = c.finish_reason or finish
+    check(text == reply, f"{model} stream: text {text!r}")
+    check(finish == "stop", f"{model} stream: finish {finish}")
+    check(usage is not None and usage.completion_tokens == 11, f"{model} stream: usage {usage}")
+
+    # The SDK's raw response shows tier1's headers.
+    raw = oa.chat.completions.with_raw_response.create(model=model, messages=messages)
+    check(raw.headers.get("x-tier1-provider") == model.split("/")[0], f"{model}: provider header")
+
+for model in ["openai/text-embedding-3-small", "gemini/text-embedding-004"]:
+    e = oa.embeddings.create(model=model, input=["a", "b"])
+    check(len(e.data) == 2 and len(e.data[1].embedding) == 8, f"{model}: embeddings {e}")
+
+# Errors arrive as the SDK's typed exceptions.
+try:
+    oa.chat.completions.create(model="nobody/x", messages=messages)
+    check(False, "unknown model must fail")
+except openai.NotFoundError as err:
+    check(err.body.get("code") == "model_not_found", f"not found body {err.body}")
+try:
+    openai.OpenAI(base_url=f"{base}/v1", api_key="wrong", max_retries=0).chat.completions.create(
+        model="openai/gpt-4o", messages=messages
+    )
+    check(False, "a wrong key must fail")
+except openai.AuthenticationError:
+    checks += 1
+
+models = oa.models.list()
+check(any(m.id == "smart" for m in models.data), f"models list {models}")
+
+# Anthropic SDK: the Anthropic-format ingress, native (anthropic/...) and translated (openai/...),
+# with the key as x-api-key (the SDK's default) or as a bearer token.
+for client in [
+    anthropic.Anthropic(base_url=f"{base}/anthropic", api_key=key, max_retries=0),
+    anthropic.Anthropic(base_url=f"{base}/anthropic", auth_token=key, max_retries=0),
+]:
+    for model in ["anthropic/claude-sonnet-4-5", "openai/gpt-4o"]:
+        m = client.messages.create(
+            model=model, max_tokens=64, system="Be brief.", messages=[{"role": "user", "content": "hi"}]
+        )
+        check(m.content[0].text == reply, f"{model}: message {m}")
+        check(m.stop_reason == "end_turn" and m.usage.output_tokens == 11, f"{model}: stop/usage {m}")
+        with client.messages.stream(
+            model=model, max_tokens=64, messages=[{"role": "user", "content": "hi"}]
+        ) as s:
+            text = "".join(s.text_stream)
+            final = s.get_final_message()
+        check(text == reply, f"{model} stream: {text!r}")
+        check(final.stop_reason == "end_turn" and final.usage.output_tokens == 11, f"{model} final {final}")
+
+try:
+    anthropic.Anthropic(base_url=f"{base}/anthropic", api_key=key, max_retries=0).messages.create(
+        model="nobody/x", max_tokens=8, messages=[{"role": "user", "content": "hi"}]
+    )
+    check(False, "unknown model must fail")
+except anthropic.NotFoundError as err:
+    check(err.body["error"]["type"] == "not_found_error", f"anthropic not found body {err.body}")
+
+print(f"sdk checks passed: {checks}")
