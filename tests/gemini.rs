@@ -18,7 +18,7 @@ fn cfg(url: &str, extra: &str) -> String {
         r#"
 [providers.gemini]
 kind = "gemini"
-base_url = "{url}/v1beta"
+base_url = "{url}"
 [[providers.gemini.keys]]
 name = "main"
 secret = "env:UPSTREAM_KEY"
@@ -186,4 +186,44 @@ targets = [{ provider = "gemini", model = "cut-late" }, { provider = "gemini", m
     let a = post(&url, &[], &chat("gemini/x:streamGenerateContent?key=1")).await;
     assert_eq!(a.status, 400, "{}", a.text());
     assert_eq!(mock.stats.requests().len(), before);
+}
+
+#[tokio::test]
+async fn anthropic_format_requests_reach_gemini_through_both_translations() {
+    let mock = MockUpstream::start(MockConfig::default()).await.unwrap();
+    let t = Tier1::start(&cfg(&mock.url(), "")).await;
+    let url = t.url("/v1/messages");
+    let body = r#"{"model":"gemini/gemini-2.5-flash","max_tokens":64,"system":"Be brief.","messages":[{"role":"user","content":"hi"}]}"#;
+    let a = post(&url, &[], body).await;
+    assert_eq!(a.status, 200, "{}", a.text());
+    let v = a.json();
+    assert_eq!(v["type"], "message");
+    assert_eq!(v["content"], serde_json::json!([{"type": "text", "text": DEFAULT_REPLY}]));
+    assert_eq!(
+        (v["stop_reason"].as_str(), v["usage"]["output_tokens"].as_u64()),
+        (Some("end_turn"), Some(11))
+    );
+    let sent: serde_json::Value = serde_json::from_slice(&mock.stats.requests()[0].body).unwrap();
+    assert_eq!(sent["systemInstruction"], serde_json::json!({"parts": [{"text": "Be brief."}]}));
+    assert_eq!(sent["generationConfig"], serde_json::json!({"maxOutputTokens": 64}));
+
+    let body = r#"{"model":"gemini/gemini-2.5-flash","max_tokens":64,"stream":true,"messages":[{"role":"user","content":"hi"}]}"#;
+    let a = post(&url, &[], body).await;
+    let text = a.text();
+    let names: Vec<&str> = text.lines().filter_map(|l| l.strip_prefix("event: ")).collect();
+    assert_eq!(names.first(), Some(&"message_start"));
+    assert_eq!(names[names.len() - 3..], ["content_block_stop", "message_delta", "message_stop"], "{text}");
+    assert!(!text.contains("[DONE]") && !text.contains("chat.completion"), "{text}");
+    let deltas: String = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("data: "))
+        .map(|d| serde_json::from_str::<serde_json::Value>(d).unwrap())
+        .filter_map(|d| d["delta"]["text"].as_str().map(str::to_owned))
+        .collect();
+    assert_eq!(deltas, DEFAULT_REPLY);
+    assert!(text.contains(r#""output_tokens":11"#), "{text}");
+    assert_eq!(
+        mock.stats.requests()[1].path,
+        "/v1beta/models/gemini-2.5-flash:streamGenerateContent?alt=sse"
+    );
 }

@@ -40,7 +40,7 @@ base_url = "{url}"
 secret = "env:UPSTREAM_KEY"
 [providers.gemini]
 kind = "gemini"
-base_url = "{url}/v1beta"
+base_url = "{url}"
 [[providers.gemini.keys]]
 secret = "env:UPSTREAM_KEY"
 [[routes]]
@@ -61,6 +61,7 @@ targets = [{{ provider = "openai", model = "gpt-4o" }}]
     assert!(out.status.success(), "SDK checks failed:\n{stdout}\n{stderr}");
     assert!(stdout.contains("sdk checks passed"), "{stdout}");
     // Every check went through tier1 to a mock: nothing was answered without an upstream call.
-    // 3 kinds × (full, stream, raw), 2 embeddings, 2 auth styles × 2 models × (full, stream).
-    assert_eq!(mock.stats.snapshot().requests, 19, "{:?}", mock.stats.snapshot());
+    // 3 kinds × (full, stream, raw, tool call, streamed tool call, tool result), 2 embeddings,
+    // Anthropic SDK: 2 auth styles × 3 kinds × (full, stream), 3 kinds × tool use (full, stream).
+    assert_eq!(mock.stats.snapshot().requests, 38, "{:?}", mock.stats.snapshot());
 }

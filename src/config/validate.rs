@@ -386,11 +386,9 @@ fn provider(name: &str, rp: &RawProvider, env: &dyn Env, p: &mut Problems) -> Pr
         (ProviderKind::Anthropic, raw) => {
             base_url(&format!("{at}.base_url"), raw.unwrap_or("https://api.anthropic.com"), p)
         }
-        (ProviderKind::Gemini, raw) => base_url(
-            &format!("{at}.base_url"),
-            raw.unwrap_or("https://generativelanguage.googleapis.com/v1beta"),
-            p,
-        ),
+        (ProviderKind::Gemini, raw) => {
+            base_url(&format!("{at}.base_url"), raw.unwrap_or("https://generativelanguage.googleapis.com"), p)
+        }
         (ProviderKind::Azure, Some(raw)) => base_url(&format!("{at}.base_url"), raw, p),
         (ProviderKind::Azure, None) => {
             p.push(format!("{at}.base_url"), "missing (https://RESOURCE.openai.azure.com)");

@@ -5,6 +5,7 @@
 //! mock-upstream`), which adds call counting and per-request overrides through `x-mock-*` headers.
 
 pub mod server;
+pub mod tools;
 
 use std::collections::VecDeque;
 use std::pin::Pin;
@@ -185,7 +186,11 @@ pub async fn answer(
     if let Some(status) = behavior.failure(n) {
         return error_response(status, behavior.retry_after.clone(), &endpoint);
     }
-    let req: MockRequest = match serde_json::from_slice(body) {
+    let (req, tool) = match serde_json::from_slice::<serde_json::Value>(body) {
+        Ok(v) => (serde_json::from_value::<MockRequest>(v.clone()), tools::to_call(&v)),
+        Err(e) => (Err(e), None),
+    };
+    let req = match req {
         Ok(r) => r,
         Err(e) => {
             let msg = format!("mock: invalid JSON body: {e}");
@@ -193,12 +198,35 @@ pub async fn answer(
         }
     };
     let id = n + 1;
+    let sse = |frames: VecDeque<Bytes>, observer: Option<Arc<dyn StreamObserver>>| {
+        let mut resp = Response::new(MockBody::Stream(MockStream::new(frames, behavior, observer)));
+        resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
+        resp
+    };
+    if let Some(tool) = tool {
+        let stream = req.stream == Some(true);
+        return match endpoint {
+            MockEndpoint::Generate { model, stream: true } => sse(
+                VecDeque::from([Bytes::from(format!("data: {}\r\n\r\n", tools::gemini(&model, &tool, id)))]),
+                observer,
+            ),
+            MockEndpoint::Generate { model, .. } => {
+                json_response(StatusCode::OK, Bytes::from(tools::gemini(&model, &tool, id).to_string()))
+            }
+            MockEndpoint::Messages if stream => sse(tools::anthropic_frames(&req.model, &tool, id), observer),
+            MockEndpoint::Messages => {
+                json_response(StatusCode::OK, tools::anthropic_json(&req.model, &tool, id))
+            }
+            _ if stream => {
+                let include_usage = req.stream_options.as_ref().is_some_and(|o| o.include_usage);
+                sse(tools::openai_frames(&req.model, &tool, id, include_usage), observer)
+            }
+            _ => json_response(StatusCode::OK, tools::openai_json(&req.model, &tool, id)),
+        };
+    }
     match endpoint {
         MockEndpoint::Generate { model, stream: true } => {
-            let frames = gemini_frames(&model, &behavior.reply, id);
-            let mut resp = Response::new(MockBody::Stream(MockStream::new(frames, behavior, observer)));
-            resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
-            resp
+            sse(gemini_frames(&model, &behavior.reply, id), observer)
         }
         MockEndpoint::Generate { model, stream: false } => {
             json_response(StatusCode::OK, gemini_json(&model, &behavior.reply, id))
@@ -215,19 +243,14 @@ pub async fn answer(
         }
         MockEndpoint::Embeddings => json_response(StatusCode::OK, embeddings_json(&req, id)),
         MockEndpoint::Messages if req.stream == Some(true) => {
-            let frames = anthropic_frames(&req.model, &behavior.reply, id);
-            let mut resp = Response::new(MockBody::Stream(MockStream::new(frames, behavior, observer)));
-            resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
-            resp
+            sse(anthropic_frames(&req.model, &behavior.reply, id), observer)
         }
         MockEndpoint::Messages => {
             json_response(StatusCode::OK, anthropic_json(&req.model, &behavior.reply, id))
         }
         MockEndpoint::Chat if req.stream == Some(true) => {
             let include_usage = req.stream_options.as_ref().is_some_and(|o| o.include_usage);
-            let frames = stream_frames(&req.model, &behavior.reply, id, include_usage);
-            let mut resp = Response::new(MockBody::Stream(MockStream::new(frames, behavior, observer)));
-            resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
+            let mut resp = sse(stream_frames(&req.model, &behavior.reply, id, include_usage), observer);
             resp.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
             resp
         }

@@ -180,8 +180,7 @@ impl Provider {
                     messages: join("/v1/messages")?,
                     azure: (p.kind == ProviderKind::Azure)
                         .then(|| (base.to_string().trim_end_matches('/').to_owned(), p.api_version.clone())),
-                    gemini: (p.kind == ProviderKind::Gemini)
-                        .then(|| base.to_string().trim_end_matches('/').to_owned()),
+                    gemini: (p.kind == ProviderKind::Gemini).then(|| gemini_base(base)),
                     headers: {
                         let mut h = p.headers.clone();
                         if p.kind == ProviderKind::Anthropic {
@@ -258,6 +257,7 @@ impl Provider {
             (ProviderKind::Anthropic, Operation::Chat) => Some(Dialect::Anthropic),
             (ProviderKind::Gemini, Operation::Chat | Operation::Embeddings) => Some(Dialect::Gemini),
             (ProviderKind::OpenAi | ProviderKind::Azure, Operation::Messages) => Some(Dialect::OpenAi),
+            (ProviderKind::Gemini, Operation::Messages) => Some(Dialect::GeminiMessages),
             _ => None,
         }
     }
@@ -265,10 +265,8 @@ impl Provider {
     /// Whether this provider speaks the request format of `op`.
     pub fn speaks(&self, op: Operation) -> bool {
         match self.kind {
-            // Anthropic messages are translated to OpenAI chat and back.
-            ProviderKind::OpenAi | ProviderKind::Azure => true,
-            // Chat and embeddings are translated to Gemini's format and back.
-            ProviderKind::Gemini => matches!(op, Operation::Chat | Operation::Embeddings),
+            // Anthropic messages are translated to OpenAI chat (or on to Gemini) and back.
+            ProviderKind::OpenAi | ProviderKind::Azure | ProviderKind::Gemini => true,
             // OpenAI chat is translated to Messages and back.
             ProviderKind::Anthropic => matches!(op, Operation::Messages | Operation::Chat),
             ProviderKind::Mock => true,
@@ -356,6 +354,15 @@ impl HttpBackend {
     }
 }
 
+/// Gemini's API root: `base_url` plus `/v1beta`, unless it already names a version.
+fn gemini_base(base: &Uri) -> String {
+    let last = base.path().trim_end_matches('/').rsplit('/').next().unwrap_or_default();
+    let versioned = last.strip_prefix('v').is_some_and(|v| v.starts_with(|c: char| c.is_ascii_digit()));
+    let base = base.to_string();
+    let base = base.trim_end_matches('/');
+    if versioned { base.to_owned() } else { format!("{base}/v1beta") }
+}
+
 /// An upstream response body: from the network, or from the in-process mock.
 pub enum UpstreamBody {
     /// From hyper's client.
@@ -395,5 +402,30 @@ impl Body for UpstreamBody {
             Self::Http(b) => b.size_hint(),
             Self::Mock(b) => b.size_hint(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn gemini_base_gets_a_version_only_when_it_has_none() {
+        let base = |s: &str| gemini_base(&s.parse().unwrap());
+        assert_eq!(
+            base("https://generativelanguage.googleapis.com"),
+            "https://generativelanguage.googleapis.com/v1beta"
+        );
+        assert_eq!(
+            base("https://generativelanguage.googleapis.com/"),
+            "https://generativelanguage.googleapis.com/v1beta"
+        );
+        assert_eq!(
+            base("https://generativelanguage.googleapis.com/v1"),
+            "https://generativelanguage.googleapis.com/v1"
+        );
+        assert_eq!(base("http://127.0.0.1:9/proxy/v1beta/"), "http://127.0.0.1:9/proxy/v1beta");
+        assert_eq!(base("http://127.0.0.1:9/proxy"), "http://127.0.0.1:9/proxy/v1beta");
+        assert_eq!(base("https://v1.example.com"), "https://v1.example.com/v1beta");
     }
 }

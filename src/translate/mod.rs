@@ -35,6 +35,8 @@ pub enum Dialect {
     Gemini,
     /// OpenAI chat, for the Anthropic-format ingress.
     OpenAi,
+    /// Gemini, for the Anthropic-format ingress: through OpenAI's format, both ways.
+    GeminiMessages,
 }
 
 /// A request in the provider's format.
@@ -58,7 +60,7 @@ impl Dialect {
         match self {
             Self::Anthropic => Operation::Messages,
             Self::Gemini => op,
-            Self::OpenAi => Operation::Chat,
+            Self::OpenAi | Self::GeminiMessages => Operation::Chat,
         }
     }
 
@@ -75,6 +77,17 @@ impl Dialect {
             (Self::OpenAi, _) => {
                 let r = messages::request(body, model, stream)?;
                 (r.body, r.dropped, false)
+            }
+            (Self::GeminiMessages, _) if !gemini::valid_model(model) => {
+                return Err(TranslateError(format!("{model:?} is not a Gemini model name")));
+            }
+            (Self::GeminiMessages, _) => {
+                let openai = messages::request(body, model, stream)?;
+                let r = gemini::request(&openai.body, stream)?;
+                let mut dropped = openai.dropped;
+                dropped.extend(r.dropped);
+                // The inner OpenAI stream carries usage, for the Anthropic `message_delta`.
+                (r.body, dropped, stream)
             }
             (Self::Anthropic, _) => {
                 let r = anthropic::request(body, model, default_max_tokens, stream)?;
@@ -101,6 +114,11 @@ impl Translated {
     pub fn response(&self, raw: &[u8], model: &str) -> Result<(Bytes, Option<(u64, u64)>), TranslateError> {
         match (self.dialect, self.operation) {
             (Dialect::OpenAi, _) => messages::response(raw, model),
+            (Dialect::GeminiMessages, _) => {
+                let (openai, usage) = gemini::response(raw, model)?;
+                let (anthropic, _) = messages::response(&openai, model)?;
+                Ok((anthropic, usage))
+            }
             (Dialect::Anthropic, _) => anthropic::response(raw),
             (Dialect::Gemini, Operation::Embeddings) => gemini::embeddings_response(raw, model),
             (Dialect::Gemini, _) => gemini::response(raw, model),
@@ -111,6 +129,7 @@ impl Translated {
     pub fn error(&self, raw: &[u8], status: u16) -> Bytes {
         match self.dialect {
             Dialect::OpenAi => messages::error(raw, status),
+            Dialect::GeminiMessages => messages::error(&gemini::error(raw), status),
             Dialect::Anthropic => anthropic::error(raw),
             Dialect::Gemini => gemini::error(raw),
         }
@@ -122,6 +141,138 @@ impl Translated {
             Dialect::Anthropic => Box::new(anthropic::Stream::new(self.include_usage)),
             Dialect::Gemini => Box::new(gemini::Stream::new(model, self.include_usage)),
             Dialect::OpenAi => Box::new(messages::Stream::new(model)),
+            Dialect::GeminiMessages => {
+                Box::new(Chain(gemini::Stream::new(model, self.include_usage), messages::Stream::new(model)))
+            }
+        }
+    }
+}
+
+/// Two translators in a row: the first's output is the second's input.
+struct Chain<A, B>(A, B);
+
+impl<A: StreamTranslator, B: StreamTranslator> StreamTranslator for Chain<A, B> {
+    fn feed(&mut self, chunk: &[u8]) -> Vec<u8> {
+        let middle = self.0.feed(chunk);
+        if middle.is_empty() { Vec::new() } else { self.1.feed(&middle) }
+    }
+
+    fn complete(&self) -> bool {
+        self.0.complete() && self.1.complete()
+    }
+
+    fn usage(&self) -> Option<(u64, u64)> {
+        self.0.usage()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::mock;
+
+    /// Feeds `input` in the given piece sizes (cycled) and returns all output.
+    fn feed(t: &mut dyn StreamTranslator, input: &[u8], sizes: &[usize]) -> Vec<u8> {
+        let mut out = Vec::new();
+        let mut at = 0;
+        for size in sizes.iter().cycle() {
+            if at >= input.len() {
+                break;
+            }
+            let end = (at + size.max(&1)).min(input.len());
+            out.extend(t.feed(&input[at..end]));
+            at = end;
+        }
+        out
+    }
+
+    /// `"created":N` zeroed: translators stamp the second they started.
+    fn unstamped(out: &[u8]) -> String {
+        let text = String::from_utf8(out.to_vec()).unwrap();
+        let mut result = String::new();
+        let mut rest = text.as_str();
+        while let Some(i) = rest.find("\"created\":") {
+            let (head, tail) = rest.split_at(i + "\"created\":".len());
+            result.push_str(head);
+            result.push('0');
+            rest = tail.trim_start_matches(|c: char| c.is_ascii_digit());
+        }
+        result.push_str(rest);
+        result
+    }
+
+    /// Makes a fresh translator.
+    type Make = Box<dyn Fn() -> Box<dyn StreamTranslator>>;
+
+    /// (name, translator, a whole upstream stream in the provider's format).
+    fn translators() -> Vec<(&'static str, Make, Vec<u8>)> {
+        let join = |frames: std::collections::VecDeque<bytes::Bytes>| {
+            frames.iter().flat_map(|b| b.to_vec()).collect()
+        };
+        let reply = "Hello there, streaming world.";
+        vec![
+            (
+                "anthropic text",
+                Box::new(|| Box::new(anthropic::Stream::new(true))),
+                join(mock::anthropic_frames("m", reply, 1)),
+            ),
+            (
+                "anthropic tool",
+                Box::new(|| Box::new(anthropic::Stream::new(true))),
+                join(mock::tools::anthropic_frames("m", "f", 1)),
+            ),
+            (
+                "gemini text",
+                Box::new(|| Box::new(gemini::Stream::new("m", true))),
+                join(mock::gemini_frames("m", reply, 1)),
+            ),
+            (
+                "openai→messages text",
+                Box::new(|| Box::new(messages::Stream::new("m"))),
+                join(mock::stream_frames("m", reply, 1, true)),
+            ),
+            (
+                "openai→messages tool",
+                Box::new(|| Box::new(messages::Stream::new("m"))),
+                join(mock::tools::openai_frames("m", "f", 1, true)),
+            ),
+            (
+                "gemini→messages text",
+                Box::new(|| Box::new(Chain(gemini::Stream::new("m", true), messages::Stream::new("m")))),
+                join(mock::gemini_frames("m", reply, 1)),
+            ),
+        ]
+    }
+
+    #[test]
+    fn every_stream_translates_the_same_whole_byte_by_byte_and_in_random_splits() {
+        for (name, make, input) in translators() {
+            let mut whole = make();
+            let want = unstamped(&whole.feed(&input));
+            assert!(whole.complete(), "{name}: {want}");
+            assert!(want.len() > 100, "{name}: {want}");
+            let mut bytewise = make();
+            assert_eq!(unstamped(&feed(bytewise.as_mut(), &input, &[1])), want, "{name}: 1 byte at a time");
+            assert!(bytewise.complete(), "{name}");
+            // Pseudo-random piece sizes (a fixed LCG: reproducible failures).
+            let mut seed = 0x2545_f491_u64;
+            for round in 0..50 {
+                let sizes: Vec<usize> = (0..16)
+                    .map(|_| {
+                        seed = seed
+                            .wrapping_mul(6_364_136_223_846_793_005)
+                            .wrapping_add(1_442_695_040_888_963_407);
+                        1 + (seed >> 33) as usize % 97
+                    })
+                    .collect();
+                let mut t = make();
+                assert_eq!(
+                    unstamped(&feed(t.as_mut(), &input, &sizes)),
+                    want,
+                    "{name}: round {round} {sizes:?}"
+                );
+                assert_eq!(t.usage(), whole.usage(), "{name}");
+            }
         }
     }
 }

@@ -4,6 +4,7 @@ running tier1 (OpenAI, Anthropic and Gemini providers behind it, all mocks).
 Usage: check.py BASE_URL FRONT_KEY EXPECTED_REPLY. Exits non-zero on the first mismatch.
 """
 
+import json
 import sys
 
 import anthropic
@@ -48,6 +49,38 @@ for model in ["openai/gpt-4o", "anthropic/claude-sonnet-4-5", "gemini/gemini-2.5
     raw = oa.chat.completions.with_raw_response.create(model=model, messages=messages)
     check(raw.headers.get("x-tier1-provider") == model.split("/")[0], f"{model}: provider header")
 
+# Tool calls: the mock calls the first tool offered with {"q": "mock"}, in each wire format.
+tools = [{"type": "function", "function": {"name": "lookup", "description": "Look a thing up",
+          "parameters": {"type": "object", "properties": {"q": {"type": "string"}}, "required": ["q"]}}}]
+for model in ["openai/gpt-4o", "anthropic/claude-sonnet-4-5", "gemini/gemini-2.5-flash"]:
+    r = oa.chat.completions.create(model=model, messages=messages, tools=tools, tool_choice="auto")
+    call = r.choices[0].message.tool_calls[0]
+    check(call.function.name == "lookup" and json.loads(call.function.arguments) == {"q": "mock"},
+          f"{model}: tool call {call}")
+    check(r.choices[0].finish_reason == "tool_calls", f"{model}: tool finish {r.choices[0].finish_reason}")
+
+    calls, finish = {}, None
+    for chunk in oa.chat.completions.create(model=model, messages=messages, tools=tools, stream=True):
+        for c in chunk.choices:
+            finish = c.finish_reason or finish
+            for d in c.delta.tool_calls or []:
+                entry = calls.setdefault(d.index, {"id": None, "name": "", "arguments": ""})
+                entry["id"] = d.id or entry["id"]
+                entry["name"] += (d.function.name or "") if d.function else ""
+                entry["arguments"] += (d.function.arguments or "") if d.function else ""
+    check(list(calls) == [0] and calls[0]["name"] == "lookup" and calls[0]["id"], f"{model}: streamed calls {calls}")
+    check(json.loads(calls[0]["arguments"]) == {"q": "mock"}, f"{model}: streamed arguments {calls}")
+    check(finish == "tool_calls", f"{model}: streamed tool finish {finish}")
+
+    # The tool's result goes back; the model answers in text.
+    followup = messages + [
+        {"role": "assistant", "content": None, "tool_calls": [
+            {"id": calls[0]["id"], "type": "function", "function": {"name": "lookup", "arguments": calls[0]["arguments"]}}]},
+        {"role": "tool", "tool_call_id": calls[0]["id"], "content": "{\"answer\": 42}"},
+    ]
+    r = oa.chat.completions.create(model=model, messages=followup, tools=tools)
+    check(r.choices[0].message.content == reply, f"{model}: answer after the tool result {r}")
+
 for model in ["openai/text-embedding-3-small", "gemini/text-embedding-004"]:
     e = oa.embeddings.create(model=model, input=["a", "b"])
     check(len(e.data) == 2 and len(e.data[1].embedding) == 8, f"{model}: embeddings {e}")
@@ -69,13 +102,14 @@ except openai.AuthenticationError:
 models = oa.models.list()
 check(any(m.id == "smart" for m in models.data), f"models list {models}")
 
-# Anthropic SDK: the Anthropic-format ingress, native (anthropic/...) and translated (openai/...),
+# Anthropic SDK: the Anthropic-format ingress, native (anthropic/...) and translated (openai/...,
+# gemini/...),
 # with the key as x-api-key (the SDK's default) or as a bearer token.
 for client in [
     anthropic.Anthropic(base_url=f"{base}/anthropic", api_key=key, max_retries=0),
     anthropic.Anthropic(base_url=f"{base}/anthropic", auth_token=key, max_retries=0),
 ]:
-    for model in ["anthropic/claude-sonnet-4-5", "openai/gpt-4o"]:
+    for model in ["anthropic/claude-sonnet-4-5", "openai/gpt-4o", "gemini/gemini-2.5-flash"]:
         m = client.messages.create(
             model=model, max_tokens=64, system="Be brief.", messages=[{"role": "user", "content": "hi"}]
         )
@@ -88,6 +122,21 @@ for client in [
             final = s.get_final_message()
         check(text == reply, f"{model} stream: {text!r}")
         check(final.stop_reason == "end_turn" and final.usage.output_tokens == 11, f"{model} final {final}")
+
+client = anthropic.Anthropic(base_url=f"{base}/anthropic", api_key=key, max_retries=0)
+a_tools = [{"name": "lookup", "description": "Look a thing up",
+            "input_schema": {"type": "object", "properties": {"q": {"type": "string"}}}}]
+for model in ["anthropic/claude-sonnet-4-5", "openai/gpt-4o", "gemini/gemini-2.5-flash"]:
+    m = client.messages.create(model=model, max_tokens=64, tools=a_tools, messages=[{"role": "user", "content": "hi"}])
+    use = [b for b in m.content if b.type == "tool_use"]
+    check(len(use) == 1 and use[0].name == "lookup" and use[0].input == {"q": "mock"}, f"{model}: tool_use {m}")
+    check(m.stop_reason == "tool_use", f"{model}: tool stop {m.stop_reason}")
+    with client.messages.stream(model=model, max_tokens=64, tools=a_tools,
+                                messages=[{"role": "user", "content": "hi"}]) as s:
+        final = s.get_final_message()
+    use = [b for b in final.content if b.type == "tool_use"]
+    check(len(use) == 1 and use[0].input == {"q": "mock"} and use[0].id, f"{model}: streamed tool_use {final}")
+    check(final.stop_reason == "tool_use", f"{model}: streamed tool stop {final.stop_reason}")
 
 try:
     anthropic.Anthropic(base_url=f"{base}/anthropic", api_key=key, max_retries=0).messages.create(

@@ -81,6 +81,13 @@ fn request_defaults_and_tool_choice_spellings() {
     );
     assert_eq!(body(json!({"max_tokens": 9, "stop": ["a", "b"]}))["stop_sequences"], json!(["a", "b"]));
     assert!(request(br#"{"messages":[{"role":"wizard","content":"x"}]}"#, "m", 1, false).is_err());
+    // JSON mode has no Messages counterpart: dropped and listed, the request otherwise unchanged.
+    let json_mode =
+        br#"{"messages":[{"role":"user","content":"hi"}],"response_format":{"type":"json_object"}}"#;
+    let r = request(json_mode, "m", 64, false).unwrap();
+    assert_eq!(r.dropped, ["response_format"]);
+    let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+    assert!(v.get("response_format").is_none() && v.get("output_format").is_none(), "{v}");
 }
 
 #[test]
