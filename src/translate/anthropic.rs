@@ -17,7 +17,7 @@ use std::collections::HashMap;
 use bytes::Bytes;
 use serde_json::{Map, Value, json};
 
-use super::{StreamTranslator, TranslateError};
+use super::{ChunkHead, TranslateError, unix_now};
 
 /// A translated request.
 #[derive(Debug, Clone)]
@@ -265,10 +265,6 @@ fn usage_json(input: u64, output: u64, cached: u64) -> Value {
     })
 }
 
-fn unix_now() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
-}
-
 /// Anthropic `message` → OpenAI `chat.completion`, with the usage (input, output) it reported.
 pub fn response(anthropic: &[u8]) -> Result<(Bytes, Option<(u64, u64)>), TranslateError> {
     let v: Value = serde_json::from_slice(anthropic)
@@ -316,12 +312,19 @@ pub fn error(anthropic: &[u8]) -> Bytes {
 }
 
 /// Anthropic SSE events → OpenAI `chat.completion.chunk` SSE.
+pub type Stream = super::Sse<StreamState>;
+
+impl Stream {
+    /// A translator; `include_usage` adds the usage chunk before `[DONE]`.
+    pub fn new(include_usage: bool) -> Self {
+        Self::wrap(StreamState { head: ChunkHead::new(""), include_usage, ..StreamState::default() })
+    }
+}
+
+/// What [`Stream`] remembers between events.
 #[derive(Debug, Default)]
-pub struct Stream {
-    pending: Vec<u8>,
-    id: String,
-    model: String,
-    created: u64,
+pub struct StreamState {
+    head: ChunkHead,
     include_usage: bool,
     input: (u64, u64),
     output: u64,
@@ -330,33 +333,20 @@ pub struct Stream {
     stopped: bool,
 }
 
-impl Stream {
-    /// A translator; `include_usage` adds the usage chunk before `[DONE]`.
-    pub fn new(include_usage: bool) -> Self {
-        Self { created: unix_now(), include_usage, ..Self::default() }
-    }
-
-    fn chunk(&self, delta: Value, finish: Option<&str>) -> Vec<u8> {
-        let v = json!({
-            "id": self.id, "object": "chat.completion.chunk", "created": self.created, "model": self.model,
-            "choices": [{"index": 0, "delta": delta, "logprobs": null, "finish_reason": finish}],
-        });
-        format!("data: {v}\n\n").into_bytes()
-    }
-
+impl StreamState {
     fn event(&mut self, data: &[u8], out: &mut Vec<u8>) {
         let Ok(v) = serde_json::from_slice::<Value>(data) else { return };
         match v.get("type").and_then(Value::as_str).unwrap_or_default() {
             "message_start" => {
                 let m = v.get("message").unwrap_or(&Value::Null);
-                self.id = m.get("id").and_then(Value::as_str).unwrap_or_default().to_owned();
-                self.model = m.get("model").and_then(Value::as_str).unwrap_or_default().to_owned();
+                self.head.id = m.get("id").and_then(Value::as_str).unwrap_or_default().to_owned();
+                self.head.model = m.get("model").and_then(Value::as_str).unwrap_or_default().to_owned();
                 if let Some(u) = m.get("usage") {
                     let (i, o, c) = usage_of(u);
                     self.input = (i, c);
                     self.output = o;
                 }
-                out.extend(self.chunk(json!({"role": "assistant", "content": ""}), None));
+                out.extend(self.head.chunk(json!({"role": "assistant", "content": ""}), None));
             }
             "content_block_start" => {
                 let block = v.get("content_block").unwrap_or(&Value::Null);
@@ -367,11 +357,11 @@ impl Stream {
                         self.tools.insert(index, n);
                         let call = json!([{"index": n, "id": block.get("id"), "type": "function",
                             "function": {"name": block.get("name"), "arguments": ""}}]);
-                        out.extend(self.chunk(json!({"tool_calls": call}), None));
+                        out.extend(self.head.chunk(json!({"tool_calls": call}), None));
                     }
                     Some("text") => {
                         if let Some(t) = block.get("text").and_then(Value::as_str).filter(|t| !t.is_empty()) {
-                            out.extend(self.chunk(json!({"content": t}), None));
+                            out.extend(self.head.chunk(json!({"content": t}), None));
                         }
                     }
                     _ => {}
@@ -382,15 +372,15 @@ impl Stream {
                 let index = v.get("index").and_then(Value::as_u64).unwrap_or(0);
                 match d.get("type").and_then(Value::as_str) {
                     Some("text_delta") => {
-                        out.extend(self.chunk(json!({"content": d.get("text")}), None));
+                        out.extend(self.head.chunk(json!({"content": d.get("text")}), None));
                     }
                     Some("input_json_delta") => {
                         let n = self.tools.get(&index).copied().unwrap_or(0);
                         let call = json!([{"index": n, "function": {"arguments": d.get("partial_json")}}]);
-                        out.extend(self.chunk(json!({"tool_calls": call}), None));
+                        out.extend(self.head.chunk(json!({"tool_calls": call}), None));
                     }
                     Some("thinking_delta") => {
-                        out.extend(self.chunk(json!({"reasoning_content": d.get("thinking")}), None));
+                        out.extend(self.head.chunk(json!({"reasoning_content": d.get("thinking")}), None));
                     }
                     _ => {}
                 }
@@ -404,16 +394,11 @@ impl Stream {
                     .and_then(|d| d.get("stop_reason"))
                     .and_then(Value::as_str)
                     .unwrap_or("end_turn");
-                out.extend(self.chunk(json!({}), Some(finish_reason(stop))));
+                out.extend(self.head.chunk(json!({}), Some(finish_reason(stop))));
             }
             "message_stop" => {
-                if self.include_usage {
-                    let usage = usage_json(self.input.0, self.output, self.input.1);
-                    let v = json!({"id": self.id, "object": "chat.completion.chunk", "created": self.created,
-                        "model": self.model, "choices": [], "usage": usage});
-                    out.extend(format!("data: {v}\n\n").into_bytes());
-                }
-                out.extend_from_slice(b"data: [DONE]\n\n");
+                let usage = self.include_usage.then(|| usage_json(self.input.0, self.output, self.input.1));
+                out.extend(self.head.done(usage));
                 self.stopped = true;
             }
             "error" => {
@@ -426,17 +411,9 @@ impl Stream {
     }
 }
 
-impl StreamTranslator for Stream {
-    fn feed(&mut self, chunk: &[u8]) -> Vec<u8> {
-        self.pending.extend_from_slice(chunk);
-        let mut out = Vec::new();
-        while let Some((end, next)) = crate::proxy::sse::event_end(&self.pending) {
-            let event: Vec<u8> = self.pending.drain(..next).take(end).collect();
-            if let Some(data) = crate::proxy::sse::data_of(&event) {
-                self.event(&data, &mut out);
-            }
-        }
-        out
+impl super::EventTranslator for StreamState {
+    fn on_event(&mut self, data: &[u8], out: &mut Vec<u8>) {
+        self.event(data, out);
     }
 
     fn complete(&self) -> bool {

@@ -18,7 +18,7 @@ use std::collections::HashMap;
 use bytes::Bytes;
 use serde_json::{Map, Value, json};
 
-use super::{StreamTranslator, TranslateError};
+use super::{ChunkHead, TranslateError, unix_now};
 
 /// A translated request.
 #[derive(Debug, Clone)]
@@ -307,10 +307,6 @@ fn usage_json((prompt, completion, cached, reasoning): (u64, u64, u64, u64)) -> 
     })
 }
 
-fn unix_now() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
-}
-
 /// What one candidate's parts say: text, thoughts, and calls (OpenAI `tool_calls` entries
 /// numbered from `first_call`).
 struct Parts {
@@ -475,12 +471,19 @@ pub fn embeddings_response(
 }
 
 /// Gemini SSE chunks (`alt=sse`) → OpenAI `chat.completion.chunk` SSE.
+pub type Stream = super::Sse<StreamState>;
+
+impl Stream {
+    /// A translator for `model`; `include_usage` adds the usage chunk before `[DONE]`.
+    pub fn new(model: &str, include_usage: bool) -> Self {
+        Self::wrap(StreamState { head: ChunkHead::new(model), include_usage, ..StreamState::default() })
+    }
+}
+
+/// What [`Stream`] remembers between chunks.
 #[derive(Debug, Default)]
-pub struct Stream {
-    pending: Vec<u8>,
-    id: String,
-    model: String,
-    created: u64,
+pub struct StreamState {
+    head: ChunkHead,
     include_usage: bool,
     started: bool,
     calls: usize,
@@ -488,20 +491,7 @@ pub struct Stream {
     finished: bool,
 }
 
-impl Stream {
-    /// A translator for `model`; `include_usage` adds the usage chunk before `[DONE]`.
-    pub fn new(model: &str, include_usage: bool) -> Self {
-        Self { created: unix_now(), model: model.to_owned(), include_usage, ..Self::default() }
-    }
-
-    fn chunk(&self, delta: Value, finish: Option<&str>) -> Vec<u8> {
-        let v = json!({
-            "id": self.id, "object": "chat.completion.chunk", "created": self.created, "model": self.model,
-            "choices": [{"index": 0, "delta": delta, "logprobs": null, "finish_reason": finish}],
-        });
-        format!("data: {v}\n\n").into_bytes()
-    }
-
+impl StreamState {
     fn event(&mut self, data: &[u8], out: &mut Vec<u8>) {
         let Ok(v) = serde_json::from_slice::<Value>(data) else { return };
         if let Some(e) = v.get("error") {
@@ -513,59 +503,43 @@ impl Stream {
         }
         if !self.started {
             self.started = true;
-            self.id = response_id(&v);
+            self.head.id = response_id(&v);
             if let Some(m) = v.get("modelVersion").and_then(Value::as_str) {
-                self.model = m.to_owned();
+                self.head.model = m.to_owned();
             }
-            out.extend(self.chunk(json!({"role": "assistant", "content": ""}), None));
+            out.extend(self.head.chunk(json!({"role": "assistant", "content": ""}), None));
         }
         if let Some(u) = v.get("usageMetadata") {
             self.usage = Some(usage_of(u));
         }
         let candidate = v.pointer("/candidates/0").cloned().unwrap_or(Value::Null);
-        let p = read_parts(&candidate, &self.id, self.calls);
+        let p = read_parts(&candidate, &self.head.id, self.calls);
         if !p.thoughts.is_empty() {
-            out.extend(self.chunk(json!({"reasoning_content": p.thoughts}), None));
+            out.extend(self.head.chunk(json!({"reasoning_content": p.thoughts}), None));
         }
         if !p.text.is_empty() {
-            out.extend(self.chunk(json!({"content": p.text}), None));
+            out.extend(self.head.chunk(json!({"content": p.text}), None));
         }
         if !p.calls.is_empty() {
             self.calls += p.calls.len();
-            out.extend(self.chunk(json!({"tool_calls": p.calls}), None));
+            out.extend(self.head.chunk(json!({"tool_calls": p.calls}), None));
         }
         let reason = candidate.get("finishReason").and_then(Value::as_str).or_else(|| {
             // A blocked prompt ends the stream with no candidate at all.
             v.pointer("/promptFeedback/blockReason").and_then(Value::as_str).map(|_| "SAFETY")
         });
         if let Some(reason) = reason {
-            out.extend(self.chunk(json!({}), Some(finish_reason(reason, self.calls > 0))));
-            if self.include_usage {
-                let usage = usage_json(self.usage.unwrap_or_default());
-                let v = json!({"id": self.id, "object": "chat.completion.chunk", "created": self.created,
-                    "model": self.model, "choices": [], "usage": usage});
-                out.extend(format!("data: {v}\n\n").into_bytes());
-            }
-            out.extend_from_slice(b"data: [DONE]\n\n");
+            out.extend(self.head.chunk(json!({}), Some(finish_reason(reason, self.calls > 0))));
+            let usage = self.include_usage.then(|| usage_json(self.usage.unwrap_or_default()));
+            out.extend(self.head.done(usage));
             self.finished = true;
         }
     }
 }
 
-impl StreamTranslator for Stream {
-    fn feed(&mut self, chunk: &[u8]) -> Vec<u8> {
-        self.pending.extend_from_slice(chunk);
-        let mut out = Vec::new();
-        while let Some((end, next)) = crate::proxy::sse::event_end(&self.pending) {
-            let event: Vec<u8> = self.pending.drain(..next).take(end).collect();
-            if self.finished {
-                continue;
-            }
-            if let Some(data) = crate::proxy::sse::data_of(&event) {
-                self.event(&data, &mut out);
-            }
-        }
-        out
+impl super::EventTranslator for StreamState {
+    fn on_event(&mut self, data: &[u8], out: &mut Vec<u8>) {
+        self.event(data, out);
     }
 
     fn complete(&self) -> bool {

@@ -15,7 +15,7 @@
 use bytes::Bytes;
 use serde_json::{Map, Value, json};
 
-use super::{StreamTranslator, TranslateError};
+use super::TranslateError;
 
 /// A translated request.
 #[derive(Debug, Clone)]
@@ -264,9 +264,27 @@ enum Open {
 }
 
 /// OpenAI `chat.completion.chunk` SSE → Anthropic Messages events.
+pub type Stream = super::Sse<StreamState>;
+
+impl Stream {
+    /// A translator for `model` (named in `message_start` until the provider names it).
+    pub fn new(model: &str) -> Self {
+        Self::wrap(StreamState {
+            model: model.to_owned(),
+            started: false,
+            open: Open::None,
+            next_block: 0,
+            stop: None,
+            usage: (0, 0, 0),
+            reported: false,
+            done: false,
+        })
+    }
+}
+
+/// What [`Stream`] remembers between chunks.
 #[derive(Debug)]
-pub struct Stream {
-    pending: Vec<u8>,
+pub struct StreamState {
     model: String,
     started: bool,
     open: Open,
@@ -283,22 +301,7 @@ fn event(name: &str, v: &Value) -> Vec<u8> {
     format!("event: {name}\ndata: {v}\n\n").into_bytes()
 }
 
-impl Stream {
-    /// A translator for `model` (named in `message_start` until the provider names it).
-    pub fn new(model: &str) -> Self {
-        Self {
-            pending: Vec::new(),
-            model: model.to_owned(),
-            started: false,
-            open: Open::None,
-            next_block: 0,
-            stop: None,
-            usage: (0, 0, 0),
-            reported: false,
-            done: false,
-        }
-    }
-
+impl StreamState {
     fn close(&mut self, out: &mut Vec<u8>) {
         if self.open != Open::None {
             let index = self.next_block - 1;
@@ -416,20 +419,9 @@ impl Stream {
     }
 }
 
-impl StreamTranslator for Stream {
-    fn feed(&mut self, chunk: &[u8]) -> Vec<u8> {
-        self.pending.extend_from_slice(chunk);
-        let mut out = Vec::new();
-        while let Some((end, next)) = crate::proxy::sse::event_end(&self.pending) {
-            let event: Vec<u8> = self.pending.drain(..next).take(end).collect();
-            if self.done {
-                continue;
-            }
-            if let Some(data) = crate::proxy::sse::data_of(&event) {
-                self.chunk(&data, &mut out);
-            }
-        }
-        out
+impl super::EventTranslator for StreamState {
+    fn on_event(&mut self, data: &[u8], out: &mut Vec<u8>) {
+        self.chunk(data, out);
     }
 
     fn complete(&self) -> bool {

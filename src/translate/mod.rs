@@ -26,6 +26,99 @@ pub trait StreamTranslator: Send {
     fn usage(&self) -> Option<(u64, u64)>;
 }
 
+/// A translator of whole SSE events; [`Sse`] cuts the byte stream into events for it.
+pub trait EventTranslator: Send {
+    /// Translates one event's `data`, appending client bytes to `out`.
+    fn on_event(&mut self, data: &[u8], out: &mut Vec<u8>);
+    /// Whether the upstream stream reached its proper end.
+    fn complete(&self) -> bool;
+    /// The usage the upstream reported (input, output).
+    fn usage(&self) -> Option<(u64, u64)>;
+}
+
+/// SSE framing around an [`EventTranslator`]: events may span chunks, and nothing after the
+/// stream's proper end is relayed.
+#[derive(Debug)]
+pub struct Sse<T> {
+    pending: Vec<u8>,
+    inner: T,
+}
+
+impl<T> Sse<T> {
+    fn wrap(inner: T) -> Self {
+        Self { pending: Vec::new(), inner }
+    }
+}
+
+impl<T: EventTranslator> StreamTranslator for Sse<T> {
+    fn feed(&mut self, chunk: &[u8]) -> Vec<u8> {
+        self.pending.extend_from_slice(chunk);
+        let mut out = Vec::new();
+        while let Some((end, next)) = crate::proxy::sse::event_end(&self.pending) {
+            let event: Vec<u8> = self.pending.drain(..next).take(end).collect();
+            if self.inner.complete() {
+                continue;
+            }
+            if let Some(data) = crate::proxy::sse::data_of(&event) {
+                self.inner.on_event(&data, &mut out);
+            }
+        }
+        out
+    }
+
+    fn complete(&self) -> bool {
+        self.inner.complete()
+    }
+
+    fn usage(&self) -> Option<(u64, u64)> {
+        self.inner.usage()
+    }
+}
+
+/// What every chunk of one translated OpenAI stream repeats, and how chunks are written.
+#[derive(Debug, Default)]
+pub struct ChunkHead {
+    /// The completion id.
+    pub id: String,
+    /// The model, as the provider named it.
+    pub model: String,
+    /// When the stream started (Unix seconds).
+    pub created: u64,
+}
+
+impl ChunkHead {
+    /// A head stamped now, for `model` until the provider names one.
+    pub fn new(model: &str) -> Self {
+        Self { id: String::new(), model: model.to_owned(), created: unix_now() }
+    }
+
+    /// One `chat.completion.chunk` event with a single choice.
+    pub fn chunk(&self, delta: serde_json::Value, finish: Option<&str>) -> Vec<u8> {
+        let v = serde_json::json!({
+            "id": self.id, "object": "chat.completion.chunk", "created": self.created, "model": self.model,
+            "choices": [{"index": 0, "delta": delta, "logprobs": null, "finish_reason": finish}],
+        });
+        format!("data: {v}\n\n").into_bytes()
+    }
+
+    /// The closing events: the usage chunk (when asked for) and `[DONE]`.
+    pub fn done(&self, usage: Option<serde_json::Value>) -> Vec<u8> {
+        let mut out = Vec::new();
+        if let Some(usage) = usage {
+            let v = serde_json::json!({"id": self.id, "object": "chat.completion.chunk", "created": self.created,
+                "model": self.model, "choices": [], "usage": usage});
+            out.extend(format!("data: {v}\n\n").into_bytes());
+        }
+        out.extend_from_slice(b"data: [DONE]\n\n");
+        out
+    }
+}
+
+/// Now, in Unix seconds (`created` fields).
+pub(crate) fn unix_now() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
 /// The format a provider speaks where the client spoke another.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Dialect {

@@ -1,6 +1,7 @@
 use serde_json::json;
 
 use super::*;
+use crate::translate::StreamTranslator;
 
 #[test]
 fn request_maps_every_openai_field_to_anthropic() {

@@ -1,6 +1,7 @@
 use serde_json::json;
 
 use super::*;
+use crate::translate::StreamTranslator;
 
 /// The Gemini body of `request(openai, stream)`, with what was dropped and `include_usage`.
 fn translate_request(openai: &Value, stream: bool) -> (Value, Vec<&'static str>, bool) {

@@ -1,6 +1,7 @@
 use serde_json::json;
 
 use super::*;
+use crate::translate::StreamTranslator;
 
 /// The OpenAI body of `request(anthropic, "gpt-4o", stream)`, with what was dropped.
 fn translate_request(anthropic: &Value, stream: bool) -> (Value, Vec<&'static str>) {
