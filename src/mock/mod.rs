@@ -187,7 +187,7 @@ pub async fn answer(
         return error_response(status, behavior.retry_after.clone(), &endpoint);
     }
     let (req, tool) = match serde_json::from_slice::<serde_json::Value>(body) {
-        Ok(v) => (serde_json::from_value::<MockRequest>(v.clone()), tools::to_call(&v)),
+        Ok(v) => (MockRequest::deserialize(&v), tools::to_call(&v)),
         Err(e) => (Err(e), None),
     };
     let req = match req {

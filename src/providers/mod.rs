@@ -313,25 +313,24 @@ impl Provider {
 
 impl HttpBackend {
     fn request(&self, call: &Call<'_>) -> Result<Request<Full<Bytes>>, http::Error> {
-        let uri = match (&self.azure, call.operation) {
+        let uri = match (&self.azure, &self.gemini, call.operation) {
             // The model was checked to be URL-safe when the request was translated.
-            _ if self.gemini.is_some() => {
-                let base = self.gemini.as_deref().unwrap_or_default();
-                let method = match call.operation {
+            (_, Some(base), op) => {
+                let method = match op {
                     Operation::Embeddings => "batchEmbedContents",
                     _ if call.stream => "streamGenerateContent?alt=sse",
                     _ => "generateContent",
                 };
                 Uri::try_from(format!("{base}/models/{}:{method}", call.deployment))?
             }
-            (Some((base, version)), op) => {
+            (Some((base, version)), None, op) => {
                 let path = if op == Operation::Embeddings { "embeddings" } else { "chat/completions" };
                 let deployment = call.deployment;
                 Uri::try_from(format!("{base}/openai/deployments/{deployment}/{path}?api-version={version}"))?
             }
-            (None, Operation::Chat) => self.chat.clone(),
-            (None, Operation::Embeddings) => self.embeddings.clone(),
-            (None, Operation::Messages) => self.messages.clone(),
+            (None, None, Operation::Chat) => self.chat.clone(),
+            (None, None, Operation::Embeddings) => self.embeddings.clone(),
+            (None, None, Operation::Messages) => self.messages.clone(),
         };
         let accept = if call.stream { "text/event-stream" } else { "application/json" };
         let mut req = Request::post(uri)

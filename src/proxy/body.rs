@@ -248,13 +248,17 @@ impl Tap {
         self.tail.extend_from_slice(data);
     }
 
-    fn chunk(&mut self, data: &[u8]) {
+    /// One upstream chunk; `scan`: keep its end to read `usage` from (not when a translator
+    /// reads the usage from the provider's own format).
+    fn chunk(&mut self, data: &[u8], scan: bool) {
         if self.stream {
             let now = Instant::now();
             self.metrics.inter_token.observe((now - self.last).as_secs_f64());
             self.last = now;
         }
-        self.keep(data);
+        if scan {
+            self.keep(data);
+        }
     }
 
     /// The body ended: records the duration, and the usage when the provider reported one
@@ -483,7 +487,7 @@ impl http_body::Body for Relay {
                         this.idle.as_mut().reset(Instant::now() + idle);
                     }
                     if let (Some(tap), Some(data)) = (this.tap.as_mut(), frame.data_ref()) {
-                        tap.chunk(data);
+                        tap.chunk(data, this.translator.is_none());
                     }
                     let frame = match (this.translator.as_mut(), frame.into_data()) {
                         (Some(t), Ok(data)) => {
@@ -527,7 +531,7 @@ impl http_body::Body for Relay {
         };
         *this.done = true;
         if let Some(mut t) = this.tap.take() {
-            t.finish(None);
+            t.finish(this.translator.as_deref().map(|t| t.usage()));
         }
         if let Some(r) = this.record.as_mut() {
             r.broken = true;

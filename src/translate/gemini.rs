@@ -512,8 +512,8 @@ impl StreamState {
         if let Some(u) = v.get("usageMetadata") {
             self.usage = Some(usage_of(u));
         }
-        let candidate = v.pointer("/candidates/0").cloned().unwrap_or(Value::Null);
-        let p = read_parts(&candidate, &self.head.id, self.calls);
+        let candidate = v.pointer("/candidates/0").unwrap_or(&Value::Null);
+        let p = read_parts(candidate, &self.head.id, self.calls);
         if !p.thoughts.is_empty() {
             out.extend(self.head.chunk(json!({"reasoning_content": p.thoughts}), None));
         }

@@ -255,8 +255,9 @@ pub fn error(openai: &[u8], status: u16) -> Bytes {
 }
 
 /// The block open in the Anthropic stream.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 enum Open {
+    #[default]
     None,
     Text,
     /// A tool call: OpenAI's tool call index.
@@ -269,21 +270,12 @@ pub type Stream = super::Sse<StreamState>;
 impl Stream {
     /// A translator for `model` (named in `message_start` until the provider names it).
     pub fn new(model: &str) -> Self {
-        Self::wrap(StreamState {
-            model: model.to_owned(),
-            started: false,
-            open: Open::None,
-            next_block: 0,
-            stop: None,
-            usage: (0, 0, 0),
-            reported: false,
-            done: false,
-        })
+        Self::wrap(StreamState { model: model.to_owned(), ..StreamState::default() })
     }
 }
 
 /// What [`Stream`] remembers between chunks.
-#[derive(Debug)]
+#[derive(Debug, Default)]
 pub struct StreamState {
     model: String,
     started: bool,

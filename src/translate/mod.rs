@@ -166,13 +166,14 @@ impl Dialect {
         default_max_tokens: u32,
         stream: bool,
     ) -> Result<Translated, TranslateError> {
+        if matches!(self, Self::Gemini | Self::GeminiMessages) && !gemini::valid_model(model) {
+            // The model goes in Gemini's URL path.
+            return Err(TranslateError(format!("{model:?} is not a Gemini model name")));
+        }
         let (body, dropped, include_usage) = match (self, op) {
             (Self::OpenAi, _) => {
                 let r = messages::request(body, model, stream)?;
                 (r.body, r.dropped, false)
-            }
-            (Self::GeminiMessages, _) if !gemini::valid_model(model) => {
-                return Err(TranslateError(format!("{model:?} is not a Gemini model name")));
             }
             (Self::GeminiMessages, _) => {
                 let openai = messages::request(body, model, stream)?;
@@ -185,9 +186,6 @@ impl Dialect {
             (Self::Anthropic, _) => {
                 let r = anthropic::request(body, model, default_max_tokens, stream)?;
                 (r.body, r.dropped, r.include_usage)
-            }
-            (Self::Gemini, _) if !gemini::valid_model(model) => {
-                return Err(TranslateError(format!("{model:?} is not a Gemini model name")));
             }
             (Self::Gemini, Operation::Embeddings) => {
                 let r = gemini::embeddings_request(body, model)?;
