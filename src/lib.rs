@@ -33,6 +33,7 @@ pub mod resilience;
 pub mod routing;
 pub mod shared;
 pub mod snapshot;
+pub mod tls;
 pub mod translate;
 pub mod upstream;
 
@@ -57,6 +58,9 @@ pub enum StartError {
     /// The metrics registry refused a metric.
     #[error("metrics: {0}")]
     Metrics(#[from] prometheus::Error),
+    /// `server.tls` could not be loaded.
+    #[error("server.tls: {0}")]
+    Tls(#[from] tls::TlsError),
     /// `server.admin_listen` could not be bound.
     #[error("cannot listen on {0} (server.admin_listen): {1}")]
     AdminListen(std::net::SocketAddr, std::io::Error),
@@ -112,6 +116,13 @@ pub async fn serve(
         }
         (None, None) => None,
     };
+    let tls = match &config.server.tls {
+        Some(files) => {
+            metrics.enable_tls()?;
+            Some(Arc::new(tls::Acceptor::new(files.clone())?))
+        }
+        None => None,
+    };
     let reloader = Arc::new(reload::Reloader::new(source, text.clone(), &config));
     // Redis settings are read at start (changing them needs a restart, like the listeners).
     let (fleet, shared, events) = match &config.redis {
@@ -137,6 +148,7 @@ pub async fn serve(
         shared: Arc::new(shared),
         fleet_members: std::sync::Mutex::new(Vec::new()),
         inflight_limit: config.server.max_inflight.map(|n| Arc::new(tokio::sync::Semaphore::new(n))),
+        tls: tls.clone(),
     });
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
@@ -149,6 +161,13 @@ pub async fn serve(
         tracing::info!(replica = %state.shared.replica, prefix = %redis.key_prefix, "sharing limits and state through redis");
         tasks.spawn(shared::run(state.clone(), redis.clone(), events, stop_rx.clone()));
         tasks.spawn(shared::subscribe(state.clone(), redis, stop_rx.clone()));
+    }
+    if let Some(tls) = tls {
+        let mut stop = stop_rx.clone();
+        let stopped = async move {
+            let _ = stop.wait_for(|s| *s).await;
+        };
+        tasks.spawn(tls.watch(state.metrics.clone(), stopped));
     }
     if let Some(l) = admin_listener {
         if let Ok(addr) = l.local_addr() {

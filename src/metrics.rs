@@ -80,6 +80,10 @@ pub struct Metrics {
     pub config_last_reload: Gauge,
     /// `tier1_config_info{hash}`: value 1, one series, the active config's hash.
     pub config_info: IntGaugeVec,
+    /// `tier1_tls_handshake_failures_total`: inbound handshakes refused or timed out.
+    pub tls_handshake_failures: IntCounter,
+    /// `tier1_tls_reloads_total{result}`: certificate rotations picked up (ok) or refused (error).
+    pub tls_reloads_total: IntCounterVec,
     process: ProcessMetrics,
 }
 
@@ -227,6 +231,15 @@ impl Metrics {
                 "Unix time at which the active config went live.",
             )?,
             config_info: gauge("tier1_config_info", "The active config (value 1).", &["hash"])?,
+            tls_handshake_failures: IntCounter::new(
+                "tier1_tls_handshake_failures_total",
+                "Inbound TLS handshakes that failed, were refused (mTLS) or timed out.",
+            )?,
+            tls_reloads_total: counter(
+                "tier1_tls_reloads_total",
+                "Listener certificate rotations, by result (ok, error: the old certificate stays).",
+                &["result"],
+            )?,
             process: ProcessMetrics {
                 cpu: Counter::new("process_cpu_seconds_total", "CPU time used by the process.")?,
                 rss: IntGauge::new("process_resident_memory_bytes", "Resident memory.")?,
@@ -286,6 +299,15 @@ impl Metrics {
         self.registry.register(Box::new(self.redis_up.clone()))?;
         self.registry.register(Box::new(self.redis_sync_seconds.clone()))?;
         self.registry.register(Box::new(self.redis_errors_total.clone()))
+    }
+
+    /// Registers the TLS metrics: only a TLS listener exports them.
+    pub fn enable_tls(&self) -> Result<(), prometheus::Error> {
+        for result in ["ok", "error"] {
+            self.tls_reloads_total.with_label_values(&[result]);
+        }
+        self.registry.register(Box::new(self.tls_handshake_failures.clone()))?;
+        self.registry.register(Box::new(self.tls_reloads_total.clone()))
     }
 
     /// Creates the rejection series of every configured limit (at 0), so dashboards see them.

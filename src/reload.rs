@@ -99,9 +99,20 @@ pub fn hash(text: &str) -> String {
 }
 
 fn restart_only(c: &Config) -> String {
+    let s = &c.server;
+    let tls = s.tls.as_ref().map(|t| (&t.cert, &t.key, &t.client_ca, t.reload_interval));
     format!(
-        "listen={} admin_listen={:?} header_timeout={:?}",
-        c.server.listen, c.server.admin_listen, c.server.header_timeout
+        "listen={} admin_listen={:?} header_timeout={:?} max_connections={} max_inflight={:?} \
+         max_header_bytes={} max_headers={} http2_max_concurrent_streams={} reuse_port={} tls={tls:?}",
+        s.listen,
+        s.admin_listen,
+        s.header_timeout,
+        s.max_connections,
+        s.max_inflight,
+        s.max_header_bytes,
+        s.max_headers,
+        s.http2_max_concurrent_streams,
+        s.reuse_port,
     )
 }
 

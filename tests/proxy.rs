@@ -565,11 +565,11 @@ async fn shutdown_turns_readyz_off_keeps_accepting_during_the_delay_and_finishes
 async fn tls_upstream() -> (String, std::sync::Arc<std::sync::Mutex<Vec<http::Version>>>) {
     use rustls_pki_types::pem::PemObject;
     let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/tls");
-    let certs = rustls_pki_types::CertificateDer::pem_file_iter(format!("{dir}/server.pem"))
+    let certs = rustls_pki_types::CertificateDer::pem_file_iter(format!("{dir}/server-a.pem"))
         .unwrap()
         .collect::<Result<Vec<_>, _>>()
         .unwrap();
-    let key = rustls_pki_types::PrivateKeyDer::from_pem_file(format!("{dir}/server.key")).unwrap();
+    let key = rustls_pki_types::PrivateKeyDer::from_pem_file(format!("{dir}/server-a-key.pem")).unwrap();
     let mut cfg = rustls::ServerConfig::builder_with_provider(std::sync::Arc::new(
         rustls::crypto::ring::default_provider(),
     ))

@@ -151,6 +151,27 @@ pub struct ServerConfig {
     pub max_connections: usize,
     /// API requests in flight; beyond it, 503 at once (restart to change).
     pub max_inflight: Option<usize>,
+    /// Largest request head; beyond it, 431 (restart to change).
+    pub max_header_bytes: usize,
+    /// Most header fields in an HTTP/1.1 request; beyond it, 431 (restart to change).
+    pub max_headers: usize,
+    /// Concurrent streams per HTTP/2 connection (restart to change).
+    pub http2_max_concurrent_streams: u32,
+    /// TLS on the main listener; turning it on or off needs a restart, the files rotate live.
+    pub tls: Option<TlsConfig>,
+}
+
+/// `[server.tls]`, validated: the files were readable and formed a working server config.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsConfig {
+    /// PEM certificate chain.
+    pub cert: PathBuf,
+    /// PEM private key.
+    pub key: PathBuf,
+    /// Clients must present a certificate signed by this CA bundle.
+    pub client_ca: Option<PathBuf>,
+    /// How often the files are checked for rotation; zero: never.
+    pub reload_interval: Duration,
 }
 
 /// `[log]`, validated.
@@ -211,6 +232,8 @@ pub struct ProviderConfig {
     pub max_idle_connections: usize,
     /// Extra trusted CA bundle.
     pub ca_file: Option<PathBuf>,
+    /// Client certificate chain and key presented upstream (mTLS to the provider).
+    pub client_cert: Option<(PathBuf, PathBuf)>,
     /// Extra headers for every upstream request.
     pub headers: Vec<(HeaderName, HeaderValue)>,
     /// Catalog of models listed by `/v1/models`.

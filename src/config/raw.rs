@@ -193,6 +193,28 @@ pub struct RawServer {
     pub max_connections: Option<usize>,
     /// API requests in flight; beyond it, 503 with Retry-After at once.
     pub max_inflight: Option<usize>,
+    /// Largest request head (request line and headers, or an HTTP/2 header list).
+    pub max_header_bytes: Option<usize>,
+    /// Most header fields in one HTTP/1.1 request.
+    pub max_headers: Option<usize>,
+    /// Concurrent streams per HTTP/2 connection.
+    pub http2_max_concurrent_streams: Option<u32>,
+    /// TLS on the main listener (plain HTTP without it).
+    pub tls: Option<RawTls>,
+}
+
+/// `[server.tls]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTls {
+    /// PEM certificate chain, leaf first.
+    pub cert: Option<String>,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1).
+    pub key: Option<String>,
+    /// PEM CA bundle; when set, clients must present a certificate it signed (mTLS).
+    pub client_ca: Option<String>,
+    /// How often the files are checked for rotation (0 turns it off).
+    pub reload_interval: Option<String>,
 }
 
 /// `[log]`.
@@ -225,6 +247,10 @@ pub struct RawProvider {
     pub pool_idle_timeout: Option<String>,
     /// Extra PEM CA bundle trusted for this provider (besides the built-in web roots).
     pub ca_file: Option<String>,
+    /// PEM client certificate chain presented to this provider (with `client_key`).
+    pub client_cert: Option<String>,
+    /// PEM private key of `client_cert`.
+    pub client_key: Option<String>,
     /// Extra headers sent upstream (values may be secret references).
     #[serde(default)]
     pub headers: BTreeMap<String, String>,

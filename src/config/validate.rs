@@ -8,11 +8,12 @@ use std::time::Duration;
 
 use http::{HeaderName, HeaderValue, Uri};
 
-use super::raw::{RawConfig, RawProvider, RawResilience, RawRetry, RawRoute};
+use super::raw::{RawConfig, RawProvider, RawResilience, RawRetry, RawRoute, RawTls};
 use super::secret::{Env, resolve};
 use super::{
     Config, ConfigError, ConfigErrors, KeyConfig, LimitConfig, LogConfig, ProviderConfig, ProviderKind,
     RedisConfig, ReloadConfig, ResilienceConfig, RouteConfig, Scope, Secret, ServerConfig, TargetConfig,
+    TlsConfig,
 };
 use crate::resilience::{BreakerConfig, BudgetConfig, CooldownConfig, RetryPolicy};
 use crate::routing::Strategy;
@@ -155,6 +156,59 @@ fn server(raw: &RawConfig, env: &dyn Env, p: &mut Problems) -> ServerConfig {
             }
             n => n,
         },
+        max_header_bytes: match s.max_header_bytes {
+            // hyper's HTTP/1.1 read buffer cannot be smaller.
+            Some(n) if n < 8192 => {
+                p.push("server.max_header_bytes", "must be at least 8192");
+                8192
+            }
+            Some(n) => n,
+            None => 64 * 1024,
+        },
+        max_headers: match s.max_headers {
+            Some(0) => {
+                p.push("server.max_headers", "must be at least 1");
+                1
+            }
+            Some(n) => n,
+            None => 100,
+        },
+        http2_max_concurrent_streams: match s.http2_max_concurrent_streams {
+            Some(0) => {
+                p.push("server.http2_max_concurrent_streams", "must be at least 1");
+                1
+            }
+            Some(n) => n,
+            None => 256,
+        },
+        tls: s.tls.as_ref().and_then(|t| tls(t, p)),
+    }
+}
+
+/// `[server.tls]`: both files named, and they load into a working server config, so `tier1 check`
+/// catches a wrong path or a mismatched key before a deploy does.
+fn tls(t: &RawTls, p: &mut Problems) -> Option<TlsConfig> {
+    let mut path = |field: &str, raw: &Option<String>| {
+        let v = raw.as_deref().map(PathBuf::from);
+        if v.is_none() {
+            p.push(format!("server.tls.{field}"), "is required");
+        }
+        v
+    };
+    let (cert, key) = (path("cert", &t.cert), path("key", &t.key));
+    let reload_interval = p.duration("server.tls.reload_interval", t.reload_interval.as_deref(), secs(10));
+    let tls = TlsConfig {
+        cert: cert?,
+        key: key?,
+        client_ca: t.client_ca.as_deref().map(PathBuf::from),
+        reload_interval,
+    };
+    match crate::tls::server_config(&tls) {
+        Ok(_) => Some(tls),
+        Err(e) => {
+            p.push("server.tls", e.to_string());
+            None
+        }
     }
 }
 
@@ -497,6 +551,14 @@ fn provider(name: &str, rp: &RawProvider, env: &dyn Env, p: &mut Problems) -> Pr
         ),
         max_idle_connections: rp.max_idle_connections.unwrap_or(64),
         ca_file: rp.ca_file.as_ref().map(PathBuf::from),
+        client_cert: match (&rp.client_cert, &rp.client_key) {
+            (Some(c), Some(k)) => Some((PathBuf::from(c), PathBuf::from(k))),
+            (None, None) => None,
+            _ => {
+                p.push(format!("{at}.client_cert"), "client_cert and client_key go together");
+                None
+            }
+        },
         headers,
         models: rp.models.clone(),
         keys,

@@ -38,4 +38,6 @@ pub struct AppState {
     pub fleet_members: std::sync::Mutex<Vec<String>>,
     /// `server.max_inflight`: API requests in flight (a permit lasts to the end of the response).
     pub inflight_limit: Option<Arc<tokio::sync::Semaphore>>,
+    /// The main listener's TLS config, rotated live (`None`: plain HTTP).
+    pub tls: Option<Arc<crate::tls::Acceptor>>,
 }

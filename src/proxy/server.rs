@@ -13,17 +13,44 @@ use std::time::Duration;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto::Builder;
 use hyper_util::server::graceful::GracefulShutdown;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
 
 use super::AppState;
 use super::handler::{Listener, handle};
+use crate::config::ServerConfig;
 
-/// Largest request head (request line plus headers) accepted; beyond it hyper answers 431.
-const MAX_HEAD_BYTES: usize = 64 * 1024;
+/// HTTP/2 pings on an idle connection, so a vanished peer's streams are reclaimed.
+const H2_KEEPALIVE: Duration = Duration::from_secs(20);
 
-/// Serves `listener` until `shutdown` resolves, then drains. The header deadline is fixed at
-/// start (it lives in hyper's connection builder); the shutdown delay and drain deadline are read
-/// from the config live when shutdown begins.
+/// The connection builder with the listener's limits. The header deadline also closes an idle
+/// keep-alive connection: hyper starts it again when a connection waits for its next request.
+fn builder(server: &ServerConfig) -> Builder<TokioExecutor> {
+    let mut builder = Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(server.header_timeout)
+        .max_buf_size(server.max_header_bytes)
+        .max_headers(server.max_headers)
+        .keep_alive(true);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_header_list_size(u32::try_from(server.max_header_bytes).unwrap_or(u32::MAX))
+        .max_concurrent_streams(server.http2_max_concurrent_streams)
+        // Rapid-reset and error-reset floods close the connection (hyper's h2 counts both).
+        .max_pending_accept_reset_streams(Some(64))
+        .max_local_error_reset_streams(Some(256))
+        .keep_alive_interval(H2_KEEPALIVE)
+        .keep_alive_timeout(H2_KEEPALIVE);
+    builder
+}
+
+/// Serves `listener` until `shutdown` resolves, then drains. Connection limits and the header
+/// deadline are fixed at start (they live in hyper's connection builder); the shutdown delay and
+/// drain deadline are read from the config live when shutdown begins. The main listener speaks
+/// TLS when `state.tls` is set; the admin listener stays plain for probes and scrapes.
 pub async fn serve(
     listener: TcpListener,
     state: Arc<AppState>,
@@ -31,14 +58,7 @@ pub async fn serve(
     shutdown: impl Future<Output = ()>,
 ) {
     let server = state.live.load().server.clone();
-    let mut builder = Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(server.header_timeout)
-        .max_buf_size(MAX_HEAD_BYTES)
-        .keep_alive(true);
-    builder.http2().timer(TokioTimer::new()).max_header_list_size(MAX_HEAD_BYTES as u32);
+    let builder = builder(&server);
     let graceful = GracefulShutdown::new();
     // server.max_connections: a permit per open connection; with none left, accepting pauses (the
     // kernel's backlog holds new connections) until a connection closes.
@@ -99,17 +119,49 @@ async fn accept(
         }
     };
     let _ = stream.set_nodelay(true);
-    let state = state.clone();
+    let tls = match kind {
+        Listener::Main => state.tls.clone(),
+        Listener::Admin => None,
+    };
+    let (builder, watcher, state) = (builder.clone(), graceful.watcher(), state.clone());
+    tokio::spawn(async move {
+        let Some(tls) = tls else {
+            return connection(stream, peer, &builder, watcher, state, kind, slot).await;
+        };
+        // The handshake runs in the connection's own task, under the header deadline, so a slow
+        // or silent client holds only its own connection slot.
+        let deadline = state.live.load().server.header_timeout;
+        let handshake = tokio_rustls::TlsAcceptor::from(tls.current()).accept(stream);
+        match tokio::time::timeout(deadline, handshake).await {
+            Ok(Ok(stream)) => connection(stream, peer, &builder, watcher, state, kind, slot).await,
+            Ok(Err(e)) => {
+                state.metrics.tls_handshake_failures.inc();
+                tracing::debug!(%peer, error = %e, "tls handshake failed");
+            }
+            Err(_) => {
+                state.metrics.tls_handshake_failures.inc();
+                tracing::debug!(%peer, "tls handshake timed out");
+            }
+        }
+    });
+}
+
+/// Serves one connection (plain or TLS) to its end, then frees its slot.
+async fn connection<I: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
+    io: I,
+    peer: std::net::SocketAddr,
+    builder: &Builder<TokioExecutor>,
+    watcher: hyper_util::server::graceful::Watcher,
+    state: Arc<AppState>,
+    kind: Listener,
+    slot: tokio::sync::OwnedSemaphorePermit,
+) {
     let service = hyper::service::service_fn(move |req| {
         let state = state.clone();
         async move { Ok::<_, Infallible>(handle(state, req, peer, kind).await) }
     });
-    let conn = builder.serve_connection(TokioIo::new(stream), service).into_owned();
-    let conn = graceful.watch(conn);
-    tokio::spawn(async move {
-        if let Err(e) = conn.await {
-            tracing::debug!(error = %e, "connection ended with an error");
-        }
-        drop(slot);
-    });
+    if let Err(e) = watcher.watch(builder.serve_connection(TokioIo::new(io), service).into_owned()).await {
+        tracing::debug!(error = %e, "connection ended with an error");
+    }
+    drop(slot);
 }

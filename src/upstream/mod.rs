@@ -2,7 +2,7 @@
 //! roots built in plus an optional per-provider CA bundle, HTTP/1.1 keep-alive, and HTTP/2 where
 //! the server offers it through ALPN.
 
-use std::sync::Arc;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -28,6 +28,14 @@ pub enum BuildError {
         /// What went wrong.
         message: String,
     },
+    /// The client certificate or its key could not be loaded.
+    #[error("providers.{provider}.client_cert: {message}")]
+    ClientCert {
+        /// Provider name.
+        provider: String,
+        /// What went wrong.
+        message: String,
+    },
     /// rustls refused the configuration.
     #[error("providers.{provider}: TLS setup failed: {source}")]
     Tls {
@@ -39,23 +47,18 @@ pub enum BuildError {
 }
 
 /// Everything a provider's client is built from, rendered as one string: a client (and its warm
-/// connections) is reused across reloads while this stays the same. The CA bundle is included by
-/// content, so rotating the file rebuilds the client.
+/// connections) is reused across reloads while this stays the same. The CA bundle and client
+/// certificate are included by content, so rotating a file rebuilds the client at the next reload.
 pub fn settings(p: &ProviderConfig) -> String {
-    let ca = p.ca_file.as_ref().map(|f| {
-        let bytes = std::fs::read(f).unwrap_or_default();
-        let hash = bytes
-            .iter()
-            .fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(*b)).wrapping_mul(0x100_0000_01b3));
-        format!("{}#{hash:016x}", f.display())
-    });
+    let files = p.ca_file.iter().chain(p.client_cert.iter().flat_map(|(c, k)| [c, k]));
+    let paths: Vec<_> = files.clone().map(|f| f.display().to_string()).collect();
+    let content = crate::tls::fingerprint(files.map(PathBuf::as_path));
     format!(
-        "{:?}|{:?}|{:?}|{}|{:?}",
+        "{:?}|{:?}|{:?}|{}|{paths:?}#{content:016x}",
         p.base_url.as_ref().map(ToString::to_string),
         p.connect_timeout,
         p.pool_idle_timeout,
         p.max_idle_connections,
-        ca
     )
 }
 
@@ -64,25 +67,24 @@ pub fn build(p: &ProviderConfig) -> Result<HttpClient, BuildError> {
     let mut roots = rustls::RootCertStore::empty();
     roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
     if let Some(path) = &p.ca_file {
-        use rustls_pki_types::pem::PemObject;
         let err = |message: String| BuildError::CaFile { provider: p.name.clone(), message };
-        let certs = rustls_pki_types::CertificateDer::pem_file_iter(path)
-            .map_err(|e| err(format!("cannot read {}: {e}", path.display())))?;
-        let mut added = 0;
-        for cert in certs {
-            let cert = cert.map_err(|e| err(format!("invalid PEM in {}: {e}", path.display())))?;
+        for cert in crate::tls::load_certs(path).map_err(|e| err(e.to_string()))? {
             roots.add(cert).map_err(|e| err(format!("invalid certificate in {}: {e}", path.display())))?;
-            added += 1;
-        }
-        if added == 0 {
-            return Err(err(format!("no certificate in {}", path.display())));
         }
     }
-    let tls = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+    let tls = rustls::ClientConfig::builder_with_provider(crate::tls::provider())
         .with_safe_default_protocol_versions()
         .map_err(|source| BuildError::Tls { provider: p.name.clone(), source })?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
+        .with_root_certificates(roots);
+    let tls = match &p.client_cert {
+        None => tls.with_no_client_auth(),
+        Some((cert, key)) => {
+            let (certs, key) = crate::tls::certified_key(cert, key)
+                .map_err(|e| BuildError::ClientCert { provider: p.name.clone(), message: e.to_string() })?;
+            tls.with_client_auth_cert(certs, key)
+                .map_err(|source| BuildError::Tls { provider: p.name.clone(), source })?
+        }
+    };
     let mut http = HttpConnector::new();
     http.enforce_http(false);
     http.set_nodelay(true);
