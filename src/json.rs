@@ -89,11 +89,50 @@ struct Spans {
     fallbacks: Option<Range<usize>>,
 }
 
+/// A worker thread's parse buffers, reused across requests: the copy simd-json parses in place
+/// and its structural index. Without them every request paid several allocations.
+struct Scratch {
+    copy: Vec<u8>,
+    buffers: simd_json::Buffers,
+}
+
+thread_local! {
+    static SCRATCH: std::cell::RefCell<Scratch> =
+        std::cell::RefCell::new(Scratch { copy: Vec::new(), buffers: simd_json::Buffers::default() });
+}
+
+/// Buffers grown beyond this by a large body are given back after it, so an idle worker does not
+/// hold the largest body it ever saw.
+const SCRATCH_KEEP: usize = 256 * 1024;
+
 /// Validates `body` against `schema` and locates its `model` and `stream`.
 pub fn scan(body: &[u8], schema: Schema) -> Result<Scanned, ScanError> {
-    // simd-json parses in place (it unescapes strings into the buffer), so it gets a copy.
-    let mut copy = body.to_vec();
-    let value = simd_json::to_borrowed_value(&mut copy).map_err(|_| ScanError::NotJson)?;
+    SCRATCH.with(|scratch| match scratch.try_borrow_mut() {
+        Ok(mut scratch) => {
+            let Scratch { copy, buffers } = &mut *scratch;
+            let result = scan_with(body, schema, copy, buffers);
+            if copy.capacity() > SCRATCH_KEEP {
+                *scratch = Scratch { copy: Vec::new(), buffers: simd_json::Buffers::default() };
+            }
+            result
+        }
+        // Not reachable (scan does not re-enter), but never worth a panic.
+        Err(_) => scan_with(body, schema, &mut Vec::new(), &mut simd_json::Buffers::default()),
+    })
+}
+
+fn scan_with(
+    body: &[u8],
+    schema: Schema,
+    copy: &mut Vec<u8>,
+    buffers: &mut simd_json::Buffers,
+) -> Result<Scanned, ScanError> {
+    // simd-json parses in place (it unescapes strings into the buffer), so it gets a copy. The
+    // tape is enough to validate and to look fields up; no value tree is built.
+    copy.clear();
+    copy.extend_from_slice(body);
+    let tape = simd_json::to_tape_with_buffers(copy, buffers).map_err(|_| ScanError::NotJson)?;
+    let value = tape.as_value();
     let obj = value.as_object().ok_or(ScanError::NotObject)?;
     let model = match obj.get("model") {
         None => return Err(ScanError::Missing("model")),
@@ -120,9 +159,9 @@ pub fn scan(body: &[u8], schema: Schema) -> Result<Scanned, ScanError> {
         }
     };
     match schema {
-        Schema::Chat => check_chat(obj)?,
-        Schema::Embeddings => check_embeddings(obj)?,
-        Schema::Messages => check_messages(obj)?,
+        Schema::Chat => check_chat(&obj)?,
+        Schema::Embeddings => check_embeddings(&obj)?,
+        Schema::Messages => check_messages(&obj)?,
     }
     let spans = spans(body).ok_or(ScanError::NotJson)??;
     let max_tokens =
@@ -130,12 +169,12 @@ pub fn scan(body: &[u8], schema: Schema) -> Result<Scanned, ScanError> {
     Ok(Scanned { model, stream, fallbacks, max_tokens, spans })
 }
 
-type Object<'v> = simd_json::borrowed::Object<'v>;
+type Object<'t, 'i> = simd_json::tape::Object<'t, 'i>;
 
-fn check_chat(obj: &Object<'_>) -> Result<(), ScanError> {
+fn check_chat(obj: &Object<'_, '_>) -> Result<(), ScanError> {
     let messages = obj.get("messages").ok_or(ScanError::Missing("messages"))?;
     let messages = messages.as_array().ok_or(ScanError::WrongType { field: "messages", want: "an array" })?;
-    for m in messages {
+    for m in messages.iter() {
         let role_ok = m.as_object().and_then(|o| o.get("role")).is_some_and(|r| r.as_str().is_some());
         if !role_ok {
             return Err(ScanError::WrongType {
@@ -155,7 +194,7 @@ fn check_chat(obj: &Object<'_>) -> Result<(), ScanError> {
     Ok(())
 }
 
-fn check_messages(obj: &Object<'_>) -> Result<(), ScanError> {
+fn check_messages(obj: &Object<'_, '_>) -> Result<(), ScanError> {
     let messages = obj.get("messages").ok_or(ScanError::Missing("messages"))?;
     if !messages.is_array() {
         return Err(ScanError::WrongType { field: "messages", want: "an array" });
@@ -164,7 +203,7 @@ fn check_messages(obj: &Object<'_>) -> Result<(), ScanError> {
     Ok(())
 }
 
-fn check_embeddings(obj: &Object<'_>) -> Result<(), ScanError> {
+fn check_embeddings(obj: &Object<'_, '_>) -> Result<(), ScanError> {
     let input = obj.get("input").ok_or(ScanError::Missing("input"))?;
     if input.as_str().is_none() && !input.is_array() {
         return Err(ScanError::WrongType { field: "input", want: "a string or an array" });
@@ -173,13 +212,13 @@ fn check_embeddings(obj: &Object<'_>) -> Result<(), ScanError> {
 }
 
 fn optional(
-    obj: &Object<'_>,
+    obj: &Object<'_, '_>,
     field: &'static str,
     want: &'static str,
-    ok: impl Fn(&simd_json::BorrowedValue<'_>) -> bool,
+    ok: impl Fn(&simd_json::tape::Value<'_, '_>) -> bool,
 ) -> Result<(), ScanError> {
     match obj.get(field) {
-        Some(v) if !v.is_null() && !ok(v) => Err(ScanError::WrongType { field, want }),
+        Some(v) if !v.is_null() && !ok(&v) => Err(ScanError::WrongType { field, want }),
         _ => Ok(()),
     }
 }

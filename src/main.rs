@@ -60,7 +60,9 @@ fn runtime() -> Result<tokio::runtime::Runtime, String> {
 }
 
 /// Logs go to stderr; the access log (one line per request, target `tier1::access`) to stdout.
-/// `json`: one JSON object per line, fields at the top level.
+/// `json`: one JSON object per line, fields at the top level. The level filter is global, not per
+/// layer, so callsites below it (hyper-util's pool traces, on every request) are disabled once at
+/// registration instead of being checked and dispatched at every call.
 fn init_logging(config_level: &str, json: bool) {
     use tracing_subscriber::Layer;
     use tracing_subscriber::filter::filter_fn;
@@ -68,34 +70,26 @@ fn init_logging(config_level: &str, json: bool) {
     use tracing_subscriber::util::SubscriberInitExt;
     let level = ProcessEnv.var("TIER1_LOG").unwrap_or_else(|| config_level.to_owned());
     let filter: tracing_subscriber::filter::Targets = level.parse().unwrap_or_default();
-    type Boxed = Box<dyn Layer<tracing_subscriber::Registry> + Send + Sync>;
+    type Filtered =
+        tracing_subscriber::layer::Layered<tracing_subscriber::filter::Targets, tracing_subscriber::Registry>;
+    type Boxed = Box<dyn Layer<Filtered> + Send + Sync>;
     let is_access = |m: &tracing::Metadata<'_>| m.target() == "tier1::access";
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let layers: Vec<Boxed> = if json {
         let layer = || tracing_subscriber::fmt::layer().json().flatten_event(true).with_current_span(false);
         vec![
-            Box::new(
-                layer()
-                    .with_writer(std::io::stdout)
-                    .with_filter(filter.clone())
-                    .with_filter(filter_fn(is_access)),
-            ),
-            Box::new(
-                layer()
-                    .with_writer(std::io::stderr)
-                    .with_filter(filter)
-                    .with_filter(filter_fn(move |m| !is_access(m))),
-            ),
+            Box::new(layer().with_writer(std::io::stdout).with_filter(filter_fn(is_access))),
+            Box::new(layer().with_writer(std::io::stderr).with_filter(filter_fn(move |m| !is_access(m)))),
         ]
     } else {
         let out = tracing_subscriber::fmt::layer().with_ansi(false).with_writer(std::io::stdout);
         let err = tracing_subscriber::fmt::layer().with_ansi(ansi).with_writer(std::io::stderr);
         vec![
-            Box::new(out.with_filter(filter.clone()).with_filter(filter_fn(is_access))),
-            Box::new(err.with_filter(filter).with_filter(filter_fn(move |m| !is_access(m)))),
+            Box::new(out.with_filter(filter_fn(is_access))),
+            Box::new(err.with_filter(filter_fn(move |m| !is_access(m)))),
         ]
     };
-    let _ = tracing_subscriber::registry().with(layers).try_init();
+    let _ = tracing_subscriber::registry().with(filter).with(layers).try_init();
 }
 
 /// The config to serve: the file (from `--config` or `TIER1_CONFIG`), or the built-in demo.

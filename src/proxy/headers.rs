@@ -32,13 +32,22 @@ pub fn request_id(headers: &HeaderMap) -> HeaderValue {
     generate_id()
 }
 
-/// A random UUIDv4-shaped id.
+/// A random UUIDv4-shaped id, written into a stack buffer (no formatting machinery: this runs
+/// for every request that arrives without an id).
 fn generate_id() -> HeaderValue {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
     let n = fastrand::u128(..);
     let n = (n & !(0xf << 76) | (0x4 << 76)) & !(0x3 << 62) | (0x2 << 62);
-    let hex = format!("{n:032x}");
-    let id = format!("{}-{}-{}-{}-{}", &hex[..8], &hex[8..12], &hex[12..16], &hex[16..20], &hex[20..]);
-    HeaderValue::from_str(&id).unwrap_or(HeaderValue::from_static("0"))
+    let mut id = [b'-'; 36];
+    let mut nibble = 32;
+    for (i, slot) in id.iter_mut().enumerate() {
+        if matches!(i, 8 | 13 | 18 | 23) {
+            continue;
+        }
+        nibble -= 1;
+        *slot = HEX[((n >> (nibble * 4)) & 0xf) as usize];
+    }
+    HeaderValue::from_bytes(&id).unwrap_or(HeaderValue::from_static("0"))
 }
 
 /// The key a client presents: `Authorization: Bearer ...`, or `x-api-key` (how Anthropic's
@@ -89,6 +98,13 @@ mod tests {
         assert_eq!(request_id(&h), "abc-123");
         let generated = request_id(&HeaderMap::new());
         assert_eq!(generated.len(), 36);
+        // UUIDv4 shape: 8-4-4-4-12 lowercase hex, version 4, variant 10xx.
+        let g = generated.to_str().unwrap();
+        let groups: Vec<usize> = g.split('-').map(str::len).collect();
+        assert_eq!(groups, [8, 4, 4, 4, 12], "{g}");
+        assert!(g.bytes().all(|c| c == b'-' || c.is_ascii_digit() || (b'a'..=b'f').contains(&c)), "{g}");
+        assert_eq!(&g[14..15], "4", "{g}");
+        assert!("89ab".contains(&g[19..20]), "{g}");
         assert_ne!(generated, request_id(&HeaderMap::new()));
         h.insert(X_REQUEST_ID, HeaderValue::from_static("has space"));
         assert_ne!(request_id(&h), "has space");
