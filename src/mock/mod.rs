@@ -130,14 +130,15 @@ impl RawBehavior {
 }
 
 impl Behavior {
-    /// Whether the `n`th request (0-based) should fail, and with which status.
+    /// Whether the `n`th request (0-based) should fail, and with which status. `status` alone
+    /// fails every request; with `fail_first` or `fail_rate` it is only the failures' status.
     pub fn failure(&self, n: u64) -> Option<StatusCode> {
         let status = self.status.unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         if let Some(first) = self.fail_first {
             return (n < first).then_some(status);
         }
-        if self.fail_rate > 0.0 && fastrand::f64() < self.fail_rate {
-            return Some(status);
+        if self.fail_rate > 0.0 {
+            return (fastrand::f64() < self.fail_rate).then_some(status);
         }
         self.status
     }
@@ -612,5 +613,29 @@ impl Drop for MockStream {
         {
             o.cancelled();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_with_a_rate_fails_only_that_share_of_requests() {
+        let rated =
+            Behavior { status: Some(StatusCode::SERVICE_UNAVAILABLE), fail_rate: 0.1, ..Behavior::default() };
+        let failed = (0..10_000).filter(|n| rated.failure(*n).is_some()).count();
+        assert!((700..1300).contains(&failed), "{failed} of 10000 failed at a 10% rate");
+        assert_eq!(
+            rated.failure(0).unwrap_or(StatusCode::SERVICE_UNAVAILABLE),
+            StatusCode::SERVICE_UNAVAILABLE
+        );
+        let always = Behavior { status: Some(StatusCode::BAD_GATEWAY), ..Behavior::default() };
+        assert!((0..100).all(|n| always.failure(n) == Some(StatusCode::BAD_GATEWAY)));
+        let first = Behavior { fail_first: Some(2), ..Behavior::default() };
+        assert_eq!(
+            (0..4).map(|n| first.failure(n).is_some()).collect::<Vec<_>>(),
+            [true, true, false, false]
+        );
     }
 }
