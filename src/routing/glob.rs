@@ -26,23 +26,26 @@ impl Glob {
     }
 
     /// Whether `name` matches. Iterative with one backtrack point: linear in practice, never
-    /// exponential, whatever the pattern.
+    /// exponential, whatever the pattern. Walks `name` in place (byte offsets at char
+    /// boundaries): no allocation, since every miss of a route lookup tries every glob.
     pub fn matches(&self, name: &str) -> bool {
-        let text: Vec<char> = name.chars().collect();
         let p = &self.pattern;
+        let next_char = |at: usize| name.get(at..).and_then(|rest| rest.chars().next());
         let (mut pi, mut ti) = (0, 0);
         let mut star: Option<(usize, usize)> = None;
-        while ti < text.len() {
-            if pi < p.len() && (p[pi] == '?' || p[pi] == text[ti]) {
+        while let Some(c) = next_char(ti) {
+            if pi < p.len() && (p[pi] == '?' || p[pi] == c) {
                 pi += 1;
-                ti += 1;
+                ti += c.len_utf8();
             } else if pi < p.len() && p[pi] == '*' {
                 star = Some((pi, ti));
                 pi += 1;
             } else if let Some((sp, st)) = star {
+                // Let the star take one more char of `name` (`st` is at a char, as `ti` was).
+                let st = st + next_char(st).map_or(1, char::len_utf8);
                 pi = sp + 1;
-                ti = st + 1;
-                star = Some((sp, st + 1));
+                ti = st;
+                star = Some((sp, st));
             } else {
                 return false;
             }
@@ -67,6 +70,17 @@ mod tests {
         assert!(Glob::new("a*b*c").matches("aXXbYYc"));
         assert!(!Glob::new("a*b*c").matches("aXXbYY"));
         assert!(Glob::new("*").matches(""));
+    }
+
+    #[test]
+    fn question_mark_takes_one_char_not_one_byte() {
+        assert!(Glob::new("caf?-*").matches("café-latte"));
+        assert!(Glob::new("*é").matches("résumé"));
+        assert!(Glob::new("r?sum?").matches("résumé"));
+        assert!(!Glob::new("r??sum?").matches("résumé"));
+        assert!(Glob::new("漢*字").matches("漢-x-字"));
+        assert!(!Glob::new("漢*字").matches("漢-x-字!"));
+        assert!(Glob::new("*-?").matches("a-é"));
     }
 
     #[test]
