@@ -10,6 +10,10 @@ pub fn is_glob(pattern: &str) -> bool {
 pub struct Glob {
     pattern: Box<[char]>,
     literals: usize,
+    /// The literal text before the first wildcard: every match starts with it.
+    prefix: Box<str>,
+    /// The literal text after the last wildcard: every match ends with it.
+    suffix: Box<str>,
 }
 
 impl Glob {
@@ -17,7 +21,11 @@ impl Glob {
     pub fn new(pattern: &str) -> Self {
         let pattern: Box<[char]> = pattern.chars().collect();
         let literals = pattern.iter().filter(|c| !matches!(c, '*' | '?')).count();
-        Self { pattern, literals }
+        let wild = |c: &&char| matches!(c, '*' | '?');
+        let prefix = pattern.iter().take_while(|c| !wild(c)).collect();
+        let mut suffix: Vec<char> = pattern.iter().rev().take_while(|c| !wild(c)).copied().collect();
+        suffix.reverse();
+        Self { pattern, literals, prefix, suffix: suffix.into_iter().collect() }
     }
 
     /// How specific the pattern is: its number of literal characters.
@@ -29,6 +37,11 @@ impl Glob {
     /// exponential, whatever the pattern. Walks `name` in place (byte offsets at char
     /// boundaries): no allocation, since every miss of a route lookup tries every glob.
     pub fn matches(&self, name: &str) -> bool {
+        // Most names are refused here: a lookup tries every glob, and most globs are `family-*`
+        // or `*-suffix`, whose literal end decides at once.
+        if !name.starts_with(&*self.prefix) || !name.ends_with(&*self.suffix) {
+            return false;
+        }
         let p = &self.pattern;
         let next_char = |at: usize| name.get(at..).and_then(|rest| rest.chars().next());
         let (mut pi, mut ti) = (0, 0);
@@ -81,6 +94,22 @@ mod tests {
         assert!(Glob::new("漢*字").matches("漢-x-字"));
         assert!(!Glob::new("漢*字").matches("漢-x-字!"));
         assert!(Glob::new("*-?").matches("a-é"));
+    }
+
+    #[test]
+    fn literal_ends_are_checked_first_without_changing_the_answer() {
+        let g = Glob::new("ab?*cd*ef");
+        assert_eq!((&*g.prefix, &*g.suffix), ("ab", "ef"));
+        assert!(g.matches("abXcdef") && g.matches("abXYcdZef"));
+        assert!(!g.matches("abcdef") && !g.matches("xbXcdef") && !g.matches("abXcdeg"));
+        // Prefix and suffix may overlap in the name only when the pattern allows it.
+        let g = Glob::new("aba*aba");
+        assert!(g.matches("abaaba") && g.matches("aba-aba"));
+        assert!(!g.matches("aba") && !g.matches("ababa"));
+        let g = Glob::new("x?");
+        assert_eq!((&*g.prefix, &*g.suffix), ("x", ""));
+        assert!(g.matches("xé") && !g.matches("x") && !g.matches("xab"));
+        assert_eq!((&*Glob::new("*").prefix, &*Glob::new("*").suffix), ("", ""));
     }
 
     #[test]
