@@ -24,7 +24,7 @@ fn reply() -> String {
 }
 
 /// An OpenAI chat request: system prompt, three turns, an assistant tool call and its result,
-/// one tool definition, sampling parameters (~1.6 KB).
+/// one tool definition, sampling parameters (~1.2 KB).
 fn openai_request() -> Vec<u8> {
     serde_json::json!({
         "model": "smart",
