@@ -1,0 +1,117 @@
+//! SSE parsing and translation. The commit judge (`proxy::sse::CommitScanner`) on a 200-chunk
+//! OpenAI stream, and each stream translator (Anthropic → OpenAI chunks, Gemini → OpenAI chunks,
+//! OpenAI → Anthropic events) on a 200-word answer in its provider's own format, fed in pieces
+//! of one TCP segment (1,460 B) and one event at a time (a live stream's pace).
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+
+use std::collections::VecDeque;
+use std::hint::black_box;
+
+use bytes::Bytes;
+use criterion::measurement::WallTime;
+use criterion::{BenchmarkGroup, Criterion, Throughput, criterion_group, criterion_main};
+use tier1::mock;
+use tier1::proxy::sse::{CommitScanner, Verdict};
+use tier1::translate::{StreamTranslator, anthropic, gemini, messages};
+
+/// One TCP segment's payload.
+const SEGMENT: usize = 1_460;
+
+/// A 200-word answer: 200 content chunks in an OpenAI stream.
+fn reply() -> String {
+    (0..200).map(|i| format!("word{i} ")).collect()
+}
+
+fn join(frames: &VecDeque<Bytes>) -> Vec<u8> {
+    frames.iter().flat_map(|b| b.iter().copied()).collect()
+}
+
+fn judge(c: &mut Criterion) {
+    let frames = mock::stream_frames("gpt-4o", &reply(), 1, true);
+    assert!(frames.len() >= 200, "{}", frames.len());
+    let whole = join(&frames);
+    let mut group = c.benchmark_group("sse_judge");
+    // The hot path: read a stream until its commit point (the first content chunk).
+    group.bench_function("until_commit_1460B_pieces", |b| {
+        b.iter(|| {
+            let mut s = CommitScanner::default();
+            for piece in black_box(&whole).chunks(SEGMENT) {
+                if s.feed(piece) != Verdict::Pending {
+                    break;
+                }
+            }
+            s.events()
+        });
+    });
+    // Every event of the stream judged (an upper bound: each one parsed and classified).
+    group.throughput(Throughput::Elements(frames.len() as u64));
+    group.bench_function("every_event_of_200_chunks", |b| {
+        b.iter(|| {
+            let mut commits = 0;
+            for frame in black_box(&frames) {
+                let mut s = CommitScanner::default();
+                commits += usize::from(s.feed(frame) == Verdict::Commit);
+            }
+            commits
+        });
+    });
+    group.finish();
+}
+
+/// Feeds `input` to a fresh translator in `pieces`, returning the output length.
+fn run(make: &dyn Fn() -> Box<dyn StreamTranslator>, pieces: &[&[u8]]) -> usize {
+    let mut t = make();
+    let mut out = 0;
+    for piece in pieces {
+        out += t.feed(piece).len();
+    }
+    debug_assert!(t.complete());
+    out
+}
+
+fn translator(
+    group: &mut BenchmarkGroup<'_, WallTime>,
+    name: &str,
+    make: &dyn Fn() -> Box<dyn StreamTranslator>,
+    frames: &VecDeque<Bytes>,
+) {
+    let whole = join(frames);
+    let segments: Vec<&[u8]> = whole.chunks(SEGMENT).collect();
+    let events: Vec<&[u8]> = frames.iter().map(|f| &f[..]).collect();
+    // The stream translates whole, whichever the pieces.
+    let mut t = make();
+    for piece in &segments {
+        t.feed(piece);
+    }
+    assert!(t.complete(), "{name}");
+    group.throughput(Throughput::Bytes(whole.len() as u64));
+    group.bench_function(format!("{name}/1460B_pieces"), |b| b.iter(|| run(make, black_box(&segments))));
+    group.bench_function(format!("{name}/per_event"), |b| b.iter(|| run(make, black_box(&events))));
+}
+
+fn translators(c: &mut Criterion) {
+    let reply = reply();
+    let mut group = c.benchmark_group("sse_translate");
+    translator(
+        &mut group,
+        "anthropic_to_openai",
+        &|| Box::new(anthropic::Stream::new(true)),
+        &mock::anthropic_frames("claude-sonnet-4-5", &reply, 1),
+    );
+    translator(
+        &mut group,
+        "gemini_to_openai",
+        &|| Box::new(gemini::Stream::new("gemini-2.5-flash", true)),
+        &mock::gemini_frames("gemini-2.5-flash", &reply, 1),
+    );
+    translator(
+        &mut group,
+        "openai_to_anthropic",
+        &|| Box::new(messages::Stream::new("gpt-4o")),
+        &mock::stream_frames("gpt-4o", &reply, 1, true),
+    );
+    group.finish();
+}
+
+criterion_group!(benches, judge, translators);
+criterion_main!(benches);
