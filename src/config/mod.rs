@@ -386,13 +386,25 @@ pub fn load_file(path: &Path, env: &dyn Env) -> Result<Config, ConfigErrors> {
 /// Parses and validates config text.
 pub fn parse(text: &str, format: Format, env: &dyn Env) -> Result<Config, ConfigErrors> {
     let raw: RawConfig = match format {
-        Format::Toml => toml::from_str(text).map_err(|e| {
-            // toml's message spans several lines with a caret; keep it, it points at the spot.
-            ConfigErrors::one("", e.to_string().trim_end().to_owned())
-        })?,
+        Format::Toml => toml::from_str(text).map_err(|e| ConfigErrors::one("", toml_error(text, &e)))?,
         Format::Json => serde_json::from_str(text).map_err(|e| ConfigErrors::one("", e.to_string()))?,
     };
     validate::validate(raw, env)
+}
+
+/// A TOML error by position only. toml's own rendering quotes the offending line, and that line
+/// may hold a literal secret, which would then reach the log and `POST /admin/reload`'s answer.
+fn toml_error(text: &str, e: &toml::de::Error) -> String {
+    let message = e.message().trim_end();
+    match e.span() {
+        Some(span) => {
+            let before = text.as_bytes().get(..span.start).unwrap_or(text.as_bytes());
+            let line = before.iter().filter(|b| **b == b'\n').count() + 1;
+            let column = before.iter().rev().take_while(|b| **b != b'\n').count() + 1;
+            format!("TOML parse error at line {line}, column {column}: {message}")
+        }
+        None => format!("TOML parse error: {message}"),
+    }
 }
 
 #[cfg(test)]
