@@ -622,11 +622,8 @@ mod tests {
 
     #[test]
     fn fail_rate_with_a_status_fails_only_that_fraction() {
-        let b = Behavior {
-            status: Some(StatusCode::TOO_MANY_REQUESTS),
-            fail_rate: 0.5,
-            ..Behavior::default()
-        };
+        let b =
+            Behavior { status: Some(StatusCode::TOO_MANY_REQUESTS), fail_rate: 0.5, ..Behavior::default() };
         let failed = (0..1000).filter(|n| b.failure(*n).is_some()).count();
         // Binomial(1000, 0.5): 400..600 is more than six standard deviations wide.
         assert!((400..600).contains(&failed), "{failed} of 1000 failed");
