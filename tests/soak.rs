@@ -46,8 +46,8 @@ const REDIS_OUTAGE: Duration = Duration::from_secs(5);
 
 /// RSS growth allowed after warm-up. At the load above (about 8,400 requests a minute on the
 /// 2-core reference machine) this is what a leak of 125 bytes per request, or of 70 KiB per
-/// reload (15 a minute), would cost. Two CI runs measured 0.03 and 0.11 MiB/min over the two minutes
-/// after warm-up of the CI variant (loadtest/results/soak-*.md), so allocator noise is far below.
+/// reload (15 a minute), would cost. Two runs of the CI variant measured 0.03 and 0.11 MiB/min
+/// over their two minutes after warm-up (loadtest/results/soak-*.md): noise is well below it.
 const MAX_RSS_SLOPE_MIB_PER_MIN: f64 = 1.0;
 /// Open-fd growth allowed after warm-up. Upstream and client connections come and go, so single
 /// samples swing by tens; one leaked descriptor per reload would add 15 a minute.
