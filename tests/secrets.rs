@@ -303,7 +303,10 @@ poll_interval = "0s"
 kind = "openai"
 base_url = "{mock}/v1"
 models = ["gpt-4o"]
-keys = [{{ name = "a", secret = "env:OPENAI_KEY_A" }}, {{ name = "b", secret = "file:{key_file}" }}]
+keys = [
+  {{ name = "a", secret = "env:OPENAI_KEY_A", models = ["gpt-4o", "text-embedding-*"] }},
+  {{ name = "b", secret = "file:{key_file}", models = ["gpt-4o-mini"] }},
+]
 
 [providers.an]
 kind = "anthropic"
@@ -453,7 +456,7 @@ async fn no_configured_secret_leaks_into_responses_or_logs() {
         ("chat", &front, common::chat("chat")),
         ("chat, literal front key", &front_lit, common::chat("chat")),
         ("chat stream", &front, common::chat_stream("chat")),
-        ("chat, second key likely", &front, common::chat("oa/gpt-4o")),
+        ("chat, the second key", &front, common::chat("oa/gpt-4o-mini")),
         ("anthropic translated", &front, common::chat("claude")),
         ("anthropic stream", &front, common::chat_stream("claude")),
         ("gemini", &front, common::chat("gem")),
@@ -463,11 +466,6 @@ async fn no_configured_secret_leaks_into_responses_or_logs() {
         let a = send("POST", &chat_url, &[json, ("authorization", auth)], &body).await;
         assert_eq!(a.status, 200, "{what}: {}", a.text());
         got.add(what, &a);
-    }
-    // More calls so both keys of `oa` are used (picked at random by weight).
-    for _ in 0..8 {
-        let a = send("POST", &chat_url, &[json, ("authorization", &front)], &common::chat("chat")).await;
-        got.add("chat again", &a);
     }
     let a = send(
         "POST",
@@ -627,7 +625,7 @@ async fn no_configured_secret_leaks_into_responses_or_logs() {
     for level in ["\"level\":\"DEBUG\"", "\"level\":\"WARN\"", "config reload refused", "\"status\":401"] {
         assert!(logs.contains(level), "no {level} in the logs");
     }
-    assert!(got.count > 60, "{}", got.count);
+    assert!(got.count >= 50, "{}", got.count);
 
     let mut found = leaks(&got.responses, "response");
     found.extend(leaks(&logs, "log"));
