@@ -191,3 +191,15 @@ fn toml_errors_say_where_but_never_quote_the_line() {
     assert!(e.contains("TOML parse error at line 2, column 41"), "{e}");
     assert!(e.contains("comma"), "{e}");
 }
+
+#[test]
+fn type_errors_name_the_kind_never_the_value() {
+    let toml = "[server]\napi_keys = \"front-literal-secret-0009\"\n";
+    let e = parse_toml(toml).unwrap_err().to_string();
+    assert!(!e.contains("front-literal-secret-0009"), "{e}");
+    assert!(e.contains("invalid type: a string, expected a sequence"), "{e}");
+    let json = r#"{"server": {"api_keys": "front-literal-\"secret\"-0010"}}"#;
+    let e = parse(json, Format::Json, &env()).unwrap_err().to_string();
+    assert!(!e.contains("secret"), "{e}");
+    assert!(e.contains("invalid type: a string, expected a sequence at line 1"), "{e}");
+}
