@@ -169,7 +169,9 @@ impl Reloader {
         };
         let text = match std::fs::read_to_string(&source.path) {
             Ok(t) => t,
-            Err(e) => return self.failed(None, vec![format!("cannot read {}: {e}", source.path.display())]),
+            Err(e) => {
+                return self.failed(state, None, vec![format!("cannot read {}: {e}", source.path.display())]);
+            }
         };
         let new_hash = hash(&text);
         if self.status.lock().is_ok_and(|s| s.hash == new_hash) {
@@ -179,7 +181,11 @@ impl Reloader {
         let config = match config::parse(&text, format, source.env.as_ref()) {
             Ok(c) => c,
             Err(errors) => {
-                return self.failed(Some(new_hash), errors.0.iter().map(ToString::to_string).collect());
+                return self.failed(
+                    state,
+                    Some(new_hash),
+                    errors.0.iter().map(ToString::to_string).collect(),
+                );
             }
         };
         let registry = &state.registry;
@@ -188,7 +194,7 @@ impl Reloader {
             Ok(live) => live,
             Err(e) => {
                 registry.abort_build();
-                return self.failed(Some(new_hash), vec![e.to_string()]);
+                return self.failed(state, Some(new_hash), vec![e.to_string()]);
             }
         };
         state.live.store(live);
@@ -214,7 +220,14 @@ impl Reloader {
         Outcome::Applied { hash: new_hash }
     }
 
-    fn failed(&self, hash: Option<String>, errors: Vec<String>) -> Outcome {
+    /// Records a refused reload. Errors may quote values from the file (a serde "invalid type:
+    /// string ..." does), so the running config's secrets are redacted from them first.
+    fn failed(&self, state: &AppState, hash: Option<String>, errors: Vec<String>) -> Outcome {
+        let live = state.live.load();
+        let errors: Vec<String> = errors
+            .iter()
+            .map(|e| String::from_utf8_lossy(&live.redactor.redact(e.as_bytes())).into_owned())
+            .collect();
         for e in &errors {
             tracing::error!(problem = %e, "config reload refused; the previous config stays active");
         }

@@ -409,13 +409,53 @@ pub fn load_file(path: &Path, env: &dyn Env) -> Result<Config, ConfigErrors> {
 /// Parses and validates config text.
 pub fn parse(text: &str, format: Format, env: &dyn Env) -> Result<Config, ConfigErrors> {
     let raw: RawConfig = match format {
-        Format::Toml => toml::from_str(text).map_err(|e| {
-            // toml's message spans several lines with a caret; keep it, it points at the spot.
-            ConfigErrors::one("", e.to_string().trim_end().to_owned())
-        })?,
-        Format::Json => serde_json::from_str(text).map_err(|e| ConfigErrors::one("", e.to_string()))?,
+        Format::Toml => toml::from_str(text).map_err(|e| ConfigErrors::one("", toml_error(text, &e)))?,
+        Format::Json => {
+            serde_json::from_str(text).map_err(|e| ConfigErrors::one("", without_values(&e.to_string())))?
+        }
     };
     validate::validate(raw, env)
+}
+
+/// A TOML error by position only. toml's own rendering quotes the offending line, and that line
+/// may hold a literal secret, which would then reach the log and `POST /admin/reload`'s answer.
+fn toml_error(text: &str, e: &toml::de::Error) -> String {
+    let message = without_values(e.message().trim_end());
+    match e.span() {
+        Some(span) => {
+            let before = text.as_bytes().get(..span.start).unwrap_or(text.as_bytes());
+            let line = before.iter().filter(|b| **b == b'\n').count() + 1;
+            let column = before.iter().rev().take_while(|b| **b != b'\n').count() + 1;
+            format!("TOML parse error at line {line}, column {column}: {message}")
+        }
+        None => format!("TOML parse error: {message}"),
+    }
+}
+
+/// serde quotes the offending value in type errors (`invalid type: string "sk-…", expected a
+/// sequence`), and that value may be a literal secret: only its kind is kept ("a string").
+fn without_values(message: &str) -> String {
+    const QUOTED: &str = "string \"";
+    let mut out = String::with_capacity(message.len());
+    let mut rest = message;
+    while let Some(at) = rest.find(QUOTED) {
+        out.push_str(&rest[..at]);
+        out.push_str("a string");
+        let value = &rest[at + QUOTED.len()..];
+        // The value ends at the first quote that a backslash does not escape.
+        let mut escaped = false;
+        let end = value
+            .char_indices()
+            .find(|&(_, c)| {
+                let end = c == '"' && !escaped;
+                escaped = c == '\\' && !escaped;
+                end
+            })
+            .map_or(value.len(), |(i, _)| i + 1);
+        rest = &value[end..];
+    }
+    out.push_str(rest);
+    out
 }
 
 #[cfg(test)]

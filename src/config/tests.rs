@@ -131,3 +131,75 @@ fn bad_base_url_and_provider_name() {
     assert!(s.contains("providers.a/b: provider names use only"), "{s}");
     assert!(s.contains("providers.a/b.base_url: invalid URL"), "{s}");
 }
+
+#[test]
+fn debug_of_a_whole_config_shows_no_secret() {
+    let dir = std::env::temp_dir().join(format!("tier1-debug-secret-{}", std::process::id()));
+    std::fs::write(&dir, "sk-file-secret-0003\n").unwrap();
+    let text = format!(
+        r#"
+[server]
+api_keys = ["env:FRONT", "front-literal-secret-0004"]
+admin_keys = ["env:ADMIN"]
+[providers.a]
+kind = "openai"
+base_url = "http://127.0.0.1:1/v1"
+headers = {{ "X-Org" = "env:ORG" }}
+keys = [{{ name = "one", secret = "env:KEY" }}, {{ name = "two", secret = "file:{}" }}]
+[[routes]]
+name = "r"
+targets = [{{ provider = "a", model = "m" }}]
+[redis]
+url = "env:REDIS"
+"#,
+        dir.display()
+    );
+    let env: HashMap<String, String> = [
+        ("FRONT", "front-env-secret-0001"),
+        ("ADMIN", "admin-env-secret-0002"),
+        ("KEY", "sk-env-secret-0005"),
+        ("ORG", "org-env-secret-0006"),
+        ("REDIS", "redis://:redis-pw-secret-0007@127.0.0.1:6379"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+    .collect();
+    let c = parse(&text, Format::Toml, &env).unwrap();
+    std::fs::remove_file(&dir).unwrap();
+    let shown = format!("{c:?} {c:#?}");
+    for secret in [
+        "front-env-secret-0001",
+        "admin-env-secret-0002",
+        "sk-file-secret-0003",
+        "front-literal-secret-0004",
+        "sk-env-secret-0005",
+        "org-env-secret-0006",
+        "redis-pw-secret-0007",
+    ] {
+        assert!(!shown.contains(secret), "{secret} shown by Debug");
+    }
+    // Every one of them is known to the redactor (the redis password as part of its URL).
+    assert_eq!(c.secrets().len(), 7);
+    assert!(shown.contains("[redacted]"));
+}
+
+#[test]
+fn toml_errors_say_where_but_never_quote_the_line() {
+    let text = "[server]\napi_keys = [\"front-literal-secret-0008\" \"x\"]\n";
+    let e = parse_toml(text).unwrap_err().to_string();
+    assert!(!e.contains("front-literal-secret-0008"), "{e}");
+    assert!(e.contains("TOML parse error at line 2, column 41"), "{e}");
+    assert!(e.contains("comma"), "{e}");
+}
+
+#[test]
+fn type_errors_name_the_kind_never_the_value() {
+    let toml = "[server]\napi_keys = \"front-literal-secret-0009\"\n";
+    let e = parse_toml(toml).unwrap_err().to_string();
+    assert!(!e.contains("front-literal-secret-0009"), "{e}");
+    assert!(e.contains("invalid type: a string, expected a sequence"), "{e}");
+    let json = r#"{"server": {"api_keys": "front-literal-\"secret\"-0010"}}"#;
+    let e = parse(json, Format::Json, &env()).unwrap_err().to_string();
+    assert!(!e.contains("secret"), "{e}");
+    assert!(e.contains("invalid type: a string, expected a sequence at line 1"), "{e}");
+}

@@ -130,14 +130,14 @@ impl RawBehavior {
 }
 
 impl Behavior {
-    /// Whether the `n`th request (0-based) should fail, and with which status. `status` alone
-    /// fails every request; with `fail_first` or `fail_rate` it is only the failures' status.
+    /// Whether the `n`th request (0-based) should fail, and with which status.
     pub fn failure(&self, n: u64) -> Option<StatusCode> {
         let status = self.status.unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         if let Some(first) = self.fail_first {
             return (n < first).then_some(status);
         }
         if self.fail_rate > 0.0 {
+            // `status` only names what a failure looks like here: the rest succeed.
             return (fastrand::f64() < self.fail_rate).then_some(status);
         }
         self.status
@@ -621,21 +621,23 @@ mod tests {
     use super::*;
 
     #[test]
-    fn status_with_a_rate_fails_only_that_share_of_requests() {
-        let rated =
-            Behavior { status: Some(StatusCode::SERVICE_UNAVAILABLE), fail_rate: 0.1, ..Behavior::default() };
-        let failed = (0..10_000).filter(|n| rated.failure(*n).is_some()).count();
-        assert!((700..1300).contains(&failed), "{failed} of 10000 failed at a 10% rate");
-        assert_eq!(
-            rated.failure(0).unwrap_or(StatusCode::SERVICE_UNAVAILABLE),
-            StatusCode::SERVICE_UNAVAILABLE
-        );
+    fn fail_rate_with_a_status_fails_only_that_fraction() {
+        let b =
+            Behavior { status: Some(StatusCode::TOO_MANY_REQUESTS), fail_rate: 0.5, ..Behavior::default() };
+        let failed = (0..1000).filter(|n| b.failure(*n).is_some()).count();
+        // Binomial(1000, 0.5): 400..600 is more than six standard deviations wide.
+        assert!((400..600).contains(&failed), "{failed} of 1000 failed");
+        assert!((0..1000).filter_map(|n| b.failure(n)).all(|s| s == StatusCode::TOO_MANY_REQUESTS));
+    }
+
+    #[test]
+    fn status_alone_fails_every_request_and_fail_first_only_the_first() {
         let always = Behavior { status: Some(StatusCode::BAD_GATEWAY), ..Behavior::default() };
-        assert!((0..100).all(|n| always.failure(n) == Some(StatusCode::BAD_GATEWAY)));
+        assert!((0..10).all(|n| always.failure(n) == Some(StatusCode::BAD_GATEWAY)));
         let first = Behavior { fail_first: Some(2), ..Behavior::default() };
-        assert_eq!(
-            (0..4).map(|n| first.failure(n).is_some()).collect::<Vec<_>>(),
-            [true, true, false, false]
-        );
+        let got: Vec<_> = (0..4).map(|n| first.failure(n)).collect();
+        let e = Some(StatusCode::INTERNAL_SERVER_ERROR);
+        assert_eq!(got, vec![e, e, None, None]);
+        assert!((0..10).all(|n| Behavior::default().failure(n).is_none()));
     }
 }

@@ -31,6 +31,7 @@ use tokio::time::{Instant, Sleep};
 
 use super::body::{Relay, Tap};
 use super::sse::{CommitScanner, Verdict};
+use crate::config::Redactor;
 use crate::error::{AttemptRecord, Class, Exhausted};
 use crate::json::Scanned;
 use crate::metrics::{MODEL_OTHER, Metrics, TARGET_PROVIDER};
@@ -624,7 +625,7 @@ async fn attempt<'a>(job: &'a Job<'a>, c: &'a Candidate<'a>, key_index: Option<u
                     let redacted = Bytes::from(job.live.redactor.redact(&bytes).into_owned());
                     return Attempted::Won(Box::new(Won {
                         status,
-                        headers: client_headers(&parts.headers, false),
+                        headers: client_headers(&parts.headers, false, &job.live.redactor),
                         body: WonBody::Full(redacted),
                         provider: p.name_header.clone(),
                         model: HeaderValue::from_str(c.model).ok(),
@@ -689,7 +690,8 @@ async fn attempt<'a>(job: &'a Job<'a>, c: &'a Candidate<'a>, key_index: Option<u
             if job.operation == Operation::Messages {
                 relay = relay.anthropic();
             }
-            let mut headers = client_headers(&headers, !streaming && translated.is_none());
+            let mut headers =
+                client_headers(&headers, !streaming && translated.is_none(), &job.live.redactor);
             if let Some(t) = &translated {
                 relay = relay.translate(t.stream(c.model));
                 dropped_header(&mut headers, &t.dropped);
@@ -886,7 +888,7 @@ async fn read_bounded(mut body: UpstreamBody, deadline: Instant) -> Bytes {
 /// The upstream headers a client may see: content type (and length, for bodies passed through
 /// unchanged), caching and rate-limit hints. Nothing else crosses, so no upstream cookie, server
 /// detail or organisation header leaks to the caller.
-fn client_headers(from: &HeaderMap, keep_length: bool) -> HeaderMap {
+fn client_headers(from: &HeaderMap, keep_length: bool, redactor: &Redactor) -> HeaderMap {
     let mut to = HeaderMap::new();
     for (name, value) in from {
         let keep = name == header::CONTENT_TYPE
@@ -894,7 +896,14 @@ fn client_headers(from: &HeaderMap, keep_length: bool) -> HeaderMap {
             || (keep_length && name == header::CONTENT_LENGTH)
             || name.as_str().starts_with("x-ratelimit-");
         if keep {
-            to.append(name.clone(), value.clone());
+            // A provider may echo the key in its headers as in its bodies.
+            let value = match redactor.redact(value.as_bytes()) {
+                std::borrow::Cow::Borrowed(_) => value.clone(),
+                std::borrow::Cow::Owned(v) => {
+                    HeaderValue::from_bytes(&v).unwrap_or(HeaderValue::from_static("[redacted]"))
+                }
+            };
+            to.append(name.clone(), value);
         }
     }
     to

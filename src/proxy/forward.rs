@@ -13,6 +13,7 @@ use super::attempt::{self, Candidate, Job, WonBody};
 use super::body::{Body, RouteLabel, full, read_limited};
 use super::handler::RequestCtx;
 use super::headers::{self, X_CORRELATION_ID};
+use crate::config::ProviderKind;
 use crate::error::{Class, ProxyError};
 use crate::json::{self, Schema};
 use crate::providers::Operation;
@@ -49,7 +50,7 @@ pub async fn forward(
     let scanned = json::scan(&bytes, schema)?;
     let now = clock.now();
     let mut cands: Vec<Candidate<'_>> = Vec::new();
-    let (budget, hedge_after) = match live.table.resolve(&scanned.model) {
+    let (budget, hedge_after) = match resolve(live, &scanned.model) {
         Some(Resolved::Route(route)) => {
             ctx.route = RouteLabel::Named(route.name.clone());
             push_route(&mut cands, live, route, now);
@@ -70,7 +71,7 @@ pub async fn forward(
         .map(String::as_str)
         .chain(header_fallbacks.split(',').map(str::trim).filter(|m| !m.is_empty()));
     for model in fallbacks {
-        match live.table.resolve(model) {
+        match resolve(live, model) {
             Some(Resolved::Route(route)) => push_route(&mut cands, live, route, now),
             Some(Resolved::Direct { provider, model }) => push_direct(&mut cands, live, provider, model),
             None => return Err(unknown(model)),
@@ -202,6 +203,21 @@ async fn admit(state: &AppState, live: &Live, facts: &Facts<'_>) -> Result<Ticke
         ticket.merge(state.ratelimit.admit(&live.limits, facts, true)?);
     }
     Ok(ticket)
+}
+
+/// Resolves a client's model name. A direct `provider/model` for an Azure provider puts the model
+/// in the URL path (it names the deployment), so it must be a plain name: `az/../../x` or `az/a?b`
+/// would reach other paths of the provider's host, with its key.
+fn resolve<'a>(live: &'a Live, model: &'a str) -> Option<Resolved<'a>> {
+    match live.table.resolve(model)? {
+        Resolved::Direct { provider, model }
+            if live.providers.get(provider).is_some_and(|p| p.kind == ProviderKind::Azure)
+                && !crate::translate::gemini::valid_model(model) =>
+        {
+            None
+        }
+        resolved => Some(resolved),
+    }
 }
 
 fn unknown(model: &str) -> ProxyError {

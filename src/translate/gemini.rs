@@ -35,9 +35,13 @@ pub struct Request {
 const DROPPED: [&str; 8] =
     ["logit_bias", "logprobs", "top_logprobs", "service_tier", "store", "modalities", "audio", "prediction"];
 
-/// Whether `model` can go in a Gemini URL path as is (no `/`, `?`, `#` or escapes).
+/// Whether `model` can go in a Gemini URL path (or an Azure deployment path) as is: no `/`, `?`,
+/// `#` or escapes.
 pub fn valid_model(model: &str) -> bool {
-    !model.is_empty() && model.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+    !model.is_empty()
+        && model.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+        // `.` and `..` are path segments, not names.
+        && model.bytes().any(|b| b != b'.')
 }
 
 fn parse(body: &[u8]) -> Result<Map<String, Value>, TranslateError> {

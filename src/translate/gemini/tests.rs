@@ -674,7 +674,7 @@ fn stream_skips_comments_and_non_json_data() {
 fn valid_model_accepts_plain_names_only() {
     assert!(valid_model("gemini-2.5-flash"));
     assert!(valid_model("gemini_embedding.001"));
-    for bad in ["", "a/b", "a?b", "a#b", "a%2F", "a b", "models/gemini-2.5-flash", "..\\x"] {
+    for bad in ["", ".", "..", "a/b", "a?b", "a#b", "a%2F", "a b", "models/gemini-2.5-flash", "..\\x"] {
         assert!(!valid_model(bad), "{bad:?}");
     }
 }
