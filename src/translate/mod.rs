@@ -336,6 +336,20 @@ mod tests {
     }
 
     #[test]
+    fn every_stream_ends_with_bare_cr_line_ends() {
+        // Regression (found by the property tests): the closing event was held back waiting
+        // for a `\n` after the final `\r`, so the client never got `[DONE]`/`message_stop`.
+        for (name, make, input) in translators() {
+            let input = String::from_utf8(input).unwrap().replace("\r\n", "\n").replace('\n', "\r");
+            let mut whole = make();
+            let want = unstamped(&whole.feed(input.as_bytes()));
+            assert!(whole.complete(), "{name}: {want}");
+            let mut bytewise = make();
+            assert_eq!(unstamped(&feed(bytewise.as_mut(), input.as_bytes(), &[1])), want, "{name}");
+        }
+    }
+
+    #[test]
     fn every_stream_translates_the_same_whole_byte_by_byte_and_in_random_splits() {
         for (name, make, input) in translators() {
             let mut whole = make();
