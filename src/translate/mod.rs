@@ -45,7 +45,9 @@ pub struct Sse<T> {
 }
 
 impl<T> Sse<T> {
-    fn wrap(inner: T) -> Self {
+    /// Frames the stream for `inner`; public so fuzz and property tests can drive the framing
+    /// with a translator of their own.
+    pub fn wrap(inner: T) -> Self {
         Self { pending: Vec::new(), inner }
     }
 }
