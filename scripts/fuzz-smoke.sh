@@ -12,8 +12,10 @@
 #
 # Sanitizer: none by default. tier1 forbids unsafe code, so AddressSanitizer could only catch a
 # memory bug in a dependency's unsafe code (simd-json's is the one on these paths); the fuzzers'
-# oracles (panics, overflow checks, the assertions in fuzz/src/lib.rs) need no sanitizer. ASan
-# builds are slower and run fewer inputs per second; set FUZZ_SANITIZER=address for a deeper run.
+# oracles (panics, overflow checks, the assertions in fuzz/src/lib.rs) need no sanitizer.
+# Measured on the 2-core machine: ASan made the cold build 1.5x longer (10 min against 7) and
+# ran 9x fewer inputs in the same 30 s (scan_splice 90k against 850k, dialect 3k against 28k),
+# at 450 MB RSS against 60. Set FUZZ_SANITIZER=address for a deeper, slower run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
