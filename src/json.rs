@@ -361,7 +361,9 @@ impl Scanned {
                 None => edits.push((self.spans.body_start..self.spans.body_start, b"\"stream\":true,")),
             }
         }
-        edits.sort_by_key(|(r, _)| r.start);
+        // By start, then end: the `stream` insertion at `body_start` must come before a
+        // `fallbacks` cut that starts at the same offset (the first member).
+        edits.sort_by_key(|(r, _)| (r.start, r.end));
         let mut out = Vec::with_capacity(body.len() + model_json.len() + 16);
         let mut at = 0;
         for (range, text) in edits {
@@ -459,6 +461,18 @@ mod tests {
         let raw = Bytes::from(r#"{"model":"a","messages":[],"fallbacks":[]}"#);
         let out = scan(&raw, Schema::Chat).unwrap().splice(&raw, "a", false);
         assert_eq!(&out[..], br#"{"model":"a","messages":[]}"#);
+    }
+
+    #[test]
+    fn force_stream_with_fallbacks_first() {
+        // Regression (found by fuzzing): the insertion and the cut both start after `{`; sorted
+        // by start alone, the cut came first and the insertion sliced backwards (a panic).
+        let raw = Bytes::from(r#"{"fallbacks":["b"], "model":"a","messages":[]}"#);
+        let out = scan(&raw, Schema::Chat).unwrap().splice(&raw, "x", true);
+        assert_eq!(&out[..], br#"{"stream":true,"model":"x","messages":[]}"#);
+        let raw = Bytes::from(r#"{"fallbacks":[],"model":"a","messages":[],"stream":false}"#);
+        let out = scan(&raw, Schema::Chat).unwrap().splice(&raw, "a", true);
+        assert_eq!(&out[..], br#"{"model":"a","messages":[],"stream":true}"#);
     }
 
     #[test]

@@ -39,6 +39,11 @@ impl CommitScanner {
         self.pending.extend_from_slice(chunk);
         loop {
             let Some((end, next)) = event_end(&self.pending) else { return Verdict::Pending };
+            if end == 0 {
+                // A blank line alone is no event (the `\n` of a `\r\n` split after the `\r`).
+                self.pending.drain(..next);
+                continue;
+            }
             let verdict = judge(&self.pending[..end]);
             self.pending.drain(..next);
             self.events += 1;
@@ -57,8 +62,11 @@ pub(crate) fn event_end(b: &[u8]) -> Option<(usize, usize)> {
         let eol = match b[i] {
             b'\n' => 1,
             b'\r' if b.get(i + 1) == Some(&b'\n') => 2,
-            b'\r' if i + 1 < b.len() => 1,
-            // A trailing `\r` may be the first half of `\r\n`: wait for more.
+            // A trailing `\r` that ends a blank line ends the event whether or not a `\n`
+            // follows: a stream with bare `\r` line ends is not held back at its last event. A
+            // `\n` that comes next then reads as one more blank line: an empty event, skipped.
+            b'\r' if i + 1 < b.len() || i == line_start => 1,
+            // Any other trailing `\r` may be the first half of `\r\n`: wait for more.
             b'\r' => return None,
             _ => {
                 i += 1;
@@ -218,6 +226,24 @@ mod tests {
         // A lone trailing `\r` may be half of `\r\n`: the event completes once the next byte arrives.
         let e = b"data: {\"choices\":[{\"delta\":{},\"finish_reason\":\"stop\"}]}\r\rdata: [DONE]\r\r";
         assert_eq!(verdict_of(e, 1), Verdict::Commit);
+    }
+
+    #[test]
+    fn bare_cr_streams_end_without_waiting_and_count_the_same_in_any_split() {
+        // Regression (found by the property tests): the last event of a `\r`-only stream was
+        // held back, waiting for a `\n` that never comes.
+        let mut s = CommitScanner::default();
+        assert_eq!(s.feed(b"data: {}\r\r"), Verdict::Pending);
+        assert_eq!(s.events(), 1);
+        // `\r\r` then `\n`: the `\n` completes the blank line, and is not one more event.
+        let stream = b"data: {}\r\r\ndata: {}\n\n\n: ping\r\n\r\n";
+        for split in 1..stream.len() {
+            let mut s = CommitScanner::default();
+            for chunk in stream.chunks(split) {
+                assert_eq!(s.feed(chunk), Verdict::Pending);
+            }
+            assert_eq!(s.events(), 3, "split {split}");
+        }
     }
 
     #[test]

@@ -255,12 +255,14 @@ pub fn finish_reason(stop: &str) -> &'static str {
 fn usage_of(u: &Value) -> (u64, u64, u64) {
     let n = |k: &str| u.get(k).and_then(Value::as_u64).unwrap_or(0);
     let cached = n("cache_read_input_tokens");
-    (n("input_tokens") + n("cache_creation_input_tokens") + cached, n("output_tokens"), cached)
+    // Saturating: the counts are the upstream's to choose, and overflow would panic in debug builds.
+    let input = n("input_tokens").saturating_add(n("cache_creation_input_tokens")).saturating_add(cached);
+    (input, n("output_tokens"), cached)
 }
 
 fn usage_json(input: u64, output: u64, cached: u64) -> Value {
     json!({
-        "prompt_tokens": input, "completion_tokens": output, "total_tokens": input + output,
+        "prompt_tokens": input, "completion_tokens": output, "total_tokens": input.saturating_add(output),
         "prompt_tokens_details": {"cached_tokens": cached},
     })
 }

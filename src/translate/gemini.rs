@@ -300,12 +300,14 @@ pub fn finish_reason(reason: &str, called: bool) -> &'static str {
 fn usage_of(u: &Value) -> (u64, u64, u64, u64) {
     let n = |k: &str| u.get(k).and_then(Value::as_u64).unwrap_or(0);
     let thoughts = n("thoughtsTokenCount");
-    (n("promptTokenCount"), n("candidatesTokenCount") + thoughts, n("cachedContentTokenCount"), thoughts)
+    // Saturating: the counts are the upstream's to choose, and overflow would panic in debug builds.
+    let completion = n("candidatesTokenCount").saturating_add(thoughts);
+    (n("promptTokenCount"), completion, n("cachedContentTokenCount"), thoughts)
 }
 
 fn usage_json((prompt, completion, cached, reasoning): (u64, u64, u64, u64)) -> Value {
     json!({
-        "prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion,
+        "prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt.saturating_add(completion),
         "prompt_tokens_details": {"cached_tokens": cached},
         "completion_tokens_details": {"reasoning_tokens": reasoning},
     })

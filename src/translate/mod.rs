@@ -45,7 +45,9 @@ pub struct Sse<T> {
 }
 
 impl<T> Sse<T> {
-    fn wrap(inner: T) -> Self {
+    /// Frames the stream for `inner`; public so fuzz and property tests can drive the framing
+    /// with a translator of their own.
+    pub fn wrap(inner: T) -> Self {
         Self { pending: Vec::new(), inner }
     }
 }
@@ -333,6 +335,20 @@ mod tests {
                 join(mock::gemini_frames("m", reply, 1)),
             ),
         ]
+    }
+
+    #[test]
+    fn every_stream_ends_with_bare_cr_line_ends() {
+        // Regression (found by the property tests): the closing event was held back waiting
+        // for a `\n` after the final `\r`, so the client never got `[DONE]`/`message_stop`.
+        for (name, make, input) in translators() {
+            let input = String::from_utf8(input).unwrap().replace("\r\n", "\n").replace('\n', "\r");
+            let mut whole = make();
+            let want = unstamped(&whole.feed(input.as_bytes()));
+            assert!(whole.complete(), "{name}: {want}");
+            let mut bytewise = make();
+            assert_eq!(unstamped(&feed(bytewise.as_mut(), input.as_bytes(), &[1])), want, "{name}");
+        }
     }
 
     #[test]

@@ -203,3 +203,20 @@ fn a_stream_without_message_stop_is_incomplete() {
     assert!(!t.complete());
     assert!(!out.contains("[DONE]"));
 }
+
+#[test]
+fn usage_at_the_limits_saturates() {
+    // Regression (seen while fuzzing): the sums overflowed on huge counts, a panic in debug builds.
+    let max = u64::MAX;
+    let body = json!({"usage": {"input_tokens": max, "cache_creation_input_tokens": 1,
+        "cache_read_input_tokens": max, "output_tokens": max}});
+    let (out, usage) = response(body.to_string().as_bytes()).unwrap();
+    assert_eq!(usage, Some((max, max)));
+    let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+    assert_eq!(v["usage"]["total_tokens"], max);
+    let mut t = Stream::new(true);
+    let start = json!({"type": "message_start", "message": {"usage": {"input_tokens": max, "cache_read_input_tokens": 2}}});
+    let out = t.feed(format!("data: {start}\n\ndata: {{\"type\":\"message_stop\"}}\n\n").as_bytes());
+    assert!(String::from_utf8(out).unwrap().contains(&format!("\"total_tokens\":{max}")));
+    assert_eq!(t.usage(), Some((max, 0)));
+}

@@ -510,7 +510,8 @@ fn stream_translates_identically_at_every_split_point() {
     for split in 0..=bytes.len() {
         let mut t = Stream::new("gemini-2.5-flash", true);
         let mut out = t.feed(&bytes[..split]);
-        let done_early = split == bytes.len();
+        // The last event ends at the `\r` of its closing blank line: the final `\n` adds nothing.
+        let done_early = split >= bytes.len() - 1;
         assert_eq!(t.complete(), done_early, "split {split}");
         assert_eq!(String::from_utf8_lossy(&out).contains("[DONE]"), done_early, "split {split}");
         out.extend(t.feed(&bytes[split..]));
@@ -677,4 +678,17 @@ fn valid_model_accepts_plain_names_only() {
     for bad in ["", ".", "..", "a/b", "a?b", "a#b", "a%2F", "a b", "models/gemini-2.5-flash", "..\\x"] {
         assert!(!valid_model(bad), "{bad:?}");
     }
+}
+
+#[test]
+fn usage_at_the_limits_saturates() {
+    // Regression (seen while fuzzing): the sums overflowed on huge counts, a panic in debug builds.
+    let max = u64::MAX;
+    let body = json!({"candidates": [], "usageMetadata": {"promptTokenCount": max,
+        "candidatesTokenCount": max, "thoughtsTokenCount": 1}});
+    let (out, usage) = response(body.to_string().as_bytes(), "m").unwrap();
+    assert_eq!(usage, Some((max, max)));
+    let v: Value = serde_json::from_slice(&out).unwrap();
+    assert_eq!(v["usage"]["total_tokens"], max);
+    assert_eq!(v["usage"]["completion_tokens"], max);
 }
