@@ -147,6 +147,24 @@ targets = [{ provider = "b", model = "broken" }, { provider = "a", model = "good
 }
 
 #[tokio::test]
+async fn moving_on_to_the_next_target_does_not_wait_out_the_backoff() {
+    // The backoff is for trying the same target again: with its one try spent, the fallback
+    // starts at once (before, a full-jitter delay of up to max_backoff came first).
+    let mock = MockUpstream::start(MockConfig::default().model("broken", fails(503))).await.unwrap();
+    let routes = r#"
+[[routes]]
+name = "r"
+retry = { attempts = 1, backoff = "60s", max_backoff = "60s" }
+targets = [{ provider = "b", model = "broken" }, { provider = "a", model = "good" }]
+"#;
+    let t = Tier1::start(&cfg(&mock, routes)).await;
+    let started = tokio::time::Instant::now();
+    let a = chat_ok(&t, "r").await;
+    assert_eq!((a.status.as_u16(), a.header("x-tier1-attempts")), (200, Some("2")));
+    assert!(started.elapsed() < std::time::Duration::from_secs(1), "waited {:?}", started.elapsed());
+}
+
+#[tokio::test]
 async fn caller_fault_is_not_retried_nor_fallen_back() {
     let mock = MockUpstream::start(MockConfig::default().model("strict", fails(400))).await.unwrap();
     let routes = r#"

@@ -1,5 +1,6 @@
 //! The circuit breaker. Closed: everything passes. It opens after `failure_threshold`
-//! consecutive failures, or when at least `min_requests` outcomes in `window` failed at a ratio of
+//! consecutive failures (at high volume, only while the current bucket's failure ratio is also at
+//! `failure_rate`), or when at least `min_requests` outcomes in `window` failed at a ratio of
 //! `failure_rate` or more. Open: skipped at once (fast fail, no waiting). After `open_for` it is
 //! half-open: `half_open_probes` trial requests pass; if they all succeed it closes, and a failure
 //! re-opens it for twice as long as last time (up to 8× `open_for`).
@@ -206,10 +207,18 @@ impl Breaker {
                     .iter()
                     .filter(|b| b.slot + BUCKETS as u64 > slot)
                     .fold((0u32, 0u32), |(t, f), b| (t + b.ok + b.failed, f + b.failed));
-                let by_rate = total >= self.cfg.min_requests
-                    && total > 0
-                    && f64::from(failed) / f64::from(total) >= self.cfg.failure_rate;
-                if c.consecutive >= self.cfg.failure_threshold || by_rate {
+                let rate_high = |failed: u32, total: u32| {
+                    total > 0 && f64::from(failed) / f64::from(total) >= self.cfg.failure_rate
+                };
+                let by_rate = total >= self.cfg.min_requests && rate_high(failed, total);
+                // A streak opens it at low volume, or when the current bucket is failing too: at
+                // high volume, scattered failures (10% of 40k requests a second) line up five in
+                // a row every few seconds without the provider being down.
+                let current = c.buckets[i];
+                let bucket_total = current.ok + current.failed;
+                let by_streak = c.consecutive >= self.cfg.failure_threshold
+                    && (bucket_total < self.cfg.min_requests || rate_high(current.failed, bucket_total));
+                if by_streak || by_rate {
                     c.reopens = 0;
                     self.open(&mut c, now);
                     return Some(BreakerState::Open);
@@ -312,6 +321,23 @@ mod tests {
         assert_eq!(b.admit(clock.now()), Admission::Denied, "one probe at a time");
         assert_eq!(b.record(clock.now(), true, true), Some(BreakerState::Closed));
         assert_eq!(b.admit(clock.now()), Admission::Allowed);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn at_high_volume_a_chance_streak_does_not_open_it_but_an_outage_does() {
+        let clock = Clock::new();
+        let b = Breaker::new(cfg());
+        // 10% failures at volume, with one unlucky streak of three: stays closed.
+        for i in 0..200 {
+            assert_eq!(b.record(clock.now(), i % 10 != 0, false), None, "request {i}");
+        }
+        for _ in 0..3 {
+            assert_eq!(b.record(clock.now(), false, false), None);
+        }
+        assert_eq!(b.admit(clock.now()), Admission::Allowed);
+        // A real outage: the bucket fills with failures and it opens, by streak or ratio.
+        let opened = (0..400).find_map(|_| b.record(clock.now(), false, false));
+        assert_eq!(opened, Some(BreakerState::Open));
     }
 
     #[tokio::test(start_paused = true)]
