@@ -141,47 +141,37 @@ fn server(raw: &RawConfig, env: &dyn Env, p: &mut Problems) -> ServerConfig {
         admin_listen,
         admin_keys,
         reuse_port: s.reuse_port.unwrap_or(false),
-        max_connections: match s.max_connections {
-            Some(0) => {
-                p.push("server.max_connections", "must be at least 1");
-                1
-            }
-            Some(n) => n,
-            None => 16_384,
-        },
-        max_inflight: match s.max_inflight {
-            Some(0) => {
-                p.push("server.max_inflight", "must be at least 1");
-                None
-            }
-            n => n,
-        },
-        max_header_bytes: match s.max_header_bytes {
-            // hyper's HTTP/1.1 read buffer cannot be smaller.
-            Some(n) if n < 8192 => {
-                p.push("server.max_header_bytes", "must be at least 8192");
-                8192
-            }
-            Some(n) => n,
-            None => 64 * 1024,
-        },
-        max_headers: match s.max_headers {
-            Some(0) => {
-                p.push("server.max_headers", "must be at least 1");
-                1
-            }
-            Some(n) => n,
-            None => 100,
-        },
-        http2_max_concurrent_streams: match s.http2_max_concurrent_streams {
-            Some(0) => {
-                p.push("server.http2_max_concurrent_streams", "must be at least 1");
-                1
-            }
-            Some(n) => n,
-            None => 256,
-        },
+        max_connections: at_least(p, "server.max_connections", s.max_connections, 1, 16_384),
+        max_inflight: s.max_inflight.map(|n| at_least(p, "server.max_inflight", Some(n), 1, n)),
+        // hyper's HTTP/1.1 read buffer cannot be smaller than 8 KiB.
+        max_header_bytes: at_least(p, "server.max_header_bytes", s.max_header_bytes, 8192, 64 * 1024),
+        max_headers: at_least(p, "server.max_headers", s.max_headers, 1, 100),
+        http2_max_concurrent_streams: at_least(
+            p,
+            "server.http2_max_concurrent_streams",
+            s.http2_max_concurrent_streams,
+            1,
+            256,
+        ),
         tls: s.tls.as_ref().and_then(|t| tls(t, p)),
+    }
+}
+
+/// `value`, or `default` when unset; below `min`, a problem (and `min`, so validation goes on).
+fn at_least<T: Copy + PartialOrd + std::fmt::Display>(
+    p: &mut Problems,
+    path: &str,
+    value: Option<T>,
+    min: T,
+    default: T,
+) -> T {
+    match value {
+        Some(n) if n < min => {
+            p.push(path, format!("must be at least {min}"));
+            min
+        }
+        Some(n) => n,
+        None => default,
     }
 }
 
