@@ -48,7 +48,8 @@ fn config_text() -> String {
     t
 }
 
-fn table() -> RoutingTable {
+/// The validated config of [`config_text`], with its keys from an injected environment.
+fn config() -> tier1::config::Config {
     let env: HashMap<String, String> = [
         ("OPENAI_API_KEY", "sk-bench"),
         ("ANTHROPIC_API_KEY", "sk-ant-bench"),
@@ -59,7 +60,11 @@ fn table() -> RoutingTable {
     .collect();
     let config = parse(&config_text(), Format::Toml, &env).expect("bench config is valid");
     assert_eq!(config.routes.len(), ROUTES);
-    RoutingTable::new(&config, &Registry::default())
+    config
+}
+
+fn table() -> RoutingTable {
+    RoutingTable::new(&config(), &Registry::default())
 }
 
 fn lookups(c: &mut Criterion) {
@@ -91,16 +96,7 @@ fn lookups(c: &mut Criterion) {
 }
 
 fn build(c: &mut Criterion) {
-    let text = config_text();
-    let env: HashMap<String, String> = [
-        ("OPENAI_API_KEY", "sk-bench"),
-        ("ANTHROPIC_API_KEY", "sk-ant-bench"),
-        ("GEMINI_API_KEY", "gm-bench"),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_owned(), v.to_owned()))
-    .collect();
-    let config = parse(&text, Format::Toml, &env).expect("bench config is valid");
+    let config = config();
     let mut group = c.benchmark_group("route_table");
     group.sample_size(10);
     group.bench_function("build_1000_routes", |b| {
