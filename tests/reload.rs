@@ -64,7 +64,8 @@ async fn a_hundred_reloads_under_load_fail_no_request_and_never_mix_tables() {
         let (t, stop) = (t.clone(), stop.clone());
         clients.push(tokio::spawn(async move {
             let mut n = 0u32;
-            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+            // At most 700 each: the mock records its last 10,000 upstream calls, two a request.
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) && n < 700 {
                 let id = format!("req-{c}-{n}");
                 let streaming = n.is_multiple_of(2);
                 let body = if streaming { chat_stream("r") } else { chat("r") };
@@ -76,6 +77,8 @@ async fn a_hundred_reloads_under_load_fail_no_request_and_never_mix_tables() {
                     assert_eq!(a.json()["object"], "chat.completion", "{id}");
                 }
                 n += 1;
+                // Paced, so the 700 spread over the reloads.
+                tokio::time::sleep(Duration::from_millis(3)).await;
             }
             n
         }));
