@@ -3,7 +3,8 @@
 //! localhost sidecar or as a central tier of replicas.
 //!
 //! A request goes through these steps, in order:
-//! 1. **accept** ([`proxy::server`]): hyper 1 over HTTP/1.1 or h2c, header deadline, drain.
+//! 1. **accept** ([`proxy::server`]): hyper 1 over HTTP/1.1 or h2c, or TLS with HTTP/2 by ALPN
+//!    ([`tls`], certificates rotated live); header and connection limits, drain.
 //! 2. **snapshot**: the handler loads the one immutable [`snapshot::Live`] and keeps it to the end.
 //! 3. **authenticate** ([`proxy::headers`]): the inbound bearer, compared in constant time.
 //! 4. **read** ([`proxy::body`]): the body under `max_body_bytes` and `body_timeout`.
