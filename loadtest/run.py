@@ -124,9 +124,12 @@ def wrk(url: str, body: str, conns: int, secs: int) -> dict:
         f'wrk.headers["authorization"] = "Bearer {FRONT_KEY}"\nwrk.headers["x-relay-token-id"] = "bench-user"\n'
         f"wrk.body = {json.dumps(body)}\n"
     )
-    base = ["taskset", "-c", "1", "wrk", "-t1", f"-c{conns}", "-s", str(lua), url]
-    subprocess.run(base[:-2] + ["-d2s", str(lua), url], capture_output=True)  # warm-up
-    out = subprocess.run(base[:5] + [f"-d{secs}s", "--latency"] + base[5:], capture_output=True, text=True).stdout
+    def run(secs: int, *extra: str) -> str:
+        argv = ["taskset", "-c", "1", "wrk", "-t1", f"-c{conns}", f"-d{secs}s", *extra, "-s", str(lua), url]
+        return subprocess.run(argv, capture_output=True, text=True).stdout
+
+    run(2)  # warm-up: pools and connections
+    out = run(secs, "--latency")
     lua.unlink()
     r = {"non_2xx": 0}
     for line in out.splitlines():
@@ -203,7 +206,7 @@ def histogram_quantile(text: str, name: str, q: float):
     return None
 
 
-def gauge(text: str, name: str) -> float:
+def series_sum(text: str, name: str) -> float:
     return sum(float(l.rsplit(" ", 1)[1]) for l in text.splitlines() if l.startswith(name + " ") or l.startswith(name + "{"))
 
 
@@ -230,13 +233,13 @@ class Bench:
         wait_up(f"http://127.0.0.1:{port}/_mock/stats")
         return port, p
 
-    def tier1(self, case: dict, upstream: int, extra: str = "") -> tuple:
+    def tier1(self, case: dict, upstream: int) -> tuple:
         port = free_port()
         cfg = self.work / "tier1.toml"
         # The cases' common part (auth, a per-user limit, metrics), then the case's own routes
         # (default: the route `bench` to the mock), then the mock as provider `up`.
         routes = case.get("tier1", '[[routes]]\nname = "bench"\ntargets = [{ provider = "up", model = "m" }]\n')
-        text = (CASES / "common.toml").read_text() + "\n" + routes + extra
+        text = (CASES / "common.toml").read_text() + "\n" + routes
         text += f'\n[providers.up]\nkind = "openai"\nbase_url = "http://127.0.0.1:{upstream}/v1"\n'
         cfg.write_text(text.replace("MOCK_PORT", str(upstream)))
         p = self.procs.start("tier1", 0, [TIER1, "--config", cfg, "--listen", f"127.0.0.1:{port}"],
@@ -313,8 +316,8 @@ class Bench:
                     text = metrics(port)
                     out["tier1"]["overhead_p50_us"] = (histogram_quantile(text, "tier1_overhead_seconds", 0.5) or 0) * 1e6
                     out["tier1"]["overhead_p99_us"] = (histogram_quantile(text, "tier1_overhead_seconds", 0.99) or 0) * 1e6
-                    out["tier1"]["fallbacks"] = gauge(text, "tier1_fallbacks_total")
-                    out["tier1"]["inflight_after"] = gauge(text, "tier1_inflight_requests")
+                    out["tier1"]["fallbacks"] = series_sum(text, "tier1_fallbacks_total")
+                    out["tier1"]["inflight_after"] = series_sum(text, "tier1_inflight_requests")
                     self.procs.stop(p)
         finally:
             self.procs.stop(self.mock_proc)

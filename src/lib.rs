@@ -164,21 +164,13 @@ pub async fn serve(
         tasks.spawn(shared::subscribe(state.clone(), redis, stop_rx.clone()));
     }
     if let Some(tls) = tls {
-        let mut stop = stop_rx.clone();
-        let stopped = async move {
-            let _ = stop.wait_for(|s| *s).await;
-        };
-        tasks.spawn(tls.watch(state.metrics.clone(), stopped));
+        tasks.spawn(tls.watch(state.metrics.clone(), stopped(stop_rx.clone())));
     }
     if let Some(l) = admin_listener {
         if let Ok(addr) = l.local_addr() {
             tracing::info!("admin routes on http://{addr}");
         }
-        let mut stop = stop_rx.clone();
-        let stopped = async move {
-            let _ = stop.wait_for(|s| *s).await;
-        };
-        tasks.spawn(proxy::server::serve(l, state.clone(), Listener::Admin, stopped));
+        tasks.spawn(proxy::server::serve(l, state.clone(), Listener::Admin, stopped(stop_rx.clone())));
     }
     let shutdown = async move {
         shutdown.await;
@@ -187,6 +179,11 @@ pub async fn serve(
     proxy::server::serve(listener, state, Listener::Main, shutdown).await;
     while tasks.join_next().await.is_some() {}
     Ok(())
+}
+
+/// Resolves once `stop` turns true (or its sender is gone).
+async fn stopped(mut stop: tokio::sync::watch::Receiver<bool>) {
+    let _ = stop.wait_for(|s| *s).await;
 }
 
 /// Reloads the config on every SIGHUP until `stop`.

@@ -315,8 +315,12 @@ impl<'a, 'c> Planner<'a, 'c> {
             }
             // The backoff (or Retry-After) is for trying this target again; moving on to the next
             // target starts at once.
+            Class::Overloaded | Class::Server | Class::Timeout | Class::Connect
+                if self.tries >= c.policy.attempts =>
+            {
+                self.advance();
+            }
             Class::Overloaded | Class::Server | Class::Timeout | Class::Connect => match f.retry_after {
-                _ if self.tries >= c.policy.attempts => self.advance(),
                 Some(ra) if ra > c.policy.max_backoff => self.advance(),
                 Some(ra) => self.wait = ra,
                 None => self.wait = c.policy.delay(self.tries),

@@ -23,6 +23,15 @@ use crate::config::ServerConfig;
 /// HTTP/2 pings on an idle connection, so a vanished peer's streams are reclaimed.
 const H2_KEEPALIVE: Duration = Duration::from_secs(20);
 
+/// What every connection of one listener is served with, fixed when it starts listening.
+struct Setup {
+    builder: Builder<TokioExecutor>,
+    /// The main listener's TLS; `None` for plain HTTP and for the admin listener.
+    tls: Option<Arc<crate::tls::Acceptor>>,
+    /// The TLS handshake's deadline: the header deadline, as for a plain request head.
+    handshake_timeout: Duration,
+}
+
 /// The connection builder with the listener's limits. The header deadline also closes an idle
 /// keep-alive connection: hyper starts it again when a connection waits for its next request.
 fn builder(server: &ServerConfig) -> Builder<TokioExecutor> {
@@ -58,7 +67,14 @@ pub async fn serve(
     shutdown: impl Future<Output = ()>,
 ) {
     let server = state.live.load().server.clone();
-    let builder = builder(&server);
+    let setup = Arc::new(Setup {
+        builder: builder(&server),
+        tls: match kind {
+            Listener::Main => state.tls.clone(),
+            Listener::Admin => None,
+        },
+        handshake_timeout: server.header_timeout,
+    });
     let graceful = GracefulShutdown::new();
     // server.max_connections: a permit per open connection; with none left, accepting pauses (the
     // kernel's backlog holds new connections) until a connection closes.
@@ -73,7 +89,7 @@ pub async fn serve(
         let Ok(slot) = slot else { break };
         tokio::select! {
             () = &mut shutdown => break,
-            accepted = listener.accept() => accept(accepted, &builder, &graceful, &state, kind, slot).await,
+            accepted = listener.accept() => accept(accepted, &setup, &graceful, &state, kind, slot).await,
         }
     }
 
@@ -90,7 +106,7 @@ pub async fn serve(
         let Ok(slot) = slot else { break };
         tokio::select! {
             () = &mut lame_duck => break,
-            accepted = listener.accept() => accept(accepted, &builder, &graceful, &state, kind, slot).await,
+            accepted = listener.accept() => accept(accepted, &setup, &graceful, &state, kind, slot).await,
         }
     }
     drop(listener);
@@ -103,7 +119,7 @@ pub async fn serve(
 
 async fn accept(
     accepted: std::io::Result<(tokio::net::TcpStream, std::net::SocketAddr)>,
-    builder: &Builder<TokioExecutor>,
+    setup: &Arc<Setup>,
     graceful: &GracefulShutdown,
     state: &Arc<AppState>,
     kind: Listener,
@@ -119,21 +135,16 @@ async fn accept(
         }
     };
     let _ = stream.set_nodelay(true);
-    let tls = match kind {
-        Listener::Main => state.tls.clone(),
-        Listener::Admin => None,
-    };
-    let (builder, watcher, state) = (builder.clone(), graceful.watcher(), state.clone());
+    let (setup, watcher, state) = (setup.clone(), graceful.watcher(), state.clone());
     tokio::spawn(async move {
-        let Some(tls) = tls else {
-            return connection(stream, peer, &builder, watcher, state, kind, slot).await;
+        let Some(tls) = &setup.tls else {
+            return connection(stream, peer, &setup.builder, watcher, state, kind, slot).await;
         };
         // The handshake runs in the connection's own task, under the header deadline, so a slow
         // or silent client holds only its own connection slot.
-        let deadline = state.live.load().server.header_timeout;
         let handshake = tokio_rustls::TlsAcceptor::from(tls.current()).accept(stream);
-        match tokio::time::timeout(deadline, handshake).await {
-            Ok(Ok(stream)) => connection(stream, peer, &builder, watcher, state, kind, slot).await,
+        match tokio::time::timeout(setup.handshake_timeout, handshake).await {
+            Ok(Ok(stream)) => connection(stream, peer, &setup.builder, watcher, state, kind, slot).await,
             Ok(Err(e)) => {
                 state.metrics.tls_handshake_failures.inc();
                 tracing::debug!(%peer, error = %e, "tls handshake failed");
