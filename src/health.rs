@@ -4,10 +4,6 @@
 use std::time::Duration;
 
 use bytes::Bytes;
-use http_body_util::Empty;
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
 
 /// GETs `url` (plain `http://`) and returns its status, or why it could not.
 pub async fn check(url: &str, timeout: Duration) -> Result<http::StatusCode, String> {
@@ -25,16 +21,14 @@ pub async fn get(
     if uri.scheme_str() != Some("http") {
         return Err(format!("{url}: only http:// URLs are supported"));
     }
-    let mut connector = HttpConnector::new();
-    connector.set_connect_timeout(Some(timeout));
-    let client: Client<_, Empty<Bytes>> = Client::builder(TokioExecutor::new()).build(connector);
+    let client = crate::upstream::Client::plain(timeout);
     let mut req = http::Request::get(uri);
     if let Some(b) = bearer {
         req = req.header(http::header::AUTHORIZATION, format!("Bearer {b}"));
     }
-    let req = req.body(Empty::new()).map_err(|e| e.to_string())?;
+    let req = req.body(Bytes::new()).map_err(|e| e.to_string())?;
     let fetch = async {
-        let resp = client.request(req).await.map_err(|e| format!("{url}: {e}"))?;
+        let resp = client.send(req).await.map_err(|e| format!("{url}: {e}"))?;
         let status = resp.status();
         let body = resp.into_body().collect().await.map_err(|e| format!("{url}: {e}"))?.to_bytes();
         Ok((status, body))

@@ -61,7 +61,7 @@ fn runtime() -> Result<tokio::runtime::Runtime, String> {
 
 /// Logs go to stderr; the access log (one line per request, target `tier1::access`) to stdout.
 /// `json`: one JSON object per line, fields at the top level. The level filter is global, not per
-/// layer, so callsites below it (hyper-util's pool traces, on every request) are disabled once at
+/// layer, so callsites below it (hyper's and h2's traces, on every request) are disabled once at
 /// registration instead of being checked and dispatched at every call.
 fn init_logging(config_level: &str, json: bool) {
     use tracing_subscriber::Layer;

@@ -621,7 +621,7 @@ async fn no_configured_secret_leaks_into_responses_or_logs() {
     for s in [OPENAI_A, OPENAI_B_FILE, ANTHROPIC, GEMINI_LITERAL] {
         assert!(mock_keys.contains(s), "the mock never received {s}");
     }
-    assert!(logs.lines().count() > 100, "too few log lines: {logs}");
+    assert!(logs.lines().count() > 60, "too few log lines: {logs}");
     for level in ["\"level\":\"DEBUG\"", "\"level\":\"WARN\"", "config reload refused", "\"status\":401"] {
         assert!(logs.contains(level), "no {level} in the logs");
     }

@@ -12,8 +12,6 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::{HeaderName, HeaderValue, Request, Response, Uri, header};
 use http_body::{Body, Frame, SizeHint};
-use http_body_util::Full;
-use hyper::body::Incoming;
 use tokio::time::Instant;
 
 use crate::config::{Config, ProviderConfig, ProviderKind};
@@ -21,7 +19,7 @@ use crate::mock::{Behavior, MockBody, MockEndpoint};
 use crate::resilience::{KeyState, Limit, ProviderState, Registry, TargetState};
 use crate::routing::{Glob, is_glob};
 use crate::translate::Dialect;
-use crate::upstream::{self, HttpClient};
+use crate::upstream;
 
 /// Which API operation is being proxied.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -129,7 +127,7 @@ enum Backend {
 }
 
 struct HttpBackend {
-    client: HttpClient,
+    client: upstream::Client,
     chat: Uri,
     embeddings: Uri,
     messages: Uri,
@@ -300,9 +298,9 @@ impl Provider {
             }
             Backend::Http(http) => {
                 let req = http.request(&call).map_err(|_| SendError::Failed)?;
-                match tokio::time::timeout_at(call.deadline, http.client.request(req)).await {
+                match tokio::time::timeout_at(call.deadline, http.client.send(req)).await {
                     Err(_) => Err(SendError::Timeout),
-                    Ok(Err(e)) if e.is_connect() => Err(SendError::Connect),
+                    Ok(Err(upstream::Error::Connect(_))) => Err(SendError::Connect),
                     Ok(Err(_)) => Err(SendError::Failed),
                     Ok(Ok(resp)) => Ok(resp.map(UpstreamBody::Http)),
                 }
@@ -312,7 +310,7 @@ impl Provider {
 }
 
 impl HttpBackend {
-    fn request(&self, call: &Call<'_>) -> Result<Request<Full<Bytes>>, http::Error> {
+    fn request(&self, call: &Call<'_>) -> Result<Request<Bytes>, http::Error> {
         let uri = match (&self.azure, &self.gemini, call.operation) {
             // The model was checked to be URL-safe when the request was translated.
             (_, Some(base), op) => {
@@ -338,7 +336,7 @@ impl HttpBackend {
             .header(header::ACCEPT, HeaderValue::from_static(accept))
             .header(header::USER_AGENT, USER_AGENT.clone())
             .header(crate::proxy::headers::X_REQUEST_ID, call.request_id.clone())
-            .body(Full::new(call.body.clone()))?;
+            .body(call.body.clone())?;
         let h = req.headers_mut();
         if let Some(c) = call.correlation_id {
             h.insert(crate::proxy::headers::X_CORRELATION_ID, c.clone());
@@ -364,8 +362,8 @@ fn gemini_base(base: &Uri) -> String {
 
 /// An upstream response body: from the network, or from the in-process mock.
 pub enum UpstreamBody {
-    /// From hyper's client.
-    Http(Incoming),
+    /// From a provider.
+    Http(upstream::Body),
     /// From the mock provider.
     Mock(MockBody),
 }

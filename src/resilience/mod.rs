@@ -188,7 +188,7 @@ pub struct Registry {
     providers: Tracked<String, ProviderState>,
     routes: Tracked<String, RouteState>,
     limits: Tracked<String, Limit>,
-    pools: Tracked<String, Pool<crate::upstream::HttpClient>>,
+    pools: Tracked<String, Pool<crate::upstream::Client>>,
 }
 
 impl Registry {
@@ -244,8 +244,8 @@ impl Registry {
         &self,
         provider: &str,
         settings: String,
-        build: impl FnOnce() -> Result<crate::upstream::HttpClient, E>,
-    ) -> Result<crate::upstream::HttpClient, E> {
+        build: impl FnOnce() -> Result<crate::upstream::Client, E>,
+    ) -> Result<crate::upstream::Client, E> {
         let existing = self
             .pools
             .entries()

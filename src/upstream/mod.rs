@@ -1,21 +1,156 @@
-//! The upstream HTTP client: hyper-util's pooled client over rustls (ring), with the web PKI
-//! roots built in plus an optional per-provider CA bundle, HTTP/1.1 keep-alive, and HTTP/2 where
-//! the server offers it through ALPN.
+//! The upstream HTTP client: its own small pool over tokio and rustls (ring), with the web PKI
+//! roots built in plus an optional per-provider CA bundle. HTTP/1.1 exchanges run on the
+//! request's task ([`h1`]); HTTP/2, when TLS negotiates it, goes through hyper's connection.
+
+mod connect;
+mod h1;
+mod pool;
 
 use std::path::PathBuf;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
+use http::{Request, Response};
+use http_body::{Frame, SizeHint};
 use http_body_util::Full;
-use hyper_rustls::HttpsConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 
 use crate::config::ProviderConfig;
+pub use connect::ConnectError;
+use connect::Connector;
+use pool::{Checkout, Origin, Shared};
 
-/// The pooled client type every HTTP provider uses.
-pub type HttpClient = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
+/// A provider's client: cheap to clone, and clones share the pool.
+#[derive(Clone)]
+pub struct Client {
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client").finish_non_exhaustive()
+    }
+}
+
+/// Why an exchange failed before the answer's head arrived.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// No connection could be opened (resolve, TCP connect, TLS or HTTP/2 handshake).
+    #[error(transparent)]
+    Connect(#[from] ConnectError),
+    /// The connection broke, or the answer was not HTTP.
+    #[error("request failed: {0}")]
+    Failed(String),
+}
+
+impl Client {
+    /// A client over `connector`, keeping at most `max_idle` idle HTTP/1.1 connections per
+    /// origin, each for at most `idle_timeout`.
+    fn new(connector: Connector, max_idle: usize, idle_timeout: Duration) -> Self {
+        Self { shared: Arc::new(Shared::new(connector, max_idle, idle_timeout)) }
+    }
+
+    /// A plain-HTTP client that keeps no idle connection (the command line's health checks).
+    pub fn plain(connect_timeout: Duration) -> Self {
+        Self::new(Connector::new(None, connect_timeout), 0, Duration::ZERO)
+    }
+
+    /// Sends `req` (absolute URI) and waits for the answer's head.
+    pub async fn send(&self, req: Request<Bytes>) -> Result<Response<Body>, Error> {
+        let (parts, body) = req.into_parts();
+        // A pooled HTTP/1.1 connection the provider closed while idle fails before any byte of
+        // the answer: the request goes again, at most twice on pooled ones, then on a new one.
+        for _ in 0..2 {
+            match self.shared.checkout(&parts.uri) {
+                None => break,
+                Some(Checkout::H2(sender)) => return h2(sender, parts, body).await,
+                Some(Checkout::H1(conn)) => {
+                    match h1::send(conn, &parts, &body, Arc::downgrade(&self.shared)).await {
+                        Err(h1::Error::Closed) => continue,
+                        other => return other.map(|r| r.map(Body::H1)).map_err(failed),
+                    }
+                }
+            }
+        }
+        let io = self.shared.connector.connect(&parts.uri).await?;
+        let origin = Arc::new(Origin::of(&parts.uri));
+        let (host, port) = (parts.uri.host().unwrap_or_default(), parts.uri.port_u16());
+        tracing::debug!(host, port, h2 = io.is_h2(), "upstream connection opened");
+        if io.is_h2() {
+            let (sender, conn) = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
+                .timer(TokioTimer::new())
+                .handshake(TokioIo::new(io))
+                .await
+                .map_err(|e| ConnectError::Tls(std::io::Error::other(e)))?;
+            tokio::spawn(conn);
+            self.shared.put_h2(origin, sender.clone());
+            return h2(sender, parts, body).await;
+        }
+        let conn = h1::Conn::new(io, origin);
+        let resp = h1::send(conn, &parts, &body, Arc::downgrade(&self.shared)).await.map_err(failed)?;
+        Ok(resp.map(Body::H1))
+    }
+}
+
+fn failed(e: impl std::fmt::Display) -> Error {
+    Error::Failed(e.to_string())
+}
+
+async fn h2(
+    mut sender: hyper::client::conn::http2::SendRequest<Full<Bytes>>,
+    parts: http::request::Parts,
+    body: Bytes,
+) -> Result<Response<Body>, Error> {
+    sender.ready().await.map_err(failed)?;
+    let resp = sender.send_request(Request::from_parts(parts, Full::new(body))).await.map_err(failed)?;
+    Ok(resp.map(Body::H2))
+}
+
+/// An answer's body.
+pub enum Body {
+    /// Read from an HTTP/1.1 connection by whoever polls it.
+    H1(h1::Body),
+    /// From hyper's HTTP/2 connection.
+    H2(Incoming),
+}
+
+/// Why a body stopped early.
+#[derive(Debug, thiserror::Error)]
+#[error("upstream body failed: {0}")]
+pub struct BodyError(String);
+
+impl http_body::Body for Body {
+    type Data = Bytes;
+    type Error = BodyError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+        match self.get_mut() {
+            Self::H1(b) => Pin::new(b).poll_frame(cx).map_err(|e| BodyError(e.to_string())),
+            Self::H2(b) => Pin::new(b).poll_frame(cx).map_err(|e| BodyError(e.to_string())),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            Self::H1(b) => b.is_end_stream(),
+            Self::H2(b) => b.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            Self::H1(b) => b.size_hint(),
+            Self::H2(b) => b.size_hint(),
+        }
+    }
+}
 
 /// Why a client could not be built.
 #[derive(Debug, thiserror::Error)]
@@ -63,7 +198,7 @@ pub fn settings(p: &ProviderConfig) -> String {
 }
 
 /// Builds the client for one provider.
-pub fn build(p: &ProviderConfig) -> Result<HttpClient, BuildError> {
+pub fn build(p: &ProviderConfig) -> Result<Client, BuildError> {
     let mut roots = rustls::RootCertStore::empty();
     roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
     if let Some(path) = &p.ca_file {
@@ -85,20 +220,5 @@ pub fn build(p: &ProviderConfig) -> Result<HttpClient, BuildError> {
                 .map_err(|source| BuildError::Tls { provider: p.name.clone(), source })?
         }
     };
-    let mut http = HttpConnector::new();
-    http.enforce_http(false);
-    http.set_nodelay(true);
-    http.set_connect_timeout(Some(p.connect_timeout));
-    http.set_keepalive(Some(Duration::from_secs(30)));
-    let https = hyper_rustls::HttpsConnectorBuilder::new()
-        .with_tls_config(tls)
-        .https_or_http()
-        .enable_all_versions()
-        .wrap_connector(http);
-    Ok(Client::builder(TokioExecutor::new())
-        .timer(TokioTimer::new())
-        .pool_timer(TokioTimer::new())
-        .pool_idle_timeout(p.pool_idle_timeout)
-        .pool_max_idle_per_host(p.max_idle_connections)
-        .build(https))
+    Ok(Client::new(Connector::new(Some(tls), p.connect_timeout), p.max_idle_connections, p.pool_idle_timeout))
 }

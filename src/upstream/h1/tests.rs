@@ -1,0 +1,322 @@
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use http::Request;
+use http_body_util::BodyExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+use tokio::sync::mpsc;
+
+use super::{Chunked, Framing, Parsed, Step, parse};
+use crate::upstream::{Body, Client, Connector, Error};
+
+fn head(text: &str) -> Result<Option<Parsed>, super::Error> {
+    parse(&mut BytesMut::from(text))
+}
+
+fn framing(text: &str) -> (Framing, bool) {
+    match head(text) {
+        Ok(Some(Parsed::Final(_, framing, reusable))) => (framing, reusable),
+        _ => panic!("not a final head: {text:?}"),
+    }
+}
+
+#[test]
+fn heads_frame_their_bodies() {
+    assert!(matches!(framing("HTTP/1.1 200 OK\r\ncontent-length: 12\r\n\r\n"), (Framing::Length(12), true)));
+    assert!(matches!(
+        framing("HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n"),
+        (Framing::Chunked, true)
+    ));
+    assert!(matches!(framing("HTTP/1.1 200 OK\r\ntransfer-encoding: gzip\r\n\r\n"), (Framing::Eof, false)));
+    assert!(matches!(framing("HTTP/1.1 200 OK\r\n\r\n"), (Framing::Eof, false)));
+    assert!(matches!(framing("HTTP/1.1 204 No Content\r\n\r\n"), (Framing::Empty, true)));
+    assert!(matches!(
+        framing("HTTP/1.1 200 OK\r\nconnection: close\r\ncontent-length: 1\r\n\r\n"),
+        (_, false)
+    ));
+    assert!(matches!(framing("HTTP/1.0 200 OK\r\ncontent-length: 1\r\n\r\n"), (_, false)));
+    assert!(matches!(
+        framing("HTTP/1.0 200 OK\r\nconnection: keep-alive\r\ncontent-length: 1\r\n\r\n"),
+        (_, true)
+    ));
+    assert!(matches!(
+        framing("HTTP/1.1 200 OK\r\ncontent-length: 3\r\ncontent-length: 3\r\n\r\n"),
+        (Framing::Length(3), _)
+    ));
+}
+
+#[test]
+fn ambiguous_or_broken_heads_are_refused() {
+    for text in [
+        "HTTP/1.1 200 OK\r\ncontent-length: 3\r\ncontent-length: 4\r\n\r\n",
+        "HTTP/1.1 200 OK\r\ncontent-length: 3\r\ntransfer-encoding: chunked\r\n\r\n",
+        "HTTP/1.1 200 OK\r\ncontent-length: -1\r\n\r\n",
+        "HTTP/1.1 200 OK\r\ncontent-length: +1\r\n\r\n",
+        "HTTP/1.1 101 Switching Protocols\r\n\r\n",
+        "SMTP ready\r\n\r\n",
+    ] {
+        assert!(head(text).is_err(), "{text:?}");
+    }
+    let many: String = (0..101).map(|i| format!("x-{i}: v\r\n")).collect();
+    assert!(head(&format!("HTTP/1.1 200 OK\r\n{many}\r\n")).is_err());
+    assert!(matches!(head("HTTP/1.1 200 OK\r\ncontent-le"), Ok(None)));
+}
+
+#[test]
+fn interim_answers_are_skipped_and_values_keep_their_bytes() {
+    let mut buf = BytesMut::from(
+        "HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 429 Too Many\r\nRetry-After: 7\r\nx-a: b c\r\ncontent-length: 2\r\n\r\nhi",
+    );
+    assert!(matches!(parse(&mut buf), Ok(Some(Parsed::Interim))));
+    let Ok(Some(Parsed::Final(resp, _, _))) = parse(&mut buf) else { panic!("no final head") };
+    assert_eq!(resp.status(), 429);
+    assert_eq!(resp.headers()["retry-after"], "7");
+    assert_eq!(resp.headers()["x-a"], "b c");
+    assert_eq!(&buf[..], b"hi", "the body stays in the buffer");
+}
+
+/// Decodes `wire` fed in pieces of `step` bytes.
+fn dechunk(wire: &[u8], step: usize) -> Result<(Vec<u8>, BytesMut), super::Error> {
+    let (mut dec, mut buf, mut out) = (Chunked::Size, BytesMut::new(), Vec::new());
+    for piece in wire.chunks(step) {
+        buf.extend_from_slice(piece);
+        loop {
+            match dec.step(&mut buf)? {
+                Step::Data(d) => out.extend_from_slice(&d),
+                Step::More => break,
+                Step::End => return Ok((out, buf)),
+            }
+        }
+    }
+    Err(super::Error::Invalid("unfinished"))
+}
+
+#[test]
+fn chunked_bodies_decode_whatever_the_split() {
+    let wire = b"5;ext=1\r\nhello\r\n1\r\n \r\nA\r\n0123456789\r\n0\r\nx-trailer: 1\r\n\r\nNEXT";
+    for step in 1..=wire.len() {
+        let (body, left) = dechunk(wire, step).unwrap();
+        assert_eq!(body, b"hello 0123456789", "split every {step}");
+        assert!(b"NEXT".starts_with(&left), "split {step}: the decoder read past the end: {left:?}");
+    }
+    assert!(dechunk(b"5\r\nhelloXX0\r\n\r\n", 3).is_err(), "data must end with CRLF");
+    assert!(dechunk(b"zz\r\n", 1).is_err());
+    assert!(dechunk(b"11111111111111111\r\n", 4).is_err(), "a size over 64 bits");
+    assert!(dechunk(&[b'1'; 5000], 100).is_err(), "an endless size line");
+}
+
+/// A scripted provider: answers each request on a connection with the next of `answers`,
+/// then closes the connection if the script says so. Counts connections and reports requests.
+struct Upstream {
+    url: String,
+    opened: Arc<AtomicUsize>,
+    requests: mpsc::UnboundedReceiver<String>,
+    closed: mpsc::UnboundedReceiver<()>,
+}
+
+async fn upstream(answers: &'static [&'static str], close_after: usize) -> Upstream {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/v1/x", listener.local_addr().unwrap());
+    let opened = Arc::new(AtomicUsize::new(0));
+    let (req_tx, requests) = mpsc::unbounded_channel();
+    let (closed_tx, closed) = mpsc::unbounded_channel();
+    let count = opened.clone();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut sock, _)) = listener.accept().await else { return };
+            count.fetch_add(1, Ordering::SeqCst);
+            let (req_tx, closed_tx) = (req_tx.clone(), closed_tx.clone());
+            tokio::spawn(async move {
+                let mut served = 0;
+                let mut buf = Vec::new();
+                loop {
+                    let mut chunk = [0u8; 4096];
+                    let n = sock.read(&mut chunk).await.unwrap_or(0);
+                    if n == 0 {
+                        let _ = closed_tx.send(());
+                        return;
+                    }
+                    buf.extend_from_slice(&chunk[..n]);
+                    let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else { continue };
+                    let text = String::from_utf8_lossy(&buf[..end]).to_string();
+                    let len = text
+                        .lines()
+                        .find_map(|l| l.strip_prefix("content-length: "))
+                        .map_or(0, |n| n.parse::<usize>().unwrap());
+                    if buf.len() < end + 4 + len {
+                        continue;
+                    }
+                    let body = String::from_utf8_lossy(&buf[end + 4..end + 4 + len]).to_string();
+                    buf.drain(..end + 4 + len);
+                    let _ = req_tx.send(format!("{text}\n\n{body}"));
+                    let answer = answers[served.min(answers.len() - 1)];
+                    served += 1;
+                    if answer.is_empty() {
+                        // Closes without answering, as a provider does when it drops an idle
+                        // connection just as a request arrives on it.
+                        let _ = closed_tx.send(());
+                        return;
+                    }
+                    if sock.write_all(answer.as_bytes()).await.is_err() {
+                        return;
+                    }
+                    if served == close_after {
+                        let _ = closed_tx.send(());
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    Upstream { url, opened, requests, closed }
+}
+
+fn client(max_idle: usize, idle: Duration) -> Client {
+    Client::new(Connector::new(None, Duration::from_secs(1)), max_idle, idle)
+}
+
+async fn call(client: &Client, url: &str, body: &'static str) -> Result<(u16, Bytes), Error> {
+    let req = Request::post(url).header("x-k", "v").body(Bytes::from_static(body.as_bytes())).unwrap();
+    let resp = client.send(req).await?;
+    let status = resp.status().as_u16();
+    let body = resp.into_body().collect().await.map_err(|e| Error::Failed(e.to_string()))?.to_bytes();
+    Ok((status, body))
+}
+
+const OK: &str = "HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
+const CHUNKED: &str = "HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n";
+
+#[tokio::test]
+async fn requests_are_written_whole_and_connections_reused() {
+    let mut up = upstream(&[OK, CHUNKED, OK], 0).await;
+    let c = client(8, Duration::from_secs(60));
+    assert_eq!(call(&c, &up.url, "{\"a\":1}").await.unwrap(), (200, Bytes::from_static(b"ok")));
+    assert_eq!(call(&c, &up.url, "").await.unwrap(), (200, Bytes::from_static(b"abcde")));
+    assert_eq!(call(&c, &up.url, "x").await.unwrap(), (200, Bytes::from_static(b"ok")));
+    assert_eq!(up.opened.load(Ordering::SeqCst), 1, "one keep-alive connection for three calls");
+    let first = up.requests.recv().await.unwrap();
+    assert!(first.starts_with("POST /v1/x HTTP/1.1\r\nhost: 127.0.0.1:"), "{first}");
+    assert!(first.contains("\r\nx-k: v\r\ncontent-length: 7") && first.ends_with("\n\n{\"a\":1}"), "{first}");
+}
+
+#[tokio::test]
+async fn a_connection_closed_while_idle_is_replaced_without_an_error() {
+    // The provider closes every connection after one answer, without saying so.
+    let mut up = upstream(&[OK], 1).await;
+    let c = client(8, Duration::from_secs(60));
+    for _ in 0..3 {
+        assert_eq!(call(&c, &up.url, "x").await.unwrap().0, 200);
+        up.closed.recv().await.unwrap();
+    }
+    assert_eq!(up.opened.load(Ordering::SeqCst), 3);
+    assert_eq!(c.shared.idle_h1(), 1, "the last one is pooled until it is found closed");
+}
+
+#[tokio::test]
+async fn a_pooled_connection_that_closes_instead_of_answering_is_retried_on_a_new_one() {
+    let mut up = upstream(&[OK, ""], 0).await;
+    let c = client(8, Duration::from_secs(60));
+    assert_eq!(call(&c, &up.url, "1").await.unwrap().0, 200);
+    assert_eq!(call(&c, &up.url, "2").await.unwrap().0, 200);
+    assert_eq!(up.opened.load(Ordering::SeqCst), 2);
+    up.closed.recv().await.unwrap();
+    let bodies: Vec<String> = std::iter::from_fn(|| up.requests.try_recv().ok()).collect();
+    assert_eq!(bodies.len(), 3, "the second call went twice: {bodies:?}");
+    assert!(bodies[1].ends_with("\n\n2") && bodies[2].ends_with("\n\n2"));
+    // A new connection that closes without answering is an error, not a retry.
+    let up = upstream(&[""], 0).await;
+    assert!(matches!(call(&c, &up.url, "").await, Err(Error::Failed(_))));
+    assert_eq!(up.opened.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
+async fn connection_close_and_eof_bodies_are_not_pooled() {
+    let up = upstream(&["HTTP/1.1 200 OK\r\nconnection: close\r\ncontent-length: 1\r\n\r\na"], 0).await;
+    let c = client(8, Duration::from_secs(60));
+    call(&c, &up.url, "").await.unwrap();
+    call(&c, &up.url, "").await.unwrap();
+    assert_eq!(up.opened.load(Ordering::SeqCst), 2);
+    assert_eq!(c.shared.idle_h1(), 0);
+    let up = upstream(&["HTTP/1.1 200 OK\r\n\r\nuntil close"], 1).await;
+    assert_eq!(call(&c, &up.url, "").await.unwrap().1, Bytes::from_static(b"until close"));
+}
+
+#[tokio::test]
+async fn a_body_dropped_early_closes_its_connection() {
+    let mut up = upstream(&["HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\npartial"], 0).await;
+    let c = client(8, Duration::from_secs(60));
+    let resp = c.send(Request::post(&up.url).body(Bytes::new()).unwrap()).await.unwrap();
+    let mut body = resp.into_body();
+    let first = body.frame().await.unwrap().unwrap().into_data().unwrap();
+    assert_eq!(&first[..], b"partial");
+    drop(body);
+    up.closed.recv().await.unwrap();
+    assert_eq!(c.shared.idle_h1(), 0);
+}
+
+#[tokio::test]
+async fn a_body_cut_short_is_an_error() {
+    let up = upstream(&["HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\npartial"], 1).await;
+    let c = client(8, Duration::from_secs(60));
+    assert!(matches!(call(&c, &up.url, "").await, Err(Error::Failed(_))));
+    let up = upstream(&["HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n3\r\nab"], 1).await;
+    assert!(matches!(call(&c, &up.url, "").await, Err(Error::Failed(_))));
+    let up = upstream(&["HTTP/1.1 200 OK\r\ncontent-"], 1).await;
+    assert!(matches!(call(&c, &up.url, "").await, Err(Error::Failed(_))));
+}
+
+#[tokio::test]
+async fn refused_connections_are_connect_errors() {
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let c = client(8, Duration::from_secs(60));
+    assert!(matches!(call(&c, &format!("http://127.0.0.1:{port}/"), "").await, Err(Error::Connect(_))));
+    assert!(
+        matches!(call(&c, "https://127.0.0.1:1/", "").await, Err(Error::Connect(_))),
+        "no TLS on this client"
+    );
+}
+
+#[tokio::test]
+async fn the_pool_keeps_at_most_max_idle_and_sweeps_expired_ones() {
+    let mut up = upstream(&[OK], 0).await;
+    let c = client(2, Duration::from_millis(40));
+    let calls: Vec<_> = (0..4).map(|_| c.send(Request::post(&up.url).body(Bytes::new()).unwrap())).collect();
+    let bodies: Vec<Body> = futures_join(calls).await.into_iter().map(|r| r.unwrap().into_body()).collect();
+    assert_eq!(up.opened.load(Ordering::SeqCst), 4);
+    for b in bodies {
+        b.collect().await.unwrap();
+    }
+    assert_eq!(c.shared.idle_h1(), 2, "two kept, two closed");
+    for _ in 0..2 {
+        up.closed.recv().await.unwrap();
+    }
+    // The sweeper closes the other two once they have been idle past the timeout.
+    for _ in 0..2 {
+        up.closed.recv().await.unwrap();
+    }
+    assert_eq!(c.shared.idle_h1(), 0);
+}
+
+/// Runs the futures concurrently on this task.
+async fn futures_join<F: std::future::Future>(futures: Vec<F>) -> Vec<F::Output> {
+    let mut pinned: Vec<_> = futures.into_iter().map(Box::pin).collect();
+    let mut done: Vec<Option<F::Output>> = pinned.iter().map(|_| None).collect();
+    std::future::poll_fn(|cx| {
+        for (f, d) in pinned.iter_mut().zip(done.iter_mut()) {
+            if d.is_none()
+                && let std::task::Poll::Ready(v) = f.as_mut().poll(cx)
+            {
+                *d = Some(v);
+            }
+        }
+        if done.iter().all(Option::is_some) { std::task::Poll::Ready(()) } else { std::task::Poll::Pending }
+    })
+    .await;
+    done.into_iter().flatten().collect()
+}

@@ -1,0 +1,188 @@
+//! Idle connections of one client. HTTP/1.1 connections are taken out for an exchange and put
+//! back by their body when it ends cleanly, most recent first (the warmest socket); an HTTP/2
+//! connection stays in the pool and is shared. The lock is held for a few pointer moves, never
+//! across an `.await`. A sweeper task, started with the first idle connection, closes those idle
+//! past the timeout or closed by the provider, and stops when the client is dropped.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::Uri;
+use http_body_util::Full;
+use hyper::client::conn::http2::SendRequest;
+
+use super::connect::Connector;
+use super::h1::Conn;
+
+/// A scheme and authority: what a pooled connection can serve.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Origin {
+    https: bool,
+    authority: Box<str>,
+}
+
+impl Origin {
+    /// `uri`'s origin.
+    pub fn of(uri: &Uri) -> Self {
+        Self { https: is_https(uri), authority: uri.authority().map_or("", |a| a.as_str()).into() }
+    }
+
+    /// Whether `uri` is on this origin (no allocation: this runs per request).
+    pub fn serves(&self, uri: &Uri) -> bool {
+        self.https == is_https(uri) && uri.authority().is_some_and(|a| a.as_str() == &*self.authority)
+    }
+}
+
+fn is_https(uri: &Uri) -> bool {
+    uri.scheme_str() == Some("https")
+}
+
+/// A pooled HTTP/2 connection.
+pub struct H2 {
+    pub origin: Arc<Origin>,
+    pub sender: SendRequest<Full<Bytes>>,
+    /// Sweeper tick of its last use.
+    last: u64,
+}
+
+struct IdleH1 {
+    conn: Conn,
+    /// Sweeper tick when it went idle.
+    since: u64,
+}
+
+#[derive(Default)]
+struct Idle {
+    h1: Vec<IdleH1>,
+    h2: Vec<H2>,
+}
+
+/// What a checkout found.
+pub enum Checkout {
+    H1(Conn),
+    H2(SendRequest<Full<Bytes>>),
+}
+
+/// The state one client's clones share.
+pub struct Shared {
+    pub connector: Connector,
+    idle: Mutex<Idle>,
+    max_idle: usize,
+    /// How often the sweeper runs, and how many of its ticks make the idle timeout.
+    every: Duration,
+    idle_ticks: u64,
+    tick: AtomicU64,
+    sweeping: AtomicBool,
+}
+
+impl Shared {
+    pub fn new(connector: Connector, max_idle: usize, idle_timeout: Duration) -> Self {
+        let every = (idle_timeout / 4).clamp(Duration::from_millis(10), Duration::from_secs(1));
+        let idle_ticks = idle_timeout.as_nanos().div_ceil(every.as_nanos().max(1));
+        Self {
+            connector,
+            idle: Mutex::default(),
+            max_idle,
+            every,
+            idle_ticks: u64::try_from(idle_ticks).unwrap_or(u64::MAX),
+            tick: AtomicU64::new(0),
+            sweeping: AtomicBool::new(false),
+        }
+    }
+
+    /// An open idle connection to `uri`'s origin: a shared HTTP/2 one, else the most recent
+    /// HTTP/1.1 one. Closed or expired ones met on the way are dropped.
+    pub fn checkout(&self, uri: &Uri) -> Option<Checkout> {
+        let now = self.tick.load(Ordering::Relaxed);
+        let mut stale = Vec::new();
+        let found = {
+            let Ok(mut idle) = self.idle.lock() else { return None };
+            let h2 = idle.h2.iter_mut().find(|c| c.origin.serves(uri) && !c.sender.is_closed());
+            if let Some(c) = h2 {
+                c.last = now;
+                return Some(Checkout::H2(c.sender.clone()));
+            }
+            loop {
+                let Some(at) = idle.h1.iter().rposition(|c| c.conn.origin.serves(uri)) else { break None };
+                let c = idle.h1.remove(at);
+                if now - c.since <= self.idle_ticks && c.conn.is_idle_open() {
+                    break Some(Checkout::H1(c.conn));
+                }
+                stale.push(c);
+            }
+        };
+        drop(stale);
+        found
+    }
+
+    /// Puts an HTTP/1.1 connection back after a clean exchange (or closes it: pool full).
+    pub fn put(self: &Arc<Self>, conn: Conn) {
+        let since = self.tick.load(Ordering::Relaxed);
+        let refused = {
+            let Ok(mut idle) = self.idle.lock() else { return };
+            if idle.h1.iter().filter(|c| c.conn.origin == conn.origin).count() < self.max_idle {
+                idle.h1.push(IdleH1 { conn, since });
+                None
+            } else {
+                Some(conn)
+            }
+        };
+        if refused.is_none() && !self.sweeping.swap(true, Ordering::Relaxed) {
+            tokio::spawn(sweep(Arc::downgrade(self), self.every));
+        }
+        drop(refused);
+    }
+
+    /// Shares a new HTTP/2 connection (in place of an older one to the same origin, which
+    /// closes when its last request ends).
+    pub fn put_h2(self: &Arc<Self>, origin: Arc<Origin>, sender: SendRequest<Full<Bytes>>) {
+        let last = self.tick.load(Ordering::Relaxed);
+        let old = {
+            let Ok(mut idle) = self.idle.lock() else { return };
+            let old = idle.h2.iter().position(|c| c.origin == origin).map(|at| idle.h2.swap_remove(at));
+            idle.h2.push(H2 { origin, sender, last });
+            old
+        };
+        if !self.sweeping.swap(true, Ordering::Relaxed) {
+            tokio::spawn(sweep(Arc::downgrade(self), self.every));
+        }
+        drop(old);
+    }
+
+    /// One sweep: the tick advances, and expired or closed connections leave the pool.
+    fn sweep(&self) {
+        let now = self.tick.fetch_add(1, Ordering::Relaxed) + 1;
+        let (h1, h2) = {
+            let Ok(mut idle) = self.idle.lock() else { return };
+            let (keep, h1) = std::mem::take(&mut idle.h1)
+                .into_iter()
+                .partition(|c| now - c.since <= self.idle_ticks && c.conn.is_idle_open());
+            idle.h1 = keep;
+            let (keep, h2) = std::mem::take(&mut idle.h2)
+                .into_iter()
+                .partition(|c| now - c.last <= self.idle_ticks && !c.sender.is_closed());
+            idle.h2 = keep;
+            (h1, h2)
+        };
+        // Closed outside the lock.
+        drop::<(Vec<IdleH1>, Vec<H2>)>((h1, h2));
+    }
+
+    #[cfg(test)]
+    pub fn idle_h1(&self) -> usize {
+        self.idle.lock().map_or(0, |i| i.h1.len())
+    }
+}
+
+async fn sweep(shared: Weak<Shared>, every: Duration) {
+    let mut ticks = tokio::time::interval(every);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    ticks.tick().await;
+    loop {
+        ticks.tick().await;
+        let Some(shared) = shared.upgrade() else { return };
+        shared.sweep();
+    }
+}
