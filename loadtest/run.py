@@ -117,7 +117,8 @@ def us(v: str) -> float:
     return float(n) * {"us": 1, "ms": 1e3, "s": 1e6}[v[len(n):]]
 
 
-def wrk(url: str, body: str, conns: int, secs: int) -> dict:
+def wrk(url: str, body: str, conns: int, secs: int, record: bool = True) -> dict:
+    """`record=False`: a warm-up (pools and connections), whose output is dropped."""
     lua = Path(tempfile.mkstemp(suffix=".lua")[1])
     lua.write_text(
         'wrk.method = "POST"\nwrk.headers["content-type"] = "application/json"\n'
@@ -128,8 +129,7 @@ def wrk(url: str, body: str, conns: int, secs: int) -> dict:
         argv = ["taskset", "-c", "1", "wrk", "-t1", f"-c{conns}", f"-d{secs}s", *extra, "-s", str(lua), url]
         return subprocess.run(argv, capture_output=True, text=True).stdout
 
-    run(2)  # warm-up: pools and connections
-    out = run(secs, "--latency")
+    out = run(secs, "--latency") if record else run(secs)
     lua.unlink()
     r = {"non_2xx": 0}
     for line in out.splitlines():
@@ -248,10 +248,13 @@ class Bench:
         self.tier1_config = cfg
         return port, p
 
-    def measure(self, name: str, port: int, pid, case: dict, load) -> dict:
-        """Runs `load(url)` and adds the process's CPU per 10k requests and RSS."""
+    def measure(self, name: str, port: int, pid, case: dict, load, warm=None) -> dict:
+        """Runs `warm(url)`, then `load(url)`, and adds the process's CPU per 10k requests of the
+        load (the warm-up's CPU is not counted) and RSS (idle: before the warm-up)."""
         url = f"http://127.0.0.1:{port}{case.get('path', '/v1/chat/completions')}"
         idle = rss_mib(pid) if pid else None
+        if warm:
+            warm(url)
         t0 = cpu_ticks(pid) if pid else 0
         m0 = cpu_ticks(self.mock_proc.pid)
         peak = RssPeak(pid) if pid else None
@@ -292,15 +295,19 @@ class Bench:
                 return r
             raise ValueError(load)
 
+        def do_warm(url):
+            if load == "wrk":
+                wrk(url, body, case.get("connections", 32), 2, record=False)
+
         mport = self.mock(case)
         out = {}
         try:
             for system in systems:
                 if system == "direct":
-                    out["direct"] = self.measure("direct", mport, None, case, do_load)
+                    out["direct"] = self.measure("direct", mport, None, case, do_load, do_warm)
                 elif system == "nginx":
                     port, p = self.nginx(mport)
-                    out["nginx"] = self.measure("nginx", port, p.pid, case, do_load)
+                    out["nginx"] = self.measure("nginx", port, p.pid, case, do_load, do_warm)
                     self.procs.stop(p)
                 elif system == "tier1":
                     port, p = self.tier1(case, mport)
@@ -308,7 +315,7 @@ class Bench:
                     if case.get("reload_every"):
                         reloader = Reloader(self.tier1_config, port, case["reload_every"])
                         reloader.start()
-                    out["tier1"] = self.measure("tier1", port, p.pid, case, do_load)
+                    out["tier1"] = self.measure("tier1", port, p.pid, case, do_load, do_warm)
                     if reloader:
                         out["tier1"]["reloads"] = reloader.stop()
                     if out["tier1"].get("non_2xx") or out["tier1"].get("errors"):

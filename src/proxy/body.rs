@@ -3,6 +3,7 @@
 //! deadline. A relayed stream that breaks ends with an OpenAI-style error event and without
 //! `data: [DONE]`, so `[DONE]` always means a finished answer.
 
+use std::collections::VecDeque;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -209,8 +210,43 @@ impl Drop for RequestRecord {
     }
 }
 
-/// Bytes of a relayed body kept to find its `usage` (it comes at the end).
+/// Bytes at the end of a relayed body kept to find its `usage`: in a JSON answer it comes near
+/// the end; in a stream, in the last event or two.
 const TAIL: usize = 16 * 1024;
+const STREAM_TAIL: usize = 4 * 1024;
+
+/// The last bytes of a body, as the chunks that hold them: no copy per chunk.
+#[derive(Default)]
+struct Tail {
+    chunks: VecDeque<Bytes>,
+    len: usize,
+    limit: usize,
+}
+
+impl Tail {
+    fn keep(&mut self, data: &Bytes) {
+        if data.is_empty() {
+            return;
+        }
+        self.chunks.push_back(data.clone());
+        self.len += data.len();
+        while let Some(front) = self.chunks.front()
+            && self.len - front.len() >= self.limit
+        {
+            self.len -= front.len();
+            self.chunks.pop_front();
+        }
+    }
+
+    /// The kept bytes in one slice (a copy only when they span chunks).
+    fn bytes(&self) -> std::borrow::Cow<'_, [u8]> {
+        match self.chunks.as_slices() {
+            ([], []) => std::borrow::Cow::Borrowed(&[]),
+            ([one], []) | ([], [one]) => std::borrow::Cow::Borrowed(one),
+            _ => std::borrow::Cow::Owned(self.chunks.iter().flat_map(|c| c.iter().copied()).collect()),
+        }
+    }
+}
 
 /// Watches a relayed body: gaps between stream chunks, the attempt's duration to its last byte,
 /// and the token usage the provider reports at the end (for token and cost counters).
@@ -219,7 +255,7 @@ pub struct Tap {
     start: Instant,
     stream: bool,
     last: Instant,
-    tail: Vec<u8>,
+    tail: Tail,
     costs: (f64, f64),
 }
 
@@ -230,34 +266,25 @@ impl Tap {
         start: Instant,
         stream: bool,
         costs: (f64, f64),
-        held: &[u8],
+        held: &Bytes,
     ) -> Self {
-        let mut tap = Self { metrics, start, stream, last: Instant::now(), tail: Vec::new(), costs };
-        tap.keep(held);
+        let limit = if stream { STREAM_TAIL } else { TAIL };
+        let tail = Tail { limit, ..Tail::default() };
+        let mut tap = Self { metrics, start, stream, last: Instant::now(), tail, costs };
+        tap.tail.keep(held);
         tap
-    }
-
-    fn keep(&mut self, data: &[u8]) {
-        if data.len() >= TAIL {
-            self.tail.clear();
-            self.tail.extend_from_slice(&data[data.len() - TAIL..]);
-            return;
-        }
-        let over = (self.tail.len() + data.len()).saturating_sub(TAIL);
-        self.tail.drain(..over);
-        self.tail.extend_from_slice(data);
     }
 
     /// One upstream chunk; `scan`: keep its end to read `usage` from (not when a translator
     /// reads the usage from the provider's own format).
-    fn chunk(&mut self, data: &[u8], scan: bool) {
+    fn chunk(&mut self, data: &Bytes, scan: bool) {
         if self.stream {
             let now = Instant::now();
             self.metrics.inter_token.observe((now - self.last).as_secs_f64());
             self.last = now;
         }
         if scan {
-            self.keep(data);
+            self.tail.keep(data);
         }
     }
 
@@ -265,7 +292,7 @@ impl Tap {
     /// (`known`: already read by a translator; else looked for in the body's tail).
     fn finish(&mut self, known: Option<Option<(u64, u64)>>) -> Option<(u64, u64)> {
         self.metrics.duration.observe(self.start.elapsed().as_secs_f64());
-        let (input, output) = known.unwrap_or_else(|| usage(&self.tail))?;
+        let (input, output) = known.unwrap_or_else(|| usage(&self.tail.bytes()))?;
         self.metrics.tokens_in.inc_by(input);
         self.metrics.tokens_out.inc_by(output);
         let cost = (input as f64 * self.costs.0 + output as f64 * self.costs.1) / 1_000_000.0;

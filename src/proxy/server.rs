@@ -167,9 +167,11 @@ async fn connection<I: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
     kind: Listener,
     slot: tokio::sync::OwnedSemaphorePermit,
 ) {
+    // The request's future is boxed: it is large, and inline it would sit in every connection's
+    // task for the connection's whole life (a stream's, too, after its head was sent).
     let service = hyper::service::service_fn(move |req| {
         let state = state.clone();
-        async move { Ok::<_, Infallible>(handle(state, req, peer, kind).await) }
+        Box::pin(async move { Ok::<_, Infallible>(handle(state, req, peer, kind).await) })
     });
     if let Err(e) = watcher.watch(builder.serve_connection(TokioIo::new(io), service).into_owned()).await {
         tracing::debug!(error = %e, "connection ended with an error");
