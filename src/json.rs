@@ -348,28 +348,45 @@ impl Scanned {
         if !force_stream && upstream_model == self.model && self.spans.fallbacks.is_none() {
             return body.clone();
         }
-        let mut model_json = Vec::with_capacity(upstream_model.len() + 2);
-        // Serialising a &str into a Vec cannot fail.
-        let _ = serde_json::to_writer(&mut model_json, upstream_model);
-        let mut edits: Vec<(Range<usize>, &[u8])> = vec![(self.spans.model.clone(), &model_json)];
+        // The model as a JSON string: quoted as is unless it needs escaping (rare).
+        let escaped = upstream_model
+            .bytes()
+            .any(|b| b < 0x20 || b == b'"' || b == b'\\')
+            .then(|| serde_json::to_vec(upstream_model).unwrap_or_default());
+        let model_json: &[u8] = escaped.as_deref().unwrap_or(upstream_model.as_bytes());
+        let quote: &[u8] = if escaped.is_some() { b"" } else { b"\"" };
+        // At most three edits, on the stack; the output is sized exactly, so turning it into
+        // `Bytes` neither reallocates nor copies.
+        let mut edits: [(usize, usize, [&[u8]; 3]); 3] = [(0, 0, [b""; 3]); 3];
+        edits[0] = (self.spans.model.start, self.spans.model.end, [quote, model_json, quote]);
+        let mut n = 1;
         if let Some(cut) = &self.spans.fallbacks {
-            edits.push((cut.clone(), b""));
+            edits[n] = (cut.start, cut.end, [b""; 3]);
+            n += 1;
         }
         if force_stream {
-            match &self.spans.stream {
-                Some(span) => edits.push((span.clone(), b"true")),
-                None => edits.push((self.spans.body_start..self.spans.body_start, b"\"stream\":true,")),
-            }
+            let start = self.spans.body_start;
+            edits[n] = match &self.spans.stream {
+                Some(span) => (span.start, span.end, [b"true", b"", b""]),
+                None => (start, start, [b"\"stream\":true,", b"", b""]),
+            };
+            n += 1;
         }
+        let edits = &mut edits[..n];
         // By start, then end: the `stream` insertion at `body_start` must come before a
         // `fallbacks` cut that starts at the same offset (the first member).
-        edits.sort_by_key(|(r, _)| (r.start, r.end));
-        let mut out = Vec::with_capacity(body.len() + model_json.len() + 16);
+        edits.sort_unstable_by_key(|&(start, end, _)| (start, end));
+        let len = edits.iter().fold(body.len(), |len, (start, end, text)| {
+            len - (end - start) + text.iter().map(|t| t.len()).sum::<usize>()
+        });
+        let mut out = Vec::with_capacity(len);
         let mut at = 0;
-        for (range, text) in edits {
-            out.extend_from_slice(&body[at..range.start]);
-            out.extend_from_slice(text);
-            at = range.end;
+        for (start, end, text) in edits.iter() {
+            out.extend_from_slice(&body[at..*start]);
+            for t in text {
+                out.extend_from_slice(t);
+            }
+            at = *end;
         }
         out.extend_from_slice(&body[at..]);
         Bytes::from(out)

@@ -399,6 +399,10 @@ pub struct TargetMetrics {
     pub tokens_out: IntCounter,
     /// `tier1_cost_usd_total`.
     pub cost: Counter,
+    /// `tier1_upstream_requests_total{outcome="success"}`.
+    pub success: IntCounter,
+    /// `tier1_ttft_seconds`.
+    pub ttft: Histogram,
 }
 
 impl Metrics {
@@ -411,6 +415,8 @@ impl Metrics {
             tokens_in: self.tokens_total.with_label_values(&[provider, model, "input"]),
             tokens_out: self.tokens_total.with_label_values(&[provider, model, "output"]),
             cost: self.cost_usd_total.with_label_values(&pm),
+            success: self.upstream_requests_total.with_label_values(&[provider, model, "success"]),
+            ttft: self.ttft.with_label_values(&pm),
         }
     }
 }

@@ -163,6 +163,16 @@ SEEDS = {
     "sse": {"openai": openai_stream, "openai-tools-crlf": openai_tool_stream, "error": openai_error_stream,
             "anthropic": anthropic_stream, "gemini": gemini_stream, "gemini-blocked": gemini_blocked_stream,
             "framing": odd_framing},
+    "upstream_answer": {
+        "length": "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 11\r\n\r\n" + '{"ok":true}',
+        "chunked-sse": "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n"
+                       + "".join(f"{len(e):x};x=1\r\n{e}\r\n" for e in [
+                           'data: {"choices":[{"delta":{"content":"hi"}}]}\n\n', "data: [DONE]\n\n"])
+                       + "0\r\nx-trailer: 1\r\n\r\n",
+        "interim": "HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 429 Too Many Requests\r\nretry-after: 2\r\ncontent-length: 2\r\n\r\n{}",
+        "until-close": "HTTP/1.0 200 OK\r\n\r\nbody until the connection closes",
+        "no-content": "HTTP/1.1 204 No Content\r\n\r\n",
+    },
     "config": {"demo.toml": config("demo.toml"), "compose.toml": uncommented(config("compose.toml")),
                "example.toml": example, "demo.json": config_json},
 }

@@ -654,10 +654,11 @@ async fn attempt<'a>(job: &'a Job<'a>, c: &'a Candidate<'a>, key_index: Option<u
             if let Some(k) = key {
                 k.state.cooldown.reset();
             }
-            job.metrics.upstream_requests_total.with_label_values(&[&p.name, c.model_label, "success"]).inc();
+            let metrics = c.target.metrics(job.metrics, &p.name, c.model_label);
+            metrics.success.inc();
             let streaming = job.stream || is_sse(&headers);
             if streaming {
-                job.metrics.ttft.with_label_values(&[&p.name, c.model_label]).observe(first.as_secs_f64());
+                metrics.ttft.observe(first.as_secs_f64());
             }
             if let Some(t) = &translated
                 && !streaming
@@ -669,7 +670,6 @@ async fn attempt<'a>(job: &'a Job<'a>, c: &'a Candidate<'a>, key_index: Option<u
                 let Ok((body, usage)) = t.response(&raw, c.model) else {
                     return Attempted::Failed(failure(Class::Server, Some(status), None));
                 };
-                let metrics = job.metrics.target(&p.name, c.model_label);
                 metrics.duration.observe(start.elapsed().as_secs_f64());
                 if let Some((input, output)) = usage {
                     metrics.tokens_in.inc_by(input);
@@ -692,7 +692,7 @@ async fn attempt<'a>(job: &'a Job<'a>, c: &'a Candidate<'a>, key_index: Option<u
                     ttft: None,
                 }));
             }
-            let tap = Tap::new(job.metrics.target(&p.name, c.model_label), start, streaming, c.costs, &held);
+            let tap = Tap::new(metrics.clone(), start, streaming, c.costs, &held);
             let mut relay = Relay::new(rest, total, streaming).prefix(held).guard(Box::new(guard)).tap(tap);
             if job.operation == Operation::Messages {
                 relay = relay.anthropic();

@@ -211,39 +211,63 @@ impl Drop for RequestRecord {
 }
 
 /// Bytes at the end of a relayed body kept to find its `usage`: in a JSON answer it comes near
-/// the end; in a stream, in the last event or two.
+/// the end; in a stream, in the last event or two (an OpenAI usage chunk and `[DONE]` are about
+/// 500 bytes, Anthropic's `message_delta` and `message_stop` about 300).
 const TAIL: usize = 16 * 1024;
-const STREAM_TAIL: usize = 4 * 1024;
+const STREAM_TAIL: usize = 2 * 1024;
 
-/// The last bytes of a body, as the chunks that hold them: no copy per chunk.
-#[derive(Default)]
-struct Tail {
-    chunks: VecDeque<Bytes>,
-    len: usize,
-    limit: usize,
+/// The last bytes of a body. A JSON answer's are kept as the chunks that hold them (no copy; it
+/// usually arrives in one). A stream's are copied: its chunks are small pieces of read buffers,
+/// and holding on to them would keep those buffers alive for the stream's whole life.
+enum Tail {
+    Chunks { chunks: VecDeque<Bytes>, len: usize },
+    Copy(Vec<u8>),
 }
 
 impl Tail {
+    fn new(stream: bool) -> Self {
+        if stream { Self::Copy(Vec::new()) } else { Self::Chunks { chunks: VecDeque::new(), len: 0 } }
+    }
+
     fn keep(&mut self, data: &Bytes) {
-        if data.is_empty() {
-            return;
-        }
-        self.chunks.push_back(data.clone());
-        self.len += data.len();
-        while let Some(front) = self.chunks.front()
-            && self.len - front.len() >= self.limit
-        {
-            self.len -= front.len();
-            self.chunks.pop_front();
+        match self {
+            Self::Chunks { chunks, len } => {
+                if data.is_empty() {
+                    return;
+                }
+                chunks.push_back(data.clone());
+                *len += data.len();
+                while let Some(front) = chunks.front()
+                    && *len - front.len() >= TAIL
+                {
+                    *len -= front.len();
+                    chunks.pop_front();
+                }
+            }
+            Self::Copy(tail) => {
+                // Room for exactly STREAM_TAIL bytes, made once: the old bytes go before the new
+                // ones come, so it never grows.
+                if tail.capacity() == 0 {
+                    tail.reserve_exact(STREAM_TAIL);
+                }
+                let data = &data[data.len().saturating_sub(STREAM_TAIL)..];
+                let over = (tail.len() + data.len()).saturating_sub(STREAM_TAIL);
+                tail.drain(..over);
+                tail.extend_from_slice(data);
+            }
         }
     }
 
     /// The kept bytes in one slice (a copy only when they span chunks).
     fn bytes(&self) -> std::borrow::Cow<'_, [u8]> {
-        match self.chunks.as_slices() {
-            ([], []) => std::borrow::Cow::Borrowed(&[]),
-            ([one], []) | ([], [one]) => std::borrow::Cow::Borrowed(one),
-            _ => std::borrow::Cow::Owned(self.chunks.iter().flat_map(|c| c.iter().copied()).collect()),
+        use std::borrow::Cow;
+        match self {
+            Self::Copy(tail) => Cow::Borrowed(tail),
+            Self::Chunks { chunks, .. } => match chunks.as_slices() {
+                ([], []) => Cow::Borrowed(&[]),
+                ([one], []) | ([], [one]) => Cow::Borrowed(one),
+                _ => Cow::Owned(chunks.iter().flat_map(|c| c.iter().copied()).collect()),
+            },
         }
     }
 }
@@ -251,7 +275,7 @@ impl Tail {
 /// Watches a relayed body: gaps between stream chunks, the attempt's duration to its last byte,
 /// and the token usage the provider reports at the end (for token and cost counters).
 pub struct Tap {
-    metrics: crate::metrics::TargetMetrics,
+    metrics: std::sync::Arc<crate::metrics::TargetMetrics>,
     start: Instant,
     stream: bool,
     last: Instant,
@@ -262,15 +286,13 @@ pub struct Tap {
 impl Tap {
     /// Starts watching; `held` is what was read before the stream committed.
     pub fn new(
-        metrics: crate::metrics::TargetMetrics,
+        metrics: std::sync::Arc<crate::metrics::TargetMetrics>,
         start: Instant,
         stream: bool,
         costs: (f64, f64),
         held: &Bytes,
     ) -> Self {
-        let limit = if stream { STREAM_TAIL } else { TAIL };
-        let tail = Tail { limit, ..Tail::default() };
-        let mut tap = Self { metrics, start, stream, last: Instant::now(), tail, costs };
+        let mut tap = Self { metrics, start, stream, last: Instant::now(), tail: Tail::new(stream), costs };
         tap.tail.keep(held);
         tap
     }
@@ -583,7 +605,40 @@ impl http_body::Body for Relay {
 
 #[cfg(test)]
 mod tests {
-    use super::usage;
+    use super::{STREAM_TAIL, TAIL, Tail, usage};
+    use bytes::Bytes;
+
+    #[test]
+    fn the_tail_keeps_the_end_of_a_body_in_both_modes() {
+        let last = Bytes::from_static(
+            b"data: {\"choices\":[],\"usage\":{\"prompt_tokens\":3,\"completion_tokens\":4}}\n\n",
+        );
+        for (stream, limit) in [(false, TAIL), (true, STREAM_TAIL)] {
+            let mut tail = Tail::new(stream);
+            for i in 0..1000 {
+                tail.keep(&Bytes::from(format!("data: {{\"n\":{i},\"usage\":null}}\n\n")));
+            }
+            tail.keep(&last);
+            tail.keep(&Bytes::new());
+            tail.keep(&Bytes::from_static(b"data: [DONE]\n\n"));
+            let kept = tail.bytes();
+            assert!(kept.len() >= limit && kept.len() < limit + 64, "stream {stream}: {} bytes", kept.len());
+            assert!(
+                kept.ends_with(b"usage\":{\"prompt_tokens\":3,\"completion_tokens\":4}}\n\ndata: [DONE]\n\n")
+            );
+            assert_eq!(usage(&kept), Some((3, 4)));
+            if let Tail::Copy(copy) = &tail {
+                assert_eq!(copy.capacity(), STREAM_TAIL, "a stream's tail never grows");
+            }
+        }
+        // One chunk larger than the limit: its end is kept.
+        let mut tail = Tail::new(true);
+        tail.keep(&Bytes::from(vec![b'x'; 3 * STREAM_TAIL]));
+        assert_eq!(tail.bytes().len(), STREAM_TAIL);
+        let mut tail = Tail::new(false);
+        tail.keep(&last);
+        assert_eq!(&tail.bytes()[..], &last[..], "a single chunk is lent, not copied");
+    }
 
     #[test]
     fn usage_is_read_from_the_end_of_a_body() {

@@ -26,10 +26,17 @@ pub fn request_id(headers: &HeaderMap) -> HeaderValue {
     if let Some(v) = headers.get(X_REQUEST_ID) {
         let b = v.as_bytes();
         if !b.is_empty() && b.len() <= 128 && b.iter().all(|c| c.is_ascii_graphic()) {
-            return v.clone();
+            return detached(v);
         }
     }
     generate_id()
+}
+
+/// A copy of a request header's value that does not share the connection's read buffer: hyper
+/// cuts header values out of that buffer, so a clone kept for a long stream's access log would
+/// keep the whole buffer (8 KiB or more) alive until the stream ends.
+pub fn detached(v: &HeaderValue) -> HeaderValue {
+    HeaderValue::from_bytes(v.as_bytes()).unwrap_or_else(|_| v.clone())
 }
 
 /// A random UUIDv4-shaped id, written into a stack buffer (no formatting machinery: this runs

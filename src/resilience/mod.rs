@@ -48,6 +48,22 @@ pub struct TargetState {
     pub breaker: Breaker,
     /// Model-scoped cooldown (an overloaded model that said when to come back).
     pub cooldown: Cooldown,
+    /// Its metric handles, resolved at its first answer: looking labels up costs a hash and a
+    /// lock per metric, seven times a request.
+    metrics: std::sync::OnceLock<Arc<crate::metrics::TargetMetrics>>,
+}
+
+impl TargetState {
+    /// The metric handles of this target, labelled `provider` and `model` (the target's bounded
+    /// model label, the same at every call).
+    pub fn metrics(
+        &self,
+        all: &crate::metrics::Metrics,
+        provider: &str,
+        model: &str,
+    ) -> &Arc<crate::metrics::TargetMetrics> {
+        self.metrics.get_or_init(|| Arc::new(all.target(provider, model)))
+    }
 }
 
 /// State of one provider.
@@ -207,6 +223,7 @@ impl Registry {
                 inflight: AtomicU32::new(0),
                 breaker: Breaker::new(breaker),
                 cooldown: Cooldown::default(),
+                metrics: std::sync::OnceLock::new(),
             },
         )
     }

@@ -99,12 +99,14 @@ pub async fn send(
         }
     };
     let reusable = reusable && parts.headers.get(CONNECTION).is_none_or(|v| !has_token(v, "close"));
-    let state = match framing {
-        Framing::Length(0) | Framing::Empty => State::Done,
-        Framing::Length(n) => State::Length(n),
-        Framing::Chunked => State::Chunked(Chunked::Size),
-        Framing::Eof => State::Eof,
-    };
+    let state = State::from(framing);
+    if matches!(state, State::Chunked(_)) && conn.buf.len() < CHUNKED_READ {
+        // A stream: what arrived with the head moves to a small buffer of its own, so the head's
+        // buffer is freed once the head has been relayed rather than held for the stream's life.
+        let mut small = BytesMut::with_capacity(CHUNKED_READ);
+        small.extend_from_slice(&conn.buf);
+        conn.buf = small;
+    }
     let mut body = Body { conn: Some(conn), state, reusable, pool };
     if matches!(body.state, State::Done) {
         body.finish();
@@ -182,7 +184,9 @@ async fn read(conn: &mut Conn) -> std::io::Result<usize> {
     std::future::poll_fn(|cx| poll_read(&mut conn.io, &mut conn.buf, HEAD_READ, cx)).await
 }
 
-/// Reads into `buf`, with room for `size` bytes made first when less than a quarter is left.
+/// Reads into `buf`, with room for `size` bytes made first when less than a quarter is left. An
+/// empty buffer is replaced rather than grown: `reserve` on a buffer whose earlier bytes are still
+/// shared allocates at least the first allocation's size again.
 fn poll_read(
     io: &mut Io,
     buf: &mut BytesMut,
@@ -190,7 +194,11 @@ fn poll_read(
     cx: &mut Context<'_>,
 ) -> Poll<std::io::Result<usize>> {
     if buf.capacity() - buf.len() < size / 4 {
-        buf.reserve(size);
+        if buf.is_empty() {
+            *buf = BytesMut::with_capacity(size);
+        } else {
+            buf.reserve(size);
+        }
     }
     tokio_util::io::poll_read_buf(Pin::new(io), cx, buf)
 }
@@ -329,6 +337,63 @@ enum State {
     Done,
 }
 
+impl From<Framing> for State {
+    fn from(framing: Framing) -> Self {
+        match framing {
+            Framing::Length(0) | Framing::Empty => Self::Done,
+            Framing::Length(n) => Self::Length(n),
+            Framing::Chunked => Self::Chunked(Chunked::Size),
+            Framing::Eof => Self::Eof,
+        }
+    }
+}
+
+impl State {
+    /// The body's next piece from `buf`, or what it needs: no I/O here, so the socket body and
+    /// [`decode`] share it.
+    fn step(&mut self, buf: &mut BytesMut) -> Result<Step, Error> {
+        Ok(match self {
+            Self::Done | Self::Length(0) => Step::End,
+            Self::Length(_) | Self::Eof if buf.is_empty() => Step::More,
+            Self::Length(left) => {
+                let n = usize::try_from(*left).unwrap_or(usize::MAX).min(buf.len());
+                *left -= n as u64;
+                Step::Data(buf.split_to(n).freeze())
+            }
+            Self::Eof => Step::Data(buf.split().freeze()),
+            Self::Chunked(dec) => dec.step(buf)?,
+        })
+    }
+}
+
+/// Decodes one answer arriving in `pieces`, in memory: the status and the body, or why the
+/// bytes are not a valid answer. The fuzz target `upstream_answer` checks that any split of the
+/// same bytes decodes the same.
+pub fn decode<'a>(pieces: impl IntoIterator<Item = &'a [u8]>) -> Result<(u16, Vec<u8>), Error> {
+    let mut pieces = pieces.into_iter();
+    let mut buf = BytesMut::new();
+    let mut more = |buf: &mut BytesMut| pieces.next().map(|p| buf.extend_from_slice(p)).is_some();
+    let (status, mut state) = loop {
+        match parse(&mut buf)? {
+            Some(Parsed::Interim) => {}
+            Some(Parsed::Final(head, framing, _)) => break (head.status().as_u16(), State::from(framing)),
+            None if buf.len() > MAX_HEAD => return Err(Error::Invalid("response head too large")),
+            None if !more(&mut buf) => return Err(Error::Closed),
+            None => {}
+        }
+    };
+    let mut body = Vec::new();
+    loop {
+        match state.step(&mut buf)? {
+            Step::Data(data) => body.extend_from_slice(&data),
+            Step::End => return Ok((status, body)),
+            Step::More if more(&mut buf) => {}
+            Step::More if matches!(state, State::Eof) => return Ok((status, body)),
+            Step::More => return Err(Error::Invalid("body cut short")),
+        }
+    }
+}
+
 /// Where a chunked decoder is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Chunked {
@@ -399,6 +464,8 @@ impl Chunked {
 /// Takes one CRLF- (or LF-) terminated line from the front of `buf`, without its end.
 fn take_line(buf: &mut BytesMut) -> Result<Option<BytesMut>, Error> {
     match buf.iter().position(|&b| b == b'\n') {
+        // The same limit whether the line arrived whole or in pieces.
+        Some(i) if i > MAX_LINE => Err(Error::Invalid("line too long")),
         Some(i) => {
             let mut line = buf.split_to(i + 1);
             line.truncate(i);
@@ -445,19 +512,9 @@ impl http_body::Body for Body {
         let this = &mut *self;
         loop {
             let Some(conn) = this.conn.as_mut() else { return Poll::Ready(None) };
-            let step = match &mut this.state {
-                State::Done => Step::End,
-                State::Length(_) | State::Eof if conn.buf.is_empty() => Step::More,
-                State::Length(left) => {
-                    let n = usize::try_from(*left).unwrap_or(usize::MAX).min(conn.buf.len());
-                    *left -= n as u64;
-                    Step::Data(conn.buf.split_to(n).freeze())
-                }
-                State::Eof => Step::Data(conn.buf.split().freeze()),
-                State::Chunked(dec) => match dec.step(&mut conn.buf) {
-                    Ok(step) => step,
-                    Err(e) => return Poll::Ready(Some(Err(this.fail(e)))),
-                },
+            let step = match this.state.step(&mut conn.buf) {
+                Ok(step) => step,
+                Err(e) => return Poll::Ready(Some(Err(this.fail(e)))),
             };
             match step {
                 Step::Data(data) => {

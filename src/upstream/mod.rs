@@ -22,6 +22,8 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use crate::config::ProviderConfig;
 pub use connect::ConnectError;
 use connect::Connector;
+#[doc(hidden)]
+pub use h1::{Error as AnswerError, decode as decode_answer};
 use pool::{Checkout, Origin, Shared};
 
 /// A provider's client: cheap to clone, and clones share the pool.
