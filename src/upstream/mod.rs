@@ -224,3 +224,6 @@ pub fn build(p: &ProviderConfig) -> Result<Client, BuildError> {
     };
     Ok(Client::new(Connector::new(Some(tls), p.connect_timeout), p.max_idle_connections, p.pool_idle_timeout))
 }
+
+#[cfg(test)]
+mod tests;

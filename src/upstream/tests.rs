@@ -1,0 +1,112 @@
+//! The client over TLS: HTTP/2 when the provider offers it (one shared connection), HTTP/1.1
+//! (pooled) when it does not, against a hyper server on a real socket.
+
+use std::convert::Infallible;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Request, Response, Version};
+use http_body_util::{BodyExt, Full};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::net::TcpListener;
+
+use super::{Client, Connector};
+
+fn fixture(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tls").join(name)
+}
+
+/// A TLS server offering `alpn`, answering every request with its HTTP version; counts
+/// connections.
+async fn server(alpn: &[&[u8]]) -> (String, Arc<AtomicUsize>) {
+    let (certs, key) =
+        crate::tls::certified_key(&fixture("server-a.pem"), &fixture("server-a-key.pem")).unwrap();
+    let mut config = rustls::ServerConfig::builder_with_provider(crate::tls::provider())
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .unwrap();
+    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("https://localhost:{}/v1/chat", listener.local_addr().unwrap().port());
+    let connections = Arc::new(AtomicUsize::new(0));
+    let count = connections.clone();
+    tokio::spawn(async move {
+        loop {
+            let Ok((tcp, _)) = listener.accept().await else { return };
+            count.fetch_add(1, Ordering::SeqCst);
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                let Ok(tls) = acceptor.accept(tcp).await else { return };
+                let service = hyper::service::service_fn(|req: Request<hyper::body::Incoming>| async move {
+                    let body = req.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+                    let text = format!("{body:?}");
+                    Ok::<_, Infallible>(Response::new(Full::new(Bytes::from(text))))
+                });
+                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(tls), service)
+                    .await;
+            });
+        }
+    });
+    (url, connections)
+}
+
+fn client() -> Client {
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in crate::tls::load_certs(&fixture("ca.pem")).unwrap() {
+        roots.add(cert).unwrap();
+    }
+    let tls = rustls::ClientConfig::builder_with_provider(crate::tls::provider())
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Client::new(Connector::new(Some(tls), Duration::from_secs(5)), 8, Duration::from_secs(60))
+}
+
+async fn call(client: &Client, url: &str, body: &'static str) -> (Version, String) {
+    let resp =
+        client.send(Request::post(url).body(Bytes::from_static(body.as_bytes())).unwrap()).await.unwrap();
+    let version = resp.version();
+    let body = resp.into_body().collect().await.unwrap().to_bytes();
+    (version, String::from_utf8_lossy(&body).into_owned())
+}
+
+#[tokio::test]
+async fn http2_is_used_when_offered_and_its_connection_shared() {
+    let (url, connections) = server(&[b"h2", b"http/1.1"]).await;
+    let c = client();
+    assert_eq!(call(&c, &url, "one").await, (Version::HTTP_2, "b\"one\"".to_owned()));
+    let together = tokio::join!(call(&c, &url, "a"), call(&c, &url, "b"), call(&c, &url, "c"));
+    assert_eq!(together.2, (Version::HTTP_2, "b\"c\"".to_owned()));
+    assert_eq!(connections.load(Ordering::SeqCst), 1, "four requests, one HTTP/2 connection");
+}
+
+#[tokio::test]
+async fn http1_over_tls_is_pooled_when_http2_is_not_offered() {
+    let (url, connections) = server(&[b"http/1.1"]).await;
+    let c = client();
+    for body in ["one", "two", "three"] {
+        assert_eq!(call(&c, &url, body).await, (Version::HTTP_11, format!("b{body:?}")));
+    }
+    assert_eq!(connections.load(Ordering::SeqCst), 1, "three requests, one kept-alive connection");
+}
+
+#[tokio::test]
+async fn an_untrusted_certificate_is_a_connect_error() {
+    let (url, _) = server(&[b"h2"]).await;
+    let tls = rustls::ClientConfig::builder_with_provider(crate::tls::provider())
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(rustls::RootCertStore::empty())
+        .with_no_client_auth();
+    let c = Client::new(Connector::new(Some(tls), Duration::from_secs(5)), 8, Duration::from_secs(60));
+    let err = c.send(Request::post(&url).body(Bytes::new()).unwrap()).await.err().unwrap();
+    assert!(matches!(err, super::Error::Connect(super::ConnectError::Tls(_))), "{err}");
+}
