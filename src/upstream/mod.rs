@@ -24,7 +24,7 @@ pub use connect::ConnectError;
 use connect::Connector;
 #[doc(hidden)]
 pub use h1::{Error as AnswerError, decode as decode_answer};
-use pool::{Checkout, Origin, Shared};
+use pool::{Checkout, Dial, Origin, Shared};
 
 /// A provider's client: cheap to clone, and clones share the pool.
 #[derive(Clone)]
@@ -66,18 +66,32 @@ impl Client {
         let (parts, body) = req.into_parts();
         // A pooled HTTP/1.1 connection the provider closed while idle fails before any byte of
         // the answer: the request goes again, at most twice on pooled ones, then on a new one.
-        for _ in 0..2 {
+        let mut stale = 0;
+        let dial = loop {
             match self.shared.checkout(&parts.uri) {
-                None => break,
                 Some(Checkout::H2(sender)) => return h2(sender, parts, body).await,
-                Some(Checkout::H1(conn)) => {
+                Some(Checkout::H1(conn)) if stale < 2 => {
                     match h1::send(conn, &parts, &body, Arc::downgrade(&self.shared)).await {
-                        Err(h1::Error::Closed) => continue,
+                        Err(h1::Error::Closed) => stale += 1,
                         other => return other.map(|r| r.map(Body::H1)).map_err(failed),
+                    }
+                    continue;
+                }
+                Some(Checkout::H1(_)) | None => {}
+            }
+            match self.shared.dial(&parts.uri) {
+                Dial::Alone => break None,
+                Dial::First(guard) => break Some(guard),
+                Dial::Wait(done) => {
+                    let woken = done.notified();
+                    tokio::pin!(woken);
+                    woken.as_mut().enable();
+                    if self.shared.dialing(&parts.uri) {
+                        woken.await;
                     }
                 }
             }
-        }
+        };
         let io = self.shared.connector.connect(&parts.uri).await?;
         let origin = Arc::new(Origin::of(&parts.uri));
         let (host, port) = (parts.uri.host().unwrap_or_default(), parts.uri.port_u16());
@@ -90,8 +104,12 @@ impl Client {
                 .map_err(|e| ConnectError::Tls(std::io::Error::other(e)))?;
             tokio::spawn(conn);
             self.shared.put_h2(origin, sender.clone());
+            if let Some(dial) = dial {
+                dial.h2();
+            }
             return h2(sender, parts, body).await;
         }
+        drop(dial);
         let conn = h1::Conn::new(io, origin);
         let resp = h1::send(conn, &parts, &body, Arc::downgrade(&self.shared)).await.map_err(failed)?;
         Ok(resp.map(Body::H1))

@@ -57,6 +57,57 @@ struct IdleH1 {
 struct Idle {
     h1: Vec<IdleH1>,
     h2: Vec<H2>,
+    dials: Vec<Dialing>,
+}
+
+/// What is known of connecting to an `https` origin: whether requests open connections on their
+/// own (it answered HTTP/1.1, or the last attempt failed), and whether a connection that may
+/// turn out HTTP/2 is being opened (the others wait for it).
+struct Dialing {
+    origin: Arc<Origin>,
+    alone: bool,
+    busy: bool,
+    done: Arc<tokio::sync::Notify>,
+}
+
+/// Whether a request that found no idle connection opens one.
+pub enum Dial {
+    /// Yes, without telling anyone: plain HTTP, or see [`Dialing`].
+    Alone,
+    /// Yes, and requests arriving meanwhile wait for it: it may be HTTP/2, to be shared.
+    First(DialGuard),
+    /// No: another request is opening one; wait, then look in the pool again.
+    Wait(Arc<tokio::sync::Notify>),
+}
+
+/// Held while opening a connection others wait for. However it ends (done, failed, or the
+/// request cancelled), it wakes them; unless it ended in HTTP/2, they then connect on their own
+/// (one at a time after a failure would make the last wait for every timeout in turn).
+pub struct DialGuard {
+    shared: Arc<Shared>,
+    origin: Arc<Origin>,
+    h2: bool,
+}
+
+impl DialGuard {
+    /// The connection is HTTP/2 and in the pool.
+    pub fn h2(mut self) {
+        self.h2 = true;
+    }
+}
+
+impl Drop for DialGuard {
+    fn drop(&mut self) {
+        let done = self.shared.idle.lock().ok().and_then(|mut idle| {
+            let d = idle.dials.iter_mut().find(|d| d.origin == self.origin)?;
+            d.busy = false;
+            d.alone = !self.h2;
+            Some(d.done.clone())
+        });
+        if let Some(done) = done {
+            done.notify_waiters();
+        }
+    }
 }
 
 /// What a checkout found.
@@ -117,6 +168,40 @@ impl Shared {
         found
     }
 
+    /// Whether to open a connection to `uri`'s origin now. The first connection to an `https`
+    /// origin (and each new one while it speaks HTTP/2) is opened by one request at a time, so a
+    /// burst shares one HTTP/2 connection instead of opening one each.
+    pub fn dial(self: &Arc<Self>, uri: &Uri) -> Dial {
+        if !is_https(uri) {
+            return Dial::Alone;
+        }
+        let Ok(mut idle) = self.idle.lock() else { return Dial::Alone };
+        let at = match idle.dials.iter().position(|d| d.origin.serves(uri)) {
+            Some(at) => at,
+            None => {
+                let done = Arc::new(tokio::sync::Notify::new());
+                let origin = Arc::new(Origin::of(uri));
+                idle.dials.push(Dialing { origin, alone: false, busy: false, done });
+                idle.dials.len() - 1
+            }
+        };
+        let d = &mut idle.dials[at];
+        match (d.alone, d.busy) {
+            (true, _) => Dial::Alone,
+            (false, true) => Dial::Wait(d.done.clone()),
+            (false, false) => {
+                d.busy = true;
+                Dial::First(DialGuard { shared: self.clone(), origin: d.origin.clone(), h2: false })
+            }
+        }
+    }
+
+    /// Whether a dial to `uri`'s origin is still under way (checked after registering to wait,
+    /// so that a dial ending in between is not waited for).
+    pub fn dialing(&self, uri: &Uri) -> bool {
+        self.idle.lock().is_ok_and(|idle| idle.dials.iter().any(|d| d.origin.serves(uri) && d.busy))
+    }
+
     /// Puts an HTTP/1.1 connection back after a clean exchange (or closes it: pool full).
     pub fn put(self: &Arc<Self>, conn: Conn) {
         let since = self.tick.load(Ordering::Relaxed);
@@ -142,6 +227,10 @@ impl Shared {
         let old = {
             let Ok(mut idle) = self.idle.lock() else { return };
             let old = idle.h2.iter().position(|c| c.origin == origin).map(|at| idle.h2.swap_remove(at));
+            // It speaks HTTP/2 again: new connections are opened one at a time again.
+            if let Some(d) = idle.dials.iter_mut().find(|d| d.origin == origin) {
+                d.alone = false;
+            }
             idle.h2.push(H2 { origin, sender, last });
             old
         };

@@ -89,6 +89,47 @@ async fn http2_is_used_when_offered_and_its_connection_shared() {
 }
 
 #[tokio::test]
+async fn a_cold_burst_shares_one_http2_connection_and_http1_calls_each_get_their_own() {
+    let (url, connections) = server(&[b"h2"]).await;
+    let c = client();
+    let burst: Vec<_> = (0..8).map(|_| call(&c, &url, "x")).collect();
+    for (version, _) in join_all(burst).await {
+        assert_eq!(version, Version::HTTP_2);
+    }
+    assert_eq!(connections.load(Ordering::SeqCst), 1, "eight concurrent first calls, one connection");
+
+    let (url, connections) = server(&[b"http/1.1"]).await;
+    let c = client();
+    call(&c, &url, "first").await;
+    let burst: Vec<_> = (0..4).map(|_| c.send(Request::post(&url).body(Bytes::new()).unwrap())).collect();
+    let held: Vec<_> = join_all(burst).await;
+    assert_eq!(
+        connections.load(Ordering::SeqCst),
+        4,
+        "an HTTP/1.1 origin: one connection per call in flight"
+    );
+    drop(held);
+}
+
+/// Runs the futures concurrently on this task (the h1 tests use it too).
+pub(super) async fn join_all<F: std::future::Future>(futures: Vec<F>) -> Vec<F::Output> {
+    let mut pinned: Vec<_> = futures.into_iter().map(Box::pin).collect();
+    let mut done: Vec<Option<F::Output>> = pinned.iter().map(|_| None).collect();
+    std::future::poll_fn(|cx| {
+        for (f, d) in pinned.iter_mut().zip(done.iter_mut()) {
+            if d.is_none()
+                && let std::task::Poll::Ready(v) = f.as_mut().poll(cx)
+            {
+                *d = Some(v);
+            }
+        }
+        if done.iter().all(Option::is_some) { std::task::Poll::Ready(()) } else { std::task::Poll::Pending }
+    })
+    .await;
+    done.into_iter().flatten().collect()
+}
+
+#[tokio::test]
 async fn http1_over_tls_is_pooled_when_http2_is_not_offered() {
     let (url, connections) = server(&[b"http/1.1"]).await;
     let c = client();

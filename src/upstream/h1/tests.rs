@@ -287,7 +287,8 @@ async fn the_pool_keeps_at_most_max_idle_and_sweeps_expired_ones() {
     let mut up = upstream(&[OK], 0).await;
     let c = client(2, Duration::from_millis(40));
     let calls: Vec<_> = (0..4).map(|_| c.send(Request::post(&up.url).body(Bytes::new()).unwrap())).collect();
-    let bodies: Vec<Body> = futures_join(calls).await.into_iter().map(|r| r.unwrap().into_body()).collect();
+    let bodies: Vec<Body> =
+        crate::upstream::tests::join_all(calls).await.into_iter().map(|r| r.unwrap().into_body()).collect();
     assert_eq!(up.opened.load(Ordering::SeqCst), 4);
     for b in bodies {
         b.collect().await.unwrap();
@@ -301,22 +302,4 @@ async fn the_pool_keeps_at_most_max_idle_and_sweeps_expired_ones() {
         up.closed.recv().await.unwrap();
     }
     assert_eq!(c.shared.idle_h1(), 0);
-}
-
-/// Runs the futures concurrently on this task.
-async fn futures_join<F: std::future::Future>(futures: Vec<F>) -> Vec<F::Output> {
-    let mut pinned: Vec<_> = futures.into_iter().map(Box::pin).collect();
-    let mut done: Vec<Option<F::Output>> = pinned.iter().map(|_| None).collect();
-    std::future::poll_fn(|cx| {
-        for (f, d) in pinned.iter_mut().zip(done.iter_mut()) {
-            if d.is_none()
-                && let std::task::Poll::Ready(v) = f.as_mut().poll(cx)
-            {
-                *d = Some(v);
-            }
-        }
-        if done.iter().all(Option::is_some) { std::task::Poll::Ready(()) } else { std::task::Poll::Pending }
-    })
-    .await;
-    done.into_iter().flatten().collect()
 }
