@@ -333,3 +333,22 @@ targets = [{ provider = "openai", model = "busy" }, { provider = "openai", model
     );
     assert!(a.json()["error"]["message"].as_str().unwrap().contains("mock: injected failure 400"));
 }
+
+#[tokio::test]
+async fn a_translated_answer_charges_the_tokens_it_reported_to_token_limits() {
+    // 100 tokens a minute. A request is pre-charged at prompt bytes / 4 + max_tokens (about 80
+    // here) and settled with the usage the provider reported (9 + 11 = 20): 20 + 80 leaves no
+    // room for a second. Were a translated answer refunded, 0 + 80 would pass.
+    let mock = MockUpstream::start(MockConfig::default()).await.unwrap();
+    let limit = "[[limits]]\nname = \"tokens\"\nscope = \"global\"\ntokens = 100\nper = \"60s\"\n";
+    let t = Tier1::start(&cfg(&mock.url(), limit)).await;
+    let body =
+        r#"{"model":"anthropic/claude-x","max_tokens":60,"messages":[{"role":"user","content":"hi"}]}"#;
+    let a = post(&t.url("/v1/chat/completions"), &[FRONT], body).await;
+    assert_eq!(a.status, 200, "{}", a.text());
+    assert_eq!(a.json()["usage"]["total_tokens"], 20, "{}", a.text());
+    let a = post(&t.url("/v1/chat/completions"), &[FRONT], body).await;
+    assert_eq!(a.status, 429, "{}", a.text());
+    assert_eq!(a.header("x-tier1-limit"), Some("tokens"));
+    assert_eq!(mock.stats.snapshot().requests, 1);
+}

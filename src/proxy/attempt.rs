@@ -155,13 +155,16 @@ pub struct Won {
     pub fallback_reason: Option<Class>,
     /// Time to the first content chunk (streams).
     pub ttft: Option<Duration>,
+    /// Tokens in and out, for an answer read and translated whole (a relayed body reports its
+    /// own when it ends).
+    pub tokens: Option<(u64, u64)>,
 }
 
 /// The winning body: relayed, or an upstream error body passed through.
 pub enum WonBody {
     /// Streamed from the upstream.
     Relay(Box<Relay>),
-    /// Read in full (a caller-fault error, redacted).
+    /// Read in full: a caller-fault error (redacted), or an answer translated whole.
     Full(Bytes),
 }
 
@@ -638,6 +641,7 @@ async fn attempt<'a>(job: &'a Job<'a>, c: &'a Candidate<'a>, key_index: Option<u
                         model: HeaderValue::from_str(c.model).ok(),
                         fallback_reason: None,
                         ttft: None,
+                        tokens: None,
                     }));
                 }
                 Err(failure(class, Some(status), retry_after))
@@ -679,6 +683,10 @@ async fn attempt<'a>(job: &'a Job<'a>, c: &'a Candidate<'a>, key_index: Option<u
                         metrics.cost.inc_by(cost);
                     }
                 }
+                // The key's token estimate is corrected as a relayed body's would be.
+                if let Some(mut t) = key_ticket {
+                    t.settle(usage.map(|(i, o)| i + o));
+                }
                 let mut headers = HeaderMap::new();
                 headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
                 dropped_header(&mut headers, &t.dropped);
@@ -690,6 +698,7 @@ async fn attempt<'a>(job: &'a Job<'a>, c: &'a Candidate<'a>, key_index: Option<u
                     model: HeaderValue::from_str(c.model).ok(),
                     fallback_reason: None,
                     ttft: None,
+                    tokens: usage,
                 }));
             }
             let tap = Tap::new(metrics.clone(), start, streaming, c.costs, &held);
@@ -717,6 +726,7 @@ async fn attempt<'a>(job: &'a Job<'a>, c: &'a Candidate<'a>, key_index: Option<u
                 model: HeaderValue::from_str(c.model).ok(),
                 fallback_reason: None,
                 ttft: streaming.then_some(first),
+                tokens: None,
             }))
         }
         Err(f) => {
@@ -838,6 +848,7 @@ fn untranslatable(p: &Provider, c: &Candidate<'_>, why: &str, op: Operation) -> 
         model: HeaderValue::from_str(c.model).ok(),
         fallback_reason: None,
         ttft: None,
+        tokens: None,
     }
 }
 

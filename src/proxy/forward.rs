@@ -138,7 +138,13 @@ pub async fn forward(
     let reason = won.fallback_reason.map(Class::as_str);
     let body = match won.body {
         WonBody::Full(bytes) => {
-            ticket.settle(Some(0));
+            // A translated answer's tokens are what the provider reported (none reported: the
+            // estimate stands); an error body consumed nothing.
+            let used = won.tokens.map(|(i, o)| i + o);
+            ticket.settle(if won.status.is_success() { used } else { Some(0) });
+            if let Some(r) = ctx.record.as_mut() {
+                r.tokens = won.tokens;
+            }
             full(bytes)
         }
         WonBody::Relay(relay) => {
