@@ -53,7 +53,16 @@ impl Client {
     /// A client over `connector`, keeping at most `max_idle` idle HTTP/1.1 connections per
     /// origin, each for at most `idle_timeout`.
     fn new(connector: Connector, max_idle: usize, idle_timeout: Duration) -> Self {
-        Self { shared: Arc::new(Shared::new(connector, max_idle, idle_timeout)) }
+        Self::with_h2_streams(connector, max_idle, idle_timeout, pool::H2_STREAMS)
+    }
+
+    fn with_h2_streams(
+        connector: Connector,
+        max_idle: usize,
+        idle_timeout: Duration,
+        streams: usize,
+    ) -> Self {
+        Self { shared: Arc::new(Shared::new(connector, max_idle, idle_timeout, streams)) }
     }
 
     /// A plain-HTTP client that keeps no idle connection (the command line's health checks).
@@ -69,7 +78,7 @@ impl Client {
         let mut stale = 0;
         let dial = loop {
             match self.shared.checkout(&parts.uri) {
-                Some(Checkout::H2(sender)) => return h2(sender, parts, body).await,
+                Some(Checkout::H2(sender, stream)) => return h2(sender, stream, parts, body).await,
                 Some(Checkout::H1(conn)) if stale < 2 => {
                     match h1::send(conn, &parts, &body, Arc::downgrade(&self.shared)).await {
                         Err(h1::Error::Closed) => stale += 1,
@@ -103,11 +112,11 @@ impl Client {
                 .await
                 .map_err(|e| ConnectError::Tls(std::io::Error::other(e)))?;
             tokio::spawn(conn);
-            self.shared.put_h2(origin, sender.clone());
+            let stream = self.shared.put_h2(origin, sender.clone());
             if let Some(dial) = dial {
                 dial.h2();
             }
-            return h2(sender, parts, body).await;
+            return h2(sender, stream, parts, body).await;
         }
         drop(dial);
         let conn = h1::Conn::new(io, origin);
@@ -122,20 +131,21 @@ fn failed(e: impl std::fmt::Display) -> Error {
 
 async fn h2(
     mut sender: hyper::client::conn::http2::SendRequest<Full<Bytes>>,
+    stream: pool::Stream,
     parts: http::request::Parts,
     body: Bytes,
 ) -> Result<Response<Body>, Error> {
     sender.ready().await.map_err(failed)?;
     let resp = sender.send_request(Request::from_parts(parts, Full::new(body))).await.map_err(failed)?;
-    Ok(resp.map(Body::H2))
+    Ok(resp.map(|b| Body::H2(b, stream)))
 }
 
 /// An answer's body.
 pub enum Body {
     /// Read from an HTTP/1.1 connection by whoever polls it.
     H1(h1::Body),
-    /// From hyper's HTTP/2 connection.
-    H2(Incoming),
+    /// From hyper's HTTP/2 connection, holding its place there until dropped.
+    H2(Incoming, pool::Stream),
 }
 
 /// Why a body stopped early.
@@ -153,21 +163,21 @@ impl http_body::Body for Body {
     ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
         match self.get_mut() {
             Self::H1(b) => Pin::new(b).poll_frame(cx).map_err(|e| BodyError(e.to_string())),
-            Self::H2(b) => Pin::new(b).poll_frame(cx).map_err(|e| BodyError(e.to_string())),
+            Self::H2(b, _) => Pin::new(b).poll_frame(cx).map_err(|e| BodyError(e.to_string())),
         }
     }
 
     fn is_end_stream(&self) -> bool {
         match self {
             Self::H1(b) => b.is_end_stream(),
-            Self::H2(b) => b.is_end_stream(),
+            Self::H2(b, _) => b.is_end_stream(),
         }
     }
 
     fn size_hint(&self) -> SizeHint {
         match self {
             Self::H1(b) => b.size_hint(),
-            Self::H2(b) => b.size_hint(),
+            Self::H2(b, _) => b.size_hint(),
         }
     }
 }

@@ -4,7 +4,7 @@
 //! across an `.await`. A sweeper task, started with the first idle connection, closes those idle
 //! past the timeout or closed by the provider, and stops when the client is dropped.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
@@ -39,12 +39,28 @@ fn is_https(uri: &Uri) -> bool {
     uri.scheme_str() == Some("https")
 }
 
+/// Requests in flight on one HTTP/2 connection before another is opened. RFC 9113 (5.1.2)
+/// recommends that servers allow at least 100 concurrent streams: past that, a request would
+/// queue inside the connection instead of going out.
+pub const H2_STREAMS: usize = 100;
+
 /// A pooled HTTP/2 connection.
 pub struct H2 {
     pub origin: Arc<Origin>,
     pub sender: SendRequest<Full<Bytes>>,
+    /// Requests in flight on it (their bodies included).
+    streams: Arc<AtomicUsize>,
     /// Sweeper tick of its last use.
     last: u64,
+}
+
+/// One request's place on an HTTP/2 connection, given back when its answer's body is dropped.
+pub struct Stream(Arc<AtomicUsize>);
+
+impl Drop for Stream {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 struct IdleH1 {
@@ -113,7 +129,7 @@ impl Drop for DialGuard {
 /// What a checkout found.
 pub enum Checkout {
     H1(Conn),
-    H2(SendRequest<Full<Bytes>>),
+    H2(SendRequest<Full<Bytes>>, Stream),
 }
 
 /// The state one client's clones share.
@@ -121,6 +137,8 @@ pub struct Shared {
     pub connector: Connector,
     idle: Mutex<Idle>,
     max_idle: usize,
+    /// Requests in flight per HTTP/2 connection ([`H2_STREAMS`]; fewer in tests).
+    h2_streams: usize,
     /// How often the sweeper runs, and how many of its ticks make the idle timeout.
     every: Duration,
     idle_ticks: u64,
@@ -129,13 +147,14 @@ pub struct Shared {
 }
 
 impl Shared {
-    pub fn new(connector: Connector, max_idle: usize, idle_timeout: Duration) -> Self {
+    pub fn new(connector: Connector, max_idle: usize, idle_timeout: Duration, h2_streams: usize) -> Self {
         let every = (idle_timeout / 4).clamp(Duration::from_millis(10), Duration::from_secs(1));
         let idle_ticks = idle_timeout.as_nanos().div_ceil(every.as_nanos().max(1));
         Self {
             connector,
             idle: Mutex::default(),
             max_idle,
+            h2_streams,
             every,
             idle_ticks: u64::try_from(idle_ticks).unwrap_or(u64::MAX),
             tick: AtomicU64::new(0),
@@ -150,10 +169,15 @@ impl Shared {
         let mut stale = Vec::new();
         let found = {
             let Ok(mut idle) = self.idle.lock() else { return None };
-            let h2 = idle.h2.iter_mut().find(|c| c.origin.serves(uri) && !c.sender.is_closed());
+            let h2 = idle.h2.iter_mut().find(|c| {
+                c.origin.serves(uri)
+                    && !c.sender.is_closed()
+                    && c.streams.load(Ordering::Relaxed) < self.h2_streams
+            });
             if let Some(c) = h2 {
                 c.last = now;
-                return Some(Checkout::H2(c.sender.clone()));
+                c.streams.fetch_add(1, Ordering::Relaxed);
+                return Some(Checkout::H2(c.sender.clone(), Stream(c.streams.clone())));
             }
             loop {
                 let Some(at) = idle.h1.iter().rposition(|c| c.conn.origin.serves(uri)) else { break None };
@@ -220,24 +244,22 @@ impl Shared {
         drop(refused);
     }
 
-    /// Shares a new HTTP/2 connection (in place of an older one to the same origin, which
-    /// closes when its last request ends).
-    pub fn put_h2(self: &Arc<Self>, origin: Arc<Origin>, sender: SendRequest<Full<Bytes>>) {
+    /// Shares a new HTTP/2 connection, with one request (the caller's) already on it. Closed
+    /// ones leave at the next sweep, when their last request has ended.
+    pub fn put_h2(self: &Arc<Self>, origin: Arc<Origin>, sender: SendRequest<Full<Bytes>>) -> Stream {
         let last = self.tick.load(Ordering::Relaxed);
-        let old = {
-            let Ok(mut idle) = self.idle.lock() else { return };
-            let old = idle.h2.iter().position(|c| c.origin == origin).map(|at| idle.h2.swap_remove(at));
+        let streams = Arc::new(AtomicUsize::new(1));
+        if let Ok(mut idle) = self.idle.lock() {
             // It speaks HTTP/2 again: new connections are opened one at a time again.
             if let Some(d) = idle.dials.iter_mut().find(|d| d.origin == origin) {
                 d.alone = false;
             }
-            idle.h2.push(H2 { origin, sender, last });
-            old
-        };
+            idle.h2.push(H2 { origin, sender, streams: streams.clone(), last });
+        }
         if !self.sweeping.swap(true, Ordering::Relaxed) {
             tokio::spawn(sweep(Arc::downgrade(self), self.every));
         }
-        drop(old);
+        Stream(streams)
     }
 
     /// One sweep: the tick advances, and expired or closed connections leave the pool.
@@ -249,9 +271,10 @@ impl Shared {
                 .into_iter()
                 .partition(|c| now - c.since <= self.idle_ticks && c.conn.is_idle_open());
             idle.h1 = keep;
-            let (keep, h2) = std::mem::take(&mut idle.h2)
-                .into_iter()
-                .partition(|c| now - c.last <= self.idle_ticks && !c.sender.is_closed());
+            let (keep, h2) = std::mem::take(&mut idle.h2).into_iter().partition(|c| {
+                let busy = c.streams.load(Ordering::Relaxed) > 0;
+                (busy || now - c.last <= self.idle_ticks) && !c.sender.is_closed()
+            });
             idle.h2 = keep;
             (h1, h2)
         };

@@ -22,6 +22,17 @@ fn fixture(name: &str) -> PathBuf {
 /// A TLS server offering `alpn`, answering every request with its HTTP version; counts
 /// connections.
 async fn server(alpn: &[&[u8]]) -> (String, Arc<AtomicUsize>) {
+    let (open, _) = tokio::sync::watch::channel(true);
+    let (arrived, _) = tokio::sync::mpsc::unbounded_channel();
+    held_server(alpn, open.subscribe(), arrived).await
+}
+
+/// The same, holding each answer until `open` is true, and reporting each request's arrival.
+async fn held_server(
+    alpn: &[&[u8]],
+    open: tokio::sync::watch::Receiver<bool>,
+    arrived: tokio::sync::mpsc::UnboundedSender<()>,
+) -> (String, Arc<AtomicUsize>) {
     let (certs, key) =
         crate::tls::certified_key(&fixture("server-a.pem"), &fixture("server-a-key.pem")).unwrap();
     let mut config = rustls::ServerConfig::builder_with_provider(crate::tls::provider())
@@ -40,13 +51,18 @@ async fn server(alpn: &[&[u8]]) -> (String, Arc<AtomicUsize>) {
         loop {
             let Ok((tcp, _)) = listener.accept().await else { return };
             count.fetch_add(1, Ordering::SeqCst);
-            let acceptor = acceptor.clone();
+            let (acceptor, open, arrived) = (acceptor.clone(), open.clone(), arrived.clone());
             tokio::spawn(async move {
                 let Ok(tls) = acceptor.accept(tcp).await else { return };
-                let service = hyper::service::service_fn(|req: Request<hyper::body::Incoming>| async move {
-                    let body = req.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
-                    let text = format!("{body:?}");
-                    Ok::<_, Infallible>(Response::new(Full::new(Bytes::from(text))))
+                let service = hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
+                    let (mut open, arrived) = (open.clone(), arrived.clone());
+                    async move {
+                        let _ = arrived.send(());
+                        let _ = open.wait_for(|open| *open).await;
+                        let body = req.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+                        let text = format!("{body:?}");
+                        Ok::<_, Infallible>(Response::new(Full::new(Bytes::from(text))))
+                    }
                 });
                 let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
                     .serve_connection(TokioIo::new(tls), service)
@@ -58,6 +74,10 @@ async fn server(alpn: &[&[u8]]) -> (String, Arc<AtomicUsize>) {
 }
 
 fn client() -> Client {
+    client_with(super::pool::H2_STREAMS)
+}
+
+fn client_with(h2_streams: usize) -> Client {
     let mut roots = rustls::RootCertStore::empty();
     for cert in crate::tls::load_certs(&fixture("ca.pem")).unwrap() {
         roots.add(cert).unwrap();
@@ -67,7 +87,12 @@ fn client() -> Client {
         .unwrap()
         .with_root_certificates(roots)
         .with_no_client_auth();
-    Client::new(Connector::new(Some(tls), Duration::from_secs(5)), 8, Duration::from_secs(60))
+    Client::with_h2_streams(
+        Connector::new(Some(tls), Duration::from_secs(5)),
+        8,
+        Duration::from_secs(60),
+        h2_streams,
+    )
 }
 
 async fn call(client: &Client, url: &str, body: &'static str) -> (Version, String) {
@@ -150,4 +175,31 @@ async fn an_untrusted_certificate_is_a_connect_error() {
     let c = Client::new(Connector::new(Some(tls), Duration::from_secs(5)), 8, Duration::from_secs(60));
     let err = c.send(Request::post(&url).body(Bytes::new()).unwrap()).await.err().unwrap();
     assert!(matches!(err, super::Error::Connect(super::ConnectError::Tls(_))), "{err}");
+}
+
+#[tokio::test]
+async fn a_full_http2_connection_gets_a_sibling_instead_of_queueing() {
+    let (open, gate) = tokio::sync::watch::channel(false);
+    let (arrived, mut arrivals) = tokio::sync::mpsc::unbounded_channel();
+    let (url, connections) = held_server(&[b"h2"], gate, arrived).await;
+    // Two requests in flight per connection: five held requests need three connections.
+    let c = client_with(2);
+    let calls: Vec<_> = (0..5)
+        .map(|_| {
+            let (c, url) = (c.clone(), url.clone());
+            tokio::spawn(async move { call(&c, &url, "held").await })
+        })
+        .collect();
+    for _ in 0..5 {
+        arrivals.recv().await.unwrap();
+    }
+    assert_eq!(connections.load(Ordering::SeqCst), 3);
+    open.send(true).unwrap();
+    for call in calls {
+        assert_eq!(call.await.unwrap().0, Version::HTTP_2);
+    }
+    // Their places were given back with their bodies: the next calls reuse the connections.
+    call(&c, &url, "again").await;
+    call(&c, &url, "again").await;
+    assert_eq!(connections.load(Ordering::SeqCst), 3);
 }
