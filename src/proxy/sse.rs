@@ -23,7 +23,7 @@ pub enum Verdict {
 #[derive(Debug, Default)]
 pub struct CommitScanner {
     /// Bytes of the event being received (kept only until it is complete).
-    pending: Vec<u8>,
+    pending: Events,
     /// Complete events seen.
     events: usize,
 }
@@ -36,28 +36,60 @@ impl CommitScanner {
 
     /// Feeds the next chunk of the stream.
     pub fn feed(&mut self, chunk: &[u8]) -> Verdict {
-        self.pending.extend_from_slice(chunk);
-        loop {
-            let Some((end, next)) = event_end(&self.pending) else { return Verdict::Pending };
-            if end == 0 {
+        self.pending.push(chunk);
+        while let Some(event) = self.pending.next_event() {
+            if event.is_empty() {
                 // A blank line alone is no event (the `\n` of a `\r\n` split after the `\r`).
-                self.pending.drain(..next);
                 continue;
             }
-            let verdict = judge(&self.pending[..end]);
-            self.pending.drain(..next);
+            let verdict = judge(event);
             self.events += 1;
             if verdict != Verdict::Pending {
                 return verdict;
             }
         }
+        Verdict::Pending
     }
 }
 
-/// The end of the first complete event (a blank line): (end of its text, start of the next).
-pub(crate) fn event_end(b: &[u8]) -> Option<(usize, usize)> {
-    let mut i = 0;
-    let mut line_start = 0;
+/// Complete SSE events out of chunks as they arrive. Scanning resumes where it stopped, and the
+/// bytes of finished events are dropped once per chunk: one huge event in tiny chunks, or a
+/// chunk of many small events, costs linear time, not quadratic.
+#[derive(Debug, Default)]
+pub(crate) struct Events {
+    buf: Vec<u8>,
+    /// Where the next event starts.
+    start: usize,
+    /// Where the scan for its end stopped: (byte, start of that byte's line).
+    resume: (usize, usize),
+}
+
+impl Events {
+    pub(crate) fn push(&mut self, chunk: &[u8]) {
+        if self.start > 0 {
+            self.buf.drain(..self.start);
+            self.resume = (self.resume.0 - self.start, self.resume.1 - self.start);
+            self.start = 0;
+        }
+        self.buf.extend_from_slice(chunk);
+    }
+
+    /// The text of the next complete event (without the blank line that ends it; empty for a
+    /// blank line alone), or `None` until more bytes come.
+    pub(crate) fn next_event(&mut self) -> Option<&[u8]> {
+        let from = self.start;
+        let (end, next) = event_end_from(&self.buf, &mut self.resume)?;
+        self.start = next;
+        self.resume = (next, next);
+        Some(&self.buf[from..end])
+    }
+}
+
+/// The end of the first complete event (a blank line): (end of its text, start of the next),
+/// scanning from `at` (a byte and the start of its line), which is left where the scan stopped
+/// when the end is not there yet.
+fn event_end_from(b: &[u8], at: &mut (usize, usize)) -> Option<(usize, usize)> {
+    let (mut i, mut line_start) = *at;
     while i < b.len() {
         let eol = match b[i] {
             b'\n' => 1,
@@ -67,7 +99,10 @@ pub(crate) fn event_end(b: &[u8]) -> Option<(usize, usize)> {
             // `\n` that comes next then reads as one more blank line: an empty event, skipped.
             b'\r' if i + 1 < b.len() || i == line_start => 1,
             // Any other trailing `\r` may be the first half of `\r\n`: wait for more.
-            b'\r' => return None,
+            b'\r' => {
+                *at = (i, line_start);
+                return None;
+            }
             _ => {
                 i += 1;
                 continue;
@@ -79,6 +114,7 @@ pub(crate) fn event_end(b: &[u8]) -> Option<(usize, usize)> {
         i += eol;
         line_start = i;
     }
+    *at = (i, line_start);
     None
 }
 
@@ -198,6 +234,30 @@ mod tests {
     const PREAMBLE: &[u8] = b"data: {\"choices\":[{\"index\":0,\"delta\":{\"role\":\"assistant\",\"content\":\"\"},\"finish_reason\":null}]}\n\n";
     const CONTENT: &[u8] =
         b"data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"Hi\"},\"finish_reason\":null}]}\n\n";
+
+    #[test]
+    fn a_huge_event_byte_by_byte_and_a_chunk_of_many_events_take_linear_time() {
+        // Rescanning the pending bytes at every chunk would take minutes here (4 * 10^10 steps).
+        let mut events = Events::default();
+        let mut big = b"data: ".to_vec();
+        big.extend(std::iter::repeat_n(b'x', 256 * 1024));
+        for &b in &big {
+            events.push(&[b]);
+            assert!(events.next_event().is_none());
+        }
+        events.push(b"\n\n");
+        assert_eq!(events.next_event().map(<[u8]>::len), Some(big.len() + 1), "its text and line end");
+        assert!(events.next_event().is_none());
+        // Draining each event from the front would move the rest of the chunk every time.
+        let many: Vec<u8> = std::iter::repeat_n(PREAMBLE, 20_000).flatten().copied().collect();
+        events.push(&many);
+        let mut n = 0;
+        while let Some(e) = events.next_event() {
+            assert_eq!(e, &PREAMBLE[..PREAMBLE.len() - 1]);
+            n += 1;
+        }
+        assert_eq!(n, 20_000);
+    }
 
     fn verdict_of(stream: &[u8], split: usize) -> Verdict {
         let mut s = CommitScanner::default();

@@ -40,7 +40,7 @@ pub trait EventTranslator: Send {
 /// stream's proper end is relayed.
 #[derive(Debug)]
 pub struct Sse<T> {
-    pending: Vec<u8>,
+    pending: crate::proxy::sse::Events,
     inner: T,
 }
 
@@ -48,20 +48,19 @@ impl<T> Sse<T> {
     /// Frames the stream for `inner`; public so fuzz and property tests can drive the framing
     /// with a translator of their own.
     pub fn wrap(inner: T) -> Self {
-        Self { pending: Vec::new(), inner }
+        Self { pending: crate::proxy::sse::Events::default(), inner }
     }
 }
 
 impl<T: EventTranslator> StreamTranslator for Sse<T> {
     fn feed(&mut self, chunk: &[u8]) -> Vec<u8> {
-        self.pending.extend_from_slice(chunk);
+        self.pending.push(chunk);
         let mut out = Vec::new();
-        while let Some((end, next)) = crate::proxy::sse::event_end(&self.pending) {
-            let event: Vec<u8> = self.pending.drain(..next).take(end).collect();
+        while let Some(event) = self.pending.next_event() {
             if self.inner.complete() {
                 continue;
             }
-            if let Some(data) = crate::proxy::sse::data_of(&event) {
+            if let Some(data) = crate::proxy::sse::data_of(event) {
                 self.inner.on_event(&data, &mut out);
             }
         }
