@@ -194,15 +194,36 @@ impl ConnectionLike for Conn {
     }
 }
 
+/// The certificates of `[redis]`, as the redis crate takes them.
+fn certificates(tls: &crate::config::RedisTls) -> redis::TlsCertificates {
+    redis::TlsCertificates {
+        client_tls: tls
+            .client
+            .as_ref()
+            .map(|(cert, key)| redis::ClientTlsConfig { client_cert: cert.clone(), client_key: key.clone() }),
+        root_cert: tls.ca.clone(),
+    }
+}
+
+/// A client for `[redis]`'s URL, with its certificates when it has some.
+fn client(cfg: &RedisConfig) -> redis::RedisResult<redis::Client> {
+    match &cfg.tls {
+        Some(tls) => redis::Client::build_with_tls(cfg.url.expose(), certificates(tls)),
+        None => redis::Client::open(cfg.url.expose()),
+    }
+}
+
 async fn connect(cfg: &RedisConfig) -> redis::RedisResult<Conn> {
     if cfg.cluster {
-        let client = redis::cluster::ClusterClient::builder(vec![cfg.url.expose()])
+        let mut builder = redis::cluster::ClusterClient::builder(vec![cfg.url.expose()])
             .connection_timeout(cfg.timeout)
-            .response_timeout(cfg.timeout)
-            .build()?;
-        return Ok(Conn::Cluster(client.get_async_connection().await?));
+            .response_timeout(cfg.timeout);
+        if let Some(tls) = &cfg.tls {
+            builder = builder.certs(certificates(tls));
+        }
+        return Ok(Conn::Cluster(builder.build()?.get_async_connection().await?));
     }
-    let client = redis::Client::open(cfg.url.expose())?;
+    let client = client(cfg)?;
     let config = redis::aio::ConnectionManagerConfig::new()
         .set_connection_timeout(Some(cfg.timeout))
         .set_response_timeout(Some(cfg.timeout))
@@ -482,7 +503,7 @@ pub fn apply(state: &AppState, event: &Event) {
 
 /// One subscription session: returns when the connection is lost.
 async fn listen(state: &AppState, cfg: &RedisConfig, channel: &str) -> Option<()> {
-    let client = redis::Client::open(cfg.url.expose()).ok()?;
+    let client = client(cfg).ok()?;
     let mut pubsub = tokio::time::timeout(cfg.timeout, client.get_async_pubsub()).await.ok()?.ok()?;
     pubsub.subscribe(channel).await.ok()?;
     let mut stream = pubsub.into_on_message();

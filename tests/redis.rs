@@ -347,3 +347,88 @@ async fn max_inflight_holds_across_the_fleet() {
     .await;
     assert!(again.is_some(), "slots never came back");
 }
+
+fn tls_fixture(name: &str) -> String {
+    concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/tls/").to_owned() + name
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rediss_with_a_private_ca_and_a_client_certificate() {
+    // redis-server on TLS only for clients (the plain port is for the harness's readiness
+    // check), requiring a client certificate signed by the test CA.
+    let free = || std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let (plain, tls) = (free(), free());
+    let (cert, key, ca) =
+        (tls_fixture("server-a.pem"), tls_fixture("server-a-key.pem"), tls_fixture("ca.pem"));
+    let tls_port = tls.to_string();
+    let _redis = RedisServer::start_with(
+        plain,
+        &[
+            "--tls-port",
+            &tls_port,
+            "--tls-cert-file",
+            &cert,
+            "--tls-key-file",
+            &key,
+            "--tls-ca-cert-file",
+            &ca,
+            "--tls-auth-clients",
+            "yes",
+        ],
+    )
+    .await;
+    let mock = MockUpstream::start(MockConfig::default()).await.unwrap();
+    let url = format!("rediss://localhost:{tls}");
+    let files = format!(
+        "ca_file = {:?}\nclient_cert = {:?}\nclient_key = {:?}\n",
+        ca,
+        tls_fixture("client.pem"),
+        tls_fixture("client-key.pem")
+    );
+    let config =
+        replica(&url, &mock, "").replace("timeout = \"300ms\"", &format!("timeout = \"2s\"\n{files}"));
+    let t = Tier1::start(&config).await;
+    let synced = within(Duration::from_secs(10), || async { redis_up(&t).await == Some(1.0) }).await;
+    assert!(synced.is_some(), "tier1 never synced over rediss://");
+    assert_eq!(
+        metric(&get(&t.url("/metrics")).await.text(), "tier1_redis_errors_total{op=\"connect\"}"),
+        Some(0.0)
+    );
+
+    // Without the client certificate the server refuses the handshake: Redis stays down for
+    // this replica, and requests are still served (on_failure = local).
+    let no_cert = format!("ca_file = {ca:?}\n");
+    let config =
+        replica(&url, &mock, "").replace("timeout = \"300ms\"", &format!("timeout = \"2s\"\n{no_cert}"));
+    let t = Tier1::start(&config).await;
+    let failing = within(Duration::from_secs(10), || async {
+        let text = get(&t.url("/metrics")).await.text();
+        metric(&text, "tier1_redis_errors_total{op=\"connect\"}").is_some_and(|n| n > 0.0)
+    })
+    .await;
+    assert!(failing.is_some(), "a handshake without a client certificate was not refused");
+    assert_eq!(redis_up(&t).await, Some(0.0));
+    assert_eq!(post(&t.url("/v1/chat/completions"), &[], &chat("a/m")).await.status, StatusCode::OK);
+}
+
+#[test]
+fn redis_certificates_need_rediss_and_readable_files() {
+    let env = std::collections::HashMap::<String, String>::new();
+    let parse =
+        |toml: &str| tier1::config::parse(toml, tier1::config::Format::Toml, &env).unwrap_err().to_string();
+    let e = parse(&format!("[redis]\nurl = \"redis://localhost\"\nca_file = {:?}\n", tls_fixture("ca.pem")));
+    assert!(e.contains("redis.ca_file") && e.contains("rediss://"), "{e}");
+    let e = parse("[redis]\nurl = \"rediss://localhost\"\nca_file = \"/nonexistent/ca.pem\"\n");
+    assert!(e.contains("redis.ca_file"), "{e}");
+    let e = parse(&format!(
+        "[redis]\nurl = \"rediss://localhost\"\nclient_cert = {:?}\n",
+        tls_fixture("client.pem")
+    ));
+    assert!(e.contains("redis.client_cert") && e.contains("go together"), "{e}");
+    let e = parse(&format!(
+        "[redis]\nurl = \"rediss://localhost\"\nclient_cert = {:?}\nclient_key = {:?}\n",
+        tls_fixture("client.pem"),
+        tls_fixture("server-a-key.pem")
+    ));
+    assert!(e.contains("redis.client_cert"), "a key that does not match: {e}");
+}

@@ -62,6 +62,27 @@ pub struct RedisConfig {
     pub cluster: bool,
     /// Connect and command deadline.
     pub timeout: Duration,
+    /// `rediss://` certificates, read and checked when the config loads.
+    pub tls: Option<std::sync::Arc<RedisTls>>,
+}
+
+/// A CA to trust and a client certificate to present on `rediss://` connections, as PEM.
+#[derive(Clone, Default)]
+pub struct RedisTls {
+    /// The CA bundle (trusted instead of the web PKI roots).
+    pub ca: Option<Vec<u8>>,
+    /// The client certificate chain and its key.
+    pub client: Option<(Vec<u8>, Vec<u8>)>,
+}
+
+impl std::fmt::Debug for RedisTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Certificates and a private key: never printed.
+        f.debug_struct("RedisTls")
+            .field("ca", &self.ca.is_some())
+            .field("client", &self.client.is_some())
+            .finish()
+    }
 }
 
 /// What a limit counts per.

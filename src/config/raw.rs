@@ -52,6 +52,13 @@ pub struct RawRedis {
     pub cluster: Option<bool>,
     /// Connect and command deadline.
     pub timeout: Option<String>,
+    /// `rediss://`: a PEM CA bundle to trust instead of the web PKI roots (a private CA).
+    pub ca_file: Option<String>,
+    /// `rediss://`: a client certificate (PEM), for servers that require one (Redis's default
+    /// `tls-auth-clients yes`).
+    pub client_cert: Option<String>,
+    /// Its key (PEM).
+    pub client_key: Option<String>,
 }
 
 /// `[[limits]]`.

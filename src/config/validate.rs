@@ -12,8 +12,8 @@ use super::raw::{RawConfig, RawProvider, RawResilience, RawRetry, RawRoute, RawT
 use super::secret::{Env, resolve};
 use super::{
     Config, ConfigError, ConfigErrors, KeyConfig, LimitConfig, LogConfig, ProviderConfig, ProviderKind,
-    RedisConfig, ReloadConfig, ResilienceConfig, RouteConfig, Scope, Secret, ServerConfig, TargetConfig,
-    TlsConfig,
+    RedisConfig, RedisTls, ReloadConfig, ResilienceConfig, RouteConfig, Scope, Secret, ServerConfig,
+    TargetConfig, TlsConfig,
 };
 use crate::resilience::{BreakerConfig, BudgetConfig, CooldownConfig, RetryPolicy};
 use crate::routing::Strategy;
@@ -279,6 +279,7 @@ fn redis(r: &super::raw::RawRedis, env: &dyn Env, p: &mut Problems) -> RedisConf
             Secret::new("redis://127.0.0.1:6379")
         }
     };
+    let rediss = url.expose().starts_with("rediss://");
     let key_prefix = r.key_prefix.clone().unwrap_or_else(|| "tier1".to_owned());
     if key_prefix.is_empty() || key_prefix.contains(['{', '}', ' ']) {
         p.push("redis.key_prefix", "must be non-empty, without braces or spaces");
@@ -303,7 +304,45 @@ fn redis(r: &super::raw::RawRedis, env: &dyn Env, p: &mut Problems) -> RedisConf
         fail_closed,
         cluster: r.cluster.unwrap_or(false),
         timeout: positive(p, "redis.timeout", r.timeout.as_deref(), secs(1)),
+        tls: redis_tls(r, rediss, p),
     }
+}
+
+/// `[redis]`'s certificate files: read and parsed now, so a bad file fails the load (or the
+/// reload, or `tier1 check`), not every connection attempt later.
+fn redis_tls(r: &super::raw::RawRedis, rediss: bool, p: &mut Problems) -> Option<std::sync::Arc<RedisTls>> {
+    if r.ca_file.is_none() && r.client_cert.is_none() && r.client_key.is_none() {
+        return None;
+    }
+    if !rediss {
+        p.push("redis.ca_file", "certificates need a rediss:// url");
+        return None;
+    }
+    let read = |key: &str, path: &str, p: &mut Problems| match std::fs::read(path) {
+        Ok(bytes) => Some(bytes),
+        Err(e) => {
+            p.push(key, format!("cannot read {path}: {e}"));
+            None
+        }
+    };
+    let mut tls = RedisTls::default();
+    if let Some(path) = &r.ca_file {
+        if let Err(e) = crate::tls::load_certs(std::path::Path::new(path)) {
+            p.push("redis.ca_file", e.to_string());
+        }
+        tls.ca = read("redis.ca_file", path, p);
+    }
+    match (&r.client_cert, &r.client_key) {
+        (Some(cert), Some(key)) => {
+            if let Err(e) = crate::tls::certified_key(std::path::Path::new(cert), std::path::Path::new(key)) {
+                p.push("redis.client_cert", e.to_string());
+            }
+            tls.client = read("redis.client_cert", cert, p).zip(read("redis.client_key", key, p));
+        }
+        (None, None) => {}
+        _ => p.push("redis.client_cert", "client_cert and client_key go together"),
+    }
+    Some(std::sync::Arc::new(tls))
 }
 
 fn limits(raw: &[super::raw::RawLimit], p: &mut Problems) -> Vec<LimitConfig> {
