@@ -123,7 +123,7 @@ fn render(args: &[&str]) -> PathBuf {
     let path = std::env::temp_dir().join(format!(
         "tier1-helm-{}-{}.yaml",
         std::process::id(),
-        args.join("_").replace(['=', ',', '.'], "-")
+        args.join("_").replace(|c: char| !c.is_ascii_alphanumeric(), "-")
     ));
     std::fs::write(&path, out).unwrap();
     path
@@ -135,7 +135,15 @@ fn helm_chart_lints_renders_both_modes_and_matches_kubernetes_schemas() {
     let central = render(&[]);
     let sidecar = render(&["--set", "mode=sidecar"]);
     let scaled = render(&["--set", "autoscaling.enabled=true"]);
-    for f in [&central, &sidecar, &scaled] {
+    let volumes = [
+        "--set-json",
+        r#"extraVolumes=[{"name":"redis-tls","secret":{"secretName":"redis-client-tls"}}]"#,
+        "--set-json",
+        r#"extraVolumeMounts=[{"name":"redis-tls","mountPath":"/etc/tier1-tls/redis","readOnly":true}]"#,
+    ];
+    let mounted = render(&volumes);
+    let mounted_sidecar = render(&[&volumes[..], &["--set", "mode=sidecar"]].concat());
+    for f in [&central, &sidecar, &scaled, &mounted, &mounted_sidecar] {
         let out = ok(tool(".tools/py/bin/kubernetes-validate", "kubernetes-validate").arg("--strict").arg(f));
         assert!(!out.contains("ERROR"), "{out}");
     }
@@ -163,6 +171,13 @@ fn helm_chart_lints_renders_both_modes_and_matches_kubernetes_schemas() {
     assert!(sidecar.contains("BIFROST_BASE_URL"));
     assert!(!sidecar.contains("kind: Service\n"), "sidecar mode renders no Service");
     assert!(std::fs::read_to_string(scaled).unwrap().contains("kind: HorizontalPodAutoscaler"));
+    // Extra volumes (certificates for rediss://, server TLS, provider CAs) reach the pod and the
+    // tier1 container, in both modes.
+    for f in [mounted, mounted_sidecar] {
+        let text = std::fs::read_to_string(f).unwrap();
+        assert!(text.contains("secretName: redis-client-tls"), "{text}");
+        assert!(text.contains("mountPath: /etc/tier1-tls/redis"), "{text}");
+    }
 }
 
 #[test]

@@ -59,6 +59,9 @@ and mount the config with `tier1.volumes` under the pod's `volumes`.
     - name: tier1-config
       mountPath: /etc/tier1
       readOnly: true
+    {{- with $root.Values.extraVolumeMounts }}
+    {{- toYaml . | nindent 4 }}
+    {{- end }}
   livenessProbe:
     httpGet: { path: /healthz, port: 8080 }
     periodSeconds: 10
@@ -89,4 +92,7 @@ and mount the config with `tier1.volumes` under the pod's `volumes`.
 - name: tier1-config
   configMap:
     name: {{ include "tier1.fullname" . }}
+{{- with .Values.extraVolumes }}
+{{ toYaml . }}
+{{- end }}
 {{- end -}}
