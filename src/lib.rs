@@ -11,7 +11,8 @@
 //! 5. **scan** ([`json`]): simd-json validation; spans of `model` and `stream`.
 //! 6. **route** ([`routing`]): exact name, glob, then `provider/model`.
 //! 7. **splice** ([`json`]): the upstream model written into the original bytes.
-//! 8. **send** ([`providers`]): pooled rustls client or the in-process mock.
+//! 8. **send** ([`providers`], [`upstream`]): tier1's own pooled client (HTTP/1.1 on the
+//!    request's task, HTTP/2 through hyper when TLS negotiates it) or the in-process mock.
 //! 9. **relay** ([`proxy::body`]): the answer chunk by chunk, under the request deadline.
 //! 10. **record** ([`metrics`]): request counters and durations, when the body ends.
 //!
