@@ -299,9 +299,8 @@ impl Tap {
 
     /// One upstream chunk; `scan`: keep its end to read `usage` from (not when a translator
     /// reads the usage from the provider's own format).
-    fn chunk(&mut self, data: &Bytes, scan: bool) {
+    fn chunk(&mut self, data: &Bytes, scan: bool, now: Instant) {
         if self.stream {
-            let now = Instant::now();
             self.metrics.inter_token.observe((now - self.last).as_secs_f64());
             self.last = now;
         }
@@ -532,11 +531,13 @@ impl http_body::Body for Relay {
         let err = loop {
             match this.inner.as_mut().poll_frame(cx) {
                 Poll::Ready(Some(Ok(frame))) => {
+                    // One clock read a chunk, for the idle deadline and the inter-token gap.
+                    let now = Instant::now();
                     if let Some(idle) = *this.idle_timeout {
-                        this.idle.as_mut().reset(Instant::now() + idle);
+                        this.idle.as_mut().reset(now + idle);
                     }
                     if let (Some(tap), Some(data)) = (this.tap.as_mut(), frame.data_ref()) {
-                        tap.chunk(data, this.translator.is_none());
+                        tap.chunk(data, this.translator.is_none(), now);
                     }
                     let frame = match (this.translator.as_mut(), frame.into_data()) {
                         (Some(t), Ok(data)) => {
