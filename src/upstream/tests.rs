@@ -203,3 +203,37 @@ async fn a_full_http2_connection_gets_a_sibling_instead_of_queueing() {
     call(&c, &url, "again").await;
     assert_eq!(connections.load(Ordering::SeqCst), 3);
 }
+
+#[tokio::test(start_paused = true)]
+async fn after_a_failed_dial_the_waiting_calls_dial_on_their_own() {
+    // A provider that accepts TCP and never answers the TLS handshake: each dial takes the whole
+    // connect timeout. Four concurrent first calls: one dials while three wait; when it fails,
+    // the three dial at once (one round), rather than one after another (three rounds).
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("https://localhost:{}/v1/chat", listener.local_addr().unwrap().port());
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((tcp, _)) = listener.accept().await {
+            held.push(tcp);
+        }
+    });
+    let timeout = Duration::from_millis(300);
+    let c = {
+        let tls = rustls::ClientConfig::builder_with_provider(crate::tls::provider())
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(rustls::RootCertStore::empty())
+            .with_no_client_auth();
+        Client::new(Connector::new(Some(tls), timeout), 8, Duration::from_secs(60))
+    };
+    let started = tokio::time::Instant::now();
+    let calls: Vec<_> = (0..4).map(|_| c.send(Request::post(&url).body(Bytes::new()).unwrap())).collect();
+    for result in join_all(calls).await {
+        assert!(matches!(result, Err(super::Error::Connect(super::ConnectError::Tls(_)))));
+    }
+    let took = started.elapsed();
+    assert!(
+        took >= timeout * 2 && took < timeout * 3,
+        "two rounds of the connect timeout, not four: {took:?}"
+    );
+}
