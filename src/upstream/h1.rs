@@ -1,7 +1,8 @@
 //! HTTP/1.1 to a provider, on the request's own task: the request is written and the answer read
 //! straight from the socket, with no connection task, dispatch channel or body channel between
-//! them (hyper's client needs all three, and they were a fifth of tier1's CPU per request and
-//! 20 KB per open stream). A connection goes back to its pool when its body ends cleanly;
+//! them (hyper's client needs all three; with hyper-util's pool they cost 17% of tier1's
+//! instructions per request and 9 KB per open stream). A connection goes back to its pool when
+//! its body ends cleanly;
 //! dropped early, it is closed, which is what stops the provider's work on a cancelled request.
 
 use std::io::IoSlice;
