@@ -13,7 +13,7 @@ use tier1::json::{Schema, scan};
 use tier1::mock;
 use tier1::providers::Operation;
 use tier1::proxy::sse::{CommitScanner, Verdict};
-use tier1::translate::{Dialect, Translated};
+use tier1::translate::{Dialect, Translated, unstamped};
 
 /// 256 cases per property (well under a second for the file), or `PROPTEST_CASES`.
 fn config() -> ProptestConfig {
@@ -135,21 +135,6 @@ proptest! {
 
 // === SSE: the stream translators ===
 
-/// `"created":N` zeroed: two translators made a second apart stamp different times.
-fn unstamped(out: &[u8]) -> String {
-    let text = String::from_utf8(out.to_vec()).expect("translators write UTF-8");
-    let mut result = String::new();
-    let mut rest = text.as_str();
-    while let Some(i) = rest.find("\"created\":") {
-        let (head, tail) = rest.split_at(i + "\"created\":".len());
-        result.push_str(head);
-        result.push('0');
-        rest = tail.trim_start_matches(|c: char| c.is_ascii_digit());
-    }
-    result.push_str(rest);
-    result
-}
-
 /// A whole upstream stream in `dialect`'s format from the mock provider: a text answer (one
 /// event per word) or a tool call, with keep-alive comments and the line ends re-written.
 fn upstream(dialect: Dialect, reply: &str, tool: bool, keepalive: bool, eol: &str) -> Vec<u8> {
@@ -197,7 +182,7 @@ proptest! {
         let t = Translated { dialect, operation: Operation::Chat, body: Bytes::new(), dropped: Vec::new(), include_usage };
         let mut whole = t.stream(&model);
         let want = unstamped(&whole.feed(&input));
-        prop_assert!(whole.complete(), "a whole stream ends properly: {}", want);
+        prop_assert!(whole.complete(), "a whole stream ends properly: {}", String::from_utf8_lossy(&want));
         let mut pieces = t.stream(&model);
         let mut got = Vec::new();
         for piece in split(&input, &sizes) {

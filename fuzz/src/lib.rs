@@ -3,7 +3,7 @@
 //!
 //! Fuzz targets may panic on purpose: a failed assertion is how libFuzzer learns of a bug.
 
-use tier1::translate::StreamTranslator;
+use tier1::translate::{StreamTranslator, unstamped};
 
 /// Piece sizes for feeding `data` in chunks, derived from the input itself (FNV-1a seeding an
 /// xorshift), so every input gets its own reproducible split and the fuzzer moves it by mutating.
@@ -40,27 +40,6 @@ pub fn feed(t: &mut dyn StreamTranslator, data: &[u8], sizes: &[usize]) -> Vec<u
         at = end;
     }
     out
-}
-
-/// `"created":N` zeroed: two translators made a second apart stamp different times.
-pub fn unstamped(out: &[u8]) -> Vec<u8> {
-    const KEY: &[u8] = b"\"created\":";
-    let mut result = Vec::with_capacity(out.len());
-    let mut i = 0;
-    while i < out.len() {
-        if out[i..].starts_with(KEY) {
-            result.extend_from_slice(KEY);
-            result.push(b'0');
-            i += KEY.len();
-            while out.get(i).is_some_and(u8::is_ascii_digit) {
-                i += 1;
-            }
-        } else {
-            result.push(out[i]);
-            i += 1;
-        }
-    }
-    result
 }
 
 /// Checks one stream translator: fed whole and fed in pieces, it writes the same bytes, ends

@@ -171,6 +171,18 @@ impl RequestRecord {
     }
 }
 
+impl RequestRecord {
+    /// Copies the request's header values out of hyper's read buffer: the record of a stream
+    /// lives as long as the stream, and would keep that buffer alive with it. Other records end
+    /// with their request, so they keep the cheap shared clones.
+    pub fn detach(&mut self) {
+        use crate::proxy::headers::detached;
+        self.request_id = detached(&self.request_id);
+        self.token_id = self.token_id.as_ref().map(detached);
+        self.client_ip = self.client_ip.as_ref().map(detached);
+    }
+}
+
 impl Drop for RequestRecord {
     fn drop(&mut self) {
         self.metrics.inflight.dec();

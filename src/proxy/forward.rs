@@ -152,6 +152,9 @@ pub async fn forward(
             if let Some(r) = record.as_mut() {
                 r.route = ctx.route.clone();
                 r.stream = stream;
+                if stream {
+                    r.detach();
+                }
                 r.status = won.status.as_u16();
                 r.provider = ctx.provider.clone();
                 r.model = ctx.model.clone();

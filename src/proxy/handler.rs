@@ -159,8 +159,8 @@ pub async fn handle(
     if let Some(l) = label {
         let mut record =
             RequestRecord::start(state.metrics.clone(), l, ctx.request_id.clone(), live.log_sample);
-        record.token_id = req.headers().get(headers::X_RELAY_TOKEN_ID).map(headers::detached);
-        record.client_ip = req.headers().get(headers::X_RELAY_CLIENT_IP).map(headers::detached);
+        record.token_id = req.headers().get(headers::X_RELAY_TOKEN_ID).cloned();
+        record.client_ip = req.headers().get(headers::X_RELAY_CLIENT_IP).cloned();
         ctx.record = Some(record);
     }
     let started = tokio::time::Instant::now();

@@ -26,7 +26,7 @@ pub fn request_id(headers: &HeaderMap) -> HeaderValue {
     if let Some(v) = headers.get(X_REQUEST_ID) {
         let b = v.as_bytes();
         if !b.is_empty() && b.len() <= 128 && b.iter().all(|c| c.is_ascii_graphic()) {
-            return detached(v);
+            return v.clone();
         }
     }
     generate_id()
@@ -34,7 +34,8 @@ pub fn request_id(headers: &HeaderMap) -> HeaderValue {
 
 /// A copy of a request header's value that does not share the connection's read buffer: hyper
 /// cuts header values out of that buffer, so a clone kept for a long stream's access log would
-/// keep the whole buffer (8 KiB or more) alive until the stream ends.
+/// keep the whole buffer (8 KiB or more) alive until the stream ends (see
+/// [`crate::proxy::body::RequestRecord::detach`]).
 pub fn detached(v: &HeaderValue) -> HeaderValue {
     HeaderValue::from_bytes(v.as_bytes()).unwrap_or_else(|_| v.clone())
 }

@@ -55,14 +55,12 @@ pub struct Conn {
     buf: BytesMut,
     /// Where it goes.
     pub origin: Arc<Origin>,
-    /// Whether it has carried an exchange before (a closed reused connection may be retried).
-    pub reused: bool,
 }
 
 impl Conn {
     /// A new connection.
     pub fn new(io: Io, origin: Arc<Origin>) -> Self {
-        Self { io, buf: BytesMut::new(), origin, reused: false }
+        Self { io, buf: BytesMut::new(), origin }
     }
 
     /// Whether an idle connection can carry another request: nothing arrived while it was idle
@@ -491,12 +489,11 @@ impl Body {
     /// The body ended cleanly: the connection goes back to the pool if it may be reused.
     fn finish(&mut self) {
         self.state = State::Done;
-        let Some(mut conn) = self.conn.take() else { return };
+        let Some(conn) = self.conn.take() else { return };
         if self.reusable
             && conn.buf.is_empty()
             && let Some(pool) = self.pool.upgrade()
         {
-            conn.reused = true;
             pool.put(conn);
         }
     }

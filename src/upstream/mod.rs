@@ -148,10 +148,16 @@ pub enum Body {
     H2(Incoming, pool::Stream),
 }
 
-/// Why a body stopped early.
+/// Why a body stopped early (the source error, not formatted unless someone displays it).
 #[derive(Debug, thiserror::Error)]
-#[error("upstream body failed: {0}")]
-pub struct BodyError(String);
+pub enum BodyError {
+    /// Reading or decoding an HTTP/1.1 body.
+    #[error("upstream body failed: {0}")]
+    H1(#[from] h1::Error),
+    /// hyper's HTTP/2 stream.
+    #[error("upstream body failed: {0}")]
+    H2(#[from] hyper::Error),
+}
 
 impl http_body::Body for Body {
     type Data = Bytes;
@@ -162,8 +168,8 @@ impl http_body::Body for Body {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
         match self.get_mut() {
-            Self::H1(b) => Pin::new(b).poll_frame(cx).map_err(|e| BodyError(e.to_string())),
-            Self::H2(b, _) => Pin::new(b).poll_frame(cx).map_err(|e| BodyError(e.to_string())),
+            Self::H1(b) => Pin::new(b).poll_frame(cx).map_err(BodyError::from),
+            Self::H2(b, _) => Pin::new(b).poll_frame(cx).map_err(BodyError::from),
         }
     }
 
