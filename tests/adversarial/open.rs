@@ -1,0 +1,4 @@
+//! See the suite's doc in `main.rs`.
+
+#[allow(unused_imports)]
+use crate::common;
