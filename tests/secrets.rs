@@ -487,7 +487,7 @@ async fn no_configured_secret_leaks_into_responses_or_logs() {
     got.add("echo success, headers echoed", &a);
     // Keys refused (401/403) or limited (429) rest, so those come last.
     let a = send("POST", &chat_url, &[json, ("authorization", &front)], &common::chat("echo/echo400")).await;
-    assert!(a.text().contains("[redacted]"), "the echoed key was not redacted: {}", a.text());
+    assert!(a.text().contains("[redacted"), "the echoed key was not redacted: {}", a.text());
     got.add("echo400", &a);
     for model in [
         "echo/echo400",

@@ -16,7 +16,7 @@ use std::time::Duration;
 use http::{HeaderName, HeaderValue, Uri};
 
 pub use raw::RawConfig;
-pub use secret::{Env, ProcessEnv, REDACTED, Redactor, Secret, resolve as resolve_secret};
+pub use secret::{Env, ProcessEnv, Redactor, Secret, StreamRedactor, mask, resolve as resolve_secret};
 
 use crate::mock::Behavior;
 use crate::resilience::{BreakerConfig, BudgetConfig, CooldownConfig, RetryPolicy};
@@ -271,6 +271,8 @@ pub struct ProviderConfig {
     pub first_byte_timeout: Duration,
     /// Longest gap between stream chunks.
     pub idle_timeout: Duration,
+    /// Largest single upstream event of a translated stream (a translation reads events whole).
+    pub max_event_bytes: usize,
     /// `anthropic-version` sent to an `anthropic` provider.
     pub anthropic_version: String,
     /// `max_tokens` for translated requests that have none.

@@ -277,6 +277,8 @@ pub struct RawProvider {
     pub first_byte_timeout: Option<String>,
     /// Longest gap between stream chunks.
     pub idle_timeout: Option<String>,
+    /// Largest single event of a translated stream.
+    pub max_event_bytes: Option<usize>,
     /// `anthropic-version` header of an `anthropic` provider.
     pub anthropic_version: Option<String>,
     /// `max_tokens` sent to Anthropic when an OpenAI request has none (Anthropic requires one).

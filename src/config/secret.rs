@@ -81,13 +81,36 @@ pub fn resolve(reference: &str, env: &dyn Env) -> Result<Secret, String> {
     Ok(Secret::new(reference))
 }
 
-/// The replacement text for a secret found in a passed-through body.
-pub const REDACTED: &[u8] = b"[redacted]";
+/// How a secret found in a passed-through byte reads: `[redacted***…]`, exactly as long as the
+/// secret (`*`s alone for one shorter than 10 bytes). Keeping the length lets a relayed body keep
+/// its declared `Content-Length`, and lets a stream be redacted without reframing it.
+pub fn mask(len: usize) -> Vec<u8> {
+    const OPEN: &[u8] = b"[redacted";
+    if len < OPEN.len() + 1 {
+        return vec![b'*'; len];
+    }
+    let mut out = Vec::with_capacity(len);
+    out.extend_from_slice(OPEN);
+    out.resize(len - 1, b'*');
+    out.push(b']');
+    out
+}
 
-/// Replaces every configured secret value in a byte buffer.
+/// Replaces every configured secret value in the bytes tier1 passes back: one multi-pattern
+/// (Aho-Corasick) scan over the bytes, whatever the number of secrets; nothing is copied when no
+/// secret is there, which is the common case.
 #[derive(Debug, Clone, Default)]
 pub struct Redactor {
+    inner: Option<std::sync::Arc<Patterns>>,
+}
+
+#[derive(Debug)]
+struct Patterns {
+    automaton: aho_corasick::AhoCorasick,
     secrets: Vec<Secret>,
+    /// Bytes a secret can start with: a chunk's tail is held back only from such a byte on.
+    first: [bool; 256],
+    longest: usize,
 }
 
 impl Redactor {
@@ -98,39 +121,140 @@ impl Redactor {
             // A 1-3 byte "secret" would shred ordinary text; such values are not real keys.
             .filter(|s| s.expose().len() >= 4)
             .collect();
-        // Longest first, so a secret that contains another is replaced whole.
-        secrets.sort_by_key(|s| std::cmp::Reverse(s.expose().len()));
+        secrets.sort_by(|a, b| a.expose().cmp(b.expose()));
         secrets.dedup();
-        Self { secrets }
+        if secrets.is_empty() {
+            return Self::default();
+        }
+        // Leftmost-longest: a secret that contains another is replaced whole.
+        let automaton = aho_corasick::AhoCorasick::builder()
+            .match_kind(aho_corasick::MatchKind::LeftmostLongest)
+            .build(secrets.iter().map(Secret::expose));
+        let Ok(automaton) = automaton else {
+            // Only a pattern set past aho-corasick's size limits fails to build; a handful of
+            // keys never does. Refusing every answer would be worse than this fallback: no keys
+            // configured means nothing to redact.
+            return Self::default();
+        };
+        let mut first = [false; 256];
+        for s in &secrets {
+            first[usize::from(s.expose().as_bytes()[0])] = true;
+        }
+        let longest = secrets.iter().map(|s| s.expose().len()).max().unwrap_or(0);
+        Self { inner: Some(std::sync::Arc::new(Patterns { automaton, secrets, first, longest })) }
     }
 
-    /// The body with every secret replaced by `[redacted]`; borrows when there is nothing to do.
+    /// The bytes with every secret masked (see [`mask`]); borrows when there is nothing to do.
     pub fn redact<'a>(&self, body: &'a [u8]) -> std::borrow::Cow<'a, [u8]> {
-        let mut out: std::borrow::Cow<'a, [u8]> = std::borrow::Cow::Borrowed(body);
-        for secret in &self.secrets {
-            let needle = secret.expose().as_bytes();
-            if find(&out, needle).is_none() {
-                continue;
-            }
-            let mut next = Vec::with_capacity(out.len());
-            let mut rest: &[u8] = &out;
-            while let Some(at) = find(rest, needle) {
-                next.extend_from_slice(&rest[..at]);
-                next.extend_from_slice(REDACTED);
-                rest = &rest[at + needle.len()..];
-            }
-            next.extend_from_slice(rest);
-            out = std::borrow::Cow::Owned(next);
+        let Some(p) = &self.inner else { return std::borrow::Cow::Borrowed(body) };
+        let mut found = p.automaton.find_iter(body).peekable();
+        if found.peek().is_none() {
+            return std::borrow::Cow::Borrowed(body);
         }
-        out
+        let mut out = body.to_vec();
+        for m in found {
+            out[m.range()].copy_from_slice(&mask(m.len()));
+        }
+        std::borrow::Cow::Owned(out)
+    }
+
+    /// A redactor for one body that arrives in chunks: a secret split across chunks is masked
+    /// too.
+    pub fn stream(&self) -> StreamRedactor {
+        StreamRedactor { patterns: self.inner.clone(), held: Vec::new() }
+    }
+
+    /// Whether there is any secret to look for.
+    pub fn is_empty(&self) -> bool {
+        self.inner.is_none()
     }
 }
 
-fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
-    if needle.is_empty() || needle.len() > haystack.len() {
-        return None;
+impl Patterns {
+    /// Where the held-back tail of `buf` starts, at `from` or later: the earliest position whose
+    /// rest is a proper prefix of a secret (it may become one with the next chunk); `buf.len()`
+    /// when there is none. Only the last `longest - 1` bytes can be such a rest.
+    fn hold_from(&self, buf: &[u8], from: usize) -> usize {
+        let low = from.max(buf.len().saturating_sub(self.longest - 1));
+        (low..buf.len())
+            .find(|&at| {
+                self.first[usize::from(buf[at])]
+                    && self.secrets.iter().any(|s| {
+                        let s = s.expose().as_bytes();
+                        s.len() > buf.len() - at && s.starts_with(&buf[at..])
+                    })
+            })
+            .unwrap_or(buf.len())
     }
-    haystack.windows(needle.len()).position(|w| w == needle)
+}
+
+/// The streaming form of [`Redactor`]: each chunk comes out masked and at the same length, less
+/// a held-back tail that could be the start of a secret (at most the longest secret's length less
+/// one, and only when the chunk ends in such bytes: an SSE event's closing blank line never does).
+/// What was held comes out with the next chunk or at [`finish`](Self::finish), so the output is
+/// exactly as long as the input.
+#[derive(Debug, Default)]
+pub struct StreamRedactor {
+    patterns: Option<std::sync::Arc<Patterns>>,
+    held: Vec<u8>,
+}
+
+impl StreamRedactor {
+    /// The next chunk's bytes that can go out now, masked.
+    pub fn feed(&mut self, chunk: bytes::Bytes) -> bytes::Bytes {
+        let Some(p) = &self.patterns else { return chunk };
+        let joined;
+        let buf: &[u8] = if self.held.is_empty() {
+            &chunk
+        } else {
+            self.held.extend_from_slice(&chunk);
+            joined = std::mem::take(&mut self.held);
+            &joined
+        };
+        let mut hold = p.hold_from(buf, 0);
+        let mut masked: Vec<std::ops::Range<usize>> = Vec::new();
+        for m in p.automaton.find_iter(buf) {
+            if m.start() >= hold {
+                // Held whole: the next chunk may make it a longer secret.
+                break;
+            }
+            if m.end() > hold {
+                // It straddles the held tail: it goes out now, masked, and the tail starts after.
+                hold = p.hold_from(buf, m.end());
+            }
+            masked.push(m.range());
+        }
+        let tail = buf[hold..].to_vec();
+        let out = if masked.is_empty() && hold == buf.len() && std::ptr::eq(buf, &chunk[..]) {
+            chunk.clone()
+        } else {
+            let mut out = buf[..hold].to_vec();
+            for r in masked {
+                let len = r.len();
+                out[r].copy_from_slice(&mask(len));
+            }
+            bytes::Bytes::from(out)
+        };
+        self.held = tail;
+        out
+    }
+
+    /// The held-back tail, masked: the body ended.
+    pub fn finish(&mut self) -> bytes::Bytes {
+        let held = std::mem::take(&mut self.held);
+        match &self.patterns {
+            Some(_) if !held.is_empty() => {
+                let r = Redactor { inner: self.patterns.clone() };
+                bytes::Bytes::from(r.redact(&held).into_owned())
+            }
+            _ => bytes::Bytes::from(held),
+        }
+    }
+
+    /// Bytes held back now.
+    pub fn held(&self) -> usize {
+        self.held.len()
+    }
 }
 
 #[cfg(test)]
@@ -161,7 +285,54 @@ mod tests {
     fn redactor_replaces_every_occurrence() {
         let r = Redactor::new([Secret::new("sk-abc"), Secret::new("sk-abcdef"), Secret::new("x")]);
         let out = r.redact(b"key sk-abcdef and sk-abc and sk-abc.");
-        assert_eq!(&*out, b"key [redacted] and [redacted] and [redacted].");
+        assert_eq!(&*out, b"key ********* and ****** and ******.");
+        let long = Redactor::new([Secret::new("sk-upstream-secret-0001")]);
+        assert_eq!(&*long.redact(b"k=sk-upstream-secret-0001;"), b"k=[redacted*************];");
         assert!(matches!(r.redact(b"nothing here x"), std::borrow::Cow::Borrowed(_)));
+    }
+
+    fn streamed(r: &Redactor, chunks: &[&[u8]]) -> Vec<u8> {
+        let mut s = r.stream();
+        let mut out = Vec::new();
+        for c in chunks {
+            out.extend_from_slice(&s.feed(bytes::Bytes::copy_from_slice(c)));
+        }
+        out.extend_from_slice(&s.finish());
+        out
+    }
+
+    #[test]
+    fn a_stream_is_masked_at_every_split_and_keeps_its_length() {
+        let r =
+            Redactor::new([Secret::new("sk-abc"), Secret::new("sk-abcdef"), Secret::new("key-0123456789")]);
+        let body: &[u8] = b"data: {\"a\":\"sk-abcdef sk-abc key-0123456789 sk-ab\"}\n\ndata: sk-abc";
+        let whole = r.redact(body).into_owned();
+        assert_eq!(whole.len(), body.len());
+        for i in 0..=body.len() {
+            for j in i..=body.len() {
+                let out = streamed(&r, &[&body[..i], &body[i..j], &body[j..]]);
+                assert_eq!(out, whole, "split at {i} and {j}");
+            }
+        }
+        // Byte by byte too.
+        let bytes: Vec<&[u8]> = body.chunks(1).collect();
+        assert_eq!(streamed(&r, &bytes), whole);
+    }
+
+    #[test]
+    fn a_stream_holds_back_only_a_possible_secret_start() {
+        let r = Redactor::new([Secret::new("sk-live-0001")]);
+        let mut s = r.stream();
+        let event = bytes::Bytes::from_static(b"data: {\"x\":1}\n\n");
+        let out = s.feed(event.clone());
+        assert_eq!(out, event);
+        assert_eq!(out.as_ptr(), event.as_ptr(), "nothing to mask: the chunk itself goes on");
+        assert_eq!(&s.feed(bytes::Bytes::from_static(b"text sk-li"))[..], b"text ");
+        assert_eq!(s.held(), 5);
+        assert_eq!(&s.feed(bytes::Bytes::from_static(b"ve-0001 end"))[..], b"[redacted**] end");
+        assert!(r.stream().feed(bytes::Bytes::from_static(b"no key here.")).len() == 12);
+        let none = Redactor::new([]);
+        assert!(none.is_empty());
+        assert_eq!(&none.stream().feed(bytes::Bytes::from_static(b"sk-")), b"sk-".as_slice());
     }
 }

@@ -570,6 +570,7 @@ fn provider(name: &str, rp: &RawProvider, env: &dyn Env, p: &mut Problems) -> Pr
         first_byte_timeout: positive(p, &format!("{at}.first_byte_timeout"), first_byte, request_timeout)
             .min(request_timeout),
         idle_timeout: positive(p, &format!("{at}.idle_timeout"), rp.idle_timeout.as_deref(), secs(120)),
+        max_event_bytes: rp.max_event_bytes.unwrap_or(1024 * 1024).max(1024),
         anthropic_version: rp.anthropic_version.clone().unwrap_or_else(|| "2023-06-01".to_owned()),
         default_max_tokens: rp.default_max_tokens.unwrap_or(4096).max(1),
         api_version: rp.api_version.clone().unwrap_or_else(|| "2024-10-21".to_owned()),

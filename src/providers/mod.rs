@@ -80,6 +80,8 @@ pub struct Provider {
     pub first_byte_timeout: Duration,
     /// Longest gap between stream chunks.
     pub idle_timeout: Duration,
+    /// Largest single upstream event of a translated stream.
+    pub max_event_bytes: usize,
     /// Wait for a free slot before moving on.
     pub queue_timeout: Duration,
     /// `max_tokens` for translated requests that have none.
@@ -238,6 +240,7 @@ impl Provider {
             request_timeout: p.request_timeout,
             first_byte_timeout: p.first_byte_timeout,
             idle_timeout: p.idle_timeout,
+            max_event_bytes: p.max_event_bytes,
             queue_timeout: p.queue_timeout,
             default_max_tokens: p.default_max_tokens,
             keys,

@@ -29,7 +29,8 @@ use http_body_util::BodyExt;
 use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::{Instant, Sleep};
 
-use super::body::{Relay, Tap};
+use super::body::Tap;
+use super::relay::Relay;
 use super::sse::{CommitScanner, Verdict};
 use crate::config::Redactor;
 use crate::error::{AttemptRecord, Class, Exhausted};
@@ -598,14 +599,17 @@ async fn attempt<'a>(job: &'a Job<'a>, c: &'a Candidate<'a>, key_index: Option<u
             let status = parts.status;
             if status.is_success() {
                 let sse = is_sse(&parts.headers);
+                let since = Instant::now();
                 let committed = if job.stream && sse {
-                    let since = Instant::now();
-                    let held = precommit(body, first_byte, p.idle_timeout, total).await;
-                    job.waited(since);
-                    held
+                    precommit(body, first_byte, p.idle_timeout, total).await
+                } else if translated.is_none() {
+                    // The first bytes before the answer goes out: a body that fails before any
+                    // is a failed attempt (retried, or a 502), not a 200 cut to nothing.
+                    first_frame(body, (Instant::now() + p.idle_timeout).min(total)).await
                 } else {
                     Ok((Bytes::new(), body))
                 };
+                job.waited(since);
                 match committed {
                     Ok((held, rest)) => Ok((status, parts.headers, held, rest)),
                     Err(class) => Err(failure(class, Some(status), None)),
@@ -674,6 +678,11 @@ async fn attempt<'a>(job: &'a Job<'a>, c: &'a Candidate<'a>, key_index: Option<u
                 let Ok((body, usage)) = t.response(&raw, c.model) else {
                     return Attempted::Failed(failure(Class::Server, Some(status), None));
                 };
+                // A provider may echo the key inside its answer, which the translation keeps.
+                let body = match job.live.redactor.redact(&body) {
+                    std::borrow::Cow::Borrowed(_) => body,
+                    std::borrow::Cow::Owned(v) => Bytes::from(v),
+                };
                 metrics.duration.observe(start.elapsed().as_secs_f64());
                 if let Some((input, output)) = usage {
                     metrics.tokens_in.inc_by(input);
@@ -702,14 +711,19 @@ async fn attempt<'a>(job: &'a Job<'a>, c: &'a Candidate<'a>, key_index: Option<u
                 }));
             }
             let tap = Tap::new(metrics.clone(), start, streaming, c.costs, &held);
-            let mut relay = Relay::new(rest, total, streaming).prefix(held).guard(Box::new(guard)).tap(tap);
+            let mut relay = Relay::new(rest, total, streaming, job.live.redactor.stream())
+                .prefix(held)
+                .guard(Box::new(guard))
+                .tap(tap);
             if job.operation == Operation::Messages {
                 relay = relay.anthropic();
             }
             let mut headers =
                 client_headers(&headers, !streaming && translated.is_none(), &job.live.redactor);
             if let Some(t) = &translated {
-                relay = relay.translate(t.stream(c.model));
+                let mut translator = t.stream(c.model);
+                translator.limit_events(p.max_event_bytes);
+                relay = relay.translate(translator);
                 dropped_header(&mut headers, &t.dropped);
             }
             if let Some(t) = key_ticket {
@@ -881,6 +895,28 @@ async fn precommit(
             Verdict::Pending if held.len() >= MAX_HELD => return Ok((held.freeze(), body)),
             Verdict::Pending if scanner.events() > 0 => deadline = (Instant::now() + idle).min(total),
             Verdict::Pending => {}
+        }
+    }
+}
+
+/// Reads the first data frame of an answer before `deadline`: the frame (empty for an empty
+/// body) and the rest.
+async fn first_frame(mut body: UpstreamBody, deadline: Instant) -> Result<(Bytes, UpstreamBody), Class> {
+    if http_body::Body::is_end_stream(&body) {
+        return Ok((Bytes::new(), body));
+    }
+    loop {
+        match tokio::time::timeout_at(deadline, body.frame()).await {
+            Err(_) => return Err(Class::Timeout),
+            Ok(Some(Err(_))) => return Err(Class::Server),
+            Ok(None) => return Ok((Bytes::new(), body)),
+            Ok(Some(Ok(frame))) => {
+                if let Ok(data) = frame.into_data()
+                    && !data.is_empty()
+                {
+                    return Ok((data, body));
+                }
+            }
         }
     }
 }

@@ -1,24 +1,19 @@
-//! Bodies: reading the client's request body under a size cap and a deadline, and relaying the
-//! upstream response body chunk by chunk (no buffering, no re-encoding) under the request
-//! deadline. A relayed stream that breaks ends with an OpenAI-style error event and without
-//! `data: [DONE]`, so `[DONE]` always means a finished answer.
+//! Bodies: reading the client's request body under a size cap and a deadline; the request's
+//! record (in-flight count, duration, access-log line); and the tap that watches a relayed body
+//! ([`super::relay`] relays it) for gaps, duration and usage.
 
 use std::collections::VecDeque;
-use std::pin::Pin;
-use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use http::{HeaderMap, header};
-use http_body::{Frame, SizeHint};
 use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
-use tokio::time::{Instant, Sleep};
+use tokio::time::Instant;
 
 use crate::error::ProxyError;
 use crate::metrics::Metrics;
-use crate::providers::UpstreamBody;
 
 /// Error type of response bodies.
 pub type BodyError = Box<dyn std::error::Error + Send + Sync>;
@@ -311,7 +306,7 @@ impl Tap {
 
     /// One upstream chunk; `scan`: keep its end to read `usage` from (not when a translator
     /// reads the usage from the provider's own format).
-    fn chunk(&mut self, data: &Bytes, scan: bool, now: Instant) {
+    pub(crate) fn chunk(&mut self, data: &Bytes, scan: bool, now: Instant) {
         if self.stream {
             self.metrics.inter_token.observe((now - self.last).as_secs_f64());
             self.last = now;
@@ -323,7 +318,7 @@ impl Tap {
 
     /// The body ended: records the duration, and the usage when the provider reported one
     /// (`known`: already read by a translator; else looked for in the body's tail).
-    fn finish(&mut self, known: Option<Option<(u64, u64)>>) -> Option<(u64, u64)> {
+    pub(crate) fn finish(&mut self, known: Option<Option<(u64, u64)>>) -> Option<(u64, u64)> {
         self.metrics.duration.observe(self.start.elapsed().as_secs_f64());
         let (input, output) = known.unwrap_or_else(|| usage(&self.tail.bytes()))?;
         self.metrics.tokens_in.inc_by(input);
@@ -372,248 +367,6 @@ fn usage(tail: &[u8]) -> Option<(u64, u64)> {
         }
     }
     None
-}
-
-pin_project_lite::pin_project! {
-    /// The upstream body on its way to the client.
-    pub struct Relay {
-        #[pin]
-        inner: UpstreamBody,
-        #[pin]
-        deadline: Sleep,
-        #[pin]
-        idle: Sleep,
-        idle_timeout: Option<Duration>,
-        // Bytes read before the stream committed, sent first.
-        prefix: Option<Bytes>,
-        stream: bool,
-        // The stream speaks Anthropic's event format (its error event differs).
-        anthropic: bool,
-        done: bool,
-        record: Option<RequestRecord>,
-        tap: Option<Box<Tap>>,
-        // Rewrites the upstream's stream into the client's format (Anthropic events to OpenAI chunks).
-        translator: Option<Box<dyn crate::translate::StreamTranslator>>,
-        // Rate-limit admissions: token estimates settled with the usage, slots released at the end.
-        tickets: Vec<crate::ratelimit::Ticket>,
-        // Held until the body ends: in-flight counts and concurrency permits of the attempt.
-        guard: Option<Box<dyn Send>>,
-    }
-}
-
-impl Relay {
-    /// Relays `prefix` then `inner` until it ends, `deadline` passes, or (streams) no chunk came
-    /// for `idle_timeout`.
-    pub fn new(inner: UpstreamBody, deadline: Instant, stream: bool) -> Self {
-        Self {
-            inner,
-            deadline: tokio::time::sleep_until(deadline),
-            idle: tokio::time::sleep_until(deadline),
-            idle_timeout: None,
-            prefix: None,
-            stream,
-            anthropic: false,
-            done: false,
-            record: None,
-            tap: None,
-            translator: None,
-            tickets: Vec::new(),
-            guard: None,
-        }
-    }
-
-    /// Translates the stream (the held prefix too) into the client's format.
-    pub fn translate(mut self, translator: Box<dyn crate::translate::StreamTranslator>) -> Self {
-        self.translator = Some(translator);
-        self
-    }
-
-    /// Keeps a rate-limit ticket until the body ends, settling its tokens with the usage.
-    pub fn ticket(mut self, ticket: crate::ratelimit::Ticket) -> Self {
-        self.tickets.push(ticket);
-        self
-    }
-
-    /// Watches the body for metrics and usage.
-    pub fn tap(mut self, tap: Tap) -> Self {
-        self.tap = Some(Box::new(tap));
-        self
-    }
-
-    /// Ends a broken stream with Anthropic's `event: error` instead of OpenAI's error chunk.
-    pub fn anthropic(mut self) -> Self {
-        self.anthropic = true;
-        self
-    }
-
-    /// Sends `prefix` before the rest.
-    pub fn prefix(mut self, prefix: Bytes) -> Self {
-        self.prefix = (!prefix.is_empty()).then_some(prefix);
-        self
-    }
-
-    /// Fails the body when no chunk arrives for `idle`.
-    pub fn idle_timeout(mut self, idle: Duration) -> Self {
-        self.idle = tokio::time::sleep(idle);
-        self.idle_timeout = Some(idle);
-        self
-    }
-
-    /// Keeps `guard` alive until the body ends or is dropped.
-    pub fn guard(mut self, guard: Box<dyn Send>) -> Self {
-        self.guard = Some(guard);
-        self
-    }
-
-    /// Records the request's duration when the body ends.
-    pub fn record(mut self, record: Option<RequestRecord>) -> Self {
-        self.record = record;
-        self
-    }
-}
-
-/// The body ended well: usage into the record, then the record's line. A translated stream's
-/// usage comes from its translator, which reads the provider's own format.
-fn finish(
-    tap: &mut Option<Box<Tap>>,
-    record: &mut Option<RequestRecord>,
-    tickets: &mut Vec<crate::ratelimit::Ticket>,
-    translator: Option<&dyn crate::translate::StreamTranslator>,
-) {
-    let known = translator.map(|t| t.usage());
-    let usage = tap.take().and_then(|mut t| t.finish(known));
-    if let Some(r) = record.as_mut() {
-        r.tokens = usage;
-    }
-    for t in tickets.iter_mut() {
-        t.settle(usage.map(|(i, o)| i + o));
-    }
-    tickets.clear();
-    record.take();
-}
-
-/// Why a relayed body ended early (non-stream responses: the client sees a truncated body).
-#[derive(Debug, thiserror::Error)]
-pub enum RelayError {
-    /// The upstream connection broke.
-    #[error("upstream body failed")]
-    Upstream,
-    /// The request deadline passed.
-    #[error("upstream request timed out")]
-    Timeout,
-}
-
-/// The SSE error event that ends a broken stream.
-fn error_event(err: &RelayError, anthropic: bool) -> Bytes {
-    let (message, code) = match err {
-        RelayError::Upstream => {
-            ("upstream stream ended before the answer was complete", "upstream_stream_error")
-        }
-        RelayError::Timeout => ("upstream stream timed out", "upstream_timeout"),
-    };
-    if anthropic {
-        let v = serde_json::json!({"type": "error", "error": {"type": "api_error", "message": message}});
-        return Bytes::from(format!("event: error\ndata: {v}\n\n"));
-    }
-    let v = serde_json::json!({"error": {"message": message, "type": "upstream_error", "param": null, "code": code}});
-    Bytes::from(format!("data: {v}\n\n"))
-}
-
-impl http_body::Body for Relay {
-    type Data = Bytes;
-    type Error = BodyError;
-
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
-        let mut this = self.project();
-        if *this.done {
-            return Poll::Ready(None);
-        }
-        if let Some(prefix) = this.prefix.take() {
-            let out = match this.translator.as_mut() {
-                Some(t) => Bytes::from(t.feed(&prefix)),
-                None => prefix,
-            };
-            if !out.is_empty() {
-                return Poll::Ready(Some(Ok(Frame::data(out))));
-            }
-        }
-        let err = loop {
-            match this.inner.as_mut().poll_frame(cx) {
-                Poll::Ready(Some(Ok(frame))) => {
-                    // One clock read a chunk, for the idle deadline and the inter-token gap.
-                    let now = Instant::now();
-                    if let Some(idle) = *this.idle_timeout {
-                        this.idle.as_mut().reset(now + idle);
-                    }
-                    if let (Some(tap), Some(data)) = (this.tap.as_mut(), frame.data_ref()) {
-                        tap.chunk(data, this.translator.is_none(), now);
-                    }
-                    let frame = match (this.translator.as_mut(), frame.into_data()) {
-                        (Some(t), Ok(data)) => {
-                            let out = t.feed(&data);
-                            if out.is_empty() {
-                                continue;
-                            }
-                            Frame::data(Bytes::from(out))
-                        }
-                        (None, Ok(data)) => Frame::data(data),
-                        (_, Err(frame)) => frame,
-                    };
-                    // A body of known length is complete after its last byte: hyper may never poll
-                    // again, so finish now rather than on a final `None`.
-                    if this.inner.is_end_stream() && this.translator.as_ref().is_none_or(|t| t.complete()) {
-                        *this.done = true;
-                        finish(this.tap, this.record, this.tickets, this.translator.as_deref());
-                        this.guard.take();
-                    }
-                    return Poll::Ready(Some(Ok(frame)));
-                }
-                // A translated stream is complete only if the upstream's own end marker came.
-                Poll::Ready(None) if this.translator.as_ref().is_some_and(|t| !t.complete()) => {
-                    break RelayError::Upstream;
-                }
-                Poll::Ready(None) => {
-                    *this.done = true;
-                    finish(this.tap, this.record, this.tickets, this.translator.as_deref());
-                    this.guard.take();
-                    return Poll::Ready(None);
-                }
-                Poll::Ready(Some(Err(_))) => break RelayError::Upstream,
-                Poll::Pending => {
-                    let idle = this.idle_timeout.is_some() && this.idle.as_mut().poll(cx).is_ready();
-                    if idle || this.deadline.as_mut().poll(cx).is_ready() {
-                        break RelayError::Timeout;
-                    }
-                    return Poll::Pending;
-                }
-            }
-        };
-        *this.done = true;
-        if let Some(mut t) = this.tap.take() {
-            t.finish(this.translator.as_deref().map(|t| t.usage()));
-        }
-        if let Some(r) = this.record.as_mut() {
-            r.broken = true;
-        }
-        this.guard.take();
-        tracing::warn!(error = %err, stream = *this.stream, "upstream response ended early");
-        if *this.stream {
-            Poll::Ready(Some(Ok(Frame::data(error_event(&err, *this.anthropic)))))
-        } else {
-            Poll::Ready(Some(Err(Box::new(err))))
-        }
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.done
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
-    }
 }
 
 #[cfg(test)]

@@ -6,6 +6,7 @@ pub mod body;
 pub mod forward;
 pub mod handler;
 pub mod headers;
+pub mod relay;
 pub mod server;
 pub mod sse;
 

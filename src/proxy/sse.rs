@@ -62,16 +62,48 @@ pub(crate) struct Events {
     start: usize,
     /// Where the scan for its end stopped: (byte, start of that byte's line).
     resume: (usize, usize),
+    /// The most bytes one unfinished event may hold (0: no cap).
+    max: usize,
+    overflowed: bool,
 }
 
 impl Events {
-    pub(crate) fn push(&mut self, chunk: &[u8]) {
+    /// Caps the bytes one event may take while it is not finished: a provider that sends
+    /// hundreds of megabytes inside one event would otherwise be buffered whole.
+    pub(crate) fn limit(&mut self, max: usize) {
+        self.max = max;
+    }
+
+    /// Whether an event passed the cap (then nothing more is taken).
+    pub(crate) fn overflowed(&self) -> bool {
+        self.overflowed
+    }
+
+    /// Takes a chunk; `false` once an unfinished event is over the cap (its bytes are dropped).
+    pub(crate) fn push(&mut self, chunk: &[u8]) -> bool {
+        if self.overflowed {
+            return false;
+        }
         if self.start > 0 {
             self.buf.drain(..self.start);
             self.resume = (self.resume.0 - self.start, self.resume.1 - self.start);
             self.start = 0;
         }
         self.buf.extend_from_slice(chunk);
+        true
+    }
+
+    /// Checks the cap on the unfinished event. Call it after taking every complete event, so a
+    /// chunk of many small events never trips it; what is held stays under the cap plus one
+    /// chunk.
+    pub(crate) fn check(&mut self) -> bool {
+        if self.max > 0 && self.buf.len() - self.start > self.max {
+            self.overflowed = true;
+            self.buf = Vec::new();
+            self.start = 0;
+            self.resume = (0, 0);
+        }
+        !self.overflowed
     }
 
     /// The text of the next complete event (without the blank line that ends it; empty for a

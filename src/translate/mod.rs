@@ -24,6 +24,15 @@ pub trait StreamTranslator: Send {
     /// The usage the upstream reported (input, output), read from its own format: the Tap only
     /// knows OpenAI's and Anthropic's `usage` objects.
     fn usage(&self) -> Option<(u64, u64)>;
+    /// Caps one upstream event at `max` bytes (see [`overflowed`](Self::overflowed)).
+    fn limit_events(&mut self, max: usize) {
+        let _ = max;
+    }
+    /// Whether an upstream event passed the cap: the stream cannot go on (it would be buffered
+    /// whole), and ends with an in-band error.
+    fn overflowed(&self) -> bool {
+        false
+    }
 }
 
 /// A translator of whole SSE events; [`Sse`] cuts the byte stream into events for it.
@@ -54,8 +63,10 @@ impl<T> Sse<T> {
 
 impl<T: EventTranslator> StreamTranslator for Sse<T> {
     fn feed(&mut self, chunk: &[u8]) -> Vec<u8> {
-        self.pending.push(chunk);
         let mut out = Vec::new();
+        if !self.pending.push(chunk) {
+            return out;
+        }
         while let Some(event) = self.pending.next_event() {
             if self.inner.complete() {
                 continue;
@@ -64,6 +75,7 @@ impl<T: EventTranslator> StreamTranslator for Sse<T> {
                 self.inner.on_event(&data, &mut out);
             }
         }
+        self.pending.check();
         out
     }
 
@@ -73,6 +85,14 @@ impl<T: EventTranslator> StreamTranslator for Sse<T> {
 
     fn usage(&self) -> Option<(u64, u64)> {
         self.inner.usage()
+    }
+
+    fn limit_events(&mut self, max: usize) {
+        self.pending.limit(max);
+    }
+
+    fn overflowed(&self) -> bool {
+        self.pending.overflowed()
     }
 }
 

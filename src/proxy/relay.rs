@@ -1,0 +1,489 @@
+//! The relay: the upstream answer on its way to the client, chunk by chunk (no buffering, no
+//! re-encoding), translated when the client speaks another format, and redacted of every
+//! configured secret.
+//!
+//! - **Deadlines on their own timer.** The request deadline and a stream's idle timeout are kept
+//!   by a watchdog task, not by the body's own polls: hyper stops polling a body while the
+//!   client's socket is full, so a client that does not read would otherwise hold the upstream
+//!   connection, the in-flight count and every permit until it closes. When the watchdog fires,
+//!   all of them are released at once and the upstream connection closes; the client, if it reads
+//!   again, gets the in-band error (streams) or a cut body (others). The watchdog starts only
+//!   when the body must wait for the upstream: an answer that arrived whole never spawns one.
+//! - **Framing.** An exact length is declared only when exactly that many bytes will be sent: an
+//!   untranslated, non-stream answer of known length (redaction keeps lengths: see
+//!   [`crate::config::mask`]). Everything else goes chunked (HTTP/1.1) or as DATA frames with no
+//!   length (HTTP/2): a stream may end with an error event tier1 adds, and a translation changes
+//!   the length.
+//! - **Ends.** A relayed stream that breaks ends with an error event in the client's format and
+//!   without `data: [DONE]`, so `[DONE]` always means a finished answer.
+
+use std::sync::{Arc, Mutex, PoisonError, Weak};
+use std::task::{Context, Poll, Waker};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body::{Body as _, Frame, SizeHint};
+use tokio::time::Instant;
+
+use super::body::{BodyError, RequestRecord, Tap};
+use crate::config::StreamRedactor;
+use crate::providers::UpstreamBody;
+use crate::ratelimit::Ticket;
+use crate::translate::StreamTranslator;
+
+/// Why a relayed body ended early (non-stream responses: the client sees a truncated body).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum RelayError {
+    /// The upstream connection broke.
+    #[error("upstream body failed")]
+    Upstream,
+    /// The request deadline or the stream's idle timeout passed.
+    #[error("upstream request timed out")]
+    Timeout,
+    /// One provider event was larger than the provider's `max_event_bytes`.
+    #[error("upstream event too large")]
+    EventTooLarge,
+}
+
+/// The SSE error event that ends a broken stream.
+fn error_event(err: RelayError, anthropic: bool) -> Vec<u8> {
+    let (message, code) = match err {
+        RelayError::Upstream => {
+            ("upstream stream ended before the answer was complete", "upstream_stream_error")
+        }
+        RelayError::Timeout => ("upstream stream timed out", "upstream_timeout"),
+        RelayError::EventTooLarge => {
+            ("upstream sent an event larger than the configured limit", "upstream_event_too_large")
+        }
+    };
+    if anthropic {
+        let v = serde_json::json!({"type": "error", "error": {"type": "api_error", "message": message}});
+        return format!("event: error\ndata: {v}\n\n").into_bytes();
+    }
+    let v = serde_json::json!({"error": {"message": message, "type": "upstream_error", "param": null, "code": code}});
+    format!("data: {v}\n\n").into_bytes()
+}
+
+/// What a poll of the relay gives hyper.
+type Polled = Poll<Option<Result<Frame<Bytes>, BodyError>>>;
+
+/// Everything a relay holds that must be released when it ends, or when its watchdog fires.
+struct Core {
+    inner: UpstreamBody,
+    tap: Option<Box<Tap>>,
+    // Rewrites the upstream's stream into the client's format.
+    translator: Option<Box<dyn StreamTranslator>>,
+    // Rate-limit admissions: token estimates settled with the usage, slots released at the end.
+    tickets: Vec<Ticket>,
+    // In-flight counts and concurrency permits of the attempt.
+    guard: Option<Box<dyn Send>>,
+    record: Option<RequestRecord>,
+    redact: StreamRedactor,
+    /// When the last upstream chunk came (the idle timeout counts from it).
+    last: Instant,
+}
+
+/// What one poll of the upstream gave.
+enum Step {
+    /// Bytes for the client (possibly none: a translator or the redactor held them).
+    Data(Bytes, bool),
+    /// The body failed; what was held back goes out before the error.
+    Failed(RelayError, Bytes),
+}
+
+impl Core {
+    /// One upstream chunk into client bytes: watched, translated, redacted.
+    fn chunk(&mut self, data: &Bytes, now: Instant) -> Result<Bytes, RelayError> {
+        self.last = now;
+        if let Some(tap) = self.tap.as_mut() {
+            tap.chunk(data, self.translator.is_none(), now);
+        }
+        let out = match self.translator.as_mut() {
+            Some(t) => {
+                let out = t.feed(data);
+                if t.overflowed() {
+                    return Err(RelayError::EventTooLarge);
+                }
+                Bytes::from(out)
+            }
+            None => data.clone(),
+        };
+        Ok(if out.is_empty() { out } else { self.redact.feed(out) })
+    }
+
+    /// Whether the client's answer is complete once the upstream body is.
+    fn complete(&self) -> bool {
+        self.translator.as_ref().is_none_or(|t| t.complete())
+    }
+
+    fn poll(&mut self, cx: &mut Context<'_>) -> Poll<Step> {
+        loop {
+            match std::pin::Pin::new(&mut self.inner).poll_frame(cx) {
+                Poll::Ready(Some(Ok(frame))) => {
+                    // Trailers are not relayed: no provider sends any an LLM client reads.
+                    let Ok(data) = frame.into_data() else { continue };
+                    let out = match self.chunk(&data, Instant::now()) {
+                        Ok(out) => out,
+                        Err(e) => return Poll::Ready(Step::Failed(e, self.redact.finish())),
+                    };
+                    // A body of known length is complete after its last byte: hyper may never
+                    // poll again, so finish now rather than on a final `None`.
+                    let end = self.inner.is_end_stream() && self.complete();
+                    if out.is_empty() && !end {
+                        continue;
+                    }
+                    return Poll::Ready(Step::Data(out, end));
+                }
+                // A translated stream is complete only if the upstream's own end marker came.
+                Poll::Ready(None) if !self.complete() => {
+                    return Poll::Ready(Step::Failed(RelayError::Upstream, self.redact.finish()));
+                }
+                Poll::Ready(None) => return Poll::Ready(Step::Data(Bytes::new(), true)),
+                Poll::Ready(Some(Err(_))) => {
+                    return Poll::Ready(Step::Failed(RelayError::Upstream, self.redact.finish()));
+                }
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+    }
+
+    /// The body ended well: usage into the record, tickets settled, then the record's line. A
+    /// translated stream's usage comes from its translator, which reads the provider's format.
+    fn finish(mut self) {
+        let known = self.translator.as_deref().map(|t| t.usage());
+        let usage = self.tap.take().and_then(|mut t| t.finish(known));
+        if let Some(r) = self.record.as_mut() {
+            r.tokens = usage;
+        }
+        for t in &mut self.tickets {
+            t.settle(usage.map(|(i, o)| i + o));
+        }
+    }
+
+    /// The body broke: counted as broken, and every resource released with it.
+    fn fail(mut self, err: RelayError, stream: bool) {
+        if let Some(mut t) = self.tap.take() {
+            t.finish(self.translator.as_deref().map(|t| t.usage()));
+        }
+        if let Some(r) = self.record.as_mut() {
+            r.broken = true;
+        }
+        tracing::warn!(error = %err, stream, "upstream response ended early");
+    }
+}
+
+/// A core shared with its watchdog.
+struct Watched {
+    state: Mutex<Watch>,
+}
+
+struct Watch {
+    /// `None` once the body ended or the watchdog took it.
+    core: Option<Box<Core>>,
+    /// The body's task, to wake when the watchdog ends the body.
+    waker: Option<Waker>,
+    expired: bool,
+}
+
+impl Watched {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Watch> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// Ends the relay at `deadline`, or after `idle` with no upstream chunk, whether or not the
+/// body is being polled.
+async fn watchdog(watched: Weak<Watched>, deadline: Instant, idle: Option<Duration>, stream: bool) {
+    let mut at = idle.map_or(deadline, |i| (Instant::now() + i).min(deadline));
+    loop {
+        tokio::time::sleep_until(at).await;
+        let Some(watched) = watched.upgrade() else { return };
+        let (core, waker) = {
+            let mut state = watched.lock();
+            let Some(core) = state.core.as_ref() else { return };
+            let due = idle.map_or(deadline, |i| (core.last + i).min(deadline));
+            if Instant::now() < due {
+                at = due;
+                continue;
+            }
+            state.expired = true;
+            (state.core.take(), state.waker.take())
+        };
+        if let Some(core) = core {
+            core.fail(RelayError::Timeout, stream);
+        }
+        if let Some(waker) = waker {
+            waker.wake();
+        }
+        return;
+    }
+}
+
+enum Slot {
+    /// Not yet waited on the upstream: owned here alone.
+    Local(Box<Core>),
+    /// Waiting on the upstream, under the watchdog.
+    Watched(Arc<Watched>, tokio::task::JoinHandle<()>),
+    /// Ended.
+    Gone,
+}
+
+/// The upstream body on its way to the client.
+pub struct Relay {
+    slot: Slot,
+    deadline: Instant,
+    idle_timeout: Option<Duration>,
+    // Bytes read before the stream committed (or a non-stream answer's first), sent first.
+    prefix: Option<Bytes>,
+    stream: bool,
+    // The stream speaks Anthropic's event format (its error event differs).
+    anthropic: bool,
+    done: bool,
+}
+
+impl Relay {
+    /// Relays `prefix` then `inner` until it ends, `deadline` passes, or (streams) no chunk came
+    /// for `idle_timeout`. `redact` masks the configured secrets in every byte sent.
+    pub fn new(inner: UpstreamBody, deadline: Instant, stream: bool, redact: StreamRedactor) -> Self {
+        let core = Core {
+            inner,
+            tap: None,
+            translator: None,
+            tickets: Vec::new(),
+            guard: None,
+            record: None,
+            redact,
+            last: Instant::now(),
+        };
+        Self {
+            slot: Slot::Local(Box::new(core)),
+            deadline,
+            idle_timeout: None,
+            prefix: None,
+            stream,
+            anthropic: false,
+            done: false,
+        }
+    }
+
+    fn local(&mut self) -> Option<&mut Core> {
+        match &mut self.slot {
+            Slot::Local(core) => Some(core),
+            Slot::Watched(..) | Slot::Gone => None,
+        }
+    }
+
+    /// Translates the stream (the held prefix too) into the client's format.
+    pub fn translate(mut self, translator: Box<dyn StreamTranslator>) -> Self {
+        if let Some(c) = self.local() {
+            c.translator = Some(translator);
+        }
+        self
+    }
+
+    /// Keeps a rate-limit ticket until the body ends, settling its tokens with the usage.
+    pub fn ticket(mut self, ticket: Ticket) -> Self {
+        if let Some(c) = self.local() {
+            c.tickets.push(ticket);
+        }
+        self
+    }
+
+    /// Watches the body for metrics and usage.
+    pub fn tap(mut self, tap: Tap) -> Self {
+        if let Some(c) = self.local() {
+            c.tap = Some(Box::new(tap));
+        }
+        self
+    }
+
+    /// Ends a broken stream with Anthropic's `event: error` instead of OpenAI's error chunk.
+    pub fn anthropic(mut self) -> Self {
+        self.anthropic = true;
+        self
+    }
+
+    /// Sends `prefix` before the rest.
+    pub fn prefix(mut self, prefix: Bytes) -> Self {
+        self.prefix = (!prefix.is_empty()).then_some(prefix);
+        self
+    }
+
+    /// Fails the body when no chunk arrives for `idle`.
+    pub fn idle_timeout(mut self, idle: Duration) -> Self {
+        self.idle_timeout = Some(idle);
+        self
+    }
+
+    /// Keeps `guard` alive until the body ends or is dropped.
+    pub fn guard(mut self, guard: Box<dyn Send>) -> Self {
+        if let Some(c) = self.local() {
+            c.guard = Some(guard);
+        }
+        self
+    }
+
+    /// Records the request's duration when the body ends.
+    pub fn record(mut self, record: Option<RequestRecord>) -> Self {
+        if let Some(c) = self.local() {
+            c.record = record;
+        }
+        self
+    }
+
+    /// Puts the core under the watchdog before the first wait on the upstream.
+    fn watch(&mut self) {
+        if !matches!(self.slot, Slot::Local(_)) {
+            return;
+        }
+        let Slot::Local(core) = std::mem::replace(&mut self.slot, Slot::Gone) else { return };
+        let watched =
+            Arc::new(Watched { state: Mutex::new(Watch { core: Some(core), waker: None, expired: false }) });
+        let task =
+            tokio::spawn(watchdog(Arc::downgrade(&watched), self.deadline, self.idle_timeout, self.stream));
+        self.slot = Slot::Watched(watched, task);
+    }
+
+    /// Ends the body: the core is released (finished well, or failed), the watchdog stopped.
+    fn end(&mut self, core: Option<Box<Core>>, failed: Option<RelayError>) {
+        self.done = true;
+        if let Some(core) = core {
+            match failed {
+                None => core.finish(),
+                Some(e) => core.fail(e, self.stream),
+            }
+        }
+        if let Slot::Watched(_, task) = std::mem::replace(&mut self.slot, Slot::Gone) {
+            task.abort();
+        }
+    }
+
+    /// What the client gets for a failure: the held bytes and an error event (streams), or a
+    /// cut body (others).
+    fn failure(&self, err: RelayError, held: Bytes) -> Polled {
+        if !self.stream {
+            return Poll::Ready(Some(Err(Box::new(err))));
+        }
+        let mut out = held.to_vec();
+        out.extend_from_slice(&error_event(err, self.anthropic));
+        Poll::Ready(Some(Ok(Frame::data(Bytes::from(out)))))
+    }
+
+    /// Sends the prefix, translated and redacted; ends the body when nothing follows it.
+    fn poll_prefix(&mut self, prefix: Bytes) -> Option<Polled> {
+        let Slot::Local(core) = &mut self.slot else { return None };
+        let out = match core.chunk(&prefix, Instant::now()) {
+            Ok(out) => out,
+            Err(e) => {
+                let held = core.redact.finish();
+                let core = match std::mem::replace(&mut self.slot, Slot::Gone) {
+                    Slot::Local(core) => Some(core),
+                    Slot::Watched(..) | Slot::Gone => None,
+                };
+                self.end(core, Some(e));
+                return Some(self.failure(e, held));
+            }
+        };
+        let end = core.inner.is_end_stream() && core.complete();
+        if !end {
+            return (!out.is_empty()).then(|| Poll::Ready(Some(Ok(Frame::data(out)))));
+        }
+        let mut out = out.to_vec();
+        out.extend_from_slice(&core.redact.finish());
+        let core = match std::mem::replace(&mut self.slot, Slot::Gone) {
+            Slot::Local(core) => Some(core),
+            Slot::Watched(..) | Slot::Gone => None,
+        };
+        self.end(core, None);
+        Some(if out.is_empty() {
+            Poll::Ready(None)
+        } else {
+            Poll::Ready(Some(Ok(Frame::data(Bytes::from(out)))))
+        })
+    }
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        if let Slot::Watched(_, task) = &self.slot {
+            task.abort();
+        }
+    }
+}
+
+impl http_body::Body for Relay {
+    type Data = Bytes;
+    type Error = BodyError;
+
+    fn poll_frame(self: std::pin::Pin<&mut Self>, cx: &mut Context<'_>) -> Polled {
+        let this = self.get_mut();
+        if this.done {
+            return Poll::Ready(None);
+        }
+        if let Some(prefix) = this.prefix.take()
+            && let Some(ready) = this.poll_prefix(prefix)
+        {
+            return ready;
+        }
+        if this.done {
+            return Poll::Ready(None);
+        }
+        this.watch();
+        let Slot::Watched(watched, _) = &this.slot else { return Poll::Ready(None) };
+        let watched = watched.clone();
+        let mut state = watched.lock();
+        let Some(core) = state.core.as_mut() else {
+            // The watchdog ended the body (and released what it held).
+            let expired = state.expired;
+            drop(state);
+            this.end(None, None);
+            return if expired { this.failure(RelayError::Timeout, Bytes::new()) } else { Poll::Ready(None) };
+        };
+        match core.poll(cx) {
+            Poll::Pending => {
+                if !state.waker.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+                    state.waker = Some(cx.waker().clone());
+                }
+                Poll::Pending
+            }
+            Poll::Ready(Step::Data(out, false)) => Poll::Ready(Some(Ok(Frame::data(out)))),
+            Poll::Ready(Step::Data(out, true)) => {
+                let core = state.core.take();
+                drop(state);
+                let mut out = out.to_vec();
+                let core = core.map(|mut c| {
+                    out.extend_from_slice(&c.redact.finish());
+                    c
+                });
+                this.end(core, None);
+                if out.is_empty() {
+                    Poll::Ready(None)
+                } else {
+                    Poll::Ready(Some(Ok(Frame::data(Bytes::from(out)))))
+                }
+            }
+            Poll::Ready(Step::Failed(e, held)) => {
+                let core = state.core.take();
+                drop(state);
+                this.end(core, Some(e));
+                this.failure(e, held)
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.done
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        // Exact only when exactly that many bytes will go out: see the module doc.
+        let Slot::Local(core) = &self.slot else { return SizeHint::default() };
+        if self.stream || core.translator.is_some() {
+            return SizeHint::default();
+        }
+        match core.inner.size_hint().exact() {
+            Some(n) => SizeHint::with_exact(n + self.prefix.as_ref().map_or(0, |p| p.len() as u64)),
+            None => SizeHint::default(),
+        }
+    }
+}
