@@ -199,7 +199,7 @@ fn cases() -> Vec<Case> {
 }
 
 /// Reads one request (head and Content-Length body); `false` when the peer closed.
-async fn read_request(s: &mut TcpStream, buf: &mut Vec<u8>) -> bool {
+pub(crate) async fn read_request(s: &mut TcpStream, buf: &mut Vec<u8>) -> bool {
     loop {
         if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
             let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
