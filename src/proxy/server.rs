@@ -1,9 +1,15 @@
-//! The accept loop and graceful shutdown.
+//! The accept loop, the deadline of every connection state, and graceful shutdown.
 //!
 //! Shutdown, in order: the signal arrives → `/readyz` answers 503 at once → connections are
 //! still accepted for `server.shutdown_delay` (lame duck, so a balancer's health check notices
 //! first) → the listener closes → in-flight requests and streams finish, up to
 //! `server.drain_timeout` → return.
+//!
+//! Deadlines, so no connection holds its `server.max_connections` slot for free: counted from the
+//! accept, the TLS handshake, the HTTP version detection and an HTTP/2 connection's first stream
+//! must all come within `server.header_timeout`; each HTTP/1.1 head, and the idle time between
+//! requests, get hyper's header timer (the same value); an HTTP/2 connection with no open stream
+//! for `server.http2_idle_timeout` gets GOAWAY, whether it answers pings or not.
 
 use std::convert::Infallible;
 use std::pin::Pin;
