@@ -103,7 +103,7 @@ fn restart_only(c: &Config) -> String {
     let tls = s.tls.as_ref().map(|t| (&t.cert, &t.key, &t.client_ca, t.reload_interval));
     format!(
         "listen={} admin_listen={:?} header_timeout={:?} max_connections={} max_inflight={:?} \
-         max_header_bytes={} max_headers={} http2_max_concurrent_streams={} reuse_port={} tls={tls:?}",
+         max_header_bytes={} max_headers={} http2_max_concurrent_streams={} http2_idle_timeout={:?} reuse_port={} tls={tls:?}",
         s.listen,
         s.admin_listen,
         s.header_timeout,
@@ -112,6 +112,7 @@ fn restart_only(c: &Config) -> String {
         s.max_header_bytes,
         s.max_headers,
         s.http2_max_concurrent_streams,
+        s.http2_idle_timeout,
         s.reuse_port,
     )
 }

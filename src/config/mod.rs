@@ -178,6 +178,9 @@ pub struct ServerConfig {
     pub max_headers: usize,
     /// Concurrent streams per HTTP/2 connection (restart to change).
     pub http2_max_concurrent_streams: u32,
+    /// An HTTP/2 connection with no open stream this long gets GOAWAY, pings or not (restart to
+    /// change).
+    pub http2_idle_timeout: Duration,
     /// TLS on the main listener; turning it on or off needs a restart, the files rotate live.
     pub tls: Option<TlsConfig>,
 }

@@ -206,6 +206,8 @@ pub struct RawServer {
     pub max_headers: Option<usize>,
     /// Concurrent streams per HTTP/2 connection.
     pub http2_max_concurrent_streams: Option<u32>,
+    /// How long an HTTP/2 connection with no open stream is kept (default: `header_timeout`).
+    pub http2_idle_timeout: Option<String>,
     /// TLS on the main listener (plain HTTP without it).
     pub tls: Option<RawTls>,
 }

@@ -203,3 +203,13 @@ fn type_errors_name_the_kind_never_the_value() {
     assert!(!e.contains("secret"), "{e}");
     assert!(e.contains("invalid type: a string, expected a sequence at line 1"), "{e}");
 }
+
+#[test]
+fn http2_idle_timeout_defaults_to_the_header_timeout_and_must_be_positive() {
+    let c = parse_toml("[server]\nheader_timeout = \"3s\"\n").unwrap();
+    assert_eq!(c.server.http2_idle_timeout, Duration::from_secs(3));
+    let c = parse_toml("[server]\nhttp2_idle_timeout = \"90s\"\n").unwrap();
+    assert_eq!(c.server.http2_idle_timeout, Duration::from_secs(90));
+    let e = parse_toml("[server]\nhttp2_idle_timeout = \"0s\"\n").unwrap_err().to_string();
+    assert!(e.contains("server.http2_idle_timeout"), "{e}");
+}

@@ -130,13 +130,14 @@ fn server(raw: &RawConfig, env: &dyn Env, p: &mut Problems) -> ServerConfig {
         }
         Some(n) => usize::try_from(n).unwrap_or(usize::MAX),
     };
+    let header_timeout = positive(p, "server.header_timeout", s.header_timeout.as_deref(), secs(10));
     ServerConfig {
         listen,
         api_keys,
         max_body_bytes,
         shutdown_delay: p.duration("server.shutdown_delay", s.shutdown_delay.as_deref(), Duration::ZERO),
         drain_timeout: p.duration("server.drain_timeout", s.drain_timeout.as_deref(), secs(30)),
-        header_timeout: positive(p, "server.header_timeout", s.header_timeout.as_deref(), secs(10)),
+        header_timeout,
         body_timeout: positive(p, "server.body_timeout", s.body_timeout.as_deref(), secs(60)),
         admin_listen,
         admin_keys,
@@ -152,6 +153,13 @@ fn server(raw: &RawConfig, env: &dyn Env, p: &mut Problems) -> ServerConfig {
             s.http2_max_concurrent_streams,
             1,
             256,
+        ),
+        // Unset: as long as an idle HTTP/1.1 keep-alive connection is kept.
+        http2_idle_timeout: positive(
+            p,
+            "server.http2_idle_timeout",
+            s.http2_idle_timeout.as_deref(),
+            header_timeout,
         ),
         tls: s.tls.as_ref().and_then(|t| tls(t, p)),
     }
