@@ -27,12 +27,18 @@ target/release/tier1 mock-upstream --listen 127.0.0.1:19090 2>"$work/mock.log" &
 sed -e 's#http://mock-upstream:9090/v1#http://127.0.0.1:19090/v1#' config/compose.toml > "$work/tier1.toml"
 export BIFROST_API_KEY=${BIFROST_API_KEY:-} OPENAI_API_KEY=${OPENAI_API_KEY:-sk-replace-me}
 export TIER1_REDIS_URL=redis://127.0.0.1:16379
+# Loopback only: tier1 refuses an open API on any other address.
+sed -i 's#^listen = .*#listen = "127.0.0.1:8080"#' "$work/tier1.toml"
 if [ -z "$BIFROST_API_KEY" ]; then
-  # Open on loopback when no front key is given.
+  # Open on loopback when no front key is given. Caddy on :$port still exposes it to the network:
+  # set BIFROST_API_KEY before letting anyone else reach this machine.
   sed -i 's#^api_keys = \["env:BIFROST_API_KEY"\]#api_keys = []#' "$work/tier1.toml"
 fi
+# Each replica's admin routes on their own loopback port, which Caddy does not proxy
+# (curl -H 'x-tier1-admin: 1' http://127.0.0.1:1809N/admin/state).
 for i in 1 2 3; do
-  target/release/tier1 --config "$work/tier1.toml" --listen "127.0.0.1:1808$i" 2>"$work/tier1-$i.log" &
+  sed "s#^admin_listen = .*#admin_listen = \"127.0.0.1:1809$i\"#" "$work/tier1.toml" > "$work/tier1-$i.toml"
+  target/release/tier1 --config "$work/tier1-$i.toml" --listen "127.0.0.1:1808$i" 2>"$work/tier1-$i.log" &
 done
 TIER1_UPSTREAMS="127.0.0.1:18081 127.0.0.1:18082 127.0.0.1:18083" TIER1_PORT=$port CADDY_ADMIN_PORT=12019 \
   XDG_DATA_HOME="$work/caddy" XDG_CONFIG_HOME="$work/caddy" \

@@ -1,6 +1,22 @@
 //! The admin view: `GET /admin/state` shows breakers, cooldowns with their remaining time, EWMA
-//! latencies and in-flight counts, keys by name only. Until admin keys exist, admin routes
-//! answer only to loopback clients.
+//! latencies and in-flight counts, keys by name only.
+//!
+//! Admin auth ([`authorize`]), the same for every `/admin/*` route:
+//! - with `server.admin_keys`: the bearer must be one of them (401 otherwise). A browser cannot
+//!   forge an `Authorization` it does not know, so nothing else is asked.
+//! - without: the request must come (1) from a loopback peer, (2) for a loopback authority, every
+//!   one it names: the `Host` header and, in HTTP/2 or an HTTP/1.1 absolute-form target, the
+//!   URI's authority, each `localhost`, `127.0.0.0/8` or `[::1]`, any port, so a DNS-rebinding
+//!   page (whose Host is its own name) gets nothing, (3) with the `x-tier1-admin` header (any
+//!   value), which no cross-site form or simple `fetch` can send without a CORS preflight tier1
+//!   never grants, and (4) without forwarding headers (`forwarded`, `x-forwarded-for`,
+//!   `x-forwarded-host`, `x-real-ip`, `via`): a reverse proxy on loopback is not the operator.
+//!   Otherwise 403. The marker is required on GETs too: one rule for every route, and
+//!   `/admin/config` is no less sensitive than a mutation. An operator's curl:
+//!   `curl -H 'x-tier1-admin: 1' http://127.0.0.1:8080/admin/state`.
+//!
+//! Loopback trust holds only where the listener itself is loopback: config validation refuses
+//! admin routes without `admin_keys` on a non-loopback address ([`crate::config::open_surfaces`]).
 
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
@@ -11,9 +27,50 @@ use bytes::Bytes;
 use crate::resilience::Clock;
 use crate::snapshot::Live;
 
-/// Whether `peer` may use the admin routes.
+/// The header that marks an admin request as not a browser's simple request.
+pub const X_TIER1_ADMIN: &str = "x-tier1-admin";
+
+/// Headers a reverse proxy adds: their presence means the loopback peer is relaying someone else.
+const FORWARDING: [&str; 5] = ["forwarded", "x-forwarded-for", "x-forwarded-host", "x-real-ip", "via"];
+
+/// Whether `peer` is loopback (an IPv4-mapped `::ffff:127.x` included: a dual-stack listener).
 pub fn allowed(peer: SocketAddr) -> bool {
-    peer.ip().is_loopback()
+    peer.ip().to_canonical().is_loopback()
+}
+
+/// Whether an authority (`host[:port]`) names loopback: `localhost`, `127.0.0.0/8` or `[::1]`,
+/// with any port (digits only). No other spelling: a name that merely resolves to loopback could
+/// be an attacker's (DNS rebinding).
+fn loopback_authority(authority: &[u8]) -> bool {
+    let Ok(a) = std::str::from_utf8(authority) else { return false };
+    let (host_ok, rest) = match a.strip_prefix('[') {
+        Some(v6) => match v6.split_once(']') {
+            Some((ip, rest)) => (ip.parse::<std::net::Ipv6Addr>().is_ok_and(|ip| ip.is_loopback()), rest),
+            None => return false,
+        },
+        None => {
+            let (host, rest) = a.find(':').map_or((a, ""), |i| a.split_at(i));
+            let ok = host.eq_ignore_ascii_case("localhost")
+                || host.parse::<std::net::Ipv4Addr>().is_ok_and(|ip| ip.is_loopback());
+            (ok, rest)
+        }
+    };
+    let port_ok = rest.is_empty()
+        || rest
+            .strip_prefix(':')
+            .is_some_and(|p| (1..=5).contains(&p.len()) && p.bytes().all(|b| b.is_ascii_digit()));
+    host_ok && port_ok
+}
+
+/// Rules (2) to (4) of the module doc, for a request from a loopback peer without admin keys.
+fn local_operator(uri: &http::Uri, headers: &http::HeaderMap) -> bool {
+    let hosts = headers.get_all(http::header::HOST);
+    let named = uri.authority().is_some() || hosts.iter().next().is_some();
+    named
+        && uri.authority().is_none_or(|a| loopback_authority(a.as_str().as_bytes()))
+        && hosts.iter().all(|h| loopback_authority(h.as_bytes()))
+        && headers.contains_key(X_TIER1_ADMIN)
+        && !FORWARDING.iter().any(|h| headers.contains_key(*h))
 }
 
 fn ms(d: Option<Duration>) -> u64 {
@@ -86,15 +143,21 @@ pub fn state(live: &Live, clock: Clock, app: &crate::proxy::AppState) -> Bytes {
     Bytes::from(serde_json::json!({"providers": providers, "routes": routes, "fleet": fleet}).to_string())
 }
 
-/// Admin auth: with `server.admin_keys`, the bearer must be one of them (401 otherwise); without,
-/// only loopback clients (403 otherwise).
+/// Admin auth (see the module doc): with `server.admin_keys`, the bearer must be one of them
+/// (401 otherwise); without, a loopback peer, loopback authority, the `x-tier1-admin` marker and
+/// no forwarding headers (403 otherwise).
 pub fn authorize(
     live: &Live,
+    uri: &http::Uri,
     headers: &http::HeaderMap,
     peer: SocketAddr,
 ) -> Result<(), crate::error::ProxyError> {
     if live.server.admin_keys.is_empty() {
-        return if allowed(peer) { Ok(()) } else { Err(crate::error::ProxyError::Forbidden) };
+        return if allowed(peer) && local_operator(uri, headers) {
+            Ok(())
+        } else {
+            Err(crate::error::ProxyError::Forbidden)
+        };
     }
     if crate::proxy::headers::authorized(headers, &live.server.admin_keys) {
         Ok(())
@@ -239,6 +302,55 @@ mod tests {
         assert!(allowed("[::1]:5".parse().unwrap()));
         assert!(!allowed("10.1.2.3:5".parse().unwrap()));
         assert!(!allowed("[2001:db8::1]:5".parse().unwrap()));
+        assert!(allowed("[::ffff:127.0.0.1]:5".parse().unwrap()));
+    }
+
+    #[test]
+    fn loopback_authorities() {
+        for ok in ["localhost", "LOCALHOST:80", "127.0.0.1", "127.1.2.3:8080", "[::1]", "[::1]:9"] {
+            assert!(loopback_authority(ok.as_bytes()), "{ok}");
+        }
+        for bad in [
+            "",
+            "evil.example",
+            "localhost.evil.example",
+            "127.0.0.1.evil.example",
+            "127.1",
+            "0177.0.0.1",
+            "[::2]:1",
+            "[::1",
+            "localhost:",
+            "localhost:80:80",
+            "localhost:8x",
+            "[::1]x",
+            "10.0.0.1:80",
+            "::1",
+        ] {
+            assert!(!loopback_authority(bad.as_bytes()), "{bad}");
+        }
+    }
+
+    #[test]
+    fn local_operator_needs_the_marker_a_loopback_authority_and_no_proxy() {
+        let h = |pairs: &[(&'static str, &'static str)]| {
+            let mut m = http::HeaderMap::new();
+            for (k, v) in pairs {
+                m.append(*k, http::HeaderValue::from_static(v));
+            }
+            m
+        };
+        let path: http::Uri = "/admin/state".parse().unwrap();
+        assert!(local_operator(&path, &h(&[("host", "127.0.0.1:8080"), ("x-tier1-admin", "1")])));
+        assert!(!local_operator(&path, &h(&[("host", "127.0.0.1:8080")])));
+        assert!(!local_operator(&path, &h(&[("x-tier1-admin", "1")])), "no authority at all");
+        let two = h(&[("host", "127.0.0.1"), ("host", "evil.example"), ("x-tier1-admin", "1")]);
+        assert!(!local_operator(&path, &two));
+        let proxied = h(&[("host", "localhost"), ("x-tier1-admin", "1"), ("via", "1.1 caddy")]);
+        assert!(!local_operator(&path, &proxied));
+        let h2: http::Uri = "http://localhost:1/admin/state".parse().unwrap();
+        assert!(local_operator(&h2, &h(&[("x-tier1-admin", "1")])));
+        let evil: http::Uri = "http://evil.example/admin/state".parse().unwrap();
+        assert!(!local_operator(&evil, &h(&[("host", "localhost"), ("x-tier1-admin", "1")])));
     }
 
     #[test]

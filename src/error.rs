@@ -118,7 +118,9 @@ pub enum ProxyError {
     #[error("missing or invalid API key")]
     Unauthorized,
     /// An admin route from a client that may not use it.
-    #[error("admin routes answer only to loopback clients")]
+    #[error(
+        "without admin_keys, admin routes answer only a loopback client that names a loopback Host and sends x-tier1-admin"
+    )]
     Forbidden,
     /// No route or provider serves this model.
     #[error("model '{0}' is not served by this router")]

@@ -10,7 +10,8 @@ pub async fn check(url: &str, timeout: Duration) -> Result<http::StatusCode, Str
     get(url, None, timeout).await.map(|(status, _)| status)
 }
 
-/// GETs `url` with an optional bearer and returns the status and body.
+/// GETs `url` with an optional bearer (and the `x-tier1-admin` marker) and returns the status and
+/// body.
 pub async fn get(
     url: &str,
     bearer: Option<&str>,
@@ -22,7 +23,8 @@ pub async fn get(
         return Err(format!("{url}: only http:// URLs are supported"));
     }
     let client = crate::upstream::Client::plain(timeout);
-    let mut req = http::Request::get(uri);
+    // The admin marker (see `crate::admin`), so `check --against` a keyless loopback instance works.
+    let mut req = http::Request::get(uri).header(crate::admin::X_TIER1_ADMIN, "1");
     if let Some(b) = bearer {
         req = req.header(http::header::AUTHORIZATION, format!("Bearer {b}"));
     }

@@ -66,6 +66,10 @@ pub enum StartError {
     /// `server.admin_listen` could not be bound.
     #[error("cannot listen on {0} (server.admin_listen): {1}")]
     AdminListen(std::net::SocketAddr, std::io::Error),
+    /// An API or admin surface would be open on a non-loopback address (see
+    /// [`config::open_surfaces`]).
+    #[error("refusing to start: {0}")]
+    Open(config::ConfigErrors),
 }
 
 /// How to run tier1 beyond its config.
@@ -108,9 +112,6 @@ pub async fn serve(
     registry.begin_build();
     let live = Live::build(&config, &registry)?;
     registry.commit_build();
-    if live.api_keys.is_empty() {
-        tracing::warn!("server.api_keys is empty: every client may use this router");
-    }
     let admin_listener = match (admin_listener, config.server.admin_listen) {
         (Some(l), _) => Some(l),
         (None, Some(addr)) => {
@@ -118,6 +119,17 @@ pub async fn serve(
         }
         (None, None) => None,
     };
+    // The addresses actually bound (`--listen` may differ from the file), checked once here and
+    // again on every reload.
+    let bound = (
+        listener.local_addr().unwrap_or(config.server.listen),
+        admin_listener.as_ref().map(|l| l.local_addr().unwrap_or(config.server.listen)),
+    );
+    let open = config::open_surfaces(&config.server, bound.0, bound.1);
+    if !open.is_empty() {
+        return Err(StartError::Open(config::ConfigErrors(open)));
+    }
+    warn_if_open(&config.server, bound);
     let tls = match &config.server.tls {
         Some(files) => {
             metrics.enable_tls()?;
@@ -126,6 +138,7 @@ pub async fn serve(
         None => None,
     };
     let reloader = Arc::new(reload::Reloader::new(source, text.clone(), &config));
+    reloader.set_bound(bound.0, bound.1);
     // Redis settings are read at start (changing them needs a restart, like the listeners).
     let (fleet, shared, events) = match &config.redis {
         Some(r) => {
@@ -180,6 +193,28 @@ pub async fn serve(
     proxy::server::serve(listener, state, Listener::Main, shutdown).await;
     while tasks.join_next().await.is_some() {}
     Ok(())
+}
+
+/// One warning for a config that serves without keys: on a non-loopback address only because
+/// `server.allow_unauthenticated` says so, or on loopback (a sidecar) without `api_keys`. Logged
+/// at start and by every reload that applies such a config.
+pub fn warn_if_open(
+    server: &config::ServerConfig,
+    bound: (std::net::SocketAddr, Option<std::net::SocketAddr>),
+) {
+    let strict = config::ServerConfig { allow_unauthenticated: false, ..server.clone() };
+    let open = config::open_surfaces(&strict, bound.0, bound.1);
+    if !open.is_empty() {
+        let problems: Vec<String> = open.iter().map(ToString::to_string).collect();
+        tracing::warn!(
+            ?problems,
+            "server.allow_unauthenticated = true: serving without authentication on a non-loopback address"
+        );
+    } else if server.api_keys.is_empty() {
+        tracing::warn!(
+            "server.api_keys is empty: every client that reaches this loopback listener may use this router"
+        );
+    }
 }
 
 /// Resolves once `stop` turns true (or its sender is gone).

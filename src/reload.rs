@@ -11,6 +11,7 @@
 //! `POST /admin/reload`. Triggers that arrive while a reload runs are served by the next run, so
 //! a burst of them costs one reload; a file whose content did not change swaps nothing.
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -89,6 +90,9 @@ pub struct Reloader {
     requested: AtomicU64,
     /// Serialises runs; holds the number of triggers the last run covered, and its outcome.
     run: tokio::sync::Mutex<(u64, Outcome)>,
+    /// The addresses the listeners are bound to (main, separate admin), for the open-surface
+    /// check: a reload cannot move them, and `--listen` may differ from the file.
+    bound: std::sync::OnceLock<(SocketAddr, Option<SocketAddr>)>,
 }
 
 /// FNV-1a 64 of the config text, as 16 hex digits: a stable version id for logs and metrics.
@@ -135,7 +139,13 @@ impl Reloader {
             status: Mutex::new(status),
             requested: AtomicU64::new(0),
             run: tokio::sync::Mutex::new((0, Outcome::NoFile)),
+            bound: std::sync::OnceLock::new(),
         }
+    }
+
+    /// Records the bound listener addresses (once, at start).
+    pub fn set_bound(&self, listen: SocketAddr, admin_listen: Option<SocketAddr>) {
+        let _ = self.bound.set((listen, admin_listen));
     }
 
     /// The active config's status.
@@ -189,6 +199,13 @@ impl Reloader {
                 );
             }
         };
+        // An open API or admin surface on the bound addresses is refused like any invalid file:
+        // the last good config (and its keys) stays.
+        let bound = self.bound.get().copied().unwrap_or((config.server.listen, config.server.admin_listen));
+        let open = config::open_surfaces(&config.server, bound.0, bound.1);
+        if !open.is_empty() {
+            return self.failed(state, Some(new_hash), open.iter().map(ToString::to_string).collect());
+        }
         let registry = &state.registry;
         registry.begin_build();
         let live = match Live::build(&config, registry) {
@@ -217,6 +234,7 @@ impl Reloader {
                 restart_only: s.restart_only.clone(),
             };
         }
+        crate::warn_if_open(&config.server, bound);
         tracing::info!(hash = %new_hash, "config reloaded");
         Outcome::Applied { hash: new_hash }
     }

@@ -61,7 +61,9 @@ async fn fleet(redis: &RedisServer, mock: &MockUpstream, extra: &str) -> Vec<Arc
     // Every replica synced with Redis and sees the fleet.
     for t in &out {
         let ok = within(Duration::from_secs(5), || async {
-            get(&t.url("/admin/state")).await.json()["fleet"]["replicas"].as_u64() == Some(3)
+            get_with(&t.url("/admin/state"), &[("x-tier1-admin", "1")]).await.json()["fleet"]["replicas"]
+                .as_u64()
+                == Some(3)
         })
         .await;
         assert!(ok.is_some(), "replica never saw the fleet of 3");
@@ -131,7 +133,7 @@ async fn a_429_on_one_replica_rests_the_key_on_all_within_100ms() {
     let a = post(&fleet[0].url("/v1/chat/completions"), &[], &chat("a/m")).await;
     assert_eq!(a.status, 429);
     let resting = |t: Arc<Tier1>| async move {
-        get(&t.url("/admin/state")).await.json()["providers"][0]["keys"][0]["cooldown_ms"]
+        get_with(&t.url("/admin/state"), &[("x-tier1-admin", "1")]).await.json()["providers"][0]["keys"][0]["cooldown_ms"]
             .as_u64()
             .unwrap_or(0)
             > 0
@@ -167,7 +169,9 @@ async fn a_breaker_opened_on_one_replica_is_open_on_all() {
     assert_eq!(dead_calls(), 2);
     for t in &fleet[1..] {
         let open = within(Duration::from_millis(100), || async {
-            get(&t.url("/admin/state")).await.json()["routes"][0]["targets"][0]["breaker"] == "open"
+            get_with(&t.url("/admin/state"), &[("x-tier1-admin", "1")]).await.json()["routes"][0]["targets"]
+                [0]["breaker"]
+                == "open"
         })
         .await;
         assert!(open.is_some(), "breaker not open on the other replica within 100 ms");
@@ -277,7 +281,9 @@ async fn a_redis_cluster_shares_limits_and_state_too() {
     }
     for t in &fleet {
         let seen = within(Duration::from_secs(5), || async {
-            get(&t.url("/admin/state")).await.json()["fleet"]["replicas"].as_u64() == Some(2)
+            get_with(&t.url("/admin/state"), &[("x-tier1-admin", "1")]).await.json()["fleet"]["replicas"]
+                .as_u64()
+                == Some(2)
         })
         .await;
         assert!(seen.is_some(), "replica never saw the fleet through the cluster");
@@ -295,7 +301,7 @@ async fn a_redis_cluster_shares_limits_and_state_too() {
         post(&fleet[0].url("/v1/chat/completions"), &[], &chat("dead")).await;
     }
     let open = within(Duration::from_secs(1), || async {
-        get(&fleet[1].url("/admin/state")).await.json()["routes"][0]["targets"][0]["breaker"] == "open"
+        get_with(&fleet[1].url("/admin/state"), &[("x-tier1-admin", "1")]).await.json()["routes"][0]["targets"][0]["breaker"] == "open"
     })
     .await;
     assert!(open.is_some(), "breaker not shared through the cluster");

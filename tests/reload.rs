@@ -87,7 +87,7 @@ async fn a_hundred_reloads_under_load_fail_no_request_and_never_mix_tables() {
     for i in 0..120u32 {
         let tag = if i.is_multiple_of(2) { "B" } else { "A" };
         dir.write_atomic("tier1.toml", &table(&mock, tag, ""));
-        let a = post_empty(&t.admin_url("/admin/reload"), &[]).await;
+        let a = post_empty(&t.admin_url("/admin/reload"), &[("x-tier1-admin", "1")]).await;
         assert_eq!(a.status, 200, "{}", a.text());
         // The watcher may have applied this very change first: then the API finds it unchanged.
         applied += u32::from(a.json()["result"] == "ok");
@@ -186,11 +186,11 @@ async fn invalid_files_keep_the_old_table_and_show_the_error() {
     ];
     for (text, expected) in bad_files {
         dir.write_atomic("tier1.toml", text);
-        let a = post_empty(&t.url("/admin/reload"), &[]).await;
+        let a = post_empty(&t.url("/admin/reload"), &[("x-tier1-admin", "1")]).await;
         assert_eq!(a.status, 422, "{}", a.text());
         let errors = a.json()["errors"].as_array().unwrap().clone();
         assert!(errors.iter().any(|e| e.as_str().unwrap().contains(expected)), "{}", a.text());
-        let cfg = get(&t.url("/admin/config")).await.json();
+        let cfg = get_with(&t.url("/admin/config"), &[("x-tier1-admin", "1")]).await.json();
         let errors = cfg["last_reload_error"].as_array().unwrap();
         assert!(errors.iter().any(|e| e.as_str().unwrap().contains(expected)), "{cfg}");
         // Traffic stays on the old table.
@@ -201,9 +201,15 @@ async fn invalid_files_keep_the_old_table_and_show_the_error() {
     assert!(metrics.contains(r#"tier1_config_reloads_total{result="error"} 3"#), "{metrics}");
     // A good file clears the error.
     dir.write_atomic("tier1.toml", &table(&mock, "B", ""));
-    assert_eq!(post_empty(&t.url("/admin/reload"), &[]).await.json()["result"], "ok");
-    assert!(get(&t.url("/admin/config")).await.json()["last_reload_error"].is_null());
-    assert_eq!(post_empty(&t.url("/admin/reload"), &[]).await.json()["result"], "unchanged");
+    assert_eq!(post_empty(&t.url("/admin/reload"), &[("x-tier1-admin", "1")]).await.json()["result"], "ok");
+    assert!(
+        get_with(&t.url("/admin/config"), &[("x-tier1-admin", "1")]).await.json()["last_reload_error"]
+            .is_null()
+    );
+    assert_eq!(
+        post_empty(&t.url("/admin/reload"), &[("x-tier1-admin", "1")]).await.json()["result"],
+        "unchanged"
+    );
 }
 
 #[tokio::test]
@@ -244,14 +250,14 @@ targets = [{{ provider = "c", model = "alive" }}]
     let dead_calls = || mock.stats.requests().iter().filter(|r| model_of(&r.body) == "dead").count();
     assert_eq!(dead_calls(), 2);
     dir.write_atomic("tier1.toml", &cfg(", \"other-2\""));
-    assert_eq!(post_empty(&t.url("/admin/reload"), &[]).await.json()["result"], "ok");
+    assert_eq!(post_empty(&t.url("/admin/reload"), &[("x-tier1-admin", "1")]).await.json()["result"], "ok");
     let a = post(&t.url("/v1/chat/completions"), &[], &chat("r")).await;
     assert_eq!((a.status.as_u16(), a.header("x-tier1-model")), (200, Some("alive")));
     assert_eq!(dead_calls(), 2, "the breaker was reset by the reload");
-    let state = get(&t.url("/admin/state")).await.json();
+    let state = get_with(&t.url("/admin/state"), &[("x-tier1-admin", "1")]).await.json();
     assert_eq!(state["routes"][0]["targets"][0]["breaker"], "open");
     // The admin reset closes it.
-    assert_eq!(post_empty(&t.url("/admin/breakers/reset"), &[]).await.status, 200);
+    assert_eq!(post_empty(&t.url("/admin/breakers/reset"), &[("x-tier1-admin", "1")]).await.status, 200);
     post(&t.url("/v1/chat/completions"), &[], &chat("r")).await;
     assert_eq!(dead_calls(), 3);
 }
@@ -329,12 +335,12 @@ async fn unchanged_providers_keep_their_warm_connections() {
     assert_eq!(reuse().await, before, "no keep-alive to begin with");
     // A reload that changes a route, not the provider: the same connection serves.
     dir.write_atomic("tier1.toml", &text.replace("name = \"r\"", "name = \"r\"\nmodels = [\"r2\"]"));
-    assert_eq!(post_empty(&t.url("/admin/reload"), &[]).await.json()["result"], "ok");
+    assert_eq!(post_empty(&t.url("/admin/reload"), &[("x-tier1-admin", "1")]).await.json()["result"], "ok");
     assert_eq!(reuse().await, before, "the pool was rebuilt by an unrelated reload");
     // Changing the provider's connection settings builds a new pool.
     let changed = text.replace("kind = \"openai\"", "kind = \"openai\"\nconnect_timeout = \"3s\"");
     dir.write_atomic("tier1.toml", &changed);
-    assert_eq!(post_empty(&t.url("/admin/reload"), &[]).await.json()["result"], "ok");
+    assert_eq!(post_empty(&t.url("/admin/reload"), &[("x-tier1-admin", "1")]).await.json()["result"], "ok");
     assert_eq!(reuse().await, before + 1);
 }
 
@@ -353,7 +359,7 @@ async fn simultaneous_triggers_coalesce_into_one_reload() {
     for _ in 0..10 {
         let t = t.clone();
         triggers.push(tokio::spawn(async move {
-            post_empty(&t.url("/admin/reload"), &[]).await.json()["result"].clone()
+            post_empty(&t.url("/admin/reload"), &[("x-tier1-admin", "1")]).await.json()["result"].clone()
         }));
     }
     let mut results = Vec::new();

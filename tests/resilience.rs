@@ -203,7 +203,7 @@ targets = [{ provider = "a", model = "flaky" }, { provider = "b", model = "good"
         assert_eq!(a.header("x-tier1-model"), Some("good"));
     }
     assert_eq!(calls(&mock, "flaky"), 3);
-    let state = get(&t.url("/admin/state")).await.json();
+    let state = get_with(&t.url("/admin/state"), &[("x-tier1-admin", "1")]).await.json();
     let target = &state["routes"][0]["targets"][0];
     assert_eq!(target["breaker"], "open");
     assert!(target["breaker_open_ms"].as_u64().unwrap() > 0);
@@ -212,7 +212,10 @@ targets = [{ provider = "a", model = "flaky" }, { provider = "b", model = "good"
     let a = chat_ok(&t, "r").await;
     assert_eq!(a.header("x-tier1-model"), Some("flaky"));
     assert_eq!(calls(&mock, "flaky"), 4);
-    assert_eq!(get(&t.url("/admin/state")).await.json()["routes"][0]["targets"][0]["breaker"], "closed");
+    assert_eq!(
+        get_with(&t.url("/admin/state"), &[("x-tier1-admin", "1")]).await.json()["routes"][0]["targets"][0]["breaker"],
+        "closed"
+    );
 }
 
 #[tokio::test]
@@ -436,7 +439,7 @@ async fn admin_state_lists_keys_by_name_with_cooldowns() {
     let t = Tier1::start(&cfg(&mock, "")).await;
     let a = chat_ok(&t, "a/m").await;
     assert_eq!(a.status, 429);
-    let state = get(&t.url("/admin/state")).await;
+    let state = get_with(&t.url("/admin/state"), &[("x-tier1-admin", "1")]).await;
     assert_eq!(state.status, 200);
     let text = state.text();
     assert!(!text.contains("sk-key"), "{text}");

@@ -534,7 +534,7 @@ async fn soak_under_faults() {
                 if reloads.is_multiple_of(2) {
                     // Every other change also goes through the admin API (the file watcher may
                     // have taken it first: then the answer is "unchanged").
-                    let a = common::post_empty(&format!("{base}/admin/reload"), &[]).await;
+                    let a = common::post_empty(&format!("{base}/admin/reload"), &[("x-tier1-admin", "1")]).await;
                     if a.status != 200 {
                         admin_reload_failures.push(format!("{} {}", a.status, a.text()));
                     }
@@ -570,7 +570,7 @@ async fn soak_under_faults() {
         common::metric(&metrics_text(addr).await, "tier1_inflight_requests") == Some(0.0)
     })
     .await;
-    let state = common::get(&format!("{base}/admin/state")).await.json();
+    let state = common::get_with(&format!("{base}/admin/state"), &[("x-tier1-admin", "1")]).await.json();
     let mut admin_inflight = Vec::new();
     inflight_values(&state, &mut admin_inflight);
     let metrics = metrics_text(addr).await;

@@ -8,6 +8,7 @@ mod secret;
 mod validate;
 
 pub(crate) use validate::Problems;
+pub use validate::open_surfaces;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -164,7 +165,7 @@ pub struct ServerConfig {
     pub body_timeout: Duration,
     /// Separate admin listener, if any.
     pub admin_listen: Option<SocketAddr>,
-    /// Admin bearer tokens; empty: loopback clients only.
+    /// Admin bearer tokens; empty: loopback operators only (see [`crate::admin`]).
     pub admin_keys: Vec<Secret>,
     /// Bind with SO_REUSEPORT (zero-downtime upgrade of a single sidecar).
     pub reuse_port: bool,
@@ -183,6 +184,8 @@ pub struct ServerConfig {
     pub http2_idle_timeout: Duration,
     /// TLS on the main listener; turning it on or off needs a restart, the files rotate live.
     pub tls: Option<TlsConfig>,
+    /// An open API or admin surface on a non-loopback address was asked for explicitly.
+    pub allow_unauthenticated: bool,
 }
 
 /// `[server.tls]`, validated: the files were readable and formed a working server config.

@@ -191,7 +191,7 @@ pub struct RawServer {
     pub body_timeout: Option<String>,
     /// A separate listener for the admin routes (default: the main listener serves them).
     pub admin_listen: Option<String>,
-    /// Bearer tokens for the admin routes; none: admin routes answer loopback clients only.
+    /// Bearer tokens for the admin routes; none: only a loopback operator (see `crate::admin`).
     #[serde(default)]
     pub admin_keys: Vec<String>,
     /// Bind with SO_REUSEPORT, so a new process can take over the address while the old drains.
@@ -210,6 +210,9 @@ pub struct RawServer {
     pub http2_idle_timeout: Option<String>,
     /// TLS on the main listener (plain HTTP without it).
     pub tls: Option<RawTls>,
+    /// Serve an API without `api_keys`, or admin routes without `admin_keys`, on a non-loopback
+    /// address (refused without it).
+    pub allow_unauthenticated: Option<bool>,
 }
 
 /// `[server.tls]`.

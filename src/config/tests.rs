@@ -213,3 +213,20 @@ fn http2_idle_timeout_defaults_to_the_header_timeout_and_must_be_positive() {
     let e = parse_toml("[server]\nhttp2_idle_timeout = \"0s\"\n").unwrap_err().to_string();
     assert!(e.contains("server.http2_idle_timeout"), "{e}");
 }
+
+#[test]
+fn open_surfaces_follow_the_bound_addresses() {
+    // The file says loopback (valid), but the process was bound elsewhere (`--listen`): the start
+    // and reload checks use the bound addresses.
+    let c = parse_toml("[server]\nlisten = \"127.0.0.1:1\"\n").unwrap();
+    let any: std::net::SocketAddr = "0.0.0.0:1".parse().unwrap();
+    let lo: std::net::SocketAddr = "127.0.0.1:2".parse().unwrap();
+    let paths = |v: Vec<ConfigError>| v.into_iter().map(|e| e.path).collect::<Vec<_>>();
+    assert!(open_surfaces(&c.server, c.server.listen, None).is_empty());
+    assert_eq!(paths(open_surfaces(&c.server, any, None)), ["server.api_keys", "server.admin_keys"]);
+    assert_eq!(paths(open_surfaces(&c.server, any, Some(lo))), ["server.api_keys"]);
+    let mapped: std::net::SocketAddr = "[::ffff:127.0.0.1]:1".parse().unwrap();
+    assert!(open_surfaces(&c.server, mapped, None).is_empty());
+    let allowed = ServerConfig { allow_unauthenticated: true, ..c.server };
+    assert!(open_surfaces(&allowed, any, None).is_empty());
+}

@@ -53,6 +53,9 @@ impl Problems {
 pub(super) fn validate(raw: RawConfig, env: &dyn Env) -> Result<Config, ConfigErrors> {
     let mut p = Problems::default();
     let server = server(&raw, env, &mut p);
+    for e in open_surfaces(&server, server.listen, server.admin_listen) {
+        p.push(e.path, e.message);
+    }
     let json = match raw.log.format.as_deref() {
         None | Some("pretty") => false,
         Some("json") => true,
@@ -162,7 +165,43 @@ fn server(raw: &RawConfig, env: &dyn Env, p: &mut Problems) -> ServerConfig {
             header_timeout,
         ),
         tls: s.tls.as_ref().and_then(|t| tls(t, p)),
+        allow_unauthenticated: s.allow_unauthenticated.unwrap_or(false),
     }
+}
+
+/// Every surface `server` would serve without authentication on a non-loopback address, with the
+/// addresses it is actually bound to (`listen`, and the admin listener if separate): an API
+/// without `api_keys` (mTLS with `tls.client_ca` counts as keys), admin routes without
+/// `admin_keys`. A loopback peer proves nothing there: a local reverse proxy, another container
+/// of the pod, or a forwarded connection all arrive from loopback. Empty when
+/// `allow_unauthenticated` is set. Checked by validation (the file's addresses), at start and on
+/// every reload (the bound ones, which `--listen` may have changed).
+pub fn open_surfaces(
+    server: &ServerConfig,
+    listen: SocketAddr,
+    admin_listen: Option<SocketAddr>,
+) -> Vec<ConfigError> {
+    if server.allow_unauthenticated {
+        return Vec::new();
+    }
+    let local = |a: SocketAddr| a.ip().to_canonical().is_loopback();
+    let fix = "set keys, listen on loopback, or set server.allow_unauthenticated = true";
+    let mut out = Vec::new();
+    let mtls = server.tls.as_ref().is_some_and(|t| t.client_ca.is_some());
+    if server.api_keys.is_empty() && !mtls && !local(listen) {
+        out.push(ConfigError {
+            path: "server.api_keys".to_owned(),
+            message: format!("empty while listening on non-loopback {listen}: anyone who reaches it may use every provider key ({fix})"),
+        });
+    }
+    let admin = admin_listen.unwrap_or(listen);
+    if server.admin_keys.is_empty() && !local(admin) {
+        out.push(ConfigError {
+            path: "server.admin_keys".to_owned(),
+            message: format!("empty while the admin routes listen on non-loopback {admin}: a proxy or pod neighbour on loopback could use them (set admin_keys, admin_listen on loopback, or server.allow_unauthenticated = true)"),
+        });
+    }
+    out
 }
 
 /// `value`, or `default` when unset; below `min`, a problem (and `min`, so validation goes on).

@@ -252,7 +252,7 @@ async fn handle_inner(
         }
         Endpoint::Models => json(StatusCode::OK, live.models_body.clone()),
         Endpoint::AdminState | Endpoint::AdminConfig | Endpoint::AdminReload | Endpoint::AdminReset => {
-            crate::admin::authorize(live, req.headers(), peer)?;
+            crate::admin::authorize(live, req.uri(), req.headers(), peer)?;
             admin(state, live, endpoint).await
         }
         Endpoint::Chat | Endpoint::Embeddings | Endpoint::Messages => {
