@@ -612,11 +612,10 @@ async fn attempt<'a>(job: &'a Job<'a>, c: &'a Candidate<'a>, key_index: Option<u
                 }
             } else {
                 let class = Class::of_status(status);
-                let retry_after = parts
-                    .headers
-                    .get(header::RETRY_AFTER)
-                    .and_then(|v| v.to_str().ok())
-                    .and_then(|v| parse_retry_after(v, std::time::SystemTime::now()));
+                let retry_after =
+                    parts.headers.get(header::RETRY_AFTER).and_then(|v| v.to_str().ok()).and_then(|v| {
+                        parse_retry_after(v, std::time::SystemTime::now(), job.live.resilience.cooldown.max)
+                    });
                 if matches!(class, Class::InvalidRequest | Class::NotFound) {
                     // The caller's fault: the provider is healthy; its answer goes to the client.
                     let now = job.clock.now();
