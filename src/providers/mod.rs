@@ -335,6 +335,8 @@ impl HttpBackend {
             .header(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))
             .header(header::ACCEPT, HeaderValue::from_static(accept))
             .header(header::USER_AGENT, USER_AGENT.clone())
+            // tier1 reads answers (usage, translation, redaction): no content coding, please.
+            .header(header::ACCEPT_ENCODING, HeaderValue::from_static("identity"))
             .header(crate::proxy::headers::X_REQUEST_ID, call.request_id.clone())
             .body(call.body.clone())?;
         let h = req.headers_mut();

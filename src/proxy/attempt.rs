@@ -598,7 +598,10 @@ async fn attempt<'a>(job: &'a Job<'a>, c: &'a Candidate<'a>, key_index: Option<u
             let status = parts.status;
             if status.is_success() {
                 let sse = is_sse(&parts.headers);
-                let committed = if job.stream && sse {
+                let committed = if encoded(&parts.headers) && (job.stream || sse || translated.is_some()) {
+                    // tier1 must read this body (see `encoded`).
+                    Err(Class::Server)
+                } else if job.stream && sse {
                     let since = Instant::now();
                     let held = precommit(body, first_byte, p.idle_timeout, total).await;
                     job.waited(since);
@@ -611,7 +614,11 @@ async fn attempt<'a>(job: &'a Job<'a>, c: &'a Candidate<'a>, key_index: Option<u
                     Err(class) => Err(failure(class, Some(status), None)),
                 }
             } else {
-                let class = Class::of_status(status);
+                let class = match Class::of_status(status) {
+                    // An error body passed on is redacted first, which needs it readable.
+                    Class::InvalidRequest | Class::NotFound if encoded(&parts.headers) => Class::Server,
+                    class => class,
+                };
                 let retry_after =
                     parts.headers.get(header::RETRY_AFTER).and_then(|v| v.to_str().ok()).and_then(|v| {
                         parse_retry_after(v, std::time::SystemTime::now(), job.live.resilience.cooldown.max)
@@ -851,6 +858,21 @@ fn untranslatable(p: &Provider, c: &Candidate<'_>, why: &str, op: Operation) -> 
     }
 }
 
+/// Whether the answer carries a content coding. tier1 asks for `accept-encoding: identity`
+/// (src/providers), as it reads bodies: usage and commit points, translation, redaction of the
+/// error bodies it passes on. A provider that encodes anyway is passed through only where tier1
+/// relays the body untouched (a native, non-streamed success: the coding goes on with the body,
+/// usage is then not read and the token estimate stands); anywhere tier1 must read the body (a
+/// stream, a translated answer, a caller-fault error body) the answer is a broken one
+/// (`Class::Server`), tried elsewhere like any, never relayed as bytes the client cannot decode.
+fn encoded(headers: &HeaderMap) -> bool {
+    headers.get_all(header::CONTENT_ENCODING).iter().any(|v| {
+        v.to_str().map_or(true, |s| {
+            s.split(',').any(|c| !c.trim().is_empty() && !c.trim().eq_ignore_ascii_case("identity"))
+        })
+    })
+}
+
 fn is_sse(headers: &HeaderMap) -> bool {
     headers.get(header::CONTENT_TYPE).is_some_and(|v| v.as_bytes().starts_with(b"text/event-stream"))
 }
@@ -902,15 +924,15 @@ async fn read_bounded(mut body: UpstreamBody, deadline: Instant) -> Bytes {
     Bytes::from(buf)
 }
 
-/// The upstream headers a client may see: content type (and length, for bodies passed through
-/// unchanged), caching and rate-limit hints. Nothing else crosses, so no upstream cookie, server
+/// The upstream headers a client may see: content type (and length and coding, for bodies passed
+/// through unchanged), caching and rate-limit hints. Nothing else crosses, so no upstream cookie, server
 /// detail or organisation header leaks to the caller.
 fn client_headers(from: &HeaderMap, keep_length: bool, redactor: &Redactor) -> HeaderMap {
     let mut to = HeaderMap::new();
     for (name, value) in from {
         let keep = name == header::CONTENT_TYPE
             || name == header::CACHE_CONTROL
-            || (keep_length && name == header::CONTENT_LENGTH)
+            || (keep_length && (name == header::CONTENT_LENGTH || name == header::CONTENT_ENCODING))
             || name.as_str().starts_with("x-ratelimit-");
         if keep {
             // A provider may echo the key in its headers as in its bodies.
