@@ -96,6 +96,8 @@ fn transfer_codings_are_read_across_every_line() {
         "HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\ncontent-length: x\r\n\r\n",
     ] {
         assert!(matches!(framing(text), (Framing::Chunked, false)), "{text:?}");
+        let Ok(Some(Parsed::Final(resp, ..))) = head(text) else { panic!("no head") };
+        assert!(!resp.headers().contains_key("content-length"), "a length that does not frame the body");
     }
     let wire =
         b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\ntransfer-encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n";
