@@ -52,8 +52,9 @@ pub struct Candidate<'a> {
     pub provider: &'a Provider,
     /// The upstream model name.
     pub model: &'a str,
-    /// The target's breaker, cooldown, latency and in-flight count.
-    pub target: &'a Arc<TargetState>,
+    /// The target's breaker, cooldown, latency and in-flight count (owned for a made-up direct
+    /// model, whose state lives in a bounded map).
+    pub target: std::borrow::Cow<'a, Arc<TargetState>>,
     /// Tries and backoff for this target.
     pub policy: RetryPolicy,
     /// The model as a metric label: configured model names only, else `other`.
@@ -554,7 +555,7 @@ async fn attempt<'a>(job: &'a Job<'a>, c: &'a Candidate<'a>, key_index: Option<u
         }
     }
     job.started.fetch_add(1, Ordering::AcqRel);
-    let guard = AttemptGuard::new(c.target.clone(), key.map(|k| k.state.clone()), permits);
+    let guard = AttemptGuard::new(Arc::clone(&c.target), key.map(|k| k.state.clone()), permits);
     let key_ticket =
         key.map(|k| job.limiter.charge_key(&job.live.limits, &p.name, &k.name, c.model, job.tokens));
     let start = Instant::now();
@@ -796,10 +797,11 @@ fn gate(job: &Job<'_>, p: &Provider, probe: Probe<'_>, target: &str, now: u64, o
     if let Some(to) = probe.record(now, ok) {
         job.metrics.breaker_transitions_total.with_label_values(&[&p.name, to.as_str()]).inc();
         tracing::warn!(provider = %p.name, target, to = to.as_str(), "circuit breaker changed state");
+        // A made-up direct model's state is its own and this replica's (see `DirectTargets`).
         if to == crate::resilience::BreakerState::Open
+            && target != MODEL_OTHER
             && let Some(left) = breaker.remaining(now)
         {
-            let target = if target == MODEL_OTHER { "(direct)" } else { target };
             job.shared.publish(shared::Event::BreakerOpen {
                 provider: p.name.to_string(),
                 target: target.to_owned(),
@@ -818,10 +820,14 @@ fn share_key(job: &Job<'_>, p: &Provider, k: &crate::providers::Key, rest: Durat
 }
 
 fn share_target(job: &Job<'_>, c: &Candidate<'_>, rest: Duration) {
-    let model = if c.model_label == MODEL_OTHER { "(direct)" } else { c.model };
+    // A made-up direct model's rest is its own and this replica's (see `DirectTargets`): sent
+    // as "(direct)", it would rest every made-up model of the provider on the other replicas.
+    if c.model_label == MODEL_OTHER {
+        return;
+    }
     job.shared.publish(shared::Event::TargetCooldown {
         provider: c.provider.name.to_string(),
-        model: model.to_owned(),
+        model: c.model.to_owned(),
         until_ms: unix_ms() + u64::try_from(rest.as_millis()).unwrap_or(0),
     });
 }
