@@ -931,8 +931,8 @@ async fn read_bounded(mut body: UpstreamBody, deadline: Instant) -> Bytes {
 }
 
 /// The upstream headers a client may see: content type (and length and coding, for bodies passed
-/// through unchanged), caching and rate-limit hints. Nothing else crosses, so no upstream cookie, server
-/// detail or organisation header leaks to the caller.
+/// through unchanged), caching and rate-limit hints. Nothing else crosses, so no upstream cookie,
+/// server detail or organisation header leaks to the caller.
 fn client_headers(from: &HeaderMap, keep_length: bool, redactor: &Redactor) -> HeaderMap {
     let mut to = HeaderMap::new();
     for (name, value) in from {

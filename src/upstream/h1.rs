@@ -299,10 +299,9 @@ fn parse_with<const N: usize>(buf: &mut BytesMut) -> Result<Option<Parsed>, Erro
         }
     };
     // Transfer-Encoding overrides a Content-Length, but the sender's framing is suspect: the
-    // connection is closed after the answer (RFC 9112 §6.3).
-    // The length goes too, so that nothing downstream frames the body by it.
+    // connection is closed after the answer (RFC 9112 §6.3), and the length (every line of it)
+    // is removed, so that nothing downstream frames the body by it.
     let smuggled = chunked && headers.remove(CONTENT_LENGTH).is_some();
-    while smuggled && headers.remove(CONTENT_LENGTH).is_some() {}
     let reusable = keep_alive && !smuggled && !matches!(framing, Framing::Eof);
     let mut resp = Response::new(());
     *resp.status_mut() = status;
