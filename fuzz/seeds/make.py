@@ -173,6 +173,17 @@ SEEDS = {
         "until-close": "HTTP/1.0 200 OK\r\n\r\nbody until the connection closes",
         "no-content": "HTTP/1.1 204 No Content\r\n\r\n",
     },
+    # Header lines of a provider's answer (see fuzz_targets/provider_headers.rs).
+    "provider_headers": {
+        "retry-after-seconds": "retry-after: 7",
+        "retry-after-huge": "retry-after: 1e20\r\nretry-after: 99999999999999999999999",
+        "retry-after-dates": "retry-after: Sun, 06 Nov 1994 08:49:37 GMT\r\nretry-after: Sunday, 06-Nov-94 08:49:37 GMT"
+                             "\r\nretry-after: Sun Nov  6 08:49:37 1994\r\nretry-after: Fri, 31 Dec 9999 23:59:59 GMT",
+        "two-te": "transfer-encoding: gzip\r\ntransfer-encoding: chunked",
+        "te-and-length": "content-length: 3\r\ntransfer-encoding: chunked\r\ncontent-encoding: gzip",
+        "ratelimit": "x-ratelimit-remaining-requests: 1e400\r\nx-ratelimit-reset-requests: 6m0s"
+                     "\r\nanthropic-ratelimit-requests-reset: 2024-01-01T00:00:00Z",
+    },
     "config": {"demo.toml": config("demo.toml"), "compose.toml": uncommented(config("compose.toml")),
                "example.toml": example, "demo.json": config_json},
 }

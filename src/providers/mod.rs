@@ -3,6 +3,7 @@
 //! OpenAI-compatible API, `azure` the same with Azure's URLs; `anthropic` and `gemini` speak
 //! their own formats (see [`crate::translate`]); `mock` answers in process.
 
+use std::borrow::Cow;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
@@ -94,8 +95,8 @@ pub struct Provider {
     pub limit: Option<Arc<Limit>>,
     /// State of the models configured for this provider (route targets and catalog).
     targets: std::collections::HashMap<Box<str>, Arc<TargetState>>,
-    /// State shared by direct requests for models not configured anywhere (bounded: one per
-    /// provider, whatever model names clients make up).
+    /// State shared by direct requests for models not configured anywhere, once the provider's
+    /// bounded per-model map ([`crate::resilience::DirectTargets`]) is full.
     direct: Arc<TargetState>,
     backend: Backend,
 }
@@ -280,9 +281,16 @@ impl Provider {
         if self.targets.contains_key(model) { model } else { crate::metrics::MODEL_OTHER }
     }
 
-    /// The state of `model` on this provider: its own if configured, else the shared direct one.
-    pub fn target_state(&self, model: &str) -> &Arc<TargetState> {
-        self.targets.get(model).unwrap_or(&self.direct)
+    /// The state of `model` on this provider: its own if configured; else, for a direct request,
+    /// its own within the provider's bound on made-up models, past it the shared direct one.
+    pub fn target_state(&self, model: &str, now: u64) -> Cow<'_, Arc<TargetState>> {
+        if let Some(t) = self.targets.get(model) {
+            return Cow::Borrowed(t);
+        }
+        match self.state.direct.get(model, self.state.breaker.config(), now) {
+            Some(t) => Cow::Owned(t),
+            None => Cow::Borrowed(&self.direct),
+        }
     }
 
     /// Sends one call and waits for the response head (not the body).
@@ -338,6 +346,8 @@ impl HttpBackend {
             .header(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))
             .header(header::ACCEPT, HeaderValue::from_static(accept))
             .header(header::USER_AGENT, USER_AGENT.clone())
+            // tier1 reads answers (usage, translation, redaction): no content coding, please.
+            .header(header::ACCEPT_ENCODING, HeaderValue::from_static("identity"))
             .header(crate::proxy::headers::X_REQUEST_ID, call.request_id.clone())
             .body(call.body.clone())?;
         let h = req.headers_mut();

@@ -53,8 +53,9 @@ pub struct Candidate<'a> {
     pub provider: &'a Provider,
     /// The upstream model name.
     pub model: &'a str,
-    /// The target's breaker, cooldown, latency and in-flight count.
-    pub target: &'a Arc<TargetState>,
+    /// The target's breaker, cooldown, latency and in-flight count (owned for a made-up direct
+    /// model, whose state lives in a bounded map).
+    pub target: std::borrow::Cow<'a, Arc<TargetState>>,
     /// Tries and backoff for this target.
     pub policy: RetryPolicy,
     /// The model as a metric label: configured model names only, else `other`.
@@ -555,7 +556,7 @@ async fn attempt<'a>(job: &'a Job<'a>, c: &'a Candidate<'a>, key_index: Option<u
         }
     }
     job.started.fetch_add(1, Ordering::AcqRel);
-    let guard = AttemptGuard::new(c.target.clone(), key.map(|k| k.state.clone()), permits);
+    let guard = AttemptGuard::new(Arc::clone(&c.target), key.map(|k| k.state.clone()), permits);
     let key_ticket =
         key.map(|k| job.limiter.charge_key(&job.live.limits, &p.name, &k.name, c.model, job.tokens));
     let start = Instant::now();
@@ -600,7 +601,10 @@ async fn attempt<'a>(job: &'a Job<'a>, c: &'a Candidate<'a>, key_index: Option<u
             if status.is_success() {
                 let sse = is_sse(&parts.headers);
                 let since = Instant::now();
-                let committed = if job.stream && sse {
+                let committed = if encoded(&parts.headers) && (job.stream || sse || translated.is_some()) {
+                    // tier1 must read this body (see `encoded`).
+                    Err(Class::Server)
+                } else if job.stream && sse {
                     precommit(body, first_byte, p.idle_timeout, total).await
                 } else if translated.is_none() {
                     // The first bytes before the answer goes out: a body that fails before any
@@ -615,12 +619,15 @@ async fn attempt<'a>(job: &'a Job<'a>, c: &'a Candidate<'a>, key_index: Option<u
                     Err(class) => Err(failure(class, Some(status), None)),
                 }
             } else {
-                let class = Class::of_status(status);
-                let retry_after = parts
-                    .headers
-                    .get(header::RETRY_AFTER)
-                    .and_then(|v| v.to_str().ok())
-                    .and_then(|v| parse_retry_after(v, std::time::SystemTime::now()));
+                let class = match Class::of_status(status) {
+                    // An error body passed on is redacted first, which needs it readable.
+                    Class::InvalidRequest | Class::NotFound if encoded(&parts.headers) => Class::Server,
+                    class => class,
+                };
+                let retry_after =
+                    parts.headers.get(header::RETRY_AFTER).and_then(|v| v.to_str().ok()).and_then(|v| {
+                        parse_retry_after(v, std::time::SystemTime::now(), job.live.resilience.cooldown.max)
+                    });
                 if matches!(class, Class::InvalidRequest | Class::NotFound) {
                     // The caller's fault: the provider is healthy; its answer goes to the client.
                     let now = job.clock.now();
@@ -804,10 +811,11 @@ fn gate(job: &Job<'_>, p: &Provider, probe: Probe<'_>, target: &str, now: u64, o
     if let Some(to) = probe.record(now, ok) {
         job.metrics.breaker_transitions_total.with_label_values(&[&p.name, to.as_str()]).inc();
         tracing::warn!(provider = %p.name, target, to = to.as_str(), "circuit breaker changed state");
+        // A made-up direct model's state is its own and this replica's (see `DirectTargets`).
         if to == crate::resilience::BreakerState::Open
+            && target != MODEL_OTHER
             && let Some(left) = breaker.remaining(now)
         {
-            let target = if target == MODEL_OTHER { "(direct)" } else { target };
             job.shared.publish(shared::Event::BreakerOpen {
                 provider: p.name.to_string(),
                 target: target.to_owned(),
@@ -826,10 +834,14 @@ fn share_key(job: &Job<'_>, p: &Provider, k: &crate::providers::Key, rest: Durat
 }
 
 fn share_target(job: &Job<'_>, c: &Candidate<'_>, rest: Duration) {
-    let model = if c.model_label == MODEL_OTHER { "(direct)" } else { c.model };
+    // A made-up direct model's rest is its own and this replica's (see `DirectTargets`): sent
+    // as "(direct)", it would rest every made-up model of the provider on the other replicas.
+    if c.model_label == MODEL_OTHER {
+        return;
+    }
     job.shared.publish(shared::Event::TargetCooldown {
         provider: c.provider.name.to_string(),
-        model: model.to_owned(),
+        model: c.model.to_owned(),
         until_ms: unix_ms() + u64::try_from(rest.as_millis()).unwrap_or(0),
     });
 }
@@ -864,6 +876,21 @@ fn untranslatable(p: &Provider, c: &Candidate<'_>, why: &str, op: Operation) -> 
         ttft: None,
         tokens: None,
     }
+}
+
+/// Whether the answer carries a content coding. tier1 asks for `accept-encoding: identity`
+/// (src/providers), as it reads bodies: usage and commit points, translation, redaction of the
+/// error bodies it passes on. A provider that encodes anyway is passed through only where tier1
+/// relays the body untouched (a native, non-streamed success: the coding goes on with the body,
+/// usage is then not read and the token estimate stands); anywhere tier1 must read the body (a
+/// stream, a translated answer, a caller-fault error body) the answer is a broken one
+/// (`Class::Server`), tried elsewhere like any, never relayed as bytes the client cannot decode.
+fn encoded(headers: &HeaderMap) -> bool {
+    headers.get_all(header::CONTENT_ENCODING).iter().any(|v| {
+        v.to_str().map_or(true, |s| {
+            s.split(',').any(|c| !c.trim().is_empty() && !c.trim().eq_ignore_ascii_case("identity"))
+        })
+    })
 }
 
 fn is_sse(headers: &HeaderMap) -> bool {
@@ -939,15 +966,15 @@ async fn read_bounded(mut body: UpstreamBody, deadline: Instant) -> Bytes {
     Bytes::from(buf)
 }
 
-/// The upstream headers a client may see: content type (and length, for bodies passed through
-/// unchanged), caching and rate-limit hints. Nothing else crosses, so no upstream cookie, server
-/// detail or organisation header leaks to the caller.
+/// The upstream headers a client may see: content type (and length and coding, for bodies passed
+/// through unchanged), caching and rate-limit hints. Nothing else crosses, so no upstream cookie,
+/// server detail or organisation header leaks to the caller.
 fn client_headers(from: &HeaderMap, keep_length: bool, redactor: &Redactor) -> HeaderMap {
     let mut to = HeaderMap::new();
     for (name, value) in from {
         let keep = name == header::CONTENT_TYPE
             || name == header::CACHE_CONTROL
-            || (keep_length && name == header::CONTENT_LENGTH)
+            || (keep_length && (name == header::CONTENT_LENGTH || name == header::CONTENT_ENCODING))
             || name.as_str().starts_with("x-ratelimit-");
         if keep {
             // A provider may echo the key in its headers as in its bodies.

@@ -58,7 +58,7 @@ pub async fn forward(
         }
         Some(Resolved::Direct { provider, model }) => {
             ctx.route = RouteLabel::Direct;
-            push_direct(&mut cands, live, provider, model);
+            push_direct(&mut cands, live, provider, model, now);
             let p = live.providers.get(provider).ok_or_else(|| unknown(&scanned.model))?;
             (&p.state.budget, None)
         }
@@ -73,7 +73,7 @@ pub async fn forward(
     for model in fallbacks {
         match resolve(live, model) {
             Some(Resolved::Route(route)) => push_route(&mut cands, live, route, now),
-            Some(Resolved::Direct { provider, model }) => push_direct(&mut cands, live, provider, model),
+            Some(Resolved::Direct { provider, model }) => push_direct(&mut cands, live, provider, model, now),
             None => return Err(unknown(model)),
         }
     }
@@ -239,7 +239,7 @@ fn route_candidate<'a>(live: &'a Live, route: &'a Route, t: &'a Target) -> Optio
     Some(Candidate {
         provider,
         model: &t.model,
-        target: &t.state,
+        target: std::borrow::Cow::Borrowed(&t.state),
         policy: route.retry,
         model_label: &t.model,
         costs: (t.input_cost, t.output_cost),
@@ -256,12 +256,18 @@ fn push_route<'a>(cands: &mut Vec<Candidate<'a>>, live: &'a Live, route: &'a Rou
 }
 
 /// One `provider/model` target, with the default retry policy.
-fn push_direct<'a>(cands: &mut Vec<Candidate<'a>>, live: &'a Live, provider: usize, model: &'a str) {
+fn push_direct<'a>(
+    cands: &mut Vec<Candidate<'a>>,
+    live: &'a Live,
+    provider: usize,
+    model: &'a str,
+    now: u64,
+) {
     if let Some(p) = live.providers.get(provider) {
         cands.push(Candidate {
             provider: p,
             model,
-            target: p.target_state(model),
+            target: p.target_state(model, now),
             policy: live.resilience.default_retry,
             model_label: p.model_label(model),
             costs: (0.0, 0.0),

@@ -54,6 +54,25 @@ pub struct TargetState {
 }
 
 impl TargetState {
+    /// A fresh target: closed breaker, no cooldown, no history.
+    fn new(breaker: BreakerConfig) -> Self {
+        Self {
+            ewma: Ewma::default(),
+            inflight: AtomicU32::new(0),
+            breaker: Breaker::new(breaker),
+            cooldown: Cooldown::default(),
+            metrics: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// Whether it holds nothing a fresh one would not: not cooling, breaker closed, and no one
+    /// else holds it (no attempt in flight).
+    fn is_quiet(self: &Arc<Self>, now: u64) -> bool {
+        Arc::strong_count(self) == 1
+            && !self.cooldown.is_cooling(now)
+            && self.breaker.state(now) == BreakerState::Closed
+    }
+
     /// The metric handles of this target, labelled `provider` and `model` (the target's bounded
     /// model label, the same at every call).
     pub fn metrics(
@@ -73,6 +92,57 @@ pub struct ProviderState {
     pub breaker: Breaker,
     /// Retry budget of direct `provider/model` traffic.
     pub budget: RetryBudget,
+    /// Direct requests' state for models no config names.
+    pub direct: DirectTargets,
+}
+
+/// Made-up direct models (`provider/anything`) with a state of their own, per provider, at most.
+pub const DIRECT_MODELS: usize = 256;
+
+/// The state of direct requests for models the config does not name, one per model name, so
+/// that a 503 with `Retry-After` on `up/a` does not rest `up/b`. Bounded, as clients choose the
+/// names: at most [`DIRECT_MODELS`]; when full, the quiet ones (nothing a fresh state would not
+/// hold) are dropped, and if every one still holds something (cooling, breaker not closed, in
+/// flight) a new name gets `None` and the caller uses the provider's shared direct state.
+/// Kept per replica: these rests are not shared with other replicas.
+#[derive(Debug, Default)]
+pub struct DirectTargets {
+    map: Mutex<HashMap<Box<str>, Arc<TargetState>>>,
+}
+
+impl DirectTargets {
+    /// The state of `model`, made on first use; `None` when the map is full (see above).
+    pub fn get(&self, model: &str, breaker: BreakerConfig, now: u64) -> Option<Arc<TargetState>> {
+        let mut map = self.map.lock().ok()?;
+        if let Some(t) = map.get(model) {
+            return Some(t.clone());
+        }
+        if map.len() >= DIRECT_MODELS {
+            map.retain(|_, t| !t.is_quiet(now));
+            if map.len() >= DIRECT_MODELS {
+                return None;
+            }
+        }
+        let t = Arc::new(TargetState::new(breaker));
+        map.insert(model.into(), t.clone());
+        Some(t)
+    }
+
+    /// Model names holding a state now.
+    pub fn len(&self) -> usize {
+        self.map.lock().map_or(0, |m| m.len())
+    }
+
+    /// Whether none does.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn clear(&self) {
+        if let Ok(mut m) = self.map.lock() {
+            m.clear();
+        }
+    }
 }
 
 /// State of one route.
@@ -218,13 +288,7 @@ impl Registry {
         self.targets.get_or(
             (provider.to_owned(), model.to_owned()),
             |t| t.breaker.config() == breaker,
-            || TargetState {
-                ewma: Ewma::default(),
-                inflight: AtomicU32::new(0),
-                breaker: Breaker::new(breaker),
-                cooldown: Cooldown::default(),
-                metrics: std::sync::OnceLock::new(),
-            },
+            || TargetState::new(breaker),
         )
     }
 
@@ -233,7 +297,11 @@ impl Registry {
         self.providers.get_or(
             name.to_owned(),
             |p| p.breaker.config() == breaker && p.budget.config() == budget,
-            || ProviderState { breaker: Breaker::new(breaker), budget: RetryBudget::new(budget) },
+            || ProviderState {
+                breaker: Breaker::new(breaker),
+                budget: RetryBudget::new(budget),
+                direct: DirectTargets::default(),
+            },
         )
     }
 
@@ -341,6 +409,7 @@ impl Registry {
         }
         for (_, p) in self.providers.entries() {
             p.breaker.reset();
+            p.direct.clear();
         }
         for (_, k) in self.keys.entries() {
             k.cooldown.clear();
@@ -351,6 +420,30 @@ impl Registry {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The bound (the adversarial test `made_up_direct_models_rest_on_their_own_within_a_bound`
+    /// shows the old single shared state failing).
+    #[test]
+    fn made_up_direct_models_get_their_own_state_within_a_bound() {
+        let (d, cfg, now) = (DirectTargets::default(), BreakerConfig::default(), 1);
+        let a = d.get("a", cfg, now).unwrap();
+        a.cooldown.cool_for(now, std::time::Duration::from_secs(60));
+        assert!(!d.get("b", cfg, now).unwrap().cooldown.is_cooling(now), "b rests with a");
+        assert!(Arc::ptr_eq(&a, &d.get("a", cfg, now).unwrap()));
+        drop(a);
+        // Many names: quiet states are dropped, the map never passes its bound, and what still
+        // says something (a's cooldown) is kept.
+        for i in 0..10 * DIRECT_MODELS {
+            assert!(d.get(&format!("m{i}"), cfg, now).is_some());
+            assert!(d.len() <= DIRECT_MODELS);
+        }
+        assert!(d.get("a", cfg, now).unwrap().cooldown.is_cooling(now));
+        // Full of states that all say something: a new name gets none (the caller shares).
+        let held: Vec<_> = (0..DIRECT_MODELS).map(|i| d.get(&format!("h{i}"), cfg, now)).collect();
+        assert!(held.iter().filter(|h| h.is_some()).count() >= DIRECT_MODELS - 1);
+        assert!(d.get("new", cfg, now).is_none());
+        assert_eq!(d.len(), DIRECT_MODELS);
+    }
 
     #[test]
     fn a_build_keeps_what_it_touched_and_drops_the_rest() {

@@ -279,15 +279,12 @@ fn parse_with<const N: usize>(buf: &mut BytesMut) -> Result<Option<Parsed>, Erro
         Some(v) if has_token(v, "keep-alive") => true,
         _ => !http10,
     };
+    let chunked = headers.contains_key(TRANSFER_ENCODING);
     let framing = if code == 204 || code == 304 {
         Framing::Empty
-    } else if let Some(te) = headers.get(TRANSFER_ENCODING) {
-        // The last coding must be chunked, or the body runs to the close (RFC 9112 §6.3).
-        let last = te.to_str().ok().and_then(|s| s.rsplit(',').next()).map(str::trim);
-        if headers.contains_key(CONTENT_LENGTH) {
-            return Err(Error::Invalid("both content-length and transfer-encoding"));
-        }
-        if last.is_some_and(|c| c.eq_ignore_ascii_case("chunked")) { Framing::Chunked } else { Framing::Eof }
+    } else if chunked {
+        transfer_coding(&headers, http10)?;
+        Framing::Chunked
     } else {
         let mut lengths = headers.get_all(CONTENT_LENGTH).iter();
         match lengths.next() {
@@ -301,12 +298,41 @@ fn parse_with<const N: usize>(buf: &mut BytesMut) -> Result<Option<Parsed>, Erro
             }
         }
     };
-    let reusable = keep_alive && !matches!(framing, Framing::Eof);
+    // Transfer-Encoding overrides a Content-Length, but the sender's framing is suspect: the
+    // connection is closed after the answer (RFC 9112 §6.3), and the length (every line of it)
+    // is removed, so that nothing downstream frames the body by it.
+    let smuggled = chunked && headers.remove(CONTENT_LENGTH).is_some();
+    let reusable = keep_alive && !smuggled && !matches!(framing, Framing::Eof);
     let mut resp = Response::new(());
     *resp.status_mut() = status;
     *resp.version_mut() = if http10 { Version::HTTP_10 } else { Version::HTTP_11 };
     *resp.headers_mut() = headers;
     Ok(Some(Parsed::Final(resp, framing, reusable)))
+}
+
+/// Checks an answer's transfer codings across all its Transfer-Encoding lines (RFC 9112 §6.1):
+/// exactly one, `chunked`. tier1 sends no TE header, so a provider may apply no other coding,
+/// and tier1 decodes none; chunked twice, chunked not last (a body to the close in the RFC, but
+/// from a provider a sign of a broken one) and a transfer coding in an HTTP/1.0 answer are
+/// refused like any broken answer.
+fn transfer_coding(headers: &HeaderMap, http10: bool) -> Result<(), Error> {
+    if http10 {
+        return Err(Error::Invalid("transfer-encoding in an HTTP/1.0 answer"));
+    }
+    let mut codings = 0usize;
+    for line in headers.get_all(TRANSFER_ENCODING) {
+        let line = line.to_str().map_err(|_| Error::Invalid("transfer-encoding"))?;
+        for coding in line.split(',').map(str::trim).filter(|c| !c.is_empty()) {
+            codings += 1;
+            if codings > 1 || !coding.eq_ignore_ascii_case("chunked") {
+                return Err(Error::Invalid("transfer coding other than one chunked"));
+            }
+        }
+    }
+    if codings == 0 {
+        return Err(Error::Invalid("transfer-encoding"));
+    }
+    Ok(())
 }
 
 fn content_length(v: &HeaderValue) -> Result<u64, Error> {

@@ -22,5 +22,6 @@ mod conn;
 mod framing;
 mod input;
 mod open;
+mod provider;
 mod ratelimit;
 mod relay;

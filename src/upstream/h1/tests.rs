@@ -30,7 +30,6 @@ fn heads_frame_their_bodies() {
         framing("HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n"),
         (Framing::Chunked, true)
     ));
-    assert!(matches!(framing("HTTP/1.1 200 OK\r\ntransfer-encoding: gzip\r\n\r\n"), (Framing::Eof, false)));
     assert!(matches!(framing("HTTP/1.1 200 OK\r\n\r\n"), (Framing::Eof, false)));
     assert!(matches!(framing("HTTP/1.1 204 No Content\r\n\r\n"), (Framing::Empty, true)));
     assert!(matches!(
@@ -52,7 +51,6 @@ fn heads_frame_their_bodies() {
 fn ambiguous_or_broken_heads_are_refused() {
     for text in [
         "HTTP/1.1 200 OK\r\ncontent-length: 3\r\ncontent-length: 4\r\n\r\n",
-        "HTTP/1.1 200 OK\r\ncontent-length: 3\r\ntransfer-encoding: chunked\r\n\r\n",
         "HTTP/1.1 200 OK\r\ncontent-length: -1\r\n\r\n",
         "HTTP/1.1 200 OK\r\ncontent-length: +1\r\n\r\n",
         "HTTP/1.1 101 Switching Protocols\r\n\r\n",
@@ -63,6 +61,51 @@ fn ambiguous_or_broken_heads_are_refused() {
     let many: String = (0..101).map(|i| format!("x-{i}: v\r\n")).collect();
     assert!(head(&format!("HTTP/1.1 200 OK\r\n{many}\r\n")).is_err());
     assert!(matches!(head("HTTP/1.1 200 OK\r\ncontent-le"), Ok(None)));
+}
+
+/// RFC 9112 §6.1/§6.3 across every Transfer-Encoding field line, not the first only. Fails before
+/// the fix: `gzip` then `chunked` on two lines read as until-close (only the first line was
+/// read), `chunked` twice was taken as chunked, and `gzip` alone ran to the close.
+#[test]
+fn transfer_codings_are_read_across_every_line() {
+    // Split over lines or in one, a single chunked coding is the framing.
+    assert!(matches!(
+        framing("HTTP/1.1 200 OK\r\ntransfer-encoding: \r\ntransfer-encoding: Chunked\r\n\r\n"),
+        (Framing::Chunked, true)
+    ));
+    // Codings tier1 did not ask for (it sends no TE) and does not decode, chunked twice, chunked
+    // not last, or any transfer coding in an HTTP/1.0 answer: a broken provider.
+    for te in [
+        "transfer-encoding: gzip\r\ntransfer-encoding: chunked\r\n",
+        "transfer-encoding: chunked\r\ntransfer-encoding: gzip\r\n",
+        "transfer-encoding: chunked\r\ntransfer-encoding: chunked\r\n",
+        "transfer-encoding: chunked, chunked\r\n",
+        "transfer-encoding: gzip, chunked\r\n",
+        "transfer-encoding: gzip\r\n",
+        "transfer-encoding: identity\r\n",
+        "transfer-encoding: \r\n",
+        "transfer-encoding: chunked;q=1\r\n",
+    ] {
+        let text = format!("HTTP/1.1 200 OK\r\n{te}\r\n");
+        assert!(head(&text).is_err(), "{text:?}");
+    }
+    assert!(head("HTTP/1.0 200 OK\r\ntransfer-encoding: chunked\r\n\r\n").is_err());
+    // With a Content-Length too, Transfer-Encoding wins and the connection is not reused (§6.3).
+    for text in [
+        "HTTP/1.1 200 OK\r\ncontent-length: 3\r\ntransfer-encoding: chunked\r\n\r\n",
+        "HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\ncontent-length: x\r\n\r\n",
+    ] {
+        assert!(matches!(framing(text), (Framing::Chunked, false)), "{text:?}");
+        let Ok(Some(Parsed::Final(resp, ..))) = head(text) else { panic!("no head") };
+        assert!(!resp.headers().contains_key("content-length"), "a length that does not frame the body");
+    }
+    let wire =
+        b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\ntransfer-encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n";
+    assert_eq!(
+        super::decode([&wire[..]]).unwrap(),
+        (200, b"abc".to_vec()),
+        "the body is chunked, not 2 bytes"
+    );
 }
 
 #[test]
