@@ -220,7 +220,7 @@ impl Metrics {
             )?,
             ratelimit_keys_overflow_total: counter(
                 "tier1_ratelimit_keys_overflow_total",
-                "Requests with a new scope value past the limit's max_keys, counted in its shared overflow bucket.",
+                "Requests with a new scope value past max_keys, counted in the limit's overflow bucket.",
                 &["limit"],
             )?,
             redis_up: IntGauge::new("tier1_redis_up", "1 when the last sync with Redis succeeded.")?,

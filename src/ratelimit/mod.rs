@@ -31,9 +31,9 @@
 //! or checked, and stays in the batches while it has deltas to send or was used within the
 //! fleet view's freshness (5 × `sync_interval`), so a counter in use always has a fresh fleet
 //! total; then it leaves them (used again later, it decides on the local rule until the next
-//! sync refreshes it, as a new key does). An idle replica sends no batch at all (a `PING` keeps the health
-//! check), and a batch's size follows the traffic of the last few syncs, not the number of keys.
-//! Redis keys expire two windows after their last write.
+//! sync refreshes it, as a new key does). An idle replica sends no batch at all (a `PING` keeps
+//! the health check), and a batch's size follows the traffic of the last few syncs, not the
+//! number of keys. Redis keys expire two windows after their last write.
 
 pub mod window;
 
