@@ -152,6 +152,7 @@ pub async fn serve(
         }
     };
     metrics.config_loaded(&reload::hash(&text));
+    let limiter = Arc::new(ratelimit::Limiter::new(fleet).with_metrics(metrics.clone()));
     let state = Arc::new(AppState {
         live: Snapshot::new(live),
         metrics,
@@ -159,7 +160,7 @@ pub async fn serve(
         registry,
         reloader: reloader.clone(),
         separate_admin: admin_listener.is_some(),
-        ratelimit: Arc::new(ratelimit::Limiter::new(fleet)),
+        ratelimit: limiter,
         shared: Arc::new(shared),
         fleet_members: std::sync::Mutex::new(Vec::new()),
         inflight_limit: config.server.max_inflight.map(|n| Arc::new(tokio::sync::Semaphore::new(n))),
@@ -168,6 +169,8 @@ pub async fn serve(
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut tasks = tokio::task::JoinSet::new();
+    // Idle rate-limit state expires with or without Redis.
+    tasks.spawn(ratelimit::sweeper(state.ratelimit.clone(), stop_rx.clone()));
     if reloader.source().is_some() {
         tasks.spawn(reloader.clone().watch(state.clone(), stop_rx.clone()));
         tasks.spawn(reload_on_sighup(reloader.clone(), state.clone(), stop_rx.clone()));

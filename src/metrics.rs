@@ -68,6 +68,11 @@ pub struct Metrics {
     pub cost_usd_total: CounterVec,
     /// `tier1_ratelimit_rejections_total{limit}`.
     pub ratelimit_rejections_total: IntCounterVec,
+    /// `tier1_ratelimit_keys{limit}`: distinct scope values a limit counts now (refreshed at scrape).
+    pub ratelimit_keys: IntGaugeVec,
+    /// `tier1_ratelimit_keys_overflow_total{limit}`: requests with a new scope value past the
+    /// limit's `max_keys`, counted in its shared overflow bucket.
+    pub ratelimit_keys_overflow_total: IntCounterVec,
     /// `tier1_redis_up`: 1 when the last sync with Redis succeeded (0 also without Redis).
     pub redis_up: IntGauge,
     /// `tier1_redis_sync_seconds`: one sync batch.
@@ -208,6 +213,16 @@ impl Metrics {
                 "Requests refused by a rate limit, by limit name.",
                 &["limit"],
             )?,
+            ratelimit_keys: gauge(
+                "tier1_ratelimit_keys",
+                "Distinct scope values a rate limit counts now (idle ones expire after two windows).",
+                &["limit"],
+            )?,
+            ratelimit_keys_overflow_total: counter(
+                "tier1_ratelimit_keys_overflow_total",
+                "Requests with a new scope value past max_keys, counted in the limit's overflow bucket.",
+                &["limit"],
+            )?,
             redis_up: IntGauge::new("tier1_redis_up", "1 when the last sync with Redis succeeded.")?,
             redis_sync_seconds: Histogram::with_opts(
                 HistogramOpts::new(
@@ -277,6 +292,8 @@ impl Metrics {
         r.register(Box::new(m.tokens_total.clone()))?;
         r.register(Box::new(m.cost_usd_total.clone()))?;
         r.register(Box::new(m.ratelimit_rejections_total.clone()))?;
+        r.register(Box::new(m.ratelimit_keys.clone()))?;
+        r.register(Box::new(m.ratelimit_keys_overflow_total.clone()))?;
         r.register(Box::new(m.config_reloads_total.clone()))?;
         r.register(Box::new(m.config_last_reload.clone()))?;
         r.register(Box::new(m.config_info.clone()))?;
@@ -310,10 +327,12 @@ impl Metrics {
         self.registry.register(Box::new(self.tls_reloads_total.clone()))
     }
 
-    /// Creates the rejection series of every configured limit (at 0), so dashboards see them.
+    /// Creates the rejection and overflow series of every configured limit (at 0), so dashboards
+    /// see them.
     pub fn limits_configured(&self, names: impl Iterator<Item = impl AsRef<str>>) {
         for n in names {
             self.ratelimit_rejections_total.with_label_values(&[n.as_ref()]);
+            self.ratelimit_keys_overflow_total.with_label_values(&[n.as_ref()]);
         }
     }
 

@@ -124,7 +124,12 @@ pub struct LimitConfig {
     pub strict: bool,
     /// For a key's own `rpm`/`tpm`: (provider, key) it applies to.
     pub key: Option<(String, String)>,
+    /// Distinct scope values with their own counters; new ones past it share one overflow bucket.
+    pub max_keys: usize,
 }
+
+/// `max_keys` when a limit does not set it.
+pub const DEFAULT_MAX_KEYS: usize = 100_000;
 
 /// `[reload]`, validated.
 #[derive(Debug, Clone)]

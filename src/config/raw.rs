@@ -89,6 +89,9 @@ pub struct RawLimit {
     pub routes: Vec<String>,
     /// `async` (default) or `strict` (one atomic Redis call per request).
     pub mode: Option<String>,
+    /// Distinct scope values counted on their own (default 100000); past it, new ones share one
+    /// overflow bucket.
+    pub max_keys: Option<usize>,
 }
 
 /// `[reload]`.

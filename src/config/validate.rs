@@ -96,6 +96,7 @@ pub(super) fn validate(raw: RawConfig, env: &dyn Env) -> Result<Config, ConfigEr
                 routes: Vec::new(),
                 strict: false,
                 key: Some((pc.name.clone(), k.name.clone())),
+                max_keys: super::DEFAULT_MAX_KEYS,
             });
         }
     }
@@ -447,6 +448,10 @@ fn limits(raw: &[super::raw::RawLimit], p: &mut Problems) -> Vec<LimitConfig> {
                     false
                 }
             };
+            let max_keys = l.max_keys.unwrap_or(super::DEFAULT_MAX_KEYS);
+            if max_keys == 0 {
+                p.push(format!("{at}.max_keys"), "must be greater than 0");
+            }
             LimitConfig {
                 name,
                 scope,
@@ -458,6 +463,7 @@ fn limits(raw: &[super::raw::RawLimit], p: &mut Problems) -> Vec<LimitConfig> {
                 routes: l.routes.clone(),
                 strict,
                 key: None,
+                max_keys,
             }
         })
         .collect()

@@ -15,6 +15,25 @@
 //!
 //! Tokens are pre-charged at an estimate (prompt bytes / 4 + `max_tokens`) and settled with the
 //! provider's reported usage when the response ends.
+//!
+//! **Bounded state.** A scope such as `header:x-relay-token-id` takes whatever values clients
+//! send, so the state per limit is bounded twice. Idle counters expire: a sweep every second
+//! ([`sweeper`], with or without Redis) drops those unused for two windows (their counts are 0 by
+//! then), and concurrency cells idle for 10 s. And each limit counts at most `max_keys` (default
+//! 100 000) distinct values on their own: a *new* value past the cap is counted in the limit's one
+//! shared overflow bucket ([`OVERFLOW_KEY`]), still limited at the limit's rate, and counted in
+//! `tier1_ratelimit_keys_overflow_total{limit}` (a warning is logged when a limit starts to
+//! overflow). So values already known keep their own quota, a flood of made-up values shares one
+//! quota (neither refused outright nor unlimited), and memory stays at about `max_keys` entries
+//! per limit. `tier1_ratelimit_keys{limit}` shows the current count.
+//!
+//! **The sync sends only what changed.** A counter joins the next sync batch when it is charged
+//! or checked, and stays in the batches while it has deltas to send or was used within the
+//! fleet view's freshness (5 × `sync_interval`), so a counter in use always has a fresh fleet
+//! total; then it leaves them (used again later, it decides on the local rule until the next
+//! sync refreshes it, as a new key does). An idle replica sends no batch at all (a `PING` keeps
+//! the health check), and a batch's size follows the traffic of the last few syncs, not the
+//! number of keys. Redis keys expire two windows after their last write.
 
 pub mod window;
 
@@ -25,10 +44,18 @@ use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, SystemTime};
 
 use http::HeaderMap;
+use tokio::sync::watch;
 
 use crate::config::{LimitConfig, Scope};
 use crate::routing::Glob;
 use window::{Window, position, wait_ms};
+
+/// The scope value a new key past its limit's `max_keys` is counted under: one bucket shared by
+/// every such key. `~` never appears in a sanitised header value, so no client can name it.
+pub const OVERFLOW_KEY: &str = "~overflow";
+
+/// How often idle counters and concurrency cells are dropped.
+pub const SWEEP_EVERY: Duration = Duration::from_secs(1);
 
 /// Milliseconds since the Unix epoch: windows are aligned on wall time, so replicas agree on them.
 pub fn unix_ms() -> u64 {
@@ -93,8 +120,13 @@ struct Counter {
     pending: Vec<(u64, f64)>,
     /// Sent in the batch under way.
     sent: Vec<(u64, f64)>,
-    /// Last use (unix ms), for eviction.
+    /// Last use: charged or checked (unix ms), for eviction and for the sync's freshness tail.
     used_at: u64,
+    /// Counts as one of its limit's keys (the first dimension of a scope value, not the overflow
+    /// bucket).
+    counted: bool,
+    /// In the sync list.
+    listed: bool,
 }
 
 impl Counter {
@@ -295,13 +327,105 @@ fn scope_value(v: Option<&http::HeaderValue>) -> String {
     format!("h{h:016x}")
 }
 
+/// Scope values of one limit.
+#[derive(Debug, Default)]
+struct KeyCount {
+    n: usize,
+    /// Overflowing since the count was last under the cap (for one warning per episode).
+    overflowing: bool,
+}
+
+/// The counters, with their count per limit and (with Redis) the list the next sync sends.
+#[derive(Debug, Default)]
+struct Counters {
+    map: HashMap<CounterId, Counter>,
+    keys: HashMap<Arc<str>, KeyCount>,
+    /// Counters with something to sync: charged or checked lately, or with deltas unsent.
+    sync: Vec<CounterId>,
+}
+
+/// Whether limit `name` at `count` keys takes a new one; warns once when it starts overflowing.
+fn over_cap(keys: &mut HashMap<Arc<str>, KeyCount>, name: &Arc<str>, max_keys: usize) -> bool {
+    let Some(k) = keys.get_mut(name) else { return max_keys == 0 };
+    if k.n < max_keys {
+        k.overflowing = false;
+        return false;
+    }
+    if !k.overflowing {
+        k.overflowing = true;
+        tracing::warn!(
+            limit = %name,
+            max_keys,
+            "rate limit has max_keys distinct values: new ones share its overflow bucket"
+        );
+    }
+    true
+}
+
+impl Counters {
+    /// The scope value `key` is counted under for limit `c`: its own, or for a new value past
+    /// `max_keys`, the overflow bucket (true: overflowed).
+    fn slot(&mut self, c: &Compiled, key: Arc<str>) -> (Arc<str>, bool) {
+        let Some((dim, ..)) = c.dims(0).next() else { return (key, false) };
+        if !over_cap(&mut self.keys, &c.name, c.cfg.max_keys) {
+            return (key, false);
+        }
+        let id = CounterId { limit: c.name.clone(), dim, window_ms: c.window_ms, key: key.clone() };
+        if self.map.contains_key(&id) { (key, false) } else { (Arc::from(OVERFLOW_KEY), true) }
+    }
+
+    /// The counter of `id`, created if new (one of its limit's keys when `counted`), marked used
+    /// at `now` and, when `sync`, listed for the next sync.
+    fn touch(&mut self, id: &CounterId, counted: bool, sync: bool, now: u64) -> &mut Counter {
+        let Self { map, keys, sync: list } = self;
+        let c = map.entry(id.clone()).or_insert_with(|| {
+            if counted {
+                keys.entry(id.limit.clone()).or_default().n += 1;
+            }
+            Counter { counted, ..Counter::default() }
+        });
+        c.used_at = now;
+        if sync && !c.listed {
+            c.listed = true;
+            list.push(id.clone());
+        }
+        c
+    }
+}
+
+/// The concurrency cells, with their count per limit.
+#[derive(Debug, Default)]
+struct Inflights {
+    map: HashMap<InflightId, Inflight>,
+    keys: HashMap<Arc<str>, KeyCount>,
+}
+
+impl Inflights {
+    /// Drops the cells without requests, unused for [`INFLIGHT_KEEP_MS`].
+    fn expire(&mut self, now: u64) {
+        let keys = &mut self.keys;
+        self.map.retain(|id, i| {
+            let keep = i.here > 0 || now.saturating_sub(i.used_at) < INFLIGHT_KEEP_MS;
+            if !keep
+                && &*id.1 != OVERFLOW_KEY
+                && let Some(k) = keys.get_mut(&id.0)
+            {
+                k.n = k.n.saturating_sub(1);
+            }
+            keep
+        });
+        keys.retain(|_, k| k.n > 0);
+    }
+}
+
 /// Counters and concurrency, shared by every snapshot (they survive reloads by name).
 #[derive(Debug)]
 pub struct Limiter {
-    counters: Mutex<HashMap<CounterId, Counter>>,
-    inflight: Mutex<HashMap<InflightId, Inflight>>,
+    counters: Mutex<Counters>,
+    inflight: Mutex<Inflights>,
     /// The fleet view the sync task maintains.
     pub fleet: Arc<Fleet>,
+    metrics: Option<Arc<crate::metrics::Metrics>>,
 }
 
 /// A concurrency cell: (limit name, scope value).
@@ -335,11 +459,13 @@ impl Ticket {
         let Some(actual) = actual else { return };
         let now = unix_ms();
         let tokens = std::mem::take(&mut self.tokens);
+        let sync = self.limiter.fleet.configured;
         if let Ok(mut counters) = self.limiter.counters.lock() {
             for (id, estimate) in tokens {
                 let (index, _) = position(now, id.window_ms);
-                if let Some(c) = counters.get_mut(&id) {
-                    c.charge(index, actual as f64 - estimate, now);
+                // A counter swept meanwhile (idle for two windows) has nothing left to correct.
+                if counters.map.contains_key(&id) {
+                    counters.touch(&id, false, sync, now).charge(index, actual as f64 - estimate, now);
                 }
             }
         }
@@ -357,9 +483,9 @@ impl Drop for Ticket {
         if self.inflight.is_empty() {
             return;
         }
-        if let Ok(mut map) = self.limiter.inflight.lock() {
+        if let Ok(mut cells) = self.limiter.inflight.lock() {
             for id in &self.inflight {
-                if let Some(i) = map.get_mut(id) {
+                if let Some(i) = cells.map.get_mut(id) {
                     i.here = i.here.saturating_sub(1);
                 }
             }
@@ -390,7 +516,75 @@ pub struct InflightItem {
 impl Limiter {
     /// An empty limiter.
     pub fn new(fleet: Arc<Fleet>) -> Self {
-        Self { counters: Mutex::new(HashMap::new()), inflight: Mutex::new(HashMap::new()), fleet }
+        Self { counters: Mutex::default(), inflight: Mutex::default(), fleet, metrics: None }
+    }
+
+    /// Counts overflows in, and exports key counts to, `metrics`.
+    #[must_use]
+    pub fn with_metrics(mut self, metrics: Arc<crate::metrics::Metrics>) -> Self {
+        self.metrics = Some(metrics);
+        self
+    }
+
+    fn overflowed(&self, limit: &str) {
+        if let Some(m) = &self.metrics {
+            m.ratelimit_keys_overflow_total.with_label_values(&[limit]).inc();
+        }
+    }
+
+    /// Distinct scope values per limit name (counters; concurrency cells when a limit has only
+    /// `max_inflight`).
+    pub fn key_counts(&self) -> Vec<(Arc<str>, usize)> {
+        let mut out: HashMap<Arc<str>, usize> = HashMap::new();
+        if let Ok(c) = self.counters.lock() {
+            out.extend(c.keys.iter().map(|(k, n)| (k.clone(), n.n)));
+        }
+        if let Ok(i) = self.inflight.lock() {
+            for (k, n) in &i.keys {
+                let e = out.entry(k.clone()).or_default();
+                *e = (*e).max(n.n);
+            }
+        }
+        out.into_iter().collect()
+    }
+
+    /// Sets `tier1_ratelimit_keys{limit}`, right before a scrape.
+    pub fn refresh_gauges(&self) {
+        let Some(m) = &self.metrics else { return };
+        m.ratelimit_keys.reset();
+        for (limit, n) in self.key_counts() {
+            m.ratelimit_keys.with_label_values(&[&limit]).set(i64::try_from(n).unwrap_or(i64::MAX));
+        }
+    }
+
+    /// Drops the counters unused for two windows (their counts are 0 by then, and so is what they
+    /// would still send), unsendable deltas of older windows, and idle concurrency cells.
+    pub fn sweep(&self, now: u64) {
+        if let Ok(mut guard) = self.counters.lock() {
+            let Counters { map, keys, sync } = &mut *guard;
+            let before = map.len();
+            map.retain(|id, c| {
+                let (index, _) = position(now, id.window_ms);
+                // Redis reads the current and previous windows only (while Redis is down, deltas
+                // of older ones would pile up for nothing).
+                c.pending.retain(|(i, _)| i.saturating_add(1) >= index);
+                let idle = now.saturating_sub(c.used_at) > 2 * id.window_ms;
+                if idle
+                    && c.counted
+                    && let Some(k) = keys.get_mut(&id.limit)
+                {
+                    k.n = k.n.saturating_sub(1);
+                }
+                !idle
+            });
+            keys.retain(|_, k| k.n > 0);
+            if map.len() < before {
+                sync.retain(|id| map.contains_key(id));
+            }
+        }
+        if let Ok(mut cells) = self.inflight.lock() {
+            cells.expire(now);
+        }
     }
 
     /// The share of `limit` this replica may use on its own counts, when there is no fresh fleet
@@ -444,13 +638,22 @@ impl Limiter {
             });
         }
         let mut charges: Vec<(CounterId, u64, f64)> = Vec::new();
+        // The scope value each limit counts this request under (its own, or the overflow bucket).
+        let mut slots: Vec<Arc<str>> = Vec::with_capacity(applicable.len());
+        let sync = self.fleet.configured;
         {
             let Ok(mut counters) = self.counters.lock() else { return Ok(ticket) };
             for (c, key) in &applicable {
+                let (key, overflowed) = counters.slot(c, key.clone());
+                if overflowed {
+                    self.overflowed(&c.name);
+                }
+                let first = c.dims(0).next().map(|d| d.0);
                 for (dim, limit, cost) in c.dims(facts.tokens) {
                     let id =
                         CounterId { limit: c.name.clone(), dim, window_ms: c.window_ms, key: key.clone() };
-                    let counter = counters.entry(id.clone()).or_default();
+                    let counted = Some(dim) == first && !overflowed;
+                    let counter = counters.touch(&id, counted, sync, now);
                     let (used, frac, w, fleet) = self.usage(counter, &id, now);
                     let limit_here = if fleet > 0.0 { limit as f64 } else { self.local_share(limit) };
                     if used + cost > limit_here && cost > 0.0 {
@@ -463,9 +666,10 @@ impl Limiter {
                     }
                     charges.push((id, position(now, c.window_ms).0, cost));
                 }
+                slots.push(key);
             }
             for (id, index, cost) in &charges {
-                if let Some(counter) = counters.get_mut(id) {
+                if let Some(counter) = counters.map.get_mut(id) {
                     counter.charge(*index, *cost, now);
                 }
             }
@@ -473,11 +677,24 @@ impl Limiter {
         ticket.tokens =
             charges.into_iter().filter(|(id, ..)| id.dim == Dim::Tokens).map(|(id, _, c)| (id, c)).collect();
         // Concurrency, checked last so a refused request holds no slot.
-        let Ok(mut inflight) = self.inflight.lock() else { return Ok(ticket) };
-        for (c, key) in &applicable {
+        let Ok(mut guard) = self.inflight.lock() else { return Ok(ticket) };
+        let Inflights { map: inflight, keys } = &mut *guard;
+        for ((c, _), key) in applicable.iter().zip(slots) {
             if let Some(max) = c.cfg.max_inflight {
-                let id = (c.name.clone(), key.clone());
-                let cell = inflight.entry(id.clone()).or_default();
+                let mut id = (c.name.clone(), key);
+                if &*id.1 != OVERFLOW_KEY
+                    && !inflight.contains_key(&id)
+                    && over_cap(keys, &c.name, c.cfg.max_keys)
+                {
+                    self.overflowed(&c.name);
+                    id.1 = Arc::from(OVERFLOW_KEY);
+                }
+                let cell = inflight.entry(id.clone()).or_insert_with(|| {
+                    if &*id.1 != OVERFLOW_KEY {
+                        keys.entry(id.0.clone()).or_default().n += 1;
+                    }
+                    Inflight::default()
+                });
                 cell.used_at = now;
                 let others = if self.fleet.up.load(Ordering::Acquire) { cell.others } else { 0 };
                 let max_here = if self.fleet.down() {
@@ -515,12 +732,14 @@ impl Limiter {
             return true;
         }
         let now = unix_ms();
+        let sync = self.fleet.configured;
         let Ok(mut counters) = self.counters.lock() else { return true };
         let scope: Arc<str> = Arc::from(format!("{provider}/{key}").as_str());
         for c in applicable {
+            let first = c.dims(0).next().map(|d| d.0);
             for (dim, limit, cost) in c.dims(tokens) {
                 let id = CounterId { limit: c.name.clone(), dim, window_ms: c.window_ms, key: scope.clone() };
-                let counter = counters.entry(id.clone()).or_default();
+                let counter = counters.touch(&id, Some(dim) == first, sync, now);
                 let (used, _, _, fleet) = self.usage(counter, &id, now);
                 let limit_here = if fleet > 0.0 { limit as f64 } else { self.local_share(limit) };
                 if used + cost > limit_here && cost > 0.0 {
@@ -543,11 +762,17 @@ impl Limiter {
         let now = unix_ms();
         let mut ticket = Ticket { limiter: self.clone(), tokens: Vec::new(), inflight: Vec::new() };
         let scope: Arc<str> = Arc::from(format!("{provider}/{key}").as_str());
+        let sync = self.fleet.configured;
         let Ok(mut counters) = self.counters.lock() else { return ticket };
         for c in limits.for_key(provider, key, model) {
+            let first = c.dims(0).next().map(|d| d.0);
             for (dim, _, cost) in c.dims(tokens) {
                 let id = CounterId { limit: c.name.clone(), dim, window_ms: c.window_ms, key: scope.clone() };
-                counters.entry(id.clone()).or_default().charge(position(now, c.window_ms).0, cost, now);
+                counters.touch(&id, Some(dim) == first, sync, now).charge(
+                    position(now, c.window_ms).0,
+                    cost,
+                    now,
+                );
                 if dim == Dim::Tokens {
                     ticket.tokens.push((id, cost));
                 }
@@ -556,18 +781,22 @@ impl Limiter {
         ticket
     }
 
-    /// Takes the sync batch: every counter used in its last two windows, with what it counted
-    /// since the last sync. Idle counters are dropped here.
+    /// Takes the sync batch: the listed counters, each with what it counted since the last sync
+    /// (or 0, to refresh its fleet total). A counter leaves the list once it has nothing to send
+    /// and was last used longer ago than the fleet view stays fresh: an idle replica sends nothing.
     pub fn take_batch(&self, now: u64) -> (Vec<BatchItem>, Vec<InflightItem>) {
         let mut items = Vec::new();
-        if let Ok(mut counters) = self.counters.lock() {
-            counters.retain(|id, c| {
-                let idle = now.saturating_sub(c.used_at) > 2 * id.window_ms
-                    && c.pending.is_empty()
-                    && c.sent.is_empty();
-                !idle
+        let fresh_for = self.fleet.fresh_for_ms.load(Ordering::Acquire);
+        if let Ok(mut guard) = self.counters.lock() {
+            let Counters { map, sync, .. } = &mut *guard;
+            sync.retain(|id| {
+                let Some(c) = map.get_mut(id) else { return false };
+                c.listed =
+                    !c.pending.is_empty() || !c.sent.is_empty() || now.saturating_sub(c.used_at) <= fresh_for;
+                c.listed
             });
-            for (id, c) in counters.iter_mut() {
+            for id in sync.iter() {
+                let Some(c) = map.get_mut(id) else { continue };
                 let (index, _) = position(now, id.window_ms);
                 c.sent = std::mem::take(&mut c.pending);
                 let mut sent_current = false;
@@ -583,9 +812,9 @@ impl Limiter {
         let inflight = self
             .inflight
             .lock()
-            .map(|mut m| {
-                m.retain(|_, i| i.here > 0 || now.saturating_sub(i.used_at) < INFLIGHT_KEEP_MS);
-                m.iter().map(|(id, i)| InflightItem { id: id.clone(), here: i.here }).collect()
+            .map(|mut cells| {
+                cells.expire(now);
+                cells.map.iter().map(|(id, i)| InflightItem { id: id.clone(), here: i.here }).collect()
             })
             .unwrap_or_default();
         (items, inflight)
@@ -603,7 +832,7 @@ impl Limiter {
     ) {
         if let Ok(mut counters) = self.counters.lock() {
             for (item, (curr, prev)) in items.iter().zip(totals) {
-                if let Some(c) = counters.get_mut(&item.id) {
+                if let Some(c) = counters.map.get_mut(&item.id) {
                     let (index, _) = position(now, item.id.window_ms);
                     if item.index == index {
                         c.fleet = Window { index, curr: *curr, prev: *prev };
@@ -613,9 +842,9 @@ impl Limiter {
                 }
             }
         }
-        if let Ok(mut m) = self.inflight.lock() {
+        if let Ok(mut cells) = self.inflight.lock() {
             for (item, n) in inflight.iter().zip(others) {
-                if let Some(i) = m.get_mut(&item.id) {
+                if let Some(i) = cells.map.get_mut(&item.id) {
                     i.others = *n;
                 }
             }
@@ -624,8 +853,11 @@ impl Limiter {
 
     /// A failed sync: what was sent goes back to pending, to be sent again.
     pub fn restore_batch(&self) {
-        if let Ok(mut counters) = self.counters.lock() {
-            for c in counters.values_mut() {
+        if let Ok(mut guard) = self.counters.lock() {
+            let Counters { map, sync, .. } = &mut *guard;
+            // Only listed counters have anything sent.
+            for id in sync.iter() {
+                let Some(c) = map.get_mut(id) else { continue };
                 let sent = std::mem::take(&mut c.sent);
                 for (i, a) in sent {
                     match c.pending.iter_mut().find(|(p, _)| *p == i) {
@@ -635,6 +867,17 @@ impl Limiter {
                 }
             }
         }
+    }
+}
+
+/// Sweeps the limiter every [`SWEEP_EVERY`] until `stop`.
+pub async fn sweeper(limiter: Arc<Limiter>, mut stop: watch::Receiver<bool>) {
+    loop {
+        tokio::select! {
+            _ = stop.wait_for(|s| *s) => return,
+            () = tokio::time::sleep(SWEEP_EVERY) => {}
+        }
+        limiter.sweep(unix_ms());
     }
 }
 

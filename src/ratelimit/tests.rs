@@ -133,3 +133,134 @@ fn odd_header_values_are_hashed() {
     assert!(scope_value(Some(&"a b:c".parse().unwrap())).starts_with('h'));
     assert_eq!(scope_value(None), "_missing");
 }
+
+fn user(id: &str) -> HeaderMap {
+    let mut h = HeaderMap::new();
+    h.insert("x-relay-token-id", id.parse().unwrap());
+    h
+}
+
+fn count(lim: &Limiter, name: &str) -> usize {
+    lim.key_counts().into_iter().find(|(n, _)| &**n == name).map_or(0, |(_, n)| n)
+}
+
+#[test]
+fn idle_keys_expire_after_two_windows_without_redis() {
+    let l = limits(
+        "[[limits]]\nname = \"u\"\nscope = \"header:x-relay-token-id\"\nrequests = 5\ntokens = 1000\nper = \"60s\"\nmax_inflight = 3\n",
+    );
+    let lim = standalone();
+    let now = unix_ms();
+    for i in 0..200 {
+        drop(lim.admit(&l, &facts(&user(&format!("id{i}")), 10), false).unwrap());
+    }
+    // One key per value (the tokens counter and the concurrency cell do not count twice).
+    assert_eq!(count(&lim, "u"), 200);
+    // Within two windows the counts still matter: kept.
+    lim.sweep(now + 60_000);
+    assert_eq!(count(&lim, "u"), 200);
+    lim.sweep(now + 2 * 60_000 + 1_000);
+    assert_eq!(count(&lim, "u"), 0);
+    let counters = lim.counters.lock().unwrap();
+    assert!(counters.map.is_empty() && counters.keys.is_empty() && counters.sync.is_empty());
+    drop(counters);
+    assert!(lim.inflight.lock().unwrap().map.is_empty(), "idle concurrency cells expire too");
+}
+
+#[test]
+fn past_max_keys_new_values_share_the_overflow_bucket() {
+    let l = limits(
+        "[[limits]]\nname = \"u\"\nscope = \"header:x-relay-token-id\"\nrequests = 2\nper = \"60s\"\nmax_keys = 2\n",
+    );
+    let lim = standalone();
+    assert!(lim.admit(&l, &facts(&user("a"), 0), false).is_ok());
+    assert!(lim.admit(&l, &facts(&user("b"), 0), false).is_ok());
+    // New values past the cap: one shared bucket, limited like any key (2 per window).
+    assert!(lim.admit(&l, &facts(&user("c"), 0), false).is_ok());
+    assert!(lim.admit(&l, &facts(&user("d"), 0), false).is_ok());
+    assert_eq!(&*lim.admit(&l, &facts(&user("e"), 0), false).unwrap_err().limit, "u");
+    // Known values keep their own quota.
+    assert!(lim.admit(&l, &facts(&user("a"), 0), false).is_ok());
+    assert!(lim.admit(&l, &facts(&user("a"), 0), false).is_err());
+    assert!(lim.admit(&l, &facts(&user("b"), 0), false).is_ok());
+    assert_eq!(count(&lim, "u"), 2, "the overflow bucket is not one of the keys");
+    // Once the known ones expire, new values get their own buckets again.
+    lim.sweep(unix_ms() + 3 * 60_000);
+    assert!(lim.admit(&l, &facts(&user("e"), 0), false).is_ok());
+    assert!(lim.admit(&l, &facts(&user("e"), 0), false).is_ok());
+    assert!(lim.admit(&l, &facts(&user("f"), 0), false).is_ok());
+    assert_eq!(count(&lim, "u"), 2);
+}
+
+#[test]
+fn concurrency_cells_are_capped_too() {
+    let l = limits(
+        "[[limits]]\nname = \"c\"\nscope = \"header:x-relay-token-id\"\nmax_inflight = 1\nmax_keys = 1\n",
+    );
+    let lim = standalone();
+    let _a = lim.admit(&l, &facts(&user("a"), 0), false).unwrap();
+    let _b = lim.admit(&l, &facts(&user("b"), 0), false).unwrap();
+    assert!(lim.admit(&l, &facts(&user("c"), 0), false).is_err(), "b and c share the overflow cell");
+    assert_eq!(count(&lim, "c"), 1);
+}
+
+#[test]
+fn an_idle_replica_syncs_nothing_and_a_batch_follows_the_traffic() {
+    let l = limits(
+        "[[limits]]\nname = \"u\"\nscope = \"header:x-relay-token-id\"\nrequests = 5\nper = \"60s\"\n",
+    );
+    let fleet = Arc::new(Fleet::shared(false, Duration::from_millis(50)));
+    fleet.up.store(true, Ordering::Release);
+    let lim = Arc::new(Limiter::new(fleet.clone()));
+    for i in 0..1000 {
+        lim.admit(&l, &facts(&user(&format!("id{i}")), 0), false).unwrap();
+    }
+    let now = unix_ms();
+    let (items, inflight) = lim.take_batch(now);
+    assert_eq!(items.len(), 1000);
+    lim.apply_batch(&items, &vec![(1.0, 0.0); items.len()], &inflight, &[], now);
+    // Still fresh: refreshed (read only) while the fleet view would be used.
+    let (items, _) = lim.take_batch(now + 100);
+    assert!(items.len() == 1000 && items.iter().all(|i| i.delta == 0.0));
+    lim.apply_batch(&items, &vec![(1.0, 0.0); items.len()], &[], &[], now + 100);
+    // Past the freshness tail (5 × 50 ms): nothing to send, though the 1000 keys are kept.
+    let later = now + 300;
+    assert!(lim.take_batch(later).0.is_empty());
+    assert!(lim.take_batch(later + 50).0.is_empty());
+    assert_eq!(count(&lim, "u"), 1000);
+    // One request: a batch of one.
+    lim.admit(&l, &facts(&user("id7"), 0), false).unwrap();
+    let (items, _) = lim.take_batch(unix_ms());
+    assert_eq!(items.len(), 1);
+    assert_eq!((&*items[0].id.key, items[0].delta), ("id7", 1.0));
+    // A failed sync keeps the delta for the next one.
+    lim.restore_batch();
+    let (items, _) = lim.take_batch(unix_ms());
+    assert_eq!(items[0].delta, 1.0);
+}
+
+#[test]
+fn a_long_outage_keeps_no_stale_deltas() {
+    let l = limits("[[limits]]\nname = \"g\"\nrequests = 1000\nper = \"1s\"\n");
+    let fleet = Arc::new(Fleet::shared(false, Duration::from_millis(50)));
+    let lim = Arc::new(Limiter::new(fleet));
+    lim.admit(&l, &facts(&HeaderMap::new(), 0), false).unwrap();
+    // Redis never answered: the delta is unsendable once its window is two behind, then dropped.
+    lim.sweep(unix_ms() + 10_000);
+    let counters = lim.counters.lock().unwrap();
+    assert!(counters.map.is_empty() && counters.sync.is_empty());
+}
+
+#[test]
+fn max_keys_defaults_and_must_be_positive() {
+    let c =
+        parse("[[limits]]\nname = \"u\"\nrequests = 1\n", Format::Toml, &HashMap::<String, String>::new())
+            .unwrap();
+    assert_eq!(c.limits[0].max_keys, 100_000);
+    let e = parse(
+        "[[limits]]\nname = \"u\"\nrequests = 1\nmax_keys = 0\n",
+        Format::Toml,
+        &HashMap::<String, String>::new(),
+    );
+    assert!(e.is_err());
+}
