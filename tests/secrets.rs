@@ -201,17 +201,61 @@ async fn echo(req: Request<Incoming>, rec: &Mutex<Vec<(String, http::HeaderMap)>
             *r.status_mut() = StatusCode::from_u16(s).unwrap();
             r
         }
+        // A success that echoes every request header (the key included) inside the answer: as
+        // JSON or SSE, in OpenAI's format or, for the Messages path, Anthropic's.
         None => {
-            let content = "hello from the echo upstream";
-            let body = serde_json::json!({
-                "id": "x", "object": "chat.completion", "created": 0, "model": model,
-                "choices": [{"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": "stop"}],
-                "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
-            });
-            Response::new(Full::new(Bytes::from(body.to_string())))
+            let content = format!("hello from the echo upstream; you sent {everything}");
+            let stream = serde_json::from_slice::<serde_json::Value>(&body)
+                .is_ok_and(|v| v["stream"] == serde_json::Value::Bool(true));
+            let anthropic = uri.ends_with("/v1/messages");
+            let text = match (anthropic, stream) {
+                (false, false) => serde_json::json!({
+                    "id": "x", "object": "chat.completion", "created": 0, "model": model,
+                    "choices": [{"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": "stop"}],
+                    "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
+                })
+                .to_string(),
+                (false, true) => {
+                    let chunk = |delta: serde_json::Value, finish: serde_json::Value| {
+                        serde_json::json!({"id": "x", "object": "chat.completion.chunk", "created": 0, "model": model,
+                            "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]})
+                    };
+                    format!(
+                        "data: {}\n\ndata: {}\n\ndata: [DONE]\n\n",
+                        chunk(serde_json::json!({"content": content}), serde_json::Value::Null),
+                        chunk(serde_json::json!({}), serde_json::json!("stop"))
+                    )
+                }
+                (true, false) => serde_json::json!({
+                    "id": "m", "type": "message", "role": "assistant", "model": model,
+                    "content": [{"type": "text", "text": content}], "stop_reason": "end_turn",
+                    "stop_sequence": null, "usage": {"input_tokens": 1, "output_tokens": 1},
+                })
+                .to_string(),
+                (true, true) => [
+                    serde_json::json!({"type": "message_start", "message": {"id": "m", "type": "message", "role": "assistant",
+                        "model": model, "content": [], "usage": {"input_tokens": 1, "output_tokens": 1}}}),
+                    serde_json::json!({"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}}),
+                    serde_json::json!({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": content}}),
+                    serde_json::json!({"type": "content_block_stop", "index": 0}),
+                    serde_json::json!({"type": "message_delta", "delta": {"stop_reason": "end_turn", "stop_sequence": null},
+                        "usage": {"output_tokens": 1}}),
+                    serde_json::json!({"type": "message_stop"}),
+                ]
+                .iter()
+                .map(|e| format!("event: {}\ndata: {e}\n\n", e["type"].as_str().unwrap()))
+                .collect(),
+            };
+            let mut r = Response::new(Full::new(Bytes::from(text)));
+            if stream {
+                r.headers_mut().insert("content-type", http::HeaderValue::from_static("text/event-stream"));
+            }
+            r
         }
     };
-    resp.headers_mut().insert("content-type", http::HeaderValue::from_static("application/json"));
+    if !resp.headers().contains_key("content-type") {
+        resp.headers_mut().insert("content-type", http::HeaderValue::from_static("application/json"));
+    }
     // Headers tier1 passes back to the client (x-ratelimit-*), with the key in them.
     if let Some(v) = parts.headers.get("authorization").or_else(|| parts.headers.get("api-key")) {
         resp.headers_mut().insert("x-ratelimit-echo", v.clone());
@@ -328,6 +372,11 @@ kind = "openai"
 base_url = "{echo}/v1"
 headers = {{ "X-Org" = "env:ORG_SECRET" }}
 keys = [{{ name = "a", secret = "env:ECHO_KEY_A" }}, {{ name = "b", secret = "env:ECHO_KEY_B" }}]
+
+[providers.echoan]
+kind = "anthropic"
+base_url = "{echo}"
+keys = [{{ name = "a", secret = "env:ECHO_KEY_A" }}]
 
 [[routes]]
 name = "chat"
@@ -485,6 +534,30 @@ async fn no_configured_secret_leaks_into_responses_or_logs() {
     let a = send("POST", &chat_url, &[json, ("authorization", &front)], &common::chat("echo/fine")).await;
     assert_eq!(a.status, 200, "{}", a.text());
     got.add("echo success, headers echoed", &a);
+    // Successes that echo the key in their answer: JSON and streams, native and translated
+    // (Anthropic to OpenAI), and on the Messages ingress (OpenAI to Anthropic, and native).
+    let messages_url = format!("{base}/v1/messages");
+    let messages = |model: &str, stream: bool| {
+        format!(
+            r#"{{"model":"{model}","max_tokens":10,"messages":[{{"role":"user","content":"hi"}}],"stream":{stream}}}"#
+        )
+    };
+    for (what, url, body) in [
+        ("echo 2xx json", &chat_url, common::chat("echo/fine")),
+        ("echo 2xx stream", &chat_url, common::chat_stream("echo/fine")),
+        ("echo 2xx translated json", &chat_url, common::chat("echoan/fine")),
+        ("echo 2xx translated stream", &chat_url, common::chat_stream("echoan/fine")),
+        ("echo 2xx messages json", &messages_url, messages("echo/fine", false)),
+        ("echo 2xx messages stream", &messages_url, messages("echo/fine", true)),
+        ("echo 2xx messages native stream", &messages_url, messages("echoan/fine", true)),
+    ] {
+        let a =
+            send("POST", url, &[json, ("authorization", &front), ("anthropic-version", "2023-06-01")], &body)
+                .await;
+        assert_eq!(a.status, 200, "{what}: {}", a.text());
+        assert!(a.text().contains("you sent") && a.text().contains("[redacted"), "{what}: {}", a.text());
+        got.add(what, &a);
+    }
     // Keys refused (401/403) or limited (429) rest, so those come last.
     let a = send("POST", &chat_url, &[json, ("authorization", &front)], &common::chat("echo/echo400")).await;
     assert!(a.text().contains("[redacted"), "the echoed key was not redacted: {}", a.text());
