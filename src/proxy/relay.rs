@@ -8,7 +8,7 @@
 //!   connection, the in-flight count and every permit until it closes. When the watchdog fires,
 //!   all of them are released at once and the upstream connection closes; the client, if it reads
 //!   again, gets the in-band error (streams) or a cut body (others). The watchdog starts only
-//!   when the body must wait for the upstream: an answer that arrived whole never spawns one.
+//!   when more than the first bytes are to come: an answer that arrived whole never spawns one.
 //! - **Framing.** An exact length is declared only when exactly that many bytes will be sent: an
 //!   untranslated, non-stream answer of known length (redaction keeps lengths: see
 //!   [`crate::config::mask`]). Everything else goes chunked (HTTP/1.1) or as DATA frames with no
@@ -386,6 +386,9 @@ impl Relay {
         };
         let end = core.inner.is_end_stream() && core.complete();
         if !end {
+            // More is to come: the watchdog starts now, before hyper writes the prefix, so a
+            // client that stops reading here is cut on time too.
+            self.watch();
             return (!out.is_empty()).then(|| Poll::Ready(Some(Ok(Frame::data(out)))));
         }
         let mut out = out.to_vec();
