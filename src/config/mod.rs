@@ -178,6 +178,9 @@ pub struct ServerConfig {
     pub max_headers: usize,
     /// Concurrent streams per HTTP/2 connection (restart to change).
     pub http2_max_concurrent_streams: u32,
+    /// Most request-level fallbacks, the body's `fallbacks` and `x-tier1-fallbacks` together;
+    /// beyond it, 400.
+    pub max_request_fallbacks: usize,
     /// TLS on the main listener; turning it on or off needs a restart, the files rotate live.
     pub tls: Option<TlsConfig>,
 }

@@ -206,6 +206,8 @@ pub struct RawServer {
     pub max_headers: Option<usize>,
     /// Concurrent streams per HTTP/2 connection.
     pub http2_max_concurrent_streams: Option<u32>,
+    /// Most request-level fallbacks (the body's `fallbacks` and `x-tier1-fallbacks` together).
+    pub max_request_fallbacks: Option<usize>,
     /// TLS on the main listener (plain HTTP without it).
     pub tls: Option<RawTls>,
 }

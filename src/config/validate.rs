@@ -153,6 +153,7 @@ fn server(raw: &RawConfig, env: &dyn Env, p: &mut Problems) -> ServerConfig {
             1,
             256,
         ),
+        max_request_fallbacks: s.max_request_fallbacks.unwrap_or(8),
         tls: s.tls.as_ref().and_then(|t| tls(t, p)),
     }
 }
