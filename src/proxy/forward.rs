@@ -12,7 +12,7 @@ use super::AppState;
 use super::attempt::{self, Candidate, Job, WonBody};
 use super::body::{Body, RouteLabel, full, read_limited};
 use super::handler::RequestCtx;
-use super::headers::{self, X_CORRELATION_ID};
+use super::headers;
 use crate::config::ProviderKind;
 use crate::error::{Class, ProxyError};
 use crate::json::{self, Schema};
@@ -115,7 +115,7 @@ pub async fn forward(
         scanned: &scanned,
         body: &bytes,
         request_id: &ctx.request_id,
-        correlation_id: parts.headers.get(X_CORRELATION_ID),
+        correlation_id: headers::correlation_id(&parts.headers),
         clock,
         started: AtomicU32::new(0),
         metrics,

@@ -1,5 +1,6 @@
 //! See the suite's doc in `main.rs`. Hostile request input: request-level fallbacks (finding 3),
-//! deeply nested JSON (6).
+//! deeply nested JSON (6), and the smaller bounds of finding 10 (a huge `max_tokens`, a hostile
+//! `x-correlation-id`).
 
 use std::time::Duration;
 
@@ -189,4 +190,84 @@ async fn deeply_nested_json_is_refused_with_bounded_memory() {
     let bound = body.len() as u64 + 64 * 1024 * 1024;
     assert!(grown < bound, "peak RSS grew by {} MB for a {} MB body", grown >> 20, body.len() >> 20);
     assert_eq!(up.requests().len(), 1, "the nested body reached the upstream");
+}
+
+/// Finding 10: `estimate_tokens` added `max_tokens` unchecked: near `u64::MAX` it overflowed (a
+/// panic in debug builds, a wrap to a tiny estimate in release, which skipped the token
+/// pre-check). Saturated, the estimate is huge and the tokens-per-minute limit refuses it.
+#[tokio::test]
+async fn a_huge_max_tokens_is_refused_by_the_token_limit() {
+    let up = upstream(200).await;
+    let limits = "[[limits]]\nname = \"tpm\"\ntokens = 100000\nper = \"60s\"\n";
+    let tier1 = Tier1::start(&config(&up, limits)).await;
+    let url = tier1.url("/v1/chat/completions");
+    let huge = u64::MAX - 10;
+    let body =
+        format!(r#"{{"model":"smart","messages":[{{"role":"user","content":"hi"}}],"max_tokens":{huge}}}"#);
+    let resp = common::client().request(common::post_req(&url, &[], &body)).await;
+    let resp = resp.unwrap_or_else(|e| panic!("no answer for a huge max_tokens (tier1 panicked?): {e}"));
+    assert_eq!(resp.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(resp.headers()["x-tier1-limit"], "tpm");
+    assert!(up.requests().is_empty(), "a huge max_tokens reached the upstream");
+    // An ordinary request still passes: the refused estimate was not charged.
+    let ok = common::post(&url, &[], &common::chat("smart")).await;
+    assert_eq!(ok.status, StatusCode::OK, "{}", ok.text());
+}
+
+/// Finding 10: `x-correlation-id` was forwarded upstream unchecked (up to the header limit, any
+/// header bytes). Now it goes upstream only when it is a sane token, as `x-request-id` must be;
+/// otherwise it is dropped.
+#[tokio::test]
+async fn a_hostile_correlation_id_is_not_forwarded() {
+    let up = upstream(200).await;
+    let tier1 = Tier1::start(&config(&up, "")).await;
+    let url = tier1.url("/v1/chat/completions");
+    let long = "a".repeat(60 * 1024);
+    for (name, value) in [("60 KiB", long.as_str()), ("tab", "abc\tdef"), ("space", "abc def")] {
+        let answer = common::post(&url, &[("x-correlation-id", value)], &common::chat("smart")).await;
+        assert_eq!(answer.status, StatusCode::OK, "{name}: {}", answer.text());
+        let (headers, _) = up.requests().pop().unwrap();
+        assert!(
+            headers.get("x-correlation-id").is_none(),
+            "{name}: forwarded as {:?}",
+            headers["x-correlation-id"]
+        );
+    }
+    // A high byte (obs-text), which the client library will not send: through a raw socket.
+    let body = common::chat("smart");
+    let mut raw = format!(
+        "POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\nconnection: close\r\ncontent-length: {}\r\nx-correlation-id: ab",
+        body.len()
+    )
+    .into_bytes();
+    raw.extend_from_slice(b"\xff\x01cd\r\n\r\n");
+    raw.extend_from_slice(body.as_bytes());
+    let before = up.requests().len();
+    let head = raw_exchange(tier1.addr, &raw).await;
+    if head.starts_with("HTTP/1.1 200") {
+        assert_eq!(up.requests().len(), before + 1);
+        let (headers, _) = up.requests().pop().unwrap();
+        assert!(
+            headers.get("x-correlation-id").is_none(),
+            "high byte: forwarded as {:?}",
+            headers["x-correlation-id"]
+        );
+    } else {
+        assert_eq!(up.requests().len(), before, "refused, and not forwarded: {head}");
+    }
+    // A sane one is forwarded as is.
+    let answer = common::post(&url, &[("x-correlation-id", "corr-123_abc.9")], &common::chat("smart")).await;
+    assert_eq!(answer.status, StatusCode::OK);
+    let (headers, _) = up.requests().pop().unwrap();
+    assert_eq!(headers["x-correlation-id"], "corr-123_abc.9");
+}
+
+/// Writes `raw`, reads until the peer closes (bounded), returns what came back as text.
+async fn raw_exchange(addr: std::net::SocketAddr, raw: &[u8]) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(raw).await.unwrap();
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(3), s.read_to_end(&mut out)).await;
+    String::from_utf8_lossy(&out).into_owned()
 }
