@@ -42,6 +42,21 @@ pub enum ScanError {
     /// A field the router acts on appears twice (ambiguous: refused rather than guessed).
     #[error("field '{0}' appears more than once")]
     Duplicate(&'static str),
+    /// Arrays and objects nested deeper than [`MAX_DEPTH`].
+    #[error("request body nests arrays and objects deeper than {MAX_DEPTH} levels")]
+    TooDeep,
+    /// More request-level fallbacks than `server.max_request_fallbacks`, the body's and the
+    /// header's together.
+    #[error(
+        "{given} request-level fallbacks ('fallbacks' in the body and the 'x-tier1-fallbacks' header \
+         together); at most {max} are accepted (server.max_request_fallbacks)"
+    )]
+    TooManyFallbacks {
+        /// How many the request named (the body's alone when they are already too many).
+        given: usize,
+        /// The cap.
+        max: usize,
+    },
 }
 
 impl ScanError {
@@ -52,13 +67,16 @@ impl ScanError {
             Self::Missing(_) => "missing_required_field",
             Self::WrongType { .. } => "invalid_type",
             Self::Duplicate(_) => "duplicate_field",
+            Self::TooDeep => "json_too_deep",
+            Self::TooManyFallbacks { .. } => "too_many_fallbacks",
         }
     }
 
     /// The field concerned, if any (OpenAI's `param`).
     pub fn param(&self) -> Option<&'static str> {
         match self {
-            Self::NotJson | Self::NotObject => None,
+            Self::NotJson | Self::NotObject | Self::TooDeep => None,
+            Self::TooManyFallbacks { .. } => Some("fallbacks"),
             Self::Missing(f) | Self::Duplicate(f) => Some(f),
             Self::WrongType { field, .. } => Some(field),
         }
@@ -105,25 +123,97 @@ thread_local! {
 /// hold the largest body it ever saw.
 const SCRATCH_KEEP: usize = 256 * 1024;
 
-/// Validates `body` against `schema` and locates its `model` and `stream`.
+/// Deepest nesting of arrays and objects accepted in a request body (the body's own object is
+/// level 1). Fixed, not a setting: it is what serde_json accepts (its recursion limit of 128
+/// refuses the 128th level), and the translated paths parse the body with serde_json again, so
+/// a higher knob could not be honoured there. Real requests (tool schemas included) stay far
+/// below it.
+pub const MAX_DEPTH: usize = 127;
+
+/// Validates `body` against `schema` and locates its `model` and `stream` (any number of
+/// fallbacks accepted).
 pub fn scan(body: &[u8], schema: Schema) -> Result<Scanned, ScanError> {
+    scan_capped(body, schema, usize::MAX)
+}
+
+/// [`scan`], refusing more than `max_fallbacks` entries in `fallbacks` before any is copied.
+pub fn scan_capped(body: &[u8], schema: Schema, max_fallbacks: usize) -> Result<Scanned, ScanError> {
+    // Before simd-json: its structural index and tape cost about 20 bytes per bracket, so a
+    // 14 MB body of nested arrays took 400 MB.
+    if !depth_within(body, MAX_DEPTH)? {
+        return Err(ScanError::TooDeep);
+    }
     SCRATCH.with(|scratch| match scratch.try_borrow_mut() {
         Ok(mut scratch) => {
             let Scratch { copy, buffers } = &mut *scratch;
-            let result = scan_with(body, schema, copy, buffers);
+            let result = scan_with(body, schema, max_fallbacks, copy, buffers);
             if copy.capacity() > SCRATCH_KEEP {
                 *scratch = Scratch { copy: Vec::new(), buffers: simd_json::Buffers::default() };
             }
             result
         }
         // Not reachable (scan does not re-enter), but never worth a panic.
-        Err(_) => scan_with(body, schema, &mut Vec::new(), &mut simd_json::Buffers::default()),
+        Err(_) => scan_with(body, schema, max_fallbacks, &mut Vec::new(), &mut simd_json::Buffers::default()),
     })
+}
+
+/// Whether arrays and objects in `b` nest no deeper than `max`: one pass over the bytes that
+/// counts brackets outside strings, skips string contents eight bytes at a time, and stops at
+/// the first level too deep. An error only for bytes that cannot be JSON where this pass and
+/// simd-json could disagree on what is a string: an unterminated string, or a backslash outside
+/// one (simd-json reads `\"` as an escaped quote wherever it stands). Public for the benchmark.
+pub fn depth_within(b: &[u8], max: usize) -> Result<bool, ScanError> {
+    let mut depth = 0usize;
+    let mut i = 0;
+    while let Some(&c) = b.get(i) {
+        match c {
+            b'[' | b'{' => {
+                depth += 1;
+                if depth > max {
+                    return Ok(false);
+                }
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            b'"' => {
+                i = string_end(b, i + 1).ok_or(ScanError::NotJson)?;
+                continue;
+            }
+            b'\\' => return Err(ScanError::NotJson),
+            _ => {}
+        }
+        i += 1;
+    }
+    Ok(true)
+}
+
+/// The offset just after the quote that closes the string whose contents start at `i`.
+fn string_end(b: &[u8], mut i: usize) -> Option<usize> {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    // Whether any byte of `w` equals `c` (the exact SWAR zero-byte test on `w ^ c…c`).
+    let has = |w: u64, c: u8| {
+        let x = w ^ (ONES * u64::from(c));
+        x.wrapping_sub(ONES) & !x & (ONES << 7) != 0
+    };
+    loop {
+        while let Some(chunk) = b.get(i..i + 8) {
+            let w = u64::from_le_bytes(chunk.try_into().ok()?);
+            if has(w, b'"') || has(w, b'\\') {
+                break;
+            }
+            i += 8;
+        }
+        match b.get(i)? {
+            b'"' => return Some(i + 1),
+            b'\\' => i += 2,
+            _ => i += 1,
+        }
+    }
 }
 
 fn scan_with(
     body: &[u8],
     schema: Schema,
+    max_fallbacks: usize,
     copy: &mut Vec<u8>,
     buffers: &mut simd_json::Buffers,
 ) -> Result<Scanned, ScanError> {
@@ -152,6 +242,9 @@ fn scan_with(
         Some(v) => {
             let want = ScanError::WrongType { field: "fallbacks", want: "an array of model names" };
             let items = v.as_array().ok_or(want.clone())?;
+            if items.len() > max_fallbacks {
+                return Err(ScanError::TooManyFallbacks { given: items.len(), max: max_fallbacks });
+            }
             items
                 .iter()
                 .map(|m| m.as_str().filter(|s| !s.is_empty()).map(str::to_owned).ok_or(want.clone()))
@@ -497,6 +590,69 @@ mod tests {
         let raw = Bytes::from(r#"{"model":"x","messages":[]}"#);
         let out = scan(&raw, Schema::Chat).unwrap().splice(&raw, "we\"ird", false);
         assert_eq!(&out[..], br#"{"model":"we\"ird","messages":[]}"#);
+    }
+
+    /// A chat body with `depth` levels in all (its own object included).
+    fn nested(depth: usize, open: char, close: char) -> String {
+        let mut v = String::from("1");
+        for _ in 0..depth - 2 {
+            v = if open == '{' { format!("{{\"k\":{v}}}") } else { format!("{open}{v}{close}") };
+        }
+        format!(r#"{{"model":"m","messages":[{{"role":"user","content":"hi"}}],"x":[{v}]}}"#)
+    }
+
+    #[test]
+    fn nesting_beyond_the_limit_is_refused_before_parsing() {
+        for (open, close) in [('[', ']'), ('{', '}')] {
+            let ok = nested(MAX_DEPTH, open, close);
+            assert_eq!(depth_within(ok.as_bytes(), MAX_DEPTH), Ok(true));
+            assert!(chat(&ok).is_ok(), "{open}: {MAX_DEPTH} levels are accepted");
+            // What the translated paths parse again, serde_json, accepts it too.
+            assert!(serde_json::from_str::<serde_json::Value>(&ok).is_ok(), "{open}");
+            let deeper = nested(MAX_DEPTH + 1, open, close);
+            assert!(serde_json::from_str::<serde_json::Value>(&deeper).is_err(), "{open}: the same limit");
+            assert_eq!(chat(&nested(MAX_DEPTH + 1, open, close)), Err(ScanError::TooDeep), "{open}");
+        }
+        // Far too deep, and unbalanced: refused at level 128 without reading the rest.
+        let mut deep = String::from(r#"{"model":"m","messages":[],"x":"#);
+        deep.extend(std::iter::repeat_n('[', 1_000_000));
+        assert_eq!(chat(&deep), Err(ScanError::TooDeep));
+        assert_eq!(ScanError::TooDeep.code(), "json_too_deep");
+        assert!(ScanError::TooDeep.to_string().contains("127"));
+    }
+
+    #[test]
+    fn depth_counts_only_brackets_outside_strings() {
+        let brackets = "[".repeat(300);
+        let quoted = format!(
+            r#"{{"model":"m","messages":[{{"role":"user","content":"{brackets} \" {brackets} \\"}}]}}"#
+        );
+        assert_eq!(depth_within(quoted.as_bytes(), MAX_DEPTH), Ok(true));
+        assert!(chat(&quoted).is_ok());
+        // Every alignment of a quote or backslash against the eight-byte skip.
+        for pad in 0..17 {
+            let s = format!(r#"["{}\"[[[", [[1]]]"#, "a".repeat(pad));
+            assert_eq!(depth_within(s.as_bytes(), 3), Ok(true), "{s}");
+            assert_eq!(depth_within(s.as_bytes(), 2), Ok(false), "{s}");
+            let s = format!(r#"["{}\\", [[1]]]"#, "é".repeat(pad));
+            assert_eq!(depth_within(s.as_bytes(), 3), Ok(true), "{s}");
+            assert_eq!(depth_within(s.as_bytes(), 2), Ok(false), "{s}");
+        }
+        // Where simd-json could see strings elsewhere: a backslash outside a string (simd-json
+        // takes `\"` as escaped wherever it is) and an unterminated string are not JSON.
+        let sneaky = format!(r#"{{"model":"m","messages":[],"x":\"{}"#, "[".repeat(1000));
+        assert_eq!(chat(&sneaky), Err(ScanError::NotJson));
+        assert_eq!(depth_within(br#"{"a":"unterminated"#, MAX_DEPTH), Err(ScanError::NotJson));
+    }
+
+    #[test]
+    fn fallbacks_beyond_the_cap_are_refused() {
+        let raw = r#"{"model":"a","messages":[],"fallbacks":["b","c","d"]}"#;
+        assert_eq!(scan_capped(raw.as_bytes(), Schema::Chat, 3).unwrap().fallbacks, ["b", "c", "d"]);
+        let e = scan_capped(raw.as_bytes(), Schema::Chat, 2).unwrap_err();
+        assert_eq!(e, ScanError::TooManyFallbacks { given: 3, max: 2 });
+        assert_eq!((e.code(), e.param()), ("too_many_fallbacks", Some("fallbacks")));
+        assert!(scan_capped(raw.as_bytes(), Schema::Messages, 0).is_err());
     }
 
     #[test]

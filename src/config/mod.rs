@@ -187,6 +187,9 @@ pub struct ServerConfig {
     /// An HTTP/2 connection with no open stream this long gets GOAWAY, pings or not (restart to
     /// change).
     pub http2_idle_timeout: Duration,
+    /// Most request-level fallbacks, the body's `fallbacks` and `x-tier1-fallbacks` together;
+    /// beyond it, 400.
+    pub max_request_fallbacks: usize,
     /// TLS on the main listener; turning it on or off needs a restart, the files rotate live.
     pub tls: Option<TlsConfig>,
     /// An open API or admin surface on a non-loopback address was asked for explicitly.

@@ -211,6 +211,8 @@ pub struct RawServer {
     pub http2_max_concurrent_streams: Option<u32>,
     /// How long an HTTP/2 connection with no open stream is kept (default: `header_timeout`).
     pub http2_idle_timeout: Option<String>,
+    /// Most request-level fallbacks (the body's `fallbacks` and `x-tier1-fallbacks` together).
+    pub max_request_fallbacks: Option<usize>,
     /// TLS on the main listener (plain HTTP without it).
     pub tls: Option<RawTls>,
     /// Serve an API without `api_keys`, or admin routes without `admin_keys`, on a non-loopback

@@ -165,6 +165,7 @@ fn server(raw: &RawConfig, env: &dyn Env, p: &mut Problems) -> ServerConfig {
             s.http2_idle_timeout.as_deref(),
             header_timeout,
         ),
+        max_request_fallbacks: s.max_request_fallbacks.unwrap_or(8),
         tls: s.tls.as_ref().and_then(|t| tls(t, p)),
         allow_unauthenticated: s.allow_unauthenticated.unwrap_or(false),
     }

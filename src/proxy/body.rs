@@ -57,8 +57,7 @@ async fn collect(mut body: Incoming, max: usize, declared: Option<u64>) -> Resul
         match (&mut first, &mut rest) {
             (None, _) => first = Some(data),
             (Some(f), None) => {
-                let cap = declared.map_or(len, |d| d as usize).max(len);
-                let mut buf = BytesMut::with_capacity(cap);
+                let mut buf = BytesMut::with_capacity(second_frame_capacity(declared, len));
                 buf.extend_from_slice(f);
                 buf.extend_from_slice(&data);
                 rest = Some(buf);
@@ -71,6 +70,32 @@ async fn collect(mut body: Incoming, max: usize, declared: Option<u64>) -> Resul
         (Some(f), None) => f,
         (None, None) => Bytes::new(),
     })
+}
+
+/// The buffer for a body that came in more than one frame, when `received` bytes have arrived:
+/// room for as much again, never more than declared. Not the declared length itself: a client
+/// declaring `max_body_bytes` and sending ten bytes would cost `max_body_bytes` per request.
+/// The buffer then doubles as bytes arrive, so it never exceeds twice what was received.
+fn second_frame_capacity(declared: Option<u64>, received: usize) -> usize {
+    let room = received.saturating_mul(2);
+    declared.map_or(room, |d| room.min(usize::try_from(d).unwrap_or(usize::MAX))).max(received)
+}
+
+#[cfg(test)]
+mod collect_tests {
+    use super::second_frame_capacity;
+
+    #[test]
+    fn the_declared_length_is_not_allocated_up_front() {
+        // A client declaring 16 MiB and sending 10 bytes in two frames costs bytes, not 16 MiB.
+        let cap = second_frame_capacity(Some(16 << 20), 10);
+        assert!((10..=64).contains(&cap), "{cap}");
+        // Never more than declared, never less than what arrived, and room to grow on.
+        assert_eq!(second_frame_capacity(Some(100), 80), 100);
+        assert_eq!(second_frame_capacity(Some(5), 80), 80);
+        assert!(second_frame_capacity(None, 1000) >= 1000);
+        assert!(second_frame_capacity(Some(1 << 20), 1000) <= 4000);
+    }
 }
 
 /// Labels of the route a request took, for metrics (bounded: configured names or two constants).

@@ -12,7 +12,7 @@ use super::AppState;
 use super::attempt::{self, Candidate, Job, WonBody};
 use super::body::{Body, RouteLabel, full, read_limited};
 use super::handler::RequestCtx;
-use super::headers::{self, X_CORRELATION_ID};
+use super::headers;
 use crate::config::ProviderKind;
 use crate::error::{Class, ProxyError};
 use crate::json::{self, Schema};
@@ -47,7 +47,15 @@ pub async fn forward(
         Operation::Embeddings => Schema::Embeddings,
         Operation::Messages => Schema::Messages,
     };
-    let scanned = json::scan(&bytes, schema)?;
+    let max_fallbacks = live.server.max_request_fallbacks;
+    let scanned = json::scan_capped(&bytes, schema, max_fallbacks)?;
+    let header_fallbacks = parts.headers.get(X_TIER1_FALLBACKS).and_then(|v| v.to_str().ok()).unwrap_or("");
+    let header_fallbacks = || header_fallbacks.split(',').map(str::trim).filter(|m| !m.is_empty());
+    // Counted before any is resolved: each costs a lookup and candidates to de-duplicate.
+    let given = scanned.fallbacks.len() + header_fallbacks().count();
+    if given > max_fallbacks {
+        return Err(json::ScanError::TooManyFallbacks { given, max: max_fallbacks }.into());
+    }
     let now = clock.now();
     let mut cands: Vec<Candidate<'_>> = Vec::new();
     let (budget, hedge_after) = match resolve(live, &scanned.model) {
@@ -64,12 +72,7 @@ pub async fn forward(
         }
         None => return Err(unknown(&scanned.model)),
     };
-    let header_fallbacks = parts.headers.get(X_TIER1_FALLBACKS).and_then(|v| v.to_str().ok()).unwrap_or("");
-    let fallbacks = scanned
-        .fallbacks
-        .iter()
-        .map(String::as_str)
-        .chain(header_fallbacks.split(',').map(str::trim).filter(|m| !m.is_empty()));
+    let fallbacks = scanned.fallbacks.iter().map(String::as_str).chain(header_fallbacks());
     for model in fallbacks {
         match resolve(live, model) {
             Some(Resolved::Route(route)) => push_route(&mut cands, live, route, now),
@@ -112,7 +115,7 @@ pub async fn forward(
         scanned: &scanned,
         body: &bytes,
         request_id: &ctx.request_id,
-        correlation_id: parts.headers.get(X_CORRELATION_ID),
+        correlation_id: headers::correlation_id(&parts.headers),
         clock,
         started: AtomicU32::new(0),
         metrics,
@@ -276,16 +279,28 @@ fn push_direct<'a>(
     }
 }
 
-/// Keeps the first occurrence of each provider/model pair.
-fn dedupe(cands: &mut Vec<Candidate<'_>>) {
-    let mut seen: Vec<(usize, &str)> = Vec::with_capacity(cands.len());
-    cands.retain(|c| {
-        let id = (std::ptr::from_ref(c.provider) as usize, c.model);
-        if seen.contains(&id) {
-            false
-        } else {
-            seen.push(id);
-            true
-        }
-    });
+/// Keeps the first occurrence of each provider/model pair, in linear time: a few candidates
+/// (the common case) are compared pairwise, which beats hashing them; more go through a set.
+fn dedupe<'a>(cands: &mut Vec<Candidate<'a>>) {
+    const PAIRWISE: usize = 16;
+    fn id<'a>(c: &Candidate<'a>) -> (usize, &'a str) {
+        (std::ptr::from_ref(c.provider) as usize, c.model)
+    }
+    if cands.len() <= PAIRWISE {
+        let mut seen: [(usize, &str); PAIRWISE] = [(0, ""); PAIRWISE];
+        let mut n = 0;
+        cands.retain(|c| {
+            let id = id(c);
+            if seen[..n].contains(&id) {
+                false
+            } else {
+                seen[n] = id;
+                n += 1;
+                true
+            }
+        });
+    } else {
+        let mut seen = std::collections::HashSet::with_capacity(cands.len());
+        cands.retain(|c| seen.insert(id(c)));
+    }
 }

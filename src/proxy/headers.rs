@@ -20,16 +20,25 @@ pub const X_RELAY_TOKEN_ID: &str = "x-relay-token-id";
 /// The front's view of the client address (logged, never trusted).
 pub const X_RELAY_CLIENT_IP: &str = "x-relay-client-ip";
 
-/// The client's `x-request-id` if it is a sane token (visible ASCII, at most 128 bytes), or a
-/// fresh random one.
+/// The client's `x-request-id` if it is a sane id (see [`sane_id`]), or a fresh random one.
 pub fn request_id(headers: &HeaderMap) -> HeaderValue {
-    if let Some(v) = headers.get(X_REQUEST_ID) {
-        let b = v.as_bytes();
-        if !b.is_empty() && b.len() <= 128 && b.iter().all(|c| c.is_ascii_graphic()) {
-            return v.clone();
-        }
+    match headers.get(X_REQUEST_ID) {
+        Some(v) if sane_id(v) => v.clone(),
+        _ => generate_id(),
     }
-    generate_id()
+}
+
+/// The client's `x-correlation-id` to forward upstream, only if it is a sane id (see
+/// [`sane_id`]); anything else is dropped, not forwarded with tier1's keys to a provider.
+pub fn correlation_id(headers: &HeaderMap) -> Option<&HeaderValue> {
+    headers.get(X_CORRELATION_ID).filter(|v| sane_id(v))
+}
+
+/// Whether a client-chosen id is a sane token: 1 to 128 bytes of visible ASCII (no spaces,
+/// tabs, control or high bytes), so it is safe in a log line and an upstream header.
+fn sane_id(v: &HeaderValue) -> bool {
+    let b = v.as_bytes();
+    !b.is_empty() && b.len() <= 128 && b.iter().all(u8::is_ascii_graphic)
 }
 
 /// A copy of a request header's value that does not share the connection's read buffer: hyper
@@ -116,6 +125,21 @@ mod tests {
         assert_ne!(generated, request_id(&HeaderMap::new()));
         h.insert(X_REQUEST_ID, HeaderValue::from_static("has space"));
         assert_ne!(request_id(&h), "has space");
+    }
+
+    #[test]
+    fn correlation_id_forwarded_only_when_sane() {
+        let mut h = HeaderMap::new();
+        assert_eq!(correlation_id(&h), None);
+        h.insert(X_CORRELATION_ID, HeaderValue::from_static("corr-1_a.b:c"));
+        assert_eq!(correlation_id(&h).unwrap(), "corr-1_a.b:c");
+        let long = "a".repeat(129);
+        for bad in [&b""[..], b"a b", b"a\tb", b"caf\xc3\xa9", b"\xff", long.as_bytes()] {
+            h.insert(X_CORRELATION_ID, HeaderValue::from_bytes(bad).unwrap());
+            assert_eq!(correlation_id(&h), None, "{bad:?}");
+        }
+        h.insert(X_CORRELATION_ID, HeaderValue::from_str(&long[..128]).unwrap());
+        assert!(correlation_id(&h).is_some(), "128 bytes are accepted");
     }
 
     #[test]

@@ -215,8 +215,10 @@ pub struct Facts<'a> {
 }
 
 /// One request's estimate, in tokens: prompt bytes / 4 plus the requested output ceiling.
+/// Saturating: a client's `max_tokens` near `u64::MAX` must not wrap to a tiny estimate that
+/// passes every token limit.
 pub fn estimate_tokens(body_len: usize, max_tokens: Option<u64>) -> u64 {
-    (body_len as u64) / 4 + max_tokens.unwrap_or(0)
+    (body_len as u64 / 4).saturating_add(max_tokens.unwrap_or(0))
 }
 
 /// The limits a snapshot applies, compiled.

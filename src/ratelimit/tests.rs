@@ -56,6 +56,19 @@ fn tokens_are_estimated_then_settled() {
 }
 
 #[test]
+fn a_huge_max_tokens_saturates_the_estimate_and_is_refused() {
+    assert_eq!(estimate_tokens(400, Some(10)), 110);
+    // Near u64::MAX the sum overflowed (a panic in debug, a wrap to ~0 in release).
+    assert_eq!(estimate_tokens(400, Some(u64::MAX - 10)), u64::MAX);
+    assert_eq!(estimate_tokens(usize::MAX, Some(u64::MAX)), u64::MAX);
+    let l = limits("[[limits]]\nname = \"t\"\ntokens = 1000\nper = \"60s\"\n");
+    let lim = standalone();
+    let h = HeaderMap::new();
+    assert!(lim.admit(&l, &facts(&h, estimate_tokens(400, Some(u64::MAX - 10))), false).is_err());
+    assert!(lim.admit(&l, &facts(&h, 900), false).is_ok(), "the refused estimate was not charged");
+}
+
+#[test]
 fn max_inflight_releases_on_drop_and_filters_apply() {
     let l = limits("[[limits]]\nname = \"c\"\nmax_inflight = 2\nmodels = [\"m*\"]\nroutes = [\"r\"]\n");
     let lim = standalone();
