@@ -203,14 +203,11 @@ impl StreamRedactor {
     /// The next chunk's bytes that can go out now, masked.
     pub fn feed(&mut self, chunk: bytes::Bytes) -> bytes::Bytes {
         let Some(p) = &self.patterns else { return chunk };
-        let joined;
-        let buf: &[u8] = if self.held.is_empty() {
-            &chunk
-        } else {
+        let joined = (!self.held.is_empty()).then(|| {
             self.held.extend_from_slice(&chunk);
-            joined = std::mem::take(&mut self.held);
-            &joined
-        };
+            std::mem::take(&mut self.held)
+        });
+        let buf: &[u8] = joined.as_deref().unwrap_or(&chunk);
         let mut hold = p.hold_from(buf, 0);
         let mut masked: Vec<std::ops::Range<usize>> = Vec::new();
         for m in p.automaton.find_iter(buf) {
@@ -225,7 +222,7 @@ impl StreamRedactor {
             masked.push(m.range());
         }
         let tail = buf[hold..].to_vec();
-        let out = if masked.is_empty() && hold == buf.len() && std::ptr::eq(buf, &chunk[..]) {
+        let out = if masked.is_empty() && hold == buf.len() && joined.is_none() {
             chunk.clone()
         } else {
             let mut out = buf[..hold].to_vec();

@@ -331,12 +331,21 @@ impl Relay {
         self
     }
 
+    /// The core while it is owned here alone (the slot is left `Gone`); `None` otherwise, and
+    /// the slot is left as it was.
+    fn take_local(&mut self) -> Option<Box<Core>> {
+        if !matches!(self.slot, Slot::Local(_)) {
+            return None;
+        }
+        match std::mem::replace(&mut self.slot, Slot::Gone) {
+            Slot::Local(core) => Some(core),
+            Slot::Watched(..) | Slot::Gone => None,
+        }
+    }
+
     /// Puts the core under the watchdog before the first wait on the upstream.
     fn watch(&mut self) {
-        if !matches!(self.slot, Slot::Local(_)) {
-            return;
-        }
-        let Slot::Local(core) = std::mem::replace(&mut self.slot, Slot::Gone) else { return };
+        let Some(core) = self.take_local() else { return };
         let watched =
             Arc::new(Watched { state: Mutex::new(Watch { core: Some(core), waker: None, expired: false }) });
         let task =
@@ -376,10 +385,7 @@ impl Relay {
             Ok(out) => out,
             Err(e) => {
                 let held = core.redact.finish();
-                let core = match std::mem::replace(&mut self.slot, Slot::Gone) {
-                    Slot::Local(core) => Some(core),
-                    Slot::Watched(..) | Slot::Gone => None,
-                };
+                let core = self.take_local();
                 self.end(core, Some(e));
                 return Some(self.failure(e, held));
             }
@@ -393,10 +399,7 @@ impl Relay {
         }
         let mut out = out.to_vec();
         out.extend_from_slice(&core.redact.finish());
-        let core = match std::mem::replace(&mut self.slot, Slot::Gone) {
-            Slot::Local(core) => Some(core),
-            Slot::Watched(..) | Slot::Gone => None,
-        };
+        let core = self.take_local();
         self.end(core, None);
         Some(if out.is_empty() {
             Poll::Ready(None)
