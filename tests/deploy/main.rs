@@ -1,0 +1,43 @@
+//! Deployment as users run it, validated with the real tools (no Docker engine needed). One
+//! binary, one module per way of deploying:
+//! - [`compose`]: every compose profile combination with the Compose v2 CLI, and the merge into
+//!   another project's file.
+//! - [`helm`]: the chart linted, rendered in both modes and checked against Kubernetes schemas.
+//! - [`files`]: the Caddyfile with a current Caddy, the Dockerfile's inputs, and every shipped
+//!   config closed to strangers.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code: failing loudly is the point
+
+mod compose;
+mod files;
+mod helm;
+
+use std::path::Path;
+use std::process::Command;
+
+pub(crate) const ROOT: &str = env!("CARGO_MANIFEST_DIR");
+
+/// A tool installed by scripts/test.sh under .tools/, or on PATH.
+pub(crate) fn tool(local: &str, name: &str) -> Command {
+    let p = Path::new(ROOT).join(local);
+    if p.exists() {
+        return Command::new(p);
+    }
+    let found = Command::new("sh").args(["-c", &format!("command -v {name}")]).output().unwrap();
+    assert!(
+        found.status.success(),
+        "{name} is not installed: run scripts/test.sh, which installs it under .tools/"
+    );
+    Command::new(name)
+}
+
+pub(crate) fn ok(cmd: &mut Command) -> String {
+    ok_in(cmd, Path::new(ROOT))
+}
+
+pub(crate) fn ok_in(cmd: &mut Command, dir: &Path) -> String {
+    let out = cmd.current_dir(dir).output().unwrap();
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "{cmd:?} failed:\n{text}");
+    text
+}
