@@ -12,6 +12,8 @@ pub enum Command {
         config: Option<PathBuf>,
         /// `--listen ADDR`, overriding the config.
         listen: Option<String>,
+        /// `--probe-listen ADDR`, overriding `server.probe_listen`.
+        probe_listen: Option<String>,
     },
     /// Validate a config file and exit non-zero listing every problem; with `--against URL`,
     /// also print what differs from the config a running instance has.
@@ -48,7 +50,10 @@ pub const USAGE: &str = "\
 tier1: a lean Tier-1 LLM router
 
 Usage:
-  tier1 [run] [--config FILE] [--listen ADDR]   serve (no config: built-in demo on 127.0.0.1:8080)
+  tier1 [run] [--config FILE] [--listen ADDR] [--probe-listen ADDR]
+                                                 serve (no config: built-in demo on 127.0.0.1:8080);
+                                                 --probe-listen adds a listener for /healthz,
+                                                 /readyz and /metrics only (a sidecar's probes)
   tier1 check --config FILE [--against URL [--admin-key env:NAME]]
                                                  validate a config file, list every problem;
                                                  with --against, diff it with a running instance
@@ -60,6 +65,7 @@ Usage:
 Environment:
   TIER1_CONFIG   config file when --config is not given
   TIER1_LISTEN   listen address when --listen is not given (overrides the config file)
+  TIER1_PROBE_LISTEN  probe address when --probe-listen is not given (overrides the config file)
   TIER1_LOG      log filter, e.g. info or info,tier1=debug (overrides [log] level)
 ";
 
@@ -72,6 +78,7 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Command, String> 
     };
     let mut config = None;
     let mut listen = None;
+    let mut probe_listen = None;
     let mut url = None;
     let mut timeout = None;
     let mut against = None;
@@ -89,6 +96,7 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Command, String> 
             "-V" | "--version" => return Ok(Command::Version),
             "-c" | "--config" => config = Some(PathBuf::from(value("--config")?)),
             "-l" | "--listen" => listen = Some(value("--listen")?),
+            "--probe-listen" => probe_listen = Some(value("--probe-listen")?),
             "--url" => url = Some(value("--url")?),
             "--against" => against = Some(value("--against")?),
             "--admin-key" => admin_key = Some(value("--admin-key")?),
@@ -101,12 +109,15 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Command, String> 
     }
     let misplaced =
         |flag: &str, present: bool| if present { Err(format!("{flag} does not apply here")) } else { Ok(()) };
+    if !matches!(sub.as_deref(), None | Some("run")) {
+        misplaced("--probe-listen", probe_listen.is_some())?;
+    }
     match sub.as_deref() {
         None | Some("run") => {
             misplaced("--against", against.is_some())?;
             misplaced("--url", url.is_some())?;
             misplaced("--timeout", timeout.is_some())?;
-            Ok(Command::Run { config, listen })
+            Ok(Command::Run { config, listen, probe_listen })
         }
         Some("check") => {
             misplaced("--listen", listen.is_some())?;
@@ -134,11 +145,25 @@ mod tests {
 
     #[test]
     fn parses_subcommands() {
-        assert_eq!(p(&[]), Ok(Command::Run { config: None, listen: None }));
+        assert_eq!(p(&[]), Ok(Command::Run { config: None, listen: None, probe_listen: None }));
         assert_eq!(
             p(&["--config", "a.toml", "--listen=127.0.0.1:0"]),
-            Ok(Command::Run { config: Some("a.toml".into()), listen: Some("127.0.0.1:0".into()) })
+            Ok(Command::Run {
+                config: Some("a.toml".into()),
+                listen: Some("127.0.0.1:0".into()),
+                probe_listen: None
+            })
         );
+        assert_eq!(
+            p(&["run", "--listen", "127.0.0.1:8080", "--probe-listen", "0.0.0.0:9901"]),
+            Ok(Command::Run {
+                config: None,
+                listen: Some("127.0.0.1:8080".into()),
+                probe_listen: Some("0.0.0.0:9901".into())
+            })
+        );
+        assert!(p(&["mock-upstream", "--probe-listen", "0.0.0.0:9901"]).is_err());
+        assert!(p(&["check", "-c", "x.toml", "--probe-listen", "0.0.0.0:9901"]).is_err());
         assert_eq!(
             p(&["check", "-c", "x.toml"]),
             Ok(Command::Check { config: "x.toml".into(), against: None, admin_key: None })

@@ -63,9 +63,9 @@ pub enum StartError {
     /// `server.tls` could not be loaded.
     #[error("server.tls: {0}")]
     Tls(#[from] tls::TlsError),
-    /// `server.admin_listen` could not be bound.
-    #[error("cannot listen on {0} (server.admin_listen): {1}")]
-    AdminListen(std::net::SocketAddr, std::io::Error),
+    /// `server.admin_listen` or `server.probe_listen` could not be bound.
+    #[error("cannot listen on {1} (server.{0}): {2}")]
+    Listen(&'static str, std::net::SocketAddr, std::io::Error),
     /// An API or admin surface would be open on a non-loopback address (see
     /// [`config::open_surfaces`]).
     #[error("refusing to start: {0}")]
@@ -82,6 +82,23 @@ pub struct Options {
     pub text: String,
     /// A bound admin listener; when `None` and `server.admin_listen` is set, it is bound here.
     pub admin_listener: Option<TcpListener>,
+    /// A bound probe listener; when `None` and `server.probe_listen` is set, it is bound here.
+    pub probe_listener: Option<TcpListener>,
+}
+
+/// `listener` if the caller bound it, else `addr` bound here (`field` names it in the error).
+async fn bound_or_bind(
+    listener: Option<TcpListener>,
+    addr: Option<std::net::SocketAddr>,
+    field: &'static str,
+) -> Result<Option<TcpListener>, StartError> {
+    match (listener, addr) {
+        (Some(l), _) => Ok(Some(l)),
+        (None, Some(addr)) => {
+            TcpListener::bind(addr).await.map(Some).map_err(|e| StartError::Listen(field, addr, e))
+        }
+        (None, None) => Ok(None),
+    }
 }
 
 /// Serves tier1 on `listener` with `config` (no config file: no reload) until `shutdown`
@@ -91,7 +108,8 @@ pub async fn run(
     config: Config,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), StartError> {
-    let options = Options { config, source: None, text: String::new(), admin_listener: None };
+    let options =
+        Options { config, source: None, text: String::new(), admin_listener: None, probe_listener: None };
     serve(listener, options, shutdown).await
 }
 
@@ -102,7 +120,7 @@ pub async fn serve(
     options: Options,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), StartError> {
-    let Options { config, source, text, admin_listener } = options;
+    let Options { config, source, text, admin_listener, probe_listener } = options;
     let metrics = Arc::new(Metrics::new()?);
     if config.redis.is_some() {
         metrics.enable_redis()?;
@@ -112,13 +130,8 @@ pub async fn serve(
     registry.begin_build();
     let live = Live::build(&config, &registry)?;
     registry.commit_build();
-    let admin_listener = match (admin_listener, config.server.admin_listen) {
-        (Some(l), _) => Some(l),
-        (None, Some(addr)) => {
-            Some(TcpListener::bind(addr).await.map_err(|e| StartError::AdminListen(addr, e))?)
-        }
-        (None, None) => None,
-    };
+    let admin_listener = bound_or_bind(admin_listener, config.server.admin_listen, "admin_listen").await?;
+    let probe_listener = bound_or_bind(probe_listener, config.server.probe_listen, "probe_listen").await?;
     // The addresses actually bound (`--listen` may differ from the file), checked once here and
     // again on every reload.
     let bound = (
@@ -188,6 +201,12 @@ pub async fn serve(
             tracing::info!("admin routes on http://{addr}");
         }
         tasks.spawn(proxy::server::serve(l, state.clone(), Listener::Admin, stopped(stop_rx.clone())));
+    }
+    if let Some(l) = probe_listener {
+        if let Ok(addr) = l.local_addr() {
+            tracing::info!("health and metrics on http://{addr}");
+        }
+        tasks.spawn(proxy::server::serve(l, state.clone(), Listener::Probe, stopped(stop_rx.clone())));
     }
     let shutdown = async move {
         shutdown.await;

@@ -9,7 +9,11 @@ use std::time::Duration;
 use tier1::cli::{self, Command};
 
 use tier1::config::{self, Config, Env, Format, ProcessEnv};
-use tier1::reload::Source;
+use tier1::reload::{Overrides, Source};
+
+/// The version `tier1 --version` prints: the crate's, and the git commit and its date when built
+/// from a checkout (`build.rs`; only the binary is rebuilt when the commit moves, not the library).
+const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), env!("TIER1_VERSION_SUFFIX"));
 
 fn main() -> ExitCode {
     // rustls' process-wide provider: ring (the upstream clients pass it explicitly; the Redis
@@ -24,11 +28,11 @@ fn main() -> ExitCode {
     };
     match command {
         Command::Help => stdout(cli::USAGE),
-        Command::Version => stdout(&format!("tier1 {}\n", env!("CARGO_PKG_VERSION"))),
+        Command::Version => stdout(&format!("tier1 {}\n", VERSION)),
         Command::Check { config, against, admin_key } => {
             check(&config, against.as_deref(), admin_key.as_deref())
         }
-        Command::Run { config, listen } => serve(config, listen),
+        Command::Run { config, listen, probe_listen } => serve(config, listen, probe_listen),
         Command::MockUpstream { listen, config } => mock_upstream(&listen, config),
         Command::Health { url, timeout } => {
             let result = runtime().and_then(|rt| rt.block_on(tier1::health::check(&url, timeout)));
@@ -105,7 +109,7 @@ fn load(path: Option<std::path::PathBuf>) -> Result<(Config, String, Option<Sour
         std::fs::read_to_string(&path).map_err(|e| format!("error: cannot read {}: {e}", path.display()))?;
     let config = config::parse(&text, Format::from_path(&path), &ProcessEnv)
         .map_err(|errors| prefixed(&path.display().to_string(), &errors))?;
-    Ok((config, text, Some(Source { path, env: Arc::new(ProcessEnv) })))
+    Ok((config, text, Some(Source { path, env: Arc::new(ProcessEnv), overrides: Overrides::default() })))
 }
 
 fn prefixed(origin: &str, errors: &config::ConfigErrors) -> String {
@@ -173,8 +177,12 @@ fn check(path: &std::path::Path, against: Option<&str>, admin_key: Option<&str>)
     stdout(&out)
 }
 
-fn serve(config_path: Option<std::path::PathBuf>, listen: Option<String>) -> ExitCode {
-    let (mut config, text, source) = match load(config_path) {
+fn serve(
+    config_path: Option<std::path::PathBuf>,
+    listen: Option<String>,
+    probe_listen: Option<String>,
+) -> ExitCode {
+    let (mut config, text, mut source) = match load(config_path) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("{e}");
@@ -182,14 +190,25 @@ fn serve(config_path: Option<std::path::PathBuf>, listen: Option<String>) -> Exi
         }
     };
     init_logging(&config.log.level, config.log.json);
-    if let Some(addr) = listen.or_else(|| ProcessEnv.var("TIER1_LISTEN")) {
-        match addr.parse::<SocketAddr>() {
-            Ok(a) => config.server.listen = a,
-            Err(_) => {
-                eprintln!("error: invalid listen address {addr:?} (want IP:PORT, e.g. 127.0.0.1:8080)");
-                return ExitCode::from(2);
-            }
-        }
+    // The command line and the environment override the file, for the addresses a deployment
+    // decides (a chart's sidecar mode, a container's port), whatever config is mounted.
+    let address = |flag: Option<String>, var: &str, what: &str| match flag.or_else(|| ProcessEnv.var(var)) {
+        None => Ok(None),
+        Some(addr) => addr.parse::<SocketAddr>().map(Some).map_err(|_| {
+            eprintln!("error: invalid {what} address {addr:?} (want IP:PORT, e.g. 127.0.0.1:8080)");
+            ExitCode::from(2)
+        }),
+    };
+    let overrides = match (
+        address(listen, "TIER1_LISTEN", "listen"),
+        address(probe_listen, "TIER1_PROBE_LISTEN", "probe listen"),
+    ) {
+        (Ok(listen), Ok(probe_listen)) => Overrides { listen, probe_listen },
+        (Err(code), _) | (_, Err(code)) => return code,
+    };
+    overrides.apply(&mut config);
+    if let Some(s) = source.as_mut() {
+        s.overrides = overrides;
     }
     let listen = config.server.listen;
     let reuse_port = config.server.reuse_port;
@@ -198,8 +217,8 @@ fn serve(config_path: Option<std::path::PathBuf>, listen: Option<String>) -> Exi
         let origin = source
             .as_ref()
             .map_or_else(|| "built-in demo config".to_owned(), |s| s.path.display().to_string());
-        tracing::info!(config = %origin, "tier1 {} listening on http://{addr}", env!("CARGO_PKG_VERSION"));
-        let options = tier1::Options { config, source, text, admin_listener: None };
+        tracing::info!(config = %origin, "tier1 {} listening on http://{addr}", VERSION);
+        let options = tier1::Options { config, source, text, admin_listener: None, probe_listener: None };
         match tier1::serve(listener, options, shutdown_signal()).await {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {

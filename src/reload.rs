@@ -28,6 +28,31 @@ pub struct Source {
     pub path: PathBuf,
     /// Where `env:` secrets are read from.
     pub env: Arc<dyn Env + Send + Sync>,
+    /// Addresses the command line set over the file's, applied to every version of it, so a
+    /// reload neither moves them nor warns that they need a restart.
+    pub overrides: Overrides,
+}
+
+/// Listener addresses given on the command line or in the environment (`--listen`,
+/// `--probe-listen`): a deployment decides them whatever config file is mounted.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Overrides {
+    /// `--listen` / `TIER1_LISTEN`.
+    pub listen: Option<SocketAddr>,
+    /// `--probe-listen` / `TIER1_PROBE_LISTEN`.
+    pub probe_listen: Option<SocketAddr>,
+}
+
+impl Overrides {
+    /// Sets the overridden addresses in `config`.
+    pub fn apply(&self, config: &mut Config) {
+        if let Some(a) = self.listen {
+            config.server.listen = a;
+        }
+        if let Some(a) = self.probe_listen {
+            config.server.probe_listen = Some(a);
+        }
+    }
 }
 
 /// The result of one reload.
@@ -106,10 +131,11 @@ fn restart_only(c: &Config) -> String {
     let s = &c.server;
     let tls = s.tls.as_ref().map(|t| (&t.cert, &t.key, &t.client_ca, t.reload_interval));
     format!(
-        "listen={} admin_listen={:?} header_timeout={:?} max_connections={} max_inflight={:?} \
+        "listen={} admin_listen={:?} probe_listen={:?} header_timeout={:?} max_connections={} max_inflight={:?} \
          max_header_bytes={} max_headers={} http2_max_concurrent_streams={} http2_idle_timeout={:?} reuse_port={} tls={tls:?}",
         s.listen,
         s.admin_listen,
+        s.probe_listen,
         s.header_timeout,
         s.max_connections,
         s.max_inflight,
@@ -189,7 +215,7 @@ impl Reloader {
             return Outcome::Unchanged { hash: new_hash };
         }
         let format = Format::from_path(&source.path);
-        let config = match config::parse(&text, format, source.env.as_ref()) {
+        let mut config = match config::parse(&text, format, source.env.as_ref()) {
             Ok(c) => c,
             Err(errors) => {
                 return self.failed(
@@ -199,6 +225,7 @@ impl Reloader {
                 );
             }
         };
+        source.overrides.apply(&mut config);
         // An open API or admin surface on the bound addresses is refused like any invalid file:
         // the last good config (and its keys) stays.
         let bound = self.bound.get().copied().unwrap_or((config.server.listen, config.server.admin_listen));

@@ -235,3 +235,63 @@ async fn check_against_a_running_instance_prints_the_diff() {
     std::fs::remove_file(running).unwrap();
     std::fs::remove_file(local).unwrap();
 }
+
+/// `--probe-listen` (a sidecar's kubelet and scraper reach it on the pod address while the API
+/// stays on loopback) serves health, readiness and metrics, and nothing else: no API with or
+/// without a key, no model list, no admin route. `TIER1_PROBE_LISTEN` does the same.
+#[tokio::test]
+async fn the_probe_listener_serves_health_and_metrics_only() {
+    let cfg = temp_file(
+        "probe.toml",
+        "[server]\napi_keys = [\"front-key\"]\n[providers.m]\nkind = \"mock\"\n[[routes]]\nname = \"demo\"\ntargets = [{ provider = \"m\", model = \"m\" }]\n",
+    );
+    for via_env in [false, true] {
+        let mut args = vec!["--config", cfg.to_str().unwrap(), "--listen", "127.0.0.1:0"];
+        if !via_env {
+            args.extend(["--probe-listen", "127.0.0.1:0"]);
+        }
+        let mut p = if via_env {
+            let mut child = tokio::process::Command::new(BIN);
+            child.args(&args).env("TIER1_PROBE_LISTEN", "127.0.0.1:0");
+            common::spawn_command(child).await
+        } else {
+            spawn(&args).await
+        };
+        let probe = p.after("health and metrics on http://").await;
+        for path in ["/healthz", "/health", "/readyz", "/metrics"] {
+            let a = get(&format!("http://{probe}{path}")).await;
+            assert_eq!(a.status, 200, "{path} on the probe listener");
+        }
+        assert!(get(&format!("http://{probe}/metrics")).await.text().contains("tier1_build_info"));
+        let chat_url = format!("http://{probe}/v1/chat/completions");
+        let key = [("authorization", "Bearer front-key")];
+        assert_eq!(post(&chat_url, &[], &chat("demo")).await.status, 404);
+        assert_eq!(post(&chat_url, &key, &chat("demo")).await.status, 404);
+        assert_eq!(get(&format!("http://{probe}/v1/models")).await.status, 404);
+        assert_eq!(get(&format!("http://{probe}/admin/state")).await.status, 404);
+        if via_env {
+            // A reload keeps the command line's addresses: no restart warning, the probe stays.
+            let text = std::fs::read_to_string(&cfg).unwrap();
+            std::fs::write(
+                &cfg,
+                text.replace("name = \"demo\"", "name = \"demo\"\nmodels = [\"demo\", \"d2\"]"),
+            )
+            .unwrap();
+            let reloaded = tokio::time::timeout(Duration::from_secs(20), async {
+                while let Some(line) = p.lines.recv().await {
+                    assert!(!line.contains("change only on restart"), "{line}");
+                    if line.contains("config reloaded") {
+                        return;
+                    }
+                }
+            });
+            reloaded.await.expect("reloaded in time");
+            assert_eq!(get(&format!("http://{probe}/readyz")).await.status, 200);
+        }
+        // The API is where it was.
+        assert_eq!(
+            post(&format!("http://{}/v1/chat/completions", p.addr), &key, &chat("demo")).await.status,
+            200
+        );
+    }
+}

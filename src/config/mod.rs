@@ -170,6 +170,9 @@ pub struct ServerConfig {
     pub body_timeout: Duration,
     /// Separate admin listener, if any.
     pub admin_listen: Option<SocketAddr>,
+    /// Probe listener, if any: `/health`, `/healthz`, `/readyz` and `/metrics` only, no keys
+    /// (they hold no secret; the main listener serves them without keys too).
+    pub probe_listen: Option<SocketAddr>,
     /// Admin bearer tokens; empty: loopback operators only (see [`crate::admin`]).
     pub admin_keys: Vec<Secret>,
     /// Bind with SO_REUSEPORT (zero-downtime upgrade of a single sidecar).

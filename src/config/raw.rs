@@ -194,6 +194,9 @@ pub struct RawServer {
     pub body_timeout: Option<String>,
     /// A separate listener for the admin routes (default: the main listener serves them).
     pub admin_listen: Option<String>,
+    /// A listener for the health routes and `/metrics` only, for probes and scrapes that reach
+    /// the pod's address while the API stays on loopback (a sidecar).
+    pub probe_listen: Option<String>,
     /// Bearer tokens for the admin routes; none: only a loopback operator (see `crate::admin`).
     #[serde(default)]
     pub admin_keys: Vec<String>,

@@ -215,6 +215,15 @@ fn http2_idle_timeout_defaults_to_the_header_timeout_and_must_be_positive() {
 }
 
 #[test]
+fn the_probe_listener_needs_no_keys_on_any_address() {
+    // It serves health and metrics only, which the main listener serves without keys too.
+    let c = parse_toml("[server]\nlisten = \"127.0.0.1:1\"\nprobe_listen = \"0.0.0.0:9901\"\n").unwrap();
+    assert_eq!(c.server.probe_listen, Some("0.0.0.0:9901".parse().unwrap()));
+    let e = parse_toml("[server]\nprobe_listen = \"pod:9901\"\n").unwrap_err();
+    assert!(e.to_string().contains("server.probe_listen"), "{e}");
+}
+
+#[test]
 fn open_surfaces_follow_the_bound_addresses() {
     // The file says loopback (valid), but the process was bound elsewhere (`--listen`): the start
     // and reload checks use the bound addresses.

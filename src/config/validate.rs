@@ -119,13 +119,17 @@ fn server(raw: &RawConfig, env: &dyn Env, p: &mut Problems) -> ServerConfig {
     };
     let api_keys = secrets(&s.api_keys, "api_keys", p);
     let admin_keys = secrets(&s.admin_keys, "admin_keys", p);
-    let admin_listen = s.admin_listen.as_deref().and_then(|a| {
-        a.parse::<SocketAddr>()
-            .map_err(|_| {
-                p.push("server.admin_listen", format!("invalid socket address {a:?} (want IP:PORT)"))
-            })
-            .ok()
-    });
+    let mut address = |field: &str, raw: &Option<String>| {
+        raw.as_deref().and_then(|a| {
+            a.parse::<SocketAddr>()
+                .map_err(|_| {
+                    p.push(format!("server.{field}"), format!("invalid socket address {a:?} (want IP:PORT)"))
+                })
+                .ok()
+        })
+    };
+    let admin_listen = address("admin_listen", &s.admin_listen);
+    let probe_listen = address("probe_listen", &s.probe_listen);
     let max_body_bytes = match s.max_body_bytes {
         None => 16 * 1024 * 1024,
         Some(0) => {
@@ -144,6 +148,7 @@ fn server(raw: &RawConfig, env: &dyn Env, p: &mut Problems) -> ServerConfig {
         header_timeout,
         body_timeout: positive(p, "server.body_timeout", s.body_timeout.as_deref(), secs(60)),
         admin_listen,
+        probe_listen,
         admin_keys,
         reuse_port: s.reuse_port.unwrap_or(false),
         max_connections: at_least(p, "server.max_connections", s.max_connections, 1, 16_384),

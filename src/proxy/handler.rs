@@ -52,6 +52,9 @@ pub enum Listener {
     Main,
     /// `server.admin_listen`: admin routes, health and metrics only.
     Admin,
+    /// `server.probe_listen`: health and metrics only, for a kubelet and a scraper that reach the
+    /// pod's address while the API listens on loopback.
+    Probe,
 }
 
 impl Endpoint {
@@ -96,8 +99,14 @@ impl Endpoint {
     fn served_on(self, listener: Listener, admin_listen: bool) -> bool {
         match listener {
             Listener::Main => !self.is_admin() || !admin_listen,
-            Listener::Admin => self.is_admin() || matches!(self, Self::Health | Self::Ready | Self::Metrics),
+            Listener::Admin => self.is_admin() || self.is_probe(),
+            Listener::Probe => self.is_probe(),
         }
+    }
+
+    /// Health, readiness and metrics: what every listener serves, without keys.
+    fn is_probe(self) -> bool {
+        matches!(self, Self::Health | Self::Ready | Self::Metrics)
     }
 
     fn label(self) -> Option<&'static str> {
@@ -164,7 +173,7 @@ pub async fn handle(
         ctx.record = Some(record);
     }
     let started = tokio::time::Instant::now();
-    let mut resp = match handle_inner(&state, &live, endpoint, req, peer, &mut ctx).await {
+    let mut resp = match handle_inner(&state, &live, endpoint, req, peer, listener, &mut ctx).await {
         Ok(resp) => resp,
         Err(e) => {
             if matches!(e, ProxyError::Exhausted(_)) {
@@ -219,11 +228,14 @@ async fn handle_inner(
     endpoint: Option<Endpoint>,
     req: Request<Incoming>,
     peer: std::net::SocketAddr,
+    listener: Listener,
     ctx: &mut RequestCtx,
 ) -> Result<Response<Body>, ProxyError> {
     // Everything under the API prefixes needs the key except the model list (fronts health-check
-    // it without one); checked before 404/405 so unauthenticated callers learn nothing.
-    if endpoint != Some(Endpoint::Models)
+    // it without one); checked before 404/405 so unauthenticated callers learn nothing. The probe
+    // listener serves no API at all: 404 there, key or not.
+    if listener != Listener::Probe
+        && endpoint != Some(Endpoint::Models)
         && is_api_path(req.uri().path())
         && !headers::authorized(req.headers(), &live.api_keys)
     {

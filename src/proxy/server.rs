@@ -99,7 +99,7 @@ pub async fn serve(
     let server = state.live.load().server.clone();
     let tls = match kind {
         Listener::Main => state.tls.clone(),
-        Listener::Admin => None,
+        Listener::Admin | Listener::Probe => None,
     };
     let setup = Arc::new(Setup::new(&server, tls));
     // The drain signal: every connection task holds a receiver; draining is done when all are

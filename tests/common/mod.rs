@@ -65,8 +65,13 @@ impl Tier1 {
         let admin_listener =
             if separate_admin { Some(TcpListener::bind("127.0.0.1:0").await.unwrap()) } else { None };
         let admin = admin_listener.as_ref().map(|l| l.local_addr().unwrap());
-        let source = tier1::reload::Source { path: path.to_owned(), env: std::sync::Arc::new(env()) };
-        let options = tier1::Options { config, source: Some(source), text, admin_listener };
+        let source = tier1::reload::Source {
+            path: path.to_owned(),
+            env: std::sync::Arc::new(env()),
+            overrides: Default::default(),
+        };
+        let options =
+            tier1::Options { config, source: Some(source), text, admin_listener, probe_listener: None };
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(async move {
             tier1::serve(listener, options, async {
@@ -514,8 +519,14 @@ pub struct Proc {
 
 /// Starts the binary and waits (bounded) for its "listening on http://ADDR" line.
 pub async fn spawn_binary(bin: &str, args: &[&str]) -> Proc {
-    let mut child = tokio::process::Command::new(bin)
-        .args(args)
+    let mut cmd = tokio::process::Command::new(bin);
+    cmd.args(args).env_remove("TIER1_PROBE_LISTEN");
+    spawn_command(cmd).await
+}
+
+/// Starts `cmd` (the binary with its arguments and environment) as [`spawn_binary`] does.
+pub async fn spawn_command(mut cmd: tokio::process::Command) -> Proc {
+    let mut child = cmd
         .env_remove("TIER1_CONFIG")
         .env_remove("TIER1_LISTEN")
         .env("TIER1_LOG", "info")
@@ -543,6 +554,22 @@ pub async fn spawn_binary(bin: &str, args: &[&str]) -> Proc {
     .await
     .expect("listening line in time");
     Proc { child, addr, lines }
+}
+
+impl Proc {
+    /// Waits (bounded) for a log line containing `marker` and returns the word after it.
+    pub async fn after(&mut self, marker: &str) -> String {
+        tokio::time::timeout(Duration::from_secs(20), async {
+            while let Some(line) = self.lines.recv().await {
+                if let Some((_, rest)) = line.split_once(marker) {
+                    return rest.split_whitespace().next().unwrap_or_default().to_owned();
+                }
+            }
+            panic!("binary exited before logging {marker:?}");
+        })
+        .await
+        .expect("log line in time")
+    }
 }
 
 /// Whether `url` answers 200 now (a refused connection is a plain `false`).
