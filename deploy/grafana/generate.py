@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""Writes tier1.json, the Grafana dashboard for tier1, next to this file.
+"""Writes tier1.json, the Grafana dashboard for tier1, next to this file, and its copy in the Helm
+chart (helm/tier1/files/tier1.json: Helm reads no file outside the chart; a test keeps them equal).
 
 Run it after changing a panel: python3 deploy/grafana/generate.py
 Every expression uses only metric names that tier1 exports (a test checks this).
@@ -183,6 +184,8 @@ dashboard = {
     "panels": panels,
 }
 
-out = pathlib.Path(__file__).with_name("tier1.json")
-out.write_text(json.dumps(dashboard, indent=2, ensure_ascii=False) + "\n")
-print(f"wrote {out} ({len(panels)} panels)")
+text = json.dumps(dashboard, indent=2, ensure_ascii=False) + "\n"
+here = pathlib.Path(__file__).resolve().parent
+for out in [here / "tier1.json", here.parent.parent / "helm" / "tier1" / "files" / "tier1.json"]:
+    out.write_text(text)
+    print(f"wrote {out} ({len(panels)} panels)")
