@@ -18,8 +18,9 @@ run() { if $dry_run; then echo "would run: $*"; else "$@"; fi; }
 quiet() { if $dry_run; then echo "would run: $*"; else "$@" >/dev/null; fi; }
 
 # Debian packages the tests use: prometheus (promtool and a real server for the scrape test),
-# redis-server (the shared-state tests start their own on free ports).
-DEB_PACKAGES=(prometheus redis-server)
+# redis-server (the shared-state tests start their own on free ports), iproute2 (`ip netns`: the
+# deployment tests' pod and compose stand-ins run in network namespaces they create).
+DEB_PACKAGES=(prometheus redis-server iproute2)
 missing=()
 for pkg in "${DEB_PACKAGES[@]}"; do
   dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")

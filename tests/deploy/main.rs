@@ -3,6 +3,8 @@
 //! - [`compose`]: every compose profile combination with the Compose v2 CLI, and the merge into
 //!   another project's file.
 //! - [`helm`]: the chart linted, rendered in both modes and checked against Kubernetes schemas.
+//! - [`pod`]: the Helm sidecar in a network namespace standing in for its pod, probed and
+//!   scraped from outside at the pod IP as a kubelet and Prometheus do.
 //! - [`files`]: the Caddyfile with a current Caddy, the Dockerfile's inputs, and every shipped
 //!   config closed to strangers.
 
@@ -11,6 +13,7 @@
 mod compose;
 mod files;
 mod helm;
+mod pod;
 
 use std::path::Path;
 use std::process::Command;
