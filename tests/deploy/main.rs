@@ -5,11 +5,13 @@
 //! - [`helm`]: the chart linted, rendered in both modes and checked against Kubernetes schemas.
 //! - [`pod`]: the Helm sidecar in a network namespace standing in for its pod, probed and
 //!   scraped from outside at the pod IP as a kubelet and Prometheus do.
+//! - [`clone`]: a clean clone, alone in a temp dir, reaches the test runner.
 //! - [`files`]: the Caddyfile with a current Caddy, the Dockerfile's inputs, and every shipped
 //!   config closed to strangers.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code: failing loudly is the point
 
+mod clone;
 mod compose;
 mod files;
 mod helm;
