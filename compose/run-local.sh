@@ -24,7 +24,7 @@ trap cleanup EXIT INT TERM
 redis-server --port 16379 --bind 127.0.0.1 --save "" --appendonly no >"$work/redis.log" 2>&1 &
 target/release/tier1 mock-upstream --listen 127.0.0.1:19090 2>"$work/mock.log" &
 # The compose config, pointed at the loopback services.
-sed -e 's#http://mock-upstream:9090/v1#http://127.0.0.1:19090/v1#' config/compose.toml > "$work/tier1.toml"
+sed -e 's#http://tier1-mock:9090/v1#http://127.0.0.1:19090/v1#' config/compose.toml > "$work/tier1.toml"
 export BIFROST_API_KEY=${BIFROST_API_KEY:-} OPENAI_API_KEY=${OPENAI_API_KEY:-sk-replace-me}
 export TIER1_REDIS_URL=redis://127.0.0.1:16379
 # Loopback only: tier1 refuses an open API on any other address.

@@ -113,6 +113,7 @@ fn every_shipped_config_has_keys_or_loopback_only() {
     let configs = [
         ("deploy/tier1.container.toml", read("deploy/tier1.container.toml"), None),
         ("config/compose.toml", read("config/compose.toml"), None),
+        ("config/compose-demo.toml", read("config/compose-demo.toml"), None),
         ("compose/run-local.sh", local, Some("127.0.0.1:18081")),
         ("helm central", helm.clone(), Some("0.0.0.0:8080")),
         ("helm sidecar", helm, Some("127.0.0.1:8080")),
