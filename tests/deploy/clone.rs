@@ -5,22 +5,11 @@
 use std::path::Path;
 use std::process::Command;
 
-use crate::{ROOT, ok_in};
-
-/// Removes the clone's parent dir on drop, even when an assertion fails.
-struct TempDir(std::path::PathBuf);
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
+use crate::{ROOT, TempDir, ok_in};
 
 #[test]
 fn a_clean_clone_reaches_the_test_runner_without_anything_beside_it() {
-    let parent = TempDir(std::env::temp_dir().join(format!("tier1-clone-{}", std::process::id())));
-    let _ = std::fs::remove_dir_all(&parent.0);
-    std::fs::create_dir_all(&parent.0).unwrap();
+    let parent = TempDir::new("clone");
     let clone = parent.0.join("tier1");
     ok_in(Command::new("git").args(["clone", "--quiet", "--no-local", ROOT]).arg(&clone), &parent.0);
     assert!(!parent.0.join("shared").exists() && !clone.join(".tools").exists());

@@ -3,13 +3,13 @@
 //! keyless demo started as processes from the rendered config, answering the README's curls.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::{ROOT, ok_in, tool};
+use crate::{ROOT, TempDir, ok_in, tool};
 
 fn compose() -> Command {
     tool(".tools/compose/bin/docker-compose", "docker-compose")
@@ -107,24 +107,6 @@ services:
 volumes:
   redis-data: {}
 "#;
-
-/// Removes a temp dir on drop, even when an assertion fails.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(tag: &str) -> Self {
-        let dir = std::env::temp_dir().join(format!("tier1-{tag}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        Self(dir)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
 
 #[test]
 fn compose_merges_into_omniroutes_file_without_changing_it() {

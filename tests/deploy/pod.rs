@@ -7,12 +7,13 @@
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use serde_json::Value;
 
+use crate::TempDir;
 use crate::helm::{ci_values, docs, render};
 
 /// A network namespace with a veth pair to the host side; deleted (with the pair) on drop.
@@ -20,7 +21,7 @@ struct Pod {
     name: String,
     host_ip: String,
     pod_ip: String,
-    dir: PathBuf,
+    dir: TempDir,
     child: Option<Child>,
 }
 
@@ -40,12 +41,10 @@ impl Pod {
         let pod = Self {
             host_ip: format!("10.254.{a}.{}", b + 1),
             pod_ip: format!("10.254.{a}.{}", b + 2),
-            dir: std::env::temp_dir().join(&name),
+            dir: TempDir::new(&name),
             name,
             child: None,
         };
-        let _ = std::fs::remove_dir_all(&pod.dir);
-        std::fs::create_dir_all(&pod.dir).unwrap();
         ip(&["netns", "add", &pod.name]);
         ip(&["-n", &pod.name, "link", "set", "lo", "up"]);
         ip(&["link", "add", &host_if, "type", "veth", "peer", "name", &pod_if]);
@@ -59,7 +58,7 @@ impl Pod {
 
     /// Runs `program args` inside the pod with `env` only (as a container starts).
     fn start(&mut self, program: &str, args: &[String], env: &[(String, String)]) {
-        let log = std::fs::File::create(self.dir.join("tier1.log")).unwrap();
+        let log = std::fs::File::create(self.dir.0.join("tier1.log")).unwrap();
         let child = Command::new("ip")
             .args(["netns", "exec", &self.name, program])
             .args(args)
@@ -73,7 +72,7 @@ impl Pod {
     }
 
     fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.join("tier1.log")).unwrap_or_default()
+        std::fs::read_to_string(self.dir.0.join("tier1.log")).unwrap_or_default()
     }
 
     /// An HTTP GET from inside the pod (the front's view), through `curl`-free raw HTTP/1.1.
@@ -99,7 +98,6 @@ impl Drop for Pod {
         }
         // Deleting the namespace deletes the pod end of the pair, and with it the host end.
         let _ = Command::new("ip").args(["netns", "del", &self.name]).status();
-        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
 
@@ -215,7 +213,7 @@ fn probe_the_pod(tag: &str, values: &[&str], list: &str) {
     let pod_spec = &template["spec"];
     let tier1 = tier1_container(pod_spec, list);
     let mut pod = Pod::new(tag);
-    let (argv, env) = container_process(&objects, pod_spec, tier1, &pod.dir);
+    let (argv, env) = container_process(&objects, pod_spec, tier1, &pod.dir.0);
     pod.start(env!("CARGO_BIN_EXE_tier1"), &argv, &env);
     let at = |port: u16| SocketAddr::new(pod.pod_ip.parse().unwrap(), port);
 
