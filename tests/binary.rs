@@ -295,3 +295,21 @@ async fn the_probe_listener_serves_health_and_metrics_only() {
         );
     }
 }
+
+/// Built from a checkout, `--version` names the commit (and its date), so a report from the
+/// field says exactly which code it ran.
+#[test]
+fn version_names_the_git_commit_it_was_built_from() {
+    let out = std::process::Command::new(BIN).arg("--version").output().unwrap();
+    let text = String::from_utf8(out.stdout).unwrap();
+    let head = std::process::Command::new("git")
+        .args(["rev-parse", "--short=12", "HEAD"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .unwrap();
+    let head = String::from_utf8(head.stdout).unwrap();
+    assert!(
+        text.starts_with(&format!("tier1 {} ({} ", env!("CARGO_PKG_VERSION"), head.trim())),
+        "{text:?} does not name HEAD {head:?}"
+    );
+}
