@@ -286,3 +286,56 @@ fn the_keyless_demo_answers_the_readmes_curls_with_no_env_file() {
     }
     assert_eq!(answered, [true; 3], "the README shows a completion, a stream and the model list");
 }
+
+/// Every host a mounted file names (`scheme://host:`, Prometheus `targets`) is a service of the
+/// stack, so a rename cannot leave a dangling name behind (Grafana's data source kept pointing at
+/// `prometheus` after the service became `tier1-prometheus`).
+#[test]
+fn every_host_a_mounted_file_names_is_a_service_of_ours() {
+    let all = ["bifrost", "cluster", "monitoring", "demo"];
+    let v = config(Path::new(ROOT), &["compose/docker-compose.yml"], &all, &[]);
+    let services = v["services"].as_object().unwrap();
+    let mut files = vec![];
+    for s in services.values() {
+        for vol in s["volumes"].as_array().into_iter().flatten() {
+            let src = Path::new(vol["source"].as_str().unwrap()).to_owned();
+            let mut stack = vec![src];
+            while let Some(p) = stack.pop() {
+                if p.is_dir() {
+                    stack.extend(std::fs::read_dir(&p).unwrap().map(|e| e.unwrap().path()));
+                } else {
+                    files.push(p);
+                }
+            }
+        }
+    }
+    let mut hosts = vec![];
+    for f in &files {
+        let Ok(text) = std::fs::read_to_string(f) else { continue };
+        for (i, _) in text.match_indices("://") {
+            let rest = &text[i + 3..];
+            let host: String =
+                rest.chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '.').collect();
+            if rest[host.len()..].starts_with(':') {
+                hosts.push((f.clone(), host));
+            }
+        }
+        for line in text.lines().filter(|l| l.trim_start().starts_with("- targets:")) {
+            for t in line.split('"').skip(1).step_by(2) {
+                hosts.push((f.clone(), t.split(':').next().unwrap().to_owned()));
+            }
+        }
+    }
+    assert!(
+        hosts.iter().any(|(_, h)| h == "tier1-prometheus"),
+        "Grafana's data source is checked: {hosts:?}"
+    );
+    for (file, host) in hosts {
+        let local = host == "localhost" || host.parse::<std::net::IpAddr>().is_ok();
+        assert!(
+            local || services.contains_key(&host),
+            "{} names {host}, which is no service",
+            file.display()
+        );
+    }
+}
