@@ -326,16 +326,12 @@ fn every_host_a_mounted_file_names_is_a_service_of_ours() {
             }
         }
     }
+    for (file, host) in &hosts {
+        let local = host == "localhost" || host.parse::<std::net::IpAddr>().is_ok();
+        assert!(local || services.contains_key(host), "{} names {host}, which is no service", file.display());
+    }
     assert!(
         hosts.iter().any(|(_, h)| h == "tier1-prometheus"),
         "Grafana's data source is checked: {hosts:?}"
     );
-    for (file, host) in hosts {
-        let local = host == "localhost" || host.parse::<std::net::IpAddr>().is_ok();
-        assert!(
-            local || services.contains_key(&host),
-            "{} names {host}, which is no service",
-            file.display()
-        );
-    }
 }
