@@ -99,6 +99,18 @@ fn every_shipped_config_has_keys_or_loopback_only() {
     ] {
         assert!(run_local.contains(edit), "run-local.sh lacks {edit}");
     }
+    // Its URL rewrites still find the compose service names they replace.
+    let compose = read("config/compose.toml");
+    let urls: Vec<&str> = run_local
+        .split("s#")
+        .skip(1)
+        .filter_map(|e| e.split('#').next())
+        .filter(|u| u.starts_with("http://"))
+        .collect();
+    assert!(!urls.is_empty(), "run-local.sh points compose.toml at its loopback mock");
+    for url in urls {
+        assert!(compose.contains(url), "run-local.sh rewrites {url}, which config/compose.toml lacks");
+    }
     let local: String = read("config/compose.toml")
         .lines()
         .map(|l| match l {
