@@ -313,3 +313,38 @@ fn version_names_the_git_commit_it_was_built_from() {
         "{text:?} does not name HEAD {head:?}"
     );
 }
+
+/// The probe listener holds at most 64 connections (`proxy::server::PROBE_CONNECTIONS`): a
+/// neighbour on the pod network that opens more and sends nothing waits in the backlog, and the
+/// API beside it answers all the while.
+#[tokio::test]
+async fn a_flood_of_probe_connections_is_bounded_and_leaves_the_api_alone() {
+    let cfg = temp_file(
+        "probe-flood.toml",
+        "[server]\nheader_timeout = \"60s\"\n[providers.m]\nkind = \"mock\"\n[[routes]]\nname = \"demo\"\ntargets = [{ provider = \"m\", model = \"m\" }]\n",
+    );
+    let mut p = spawn(&[
+        "--config",
+        cfg.to_str().unwrap(),
+        "--listen",
+        "127.0.0.1:0",
+        "--probe-listen",
+        "127.0.0.1:0",
+    ])
+    .await;
+    let probe = p.after("health and metrics on http://").await;
+    let mut idle = Vec::new();
+    for _ in 0..tier1::proxy::server::PROBE_CONNECTIONS {
+        idle.push(tokio::net::TcpStream::connect(&probe).await.unwrap());
+    }
+    // Accepted connections are served in turn: one more probe waits until a slot frees.
+    let waiting = tokio::spawn({
+        let url = format!("http://{probe}/healthz");
+        async move { get(&url).await.status }
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!waiting.is_finished(), "the probe listener took more than its bound");
+    assert_eq!(post(&format!("http://{}/v1/chat/completions", p.addr), &[], &chat("demo")).await.status, 200);
+    drop(idle.pop());
+    assert_eq!(tokio::time::timeout(Duration::from_secs(5), waiting).await.unwrap().unwrap(), 200);
+}

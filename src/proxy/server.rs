@@ -86,6 +86,9 @@ impl Setup {
     }
 }
 
+/// Open connections the probe listener holds at most (`server.max_connections` when lower).
+pub const PROBE_CONNECTIONS: usize = 64;
+
 /// Serves `listener` until `shutdown` resolves, then drains. Connection limits and the header
 /// deadline are fixed at start (they live in hyper's connection builder); the shutdown delay and
 /// drain deadline are read from the config live when shutdown begins. The main listener speaks
@@ -108,7 +111,14 @@ pub async fn serve(
     let (graceful, _) = watch::channel(());
     // server.max_connections: a permit per open connection; with none left, accepting pauses (the
     // kernel's backlog holds new connections) until a connection closes.
-    let slots = Arc::new(tokio::sync::Semaphore::new(server.max_connections));
+    // The probe listener answers a kubelet and a scraper, a handful of connections, on an address
+    // the pod network reaches: its own small bound, so a neighbour that floods it cannot take the
+    // file descriptors the API needs.
+    let limit = match kind {
+        Listener::Probe => server.max_connections.min(PROBE_CONNECTIONS),
+        Listener::Main | Listener::Admin => server.max_connections,
+    };
+    let slots = Arc::new(tokio::sync::Semaphore::new(limit));
 
     tokio::pin!(shutdown);
     loop {
