@@ -535,3 +535,45 @@ spec:
     assert!(String::from_utf8_lossy(&out.stderr).contains("mode to sidecar"));
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// NOTES.txt as `helm install` prints it (`helm template` skips it, and a dry-run install needs a
+/// cluster): a copy of the chart renders it through `tpl` into a ConfigMap.
+fn notes(args: &[&str]) -> String {
+    let dir = crate::TempDir::new(&format!("notes-{:x}", {
+        let mut h = DefaultHasher::new();
+        args.hash(&mut h);
+        h.finish()
+    }));
+    let chart = dir.0.join("tier1");
+    ok(Command::new("cp").args(["-r", "helm/tier1"]).arg(&chart));
+    std::fs::copy(chart.join("templates/NOTES.txt"), chart.join("notes.tpl")).unwrap();
+    std::fs::write(
+        chart.join("templates/zz-notes.yaml"),
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: notes\ndata:\n  notes: {{ tpl (.Files.Get \"notes.tpl\") . | quote }}\n",
+    )
+    .unwrap();
+    let out = ok(helm()
+        .args(["template", "t1"])
+        .arg(&chart)
+        .args(["--show-only", "templates/zz-notes.yaml"])
+        .args(ci_values())
+        .args(args));
+    let path = dir.0.join("notes.yaml");
+    std::fs::write(&path, out).unwrap();
+    docs(&path)[0]["data"]["notes"].as_str().unwrap().to_owned()
+}
+
+#[test]
+fn helm_notes_say_where_tier1_is_in_every_mode() {
+    let central = notes(&[]);
+    assert!(central.contains("BIFROST_BASE_URL=http://t1-tier1.default:8080"), "{central}");
+    let omni = notes(&["-f", "helm/tier1/examples/omniroute.yaml"]);
+    assert!(omni.contains("tier1 runs beside omniroute in each pod of t1-tier1-omniroute"), "{omni}");
+    let native = notes(&["-f", "helm/tier1/examples/omniroute.yaml", "--set", "sidecar.native=true"]);
+    assert!(native.contains("(a native sidecar)"), "{native}");
+    let parent = notes(&["--set", "mode=sidecar"]);
+    assert!(parent.contains("{{- include \"tier1.sidecar\" .Subcharts.tier1 | nindent 4 }}"), "{parent}");
+    for n in [&central, &omni, &native, &parent] {
+        assert!(n.contains("on port 9901 of the pod IP"), "{n}");
+    }
+}
