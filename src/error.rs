@@ -1,16 +1,15 @@
-//! [`ProxyError`]: everything that can end a request early, and its one mapping to an HTTP
-//! status and an OpenAI-shaped JSON body (`{"error":{"message","type","param","code"}}`).
-//! Messages never carry a secret: upstream bodies are redacted before they reach one, and
-//! provider keys are referred to by name only.
+//! What goes wrong, as data: [`ProxyError`] (everything that can end a request early),
+//! [`Class`] (why an upstream attempt failed), [`Exhausted`] (every candidate failed) and
+//! [`RelayError`] (a relayed body ended early). What the client sees of them is rendered in one
+//! place, [`crate::proxy::respond`]. Messages never carry a secret: upstream bodies are redacted
+//! before they reach one, and provider keys are referred to by name only.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
-use http::{HeaderValue, Response, StatusCode, header};
+use http::StatusCode;
 
 use crate::json::ScanError;
-use crate::proxy::body::{Body, full};
 
 /// Why an upstream attempt failed, in the classification the resilience layer decides on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -96,7 +95,7 @@ pub struct Exhausted {
 
 impl Exhausted {
     /// The most frequent classification (ties: the later one).
-    fn dominant(&self) -> Option<Class> {
+    pub fn dominant(&self) -> Option<Class> {
         let mut best: Option<(Class, usize)> = None;
         for a in &self.attempts {
             let n = self.attempts.iter().filter(|b| b.class == a.class).count();
@@ -106,6 +105,20 @@ impl Exhausted {
         }
         best.map(|(c, _)| c)
     }
+}
+
+/// Why a relayed body ended early (non-stream responses: the client sees a truncated body).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum RelayError {
+    /// The upstream connection broke.
+    #[error("upstream body failed")]
+    Upstream,
+    /// The request deadline or the stream's idle timeout passed.
+    #[error("upstream request timed out")]
+    Timeout,
+    /// One provider event was larger than the provider's `max_event_bytes`.
+    #[error("upstream event too large")]
+    EventTooLarge,
 }
 
 /// Everything that ends a request with an error response.
@@ -150,128 +163,17 @@ pub enum ProxyError {
     /// not built yet).
     #[error("model '{0}' is served by providers that do not speak this API format")]
     WrongFormat(Box<str>),
+    /// The request cannot be written in the format of the provider chosen for it.
+    #[error("cannot translate the request for {provider}: {why}")]
+    Untranslatable {
+        /// The provider's config name.
+        provider: Arc<str>,
+        /// What could not be translated.
+        why: String,
+    },
     /// Every candidate failed or was unavailable.
     #[error("{}", exhausted_message(.0))]
     Exhausted(Box<Exhausted>),
-}
-
-impl ProxyError {
-    /// The response for this error. The `match` is exhaustive on purpose: a new variant must be
-    /// given its status here.
-    #[deny(clippy::wildcard_enum_match_arm)]
-    pub fn into_response(self) -> Response<Body> {
-        let message = self.to_string();
-        let (status, kind, code, param): (StatusCode, &str, &str, Option<&str>) = match &self {
-            Self::BadRequest(e) => (StatusCode::BAD_REQUEST, "invalid_request_error", e.code(), e.param()),
-            Self::Unauthorized => {
-                (StatusCode::UNAUTHORIZED, "invalid_request_error", "invalid_api_key", None)
-            }
-            Self::UnknownModel(_) => {
-                (StatusCode::NOT_FOUND, "invalid_request_error", "model_not_found", Some("model"))
-            }
-            Self::Forbidden => (StatusCode::FORBIDDEN, "invalid_request_error", "forbidden", None),
-            Self::NoSuchPath => (StatusCode::NOT_FOUND, "invalid_request_error", "unknown_url", None),
-            Self::MethodNotAllowed(_) => {
-                (StatusCode::METHOD_NOT_ALLOWED, "invalid_request_error", "method_not_allowed", None)
-            }
-            Self::PayloadTooLarge(_) => {
-                (StatusCode::PAYLOAD_TOO_LARGE, "invalid_request_error", "request_too_large", None)
-            }
-            Self::BodyTimeout => {
-                (StatusCode::REQUEST_TIMEOUT, "invalid_request_error", "request_timeout", None)
-            }
-            Self::BodyRead => (StatusCode::BAD_REQUEST, "invalid_request_error", "body_read_error", None),
-            Self::Exhausted(e) => exhausted_status(e),
-            Self::Busy => (StatusCode::SERVICE_UNAVAILABLE, "server_error", "server_busy", None),
-            Self::WrongFormat(_) => (
-                StatusCode::BAD_REQUEST,
-                "invalid_request_error",
-                "unsupported_provider_format",
-                Some("model"),
-            ),
-            Self::Limited(r) if r.unavailable => {
-                (StatusCode::SERVICE_UNAVAILABLE, "rate_limit_error", "rate_limit_unavailable", None)
-            }
-            Self::Limited(_) => {
-                (StatusCode::TOO_MANY_REQUESTS, "rate_limit_error", "rate_limit_exceeded", None)
-            }
-        };
-        let mut resp = if let Self::Exhausted(e) = &self {
-            let body = serde_json::json!({"error": {
-                "message": message, "type": kind, "param": null, "code": code, "attempts": e.attempts,
-            }});
-            let mut r = Response::new(full(Bytes::from(body.to_string())));
-            *r.status_mut() = status;
-            r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
-            r
-        } else {
-            json_error(status, &message, kind, code, param)
-        };
-        let headers = resp.headers_mut();
-        match &self {
-            Self::Unauthorized => {
-                headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
-            }
-            Self::MethodNotAllowed(allow) => {
-                headers.insert(header::ALLOW, HeaderValue::from_static(allow));
-            }
-            Self::PayloadTooLarge(_) => {
-                // The rest of the body is never read, so the connection cannot be reused.
-                headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
-            }
-            Self::Exhausted(e)
-                if status == StatusCode::TOO_MANY_REQUESTS || status == StatusCode::SERVICE_UNAVAILABLE =>
-            {
-                // Whole seconds, rounded up, at least 1.
-                let secs = e.retry_after.map_or(1, |d| d.as_secs() + u64::from(d.subsec_nanos() > 0)).max(1);
-                headers.insert(header::RETRY_AFTER, HeaderValue::from(secs));
-            }
-            Self::Busy => {
-                headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
-            }
-            Self::Limited(r) => {
-                let d = r.retry_after;
-                let secs = (d.as_secs() + u64::from(d.subsec_nanos() > 0)).max(1);
-                headers.insert(header::RETRY_AFTER, HeaderValue::from(secs));
-                if let Ok(v) = HeaderValue::from_str(&r.limit) {
-                    headers.insert("x-tier1-limit", v);
-                }
-            }
-            Self::Exhausted(_)
-            | Self::WrongFormat(_)
-            | Self::BadRequest(_)
-            | Self::Forbidden
-            | Self::UnknownModel(_)
-            | Self::NoSuchPath
-            | Self::BodyTimeout
-            | Self::BodyRead => {}
-        }
-        resp
-    }
-}
-
-/// What the client sees when every candidate failed: 503 when none could even be tried (breakers
-/// open, keys cooling, limits full); 429 when every failure was a rate limit or overload; 504 when
-/// every attempt timed out; 502 otherwise. The code is the dominant classification.
-fn exhausted_status(e: &Exhausted) -> (StatusCode, &'static str, &'static str, Option<&'static str>) {
-    let all = |f: fn(Class) -> bool| !e.attempts.is_empty() && e.attempts.iter().all(|a| f(a.class));
-    let code = match e.dominant() {
-        None => "no_target_available",
-        Some(Class::Connect) => "upstream_unreachable",
-        Some(Class::Timeout) => "upstream_timeout",
-        Some(Class::Auth) => "upstream_auth",
-        Some(Class::Server | Class::InvalidRequest | Class::NotFound) => "upstream_error",
-        Some(c @ (Class::RateLimited | Class::Overloaded)) => c.as_str(),
-    };
-    if e.started == 0 && e.attempts.is_empty() {
-        (StatusCode::SERVICE_UNAVAILABLE, "upstream_error", code, None)
-    } else if all(|c| matches!(c, Class::RateLimited | Class::Overloaded)) {
-        (StatusCode::TOO_MANY_REQUESTS, "rate_limit_error", code, None)
-    } else if all(|c| c == Class::Timeout) {
-        (StatusCode::GATEWAY_TIMEOUT, "upstream_error", code, None)
-    } else {
-        (StatusCode::BAD_GATEWAY, "upstream_error", code, None)
-    }
 }
 
 fn exhausted_message(e: &Exhausted) -> String {
@@ -289,47 +191,6 @@ fn exhausted_message(e: &Exhausted) -> String {
     format!("all {} upstream attempts failed: {}", e.attempts.len(), list.join(", "))
 }
 
-/// Rewrites an OpenAI-shaped error response as Anthropic's
-/// (`{"type":"error","error":{"type","message"}}`), for the Anthropic-format ingress: same status,
-/// same headers, the type Anthropic uses for that status.
-pub fn anthropic_shape(resp: Response<Body>, message: &str) -> Response<Body> {
-    let kind = anthropic_error_type(resp.status().as_u16());
-    let (parts, _) = resp.into_parts();
-    let body = serde_json::json!({"type": "error", "error": {"type": kind, "message": message}});
-    let mut out = Response::from_parts(parts, full(Bytes::from(body.to_string())));
-    out.headers_mut().remove(header::CONTENT_LENGTH);
-    out
-}
-
-/// The error `type` Anthropic uses for an HTTP status.
-pub fn anthropic_error_type(status: u16) -> &'static str {
-    match status {
-        400 | 405 | 408 | 422 => "invalid_request_error",
-        401 => "authentication_error",
-        403 => "permission_error",
-        404 => "not_found_error",
-        413 => "request_too_large",
-        429 => "rate_limit_error",
-        503 | 529 => "overloaded_error",
-        _ => "api_error",
-    }
-}
-
-/// An OpenAI-shaped JSON error response.
-pub fn json_error(
-    status: StatusCode,
-    message: &str,
-    kind: &str,
-    code: &str,
-    param: Option<&str>,
-) -> Response<Body> {
-    let body = serde_json::json!({"error": {"message": message, "type": kind, "param": param, "code": code}});
-    let mut resp = Response::new(full(Bytes::from(body.to_string())));
-    *resp.status_mut() = status;
-    resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
-    resp
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -343,37 +204,5 @@ mod tests {
         assert_eq!(Class::of_status(StatusCode::FORBIDDEN), Class::Auth);
         assert_eq!(Class::of_status(StatusCode::UNPROCESSABLE_ENTITY), Class::InvalidRequest);
         assert_eq!(Class::of_status(StatusCode::REQUEST_TIMEOUT), Class::Timeout);
-    }
-
-    fn record(class: Class) -> AttemptRecord {
-        AttemptRecord {
-            provider: Arc::from("p"),
-            model: "m".into(),
-            key: Some(Arc::from("k1")),
-            class,
-            status: None,
-        }
-    }
-
-    fn exhausted(classes: &[Class], retry_after: Option<Duration>) -> Response<Body> {
-        let e = Exhausted {
-            attempts: classes.iter().map(|c| record(*c)).collect(),
-            started: classes.len() as u32,
-            retry_after,
-        };
-        ProxyError::Exhausted(Box::new(e)).into_response()
-    }
-
-    #[test]
-    fn exhausted_maps_to_the_documented_status() {
-        let r = exhausted(&[Class::RateLimited, Class::Overloaded], Some(Duration::from_millis(2100)));
-        assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS);
-        assert_eq!(r.headers()[header::RETRY_AFTER], "3");
-        assert_eq!(exhausted(&[Class::Timeout, Class::Timeout], None).status(), StatusCode::GATEWAY_TIMEOUT);
-        assert_eq!(exhausted(&[Class::Timeout, Class::Server], None).status(), StatusCode::BAD_GATEWAY);
-        assert_eq!(exhausted(&[Class::Auth], None).status(), StatusCode::BAD_GATEWAY);
-        let none = exhausted(&[], Some(Duration::from_secs(4)));
-        assert_eq!(none.status(), StatusCode::SERVICE_UNAVAILABLE);
-        assert_eq!(none.headers()[header::RETRY_AFTER], "4");
     }
 }

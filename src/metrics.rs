@@ -424,6 +424,19 @@ pub struct TargetMetrics {
     pub ttft: Histogram,
 }
 
+impl TargetMetrics {
+    /// A provider's reported usage: tokens in and out, and their cost at `costs` (USD per
+    /// million input and output tokens). The one place the cost is computed.
+    pub fn usage(&self, input: u64, output: u64, costs: (f64, f64)) {
+        self.tokens_in.inc_by(input);
+        self.tokens_out.inc_by(output);
+        let cost = (input as f64 * costs.0 + output as f64 * costs.1) / 1_000_000.0;
+        if cost > 0.0 {
+            self.cost.inc_by(cost);
+        }
+    }
+}
+
 impl Metrics {
     /// The per-target handles for `provider` and a bounded `model` label.
     pub fn target(&self, provider: &str, model: &str) -> TargetMetrics {

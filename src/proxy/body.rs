@@ -346,12 +346,7 @@ impl Tap {
     pub(crate) fn finish(&mut self, known: Option<Option<(u64, u64)>>) -> Option<(u64, u64)> {
         self.metrics.duration.observe(self.start.elapsed().as_secs_f64());
         let (input, output) = known.unwrap_or_else(|| usage(&self.tail.bytes()))?;
-        self.metrics.tokens_in.inc_by(input);
-        self.metrics.tokens_out.inc_by(output);
-        let cost = (input as f64 * self.costs.0 + output as f64 * self.costs.1) / 1_000_000.0;
-        if cost > 0.0 {
-            self.metrics.cost.inc_by(cost);
-        }
+        self.metrics.usage(input, output, self.costs);
         Some((input, output))
     }
 }

@@ -9,10 +9,11 @@ use http::{HeaderValue, Request, Response};
 use hyper::body::Incoming;
 
 use super::AppState;
-use super::attempt::{self, Candidate, Job, WonBody};
+use super::attempt::{self, Answer, Candidate, Job, Success, WonBody};
 use super::body::{Body, RouteLabel, full, read_limited};
 use super::handler::RequestCtx;
 use super::headers;
+use super::respond::{self, Dialect};
 use crate::config::ProviderKind;
 use crate::error::{Class, ProxyError};
 use crate::json::{self, Schema};
@@ -128,29 +129,28 @@ pub async fn forward(
     let result = attempt::run(&job, &cands, budget, hedge_after).await;
     ctx.attempts = job.started.load(Ordering::Acquire);
     ctx.waited += std::time::Duration::from_nanos(job.waited.load(Ordering::Relaxed));
-    let won = match result {
-        Ok(won) => won,
+    let answered = match result {
+        Ok(answered) => answered,
         Err(e) => {
             // Nothing was consumed: the token estimate goes back.
             ticket.settle(Some(0));
             return Err(ProxyError::Exhausted(Box::new(e)));
         }
     };
-    ctx.provider = Some(won.provider);
-    ctx.model = won.model;
-    let reason = won.fallback_reason.map(Class::as_str);
-    let body = match won.body {
-        WonBody::Full(bytes) => {
+    ctx.provider = Some(answered.provider);
+    ctx.model = answered.model;
+    let reason = answered.fallback_reason.map(Class::as_str);
+    let (status, headers, body) = match answered.answer {
+        Answer::Success(Success { status, headers, body: WonBody::Full(bytes), tokens, .. }) => {
             // A translated answer's tokens are what the provider reported (none reported: the
-            // estimate stands); an error body consumed nothing.
-            let used = won.tokens.map(|(i, o)| i + o);
-            ticket.settle(if won.status.is_success() { used } else { Some(0) });
+            // estimate stands).
+            ticket.settle(tokens.map(|(i, o)| i + o));
             if let Some(r) = ctx.record.as_mut() {
-                r.tokens = won.tokens;
+                r.tokens = tokens;
             }
-            full(bytes)
+            (status, headers, full(bytes))
         }
-        WonBody::Relay(relay) => {
+        Answer::Success(Success { status, headers, body: WonBody::Relay(relay), ttft, .. }) => {
             let mut record = ctx.record.take();
             if let Some(r) = record.as_mut() {
                 r.route = ctx.route.clone();
@@ -158,19 +158,36 @@ pub async fn forward(
                 if stream {
                     r.detach();
                 }
-                r.status = won.status.as_u16();
+                r.status = status.as_u16();
                 r.provider = ctx.provider.clone();
                 r.model = ctx.model.clone();
                 r.attempts = ctx.attempts;
                 r.fallback_reason = reason;
-                r.ttft = won.ttft;
+                r.ttft = ttft;
             }
-            Body::new(relay.record(record).ticket(ticket))
+            (status, headers, Body::new(relay.record(record).ticket(ticket)))
+        }
+        // An error body consumed nothing.
+        Answer::CallerFault { status, headers, body } => {
+            ticket.settle(Some(0));
+            if let Some(r) = ctx.record.as_mut() {
+                r.tokens = None;
+            }
+            (status, headers, full(body))
+        }
+        Answer::Untranslatable { provider, why } => {
+            ticket.settle(Some(0));
+            if let Some(r) = ctx.record.as_mut() {
+                r.tokens = None;
+            }
+            let (parts, body) =
+                respond::error(&ProxyError::Untranslatable { provider, why }, Dialect::of(op)).into_parts();
+            (parts.status, parts.headers, body)
         }
     };
     let mut resp = Response::new(body);
-    *resp.status_mut() = won.status;
-    *resp.headers_mut() = won.headers;
+    *resp.status_mut() = status;
+    *resp.headers_mut() = headers;
     if let Some(reason) = reason {
         resp.headers_mut().insert(X_TIER1_FALLBACK_REASON, HeaderValue::from_static(reason));
     }

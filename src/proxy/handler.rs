@@ -1,6 +1,6 @@
-//! Endpoint dispatch. [`handle`] wraps [`handle_inner`] and is the one place where a
-//! [`ProxyError`] becomes a response; it also sets the headers every answer carries
-//! (`x-request-id`, `x-tier1-*`) and counts the request.
+//! Endpoint dispatch. [`handle`] wraps [`handle_inner`] and is where a [`ProxyError`] becomes
+//! a response (rendered by [`super::respond`] in the client's format); it also sets the headers
+//! every answer carries (`x-request-id`, `x-tier1-*`) and counts the request.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -13,6 +13,7 @@ use super::AppState;
 use super::body::{Body, RequestRecord, RouteLabel, full};
 use super::forward;
 use super::headers::{self, X_TIER1_ATTEMPTS, X_TIER1_MODEL, X_TIER1_PROVIDER};
+use super::respond::{self, Dialect};
 use crate::error::ProxyError;
 use crate::metrics::status_class;
 use crate::providers::Operation;
@@ -179,14 +180,10 @@ pub async fn handle(
             if matches!(e, ProxyError::Exhausted(_)) {
                 tracing::warn!(request_id = ?ctx.request_id, error = %e, "request failed upstream");
             }
-            let message = e.to_string();
-            let resp = e.into_response();
             // An Anthropic-format client gets Anthropic's error shape, same status.
-            if endpoint == Some(Endpoint::Messages) {
-                crate::error::anthropic_shape(resp, &message)
-            } else {
-                resp
-            }
+            let dialect =
+                if endpoint == Some(Endpoint::Messages) { Dialect::Anthropic } else { Dialect::OpenAi };
+            respond::error(&e, dialect)
         }
     };
     if let Some(label) = label {

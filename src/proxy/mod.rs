@@ -7,6 +7,7 @@ pub mod forward;
 pub mod handler;
 pub mod headers;
 pub mod relay;
+pub mod respond;
 pub mod server;
 pub mod sse;
 

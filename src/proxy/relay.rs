@@ -26,43 +26,12 @@ use http_body::{Body as _, Frame, SizeHint};
 use tokio::time::Instant;
 
 use super::body::{BodyError, RequestRecord, Tap};
+use super::respond::{self, Dialect};
 use crate::config::StreamRedactor;
+pub use crate::error::RelayError;
 use crate::providers::UpstreamBody;
 use crate::ratelimit::Ticket;
 use crate::translate::StreamTranslator;
-
-/// Why a relayed body ended early (non-stream responses: the client sees a truncated body).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-pub enum RelayError {
-    /// The upstream connection broke.
-    #[error("upstream body failed")]
-    Upstream,
-    /// The request deadline or the stream's idle timeout passed.
-    #[error("upstream request timed out")]
-    Timeout,
-    /// One provider event was larger than the provider's `max_event_bytes`.
-    #[error("upstream event too large")]
-    EventTooLarge,
-}
-
-/// The SSE error event that ends a broken stream.
-fn error_event(err: RelayError, anthropic: bool) -> Vec<u8> {
-    let (message, code) = match err {
-        RelayError::Upstream => {
-            ("upstream stream ended before the answer was complete", "upstream_stream_error")
-        }
-        RelayError::Timeout => ("upstream stream timed out", "upstream_timeout"),
-        RelayError::EventTooLarge => {
-            ("upstream sent an event larger than the configured limit", "upstream_event_too_large")
-        }
-    };
-    if anthropic {
-        let v = serde_json::json!({"type": "error", "error": {"type": "api_error", "message": message}});
-        return format!("event: error\ndata: {v}\n\n").into_bytes();
-    }
-    let v = serde_json::json!({"error": {"message": message, "type": "upstream_error", "param": null, "code": code}});
-    format!("data: {v}\n\n").into_bytes()
-}
 
 /// What a poll of the relay gives hyper.
 type Polled = Poll<Option<Result<Frame<Bytes>, BodyError>>>;
@@ -236,8 +205,8 @@ pub struct Relay {
     // Bytes read before the stream committed (or a non-stream answer's first), sent first.
     prefix: Option<Bytes>,
     stream: bool,
-    // The stream speaks Anthropic's event format (its error event differs).
-    anthropic: bool,
+    // The client's format, for the error event that ends a broken stream.
+    dialect: Dialect,
     done: bool,
 }
 
@@ -261,7 +230,7 @@ impl Relay {
             idle_timeout: None,
             prefix: None,
             stream,
-            anthropic: false,
+            dialect: Dialect::OpenAi,
             done: false,
         }
     }
@@ -299,7 +268,7 @@ impl Relay {
 
     /// Ends a broken stream with Anthropic's `event: error` instead of OpenAI's error chunk.
     pub fn anthropic(mut self) -> Self {
-        self.anthropic = true;
+        self.dialect = Dialect::Anthropic;
         self
     }
 
@@ -374,7 +343,7 @@ impl Relay {
             return Poll::Ready(Some(Err(Box::new(err))));
         }
         let mut out = held.to_vec();
-        out.extend_from_slice(&error_event(err, self.anthropic));
+        out.extend_from_slice(&respond::stream_error(err, self.dialect));
         Poll::Ready(Some(Ok(Frame::data(Bytes::from(out)))))
     }
 

@@ -24,9 +24,14 @@ impl RetryPolicy {
     /// Full-jitter delay before retry number `retry` (1 for the first retry): uniform in
     /// `[0, min(max_backoff, backoff * 2^(retry-1))]`.
     pub fn delay(&self, retry: u32) -> Duration {
+        self.delay_with(retry, &mut fastrand::Rng::new())
+    }
+
+    /// [`Self::delay`] with the caller's random source (a seeded one in tests).
+    pub fn delay_with(&self, retry: u32, rng: &mut fastrand::Rng) -> Duration {
         let ceiling =
             self.backoff.saturating_mul(1u32 << retry.saturating_sub(1).min(16)).min(self.max_backoff);
-        ceiling.mul_f64(fastrand::f64())
+        ceiling.mul_f64(rng.f64())
     }
 }
 

@@ -246,11 +246,25 @@ pub fn response(openai: &[u8], model: &str) -> Result<(Bytes, Option<(u64, u64)>
     Ok((Bytes::from(out.to_string()), usage.map(|(i, o, c)| (i + c, o))))
 }
 
+/// The error `type` Anthropic uses for an HTTP status.
+pub fn anthropic_error_type(status: u16) -> &'static str {
+    match status {
+        400 | 405 | 408 | 422 => "invalid_request_error",
+        401 => "authentication_error",
+        403 => "permission_error",
+        404 => "not_found_error",
+        413 => "request_too_large",
+        429 => "rate_limit_error",
+        503 | 529 => "overloaded_error",
+        _ => "api_error",
+    }
+}
+
 /// An OpenAI error body → an Anthropic-shaped one (same message).
 pub fn error(openai: &[u8], status: u16) -> Bytes {
     let v: Value = serde_json::from_slice(openai).unwrap_or(Value::Null);
     let message = v.pointer("/error/message").and_then(Value::as_str).unwrap_or("upstream error");
-    let kind = crate::error::anthropic_error_type(status);
+    let kind = anthropic_error_type(status);
     Bytes::from(json!({"type": "error", "error": {"type": kind, "message": message}}).to_string())
 }
 

@@ -1,0 +1,207 @@
+//! One attempt, in order: the breakers' gates, the concurrency permits, the encoding (the
+//! request translated for the provider's format, or the model spliced into the client's bytes),
+//! the send, and the answer's classification; then what the outcome teaches ([`super::outcome`])
+//! and the client's answer ([`super::answer`]).
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{StatusCode, header};
+use tokio::sync::OwnedSemaphorePermit;
+use tokio::time::Instant;
+
+use super::answer::{self, Carried, Committed, Deadlines};
+use super::outcome::{self, Gates};
+use super::read::{encoded, first_frame, is_sse, precommit};
+use super::{Attempted, Candidate, Failure, Job};
+use crate::error::Class;
+use crate::providers::{Call, Key, SendError, UpstreamBody};
+use crate::resilience::{KeyState, TargetState, parse_retry_after};
+
+/// In-flight counts and concurrency permits of one attempt; moves into the relayed body so they
+/// last as long as the stream.
+struct AttemptGuard {
+    target: Arc<TargetState>,
+    key: Option<Arc<KeyState>>,
+    _permits: [Option<OwnedSemaphorePermit>; 2],
+}
+
+impl AttemptGuard {
+    fn new(
+        target: Arc<TargetState>,
+        key: Option<Arc<KeyState>>,
+        permits: [Option<OwnedSemaphorePermit>; 2],
+    ) -> Self {
+        target.inflight.fetch_add(1, Ordering::AcqRel);
+        if let Some(k) = &key {
+            k.inflight.fetch_add(1, Ordering::AcqRel);
+        }
+        Self { target, key, _permits: permits }
+    }
+}
+
+impl Drop for AttemptGuard {
+    fn drop(&mut self) {
+        self.target.inflight.fetch_sub(1, Ordering::AcqRel);
+        if let Some(k) = &self.key {
+            k.inflight.fetch_sub(1, Ordering::AcqRel);
+        }
+    }
+}
+
+/// What the provider's answer was, once read as far as tier1 must before deciding.
+enum Exchanged {
+    /// A success, read to its commit point.
+    Success(Committed),
+    /// The caller's fault (400, 404, 409, 422...): the body is still unread.
+    CallerFault { status: StatusCode, headers: http::HeaderMap, body: UpstreamBody, class: Class },
+    /// A failure to learn from and maybe retry.
+    Failed(Failure),
+}
+
+/// One attempt on `c` with the key at `key_index`.
+pub(super) async fn attempt<'a>(
+    job: &'a Job<'a>,
+    c: &'a Candidate<'a>,
+    key_index: Option<usize>,
+) -> Attempted {
+    let p = c.provider;
+    let key = key_index.and_then(|i| p.keys.get(i));
+    let gates = match Gates::admit(c, job.clock.now()) {
+        Ok(gates) => gates,
+        Err(available_in) => return Attempted::Skipped(available_in),
+    };
+    let Some(permits) = permits(job, c, key).await else {
+        return Attempted::Skipped(Some(Duration::from_secs(1)));
+    };
+    job.started.fetch_add(1, Ordering::AcqRel);
+    let guard = AttemptGuard::new(Arc::clone(&c.target), key.map(|k| k.state.clone()), permits);
+    let key_ticket =
+        key.map(|k| job.limiter.charge_key(&job.live.limits, &p.name, &k.name, c.model, job.tokens));
+    let start = Instant::now();
+    let total = start + p.request_timeout;
+    let at = Deadlines { start, total, first_byte: (start + p.first_byte_timeout).min(total) };
+    // A provider of another format gets the request translated (to Anthropic or Gemini).
+    let translated = match p.dialect(job.operation) {
+        Some(d) => match d.request(job.operation, job.body, c.deployment, p.default_max_tokens, job.stream) {
+            Ok(t) => Some(t),
+            Err(e) => return answer::untranslatable(c, e.0),
+        },
+        None => None,
+    };
+    let call = Call {
+        operation: translated.as_ref().map_or(job.operation, |t| t.dialect.operation(job.operation)),
+        body: match &translated {
+            Some(t) => t.body.clone(),
+            None => job.scanned.splice(job.body, c.model, job.force_stream),
+        },
+        stream: job.stream,
+        request_id: job.request_id,
+        correlation_id: job.correlation_id,
+        deadline: at.first_byte,
+        key,
+        deployment: c.deployment,
+    };
+    let sent = Instant::now();
+    let response = p.send(call).await;
+    job.waited(sent);
+    let exchanged = classify(job, c, response, translated.is_some(), at).await;
+    let now = job.clock.now();
+    match exchanged {
+        Exchanged::Success(ok) => {
+            let first = start.elapsed();
+            let streaming = job.stream || is_sse(&ok.headers);
+            let metrics = outcome::succeeded(job, c, key, gates, first, streaming, now);
+            let carried = Carried { metrics, translated, guard: Box::new(guard), key_ticket };
+            answer::success(job, c, ok, carried, first, at).await
+        }
+        Exchanged::CallerFault { status, headers, body, class } => {
+            outcome::caller_fault(job, c, gates, class, now);
+            answer::caller_fault(job, c, status, &headers, body, translated.as_ref(), total).await
+        }
+        Exchanged::Failed(f) => {
+            outcome::failed(job, c, key, gates, &f, start, now);
+            drop(guard);
+            Attempted::Failed(f)
+        }
+    }
+}
+
+/// The provider's and the key's concurrency permits, each waited for up to the provider's
+/// `queue_timeout`; `None` when one did not come in time.
+async fn permits(
+    job: &Job<'_>,
+    c: &Candidate<'_>,
+    key: Option<&Key>,
+) -> Option<[Option<OwnedSemaphorePermit>; 2]> {
+    let p = c.provider;
+    let mut permits = [None, None];
+    let limits = [p.limit.as_ref(), key.and_then(|k| k.limit.as_ref())];
+    for (slot, limit) in limits.into_iter().enumerate() {
+        if let Some(limit) = limit {
+            let since = Instant::now();
+            let permit = limit.acquire(p.queue_timeout).await;
+            job.metrics.queue_wait.observe(since.elapsed().as_secs_f64());
+            job.waited(since);
+            permits[slot] = Some(permit?);
+        }
+    }
+    Some(permits)
+}
+
+/// Reads the answer as far as the decision needs: a stream to its commit point, a body to its
+/// first bytes, an error's status and `Retry-After`.
+async fn classify(
+    job: &Job<'_>,
+    c: &Candidate<'_>,
+    response: Result<http::Response<UpstreamBody>, SendError>,
+    translated: bool,
+    at: Deadlines,
+) -> Exchanged {
+    let failure = |class, status, retry_after| Exchanged::Failed(Failure { class, status, retry_after });
+    let resp = match response {
+        Err(SendError::Connect) => return failure(Class::Connect, None, None),
+        Err(SendError::Timeout) => return failure(Class::Timeout, None, None),
+        Err(SendError::Failed) => return failure(Class::Server, None, None),
+        Ok(resp) => resp,
+    };
+    let p = c.provider;
+    let (parts, body) = resp.into_parts();
+    let status = parts.status;
+    if status.is_success() {
+        let sse = is_sse(&parts.headers);
+        let since = Instant::now();
+        let committed = if encoded(&parts.headers) && (job.stream || sse || translated) {
+            // tier1 must read this body (see `encoded`).
+            Err(Class::Server)
+        } else if job.stream && sse {
+            precommit(body, at.first_byte, p.idle_timeout, at.total).await
+        } else if !translated {
+            // The first bytes before the answer goes out: a body that fails before any is a
+            // failed attempt (retried, or a 502), not a 200 cut to nothing.
+            first_frame(body, (Instant::now() + p.idle_timeout).min(at.total)).await
+        } else {
+            Ok((Bytes::new(), body))
+        };
+        job.waited(since);
+        return match committed {
+            Ok((held, rest)) => Exchanged::Success(Committed { status, headers: parts.headers, held, rest }),
+            Err(class) => failure(class, Some(status), None),
+        };
+    }
+    let class = match Class::of_status(status) {
+        // An error body passed on is redacted first, which needs it readable.
+        Class::InvalidRequest | Class::NotFound if encoded(&parts.headers) => Class::Server,
+        class => class,
+    };
+    let retry_after =
+        parts.headers.get(header::RETRY_AFTER).and_then(|v| v.to_str().ok()).and_then(|v| {
+            parse_retry_after(v, std::time::SystemTime::now(), job.live.resilience.cooldown.max)
+        });
+    if matches!(class, Class::InvalidRequest | Class::NotFound) {
+        return Exchanged::CallerFault { status, headers: parts.headers, body, class };
+    }
+    failure(class, Some(status), retry_after)
+}

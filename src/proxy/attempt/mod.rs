@@ -1,0 +1,226 @@
+//! The attempt loop: try a request's candidates (the route's targets in strategy order, then any
+//! request-level fallbacks) until one answers.
+//!
+//! - **Per target**, up to `retry.attempts` tries with full-jitter backoff; a `Retry-After` is
+//!   honoured up to `max_backoff`, beyond which tier1 moves on instead of waiting.
+//! - **Keys first**: a key-scoped failure (429, 401, 403) tries another key of the same provider
+//!   before another target, without spending a try.
+//! - **Skips, not waits**: an open breaker, a cooling key or model, or a full concurrency limit
+//!   skips the target at once.
+//! - **Budget**: every attempt after the first (retries, fallbacks, hedges) spends from the
+//!   route's retry budget; an empty budget ends the loop.
+//! - **Hedging**: with `hedge_after`, if no first byte arrived by then, the next candidate starts
+//!   in parallel; the first to commit wins and the other is dropped (its connection closes).
+//! - **Commit**: a stream counts as answered at its first content, tool call or finish reason;
+//!   until then any failure (status, error event, close, idle timeout) is retried invisibly.
+//! - **Cancellation**: every attempt is a future owned by the request; a client that leaves drops
+//!   them all, and with them their upstream connections. Nothing is spawned.
+
+//!
+//! The files, in the order one attempt meets them: [`plan`] (which candidate and key next, and
+//! how long to wait: pure), [`run`] (the loop and hedging), [`exchange`] (gates, permits,
+//! encoding, the send and the answer's classification), [`read`] (reading an answer up to its
+//! commit point), [`outcome`] (what an attempt teaches: breakers, cooldowns, the other replicas,
+//! metrics), [`answer`] (the client's answer: a relay, a whole translation, a caller-fault body).
+
+mod answer;
+mod exchange;
+mod outcome;
+mod plan;
+mod read;
+mod run;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderMap, HeaderValue, StatusCode};
+use tokio::time::Instant;
+
+pub use run::run;
+
+use super::relay::Relay;
+use crate::error::Class;
+use crate::json::Scanned;
+use crate::metrics::Metrics;
+use crate::providers::{Operation, Provider};
+use crate::ratelimit::Limiter;
+use crate::resilience::{Clock, RetryPolicy, TargetState};
+use crate::shared::Shared;
+use crate::snapshot::Live;
+
+/// Largest upstream error body read to pass on, and largest stream prefix held before commit.
+const MAX_HELD: usize = 1024 * 1024;
+
+/// One target to try.
+pub struct Candidate<'a> {
+    /// The provider.
+    pub provider: &'a Provider,
+    /// The upstream model name.
+    pub model: &'a str,
+    /// The target's breaker, cooldown, latency and in-flight count (owned for a made-up direct
+    /// model, whose state lives in a bounded map).
+    pub target: std::borrow::Cow<'a, Arc<TargetState>>,
+    /// Tries and backoff for this target.
+    pub policy: RetryPolicy,
+    /// The model as a metric label: configured model names only, else `other`.
+    pub model_label: &'a str,
+    /// USD per million input and output tokens.
+    pub costs: (f64, f64),
+    /// Azure deployment (the model elsewhere).
+    pub deployment: &'a str,
+}
+
+impl Candidate<'_> {
+    /// Time until this target can be used, if it cannot be now (breaker, model cooldown, keys).
+    pub fn unavailable(&self, now: u64) -> Option<Duration> {
+        self.blocked(now).or_else(|| self.keys_cooling(now))
+    }
+
+    /// Time until the breakers or the model cooldown let it through, if they block it now.
+    fn blocked(&self, now: u64) -> Option<Duration> {
+        let p = self.provider;
+        if p.state.breaker.blocks(now) {
+            return Some(p.state.breaker.remaining(now).unwrap_or_default());
+        }
+        if self.target.breaker.blocks(now) {
+            return Some(self.target.breaker.remaining(now).unwrap_or_default());
+        }
+        self.target.cooldown.remaining(now)
+    }
+
+    /// When every key that serves the model is cooling: time until the first comes back.
+    fn keys_cooling(&self, now: u64) -> Option<Duration> {
+        let mut soonest: Option<Duration> = None;
+        for k in self.provider.keys.iter().filter(|k| k.serves(self.model)) {
+            let left = k.state.cooldown.remaining(now)?;
+            soonest = Some(soonest.map_or(left, |s| s.min(left)));
+        }
+        // No key serves this model at all: unusable, with no time to wait for.
+        if soonest.is_none() && !self.provider.keys.is_empty() {
+            return Some(Duration::ZERO);
+        }
+        soonest
+    }
+}
+
+/// What every attempt of one request shares.
+pub struct Job<'a> {
+    /// The snapshot.
+    pub live: &'a Live,
+    /// Chat or embeddings.
+    pub operation: Operation,
+    /// Whether the client gets SSE.
+    pub stream: bool,
+    /// Whether `"stream":true` must be added (the client asked through `Accept` only).
+    pub force_stream: bool,
+    /// The scanned request body.
+    pub scanned: &'a Scanned,
+    /// The request body as received.
+    pub body: &'a Bytes,
+    /// Forwarded ids.
+    pub request_id: &'a HeaderValue,
+    /// Forwarded correlation id.
+    pub correlation_id: Option<&'a HeaderValue>,
+    /// The gates' clock.
+    pub clock: Clock,
+    /// Attempts that reached the upstream (hedges included): `x-tier1-attempts`.
+    pub started: AtomicU32,
+    /// Metrics.
+    pub metrics: &'a Metrics,
+    /// The route label of the request.
+    pub route: &'a str,
+    /// Nanoseconds spent waiting on upstreams, backoff and queues (for the overhead metric).
+    pub waited: AtomicU64,
+    /// Rate-limit counters (provider keys' own quotas).
+    pub limiter: &'a Arc<Limiter>,
+    /// Shared state: cooldowns and breaker openings go to the other replicas.
+    pub shared: &'a Shared,
+    /// The request's token estimate.
+    pub tokens: u64,
+}
+
+impl Job<'_> {
+    /// Counts the time since `since` as spent waiting (not tier1's overhead).
+    fn waited(&self, since: Instant) {
+        self.waited.fetch_add(crate::resilience::clock::nanos(since.elapsed()), Ordering::Relaxed);
+    }
+}
+
+/// How the attempt loop ended, short of exhausting every candidate: with what the client gets,
+/// and who gave it.
+pub struct Answered {
+    /// `x-tier1-provider`.
+    pub provider: HeaderValue,
+    /// `x-tier1-model`.
+    pub model: Option<HeaderValue>,
+    /// Classification of the first failure before this answer, if any.
+    pub fallback_reason: Option<Class>,
+    /// What the client gets.
+    pub answer: Answer,
+}
+
+/// What the client gets from the attempt that ended the loop.
+pub enum Answer {
+    /// A provider's success.
+    Success(Success),
+    /// The provider refused the request as the caller's fault (400, 404, 409, 422...): its error
+    /// body goes to the client, redacted and in the client's format; the provider stays healthy.
+    CallerFault {
+        /// The provider's status.
+        status: StatusCode,
+        /// Upstream headers the client may see.
+        headers: HeaderMap,
+        /// The provider's error body.
+        body: Bytes,
+    },
+    /// The request cannot be written in the provider's format (the caller's fault too).
+    Untranslatable {
+        /// The provider's config name.
+        provider: Arc<str>,
+        /// What could not be translated.
+        why: String,
+    },
+}
+
+/// A provider's success, on its way to the client.
+pub struct Success {
+    /// Status to send.
+    pub status: StatusCode,
+    /// Upstream headers the client may see.
+    pub headers: HeaderMap,
+    /// The body.
+    pub body: WonBody,
+    /// Time to the first content chunk (streams).
+    pub ttft: Option<Duration>,
+    /// Tokens in and out, for an answer read and translated whole (a relayed body reports its
+    /// own when it ends).
+    pub tokens: Option<(u64, u64)>,
+}
+
+/// A success's body: relayed, or read and translated whole.
+pub enum WonBody {
+    /// Streamed from the upstream.
+    Relay(Box<Relay>),
+    /// An answer translated whole.
+    Full(Bytes),
+}
+
+/// What one attempt gave the loop.
+enum Attempted {
+    /// It ends the loop (see [`Answer`]).
+    Answered(Box<Answered>),
+    /// It failed; the planner decides what comes next.
+    Failed(Failure),
+    /// Not started: breaker, limit. Carries when it may be available.
+    Skipped(Option<Duration>),
+}
+
+/// A failed attempt, as the planner and the client's error body see it.
+#[derive(Debug, Clone, Copy)]
+struct Failure {
+    class: Class,
+    status: Option<StatusCode>,
+    retry_after: Option<Duration>,
+}

@@ -1,0 +1,221 @@
+//! What an attempt's outcome teaches the router: the breakers' verdicts, a key's or a target's
+//! rest, the same shared with the other replicas, and the metrics of retries, fallbacks, hedges
+//! and upstream calls.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use super::{Candidate, Failure, Job};
+use crate::error::{AttemptRecord, Class};
+use crate::metrics::{MODEL_OTHER, TARGET_PROVIDER, TargetMetrics};
+use crate::providers::{Key, Provider};
+use crate::ratelimit::unix_ms;
+use crate::resilience::{Admission, Breaker, BreakerState};
+use crate::shared;
+
+/// A breaker's admission of one attempt; returns a half-open trial unless an outcome was
+/// recorded.
+pub(super) struct Probe<'a> {
+    breaker: &'a Breaker,
+    trial: bool,
+}
+
+impl<'a> Probe<'a> {
+    /// Admits an attempt through `breaker` at `now`, or says how long it stays closed to it.
+    pub(super) fn admit(breaker: &'a Breaker, now: u64) -> Result<Self, Option<Duration>> {
+        match breaker.admit(now) {
+            Admission::Denied => Err(breaker.remaining(now)),
+            a => Ok(Self { breaker, trial: a == Admission::Probe }),
+        }
+    }
+
+    fn record(mut self, now: u64, ok: bool) -> Option<BreakerState> {
+        let change = self.breaker.record(now, ok, self.trial);
+        self.trial = false;
+        change
+    }
+}
+
+impl Drop for Probe<'_> {
+    fn drop(&mut self) {
+        if self.trial {
+            self.breaker.release_probe();
+        }
+    }
+}
+
+/// The provider's and the target's breakers, both admitting one attempt.
+pub(super) struct Gates<'a> {
+    provider: Probe<'a>,
+    target: Probe<'a>,
+}
+
+impl<'a> Gates<'a> {
+    /// Both breakers' admission, the provider's first.
+    pub(super) fn admit(c: &'a Candidate<'a>, now: u64) -> Result<Self, Option<Duration>> {
+        let provider = Probe::admit(&c.provider.state.breaker, now)?;
+        let target = Probe::admit(&c.target.breaker, now)?;
+        Ok(Self { provider, target })
+    }
+
+    /// Records the outcome on both breakers.
+    fn record(self, job: &Job<'_>, c: &Candidate<'_>, now: u64, ok: bool) {
+        gate(job, c.provider, self.provider, TARGET_PROVIDER, now, ok);
+        gate(job, c.provider, self.target, c.model_label, now, ok);
+    }
+}
+
+/// A retry starts after `last` failed.
+pub(super) fn retried(job: &Job<'_>, last: &AttemptRecord) {
+    job.metrics.retries_total.with_label_values(&[&last.provider, last.class.as_str()]).inc();
+}
+
+/// The loop ends with `c`'s answer: a fallback when something failed first, and which side of
+/// a hedge won (`hedge`: `Some(true)` when the hedge did).
+pub(super) fn answered(job: &Job<'_>, c: &Candidate<'_>, first: Option<&AttemptRecord>, hedge: Option<bool>) {
+    if let Some(first) = first {
+        job.metrics
+            .fallbacks_total
+            .with_label_values(&[job.route, &first.provider, &c.provider.name, first.class.as_str()])
+            .inc();
+    }
+    if let Some(hedge) = hedge {
+        let w = if hedge { "hedge" } else { "primary" };
+        job.metrics.hedges_total.with_label_values(&[job.route, w]).inc();
+    }
+}
+
+/// A success: healthy breakers, the key's strikes forgiven, the latency learnt. Returns the
+/// target's metrics for the answer's own (duration, tokens, cost).
+pub(super) fn succeeded(
+    job: &Job<'_>,
+    c: &Candidate<'_>,
+    key: Option<&Key>,
+    gates: Gates<'_>,
+    first: Duration,
+    streaming: bool,
+    now: u64,
+) -> Arc<TargetMetrics> {
+    c.target.ewma.observe(first);
+    gates.record(job, c, now, true);
+    if let Some(k) = key {
+        k.state.cooldown.reset();
+    }
+    let metrics = c.target.metrics(job.metrics, &c.provider.name, c.model_label);
+    metrics.success.inc();
+    if streaming {
+        metrics.ttft.observe(first.as_secs_f64());
+    }
+    metrics.clone()
+}
+
+/// The caller's fault: the provider is healthy; its answer goes to the client.
+pub(super) fn caller_fault(job: &Job<'_>, c: &Candidate<'_>, gates: Gates<'_>, class: Class, now: u64) {
+    gates.record(job, c, now, true);
+    job.metrics
+        .upstream_requests_total
+        .with_label_values(&[&c.provider.name, c.model_label, class.as_str()])
+        .inc();
+}
+
+/// A failure: counted, and the key, the target or the breakers take the blame its class puts
+/// on them.
+pub(super) fn failed(
+    job: &Job<'_>,
+    c: &Candidate<'_>,
+    key: Option<&Key>,
+    gates: Gates<'_>,
+    f: &Failure,
+    start: Instant,
+    now: u64,
+) {
+    let (p, cfg) = (c.provider, &job.live.resilience.cooldown);
+    job.metrics.upstream_requests_total.with_label_values(&[&p.name, c.model_label, f.class.as_str()]).inc();
+    job.metrics
+        .upstream_duration
+        .with_label_values(&[&p.name, c.model_label])
+        .observe(start.elapsed().as_secs_f64());
+    let rested = |k: &Key| {
+        job.metrics.key_cooldowns_total.with_label_values(&[&p.name, &k.name, f.class.as_str()]).inc();
+    };
+    match f.class {
+        // Key-scoped: the key rests; the breaker is not concerned (trials are returned).
+        Class::RateLimited => match key {
+            Some(k) => {
+                let d = k.state.cooldown.strike(now, cfg, f.retry_after);
+                rested(k);
+                share_key(job, p, k, d);
+            }
+            None => {
+                let d = c.target.cooldown.strike(now, cfg, f.retry_after);
+                share_target(job, c, d);
+            }
+        },
+        Class::Auth => {
+            if let Some(k) = key {
+                k.state.cooldown.cool_for(now, cfg.on_auth_error);
+                rested(k);
+                share_key(job, p, k, cfg.on_auth_error);
+                tracing::warn!(provider = %p.name, key = %k.name, "provider refused the key; cooling it");
+            }
+        }
+        Class::Overloaded | Class::Server | Class::Timeout | Class::Connect => {
+            if f.class == Class::Overloaded
+                && let Some(ra) = f.retry_after
+            {
+                c.target.cooldown.cool_for(now, ra.min(cfg.max));
+                share_target(job, c, ra.min(cfg.max));
+            }
+            gates.record(job, c, now, false);
+        }
+        Class::InvalidRequest | Class::NotFound => {}
+    }
+}
+
+/// Records an outcome on a breaker, counts the transition it caused, and shares an opening.
+fn gate(job: &Job<'_>, p: &Provider, probe: Probe<'_>, target: &str, now: u64, ok: bool) {
+    let breaker = probe.breaker;
+    if let Some(to) = probe.record(now, ok) {
+        job.metrics.breaker_transitions_total.with_label_values(&[&p.name, to.as_str()]).inc();
+        tracing::warn!(provider = %p.name, target, to = to.as_str(), "circuit breaker changed state");
+        // A made-up direct model's state is its own and this replica's (see `DirectTargets`).
+        if to == BreakerState::Open
+            && target != MODEL_OTHER
+            && let Some(left) = breaker.remaining(now)
+        {
+            job.shared.publish(shared::Event::BreakerOpen {
+                provider: p.name.to_string(),
+                target: target.to_owned(),
+                until_ms: until(left),
+            });
+        }
+    }
+}
+
+/// The wall-clock end of a rest of `left`, as the other replicas read it.
+fn until(left: Duration) -> u64 {
+    unix_ms() + u64::try_from(left.as_millis()).unwrap_or(0)
+}
+
+fn share_key(job: &Job<'_>, p: &Provider, k: &Key, rest: Duration) {
+    job.shared.publish(shared::Event::KeyCooldown {
+        provider: p.name.to_string(),
+        key: k.name.to_string(),
+        until_ms: until(rest),
+    });
+}
+
+fn share_target(job: &Job<'_>, c: &Candidate<'_>, rest: Duration) {
+    // A made-up direct model's rest is its own and this replica's (see `DirectTargets`): sent
+    // as "(direct)", it would rest every made-up model of the provider on the other replicas.
+    if c.model_label == MODEL_OTHER {
+        return;
+    }
+    job.shared.publish(shared::Event::TargetCooldown {
+        provider: c.provider.name.to_string(),
+        model: c.model.to_owned(),
+        until_ms: until(rest),
+    });
+}

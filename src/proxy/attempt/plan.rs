@@ -1,0 +1,195 @@
+//! The planner: which candidate and key to try next, and how long to wait first. Pure: the
+//! clock's `now` comes with every call, the random source is its own, and whether a key's own
+//! rate limit has room is a predicate given at creation, so it is tested without a network, a
+//! limiter or a runtime.
+
+use std::time::Duration;
+
+use super::{Candidate, Failure};
+use crate::error::Class;
+use crate::providers::Key;
+
+/// Whether a key's own quota has room for this request (the limiter, in production).
+pub(super) type KeyOpen<'c, 'a> = &'c (dyn Fn(&Candidate<'a>, &Key) -> bool + Sync);
+
+/// What to do next.
+#[derive(Debug, PartialEq, Eq)]
+pub(super) enum Step {
+    /// Start an attempt on `cand` with key `key` (`None`: the provider needs none).
+    Start { cand: usize, key: Option<usize> },
+    /// Wait this long (a backoff or a `Retry-After`), then ask again.
+    Wait(Duration),
+    /// Nothing is left to try.
+    Done,
+}
+
+/// Walks the candidates in order: up to `policy.attempts` tries each, keys rotated on key-scoped
+/// failures, blocked targets skipped.
+pub(super) struct Planner<'c, 'a> {
+    cands: &'c [Candidate<'a>],
+    key_open: KeyOpen<'c, 'a>,
+    rng: fastrand::Rng,
+    /// The candidate being tried.
+    pub(super) idx: usize,
+    tries: u32,
+    /// Keys refused in this request, by (provider index, key index).
+    burned: Vec<(usize, usize)>,
+    wait: Duration,
+    /// When the soonest skipped target or key comes back (the client's `Retry-After`).
+    pub(super) soonest: Option<Duration>,
+}
+
+/// A provider's identity within one request's candidates (its address in the snapshot, which
+/// outlives the request).
+fn provider_id(c: &Candidate<'_>) -> usize {
+    std::ptr::from_ref(c.provider) as usize
+}
+
+impl<'c, 'a> Planner<'c, 'a> {
+    pub(super) fn new(cands: &'c [Candidate<'a>], key_open: KeyOpen<'c, 'a>, rng: fastrand::Rng) -> Self {
+        Self {
+            cands,
+            key_open,
+            rng,
+            idx: 0,
+            tries: 0,
+            burned: Vec::new(),
+            wait: Duration::ZERO,
+            soonest: None,
+        }
+    }
+
+    /// Keeps the soonest time something becomes available again.
+    pub(super) fn note(&mut self, available_in: Option<Duration>) {
+        if let Some(d) = available_in {
+            self.soonest = Some(self.soonest.map_or(d, |s| s.min(d)));
+        }
+    }
+
+    /// Leaves the current candidate for the next.
+    pub(super) fn advance(&mut self) {
+        self.idx += 1;
+        self.tries = 0;
+        self.wait = Duration::ZERO;
+    }
+
+    /// The next step at `now` (the gates' clock, in ms).
+    pub(super) fn next(&mut self, now: u64) -> Step {
+        if !self.wait.is_zero() {
+            return Step::Wait(std::mem::take(&mut self.wait));
+        }
+        while let Some(c) = self.cands.get(self.idx) {
+            if self.tries >= c.policy.attempts {
+                self.advance();
+                continue;
+            }
+            if let Some(left) = c.blocked(now) {
+                self.note(Some(left));
+                self.advance();
+                continue;
+            }
+            match self.pick_key(c, now) {
+                Some(key) => {
+                    self.tries += 1;
+                    return Step::Start { cand: self.idx, key };
+                }
+                None => {
+                    self.note(c.keys_cooling(now));
+                    self.advance();
+                }
+            }
+        }
+        Step::Done
+    }
+
+    fn usable<'k>(
+        &self,
+        c: &'k Candidate<'a>,
+        now: u64,
+    ) -> impl Iterator<Item = (usize, &'k Key)> + use<'k, 'a, '_, 'c> {
+        let pid = provider_id(c);
+        c.provider.keys.iter().enumerate().filter(move |(i, k)| {
+            k.serves(c.model)
+                && !k.state.cooldown.is_cooling(now)
+                && !self.burned.contains(&(pid, *i))
+                && (self.key_open)(c, k)
+        })
+    }
+
+    /// A weighted random usable key: `Some(None)` when the provider needs none, `None` when no
+    /// key is usable.
+    fn pick_key(&mut self, c: &Candidate<'a>, now: u64) -> Option<Option<usize>> {
+        if c.provider.keys.is_empty() {
+            return Some(None);
+        }
+        let total: u64 = self.usable(c, now).map(|(_, k)| u64::from(k.weight)).sum();
+        if total == 0 {
+            return None;
+        }
+        let mut ticket = self.rng.u64(..total);
+        for (i, k) in self.usable(c, now) {
+            let w = u64::from(k.weight);
+            if ticket < w {
+                return Some(Some(i));
+            }
+            ticket -= w;
+        }
+        None
+    }
+
+    /// Learns from a failed attempt on `cand` with `key`.
+    pub(super) fn failed(&mut self, cand: usize, key: Option<usize>, f: &Failure, now: u64) {
+        if cand != self.idx {
+            // An attempt on a candidate already left behind (a hedge race): nothing to plan.
+            return;
+        }
+        let c = &self.cands[cand];
+        match f.class {
+            Class::Auth | Class::RateLimited => {
+                if let Some(k) = key {
+                    self.burned.push((provider_id(c), k));
+                }
+                let other_key = self.pick_key(c, now).is_some_and(|k| k.is_some());
+                if other_key {
+                    // Rotate keys without spending a try.
+                    self.tries = self.tries.saturating_sub(1);
+                } else if f.class == Class::RateLimited
+                    && let Some(ra) = f.retry_after.filter(|ra| *ra <= c.policy.max_backoff)
+                    && self.tries < c.policy.attempts
+                {
+                    // The only key comes back within the backoff ceiling: wait for it.
+                    if let Some(k) = key {
+                        self.burned.retain(|b| *b != (provider_id(c), k));
+                    }
+                    self.wait = ra;
+                } else {
+                    self.advance();
+                }
+            }
+            // The backoff (or Retry-After) is for trying this target again; moving on to the next
+            // target starts at once.
+            Class::Overloaded | Class::Server | Class::Timeout | Class::Connect
+                if self.tries >= c.policy.attempts =>
+            {
+                self.advance();
+            }
+            Class::Overloaded | Class::Server | Class::Timeout | Class::Connect => match f.retry_after {
+                Some(ra) if ra > c.policy.max_backoff => self.advance(),
+                Some(ra) => self.wait = ra,
+                None => self.wait = c.policy.delay_with(self.tries, &mut self.rng),
+            },
+            Class::InvalidRequest | Class::NotFound => self.advance(),
+        }
+    }
+
+    /// An attempt on `cand` could not start (a gate or a full limit).
+    pub(super) fn skipped(&mut self, cand: usize, available_in: Option<Duration>) {
+        self.note(available_in);
+        if cand == self.idx {
+            self.advance();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

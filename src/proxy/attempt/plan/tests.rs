@@ -1,0 +1,226 @@
+use std::collections::HashMap;
+use std::time::Duration;
+
+use super::*;
+use crate::config::{Format, parse};
+use crate::resilience::{Registry, RetryPolicy};
+use crate::snapshot::Live;
+
+/// Provider `a` (two keys, weights 1 and 3), `b` (one key), `c` (no keys).
+const CONFIG: &str = r#"
+[providers.a]
+kind = "openai"
+base_url = "http://127.0.0.1:9/v1"
+[[providers.a.keys]]
+name = "light"
+secret = "env:K1"
+[[providers.a.keys]]
+name = "heavy"
+secret = "env:K2"
+weight = 3
+
+[providers.b]
+kind = "openai"
+base_url = "http://127.0.0.1:9/v1"
+[[providers.b.keys]]
+name = "only"
+secret = "env:K3"
+
+[providers.c]
+kind = "openai"
+base_url = "http://127.0.0.1:9/v1"
+"#;
+
+fn live() -> Live {
+    let env: HashMap<String, String> =
+        [("K1", "sk-1"), ("K2", "sk-2"), ("K3", "sk-3")].map(|(k, v)| (k.to_owned(), v.to_owned())).into();
+    let config = parse(CONFIG, Format::Toml, &env).expect("a valid config");
+    Live::build(&config, &Registry::default()).expect("a snapshot")
+}
+
+const POLICY: RetryPolicy =
+    RetryPolicy { attempts: 2, backoff: Duration::from_millis(100), max_backoff: Duration::from_secs(2) };
+
+/// One candidate per provider name, in order, each with [`POLICY`].
+fn cands<'a>(live: &'a Live, names: &[&str]) -> Vec<Candidate<'a>> {
+    names
+        .iter()
+        .map(|n| {
+            let provider = live.providers.iter().find(|p| &*p.name == *n).expect("a configured provider");
+            Candidate {
+                provider,
+                model: "m",
+                target: provider.target_state("m", 0),
+                policy: POLICY,
+                model_label: "m",
+                costs: (0.0, 0.0),
+                deployment: "m",
+            }
+        })
+        .collect()
+}
+
+fn open(_: &Candidate<'_>, _: &Key) -> bool {
+    true
+}
+
+fn fail(class: Class, retry_after: Option<Duration>) -> Failure {
+    Failure { class, status: None, retry_after }
+}
+
+fn start(step: Step) -> (usize, Option<usize>) {
+    match step {
+        Step::Start { cand, key } => (cand, key),
+        other => panic!("expected a start, got {other:?}"),
+    }
+}
+
+#[test]
+fn each_target_gets_its_tries_with_a_backoff_between_then_the_next_one_starts_at_once() {
+    let live = live();
+    let cands = cands(&live, &["c", "c"]);
+    let mut plan = Planner::new(&cands, &open, fastrand::Rng::with_seed(1));
+    assert_eq!(plan.next(0), Step::Start { cand: 0, key: None });
+    plan.failed(0, None, &fail(Class::Server, None), 0);
+    match plan.next(0) {
+        // Full jitter under the first retry's ceiling (the backoff itself).
+        Step::Wait(d) => assert!(d <= POLICY.backoff, "{d:?}"),
+        other => panic!("expected a backoff, got {other:?}"),
+    }
+    assert_eq!(plan.next(0), Step::Start { cand: 0, key: None });
+    plan.failed(0, None, &fail(Class::Timeout, None), 0);
+    // Out of tries: the next target, with no wait.
+    assert_eq!(plan.next(0), Step::Start { cand: 1, key: None });
+    plan.failed(1, None, &fail(Class::Connect, None), 0);
+    assert!(matches!(plan.next(0), Step::Wait(_)));
+    assert_eq!(plan.next(0), Step::Start { cand: 1, key: None });
+    plan.failed(1, None, &fail(Class::Connect, None), 0);
+    assert_eq!(plan.next(0), Step::Done);
+}
+
+#[test]
+fn a_retry_after_within_the_ceiling_is_waited_for_and_beyond_it_moves_on() {
+    let live = live();
+    let cands = cands(&live, &["c", "c"]);
+    let mut plan = Planner::new(&cands, &open, fastrand::Rng::with_seed(2));
+    plan.next(0);
+    plan.failed(0, None, &fail(Class::Overloaded, Some(Duration::from_millis(700))), 0);
+    assert_eq!(plan.next(0), Step::Wait(Duration::from_millis(700)));
+    assert_eq!(plan.next(0), Step::Start { cand: 0, key: None });
+    let mut plan = Planner::new(&cands, &open, fastrand::Rng::with_seed(2));
+    plan.next(0);
+    plan.failed(0, None, &fail(Class::Server, Some(Duration::from_secs(30))), 0);
+    assert_eq!(plan.next(0), Step::Start { cand: 1, key: None });
+}
+
+#[test]
+fn a_refused_key_gives_way_to_another_of_the_same_provider_without_spending_a_try() {
+    let live = live();
+    let cands = cands(&live, &["a", "c"]);
+    for class in [Class::RateLimited, Class::Auth] {
+        let mut plan = Planner::new(&cands, &open, fastrand::Rng::with_seed(3));
+        let (cand, first) = start(plan.next(0));
+        assert_eq!(cand, 0);
+        plan.failed(0, first, &fail(class, None), 0);
+        let (cand, second) = start(plan.next(0));
+        assert_eq!(cand, 0, "{class:?}");
+        assert!(second.is_some() && second != first, "{class:?}: {first:?} then {second:?}");
+        // The rotation was free: the second key still has the target's second try after it.
+        plan.failed(0, second, &fail(Class::Server, None), 0);
+        assert!(matches!(plan.next(0), Step::Wait(_)), "{class:?}");
+        let (cand, third) = start(plan.next(0));
+        assert_eq!(cand, 0);
+        assert_eq!(third, second, "{class:?}: the refused key is not tried again in this request");
+        // Every key refused: the next provider.
+        plan.failed(0, third, &fail(class, None), 0);
+        assert_eq!(plan.next(0), Step::Start { cand: 1, key: None }, "{class:?}");
+    }
+}
+
+#[test]
+fn the_only_key_is_waited_for_when_it_returns_within_the_backoff_ceiling() {
+    let live = live();
+    let cands = cands(&live, &["b", "c"]);
+    let mut plan = Planner::new(&cands, &open, fastrand::Rng::with_seed(4));
+    assert_eq!(plan.next(0), Step::Start { cand: 0, key: Some(0) });
+    plan.failed(0, Some(0), &fail(Class::RateLimited, Some(Duration::from_millis(500))), 0);
+    assert_eq!(plan.next(0), Step::Wait(Duration::from_millis(500)));
+    assert_eq!(plan.next(0), Step::Start { cand: 0, key: Some(0) });
+    // Beyond the ceiling, or without a Retry-After, or after an auth refusal: move on.
+    for f in [
+        fail(Class::RateLimited, Some(Duration::from_secs(3))),
+        fail(Class::RateLimited, None),
+        fail(Class::Auth, Some(Duration::from_millis(500))),
+    ] {
+        let mut plan = Planner::new(&cands, &open, fastrand::Rng::with_seed(4));
+        plan.next(0);
+        plan.failed(0, Some(0), &f, 0);
+        assert_eq!(plan.next(0), Step::Start { cand: 1, key: None }, "{f:?}");
+    }
+}
+
+#[test]
+fn the_callers_fault_moves_on_without_a_retry() {
+    let live = live();
+    let cands = cands(&live, &["c", "c"]);
+    for class in [Class::InvalidRequest, Class::NotFound] {
+        let mut plan = Planner::new(&cands, &open, fastrand::Rng::with_seed(5));
+        plan.next(0);
+        plan.failed(0, None, &fail(class, None), 0);
+        assert_eq!(plan.next(0), Step::Start { cand: 1, key: None }, "{class:?}");
+    }
+}
+
+#[test]
+fn blocked_targets_and_resting_keys_are_skipped_and_their_return_is_noted() {
+    let live = live();
+    let cands = cands(&live, &["a", "b", "c"]);
+    let now = 1_000_000;
+    cands[0].target.breaker.force_open(now, Duration::from_secs(30));
+    cands[1].provider.keys[0].state.cooldown.cool_for(now, Duration::from_secs(7));
+    let mut plan = Planner::new(&cands, &open, fastrand::Rng::with_seed(6));
+    assert_eq!(plan.next(now), Step::Start { cand: 2, key: None });
+    let soonest = plan.soonest.expect("a time to come back");
+    assert!(soonest > Duration::from_secs(6) && soonest <= Duration::from_secs(7), "{soonest:?}");
+}
+
+#[test]
+fn keys_are_picked_at_random_by_weight_among_those_with_quota() {
+    let live = live();
+    let cands = cands(&live, &["a"]);
+    let mut rng = fastrand::Rng::with_seed(7);
+    let mut heavy = 0;
+    for _ in 0..4000 {
+        let mut plan = Planner::new(&cands, &open, rng.fork());
+        if start(plan.next(0)).1 == Some(1) {
+            heavy += 1;
+        }
+    }
+    // Weight 3 of 4: about 3000 of 4000.
+    assert!((2800..=3200).contains(&heavy), "{heavy}");
+    // A key whose own quota is full is not picked; none with quota: the target is left.
+    let light_only = |_: &Candidate<'_>, k: &Key| &*k.name == "light";
+    for _ in 0..50 {
+        let mut plan = Planner::new(&cands, &light_only, rng.fork());
+        assert_eq!(plan.next(0), Step::Start { cand: 0, key: Some(0) });
+    }
+    let none = |_: &Candidate<'_>, _: &Key| false;
+    assert_eq!(Planner::new(&cands, &none, rng.fork()).next(0), Step::Done);
+}
+
+#[test]
+fn a_failure_on_a_candidate_left_behind_by_a_hedge_changes_nothing() {
+    let live = live();
+    let cands = cands(&live, &["c", "c"]);
+    let mut plan = Planner::new(&cands, &open, fastrand::Rng::with_seed(8));
+    assert_eq!(plan.next(0), Step::Start { cand: 0, key: None });
+    // The hedge timer fired: the next candidate starts beside the first.
+    plan.advance();
+    assert_eq!(plan.next(0), Step::Start { cand: 1, key: None });
+    plan.failed(0, None, &fail(Class::Server, Some(Duration::from_secs(1))), 0);
+    // No wait was planned for the loser's failure; the hedge's own target has its second try.
+    assert_eq!(plan.next(0), Step::Start { cand: 1, key: None });
+    plan.skipped(0, Some(Duration::from_secs(5)));
+    assert_eq!(plan.soonest, Some(Duration::from_secs(5)));
+    assert_eq!(plan.next(0), Step::Done);
+}

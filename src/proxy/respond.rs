@@ -1,0 +1,175 @@
+//! What the client sees when something goes wrong, in the client's own format: every error
+//! response ([`error`]) and every in-band error event ([`stream_error`]) tier1 writes. OpenAI
+//! clients get `{"error":{"message","type","param","code"}}` (with the failed `attempts` when
+//! every candidate failed); Anthropic Messages clients get `{"type":"error","error":{"type",
+//! "message"}}` with the same status and headers. A provider's own error bodies are not written
+//! here: they are translated ([`crate::translate`]) and redacted on their way through.
+
+use bytes::Bytes;
+use http::{HeaderMap, HeaderValue, Response, StatusCode, header};
+
+use super::body::{Body, full};
+use crate::error::{Class, Exhausted, ProxyError, RelayError};
+use crate::providers::Operation;
+use crate::translate::messages::anthropic_error_type;
+
+/// The error format a client reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dialect {
+    /// OpenAI's, on every endpoint but Messages.
+    OpenAi,
+    /// Anthropic's, on the Messages endpoint.
+    Anthropic,
+}
+
+impl Dialect {
+    /// The format of a client calling `op`.
+    pub fn of(op: Operation) -> Self {
+        if op == Operation::Messages { Self::Anthropic } else { Self::OpenAi }
+    }
+}
+
+/// Status, OpenAI error `type`, `code` and `param` of an error. The `match` is exhaustive on
+/// purpose: a new variant must be given its status here.
+#[deny(clippy::wildcard_enum_match_arm)]
+fn status_of(e: &ProxyError) -> (StatusCode, &'static str, &'static str, Option<&'static str>) {
+    const INVALID: &str = "invalid_request_error";
+    match e {
+        ProxyError::BadRequest(e) => (StatusCode::BAD_REQUEST, INVALID, e.code(), e.param()),
+        ProxyError::Unauthorized => (StatusCode::UNAUTHORIZED, INVALID, "invalid_api_key", None),
+        ProxyError::UnknownModel(_) => (StatusCode::NOT_FOUND, INVALID, "model_not_found", Some("model")),
+        ProxyError::Forbidden => (StatusCode::FORBIDDEN, INVALID, "forbidden", None),
+        ProxyError::NoSuchPath => (StatusCode::NOT_FOUND, INVALID, "unknown_url", None),
+        ProxyError::MethodNotAllowed(_) => {
+            (StatusCode::METHOD_NOT_ALLOWED, INVALID, "method_not_allowed", None)
+        }
+        ProxyError::PayloadTooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, INVALID, "request_too_large", None),
+        ProxyError::BodyTimeout => (StatusCode::REQUEST_TIMEOUT, INVALID, "request_timeout", None),
+        ProxyError::BodyRead => (StatusCode::BAD_REQUEST, INVALID, "body_read_error", None),
+        ProxyError::Exhausted(e) => exhausted_status(e),
+        ProxyError::Busy => (StatusCode::SERVICE_UNAVAILABLE, "server_error", "server_busy", None),
+        ProxyError::WrongFormat(_) => {
+            (StatusCode::BAD_REQUEST, INVALID, "unsupported_provider_format", Some("model"))
+        }
+        ProxyError::Untranslatable { .. } => {
+            (StatusCode::BAD_REQUEST, INVALID, "untranslatable_request", None)
+        }
+        ProxyError::Limited(r) if r.unavailable => {
+            (StatusCode::SERVICE_UNAVAILABLE, "rate_limit_error", "rate_limit_unavailable", None)
+        }
+        ProxyError::Limited(_) => {
+            (StatusCode::TOO_MANY_REQUESTS, "rate_limit_error", "rate_limit_exceeded", None)
+        }
+    }
+}
+
+/// The response for `e`, in `dialect`.
+pub fn error(e: &ProxyError, dialect: Dialect) -> Response<Body> {
+    let message = e.to_string();
+    let (status, kind, code, param) = status_of(e);
+    let body = match (dialect, e) {
+        (Dialect::Anthropic, _) => {
+            serde_json::json!({"type": "error", "error": {"type": anthropic_error_type(status.as_u16()), "message": message}})
+        }
+        (Dialect::OpenAi, ProxyError::Exhausted(x)) => serde_json::json!({"error": {
+            "message": message, "type": kind, "param": null, "code": code, "attempts": x.attempts,
+        }}),
+        (Dialect::OpenAi, _) => {
+            serde_json::json!({"error": {"message": message, "type": kind, "param": param, "code": code}})
+        }
+    };
+    let mut resp = Response::new(full(Bytes::from(body.to_string())));
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    error_headers(e, status, resp.headers_mut());
+    resp
+}
+
+/// The headers an error adds: how to authenticate, what is allowed, when to come back.
+fn error_headers(e: &ProxyError, status: StatusCode, headers: &mut HeaderMap) {
+    match e {
+        ProxyError::Unauthorized => {
+            headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        ProxyError::MethodNotAllowed(allow) => {
+            headers.insert(header::ALLOW, HeaderValue::from_static(allow));
+        }
+        ProxyError::PayloadTooLarge(_) => {
+            // The rest of the body is never read, so the connection cannot be reused.
+            headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
+        ProxyError::Exhausted(e)
+            if status == StatusCode::TOO_MANY_REQUESTS || status == StatusCode::SERVICE_UNAVAILABLE =>
+        {
+            // Whole seconds, rounded up, at least 1.
+            let secs = e.retry_after.map_or(1, |d| d.as_secs() + u64::from(d.subsec_nanos() > 0)).max(1);
+            headers.insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
+        ProxyError::Busy => {
+            headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
+        ProxyError::Limited(r) => {
+            let d = r.retry_after;
+            let secs = (d.as_secs() + u64::from(d.subsec_nanos() > 0)).max(1);
+            headers.insert(header::RETRY_AFTER, HeaderValue::from(secs));
+            if let Ok(v) = HeaderValue::from_str(&r.limit) {
+                headers.insert("x-tier1-limit", v);
+            }
+        }
+        ProxyError::Exhausted(_)
+        | ProxyError::WrongFormat(_)
+        | ProxyError::Untranslatable { .. }
+        | ProxyError::BadRequest(_)
+        | ProxyError::Forbidden
+        | ProxyError::UnknownModel(_)
+        | ProxyError::NoSuchPath
+        | ProxyError::BodyTimeout
+        | ProxyError::BodyRead => {}
+    }
+}
+
+/// What the client sees when every candidate failed: 503 when none could even be tried (breakers
+/// open, keys cooling, limits full); 429 when every failure was a rate limit or overload; 504 when
+/// every attempt timed out; 502 otherwise. The code is the dominant classification.
+fn exhausted_status(e: &Exhausted) -> (StatusCode, &'static str, &'static str, Option<&'static str>) {
+    let all = |f: fn(Class) -> bool| !e.attempts.is_empty() && e.attempts.iter().all(|a| f(a.class));
+    let code = match e.dominant() {
+        None => "no_target_available",
+        Some(Class::Connect) => "upstream_unreachable",
+        Some(Class::Timeout) => "upstream_timeout",
+        Some(Class::Auth) => "upstream_auth",
+        Some(Class::Server | Class::InvalidRequest | Class::NotFound) => "upstream_error",
+        Some(c @ (Class::RateLimited | Class::Overloaded)) => c.as_str(),
+    };
+    if e.started == 0 && e.attempts.is_empty() {
+        (StatusCode::SERVICE_UNAVAILABLE, "upstream_error", code, None)
+    } else if all(|c| matches!(c, Class::RateLimited | Class::Overloaded)) {
+        (StatusCode::TOO_MANY_REQUESTS, "rate_limit_error", code, None)
+    } else if all(|c| c == Class::Timeout) {
+        (StatusCode::GATEWAY_TIMEOUT, "upstream_error", code, None)
+    } else {
+        (StatusCode::BAD_GATEWAY, "upstream_error", code, None)
+    }
+}
+
+/// The SSE error event that ends a relayed stream which broke after it began, in `dialect`.
+pub fn stream_error(err: RelayError, dialect: Dialect) -> Vec<u8> {
+    let (message, code) = match err {
+        RelayError::Upstream => {
+            ("upstream stream ended before the answer was complete", "upstream_stream_error")
+        }
+        RelayError::Timeout => ("upstream stream timed out", "upstream_timeout"),
+        RelayError::EventTooLarge => {
+            ("upstream sent an event larger than the configured limit", "upstream_event_too_large")
+        }
+    };
+    if dialect == Dialect::Anthropic {
+        let v = serde_json::json!({"type": "error", "error": {"type": "api_error", "message": message}});
+        return format!("event: error\ndata: {v}\n\n").into_bytes();
+    }
+    let v = serde_json::json!({"error": {"message": message, "type": "upstream_error", "param": null, "code": code}});
+    format!("data: {v}\n\n").into_bytes()
+}
+
+#[cfg(test)]
+mod tests;

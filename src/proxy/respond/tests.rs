@@ -1,0 +1,172 @@
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::{StatusCode, header};
+use http_body_util::BodyExt;
+
+use super::*;
+use crate::error::AttemptRecord;
+
+fn record(class: Class) -> AttemptRecord {
+    AttemptRecord {
+        provider: Arc::from("p"),
+        model: "m".into(),
+        key: Some(Arc::from("k1")),
+        class,
+        status: None,
+    }
+}
+
+fn exhausted(classes: &[Class], retry_after: Option<Duration>) -> ProxyError {
+    let e = Exhausted {
+        attempts: classes.iter().map(|c| record(*c)).collect(),
+        started: classes.len() as u32,
+        retry_after,
+    };
+    ProxyError::Exhausted(Box::new(e))
+}
+
+fn body(resp: Response<Body>) -> serde_json::Value {
+    let bytes = futures_lite(resp.into_body());
+    serde_json::from_slice(&bytes).expect("a JSON body")
+}
+
+/// Collects a full body without a runtime (`full` bodies are ready at once).
+fn futures_lite(body: Body) -> Bytes {
+    let mut fut = std::pin::pin!(body.collect());
+    let waker = std::task::Waker::noop();
+    match fut.as_mut().poll(&mut std::task::Context::from_waker(waker)) {
+        std::task::Poll::Ready(Ok(c)) => c.to_bytes(),
+        _ => panic!("a full body is ready at once"),
+    }
+}
+
+use std::future::Future as _;
+
+#[test]
+fn exhausted_maps_to_the_documented_status() {
+    let r = error(
+        &exhausted(&[Class::RateLimited, Class::Overloaded], Some(Duration::from_millis(2100))),
+        Dialect::OpenAi,
+    );
+    assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(r.headers()[header::RETRY_AFTER], "3");
+    let status = |classes: &[Class]| error(&exhausted(classes, None), Dialect::OpenAi).status();
+    assert_eq!(status(&[Class::Timeout, Class::Timeout]), StatusCode::GATEWAY_TIMEOUT);
+    assert_eq!(status(&[Class::Timeout, Class::Server]), StatusCode::BAD_GATEWAY);
+    assert_eq!(status(&[Class::Auth]), StatusCode::BAD_GATEWAY);
+    let none = error(&exhausted(&[], Some(Duration::from_secs(4))), Dialect::OpenAi);
+    assert_eq!(none.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(none.headers()[header::RETRY_AFTER], "4");
+}
+
+#[test]
+fn an_exhausted_openai_body_lists_the_attempts_and_names_the_dominant_class() {
+    let r = error(&exhausted(&[Class::Timeout, Class::Timeout, Class::Server], None), Dialect::OpenAi);
+    let v = body(r);
+    assert_eq!(v["error"]["code"], "upstream_timeout");
+    assert_eq!(v["error"]["type"], "upstream_error");
+    assert_eq!(v["error"]["attempts"].as_array().map(Vec::len), Some(3));
+    assert_eq!(v["error"]["attempts"][0]["key"], "k1");
+    assert_eq!(v["error"]["attempts"][0]["classification"], "timeout");
+}
+
+#[test]
+fn anthropic_clients_get_anthropics_shape_with_the_same_status_and_headers() {
+    let cases = [
+        (ProxyError::Unauthorized, "authentication_error"),
+        (ProxyError::UnknownModel("x".into()), "not_found_error"),
+        (ProxyError::PayloadTooLarge(10), "request_too_large"),
+        (ProxyError::Busy, "overloaded_error"),
+        (exhausted(&[Class::Server], None), "api_error"),
+        (exhausted(&[Class::RateLimited], Some(Duration::from_secs(2))), "rate_limit_error"),
+    ];
+    for (e, kind) in cases {
+        let openai = error(&e, Dialect::OpenAi);
+        let anthropic = error(&e, Dialect::Anthropic);
+        assert_eq!(openai.status(), anthropic.status(), "{e}");
+        assert_eq!(openai.headers(), anthropic.headers(), "{e}");
+        let v = body(anthropic);
+        assert_eq!(v["type"], "error", "{e}");
+        assert_eq!(v["error"]["type"], kind, "{e}");
+        assert_eq!(v["error"]["message"], e.to_string(), "{e}");
+        assert!(v["error"].get("attempts").is_none(), "{e}");
+    }
+}
+
+#[test]
+fn error_headers_say_how_to_authenticate_what_is_allowed_and_when_to_come_back() {
+    let r = error(&ProxyError::Unauthorized, Dialect::OpenAi);
+    assert_eq!(r.headers()[header::WWW_AUTHENTICATE], "Bearer");
+    let r = error(&ProxyError::MethodNotAllowed("GET, HEAD"), Dialect::OpenAi);
+    assert_eq!(r.status(), StatusCode::METHOD_NOT_ALLOWED);
+    assert_eq!(r.headers()[header::ALLOW], "GET, HEAD");
+    let r = error(&ProxyError::PayloadTooLarge(10), Dialect::OpenAi);
+    assert_eq!(r.headers()[header::CONNECTION], "close");
+    let r = error(&ProxyError::Busy, Dialect::OpenAi);
+    assert_eq!(
+        (r.status(), &r.headers()[header::RETRY_AFTER]),
+        (StatusCode::SERVICE_UNAVAILABLE, &"1".parse().unwrap())
+    );
+    let rejection = crate::ratelimit::Rejection {
+        limit: "per-key".into(),
+        retry_after: Duration::from_millis(1500),
+        unavailable: false,
+    };
+    let r = error(&ProxyError::Limited(Box::new(rejection)), Dialect::OpenAi);
+    assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(r.headers()[header::RETRY_AFTER], "2");
+    assert_eq!(r.headers()["x-tier1-limit"], "per-key");
+    assert_eq!(body(r)["error"]["code"], "rate_limit_exceeded");
+    // A 502 is tier1's to give only for upstream failures; it never says when to come back.
+    let r = error(&exhausted(&[Class::Server], Some(Duration::from_secs(9))), Dialect::OpenAi);
+    assert_eq!(r.status(), StatusCode::BAD_GATEWAY);
+    assert!(r.headers().get(header::RETRY_AFTER).is_none());
+}
+
+#[test]
+fn an_untranslatable_request_is_the_callers_400_in_either_format() {
+    let e = ProxyError::Untranslatable { provider: Arc::from("claude"), why: "n > 1".into() };
+    let r = error(&e, Dialect::OpenAi);
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(r.headers()[header::CONTENT_TYPE], "application/json");
+    assert_eq!(
+        futures_lite(r.into_body()),
+        Bytes::from_static(
+            br#"{"error":{"code":"untranslatable_request","message":"cannot translate the request for claude: n > 1","param":null,"type":"invalid_request_error"}}"#
+        )
+    );
+    let r = error(&e, Dialect::Anthropic);
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    let v = body(r);
+    assert_eq!(v["error"]["type"], "invalid_request_error");
+    assert_eq!(v["error"]["message"], "cannot translate the request for claude: n > 1");
+}
+
+#[test]
+fn a_broken_stream_ends_with_an_error_event_in_the_clients_format() {
+    let openai = String::from_utf8(stream_error(RelayError::Timeout, Dialect::OpenAi)).unwrap();
+    assert!(openai.starts_with("data: {") && openai.ends_with("}\n\n"), "{openai}");
+    let v: serde_json::Value = serde_json::from_str(openai["data: ".len()..].trim()).unwrap();
+    assert_eq!(v["error"]["code"], "upstream_timeout");
+    let anthropic = String::from_utf8(stream_error(RelayError::EventTooLarge, Dialect::Anthropic)).unwrap();
+    assert!(anthropic.starts_with("event: error\ndata: {"), "{anthropic}");
+    let v: serde_json::Value =
+        serde_json::from_str(anthropic["event: error\ndata: ".len()..].trim()).unwrap();
+    assert_eq!(v["type"], "error");
+    assert_eq!(v["error"]["type"], "api_error");
+    assert!(v["error"]["message"].as_str().unwrap().contains("larger than the configured limit"));
+    // Never `[DONE]`: that always means a finished answer.
+    for err in [RelayError::Upstream, RelayError::Timeout, RelayError::EventTooLarge] {
+        for d in [Dialect::OpenAi, Dialect::Anthropic] {
+            assert!(!String::from_utf8(stream_error(err, d)).unwrap().contains("[DONE]"));
+        }
+    }
+}
+
+#[test]
+fn the_messages_endpoint_speaks_anthropic() {
+    assert_eq!(Dialect::of(Operation::Messages), Dialect::Anthropic);
+    assert_eq!(Dialect::of(Operation::Chat), Dialect::OpenAi);
+    assert_eq!(Dialect::of(Operation::Embeddings), Dialect::OpenAi);
+}
