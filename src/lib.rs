@@ -2,22 +2,34 @@
 //! (`client → front → tier1 → OpenAI, Anthropic, Gemini, Azure, any OpenAI-compatible API`), as a
 //! localhost sidecar or as a central tier of replicas.
 //!
-//! A request goes through these steps, in order:
+//! A request goes through these steps, in the order the code runs them:
 //! 1. **accept** ([`proxy::server`]): hyper 1 over HTTP/1.1 or h2c, or TLS with HTTP/2 by ALPN
-//!    ([`tls`], certificates rotated live); header and connection limits, drain.
-//! 2. **snapshot**: the handler loads the one immutable [`snapshot::Live`] and keeps it to the end.
+//!    ([`tls`], certificates rotated live); connection limits and deadlines, drain.
+//! 2. **dispatch** ([`proxy::handler`]): one immutable [`snapshot::Live`] loaded for the whole
+//!    request; the endpoint; the request's context and record ([`proxy::ctx`]).
 //! 3. **authenticate** ([`proxy::headers`]): the inbound bearer, compared in constant time.
 //! 4. **read** ([`proxy::body`]): the body under `max_body_bytes` and `body_timeout`.
-//! 5. **scan** ([`json`]): simd-json validation; spans of `model` and `stream`.
-//! 6. **route** ([`routing`]): exact name, glob, then `provider/model`.
-//! 7. **splice** ([`json`]): the upstream model written into the original bytes.
-//! 8. **send** ([`providers`], [`upstream`]): tier1's own pooled client (HTTP/1.1 on the
-//!    request's task, HTTP/2 through hyper when TLS negotiates it) or the in-process mock.
-//! 9. **relay** ([`proxy::body`]): the answer chunk by chunk, under the request deadline.
-//! 10. **record** ([`metrics`]): request counters and durations, when the body ends.
+//! 5. **scan** ([`json`]): simd-json validation; spans of `model`, `stream` and fallbacks.
+//! 6. **route** ([`proxy::forward`], [`routing`]): exact name, glob, then `provider/model`; the
+//!    candidates in strategy order, then the request-level fallbacks.
+//! 7. **admit** ([`proxy::forward`], [`ratelimit`]): the caller's rate limits, locally; a strict
+//!    limit asks Redis ([`shared`]) with one atomic call.
+//! 8. **plan** ([`proxy::attempt`] `plan`): which candidate and key next, or how long to wait.
+//! 9. **attempt**, once per try ([`proxy::attempt`] `run` and `exchange`; hedges race here):
+//!    the breakers' gates and the concurrency permits; **splice** the upstream model into the
+//!    client's bytes ([`json`]) or **translate** the request ([`translate`]) for the provider's
+//!    format ([`providers`]); **send** through tier1's own pooled client ([`upstream`]) or the
+//!    in-process mock ([`mock`]); **commit**: a stream is read to its first content
+//!    ([`proxy::sse`]) before it counts as answered. What the outcome teaches (breakers,
+//!    cooldowns, the other replicas through [`shared`]) is recorded in `outcome`.
+//! 10. **relay** ([`proxy::relay`]): the answer chunk by chunk, translated back and redacted,
+//!     under the request deadline and a stream's idle timeout.
+//! 11. **record** ([`proxy::ctx`]): when the answer ends, its duration, the usage and its cost,
+//!     the rate-limit tickets settled, and the access-log line ([`metrics`] for the counters).
 //!
-//! Errors of every step are one enum, [`error::ProxyError`], mapped to an OpenAI-shaped response
-//! in exactly one place ([`proxy::handler::handle`]).
+//! Errors of every step are data ([`error::ProxyError`]); what the client sees of them, error
+//! bodies and in-band error events alike, is written in one place ([`proxy::respond`]), in the
+//! client's format.
 
 pub mod admin;
 pub mod cli;

@@ -1,6 +1,5 @@
-//! Bodies: reading the client's request body under a size cap and a deadline; the request's
-//! record (in-flight count, duration, access-log line); and the tap that watches a relayed body
-//! ([`super::relay`] relays it) for gaps, duration and usage.
+//! Bodies: reading the client's request body under a size cap and a deadline, and the tap that
+//! watches a relayed body ([`super::relay`] relays it) for gaps, duration and usage.
 
 use std::collections::VecDeque;
 use std::time::Duration;
@@ -13,7 +12,6 @@ use hyper::body::Incoming;
 use tokio::time::Instant;
 
 use crate::error::ProxyError;
-use crate::metrics::Metrics;
 
 /// Error type of response bodies.
 pub type BodyError = Box<dyn std::error::Error + Send + Sync>;
@@ -98,150 +96,6 @@ mod collect_tests {
     }
 }
 
-/// Labels of the route a request took, for metrics (bounded: configured names or two constants).
-#[derive(Debug, Clone)]
-pub enum RouteLabel {
-    /// A configured route.
-    Named(std::sync::Arc<str>),
-    /// `provider/model`.
-    Direct,
-    /// Not routed.
-    Unmatched,
-}
-
-impl RouteLabel {
-    /// The label value.
-    pub fn as_str(&self) -> &str {
-        match self {
-            Self::Named(n) => n,
-            Self::Direct => crate::metrics::ROUTE_DIRECT,
-            Self::Unmatched => crate::metrics::ROUTE_UNMATCHED,
-        }
-    }
-}
-
-/// One request's record: counts it in flight from creation to drop, and at drop (for a relayed
-/// body, when its last byte went out or the client left) observes its duration and writes its
-/// access-log line: one structured line per request, never content, never a secret.
-pub struct RequestRecord {
-    metrics: std::sync::Arc<Metrics>,
-    start: Instant,
-    /// Route label, set once routing decided.
-    pub route: RouteLabel,
-    endpoint: &'static str,
-    /// Whether the response is a stream.
-    pub stream: bool,
-    /// `x-request-id`.
-    pub request_id: http::HeaderValue,
-    /// Provider that answered.
-    pub provider: Option<http::HeaderValue>,
-    /// Upstream model.
-    pub model: Option<http::HeaderValue>,
-    /// Attempts started.
-    pub attempts: u32,
-    /// Classification of the first failure, when another attempt answered.
-    pub fallback_reason: Option<&'static str>,
-    /// Response status.
-    pub status: u16,
-    /// Time to first token (streams).
-    pub ttft: Option<std::time::Duration>,
-    /// Tokens in and out, as the provider reported them.
-    pub tokens: Option<(u64, u64)>,
-    /// `x-relay-token-id` of the front (a token id, not a secret).
-    pub token_id: Option<http::HeaderValue>,
-    /// `x-relay-client-ip` of the front (logged, never trusted).
-    pub client_ip: Option<http::HeaderValue>,
-    /// The relayed body broke after it began.
-    pub broken: bool,
-    /// Fraction of successful requests to log.
-    pub sample: f64,
-    /// The `server.max_inflight` slot, released with the record (at the end of the response).
-    pub permit: Option<tokio::sync::OwnedSemaphorePermit>,
-}
-
-impl RequestRecord {
-    /// Starts counting.
-    pub fn start(
-        metrics: std::sync::Arc<Metrics>,
-        endpoint: &'static str,
-        request_id: http::HeaderValue,
-        sample: f64,
-    ) -> Self {
-        metrics.inflight.inc();
-        Self {
-            metrics,
-            start: Instant::now(),
-            route: RouteLabel::Unmatched,
-            endpoint,
-            stream: false,
-            request_id,
-            provider: None,
-            model: None,
-            attempts: 0,
-            fallback_reason: None,
-            status: 0,
-            ttft: None,
-            tokens: None,
-            token_id: None,
-            client_ip: None,
-            broken: false,
-            sample,
-            permit: None,
-        }
-    }
-}
-
-impl RequestRecord {
-    /// Copies the request's header values out of hyper's read buffer: the record of a stream
-    /// lives as long as the stream, and would keep that buffer alive with it. Other records end
-    /// with their request, so they keep the cheap shared clones.
-    pub fn detach(&mut self) {
-        use crate::proxy::headers::detached;
-        self.request_id = detached(&self.request_id);
-        self.token_id = self.token_id.as_ref().map(detached);
-        self.client_ip = self.client_ip.as_ref().map(detached);
-    }
-}
-
-impl Drop for RequestRecord {
-    fn drop(&mut self) {
-        self.metrics.inflight.dec();
-        let stream = if self.stream { "true" } else { "false" };
-        let elapsed = self.start.elapsed();
-        self.metrics
-            .request_duration
-            .with_label_values(&[self.route.as_str(), self.endpoint, stream])
-            .observe(elapsed.as_secs_f64());
-        let failed = self.broken || self.status >= 400;
-        if !failed && (self.sample <= 0.0 || (self.sample < 1.0 && fastrand::f64() >= self.sample)) {
-            return;
-        }
-        let text =
-            |v: &Option<http::HeaderValue>| v.as_ref().and_then(|v| v.to_str().ok()).map(str::to_owned);
-        let ms = |d: std::time::Duration| d.as_secs_f64() * 1000.0;
-        tracing::info!(
-            target: "tier1::access",
-            request_id = self.request_id.to_str().unwrap_or(""),
-            route = self.route.as_str(),
-            endpoint = self.endpoint,
-            provider = text(&self.provider),
-            model = text(&self.model),
-            attempts = self.attempts,
-            fallback_reason = self.fallback_reason,
-            status = self.status,
-            stream = self.stream,
-            broken = self.broken,
-            duration_ms = ms(elapsed),
-            ttft_ms = self.ttft.map(ms),
-            tokens_in = self.tokens.map(|t| t.0),
-            tokens_out = self.tokens.map(|t| t.1),
-            token_id = text(&self.token_id),
-            client_ip = text(&self.client_ip),
-            "request"
-        );
-    }
-}
-
 /// Bytes at the end of a relayed body kept to find its `usage`: in a JSON answer it comes near
 /// the end; in a stream, in the last event or two (an OpenAI usage chunk and `[DONE]` are about
 /// 500 bytes, Anthropic's `message_delta` and `message_stop` about 300).
@@ -305,14 +159,13 @@ impl Tail {
 }
 
 /// Watches a relayed body: gaps between stream chunks, the attempt's duration to its last byte,
-/// and the token usage the provider reports at the end (for token and cost counters).
+/// and the token usage the provider reports at the end (for the request's record).
 pub struct Tap {
     metrics: std::sync::Arc<crate::metrics::TargetMetrics>,
     start: Instant,
     stream: bool,
     last: Instant,
     tail: Tail,
-    costs: (f64, f64),
 }
 
 impl Tap {
@@ -321,10 +174,9 @@ impl Tap {
         metrics: std::sync::Arc<crate::metrics::TargetMetrics>,
         start: Instant,
         stream: bool,
-        costs: (f64, f64),
         held: &Bytes,
     ) -> Self {
-        let mut tap = Self { metrics, start, stream, last: Instant::now(), tail: Tail::new(stream), costs };
+        let mut tap = Self { metrics, start, stream, last: Instant::now(), tail: Tail::new(stream) };
         tap.tail.keep(held);
         tap
     }
@@ -341,13 +193,11 @@ impl Tap {
         }
     }
 
-    /// The body ended: records the duration, and the usage when the provider reported one
+    /// The body ended: records the duration; returns the usage when the provider reported one
     /// (`known`: already read by a translator; else looked for in the body's tail).
     pub(crate) fn finish(&mut self, known: Option<Option<(u64, u64)>>) -> Option<(u64, u64)> {
         self.metrics.duration.observe(self.start.elapsed().as_secs_f64());
-        let (input, output) = known.unwrap_or_else(|| usage(&self.tail.bytes()))?;
-        self.metrics.usage(input, output, self.costs);
-        Some((input, output))
+        known.unwrap_or_else(|| usage(&self.tail.bytes()))
     }
 }
 

@@ -1,7 +1,8 @@
-//! The forwarding steps for `chat/completions` and `embeddings`, in order: read the body (capped,
-//! under a deadline) → scan it → route: the candidates, in strategy order, then request-level
-//! fallbacks → run the attempt loop → answer with the winner, or with the one error that sums up
-//! every failure.
+//! The forwarding steps for `chat/completions`, `embeddings` and `messages`, in order: read the
+//! body (capped, under a deadline) → scan it → `route`: the candidates, in strategy order, then
+//! request-level fallbacks → `admit`: the caller's rate limits → run the attempt loop
+//! ([`super::attempt`]) → `answer` with what it ended with, or with the one error that sums
+//! up every failure.
 
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
@@ -9,16 +10,17 @@ use http::{HeaderValue, Request, Response};
 use hyper::body::Incoming;
 
 use super::AppState;
-use super::attempt::{self, Answer, Candidate, Job, Success, WonBody};
-use super::body::{Body, RouteLabel, full, read_limited};
-use super::handler::RequestCtx;
+use super::attempt::{self, Answer, Answered, Candidate, Job, Success, WonBody};
+use super::body::{Body, full, read_limited};
+use super::ctx::{End, RequestCtx, RouteLabel};
 use super::headers;
 use super::respond::{self, Dialect};
 use crate::config::ProviderKind;
 use crate::error::{Class, ProxyError};
-use crate::json::{self, Schema};
+use crate::json::{self, Scanned, Schema};
 use crate::providers::Operation;
 use crate::ratelimit::{Facts, Rejection, Ticket, estimate_tokens};
+use crate::resilience::RetryBudget;
 use crate::routing::{Resolved, Route, Target};
 use crate::snapshot::Live;
 
@@ -27,7 +29,7 @@ pub const X_TIER1_FALLBACKS: &str = "x-tier1-fallbacks";
 /// Classification of the first failure, when another attempt answered.
 pub const X_TIER1_FALLBACK_REASON: &str = "x-tier1-fallback-reason";
 
-/// Proxies one API request.
+/// Proxies one API request: read, scan, route, admit, attempt, answer.
 pub async fn forward(
     state: &AppState,
     live: &Live,
@@ -35,9 +37,7 @@ pub async fn forward(
     op: Operation,
     ctx: &mut RequestCtx,
 ) -> Result<Response<Body>, ProxyError> {
-    let (clock, metrics) = (state.registry.clock, &*state.metrics);
     let (parts, body) = req.into_parts();
-    let wants_sse = op == Operation::Chat && headers::accepts_sse(&parts.headers);
     let reading = tokio::time::Instant::now();
     let bytes =
         read_limited(body, &parts.headers, live.server.max_body_bytes, live.server.body_timeout).await;
@@ -48,16 +48,82 @@ pub async fn forward(
         Operation::Embeddings => Schema::Embeddings,
         Operation::Messages => Schema::Messages,
     };
+    let scanned = json::scan_capped(&bytes, schema, live.server.max_request_fallbacks)?;
+    let routed = route(live, &scanned, &parts.headers, op, state.registry.clock.now(), ctx)?;
+    let tokens = estimate_tokens(bytes.len(), scanned.max_tokens);
+    let facts = Facts {
+        route: ctx.route.as_str(),
+        model: &scanned.model,
+        api_key: headers::key_index(&parts.headers, &live.api_keys),
+        headers: &parts.headers,
+        tokens,
+    };
+    let ticket = admit(state, live, &facts).await.map_err(|r| {
+        state.metrics.ratelimit_rejections_total.with_label_values(&[&r.limit]).inc();
+        ProxyError::Limited(Box::new(r))
+    })?;
+    // The tickets settle when the request ends: with the usage, or refunded for an error.
+    if let Some(r) = ctx.record.as_mut() {
+        r.keep(ticket);
+    }
+    let wants_sse = op == Operation::Chat && headers::accepts_sse(&parts.headers);
+    let stream = match op {
+        Operation::Chat => scanned.stream.unwrap_or(wants_sse),
+        Operation::Messages => scanned.stream == Some(true),
+        Operation::Embeddings => false,
+    };
+    let route_label = ctx.route.clone();
+    let job = Job {
+        live,
+        operation: op,
+        stream,
+        force_stream: op == Operation::Chat && stream && scanned.stream.is_none(),
+        scanned: &scanned,
+        body: &bytes,
+        request_id: &ctx.request_id,
+        correlation_id: headers::correlation_id(&parts.headers),
+        clock: state.registry.clock,
+        started: AtomicU32::new(0),
+        metrics: &state.metrics,
+        route: route_label.as_str(),
+        waited: AtomicU64::new(0),
+        limiter: &state.ratelimit,
+        shared: &state.shared,
+        tokens,
+    };
+    let result = attempt::run(&job, &routed.cands, routed.budget, routed.hedge_after).await;
+    ctx.attempts = job.started.load(Ordering::Acquire);
+    ctx.waited += std::time::Duration::from_nanos(job.waited.load(Ordering::Relaxed));
+    let answered = result.map_err(|e| ProxyError::Exhausted(Box::new(e)))?;
+    Ok(answer(answered, op, stream, ctx))
+}
+
+/// Where a request may go: its candidates in order, and the route's retry budget and hedge.
+struct Routed<'a> {
+    cands: Vec<Candidate<'a>>,
+    budget: &'a RetryBudget,
+    hedge_after: Option<std::time::Duration>,
+}
+
+/// The candidates: the model's route targets in strategy order (or its direct
+/// `provider/model`), then the request-level fallbacks', without repeats, among providers that
+/// speak the request's format.
+fn route<'a>(
+    live: &'a Live,
+    scanned: &'a Scanned,
+    headers: &'a http::HeaderMap,
+    op: Operation,
+    now: u64,
+    ctx: &mut RequestCtx,
+) -> Result<Routed<'a>, ProxyError> {
     let max_fallbacks = live.server.max_request_fallbacks;
-    let scanned = json::scan_capped(&bytes, schema, max_fallbacks)?;
-    let header_fallbacks = parts.headers.get(X_TIER1_FALLBACKS).and_then(|v| v.to_str().ok()).unwrap_or("");
+    let header_fallbacks = headers.get(X_TIER1_FALLBACKS).and_then(|v| v.to_str().ok()).unwrap_or("");
     let header_fallbacks = || header_fallbacks.split(',').map(str::trim).filter(|m| !m.is_empty());
     // Counted before any is resolved: each costs a lookup and candidates to de-duplicate.
     let given = scanned.fallbacks.len() + header_fallbacks().count();
     if given > max_fallbacks {
         return Err(json::ScanError::TooManyFallbacks { given, max: max_fallbacks }.into());
     }
-    let now = clock.now();
     let mut cands: Vec<Candidate<'_>> = Vec::new();
     let (budget, hedge_after) = match resolve(live, &scanned.model) {
         Some(Resolved::Route(route)) => {
@@ -88,110 +154,54 @@ pub async fn forward(
     if cands.is_empty() && before > 0 {
         return Err(ProxyError::WrongFormat(scanned.model.as_str().into()));
     }
+    Ok(Routed { cands, budget, hedge_after })
+}
 
-    let tokens = estimate_tokens(bytes.len(), scanned.max_tokens);
-    let facts = Facts {
-        route: ctx.route.as_str(),
-        model: &scanned.model,
-        api_key: headers::key_index(&parts.headers, &live.api_keys),
-        headers: &parts.headers,
-        tokens,
-    };
-    let mut ticket = admit(state, live, &facts).await.map_err(|r| {
-        metrics.ratelimit_rejections_total.with_label_values(&[&r.limit]).inc();
-        ProxyError::Limited(Box::new(r))
-    })?;
-
-    let stream = match op {
-        Operation::Chat => scanned.stream.unwrap_or(wants_sse),
-        Operation::Messages => scanned.stream == Some(true),
-        Operation::Embeddings => false,
-    };
-    let route_label = ctx.route.clone();
-    let job = Job {
-        live,
-        operation: op,
-        stream,
-        force_stream: op == Operation::Chat && stream && scanned.stream.is_none(),
-        scanned: &scanned,
-        body: &bytes,
-        request_id: &ctx.request_id,
-        correlation_id: headers::correlation_id(&parts.headers),
-        clock,
-        started: AtomicU32::new(0),
-        metrics,
-        route: route_label.as_str(),
-        waited: AtomicU64::new(0),
-        limiter: &state.ratelimit,
-        shared: &state.shared,
-        tokens,
-    };
-    let result = attempt::run(&job, &cands, budget, hedge_after).await;
-    ctx.attempts = job.started.load(Ordering::Acquire);
-    ctx.waited += std::time::Duration::from_nanos(job.waited.load(Ordering::Relaxed));
-    let answered = match result {
-        Ok(answered) => answered,
-        Err(e) => {
-            // Nothing was consumed: the token estimate goes back.
-            ticket.settle(Some(0));
-            return Err(ProxyError::Exhausted(Box::new(e)));
-        }
-    };
+/// The response for what the attempt loop ended with; the record learns how the request ends.
+fn answer(answered: Answered, op: Operation, stream: bool, ctx: &mut RequestCtx) -> Response<Body> {
     ctx.provider = Some(answered.provider);
     ctx.model = answered.model;
-    let reason = answered.fallback_reason.map(Class::as_str);
+    ctx.fallback_reason = answered.fallback_reason.map(Class::as_str);
     let (status, headers, body) = match answered.answer {
-        Answer::Success(Success { status, headers, body: WonBody::Full(bytes), tokens, .. }) => {
-            // A translated answer's tokens are what the provider reported (none reported: the
-            // estimate stands).
-            ticket.settle(tokens.map(|(i, o)| i + o));
+        Answer::Success(Success { status, headers, body, ttft, tokens, meter, ticket }) => {
             if let Some(r) = ctx.record.as_mut() {
-                r.tokens = tokens;
-            }
-            (status, headers, full(bytes))
-        }
-        Answer::Success(Success { status, headers, body: WonBody::Relay(relay), ttft, .. }) => {
-            let mut record = ctx.record.take();
-            if let Some(r) = record.as_mut() {
-                r.route = ctx.route.clone();
-                r.stream = stream;
-                if stream {
-                    r.detach();
+                r.meter(meter);
+                if let Some(t) = ticket {
+                    r.keep(t);
                 }
-                r.status = status.as_u16();
-                r.provider = ctx.provider.clone();
-                r.model = ctx.model.clone();
-                r.attempts = ctx.attempts;
-                r.fallback_reason = reason;
-                r.ttft = ttft;
             }
-            (status, headers, Body::new(relay.record(record).ticket(ticket)))
+            match body {
+                // A translated answer's tokens are what the provider reported (none reported:
+                // the estimates stand).
+                WonBody::Full(bytes) => {
+                    ctx.end = End::Done(tokens);
+                    (status, headers, full(bytes))
+                }
+                WonBody::Relay(relay) => {
+                    let record = ctx.hand_over(status.as_u16(), stream, ttft);
+                    (status, headers, Body::new(relay.record(record)))
+                }
+            }
         }
-        // An error body consumed nothing.
+        // An error body consumed nothing: the estimates are refunded.
         Answer::CallerFault { status, headers, body } => {
-            ticket.settle(Some(0));
-            if let Some(r) = ctx.record.as_mut() {
-                r.tokens = None;
-            }
+            ctx.end = End::Refund;
             (status, headers, full(body))
         }
         Answer::Untranslatable { provider, why } => {
-            ticket.settle(Some(0));
-            if let Some(r) = ctx.record.as_mut() {
-                r.tokens = None;
-            }
-            let (parts, body) =
-                respond::error(&ProxyError::Untranslatable { provider, why }, Dialect::of(op)).into_parts();
+            ctx.end = End::Refund;
+            let e = ProxyError::Untranslatable { provider, why };
+            let (parts, body) = respond::error(&e, Dialect::of(op)).into_parts();
             (parts.status, parts.headers, body)
         }
     };
     let mut resp = Response::new(body);
     *resp.status_mut() = status;
     *resp.headers_mut() = headers;
-    if let Some(reason) = reason {
+    if let Some(reason) = ctx.fallback_reason {
         resp.headers_mut().insert(X_TIER1_FALLBACK_REASON, HeaderValue::from_static(reason));
     }
-    Ok(resp)
+    resp
 }
 
 /// Caller rate limits: the async ones locally; the strict ones through Redis, one atomic call

@@ -10,7 +10,8 @@ use http::{HeaderValue, Method, Request, Response, StatusCode, header};
 use hyper::body::Incoming;
 
 use super::AppState;
-use super::body::{Body, RequestRecord, RouteLabel, full};
+use super::body::{Body, full};
+use super::ctx::{RequestCtx, RequestRecord};
 use super::forward;
 use super::headers::{self, X_TIER1_ATTEMPTS, X_TIER1_MODEL, X_TIER1_PROVIDER};
 use super::respond::{self, Dialect};
@@ -127,24 +128,6 @@ impl Endpoint {
     }
 }
 
-/// What the forwarding steps learned, for the response headers and the metrics.
-pub struct RequestCtx {
-    /// The request id (client's or generated).
-    pub request_id: HeaderValue,
-    /// Upstream attempts started.
-    pub attempts: u32,
-    /// Provider that answered (or failed last).
-    pub provider: Option<HeaderValue>,
-    /// Upstream model name.
-    pub model: Option<HeaderValue>,
-    /// Route label for metrics.
-    pub route: RouteLabel,
-    /// In-flight and duration record; moved into a relayed body so it ends with the stream.
-    pub record: Option<RequestRecord>,
-    /// Time spent waiting on the client's body, upstreams, backoff and queues.
-    pub waited: std::time::Duration,
-}
-
 /// Serves one request. Never fails: every error becomes an OpenAI-shaped response here.
 pub async fn handle(
     state: Arc<AppState>,
@@ -157,22 +140,11 @@ pub async fn handle(
     let endpoint =
         Endpoint::from_path(req.uri().path()).filter(|e| e.served_on(listener, state.separate_admin));
     let label = endpoint.and_then(Endpoint::label);
-    let mut ctx = RequestCtx {
-        request_id: headers::request_id(req.headers()),
-        attempts: 0,
-        provider: None,
-        model: None,
-        route: RouteLabel::Unmatched,
-        record: None,
-        waited: std::time::Duration::ZERO,
-    };
-    if let Some(l) = label {
-        let mut record =
-            RequestRecord::start(state.metrics.clone(), l, ctx.request_id.clone(), live.log_sample);
-        record.token_id = req.headers().get(headers::X_RELAY_TOKEN_ID).cloned();
-        record.client_ip = req.headers().get(headers::X_RELAY_CLIENT_IP).cloned();
-        ctx.record = Some(record);
-    }
+    let request_id = headers::request_id(req.headers());
+    let record = label.map(|l| {
+        RequestRecord::start(state.metrics.clone(), l, request_id.clone(), req.headers(), live.log_sample)
+    });
+    let mut ctx = RequestCtx::new(request_id, record);
     let started = tokio::time::Instant::now();
     let mut resp = match handle_inner(&state, &live, endpoint, req, peer, listener, &mut ctx).await {
         Ok(resp) => resp,
@@ -192,14 +164,8 @@ pub async fn handle(
         let overhead = started.elapsed().saturating_sub(ctx.waited);
         state.metrics.overhead.with_label_values(&[label]).observe(overhead.as_secs_f64());
     }
-    if let Some(mut record) = ctx.record.take() {
-        // Not relayed (an error, or a full body): the request ends now.
-        record.route = ctx.route.clone();
-        record.status = resp.status().as_u16();
-        record.provider = ctx.provider.clone();
-        record.model = ctx.model.clone();
-        record.attempts = ctx.attempts;
-    }
+    // Not relayed (an error, or a full body): the request ends now.
+    ctx.finish(resp.status().as_u16());
     let h = resp.headers_mut();
     if http1 && state.draining.load(Ordering::Acquire) {
         // Shutting down: ask keep-alive clients (a balancer's pool) not to reuse this connection.
@@ -270,7 +236,7 @@ async fn handle_inner(
                 // No queue: over the limit, the caller (or its balancer) retries elsewhere at once.
                 let permit = limit.clone().try_acquire_owned().map_err(|_| ProxyError::Busy)?;
                 if let Some(r) = ctx.record.as_mut() {
-                    r.permit = Some(permit);
+                    r.hold(permit);
                 }
             }
             let op = match endpoint {

@@ -44,7 +44,7 @@ fn sane_id(v: &HeaderValue) -> bool {
 /// A copy of a request header's value that does not share the connection's read buffer: hyper
 /// cuts header values out of that buffer, so a clone kept for a long stream's access log would
 /// keep the whole buffer (8 KiB or more) alive until the stream ends (see
-/// [`crate::proxy::body::RequestRecord::detach`]).
+/// [`crate::proxy::ctx::RequestRecord`]).
 pub fn detached(v: &HeaderValue) -> HeaderValue {
     HeaderValue::from_bytes(v.as_bytes()).unwrap_or_else(|_| v.clone())
 }

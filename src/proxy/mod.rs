@@ -3,6 +3,7 @@
 
 pub mod attempt;
 pub mod body;
+pub mod ctx;
 pub mod forward;
 pub mod handler;
 pub mod headers;

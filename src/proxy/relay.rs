@@ -25,12 +25,12 @@ use bytes::Bytes;
 use http_body::{Body as _, Frame, SizeHint};
 use tokio::time::Instant;
 
-use super::body::{BodyError, RequestRecord, Tap};
+use super::body::{BodyError, Tap};
+use super::ctx::{End, RequestRecord};
 use super::respond::{self, Dialect};
 use crate::config::StreamRedactor;
 pub use crate::error::RelayError;
 use crate::providers::UpstreamBody;
-use crate::ratelimit::Ticket;
 use crate::translate::StreamTranslator;
 
 /// What a poll of the relay gives hyper.
@@ -42,8 +42,6 @@ struct Core {
     tap: Option<Box<Tap>>,
     // Rewrites the upstream's stream into the client's format.
     translator: Option<Box<dyn StreamTranslator>>,
-    // Rate-limit admissions: token estimates settled with the usage, slots released at the end.
-    tickets: Vec<Ticket>,
     // In-flight counts and concurrency permits of the attempt.
     guard: Option<Box<dyn Send>>,
     record: Option<RequestRecord>,
@@ -116,28 +114,28 @@ impl Core {
         }
     }
 
-    /// The body ended well: usage into the record, tickets settled, then the record's line. A
-    /// translated stream's usage comes from its translator, which reads the provider's format.
+    /// The body ended well: the record finished with the usage. A translated stream's usage
+    /// comes from its translator, which reads the provider's format.
     fn finish(mut self) {
-        let known = self.translator.as_deref().map(|t| t.usage());
-        let usage = self.tap.take().and_then(|mut t| t.finish(known));
-        if let Some(r) = self.record.as_mut() {
-            r.tokens = usage;
-        }
-        for t in &mut self.tickets {
-            t.settle(usage.map(|(i, o)| i + o));
+        let usage = self.usage();
+        if let Some(r) = self.record.take() {
+            r.finish(End::Done(usage));
         }
     }
 
     /// The body broke: counted as broken, and every resource released with it.
     fn fail(mut self, err: RelayError, stream: bool) {
-        if let Some(mut t) = self.tap.take() {
-            t.finish(self.translator.as_deref().map(|t| t.usage()));
-        }
-        if let Some(r) = self.record.as_mut() {
-            r.broken = true;
-        }
+        let usage = self.usage();
         tracing::warn!(error = %err, stream, "upstream response ended early");
+        if let Some(r) = self.record.take() {
+            r.finish(End::Broken(usage));
+        }
+    }
+
+    /// The attempt's duration observed; the usage the provider reported, if any.
+    fn usage(&mut self) -> Option<(u64, u64)> {
+        let known = self.translator.as_deref().map(|t| t.usage());
+        self.tap.take().and_then(|mut t| t.finish(known))
     }
 }
 
@@ -218,7 +216,6 @@ impl Relay {
             inner,
             tap: None,
             translator: None,
-            tickets: Vec::new(),
             guard: None,
             record: None,
             redact,
@@ -246,14 +243,6 @@ impl Relay {
     pub fn translate(mut self, translator: Box<dyn StreamTranslator>) -> Self {
         if let Some(c) = self.local() {
             c.translator = Some(translator);
-        }
-        self
-    }
-
-    /// Keeps a rate-limit ticket until the body ends, settling its tokens with the usage.
-    pub fn ticket(mut self, ticket: Ticket) -> Self {
-        if let Some(c) = self.local() {
-            c.tickets.push(ticket);
         }
         self
     }
@@ -292,7 +281,8 @@ impl Relay {
         self
     }
 
-    /// Records the request's duration when the body ends.
+    /// Ends the request's record with the body: finished well or broken, or, when the client
+    /// leaves first, dropped unfinished (see [`RequestRecord`]).
     pub fn record(mut self, record: Option<RequestRecord>) -> Self {
         if let Some(c) = self.local() {
             c.record = record;

@@ -16,6 +16,7 @@ use crate::error::Class;
 use crate::metrics::TargetMetrics;
 use crate::providers::{Operation, UpstreamBody};
 use crate::proxy::body::Tap;
+use crate::proxy::ctx::Meter;
 use crate::proxy::relay::Relay;
 use crate::ratelimit::Ticket;
 use crate::translate::Translated;
@@ -77,7 +78,8 @@ pub(super) async fn success(
     }
     let p = c.provider;
     let Committed { status, headers, held, rest } = ok;
-    let tap = Tap::new(carried.metrics, at.start, streaming, c.costs, &held);
+    let meter = Meter { metrics: carried.metrics.clone(), costs: c.costs };
+    let tap = Tap::new(carried.metrics, at.start, streaming, &held);
     let mut relay = Relay::new(rest, at.total, streaming, job.live.redactor.stream())
         .prefix(held)
         .guard(carried.guard)
@@ -93,15 +95,13 @@ pub(super) async fn success(
         relay = relay.translate(translator);
         dropped_header(&mut headers, &t.dropped);
     }
-    if let Some(t) = carried.key_ticket {
-        relay = relay.ticket(t);
-    }
     if streaming {
         relay = relay.idle_timeout(p.idle_timeout);
     }
     let body = WonBody::Relay(Box::new(relay));
     let ttft = streaming.then_some(first);
-    Answered::from(c, Answer::Success(Success { status, headers, body, ttft, tokens: None }))
+    let ticket = carried.key_ticket;
+    Answered::from(c, Answer::Success(Success { status, headers, body, ttft, tokens: None, meter, ticket }))
 }
 
 /// A full answer read and translated whole; a translation that fails is a broken answer.
@@ -127,18 +127,18 @@ async fn whole(
         std::borrow::Cow::Owned(v) => Bytes::from(v),
     };
     metrics.duration.observe(at.start.elapsed().as_secs_f64());
-    if let Some((input, output)) = usage {
-        metrics.usage(input, output, c.costs);
-    }
-    // The key's token estimate is corrected as a relayed body's would be.
-    if let Some(mut t) = key_ticket {
-        t.settle(usage.map(|(i, o)| i + o));
-    }
     let mut headers = HeaderMap::new();
     headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
     dropped_header(&mut headers, &t.dropped);
-    let success =
-        Success { status: ok.status, headers, body: WonBody::Full(body), ttft: None, tokens: usage };
+    let success = Success {
+        status: ok.status,
+        headers,
+        body: WonBody::Full(body),
+        ttft: None,
+        tokens: usage,
+        meter: Meter { metrics, costs: c.costs },
+        ticket: key_ticket,
+    };
     Answered::from(c, Answer::Success(success))
 }
 

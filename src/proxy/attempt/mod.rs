@@ -17,11 +17,11 @@
 //!   them all, and with them their upstream connections. Nothing is spawned.
 
 //!
-//! The files, in the order one attempt meets them: [`plan`] (which candidate and key next, and
-//! how long to wait: pure), [`run`] (the loop and hedging), [`exchange`] (gates, permits,
-//! encoding, the send and the answer's classification), [`read`] (reading an answer up to its
-//! commit point), [`outcome`] (what an attempt teaches: breakers, cooldowns, the other replicas,
-//! metrics), [`answer`] (the client's answer: a relay, a whole translation, a caller-fault body).
+//! The files, in the order one attempt meets them: `plan` (which candidate and key next, and
+//! how long to wait: pure), [`run`] (the loop and hedging), `exchange` (gates, permits,
+//! encoding, the send and the answer's classification), `read` (reading an answer up to its
+//! commit point), `outcome` (what an attempt teaches: breakers, cooldowns, the other replicas,
+//! metrics), `answer` (the client's answer: a relay, a whole translation, a caller-fault body).
 
 mod answer;
 mod exchange;
@@ -40,12 +40,13 @@ use tokio::time::Instant;
 
 pub use run::run;
 
+use super::ctx::Meter;
 use super::relay::Relay;
 use crate::error::Class;
 use crate::json::Scanned;
 use crate::metrics::Metrics;
 use crate::providers::{Operation, Provider};
-use crate::ratelimit::Limiter;
+use crate::ratelimit::{Limiter, Ticket};
 use crate::resilience::{Clock, RetryPolicy, TargetState};
 use crate::shared::Shared;
 use crate::snapshot::Live;
@@ -197,6 +198,10 @@ pub struct Success {
     /// Tokens in and out, for an answer read and translated whole (a relayed body reports its
     /// own when it ends).
     pub tokens: Option<(u64, u64)>,
+    /// Where the usage is counted.
+    pub meter: Meter,
+    /// The key's token ticket, to settle with the usage at the end.
+    pub ticket: Option<Ticket>,
 }
 
 /// A success's body: relayed, or read and translated whole.
