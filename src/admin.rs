@@ -78,7 +78,7 @@ fn ms(d: Option<Duration>) -> u64 {
 }
 
 /// The state document, with the fleet as this replica last saw it.
-pub fn state(live: &Live, clock: Clock, app: &crate::proxy::AppState) -> Bytes {
+pub fn state(live: &Live, clock: Clock, app: &crate::state::AppState) -> Bytes {
     let now = clock.now();
     let providers: Vec<serde_json::Value> = live
         .providers
@@ -132,7 +132,7 @@ pub fn state(live: &Live, clock: Clock, app: &crate::proxy::AppState) -> Bytes {
         })
         .collect();
     let fleet = &app.shared.fleet;
-    let members = app.fleet_members.lock().map(|m| m.clone()).unwrap_or_default();
+    let members = app.shared.members.lock().map(|m| m.clone()).unwrap_or_default();
     let fleet = serde_json::json!({
         "redis": fleet.configured,
         "redis_up": fleet.up.load(std::sync::atomic::Ordering::Acquire),

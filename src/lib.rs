@@ -47,6 +47,7 @@ pub mod resilience;
 pub mod routing;
 pub mod shared;
 pub mod snapshot;
+pub mod state;
 pub mod tls;
 pub mod translate;
 pub mod upstream;
@@ -58,10 +59,10 @@ use tokio::net::TcpListener;
 
 use crate::config::Config;
 use crate::metrics::Metrics;
-use crate::proxy::AppState;
 use crate::proxy::handler::Listener;
 use crate::resilience::Registry;
-use crate::snapshot::{Live, Snapshot};
+use crate::snapshot::Snapshot;
+use crate::state::AppState;
 
 /// Why tier1 could not start.
 #[derive(Debug, thiserror::Error)]
@@ -139,9 +140,7 @@ pub async fn serve(
     }
     metrics.limits_configured(config.limits.iter().map(|l| &l.name));
     let registry = Arc::new(Registry::default());
-    registry.begin_build();
-    let live = Live::build(&config, &registry)?;
-    registry.commit_build();
+    let live = Snapshot::build(&config, &registry)?;
     let admin_listener = bound_or_bind(admin_listener, config.server.admin_listen, "admin_listen").await?;
     let probe_listener = bound_or_bind(probe_listener, config.server.probe_listen, "probe_listen").await?;
     // The addresses actually bound (`--listen` may differ from the file), checked once here and
@@ -179,7 +178,7 @@ pub async fn serve(
     metrics.config_loaded(&reload::hash(&text));
     let limiter = Arc::new(ratelimit::Limiter::new(fleet).with_metrics(metrics.clone()));
     let state = Arc::new(AppState {
-        live: Snapshot::new(live),
+        live,
         metrics,
         draining: AtomicBool::new(false),
         registry,
@@ -187,7 +186,6 @@ pub async fn serve(
         separate_admin: admin_listener.is_some(),
         ratelimit: limiter,
         shared: Arc::new(shared),
-        fleet_members: std::sync::Mutex::new(Vec::new()),
         inflight_limit: config.server.max_inflight.map(|n| Arc::new(tokio::sync::Semaphore::new(n))),
         tls: tls.clone(),
     });
@@ -202,8 +200,8 @@ pub async fn serve(
     }
     if let Some((events, redis)) = events {
         tracing::info!(replica = %state.shared.replica, prefix = %redis.key_prefix, "sharing limits and state through redis");
-        tasks.spawn(shared::run(state.clone(), redis.clone(), events, stop_rx.clone()));
-        tasks.spawn(shared::subscribe(state.clone(), redis, stop_rx.clone()));
+        tasks.spawn(shared::run(state.shared_handles(), redis.clone(), events, stop_rx.clone()));
+        tasks.spawn(shared::subscribe(state.shared_handles(), redis, stop_rx.clone()));
     }
     if let Some(tls) = tls {
         tasks.spawn(tls.watch(state.metrics.clone(), stopped(stop_rx.clone())));
@@ -276,6 +274,6 @@ async fn reload_on_sighup(
             return;
         }
         tracing::info!("SIGHUP: reloading the config");
-        reloader.reload(&state).await;
+        reloader.reload(state.as_ref()).await;
     }
 }

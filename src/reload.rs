@@ -18,8 +18,9 @@ use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
 use crate::config::{self, Config, Env, Format};
-use crate::proxy::AppState;
-use crate::snapshot::Live;
+use crate::metrics::Metrics;
+use crate::resilience::Registry;
+use crate::snapshot::Snapshot;
 
 /// Where the config came from.
 #[derive(Clone)]
@@ -107,6 +108,24 @@ pub struct Status {
     restart_only: String,
 }
 
+/// What a reload writes to: the snapshot it swaps, the registry the new snapshot's state comes
+/// from, the metrics it counts in.
+pub struct Target<'a> {
+    /// The live snapshot.
+    pub live: &'a Snapshot,
+    /// Runtime state by stable identity.
+    pub registry: &'a Registry,
+    /// Reload and config metrics.
+    pub metrics: &'a Metrics,
+}
+
+/// Whatever holds a [`Target`]: the running tier1's state, for the reload triggers (the admin
+/// route, SIGHUP, the file watcher).
+pub trait Reloadable: Send + Sync {
+    /// The reload's target.
+    fn target(&self) -> Target<'_>;
+}
+
 /// Runs reloads, one at a time.
 pub struct Reloader {
     source: Option<Source>,
@@ -185,7 +204,8 @@ impl Reloader {
     }
 
     /// Reloads now (or joins a reload that starts after this call) and returns its outcome.
-    pub async fn reload(&self, state: &AppState) -> Outcome {
+    pub async fn reload(&self, to: &dyn Reloadable) -> Outcome {
+        let state = &to.target();
         let mine = self.requested.fetch_add(1, Ordering::AcqRel) + 1;
         let mut run = self.run.lock().await;
         if run.0 >= mine {
@@ -199,7 +219,7 @@ impl Reloader {
         outcome
     }
 
-    fn reload_once(&self, state: &AppState) -> Outcome {
+    fn reload_once(&self, state: &Target<'_>) -> Outcome {
         let Some(source) = &self.source else {
             tracing::warn!("reload requested, but tier1 runs on its built-in config: nothing to reload");
             return Outcome::NoFile;
@@ -233,17 +253,9 @@ impl Reloader {
         if !open.is_empty() {
             return self.failed(state, Some(new_hash), open.iter().map(ToString::to_string).collect());
         }
-        let registry = &state.registry;
-        registry.begin_build();
-        let live = match Live::build(&config, registry) {
-            Ok(live) => live,
-            Err(e) => {
-                registry.abort_build();
-                return self.failed(state, Some(new_hash), vec![e.to_string()]);
-            }
-        };
-        state.live.store(live);
-        registry.commit_build();
+        if let Err(e) = state.live.rebuild(&config, state.registry) {
+            return self.failed(state, Some(new_hash), vec![e.to_string()]);
+        }
         state.metrics.config_loaded(&new_hash);
         state.metrics.limits_configured(config.limits.iter().map(|l| &l.name));
         if let Ok(mut s) = self.status.lock() {
@@ -268,7 +280,7 @@ impl Reloader {
 
     /// Records a refused reload. Errors may quote values from the file (a serde "invalid type:
     /// string ..." does), so the running config's secrets are redacted from them first.
-    fn failed(&self, state: &AppState, hash: Option<String>, errors: Vec<String>) -> Outcome {
+    fn failed(&self, state: &Target<'_>, hash: Option<String>, errors: Vec<String>) -> Outcome {
         let live = state.live.load();
         let errors: Vec<String> = errors
             .iter()
@@ -295,9 +307,13 @@ impl Reloader {
 
     /// Polls the file every `[reload] poll_interval` (read from the live snapshot, so a reload can
     /// change it) until `stop` turns true.
-    pub async fn watch(self: Arc<Self>, state: Arc<AppState>, mut stop: tokio::sync::watch::Receiver<bool>) {
+    pub async fn watch<R: Reloadable + 'static>(
+        self: Arc<Self>,
+        state: Arc<R>,
+        mut stop: tokio::sync::watch::Receiver<bool>,
+    ) {
         loop {
-            let interval = state.live.load().reload.poll_interval;
+            let interval = state.target().live.load().reload.poll_interval;
             if interval.is_zero() {
                 // Watching is off; wait for a stop (a reload through another trigger may turn it on,
                 // checked again every minute).
@@ -311,7 +327,7 @@ impl Reloader {
                 () = tokio::time::sleep(interval) => {}
             }
             if self.file_changed() {
-                self.reload(&state).await;
+                self.reload(state.as_ref()).await;
             }
         }
     }

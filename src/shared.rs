@@ -23,7 +23,6 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, watch};
 
 use crate::config::RedisConfig;
-use crate::proxy::AppState;
 use crate::ratelimit::{Fleet, unix_ms};
 
 /// A state change another replica must apply.
@@ -94,6 +93,21 @@ pub struct Shared {
     conn: std::sync::Mutex<Option<Conn>>,
     prefix: String,
     timeout: Duration,
+    /// Replica ids alive at the last heartbeat (for `/admin/state`).
+    pub members: std::sync::Mutex<Vec<String>>,
+}
+
+/// What the Redis tasks need of the running tier1, and nothing more.
+#[derive(Clone)]
+pub struct Handles {
+    /// Redis and sync metrics.
+    pub metrics: Arc<crate::metrics::Metrics>,
+    /// This replica's shared-state handle.
+    pub shared: Arc<Shared>,
+    /// The rate-limit counters synced with the fleet.
+    pub ratelimit: Arc<crate::ratelimit::Limiter>,
+    /// Where shared cooldowns and breaker openings land.
+    pub registry: Arc<crate::resilience::Registry>,
 }
 
 impl Shared {
@@ -106,6 +120,7 @@ impl Shared {
             conn: std::sync::Mutex::new(None),
             prefix: String::new(),
             timeout: Duration::from_secs(1),
+            members: std::sync::Mutex::new(Vec::new()),
         }
     }
 
@@ -119,6 +134,7 @@ impl Shared {
             conn: std::sync::Mutex::new(None),
             prefix: cfg.key_prefix.clone(),
             timeout: cfg.timeout,
+            members: std::sync::Mutex::new(Vec::new()),
         };
         (shared, rx)
     }
@@ -289,7 +305,7 @@ const MAX_QUEUED: usize = 10_000;
 
 /// The sync task: runs until `stop`.
 pub async fn run(
-    state: Arc<AppState>,
+    state: Handles,
     cfg: RedisConfig,
     mut events: mpsc::UnboundedReceiver<Event>,
     mut stop: watch::Receiver<bool>,
@@ -355,7 +371,7 @@ pub async fn run(
     }
 }
 
-fn outage(state: &AppState, fleet: &Fleet, warned: &mut bool, op: &'static str) {
+fn outage(state: &Handles, fleet: &Fleet, warned: &mut bool, op: &'static str) {
     state.metrics.redis_errors_total.with_label_values(&[op]).inc();
     state.ratelimit.restore_batch();
     if fleet.up.swap(false, Ordering::AcqRel) || !*warned {
@@ -370,7 +386,7 @@ fn outage(state: &AppState, fleet: &Fleet, warned: &mut bool, op: &'static str) 
     }
 }
 
-async fn sync(state: &AppState, conn: &mut Conn, prefix: &str) -> redis::RedisResult<()> {
+async fn sync(state: &Handles, conn: &mut Conn, prefix: &str) -> redis::RedisResult<()> {
     let now = unix_ms();
     let (items, inflight) = state.ratelimit.take_batch(now);
     if items.is_empty() && inflight.is_empty() {
@@ -423,7 +439,7 @@ async fn share(conn: &mut Conn, prefix: &str, replica: &str, events: &[Event]) -
 }
 
 /// Heartbeat, fleet count, and reconciliation of shared state.
-async fn heartbeat(state: &AppState, conn: &mut Conn, prefix: &str) -> redis::RedisResult<()> {
+async fn heartbeat(state: &Handles, conn: &mut Conn, prefix: &str) -> redis::RedisResult<()> {
     let now = unix_ms();
     let me = &state.shared.replica;
     let fleet_key = format!("{{{prefix}}}:replicas");
@@ -440,7 +456,7 @@ async fn heartbeat(state: &AppState, conn: &mut Conn, prefix: &str) -> redis::Re
         .fleet
         .replicas
         .store(u32::try_from(members.len().max(1)).unwrap_or(u32::MAX), Ordering::Release);
-    if let Ok(mut m) = state.fleet_members.lock() {
+    if let Ok(mut m) = state.shared.members.lock() {
         *m = members;
     }
     let mut stale = Vec::new();
@@ -472,7 +488,7 @@ fn parse_field(field: &str, until_ms: u64) -> Option<Event> {
 }
 
 /// Applies another replica's state change to this replica's registry.
-pub fn apply(state: &AppState, event: &Event) {
+pub fn apply(state: &Handles, event: &Event) {
     let remaining = Duration::from_millis(event.until().saturating_sub(unix_ms()));
     if remaining.is_zero() {
         return;
@@ -502,7 +518,7 @@ pub fn apply(state: &AppState, event: &Event) {
 }
 
 /// One subscription session: returns when the connection is lost.
-async fn listen(state: &AppState, cfg: &RedisConfig, channel: &str) -> Option<()> {
+async fn listen(state: &Handles, cfg: &RedisConfig, channel: &str) -> Option<()> {
     let client = client(cfg).ok()?;
     let mut pubsub = tokio::time::timeout(cfg.timeout, client.get_async_pubsub()).await.ok()?.ok()?;
     pubsub.subscribe(channel).await.ok()?;
@@ -520,7 +536,7 @@ async fn listen(state: &AppState, cfg: &RedisConfig, channel: &str) -> Option<()
 }
 
 /// The subscription: applies other replicas' events as they are published; reconnects by itself.
-pub async fn subscribe(state: Arc<AppState>, cfg: RedisConfig, mut stop: watch::Receiver<bool>) {
+pub async fn subscribe(state: Handles, cfg: RedisConfig, mut stop: watch::Receiver<bool>) {
     let channel = format!("{{{}}}:events", cfg.key_prefix);
     loop {
         let session = listen(&state, &cfg, &channel);

@@ -110,6 +110,23 @@ impl Snapshot {
         Self(ArcSwap::from_pointee(live))
     }
 
+    /// The first snapshot, of `config`, with its runtime state registered in `registry`.
+    pub fn build(config: &Config, registry: &Registry) -> Result<Self, providers::BuildError> {
+        let snapshot = Self::new(prepare(config, registry)?);
+        registry.commit_build();
+        Ok(snapshot)
+    }
+
+    /// Swaps in a snapshot of `config` (a reload). A config that cannot be built leaves the
+    /// running snapshot and `registry` as they were.
+    pub fn rebuild(&self, config: &Config, registry: &Registry) -> Result<(), providers::BuildError> {
+        let live = prepare(config, registry)?;
+        self.store(live);
+        // Only now may state the old snapshot held and the new one does not be dropped.
+        registry.commit_build();
+        Ok(())
+    }
+
     /// The current snapshot; a request calls this once and keeps the `Arc` to its end.
     pub fn load(&self) -> Arc<Live> {
         self.0.load_full()
@@ -119,4 +136,10 @@ impl Snapshot {
     pub fn store(&self, live: Live) {
         self.0.store(Arc::new(live));
     }
+}
+
+/// Builds a snapshot of `config` within a registry build, aborted if the snapshot fails.
+fn prepare(config: &Config, registry: &Registry) -> Result<Live, providers::BuildError> {
+    registry.begin_build();
+    Live::build(config, registry).inspect_err(|_| registry.abort_build())
 }

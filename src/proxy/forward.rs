@@ -9,7 +9,6 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use http::{HeaderValue, Request, Response};
 use hyper::body::Incoming;
 
-use super::AppState;
 use super::attempt::{self, Answer, Answered, Candidate, Job, Success, WonBody};
 use super::body::{Body, full, read_limited};
 use super::ctx::{End, RequestCtx, RouteLabel};
@@ -23,6 +22,7 @@ use crate::ratelimit::{Facts, Rejection, Ticket, estimate_tokens};
 use crate::resilience::RetryBudget;
 use crate::routing::{Resolved, Route, Target};
 use crate::snapshot::Live;
+use crate::state::AppState;
 
 /// Request-level fallbacks as a header: comma-separated model names.
 pub const X_TIER1_FALLBACKS: &str = "x-tier1-fallbacks";

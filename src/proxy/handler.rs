@@ -9,7 +9,6 @@ use bytes::Bytes;
 use http::{HeaderValue, Method, Request, Response, StatusCode, header};
 use hyper::body::Incoming;
 
-use super::AppState;
 use super::body::{Body, full};
 use super::ctx::{RequestCtx, RequestRecord};
 use super::forward;
@@ -19,6 +18,7 @@ use crate::error::ProxyError;
 use crate::metrics::status_class;
 use crate::providers::Operation;
 use crate::snapshot::Live;
+use crate::state::AppState;
 
 /// The endpoints tier1 serves.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -25,10 +25,10 @@ use tokio::net::TcpListener;
 use tokio::sync::{Notify, watch};
 use tokio::time::Instant;
 
-use super::AppState;
 use super::body::{Body, BodyError};
 use super::handler::{Listener, handle};
 use crate::config::ServerConfig;
+use crate::state::AppState;
 
 /// HTTP/2 pings on an idle connection, so a vanished peer's streams are reclaimed.
 const H2_KEEPALIVE: Duration = Duration::from_secs(20);
