@@ -11,8 +11,6 @@ use std::time::Duration;
 use bytes::Bytes;
 use common::*;
 use http::StatusCode;
-use tier1::mock::server::{MockConfig, MockUpstream};
-use tier1::mock::{Behavior, DEFAULT_REPLY};
 
 fn cfg(url: &str, extra: &str) -> String {
     format!(
@@ -44,14 +42,14 @@ fn messages(model: &str, stream: bool) -> String {
 #[tokio::test]
 async fn messages_pass_through_natively_byte_exact() {
     let answer = r#"{"id":"msg_1","type":"message","role":"assistant","model":"claude-sonnet-4-5","content":[{"type":"text","text":"Hi"}],"stop_reason":"end_turn","stop_sequence":null,"usage":{"input_tokens":3,"output_tokens":1}}"#;
-    let up = FixedUpstream::start(Fixed {
+    let up = MockUpstream::fixed(Fixed {
         status: 200,
         headers: vec![("content-type", "application/json".into())],
         chunks: vec![Bytes::from(answer)],
         gap: Duration::ZERO,
     })
     .await;
-    let t = Tier1::start(&cfg(&format!("http://{}", up.addr), "")).await;
+    let t = Tier1::start(&cfg(&up.url(), "")).await;
     let sent = r#"{"model":"anthropic/claude-sonnet-4-5", "max_tokens": 64,"system":"be brief","messages":[{"role":"user","content":[{"type":"text","text":"hi"}]}]}"#;
     for path in ["/anthropic/v1/messages", "/v1/messages"] {
         let a = post(
@@ -64,7 +62,8 @@ async fn messages_pass_through_natively_byte_exact() {
         assert_eq!(a.text(), answer);
         assert_eq!(a.header("x-tier1-provider"), Some("anthropic"));
     }
-    let (headers, body) = &up.requests()[0];
+    let first = &up.stats.requests()[0];
+    let (headers, body) = (&first.headers, &first.body);
     assert_eq!(body, &sent.replace("anthropic/claude", "claude").into_bytes());
     assert_eq!(headers["x-api-key"], "sk-upstream-secret-0001");
     assert_eq!(headers["anthropic-version"], "2023-06-01");
@@ -87,14 +86,14 @@ async fn anthropic_streams_pass_through_byte_exact_without_done() {
     .into_iter()
     .map(|s: &'static str| Bytes::from_static(s.as_bytes()))
     .collect();
-    let up = FixedUpstream::start(Fixed {
+    let up = MockUpstream::fixed(Fixed {
         status: 200,
         headers: vec![("content-type", "text/event-stream".into())],
         chunks: events.clone(),
         gap: Duration::from_millis(5),
     })
     .await;
-    let t = Tier1::start(&cfg(&format!("http://{}", up.addr), "")).await;
+    let t = Tier1::start(&cfg(&up.url(), "")).await;
     let a = post(&t.url("/anthropic/v1/messages"), &[FRONT], &messages("anthropic/claude-sonnet-4-5", true))
         .await;
     assert_eq!(a.status, 200);

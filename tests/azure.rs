@@ -5,7 +5,6 @@
 mod common;
 
 use common::*;
-use tier1::mock::server::{MockConfig, MockUpstream};
 
 #[tokio::test]
 async fn azure_targets_use_deployment_urls_api_version_and_api_key() {

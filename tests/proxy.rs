@@ -11,33 +11,22 @@ use bytes::Bytes;
 use common::*;
 use http::Request;
 use http_body_util::Full;
-use tier1::mock::server::{MockConfig, MockUpstream};
-use tier1::mock::{Behavior, DEFAULT_REPLY};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-fn json_upstream(body: &str) -> Fixed {
-    Fixed {
-        status: 200,
-        headers: vec![("content-type", "application/json".into())],
-        chunks: vec![Bytes::from(body.to_owned())],
-        gap: Duration::ZERO,
-    }
-}
 
 const ODD_JSON: &str = "{\"id\":\"x\",  \"object\":\"chat.completion\",\n \"choices\":[{\"index\":0,\"message\":{\"role\":\"assistant\",\"content\":\"caf\\u00e9 \\\"q\\\"\"},\"finish_reason\":\"stop\"}] ,\"usage\":{}}";
 
 #[tokio::test]
 async fn non_stream_round_trip_is_byte_exact() {
-    let up = FixedUpstream::start(json_upstream(ODD_JSON)).await;
+    let up = MockUpstream::fixed(Fixed::json(ODD_JSON)).await;
     let t = Tier1::start(&config(&up.url(), "")).await;
     // `gpt-4o` is listed by the route and sent upstream as `gpt-4o`: nothing to change.
     let sent = "{ \"model\": \"gpt-4o\", \"messages\": [ {\"role\":\"user\",\"content\":\"hi\"} ],  \"temperature\": 0.2 }";
     let a = post(&t.url("/v1/chat/completions"), &[], sent).await;
     assert_eq!(a.status, 200);
     assert_eq!(a.text(), ODD_JSON, "response bytes changed");
-    let reqs = up.requests();
+    let reqs = up.stats.requests();
     assert_eq!(reqs.len(), 1);
-    assert_eq!(reqs[0].1, sent.as_bytes(), "request bytes changed");
+    assert_eq!(reqs[0].body, sent.as_bytes(), "request bytes changed");
     assert_eq!(a.header("x-tier1-provider"), Some("up"));
     assert_eq!(a.header("x-tier1-model"), Some("gpt-4o"));
     assert_eq!(a.header("x-tier1-attempts"), Some("1"));
@@ -54,7 +43,7 @@ async fn stream_round_trip_is_byte_exact_and_chunked_as_it_arrives() {
         ),
         Bytes::from_static(b"data: [DONE]\n\n"),
     ];
-    let up = FixedUpstream::start(Fixed {
+    let up = MockUpstream::fixed(Fixed {
         status: 200,
         headers: vec![("content-type", "text/event-stream".into())],
         chunks: events.clone(),
@@ -79,27 +68,27 @@ async fn stream_round_trip_is_byte_exact_and_chunked_as_it_arrives() {
 
 #[tokio::test]
 async fn provider_model_with_slashes_goes_to_that_provider() {
-    let up = FixedUpstream::start(json_upstream("{}")).await;
+    let up = MockUpstream::fixed(Fixed::json("{}")).await;
     let t = Tier1::start(&config(&up.url(), "")).await;
     let sent = r#"{"model":"up/meta-llama/llama-3.3-70b","messages":[{"role":"user","content":"hi"}]}"#;
     let a = post(&t.url("/v1/chat/completions"), &[], sent).await;
     assert_eq!(a.status, 200);
     assert_eq!(a.header("x-tier1-model"), Some("meta-llama/llama-3.3-70b"));
-    let body = &up.requests()[0].1;
+    let body = &up.stats.requests()[0].body;
     assert_eq!(body, &sent.replace("up/meta-llama", "meta-llama").into_bytes());
 }
 
 #[tokio::test]
 async fn route_name_and_glob_splice_the_target_model() {
-    let up = FixedUpstream::start(json_upstream("{}")).await;
+    let up = MockUpstream::fixed(Fixed::json("{}")).await;
     let t = Tier1::start(&config(&up.url(), "")).await;
     for model in ["smart", "gpt-4.1-preview"] {
         let a = post(&t.url("/openai/v1/chat/completions"), &[], &chat(model)).await;
         assert_eq!(a.status, 200, "{model}");
         assert_eq!(a.header("x-tier1-model"), Some("gpt-4o"));
     }
-    for (_, body) in up.requests() {
-        assert_eq!(body, chat("gpt-4o").into_bytes());
+    for r in up.stats.requests() {
+        assert_eq!(r.body, chat("gpt-4o").into_bytes());
     }
 }
 
@@ -140,7 +129,7 @@ async fn mock_stream_through_tier1_ends_with_done_and_reassembles_the_reply() {
 
 #[tokio::test]
 async fn upstream_sees_provider_key_and_ids_but_not_inbound_auth_or_relay_headers() {
-    let up = FixedUpstream::start(json_upstream("{}")).await;
+    let up = MockUpstream::fixed(Fixed::json("{}")).await;
     let toml = config(&up.url(), "").replace("[server]", "[server]\napi_keys = [\"env:FRONT_KEY\"]");
     let t = Tier1::start(&toml).await;
     let a = post(
@@ -160,7 +149,7 @@ async fn upstream_sees_provider_key_and_ids_but_not_inbound_auth_or_relay_header
     .await;
     assert_eq!(a.status, 200);
     assert_eq!(a.header("x-request-id"), Some("req-42"));
-    let (headers, _) = &up.requests()[0];
+    let headers = &up.stats.requests()[0].headers;
     assert_eq!(headers["authorization"], "Bearer sk-upstream-secret-0001");
     assert_eq!(headers["x-request-id"], "req-42");
     assert_eq!(headers["x-correlation-id"], "corr-7");
@@ -171,14 +160,14 @@ async fn upstream_sees_provider_key_and_ids_but_not_inbound_auth_or_relay_header
 
 #[tokio::test]
 async fn hop_by_hop_and_private_upstream_headers_are_not_passed_back() {
-    let mut fixed = json_upstream("{}");
+    let mut fixed = Fixed::json("{}");
     fixed.headers.extend([
         ("set-cookie", "upstream=1".to_owned()),
         ("openai-organization", "org-secret-name".to_owned()),
         ("x-ratelimit-remaining-requests", "99".to_owned()),
         ("keep-alive", "timeout=5".to_owned()),
     ]);
-    let up = FixedUpstream::start(fixed).await;
+    let up = MockUpstream::fixed(fixed).await;
     let t = Tier1::start(&config(&up.url(), "")).await;
     let a = post(&t.url("/v1/chat/completions"), &[], &chat("smart")).await;
     assert_eq!(a.status, 200);
@@ -188,7 +177,7 @@ async fn hop_by_hop_and_private_upstream_headers_are_not_passed_back() {
     assert_eq!(a.header("x-ratelimit-remaining-requests"), Some("99"));
     // A request id is generated when the client sent none.
     assert_eq!(a.header("x-request-id").unwrap().len(), 36);
-    assert_eq!(up.requests()[0].0["x-request-id"], a.header("x-request-id").unwrap());
+    assert_eq!(up.stats.requests()[0].headers["x-request-id"], a.header("x-request-id").unwrap());
 }
 
 #[tokio::test]
@@ -320,12 +309,9 @@ async fn auth_off_is_open() {
 
 #[tokio::test]
 async fn unreachable_upstream_is_502() {
-    // A port that was just free: nothing listens there.
-    let port = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap().port()
-    };
-    let t = Tier1::start(&config(&format!("http://127.0.0.1:{port}/v1"), "")).await;
+    // Nothing listens there, and nothing can start to while the test holds the port.
+    let closed = ClosedPort::new();
+    let t = Tier1::start(&config(&format!("http://127.0.0.1:{}/v1", closed.port()), "")).await;
     let a = post(&t.url("/v1/chat/completions"), &[], &chat("smart")).await;
     assert_eq!(a.status, 502);
     assert_eq!(a.code(), "upstream_unreachable");
@@ -355,9 +341,9 @@ async fn caller_fault_statuses_pass_through_with_their_body_and_secrets_redacted
         let body = format!(
             r#"{{"error":{{"message":"bad thing {status}; key sk-upstream-secret-0001 echoed","type":"invalid_request_error","code":"x"}}}}"#
         );
-        let mut fixed = json_upstream(&body);
+        let mut fixed = Fixed::json(&body);
         fixed.status = status;
-        let up = FixedUpstream::start(fixed).await;
+        let up = MockUpstream::fixed(fixed).await;
         let t = Tier1::start(&config(&up.url(), "")).await;
         let a = post(&t.url("/v1/chat/completions"), &[], &chat("smart")).await;
         assert_eq!(a.status.as_u16(), status);
@@ -370,9 +356,9 @@ async fn caller_fault_statuses_pass_through_with_their_body_and_secrets_redacted
 async fn upstream_auth_failure_is_never_passed_through() {
     for status in [401u16, 403] {
         let mut fixed =
-            json_upstream(r#"{"error":{"message":"Incorrect API key provided: sk-upstream-secret-0001"}}"#);
+            Fixed::json(r#"{"error":{"message":"Incorrect API key provided: sk-upstream-secret-0001"}}"#);
         fixed.status = status;
-        let up = FixedUpstream::start(fixed).await;
+        let up = MockUpstream::fixed(fixed).await;
         let t = Tier1::start(&config(&up.url(), "")).await;
         let a = post(&t.url("/v1/chat/completions"), &[], &chat("smart")).await;
         assert_eq!(a.status, 502, "{status}");
@@ -750,6 +736,8 @@ async fn max_connections_pauses_accepting_until_a_connection_closes() {
             read_head(&mut s).await
         }
     });
+    // Asserting an absence: nothing to poll for, so a window in which a served connection
+    // would have had its answer (the scenario's observation, not a wait for readiness).
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(!third.is_finished(), "a third connection was served above max_connections");
     // ...and is served as soon as one closes.

@@ -11,12 +11,6 @@ use std::time::Duration;
 
 use common::*;
 use http::StatusCode;
-use tier1::mock::Behavior;
-use tier1::mock::server::{MockConfig, MockUpstream};
-
-fn fails(status: u16) -> Behavior {
-    Behavior { status: Some(StatusCode::from_u16(status).unwrap()), ..Behavior::default() }
-}
 
 /// A replica's config: provider `a` (one key) and `b` (no key) on the mock, route `dead`, and `extra`.
 fn replica(redis: &str, mock: &MockUpstream, extra: &str) -> String {
@@ -71,6 +65,21 @@ async fn fleet(redis: &RedisServer, mock: &MockUpstream, extra: &str) -> Vec<Arc
     out
 }
 
+/// Sync batches this replica has completed with Redis.
+async fn syncs(t: &Tier1) -> f64 {
+    metric(&get(&t.url("/metrics")).await.text(), "tier1_redis_sync_seconds_count").unwrap_or(0.0)
+}
+
+/// Waits (bounded) until each replica has completed two more syncs than now: one that may have
+/// been under way, and one that started after this call and so saw what was in Redis by then.
+async fn synced_since_now(fleet: &[Arc<Tier1>]) {
+    for t in fleet {
+        let from = syncs(t).await;
+        let synced = wait_until(Duration::from_secs(5), || async { syncs(t).await >= from + 2.0 }).await;
+        assert!(synced, "a replica stopped syncing");
+    }
+}
+
 async fn redis_up(t: &Tier1) -> Option<f64> {
     metric(&get(&t.url("/metrics")).await.text(), "tier1_redis_up")
 }
@@ -86,6 +95,7 @@ async fn a_header_limit_holds_fleet_wide_within_the_overshoot_bound() {
     let limit = "[[limits]]\nname = \"per-user\"\nscope = \"header:x-relay-token-id\"\nrequests = 200\nper = \"10s\"\n";
     let fleet = fleet(&redis, &mock, limit).await;
     // Keep the 3.2 s of load inside one 10 s window, so the count is not blurred by the slide.
+    // Real time: windows are aligned on the wall clock the replicas share through Redis.
     let pos = tier1::ratelimit::unix_ms() % 10_000;
     if pos > 6_000 {
         tokio::time::sleep(Duration::from_millis(10_050 - pos)).await;
@@ -148,8 +158,12 @@ async fn a_429_on_one_replica_rests_the_key_on_all_within_100ms() {
         assert_eq!((a.status.as_u16(), a.code().as_str()), (503, "no_target_available"));
     }
     assert_eq!(mock.stats.snapshot().requests, 1);
-    // After the 3 s, the key serves again everywhere.
-    tokio::time::sleep(Duration::from_millis(3100)).await;
+    // After the 3 s, the key serves again everywhere. Real time: the rest is shared through
+    // Redis (another process) as a wall-clock deadline, so there is no clock to advance.
+    for t in &fleet {
+        let rested = wait_until(Duration::from_secs(6), || async { !resting(t.clone()).await }).await;
+        assert!(rested, "the key still rests after its 3 s");
+    }
     for t in &fleet {
         assert_eq!(post(&t.url("/v1/chat/completions"), &[], &chat("a/m")).await.status, 200);
     }
@@ -163,9 +177,7 @@ async fn a_breaker_opened_on_one_replica_is_open_on_all() {
     for _ in 0..2 {
         post(&fleet[0].url("/v1/chat/completions"), &[], &chat("dead")).await;
     }
-    let dead_calls = || {
-        mock.stats.requests().iter().filter(|r| String::from_utf8_lossy(&r.body).contains("\"dead\"")).count()
-    };
+    let dead_calls = || mock.stats.calls_for("dead");
     assert_eq!(dead_calls(), 2);
     for t in &fleet[1..] {
         let open = within(Duration::from_millis(100), || async {
@@ -216,7 +228,8 @@ async fn redis_killed_mid_run_fails_no_request_and_the_fleet_converges_after() {
         let up = within(Duration::from_secs(5), || async { redis_up(t).await == Some(1.0) }).await;
         assert!(up.is_some(), "tier1_redis_up did not come back");
     }
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // Every replica has flushed its outage counts (it is up) and then synced again.
+    synced_since_now(&fleet).await;
     for t in &fleet {
         assert_eq!(post(&t.url("/v1/chat/completions"), &user("carol"), &chat("b/m")).await.status, 429);
     }
@@ -337,7 +350,7 @@ async fn max_inflight_holds_across_the_fleet() {
     let a = if a.status == 429 {
         a
     } else {
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        synced_since_now(&fleet[2..]).await;
         post(&fleet[2].url("/v1/chat/completions"), &user("frank"), &chat("b/m")).await
     };
     assert_eq!(
@@ -360,16 +373,13 @@ fn tls_fixture(name: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rediss_with_a_private_ca_and_a_client_certificate() {
-    // redis-server on TLS only for clients (the plain port is for the harness's readiness
-    // check), requiring a client certificate signed by the test CA.
-    let free = || std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let (plain, tls) = (free(), free());
+    // redis-server on TLS for clients (on a second port), requiring a client certificate
+    // signed by the test CA.
     let (cert, key, ca) =
         (tls_fixture("server-a.pem"), tls_fixture("server-a-key.pem"), tls_fixture("ca.pem"));
-    let tls_port = tls.to_string();
-    let _redis = RedisServer::start_with(
-        plain,
-        &[
+    let redis = RedisServer::start_with(1, |ports| {
+        let tls_port = ports[0].to_string();
+        [
             "--tls-port",
             &tls_port,
             "--tls-cert-file",
@@ -380,9 +390,12 @@ async fn rediss_with_a_private_ca_and_a_client_certificate() {
             &ca,
             "--tls-auth-clients",
             "yes",
-        ],
-    )
+        ]
+        .map(str::to_owned)
+        .to_vec()
+    })
     .await;
+    let tls = redis.ports[1];
     let mock = MockUpstream::start(MockConfig::default()).await.unwrap();
     let url = format!("rediss://localhost:{tls}");
     let files = format!(

@@ -10,13 +10,6 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use common::*;
-use http::StatusCode;
-use tier1::mock::Behavior;
-use tier1::mock::server::{MockConfig, MockUpstream};
-
-fn fails(status: u16) -> Behavior {
-    Behavior { status: Some(StatusCode::from_u16(status).unwrap()), ..Behavior::default() }
-}
 
 /// Table `tag`: route `r` tries `fail-{tag}` (always 500) then `good-{tag}`; `extra` is appended.
 fn table(mock: &MockUpstream, tag: &str, extra: &str) -> String {

@@ -10,8 +10,6 @@ use std::time::Duration;
 
 use common::*;
 use http::StatusCode;
-use tier1::mock::Behavior;
-use tier1::mock::server::{MockConfig, MockUpstream};
 
 /// Providers `a` (keys k1, k2) and `b` (no key) on the same mock; `body` adds routes.
 fn cfg(mock: &MockUpstream, body: &str) -> String {
@@ -42,19 +40,6 @@ request_timeout = "3s"
     )
 }
 
-fn fails(status: u16) -> Behavior {
-    Behavior { status: Some(StatusCode::from_u16(status).unwrap()), ..Behavior::default() }
-}
-
-/// Calls the mock received for `model`.
-fn calls(mock: &MockUpstream, model: &str) -> usize {
-    mock.stats
-        .requests()
-        .iter()
-        .filter(|r| serde_json::from_slice::<serde_json::Value>(&r.body).is_ok_and(|v| v["model"] == model))
-        .count()
-}
-
 /// Bearer tokens of the calls the mock received, in order.
 fn keys_used(mock: &MockUpstream) -> Vec<String> {
     mock.stats
@@ -74,7 +59,8 @@ async fn chat_ok(t: &Tier1, model: &str) -> Answer {
     post(&t.url("/v1/chat/completions"), &[], &chat(model)).await
 }
 
-#[tokio::test]
+// Paused time: the cooldown (tokio's clock) runs out when the test advances it, not after 2 s.
+#[tokio::test(start_paused = true)]
 async fn rate_limited_key_is_rotated_and_rests_for_retry_after() {
     let limited = Behavior {
         status: Some(StatusCode::TOO_MANY_REQUESTS),
@@ -106,7 +92,7 @@ async fn rate_limited_key_is_rotated_and_rests_for_retry_after() {
     }
     assert!(keys_used(&mock)[rested_from..].iter().all(|k| k == "sk-key-two-0002"));
     // After it, k1 is used again (and answers: it failed only once).
-    tokio::time::sleep(Duration::from_millis(2100)).await;
+    tokio::time::advance(Duration::from_millis(2100)).await;
     let again = keys_used(&mock).len();
     for _ in 0..30 {
         assert_eq!(chat_ok(&t, "a/m").await.status, 200);
@@ -143,7 +129,7 @@ targets = [{ provider = "b", model = "broken" }, { provider = "a", model = "good
     assert_eq!(a.header("x-tier1-fallback-reason"), Some("server"));
     assert_eq!(a.header("x-tier1-attempts"), Some("4"));
     assert_eq!(a.header("x-tier1-model"), Some("good"));
-    assert_eq!((calls(&mock, "broken"), calls(&mock, "good")), (3, 1));
+    assert_eq!((mock.stats.calls_for("broken"), mock.stats.calls_for("good")), (3, 1));
 }
 
 #[tokio::test]
@@ -176,10 +162,11 @@ targets = [{ provider = "b", model = "strict" }, { provider = "b", model = "good
     let a = chat_ok(&t, "r").await;
     assert_eq!(a.status, 400);
     assert_eq!(a.header("x-tier1-attempts"), Some("1"));
-    assert_eq!((calls(&mock, "strict"), calls(&mock, "good")), (1, 0));
+    assert_eq!((mock.stats.calls_for("strict"), mock.stats.calls_for("good")), (1, 0));
 }
 
-#[tokio::test]
+// Paused time: `open_for` (tokio's clock) passes when the test advances it.
+#[tokio::test(start_paused = true)]
 async fn breaker_opens_skips_the_dead_target_then_probes_and_recovers() {
     // "flaky" fails its first 3 calls, then works.
     let flaky = Behavior { fail_first: Some(3), ..fails(503) };
@@ -195,23 +182,23 @@ targets = [{ provider = "a", model = "flaky" }, { provider = "b", model = "good"
         let a = chat_ok(&t, "r").await;
         assert_eq!((a.status.as_u16(), a.header("x-tier1-model")), (200, Some("good")));
     }
-    assert_eq!(calls(&mock, "flaky"), 3);
+    assert_eq!(mock.stats.calls_for("flaky"), 3);
     // Open: the dead target is not contacted at all.
     for _ in 0..5 {
         let a = chat_ok(&t, "r").await;
         assert_eq!(a.header("x-tier1-attempts"), Some("1"));
         assert_eq!(a.header("x-tier1-model"), Some("good"));
     }
-    assert_eq!(calls(&mock, "flaky"), 3);
+    assert_eq!(mock.stats.calls_for("flaky"), 3);
     let state = get_with(&t.url("/admin/state"), &[("x-tier1-admin", "1")]).await.json();
     let target = &state["routes"][0]["targets"][0];
     assert_eq!(target["breaker"], "open");
     assert!(target["breaker_open_ms"].as_u64().unwrap() > 0);
     // After open_for, one trial goes through; it succeeds and closes the breaker.
-    tokio::time::sleep(Duration::from_millis(1050)).await;
+    tokio::time::advance(Duration::from_millis(1050)).await;
     let a = chat_ok(&t, "r").await;
     assert_eq!(a.header("x-tier1-model"), Some("flaky"));
-    assert_eq!(calls(&mock, "flaky"), 4);
+    assert_eq!(mock.stats.calls_for("flaky"), 4);
     assert_eq!(
         get_with(&t.url("/admin/state"), &[("x-tier1-admin", "1")]).await.json()["routes"][0]["targets"][0]["breaker"],
         "closed"
@@ -240,9 +227,9 @@ targets = [{ provider = "b", model = "heavy", weight = 3 }, { provider = "b", mo
     for task in tasks {
         task.await.unwrap();
     }
-    let heavy = calls(&mock, "heavy") as f64 / 2000.0;
+    let heavy = mock.stats.calls_for("heavy") as f64 / 2000.0;
     assert!((0.70..=0.80).contains(&heavy), "heavy share {heavy}");
-    assert_eq!(calls(&mock, "heavy") + calls(&mock, "light"), 2000);
+    assert_eq!(mock.stats.calls_for("heavy") + mock.stats.calls_for("light"), 2000);
 }
 
 #[tokio::test]
@@ -264,7 +251,7 @@ targets = [{ provider = "b", model = "cut" }, { provider = "b", model = "good" }
     assert!(text.ends_with("data: [DONE]\n\n"), "{text}");
     assert_eq!(text.matches("\"role\":\"assistant\"").count(), 1, "one preamble only: {text}");
     assert!(!text.contains("\"model\":\"cut\""), "bytes of the failed attempt leaked: {text}");
-    assert_eq!((calls(&mock, "cut"), calls(&mock, "good")), (1, 1));
+    assert_eq!((mock.stats.calls_for("cut"), mock.stats.calls_for("good")), (1, 1));
 }
 
 #[tokio::test]
@@ -285,7 +272,7 @@ targets = [{ provider = "b", model = "cut" }, { provider = "b", model = "good" }
         text.trim_end().ends_with(r#""type":"upstream_error"}}"#) || text.contains("upstream_stream_error"),
         "{text}"
     );
-    assert_eq!((calls(&mock, "cut"), calls(&mock, "good")), (1, 0));
+    assert_eq!((mock.stats.calls_for("cut"), mock.stats.calls_for("good")), (1, 0));
 }
 
 #[tokio::test]
@@ -328,7 +315,7 @@ targets = [{ provider = "b", model = "slow" }, { provider = "a", model = "fast" 
     assert!(started.elapsed() < Duration::from_secs(1));
     assert_eq!(a.header("x-tier1-model"), Some("fast"));
     assert_eq!(a.header("x-tier1-attempts"), Some("2"));
-    assert_eq!((calls(&mock, "slow"), calls(&mock, "fast")), (1, 1));
+    assert_eq!((mock.stats.calls_for("slow"), mock.stats.calls_for("fast")), (1, 1));
     // The slow attempt's connection is closed at once, long before its 3 s answer.
     mock.stats
         .wait_until(Duration::from_millis(500), |s| s.connections_closed >= 1)

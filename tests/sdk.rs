@@ -10,8 +10,6 @@ use std::path::Path;
 use std::time::Duration;
 
 use common::*;
-use tier1::mock::DEFAULT_REPLY;
-use tier1::mock::server::{MockConfig, MockUpstream};
 
 const ROOT: &str = env!("CARGO_MANIFEST_DIR");
 

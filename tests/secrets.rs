@@ -20,15 +20,12 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use common::TempDir;
+use common::{MockConfig, MockUpstream, TempDir};
 use http::{Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
-use tier1::mock::server::{MockConfig, MockUpstream};
 use tokio::net::TcpListener;
-
-const BIN: &str = env!("CARGO_BIN_EXE_tier1");
 
 const FRONT_ENV: &str = "front-SECRET-env-a1b2c3";
 const FRONT_LITERAL: &str = "front-SECRET-literal-d4e5f6";
@@ -284,47 +281,6 @@ impl Counting {
     }
 }
 
-/// redis-server with a password, on a free port; killed on drop.
-struct Redis {
-    port: u16,
-    child: std::process::Child,
-}
-
-impl Redis {
-    async fn start(port: u16) -> Self {
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let child = std::process::Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
-            .args(["--requirepass", REDIS_PASSWORD])
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .expect("redis-server is not installed: run scripts/test.sh, which installs it");
-        let ready = common::within(Duration::from_secs(10), || async {
-            let Ok(mut s) = tokio::net::TcpStream::connect(("127.0.0.1", port)).await else { return false };
-            let hello = format!("AUTH {REDIS_PASSWORD}\r\nPING\r\n");
-            let mut buf = [0u8; 12];
-            s.write_all(hello.as_bytes()).await.is_ok()
-                && s.read_exact(&mut buf).await.is_ok()
-                && &buf == b"+OK\r\n+PONG\r\n"
-        })
-        .await;
-        assert!(ready.is_some(), "redis-server did not start on port {port}");
-        Self { port, child }
-    }
-
-    fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for Redis {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
-
 // === the binary ===
 
 fn config(mock: &str, echo: &str, key_file: &std::path::Path, reply: &str) -> String {
@@ -435,11 +391,11 @@ async fn no_configured_secret_leaks_into_responses_or_logs() {
     std::fs::write(&key_file, format!("{OPENAI_B_FILE}\n")).unwrap();
     let mock = MockUpstream::start(MockConfig::default()).await.unwrap();
     let echo = EchoUpstream::start().await;
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let mut redis = Redis::start(port).await;
+    let mut redis =
+        common::RedisServer::start_with(0, |_| vec!["--requirepass".into(), REDIS_PASSWORD.into()]).await;
     let cfg = dir.write_atomic("tier1.toml", &config(&mock.url(), &echo.url(), &key_file, "gpt-4o"));
 
-    let mut child = tokio::process::Command::new(BIN)
+    let mut child = tokio::process::Command::new(common::BIN)
         .args(["--config", cfg.to_str().unwrap(), "--listen", "127.0.0.1:0"])
         .env_remove("TIER1_CONFIG")
         .env_remove("TIER1_LISTEN")
@@ -458,7 +414,6 @@ async fn no_configured_secret_leaks_into_responses_or_logs() {
         .kill_on_drop(true)
         .spawn()
         .expect("tier1 starts");
-    let pid = child.id().unwrap().to_string();
     let logs = Arc::new(Mutex::new(String::new()));
     let (addr_tx, addr_rx) = tokio::sync::oneshot::channel::<String>();
     let addr_tx = Arc::new(Mutex::new(Some(addr_tx)));
@@ -637,7 +592,7 @@ async fn no_configured_secret_leaks_into_responses_or_logs() {
     got.add("reload", &a);
     let good = config(&mock.url(), &echo.url(), &key_file, "gpt-4o");
     dir.write_atomic("tier1.toml", &good);
-    assert!(std::process::Command::new("kill").args(["-HUP", &pid]).status().unwrap().success());
+    common::signal(&child, "-HUP");
     let broken = good.replace(
         &format!("api_keys = [\"env:FRONT_KEY\", \"{FRONT_LITERAL}\"]"),
         &format!("api_keys = [\"env:FRONT_KEY\", \"{FRONT_LITERAL}\" \"{GEMINI_LITERAL}\"]"),
@@ -668,7 +623,7 @@ async fn no_configured_secret_leaks_into_responses_or_logs() {
     got.add("metrics at the end", &a);
 
     // Drain and collect every log line to the end.
-    assert!(std::process::Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+    common::sigterm(&child);
     let status = tokio::time::timeout(Duration::from_secs(15), child.wait()).await.unwrap().unwrap();
     assert!(status.success(), "{status:?}");
     for r in readers {

@@ -19,16 +19,14 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use common::{RedisServer, TempDir};
+use common::{BIN, MockConfig, MockUpstream, RedisServer, TempDir};
 use http::Request;
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
-use tier1::mock::server::{MockConfig, MockUpstream};
 use tokio::time::Instant;
 
-const BIN: &str = env!("CARGO_BIN_EXE_tier1");
 const TIER1_TOML: &str = include_str!("../loadtest/soak/tier1.toml");
 const MOCK_TOML: &str = include_str!("../loadtest/soak/mock.toml");
 const FRONT_KEY: &str = "soak-front-key";

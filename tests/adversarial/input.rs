@@ -7,18 +7,18 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::StatusCode;
 
-use crate::common::{self, Fixed, FixedUpstream, Tier1};
+use crate::common::{self, Fixed, MockUpstream, Tier1};
 
 const BIN: &str = env!("CARGO_BIN_EXE_tier1");
 
 /// An upstream answering every request with `status` and a small OpenAI-shaped JSON body.
-async fn upstream(status: u16) -> FixedUpstream {
+async fn upstream(status: u16) -> MockUpstream {
     let body = if status == 200 {
         r#"{"id":"c","object":"chat.completion","choices":[{"index":0,"message":{"role":"assistant","content":"ok"},"finish_reason":"stop"}]}"#
     } else {
         r#"{"error":{"message":"no such model","type":"invalid_request_error"}}"#
     };
-    FixedUpstream::start(Fixed {
+    MockUpstream::fixed(Fixed {
         status,
         headers: vec![("content-type", "application/json".into())],
         chunks: vec![Bytes::from_static(body.as_bytes())],
@@ -28,7 +28,7 @@ async fn upstream(status: u16) -> FixedUpstream {
 }
 
 /// The harness config with room for large bodies, and `extra` appended.
-fn config(up: &FixedUpstream, extra: &str) -> String {
+fn config(up: &MockUpstream, extra: &str) -> String {
     common::config(&up.url(), extra).replace("max_body_bytes = 4096", "max_body_bytes = 16777216")
 }
 
@@ -81,7 +81,7 @@ async fn a_hundred_thousand_fallbacks_are_refused_fast() {
         }
         assert!(took < Duration::from_secs(1), "{path}: took {took:?}");
     }
-    assert!(up.requests().is_empty(), "a refused request reached the upstream");
+    assert!(up.stats.requests().is_empty(), "a refused request reached the upstream");
 }
 
 /// Finding 3: the cap counts the body's `fallbacks` and the `x-tier1-fallbacks` header together;
@@ -111,7 +111,7 @@ async fn the_fallback_cap_counts_body_and_header_together() {
         assert_eq!(answer.code(), "too_many_fallbacks", "{name}");
         assert!(answer.text().contains("9"), "{name}: the count given is named: {}", answer.text());
     }
-    assert_eq!(up.requests().len(), 2, "only the two accepted requests reached the upstream");
+    assert_eq!(up.stats.requests().len(), 2, "only the two accepted requests reached the upstream");
 }
 
 /// Finding 3, the linear de-duplication keeps what the quadratic one did: each provider/model
@@ -131,10 +131,14 @@ async fn duplicate_fallbacks_are_tried_once() {
     .await;
     assert_eq!(answer.status, StatusCode::BAD_GATEWAY, "{}", answer.text());
     let models: Vec<String> = up
+        .stats
         .requests()
         .iter()
-        .map(|(_, b)| {
-            serde_json::from_slice::<serde_json::Value>(b).unwrap()["model"].as_str().unwrap().to_owned()
+        .map(|r| {
+            serde_json::from_slice::<serde_json::Value>(&r.body).unwrap()["model"]
+                .as_str()
+                .unwrap()
+                .to_owned()
         })
         .collect();
     assert_eq!(models, ["gpt-4o", "m2", "m3"]);
@@ -189,7 +193,7 @@ async fn deeply_nested_json_is_refused_with_bounded_memory() {
     assert!(answer.text().contains("127"), "{}", answer.text());
     let bound = body.len() as u64 + 64 * 1024 * 1024;
     assert!(grown < bound, "peak RSS grew by {} MB for a {} MB body", grown >> 20, body.len() >> 20);
-    assert_eq!(up.requests().len(), 1, "the nested body reached the upstream");
+    assert_eq!(up.stats.requests().len(), 1, "the nested body reached the upstream");
 }
 
 /// Finding 10: `estimate_tokens` added `max_tokens` unchecked: near `u64::MAX` it overflowed (a
@@ -208,7 +212,7 @@ async fn a_huge_max_tokens_is_refused_by_the_token_limit() {
     let resp = resp.unwrap_or_else(|e| panic!("no answer for a huge max_tokens (tier1 panicked?): {e}"));
     assert_eq!(resp.status(), StatusCode::TOO_MANY_REQUESTS);
     assert_eq!(resp.headers()["x-tier1-limit"], "tpm");
-    assert!(up.requests().is_empty(), "a huge max_tokens reached the upstream");
+    assert!(up.stats.requests().is_empty(), "a huge max_tokens reached the upstream");
     // An ordinary request still passes: the refused estimate was not charged.
     let ok = common::post(&url, &[], &common::chat("smart")).await;
     assert_eq!(ok.status, StatusCode::OK, "{}", ok.text());
@@ -226,7 +230,7 @@ async fn a_hostile_correlation_id_is_not_forwarded() {
     for (name, value) in [("60 KiB", long.as_str()), ("tab", "abc\tdef"), ("space", "abc def")] {
         let answer = common::post(&url, &[("x-correlation-id", value)], &common::chat("smart")).await;
         assert_eq!(answer.status, StatusCode::OK, "{name}: {}", answer.text());
-        let (headers, _) = up.requests().pop().unwrap();
+        let headers = up.stats.requests().pop().unwrap().headers;
         assert!(
             headers.get("x-correlation-id").is_none(),
             "{name}: forwarded as {:?}",
@@ -242,23 +246,23 @@ async fn a_hostile_correlation_id_is_not_forwarded() {
     .into_bytes();
     raw.extend_from_slice(b"\xff\x01cd\r\n\r\n");
     raw.extend_from_slice(body.as_bytes());
-    let before = up.requests().len();
+    let before = up.stats.requests().len();
     let head = raw_exchange(tier1.addr, &raw).await;
     if head.starts_with("HTTP/1.1 200") {
-        assert_eq!(up.requests().len(), before + 1);
-        let (headers, _) = up.requests().pop().unwrap();
+        assert_eq!(up.stats.requests().len(), before + 1);
+        let headers = up.stats.requests().pop().unwrap().headers;
         assert!(
             headers.get("x-correlation-id").is_none(),
             "high byte: forwarded as {:?}",
             headers["x-correlation-id"]
         );
     } else {
-        assert_eq!(up.requests().len(), before, "refused, and not forwarded: {head}");
+        assert_eq!(up.stats.requests().len(), before, "refused, and not forwarded: {head}");
     }
     // A sane one is forwarded as is.
     let answer = common::post(&url, &[("x-correlation-id", "corr-123_abc.9")], &common::chat("smart")).await;
     assert_eq!(answer.status, StatusCode::OK);
-    let (headers, _) = up.requests().pop().unwrap();
+    let headers = up.stats.requests().pop().unwrap().headers;
     assert_eq!(headers["x-correlation-id"], "corr-123_abc.9");
 }
 

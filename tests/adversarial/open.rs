@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::common::{self, FixedUpstream, TempDir, Tier1, chat, get_with, post, post_empty};
+use crate::common::{self, MockUpstream, TempDir, Tier1, chat, get_with, post, post_empty};
 
 fn parse(text: &str) -> Result<tier1::config::Config, tier1::config::ConfigErrors> {
     tier1::config::parse(text, tier1::config::Format::Toml, &common::env())
@@ -59,7 +59,7 @@ fn tier1_check_reports_an_open_config_and_exits_non_zero() {
 
 #[tokio::test]
 async fn a_reload_to_an_open_config_is_refused_and_the_old_keys_stay() {
-    let up = FixedUpstream::start(common::Fixed {
+    let up = MockUpstream::fixed(common::Fixed {
         status: 200,
         headers: vec![("content-type", "application/json".to_owned())],
         chunks: vec![bytes::Bytes::from_static(b"{\"id\":\"x\",\"choices\":[]}")],

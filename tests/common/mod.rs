@@ -1,13 +1,23 @@
-//! Test harness: tier1 in process on `127.0.0.1:0`, a fixed-bytes upstream for byte-exact checks,
-//! and small HTTP helpers. No fixed ports, no sleeps to wait for readiness: `run` is handed an
-//! already-bound listener, so the port accepts as soon as `start` returns.
+//! Test harness, one for every test file: tier1 in process on `127.0.0.1:0`, the one mock
+//! upstream ([`upstream`]), the tier1 binary and third-party servers ([`process`], [`redis_server`]),
+//! bounded polls ([`wait`]) and small HTTP helpers. No fixed ports, no free-port guesses, no
+//! sleeps to wait for readiness: `run` is handed an already-bound listener, so the port accepts
+//! as soon as `start` returns; a started binary reports the port it bound.
 
-#![allow(dead_code)] // each test binary uses a different part of the harness
+#![allow(dead_code, unused_imports)] // each test binary uses a different part of the harness
+
+pub mod process;
+pub mod redis_server;
+pub mod upstream;
+pub mod wait;
+
+pub use process::*;
+pub use redis_server::*;
+pub use upstream::*;
+pub use wait::*;
 
 use std::collections::HashMap;
-use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -16,7 +26,7 @@ use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::TokioExecutor;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 
@@ -227,96 +237,6 @@ targets = [{{ provider = "up", model = "gpt-4o" }}]
     )
 }
 
-/// What the fixed upstream answers.
-#[derive(Clone)]
-pub struct Fixed {
-    pub status: u16,
-    pub headers: Vec<(&'static str, String)>,
-    /// Body frames, sent one by one with `gap` between them.
-    pub chunks: Vec<Bytes>,
-    pub gap: Duration,
-}
-
-/// An upstream that answers every request with exactly the configured bytes and records what
-/// it received.
-pub struct FixedUpstream {
-    pub addr: SocketAddr,
-    pub received: Arc<Mutex<Vec<(HeaderMap, Bytes)>>>,
-    _stop: oneshot::Sender<()>,
-}
-
-impl FixedUpstream {
-    pub async fn start(fixed: Fixed) -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let received = Arc::new(Mutex::new(Vec::new()));
-        let (stop, mut stopped) = oneshot::channel::<()>();
-        let rec = received.clone();
-        tokio::spawn(async move {
-            loop {
-                let (stream, _) = tokio::select! {
-                    a = listener.accept() => a.unwrap(),
-                    _ = &mut stopped => return,
-                };
-                let fixed = fixed.clone();
-                let rec = rec.clone();
-                tokio::spawn(async move {
-                    let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
-                        let fixed = fixed.clone();
-                        let rec = rec.clone();
-                        async move {
-                            let (parts, body) = req.into_parts();
-                            let body = body.collect().await.unwrap().to_bytes();
-                            rec.lock().unwrap().push((parts.headers, body));
-                            let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(1);
-                            tokio::spawn(async move {
-                                for c in fixed.chunks {
-                                    if tx.send(c).await.is_err() {
-                                        return;
-                                    }
-                                    tokio::time::sleep(fixed.gap).await;
-                                }
-                            });
-                            let body = ChunkBody(rx);
-                            let mut resp = Response::new(body);
-                            *resp.status_mut() = StatusCode::from_u16(fixed.status).unwrap();
-                            for (k, v) in &fixed.headers {
-                                resp.headers_mut().append(*k, v.parse().unwrap());
-                            }
-                            Ok::<_, Infallible>(resp)
-                        }
-                    });
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(TokioIo::new(stream), svc)
-                        .await;
-                });
-            }
-        });
-        Self { addr, received, _stop: stop }
-    }
-
-    pub fn url(&self) -> String {
-        format!("http://{}/v1", self.addr)
-    }
-
-    pub fn requests(&self) -> Vec<(HeaderMap, Bytes)> {
-        self.received.lock().unwrap().clone()
-    }
-}
-
-struct ChunkBody(tokio::sync::mpsc::Receiver<Bytes>);
-
-impl hyper::body::Body for ChunkBody {
-    type Data = Bytes;
-    type Error = Infallible;
-    fn poll_frame(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, Infallible>>> {
-        self.0.poll_recv(cx).map(|o| o.map(|b| Ok(hyper::body::Frame::data(b))))
-    }
-}
-
 /// A fresh temporary directory for one test (removed on drop).
 pub struct TempDir(pub std::path::PathBuf);
 
@@ -368,208 +288,10 @@ pub async fn get_with(url: &str, headers: &[(&str, &str)]) -> Answer {
     send(b.body(Full::new(Bytes::new())).unwrap()).await
 }
 
-/// A real `redis-server` on a free loopback port, stopped on drop. Fails loudly when the binary
-/// is missing (scripts/test.sh installs it): a Redis test never skips silently.
-pub struct RedisServer {
-    pub port: u16,
-    child: Option<std::process::Child>,
-}
-
-impl RedisServer {
-    pub async fn start() -> Self {
-        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        Self::start_on(port).await
-    }
-
-    pub async fn start_on(port: u16) -> Self {
-        Self::start_with(port, &[]).await
-    }
-
-    /// Starts with extra `redis-server` arguments.
-    pub async fn start_with(port: u16, extra: &[&str]) -> Self {
-        let child = std::process::Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
-            .args(extra)
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .expect("redis-server is not installed: run scripts/test.sh, which installs it");
-        let server = Self { port, child: Some(child) };
-        server.wait_ready().await;
-        server
-    }
-
-    async fn wait_ready(&self) {
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-        loop {
-            if let Ok(mut s) = tokio::net::TcpStream::connect(("127.0.0.1", self.port)).await {
-                let mut buf = [0u8; 7];
-                if s.write_all(b"PING\r\n").await.is_ok()
-                    && s.read_exact(&mut buf).await.is_ok()
-                    && &buf == b"+PONG\r\n"
-                {
-                    return;
-                }
-            }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "redis-server did not start on port {}",
-                self.port
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-
-    pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
-    }
-
-    /// Kills the server (SIGKILL: no goodbye to clients).
-    pub fn kill(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
-impl Drop for RedisServer {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
-
 /// The value of an unlabelled metric in a `/metrics` text.
 pub fn metric(text: &str, series: &str) -> Option<f64> {
     text.lines()
         .find_map(|l| l.strip_prefix(series).and_then(|r| r.strip_prefix(' ')).and_then(|v| v.parse().ok()))
-}
-
-/// Polls `check` every 10 ms until it holds or `limit` passes; returns the time it took.
-pub async fn within<F, Fut>(limit: Duration, mut check: F) -> Option<Duration>
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let started = tokio::time::Instant::now();
-    loop {
-        if check().await {
-            return Some(started.elapsed());
-        }
-        if started.elapsed() > limit {
-            return None;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-}
-
-/// A three-node Redis Cluster on loopback (no replicas), for `redis.cluster = true`.
-pub struct RedisCluster {
-    pub nodes: Vec<RedisServer>,
-    _dir: TempDir,
-}
-
-impl RedisCluster {
-    pub async fn start() -> Self {
-        let dir = TempDir::new("redis-cluster");
-        let mut nodes = Vec::new();
-        for _ in 0..3 {
-            let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-            let conf = dir.path(&format!("nodes-{port}.conf"));
-            let conf = conf.to_str().unwrap().to_owned();
-            let d = dir.0.to_str().unwrap().to_owned();
-            nodes.push(
-                RedisServer::start_with(
-                    port,
-                    &["--cluster-enabled", "yes", "--cluster-config-file", &conf, "--dir", &d],
-                )
-                .await,
-            );
-        }
-        let addrs: Vec<String> = nodes.iter().map(|n| format!("127.0.0.1:{}", n.port)).collect();
-        let out = std::process::Command::new("redis-cli")
-            .args(["--cluster", "create"])
-            .args(&addrs)
-            .args(["--cluster-replicas", "0", "--cluster-yes"])
-            .output()
-            .expect("redis-cli is not installed: run scripts/test.sh");
-        assert!(out.status.success(), "cluster create: {}", String::from_utf8_lossy(&out.stdout));
-        // Wait (bounded) until every node agrees the cluster is up.
-        for n in &nodes {
-            let ok = within(Duration::from_secs(10), || async {
-                let info = std::process::Command::new("redis-cli")
-                    .args(["-p", &n.port.to_string(), "cluster", "info"])
-                    .output();
-                info.is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("cluster_state:ok"))
-            })
-            .await;
-            assert!(ok.is_some(), "cluster never became ready");
-        }
-        Self { nodes, _dir: dir }
-    }
-}
-
-/// A running binary and the address it printed.
-pub struct Proc {
-    pub child: tokio::process::Child,
-    pub addr: String,
-    pub lines: tokio::sync::mpsc::UnboundedReceiver<String>,
-}
-
-/// Starts the binary and waits (bounded) for its "listening on http://ADDR" line.
-pub async fn spawn_binary(bin: &str, args: &[&str]) -> Proc {
-    let mut cmd = tokio::process::Command::new(bin);
-    cmd.args(args).env_remove("TIER1_PROBE_LISTEN");
-    spawn_command(cmd).await
-}
-
-/// Starts `cmd` (the binary with its arguments and environment) as [`spawn_binary`] does.
-pub async fn spawn_command(mut cmd: tokio::process::Command) -> Proc {
-    let mut child = cmd
-        .env_remove("TIER1_CONFIG")
-        .env_remove("TIER1_LISTEN")
-        .env("TIER1_LOG", "info")
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("binary starts");
-    let stderr = child.stderr.take().unwrap();
-    let (tx, mut lines) = tokio::sync::mpsc::unbounded_channel();
-    tokio::spawn(async move {
-        let mut reader = tokio::io::AsyncBufReadExt::lines(tokio::io::BufReader::new(stderr));
-        while let Ok(Some(line)) = reader.next_line().await {
-            let _ = tx.send(line);
-        }
-    });
-    let addr = tokio::time::timeout(Duration::from_secs(20), async {
-        while let Some(line) = lines.recv().await {
-            if let Some((_, rest)) = line.split_once("listening on http://") {
-                return rest.split_whitespace().next().unwrap().to_owned();
-            }
-        }
-        panic!("binary exited before listening");
-    })
-    .await
-    .expect("listening line in time");
-    Proc { child, addr, lines }
-}
-
-impl Proc {
-    /// Waits (bounded) for a log line containing `marker` and returns the word after it.
-    pub async fn after(&mut self, marker: &str) -> String {
-        tokio::time::timeout(Duration::from_secs(20), async {
-            while let Some(line) = self.lines.recv().await {
-                if let Some((_, rest)) = line.split_once(marker) {
-                    return rest.split_whitespace().next().unwrap_or_default().to_owned();
-                }
-            }
-            panic!("binary exited before logging {marker:?}");
-        })
-        .await
-        .expect("log line in time")
-    }
 }
 
 /// Whether `url` answers 200 now (a refused connection is a plain `false`).

@@ -12,7 +12,7 @@ use serde_json::Value;
 use crate::{ROOT, TempDir, ok_in, tool};
 
 fn compose() -> Command {
-    tool(".tools/compose/bin/docker-compose", "docker-compose")
+    tool(Some(".tools/compose/bin/docker-compose"), "docker-compose")
 }
 
 /// `docker-compose -f FILES.. --profile P.. config --format json` run in `dir`, with `env`.

@@ -6,17 +6,17 @@ use crate::{ROOT, ok, tool};
 
 #[test]
 fn caddyfile_validates_with_a_current_caddy() {
-    let out = ok(tool(".tools/py/bin/caddy", "caddy").args(["version"]));
+    let out = ok(tool(Some(".tools/py/bin/caddy"), "caddy").args(["version"]));
     assert!(out.starts_with("v2.") && !out.starts_with("v2.6."), "Caddy too old for POST retries: {out}");
     // As compose runs it (service names) and as the loopback test runs it (addresses).
-    ok(tool(".tools/py/bin/caddy", "caddy").args([
+    ok(tool(Some(".tools/py/bin/caddy"), "caddy").args([
         "validate",
         "--config",
         "compose/Caddyfile",
         "--adapter",
         "caddyfile",
     ]));
-    ok(tool(".tools/py/bin/caddy", "caddy")
+    ok(tool(Some(".tools/py/bin/caddy"), "caddy")
         .args(["validate", "--config", "compose/Caddyfile", "--adapter", "caddyfile"])
         .env("TIER1_UPSTREAMS", "127.0.0.1:18001 127.0.0.1:18002")
         .env("TIER1_PORT", "18000"));

@@ -14,11 +14,11 @@ use crate::{ROOT, ok, ok_in, tool};
 const OLDEST: &str = "1.29.0";
 
 pub(crate) fn helm() -> Command {
-    tool(".tools/bin/helm", "helm")
+    tool(Some(".tools/bin/helm"), "helm")
 }
 
 fn python() -> Command {
-    tool(".tools/py/bin/python", "python3")
+    tool(Some(".tools/py/bin/python"), "python3")
 }
 
 /// The args that make a render succeed: every value of `secrets` is required.
@@ -80,7 +80,7 @@ fn render_validated(batch: &[&[&str]]) -> Vec<Vec<Value>> {
 /// Strict schema validation; the Prometheus Operator's CRDs have no schema there (their structure
 /// is asserted by the tests instead), every other object must pass.
 fn validate(files: &[PathBuf], version: &str) {
-    let mut cmd = tool(".tools/py/bin/kubernetes-validate", "kubernetes-validate");
+    let mut cmd = tool(Some(".tools/py/bin/kubernetes-validate"), "kubernetes-validate");
     let out = ok(cmd.args(["--strict", "-k", version]).args(files));
     for line in out.lines() {
         let crd = ["ServiceMonitor", "PodMonitor", "PrometheusRule"]

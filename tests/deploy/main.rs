@@ -11,6 +11,9 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code: failing loudly is the point
 
+#[path = "../common/mod.rs"]
+mod common;
+
 mod clone;
 mod compose;
 mod files;
@@ -20,21 +23,10 @@ mod pod;
 use std::path::Path;
 use std::process::Command;
 
-pub(crate) const ROOT: &str = env!("CARGO_MANIFEST_DIR");
+/// A tool installed by scripts/test.sh under .tools/ (or on PATH): the harness's one lookup.
+pub(crate) use common::tool;
 
-/// A tool installed by scripts/test.sh under .tools/, or on PATH.
-pub(crate) fn tool(local: &str, name: &str) -> Command {
-    let p = Path::new(ROOT).join(local);
-    if p.exists() {
-        return Command::new(p);
-    }
-    let found = Command::new("sh").args(["-c", &format!("command -v {name}")]).output().unwrap();
-    assert!(
-        found.status.success(),
-        "{name} is not installed: run scripts/test.sh, which installs it under .tools/"
-    );
-    Command::new(name)
-}
+pub(crate) const ROOT: &str = env!("CARGO_MANIFEST_DIR");
 
 pub(crate) fn ok(cmd: &mut Command) -> String {
     ok_in(cmd, Path::new(ROOT))
