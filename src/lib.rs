@@ -47,6 +47,7 @@ pub mod resilience;
 pub mod routing;
 pub mod shared;
 pub mod snapshot;
+pub mod sse;
 pub mod state;
 pub mod tls;
 pub mod translate;

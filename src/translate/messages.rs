@@ -351,7 +351,7 @@ impl StreamState {
         }
         let Ok(v) = serde_json::from_slice::<Value>(data) else { return };
         if let Some(e) = v.get("error").filter(|e| !e.is_null()) {
-            let kind = match crate::proxy::sse::classify_error(e) {
+            let kind = match crate::sse::classify_error(e) {
                 crate::error::Class::RateLimited => "rate_limit_error",
                 crate::error::Class::Overloaded => "overloaded_error",
                 _ => "api_error",

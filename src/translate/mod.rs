@@ -49,7 +49,7 @@ pub trait EventTranslator: Send {
 /// stream's proper end is relayed.
 #[derive(Debug)]
 pub struct Sse<T> {
-    pending: crate::proxy::sse::Events,
+    pending: crate::sse::Events,
     inner: T,
 }
 
@@ -57,7 +57,7 @@ impl<T> Sse<T> {
     /// Frames the stream for `inner`; public so fuzz and property tests can drive the framing
     /// with a translator of their own.
     pub fn wrap(inner: T) -> Self {
-        Self { pending: crate::proxy::sse::Events::default(), inner }
+        Self { pending: crate::sse::Events::default(), inner }
     }
 }
 
@@ -71,7 +71,7 @@ impl<T: EventTranslator> StreamTranslator for Sse<T> {
             if self.inner.complete() {
                 continue;
             }
-            if let Some(data) = crate::proxy::sse::data_of(event) {
+            if let Some(data) = crate::sse::data_of(event) {
                 self.inner.on_event(&data, &mut out);
             }
         }

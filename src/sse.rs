@@ -1,0 +1,136 @@
+//! SSE framing, shared by the commit scan ([`crate::proxy::sse`]) and the stream translators
+//! ([`crate::translate`]): complete events out of chunks as they arrive, the `data:` of an event,
+//! and the class of a provider's in-stream error object. A leaf: it knows nothing of requests.
+
+use crate::error::Class;
+
+/// Complete SSE events out of chunks as they arrive. Scanning resumes where it stopped, and the
+/// bytes of finished events are dropped once per chunk: one huge event in tiny chunks, or a
+/// chunk of many small events, costs linear time, not quadratic.
+#[derive(Debug, Default)]
+pub struct Events {
+    buf: Vec<u8>,
+    /// Where the next event starts.
+    start: usize,
+    /// Where the scan for its end stopped: (byte, start of that byte's line).
+    resume: (usize, usize),
+    /// The most bytes one unfinished event may hold (0: no cap).
+    max: usize,
+    overflowed: bool,
+}
+
+impl Events {
+    /// Caps the bytes one event may take while it is not finished: a provider that sends
+    /// hundreds of megabytes inside one event would otherwise be buffered whole.
+    pub fn limit(&mut self, max: usize) {
+        self.max = max;
+    }
+
+    /// Whether an event passed the cap (then nothing more is taken).
+    pub fn overflowed(&self) -> bool {
+        self.overflowed
+    }
+
+    /// Takes a chunk; `false` once an unfinished event is over the cap (its bytes are dropped).
+    pub fn push(&mut self, chunk: &[u8]) -> bool {
+        if self.overflowed {
+            return false;
+        }
+        if self.start > 0 {
+            self.buf.drain(..self.start);
+            self.resume = (self.resume.0 - self.start, self.resume.1 - self.start);
+            self.start = 0;
+        }
+        self.buf.extend_from_slice(chunk);
+        true
+    }
+
+    /// Checks the cap on the unfinished event. Call it after taking every complete event, so a
+    /// chunk of many small events never trips it; what is held stays under the cap plus one
+    /// chunk.
+    pub fn check(&mut self) -> bool {
+        if self.max > 0 && self.buf.len() - self.start > self.max {
+            self.overflowed = true;
+            self.buf = Vec::new();
+            self.start = 0;
+            self.resume = (0, 0);
+        }
+        !self.overflowed
+    }
+
+    /// The text of the next complete event (without the blank line that ends it; empty for a
+    /// blank line alone), or `None` until more bytes come.
+    pub fn next_event(&mut self) -> Option<&[u8]> {
+        let from = self.start;
+        let (end, next) = event_end_from(&self.buf, &mut self.resume)?;
+        self.start = next;
+        self.resume = (next, next);
+        Some(&self.buf[from..end])
+    }
+}
+
+/// The end of the first complete event (a blank line): (end of its text, start of the next),
+/// scanning from `at` (a byte and the start of its line), which is left where the scan stopped
+/// when the end is not there yet.
+fn event_end_from(b: &[u8], at: &mut (usize, usize)) -> Option<(usize, usize)> {
+    let (mut i, mut line_start) = *at;
+    while i < b.len() {
+        let eol = match b[i] {
+            b'\n' => 1,
+            b'\r' if b.get(i + 1) == Some(&b'\n') => 2,
+            // A trailing `\r` that ends a blank line ends the event whether or not a `\n`
+            // follows: a stream with bare `\r` line ends is not held back at its last event. A
+            // `\n` that comes next then reads as one more blank line: an empty event, skipped.
+            b'\r' if i + 1 < b.len() || i == line_start => 1,
+            // Any other trailing `\r` may be the first half of `\r\n`: wait for more.
+            b'\r' => {
+                *at = (i, line_start);
+                return None;
+            }
+            _ => {
+                i += 1;
+                continue;
+            }
+        };
+        if i == line_start {
+            return Some((line_start, i + eol));
+        }
+        i += eol;
+        line_start = i;
+    }
+    *at = (i, line_start);
+    None
+}
+
+/// The `data:` of one complete event (multi-line data joined with `\n`); `None` without any.
+pub fn data_of(event: &[u8]) -> Option<Vec<u8>> {
+    let mut data = Vec::new();
+    let mut any = false;
+    for line in event.split(|&c| c == b'\n' || c == b'\r').filter(|l| !l.is_empty()) {
+        if let Some(rest) = line.strip_prefix(b"data:") {
+            if any {
+                data.push(b'\n');
+            }
+            any = true;
+            data.extend_from_slice(rest.strip_prefix(b" ").unwrap_or(rest));
+        }
+        // Comments (`:`), `event:`, `id:` and `retry:` lines carry no data.
+    }
+    any.then_some(data)
+}
+
+/// Classifies a provider's in-stream error object.
+pub fn classify_error(err: &serde_json::Value) -> Class {
+    let field = |k: &str| err.get(k).and_then(|v| v.as_str()).unwrap_or_default().to_ascii_lowercase();
+    // OpenAI: type and code; Anthropic: type; Gemini: status.
+    let text = format!("{} {} {}", field("type"), field("code"), field("status"));
+    if text.contains("rate_limit") || text.contains("rate limit") || text.contains("resource_exhausted") {
+        Class::RateLimited
+    } else if text.contains("overloaded") || text.contains("unavailable") {
+        Class::Overloaded
+    } else if text.contains("timeout") {
+        Class::Timeout
+    } else {
+        Class::Server
+    }
+}
