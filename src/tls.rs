@@ -1,116 +1,23 @@
-//! TLS material: PEM loading shared by the listener and the upstream clients, the listener's
-//! server config (HTTP/2 by ALPN, optional client certificates), and its rotation without a
-//! restart: a watcher re-reads the files when their content changes and swaps the config that
-//! new handshakes use; connections already open keep theirs.
+//! The listener's TLS: its server config (HTTP/2 by ALPN, optional client certificates), and its
+//! rotation without a restart: a watcher re-reads the files when their content changes and swaps
+//! the config that new handshakes use; connections already open keep theirs. PEM loading is
+//! [`crate::pem`].
 
-use std::hash::{DefaultHasher, Hash, Hasher};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use arc_swap::ArcSwap;
 use rustls::ServerConfig;
-use rustls::crypto::CryptoProvider;
-use rustls::server::WebPkiClientVerifier;
-use rustls::sign::CertifiedKey;
-use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 
 use crate::config::TlsConfig;
 use crate::metrics::Metrics;
 
-/// Why TLS material could not be used. Messages name the file, never its content.
-#[derive(Debug, thiserror::Error)]
-pub enum TlsError {
-    /// A file could not be read or held no valid PEM.
-    #[error("{path}: {message}")]
-    File {
-        /// The file.
-        path: PathBuf,
-        /// What went wrong.
-        message: String,
-    },
-    /// rustls refused the material (unsupported key, key not matching the certificate, ...).
-    #[error("{0}")]
-    Rustls(#[from] rustls::Error),
-    /// The client CA bundle cannot verify client certificates.
-    #[error("client_ca: {0}")]
-    ClientCa(String),
-}
+pub use crate::pem::{TlsError, certified_key, fingerprint, load_certs, load_key, provider};
 
-fn file_error(path: &Path, message: impl ToString) -> TlsError {
-    TlsError::File { path: path.to_owned(), message: message.to_string() }
-}
-
-/// The ring provider, the only one tier1 builds.
-pub fn provider() -> Arc<CryptoProvider> {
-    Arc::new(rustls::crypto::ring::default_provider())
-}
-
-/// Every certificate in a PEM file; an empty file is an error.
-pub fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
-    let certs = CertificateDer::pem_file_iter(path)
-        .map_err(|e| file_error(path, format!("cannot read: {e}")))?
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| file_error(path, format!("invalid PEM: {e}")))?;
-    if certs.is_empty() {
-        return Err(file_error(path, "no certificate in the file"));
-    }
-    Ok(certs)
-}
-
-/// The first private key in a PEM file (PKCS#8, PKCS#1 or SEC1).
-pub fn load_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
-    PrivateKeyDer::from_pem_file(path).map_err(|e| file_error(path, format!("no usable private key: {e}")))
-}
-
-/// A certificate chain with its key, checked to belong together (a rotation that has written the
-/// new certificate but not yet the new key is refused rather than served).
-pub fn certified_key(
-    cert: &Path,
-    key: &Path,
-) -> Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>), TlsError> {
-    let certs = load_certs(cert)?;
-    let key = load_key(key)?;
-    let signing = provider().key_provider.load_private_key(key.clone_key())?;
-    CertifiedKey::new(certs.clone(), signing).keys_match()?;
-    Ok((certs, key))
-}
-
-/// A hash of the files' contents (an unreadable file hashes as its error), to notice rotation
-/// whether the file was rewritten in place or swapped through a symlink.
-pub fn fingerprint<'a>(paths: impl IntoIterator<Item = &'a Path>) -> u64 {
-    let mut h = DefaultHasher::new();
-    for path in paths {
-        match std::fs::read(path) {
-            Ok(bytes) => bytes.hash(&mut h),
-            Err(e) => e.kind().hash(&mut h),
-        }
-    }
-    h.finish()
-}
-
-/// The listener's server config: the certificate, client verification when `client_ca` is set,
-/// and ALPN offering h2 then http/1.1.
+/// The listener's server config (see [`crate::pem::server_config`]).
 pub fn server_config(tls: &TlsConfig) -> Result<ServerConfig, TlsError> {
-    let (certs, key) = certified_key(&tls.cert, &tls.key)?;
-    let builder = ServerConfig::builder_with_provider(provider()).with_safe_default_protocol_versions()?;
-    let builder = match &tls.client_ca {
-        None => builder.with_no_client_auth(),
-        Some(ca) => {
-            let mut roots = rustls::RootCertStore::empty();
-            for cert in load_certs(ca)? {
-                roots.add(cert).map_err(|e| file_error(ca, format!("invalid CA certificate: {e}")))?;
-            }
-            let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider())
-                .build()
-                .map_err(|e| TlsError::ClientCa(e.to_string()))?;
-            builder.with_client_cert_verifier(verifier)
-        }
-    };
-    let mut config = builder.with_single_cert(certs, key)?;
-    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-    Ok(config)
+    crate::pem::server_config(&tls.cert, &tls.key, tls.client_ca.as_deref())
 }
 
 /// The listener's current server config, replaced when the files rotate.
@@ -181,6 +88,7 @@ impl Acceptor {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::path::PathBuf;
 
     fn fixture(name: &str) -> PathBuf {
         Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tls").join(name)

@@ -5,6 +5,7 @@
 
 mod raw;
 mod secret;
+mod settings;
 mod validate;
 
 pub(crate) use validate::Problems;
@@ -19,9 +20,10 @@ use http::{HeaderName, HeaderValue, Uri};
 pub use raw::RawConfig;
 pub use secret::{Env, ProcessEnv, Redactor, Secret, StreamRedactor, mask, resolve as resolve_secret};
 
-use crate::mock::Behavior;
-use crate::resilience::{BreakerConfig, BudgetConfig, CooldownConfig, RetryPolicy};
-use crate::routing::Strategy;
+pub use settings::{
+    Behavior, BreakerConfig, BudgetConfig, CooldownConfig, DEFAULT_REPLY, RawBehavior, RetryPolicy, Strategy,
+    is_glob,
+};
 
 /// The demo config embedded in the binary: routes served by the built-in mock provider, so that
 /// `tier1` with no arguments answers offline.

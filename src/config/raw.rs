@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use serde::Deserialize;
 
-use crate::mock::RawBehavior;
+use super::RawBehavior;
 
 /// The whole file.
 #[derive(Debug, Default, Deserialize)]

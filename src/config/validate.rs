@@ -10,13 +10,12 @@ use http::{HeaderName, HeaderValue, Uri};
 
 use super::raw::{RawConfig, RawProvider, RawResilience, RawRetry, RawRoute, RawTls};
 use super::secret::{Env, resolve};
+use super::{BreakerConfig, BudgetConfig, CooldownConfig, RetryPolicy, Strategy};
 use super::{
     Config, ConfigError, ConfigErrors, KeyConfig, LimitConfig, LogConfig, ProviderConfig, ProviderKind,
     RedisConfig, RedisTls, ReloadConfig, ResilienceConfig, RouteConfig, Scope, Secret, ServerConfig,
     TargetConfig, TlsConfig,
 };
-use crate::resilience::{BreakerConfig, BudgetConfig, CooldownConfig, RetryPolicy};
-use crate::routing::Strategy;
 
 /// The default listen address: loopback, as a sidecar wants it.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
@@ -247,7 +246,7 @@ fn tls(t: &RawTls, p: &mut Problems) -> Option<TlsConfig> {
         client_ca: t.client_ca.as_deref().map(PathBuf::from),
         reload_interval,
     };
-    match crate::tls::server_config(&tls) {
+    match crate::pem::server_config(&tls.cert, &tls.key, tls.client_ca.as_deref()) {
         Ok(_) => Some(tls),
         Err(e) => {
             p.push("server.tls", e.to_string());
@@ -381,14 +380,14 @@ fn redis_tls(r: &super::raw::RawRedis, rediss: bool, p: &mut Problems) -> Option
     };
     let mut tls = RedisTls::default();
     if let Some(path) = &r.ca_file {
-        if let Err(e) = crate::tls::load_certs(std::path::Path::new(path)) {
+        if let Err(e) = crate::pem::load_certs(std::path::Path::new(path)) {
             p.push("redis.ca_file", e.to_string());
         }
         tls.ca = read("redis.ca_file", path, p);
     }
     match (&r.client_cert, &r.client_key) {
         (Some(cert), Some(key)) => {
-            if let Err(e) = crate::tls::certified_key(std::path::Path::new(cert), std::path::Path::new(key)) {
+            if let Err(e) = crate::pem::certified_key(std::path::Path::new(cert), std::path::Path::new(key)) {
                 p.push("redis.client_cert", e.to_string());
             }
             tls.client = read("redis.client_cert", cert, p).zip(read("redis.client_key", key, p));
@@ -598,7 +597,7 @@ fn provider(name: &str, rp: &RawProvider, env: &dyn Env, p: &mut Problems) -> Pr
         .collect();
     let mock = match &rp.mock {
         Some(m) => m.validate(&format!("{at}.mock"), p),
-        None => crate::mock::Behavior::default(),
+        None => super::Behavior::default(),
     };
     if rp.mock.is_some() && kind != ProviderKind::Mock {
         p.push(format!("{at}.mock"), "only a kind = \"mock\" provider takes mock settings");
@@ -694,7 +693,7 @@ fn routes(
             for (j, m) in r.models.iter().enumerate() {
                 if m.is_empty() {
                     p.push(format!("{at}.models[{j}]"), "empty model name");
-                } else if crate::routing::is_glob(m) {
+                } else if super::is_glob(m) {
                     continue;
                 } else if let Some(other) = exact_models.insert(m.clone(), name.clone())
                     && other != name

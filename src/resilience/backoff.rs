@@ -3,22 +3,7 @@
 
 use std::time::{Duration, SystemTime};
 
-/// Retry settings of a route (or the default for direct requests).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct RetryPolicy {
-    /// Tries per target, the first included.
-    pub attempts: u32,
-    /// Base of the exponential backoff.
-    pub backoff: Duration,
-    /// Ceiling of the backoff; a `Retry-After` longer than this moves on instead of waiting.
-    pub max_backoff: Duration,
-}
-
-impl Default for RetryPolicy {
-    fn default() -> Self {
-        Self { attempts: 2, backoff: Duration::from_millis(100), max_backoff: Duration::from_secs(2) }
-    }
-}
+pub use crate::config::RetryPolicy;
 
 impl RetryPolicy {
     /// Full-jitter delay before retry number `retry` (1 for the first retry): uniform in

@@ -14,35 +14,7 @@ use std::time::Duration;
 
 use super::clock::nanos;
 
-/// Breaker settings.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct BreakerConfig {
-    /// Consecutive failures that open it.
-    pub failure_threshold: u32,
-    /// Failure ratio over the window that opens it (with enough requests).
-    pub failure_rate: f64,
-    /// Outcomes needed in the window before the ratio counts.
-    pub min_requests: u32,
-    /// The ratio's sliding window.
-    pub window: Duration,
-    /// How long it stays open the first time.
-    pub open_for: Duration,
-    /// Trial requests while half-open.
-    pub half_open_probes: u32,
-}
-
-impl Default for BreakerConfig {
-    fn default() -> Self {
-        Self {
-            failure_threshold: 5,
-            failure_rate: 0.5,
-            min_requests: 20,
-            window: Duration::from_secs(30),
-            open_for: Duration::from_secs(30),
-            half_open_probes: 1,
-        }
-    }
-}
+pub use crate::config::BreakerConfig;
 
 /// Where a breaker stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -4,24 +4,8 @@
 //! instead of multiplying it by the number of attempts: no retry storm.
 
 use std::sync::Mutex;
-use std::time::Duration;
 
-/// Budget settings.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct BudgetConfig {
-    /// Extra attempts allowed per request, on average over the window.
-    pub ratio: f64,
-    /// Extra attempts always allowed per second of window.
-    pub min_per_second: f64,
-    /// The sliding window.
-    pub window: Duration,
-}
-
-impl Default for BudgetConfig {
-    fn default() -> Self {
-        Self { ratio: 0.2, min_per_second: 1.0, window: Duration::from_secs(10) }
-    }
-}
+pub use crate::config::BudgetConfig;
 
 const BUCKETS: usize = 10;
 
@@ -94,6 +78,7 @@ fn current(b: &mut [Bucket; BUCKETS], slot: u64) -> &mut Bucket {
 mod tests {
     use super::super::clock::Clock;
     use super::*;
+    use std::time::Duration;
 
     #[tokio::test(start_paused = true)]
     async fn caps_retries_at_ratio_plus_floor() {

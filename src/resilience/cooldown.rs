@@ -6,26 +6,7 @@ use std::time::Duration;
 
 use super::clock::nanos;
 
-/// Cooldown durations.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct CooldownConfig {
-    /// First cooldown without a `Retry-After`; doubles on each consecutive strike.
-    pub default: Duration,
-    /// Ceiling of the doubling (and of any `Retry-After`).
-    pub max: Duration,
-    /// Cooldown of a key the provider refused (401/403).
-    pub on_auth_error: Duration,
-}
-
-impl Default for CooldownConfig {
-    fn default() -> Self {
-        Self {
-            default: Duration::from_secs(5),
-            max: Duration::from_secs(300),
-            on_auth_error: Duration::from_secs(600),
-        }
-    }
-}
+pub use crate::config::CooldownConfig;
 
 /// One cooldown gate.
 #[derive(Debug, Default)]

@@ -1,9 +1,6 @@
 //! `*` and `?` globs over model names, matched without allocation.
 
-/// Whether a model pattern contains glob characters.
-pub fn is_glob(pattern: &str) -> bool {
-    pattern.contains(['*', '?'])
-}
+pub use crate::config::is_glob;
 
 /// A compiled glob pattern.
 #[derive(Debug, Clone)]

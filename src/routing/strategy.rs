@@ -7,25 +7,7 @@ use std::sync::atomic::Ordering;
 
 use super::table::{Route, Target};
 
-/// How a route orders its targets.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum Strategy {
-    /// Config order: the first healthy target, then the next.
-    #[default]
-    Priority,
-    /// Smooth weighted round robin by `weight` for the first pick; then config order.
-    Weighted,
-    /// Rotating start position.
-    RoundRobin,
-    /// Lowest EWMA time to first byte first (targets with no sample yet go first, to learn).
-    LeastLatency,
-    /// Power of two choices on EWMA latency × (in-flight + 1).
-    P2c,
-    /// Fewest attempts in flight first.
-    LeastUsed,
-    /// Cheapest `input_cost + output_cost` first.
-    Cost,
-}
+pub use crate::config::Strategy;
 
 impl Strategy {
     /// Accepted spellings, for error messages.

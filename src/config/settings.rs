@@ -1,0 +1,232 @@
+//! The plain settings types other modules run on: retry, breaker, budget and cooldown settings,
+//! a route's strategy, the mock provider's behaviour, and the glob rule for model names. They
+//! live here so that config is a leaf: the modules that act on them ([`crate::resilience`],
+//! [`crate::routing`], [`crate::mock`]) add their behaviour in their own `impl` blocks and
+//! re-export the types.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::{HeaderValue, StatusCode};
+use serde::Deserialize;
+
+use super::Problems;
+
+/// Breaker settings.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct BreakerConfig {
+    /// Consecutive failures that open it.
+    pub failure_threshold: u32,
+    /// Failure ratio over the window that opens it (with enough requests).
+    pub failure_rate: f64,
+    /// Outcomes needed in the window before the ratio counts.
+    pub min_requests: u32,
+    /// The ratio's sliding window.
+    pub window: Duration,
+    /// How long it stays open the first time.
+    pub open_for: Duration,
+    /// Trial requests while half-open.
+    pub half_open_probes: u32,
+}
+
+impl Default for BreakerConfig {
+    fn default() -> Self {
+        Self {
+            failure_threshold: 5,
+            failure_rate: 0.5,
+            min_requests: 20,
+            window: Duration::from_secs(30),
+            open_for: Duration::from_secs(30),
+            half_open_probes: 1,
+        }
+    }
+}
+
+/// Budget settings.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct BudgetConfig {
+    /// Extra attempts allowed per request, on average over the window.
+    pub ratio: f64,
+    /// Extra attempts always allowed per second of window.
+    pub min_per_second: f64,
+    /// The sliding window.
+    pub window: Duration,
+}
+
+impl Default for BudgetConfig {
+    fn default() -> Self {
+        Self { ratio: 0.2, min_per_second: 1.0, window: Duration::from_secs(10) }
+    }
+}
+
+/// Cooldown durations.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CooldownConfig {
+    /// First cooldown without a `Retry-After`; doubles on each consecutive strike.
+    pub default: Duration,
+    /// Ceiling of the doubling (and of any `Retry-After`).
+    pub max: Duration,
+    /// Cooldown of a key the provider refused (401/403).
+    pub on_auth_error: Duration,
+}
+
+impl Default for CooldownConfig {
+    fn default() -> Self {
+        Self {
+            default: Duration::from_secs(5),
+            max: Duration::from_secs(300),
+            on_auth_error: Duration::from_secs(600),
+        }
+    }
+}
+
+/// Retry settings of a route (or the default for direct requests).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RetryPolicy {
+    /// Tries per target, the first included.
+    pub attempts: u32,
+    /// Base of the exponential backoff.
+    pub backoff: Duration,
+    /// Ceiling of the backoff; a `Retry-After` longer than this moves on instead of waiting.
+    pub max_backoff: Duration,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        Self { attempts: 2, backoff: Duration::from_millis(100), max_backoff: Duration::from_secs(2) }
+    }
+}
+
+/// How a route orders its targets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Strategy {
+    /// Config order: the first healthy target, then the next.
+    #[default]
+    Priority,
+    /// Smooth weighted round robin by `weight` for the first pick; then config order.
+    Weighted,
+    /// Rotating start position.
+    RoundRobin,
+    /// Lowest EWMA time to first byte first (targets with no sample yet go first, to learn).
+    LeastLatency,
+    /// Power of two choices on EWMA latency × (in-flight + 1).
+    P2c,
+    /// Fewest attempts in flight first.
+    LeastUsed,
+    /// Cheapest `input_cost + output_cost` first.
+    Cost,
+}
+
+/// Whether a model pattern contains glob characters.
+pub fn is_glob(pattern: &str) -> bool {
+    pattern.contains(['*', '?'])
+}
+
+/// Mock behaviour as written in config (durations as strings).
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawBehavior {
+    /// Delay before response headers.
+    pub latency: Option<String>,
+    /// Streams: delay between the headers and the first content chunk.
+    pub ttft: Option<String>,
+    /// Streams: content chunks per second (one word each); 0 sends them at once.
+    pub tokens_per_second: Option<f64>,
+    /// The assistant's answer.
+    pub reply: Option<String>,
+    /// Fail with this status (every request, or the first `fail_first` ones).
+    pub status: Option<u16>,
+    /// Fail only the first N requests (with `status`, default 500).
+    pub fail_first: Option<u64>,
+    /// Fail this fraction of requests at random (with `status`, default 500).
+    pub fail_rate: Option<f64>,
+    /// `Retry-After` value sent with failures.
+    pub retry_after: Option<String>,
+    /// Streams: abort the connection after this many content chunks.
+    pub abort_after: Option<usize>,
+}
+
+/// Validated mock behaviour.
+#[derive(Debug, Clone)]
+pub struct Behavior {
+    /// Delay before response headers.
+    pub latency: Duration,
+    /// Delay before the first streamed content chunk.
+    pub ttft: Duration,
+    /// Gap between streamed content chunks.
+    pub chunk_interval: Duration,
+    /// The answer text.
+    pub reply: Arc<str>,
+    /// Failure status, if failures are configured.
+    pub status: Option<StatusCode>,
+    /// Fail only the first N requests.
+    pub fail_first: Option<u64>,
+    /// Random failure fraction.
+    pub fail_rate: f64,
+    /// `Retry-After` for failures.
+    pub retry_after: Option<HeaderValue>,
+    /// Abort streams after this many content chunks.
+    pub abort_after: Option<usize>,
+}
+
+/// The default mock answer.
+pub const DEFAULT_REPLY: &str = "Hello from tier1's mock provider. Your request went through the router.";
+
+impl Default for Behavior {
+    fn default() -> Self {
+        Self {
+            latency: Duration::ZERO,
+            ttft: Duration::ZERO,
+            chunk_interval: Duration::ZERO,
+            reply: Arc::from(DEFAULT_REPLY),
+            status: None,
+            fail_first: None,
+            fail_rate: 0.0,
+            retry_after: None,
+            abort_after: None,
+        }
+    }
+}
+
+impl RawBehavior {
+    /// Validates into a [`Behavior`], recording problems under `path`.
+    pub(crate) fn validate(&self, path: &str, p: &mut Problems) -> Behavior {
+        let d = Behavior::default();
+        let status = self.status.and_then(|s| match StatusCode::from_u16(s) {
+            Ok(code) if s >= 400 => Some(code),
+            _ => {
+                p.push(format!("{path}.status"), format!("{s} is not an error status (400-599)"));
+                None
+            }
+        });
+        let chunk_interval = match self.tokens_per_second {
+            None => Duration::ZERO,
+            Some(t) if t > 0.0 && t.is_finite() => Duration::from_secs_f64(1.0 / t),
+            Some(0.0) => Duration::ZERO,
+            Some(t) => {
+                p.push(format!("{path}.tokens_per_second"), format!("{t} is not a rate >= 0"));
+                Duration::ZERO
+            }
+        };
+        let fail_rate = self.fail_rate.unwrap_or(0.0);
+        if !(0.0..=1.0).contains(&fail_rate) {
+            p.push(format!("{path}.fail_rate"), "must be between 0 and 1");
+        }
+        let retry_after = self.retry_after.as_deref().and_then(|v| {
+            HeaderValue::from_str(v)
+                .map_err(|_| p.push(format!("{path}.retry_after"), "invalid header value"))
+                .ok()
+        });
+        Behavior {
+            latency: p.duration(&format!("{path}.latency"), self.latency.as_deref(), d.latency),
+            ttft: p.duration(&format!("{path}.ttft"), self.ttft.as_deref(), d.ttft),
+            chunk_interval,
+            reply: self.reply.as_deref().map_or(d.reply, Arc::from),
+            status,
+            fail_first: self.fail_first,
+            fail_rate: fail_rate.clamp(0.0, 1.0),
+            retry_after,
+            abort_after: self.abort_after,
+        }
+    }
+}
