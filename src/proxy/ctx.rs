@@ -156,7 +156,8 @@ pub struct RequestRecord {
     /// `x-relay-client-ip` of the front (logged, never trusted).
     client_ip: Option<HeaderValue>,
     /// Rate-limit admissions (the caller's, the key's): token estimates settled at the end.
-    tickets: Vec<Ticket>,
+    /// Two slots, so that no request allocates for them.
+    tickets: [Option<Ticket>; 2],
     /// Where the usage is counted, once a provider answered.
     meter: Option<Meter>,
     /// The `server.max_inflight` slot, released with the record (at the end of the response).
@@ -190,7 +191,7 @@ impl RequestRecord {
             ttft: None,
             token_id: headers.get(super::headers::X_RELAY_TOKEN_ID).cloned(),
             client_ip: headers.get(super::headers::X_RELAY_CLIENT_IP).cloned(),
-            tickets: Vec::new(),
+            tickets: [None, None],
             meter: None,
             permit: None,
             finished: false,
@@ -202,9 +203,13 @@ impl RequestRecord {
         self.permit = Some(permit);
     }
 
-    /// Keeps a rate-limit ticket, to settle at the end.
+    /// Keeps a rate-limit ticket (the caller's, then the key's), to settle at the end.
     pub fn keep(&mut self, ticket: Ticket) {
-        self.tickets.push(ticket);
+        match self.tickets.iter_mut().find(|t| t.is_none()) {
+            Some(slot) => *slot = Some(ticket),
+            // There are two at most (the caller's and the key's); a third would keep its estimate.
+            None => drop(ticket),
+        }
     }
 
     /// Counts the usage at the end on `meter`.
@@ -248,7 +253,7 @@ impl RequestRecord {
         if let (Some(m), Some((input, output))) = (&self.meter, usage) {
             m.metrics.usage(input, output, m.costs);
         }
-        for t in &mut self.tickets {
+        for t in self.tickets.iter_mut().flatten() {
             t.settle(settle);
         }
         let broken = matches!(end, End::Broken(_));
