@@ -264,19 +264,22 @@ pub fn refresh_gauges(metrics: &crate::metrics::Metrics, live: &Live, clock: Clo
         crate::resilience::BreakerState::HalfOpen => 1,
         crate::resilience::BreakerState::Open => 2,
     };
-    metrics.breaker_state.reset();
-    metrics.keys_available.reset();
+    metrics.breaker_state.vector().reset();
+    metrics.keys_available.vector().reset();
     for p in &live.providers {
         metrics
             .breaker_state
-            .with_label_values(&[&p.name, crate::metrics::TARGET_PROVIDER])
+            .get(crate::metrics::labels::Breaker {
+                provider: &p.name,
+                target: crate::metrics::TARGET_PROVIDER,
+            })
             .set(value(p.state.breaker.state(now)));
         // Providers that need no key (local model servers) have no series: nothing can run out.
         if !p.keys.is_empty() {
             let available = p.keys.iter().filter(|k| !k.state.cooldown.is_cooling(now)).count();
             metrics
                 .keys_available
-                .with_label_values(&[&p.name])
+                .get(crate::metrics::labels::Provider { provider: &p.name })
                 .set(i64::try_from(available).unwrap_or(i64::MAX));
         }
     }
@@ -285,7 +288,7 @@ pub fn refresh_gauges(metrics: &crate::metrics::Metrics, live: &Live, clock: Clo
             if let Some(p) = live.providers.get(t.provider) {
                 metrics
                     .breaker_state
-                    .with_label_values(&[&p.name, &t.model])
+                    .get(crate::metrics::labels::Breaker { provider: &p.name, target: &t.model })
                     .set(value(t.state.breaker.state(now)));
             }
         }

@@ -214,7 +214,11 @@ impl Reloader {
         }
         run.0 = self.requested.load(Ordering::Acquire);
         let outcome = self.reload_once(state);
-        state.metrics.config_reloads_total.with_label_values(&[outcome.label()]).inc();
+        state
+            .metrics
+            .config_reloads_total
+            .get(crate::metrics::labels::Outcome { result: outcome.label() })
+            .inc();
         run.1 = outcome.clone();
         outcome
     }

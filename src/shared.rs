@@ -372,7 +372,7 @@ pub async fn run(
 }
 
 fn outage(state: &Handles, fleet: &Fleet, warned: &mut bool, op: &'static str) {
-    state.metrics.redis_errors_total.with_label_values(&[op]).inc();
+    state.metrics.redis_errors_total.get(crate::metrics::labels::RedisOp { op }).inc();
     state.ratelimit.restore_batch();
     if fleet.up.swap(false, Ordering::AcqRel) || !*warned {
         state.metrics.redis_up.set(0);

@@ -73,11 +73,11 @@ impl Acceptor {
             match self.refresh() {
                 None => {}
                 Some(Ok(())) => {
-                    metrics.tls_reloads_total.with_label_values(&["ok"]).inc();
+                    metrics.tls_reloads_total.get(crate::metrics::labels::Outcome { result: "ok" }).inc();
                     tracing::info!(cert = %self.files.cert.display(), "tls: rotated certificate is live");
                 }
                 Some(Err(e)) => {
-                    metrics.tls_reloads_total.with_label_values(&["error"]).inc();
+                    metrics.tls_reloads_total.get(crate::metrics::labels::Outcome { result: "error" }).inc();
                     tracing::warn!(error = %e, "tls: rotated files refused, the previous certificate stays");
                 }
             }

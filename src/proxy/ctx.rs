@@ -242,7 +242,11 @@ impl RequestRecord {
         let stream = if self.stream { "true" } else { "false" };
         self.metrics
             .request_duration
-            .with_label_values(&[self.route.as_str(), self.endpoint, stream])
+            .get(crate::metrics::labels::Duration {
+                route: self.route.as_str(),
+                endpoint: self.endpoint,
+                stream,
+            })
             .observe(elapsed.as_secs_f64());
         let (usage, settle) = match end {
             End::Done(usage) => (usage, usage.map(|(i, o)| i + o)),

@@ -59,7 +59,7 @@ pub async fn forward(
         tokens,
     };
     let ticket = admit(state, live, &facts).await.map_err(|r| {
-        state.metrics.ratelimit_rejections_total.with_label_values(&[&r.limit]).inc();
+        state.metrics.ratelimit_rejections_total.get(crate::metrics::labels::Limit { limit: &r.limit }).inc();
         ProxyError::Limited(Box::new(r))
     })?;
     // The tickets settle when the request ends: with the usage, or refunded for an error.
@@ -226,7 +226,7 @@ async fn admit(state: &AppState, live: &Live, facts: &Facts<'_>) -> Result<Ticke
                 });
             }
             None => {
-                state.metrics.redis_errors_total.with_label_values(&["strict"]).inc();
+                state.metrics.redis_errors_total.get(crate::metrics::labels::RedisOp { op: "strict" }).inc();
                 if state.shared.fleet.fail_closed.load(Ordering::Acquire) {
                     return Err(Rejection {
                         limit: name,

@@ -160,9 +160,18 @@ pub async fn handle(
     };
     if let Some(label) = label {
         let route = ctx.route.as_str();
-        state.metrics.requests_total.with_label_values(&[route, label, status_class(resp.status())]).inc();
+        let status_class = status_class(resp.status());
+        state
+            .metrics
+            .requests_total
+            .get(crate::metrics::labels::Request { route, endpoint: label, status_class })
+            .inc();
         let overhead = started.elapsed().saturating_sub(ctx.waited);
-        state.metrics.overhead.with_label_values(&[label]).observe(overhead.as_secs_f64());
+        state
+            .metrics
+            .overhead
+            .get(crate::metrics::labels::Endpoint { endpoint: label })
+            .observe(overhead.as_secs_f64());
     }
     // Not relayed (an error, or a full body): the request ends now.
     ctx.finish(resp.status().as_u16());

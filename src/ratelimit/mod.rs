@@ -530,7 +530,7 @@ impl Limiter {
 
     fn overflowed(&self, limit: &str) {
         if let Some(m) = &self.metrics {
-            m.ratelimit_keys_overflow_total.with_label_values(&[limit]).inc();
+            m.ratelimit_keys_overflow_total.get(crate::metrics::labels::Limit { limit }).inc();
         }
     }
 
@@ -553,9 +553,11 @@ impl Limiter {
     /// Sets `tier1_ratelimit_keys{limit}`, right before a scrape.
     pub fn refresh_gauges(&self) {
         let Some(m) = &self.metrics else { return };
-        m.ratelimit_keys.reset();
+        m.ratelimit_keys.vector().reset();
         for (limit, n) in self.key_counts() {
-            m.ratelimit_keys.with_label_values(&[&limit]).set(i64::try_from(n).unwrap_or(i64::MAX));
+            m.ratelimit_keys
+                .get(crate::metrics::labels::Limit { limit: &limit })
+                .set(i64::try_from(n).unwrap_or(i64::MAX));
         }
     }
 

@@ -9,7 +9,7 @@ use tokio::time::Instant;
 
 use super::{Candidate, Failure, Job};
 use crate::error::{AttemptRecord, Class};
-use crate::metrics::{MODEL_OTHER, TARGET_PROVIDER, TargetMetrics};
+use crate::metrics::{MODEL_OTHER, TARGET_PROVIDER, TargetMetrics, labels};
 use crate::providers::{Key, Provider};
 use crate::ratelimit::unix_ms;
 use crate::resilience::{Admission, Breaker, BreakerState};
@@ -69,7 +69,10 @@ impl<'a> Gates<'a> {
 
 /// A retry starts after `last` failed.
 pub(super) fn retried(job: &Job<'_>, last: &AttemptRecord) {
-    job.metrics.retries_total.with_label_values(&[&last.provider, last.class.as_str()]).inc();
+    job.metrics
+        .retries_total
+        .get(labels::Retry { provider: &last.provider, reason: last.class.as_str() })
+        .inc();
 }
 
 /// The loop ends with `c`'s answer: a fallback when something failed first, and which side of
@@ -78,12 +81,17 @@ pub(super) fn answered(job: &Job<'_>, c: &Candidate<'_>, first: Option<&AttemptR
     if let Some(first) = first {
         job.metrics
             .fallbacks_total
-            .with_label_values(&[job.route, &first.provider, &c.provider.name, first.class.as_str()])
+            .get(labels::Fallback {
+                route: job.route,
+                from_provider: &first.provider,
+                to_provider: &c.provider.name,
+                reason: first.class.as_str(),
+            })
             .inc();
     }
     if let Some(hedge) = hedge {
         let w = if hedge { "hedge" } else { "primary" };
-        job.metrics.hedges_total.with_label_values(&[job.route, w]).inc();
+        job.metrics.hedges_total.get(labels::Hedge { route: job.route, winner: w }).inc();
     }
 }
 
@@ -116,7 +124,7 @@ pub(super) fn caller_fault(job: &Job<'_>, c: &Candidate<'_>, gates: Gates<'_>, c
     gates.record(job, c, now, true);
     job.metrics
         .upstream_requests_total
-        .with_label_values(&[&c.provider.name, c.model_label, class.as_str()])
+        .get(labels::Upstream { provider: &c.provider.name, model: c.model_label, outcome: class.as_str() })
         .inc();
 }
 
@@ -132,13 +140,15 @@ pub(super) fn failed(
     now: u64,
 ) {
     let (p, cfg) = (c.provider, &job.live.resilience.cooldown);
-    job.metrics.upstream_requests_total.with_label_values(&[&p.name, c.model_label, f.class.as_str()]).inc();
+    let upstream = labels::Upstream { provider: &p.name, model: c.model_label, outcome: f.class.as_str() };
+    job.metrics.upstream_requests_total.get(upstream).inc();
     job.metrics
         .upstream_duration
-        .with_label_values(&[&p.name, c.model_label])
+        .get(labels::Target { provider: &p.name, model: c.model_label })
         .observe(start.elapsed().as_secs_f64());
     let rested = |k: &Key| {
-        job.metrics.key_cooldowns_total.with_label_values(&[&p.name, &k.name, f.class.as_str()]).inc();
+        let rest = labels::KeyRest { provider: &p.name, key: &k.name, reason: f.class.as_str() };
+        job.metrics.key_cooldowns_total.get(rest).inc();
     };
     match f.class {
         // Key-scoped: the key rests; the breaker is not concerned (trials are returned).
@@ -178,7 +188,10 @@ pub(super) fn failed(
 fn gate(job: &Job<'_>, p: &Provider, probe: Probe<'_>, target: &str, now: u64, ok: bool) {
     let breaker = probe.breaker;
     if let Some(to) = probe.record(now, ok) {
-        job.metrics.breaker_transitions_total.with_label_values(&[&p.name, to.as_str()]).inc();
+        job.metrics
+            .breaker_transitions_total
+            .get(labels::Transition { provider: &p.name, to: to.as_str() })
+            .inc();
         tracing::warn!(provider = %p.name, target, to = to.as_str(), "circuit breaker changed state");
         // A made-up direct model's state is its own and this replica's (see `DirectTargets`).
         if to == BreakerState::Open

@@ -33,7 +33,10 @@ fn metered(metrics: &Arc<Metrics>) -> Meter {
 }
 
 fn durations(metrics: &Metrics) -> u64 {
-    metrics.request_duration.with_label_values(&["unmatched", "chat", "false"]).get_sample_count()
+    metrics
+        .request_duration
+        .get(crate::metrics::labels::Duration { route: "unmatched", endpoint: "chat", stream: "false" })
+        .get_sample_count()
 }
 
 #[test]
@@ -111,7 +114,10 @@ fn the_context_fills_the_record_and_an_error_answer_refunds() {
     assert!(ctx.record.is_none());
     assert!(admit(&lim, &limits, 1000).is_some());
     assert_eq!(
-        metrics.request_duration.with_label_values(&["direct", "chat", "false"]).get_sample_count(),
+        metrics
+            .request_duration
+            .get(crate::metrics::labels::Duration { route: "direct", endpoint: "chat", stream: "false" })
+            .get_sample_count(),
         1
     );
     // A relayed body takes the record, filled and (for a stream) detached.

@@ -4,10 +4,16 @@
 //! (`model="other"`), and an unrouted request is `route="unmatched"`. Gauges of state (breakers,
 //! available keys, process figures) are refreshed when `/metrics` is scraped.
 
+pub mod labels;
+
+use prometheus::core::Collector;
 use prometheus::{
     Counter, CounterVec, Encoder, Gauge, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec,
-    IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
+    IntGauge, IntGaugeVec, Registry, TextEncoder,
 };
+
+pub use labels::Family;
+use labels::{LabelSet, Vector};
 
 /// Route label for `provider/model` requests.
 pub const ROUTE_DIRECT: &str = "direct";
@@ -30,65 +36,65 @@ const GAPS: &[f64] = &[0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5
 pub struct Metrics {
     registry: Registry,
     /// `tier1_requests_total{route, endpoint, status_class}`.
-    pub requests_total: IntCounterVec,
+    pub requests_total: Family<labels::Requests, IntCounterVec>,
     /// `tier1_request_duration_seconds{route, endpoint, stream}`: to the end of the response body.
-    pub request_duration: HistogramVec,
+    pub request_duration: Family<labels::Durations, HistogramVec>,
     /// `tier1_overhead_seconds{endpoint}`: time to the response head minus time waiting on the
     /// client's body, upstreams, backoff and queues.
-    pub overhead: HistogramVec,
+    pub overhead: Family<labels::Endpoints, HistogramVec>,
     /// `tier1_upstream_requests_total{provider, model, outcome}`.
-    pub upstream_requests_total: IntCounterVec,
+    pub upstream_requests_total: Family<labels::Upstreams, IntCounterVec>,
     /// `tier1_upstream_duration_seconds{provider, model}`: one attempt, to its last byte.
-    pub upstream_duration: HistogramVec,
+    pub upstream_duration: Family<labels::Targets, HistogramVec>,
     /// `tier1_time_to_first_token_seconds{provider, model}`: streams, to the committing chunk.
-    pub ttft: HistogramVec,
+    pub ttft: Family<labels::Targets, HistogramVec>,
     /// `tier1_inter_token_seconds{provider, model}`: gaps between relayed stream chunks.
-    pub inter_token: HistogramVec,
+    pub inter_token: Family<labels::Targets, HistogramVec>,
     /// `tier1_fallbacks_total{route, from_provider, to_provider, reason}`.
-    pub fallbacks_total: IntCounterVec,
+    pub fallbacks_total: Family<labels::Fallbacks, IntCounterVec>,
     /// `tier1_retries_total{provider, reason}`: attempts started after a failure of `provider`.
-    pub retries_total: IntCounterVec,
+    pub retries_total: Family<labels::Retries, IntCounterVec>,
     /// `tier1_hedges_total{route, winner}`: hedged requests, by which attempt won.
-    pub hedges_total: IntCounterVec,
+    pub hedges_total: Family<labels::Hedges, IntCounterVec>,
     /// `tier1_breaker_state{provider, target}`: 0 closed, 1 half-open, 2 open.
-    pub breaker_state: IntGaugeVec,
+    pub breaker_state: Family<labels::Breakers, IntGaugeVec>,
     /// `tier1_breaker_transitions_total{provider, to}`.
-    pub breaker_transitions_total: IntCounterVec,
+    pub breaker_transitions_total: Family<labels::Transitions, IntCounterVec>,
     /// `tier1_key_cooldowns_total{provider, key, reason}`.
-    pub key_cooldowns_total: IntCounterVec,
+    pub key_cooldowns_total: Family<labels::KeyRests, IntCounterVec>,
     /// `tier1_keys_available{provider}`.
-    pub keys_available: IntGaugeVec,
+    pub keys_available: Family<labels::Providers, IntGaugeVec>,
     /// `tier1_inflight_requests`.
     pub inflight: IntGauge,
     /// `tier1_queue_wait_seconds`: waits for a provider or key concurrency slot.
     pub queue_wait: Histogram,
     /// `tier1_tokens_total{provider, model, direction}`.
-    pub tokens_total: IntCounterVec,
+    pub tokens_total: Family<labels::TokenCounts, IntCounterVec>,
     /// `tier1_cost_usd_total{provider, model}`.
-    pub cost_usd_total: CounterVec,
+    pub cost_usd_total: Family<labels::Targets, CounterVec>,
     /// `tier1_ratelimit_rejections_total{limit}`.
-    pub ratelimit_rejections_total: IntCounterVec,
+    pub ratelimit_rejections_total: Family<labels::Limits, IntCounterVec>,
     /// `tier1_ratelimit_keys{limit}`: distinct scope values a limit counts now (refreshed at scrape).
-    pub ratelimit_keys: IntGaugeVec,
+    pub ratelimit_keys: Family<labels::Limits, IntGaugeVec>,
     /// `tier1_ratelimit_keys_overflow_total{limit}`: requests with a new scope value past the
     /// limit's `max_keys`, counted in its shared overflow bucket.
-    pub ratelimit_keys_overflow_total: IntCounterVec,
+    pub ratelimit_keys_overflow_total: Family<labels::Limits, IntCounterVec>,
     /// `tier1_redis_up`: 1 when the last sync with Redis succeeded (0 also without Redis).
     pub redis_up: IntGauge,
     /// `tier1_redis_sync_seconds`: one sync batch.
     pub redis_sync_seconds: Histogram,
     /// `tier1_redis_errors_total{op}`.
-    pub redis_errors_total: IntCounterVec,
+    pub redis_errors_total: Family<labels::RedisOps, IntCounterVec>,
     /// `tier1_config_reloads_total{result}`: ok, unchanged, error.
-    pub config_reloads_total: IntCounterVec,
+    pub config_reloads_total: Family<labels::Results, IntCounterVec>,
     /// `tier1_config_last_reload_timestamp_seconds`.
     pub config_last_reload: Gauge,
     /// `tier1_config_info{hash}`: value 1, one series, the active config's hash.
-    pub config_info: IntGaugeVec,
+    pub config_info: Family<labels::Hashes, IntGaugeVec>,
     /// `tier1_tls_handshake_failures_total`: inbound handshakes refused or timed out.
     pub tls_handshake_failures: IntCounter,
     /// `tier1_tls_reloads_total{result}`: certificate rotations picked up (ok) or refused (error).
-    pub tls_reloads_total: IntCounterVec,
+    pub tls_reloads_total: Family<labels::Results, IntCounterVec>,
     process: ProcessMetrics,
 }
 
@@ -102,127 +108,177 @@ struct ProcessMetrics {
     start_time: Gauge,
 }
 
-fn histogram(name: &str, help: &str, buckets: &[f64], labels: &[&str]) -> prometheus::Result<HistogramVec> {
-    HistogramVec::new(HistogramOpts::new(name, help).buckets(buckets.to_vec()), labels)
+/// Registers `metric` in `registry` and gives it back: the one list of metrics is their
+/// construction in [`Metrics::new`].
+fn on<C: Collector + Clone + 'static>(registry: &Registry, metric: C) -> prometheus::Result<C> {
+    registry.register(Box::new(metric.clone()))?;
+    Ok(metric)
 }
 
-fn counter(name: &str, help: &str, labels: &[&str]) -> prometheus::Result<IntCounterVec> {
-    IntCounterVec::new(Opts::new(name, help), labels)
-}
-
-fn gauge(name: &str, help: &str, labels: &[&str]) -> prometheus::Result<IntGaugeVec> {
-    IntGaugeVec::new(Opts::new(name, help), labels)
+/// [`on`] for a family.
+fn family<L: LabelSet, V: Vector>(
+    registry: &Registry,
+    f: prometheus::Result<Family<L, V>>,
+) -> prometheus::Result<Family<L, V>> {
+    let f = f?;
+    registry.register(Box::new(f.vector().clone()))?;
+    Ok(f)
 }
 
 impl Metrics {
     /// Registers every metric in a fresh registry.
     pub fn new() -> Result<Self, prometheus::Error> {
         let registry = Registry::new();
-        let route_labels = ["route", "endpoint", "status_class"];
-        let pm = ["provider", "model"];
+        let r = &registry;
+        let build_info = family(
+            r,
+            Family::<labels::Versions, _>::gauge("tier1_build_info", "Build information (value 1)."),
+        )?;
+        build_info.get(labels::Version { version: env!("CARGO_PKG_VERSION") }).set(1);
         let m = Self {
-            requests_total: counter("tier1_requests_total", "API requests answered.", &route_labels)?,
-            request_duration: histogram(
-                "tier1_request_duration_seconds",
-                "Time from request to the end of the response body.",
-                LATENCY,
-                &["route", "endpoint", "stream"],
+            requests_total: family(r, Family::counter("tier1_requests_total", "API requests answered."))?,
+            request_duration: family(
+                r,
+                Family::histogram(
+                    "tier1_request_duration_seconds",
+                    "Time from request to the end of the response body.",
+                    LATENCY,
+                ),
             )?,
-            overhead: histogram(
-                "tier1_overhead_seconds",
-                "Router overhead: time to the response head minus waits on the client, upstreams, backoff and queues.",
-                OVERHEAD,
-                &["endpoint"],
+            overhead: family(
+                r,
+                Family::histogram(
+                    "tier1_overhead_seconds",
+                    "Router overhead: time to the response head minus waits on the client, upstreams, backoff and queues.",
+                    OVERHEAD,
+                ),
             )?,
-            upstream_requests_total: counter(
-                "tier1_upstream_requests_total",
-                "Upstream attempts, by outcome (success or failure classification).",
-                &["provider", "model", "outcome"],
+            upstream_requests_total: family(
+                r,
+                Family::counter(
+                    "tier1_upstream_requests_total",
+                    "Upstream attempts, by outcome (success or failure classification).",
+                ),
             )?,
-            upstream_duration: histogram(
-                "tier1_upstream_duration_seconds",
-                "One upstream attempt, from send to its last byte.",
-                LATENCY,
-                &pm,
+            upstream_duration: family(
+                r,
+                Family::histogram(
+                    "tier1_upstream_duration_seconds",
+                    "One upstream attempt, from send to its last byte.",
+                    LATENCY,
+                ),
             )?,
-            ttft: histogram(
-                "tier1_time_to_first_token_seconds",
-                "Streams: from send to the first chunk with content.",
-                LATENCY,
-                &pm,
+            ttft: family(
+                r,
+                Family::histogram(
+                    "tier1_time_to_first_token_seconds",
+                    "Streams: from send to the first chunk with content.",
+                    LATENCY,
+                ),
             )?,
-            inter_token: histogram(
-                "tier1_inter_token_seconds",
-                "Streams: gaps between relayed chunks.",
-                GAPS,
-                &pm,
+            inter_token: family(
+                r,
+                Family::histogram("tier1_inter_token_seconds", "Streams: gaps between relayed chunks.", GAPS),
             )?,
-            fallbacks_total: counter(
-                "tier1_fallbacks_total",
-                "Requests answered by another attempt after a failure.",
-                &["route", "from_provider", "to_provider", "reason"],
+            fallbacks_total: family(
+                r,
+                Family::counter(
+                    "tier1_fallbacks_total",
+                    "Requests answered by another attempt after a failure.",
+                ),
             )?,
-            retries_total: counter(
-                "tier1_retries_total",
-                "Attempts started after a failed attempt, by the failed provider and its classification.",
-                &["provider", "reason"],
+            retries_total: family(
+                r,
+                Family::counter(
+                    "tier1_retries_total",
+                    "Attempts started after a failed attempt, by the failed provider and its classification.",
+                ),
             )?,
-            hedges_total: counter(
-                "tier1_hedges_total",
-                "Hedged requests, by the attempt that won.",
-                &["route", "winner"],
+            hedges_total: family(
+                r,
+                Family::counter("tier1_hedges_total", "Hedged requests, by the attempt that won."),
             )?,
-            breaker_state: gauge(
-                "tier1_breaker_state",
-                "Circuit breakers: 0 closed, 1 half-open, 2 open (target * is the provider-wide breaker).",
-                &["provider", "target"],
+            breaker_state: family(
+                r,
+                Family::gauge(
+                    "tier1_breaker_state",
+                    "Circuit breakers: 0 closed, 1 half-open, 2 open (target * is the provider-wide breaker).",
+                ),
             )?,
-            breaker_transitions_total: counter(
-                "tier1_breaker_transitions_total",
-                "Circuit breaker transitions, by new state.",
-                &["provider", "to"],
+            breaker_transitions_total: family(
+                r,
+                Family::counter(
+                    "tier1_breaker_transitions_total",
+                    "Circuit breaker transitions, by new state.",
+                ),
             )?,
-            key_cooldowns_total: counter(
-                "tier1_key_cooldowns_total",
-                "Provider keys put to rest, by reason.",
-                &["provider", "key", "reason"],
+            key_cooldowns_total: family(
+                r,
+                Family::counter("tier1_key_cooldowns_total", "Provider keys put to rest, by reason."),
             )?,
-            keys_available: gauge("tier1_keys_available", "Provider keys not resting.", &["provider"])?,
-            inflight: IntGauge::new("tier1_inflight_requests", "API requests being served now.")?,
-            queue_wait: Histogram::with_opts(
-                HistogramOpts::new(
-                    "tier1_queue_wait_seconds",
-                    "Waits for a provider or key concurrency slot.",
-                )
-                .buckets(OVERHEAD.to_vec()),
+            keys_available: family(r, Family::gauge("tier1_keys_available", "Provider keys not resting."))?,
+            inflight: on(r, IntGauge::new("tier1_inflight_requests", "API requests being served now.")?)?,
+            queue_wait: on(
+                r,
+                Histogram::with_opts(
+                    HistogramOpts::new(
+                        "tier1_queue_wait_seconds",
+                        "Waits for a provider or key concurrency slot.",
+                    )
+                    .buckets(OVERHEAD.to_vec()),
+                )?,
             )?,
-            tokens_total: counter(
-                "tier1_tokens_total",
-                "Tokens reported by providers, by direction (input, output).",
-                &["provider", "model", "direction"],
+            tokens_total: family(
+                r,
+                Family::counter(
+                    "tier1_tokens_total",
+                    "Tokens reported by providers, by direction (input, output).",
+                ),
             )?,
-            cost_usd_total: CounterVec::new(
-                Opts::new(
+            cost_usd_total: family(
+                r,
+                Family::float_counter(
                     "tier1_cost_usd_total",
                     "Cost in USD from the targets' input_cost and output_cost.",
                 ),
-                &pm,
             )?,
-            ratelimit_rejections_total: counter(
-                "tier1_ratelimit_rejections_total",
-                "Requests refused by a rate limit, by limit name.",
-                &["limit"],
+            ratelimit_rejections_total: family(
+                r,
+                Family::counter(
+                    "tier1_ratelimit_rejections_total",
+                    "Requests refused by a rate limit, by limit name.",
+                ),
             )?,
-            ratelimit_keys: gauge(
-                "tier1_ratelimit_keys",
-                "Distinct scope values a rate limit counts now (idle ones expire after two windows).",
-                &["limit"],
+            ratelimit_keys: family(
+                r,
+                Family::gauge(
+                    "tier1_ratelimit_keys",
+                    "Distinct scope values a rate limit counts now (idle ones expire after two windows).",
+                ),
             )?,
-            ratelimit_keys_overflow_total: counter(
-                "tier1_ratelimit_keys_overflow_total",
-                "Requests with a new scope value past max_keys, counted in the limit's overflow bucket.",
-                &["limit"],
+            ratelimit_keys_overflow_total: family(
+                r,
+                Family::counter(
+                    "tier1_ratelimit_keys_overflow_total",
+                    "Requests with a new scope value past max_keys, counted in the limit's overflow bucket.",
+                ),
             )?,
+            config_reloads_total: family(
+                r,
+                Family::counter(
+                    "tier1_config_reloads_total",
+                    "Config reloads, by result (ok, unchanged, error).",
+                ),
+            )?,
+            config_last_reload: on(
+                r,
+                Gauge::new(
+                    "tier1_config_last_reload_timestamp_seconds",
+                    "Unix time at which the active config went live.",
+                )?,
+            )?,
+            config_info: family(r, Family::gauge("tier1_config_info", "The active config (value 1)."))?,
+            // Registered only with Redis (enable_redis) or a TLS listener (enable_tls).
             redis_up: IntGauge::new("tier1_redis_up", "1 when the last sync with Redis succeeded.")?,
             redis_sync_seconds: Histogram::with_opts(
                 HistogramOpts::new(
@@ -231,79 +287,34 @@ impl Metrics {
                 )
                 .buckets(OVERHEAD.to_vec()),
             )?,
-            redis_errors_total: counter(
+            redis_errors_total: Family::counter(
                 "tier1_redis_errors_total",
                 "Failed Redis operations, by operation (connect, sync, publish, heartbeat, strict).",
-                &["op"],
             )?,
-            config_reloads_total: counter(
-                "tier1_config_reloads_total",
-                "Config reloads, by result (ok, unchanged, error).",
-                &["result"],
-            )?,
-            config_last_reload: Gauge::new(
-                "tier1_config_last_reload_timestamp_seconds",
-                "Unix time at which the active config went live.",
-            )?,
-            config_info: gauge("tier1_config_info", "The active config (value 1).", &["hash"])?,
             tls_handshake_failures: IntCounter::new(
                 "tier1_tls_handshake_failures_total",
                 "Inbound TLS handshakes that failed, were refused (mTLS) or timed out.",
             )?,
-            tls_reloads_total: counter(
+            tls_reloads_total: Family::counter(
                 "tier1_tls_reloads_total",
                 "Listener certificate rotations, by result (ok, error: the old certificate stays).",
-                &["result"],
             )?,
             process: ProcessMetrics {
-                cpu: Counter::new("process_cpu_seconds_total", "CPU time used by the process.")?,
-                rss: IntGauge::new("process_resident_memory_bytes", "Resident memory.")?,
-                vsize: IntGauge::new("process_virtual_memory_bytes", "Virtual memory.")?,
-                open_fds: IntGauge::new("process_open_fds", "Open file descriptors.")?,
-                max_fds: IntGauge::new("process_max_fds", "File descriptor limit.")?,
-                start_time: Gauge::new("process_start_time_seconds", "Unix time the process started.")?,
+                cpu: on(r, Counter::new("process_cpu_seconds_total", "CPU time used by the process.")?)?,
+                rss: on(r, IntGauge::new("process_resident_memory_bytes", "Resident memory.")?)?,
+                vsize: on(r, IntGauge::new("process_virtual_memory_bytes", "Virtual memory.")?)?,
+                open_fds: on(r, IntGauge::new("process_open_fds", "Open file descriptors.")?)?,
+                max_fds: on(r, IntGauge::new("process_max_fds", "File descriptor limit.")?)?,
+                start_time: on(
+                    r,
+                    Gauge::new("process_start_time_seconds", "Unix time the process started.")?,
+                )?,
             },
             registry,
         };
-        let build_info = gauge("tier1_build_info", "Build information (value 1).", &["version"])?;
-        build_info.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
         for result in ["ok", "unchanged", "error"] {
-            m.config_reloads_total.with_label_values(&[result]);
+            m.config_reloads_total.get(labels::Outcome { result });
         }
-
-        let r = &m.registry;
-        r.register(Box::new(build_info))?;
-        r.register(Box::new(m.requests_total.clone()))?;
-        r.register(Box::new(m.request_duration.clone()))?;
-        r.register(Box::new(m.overhead.clone()))?;
-        r.register(Box::new(m.upstream_requests_total.clone()))?;
-        r.register(Box::new(m.upstream_duration.clone()))?;
-        r.register(Box::new(m.ttft.clone()))?;
-        r.register(Box::new(m.inter_token.clone()))?;
-        r.register(Box::new(m.fallbacks_total.clone()))?;
-        r.register(Box::new(m.retries_total.clone()))?;
-        r.register(Box::new(m.hedges_total.clone()))?;
-        r.register(Box::new(m.breaker_state.clone()))?;
-        r.register(Box::new(m.breaker_transitions_total.clone()))?;
-        r.register(Box::new(m.key_cooldowns_total.clone()))?;
-        r.register(Box::new(m.keys_available.clone()))?;
-        r.register(Box::new(m.inflight.clone()))?;
-        r.register(Box::new(m.queue_wait.clone()))?;
-        r.register(Box::new(m.tokens_total.clone()))?;
-        r.register(Box::new(m.cost_usd_total.clone()))?;
-        r.register(Box::new(m.ratelimit_rejections_total.clone()))?;
-        r.register(Box::new(m.ratelimit_keys.clone()))?;
-        r.register(Box::new(m.ratelimit_keys_overflow_total.clone()))?;
-        r.register(Box::new(m.config_reloads_total.clone()))?;
-        r.register(Box::new(m.config_last_reload.clone()))?;
-        r.register(Box::new(m.config_info.clone()))?;
-        let p = &m.process;
-        r.register(Box::new(p.cpu.clone()))?;
-        r.register(Box::new(p.rss.clone()))?;
-        r.register(Box::new(p.vsize.clone()))?;
-        r.register(Box::new(p.open_fds.clone()))?;
-        r.register(Box::new(p.max_fds.clone()))?;
-        r.register(Box::new(p.start_time.clone()))?;
         Ok(m)
     }
 
@@ -311,35 +322,36 @@ impl Metrics {
     /// down" never fires for a standalone sidecar.
     pub fn enable_redis(&self) -> Result<(), prometheus::Error> {
         for op in ["connect", "sync", "publish", "heartbeat", "strict"] {
-            self.redis_errors_total.with_label_values(&[op]);
+            self.redis_errors_total.get(labels::RedisOp { op });
         }
         self.registry.register(Box::new(self.redis_up.clone()))?;
         self.registry.register(Box::new(self.redis_sync_seconds.clone()))?;
-        self.registry.register(Box::new(self.redis_errors_total.clone()))
+        self.registry.register(Box::new(self.redis_errors_total.vector().clone()))
     }
 
     /// Registers the TLS metrics: only a TLS listener exports them.
     pub fn enable_tls(&self) -> Result<(), prometheus::Error> {
         for result in ["ok", "error"] {
-            self.tls_reloads_total.with_label_values(&[result]);
+            self.tls_reloads_total.get(labels::Outcome { result });
         }
         self.registry.register(Box::new(self.tls_handshake_failures.clone()))?;
-        self.registry.register(Box::new(self.tls_reloads_total.clone()))
+        self.registry.register(Box::new(self.tls_reloads_total.vector().clone()))
     }
 
     /// Creates the rejection and overflow series of every configured limit (at 0), so dashboards
     /// see them.
     pub fn limits_configured(&self, names: impl Iterator<Item = impl AsRef<str>>) {
         for n in names {
-            self.ratelimit_rejections_total.with_label_values(&[n.as_ref()]);
-            self.ratelimit_keys_overflow_total.with_label_values(&[n.as_ref()]);
+            let limit = labels::Limit { limit: n.as_ref() };
+            self.ratelimit_rejections_total.get(limit);
+            self.ratelimit_keys_overflow_total.get(limit);
         }
     }
 
     /// Records that the config with `hash` went live.
     pub fn config_loaded(&self, hash: &str) {
-        self.config_info.reset();
-        self.config_info.with_label_values(&[hash]).set(1);
+        self.config_info.vector().reset();
+        self.config_info.get(labels::Hash { hash }).set(1);
         self.config_last_reload.set(unix_now());
     }
 
@@ -440,15 +452,20 @@ impl TargetMetrics {
 impl Metrics {
     /// The per-target handles for `provider` and a bounded `model` label.
     pub fn target(&self, provider: &str, model: &str) -> TargetMetrics {
-        let pm = [provider, model];
+        let pm = labels::Target { provider, model };
+        let tokens = |direction| self.tokens_total.get(labels::Tokens { provider, model, direction });
         TargetMetrics {
-            duration: self.upstream_duration.with_label_values(&pm),
-            inter_token: self.inter_token.with_label_values(&pm),
-            tokens_in: self.tokens_total.with_label_values(&[provider, model, "input"]),
-            tokens_out: self.tokens_total.with_label_values(&[provider, model, "output"]),
-            cost: self.cost_usd_total.with_label_values(&pm),
-            success: self.upstream_requests_total.with_label_values(&[provider, model, "success"]),
-            ttft: self.ttft.with_label_values(&pm),
+            duration: self.upstream_duration.get(pm),
+            inter_token: self.inter_token.get(pm),
+            tokens_in: tokens("input"),
+            tokens_out: tokens("output"),
+            cost: self.cost_usd_total.get(pm),
+            success: self.upstream_requests_total.get(labels::Upstream {
+                provider,
+                model,
+                outcome: "success",
+            }),
+            ttft: self.ttft.get(pm),
         }
     }
 }

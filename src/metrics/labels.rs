@@ -1,0 +1,157 @@
+//! Typed labels. Each metric family's labels are the fields of one struct, declared once in
+//! [`labels!`]: the field names are the Prometheus label names (registration reads them), and a
+//! call site fills the struct by name, so a label can be neither swapped nor forgotten. Values
+//! are bounded names (routes, providers, keys, models, limits from the config) or fixed words.
+
+use std::marker::PhantomData;
+
+use prometheus::core::Collector;
+use prometheus::{CounterVec, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts};
+
+/// A labelled metric vector of the `prometheus` crate.
+pub trait Vector: Collector + Clone + 'static {
+    /// One series.
+    type Metric;
+    /// The series with these label values, in the family's order.
+    fn with(&self, values: &[&str]) -> Self::Metric;
+}
+
+macro_rules! vector {
+    ($($vec:ty => $metric:ty),* $(,)?) => {$(
+        impl Vector for $vec {
+            type Metric = $metric;
+            fn with(&self, values: &[&str]) -> $metric {
+                self.with_label_values(values)
+            }
+        }
+    )*};
+}
+
+vector! {
+    IntCounterVec => prometheus::IntCounter,
+    CounterVec => prometheus::Counter,
+    HistogramVec => prometheus::Histogram,
+    IntGaugeVec => prometheus::IntGauge,
+}
+
+/// The label names of a family, and how one set of values resolves to a series.
+pub trait LabelSet {
+    /// The values, borrowed for one call.
+    type Of<'a>;
+    /// The label names, in order.
+    const NAMES: &'static [&'static str];
+    /// The series of `vector` with `labels`.
+    fn resolve<V: Vector>(vector: &V, labels: &Self::Of<'_>) -> V::Metric;
+}
+
+/// A metric family whose labels are the set `L`.
+#[derive(Debug, Clone)]
+pub struct Family<L, V> {
+    vector: V,
+    labels: PhantomData<fn() -> L>,
+}
+
+impl<L: LabelSet, V: Vector> Family<L, V> {
+    /// The series with `labels`.
+    pub fn get(&self, labels: L::Of<'_>) -> V::Metric {
+        L::resolve(&self.vector, &labels)
+    }
+
+    /// The vector, to register or reset it.
+    pub fn vector(&self) -> &V {
+        &self.vector
+    }
+}
+
+impl<L: LabelSet> Family<L, IntCounterVec> {
+    /// A counter family.
+    pub fn counter(name: &str, help: &str) -> prometheus::Result<Self> {
+        Ok(Self { vector: IntCounterVec::new(Opts::new(name, help), L::NAMES)?, labels: PhantomData })
+    }
+}
+
+impl<L: LabelSet> Family<L, CounterVec> {
+    /// A float counter family.
+    pub fn float_counter(name: &str, help: &str) -> prometheus::Result<Self> {
+        Ok(Self { vector: CounterVec::new(Opts::new(name, help), L::NAMES)?, labels: PhantomData })
+    }
+}
+
+impl<L: LabelSet> Family<L, IntGaugeVec> {
+    /// A gauge family.
+    pub fn gauge(name: &str, help: &str) -> prometheus::Result<Self> {
+        Ok(Self { vector: IntGaugeVec::new(Opts::new(name, help), L::NAMES)?, labels: PhantomData })
+    }
+}
+
+impl<L: LabelSet> Family<L, HistogramVec> {
+    /// A histogram family with `buckets`.
+    pub fn histogram(name: &str, help: &str, buckets: &[f64]) -> prometheus::Result<Self> {
+        let opts = HistogramOpts::new(name, help).buckets(buckets.to_vec());
+        Ok(Self { vector: HistogramVec::new(opts, L::NAMES)?, labels: PhantomData })
+    }
+}
+
+/// Declares label sets: `Set => Values { field: Type, .. }` makes the struct `Values<'a>` of
+/// label values and the set `Set` whose names are the field names, in order.
+macro_rules! labels {
+    ($($(#[$doc:meta])* $set:ident => $values:ident { $($field:ident: $ty:ty),+ $(,)? })*) => {$(
+        $(#[$doc])*
+        #[derive(Debug, Clone, Copy)]
+        #[allow(missing_docs)]
+        pub struct $values<'a> {
+            $(pub $field: $ty,)+
+        }
+
+        #[doc = concat!("The label names of [`", stringify!($values), "`].")]
+        #[derive(Debug, Clone, Copy)]
+        pub enum $set {}
+
+        impl LabelSet for $set {
+            type Of<'a> = $values<'a>;
+            const NAMES: &'static [&'static str] = &[$(stringify!($field)),+];
+            fn resolve<V: Vector>(vector: &V, labels: &$values<'_>) -> V::Metric {
+                vector.with(&[$(labels.$field),+])
+            }
+        }
+    )*};
+}
+
+labels! {
+    /// `tier1_requests_total`.
+    Requests => Request { route: &'a str, endpoint: &'a str, status_class: &'a str }
+    /// `tier1_request_duration_seconds`.
+    Durations => Duration { route: &'a str, endpoint: &'a str, stream: &'a str }
+    /// `tier1_overhead_seconds`.
+    Endpoints => Endpoint { endpoint: &'a str }
+    /// `tier1_upstream_requests_total`.
+    Upstreams => Upstream { provider: &'a str, model: &'a str, outcome: &'a str }
+    /// Per-target families: upstream duration, time to first token, inter-token gaps, cost.
+    Targets => Target { provider: &'a str, model: &'a str }
+    /// `tier1_tokens_total`.
+    TokenCounts => Tokens { provider: &'a str, model: &'a str, direction: &'a str }
+    /// `tier1_fallbacks_total`.
+    Fallbacks => Fallback { route: &'a str, from_provider: &'a str, to_provider: &'a str, reason: &'a str }
+    /// `tier1_retries_total`.
+    Retries => Retry { provider: &'a str, reason: &'a str }
+    /// `tier1_hedges_total`.
+    Hedges => Hedge { route: &'a str, winner: &'a str }
+    /// `tier1_breaker_state`.
+    Breakers => Breaker { provider: &'a str, target: &'a str }
+    /// `tier1_breaker_transitions_total`.
+    Transitions => Transition { provider: &'a str, to: &'a str }
+    /// `tier1_key_cooldowns_total`.
+    KeyRests => KeyRest { provider: &'a str, key: &'a str, reason: &'a str }
+    /// `tier1_keys_available`.
+    Providers => Provider { provider: &'a str }
+    /// The rate-limit families.
+    Limits => Limit { limit: &'a str }
+    /// `tier1_redis_errors_total`.
+    RedisOps => RedisOp { op: &'a str }
+    /// Reload families.
+    Results => Outcome { result: &'a str }
+    /// `tier1_config_info`.
+    Hashes => Hash { hash: &'a str }
+    /// `tier1_build_info`.
+    Versions => Version { version: &'a str }
+}
