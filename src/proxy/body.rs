@@ -152,7 +152,14 @@ impl Tail {
             Self::Chunks { chunks, .. } => match chunks.as_slices() {
                 ([], []) => Cow::Borrowed(&[]),
                 ([one], []) | ([], [one]) => Cow::Borrowed(one),
-                _ => Cow::Owned(chunks.iter().flat_map(|c| c.iter().copied()).collect()),
+                _ => {
+                    // One copy of each chunk, not a byte-by-byte iterator.
+                    let mut joined = Vec::with_capacity(chunks.iter().map(Bytes::len).sum());
+                    for c in chunks {
+                        joined.extend_from_slice(c);
+                    }
+                    Cow::Owned(joined)
+                }
             },
         }
     }
