@@ -64,6 +64,7 @@ pub struct RequestCtx {
 
 impl RequestCtx {
     /// A request with id `request_id`, counted when `record` is given.
+    #[inline]
     pub fn new(request_id: HeaderValue, record: Option<RequestRecord>) -> Self {
         Self {
             request_id,
@@ -80,6 +81,7 @@ impl RequestCtx {
 
     /// The record filled with what the request learnt and its answer's `status`, to end with the
     /// relayed body that takes it (a stream's header values copied out of hyper's buffer).
+    #[inline]
     pub fn hand_over(&mut self, status: u16, stream: bool, ttft: Option<Duration>) -> Option<RequestRecord> {
         let mut record = self.record.take()?;
         self.fill(&mut record, status);
@@ -100,6 +102,7 @@ impl RequestCtx {
         }
     }
 
+    #[inline]
     fn fill(&self, record: &mut RequestRecord, status: u16) {
         record.route = self.route.clone();
         record.status = status;
@@ -167,6 +170,7 @@ pub struct RequestRecord {
 
 impl RequestRecord {
     /// Starts counting a request to `endpoint` (its metric label).
+    #[inline]
     pub fn start(
         metrics: Arc<Metrics>,
         endpoint: &'static str,

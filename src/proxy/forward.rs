@@ -108,6 +108,7 @@ struct Routed<'a> {
 /// The candidates: the model's route targets in strategy order (or its direct
 /// `provider/model`), then the request-level fallbacks', without repeats, among providers that
 /// speak the request's format.
+#[inline]
 fn route<'a>(
     live: &'a Live,
     scanned: &'a Scanned,
@@ -158,6 +159,7 @@ fn route<'a>(
 }
 
 /// The response for what the attempt loop ended with; the record learns how the request ends.
+#[inline]
 fn answer(answered: Answered, op: Operation, stream: bool, ctx: &mut RequestCtx) -> Response<Body> {
     ctx.provider = Some(answered.provider);
     ctx.model = answered.model;

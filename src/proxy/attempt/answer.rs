@@ -51,6 +51,7 @@ pub(super) struct Carried {
 }
 
 impl Answered {
+    #[inline]
     fn from(c: &Candidate<'_>, answer: Answer) -> Attempted {
         Attempted::Answered(Box::new(Self {
             provider: c.provider.name_header.clone(),

@@ -97,6 +97,7 @@ pub(super) fn answered(job: &Job<'_>, c: &Candidate<'_>, first: Option<&AttemptR
 
 /// A success: healthy breakers, the key's strikes forgiven, the latency learnt. Returns the
 /// target's metrics for the answer's own (duration, tokens, cost).
+#[inline]
 pub(super) fn succeeded(
     job: &Job<'_>,
     c: &Candidate<'_>,
