@@ -27,6 +27,7 @@ pub mod health;
 pub mod json;
 pub mod metrics;
 pub mod mock;
+pub mod operation;
 pub mod providers;
 pub mod proxy;
 pub mod ratelimit;
