@@ -39,6 +39,7 @@ pub mod health;
 pub mod json;
 pub mod metrics;
 pub mod mock;
+pub mod operation;
 pub mod pem;
 pub mod providers;
 pub mod proxy;

@@ -20,6 +20,7 @@ use http::{HeaderName, HeaderValue, Uri};
 pub use raw::RawConfig;
 pub use secret::{Env, ProcessEnv, Redactor, Secret, StreamRedactor, mask, resolve as resolve_secret};
 
+pub use crate::providers::ProviderKind;
 pub use settings::{
     Behavior, BreakerConfig, BudgetConfig, CooldownConfig, DEFAULT_REPLY, RawBehavior, RetryPolicy, Strategy,
     is_glob,
@@ -223,34 +224,6 @@ pub struct LogConfig {
     pub json: bool,
     /// Fraction of successful requests in the access log.
     pub sample: f64,
-}
-
-/// Which wire protocol a provider speaks.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ProviderKind {
-    /// OpenAI and every OpenAI-compatible API.
-    OpenAi,
-    /// Anthropic's Messages API (`x-api-key`, `anthropic-version`).
-    Anthropic,
-    /// OpenAI on Azure (`api-key`, deployments in the URL, `api-version`).
-    Azure,
-    /// Google's Gemini API (`x-goog-api-key`, `models/{model}:generateContent`).
-    Gemini,
-    /// Built-in, in-process mock answering in OpenAI shape.
-    Mock,
-}
-
-impl ProviderKind {
-    /// The config spelling.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::OpenAi => "openai",
-            Self::Anthropic => "anthropic",
-            Self::Azure => "azure",
-            Self::Gemini => "gemini",
-            Self::Mock => "mock",
-        }
-    }
 }
 
 /// One provider, validated.

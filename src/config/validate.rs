@@ -16,6 +16,7 @@ use super::{
     RedisConfig, RedisTls, ReloadConfig, ResilienceConfig, RouteConfig, Scope, Secret, ServerConfig,
     TargetConfig, TlsConfig,
 };
+use crate::providers::{anthropic, azure};
 
 /// The default listen address: loopback, as a sidecar wants it.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
@@ -498,41 +499,21 @@ fn provider(name: &str, rp: &RawProvider, env: &dyn Env, p: &mut Problems) -> Pr
         p.push(&at, "provider names use only letters, digits, '-', '_' and '.'");
     }
     let kind = match rp.kind.as_deref() {
-        Some("openai") => ProviderKind::OpenAi,
-        Some("mock") => ProviderKind::Mock,
-        Some("anthropic") => ProviderKind::Anthropic,
-        Some("azure") => ProviderKind::Azure,
-        Some("gemini") => ProviderKind::Gemini,
-        Some(other) => {
-            p.push(
-                format!("{at}.kind"),
-                format!("unknown provider kind {other:?} (want openai, anthropic, azure, gemini or mock)"),
-            );
-            ProviderKind::OpenAi
-        }
+        Some(name) => ProviderKind::parse(name).unwrap_or_else(|| {
+            let want = ProviderKind::names();
+            p.push(format!("{at}.kind"), format!("unknown provider kind {name:?} (want {want})"));
+            ProviderKind::default()
+        }),
         None => {
             p.push(format!("{at}.kind"), "missing (openai or mock)");
-            ProviderKind::OpenAi
+            ProviderKind::default()
         }
     };
-    let base_url = match (kind, rp.base_url.as_deref()) {
-        (ProviderKind::Mock, None) => None,
-        (ProviderKind::Mock, Some(_)) => {
-            p.push(format!("{at}.base_url"), "a mock provider answers in process and takes no base_url");
-            None
-        }
-        (ProviderKind::OpenAi, raw) => {
-            base_url(&format!("{at}.base_url"), raw.unwrap_or("https://api.openai.com/v1"), p)
-        }
-        (ProviderKind::Anthropic, raw) => {
-            base_url(&format!("{at}.base_url"), raw.unwrap_or("https://api.anthropic.com"), p)
-        }
-        (ProviderKind::Gemini, raw) => {
-            base_url(&format!("{at}.base_url"), raw.unwrap_or("https://generativelanguage.googleapis.com"), p)
-        }
-        (ProviderKind::Azure, Some(raw)) => base_url(&format!("{at}.base_url"), raw, p),
-        (ProviderKind::Azure, None) => {
-            p.push(format!("{at}.base_url"), "missing (https://RESOURCE.openai.azure.com)");
+    // The kind's rule: a default, required, or (in process) refused.
+    let base_url = match kind.base_url(rp.base_url.as_deref()) {
+        Ok(raw) => raw.and_then(|raw| base_url(&format!("{at}.base_url"), raw, p)),
+        Err(message) => {
+            p.push(format!("{at}.base_url"), message);
             None
         }
     };
@@ -599,7 +580,7 @@ fn provider(name: &str, rp: &RawProvider, env: &dyn Env, p: &mut Problems) -> Pr
         Some(m) => m.validate(&format!("{at}.mock"), p),
         None => super::Behavior::default(),
     };
-    if rp.mock.is_some() && kind != ProviderKind::Mock {
+    if rp.mock.is_some() && !kind.in_process() {
         p.push(format!("{at}.mock"), "only a kind = \"mock\" provider takes mock settings");
     }
     if rp.max_inflight == Some(0) {
@@ -629,9 +610,12 @@ fn provider(name: &str, rp: &RawProvider, env: &dyn Env, p: &mut Problems) -> Pr
             .min(request_timeout),
         idle_timeout: positive(p, &format!("{at}.idle_timeout"), rp.idle_timeout.as_deref(), secs(120)),
         max_event_bytes: rp.max_event_bytes.unwrap_or(1024 * 1024).max(1024),
-        anthropic_version: rp.anthropic_version.clone().unwrap_or_else(|| "2023-06-01".to_owned()),
+        anthropic_version: rp
+            .anthropic_version
+            .clone()
+            .unwrap_or_else(|| anthropic::DEFAULT_VERSION.to_owned()),
         default_max_tokens: rp.default_max_tokens.unwrap_or(4096).max(1),
-        api_version: rp.api_version.clone().unwrap_or_else(|| "2024-10-21".to_owned()),
+        api_version: rp.api_version.clone().unwrap_or_else(|| azure::DEFAULT_API_VERSION.to_owned()),
         pool_idle_timeout: p.duration(
             &format!("{at}.pool_idle_timeout"),
             rp.pool_idle_timeout.as_deref(),

@@ -14,7 +14,6 @@ use super::body::{Body, full, read_limited};
 use super::ctx::{End, RequestCtx, RouteLabel};
 use super::headers;
 use super::respond::{self, Dialect};
-use crate::config::ProviderKind;
 use crate::error::{Class, ProxyError};
 use crate::json::{self, Scanned, Schema};
 use crate::providers::Operation;
@@ -246,14 +245,13 @@ async fn admit(state: &AppState, live: &Live, facts: &Facts<'_>) -> Result<Ticke
     Ok(ticket)
 }
 
-/// Resolves a client's model name. A direct `provider/model` for an Azure provider puts the model
-/// in the URL path (it names the deployment), so it must be a plain name: `az/../../x` or `az/a?b`
-/// would reach other paths of the provider's host, with its key.
+/// Resolves a client's model name. A direct `provider/model` must pass the kind's model-name rule:
+/// Azure puts the model in the URL path (it names the deployment), so `az/../../x` or `az/a?b`,
+/// which would reach other paths of the provider's host with its key, are unknown models.
 fn resolve<'a>(live: &'a Live, model: &'a str) -> Option<Resolved<'a>> {
     match live.table.resolve(model)? {
         Resolved::Direct { provider, model }
-            if live.providers.get(provider).is_some_and(|p| p.kind == ProviderKind::Azure)
-                && !crate::translate::gemini::valid_model(model) =>
+            if live.providers.get(provider).is_some_and(|p| !p.kind.spec().direct_model(model)) =>
         {
             None
         }
@@ -313,7 +311,7 @@ fn push_direct<'a>(
 fn dedupe<'a>(cands: &mut Vec<Candidate<'a>>) {
     const PAIRWISE: usize = 16;
     fn id<'a>(c: &Candidate<'a>) -> (usize, &'a str) {
-        (std::ptr::from_ref(c.provider) as usize, c.model)
+        (c.provider.index, c.model)
     }
     if cands.len() <= PAIRWISE {
         let mut seen: [(usize, &str); PAIRWISE] = [(0, ""); PAIRWISE];

@@ -8,7 +8,7 @@ pub mod messages;
 
 use bytes::Bytes;
 
-use crate::providers::Operation;
+use crate::operation::Operation;
 
 /// Why a request cannot be translated (the caller's fault: answered with 400).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

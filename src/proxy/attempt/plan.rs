@@ -39,10 +39,9 @@ pub(super) struct Planner<'c, 'a> {
     pub(super) soonest: Option<Duration>,
 }
 
-/// A provider's identity within one request's candidates (its address in the snapshot, which
-/// outlives the request).
+/// A provider's identity within one request's candidates: its index in the snapshot.
 fn provider_id(c: &Candidate<'_>) -> usize {
-    std::ptr::from_ref(c.provider) as usize
+    c.provider.index
 }
 
 impl<'c, 'a> Planner<'c, 'a> {

@@ -1,0 +1,36 @@
+//! `kind = "mock"`: the built-in provider that answers in process (see [`crate::mock`]), from its
+//! `mock` settings; it takes no base URL and makes no network call.
+
+use super::{BaseUrl, Kind, Wire};
+
+/// The `mock` kind.
+pub struct Mock;
+
+impl Kind for Mock {
+    fn name(&self) -> &'static str {
+        "mock"
+    }
+
+    fn wire(&self) -> Wire {
+        Wire::Client
+    }
+
+    fn base_url(&self) -> BaseUrl {
+        BaseUrl::InProcess
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::providers::{Operation, ProviderKind};
+
+    #[test]
+    fn answers_in_process_every_operation_natively() {
+        assert!(ProviderKind::Mock.in_process());
+        assert!(!ProviderKind::OpenAi.in_process());
+        for op in [Operation::Chat, Operation::Embeddings, Operation::Messages] {
+            assert!(Mock.wire().speaks(op));
+        }
+    }
+}

@@ -1,0 +1,338 @@
+//! The running provider: what a snapshot holds per configured provider (client, keys, URLs,
+//! timeouts) and the one operation the proxy needs, [`Provider::send`]. What differs between
+//! kinds comes from the kind's [`Kind`](super::Kind); this file matches on no kind.
+
+use std::borrow::Cow;
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderName, HeaderValue, Request, Response, header};
+use tokio::time::Instant;
+
+use super::{Endpoints, Operation, ProviderKind, Settings, UpstreamBody, Wire};
+use crate::config::{Config, ProviderConfig};
+use crate::mock::{Behavior, MockEndpoint};
+use crate::resilience::{KeyState, Limit, ProviderState, Registry, TargetState};
+use crate::routing::{Glob, is_glob};
+use crate::translate::Dialect;
+use crate::upstream;
+
+/// One upstream call.
+pub struct Call<'a> {
+    /// What to call.
+    pub operation: Operation,
+    /// The body to send (already spliced).
+    pub body: Bytes,
+    /// Whether an SSE answer is expected.
+    pub stream: bool,
+    /// The request id, forwarded.
+    pub request_id: &'a HeaderValue,
+    /// The correlation id, forwarded when the client sent one.
+    pub correlation_id: Option<&'a HeaderValue>,
+    /// When the response head must have arrived.
+    pub deadline: Instant,
+    /// The key to send, if the provider has keys.
+    pub key: Option<&'a Key>,
+    /// The model for the URL: the Azure deployment, the Gemini model (ignored by other kinds).
+    pub deployment: &'a str,
+}
+
+/// Why an upstream call failed before a response head arrived.
+#[derive(Debug, thiserror::Error)]
+pub enum SendError {
+    /// TCP/TLS connection could not be established (refused, unreachable, connect timeout).
+    #[error("connect failed")]
+    Connect,
+    /// The response head did not arrive before the deadline.
+    #[error("timed out")]
+    Timeout,
+    /// The connection broke, or the answer was not HTTP.
+    #[error("request failed")]
+    Failed,
+}
+
+/// A provider as the running snapshot holds it.
+pub struct Provider {
+    /// Position in the snapshot's `providers` (and the config's): the provider's identity
+    /// within one snapshot.
+    pub index: usize,
+    /// Config name.
+    pub name: Arc<str>,
+    /// The name as a response header value (`x-tier1-provider`), built once.
+    pub name_header: HeaderValue,
+    /// Wire protocol.
+    pub kind: ProviderKind,
+    /// What the kind speaks (`kind.spec().wire()`, read once).
+    wire: Wire,
+    /// Total deadline of one upstream request.
+    pub request_timeout: Duration,
+    /// Deadline for the response head (streams: the first event).
+    pub first_byte_timeout: Duration,
+    /// Longest gap between stream chunks.
+    pub idle_timeout: Duration,
+    /// Largest single upstream event of a translated stream.
+    pub max_event_bytes: usize,
+    /// Wait for a free slot before moving on.
+    pub queue_timeout: Duration,
+    /// `max_tokens` for translated requests that have none.
+    pub default_max_tokens: u32,
+    /// Keys in config order.
+    pub keys: Vec<Key>,
+    /// Breaker and direct-traffic budget.
+    pub state: Arc<ProviderState>,
+    /// `max_inflight` of the provider.
+    pub limit: Option<Arc<Limit>>,
+    /// State of the models configured for this provider (route targets and catalog).
+    targets: std::collections::HashMap<Box<str>, Arc<TargetState>>,
+    /// State shared by direct requests for models not configured anywhere, once the provider's
+    /// bounded per-model map ([`crate::resilience::DirectTargets`]) is full.
+    direct: Arc<TargetState>,
+    backend: Backend,
+}
+
+/// One provider key.
+pub struct Key {
+    /// Config name (logs, metrics, admin view).
+    pub name: Arc<str>,
+    /// The key's header (`Authorization: Bearer ...` or `x-api-key`), marked sensitive.
+    auth: Option<(HeaderName, HeaderValue)>,
+    /// Share of traffic among available keys.
+    pub weight: u32,
+    /// Models this key may serve; empty: all.
+    models: Vec<Glob>,
+    /// Cooldown and in-flight count.
+    pub state: Arc<KeyState>,
+    /// `max_inflight` of the key.
+    pub limit: Option<Arc<Limit>>,
+}
+
+impl Key {
+    /// Whether this key may be used for `model`.
+    pub fn serves(&self, model: &str) -> bool {
+        self.models.is_empty() || self.models.iter().any(|g| g.matches(model))
+    }
+}
+
+enum Backend {
+    Http(Box<HttpBackend>),
+    Mock { behavior: Behavior, served: AtomicU64 },
+}
+
+struct HttpBackend {
+    client: upstream::Client,
+    /// The kind's URLs.
+    endpoints: Box<dyn Endpoints>,
+    /// The configured headers, then the kind's own.
+    headers: Vec<(HeaderName, HeaderValue)>,
+}
+
+/// Why a provider could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    /// The HTTP client could not be built.
+    #[error(transparent)]
+    Client(#[from] upstream::BuildError),
+    /// A key holds characters that cannot go in a header.
+    #[error("providers.{provider}.keys[{index}].secret: not a valid header value")]
+    Key {
+        /// Provider name.
+        provider: String,
+        /// Key index.
+        index: usize,
+    },
+    /// The base URL plus an endpoint path is not a URI.
+    #[error("providers.{0}.base_url: cannot append the endpoint path")]
+    BaseUrl(String),
+    /// The provider is not one of the config's own.
+    #[error("providers.{0}: not in the config it is built with")]
+    Unlisted(String),
+}
+
+static USER_AGENT: HeaderValue = HeaderValue::from_static(concat!("tier1/", env!("CARGO_PKG_VERSION")));
+
+impl Provider {
+    /// Builds a provider (its connection pool, keys and state) from config.
+    pub fn build(p: &ProviderConfig, config: &Config, registry: &Registry) -> Result<Self, BuildError> {
+        let index = config.provider_index(&p.name).ok_or_else(|| BuildError::Unlisted(p.name.clone()))?;
+        let spec = p.kind.spec();
+        let backend = if p.kind.in_process() {
+            Backend::Mock { behavior: p.mock.clone(), served: AtomicU64::new(0) }
+        } else {
+            let bad_url = || BuildError::BaseUrl(p.name.clone());
+            let base = p.base_url.as_ref().ok_or_else(bad_url)?;
+            let settings = Settings { api_version: &p.api_version, anthropic_version: &p.anthropic_version };
+            let client = registry.pool(&p.name, upstream::settings(p), || upstream::build(p))?;
+            let endpoints = spec.endpoints(base, &settings).map_err(|_| bad_url())?;
+            let mut headers = p.headers.clone();
+            headers.extend(spec.headers(&settings).map_err(|_| bad_url())?);
+            Backend::Http(Box::new(HttpBackend { client, endpoints, headers }))
+        };
+        let name_header = HeaderValue::from_str(&p.name).map_err(|_| BuildError::BaseUrl(p.name.clone()))?;
+        let keys = p
+            .keys
+            .iter()
+            .enumerate()
+            .map(|(index, k)| {
+                let (name, value) = spec.auth(k.secret.expose());
+                let mut value = HeaderValue::from_str(&value)
+                    .map_err(|_| BuildError::Key { provider: p.name.clone(), index })?;
+                value.set_sensitive(true);
+                let auth = (name, value);
+                Ok(Key {
+                    name: Arc::from(k.name.as_str()),
+                    auth: Some(auth),
+                    weight: k.weight,
+                    models: k.models.iter().map(|m| Glob::new(m)).collect(),
+                    state: registry.key(&p.name, &k.name),
+                    limit: k.max_inflight.map(|n| registry.limit(&format!("key:{}/{}", p.name, k.name), n)),
+                })
+            })
+            .collect::<Result<Vec<_>, BuildError>>()?;
+        let breaker = config.resilience.breaker;
+        let routed = config.routes.iter().flat_map(|r| &r.targets).filter(|t| t.provider == index);
+        let targets = routed
+            .map(|t| t.model.as_str())
+            .chain(p.models.iter().map(String::as_str).filter(|m| !is_glob(m)))
+            .map(|m| (Box::from(m), registry.target(&p.name, m, breaker)))
+            .collect();
+        Ok(Self {
+            index,
+            name: Arc::from(p.name.as_str()),
+            name_header,
+            kind: p.kind,
+            wire: spec.wire(),
+            request_timeout: p.request_timeout,
+            first_byte_timeout: p.first_byte_timeout,
+            idle_timeout: p.idle_timeout,
+            max_event_bytes: p.max_event_bytes,
+            queue_timeout: p.queue_timeout,
+            default_max_tokens: p.default_max_tokens,
+            keys,
+            state: registry.provider(&p.name, breaker, config.resilience.retry_budget),
+            limit: p.max_inflight.map(|n| registry.limit(&format!("provider:{}", p.name), n)),
+            targets,
+            direct: registry.target(&p.name, "(direct)", breaker),
+            backend,
+        })
+    }
+
+    /// The format a request of `op` must be translated into for this provider, if any.
+    pub fn dialect(&self, op: Operation) -> Option<Dialect> {
+        dialect(self.wire, op)
+    }
+
+    /// Whether this provider speaks the request format of `op`.
+    pub fn speaks(&self, op: Operation) -> bool {
+        self.wire.speaks(op)
+    }
+
+    /// `model` as a metric label: its name if configured for this provider, else `other` (a model
+    /// name a client made up never becomes a label).
+    pub fn model_label<'m>(&self, model: &'m str) -> &'m str {
+        if self.targets.contains_key(model) { model } else { crate::metrics::MODEL_OTHER }
+    }
+
+    /// The state of `model` on this provider: its own if configured; else, for a direct request,
+    /// its own within the provider's bound on made-up models, past it the shared direct one.
+    pub fn target_state(&self, model: &str, now: u64) -> Cow<'_, Arc<TargetState>> {
+        if let Some(t) = self.targets.get(model) {
+            return Cow::Borrowed(t);
+        }
+        match self.state.direct.get(model, self.state.breaker.config(), now) {
+            Some(t) => Cow::Owned(t),
+            None => Cow::Borrowed(&self.direct),
+        }
+    }
+
+    /// Sends one call and waits for the response head (not the body).
+    pub async fn send(&self, call: Call<'_>) -> Result<Response<UpstreamBody>, SendError> {
+        match &self.backend {
+            Backend::Mock { behavior, served } => {
+                let endpoint = match call.operation {
+                    Operation::Chat => MockEndpoint::Chat,
+                    Operation::Embeddings => MockEndpoint::Embeddings,
+                    Operation::Messages => MockEndpoint::Messages,
+                };
+                let answer = crate::mock::answer(behavior, served, endpoint, &call.body, None);
+                let resp =
+                    tokio::time::timeout_at(call.deadline, answer).await.map_err(|_| SendError::Timeout)?;
+                Ok(resp.map(UpstreamBody::Mock))
+            }
+            Backend::Http(http) => {
+                let req = http.request(&call).ok_or(SendError::Failed)?;
+                match tokio::time::timeout_at(call.deadline, http.client.send(req)).await {
+                    Err(_) => Err(SendError::Timeout),
+                    Ok(Err(upstream::Error::Connect(_))) => Err(SendError::Connect),
+                    Ok(Err(_)) => Err(SendError::Failed),
+                    Ok(Ok(resp)) => Ok(resp.map(UpstreamBody::Http)),
+                }
+            }
+        }
+    }
+}
+
+impl HttpBackend {
+    /// The request of `call`; `None` when the call has no URL, or its parts no request.
+    fn request(&self, call: &Call<'_>) -> Option<Request<Bytes>> {
+        let uri = self.endpoints.uri(call.operation, call.stream, call.deployment)?;
+        let accept = if call.stream { "text/event-stream" } else { "application/json" };
+        let mut req = Request::post(uri)
+            .header(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))
+            .header(header::ACCEPT, HeaderValue::from_static(accept))
+            .header(header::USER_AGENT, USER_AGENT.clone())
+            // tier1 reads answers (usage, translation, redaction): no content coding, please.
+            .header(header::ACCEPT_ENCODING, HeaderValue::from_static("identity"))
+            .header(crate::proxy::headers::X_REQUEST_ID, call.request_id.clone())
+            .body(call.body.clone())
+            .ok()?;
+        let h = req.headers_mut();
+        if let Some(c) = call.correlation_id {
+            h.insert(crate::proxy::headers::X_CORRELATION_ID, c.clone());
+        }
+        if let Some((name, value)) = call.key.and_then(|k| k.auth.as_ref()) {
+            h.insert(name.clone(), value.clone());
+        }
+        for (name, value) in &self.headers {
+            h.insert(name.clone(), value.clone());
+        }
+        Some(req)
+    }
+}
+
+/// The format a request of `op` is translated into for an upstream speaking `wire`, if any.
+fn dialect(wire: Wire, op: Operation) -> Option<Dialect> {
+    match (wire, op) {
+        (Wire::Anthropic, Operation::Chat) => Some(Dialect::Anthropic),
+        (Wire::Gemini, Operation::Chat | Operation::Embeddings) => Some(Dialect::Gemini),
+        (Wire::OpenAi, Operation::Messages) => Some(Dialect::OpenAi),
+        (Wire::Gemini, Operation::Messages) => Some(Dialect::GeminiMessages),
+        (Wire::OpenAi, Operation::Chat | Operation::Embeddings)
+        | (Wire::Anthropic, Operation::Messages | Operation::Embeddings)
+        | (Wire::Client, _) => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_request_is_translated_only_where_the_upstream_speaks_another_format() {
+        use Operation::{Chat, Embeddings, Messages};
+        let d = |kind: ProviderKind, op| dialect(kind.spec().wire(), op);
+        assert_eq!(d(ProviderKind::OpenAi, Chat), None);
+        assert_eq!(d(ProviderKind::OpenAi, Embeddings), None);
+        assert_eq!(d(ProviderKind::OpenAi, Messages), Some(Dialect::OpenAi));
+        assert_eq!(d(ProviderKind::Azure, Messages), Some(Dialect::OpenAi));
+        assert_eq!(d(ProviderKind::Anthropic, Chat), Some(Dialect::Anthropic));
+        assert_eq!(d(ProviderKind::Anthropic, Messages), None);
+        assert_eq!(d(ProviderKind::Gemini, Chat), Some(Dialect::Gemini));
+        assert_eq!(d(ProviderKind::Gemini, Embeddings), Some(Dialect::Gemini));
+        assert_eq!(d(ProviderKind::Gemini, Messages), Some(Dialect::GeminiMessages));
+        for op in [Chat, Embeddings, Messages] {
+            assert_eq!(d(ProviderKind::Mock, op), None);
+        }
+    }
+}

@@ -1,0 +1,62 @@
+use super::*;
+
+#[test]
+fn every_kind_is_found_by_its_spelling() {
+    for &kind in ProviderKind::ALL {
+        assert_eq!(ProviderKind::parse(kind.as_str()), Some(kind));
+    }
+    assert_eq!(ProviderKind::parse("OpenAI"), None);
+    assert_eq!(ProviderKind::parse(""), None);
+}
+
+/// Pins the `unknown provider kind` message: a new kind adds its name here.
+#[test]
+fn names_list_every_kind_for_an_error_message() {
+    assert_eq!(ProviderKind::names(), "openai, anthropic, azure, gemini or mock");
+}
+
+#[test]
+fn base_url_is_the_files_the_kinds_default_or_refused() {
+    let k = |kind: ProviderKind, raw| kind.base_url(raw);
+    assert_eq!(k(ProviderKind::OpenAi, None), Ok(Some("https://api.openai.com/v1")));
+    assert_eq!(k(ProviderKind::OpenAi, Some("http://127.0.0.1:9/v1")), Ok(Some("http://127.0.0.1:9/v1")));
+    assert_eq!(k(ProviderKind::Anthropic, None), Ok(Some("https://api.anthropic.com")));
+    assert_eq!(k(ProviderKind::Gemini, None), Ok(Some("https://generativelanguage.googleapis.com")));
+    assert_eq!(k(ProviderKind::Azure, None), Err("missing (https://RESOURCE.openai.azure.com)".to_owned()));
+    assert_eq!(
+        k(ProviderKind::Azure, Some("https://r.openai.azure.com")),
+        Ok(Some("https://r.openai.azure.com"))
+    );
+    assert_eq!(k(ProviderKind::Mock, None), Ok(None));
+    assert_eq!(
+        k(ProviderKind::Mock, Some("http://x")),
+        Err("a mock provider answers in process and takes no base_url".to_owned())
+    );
+}
+
+#[test]
+fn only_anthropic_lacks_embeddings() {
+    for &kind in ProviderKind::ALL {
+        let wire = kind.spec().wire();
+        assert!(wire.speaks(Operation::Chat) && wire.speaks(Operation::Messages), "{kind:?}");
+        assert_eq!(wire.speaks(Operation::Embeddings), kind != ProviderKind::Anthropic, "{kind:?}");
+    }
+}
+
+#[test]
+fn path_safe_names_stay_in_one_segment() {
+    for good in ["gemini-2.5-flash", "gemini_embedding.001", "a", "a..b", ".a", "v1.2"] {
+        assert!(path_safe(good), "{good:?}");
+    }
+    for bad in ["", ".", "..", "...", "a/b", "../x", "a?b", "a#b", "a%2e", "a b", "é", "a:b"] {
+        assert!(!path_safe(bad), "{bad:?}");
+    }
+}
+
+#[test]
+fn only_azure_refuses_direct_models_at_routing() {
+    for &kind in ProviderKind::ALL {
+        assert_eq!(kind.spec().direct_model("a/../b"), kind != ProviderKind::Azure, "{kind:?}");
+        assert!(kind.spec().direct_model("gpt-4o"), "{kind:?}");
+    }
+}
