@@ -20,6 +20,7 @@
 //! in exactly one place ([`proxy::handler::handle`]).
 
 pub mod admin;
+pub mod check;
 pub mod cli;
 pub mod config;
 pub mod error;
