@@ -1,7 +1,12 @@
-//! Command-line parsing (no dependency: four subcommands and a handful of flags).
+//! Command-line parsing (no dependency: four subcommands and a handful of flags), and the
+//! listener addresses that flags and the environment override.
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
+
+use crate::config::Env;
+use crate::reload::Overrides;
 
 /// What to do.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -135,6 +140,30 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Command, String> 
     }
 }
 
+/// The listener addresses a deployment decides (a chart's sidecar mode, a container's port):
+/// `--listen` and `--probe-listen`, else `TIER1_LISTEN` and `TIER1_PROBE_LISTEN`. They override
+/// the config file, whatever file is mounted. Every invalid one is named, a line each.
+pub fn overrides(
+    listen: Option<String>,
+    probe_listen: Option<String>,
+    env: &dyn Env,
+) -> Result<Overrides, String> {
+    let address = |flag: Option<String>, var: &str, what: &str| match flag.or_else(|| env.var(var)) {
+        None => Ok(None),
+        Some(addr) => addr.parse::<SocketAddr>().map(Some).map_err(|_| {
+            format!("error: invalid {what} address {addr:?} (want IP:PORT, e.g. 127.0.0.1:8080)")
+        }),
+    };
+    match (
+        address(listen, "TIER1_LISTEN", "listen"),
+        address(probe_listen, "TIER1_PROBE_LISTEN", "probe listen"),
+    ) {
+        (Ok(listen), Ok(probe_listen)) => Ok(Overrides { listen, probe_listen }),
+        (Err(a), Err(b)) => Err(format!("{a}\n{b}")),
+        (Err(e), _) | (_, Err(e)) => Err(e),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -189,5 +218,25 @@ mod tests {
         assert!(p(&["--bogus"]).is_err());
         assert!(p(&["--config"]).is_err());
         assert_eq!(p(&["--help"]), Ok(Command::Help));
+    }
+
+    #[test]
+    fn overrides_take_the_flag_then_the_environment_and_name_every_bad_address() {
+        let env: std::collections::HashMap<String, String> = [
+            ("TIER1_LISTEN".to_owned(), "127.0.0.1:2".to_owned()),
+            ("TIER1_PROBE_LISTEN".to_owned(), "0.0.0.0:3".to_owned()),
+        ]
+        .into();
+        let o = overrides(Some("127.0.0.1:1".into()), None, &env).unwrap();
+        assert_eq!(o.listen, Some("127.0.0.1:1".parse().unwrap()));
+        assert_eq!(o.probe_listen, Some("0.0.0.0:3".parse().unwrap()));
+        let none = std::collections::HashMap::<String, String>::new();
+        assert_eq!(overrides(None, None, &none), Ok(Overrides::default()));
+        let e = overrides(Some("x".into()), Some("pod:9901".into()), &env).unwrap_err();
+        assert_eq!(
+            e,
+            "error: invalid listen address \"x\" (want IP:PORT, e.g. 127.0.0.1:8080)\n\
+             error: invalid probe listen address \"pod:9901\" (want IP:PORT, e.g. 127.0.0.1:8080)"
+        );
     }
 }

@@ -32,6 +32,7 @@
 //! client's format.
 
 pub mod admin;
+pub mod check;
 pub mod cli;
 pub mod config;
 pub mod error;

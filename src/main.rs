@@ -3,11 +3,10 @@
 use std::io::Write;
 use std::net::SocketAddr;
 use std::process::ExitCode;
-
 use std::sync::Arc;
-use std::time::Duration;
-use tier1::cli::{self, Command};
 
+use tier1::check::{self, Failure};
+use tier1::cli::{self, Command};
 use tier1::config::{self, Config, Env, Format, ProcessEnv};
 use tier1::reload::{Overrides, Source};
 
@@ -30,7 +29,17 @@ fn main() -> ExitCode {
         Command::Help => stdout(cli::USAGE),
         Command::Version => stdout(&format!("tier1 {}\n", VERSION)),
         Command::Check { config, against, admin_key } => {
-            check(&config, against.as_deref(), admin_key.as_deref())
+            let checked =
+                runtime().map_err(|e| Failure { message: format!("error: {e}"), code: 1 }).and_then(|rt| {
+                    rt.block_on(check::run(&config, against.as_deref(), admin_key.as_deref(), &ProcessEnv))
+                });
+            match checked {
+                Ok(out) => stdout(&out),
+                Err(Failure { message, code }) => {
+                    eprintln!("{message}");
+                    ExitCode::from(code)
+                }
+            }
         }
         Command::Run { config, listen, probe_listen } => serve(config, listen, probe_listen),
         Command::MockUpstream { listen, config } => mock_upstream(&listen, config),
@@ -103,78 +112,13 @@ fn load(path: Option<std::path::PathBuf>) -> Result<(Config, String, Option<Sour
     let Some(path) = path else {
         return config::parse(config::DEMO_TOML, Format::Toml, &ProcessEnv)
             .map(|c| (c, config::DEMO_TOML.to_owned(), None))
-            .map_err(|errors| prefixed("built-in demo config", &errors));
+            .map_err(|errors| check::prefixed("built-in demo config", &errors));
     };
     let text =
         std::fs::read_to_string(&path).map_err(|e| format!("error: cannot read {}: {e}", path.display()))?;
     let config = config::parse(&text, Format::from_path(&path), &ProcessEnv)
-        .map_err(|errors| prefixed(&path.display().to_string(), &errors))?;
+        .map_err(|errors| check::prefixed(&path.display().to_string(), &errors))?;
     Ok((config, text, Some(Source { path, env: Arc::new(ProcessEnv), overrides: Overrides::default() })))
-}
-
-fn prefixed(origin: &str, errors: &config::ConfigErrors) -> String {
-    errors.0.iter().map(|e| format!("{origin}: {e}")).collect::<Vec<_>>().join("\n")
-}
-
-fn check(path: &std::path::Path, against: Option<&str>, admin_key: Option<&str>) -> ExitCode {
-    let text = match std::fs::read_to_string(path) {
-        Ok(t) => t,
-        Err(e) => {
-            eprintln!("error: cannot read {}: {e}", path.display());
-            return ExitCode::FAILURE;
-        }
-    };
-    let format = Format::from_path(path);
-    let c = match config::parse(&text, format, &ProcessEnv) {
-        Ok(c) => c,
-        Err(errors) => {
-            eprintln!("{}", prefixed(&path.display().to_string(), &errors));
-            return ExitCode::FAILURE;
-        }
-    };
-    let summary =
-        format!("{}: ok ({} providers, {} routes)\n", path.display(), c.providers.len(), c.routes.len());
-    let Some(url) = against else { return stdout(&summary) };
-    let bearer = match admin_key.map(|r| config::resolve_secret(r, &ProcessEnv)).transpose() {
-        Ok(b) => b,
-        Err(e) => {
-            eprintln!("error: --admin-key: {e}");
-            return ExitCode::from(2);
-        }
-    };
-    let endpoint = format!("{}/admin/config", url.trim_end_matches('/'));
-    let fetched = runtime().and_then(|rt| {
-        rt.block_on(tier1::health::get(
-            &endpoint,
-            bearer.as_ref().map(|s| s.expose()),
-            Duration::from_secs(5),
-        ))
-    });
-    let running = match fetched {
-        Ok((status, body)) if status.is_success() => serde_json::from_slice::<serde_json::Value>(&body)
-            .map(|v| v["config"].clone())
-            .map_err(|e| format!("{endpoint}: not JSON: {e}")),
-        Ok((status, _)) => Err(format!("{endpoint}: {status}")),
-        Err(e) => Err(e),
-    };
-    let running = match running {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    let changes = tier1::admin::diff(&running, &tier1::admin::redacted_config(&text, format));
-    let mut out = summary;
-    if changes.is_empty() {
-        out.push_str(&format!("no differences with {url}\n"));
-    } else {
-        out.push_str(&format!("differences with {url} (+ added, - removed, ~ changed):\n"));
-        for c in changes {
-            out.push_str(&format!("  {c}\n"));
-        }
-    }
-    stdout(&out)
 }
 
 fn serve(
@@ -190,21 +134,13 @@ fn serve(
         }
     };
     init_logging(&config.log.level, config.log.json);
-    // The command line and the environment override the file, for the addresses a deployment
-    // decides (a chart's sidecar mode, a container's port), whatever config is mounted.
-    let address = |flag: Option<String>, var: &str, what: &str| match flag.or_else(|| ProcessEnv.var(var)) {
-        None => Ok(None),
-        Some(addr) => addr.parse::<SocketAddr>().map(Some).map_err(|_| {
-            eprintln!("error: invalid {what} address {addr:?} (want IP:PORT, e.g. 127.0.0.1:8080)");
-            ExitCode::from(2)
-        }),
-    };
-    let overrides = match (
-        address(listen, "TIER1_LISTEN", "listen"),
-        address(probe_listen, "TIER1_PROBE_LISTEN", "probe listen"),
-    ) {
-        (Ok(listen), Ok(probe_listen)) => Overrides { listen, probe_listen },
-        (Err(code), _) | (_, Err(code)) => return code,
+    // The command line and the environment override the file's addresses.
+    let overrides = match cli::overrides(listen, probe_listen, &ProcessEnv) {
+        Ok(o) => o,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::from(2);
+        }
     };
     overrides.apply(&mut config);
     if let Some(s) = source.as_mut() {

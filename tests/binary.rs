@@ -338,3 +338,24 @@ async fn a_flood_of_probe_connections_is_bounded_and_leaves_the_api_alone() {
     drop(idle.pop());
     assert_eq!(tokio::time::timeout(Duration::from_secs(5), waiting).await.unwrap().unwrap(), 200);
 }
+
+/// A type error names its key path, not only its line: `rpm = "600"` in the second `[[limits]]`.
+#[test]
+fn check_names_the_key_path_of_a_type_error() {
+    let bad = temp_file(
+        "type-error.toml",
+        "[[limits]]\nname = \"a\"\nrpm = 60\n[[limits]]\nname = \"b\"\nrpm = \"600\"\n",
+    );
+    let out =
+        std::process::Command::new(BIN).args(["check", "--config", bad.to_str().unwrap()]).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        stderr,
+        format!(
+            "{}: limits[1].rpm: TOML parse error at line 6, column 7: invalid type: a string, expected u64\n",
+            bad.display()
+        )
+    );
+    std::fs::remove_file(bad).unwrap();
+}

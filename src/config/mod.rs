@@ -423,11 +423,9 @@ pub fn load_file(path: &Path, env: &dyn Env) -> Result<Config, ConfigErrors> {
 
 /// Parses and validates config text.
 pub fn parse(text: &str, format: Format, env: &dyn Env) -> Result<Config, ConfigErrors> {
-    let raw: RawConfig = match format {
-        Format::Toml => toml::from_str(text).map_err(|e| ConfigErrors::one("", toml_error(text, &e)))?,
-        Format::Json => {
-            serde_json::from_str(text).map_err(|e| ConfigErrors::one("", without_values(&e.to_string())))?
-        }
+    let raw = match format {
+        Format::Toml => raw::from_toml(text)?,
+        Format::Json => raw::from_json(text)?,
     };
     validate::validate(raw, env)
 }

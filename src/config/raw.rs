@@ -1,11 +1,50 @@
 //! The config file as written: serde types with `deny_unknown_fields`, durations and secrets as
-//! strings. Nothing here is trusted; `validate` turns it into [`super::Config`].
+//! strings, and their decoding, where a type error names its key path (`limits[0].rpm`). Nothing
+//! here is trusted; `validate` turns it into [`super::Config`].
 
 use std::collections::BTreeMap;
+use std::fmt::Write as _;
 
 use serde::Deserialize;
+use serde_path_to_error::Segment;
 
-use super::RawBehavior;
+use super::{ConfigErrors, RawBehavior, toml_error, without_values};
+
+/// Decodes a TOML file.
+pub(super) fn from_toml(text: &str) -> Result<RawConfig, ConfigErrors> {
+    let doc = toml::de::Deserializer::parse(text).map_err(|e| ConfigErrors::one("", toml_error(text, &e)))?;
+    serde_path_to_error::deserialize(doc)
+        .map_err(|e| ConfigErrors::one(&key_path(e.path()), toml_error(text, e.inner())))
+}
+
+/// Decodes a JSON file.
+pub(super) fn from_json(text: &str) -> Result<RawConfig, ConfigErrors> {
+    let mut de = serde_json::Deserializer::from_str(text);
+    let raw: RawConfig = serde_path_to_error::deserialize(&mut de)
+        .map_err(|e| ConfigErrors::one(&key_path(e.path()), without_values(&e.inner().to_string())))?;
+    de.end().map_err(|e| ConfigErrors::one("", without_values(&e.to_string())))?;
+    Ok(raw)
+}
+
+/// `routes[2].targets[0].provider`, the form `validate` writes; empty for the whole file.
+fn key_path(path: &serde_path_to_error::Path) -> String {
+    let mut out = String::new();
+    for segment in path {
+        let name = match segment {
+            Segment::Seq { index } => {
+                let _ = write!(out, "[{index}]");
+                continue;
+            }
+            Segment::Map { key } | Segment::Enum { variant: key } => key.as_str(),
+            Segment::Unknown => "?",
+        };
+        if !out.is_empty() {
+            out.push('.');
+        }
+        out.push_str(name);
+    }
+    out
+}
 
 /// The whole file.
 #[derive(Debug, Default, Deserialize)]

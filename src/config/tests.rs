@@ -239,3 +239,22 @@ fn open_surfaces_follow_the_bound_addresses() {
     let allowed = ServerConfig { allow_unauthenticated: true, ..c.server };
     assert!(open_surfaces(&allowed, any, None).is_empty());
 }
+
+#[test]
+fn type_errors_name_their_key_path() {
+    let e = parse_toml("[[limits]]\nname = \"a\"\nrpm = 60\n[[limits]]\nname = \"b\"\nrpm = \"600\"\n")
+        .unwrap_err();
+    assert_eq!(e.0.len(), 1, "{e}");
+    assert_eq!(e.0[0].path, "limits[1].rpm", "{e}");
+    assert_eq!(
+        e.0[0].message, "TOML parse error at line 6, column 7: invalid type: a string, expected u64",
+        "{e}"
+    );
+    let e =
+        parse_toml("[providers.p]\nkind = \"openai\"\n[[providers.p.keys]]\nweight = \"9\"\n").unwrap_err();
+    assert_eq!(e.0[0].path, "providers.p.keys[0].weight", "{e}");
+    let json = r#"{"limits": [{"name": "a", "rpm": "600"}]}"#;
+    let e = parse(json, Format::Json, &env()).unwrap_err();
+    assert_eq!(e.0[0].path, "limits[0].rpm", "{e}");
+    assert!(e.0[0].message.starts_with("invalid type: a string, expected u64 at line 1"), "{e}");
+}
