@@ -38,10 +38,7 @@ const DROPPED: [&str; 8] =
 /// Whether `model` can go in a Gemini URL path (or an Azure deployment path) as is: no `/`, `?`,
 /// `#` or escapes.
 pub fn valid_model(model: &str) -> bool {
-    !model.is_empty()
-        && model.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
-        // `.` and `..` are path segments, not names.
-        && model.bytes().any(|b| b != b'.')
+    crate::providers::path_safe(model)
 }
 
 fn parse(body: &[u8]) -> Result<Map<String, Value>, TranslateError> {
