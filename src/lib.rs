@@ -53,6 +53,7 @@ pub mod snapshot;
 pub mod sse;
 pub mod state;
 pub mod tls;
+mod tracked;
 pub mod translate;
 pub mod upstream;
 

@@ -12,6 +12,7 @@ use crate::config::{Config, Redactor, ReloadConfig, ResilienceConfig, Secret, Se
 use crate::providers::{self, Provider};
 use crate::resilience::Registry;
 use crate::routing::{RoutingTable, is_glob};
+use crate::upstream::Pools;
 
 /// Everything a request needs from config.
 pub struct Live {
@@ -38,13 +39,13 @@ pub struct Live {
 }
 
 impl Live {
-    /// Builds a snapshot, including every provider's connection pool; runtime state comes from
-    /// (and stays in) `registry`.
-    pub fn build(config: &Config, registry: &Registry) -> Result<Self, providers::BuildError> {
+    /// Builds a snapshot; runtime state comes from (and stays in) `registry`, each provider's
+    /// client from `pools`.
+    pub fn build(config: &Config, registry: &Registry, pools: &Pools) -> Result<Self, providers::BuildError> {
         let providers = config
             .providers
             .iter()
-            .map(|p| Provider::build(p, config, registry))
+            .map(|p| Provider::build(p, config, registry, pools))
             .collect::<Result<Vec<_>, _>>()?;
         Ok(Self {
             server: config.server.clone(),
@@ -101,45 +102,51 @@ fn models_body(config: &Config) -> Bytes {
     Bytes::from(serde_json::json!({"object": "list", "data": data}).to_string())
 }
 
-/// The swappable holder of the current [`Live`].
-pub struct Snapshot(ArcSwap<Live>);
+/// The swappable holder of the current [`Live`], and the connection pools its snapshots share.
+pub struct Snapshot {
+    live: ArcSwap<Live>,
+    pools: Pools,
+}
 
 impl Snapshot {
-    /// Starts with `live`.
-    pub fn new(live: Live) -> Self {
-        Self(ArcSwap::from_pointee(live))
-    }
-
     /// The first snapshot, of `config`, with its runtime state registered in `registry`.
     pub fn build(config: &Config, registry: &Registry) -> Result<Self, providers::BuildError> {
-        let snapshot = Self::new(prepare(config, registry)?);
-        registry.commit_build();
+        let pools = Pools::default();
+        let live = prepare(config, registry, &pools)?;
+        let snapshot = Self { live: ArcSwap::from_pointee(live), pools };
+        commit(registry, &snapshot.pools);
         Ok(snapshot)
     }
 
     /// Swaps in a snapshot of `config` (a reload). A config that cannot be built leaves the
-    /// running snapshot and `registry` as they were.
+    /// running snapshot, `registry` and the pools as they were.
     pub fn rebuild(&self, config: &Config, registry: &Registry) -> Result<(), providers::BuildError> {
-        let live = prepare(config, registry)?;
-        self.store(live);
+        let live = prepare(config, registry, &self.pools)?;
+        self.live.store(Arc::new(live));
         // Only now may state the old snapshot held and the new one does not be dropped.
-        registry.commit_build();
+        commit(registry, &self.pools);
         Ok(())
     }
 
     /// The current snapshot; a request calls this once and keeps the `Arc` to its end.
     pub fn load(&self) -> Arc<Live> {
-        self.0.load_full()
-    }
-
-    /// Replaces the snapshot atomically; requests in flight keep the one they loaded.
-    pub fn store(&self, live: Live) {
-        self.0.store(Arc::new(live));
+        self.live.load_full()
     }
 }
 
-/// Builds a snapshot of `config` within a registry build, aborted if the snapshot fails.
-fn prepare(config: &Config, registry: &Registry) -> Result<Live, providers::BuildError> {
+/// Builds a snapshot of `config` within a registry and pools build, aborted if the snapshot
+/// fails.
+fn prepare(config: &Config, registry: &Registry, pools: &Pools) -> Result<Live, providers::BuildError> {
     registry.begin_build();
-    Live::build(config, registry).inspect_err(|_| registry.abort_build())
+    pools.begin_build();
+    Live::build(config, registry, pools).inspect_err(|_| {
+        registry.abort_build();
+        pools.abort_build();
+    })
+}
+
+/// The prepared snapshot is live: drops the state and pools it no longer uses.
+fn commit(registry: &Registry, pools: &Pools) {
+    registry.commit_build();
+    pools.commit_build();
 }

@@ -153,8 +153,14 @@ pub enum BuildError {
 static USER_AGENT: HeaderValue = HeaderValue::from_static(concat!("tier1/", env!("CARGO_PKG_VERSION")));
 
 impl Provider {
-    /// Builds a provider (its connection pool, keys and state) from config.
-    pub fn build(p: &ProviderConfig, config: &Config, registry: &Registry) -> Result<Self, BuildError> {
+    /// Builds a provider from config: its client from `pools`, its keys' and targets' state from
+    /// `registry`.
+    pub fn build(
+        p: &ProviderConfig,
+        config: &Config,
+        registry: &Registry,
+        pools: &upstream::Pools,
+    ) -> Result<Self, BuildError> {
         let index = config.provider_index(&p.name).ok_or_else(|| BuildError::Unlisted(p.name.clone()))?;
         let spec = p.kind.spec();
         let backend = if p.kind.in_process() {
@@ -163,7 +169,7 @@ impl Provider {
             let bad_url = || BuildError::BaseUrl(p.name.clone());
             let base = p.base_url.as_ref().ok_or_else(bad_url)?;
             let settings = Settings { api_version: &p.api_version, anthropic_version: &p.anthropic_version };
-            let client = registry.pool(&p.name, upstream::settings(p), || upstream::build(p))?;
+            let client = pools.client(p)?;
             let endpoints = spec.endpoints(base, &settings).map_err(|_| bad_url())?;
             let mut headers = p.headers.clone();
             headers.extend(spec.headers(&settings).map_err(|_| bad_url())?);

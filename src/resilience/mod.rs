@@ -15,7 +15,7 @@ pub mod clock;
 mod cooldown;
 mod ewma;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU32, AtomicUsize};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -27,6 +27,8 @@ pub use clock::Clock;
 pub use cooldown::{Cooldown, CooldownConfig};
 pub use ewma::Ewma;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+use crate::tracked::Tracked;
 
 /// State of one provider key.
 #[derive(Debug, Default)]
@@ -191,76 +193,6 @@ impl Limit {
     }
 }
 
-/// A map of state by identity that remembers which identities the current snapshot build used,
-/// so that what a new config no longer mentions can be dropped once the new snapshot is live.
-#[derive(Debug)]
-struct Tracked<K, V> {
-    map: Mutex<HashMap<K, Arc<V>>>,
-    touched: Mutex<Option<HashSet<K>>>,
-}
-
-impl<K, V> Default for Tracked<K, V> {
-    fn default() -> Self {
-        Self { map: Mutex::new(HashMap::new()), touched: Mutex::new(None) }
-    }
-}
-
-impl<K: std::hash::Hash + Eq + Clone, V> Tracked<K, V> {
-    /// The state of `key`: kept while `still_fits`, else made anew.
-    fn get_or(&self, key: K, still_fits: impl Fn(&V) -> bool, make: impl FnOnce() -> V) -> Arc<V> {
-        if let Ok(mut t) = self.touched.lock()
-            && let Some(t) = t.as_mut()
-        {
-            t.insert(key.clone());
-        }
-        let Ok(mut m) = self.map.lock() else { return Arc::new(make()) };
-        match m.get(&key) {
-            Some(v) if still_fits(v) => v.clone(),
-            _ => {
-                let v = Arc::new(make());
-                m.insert(key, v.clone());
-                v
-            }
-        }
-    }
-
-    fn get(&self, key: &K) -> Option<Arc<V>> {
-        self.map.lock().ok().and_then(|m| m.get(key).cloned())
-    }
-
-    fn begin(&self) {
-        if let Ok(mut t) = self.touched.lock() {
-            *t = Some(HashSet::new());
-        }
-    }
-
-    /// Drops every entry the build did not touch.
-    fn commit(&self) {
-        let touched = self.touched.lock().ok().and_then(|mut t| t.take());
-        if let (Some(touched), Ok(mut m)) = (touched, self.map.lock()) {
-            m.retain(|k, _| touched.contains(k));
-        }
-    }
-
-    fn abort(&self) {
-        if let Ok(mut t) = self.touched.lock() {
-            *t = None;
-        }
-    }
-
-    fn entries(&self) -> Vec<(K, Arc<V>)> {
-        self.map.lock().map(|m| m.iter().map(|(k, v)| (k.clone(), v.clone())).collect()).unwrap_or_default()
-    }
-}
-
-/// A pooled upstream client and the connection settings it was built with.
-#[derive(Debug)]
-pub struct Pool<C> {
-    settings: String,
-    /// The client (cheap to clone: it shares the pool).
-    pub client: C,
-}
-
 /// All runtime state, by stable identity. Touched when a snapshot is built, never per request.
 /// A build runs between [`Registry::begin_build`] and [`Registry::commit_build`] (or
 /// [`Registry::abort_build`] when it fails); the commit drops state that the new config no
@@ -274,7 +206,6 @@ pub struct Registry {
     providers: Tracked<String, ProviderState>,
     routes: Tracked<String, RouteState>,
     limits: Tracked<String, Limit>,
-    pools: Tracked<String, Pool<crate::upstream::Client>>,
 }
 
 impl Registry {
@@ -323,34 +254,6 @@ impl Registry {
         self.limits.get_or(name.to_owned(), |l| l.capacity == capacity, || Limit::new(capacity))
     }
 
-    /// The connection pool of a provider: reused while `settings` (a rendering of everything the
-    /// client is built from) stay the same, so a reload keeps warm connections.
-    pub fn pool<E>(
-        &self,
-        provider: &str,
-        settings: String,
-        build: impl FnOnce() -> Result<crate::upstream::Client, E>,
-    ) -> Result<crate::upstream::Client, E> {
-        let existing = self
-            .pools
-            .entries()
-            .into_iter()
-            .find(|(k, p)| k == provider && p.settings == settings)
-            .map(|(_, p)| p.client.clone());
-        let client = match existing {
-            Some(c) => c,
-            None => build()?,
-        };
-        let keep = client.clone();
-        let wanted = settings.clone();
-        let pool = self.pools.get_or(
-            provider.to_owned(),
-            |p| p.settings == wanted,
-            move || Pool { settings, client: keep },
-        );
-        Ok(pool.client.clone())
-    }
-
     /// Starts tracking which state a snapshot build uses.
     pub fn begin_build(&self) {
         self.keys.begin();
@@ -358,7 +261,6 @@ impl Registry {
         self.providers.begin();
         self.routes.begin();
         self.limits.begin();
-        self.pools.begin();
     }
 
     /// The new snapshot is live: drops the state of everything it no longer has.
@@ -368,7 +270,6 @@ impl Registry {
         self.providers.commit();
         self.routes.commit();
         self.limits.commit();
-        self.pools.commit();
     }
 
     /// The build failed: keeps everything.
@@ -378,7 +279,6 @@ impl Registry {
         self.providers.abort();
         self.routes.abort();
         self.limits.abort();
-        self.pools.abort();
     }
 
     /// The state of a key, if the current config has it (never creates).

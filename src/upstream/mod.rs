@@ -5,6 +5,7 @@
 mod connect;
 mod h1;
 mod pool;
+mod pools;
 
 use std::path::PathBuf;
 use std::pin::Pin;
@@ -25,6 +26,7 @@ use connect::Connector;
 #[doc(hidden)]
 pub use h1::{Error as AnswerError, decode as decode_answer};
 use pool::{Checkout, Dial, Origin, Shared};
+pub use pools::Pools;
 
 /// A provider's client: cheap to clone, and clones share the pool.
 #[derive(Clone)]
@@ -220,7 +222,7 @@ pub enum BuildError {
 /// Everything a provider's client is built from, rendered as one string: a client (and its warm
 /// connections) is reused across reloads while this stays the same. The CA bundle and client
 /// certificate are included by content, so rotating a file rebuilds the client at the next reload.
-pub fn settings(p: &ProviderConfig) -> String {
+fn settings(p: &ProviderConfig) -> String {
     let files = p.ca_file.iter().chain(p.client_cert.iter().flat_map(|(c, k)| [c, k]));
     let paths: Vec<_> = files.clone().map(|f| f.display().to_string()).collect();
     let content = crate::tls::fingerprint(files.map(PathBuf::as_path));
@@ -234,7 +236,7 @@ pub fn settings(p: &ProviderConfig) -> String {
 }
 
 /// Builds the client for one provider.
-pub fn build(p: &ProviderConfig) -> Result<Client, BuildError> {
+fn build(p: &ProviderConfig) -> Result<Client, BuildError> {
     let mut roots = rustls::RootCertStore::empty();
     roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
     if let Some(path) = &p.ca_file {

@@ -35,7 +35,7 @@ fn live() -> Live {
     let env: HashMap<String, String> =
         [("K1", "sk-1"), ("K2", "sk-2"), ("K3", "sk-3")].map(|(k, v)| (k.to_owned(), v.to_owned())).into();
     let config = parse(CONFIG, Format::Toml, &env).expect("a valid config");
-    Live::build(&config, &Registry::default()).expect("a snapshot")
+    Live::build(&config, &Registry::default(), &crate::upstream::Pools::default()).expect("a snapshot")
 }
 
 const POLICY: RetryPolicy =
