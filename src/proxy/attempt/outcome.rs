@@ -233,3 +233,6 @@ fn share_target(job: &Job<'_>, c: &Candidate<'_>, rest: Duration) {
         until_ms: until(rest),
     });
 }
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,285 @@
+//! What each outcome teaches, on a real snapshot: which state rests, which breaker records, what
+//! goes to the other replicas (read off the event queue Redis would drain) and what is counted.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, AtomicU64};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::HeaderValue;
+use tokio::sync::mpsc::UnboundedReceiver;
+
+use super::*;
+use crate::config::{Format, parse};
+use crate::json::{Schema, scan};
+use crate::metrics::Metrics;
+use crate::providers::Operation;
+use crate::ratelimit::{Fleet, Limiter};
+use crate::resilience::{Clock, Registry, RetryPolicy};
+use crate::shared::{Event, Shared};
+use crate::snapshot::Live;
+use crate::upstream::Pools;
+
+/// Provider `a` with one key; a breaker that opens at the second consecutive failure.
+const CONFIG: &str = r#"
+[redis]
+url = "redis://127.0.0.1:1"
+
+[resilience.breaker]
+failure_threshold = 2
+
+[providers.a]
+kind = "openai"
+base_url = "http://127.0.0.1:9/v1"
+models = ["m"]
+[[providers.a.keys]]
+name = "k"
+secret = "env:K"
+"#;
+
+/// Everything a [`Job`] borrows.
+struct World {
+    live: Live,
+    metrics: Metrics,
+    limiter: Arc<Limiter>,
+    shared: Shared,
+    events: UnboundedReceiver<Event>,
+    scanned: crate::json::Scanned,
+    body: Bytes,
+    id: HeaderValue,
+}
+
+fn world() -> World {
+    let env: HashMap<String, String> = [("K".to_owned(), "sk-test".to_owned())].into();
+    let config = parse(CONFIG, Format::Toml, &env).expect("a valid config");
+    let live = Live::build(&config, &Registry::default(), &Pools::default()).expect("a snapshot");
+    let fleet = Arc::new(Fleet::standalone());
+    let redis = config.redis.as_ref().expect("a [redis] section");
+    let (shared, events) = Shared::with_redis(fleet.clone(), redis);
+    let body = Bytes::from_static(br#"{"model":"a/m","messages":[]}"#);
+    World {
+        scanned: scan(&body, Schema::Chat).expect("a scannable body"),
+        live,
+        metrics: Metrics::new().expect("metrics"),
+        limiter: Arc::new(Limiter::new(fleet)),
+        shared,
+        events,
+        body,
+        id: HeaderValue::from_static("req-1"),
+    }
+}
+
+impl World {
+    fn job(&self) -> Job<'_> {
+        Job {
+            live: &self.live,
+            operation: Operation::Chat,
+            stream: false,
+            force_stream: false,
+            scanned: &self.scanned,
+            body: &self.body,
+            request_id: &self.id,
+            correlation_id: None,
+            clock: Clock::new(),
+            started: AtomicU32::new(0),
+            metrics: &self.metrics,
+            route: "a/m",
+            waited: AtomicU64::new(0),
+            limiter: &self.limiter,
+            shared: &self.shared,
+            tokens: 0,
+        }
+    }
+
+    /// `a/m`, labelled `label` (`other` is how a made-up direct model is labelled).
+    fn candidate(&self, label: &'static str) -> Candidate<'_> {
+        let provider = &self.live.providers[0];
+        Candidate {
+            provider,
+            model: "m",
+            target: provider.target_state("m", 0),
+            policy: RetryPolicy::default(),
+            model_label: label,
+            costs: (0.0, 0.0),
+            deployment: "m",
+        }
+    }
+
+    fn key(&self) -> &Key {
+        &self.live.providers[0].keys[0]
+    }
+
+    /// The events queued for the other replicas so far.
+    fn published(&mut self) -> Vec<Event> {
+        std::iter::from_fn(|| self.events.try_recv().ok()).collect()
+    }
+
+    fn counted(&self, family: &str, labels: &[&str]) -> bool {
+        let text = String::from_utf8(self.metrics.encode()).unwrap_or_default();
+        text.lines()
+            .any(|l| l.starts_with(family) && labels.iter().all(|x| l.contains(x)) && !l.ends_with(" 0"))
+    }
+}
+
+fn failure(class: Class, retry_after: Option<Duration>) -> Failure {
+    Failure { class, status: None, retry_after }
+}
+
+const NOW: u64 = 1_000_000_000;
+
+#[test]
+fn a_rate_limited_key_rests_alone_and_the_fleet_hears_of_it() {
+    let mut w = world();
+    let (job, c) = (w.job(), w.candidate("m"));
+    let gates = Gates::admit(&c, NOW).expect("closed breakers admit");
+    failed(
+        &job,
+        &c,
+        Some(w.key()),
+        gates,
+        &failure(Class::RateLimited, Some(Duration::from_secs(7))),
+        Instant::now(),
+        NOW,
+    );
+    assert_eq!(w.key().state.cooldown.remaining(NOW), Some(Duration::from_secs(7)));
+    assert!(!c.target.cooldown.is_cooling(NOW), "a key's 429 rested the model");
+    assert_eq!(c.target.breaker.state(NOW), BreakerState::Closed);
+    assert!(w.counted("tier1_key_cooldowns_total", &[r#"key="k""#, r#"reason="rate_limited""#]));
+    drop((job, c));
+    match w.published().as_slice() {
+        [Event::KeyCooldown { provider, key, until_ms }] => {
+            assert_eq!((provider.as_str(), key.as_str()), ("a", "k"));
+            let expected = unix_ms() + 7_000;
+            assert!(until_ms.abs_diff(expected) < 1_000, "until {until_ms}, expected about {expected}");
+        }
+        other => panic!("published {other:?}"),
+    }
+}
+
+#[test]
+fn an_overloaded_model_that_says_when_rests_and_counts_against_the_breakers() {
+    let mut w = world();
+    let (job, c) = (w.job(), w.candidate("m"));
+    let overloaded = failure(Class::Overloaded, Some(Duration::from_secs(3)));
+    failed(
+        &job,
+        &c,
+        Some(w.key()),
+        Gates::admit(&c, NOW).expect("admitted"),
+        &overloaded,
+        Instant::now(),
+        NOW,
+    );
+    assert_eq!(c.target.cooldown.remaining(NOW), Some(Duration::from_secs(3)));
+    assert!(!w.key().state.cooldown.is_cooling(NOW), "the model's rest rested the key");
+    // The second failure in a row opens both breakers (threshold 2), and the fleet hears of it.
+    failed(
+        &job,
+        &c,
+        None,
+        Gates::admit(&c, NOW).expect("admitted"),
+        &failure(Class::Server, None),
+        Instant::now(),
+        NOW,
+    );
+    assert_eq!(c.target.breaker.state(NOW), BreakerState::Open);
+    assert_eq!(c.provider.state.breaker.state(NOW), BreakerState::Open);
+    assert!(w.counted("tier1_breaker_transitions_total", &[r#"to="open""#]));
+    drop((job, c));
+    let published = w.published();
+    assert!(matches!(published[0], Event::TargetCooldown { ref model, .. } if model == "m"), "{published:?}");
+    let opened: Vec<_> = published
+        .iter()
+        .filter_map(|e| match e {
+            Event::BreakerOpen { target, .. } => Some(target.as_str()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(opened, [TARGET_PROVIDER, "m"], "{published:?}");
+}
+
+#[test]
+fn a_made_up_direct_models_rests_stay_on_this_replica() {
+    let mut w = world();
+    let (job, c) = (w.job(), w.candidate(MODEL_OTHER));
+    for _ in 0..2 {
+        let f = failure(Class::Overloaded, Some(Duration::from_secs(3)));
+        failed(&job, &c, None, Gates::admit(&c, NOW).expect("admitted"), &f, Instant::now(), NOW);
+    }
+    assert!(c.target.cooldown.is_cooling(NOW));
+    assert_eq!(c.target.breaker.state(NOW), BreakerState::Open);
+    drop((job, c));
+    let published = w.published();
+    // Only the provider's own breaker opening is shared.
+    assert!(
+        matches!(published.as_slice(), [Event::BreakerOpen { target, .. }] if target == TARGET_PROVIDER),
+        "{published:?}"
+    );
+}
+
+#[test]
+fn the_callers_fault_and_a_success_keep_the_provider_healthy() {
+    let w = world();
+    let (job, c) = (w.job(), w.candidate("m"));
+    failed(
+        &job,
+        &c,
+        None,
+        Gates::admit(&c, NOW).expect("admitted"),
+        &failure(Class::Server, None),
+        Instant::now(),
+        NOW,
+    );
+    // A 400 between two server errors: the streak is broken, the breaker stays closed.
+    caller_fault(&job, &c, Gates::admit(&c, NOW).expect("admitted"), Class::InvalidRequest, NOW);
+    failed(
+        &job,
+        &c,
+        None,
+        Gates::admit(&c, NOW).expect("admitted"),
+        &failure(Class::Server, None),
+        Instant::now(),
+        NOW,
+    );
+    assert_eq!(c.target.breaker.state(NOW), BreakerState::Closed);
+    assert!(w.counted("tier1_upstream_requests_total", &[r#"outcome="invalid_request""#]));
+    // A success forgives the key's strikes: its next rest is the first length again, not double.
+    let cfg = &w.live.resilience.cooldown;
+    let first = w.key().state.cooldown.strike(NOW, cfg, None);
+    let gates = Gates::admit(&c, NOW).expect("admitted");
+    succeeded(&job, &c, Some(w.key()), gates, Duration::from_millis(5), false, NOW);
+    assert_eq!(w.key().state.cooldown.strike(NOW, cfg, None), first);
+    failed(
+        &job,
+        &c,
+        None,
+        Gates::admit(&c, NOW).expect("admitted"),
+        &failure(Class::Server, None),
+        Instant::now(),
+        NOW,
+    );
+    assert_eq!(c.target.breaker.state(NOW), BreakerState::Closed, "the success did not reset the streak");
+}
+
+#[test]
+fn a_half_open_trial_not_recorded_is_returned() {
+    let w = world();
+    let (job, c) = (w.job(), w.candidate("m"));
+    for _ in 0..2 {
+        failed(
+            &job,
+            &c,
+            None,
+            Gates::admit(&c, NOW).expect("admitted"),
+            &failure(Class::Server, None),
+            Instant::now(),
+            NOW,
+        );
+    }
+    let later = NOW + crate::resilience::clock::nanos(Duration::from_secs(3600));
+    // Half-open with one trial: taken, then dropped without an outcome (the client left)...
+    drop(Gates::admit(&c, later).expect("the trial"));
+    // ...so the next attempt gets the trial instead of being refused.
+    assert!(Gates::admit(&c, later).is_ok(), "a dropped trial was never returned");
+}
