@@ -151,10 +151,16 @@ impl Shared {
     }
 
     /// Strict mode: one atomic check-and-add of `cost` against `limit` in the sliding window of
-    /// `counter`. `None` when Redis cannot answer (the caller applies the failure rule).
-    pub async fn strict(&self, counter: &crate::ratelimit::CounterId, limit: u64, cost: f64) -> Option<bool> {
+    /// `counter` at `now` (unix ms, the limiter's clock). `None` when Redis cannot answer (the
+    /// caller applies the failure rule).
+    pub async fn strict(
+        &self,
+        counter: &crate::ratelimit::CounterId,
+        limit: u64,
+        cost: f64,
+        now: u64,
+    ) -> Option<bool> {
         let mut conn = self.connection()?;
-        let now = unix_ms();
         let (index, frac) = crate::ratelimit::window::position(now, counter.window_ms);
         let mut call = STRICT.prepare_invoke();
         call.key(counter.redis_key(&self.prefix, index))
@@ -387,7 +393,7 @@ fn outage(state: &Handles, fleet: &Fleet, warned: &mut bool, op: &'static str) {
 }
 
 async fn sync(state: &Handles, conn: &mut Conn, prefix: &str) -> redis::RedisResult<()> {
-    let now = unix_ms();
+    let now = state.ratelimit.now_ms();
     let (items, inflight) = state.ratelimit.take_batch(now);
     if items.is_empty() && inflight.is_empty() {
         // Nothing to count: still check that Redis answers, to track its health.

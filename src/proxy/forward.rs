@@ -215,10 +215,10 @@ async fn admit(state: &AppState, live: &Live, facts: &Facts<'_>) -> Result<Ticke
     let strict = live.limits.strict(facts);
     let mut local = false;
     for (name, id, limit, cost) in strict {
-        match state.shared.strict(&id, limit, cost).await {
+        match state.shared.strict(&id, limit, cost, state.ratelimit.now_ms()).await {
             Some(true) => {}
             Some(false) => {
-                let (_, frac) = crate::ratelimit::window::position(crate::ratelimit::unix_ms(), id.window_ms);
+                let (_, frac) = crate::ratelimit::window::position(state.ratelimit.now_ms(), id.window_ms);
                 let wait = ((1.0 - frac) * id.window_ms as f64).ceil() as u64;
                 return Err(Rejection {
                     limit: name,

@@ -1,7 +1,22 @@
 use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
 
+use http::HeaderMap;
+use tokio::sync::watch;
+
+use super::limits::scope_value;
 use super::*;
 use crate::config::{Format, parse};
+
+/// 2026-01-01T00:00:00Z: a whole number of every window length the tests use, so window `n`
+/// starts `n` windows after it.
+const EPOCH: u64 = 1_767_225_600_000;
+
+/// The limiter's clock in tests: reads [`EPOCH`] at the start and moves with tokio's paused time.
+fn clock() -> WallClock {
+    WallClock::tokio(EPOCH)
+}
 
 fn limits(text: &str) -> Limits {
     let c = parse(text, Format::Toml, &HashMap::<String, String>::new()).unwrap();
@@ -13,11 +28,11 @@ fn facts<'a>(headers: &'a HeaderMap, tokens: u64) -> Facts<'a> {
 }
 
 fn standalone() -> Arc<Limiter> {
-    Arc::new(Limiter::new(Arc::new(Fleet::standalone())))
+    Arc::new(Limiter::new(Arc::new(Fleet::standalone())).with_clock(clock()))
 }
 
-#[test]
-fn requests_per_window_per_header_value() {
+#[tokio::test(start_paused = true)]
+async fn requests_per_window_per_header_value() {
     let l = limits(
         "[[limits]]\nname = \"u\"\nscope = \"header:x-relay-token-id\"\nrequests = 3\nper = \"60s\"\n",
     );
@@ -42,8 +57,8 @@ fn requests_per_window_per_header_value() {
     assert!(lim.admit(&l, &facts(&none, 0), false).is_err(), "missing header is never unlimited");
 }
 
-#[test]
-fn tokens_are_estimated_then_settled() {
+#[tokio::test(start_paused = true)]
+async fn tokens_are_estimated_then_settled() {
     let l = limits("[[limits]]\nname = \"t\"\ntokens = 1000\nper = \"60s\"\n");
     let lim = standalone();
     let h = HeaderMap::new();
@@ -55,8 +70,8 @@ fn tokens_are_estimated_then_settled() {
     assert!(lim.admit(&l, &facts(&h, 200), false).is_err());
 }
 
-#[test]
-fn a_huge_max_tokens_saturates_the_estimate_and_is_refused() {
+#[tokio::test(start_paused = true)]
+async fn a_huge_max_tokens_saturates_the_estimate_and_is_refused() {
     assert_eq!(estimate_tokens(400, Some(10)), 110);
     // Near u64::MAX the sum overflowed (a panic in debug, a wrap to ~0 in release).
     assert_eq!(estimate_tokens(400, Some(u64::MAX - 10)), u64::MAX);
@@ -68,8 +83,8 @@ fn a_huge_max_tokens_saturates_the_estimate_and_is_refused() {
     assert!(lim.admit(&l, &facts(&h, 900), false).is_ok(), "the refused estimate was not charged");
 }
 
-#[test]
-fn max_inflight_releases_on_drop_and_filters_apply() {
+#[tokio::test(start_paused = true)]
+async fn max_inflight_releases_on_drop_and_filters_apply() {
     let l = limits("[[limits]]\nname = \"c\"\nmax_inflight = 2\nmodels = [\"m*\"]\nroutes = [\"r\"]\n");
     let lim = standalone();
     let h = HeaderMap::new();
@@ -85,12 +100,12 @@ fn max_inflight_releases_on_drop_and_filters_apply() {
     }
 }
 
-#[test]
-fn with_redis_down_each_replica_gets_its_share() {
+#[tokio::test(start_paused = true)]
+async fn with_redis_down_each_replica_gets_its_share() {
     let l = limits("[[limits]]\nname = \"g\"\nrequests = 90\nper = \"60s\"\n");
     let fleet = Arc::new(Fleet::shared(false, Duration::from_millis(50)));
     fleet.replicas.store(3, Ordering::Release);
-    let lim = Arc::new(Limiter::new(fleet.clone()));
+    let lim = Arc::new(Limiter::new(fleet.clone()).with_clock(clock()));
     let h = HeaderMap::new();
     let admitted = (0..100).filter(|_| lim.admit(&l, &facts(&h, 0), false).is_ok()).count();
     assert_eq!(admitted, 30);
@@ -100,16 +115,16 @@ fn with_redis_down_each_replica_gets_its_share() {
     assert!(r.unavailable);
 }
 
-#[test]
-fn fleet_totals_count_once_synced() {
+#[tokio::test(start_paused = true)]
+async fn fleet_totals_count_once_synced() {
     let l = limits("[[limits]]\nname = \"g\"\nrequests = 10\nper = \"60s\"\n");
     let fleet = Arc::new(Fleet::shared(false, Duration::from_millis(50)));
-    let lim = Arc::new(Limiter::new(fleet.clone()));
+    let lim = Arc::new(Limiter::new(fleet.clone()).with_clock(clock()));
     let h = HeaderMap::new();
     fleet.up.store(true, Ordering::Release);
     // First sync: the key exists with nothing counted; then the fleet says 8 were used elsewhere.
     assert!(lim.admit(&l, &facts(&h, 0), false).is_ok());
-    let now = unix_ms();
+    let now = lim.now_ms();
     let (items, inflight) = lim.take_batch(now);
     assert_eq!(items.len(), 1);
     assert_eq!(items[0].delta, 1.0);
@@ -125,8 +140,8 @@ fn fleet_totals_count_once_synced() {
     assert_eq!(items[0].delta, 1.0);
 }
 
-#[test]
-fn provider_keys_have_their_own_quota() {
+#[tokio::test(start_paused = true)]
+async fn provider_keys_have_their_own_quota() {
     let text =
         "[providers.p]\nkind = \"mock\"\n[[providers.p.keys]]\nname = \"k\"\nsecret = \"s-123\"\nrpm = 2\n";
     let l = limits(text);
@@ -157,13 +172,13 @@ fn count(lim: &Limiter, name: &str) -> usize {
     lim.key_counts().into_iter().find(|(n, _)| &**n == name).map_or(0, |(_, n)| n)
 }
 
-#[test]
-fn idle_keys_expire_after_two_windows_without_redis() {
+#[tokio::test(start_paused = true)]
+async fn idle_keys_expire_after_two_windows_without_redis() {
     let l = limits(
         "[[limits]]\nname = \"u\"\nscope = \"header:x-relay-token-id\"\nrequests = 5\ntokens = 1000\nper = \"60s\"\nmax_inflight = 3\n",
     );
     let lim = standalone();
-    let now = unix_ms();
+    let now = lim.now_ms();
     for i in 0..200 {
         drop(lim.admit(&l, &facts(&user(&format!("id{i}")), 10), false).unwrap());
     }
@@ -180,8 +195,8 @@ fn idle_keys_expire_after_two_windows_without_redis() {
     assert!(lim.inflight.lock().unwrap().map.is_empty(), "idle concurrency cells expire too");
 }
 
-#[test]
-fn past_max_keys_new_values_share_the_overflow_bucket() {
+#[tokio::test(start_paused = true)]
+async fn past_max_keys_new_values_share_the_overflow_bucket() {
     let l = limits(
         "[[limits]]\nname = \"u\"\nscope = \"header:x-relay-token-id\"\nrequests = 2\nper = \"60s\"\nmax_keys = 2\n",
     );
@@ -198,15 +213,15 @@ fn past_max_keys_new_values_share_the_overflow_bucket() {
     assert!(lim.admit(&l, &facts(&user("b"), 0), false).is_ok());
     assert_eq!(count(&lim, "u"), 2, "the overflow bucket is not one of the keys");
     // Once the known ones expire, new values get their own buckets again.
-    lim.sweep(unix_ms() + 3 * 60_000);
+    lim.sweep(lim.now_ms() + 3 * 60_000);
     assert!(lim.admit(&l, &facts(&user("e"), 0), false).is_ok());
     assert!(lim.admit(&l, &facts(&user("e"), 0), false).is_ok());
     assert!(lim.admit(&l, &facts(&user("f"), 0), false).is_ok());
     assert_eq!(count(&lim, "u"), 2);
 }
 
-#[test]
-fn concurrency_cells_are_capped_too() {
+#[tokio::test(start_paused = true)]
+async fn concurrency_cells_are_capped_too() {
     let l = limits(
         "[[limits]]\nname = \"c\"\nscope = \"header:x-relay-token-id\"\nmax_inflight = 1\nmax_keys = 1\n",
     );
@@ -217,18 +232,18 @@ fn concurrency_cells_are_capped_too() {
     assert_eq!(count(&lim, "c"), 1);
 }
 
-#[test]
-fn an_idle_replica_syncs_nothing_and_a_batch_follows_the_traffic() {
+#[tokio::test(start_paused = true)]
+async fn an_idle_replica_syncs_nothing_and_a_batch_follows_the_traffic() {
     let l = limits(
         "[[limits]]\nname = \"u\"\nscope = \"header:x-relay-token-id\"\nrequests = 5\nper = \"60s\"\n",
     );
     let fleet = Arc::new(Fleet::shared(false, Duration::from_millis(50)));
     fleet.up.store(true, Ordering::Release);
-    let lim = Arc::new(Limiter::new(fleet.clone()));
+    let lim = Arc::new(Limiter::new(fleet.clone()).with_clock(clock()));
     for i in 0..1000 {
         lim.admit(&l, &facts(&user(&format!("id{i}")), 0), false).unwrap();
     }
-    let now = unix_ms();
+    let now = lim.now_ms();
     let (items, inflight) = lim.take_batch(now);
     assert_eq!(items.len(), 1000);
     lim.apply_batch(&items, &vec![(1.0, 0.0); items.len()], &inflight, &[], now);
@@ -243,23 +258,23 @@ fn an_idle_replica_syncs_nothing_and_a_batch_follows_the_traffic() {
     assert_eq!(count(&lim, "u"), 1000);
     // One request: a batch of one.
     lim.admit(&l, &facts(&user("id7"), 0), false).unwrap();
-    let (items, _) = lim.take_batch(unix_ms());
+    let (items, _) = lim.take_batch(lim.now_ms());
     assert_eq!(items.len(), 1);
     assert_eq!((&*items[0].id.key, items[0].delta), ("id7", 1.0));
     // A failed sync keeps the delta for the next one.
     lim.restore_batch();
-    let (items, _) = lim.take_batch(unix_ms());
+    let (items, _) = lim.take_batch(lim.now_ms());
     assert_eq!(items[0].delta, 1.0);
 }
 
-#[test]
-fn a_long_outage_keeps_no_stale_deltas() {
+#[tokio::test(start_paused = true)]
+async fn a_long_outage_keeps_no_stale_deltas() {
     let l = limits("[[limits]]\nname = \"g\"\nrequests = 1000\nper = \"1s\"\n");
     let fleet = Arc::new(Fleet::shared(false, Duration::from_millis(50)));
-    let lim = Arc::new(Limiter::new(fleet));
+    let lim = Arc::new(Limiter::new(fleet).with_clock(clock()));
     lim.admit(&l, &facts(&HeaderMap::new(), 0), false).unwrap();
     // Redis never answered: the delta is unsendable once its window is two behind, then dropped.
-    lim.sweep(unix_ms() + 10_000);
+    lim.sweep(lim.now_ms() + 10_000);
     let counters = lim.counters.lock().unwrap();
     assert!(counters.map.is_empty() && counters.sync.is_empty());
 }
@@ -276,4 +291,54 @@ fn max_keys_defaults_and_must_be_positive() {
         &HashMap::<String, String>::new(),
     );
     assert!(e.is_err());
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_refused_request_is_admitted_exactly_when_told_and_not_a_millisecond_before() {
+    let l = limits("[[limits]]\nname = \"g\"\nrequests = 2\nper = \"10s\"\n");
+    let lim = standalone();
+    let h = HeaderMap::new();
+    // Two requests halfway into window 0 fill it; the third waits for the window to end.
+    tokio::time::advance(Duration::from_millis(5_000)).await;
+    let _a = lim.admit(&l, &facts(&h, 0), false).unwrap();
+    let _b = lim.admit(&l, &facts(&h, 0), false).unwrap();
+    assert_eq!(lim.admit(&l, &facts(&h, 0), false).unwrap_err().retry_after, Duration::from_secs(5));
+    tokio::time::advance(Duration::from_millis(4_999)).await;
+    assert!(lim.admit(&l, &facts(&h, 0), false).is_err(), "1 ms before the boundary");
+    // At the boundary window 0 is the previous one and still counts whole: room for one more
+    // comes when its weight is down to a half, 5 s later.
+    tokio::time::advance(Duration::from_millis(1)).await;
+    assert_eq!(lim.now_ms(), EPOCH + 10_000);
+    assert_eq!(lim.admit(&l, &facts(&h, 0), false).unwrap_err().retry_after, Duration::from_secs(5));
+    tokio::time::advance(Duration::from_millis(4_999)).await;
+    assert!(lim.admit(&l, &facts(&h, 0), false).is_err(), "1 ms early");
+    tokio::time::advance(Duration::from_millis(1)).await;
+    assert!(lim.admit(&l, &facts(&h, 0), false).is_ok(), "exactly on time");
+    assert!(lim.admit(&l, &facts(&h, 0), false).is_err());
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_sweeper_drops_idle_keys_two_windows_after_their_last_use() {
+    let l = limits(
+        "[[limits]]\nname = \"u\"\nscope = \"header:x-relay-token-id\"\nrequests = 5\nper = \"60s\"\n",
+    );
+    let lim = standalone();
+    for i in 0..10 {
+        lim.admit(&l, &facts(&user(&format!("id{i}")), 0), false).unwrap();
+    }
+    // id0 is used again a window later: it outlives the others by that window.
+    tokio::time::sleep(Duration::from_millis(60_000)).await;
+    lim.admit(&l, &facts(&user("id0"), 0), false).unwrap();
+    let (stop_tx, stop) = watch::channel(false);
+    let sweeper = tokio::spawn(sweeper(lim.clone(), stop));
+    // The sweeper runs every second on tokio's clock, and reads the limiter's: at 120 s the keys
+    // have been idle for exactly two windows (kept), at 121 s for longer (dropped).
+    tokio::time::sleep(Duration::from_millis(60_500)).await;
+    assert_eq!(count(&lim, "u"), 10);
+    tokio::time::sleep(Duration::from_millis(1_000)).await;
+    assert_eq!(count(&lim, "u"), 1);
+    tokio::time::sleep(Duration::from_millis(60_000)).await;
+    assert_eq!(count(&lim, "u"), 0);
+    stop_tx.send(true).unwrap();
+    sweeper.await.unwrap();
 }
