@@ -159,27 +159,10 @@ pub async fn serve(
         return Err(StartError::Open(config::ConfigErrors(open)));
     }
     warn_if_open(&config.server, bound);
-    let tls = match &config.server.tls {
-        Some(files) => {
-            metrics.enable_tls()?;
-            Some(Arc::new(tls::Acceptor::new(files.clone())?))
-        }
-        None => None,
-    };
+    let tls = acceptor(&config.server, &metrics)?;
     let reloader = Arc::new(reload::Reloader::new(source, text.clone(), &config));
     reloader.set_bound(bound.0, bound.1);
-    // Redis settings are read at start (changing them needs a restart, like the listeners).
-    let (fleet, shared, events) = match &config.redis {
-        Some(r) => {
-            let fleet = Arc::new(ratelimit::Fleet::shared(r.fail_closed, r.sync_interval));
-            let (shared, events) = shared::Shared::with_redis(fleet.clone(), r);
-            (fleet, shared, Some((events, r.clone())))
-        }
-        None => {
-            let fleet = Arc::new(ratelimit::Fleet::standalone());
-            (fleet.clone(), shared::Shared::standalone(fleet), None)
-        }
-    };
+    let (fleet, shared, events) = fleet(&config);
     metrics.config_loaded(&reload::hash(&text));
     let limiter = Arc::new(ratelimit::Limiter::new(fleet).with_metrics(metrics.clone()));
     let state = Arc::new(AppState {
@@ -211,17 +194,16 @@ pub async fn serve(
     if let Some(tls) = tls {
         tasks.spawn(tls.watch(state.metrics.clone(), stopped(stop_rx.clone())));
     }
-    if let Some(l) = admin_listener {
-        if let Ok(addr) = l.local_addr() {
-            tracing::info!("admin routes on http://{addr}");
+    for (l, role, what) in [
+        (admin_listener, Listener::Admin, "admin routes"),
+        (probe_listener, Listener::Probe, "health and metrics"),
+    ] {
+        if let Some(l) = l {
+            if let Ok(addr) = l.local_addr() {
+                tracing::info!("{what} on http://{addr}");
+            }
+            tasks.spawn(proxy::server::serve(l, state.clone(), role, stopped(stop_rx.clone())));
         }
-        tasks.spawn(proxy::server::serve(l, state.clone(), Listener::Admin, stopped(stop_rx.clone())));
-    }
-    if let Some(l) = probe_listener {
-        if let Ok(addr) = l.local_addr() {
-            tracing::info!("health and metrics on http://{addr}");
-        }
-        tasks.spawn(proxy::server::serve(l, state.clone(), Listener::Probe, stopped(stop_rx.clone())));
     }
     let shutdown = async move {
         shutdown.await;
@@ -230,6 +212,40 @@ pub async fn serve(
     proxy::server::serve(listener, state, Listener::Main, shutdown).await;
     while tasks.join_next().await.is_some() {}
     Ok(())
+}
+
+/// The main listener's TLS acceptor, if it serves TLS.
+fn acceptor(
+    server: &config::ServerConfig,
+    metrics: &Metrics,
+) -> Result<Option<Arc<tls::Acceptor>>, StartError> {
+    Ok(match &server.tls {
+        Some(files) => {
+            metrics.enable_tls()?;
+            Some(Arc::new(tls::Acceptor::new(files.clone())?))
+        }
+        None => None,
+    })
+}
+
+/// The queue of state changes for the other replicas, and the Redis settings to send them with.
+type RedisEvents = (tokio::sync::mpsc::UnboundedReceiver<shared::Event>, config::RedisConfig);
+
+/// The fleet view, this replica's shared-state handle and, with Redis, its event queue and
+/// settings. Redis settings are read at start (changing them needs a restart, like the
+/// listeners).
+fn fleet(config: &Config) -> (Arc<ratelimit::Fleet>, shared::Shared, Option<RedisEvents>) {
+    match &config.redis {
+        Some(r) => {
+            let fleet = Arc::new(ratelimit::Fleet::shared(r.fail_closed, r.sync_interval));
+            let (shared, events) = shared::Shared::with_redis(fleet.clone(), r);
+            (fleet, shared, Some((events, r.clone())))
+        }
+        None => {
+            let fleet = Arc::new(ratelimit::Fleet::standalone());
+            (fleet.clone(), shared::Shared::standalone(fleet), None)
+        }
+    }
 }
 
 /// One warning for a config that serves without keys: on a non-loopback address only because

@@ -81,23 +81,11 @@ pub async fn run<'a>(
             }
             Event::Done(i, out) => {
                 let (cand, key, _) = running.swap_remove(i);
-                match out {
-                    Attempted::Answered(mut answered) => {
-                        answered.fallback_reason = failures.first().map(|f| f.class);
-                        // The hedge is always the later candidate.
-                        let hedge = hedged.then_some(cand == planner.idx);
-                        outcome::answered(job, &cands[cand], failures.first(), hedge);
-                        // Dropping `running` cancels a hedge still in flight.
-                        return Ok(*answered);
-                    }
-                    Attempted::Skipped(available_in) => planner.skipped(cand, available_in),
-                    Attempted::Failed(f) => {
-                        failures.push(record(&cands[cand], key, &f));
-                        if let Some(ra) = f.retry_after {
-                            planner.note(Some(ra));
-                        }
-                        planner.failed(cand, key, &f, job.clock.now());
-                    }
+                if let Some(answered) =
+                    ended(job, cands, &mut planner, &mut failures, (cand, key), out, hedged)
+                {
+                    // Dropping `running` cancels a hedge still in flight.
+                    return Ok(*answered);
                 }
                 if running.is_empty() {
                     hedge_timer = None;
@@ -110,6 +98,37 @@ pub async fn run<'a>(
         started: job.started.load(Ordering::Acquire),
         retry_after: planner.soonest,
     })
+}
+
+/// Books the outcome of candidate `cand`'s attempt with `key` for the planner; the answer when
+/// it ends the loop.
+fn ended<'a>(
+    job: &Job<'_>,
+    cands: &'a [Candidate<'a>],
+    planner: &mut Planner<'_, 'a>,
+    failures: &mut Vec<AttemptRecord>,
+    (cand, key): (usize, Option<usize>),
+    out: Attempted,
+    hedged: bool,
+) -> Option<Box<Answered>> {
+    match out {
+        Attempted::Answered(mut answered) => {
+            answered.fallback_reason = failures.first().map(|f| f.class);
+            // The hedge is always the later candidate.
+            let hedge = hedged.then_some(cand == planner.idx);
+            outcome::answered(job, &cands[cand], failures.first(), hedge);
+            return Some(answered);
+        }
+        Attempted::Skipped(available_in) => planner.skipped(cand, available_in),
+        Attempted::Failed(f) => {
+            failures.push(record(&cands[cand], key, &f));
+            if let Some(ra) = f.retry_after {
+                planner.note(Some(ra));
+            }
+            planner.failed(cand, key, &f, job.clock.now());
+        }
+    }
+    None
 }
 
 /// The first attempt to end, or the hedge timer.
