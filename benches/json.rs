@@ -1,4 +1,4 @@
-//! The request fast path of `tier1::json`: `scan` (simd-json validation, spans of `model` and
+//! The request fast path of `tier1::testing::json`: `scan` (simd-json validation, spans of `model` and
 //! `stream`) and `splice` (the upstream model written into the original bytes), on a small chat
 //! body (~300 B) and a 50 KB prompt body.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
@@ -7,7 +7,7 @@ use std::hint::black_box;
 
 use bytes::Bytes;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use tier1::json::{Schema, scan};
+use tier1::testing::json::{Schema, scan};
 
 /// A typical small chat request (~300 bytes).
 fn small_body() -> Bytes {

@@ -10,9 +10,9 @@ use std::sync::Arc;
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use http::HeaderMap;
-use tier1::config::{Format, parse};
-use tier1::ratelimit::window::{Window, position, wait_ms};
-use tier1::ratelimit::{Facts, Fleet, Limiter, Limits, estimate_tokens};
+use tier1::testing::config::{Format, parse};
+use tier1::testing::ratelimit::window::{Window, position, wait_ms};
+use tier1::testing::ratelimit::{Facts, Fleet, Limiter, Limits, estimate_tokens};
 
 fn limits(text: &str) -> Limits {
     let c = parse(text, Format::Toml, &HashMap::<String, String>::new()).expect("bench limits are valid");

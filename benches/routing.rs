@@ -8,9 +8,9 @@ use std::fmt::Write as _;
 use std::hint::black_box;
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use tier1::config::{Format, parse};
-use tier1::resilience::Registry;
-use tier1::routing::{Resolved, RoutingTable};
+use tier1::testing::config::{Format, parse};
+use tier1::testing::resilience::Registry;
+use tier1::testing::routing::{Resolved, RoutingTable};
 
 /// Routes in the table.
 const ROUTES: usize = 1_000;
@@ -49,7 +49,7 @@ fn config_text() -> String {
 }
 
 /// The validated config of [`config_text`], with its keys from an injected environment.
-fn config() -> tier1::config::Config {
+fn config() -> tier1::testing::config::Config {
     let env: HashMap<String, String> = [
         ("OPENAI_API_KEY", "sk-bench"),
         ("ANTHROPIC_API_KEY", "sk-ant-bench"),

@@ -10,9 +10,9 @@ use std::hint::black_box;
 use bytes::Bytes;
 use criterion::measurement::WallTime;
 use criterion::{BenchmarkGroup, Criterion, Throughput, criterion_group, criterion_main};
-use tier1::mock;
-use tier1::proxy::sse::{CommitScanner, Verdict};
-use tier1::translate::{StreamTranslator, anthropic, gemini, messages};
+use tier1::testing::mock;
+use tier1::testing::proxy::sse::{CommitScanner, Verdict};
+use tier1::testing::translate::{StreamTranslator, anthropic, gemini, messages};
 
 /// One TCP segment's payload.
 const SEGMENT: usize = 1_460;

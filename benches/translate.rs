@@ -7,9 +7,9 @@
 use std::hint::black_box;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use tier1::mock;
-use tier1::providers::Operation;
-use tier1::translate::Dialect;
+use tier1::testing::mock;
+use tier1::testing::providers::Operation;
+use tier1::testing::translate::Dialect;
 
 /// A reply of about 120 words.
 fn reply() -> String {

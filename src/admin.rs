@@ -28,13 +28,13 @@ use crate::resilience::Clock;
 use crate::snapshot::Live;
 
 /// The header that marks an admin request as not a browser's simple request.
-pub const X_TIER1_ADMIN: &str = "x-tier1-admin";
+pub(crate) const X_TIER1_ADMIN: &str = "x-tier1-admin";
 
 /// Headers a reverse proxy adds: their presence means the loopback peer is relaying someone else.
 const FORWARDING: [&str; 5] = ["forwarded", "x-forwarded-for", "x-forwarded-host", "x-real-ip", "via"];
 
 /// Whether `peer` is loopback (an IPv4-mapped `::ffff:127.x` included: a dual-stack listener).
-pub fn allowed(peer: SocketAddr) -> bool {
+pub(crate) fn allowed(peer: SocketAddr) -> bool {
     peer.ip().to_canonical().is_loopback()
 }
 
@@ -78,7 +78,7 @@ fn ms(d: Option<Duration>) -> u64 {
 }
 
 /// The state document, with the fleet as this replica last saw it.
-pub fn state(live: &Live, clock: Clock, app: &crate::state::AppState) -> Bytes {
+pub(crate) fn state(live: &Live, clock: Clock, app: &crate::state::AppState) -> Bytes {
     let now = clock.now();
     let providers: Vec<serde_json::Value> = live
         .providers
@@ -146,7 +146,7 @@ pub fn state(live: &Live, clock: Clock, app: &crate::state::AppState) -> Bytes {
 /// Admin auth (see the module doc): with `server.admin_keys`, the bearer must be one of them
 /// (401 otherwise); without, a loopback peer, loopback authority, the `x-tier1-admin` marker and
 /// no forwarding headers (403 otherwise).
-pub fn authorize(
+pub(crate) fn authorize(
     live: &Live,
     uri: &http::Uri,
     headers: &http::HeaderMap,
@@ -168,7 +168,7 @@ pub fn authorize(
 
 /// The config as a JSON value with every secret-bearing field replaced by `[redacted]`:
 /// `server.api_keys`, `server.admin_keys`, every key's `secret` and every extra header value.
-pub fn redacted_config(text: &str, format: crate::config::Format) -> serde_json::Value {
+pub(crate) fn redacted_config(text: &str, format: crate::config::Format) -> serde_json::Value {
     let mut v: serde_json::Value = match format {
         crate::config::Format::Json => serde_json::from_str(text).unwrap_or_default(),
         crate::config::Format::Toml => toml::from_str::<toml::Table>(text)
@@ -204,7 +204,7 @@ pub fn redacted_config(text: &str, format: crate::config::Format) -> serde_json:
 /// The `/admin/config` document: the active config (redacted), its hash, load time and the last
 /// reload error. The final text also goes through the redactor, for any secret value that sits
 /// elsewhere in the file.
-pub fn config(live: &Live, status: &crate::reload::Status) -> Bytes {
+pub(crate) fn config(live: &Live, status: &crate::reload::Status) -> Bytes {
     let loaded_at = status.loaded_at.duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
     let doc = serde_json::json!({
         "hash": status.hash,
@@ -217,7 +217,7 @@ pub fn config(live: &Live, status: &crate::reload::Status) -> Bytes {
 
 /// A summary of what differs between two redacted configs: providers and routes added (`+`),
 /// removed (`-`) and changed (`~`), and other top-level sections changed.
-pub fn diff(running: &serde_json::Value, local: &serde_json::Value) -> Vec<String> {
+pub(crate) fn diff(running: &serde_json::Value, local: &serde_json::Value) -> Vec<String> {
     fn named(v: &serde_json::Value, section: &str) -> std::collections::BTreeMap<String, serde_json::Value> {
         match v.get(section) {
             Some(serde_json::Value::Object(m)) => m.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
@@ -257,7 +257,7 @@ pub fn diff(running: &serde_json::Value, local: &serde_json::Value) -> Vec<Strin
 
 /// Sets the state gauges (breakers, available keys) from the live snapshot, right before a
 /// scrape. Series follow the config: what a reload removed disappears.
-pub fn refresh_gauges(metrics: &crate::metrics::Metrics, live: &Live, clock: Clock) {
+pub(crate) fn refresh_gauges(metrics: &crate::metrics::Metrics, live: &Live, clock: Clock) {
     let now = clock.now();
     let value = |s: crate::resilience::BreakerState| match s {
         crate::resilience::BreakerState::Closed => 0,

@@ -64,7 +64,7 @@ impl Class {
 /// One failed upstream attempt, as the client's error body lists it (never a secret: the key is
 /// named, the provider by its config name).
 #[derive(Debug, Clone, serde::Serialize)]
-pub struct AttemptRecord {
+pub(crate) struct AttemptRecord {
     /// Provider name.
     pub provider: Arc<str>,
     /// Upstream model.
@@ -84,7 +84,7 @@ fn class_str<S: serde::Serializer>(c: &Class, s: S) -> Result<S::Ok, S::Error> {
 
 /// Every candidate failed or could not be tried.
 #[derive(Debug, Clone)]
-pub struct Exhausted {
+pub(crate) struct Exhausted {
     /// The failed attempts, in order.
     pub attempts: Vec<AttemptRecord>,
     /// Attempts that reached an upstream.
@@ -95,7 +95,7 @@ pub struct Exhausted {
 
 impl Exhausted {
     /// The most frequent classification (ties: the later one).
-    pub fn dominant(&self) -> Option<Class> {
+    pub(crate) fn dominant(&self) -> Option<Class> {
         let mut best: Option<(Class, usize)> = None;
         for a in &self.attempts {
             let n = self.attempts.iter().filter(|b| b.class == a.class).count();
@@ -109,7 +109,7 @@ impl Exhausted {
 
 /// Why a relayed body ended early (non-stream responses: the client sees a truncated body).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-pub enum RelayError {
+pub(crate) enum RelayError {
     /// The upstream connection broke.
     #[error("upstream body failed")]
     Upstream,
@@ -123,7 +123,7 @@ pub enum RelayError {
 
 /// Everything that ends a request with an error response.
 #[derive(Debug, thiserror::Error)]
-pub enum ProxyError {
+pub(crate) enum ProxyError {
     /// The body is not a valid request.
     #[error("{0}")]
     BadRequest(#[from] ScanError),

@@ -12,7 +12,7 @@ pub async fn check(url: &str, timeout: Duration) -> Result<http::StatusCode, Str
 
 /// GETs `url` with an optional bearer (and the `x-tier1-admin` marker) and returns the status and
 /// body.
-pub async fn get(
+pub(crate) async fn get(
     url: &str,
     bearer: Option<&str>,
     timeout: Duration,

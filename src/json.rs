@@ -128,7 +128,7 @@ const SCRATCH_KEEP: usize = 256 * 1024;
 /// refuses the 128th level), and the translated paths parse the body with serde_json again, so
 /// a higher knob could not be honoured there. Real requests (tool schemas included) stay far
 /// below it.
-pub const MAX_DEPTH: usize = 127;
+pub(crate) const MAX_DEPTH: usize = 127;
 
 /// Validates `body` against `schema` and locates its `model` and `stream` (any number of
 /// fallbacks accepted).
@@ -137,7 +137,7 @@ pub fn scan(body: &[u8], schema: Schema) -> Result<Scanned, ScanError> {
 }
 
 /// [`scan`], refusing more than `max_fallbacks` entries in `fallbacks` before any is copied.
-pub fn scan_capped(body: &[u8], schema: Schema, max_fallbacks: usize) -> Result<Scanned, ScanError> {
+pub(crate) fn scan_capped(body: &[u8], schema: Schema, max_fallbacks: usize) -> Result<Scanned, ScanError> {
     // Before simd-json: its structural index and tape cost about 20 bytes per bracket, so a
     // 14 MB body of nested arrays took 400 MB.
     if !depth_within(body, MAX_DEPTH)? {
@@ -162,7 +162,7 @@ pub fn scan_capped(body: &[u8], schema: Schema, max_fallbacks: usize) -> Result<
 /// the first level too deep. An error only for bytes that cannot be JSON where this pass and
 /// simd-json could disagree on what is a string: an unterminated string, or a backslash outside
 /// one (simd-json reads `\"` as an escaped quote wherever it stands). Public for the benchmark.
-pub fn depth_within(b: &[u8], max: usize) -> Result<bool, ScanError> {
+pub(crate) fn depth_within(b: &[u8], max: usize) -> Result<bool, ScanError> {
     let mut depth = 0usize;
     let mut i = 0;
     while let Some(&c) = b.get(i) {

@@ -31,38 +31,49 @@
 //! bodies and in-band error events alike, is written in one place ([`proxy::respond`]), in the
 //! client's format.
 
-pub mod admin;
+#![deny(unreachable_pub)]
+
+mod admin;
 pub mod check;
 pub mod cli;
-pub mod config;
-pub mod error;
-pub mod health;
-pub mod json;
-pub mod metrics;
-pub mod mock;
-pub mod operation;
-pub mod pem;
-pub mod providers;
-pub mod proxy;
-pub mod ratelimit;
-pub mod reload;
-pub mod resilience;
-pub mod routing;
-pub mod shared;
-pub mod snapshot;
-pub mod sse;
-pub mod state;
-pub mod tls;
+mod config;
+mod error;
+mod health;
+mod json;
+mod metrics;
+mod mock;
+mod operation;
+mod pem;
+mod providers;
+mod proxy;
+mod ratelimit;
+mod reload;
+mod resilience;
+mod routing;
+mod shared;
+mod snapshot;
+mod sse;
+mod state;
+mod tls;
 mod tracked;
-pub mod translate;
-pub mod upstream;
+mod translate;
+mod upstream;
+
+pub use config::{Config, ConfigErrors, DEMO_TOML, Env, Format, ProcessEnv, parse as parse_config};
+pub use health::check as health_check;
+pub use mock::server as mock_server;
+pub use reload::{Overrides, Source};
+
+/// What the integration tests, the fuzz targets and the benches reach inside the crate, and
+/// nothing more; not an API.
+#[doc(hidden)]
+pub mod testing;
 
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 
 use tokio::net::TcpListener;
 
-use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::proxy::handler::Listener;
 use crate::resilience::Registry;

@@ -7,8 +7,7 @@ use std::sync::Arc;
 
 use tier1::check::{self, Failure};
 use tier1::cli::{self, Command};
-use tier1::config::{self, Config, Env, Format, ProcessEnv};
-use tier1::reload::{Overrides, Source};
+use tier1::{Config, DEMO_TOML, Env, Format, Overrides, ProcessEnv, Source, parse_config};
 
 /// The version `tier1 --version` prints: the crate's, and the git commit and its date when built
 /// from a checkout (`build.rs`; only the binary is rebuilt when the commit moves, not the library).
@@ -44,7 +43,7 @@ fn main() -> ExitCode {
         Command::Run { config, listen, probe_listen } => serve(config, listen, probe_listen),
         Command::MockUpstream { listen, config } => mock_upstream(&listen, config),
         Command::Health { url, timeout } => {
-            let result = runtime().and_then(|rt| rt.block_on(tier1::health::check(&url, timeout)));
+            let result = runtime().and_then(|rt| rt.block_on(tier1::health_check(&url, timeout)));
             match result {
                 Ok(status) if status.is_success() => ExitCode::SUCCESS,
                 Ok(status) => {
@@ -110,13 +109,13 @@ fn init_logging(config_level: &str, json: bool) {
 fn load(path: Option<std::path::PathBuf>) -> Result<(Config, String, Option<Source>), String> {
     let path = path.or_else(|| ProcessEnv.var("TIER1_CONFIG").map(Into::into));
     let Some(path) = path else {
-        return config::parse(config::DEMO_TOML, Format::Toml, &ProcessEnv)
-            .map(|c| (c, config::DEMO_TOML.to_owned(), None))
+        return parse_config(DEMO_TOML, Format::Toml, &ProcessEnv)
+            .map(|c| (c, DEMO_TOML.to_owned(), None))
             .map_err(|errors| check::prefixed("built-in demo config", &errors));
     };
     let text =
         std::fs::read_to_string(&path).map_err(|e| format!("error: cannot read {}: {e}", path.display()))?;
-    let config = config::parse(&text, Format::from_path(&path), &ProcessEnv)
+    let config = parse_config(&text, Format::from_path(&path), &ProcessEnv)
         .map_err(|errors| check::prefixed(&path.display().to_string(), &errors))?;
     Ok((config, text, Some(Source { path, env: Arc::new(ProcessEnv), overrides: Overrides::default() })))
 }
@@ -231,10 +230,10 @@ async fn shutdown_signal() {
 fn mock_upstream(listen: &str, config: Option<std::path::PathBuf>) -> ExitCode {
     init_logging("info", false);
     let mock_config = match config {
-        None => tier1::mock::server::MockConfig::default(),
+        None => tier1::mock_server::MockConfig::default(),
         Some(path) => match std::fs::read_to_string(&path)
             .map_err(|e| e.to_string())
-            .and_then(|t| tier1::mock::server::MockConfig::from_toml(&t).map_err(|e| e.to_string()))
+            .and_then(|t| tier1::mock_server::MockConfig::from_toml(&t).map_err(|e| e.to_string()))
         {
             Ok(c) => c,
             Err(e) => {
@@ -250,8 +249,8 @@ fn mock_upstream(listen: &str, config: Option<std::path::PathBuf>) -> ExitCode {
     with_listener(addr, false, move |listener| async move {
         let bound = listener.local_addr().map_or_else(|_| addr.to_string(), |a| a.to_string());
         tracing::info!("mock-upstream listening on http://{bound}");
-        let stats = std::sync::Arc::new(tier1::mock::server::MockStats::default());
-        tier1::mock::server::serve(listener, mock_config, stats, shutdown_signal()).await;
+        let stats = std::sync::Arc::new(tier1::mock_server::MockStats::default());
+        tier1::mock_server::serve(listener, mock_config, stats, shutdown_signal()).await;
         ExitCode::SUCCESS
     })
 }

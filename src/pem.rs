@@ -37,12 +37,12 @@ fn file_error(path: &Path, message: impl ToString) -> TlsError {
 }
 
 /// The ring provider, the only one tier1 builds.
-pub fn provider() -> Arc<CryptoProvider> {
+pub(crate) fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
 /// Every certificate in a PEM file; an empty file is an error.
-pub fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+pub(crate) fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
     let certs = CertificateDer::pem_file_iter(path)
         .map_err(|e| file_error(path, format!("cannot read: {e}")))?
         .collect::<Result<Vec<_>, _>>()
@@ -54,13 +54,13 @@ pub fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError>
 }
 
 /// The first private key in a PEM file (PKCS#8, PKCS#1 or SEC1).
-pub fn load_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
+pub(crate) fn load_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
     PrivateKeyDer::from_pem_file(path).map_err(|e| file_error(path, format!("no usable private key: {e}")))
 }
 
 /// A certificate chain with its key, checked to belong together (a rotation that has written the
 /// new certificate but not yet the new key is refused rather than served).
-pub fn certified_key(
+pub(crate) fn certified_key(
     cert: &Path,
     key: &Path,
 ) -> Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>), TlsError> {
@@ -73,7 +73,7 @@ pub fn certified_key(
 
 /// A hash of the files' contents (an unreadable file hashes as its error), to notice rotation
 /// whether the file was rewritten in place or swapped through a symlink.
-pub fn fingerprint<'a>(paths: impl IntoIterator<Item = &'a Path>) -> u64 {
+pub(crate) fn fingerprint<'a>(paths: impl IntoIterator<Item = &'a Path>) -> u64 {
     let mut h = DefaultHasher::new();
     for path in paths {
         match std::fs::read(path) {
@@ -86,7 +86,11 @@ pub fn fingerprint<'a>(paths: impl IntoIterator<Item = &'a Path>) -> u64 {
 
 /// The listener's server config: the certificate, client verification when `client_ca` is set,
 /// and ALPN offering h2 then http/1.1.
-pub fn server_config(cert: &Path, key: &Path, client_ca: Option<&Path>) -> Result<ServerConfig, TlsError> {
+pub(crate) fn server_config(
+    cert: &Path,
+    key: &Path,
+    client_ca: Option<&Path>,
+) -> Result<ServerConfig, TlsError> {
     let (certs, key) = certified_key(cert, key)?;
     let builder = ServerConfig::builder_with_provider(provider()).with_safe_default_protocol_versions()?;
     let builder = match client_ca {

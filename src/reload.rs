@@ -58,7 +58,7 @@ impl Overrides {
 
 /// The result of one reload.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Outcome {
+pub(crate) enum Outcome {
     /// A new snapshot is live.
     Applied {
         /// Content hash of the new config.
@@ -80,7 +80,7 @@ pub enum Outcome {
 
 impl Outcome {
     /// The `result` label of `tier1_config_reloads_total`.
-    pub fn label(&self) -> &'static str {
+    pub(crate) fn label(&self) -> &'static str {
         match self {
             Self::Applied { .. } => "ok",
             Self::Unchanged { .. } => "unchanged",
@@ -91,7 +91,7 @@ impl Outcome {
 
 /// What `/admin/config` reports.
 #[derive(Debug, Clone)]
-pub struct Status {
+pub(crate) struct Status {
     /// The active config's text.
     pub text: String,
     /// Its format.
@@ -110,7 +110,7 @@ pub struct Status {
 
 /// What a reload writes to: the snapshot it swaps, the registry the new snapshot's state comes
 /// from, the metrics it counts in.
-pub struct Target<'a> {
+pub(crate) struct Target<'a> {
     /// The live snapshot.
     pub live: &'a Snapshot,
     /// Runtime state by stable identity.
@@ -121,13 +121,13 @@ pub struct Target<'a> {
 
 /// Whatever holds a [`Target`]: the running tier1's state, for the reload triggers (the admin
 /// route, SIGHUP, the file watcher).
-pub trait Reloadable: Send + Sync {
+pub(crate) trait Reloadable: Send + Sync {
     /// The reload's target.
     fn target(&self) -> Target<'_>;
 }
 
 /// Runs reloads, one at a time.
-pub struct Reloader {
+pub(crate) struct Reloader {
     source: Option<Source>,
     status: Mutex<Status>,
     /// Triggers received so far.
@@ -140,7 +140,7 @@ pub struct Reloader {
 }
 
 /// FNV-1a 64 of the config text, as 16 hex digits: a stable version id for logs and metrics.
-pub fn hash(text: &str) -> String {
+pub(crate) fn hash(text: &str) -> String {
     let h =
         text.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3));
     format!("{h:016x}")
@@ -168,7 +168,7 @@ fn restart_only(c: &Config) -> String {
 
 impl Reloader {
     /// A reloader for a config loaded from `text`.
-    pub fn new(source: Option<Source>, text: String, config: &Config) -> Self {
+    pub(crate) fn new(source: Option<Source>, text: String, config: &Config) -> Self {
         let format = source.as_ref().map_or(Format::Toml, |s| Format::from_path(&s.path));
         let status = Status {
             hash: hash(&text),
@@ -189,22 +189,22 @@ impl Reloader {
     }
 
     /// Records the bound listener addresses (once, at start).
-    pub fn set_bound(&self, listen: SocketAddr, admin_listen: Option<SocketAddr>) {
+    pub(crate) fn set_bound(&self, listen: SocketAddr, admin_listen: Option<SocketAddr>) {
         let _ = self.bound.set((listen, admin_listen));
     }
 
     /// The active config's status.
-    pub fn status(&self) -> Option<Status> {
+    pub(crate) fn status(&self) -> Option<Status> {
         self.status.lock().ok().map(|s| s.clone())
     }
 
     /// The config file, if any.
-    pub fn source(&self) -> Option<&Source> {
+    pub(crate) fn source(&self) -> Option<&Source> {
         self.source.as_ref()
     }
 
     /// Reloads now (or joins a reload that starts after this call) and returns its outcome.
-    pub async fn reload(&self, to: &dyn Reloadable) -> Outcome {
+    pub(crate) async fn reload(&self, to: &dyn Reloadable) -> Outcome {
         let state = &to.target();
         let mine = self.requested.fetch_add(1, Ordering::AcqRel) + 1;
         let mut run = self.run.lock().await;
@@ -311,7 +311,7 @@ impl Reloader {
 
     /// Polls the file every `[reload] poll_interval` (read from the live snapshot, so a reload can
     /// change it) until `stop` turns true.
-    pub async fn watch<R: Reloadable + 'static>(
+    pub(crate) async fn watch<R: Reloadable + 'static>(
         self: Arc<Self>,
         state: Arc<R>,
         mut stop: tokio::sync::watch::Receiver<bool>,

@@ -28,7 +28,7 @@ use crate::ratelimit::{Fleet, unix_ms};
 /// A state change another replica must apply.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
-pub enum Event {
+pub(crate) enum Event {
     /// A provider key rests until `until_ms`.
     KeyCooldown {
         /// Provider name.
@@ -84,7 +84,7 @@ struct Envelope {
 }
 
 /// The request path's handle on shared state.
-pub struct Shared {
+pub(crate) struct Shared {
     /// The fleet view (also held by the limiter).
     pub fleet: Arc<Fleet>,
     /// This replica's id.
@@ -99,7 +99,7 @@ pub struct Shared {
 
 /// What the Redis tasks need of the running tier1, and nothing more.
 #[derive(Clone)]
-pub struct Handles {
+pub(crate) struct Handles {
     /// Redis and sync metrics.
     pub metrics: Arc<crate::metrics::Metrics>,
     /// This replica's shared-state handle.
@@ -112,7 +112,7 @@ pub struct Handles {
 
 impl Shared {
     /// No Redis: events go nowhere.
-    pub fn standalone(fleet: Arc<Fleet>) -> Self {
+    pub(crate) fn standalone(fleet: Arc<Fleet>) -> Self {
         Self {
             fleet,
             replica: replica_id(),
@@ -125,7 +125,7 @@ impl Shared {
     }
 
     /// With Redis: returns the handle and the receiving end of its event queue, for [`run`].
-    pub fn with_redis(fleet: Arc<Fleet>, cfg: &RedisConfig) -> (Self, mpsc::UnboundedReceiver<Event>) {
+    pub(crate) fn with_redis(fleet: Arc<Fleet>, cfg: &RedisConfig) -> (Self, mpsc::UnboundedReceiver<Event>) {
         let (tx, rx) = mpsc::unbounded_channel();
         let shared = Self {
             fleet,
@@ -140,7 +140,7 @@ impl Shared {
     }
 
     /// Queues a state change for the other replicas (never waits).
-    pub fn publish(&self, event: Event) {
+    pub(crate) fn publish(&self, event: Event) {
         if let Some(tx) = &self.events {
             let _ = tx.send(event);
         }
@@ -153,7 +153,7 @@ impl Shared {
     /// Strict mode: one atomic check-and-add of `cost` against `limit` in the sliding window of
     /// `counter` at `now` (unix ms, the limiter's clock). `None` when Redis cannot answer (the
     /// caller applies the failure rule).
-    pub async fn strict(
+    pub(crate) async fn strict(
         &self,
         counter: &crate::ratelimit::CounterId,
         limit: u64,
@@ -310,7 +310,7 @@ return 1
 const MAX_QUEUED: usize = 10_000;
 
 /// The sync task: runs until `stop`.
-pub async fn run(
+pub(crate) async fn run(
     state: Handles,
     cfg: RedisConfig,
     mut events: mpsc::UnboundedReceiver<Event>,
@@ -494,7 +494,7 @@ fn parse_field(field: &str, until_ms: u64) -> Option<Event> {
 }
 
 /// Applies another replica's state change to this replica's registry.
-pub fn apply(state: &Handles, event: &Event) {
+pub(crate) fn apply(state: &Handles, event: &Event) {
     let remaining = Duration::from_millis(event.until().saturating_sub(unix_ms()));
     if remaining.is_zero() {
         return;
@@ -542,7 +542,7 @@ async fn listen(state: &Handles, cfg: &RedisConfig, channel: &str) -> Option<()>
 }
 
 /// The subscription: applies other replicas' events as they are published; reconnects by itself.
-pub async fn subscribe(state: Handles, cfg: RedisConfig, mut stop: watch::Receiver<bool>) {
+pub(crate) async fn subscribe(state: Handles, cfg: RedisConfig, mut stop: watch::Receiver<bool>) {
     let channel = format!("{{{}}}:events", cfg.key_prefix);
     loop {
         let session = listen(&state, &cfg, &channel);

@@ -15,7 +15,7 @@ use crate::routing::{RoutingTable, is_glob};
 use crate::upstream::Pools;
 
 /// Everything a request needs from config.
-pub struct Live {
+pub(crate) struct Live {
     /// `[server]` settings.
     pub server: ServerConfig,
     /// Model name → route or provider.
@@ -41,7 +41,11 @@ pub struct Live {
 impl Live {
     /// Builds a snapshot; runtime state comes from (and stays in) `registry`, each provider's
     /// client from `pools`.
-    pub fn build(config: &Config, registry: &Registry, pools: &Pools) -> Result<Self, providers::BuildError> {
+    pub(crate) fn build(
+        config: &Config,
+        registry: &Registry,
+        pools: &Pools,
+    ) -> Result<Self, providers::BuildError> {
         let providers = config
             .providers
             .iter()
@@ -103,14 +107,14 @@ fn models_body(config: &Config) -> Bytes {
 }
 
 /// The swappable holder of the current [`Live`], and the connection pools its snapshots share.
-pub struct Snapshot {
+pub(crate) struct Snapshot {
     live: ArcSwap<Live>,
     pools: Pools,
 }
 
 impl Snapshot {
     /// The first snapshot, of `config`, with its runtime state registered in `registry`.
-    pub fn build(config: &Config, registry: &Registry) -> Result<Self, providers::BuildError> {
+    pub(crate) fn build(config: &Config, registry: &Registry) -> Result<Self, providers::BuildError> {
         let pools = Pools::default();
         let live = prepare(config, registry, &pools)?;
         let snapshot = Self { live: ArcSwap::from_pointee(live), pools };
@@ -120,7 +124,7 @@ impl Snapshot {
 
     /// Swaps in a snapshot of `config` (a reload). A config that cannot be built leaves the
     /// running snapshot, `registry` and the pools as they were.
-    pub fn rebuild(&self, config: &Config, registry: &Registry) -> Result<(), providers::BuildError> {
+    pub(crate) fn rebuild(&self, config: &Config, registry: &Registry) -> Result<(), providers::BuildError> {
         let live = prepare(config, registry, &self.pools)?;
         self.live.store(Arc::new(live));
         // Only now may state the old snapshot held and the new one does not be dropped.
@@ -129,7 +133,7 @@ impl Snapshot {
     }
 
     /// The current snapshot; a request calls this once and keeps the `Arc` to its end.
-    pub fn load(&self) -> Arc<Live> {
+    pub(crate) fn load(&self) -> Arc<Live> {
         self.live.load_full()
     }
 }

@@ -8,7 +8,7 @@ use crate::error::Class;
 /// bytes of finished events are dropped once per chunk: one huge event in tiny chunks, or a
 /// chunk of many small events, costs linear time, not quadratic.
 #[derive(Debug, Default)]
-pub struct Events {
+pub(crate) struct Events {
     buf: Vec<u8>,
     /// Where the next event starts.
     start: usize,
@@ -22,17 +22,17 @@ pub struct Events {
 impl Events {
     /// Caps the bytes one event may take while it is not finished: a provider that sends
     /// hundreds of megabytes inside one event would otherwise be buffered whole.
-    pub fn limit(&mut self, max: usize) {
+    pub(crate) fn limit(&mut self, max: usize) {
         self.max = max;
     }
 
     /// Whether an event passed the cap (then nothing more is taken).
-    pub fn overflowed(&self) -> bool {
+    pub(crate) fn overflowed(&self) -> bool {
         self.overflowed
     }
 
     /// Takes a chunk; `false` once an unfinished event is over the cap (its bytes are dropped).
-    pub fn push(&mut self, chunk: &[u8]) -> bool {
+    pub(crate) fn push(&mut self, chunk: &[u8]) -> bool {
         if self.overflowed {
             return false;
         }
@@ -48,7 +48,7 @@ impl Events {
     /// Checks the cap on the unfinished event. Call it after taking every complete event, so a
     /// chunk of many small events never trips it; what is held stays under the cap plus one
     /// chunk.
-    pub fn check(&mut self) -> bool {
+    pub(crate) fn check(&mut self) -> bool {
         if self.max > 0 && self.buf.len() - self.start > self.max {
             self.overflowed = true;
             self.buf = Vec::new();
@@ -60,7 +60,7 @@ impl Events {
 
     /// The text of the next complete event (without the blank line that ends it; empty for a
     /// blank line alone), or `None` until more bytes come.
-    pub fn next_event(&mut self) -> Option<&[u8]> {
+    pub(crate) fn next_event(&mut self) -> Option<&[u8]> {
         let from = self.start;
         let (end, next) = event_end_from(&self.buf, &mut self.resume)?;
         self.start = next;
@@ -103,7 +103,7 @@ fn event_end_from(b: &[u8], at: &mut (usize, usize)) -> Option<(usize, usize)> {
 }
 
 /// The `data:` of one complete event (multi-line data joined with `\n`); `None` without any.
-pub fn data_of(event: &[u8]) -> Option<Vec<u8>> {
+pub(crate) fn data_of(event: &[u8]) -> Option<Vec<u8>> {
     let mut data = Vec::new();
     let mut any = false;
     for line in event.split(|&c| c == b'\n' || c == b'\r').filter(|l| !l.is_empty()) {
@@ -120,7 +120,7 @@ pub fn data_of(event: &[u8]) -> Option<Vec<u8>> {
 }
 
 /// Classifies a provider's in-stream error object.
-pub fn classify_error(err: &serde_json::Value) -> Class {
+pub(crate) fn classify_error(err: &serde_json::Value) -> Class {
     let field = |k: &str| err.get(k).and_then(|v| v.as_str()).unwrap_or_default().to_ascii_lowercase();
     // OpenAI: type and code; Anthropic: type; Gemini: status.
     let text = format!("{} {} {}", field("type"), field("code"), field("status"));

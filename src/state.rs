@@ -10,7 +10,7 @@ use crate::resilience::Registry;
 use crate::snapshot::Snapshot;
 
 /// State shared by every connection.
-pub struct AppState {
+pub(crate) struct AppState {
     /// The current config snapshot.
     pub live: Snapshot,
     /// The metrics registry and handles.
@@ -41,7 +41,7 @@ impl crate::reload::Reloadable for AppState {
 
 impl AppState {
     /// The Redis tasks' handle.
-    pub fn shared_handles(&self) -> crate::shared::Handles {
+    pub(crate) fn shared_handles(&self) -> crate::shared::Handles {
         crate::shared::Handles {
             metrics: self.metrics.clone(),
             shared: self.shared.clone(),

@@ -13,15 +13,15 @@ use rustls::ServerConfig;
 use crate::config::TlsConfig;
 use crate::metrics::Metrics;
 
-pub use crate::pem::{TlsError, certified_key, fingerprint, load_certs, load_key, provider};
+pub(crate) use crate::pem::{TlsError, certified_key, fingerprint, load_certs, provider};
 
 /// The listener's server config (see [`crate::pem::server_config`]).
-pub fn server_config(tls: &TlsConfig) -> Result<ServerConfig, TlsError> {
+pub(crate) fn server_config(tls: &TlsConfig) -> Result<ServerConfig, TlsError> {
     crate::pem::server_config(&tls.cert, &tls.key, tls.client_ca.as_deref())
 }
 
 /// The listener's current server config, replaced when the files rotate.
-pub struct Acceptor {
+pub(crate) struct Acceptor {
     files: TlsConfig,
     current: ArcSwap<ServerConfig>,
     seen: AtomicU64,
@@ -29,7 +29,7 @@ pub struct Acceptor {
 
 impl Acceptor {
     /// Loads the files once; an error here stops the start.
-    pub fn new(files: TlsConfig) -> Result<Self, TlsError> {
+    pub(crate) fn new(files: TlsConfig) -> Result<Self, TlsError> {
         let seen = fingerprint(Self::paths(&files));
         let current = ArcSwap::from_pointee(server_config(&files)?);
         Ok(Self { files, current, seen: AtomicU64::new(seen) })
@@ -42,14 +42,14 @@ impl Acceptor {
     }
 
     /// The config for the next handshake.
-    pub fn current(&self) -> Arc<ServerConfig> {
+    pub(crate) fn current(&self) -> Arc<ServerConfig> {
         self.current.load_full()
     }
 
     /// Re-reads the files if their content changed: `None` when unchanged, otherwise whether the
     /// new material went live. Invalid material leaves the old config serving; it is tried again
     /// at the next change.
-    pub fn refresh(&self) -> Option<Result<(), TlsError>> {
+    pub(crate) fn refresh(&self) -> Option<Result<(), TlsError>> {
         let now = fingerprint(Self::paths(&self.files));
         if self.seen.swap(now, Ordering::AcqRel) == now {
             return None;
@@ -58,7 +58,7 @@ impl Acceptor {
     }
 
     /// Checks for rotation every `reload_interval` until `stop` resolves.
-    pub async fn watch(self: Arc<Self>, metrics: Arc<Metrics>, stop: impl Future<Output = ()>) {
+    pub(crate) async fn watch(self: Arc<Self>, metrics: Arc<Metrics>, stop: impl Future<Output = ()>) {
         if self.files.reload_interval.is_zero() {
             return;
         }

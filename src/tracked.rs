@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 /// A map of state by identity that remembers which identities the current snapshot build used,
 /// so that what a new config no longer mentions can be dropped once the new snapshot is live.
 #[derive(Debug)]
-pub struct Tracked<K, V> {
+pub(crate) struct Tracked<K, V> {
     map: Mutex<HashMap<K, Arc<V>>>,
     touched: Mutex<Option<HashSet<K>>>,
 }
@@ -25,14 +25,14 @@ impl<K, V> Default for Tracked<K, V> {
 
 impl<K: Hash + Eq + Clone, V> Tracked<K, V> {
     /// The state of `key`: kept while `still_fits`, else made anew.
-    pub fn get_or(&self, key: K, still_fits: impl Fn(&V) -> bool, make: impl FnOnce() -> V) -> Arc<V> {
+    pub(crate) fn get_or(&self, key: K, still_fits: impl Fn(&V) -> bool, make: impl FnOnce() -> V) -> Arc<V> {
         match self.try_get_or(key, still_fits, || Ok::<V, Infallible>(make())) {
             Ok(v) => v,
         }
     }
 
     /// [`Self::get_or`] with a `make` that can fail; a failure keeps what was there.
-    pub fn try_get_or<E>(
+    pub(crate) fn try_get_or<E>(
         &self,
         key: K,
         still_fits: impl Fn(&V) -> bool,
@@ -55,19 +55,19 @@ impl<K: Hash + Eq + Clone, V> Tracked<K, V> {
     }
 
     /// The state of `key`, if there is one (never creates).
-    pub fn get(&self, key: &K) -> Option<Arc<V>> {
+    pub(crate) fn get(&self, key: &K) -> Option<Arc<V>> {
         self.map.lock().ok().and_then(|m| m.get(key).cloned())
     }
 
     /// A snapshot build starts: from now on, note which keys it uses.
-    pub fn begin(&self) {
+    pub(crate) fn begin(&self) {
         if let Ok(mut t) = self.touched.lock() {
             *t = Some(HashSet::new());
         }
     }
 
     /// The build's snapshot is live: drops every entry the build did not touch.
-    pub fn commit(&self) {
+    pub(crate) fn commit(&self) {
         let touched = self.touched.lock().ok().and_then(|mut t| t.take());
         if let (Some(touched), Ok(mut m)) = (touched, self.map.lock()) {
             m.retain(|k, _| touched.contains(k));
@@ -75,14 +75,14 @@ impl<K: Hash + Eq + Clone, V> Tracked<K, V> {
     }
 
     /// The build failed: keeps everything.
-    pub fn abort(&self) {
+    pub(crate) fn abort(&self) {
         if let Ok(mut t) = self.touched.lock() {
             *t = None;
         }
     }
 
     /// Every entry now.
-    pub fn entries(&self) -> Vec<(K, Arc<V>)> {
+    pub(crate) fn entries(&self) -> Vec<(K, Arc<V>)> {
         self.map.lock().map(|m| m.iter().map(|(k, v)| (k.clone(), v.clone())).collect()).unwrap_or_default()
     }
 }

@@ -54,9 +54,9 @@ targets = [{{ provider = "azure-east", model = "text-embedding-3-small", deploym
 
 #[test]
 fn azure_needs_a_base_url() {
-    let err = tier1::config::parse(
+    let err = tier1::testing::config::parse(
         "[providers.az]\nkind = \"azure\"\n",
-        tier1::config::Format::Toml,
+        tier1::testing::config::Format::Toml,
         &std::collections::HashMap::<String, String>::new(),
     )
     .unwrap_err();

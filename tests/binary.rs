@@ -95,7 +95,7 @@ async fn port_in_use_gives_a_one_line_error() {
 
 #[tokio::test]
 async fn check_validates_and_lists_every_problem() {
-    let good = temp_file("good.toml", tier1::config::DEMO_TOML);
+    let good = temp_file("good.toml", tier1::testing::config::DEMO_TOML);
     let out =
         std::process::Command::new(BIN).args(["check", "--config", good.to_str().unwrap()]).output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
@@ -322,7 +322,7 @@ async fn a_flood_of_probe_connections_is_bounded_and_leaves_the_api_alone() {
     .await;
     let probe = p.after("health and metrics on http://").await;
     let mut idle = Vec::new();
-    for _ in 0..tier1::proxy::server::PROBE_CONNECTIONS {
+    for _ in 0..tier1::testing::proxy::server::PROBE_CONNECTIONS {
         idle.push(tokio::net::TcpStream::connect(&probe).await.unwrap());
     }
     // Accepted connections are served in turn: one more probe waits until a slot frees.

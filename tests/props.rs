@@ -9,11 +9,11 @@
 use bytes::Bytes;
 use proptest::prelude::*;
 use serde_json::{Map, Value, json};
-use tier1::json::{Schema, scan};
-use tier1::mock;
-use tier1::providers::Operation;
-use tier1::proxy::sse::{CommitScanner, Verdict};
-use tier1::translate::{Dialect, Translated, unstamped};
+use tier1::testing::json::{Schema, scan};
+use tier1::testing::mock;
+use tier1::testing::providers::Operation;
+use tier1::testing::proxy::sse::{CommitScanner, Verdict};
+use tier1::testing::translate::{Dialect, Translated, unstamped};
 
 /// 256 cases per property (well under a second for the file), or `PROPTEST_CASES`.
 fn config() -> ProptestConfig {

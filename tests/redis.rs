@@ -96,7 +96,7 @@ async fn a_header_limit_holds_fleet_wide_within_the_overshoot_bound() {
     let fleet = fleet(&redis, &mock, limit).await;
     // Keep the 3.2 s of load inside one 10 s window, so the count is not blurred by the slide.
     // Real time: windows are aligned on the wall clock the replicas share through Redis.
-    let pos = tier1::ratelimit::unix_ms() % 10_000;
+    let pos = tier1::testing::ratelimit::unix_ms() % 10_000;
     if pos > 6_000 {
         tokio::time::sleep(Duration::from_millis(10_050 - pos)).await;
     }
@@ -433,8 +433,11 @@ async fn rediss_with_a_private_ca_and_a_client_certificate() {
 #[test]
 fn redis_certificates_need_rediss_and_readable_files() {
     let env = std::collections::HashMap::<String, String>::new();
-    let parse =
-        |toml: &str| tier1::config::parse(toml, tier1::config::Format::Toml, &env).unwrap_err().to_string();
+    let parse = |toml: &str| {
+        tier1::testing::config::parse(toml, tier1::testing::config::Format::Toml, &env)
+            .unwrap_err()
+            .to_string()
+    };
     let e = parse(&format!("[redis]\nurl = \"redis://localhost\"\nca_file = {:?}\n", tls_fixture("ca.pem")));
     assert!(e.contains("redis.ca_file") && e.contains("rediss://"), "{e}");
     let e = parse("[redis]\nurl = \"rediss://localhost\"\nca_file = \"/nonexistent/ca.pem\"\n");

@@ -240,8 +240,11 @@ request_timeout = "5s"
 
 #[test]
 fn tls_config_problems_are_reported_with_their_key_path() {
-    let parse =
-        |toml: &str| tier1::config::parse(toml, tier1::config::Format::Toml, &env()).unwrap_err().to_string();
+    let parse = |toml: &str| {
+        tier1::testing::config::parse(toml, tier1::testing::config::Format::Toml, &env())
+            .unwrap_err()
+            .to_string()
+    };
     let e = parse("[server.tls]\ncert = \"x.pem\"\n");
     assert!(e.contains("server.tls.key") && e.contains("required"), "{e}");
     let e = parse(&format!(

@@ -1,10 +1,10 @@
-//! OpenAI ⇄ Anthropic translation (`tier1::translate::anthropic`) on arbitrary bytes: the
+//! OpenAI ⇄ Anthropic translation (`tier1::testing::translate::anthropic`) on arbitrary bytes: the
 //! input is tried as a request, a response, an error body and a stream. Nothing may panic; what
 //! is translated must be JSON, and a stream must translate the same whatever its split.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use tier1::translate::anthropic;
+use tier1::testing::translate::anthropic;
 use tier1_fuzz::{check_json, check_stream};
 
 fuzz_target!(|data: &[u8]| {

@@ -1,9 +1,9 @@
-//! The config loader (`tier1::config::parse`, TOML and JSON, with an injected environment) on
+//! The config loader (`tier1::testing::config::parse`, TOML and JSON, with an injected environment) on
 //! arbitrary text. It must answer every input with a `Config` or a list of errors, never panic.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use tier1::config::{Env, Format, parse};
+use tier1::testing::config::{Env, Format, parse};
 
 /// Every variable is set (so the seeds validate and the fuzzer gets past secrets), except
 /// `UNSET`; `EMPTY` is set to the empty string.

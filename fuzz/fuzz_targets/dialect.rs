@@ -1,12 +1,12 @@
-//! The translation API the proxy calls (`tier1::translate::Dialect` and `Translated`), for every
+//! The translation API the proxy calls (`tier1::testing::translate::Dialect` and `Translated`), for every
 //! dialect and operation, on arbitrary bytes; it covers the Gemini-for-Anthropic chain, which
 //! no single module does. Nothing may panic; a stream must translate the same whatever its split.
 #![no_main]
 
 use bytes::Bytes;
 use libfuzzer_sys::fuzz_target;
-use tier1::providers::Operation;
-use tier1::translate::{Dialect, Translated};
+use tier1::testing::providers::Operation;
+use tier1::testing::translate::{Dialect, Translated};
 use tier1_fuzz::{check_json, check_stream};
 
 const DIALECTS: [Dialect; 4] =

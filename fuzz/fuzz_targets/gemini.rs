@@ -1,10 +1,10 @@
-//! OpenAI ⇄ Gemini translation (`tier1::translate::gemini`) on arbitrary bytes: chat and
+//! OpenAI ⇄ Gemini translation (`tier1::testing::translate::gemini`) on arbitrary bytes: chat and
 //! embeddings requests, responses, error bodies and the `alt=sse` stream. Nothing may panic;
 //! what is translated must be JSON, and a stream must translate the same whatever its split.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use tier1::translate::gemini;
+use tier1::testing::translate::gemini;
 use tier1_fuzz::{check_json, check_stream};
 
 const MODEL: &str = "gemini-2.5-flash";

@@ -1,10 +1,10 @@
-//! Anthropic ingress ⇄ OpenAI translation (`tier1::translate::messages`) on arbitrary bytes:
+//! Anthropic ingress ⇄ OpenAI translation (`tier1::testing::translate::messages`) on arbitrary bytes:
 //! the input is tried as a request, a response, an error body and a stream. Nothing may panic;
 //! what is translated must be JSON, and a stream must translate the same whatever its split.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use tier1::translate::messages;
+use tier1::testing::translate::messages;
 use tier1_fuzz::{check_json, check_stream};
 
 fuzz_target!(|data: &[u8]| {

@@ -1,16 +1,16 @@
 //! Provider answer headers, as a broken or hostile provider could send them: the input is header
 //! lines (`name: value`, CRLF-separated). Every value goes through
-//! `tier1::resilience::parse_retry_after` against clocks at both ends of time, which must never
+//! `tier1::testing::resilience::parse_retry_after` against clocks at both ends of time, which must never
 //! panic nor return more than its ceiling; the lines, as the head of a chunked answer, go through
-//! `tier1::upstream::decode_answer` (the Transfer-Encoding / Content-Length framing decision),
+//! `tier1::testing::upstream::decode_answer` (the Transfer-Encoding / Content-Length framing decision),
 //! which must not panic and must decode any split of the same bytes the same way.
 #![no_main]
 
 use std::time::{Duration, SystemTime};
 
 use libfuzzer_sys::fuzz_target;
-use tier1::resilience::parse_retry_after;
-use tier1::upstream::decode_answer;
+use tier1::testing::resilience::parse_retry_after;
+use tier1::testing::upstream::decode_answer;
 use tier1_fuzz::pieces;
 
 const MAX: Duration = Duration::from_secs(300);

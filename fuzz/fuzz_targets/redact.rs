@@ -4,7 +4,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use tier1::config::{Redactor, Secret};
+use tier1::testing::config::{Redactor, Secret};
 use tier1_fuzz::pieces;
 
 fuzz_target!(|data: &[u8]| {

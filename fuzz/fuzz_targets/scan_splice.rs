@@ -1,4 +1,4 @@
-//! The request fast path (`tier1::json::scan`, then `Scanned::splice`) on arbitrary bytes, for
+//! The request fast path (`tier1::testing::json::scan`, then `Scanned::splice`) on arbitrary bytes, for
 //! every schema. Input: `body`, or `body NUL model` to choose the upstream model name (JSON never
 //! holds a raw NUL). Whatever `scan` accepts, `splice` must turn into JSON equal to the input
 //! with `model` replaced, `fallbacks` removed and, when forced, `stream` set to true.
@@ -7,7 +7,7 @@
 use bytes::Bytes;
 use libfuzzer_sys::fuzz_target;
 use serde_json::Value;
-use tier1::json::{Schema, scan};
+use tier1::testing::json::{Schema, scan};
 
 /// The body as a map, duplicate keys resolved the way most upstream parsers do (the last wins);
 /// `None` for what serde_json refuses and simd-json takes (lone surrogates, numbers out of range).

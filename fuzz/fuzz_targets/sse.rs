@@ -1,11 +1,11 @@
-//! The SSE readers on arbitrary bytes: the commit judge (`tier1::proxy::sse::CommitScanner`) and
-//! the event framing of the stream translators (`tier1::translate::Sse`). Fed in pieces, both
+//! The SSE readers on arbitrary bytes: the commit judge (`tier1::testing::proxy::sse::CommitScanner`) and
+//! the event framing of the stream translators (`tier1::testing::translate::Sse`). Fed in pieces, both
 //! must see exactly what they see when fed the stream whole.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use tier1::proxy::sse::{CommitScanner, Verdict};
-use tier1::translate::{EventTranslator, Sse, StreamTranslator};
+use tier1::testing::proxy::sse::{CommitScanner, Verdict};
+use tier1::testing::translate::{EventTranslator, Sse, StreamTranslator};
 use tier1_fuzz::{feed, pieces};
 
 /// Writes the data of every event it is given, length-prefixed, so comparing outputs compares

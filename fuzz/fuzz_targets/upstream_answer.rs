@@ -1,11 +1,11 @@
-//! The upstream client's HTTP/1.1 answer decoding (`tier1::upstream::decode_answer`: the head
+//! The upstream client's HTTP/1.1 answer decoding (`tier1::testing::upstream::decode_answer`: the head
 //! parser, and the length, chunked and until-close body decoders) on arbitrary bytes, as a
 //! provider's socket could deliver them. Nothing may panic, and any split of the same bytes must
 //! decode to the same status and body, or fail the same way.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use tier1::upstream::decode_answer;
+use tier1::testing::upstream::decode_answer;
 use tier1_fuzz::pieces;
 
 fuzz_target!(|data: &[u8]| {

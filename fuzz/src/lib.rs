@@ -3,7 +3,7 @@
 //!
 //! Fuzz targets may panic on purpose: a failed assertion is how libFuzzer learns of a bug.
 
-use tier1::translate::{StreamTranslator, unstamped};
+use tier1::testing::translate::{StreamTranslator, unstamped};
 
 /// Piece sizes for feeding `data` in chunks, derived from the input itself (FNV-1a seeding an
 /// xorshift), so every input gets its own reproducible split and the fuzzer moves it by mutating.

@@ -17,13 +17,13 @@ use std::time::Duration;
 
 use http::{HeaderName, HeaderValue, Uri};
 
-pub use raw::RawConfig;
-pub use secret::{Env, ProcessEnv, Redactor, Secret, StreamRedactor, mask, resolve as resolve_secret};
+pub use secret::{Env, ProcessEnv, Redactor, Secret};
+pub(crate) use secret::{StreamRedactor, resolve as resolve_secret};
 
-pub use crate::providers::ProviderKind;
-pub use settings::{
-    Behavior, BreakerConfig, BudgetConfig, CooldownConfig, DEFAULT_REPLY, RawBehavior, RetryPolicy, Strategy,
-    is_glob,
+pub(crate) use crate::providers::ProviderKind;
+pub use settings::{Behavior, DEFAULT_REPLY};
+pub(crate) use settings::{
+    BreakerConfig, BudgetConfig, CooldownConfig, RawBehavior, RetryPolicy, Strategy, is_glob,
 };
 
 /// The demo config embedded in the binary: routes served by the built-in mock provider, so that
@@ -132,7 +132,7 @@ pub struct LimitConfig {
 }
 
 /// `max_keys` when a limit does not set it.
-pub const DEFAULT_MAX_KEYS: usize = 100_000;
+pub(crate) const DEFAULT_MAX_KEYS: usize = 100_000;
 
 /// `[reload]`, validated.
 #[derive(Debug, Clone)]
@@ -412,13 +412,6 @@ impl Format {
             _ => Self::Toml,
         }
     }
-}
-
-/// Reads, parses and validates a config file.
-pub fn load_file(path: &Path, env: &dyn Env) -> Result<Config, ConfigErrors> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| ConfigErrors::one("", format!("cannot read {}: {e}", path.display())))?;
-    parse(&text, Format::from_path(path), env)
 }
 
 /// Parses and validates config text.

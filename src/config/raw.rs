@@ -49,7 +49,7 @@ fn key_path(path: &serde_path_to_error::Path) -> String {
 /// The whole file.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RawConfig {
+pub(super) struct RawConfig {
     /// Listener, inbound auth and limits.
     #[serde(default)]
     pub server: RawServer,
@@ -78,7 +78,7 @@ pub struct RawConfig {
 /// `[redis]`.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RawRedis {
+pub(super) struct RawRedis {
     /// `redis://`, `rediss://` (a secret reference is allowed: the URL may hold a password).
     pub url: Option<String>,
     /// Prefix of every key (hash-tagged, so one script touches one cluster slot).
@@ -103,7 +103,7 @@ pub struct RawRedis {
 /// `[[limits]]`.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RawLimit {
+pub(super) struct RawLimit {
     /// Name (metric label and `x-tier1-limit`).
     pub name: Option<String>,
     /// global, route, provider_key, api_key or header:NAME.
@@ -136,7 +136,7 @@ pub struct RawLimit {
 /// `[reload]`.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RawReload {
+pub(super) struct RawReload {
     /// How often the config file is checked for changes (0 turns file watching off).
     pub poll_interval: Option<String>,
 }
@@ -144,7 +144,7 @@ pub struct RawReload {
 /// `[resilience]`.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RawResilience {
+pub(super) struct RawResilience {
     /// Circuit breaker settings (per provider and per target).
     #[serde(default)]
     pub breaker: RawBreaker,
@@ -161,7 +161,7 @@ pub struct RawResilience {
 /// `[resilience.breaker]`.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RawBreaker {
+pub(super) struct RawBreaker {
     /// Consecutive failures that open it.
     pub failure_threshold: Option<u32>,
     /// Failure ratio that opens it.
@@ -179,7 +179,7 @@ pub struct RawBreaker {
 /// `[resilience.cooldown]`.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RawCooldown {
+pub(super) struct RawCooldown {
     /// First cooldown without `Retry-After`.
     pub default: Option<String>,
     /// Ceiling.
@@ -191,7 +191,7 @@ pub struct RawCooldown {
 /// `[resilience.retry_budget]`.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RawBudget {
+pub(super) struct RawBudget {
     /// Extra attempts per request.
     pub ratio: Option<f64>,
     /// Floor, per second of window.
@@ -203,7 +203,7 @@ pub struct RawBudget {
 /// A retry policy.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RawRetry {
+pub(super) struct RawRetry {
     /// Tries per target, the first included.
     pub attempts: Option<u32>,
     /// Backoff base.
@@ -215,7 +215,7 @@ pub struct RawRetry {
 /// `[server]`.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RawServer {
+pub(super) struct RawServer {
     /// Socket address to bind, e.g. `127.0.0.1:8080`.
     pub listen: Option<String>,
     /// Bearer tokens the front must send; empty means open.
@@ -265,7 +265,7 @@ pub struct RawServer {
 /// `[server.tls]`.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RawTls {
+pub(super) struct RawTls {
     /// PEM certificate chain, leaf first.
     pub cert: Option<String>,
     /// PEM private key (PKCS#8, PKCS#1 or SEC1).
@@ -279,7 +279,7 @@ pub struct RawTls {
 /// `[log]`.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RawLog {
+pub(super) struct RawLog {
     /// `error`, `warn`, `info`, `debug` or `trace`, optionally with per-target directives.
     pub level: Option<String>,
     /// `json` or `pretty`.
@@ -291,7 +291,7 @@ pub struct RawLog {
 /// `[providers.NAME]`.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RawProvider {
+pub(super) struct RawProvider {
     /// `openai` or `mock`.
     pub kind: Option<String>,
     /// Base URL; tier1 appends `/chat/completions`, `/embeddings`.
@@ -342,7 +342,7 @@ pub struct RawProvider {
 /// `[[providers.NAME.keys]]`.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RawKey {
+pub(super) struct RawKey {
     /// Name used in logs and metrics; never the secret.
     pub name: Option<String>,
     /// `env:NAME`, `file:PATH` or a literal.
@@ -363,7 +363,7 @@ pub struct RawKey {
 /// `[[routes]]`.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RawRoute {
+pub(super) struct RawRoute {
     /// Route name (also a model name clients may ask for).
     pub name: Option<String>,
     /// Client-facing model names; `*` and `?` globs allowed.
@@ -383,7 +383,7 @@ pub struct RawRoute {
 /// One route target.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RawTarget {
+pub(super) struct RawTarget {
     /// Provider name.
     pub provider: Option<String>,
     /// Upstream model name.

@@ -58,7 +58,7 @@ impl fmt::Display for Secret {
 
 /// Resolves a secret reference: `env:NAME`, `file:PATH` (trailing newline trimmed, as Kubernetes
 /// secret volumes carry one) or a literal value.
-pub fn resolve(reference: &str, env: &dyn Env) -> Result<Secret, String> {
+pub(crate) fn resolve(reference: &str, env: &dyn Env) -> Result<Secret, String> {
     if let Some(name) = reference.strip_prefix("env:") {
         return match env.var(name) {
             Some(v) if !v.is_empty() => Ok(Secret::new(v)),
@@ -84,7 +84,7 @@ pub fn resolve(reference: &str, env: &dyn Env) -> Result<Secret, String> {
 /// How a secret found in a passed-through byte reads: `[redacted***…]`, exactly as long as the
 /// secret (`*`s alone for one shorter than 10 bytes). Keeping the length lets a relayed body keep
 /// its declared `Content-Length`, and lets a stream be redacted without reframing it.
-pub fn mask(len: usize) -> Vec<u8> {
+pub(super) fn mask(len: usize) -> Vec<u8> {
     const OPEN: &[u8] = b"[redacted";
     if len < OPEN.len() + 1 {
         return vec![b'*'; len];

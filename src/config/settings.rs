@@ -118,7 +118,7 @@ pub enum Strategy {
 }
 
 /// Whether a model pattern contains glob characters.
-pub fn is_glob(pattern: &str) -> bool {
+pub(crate) fn is_glob(pattern: &str) -> bool {
     pattern.contains(['*', '?'])
 }
 

@@ -19,7 +19,7 @@ use super::{
 use crate::providers::{anthropic, azure};
 
 /// The default listen address: loopback, as a sidecar wants it.
-pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
+pub(super) const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
 
 /// Collects problems while validating.
 #[derive(Debug, Default)]

@@ -9,7 +9,7 @@ use prometheus::core::Collector;
 use prometheus::{CounterVec, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts};
 
 /// A labelled metric vector of the `prometheus` crate.
-pub trait Vector: Collector + Clone + 'static {
+pub(crate) trait Vector: Collector + Clone + 'static {
     /// One series.
     type Metric;
     /// The series with these label values, in the family's order.
@@ -35,7 +35,7 @@ vector! {
 }
 
 /// The label names of a family, and how one set of values resolves to a series.
-pub trait LabelSet {
+pub(crate) trait LabelSet {
     /// The values, borrowed for one call.
     type Of<'a>;
     /// The label names, in order.
@@ -46,47 +46,47 @@ pub trait LabelSet {
 
 /// A metric family whose labels are the set `L`.
 #[derive(Debug, Clone)]
-pub struct Family<L, V> {
+pub(crate) struct Family<L, V> {
     vector: V,
     labels: PhantomData<fn() -> L>,
 }
 
 impl<L: LabelSet, V: Vector> Family<L, V> {
     /// The series with `labels`.
-    pub fn get(&self, labels: L::Of<'_>) -> V::Metric {
+    pub(crate) fn get(&self, labels: L::Of<'_>) -> V::Metric {
         L::resolve(&self.vector, &labels)
     }
 
     /// The vector, to register or reset it.
-    pub fn vector(&self) -> &V {
+    pub(crate) fn vector(&self) -> &V {
         &self.vector
     }
 }
 
 impl<L: LabelSet> Family<L, IntCounterVec> {
     /// A counter family.
-    pub fn counter(name: &str, help: &str) -> prometheus::Result<Self> {
+    pub(crate) fn counter(name: &str, help: &str) -> prometheus::Result<Self> {
         Ok(Self { vector: IntCounterVec::new(Opts::new(name, help), L::NAMES)?, labels: PhantomData })
     }
 }
 
 impl<L: LabelSet> Family<L, CounterVec> {
     /// A float counter family.
-    pub fn float_counter(name: &str, help: &str) -> prometheus::Result<Self> {
+    pub(crate) fn float_counter(name: &str, help: &str) -> prometheus::Result<Self> {
         Ok(Self { vector: CounterVec::new(Opts::new(name, help), L::NAMES)?, labels: PhantomData })
     }
 }
 
 impl<L: LabelSet> Family<L, IntGaugeVec> {
     /// A gauge family.
-    pub fn gauge(name: &str, help: &str) -> prometheus::Result<Self> {
+    pub(crate) fn gauge(name: &str, help: &str) -> prometheus::Result<Self> {
         Ok(Self { vector: IntGaugeVec::new(Opts::new(name, help), L::NAMES)?, labels: PhantomData })
     }
 }
 
 impl<L: LabelSet> Family<L, HistogramVec> {
     /// A histogram family with `buckets`.
-    pub fn histogram(name: &str, help: &str, buckets: &[f64]) -> prometheus::Result<Self> {
+    pub(crate) fn histogram(name: &str, help: &str, buckets: &[f64]) -> prometheus::Result<Self> {
         let opts = HistogramOpts::new(name, help).buckets(buckets.to_vec());
         Ok(Self { vector: HistogramVec::new(opts, L::NAMES)?, labels: PhantomData })
     }
@@ -99,13 +99,13 @@ macro_rules! labels {
         $(#[$doc])*
         #[derive(Debug, Clone, Copy)]
         #[allow(missing_docs)]
-        pub struct $values<'a> {
-            $(pub $field: $ty,)+
+        pub(crate) struct $values<'a> {
+            $(pub(crate) $field: $ty,)+
         }
 
         #[doc = concat!("The label names of [`", stringify!($values), "`].")]
         #[derive(Debug, Clone, Copy)]
-        pub enum $set {}
+        pub(crate) enum $set {}
 
         impl LabelSet for $set {
             type Of<'a> = $values<'a>;

@@ -4,7 +4,7 @@
 //! (`model="other"`), and an unrouted request is `route="unmatched"`. Gauges of state (breakers,
 //! available keys, process figures) are refreshed when `/metrics` is scraped.
 
-pub mod labels;
+pub(crate) mod labels;
 
 use prometheus::core::Collector;
 use prometheus::{
@@ -12,17 +12,17 @@ use prometheus::{
     IntGauge, IntGaugeVec, Registry, TextEncoder,
 };
 
-pub use labels::Family;
+pub(crate) use labels::Family;
 use labels::{LabelSet, Vector};
 
 /// Route label for `provider/model` requests.
-pub const ROUTE_DIRECT: &str = "direct";
+pub(crate) const ROUTE_DIRECT: &str = "direct";
 /// Route label when no route was matched (unknown model, or refused before routing).
-pub const ROUTE_UNMATCHED: &str = "unmatched";
+pub(crate) const ROUTE_UNMATCHED: &str = "unmatched";
 /// Model label of a direct request for a model not configured anywhere.
-pub const MODEL_OTHER: &str = "other";
+pub(crate) const MODEL_OTHER: &str = "other";
 /// Target label of a provider-wide breaker.
-pub const TARGET_PROVIDER: &str = "*";
+pub(crate) const TARGET_PROVIDER: &str = "*";
 
 const LATENCY: &[f64] =
     &[0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0];
@@ -36,65 +36,65 @@ const GAPS: &[f64] = &[0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5
 pub struct Metrics {
     registry: Registry,
     /// `tier1_requests_total{route, endpoint, status_class}`.
-    pub requests_total: Family<labels::Requests, IntCounterVec>,
+    pub(crate) requests_total: Family<labels::Requests, IntCounterVec>,
     /// `tier1_request_duration_seconds{route, endpoint, stream}`: to the end of the response body.
-    pub request_duration: Family<labels::Durations, HistogramVec>,
+    pub(crate) request_duration: Family<labels::Durations, HistogramVec>,
     /// `tier1_overhead_seconds{endpoint}`: time to the response head minus time waiting on the
     /// client's body, upstreams, backoff and queues.
-    pub overhead: Family<labels::Endpoints, HistogramVec>,
+    pub(crate) overhead: Family<labels::Endpoints, HistogramVec>,
     /// `tier1_upstream_requests_total{provider, model, outcome}`.
-    pub upstream_requests_total: Family<labels::Upstreams, IntCounterVec>,
+    pub(crate) upstream_requests_total: Family<labels::Upstreams, IntCounterVec>,
     /// `tier1_upstream_duration_seconds{provider, model}`: one attempt, to its last byte.
-    pub upstream_duration: Family<labels::Targets, HistogramVec>,
+    pub(crate) upstream_duration: Family<labels::Targets, HistogramVec>,
     /// `tier1_time_to_first_token_seconds{provider, model}`: streams, to the committing chunk.
-    pub ttft: Family<labels::Targets, HistogramVec>,
+    pub(crate) ttft: Family<labels::Targets, HistogramVec>,
     /// `tier1_inter_token_seconds{provider, model}`: gaps between relayed stream chunks.
-    pub inter_token: Family<labels::Targets, HistogramVec>,
+    pub(crate) inter_token: Family<labels::Targets, HistogramVec>,
     /// `tier1_fallbacks_total{route, from_provider, to_provider, reason}`.
-    pub fallbacks_total: Family<labels::Fallbacks, IntCounterVec>,
+    pub(crate) fallbacks_total: Family<labels::Fallbacks, IntCounterVec>,
     /// `tier1_retries_total{provider, reason}`: attempts started after a failure of `provider`.
-    pub retries_total: Family<labels::Retries, IntCounterVec>,
+    pub(crate) retries_total: Family<labels::Retries, IntCounterVec>,
     /// `tier1_hedges_total{route, winner}`: hedged requests, by which attempt won.
-    pub hedges_total: Family<labels::Hedges, IntCounterVec>,
+    pub(crate) hedges_total: Family<labels::Hedges, IntCounterVec>,
     /// `tier1_breaker_state{provider, target}`: 0 closed, 1 half-open, 2 open.
-    pub breaker_state: Family<labels::Breakers, IntGaugeVec>,
+    pub(crate) breaker_state: Family<labels::Breakers, IntGaugeVec>,
     /// `tier1_breaker_transitions_total{provider, to}`.
-    pub breaker_transitions_total: Family<labels::Transitions, IntCounterVec>,
+    pub(crate) breaker_transitions_total: Family<labels::Transitions, IntCounterVec>,
     /// `tier1_key_cooldowns_total{provider, key, reason}`.
-    pub key_cooldowns_total: Family<labels::KeyRests, IntCounterVec>,
+    pub(crate) key_cooldowns_total: Family<labels::KeyRests, IntCounterVec>,
     /// `tier1_keys_available{provider}`.
-    pub keys_available: Family<labels::Providers, IntGaugeVec>,
+    pub(crate) keys_available: Family<labels::Providers, IntGaugeVec>,
     /// `tier1_inflight_requests`.
-    pub inflight: IntGauge,
+    pub(crate) inflight: IntGauge,
     /// `tier1_queue_wait_seconds`: waits for a provider or key concurrency slot.
-    pub queue_wait: Histogram,
+    pub(crate) queue_wait: Histogram,
     /// `tier1_tokens_total{provider, model, direction}`.
-    pub tokens_total: Family<labels::TokenCounts, IntCounterVec>,
+    pub(crate) tokens_total: Family<labels::TokenCounts, IntCounterVec>,
     /// `tier1_cost_usd_total{provider, model}`.
-    pub cost_usd_total: Family<labels::Targets, CounterVec>,
+    pub(crate) cost_usd_total: Family<labels::Targets, CounterVec>,
     /// `tier1_ratelimit_rejections_total{limit}`.
-    pub ratelimit_rejections_total: Family<labels::Limits, IntCounterVec>,
+    pub(crate) ratelimit_rejections_total: Family<labels::Limits, IntCounterVec>,
     /// `tier1_ratelimit_keys{limit}`: distinct scope values a limit counts now (refreshed at scrape).
-    pub ratelimit_keys: Family<labels::Limits, IntGaugeVec>,
+    pub(crate) ratelimit_keys: Family<labels::Limits, IntGaugeVec>,
     /// `tier1_ratelimit_keys_overflow_total{limit}`: requests with a new scope value past the
     /// limit's `max_keys`, counted in its shared overflow bucket.
-    pub ratelimit_keys_overflow_total: Family<labels::Limits, IntCounterVec>,
+    pub(crate) ratelimit_keys_overflow_total: Family<labels::Limits, IntCounterVec>,
     /// `tier1_redis_up`: 1 when the last sync with Redis succeeded (0 also without Redis).
-    pub redis_up: IntGauge,
+    pub(crate) redis_up: IntGauge,
     /// `tier1_redis_sync_seconds`: one sync batch.
-    pub redis_sync_seconds: Histogram,
+    pub(crate) redis_sync_seconds: Histogram,
     /// `tier1_redis_errors_total{op}`.
-    pub redis_errors_total: Family<labels::RedisOps, IntCounterVec>,
+    pub(crate) redis_errors_total: Family<labels::RedisOps, IntCounterVec>,
     /// `tier1_config_reloads_total{result}`: ok, unchanged, error.
-    pub config_reloads_total: Family<labels::Results, IntCounterVec>,
+    pub(crate) config_reloads_total: Family<labels::Results, IntCounterVec>,
     /// `tier1_config_last_reload_timestamp_seconds`.
-    pub config_last_reload: Gauge,
+    pub(crate) config_last_reload: Gauge,
     /// `tier1_config_info{hash}`: value 1, one series, the active config's hash.
-    pub config_info: Family<labels::Hashes, IntGaugeVec>,
+    pub(crate) config_info: Family<labels::Hashes, IntGaugeVec>,
     /// `tier1_tls_handshake_failures_total`: inbound handshakes refused or timed out.
-    pub tls_handshake_failures: IntCounter,
+    pub(crate) tls_handshake_failures: IntCounter,
     /// `tier1_tls_reloads_total{result}`: certificate rotations picked up (ok) or refused (error).
-    pub tls_reloads_total: Family<labels::Results, IntCounterVec>,
+    pub(crate) tls_reloads_total: Family<labels::Results, IntCounterVec>,
     process: ProcessMetrics,
 }
 
@@ -407,7 +407,7 @@ fn unix_now() -> f64 {
 }
 
 /// `2xx`, `4xx`... for a status.
-pub fn status_class(status: http::StatusCode) -> &'static str {
+pub(crate) fn status_class(status: http::StatusCode) -> &'static str {
     match status.as_u16() {
         100..=199 => "1xx",
         200..=299 => "2xx",
@@ -421,19 +421,19 @@ pub fn status_class(status: http::StatusCode) -> &'static str {
 #[derive(Debug, Clone)]
 pub struct TargetMetrics {
     /// `tier1_upstream_duration_seconds`.
-    pub duration: Histogram,
+    pub(crate) duration: Histogram,
     /// `tier1_inter_token_seconds`.
-    pub inter_token: Histogram,
+    pub(crate) inter_token: Histogram,
     /// `tier1_tokens_total{direction="input"}`.
-    pub tokens_in: IntCounter,
+    pub(crate) tokens_in: IntCounter,
     /// `tier1_tokens_total{direction="output"}`.
-    pub tokens_out: IntCounter,
+    pub(crate) tokens_out: IntCounter,
     /// `tier1_cost_usd_total`.
-    pub cost: Counter,
+    pub(crate) cost: Counter,
     /// `tier1_upstream_requests_total{outcome="success"}`.
-    pub success: IntCounter,
+    pub(crate) success: IntCounter,
     /// `tier1_ttft_seconds`.
-    pub ttft: Histogram,
+    pub(crate) ttft: Histogram,
 }
 
 impl TargetMetrics {

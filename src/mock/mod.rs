@@ -20,7 +20,8 @@ use http_body::{Body, Frame, SizeHint};
 use serde::Deserialize;
 use tokio::time::Sleep;
 
-pub use crate::config::{Behavior, DEFAULT_REPLY, RawBehavior};
+pub(crate) use crate::config::RawBehavior;
+pub use crate::config::{Behavior, DEFAULT_REPLY};
 
 impl Behavior {
     /// Whether the `n`th request (0-based) should fail, and with which status.
@@ -39,7 +40,7 @@ impl Behavior {
 
 /// What the mock is asked for.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum MockEndpoint {
+pub(crate) enum MockEndpoint {
     /// `/chat/completions`.
     Chat,
     /// `/embeddings`.
@@ -58,7 +59,7 @@ pub enum MockEndpoint {
 }
 
 /// Callbacks from a mock stream, so the standalone server can count completions and cancels.
-pub trait StreamObserver: Send + Sync + 'static {
+pub(crate) trait StreamObserver: Send + Sync + 'static {
     /// The stream was sent to the end.
     fn completed(&self);
     /// The stream's body was dropped before the end (the client went away).
@@ -66,7 +67,7 @@ pub trait StreamObserver: Send + Sync + 'static {
 }
 
 /// The mock's answer to one request: status, a few headers, and a body.
-pub async fn answer(
+pub(crate) async fn answer(
     behavior: &Behavior,
     served: &AtomicU64,
     endpoint: MockEndpoint,
@@ -322,7 +323,7 @@ fn embeddings_json(req: &MockRequest, id: u64) -> Bytes {
 }
 
 /// An OpenAI-shaped error body.
-pub fn error_json(message: &str, kind: &str) -> Bytes {
+pub(crate) fn error_json(message: &str, kind: &str) -> Bytes {
     Bytes::from(
         serde_json::json!({"error": {"message": message, "type": kind, "param": null, "code": null}})
             .to_string(),
@@ -381,7 +382,7 @@ fn error_response(
 }
 
 /// A JSON response with a full body.
-pub fn json_response(status: StatusCode, body: Bytes) -> Response<MockBody> {
+pub(crate) fn json_response(status: StatusCode, body: Bytes) -> Response<MockBody> {
     let mut resp = Response::new(MockBody::Full(Some(body)));
     *resp.status_mut() = status;
     resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
@@ -389,7 +390,7 @@ pub fn json_response(status: StatusCode, body: Bytes) -> Response<MockBody> {
 }
 
 /// The mock's response body.
-pub enum MockBody {
+pub(crate) enum MockBody {
     /// A complete body, sent at once.
     Full(Option<Bytes>),
     /// A timed SSE stream.
@@ -399,7 +400,7 @@ pub enum MockBody {
 /// The error a mock stream ends with when told to abort.
 #[derive(Debug, thiserror::Error)]
 #[error("mock: stream aborted as configured")]
-pub struct MockAbort;
+pub(crate) struct MockAbort;
 
 impl Body for MockBody {
     type Data = Bytes;
@@ -433,7 +434,7 @@ impl Body for MockBody {
 
 /// A paced SSE stream: the role preamble at once, the first content frame after `ttft`, then one
 /// frame every `chunk_interval`.
-pub struct MockStream {
+pub(crate) struct MockStream {
     frames: VecDeque<Bytes>,
     ttft: Duration,
     interval: Duration,

@@ -6,10 +6,10 @@ use http::{HeaderName, HeaderValue};
 use super::{BaseUrl, Invalid, Kind, Settings, Wire};
 
 /// `anthropic_version` when the file sets none.
-pub const DEFAULT_VERSION: &str = "2023-06-01";
+pub(crate) const DEFAULT_VERSION: &str = "2023-06-01";
 
 /// The `anthropic` kind.
-pub struct Anthropic;
+pub(crate) struct Anthropic;
 
 impl Kind for Anthropic {
     fn name(&self) -> &'static str {

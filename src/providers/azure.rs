@@ -7,10 +7,10 @@ use http::{HeaderName, Uri};
 use super::{BaseUrl, Endpoints, Invalid, Kind, Operation, Settings, Wire, path_safe};
 
 /// `api_version` when the file sets none.
-pub const DEFAULT_API_VERSION: &str = "2024-10-21";
+pub(crate) const DEFAULT_API_VERSION: &str = "2024-10-21";
 
 /// The `azure` kind.
-pub struct Azure;
+pub(crate) struct Azure;
 
 impl Kind for Azure {
     fn name(&self) -> &'static str {

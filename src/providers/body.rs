@@ -10,7 +10,7 @@ use crate::mock::MockBody;
 use crate::upstream;
 
 /// An upstream response body: from the network, or from the in-process mock.
-pub enum UpstreamBody {
+pub(crate) enum UpstreamBody {
     /// From a provider.
     Http(upstream::Body),
     /// From the mock provider.
@@ -20,7 +20,7 @@ pub enum UpstreamBody {
 /// Why an upstream body stopped early.
 #[derive(Debug, thiserror::Error)]
 #[error("upstream body failed")]
-pub struct BodyFailed;
+pub(crate) struct BodyFailed;
 
 impl Body for UpstreamBody {
     type Data = Bytes;

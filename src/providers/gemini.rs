@@ -7,7 +7,7 @@ use http::{HeaderName, Uri};
 use super::{BaseUrl, Endpoints, Invalid, Kind, Operation, Settings, Wire, path_safe};
 
 /// The `gemini` kind.
-pub struct Gemini;
+pub(crate) struct Gemini;
 
 impl Kind for Gemini {
     fn name(&self) -> &'static str {

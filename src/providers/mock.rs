@@ -4,7 +4,7 @@
 use super::{BaseUrl, Kind, Wire};
 
 /// The `mock` kind.
-pub struct Mock;
+pub(crate) struct Mock;
 
 impl Kind for Mock {
     fn name(&self) -> &'static str {

@@ -18,15 +18,15 @@ mod provider;
 use http::{HeaderName, HeaderValue, Uri, header};
 
 pub use crate::operation::Operation;
-pub use body::{BodyFailed, UpstreamBody};
-pub use provider::{BuildError, Call, Key, Provider, SendError};
+pub(crate) use body::UpstreamBody;
+pub(crate) use provider::{BuildError, Call, Key, Provider, SendError};
 
 /// The registry: one `module::Type` line per provider kind, in the order error messages list
 /// them. Each line declares the module (its file, `src/providers/<module>.rs`) and a
 /// [`ProviderKind`] variant named after the type, which is a unit struct implementing [`Kind`].
 macro_rules! registry {
     ($($module:ident::$kind:ident,)+) => {
-        $(pub mod $module;)+
+        $(pub(crate) mod $module;)+
 
         /// A provider kind, as `kind = "..."` names it; [`ProviderKind::spec`] holds its rules.
         #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -203,7 +203,7 @@ impl Default for ProviderKind {
 
 /// Whether `model` can go in a URL path segment as is: no `/`, `?`, `#` or escapes, and not `.`
 /// or `..`. The model-name rule of kinds that put the model (or deployment) in the path.
-pub fn path_safe(model: &str) -> bool {
+pub(crate) fn path_safe(model: &str) -> bool {
     !model.is_empty()
         && model.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
         // `.` and `..` are path segments, not names.

@@ -4,7 +4,7 @@
 use super::{BaseUrl, Kind, Wire};
 
 /// The `openai` kind.
-pub struct OpenAi;
+pub(crate) struct OpenAi;
 
 impl Kind for OpenAi {
     fn name(&self) -> &'static str {

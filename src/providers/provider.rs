@@ -20,7 +20,7 @@ use crate::translate::Dialect;
 use crate::upstream;
 
 /// One upstream call.
-pub struct Call<'a> {
+pub(crate) struct Call<'a> {
     /// What to call.
     pub operation: Operation,
     /// The body to send (already spliced).
@@ -41,7 +41,7 @@ pub struct Call<'a> {
 
 /// Why an upstream call failed before a response head arrived.
 #[derive(Debug, thiserror::Error)]
-pub enum SendError {
+pub(crate) enum SendError {
     /// TCP/TLS connection could not be established (refused, unreachable, connect timeout).
     #[error("connect failed")]
     Connect,
@@ -54,7 +54,7 @@ pub enum SendError {
 }
 
 /// A provider as the running snapshot holds it.
-pub struct Provider {
+pub(crate) struct Provider {
     /// Position in the snapshot's `providers` (and the config's): the provider's identity
     /// within one snapshot.
     pub index: usize,
@@ -93,7 +93,7 @@ pub struct Provider {
 }
 
 /// One provider key.
-pub struct Key {
+pub(crate) struct Key {
     /// Config name (logs, metrics, admin view).
     pub name: Arc<str>,
     /// The key's header (`Authorization: Bearer ...` or `x-api-key`), marked sensitive.
@@ -110,7 +110,7 @@ pub struct Key {
 
 impl Key {
     /// Whether this key may be used for `model`.
-    pub fn serves(&self, model: &str) -> bool {
+    pub(crate) fn serves(&self, model: &str) -> bool {
         self.models.is_empty() || self.models.iter().any(|g| g.matches(model))
     }
 }
@@ -155,7 +155,7 @@ static USER_AGENT: HeaderValue = HeaderValue::from_static(concat!("tier1/", env!
 impl Provider {
     /// Builds a provider from config: its client from `pools`, its keys' and targets' state from
     /// `registry`.
-    pub fn build(
+    pub(crate) fn build(
         p: &ProviderConfig,
         config: &Config,
         registry: &Registry,
@@ -225,24 +225,24 @@ impl Provider {
     }
 
     /// The format a request of `op` must be translated into for this provider, if any.
-    pub fn dialect(&self, op: Operation) -> Option<Dialect> {
+    pub(crate) fn dialect(&self, op: Operation) -> Option<Dialect> {
         dialect(self.wire, op)
     }
 
     /// Whether this provider speaks the request format of `op`.
-    pub fn speaks(&self, op: Operation) -> bool {
+    pub(crate) fn speaks(&self, op: Operation) -> bool {
         self.wire.speaks(op)
     }
 
     /// `model` as a metric label: its name if configured for this provider, else `other` (a model
     /// name a client made up never becomes a label).
-    pub fn model_label<'m>(&self, model: &'m str) -> &'m str {
+    pub(crate) fn model_label<'m>(&self, model: &'m str) -> &'m str {
         if self.targets.contains_key(model) { model } else { crate::metrics::MODEL_OTHER }
     }
 
     /// The state of `model` on this provider: its own if configured; else, for a direct request,
     /// its own within the provider's bound on made-up models, past it the shared direct one.
-    pub fn target_state(&self, model: &str, now: u64) -> Cow<'_, Arc<TargetState>> {
+    pub(crate) fn target_state(&self, model: &str, now: u64) -> Cow<'_, Arc<TargetState>> {
         if let Some(t) = self.targets.get(model) {
             return Cow::Borrowed(t);
         }
@@ -253,7 +253,7 @@ impl Provider {
     }
 
     /// Sends one call and waits for the response head (not the body).
-    pub async fn send(&self, call: Call<'_>) -> Result<Response<UpstreamBody>, SendError> {
+    pub(crate) async fn send(&self, call: Call<'_>) -> Result<Response<UpstreamBody>, SendError> {
         match &self.backend {
             Backend::Mock { behavior, served } => {
                 let endpoint = match call.operation {

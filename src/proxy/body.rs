@@ -14,18 +14,18 @@ use tokio::time::Instant;
 use crate::error::ProxyError;
 
 /// Error type of response bodies.
-pub type BodyError = Box<dyn std::error::Error + Send + Sync>;
+pub(crate) type BodyError = Box<dyn std::error::Error + Send + Sync>;
 /// Every response body tier1 sends.
-pub type Body = UnsyncBoxBody<Bytes, BodyError>;
+pub(crate) type Body = UnsyncBoxBody<Bytes, BodyError>;
 
 /// A complete body.
-pub fn full(bytes: Bytes) -> Body {
+pub(crate) fn full(bytes: Bytes) -> Body {
     Full::new(bytes).map_err(|never| match never {}).boxed_unsync()
 }
 
 /// Reads the request body: refuses at once a declared length over `max` (without reading it),
 /// stops reading as soon as the received bytes pass `max`, and gives up after `timeout`.
-pub async fn read_limited(
+pub(crate) async fn read_limited(
     body: Incoming,
     headers: &HeaderMap,
     max: usize,
@@ -167,7 +167,7 @@ impl Tail {
 
 /// Watches a relayed body: gaps between stream chunks, the attempt's duration to its last byte,
 /// and the token usage the provider reports at the end (for the request's record).
-pub struct Tap {
+pub(crate) struct Tap {
     metrics: std::sync::Arc<crate::metrics::TargetMetrics>,
     start: Instant,
     stream: bool,
@@ -177,7 +177,7 @@ pub struct Tap {
 
 impl Tap {
     /// Starts watching; `held` is what was read before the stream committed.
-    pub fn new(
+    pub(crate) fn new(
         metrics: std::sync::Arc<crate::metrics::TargetMetrics>,
         start: Instant,
         stream: bool,

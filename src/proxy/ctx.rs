@@ -20,7 +20,7 @@ use crate::ratelimit::Ticket;
 
 /// Labels of the route a request took, for metrics (bounded: configured names or two constants).
 #[derive(Debug, Clone)]
-pub enum RouteLabel {
+pub(crate) enum RouteLabel {
     /// A configured route.
     Named(Arc<str>),
     /// `provider/model`.
@@ -31,7 +31,7 @@ pub enum RouteLabel {
 
 impl RouteLabel {
     /// The label value.
-    pub fn as_str(&self) -> &str {
+    pub(crate) fn as_str(&self) -> &str {
         match self {
             Self::Named(n) => n,
             Self::Direct => crate::metrics::ROUTE_DIRECT,
@@ -41,7 +41,7 @@ impl RouteLabel {
 }
 
 /// What the steps learnt, for the response headers and the metrics.
-pub struct RequestCtx {
+pub(crate) struct RequestCtx {
     /// The request id (client's or generated).
     pub request_id: HeaderValue,
     /// Upstream attempts started.
@@ -65,7 +65,7 @@ pub struct RequestCtx {
 impl RequestCtx {
     /// A request with id `request_id`, counted when `record` is given.
     #[inline]
-    pub fn new(request_id: HeaderValue, record: Option<RequestRecord>) -> Self {
+    pub(crate) fn new(request_id: HeaderValue, record: Option<RequestRecord>) -> Self {
         Self {
             request_id,
             attempts: 0,
@@ -82,7 +82,12 @@ impl RequestCtx {
     /// The record filled with what the request learnt and its answer's `status`, to end with the
     /// relayed body that takes it (a stream's header values copied out of hyper's buffer).
     #[inline]
-    pub fn hand_over(&mut self, status: u16, stream: bool, ttft: Option<Duration>) -> Option<RequestRecord> {
+    pub(crate) fn hand_over(
+        &mut self,
+        status: u16,
+        stream: bool,
+        ttft: Option<Duration>,
+    ) -> Option<RequestRecord> {
         let mut record = self.record.take()?;
         self.fill(&mut record, status);
         record.stream = stream;
@@ -95,7 +100,7 @@ impl RequestCtx {
 
     /// The request ends here, with an answer of `status` sent whole: an error refunds the token
     /// estimates; any other ends as the steps said ([`Self::end`]).
-    pub fn finish(&mut self, status: u16) {
+    pub(crate) fn finish(&mut self, status: u16) {
         if let Some(mut record) = self.record.take() {
             self.fill(&mut record, status);
             record.finish(if status >= 400 { End::Refund } else { self.end });
@@ -115,7 +120,7 @@ impl RequestCtx {
 
 /// How a request ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum End {
+pub(crate) enum End {
     /// The answer went out whole; the provider's usage when it reported one (else the token
     /// estimates stand).
     Done(Option<(u64, u64)>),
@@ -129,7 +134,7 @@ pub enum End {
 
 /// Where a provider's usage is counted: the answering target's metrics, at its prices (USD per
 /// million input and output tokens).
-pub struct Meter {
+pub(crate) struct Meter {
     /// The answering target's metrics.
     pub metrics: Arc<TargetMetrics>,
     /// USD per million input and output tokens.
@@ -139,7 +144,7 @@ pub struct Meter {
 /// One request's record: counts it in flight from creation to its end, then ends it once (see
 /// [`RequestRecord::finish`]): one structured access-log line per request, never content,
 /// never a secret.
-pub struct RequestRecord {
+pub(crate) struct RequestRecord {
     metrics: Arc<Metrics>,
     start: Instant,
     endpoint: &'static str,
@@ -171,7 +176,7 @@ pub struct RequestRecord {
 impl RequestRecord {
     /// Starts counting a request to `endpoint` (its metric label).
     #[inline]
-    pub fn start(
+    pub(crate) fn start(
         metrics: Arc<Metrics>,
         endpoint: &'static str,
         request_id: HeaderValue,
@@ -203,12 +208,12 @@ impl RequestRecord {
     }
 
     /// Keeps the `server.max_inflight` slot to the end.
-    pub fn hold(&mut self, permit: tokio::sync::OwnedSemaphorePermit) {
+    pub(crate) fn hold(&mut self, permit: tokio::sync::OwnedSemaphorePermit) {
         self.permit = Some(permit);
     }
 
     /// Keeps a rate-limit ticket (the caller's, then the key's), to settle at the end.
-    pub fn keep(&mut self, ticket: Ticket) {
+    pub(crate) fn keep(&mut self, ticket: Ticket) {
         match self.tickets.iter_mut().find(|t| t.is_none()) {
             Some(slot) => *slot = Some(ticket),
             // There are two at most (the caller's and the key's); a third would keep its estimate.
@@ -217,7 +222,7 @@ impl RequestRecord {
     }
 
     /// Counts the usage at the end on `meter`.
-    pub fn meter(&mut self, meter: Meter) {
+    pub(crate) fn meter(&mut self, meter: Meter) {
         self.meter = Some(meter);
     }
 
@@ -233,7 +238,7 @@ impl RequestRecord {
 
     /// Ends the request: its duration, the usage and its cost, the tickets settled (with the
     /// usage, refunded, or left at their estimates), the in-flight count, the access-log line.
-    pub fn finish(mut self, end: End) {
+    pub(crate) fn finish(mut self, end: End) {
         self.end(end);
     }
 

@@ -24,12 +24,12 @@ use crate::snapshot::Live;
 use crate::state::AppState;
 
 /// Request-level fallbacks as a header: comma-separated model names.
-pub const X_TIER1_FALLBACKS: &str = "x-tier1-fallbacks";
+pub(crate) const X_TIER1_FALLBACKS: &str = "x-tier1-fallbacks";
 /// Classification of the first failure, when another attempt answered.
-pub const X_TIER1_FALLBACK_REASON: &str = "x-tier1-fallback-reason";
+pub(crate) const X_TIER1_FALLBACK_REASON: &str = "x-tier1-fallback-reason";
 
 /// Proxies one API request: read, scan, route, admit, attempt, answer.
-pub async fn forward(
+pub(crate) async fn forward(
     state: &AppState,
     live: &Live,
     req: Request<Incoming>,

@@ -22,7 +22,7 @@ use crate::state::AppState;
 
 /// The endpoints tier1 serves.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Endpoint {
+pub(crate) enum Endpoint {
     /// `POST /v1/chat/completions`, `POST /openai/v1/chat/completions`.
     Chat,
     /// `POST /v1/embeddings`, `POST /openai/v1/embeddings`.
@@ -49,7 +49,7 @@ pub enum Endpoint {
 
 /// Which listener a connection came in on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Listener {
+pub(crate) enum Listener {
     /// The main listener; it serves the admin routes too unless `server.admin_listen` is set.
     Main,
     /// `server.admin_listen`: admin routes, health and metrics only.
@@ -129,7 +129,7 @@ impl Endpoint {
 }
 
 /// Serves one request. Never fails: every error becomes an OpenAI-shaped response here.
-pub async fn handle(
+pub(crate) async fn handle(
     state: Arc<AppState>,
     req: Request<Incoming>,
     peer: std::net::SocketAddr,

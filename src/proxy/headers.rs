@@ -6,22 +6,22 @@ use subtle::ConstantTimeEq;
 use crate::config::Secret;
 
 /// Request id, propagated upstream and echoed back.
-pub const X_REQUEST_ID: &str = "x-request-id";
+pub(crate) const X_REQUEST_ID: &str = "x-request-id";
 /// Correlation id, propagated upstream when present.
-pub const X_CORRELATION_ID: &str = "x-correlation-id";
+pub(crate) const X_CORRELATION_ID: &str = "x-correlation-id";
 /// The provider that answered.
-pub const X_TIER1_PROVIDER: &str = "x-tier1-provider";
+pub(crate) const X_TIER1_PROVIDER: &str = "x-tier1-provider";
 /// The upstream model name used.
-pub const X_TIER1_MODEL: &str = "x-tier1-model";
+pub(crate) const X_TIER1_MODEL: &str = "x-tier1-model";
 /// Upstream attempts started for this request.
-pub const X_TIER1_ATTEMPTS: &str = "x-tier1-attempts";
+pub(crate) const X_TIER1_ATTEMPTS: &str = "x-tier1-attempts";
 /// The front's per-user token id (a rate-limit and log key, not a secret).
-pub const X_RELAY_TOKEN_ID: &str = "x-relay-token-id";
+pub(crate) const X_RELAY_TOKEN_ID: &str = "x-relay-token-id";
 /// The front's view of the client address (logged, never trusted).
-pub const X_RELAY_CLIENT_IP: &str = "x-relay-client-ip";
+pub(crate) const X_RELAY_CLIENT_IP: &str = "x-relay-client-ip";
 
 /// The client's `x-request-id` if it is a sane id (see [`sane_id`]), or a fresh random one.
-pub fn request_id(headers: &HeaderMap) -> HeaderValue {
+pub(crate) fn request_id(headers: &HeaderMap) -> HeaderValue {
     match headers.get(X_REQUEST_ID) {
         Some(v) if sane_id(v) => v.clone(),
         _ => generate_id(),
@@ -30,7 +30,7 @@ pub fn request_id(headers: &HeaderMap) -> HeaderValue {
 
 /// The client's `x-correlation-id` to forward upstream, only if it is a sane id (see
 /// [`sane_id`]); anything else is dropped, not forwarded with tier1's keys to a provider.
-pub fn correlation_id(headers: &HeaderMap) -> Option<&HeaderValue> {
+pub(crate) fn correlation_id(headers: &HeaderMap) -> Option<&HeaderValue> {
     headers.get(X_CORRELATION_ID).filter(|v| sane_id(v))
 }
 
@@ -45,7 +45,7 @@ fn sane_id(v: &HeaderValue) -> bool {
 /// cuts header values out of that buffer, so a clone kept for a long stream's access log would
 /// keep the whole buffer (8 KiB or more) alive until the stream ends (see
 /// [`crate::proxy::ctx::RequestRecord`]).
-pub fn detached(v: &HeaderValue) -> HeaderValue {
+pub(crate) fn detached(v: &HeaderValue) -> HeaderValue {
     HeaderValue::from_bytes(v.as_bytes()).unwrap_or_else(|_| v.clone())
 }
 
@@ -82,7 +82,7 @@ fn presented_key(headers: &HeaderMap) -> Option<&[u8]> {
 /// Whether the request carries one of `keys` (see [`presented_key`]). Every key is compared in
 /// constant time, and all of them are compared, so timing says nothing about which prefix
 /// matched. An empty key list means the server is open.
-pub fn authorized(headers: &HeaderMap, keys: &[Secret]) -> bool {
+pub(crate) fn authorized(headers: &HeaderMap, keys: &[Secret]) -> bool {
     if keys.is_empty() {
         return true;
     }
@@ -92,7 +92,7 @@ pub fn authorized(headers: &HeaderMap, keys: &[Secret]) -> bool {
 
 /// Which inbound key the request carries (its index), for the `api_key` limit scope. Called
 /// after [`authorized`] succeeded; every key is compared, in constant time.
-pub fn key_index(headers: &HeaderMap, keys: &[Secret]) -> Option<usize> {
+pub(crate) fn key_index(headers: &HeaderMap, keys: &[Secret]) -> Option<usize> {
     let token = presented_key(headers)?;
     keys.iter().enumerate().fold(None, |found, (i, k)| {
         if bool::from(k.expose().as_bytes().ct_eq(token)) { Some(i) } else { found }
@@ -100,7 +100,7 @@ pub fn key_index(headers: &HeaderMap, keys: &[Secret]) -> Option<usize> {
 }
 
 /// Whether the client asked for SSE through `Accept`.
-pub fn accepts_sse(headers: &HeaderMap) -> bool {
+pub(crate) fn accepts_sse(headers: &HeaderMap) -> bool {
     headers.get_all(header::ACCEPT).iter().any(|v| v.to_str().is_ok_and(|s| s.contains("text/event-stream")))
 }
 

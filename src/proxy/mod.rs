@@ -3,13 +3,13 @@
 //! loop ([`attempt`]), the relay ([`relay`]), what the client sees of errors ([`respond`]),
 //! headers and bodies.
 
-pub mod attempt;
-pub mod body;
-pub mod ctx;
-pub mod forward;
-pub mod handler;
-pub mod headers;
-pub mod relay;
-pub mod respond;
-pub mod server;
-pub mod sse;
+pub(crate) mod attempt;
+pub(crate) mod body;
+pub(crate) mod ctx;
+pub(crate) mod forward;
+pub(crate) mod handler;
+pub(crate) mod headers;
+pub(crate) mod relay;
+pub(crate) mod respond;
+pub(crate) mod server;
+pub(crate) mod sse;

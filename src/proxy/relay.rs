@@ -29,7 +29,7 @@ use super::body::{BodyError, Tap};
 use super::ctx::{End, RequestRecord};
 use super::respond::{self, Dialect};
 use crate::config::StreamRedactor;
-pub use crate::error::RelayError;
+pub(crate) use crate::error::RelayError;
 use crate::providers::UpstreamBody;
 use crate::translate::StreamTranslator;
 
@@ -196,7 +196,7 @@ enum Slot {
 }
 
 /// The upstream body on its way to the client.
-pub struct Relay {
+pub(crate) struct Relay {
     slot: Slot,
     deadline: Instant,
     idle_timeout: Option<Duration>,
@@ -211,7 +211,7 @@ pub struct Relay {
 impl Relay {
     /// Relays `prefix` then `inner` until it ends, `deadline` passes, or (streams) no chunk came
     /// for `idle_timeout`. `redact` masks the configured secrets in every byte sent.
-    pub fn new(inner: UpstreamBody, deadline: Instant, stream: bool, redact: StreamRedactor) -> Self {
+    pub(crate) fn new(inner: UpstreamBody, deadline: Instant, stream: bool, redact: StreamRedactor) -> Self {
         let core = Core {
             inner,
             tap: None,
@@ -240,7 +240,7 @@ impl Relay {
     }
 
     /// Translates the stream (the held prefix too) into the client's format.
-    pub fn translate(mut self, translator: Box<dyn StreamTranslator>) -> Self {
+    pub(crate) fn translate(mut self, translator: Box<dyn StreamTranslator>) -> Self {
         if let Some(c) = self.local() {
             c.translator = Some(translator);
         }
@@ -248,7 +248,7 @@ impl Relay {
     }
 
     /// Watches the body for metrics and usage.
-    pub fn tap(mut self, tap: Tap) -> Self {
+    pub(crate) fn tap(mut self, tap: Tap) -> Self {
         if let Some(c) = self.local() {
             c.tap = Some(Box::new(tap));
         }
@@ -256,25 +256,25 @@ impl Relay {
     }
 
     /// Ends a broken stream with Anthropic's `event: error` instead of OpenAI's error chunk.
-    pub fn anthropic(mut self) -> Self {
+    pub(crate) fn anthropic(mut self) -> Self {
         self.dialect = Dialect::Anthropic;
         self
     }
 
     /// Sends `prefix` before the rest.
-    pub fn prefix(mut self, prefix: Bytes) -> Self {
+    pub(crate) fn prefix(mut self, prefix: Bytes) -> Self {
         self.prefix = (!prefix.is_empty()).then_some(prefix);
         self
     }
 
     /// Fails the body when no chunk arrives for `idle`.
-    pub fn idle_timeout(mut self, idle: Duration) -> Self {
+    pub(crate) fn idle_timeout(mut self, idle: Duration) -> Self {
         self.idle_timeout = Some(idle);
         self
     }
 
     /// Keeps `guard` alive until the body ends or is dropped.
-    pub fn guard(mut self, guard: Box<dyn Send>) -> Self {
+    pub(crate) fn guard(mut self, guard: Box<dyn Send>) -> Self {
         if let Some(c) = self.local() {
             c.guard = Some(guard);
         }
@@ -283,7 +283,7 @@ impl Relay {
 
     /// Ends the request's record with the body: finished well or broken, or, when the client
     /// leaves first, dropped unfinished (see [`RequestRecord`]).
-    pub fn record(mut self, record: Option<RequestRecord>) -> Self {
+    pub(crate) fn record(mut self, record: Option<RequestRecord>) -> Self {
         if let Some(c) = self.local() {
             c.record = record;
         }

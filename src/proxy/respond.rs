@@ -15,7 +15,7 @@ use crate::translate::messages::anthropic_error_type;
 
 /// The error format a client reads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Dialect {
+pub(crate) enum Dialect {
     /// OpenAI's, on every endpoint but Messages.
     OpenAi,
     /// Anthropic's, on the Messages endpoint.
@@ -24,7 +24,7 @@ pub enum Dialect {
 
 impl Dialect {
     /// The format of a client calling `op`.
-    pub fn of(op: Operation) -> Self {
+    pub(crate) fn of(op: Operation) -> Self {
         if op == Operation::Messages { Self::Anthropic } else { Self::OpenAi }
     }
 }
@@ -64,7 +64,7 @@ fn status_of(e: &ProxyError) -> (StatusCode, &'static str, &'static str, Option<
 }
 
 /// The response for `e`, in `dialect`.
-pub fn error(e: &ProxyError, dialect: Dialect) -> Response<Body> {
+pub(crate) fn error(e: &ProxyError, dialect: Dialect) -> Response<Body> {
     let message = e.to_string();
     let (status, kind, code, param) = status_of(e);
     let body = match (dialect, e) {
@@ -153,7 +153,7 @@ fn exhausted_status(e: &Exhausted) -> (StatusCode, &'static str, &'static str, O
 }
 
 /// The SSE error event that ends a relayed stream which broke after it began, in `dialect`.
-pub fn stream_error(err: RelayError, dialect: Dialect) -> Vec<u8> {
+pub(crate) fn stream_error(err: RelayError, dialect: Dialect) -> Vec<u8> {
     let (message, code) = match err {
         RelayError::Upstream => {
             ("upstream stream ended before the answer was complete", "upstream_stream_error")

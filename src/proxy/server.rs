@@ -93,7 +93,7 @@ pub const PROBE_CONNECTIONS: usize = 64;
 /// deadline are fixed at start (they live in hyper's connection builder); the shutdown delay and
 /// drain deadline are read from the config live when shutdown begins. The main listener speaks
 /// TLS when `state.tls` is set; the admin listener stays plain for probes and scrapes.
-pub async fn serve(
+pub(crate) async fn serve(
     listener: TcpListener,
     state: Arc<AppState>,
     kind: Listener,

@@ -10,7 +10,7 @@ use super::window::Window;
 
 /// The scope value a new key past its limit's `max_keys` is counted under: one bucket shared by
 /// every such key. `~` never appears in a sanitised header value, so no client can name it.
-pub const OVERFLOW_KEY: &str = "~overflow";
+pub(super) const OVERFLOW_KEY: &str = "~overflow";
 
 /// How long a concurrency cell is kept (and synced) after its last use.
 const INFLIGHT_KEEP_MS: u64 = 10_000;
@@ -165,7 +165,7 @@ impl Counters {
 }
 
 /// A concurrency cell: (limit name, scope value).
-pub type InflightId = (Arc<str>, Arc<str>);
+pub(super) type InflightId = (Arc<str>, Arc<str>);
 
 #[derive(Debug, Default)]
 pub(super) struct Inflight {

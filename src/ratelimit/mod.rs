@@ -58,14 +58,15 @@ mod ticket;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-pub use admit::Rejection;
-pub use clock::{WallClock, unix_ms};
-pub use counters::{CounterId, Dim, InflightId, OVERFLOW_KEY};
+pub(crate) use admit::Rejection;
+pub(crate) use clock::WallClock;
+pub use clock::unix_ms;
+pub(crate) use counters::CounterId;
 use counters::{Counters, Inflights};
-pub use fleet::{BatchItem, Fleet, InflightItem};
+pub use fleet::Fleet;
 pub use limits::{Facts, Limits, estimate_tokens};
-pub use sweep::{SWEEP_EVERY, sweeper};
-pub use ticket::Ticket;
+pub(crate) use sweep::sweeper;
+pub(crate) use ticket::Ticket;
 
 /// Counters and concurrency, shared by every snapshot (they survive reloads by name).
 #[derive(Debug)]

@@ -11,7 +11,7 @@ use super::counters::Counters;
 use super::window::position;
 
 /// How often idle counters and concurrency cells are dropped.
-pub const SWEEP_EVERY: Duration = Duration::from_secs(1);
+pub(super) const SWEEP_EVERY: Duration = Duration::from_secs(1);
 
 impl Limiter {
     /// Drops the counters unused for two windows (their counts are 0 by then, and so is what they
@@ -47,7 +47,7 @@ impl Limiter {
 
 /// Sweeps the limiter every [`SWEEP_EVERY`] (on tokio's clock) at the time its wall clock reads,
 /// until `stop`.
-pub async fn sweeper(limiter: Arc<Limiter>, mut stop: watch::Receiver<bool>) {
+pub(crate) async fn sweeper(limiter: Arc<Limiter>, mut stop: watch::Receiver<bool>) {
     loop {
         tokio::select! {
             _ = stop.wait_for(|s| *s) => return,

@@ -3,7 +3,7 @@
 
 use std::time::{Duration, SystemTime};
 
-pub use crate::config::RetryPolicy;
+pub(crate) use crate::config::RetryPolicy;
 
 impl RetryPolicy {
     /// Full-jitter delay before retry number `retry` (1 for the first retry): uniform in

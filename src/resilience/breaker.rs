@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use super::clock::nanos;
 
-pub use crate::config::BreakerConfig;
+pub(crate) use crate::config::BreakerConfig;
 
 /// Where a breaker stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

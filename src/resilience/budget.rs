@@ -5,7 +5,7 @@
 
 use std::sync::Mutex;
 
-pub use crate::config::BudgetConfig;
+pub(crate) use crate::config::BudgetConfig;
 
 const BUCKETS: usize = 10;
 

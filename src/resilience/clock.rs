@@ -36,6 +36,6 @@ impl Clock {
 }
 
 /// A duration in nanoseconds, saturating.
-pub fn nanos(d: Duration) -> u64 {
+pub(crate) fn nanos(d: Duration) -> u64 {
     u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
 }

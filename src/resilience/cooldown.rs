@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use super::clock::nanos;
 
-pub use crate::config::CooldownConfig;
+pub(super) use crate::config::CooldownConfig;
 
 /// One cooldown gate.
 #[derive(Debug, Default)]

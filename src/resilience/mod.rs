@@ -11,7 +11,7 @@
 mod backoff;
 mod breaker;
 mod budget;
-pub mod clock;
+pub(crate) mod clock;
 mod cooldown;
 mod ewma;
 
@@ -20,12 +20,13 @@ use std::sync::atomic::{AtomicU32, AtomicUsize};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-pub use backoff::{RetryPolicy, parse_retry_after};
-pub use breaker::{Admission, Breaker, BreakerConfig, BreakerState};
-pub use budget::{BudgetConfig, RetryBudget};
-pub use clock::Clock;
-pub use cooldown::{Cooldown, CooldownConfig};
-pub use ewma::Ewma;
+pub(crate) use backoff::RetryPolicy;
+pub use backoff::parse_retry_after;
+pub(crate) use breaker::{Admission, Breaker, BreakerConfig, BreakerState};
+pub(crate) use budget::{BudgetConfig, RetryBudget};
+pub(crate) use clock::Clock;
+pub(crate) use cooldown::Cooldown;
+pub(crate) use ewma::Ewma;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::tracked::Tracked;

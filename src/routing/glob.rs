@@ -1,10 +1,10 @@
 //! `*` and `?` globs over model names, matched without allocation.
 
-pub use crate::config::is_glob;
+pub(crate) use crate::config::is_glob;
 
 /// A compiled glob pattern.
 #[derive(Debug, Clone)]
-pub struct Glob {
+pub(crate) struct Glob {
     pattern: Box<[char]>,
     literals: usize,
     /// The literal text before the first wildcard: every match starts with it.
@@ -15,7 +15,7 @@ pub struct Glob {
 
 impl Glob {
     /// Compiles a pattern.
-    pub fn new(pattern: &str) -> Self {
+    pub(crate) fn new(pattern: &str) -> Self {
         let pattern: Box<[char]> = pattern.chars().collect();
         let literals = pattern.iter().filter(|c| !matches!(c, '*' | '?')).count();
         let wild = |c: &&char| matches!(c, '*' | '?');
@@ -26,14 +26,14 @@ impl Glob {
     }
 
     /// How specific the pattern is: its number of literal characters.
-    pub fn specificity(&self) -> usize {
+    pub(crate) fn specificity(&self) -> usize {
         self.literals
     }
 
     /// Whether `name` matches. Iterative with one backtrack point: linear in practice, never
     /// exponential, whatever the pattern. Walks `name` in place (byte offsets at char
     /// boundaries): no allocation, since every miss of a route lookup tries every glob.
-    pub fn matches(&self, name: &str) -> bool {
+    pub(crate) fn matches(&self, name: &str) -> bool {
         // Most names are refused here: a lookup tries every glob, and most globs are `family-*`
         // or `*-suffix`, whose literal end decides at once.
         if !name.starts_with(&*self.prefix) || !name.ends_with(&*self.suffix) {

@@ -9,6 +9,6 @@ mod glob;
 mod strategy;
 mod table;
 
-pub use glob::{Glob, is_glob};
-pub use strategy::Strategy;
-pub use table::{Resolved, Route, RouteId, RoutingTable, Target};
+pub(crate) use glob::{Glob, is_glob};
+pub use table::{Resolved, RoutingTable};
+pub(crate) use table::{Route, Target};

@@ -7,7 +7,7 @@ use std::sync::atomic::Ordering;
 
 use super::table::{Route, Target};
 
-pub use crate::config::Strategy;
+pub(super) use crate::config::Strategy;
 
 impl Strategy {
     /// Accepted spellings, for error messages.

@@ -10,7 +10,7 @@ use crate::config::Config;
 use crate::resilience::{Registry, RetryPolicy, RouteState, TargetState};
 
 /// Index of a route in [`RoutingTable::routes`].
-pub type RouteId = usize;
+pub(super) type RouteId = usize;
 
 /// A route: a name, its targets, and how to use them.
 #[derive(Debug, Clone)]

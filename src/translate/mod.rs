@@ -121,7 +121,7 @@ pub fn unstamped(out: &[u8]) -> Vec<u8> {
 
 /// What every chunk of one translated OpenAI stream repeats, and how chunks are written.
 #[derive(Debug, Default)]
-pub struct ChunkHead {
+pub(crate) struct ChunkHead {
     /// The completion id.
     pub id: String,
     /// The model, as the provider named it.
@@ -132,12 +132,12 @@ pub struct ChunkHead {
 
 impl ChunkHead {
     /// A head stamped now, for `model` until the provider names one.
-    pub fn new(model: &str) -> Self {
+    pub(crate) fn new(model: &str) -> Self {
         Self { id: String::new(), model: model.to_owned(), created: unix_now() }
     }
 
     /// One `chat.completion.chunk` event with a single choice.
-    pub fn chunk(&self, delta: serde_json::Value, finish: Option<&str>) -> Vec<u8> {
+    pub(crate) fn chunk(&self, delta: serde_json::Value, finish: Option<&str>) -> Vec<u8> {
         let v = serde_json::json!({
             "id": self.id, "object": "chat.completion.chunk", "created": self.created, "model": self.model,
             "choices": [{"index": 0, "delta": delta, "logprobs": null, "finish_reason": finish}],
@@ -146,7 +146,7 @@ impl ChunkHead {
     }
 
     /// The closing events: the usage chunk (when asked for) and `[DONE]`.
-    pub fn done(&self, usage: Option<serde_json::Value>) -> Vec<u8> {
+    pub(crate) fn done(&self, usage: Option<serde_json::Value>) -> Vec<u8> {
         let mut out = Vec::new();
         if let Some(usage) = usage {
             let v = serde_json::json!({"id": self.id, "object": "chat.completion.chunk", "created": self.created,

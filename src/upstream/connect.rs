@@ -18,7 +18,7 @@ use tokio_rustls::client::TlsStream;
 const KEEPALIVE: Duration = Duration::from_secs(30);
 
 /// A connection's byte stream.
-pub enum Io {
+pub(super) enum Io {
     /// `http://`.
     Plain(TcpStream),
     /// `https://` (boxed: the TLS state is large, and most pooled connections are plain).
@@ -35,7 +35,7 @@ impl Io {
 
     /// Whether nothing (no data, no close) arrived on an idle connection. tokio clears a
     /// socket's readiness after a short read, so the common case reads a flag, not the socket.
-    pub fn is_idle_open(&self) -> bool {
+    pub(super) fn is_idle_open(&self) -> bool {
         let mut cx = Context::from_waker(Waker::noop());
         let mut probe = [0u8; 1];
         let mut probe = tokio::io::ReadBuf::new(&mut probe);
@@ -44,7 +44,7 @@ impl Io {
     }
 
     /// Whether TLS negotiated HTTP/2.
-    pub fn is_h2(&self) -> bool {
+    pub(super) fn is_h2(&self) -> bool {
         match self {
             Self::Plain(_) => false,
             Self::Tls(s) => s.get_ref().1.alpn_protocol() == Some(b"h2"),
@@ -54,7 +54,7 @@ impl Io {
 
 /// Why a connection could not be opened.
 #[derive(Debug, thiserror::Error)]
-pub enum ConnectError {
+pub(crate) enum ConnectError {
     /// The URI has no host, or a scheme other than http/https.
     #[error("unsupported URI")]
     Uri,
@@ -73,7 +73,7 @@ pub enum ConnectError {
 }
 
 /// Opens connections for one client.
-pub struct Connector {
+pub(super) struct Connector {
     tls: Option<TlsConnector>,
     timeout: Duration,
 }
@@ -81,7 +81,7 @@ pub struct Connector {
 impl Connector {
     /// A connector for `http` and, with a TLS config, `https`. The config's ALPN list is set
     /// here: HTTP/2 first, then HTTP/1.1.
-    pub fn new(tls: Option<rustls::ClientConfig>, timeout: Duration) -> Self {
+    pub(super) fn new(tls: Option<rustls::ClientConfig>, timeout: Duration) -> Self {
         let tls = tls.map(|mut c| {
             c.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
             TlsConnector::from(Arc::new(c))
@@ -90,7 +90,7 @@ impl Connector {
     }
 
     /// Connects to `uri`'s origin.
-    pub async fn connect(&self, uri: &Uri) -> Result<Io, ConnectError> {
+    pub(super) async fn connect(&self, uri: &Uri) -> Result<Io, ConnectError> {
         let https = match uri.scheme_str() {
             Some("http") => false,
             Some("https") => true,

@@ -50,7 +50,7 @@ pub enum Error {
 }
 
 /// One HTTP/1.1 connection and its read buffer.
-pub struct Conn {
+pub(super) struct Conn {
     io: Io,
     buf: BytesMut,
     /// Where it goes.
@@ -59,19 +59,19 @@ pub struct Conn {
 
 impl Conn {
     /// A new connection.
-    pub fn new(io: Io, origin: Arc<Origin>) -> Self {
+    pub(super) fn new(io: Io, origin: Arc<Origin>) -> Self {
         Self { io, buf: BytesMut::new(), origin }
     }
 
     /// Whether an idle connection can carry another request: nothing arrived while it was idle
     /// (neither data nor the peer's close). Reads tokio's readiness, so it costs no system call.
-    pub fn is_idle_open(&self) -> bool {
+    pub(super) fn is_idle_open(&self) -> bool {
         self.buf.is_empty() && self.io.is_idle_open()
     }
 }
 
 /// Writes `parts` and `body` on `conn` and reads the answer's head.
-pub async fn send(
+pub(super) async fn send(
     mut conn: Conn,
     parts: &Parts,
     body: &Bytes,
@@ -348,7 +348,7 @@ fn has_token(v: &HeaderValue, token: &str) -> bool {
 }
 
 /// An HTTP/1.1 answer's body, read from the connection as the relay polls it.
-pub struct Body {
+pub(crate) struct Body {
     conn: Option<Conn>,
     state: State,
     reusable: bool,

@@ -21,16 +21,16 @@ use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 
 use crate::config::ProviderConfig;
-pub use connect::ConnectError;
+pub(crate) use connect::ConnectError;
 use connect::Connector;
 #[doc(hidden)]
-pub use h1::{Error as AnswerError, decode as decode_answer};
+pub use h1::decode as decode_answer;
 use pool::{Checkout, Dial, Origin, Shared};
-pub use pools::Pools;
+pub(crate) use pools::Pools;
 
 /// A provider's client: cheap to clone, and clones share the pool.
 #[derive(Clone)]
-pub struct Client {
+pub(crate) struct Client {
     shared: Arc<Shared>,
 }
 
@@ -42,7 +42,7 @@ impl std::fmt::Debug for Client {
 
 /// Why an exchange failed before the answer's head arrived.
 #[derive(Debug, thiserror::Error)]
-pub enum Error {
+pub(crate) enum Error {
     /// No connection could be opened (resolve, TCP connect, TLS or HTTP/2 handshake).
     #[error(transparent)]
     Connect(#[from] ConnectError),
@@ -68,12 +68,12 @@ impl Client {
     }
 
     /// A plain-HTTP client that keeps no idle connection (the command line's health checks).
-    pub fn plain(connect_timeout: Duration) -> Self {
+    pub(crate) fn plain(connect_timeout: Duration) -> Self {
         Self::new(Connector::new(None, connect_timeout), 0, Duration::ZERO)
     }
 
     /// Sends `req` (absolute URI) and waits for the answer's head.
-    pub async fn send(&self, req: Request<Bytes>) -> Result<Response<Body>, Error> {
+    pub(crate) async fn send(&self, req: Request<Bytes>) -> Result<Response<Body>, Error> {
         let (parts, body) = req.into_parts();
         // A pooled HTTP/1.1 connection the provider closed while idle fails before any byte of
         // the answer: the request goes again, at most twice on pooled ones, then on a new one.
@@ -143,16 +143,16 @@ async fn h2(
 }
 
 /// An answer's body.
-pub enum Body {
+pub(crate) enum Body {
     /// Read from an HTTP/1.1 connection by whoever polls it.
     H1(h1::Body),
     /// From hyper's HTTP/2 connection, holding its place there until dropped.
-    H2(Incoming, pool::Stream),
+    H2(Incoming, #[expect(dead_code, reason = "never read: held for its drop")] pool::Stream),
 }
 
 /// Why a body stopped early (the source error, not formatted unless someone displays it).
 #[derive(Debug, thiserror::Error)]
-pub enum BodyError {
+pub(crate) enum BodyError {
     /// Reading or decoding an HTTP/1.1 body.
     #[error("upstream body failed: {0}")]
     H1(#[from] h1::Error),

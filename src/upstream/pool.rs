@@ -18,19 +18,19 @@ use super::h1::Conn;
 
 /// A scheme and authority: what a pooled connection can serve.
 #[derive(Debug, PartialEq, Eq)]
-pub struct Origin {
+pub(super) struct Origin {
     https: bool,
     authority: Box<str>,
 }
 
 impl Origin {
     /// `uri`'s origin.
-    pub fn of(uri: &Uri) -> Self {
+    pub(super) fn of(uri: &Uri) -> Self {
         Self { https: is_https(uri), authority: uri.authority().map_or("", |a| a.as_str()).into() }
     }
 
     /// Whether `uri` is on this origin (no allocation: this runs per request).
-    pub fn serves(&self, uri: &Uri) -> bool {
+    pub(super) fn serves(&self, uri: &Uri) -> bool {
         self.https == is_https(uri) && uri.authority().is_some_and(|a| a.as_str() == &*self.authority)
     }
 }
@@ -42,10 +42,10 @@ fn is_https(uri: &Uri) -> bool {
 /// Requests in flight on one HTTP/2 connection before another is opened. RFC 9113 (5.1.2)
 /// recommends that servers allow at least 100 concurrent streams: past that, a request would
 /// queue inside the connection instead of going out.
-pub const H2_STREAMS: usize = 100;
+pub(super) const H2_STREAMS: usize = 100;
 
 /// A pooled HTTP/2 connection.
-pub struct H2 {
+pub(super) struct H2 {
     pub origin: Arc<Origin>,
     pub sender: SendRequest<Full<Bytes>>,
     /// Requests in flight on it (their bodies included).
@@ -55,7 +55,7 @@ pub struct H2 {
 }
 
 /// One request's place on an HTTP/2 connection, given back when its answer's body is dropped.
-pub struct Stream(Arc<AtomicUsize>);
+pub(crate) struct Stream(Arc<AtomicUsize>);
 
 impl Drop for Stream {
     fn drop(&mut self) {
@@ -87,7 +87,7 @@ struct Dialing {
 }
 
 /// Whether a request that found no idle connection opens one.
-pub enum Dial {
+pub(super) enum Dial {
     /// Yes, without telling anyone: plain HTTP, or see [`Dialing`].
     Alone,
     /// Yes, and requests arriving meanwhile wait for it: it may be HTTP/2, to be shared.
@@ -99,7 +99,7 @@ pub enum Dial {
 /// Held while opening a connection others wait for. However it ends (done, failed, or the
 /// request cancelled), it wakes them; unless it ended in HTTP/2, they then connect on their own
 /// (one at a time after a failure would make the last wait for every timeout in turn).
-pub struct DialGuard {
+pub(super) struct DialGuard {
     shared: Arc<Shared>,
     origin: Arc<Origin>,
     h2: bool,
@@ -107,7 +107,7 @@ pub struct DialGuard {
 
 impl DialGuard {
     /// The connection is HTTP/2 and in the pool.
-    pub fn h2(mut self) {
+    pub(super) fn h2(mut self) {
         self.h2 = true;
     }
 }
@@ -127,13 +127,13 @@ impl Drop for DialGuard {
 }
 
 /// What a checkout found.
-pub enum Checkout {
+pub(super) enum Checkout {
     H1(Conn),
     H2(SendRequest<Full<Bytes>>, Stream),
 }
 
 /// The state one client's clones share.
-pub struct Shared {
+pub(super) struct Shared {
     pub connector: Connector,
     idle: Mutex<Idle>,
     max_idle: usize,
@@ -147,7 +147,12 @@ pub struct Shared {
 }
 
 impl Shared {
-    pub fn new(connector: Connector, max_idle: usize, idle_timeout: Duration, h2_streams: usize) -> Self {
+    pub(super) fn new(
+        connector: Connector,
+        max_idle: usize,
+        idle_timeout: Duration,
+        h2_streams: usize,
+    ) -> Self {
         let every = (idle_timeout / 4).clamp(Duration::from_millis(10), Duration::from_secs(1));
         let idle_ticks = idle_timeout.as_nanos().div_ceil(every.as_nanos().max(1));
         Self {
@@ -164,7 +169,7 @@ impl Shared {
 
     /// An open idle connection to `uri`'s origin: a shared HTTP/2 one, else the most recent
     /// HTTP/1.1 one. Closed or expired ones met on the way are dropped.
-    pub fn checkout(&self, uri: &Uri) -> Option<Checkout> {
+    pub(super) fn checkout(&self, uri: &Uri) -> Option<Checkout> {
         let now = self.tick.load(Ordering::Relaxed);
         let mut stale = Vec::new();
         let found = {
@@ -195,7 +200,7 @@ impl Shared {
     /// Whether to open a connection to `uri`'s origin now. The first connection to an `https`
     /// origin (and each new one while it speaks HTTP/2) is opened by one request at a time, so a
     /// burst shares one HTTP/2 connection instead of opening one each.
-    pub fn dial(self: &Arc<Self>, uri: &Uri) -> Dial {
+    pub(super) fn dial(self: &Arc<Self>, uri: &Uri) -> Dial {
         if !is_https(uri) {
             return Dial::Alone;
         }
@@ -222,12 +227,12 @@ impl Shared {
 
     /// Whether a dial to `uri`'s origin is still under way (checked after registering to wait,
     /// so that a dial ending in between is not waited for).
-    pub fn dialing(&self, uri: &Uri) -> bool {
+    pub(super) fn dialing(&self, uri: &Uri) -> bool {
         self.idle.lock().is_ok_and(|idle| idle.dials.iter().any(|d| d.origin.serves(uri) && d.busy))
     }
 
     /// Puts an HTTP/1.1 connection back after a clean exchange (or closes it: pool full).
-    pub fn put(self: &Arc<Self>, conn: Conn) {
+    pub(super) fn put(self: &Arc<Self>, conn: Conn) {
         let since = self.tick.load(Ordering::Relaxed);
         let refused = {
             let Ok(mut idle) = self.idle.lock() else { return };
@@ -246,7 +251,7 @@ impl Shared {
 
     /// Shares a new HTTP/2 connection, with one request (the caller's) already on it. Closed
     /// ones leave at the next sweep, when their last request has ended.
-    pub fn put_h2(self: &Arc<Self>, origin: Arc<Origin>, sender: SendRequest<Full<Bytes>>) -> Stream {
+    pub(super) fn put_h2(self: &Arc<Self>, origin: Arc<Origin>, sender: SendRequest<Full<Bytes>>) -> Stream {
         let last = self.tick.load(Ordering::Relaxed);
         let streams = Arc::new(AtomicUsize::new(1));
         if let Ok(mut idle) = self.idle.lock() {
@@ -283,7 +288,7 @@ impl Shared {
     }
 
     #[cfg(test)]
-    pub fn idle_h1(&self) -> usize {
+    pub(super) fn idle_h1(&self) -> usize {
         self.idle.lock().map_or(0, |i| i.h1.len())
     }
 }

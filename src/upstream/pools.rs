@@ -14,11 +14,11 @@ struct Pool {
 
 /// The pools, by provider name. Owned by [`crate::snapshot::Snapshot`], outside any one snapshot.
 #[derive(Debug, Default)]
-pub struct Pools(Tracked<String, Pool>);
+pub(crate) struct Pools(Tracked<String, Pool>);
 
 impl Pools {
     /// The client of `p`: the one built for the same settings before, else a new one.
-    pub fn client(&self, p: &ProviderConfig) -> Result<Client, BuildError> {
+    pub(crate) fn client(&self, p: &ProviderConfig) -> Result<Client, BuildError> {
         let wanted = settings(p);
         let fits = |pool: &Pool| pool.settings == wanted;
         let pool = self
@@ -28,17 +28,17 @@ impl Pools {
     }
 
     /// A snapshot build starts.
-    pub fn begin_build(&self) {
+    pub(crate) fn begin_build(&self) {
         self.0.begin();
     }
 
     /// The new snapshot is live: drops the pools of providers it no longer has (or rebuilt).
-    pub fn commit_build(&self) {
+    pub(crate) fn commit_build(&self) {
         self.0.commit();
     }
 
     /// The build failed: keeps every pool.
-    pub fn abort_build(&self) {
+    pub(crate) fn abort_build(&self) {
         self.0.abort();
     }
 }

@@ -409,7 +409,7 @@ secret = "env:UPSTREAM_KEY"
 
 /// `"created":N` and `"id":"…"` values zeroed: translations stamp both per request.
 fn normalized(out: &[u8]) -> String {
-    let s = String::from_utf8_lossy(&tier1::translate::unstamped(out)).into_owned();
+    let s = String::from_utf8_lossy(&tier1::testing::translate::unstamped(out)).into_owned();
     let mut result = String::new();
     let mut rest = s.as_str();
     while let Some(at) = rest.find("\"id\":\"") {

@@ -9,8 +9,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::common::{self, MockUpstream, TempDir, Tier1, chat, get_with, post, post_empty};
 
-fn parse(text: &str) -> Result<tier1::config::Config, tier1::config::ConfigErrors> {
-    tier1::config::parse(text, tier1::config::Format::Toml, &common::env())
+fn parse(text: &str) -> Result<tier1::testing::config::Config, tier1::testing::config::ConfigErrors> {
+    tier1::testing::config::parse(text, tier1::testing::config::Format::Toml, &common::env())
 }
 
 const MOCK: &str = r#"

@@ -202,7 +202,7 @@ async fn made_up_direct_models_rest_on_their_own_within_a_bound() {
 
     // Names past the bound, all resting, share the provider's one direct state: the map stops
     // growing, so the next new name finds the shared state resting and the provider is not called.
-    let n = tier1::resilience::DIRECT_MODELS;
+    let n = tier1::testing::resilience::DIRECT_MODELS;
     for i in 0..n + 1 {
         post(&url, &[], &chat(&format!("up/m{i}"))).await;
     }

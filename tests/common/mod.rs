@@ -50,8 +50,8 @@ pub struct Tier1 {
 impl Tier1 {
     /// Starts tier1 with `toml` (secrets from [`env`]).
     pub async fn start(toml: &str) -> Self {
-        let config =
-            tier1::config::parse(toml, tier1::config::Format::Toml, &env()).expect("valid test config");
+        let config = tier1::testing::config::parse(toml, tier1::testing::config::Format::Toml, &env())
+            .expect("valid test config");
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (stop, stopped) = oneshot::channel::<()>();
@@ -68,14 +68,14 @@ impl Tier1 {
     /// Starts tier1 from a config file (hot reload on), optionally with a separate admin listener.
     pub async fn start_file(path: &std::path::Path, separate_admin: bool) -> Self {
         let text = std::fs::read_to_string(path).unwrap();
-        let format = tier1::config::Format::from_path(path);
-        let config = tier1::config::parse(&text, format, &env()).expect("valid test config");
+        let format = tier1::testing::config::Format::from_path(path);
+        let config = tier1::testing::config::parse(&text, format, &env()).expect("valid test config");
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let admin_listener =
             if separate_admin { Some(TcpListener::bind("127.0.0.1:0").await.unwrap()) } else { None };
         let admin = admin_listener.as_ref().map(|l| l.local_addr().unwrap());
-        let source = tier1::reload::Source {
+        let source = tier1::Source {
             path: path.to_owned(),
             env: std::sync::Arc::new(env()),
             overrides: Default::default(),

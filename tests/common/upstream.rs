@@ -13,12 +13,12 @@ use http::{Request, Response, StatusCode};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
-use tier1::mock::server::{MockStats, RecordedRequest, StatsSnapshot};
+use tier1::testing::mock::server::{MockStats, RecordedRequest, StatsSnapshot};
 use tokio::net::TcpListener;
 use tokio::sync::{oneshot, watch};
 
-pub use tier1::mock::server::MockConfig;
-pub use tier1::mock::{Behavior, DEFAULT_REPLY};
+pub use tier1::testing::mock::server::MockConfig;
+pub use tier1::testing::mock::{Behavior, DEFAULT_REPLY};
 
 /// A behaviour that fails with `status` (every request).
 pub fn fails(status: u16) -> Behavior {
@@ -56,14 +56,14 @@ pub struct MockUpstream {
 }
 
 enum Running {
-    Mock(tier1::mock::server::MockUpstream),
+    Mock(tier1::testing::mock::server::MockUpstream),
     Fixed(oneshot::Sender<()>),
 }
 
 impl MockUpstream {
     /// tier1's mock serving `config`.
     pub async fn start(config: MockConfig) -> std::io::Result<Self> {
-        let mock = tier1::mock::server::MockUpstream::start(config).await?;
+        let mock = tier1::testing::mock::server::MockUpstream::start(config).await?;
         let stats = Stats::Mock(mock.stats.clone());
         Ok(Self { addr: mock.addr, stats, _running: Running::Mock(mock) })
     }

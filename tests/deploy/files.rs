@@ -40,7 +40,7 @@ fn dockerfile_inputs_exist_and_the_image_config_is_valid() {
     }
     let text = std::fs::read_to_string(Path::new(ROOT).join("deploy/tier1.container.toml")).unwrap();
     let env = std::collections::HashMap::from([("TIER1_API_KEY".to_owned(), "front-key".to_owned())]);
-    let c = tier1::config::parse(&text, tier1::config::Format::Toml, &env).unwrap();
+    let c = tier1::testing::config::parse(&text, tier1::testing::config::Format::Toml, &env).unwrap();
     assert_eq!(c.server.listen.to_string(), "0.0.0.0:8080");
     // The compose config is valid with the .env.example values.
     let env: std::collections::HashMap<String, String> =
@@ -51,7 +51,7 @@ fn dockerfile_inputs_exist_and_the_image_config_is_valid() {
             .map(|(k, v)| (k.to_owned(), v.to_owned()))
             .collect();
     let text = std::fs::read_to_string(Path::new(ROOT).join("config/compose.toml")).unwrap();
-    tier1::config::parse(&text, tier1::config::Format::Toml, &env).unwrap();
+    tier1::testing::config::parse(&text, tier1::testing::config::Format::Toml, &env).unwrap();
 }
 
 /// Every shipped config (the image's, compose's, the run-local variant, Helm's in both modes, the
@@ -133,10 +133,10 @@ fn every_shipped_config_has_keys_or_loopback_only() {
         ("config/tier1.example.toml", read("config/tier1.example.toml"), None),
     ];
     for (name, text, listen) in configs {
-        let c = tier1::config::parse(&text, tier1::config::Format::Toml, &env)
+        let c = tier1::testing::config::parse(&text, tier1::testing::config::Format::Toml, &env)
             .unwrap_or_else(|e| panic!("{name}: {e}"));
         let listen = listen.map_or(c.server.listen, |l| l.parse().unwrap());
-        let open = tier1::config::open_surfaces(&c.server, listen, c.server.admin_listen);
+        let open = tier1::testing::config::open_surfaces(&c.server, listen, c.server.admin_listen);
         assert!(open.is_empty(), "{name} is open: {open:?}");
         let lines: Vec<&str> = text.lines().collect();
         for (i, l) in lines.iter().enumerate() {

@@ -38,7 +38,7 @@ use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, StatusCode};
 use tokio::time::Instant;
 
-pub use run::run;
+pub(crate) use run::run;
 
 use super::ctx::Meter;
 use super::relay::Relay;
@@ -55,7 +55,7 @@ use crate::snapshot::Live;
 const MAX_HELD: usize = 1024 * 1024;
 
 /// One target to try.
-pub struct Candidate<'a> {
+pub(crate) struct Candidate<'a> {
     /// The provider.
     pub provider: &'a Provider,
     /// The upstream model name.
@@ -75,7 +75,7 @@ pub struct Candidate<'a> {
 
 impl Candidate<'_> {
     /// Time until this target can be used, if it cannot be now (breaker, model cooldown, keys).
-    pub fn unavailable(&self, now: u64) -> Option<Duration> {
+    pub(crate) fn unavailable(&self, now: u64) -> Option<Duration> {
         self.blocked(now).or_else(|| self.keys_cooling(now))
     }
 
@@ -107,7 +107,7 @@ impl Candidate<'_> {
 }
 
 /// What every attempt of one request shares.
-pub struct Job<'a> {
+pub(crate) struct Job<'a> {
     /// The snapshot.
     pub live: &'a Live,
     /// Chat or embeddings.
@@ -151,7 +151,7 @@ impl Job<'_> {
 
 /// How the attempt loop ended, short of exhausting every candidate: with what the client gets,
 /// and who gave it.
-pub struct Answered {
+pub(crate) struct Answered {
     /// `x-tier1-provider`.
     pub provider: HeaderValue,
     /// `x-tier1-model`.
@@ -163,7 +163,7 @@ pub struct Answered {
 }
 
 /// What the client gets from the attempt that ended the loop.
-pub enum Answer {
+pub(crate) enum Answer {
     /// A provider's success.
     Success(Success),
     /// The provider refused the request as the caller's fault (400, 404, 409, 422...): its error
@@ -186,7 +186,7 @@ pub enum Answer {
 }
 
 /// A provider's success, on its way to the client.
-pub struct Success {
+pub(crate) struct Success {
     /// Status to send.
     pub status: StatusCode,
     /// Upstream headers the client may see.
@@ -205,7 +205,7 @@ pub struct Success {
 }
 
 /// A success's body: relayed, or read and translated whole.
-pub enum WonBody {
+pub(crate) enum WonBody {
     /// Streamed from the upstream.
     Relay(Box<Relay>),
     /// An answer translated whole.

@@ -26,7 +26,7 @@ type Running<'f> = Vec<(usize, Option<usize>, AttemptFuture<'f>)>;
 
 /// Tries `cands` in order until one answers; `budget` caps the extra attempts; `hedge_after`
 /// starts the next candidate in parallel when the current one is slow to its first byte.
-pub async fn run<'a>(
+pub(crate) async fn run<'a>(
     job: &'a Job<'a>,
     cands: &'a [Candidate<'a>],
     budget: &RetryBudget,
