@@ -102,33 +102,17 @@ struct Tier1Proc {
     log: Arc<Mutex<LogTail>>,
 }
 
+/// tier1 on the soak config, its log tallied (lines, panics, errors, the last 40) as it runs.
 async fn spawn_tier1(config: &std::path::Path) -> Tier1Proc {
-    let mut child = tokio::process::Command::new(BIN)
-        .args(["--config", config.to_str().unwrap(), "--listen", "127.0.0.1:0"])
-        .env_remove("TIER1_CONFIG")
-        .env_remove("TIER1_LISTEN")
-        .env("TIER1_LOG", "warn,tier1=info")
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("tier1 starts");
+    let mut cmd = tokio::process::Command::new(BIN);
+    cmd.args(["--config", config.to_str().unwrap(), "--listen", "127.0.0.1:0"])
+        .env("TIER1_LOG", "warn,tier1=info");
+    let common::Proc { child, addr, mut lines } = common::spawn_command(cmd).await;
     let pid = child.id().unwrap();
-    let stderr = child.stderr.take().unwrap();
     let log = Arc::new(Mutex::new(LogTail::default()));
-    let (addr_tx, addr_rx) = tokio::sync::oneshot::channel();
     let tail = log.clone();
     tokio::spawn(async move {
-        let mut addr_tx = Some(addr_tx);
-        let mut reader = tokio::io::AsyncBufReadExt::lines(tokio::io::BufReader::new(stderr));
-        while let Ok(Some(line)) = reader.next_line().await {
-            if let Some((_, rest)) = line.split_once("listening on http://")
-                && let Some(tx) = addr_tx.take()
-            {
-                let addr: String =
-                    rest.chars().take_while(|c| c.is_ascii_digit() || *c == '.' || *c == ':').collect();
-                let _ = tx.send(addr);
-            }
+        while let Some(line) = lines.recv().await {
             let mut t = tail.lock().unwrap();
             t.lines += 1;
             t.panics += u64::from(line.contains("panicked"));
@@ -139,10 +123,6 @@ async fn spawn_tier1(config: &std::path::Path) -> Tier1Proc {
             t.last.push_back(line);
         }
     });
-    let addr = tokio::time::timeout(Duration::from_secs(20), addr_rx)
-        .await
-        .expect("tier1 printed its address in time")
-        .expect("tier1 exited before listening");
     Tier1Proc { child, pid, addr: addr.parse().unwrap(), log }
 }
 

@@ -37,10 +37,13 @@ pub async fn spawn_tier1(args: &[&str]) -> Proc {
 
 /// Starts `cmd` (the binary with its arguments and environment) as [`spawn_binary`] does.
 pub async fn spawn_command(mut cmd: tokio::process::Command) -> Proc {
+    // `info` unless the caller chose a level: the listening line is logged at info.
+    if !cmd.as_std().get_envs().any(|(k, _)| k == "TIER1_LOG") {
+        cmd.env("TIER1_LOG", "info");
+    }
     let mut child = cmd
         .env_remove("TIER1_CONFIG")
         .env_remove("TIER1_LISTEN")
-        .env("TIER1_LOG", "info")
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .kill_on_drop(true)
