@@ -1,22 +1,26 @@
 //! Raw config → [`Config`]: checks every field, collects every problem with its key path, and
 //! resolves secrets. Nothing stops at the first error, so an operator fixes a file in one pass.
+//! Providers and routes have files of their own.
+
+mod provider;
+mod routes;
 
 use std::collections::{BTreeMap, HashSet};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use http::{HeaderName, HeaderValue, Uri};
+use http::HeaderName;
 
-use super::raw::{RawConfig, RawProvider, RawResilience, RawRetry, RawRoute, RawTls};
+use super::raw::{RawConfig, RawResilience, RawRetry, RawTls};
 use super::secret::{Env, resolve};
-use super::{BreakerConfig, BudgetConfig, CooldownConfig, RetryPolicy, Strategy};
+use super::{BreakerConfig, BudgetConfig, CooldownConfig, RetryPolicy};
 use super::{
-    Config, ConfigError, ConfigErrors, KeyConfig, LimitConfig, LogConfig, ProviderConfig, ProviderKind,
-    RedisConfig, RedisTls, ReloadConfig, ResilienceConfig, RouteConfig, Scope, Secret, ServerConfig,
-    TargetConfig, TlsConfig,
+    Config, ConfigError, ConfigErrors, LimitConfig, LogConfig, ProviderConfig, RedisConfig, RedisTls,
+    ReloadConfig, ResilienceConfig, Scope, Secret, ServerConfig, TlsConfig,
 };
-use crate::providers::{anthropic, azure};
+use provider::provider;
+use routes::routes;
 
 /// The default listen address: loopback, as a sidecar wants it.
 pub(super) const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
@@ -486,280 +490,4 @@ fn positive(p: &mut Problems, path: &str, raw: Option<&str>, default: Duration) 
         return default;
     }
     d
-}
-
-/// A provider name must not contain `/`, since `provider/model` splits on the first one.
-fn valid_name(name: &str) -> bool {
-    !name.is_empty() && name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
-}
-
-fn provider(name: &str, rp: &RawProvider, env: &dyn Env, p: &mut Problems) -> ProviderConfig {
-    let at = format!("providers.{name}");
-    if !valid_name(name) {
-        p.push(&at, "provider names use only letters, digits, '-', '_' and '.'");
-    }
-    let kind = match rp.kind.as_deref() {
-        Some(name) => ProviderKind::parse(name).unwrap_or_else(|| {
-            let want = ProviderKind::names();
-            p.push(format!("{at}.kind"), format!("unknown provider kind {name:?} (want {want})"));
-            ProviderKind::default()
-        }),
-        None => {
-            p.push(format!("{at}.kind"), "missing (openai or mock)");
-            ProviderKind::default()
-        }
-    };
-    // The kind's rule: a default, required, or (in process) refused.
-    let base_url = match kind.base_url(rp.base_url.as_deref()) {
-        Ok(raw) => raw.and_then(|raw| base_url(&format!("{at}.base_url"), raw, p)),
-        Err(message) => {
-            p.push(format!("{at}.base_url"), message);
-            None
-        }
-    };
-    let mut key_names = HashSet::new();
-    let keys = rp
-        .keys
-        .iter()
-        .enumerate()
-        .filter_map(|(i, k)| {
-            let kp = format!("{at}.keys[{i}]");
-            let name = k.name.clone().unwrap_or_else(|| format!("key{i}"));
-            if !key_names.insert(name.clone()) {
-                p.push(format!("{kp}.name"), format!("duplicate key name {name:?}"));
-            }
-            let Some(secret_ref) = k.secret.as_deref() else {
-                p.push(format!("{kp}.secret"), "missing");
-                return None;
-            };
-            match resolve(secret_ref, env) {
-                Ok(secret) => {
-                    if k.weight == Some(0) {
-                        p.push(format!("{kp}.weight"), "must be at least 1");
-                    }
-                    if k.max_inflight == Some(0) {
-                        p.push(format!("{kp}.max_inflight"), "must be at least 1");
-                    }
-                    Some(KeyConfig {
-                        name,
-                        secret,
-                        weight: k.weight.unwrap_or(1).max(1),
-                        models: k.models.clone(),
-                        max_inflight: k.max_inflight,
-                        rpm: k.rpm,
-                        tpm: k.tpm,
-                    })
-                }
-                Err(e) => {
-                    p.push(format!("{kp}.secret"), e);
-                    None
-                }
-            }
-        })
-        .collect();
-    let headers = rp
-        .headers
-        .iter()
-        .filter_map(|(hn, hv)| {
-            let hp = format!("{at}.headers.{hn}");
-            let Ok(name) = HeaderName::from_bytes(hn.as_bytes()) else {
-                p.push(hp, "invalid header name");
-                return None;
-            };
-            let value = resolve(hv, env).map_err(|e| p.push(hp.clone(), e)).ok()?;
-            let Ok(mut value) = HeaderValue::from_str(value.expose()) else {
-                p.push(hp, "invalid header value");
-                return None;
-            };
-            // Values from env:/file: references are secrets (redacted, never logged); literals are not.
-            value.set_sensitive(hv.starts_with("env:") || hv.starts_with("file:"));
-            Some((name, value))
-        })
-        .collect();
-    let mock = match &rp.mock {
-        Some(m) => m.validate(&format!("{at}.mock"), p),
-        None => super::Behavior::default(),
-    };
-    if rp.mock.is_some() && !kind.in_process() {
-        p.push(format!("{at}.mock"), "only a kind = \"mock\" provider takes mock settings");
-    }
-    if rp.max_inflight == Some(0) {
-        p.push(format!("{at}.max_inflight"), "must be at least 1");
-    }
-    let request_timeout =
-        positive(p, &format!("{at}.request_timeout"), rp.request_timeout.as_deref(), secs(600));
-    let first_byte = rp.first_byte_timeout.as_deref();
-    ProviderConfig {
-        name: name.to_owned(),
-        kind,
-        base_url,
-        connect_timeout: positive(
-            p,
-            &format!("{at}.connect_timeout"),
-            rp.connect_timeout.as_deref(),
-            secs(2),
-        ),
-        request_timeout,
-        max_inflight: rp.max_inflight,
-        queue_timeout: p.duration(
-            &format!("{at}.queue_timeout"),
-            rp.queue_timeout.as_deref(),
-            Duration::ZERO,
-        ),
-        first_byte_timeout: positive(p, &format!("{at}.first_byte_timeout"), first_byte, request_timeout)
-            .min(request_timeout),
-        idle_timeout: positive(p, &format!("{at}.idle_timeout"), rp.idle_timeout.as_deref(), secs(120)),
-        max_event_bytes: rp.max_event_bytes.unwrap_or(1024 * 1024).max(1024),
-        anthropic_version: rp
-            .anthropic_version
-            .clone()
-            .unwrap_or_else(|| anthropic::DEFAULT_VERSION.to_owned()),
-        default_max_tokens: rp.default_max_tokens.unwrap_or(4096).max(1),
-        api_version: rp.api_version.clone().unwrap_or_else(|| azure::DEFAULT_API_VERSION.to_owned()),
-        pool_idle_timeout: p.duration(
-            &format!("{at}.pool_idle_timeout"),
-            rp.pool_idle_timeout.as_deref(),
-            secs(90),
-        ),
-        max_idle_connections: rp.max_idle_connections.unwrap_or(64),
-        ca_file: rp.ca_file.as_ref().map(PathBuf::from),
-        client_cert: match (&rp.client_cert, &rp.client_key) {
-            (Some(c), Some(k)) => Some((PathBuf::from(c), PathBuf::from(k))),
-            (None, None) => None,
-            _ => {
-                p.push(format!("{at}.client_cert"), "client_cert and client_key go together");
-                None
-            }
-        },
-        headers,
-        models: rp.models.clone(),
-        keys,
-        mock,
-    }
-}
-
-fn base_url(path: &str, raw: &str, p: &mut Problems) -> Option<Uri> {
-    let trimmed = raw.trim_end_matches('/');
-    let uri: Uri = match trimmed.parse() {
-        Ok(u) => u,
-        Err(e) => {
-            p.push(path, format!("invalid URL {raw:?}: {e}"));
-            return None;
-        }
-    };
-    match (uri.scheme_str(), uri.authority()) {
-        (Some("http" | "https"), Some(_)) if uri.query().is_none() => Some(uri),
-        _ => {
-            p.push(path, format!("invalid URL {raw:?}: want http(s)://host[:port][/path] without a query"));
-            None
-        }
-    }
-}
-
-fn routes(
-    raw: &[RawRoute],
-    providers: &BTreeMap<&str, usize>,
-    default_retry: &RetryPolicy,
-    p: &mut Problems,
-) -> Vec<RouteConfig> {
-    let mut route_names = HashSet::new();
-    let mut exact_models: BTreeMap<String, String> = BTreeMap::new();
-    raw.iter()
-        .enumerate()
-        .map(|(i, r)| {
-            let at = format!("routes[{i}]");
-            let name = r.name.clone().unwrap_or_default();
-            if name.is_empty() {
-                p.push(format!("{at}.name"), "missing");
-            } else if !route_names.insert(name.clone()) {
-                p.push(format!("{at}.name"), format!("duplicate route name {name:?}"));
-            }
-            for (j, m) in r.models.iter().enumerate() {
-                if m.is_empty() {
-                    p.push(format!("{at}.models[{j}]"), "empty model name");
-                } else if super::is_glob(m) {
-                    continue;
-                } else if let Some(other) = exact_models.insert(m.clone(), name.clone())
-                    && other != name
-                {
-                    p.push(
-                        format!("{at}.models[{j}]"),
-                        format!("model {m:?} is already served by route {other:?}"),
-                    );
-                }
-            }
-            if r.targets.is_empty() {
-                p.push(format!("{at}.targets"), "a route needs at least one target");
-            }
-            let targets = r
-                .targets
-                .iter()
-                .enumerate()
-                .filter_map(|(j, t)| {
-                    let tp = format!("{at}.targets[{j}]");
-                    let model = t.model.clone().unwrap_or_default();
-                    if model.is_empty() {
-                        p.push(format!("{tp}.model"), "missing");
-                    }
-                    match t.provider.as_deref() {
-                        None => {
-                            p.push(format!("{tp}.provider"), "missing");
-                            None
-                        }
-                        Some(pn) => match providers.get(pn) {
-                            Some(&provider) => {
-                                if t.weight == Some(0) {
-                                    p.push(format!("{tp}.weight"), "must be at least 1");
-                                }
-                                let mut cost = |c: Option<f64>, f: &str| match c {
-                                    Some(v) if !(v >= 0.0 && v.is_finite()) => {
-                                        p.push(format!("{tp}.{f}"), "must be a cost >= 0");
-                                        0.0
-                                    }
-                                    v => v.unwrap_or(0.0),
-                                };
-                                let input_cost = cost(t.input_cost, "input_cost");
-                                let output_cost = cost(t.output_cost, "output_cost");
-                                let deployment = t.deployment.clone();
-                                if deployment.as_deref().is_some_and(|d| {
-                                    d.is_empty()
-                                        || !d.bytes().all(|b| {
-                                            b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.')
-                                        })
-                                }) {
-                                    p.push(
-                                        format!("{tp}.deployment"),
-                                        "use letters, digits, '-', '_' and '.'",
-                                    );
-                                }
-                                Some(TargetConfig {
-                                    provider,
-                                    model,
-                                    weight: t.weight.unwrap_or(1).max(1),
-                                    input_cost,
-                                    output_cost,
-                                    deployment,
-                                })
-                            }
-                            None => {
-                                p.push(format!("{tp}.provider"), format!("unknown provider {pn:?}"));
-                                None
-                            }
-                        },
-                    }
-                })
-                .collect();
-            let strategy = match r.strategy.as_deref() {
-                None => Strategy::Priority,
-                Some(s) => Strategy::parse(s).unwrap_or_else(|| {
-                    p.push(format!("{at}.strategy"), format!("unknown strategy {s:?} ({})", Strategy::NAMES));
-                    Strategy::Priority
-                }),
-            };
-            let retry = retry(r.retry.as_ref(), &format!("{at}.retry"), default_retry, p);
-            let hedge_after =
-                r.hedge_after.as_deref().map(|h| positive(p, &format!("{at}.hedge_after"), Some(h), secs(1)));
-            RouteConfig { name, models: r.models.clone(), targets, strategy, retry, hedge_after }
-        })
-        .collect()
 }

@@ -1,0 +1,197 @@
+//! `[providers.<name>]`: the kind and its base URL rule, keys, headers, timeouts and files.
+
+use std::collections::HashSet;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use http::{HeaderName, HeaderValue, Uri};
+
+use super::{Problems, positive, secs};
+use crate::config::raw::{RawKey, RawProvider};
+use crate::config::secret::{Env, resolve};
+use crate::config::{Behavior, KeyConfig, ProviderConfig, ProviderKind};
+use crate::providers::{anthropic, azure};
+
+/// A provider name must not contain `/`, since `provider/model` splits on the first one.
+fn valid_name(name: &str) -> bool {
+    !name.is_empty() && name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+}
+
+pub(super) fn provider(name: &str, rp: &RawProvider, env: &dyn Env, p: &mut Problems) -> ProviderConfig {
+    let at = format!("providers.{name}");
+    if !valid_name(name) {
+        p.push(&at, "provider names use only letters, digits, '-', '_' and '.'");
+    }
+    let kind = kind(&at, rp.kind.as_deref(), p);
+    // The kind's rule: a default, required, or (in process) refused.
+    let base_url = match kind.base_url(rp.base_url.as_deref()) {
+        Ok(raw) => raw.and_then(|raw| base_url(&format!("{at}.base_url"), raw, p)),
+        Err(message) => {
+            p.push(format!("{at}.base_url"), message);
+            None
+        }
+    };
+    let keys = keys(&at, &rp.keys, env, p);
+    let headers = headers(&at, &rp.headers, env, p);
+    let mock = match &rp.mock {
+        Some(m) => m.validate(&format!("{at}.mock"), p),
+        None => Behavior::default(),
+    };
+    if rp.mock.is_some() && !kind.in_process() {
+        p.push(format!("{at}.mock"), "only a kind = \"mock\" provider takes mock settings");
+    }
+    if rp.max_inflight == Some(0) {
+        p.push(format!("{at}.max_inflight"), "must be at least 1");
+    }
+    let request_timeout =
+        positive(p, &format!("{at}.request_timeout"), rp.request_timeout.as_deref(), secs(600));
+    let first_byte = rp.first_byte_timeout.as_deref();
+    ProviderConfig {
+        name: name.to_owned(),
+        kind,
+        base_url,
+        connect_timeout: positive(
+            p,
+            &format!("{at}.connect_timeout"),
+            rp.connect_timeout.as_deref(),
+            secs(2),
+        ),
+        request_timeout,
+        max_inflight: rp.max_inflight,
+        queue_timeout: p.duration(
+            &format!("{at}.queue_timeout"),
+            rp.queue_timeout.as_deref(),
+            Duration::ZERO,
+        ),
+        first_byte_timeout: positive(p, &format!("{at}.first_byte_timeout"), first_byte, request_timeout)
+            .min(request_timeout),
+        idle_timeout: positive(p, &format!("{at}.idle_timeout"), rp.idle_timeout.as_deref(), secs(120)),
+        max_event_bytes: rp.max_event_bytes.unwrap_or(1024 * 1024).max(1024),
+        anthropic_version: rp
+            .anthropic_version
+            .clone()
+            .unwrap_or_else(|| anthropic::DEFAULT_VERSION.to_owned()),
+        default_max_tokens: rp.default_max_tokens.unwrap_or(4096).max(1),
+        api_version: rp.api_version.clone().unwrap_or_else(|| azure::DEFAULT_API_VERSION.to_owned()),
+        pool_idle_timeout: p.duration(
+            &format!("{at}.pool_idle_timeout"),
+            rp.pool_idle_timeout.as_deref(),
+            secs(90),
+        ),
+        max_idle_connections: rp.max_idle_connections.unwrap_or(64),
+        ca_file: rp.ca_file.as_ref().map(PathBuf::from),
+        client_cert: match (&rp.client_cert, &rp.client_key) {
+            (Some(c), Some(k)) => Some((PathBuf::from(c), PathBuf::from(k))),
+            (None, None) => None,
+            _ => {
+                p.push(format!("{at}.client_cert"), "client_cert and client_key go together");
+                None
+            }
+        },
+        headers,
+        models: rp.models.clone(),
+        keys,
+        mock,
+    }
+}
+
+/// `kind`: one the registry knows.
+fn kind(at: &str, raw: Option<&str>, p: &mut Problems) -> ProviderKind {
+    match raw {
+        Some(name) => ProviderKind::parse(name).unwrap_or_else(|| {
+            let want = ProviderKind::names();
+            p.push(format!("{at}.kind"), format!("unknown provider kind {name:?} (want {want})"));
+            ProviderKind::default()
+        }),
+        None => {
+            p.push(format!("{at}.kind"), "missing (openai or mock)");
+            ProviderKind::default()
+        }
+    }
+}
+
+/// `keys`: unique names, resolved secrets, weights and limits of at least 1.
+fn keys(at: &str, raw: &[RawKey], env: &dyn Env, p: &mut Problems) -> Vec<KeyConfig> {
+    let mut key_names = HashSet::new();
+    raw.iter()
+        .enumerate()
+        .filter_map(|(i, k)| {
+            let kp = format!("{at}.keys[{i}]");
+            let name = k.name.clone().unwrap_or_else(|| format!("key{i}"));
+            if !key_names.insert(name.clone()) {
+                p.push(format!("{kp}.name"), format!("duplicate key name {name:?}"));
+            }
+            let Some(secret_ref) = k.secret.as_deref() else {
+                p.push(format!("{kp}.secret"), "missing");
+                return None;
+            };
+            match resolve(secret_ref, env) {
+                Ok(secret) => {
+                    if k.weight == Some(0) {
+                        p.push(format!("{kp}.weight"), "must be at least 1");
+                    }
+                    if k.max_inflight == Some(0) {
+                        p.push(format!("{kp}.max_inflight"), "must be at least 1");
+                    }
+                    Some(KeyConfig {
+                        name,
+                        secret,
+                        weight: k.weight.unwrap_or(1).max(1),
+                        models: k.models.clone(),
+                        max_inflight: k.max_inflight,
+                        rpm: k.rpm,
+                        tpm: k.tpm,
+                    })
+                }
+                Err(e) => {
+                    p.push(format!("{kp}.secret"), e);
+                    None
+                }
+            }
+        })
+        .collect()
+}
+
+/// `headers`: valid names and values; those from `env:`/`file:` references are secrets.
+fn headers(
+    at: &str,
+    raw: &std::collections::BTreeMap<String, String>,
+    env: &dyn Env,
+    p: &mut Problems,
+) -> Vec<(HeaderName, HeaderValue)> {
+    raw.iter()
+        .filter_map(|(hn, hv)| {
+            let hp = format!("{at}.headers.{hn}");
+            let Ok(name) = HeaderName::from_bytes(hn.as_bytes()) else {
+                p.push(hp, "invalid header name");
+                return None;
+            };
+            let value = resolve(hv, env).map_err(|e| p.push(hp.clone(), e)).ok()?;
+            let Ok(mut value) = HeaderValue::from_str(value.expose()) else {
+                p.push(hp, "invalid header value");
+                return None;
+            };
+            // Values from env:/file: references are secrets (redacted, never logged); literals are not.
+            value.set_sensitive(hv.starts_with("env:") || hv.starts_with("file:"));
+            Some((name, value))
+        })
+        .collect()
+}
+
+fn base_url(path: &str, raw: &str, p: &mut Problems) -> Option<Uri> {
+    let trimmed = raw.trim_end_matches('/');
+    let uri: Uri = match trimmed.parse() {
+        Ok(u) => u,
+        Err(e) => {
+            p.push(path, format!("invalid URL {raw:?}: {e}"));
+            return None;
+        }
+    };
+    match (uri.scheme_str(), uri.authority()) {
+        (Some("http" | "https"), Some(_)) if uri.query().is_none() => Some(uri),
+        _ => {
+            p.push(path, format!("invalid URL {raw:?}: want http(s)://host[:port][/path] without a query"));
+            None
+        }
+    }
+}

@@ -1,0 +1,128 @@
+//! `[[routes]]`: names, the models each serves (an exact name served twice is an error), targets
+//! and their weights, costs and deployments, the strategy, retry and hedging.
+
+use std::collections::{BTreeMap, HashSet};
+
+use super::{Problems, positive, retry, secs};
+use crate::config::raw::{RawRoute, RawTarget};
+use crate::config::{RetryPolicy, RouteConfig, Strategy, TargetConfig};
+
+pub(super) fn routes(
+    raw: &[RawRoute],
+    providers: &BTreeMap<&str, usize>,
+    default_retry: &RetryPolicy,
+    p: &mut Problems,
+) -> Vec<RouteConfig> {
+    let mut route_names = HashSet::new();
+    let mut exact_models: BTreeMap<String, String> = BTreeMap::new();
+    raw.iter()
+        .enumerate()
+        .map(|(i, r)| {
+            let at = format!("routes[{i}]");
+            let name = r.name.clone().unwrap_or_default();
+            if name.is_empty() {
+                p.push(format!("{at}.name"), "missing");
+            } else if !route_names.insert(name.clone()) {
+                p.push(format!("{at}.name"), format!("duplicate route name {name:?}"));
+            }
+            models(&at, &name, &r.models, &mut exact_models, p);
+            if r.targets.is_empty() {
+                p.push(format!("{at}.targets"), "a route needs at least one target");
+            }
+            let targets = r
+                .targets
+                .iter()
+                .enumerate()
+                .filter_map(|(j, t)| target(&format!("{at}.targets[{j}]"), t, providers, p))
+                .collect();
+            let strategy = match r.strategy.as_deref() {
+                None => Strategy::Priority,
+                Some(s) => Strategy::parse(s).unwrap_or_else(|| {
+                    p.push(format!("{at}.strategy"), format!("unknown strategy {s:?} ({})", Strategy::NAMES));
+                    Strategy::Priority
+                }),
+            };
+            let retry = retry(r.retry.as_ref(), &format!("{at}.retry"), default_retry, p);
+            let hedge_after =
+                r.hedge_after.as_deref().map(|h| positive(p, &format!("{at}.hedge_after"), Some(h), secs(1)));
+            RouteConfig { name, models: r.models.clone(), targets, strategy, retry, hedge_after }
+        })
+        .collect()
+}
+
+/// A route's `models`: not empty, and an exact name served by one route only (`exact_models`:
+/// the names seen so far, and their route).
+fn models(
+    at: &str,
+    name: &str,
+    models: &[String],
+    exact_models: &mut BTreeMap<String, String>,
+    p: &mut Problems,
+) {
+    for (j, m) in models.iter().enumerate() {
+        if m.is_empty() {
+            p.push(format!("{at}.models[{j}]"), "empty model name");
+        } else if crate::config::is_glob(m) {
+            continue;
+        } else if let Some(other) = exact_models.insert(m.clone(), name.to_owned())
+            && other != name
+        {
+            p.push(format!("{at}.models[{j}]"), format!("model {m:?} is already served by route {other:?}"));
+        }
+    }
+}
+
+/// One target: a known provider, a model, a weight of at least 1, costs >= 0 and a path-safe
+/// deployment name.
+fn target(
+    tp: &str,
+    t: &RawTarget,
+    providers: &BTreeMap<&str, usize>,
+    p: &mut Problems,
+) -> Option<TargetConfig> {
+    let model = t.model.clone().unwrap_or_default();
+    if model.is_empty() {
+        p.push(format!("{tp}.model"), "missing");
+    }
+    match t.provider.as_deref() {
+        None => {
+            p.push(format!("{tp}.provider"), "missing");
+            None
+        }
+        Some(pn) => match providers.get(pn) {
+            Some(&provider) => {
+                if t.weight == Some(0) {
+                    p.push(format!("{tp}.weight"), "must be at least 1");
+                }
+                let mut cost = |c: Option<f64>, f: &str| match c {
+                    Some(v) if !(v >= 0.0 && v.is_finite()) => {
+                        p.push(format!("{tp}.{f}"), "must be a cost >= 0");
+                        0.0
+                    }
+                    v => v.unwrap_or(0.0),
+                };
+                let input_cost = cost(t.input_cost, "input_cost");
+                let output_cost = cost(t.output_cost, "output_cost");
+                let deployment = t.deployment.clone();
+                if deployment.as_deref().is_some_and(|d| {
+                    d.is_empty()
+                        || !d.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+                }) {
+                    p.push(format!("{tp}.deployment"), "use letters, digits, '-', '_' and '.'");
+                }
+                Some(TargetConfig {
+                    provider,
+                    model,
+                    weight: t.weight.unwrap_or(1).max(1),
+                    input_cost,
+                    output_cost,
+                    deployment,
+                })
+            }
+            None => {
+                p.push(format!("{tp}.provider"), format!("unknown provider {pn:?}"));
+                None
+            }
+        },
+    }
+}
