@@ -93,35 +93,12 @@ pub(crate) async fn answer(
         }
     };
     let id = n + 1;
-    let sse = |frames: VecDeque<Bytes>, observer: Option<Arc<dyn StreamObserver>>| {
-        let mut resp = Response::new(MockBody::Stream(MockStream::new(frames, behavior, observer)));
-        resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
-        resp
-    };
     if let Some(tool) = tool {
-        let stream = req.stream == Some(true);
-        return match endpoint {
-            MockEndpoint::Generate { model, stream: true } => sse(
-                VecDeque::from([Bytes::from(format!("data: {}\r\n\r\n", tools::gemini(&model, &tool, id)))]),
-                observer,
-            ),
-            MockEndpoint::Generate { model, .. } => {
-                json_response(StatusCode::OK, Bytes::from(tools::gemini(&model, &tool, id).to_string()))
-            }
-            MockEndpoint::Messages if stream => sse(tools::anthropic_frames(&req.model, &tool, id), observer),
-            MockEndpoint::Messages => {
-                json_response(StatusCode::OK, tools::anthropic_json(&req.model, &tool, id))
-            }
-            _ if stream => {
-                let include_usage = req.stream_options.as_ref().is_some_and(|o| o.include_usage);
-                sse(tools::openai_frames(&req.model, &tool, id, include_usage), observer)
-            }
-            _ => json_response(StatusCode::OK, tools::openai_json(&req.model, &tool, id)),
-        };
+        return tool_answer(&req, &tool, endpoint, id, |frames| sse(frames, behavior, observer));
     }
     match endpoint {
         MockEndpoint::Generate { model, stream: true } => {
-            sse(gemini_frames(&model, &behavior.reply, id), observer)
+            sse(gemini_frames(&model, &behavior.reply, id), behavior, observer)
         }
         MockEndpoint::Generate { model, stream: false } => {
             json_response(StatusCode::OK, gemini_json(&model, &behavior.reply, id))
@@ -138,19 +115,58 @@ pub(crate) async fn answer(
         }
         MockEndpoint::Embeddings => json_response(StatusCode::OK, embeddings_json(&req, id)),
         MockEndpoint::Messages if req.stream == Some(true) => {
-            sse(anthropic_frames(&req.model, &behavior.reply, id), observer)
+            sse(anthropic_frames(&req.model, &behavior.reply, id), behavior, observer)
         }
         MockEndpoint::Messages => {
             json_response(StatusCode::OK, anthropic_json(&req.model, &behavior.reply, id))
         }
         MockEndpoint::Chat if req.stream == Some(true) => {
             let include_usage = req.stream_options.as_ref().is_some_and(|o| o.include_usage);
-            let mut resp = sse(stream_frames(&req.model, &behavior.reply, id, include_usage), observer);
+            let mut resp =
+                sse(stream_frames(&req.model, &behavior.reply, id, include_usage), behavior, observer);
             resp.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
             resp
         }
         MockEndpoint::Chat => json_response(StatusCode::OK, completion_json(&req.model, &behavior.reply, id)),
     }
+}
+
+/// The answer to a request whose last message asks for a tool call: the call, in the
+/// endpoint's format (`sse` makes a stream of frames).
+fn tool_answer(
+    req: &MockRequest,
+    tool: &str,
+    endpoint: MockEndpoint,
+    id: u64,
+    sse: impl FnOnce(VecDeque<Bytes>) -> Response<MockBody>,
+) -> Response<MockBody> {
+    let stream = req.stream == Some(true);
+    match endpoint {
+        MockEndpoint::Generate { model, stream: true } => {
+            sse(VecDeque::from([Bytes::from(format!("data: {}\r\n\r\n", tools::gemini(&model, tool, id)))]))
+        }
+        MockEndpoint::Generate { model, .. } => {
+            json_response(StatusCode::OK, Bytes::from(tools::gemini(&model, tool, id).to_string()))
+        }
+        MockEndpoint::Messages if stream => sse(tools::anthropic_frames(&req.model, tool, id)),
+        MockEndpoint::Messages => json_response(StatusCode::OK, tools::anthropic_json(&req.model, tool, id)),
+        _ if stream => {
+            let include_usage = req.stream_options.as_ref().is_some_and(|o| o.include_usage);
+            sse(tools::openai_frames(&req.model, tool, id, include_usage))
+        }
+        _ => json_response(StatusCode::OK, tools::openai_json(&req.model, tool, id)),
+    }
+}
+
+/// An SSE answer of `frames`, sent at `behavior`'s pace.
+fn sse(
+    frames: VecDeque<Bytes>,
+    behavior: &Behavior,
+    observer: Option<Arc<dyn StreamObserver>>,
+) -> Response<MockBody> {
+    let mut resp = Response::new(MockBody::Stream(MockStream::new(frames, behavior, observer)));
+    resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
+    resp
 }
 
 #[derive(Deserialize)]
