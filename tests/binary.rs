@@ -359,3 +359,23 @@ fn check_names_the_key_path_of_a_type_error() {
     );
     std::fs::remove_file(bad).unwrap();
 }
+
+/// One `check` run lists every structural error of the file, in file order (serde alone stops at
+/// the first), and exits 1.
+#[test]
+fn check_lists_every_structural_error_at_once() {
+    let bad = temp_file(
+        "structure.toml",
+        "[server]\nlisten = 8080\n[[routes]]\nname = \"r\"\ntargets = \"all\"\n[[limits]]\nrpm = \"600\"\n",
+    );
+    let out =
+        std::process::Command::new(BIN).args(["check", "--config", bad.to_str().unwrap()]).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let paths: Vec<&str> = stderr
+        .lines()
+        .map(|l| l.strip_prefix(&format!("{}: ", bad.display())).unwrap().split(": ").next().unwrap())
+        .collect();
+    assert_eq!(paths, ["server.listen", "routes[0].targets", "limits[0].rpm"], "{stderr}");
+    std::fs::remove_file(bad).unwrap();
+}

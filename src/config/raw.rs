@@ -1,38 +1,108 @@
 //! The config file as written: serde types with `deny_unknown_fields`, durations and secrets as
-//! strings, and their decoding, where a type error names its key path (`limits[0].rpm`). Nothing
-//! here is trusted; `validate` turns it into [`super::Config`].
+//! strings, and their decoding, where a type error names its key path (`limits[0].rpm`) and a
+//! TOML file's structural errors are all reported at once. Nothing here is trusted; `validate`
+//! turns it into [`super::Config`] (and runs only once the structure is sound).
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
 use serde::Deserialize;
 use serde_path_to_error::Segment;
+use toml::Spanned;
+use toml::de::{DeArray, DeString, DeTable, DeValue};
 
-use super::{ConfigErrors, RawBehavior, toml_error, without_values};
+use super::{ConfigError, ConfigErrors, RawBehavior, toml_error, without_values};
 
-/// Decodes a TOML file.
+/// Decodes a TOML file. A sound file is decoded in one pass; a file with structural errors is
+/// decoded again part by part, so that one run lists every error (see [`toml_errors`]).
 pub(super) fn from_toml(text: &str) -> Result<RawConfig, ConfigErrors> {
-    let doc = toml::de::Deserializer::parse(text).map_err(|e| ConfigErrors::one("", toml_error(text, &e)))?;
-    serde_path_to_error::deserialize(doc)
-        .map_err(|e| ConfigErrors::one(&key_path(e.path()), toml_error(text, e.inner())))
+    let doc = DeTable::parse(text).map_err(|e| ConfigErrors::one("", toml_error(text, &e)))?;
+    let whole = serde_path_to_error::deserialize(toml::de::Deserializer::from(doc.clone()));
+    whole.map_err(|first| {
+        let errors = toml_errors(text, doc.into_inner());
+        if errors.is_empty() {
+            // Not expected (the parts hold the whole file), but never an error without a message.
+            ConfigErrors::one(&key_path(first.path(), None), toml_error(text, first.inner()))
+        } else {
+            ConfigErrors(errors)
+        }
+    })
 }
 
-/// Decodes a JSON file.
+/// Every structural error of a TOML file, in file order, at most one per part. serde stops at
+/// the first error, so each top-level key is decoded again as a file of its own (see [`parts`]).
+fn toml_errors(text: &str, doc: DeTable<'_>) -> Vec<ConfigError> {
+    let mut found: Vec<(usize, ConfigError)> = Vec::new();
+    for (key, value) in doc {
+        for (index, part) in parts(text, &key, value) {
+            found.extend(part_error(text, &key, part, index));
+        }
+    }
+    found.sort_by_key(|(at, _)| *at);
+    found.into_iter().map(|(_, e)| e).collect()
+}
+
+/// A top-level value cut into the parts decoded on their own, each with its index in the file's
+/// array: one per element of an array (`routes[2]`) or key of a table (`server.listen`,
+/// `providers.openai`), when the schema takes an empty array or table there (so a part never
+/// lacks a required sibling, nor is a struct read positionally from one element); else the
+/// value whole.
+fn parts<'i>(
+    text: &str,
+    key: &Spanned<DeString<'i>>,
+    value: Spanned<DeValue<'i>>,
+) -> Vec<(Option<usize>, Spanned<DeValue<'i>>)> {
+    let span = value.span();
+    let spanned = |value: DeValue<'i>| Spanned::new(span.clone(), value);
+    let takes = |empty: DeValue<'i>| part_error(text, key, spanned(empty), None).is_none();
+    match value.into_inner() {
+        DeValue::Array(items) if takes(DeValue::Array(DeArray::new())) => items
+            .into_iter()
+            .enumerate()
+            .map(|(i, item)| (Some(i), spanned(DeValue::Array(std::iter::once(item).collect()))))
+            .collect(),
+        DeValue::Table(entries) if takes(DeValue::Table(DeTable::new())) => entries
+            .into_iter()
+            .map(|entry| (None, spanned(DeValue::Table(std::iter::once(entry).collect()))))
+            .collect(),
+        whole => vec![(None, spanned(whole))],
+    }
+}
+
+/// The error of a file holding only `key = value`, with its position; `index`: the position of
+/// the one element `value` holds in the file's array.
+fn part_error(
+    text: &str,
+    key: &Spanned<DeString<'_>>,
+    value: Spanned<DeValue<'_>>,
+    index: Option<usize>,
+) -> Option<(usize, ConfigError)> {
+    let mut part = DeTable::new();
+    part.insert(key.clone(), value);
+    let de = toml::de::Deserializer::from(Spanned::new(0..text.len(), part));
+    let e = serde_path_to_error::deserialize::<_, RawConfig>(de).err()?;
+    let at = e.inner().span().map_or(usize::MAX, |s| s.start);
+    Some((at, ConfigError { path: key_path(e.path(), index), message: toml_error(text, e.inner()) }))
+}
+
+/// Decodes a JSON file. Only its first structural error is reported: cutting JSON into parts
+/// goes through `serde_json::Value`, which keeps no positions to name or sort the errors by.
 pub(super) fn from_json(text: &str) -> Result<RawConfig, ConfigErrors> {
     let mut de = serde_json::Deserializer::from_str(text);
     let raw: RawConfig = serde_path_to_error::deserialize(&mut de)
-        .map_err(|e| ConfigErrors::one(&key_path(e.path()), without_values(&e.inner().to_string())))?;
+        .map_err(|e| ConfigErrors::one(&key_path(e.path(), None), without_values(&e.inner().to_string())))?;
     de.end().map_err(|e| ConfigErrors::one("", without_values(&e.to_string())))?;
     Ok(raw)
 }
 
-/// `routes[2].targets[0].provider`, the form `validate` writes; empty for the whole file.
-fn key_path(path: &serde_path_to_error::Path) -> String {
+/// `routes[2].targets[0].provider`, the form `validate` writes; empty for the whole file. With
+/// `index`, the path's first index is that (the part held one element of a longer array).
+fn key_path(path: &serde_path_to_error::Path, mut index: Option<usize>) -> String {
     let mut out = String::new();
     for segment in path {
         let name = match segment {
-            Segment::Seq { index } => {
-                let _ = write!(out, "[{index}]");
+            Segment::Seq { index: at } => {
+                let _ = write!(out, "[{}]", index.take().unwrap_or(*at));
                 continue;
             }
             Segment::Map { key } | Segment::Enum { variant: key } => key.as_str(),

@@ -258,3 +258,54 @@ fn type_errors_name_their_key_path() {
     assert_eq!(e.0[0].path, "limits[0].rpm", "{e}");
     assert!(e.0[0].message.starts_with("invalid type: a string, expected u64 at line 1"), "{e}");
 }
+
+#[test]
+fn every_structural_error_is_reported_in_file_order() {
+    let text = r#"
+[server]
+listen = 8080
+bogus = true
+
+[[routes]]
+name = "r"
+targets = "all"
+
+[[routes]]
+name = "s"
+targets = [{ provider = "nope", model = "m" }]
+
+[[limits]]
+name = "ok"
+
+[[limits]]
+rpm = "600"
+
+[surprise]
+x = 1
+y = 2
+"#;
+    let e = parse_toml(text).unwrap_err();
+    let paths: Vec<&str> = e.0.iter().map(|e| e.path.as_str()).collect();
+    assert_eq!(
+        paths,
+        ["server.listen", "server.bogus", "routes[0].targets", "limits[1].rpm", "surprise"],
+        "{e}"
+    );
+    assert!(e.0[0].message.contains("line 3, column 10: invalid type: integer"), "{e}");
+    assert!(e.0[1].message.contains("unknown field `bogus`"), "{e}");
+    // Semantic checks wait for a sound structure (routes[1]'s provider is unknown).
+    assert!(!e.to_string().contains("unknown provider"), "{e}");
+}
+
+#[test]
+fn parts_are_split_only_where_the_schema_takes_an_empty_array_or_table() {
+    // `[routes]` as a table and `server` as an array: one error each, not one per entry (nor a
+    // struct read positionally from one element at a time).
+    let e = parse_toml("[routes]\na = 1\nb = 2\n").unwrap_err();
+    assert_eq!(e.0.len(), 1, "{e}");
+    assert_eq!((e.0[0].path.as_str(), e.0[0].message.contains("expected a sequence")), ("routes", true));
+    let e = parse_toml("server = [\"127.0.0.1:1\", 2]\nlog = 3\n").unwrap_err();
+    let paths: Vec<&str> = e.0.iter().map(|e| e.path.as_str()).collect();
+    assert_eq!(paths, ["server[1]", "log"], "{e}");
+    assert!(e.0[0].message.contains("expected a sequence"), "{e}");
+}
