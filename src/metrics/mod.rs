@@ -5,6 +5,7 @@
 //! available keys, process figures) are refreshed when `/metrics` is scraped.
 
 pub(crate) mod labels;
+mod process;
 
 use prometheus::core::Collector;
 use prometheus::{
@@ -14,6 +15,7 @@ use prometheus::{
 
 pub(crate) use labels::Family;
 use labels::{LabelSet, Vector};
+use process::ProcessMetrics;
 
 /// Route label for `provider/model` requests.
 pub(crate) const ROUTE_DIRECT: &str = "direct";
@@ -96,16 +98,6 @@ pub struct Metrics {
     /// `tier1_tls_reloads_total{result}`: certificate rotations picked up (ok) or refused (error).
     pub(crate) tls_reloads_total: Family<labels::Results, IntCounterVec>,
     process: ProcessMetrics,
-}
-
-#[derive(Debug, Clone)]
-struct ProcessMetrics {
-    cpu: Counter,
-    rss: IntGauge,
-    vsize: IntGauge,
-    open_fds: IntGauge,
-    max_fds: IntGauge,
-    start_time: Gauge,
 }
 
 /// Registers `metric` in `registry` and gives it back: the one list of metrics is their
@@ -299,17 +291,7 @@ impl Metrics {
                 "tier1_tls_reloads_total",
                 "Listener certificate rotations, by result (ok, error: the old certificate stays).",
             )?,
-            process: ProcessMetrics {
-                cpu: on(r, Counter::new("process_cpu_seconds_total", "CPU time used by the process.")?)?,
-                rss: on(r, IntGauge::new("process_resident_memory_bytes", "Resident memory.")?)?,
-                vsize: on(r, IntGauge::new("process_virtual_memory_bytes", "Virtual memory.")?)?,
-                open_fds: on(r, IntGauge::new("process_open_fds", "Open file descriptors.")?)?,
-                max_fds: on(r, IntGauge::new("process_max_fds", "File descriptor limit.")?)?,
-                start_time: on(
-                    r,
-                    Gauge::new("process_start_time_seconds", "Unix time the process started.")?,
-                )?,
-            },
+            process: ProcessMetrics::new(r)?,
             registry,
         };
         for result in ["ok", "unchanged", "error"] {
@@ -357,48 +339,11 @@ impl Metrics {
 
     /// The Prometheus text exposition of every metric.
     pub fn encode(&self) -> Vec<u8> {
-        self.refresh_process();
+        self.process.refresh();
         let mut out = Vec::with_capacity(16 * 1024);
         // Encoding into a Vec only fails on a metric family with no metrics, which we never build.
         let _ = TextEncoder::new().encode(&self.registry.gather(), &mut out);
         out
-    }
-
-    /// Sets the process gauges from `/proc/self` (Linux; elsewhere they stay 0).
-    fn refresh_process(&self) {
-        let p = &self.process;
-        let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else { return };
-        // Fields after the command name (which may contain spaces) start after the last ')'.
-        let fields: Vec<&str> = stat.rsplit_once(')').map_or("", |(_, f)| f).split_whitespace().collect();
-        let field = |i: usize| fields.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
-        // utime, stime (clock ticks; 100 per second on Linux), starttime, vsize, rss (pages).
-        let ticks = 100.0;
-        let cpu = (field(11) + field(12)) as f64 / ticks;
-        let delta = cpu - p.cpu.get();
-        if delta > 0.0 {
-            p.cpu.inc_by(delta);
-        }
-        p.vsize.set(i64::try_from(field(20)).unwrap_or(i64::MAX));
-        p.rss.set(i64::try_from(field(21) * 4096).unwrap_or(i64::MAX));
-        if p.start_time.get() == 0.0 {
-            let boot = std::fs::read_to_string("/proc/stat")
-                .ok()
-                .and_then(|s| {
-                    s.lines()
-                        .find_map(|l| l.strip_prefix("btime ").and_then(|v| v.trim().parse::<f64>().ok()))
-                })
-                .unwrap_or(0.0);
-            p.start_time.set(boot + field(19) as f64 / ticks);
-        }
-        if let Ok(dir) = std::fs::read_dir("/proc/self/fd") {
-            p.open_fds.set(i64::try_from(dir.count()).unwrap_or(i64::MAX));
-        }
-        let max = std::fs::read_to_string("/proc/self/limits").ok().and_then(|l| {
-            l.lines()
-                .find(|x| x.starts_with("Max open files"))
-                .and_then(|x| x.split_whitespace().nth(3)?.parse().ok())
-        });
-        p.max_fds.set(max.unwrap_or(0));
     }
 }
 
