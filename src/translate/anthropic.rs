@@ -112,53 +112,7 @@ pub fn request(
                 && !(*k == "n" && obj.get(*k).and_then(Value::as_u64) == Some(1))
         })
         .collect();
-    let mut system: Vec<String> = Vec::new();
-    let mut turns: Vec<(String, Vec<Value>)> = Vec::new();
-    let mut push = |role: &str, blocks: Vec<Value>| {
-        if blocks.is_empty() {
-            return;
-        }
-        match turns.last_mut() {
-            Some((r, b)) if r == role => b.extend(blocks),
-            _ => turns.push((role.to_owned(), blocks)),
-        }
-    };
-    let messages = obj
-        .get("messages")
-        .and_then(Value::as_array)
-        .ok_or_else(|| TranslateError("messages must be an array".into()))?;
-    for m in messages {
-        let role = m.get("role").and_then(Value::as_str).unwrap_or_default();
-        let content = m.get("content").unwrap_or(&Value::Null);
-        match role {
-            "system" | "developer" => system.push(text_of(content)),
-            "user" => push("user", blocks_of(content, &mut dropped)),
-            "assistant" => {
-                let mut blocks = blocks_of(content, &mut dropped);
-                for call in m.get("tool_calls").and_then(Value::as_array).into_iter().flatten() {
-                    let f = call.get("function").unwrap_or(&Value::Null);
-                    let args = f.get("arguments").and_then(Value::as_str).unwrap_or("{}");
-                    let input: Value = serde_json::from_str(args).unwrap_or_else(|_| json!({}));
-                    blocks.push(json!({
-                        "type": "tool_use",
-                        "id": call.get("id").cloned().unwrap_or(Value::Null),
-                        "name": f.get("name").cloned().unwrap_or(Value::Null),
-                        "input": input,
-                    }));
-                }
-                push("assistant", blocks);
-            }
-            "tool" => push(
-                "user",
-                vec![json!({
-                    "type": "tool_result",
-                    "tool_use_id": m.get("tool_call_id").cloned().unwrap_or(Value::Null),
-                    "content": text_of(content),
-                })],
-            ),
-            other => return Err(TranslateError(format!("unsupported message role {other:?}"))),
-        }
-    }
+    let (system, turns) = conversation(obj, &mut dropped)?;
     let mut out = Map::new();
     out.insert("model".into(), json!(model));
     let max_tokens = obj
@@ -187,43 +141,10 @@ pub fn request(
         }
         _ => {}
     }
-    if let Some(tools) = obj.get("tools").and_then(Value::as_array) {
-        let tools: Vec<Value> = tools
-            .iter()
-            .filter_map(|t| {
-                let f = t.get("function")?;
-                let mut tool = Map::new();
-                tool.insert("name".into(), f.get("name")?.clone());
-                if let Some(d) = f.get("description") {
-                    tool.insert("description".into(), d.clone());
-                }
-                tool.insert(
-                    "input_schema".into(),
-                    f.get("parameters").cloned().unwrap_or_else(|| json!({"type": "object"})),
-                );
-                Some(Value::Object(tool))
-            })
-            .collect();
-        if !tools.is_empty() {
-            out.insert("tools".into(), Value::Array(tools));
-        }
+    if let Some(tools) = tools(obj) {
+        out.insert("tools".into(), tools);
     }
-    let mut choice = match obj.get("tool_choice") {
-        Some(Value::String(s)) if s == "none" => Some(json!({"type": "none"})),
-        Some(Value::String(s)) if s == "auto" => Some(json!({"type": "auto"})),
-        Some(Value::String(s)) if s == "required" => Some(json!({"type": "any"})),
-        Some(Value::Object(o)) => {
-            o.get("function").and_then(|f| f.get("name")).map(|name| json!({"type": "tool", "name": name}))
-        }
-        _ => None,
-    };
-    if obj.get("parallel_tool_calls") == Some(&Value::Bool(false)) && out.contains_key("tools") {
-        let c = choice.get_or_insert_with(|| json!({"type": "auto"}));
-        if let Some(c) = c.as_object_mut() {
-            c.insert("disable_parallel_tool_use".into(), json!(true));
-        }
-    }
-    if let Some(c) = choice {
+    if let Some(c) = tool_choice(obj, out.contains_key("tools")) {
         out.insert("tool_choice".into(), c);
     }
     if let Some(user) = obj.get("user").and_then(Value::as_str) {
@@ -240,6 +161,109 @@ pub fn request(
     dropped.dedup();
     let body = serde_json::to_vec(&Value::Object(out)).map_err(|e| TranslateError(e.to_string()))?;
     Ok(Request { body: Bytes::from(body), dropped, include_usage })
+}
+
+/// Anthropic turns: a role and its content blocks.
+type Turns = Vec<(String, Vec<Value>)>;
+
+/// The system prompt's parts and the turns of an OpenAI `messages` array, as Anthropic has them:
+/// roles alternate (a run of one role is one turn), tool calls are `tool_use` blocks of the
+/// assistant's turn, tool results `tool_result` blocks of the user's.
+fn conversation(
+    obj: &Map<String, Value>,
+    dropped: &mut Vec<&'static str>,
+) -> Result<(Vec<String>, Turns), TranslateError> {
+    let mut system: Vec<String> = Vec::new();
+    let mut turns: Turns = Vec::new();
+    let mut push = |role: &str, blocks: Vec<Value>| {
+        if blocks.is_empty() {
+            return;
+        }
+        match turns.last_mut() {
+            Some((r, b)) if r == role => b.extend(blocks),
+            _ => turns.push((role.to_owned(), blocks)),
+        }
+    };
+    let messages = obj
+        .get("messages")
+        .and_then(Value::as_array)
+        .ok_or_else(|| TranslateError("messages must be an array".into()))?;
+    for m in messages {
+        let role = m.get("role").and_then(Value::as_str).unwrap_or_default();
+        let content = m.get("content").unwrap_or(&Value::Null);
+        match role {
+            "system" | "developer" => system.push(text_of(content)),
+            "user" => push("user", blocks_of(content, dropped)),
+            "assistant" => {
+                let mut blocks = blocks_of(content, dropped);
+                for call in m.get("tool_calls").and_then(Value::as_array).into_iter().flatten() {
+                    let f = call.get("function").unwrap_or(&Value::Null);
+                    let args = f.get("arguments").and_then(Value::as_str).unwrap_or("{}");
+                    let input: Value = serde_json::from_str(args).unwrap_or_else(|_| json!({}));
+                    blocks.push(json!({
+                        "type": "tool_use",
+                        "id": call.get("id").cloned().unwrap_or(Value::Null),
+                        "name": f.get("name").cloned().unwrap_or(Value::Null),
+                        "input": input,
+                    }));
+                }
+                push("assistant", blocks);
+            }
+            "tool" => push(
+                "user",
+                vec![json!({
+                    "type": "tool_result",
+                    "tool_use_id": m.get("tool_call_id").cloned().unwrap_or(Value::Null),
+                    "content": text_of(content),
+                })],
+            ),
+            other => return Err(TranslateError(format!("unsupported message role {other:?}"))),
+        }
+    }
+    Ok((system, turns))
+}
+
+/// OpenAI `tools` (functions) as Anthropic tools; `None` when there are none.
+fn tools(obj: &Map<String, Value>) -> Option<Value> {
+    let tools = obj.get("tools").and_then(Value::as_array)?;
+    let tools: Vec<Value> = tools
+        .iter()
+        .filter_map(|t| {
+            let f = t.get("function")?;
+            let mut tool = Map::new();
+            tool.insert("name".into(), f.get("name")?.clone());
+            if let Some(d) = f.get("description") {
+                tool.insert("description".into(), d.clone());
+            }
+            tool.insert(
+                "input_schema".into(),
+                f.get("parameters").cloned().unwrap_or_else(|| json!({"type": "object"})),
+            );
+            Some(Value::Object(tool))
+        })
+        .collect();
+    (!tools.is_empty()).then_some(Value::Array(tools))
+}
+
+/// OpenAI `tool_choice` and `parallel_tool_calls: false` as Anthropic's `tool_choice`
+/// (`has_tools`: the request has tools, which `disable_parallel_tool_use` needs).
+fn tool_choice(obj: &Map<String, Value>, has_tools: bool) -> Option<Value> {
+    let mut choice = match obj.get("tool_choice") {
+        Some(Value::String(s)) if s == "none" => Some(json!({"type": "none"})),
+        Some(Value::String(s)) if s == "auto" => Some(json!({"type": "auto"})),
+        Some(Value::String(s)) if s == "required" => Some(json!({"type": "any"})),
+        Some(Value::Object(o)) => {
+            o.get("function").and_then(|f| f.get("name")).map(|name| json!({"type": "tool", "name": name}))
+        }
+        _ => None,
+    };
+    if obj.get("parallel_tool_calls") == Some(&Value::Bool(false)) && has_tools {
+        let c = choice.get_or_insert_with(|| json!({"type": "auto"}));
+        if let Some(c) = c.as_object_mut() {
+            c.insert("disable_parallel_tool_use".into(), json!(true));
+        }
+    }
+    choice
 }
 
 /// Anthropic's `stop_reason` as an OpenAI `finish_reason`.

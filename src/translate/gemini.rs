@@ -117,8 +117,49 @@ pub fn request(openai: &[u8], stream: bool) -> Result<Request, TranslateError> {
     if stream && several {
         dropped.push("n");
     }
+    let (system, turns) = conversation(&obj, &mut dropped)?;
+    let mut out = Map::new();
+    let contents: Vec<Value> =
+        turns.into_iter().map(|(role, parts)| json!({"role": role, "parts": parts})).collect();
+    out.insert("contents".into(), Value::Array(contents));
+    if !system.is_empty() {
+        out.insert("systemInstruction".into(), json!({"parts": system}));
+    }
+    let config = generation_config(&obj, several && !stream);
+    if !config.is_empty() {
+        out.insert("generationConfig".into(), Value::Object(config));
+    }
+    if let Some(declarations) = declarations(&obj) {
+        out.insert("tools".into(), json!([{"functionDeclarations": declarations}]));
+    }
+    if let Some(mode) = calling_mode(&obj) {
+        out.insert("toolConfig".into(), json!({"functionCallingConfig": mode}));
+    }
+    if present("parallel_tool_calls") {
+        dropped.push("parallel_tool_calls");
+    }
+    let include_usage = obj
+        .get("stream_options")
+        .and_then(|o| o.get("include_usage"))
+        .and_then(Value::as_bool)
+        .unwrap_or(false);
+    dropped.dedup();
+    let body = serde_json::to_vec(&Value::Object(out)).map_err(|e| TranslateError(e.to_string()))?;
+    Ok(Request { body: Bytes::from(body), dropped, include_usage })
+}
+
+/// Gemini turns: a role and its parts.
+type Turns = Vec<(&'static str, Vec<Value>)>;
+
+/// The system instruction's parts and the turns of an OpenAI `messages` array, as Gemini has
+/// them: `user` and `model` alternate, tool calls are `functionCall` parts of the model's turn,
+/// tool results `functionResponse` parts of the user's (named after the call they answer).
+fn conversation(
+    obj: &Map<String, Value>,
+    dropped: &mut Vec<&'static str>,
+) -> Result<(Vec<Value>, Turns), TranslateError> {
     let mut system: Vec<Value> = Vec::new();
-    let mut turns: Vec<(&'static str, Vec<Value>)> = Vec::new();
+    let mut turns: Turns = Vec::new();
     let mut push = |role: &'static str, parts: Vec<Value>| {
         if parts.is_empty() {
             return;
@@ -144,23 +185,11 @@ pub fn request(openai: &[u8], stream: bool) -> Result<Request, TranslateError> {
                     system.push(json!({"text": t}));
                 }
             }
-            "user" => push("user", parts_of(content, &mut dropped)),
+            "user" => push("user", parts_of(content, dropped)),
             "assistant" => {
-                let mut parts = parts_of(content, &mut dropped);
+                let mut parts = parts_of(content, dropped);
                 for call in m.get("tool_calls").and_then(Value::as_array).into_iter().flatten() {
-                    let f = call.get("function").unwrap_or(&Value::Null);
-                    let name = f.get("name").cloned().unwrap_or(Value::Null);
-                    if let Some(id) = call.get("id").and_then(Value::as_str) {
-                        call_names.insert(id.to_owned(), name.clone());
-                    }
-                    let args = f.get("arguments").and_then(Value::as_str).unwrap_or("{}");
-                    let args: Value = serde_json::from_str(args).unwrap_or_else(|_| json!({}));
-                    let mut part = json!({"functionCall": {"name": name, "args": args}});
-                    // Gemini's thought signature, round-tripped the way Google's own OpenAI layer does.
-                    if let Some(sig) = call.pointer("/extra_content/google/thought_signature") {
-                        part["thoughtSignature"] = sig.clone();
-                    }
-                    parts.push(part);
+                    parts.push(function_call(call, &mut call_names));
                 }
                 push("model", parts);
             }
@@ -177,13 +206,29 @@ pub fn request(openai: &[u8], stream: bool) -> Result<Request, TranslateError> {
             other => return Err(TranslateError(format!("unsupported message role {other:?}"))),
         }
     }
-    let mut out = Map::new();
-    let contents: Vec<Value> =
-        turns.into_iter().map(|(role, parts)| json!({"role": role, "parts": parts})).collect();
-    out.insert("contents".into(), Value::Array(contents));
-    if !system.is_empty() {
-        out.insert("systemInstruction".into(), json!({"parts": system}));
+    Ok((system, turns))
+}
+
+/// An OpenAI tool call as a `functionCall` part; notes the call's name under its id.
+fn function_call(call: &Value, call_names: &mut HashMap<String, Value>) -> Value {
+    let f = call.get("function").unwrap_or(&Value::Null);
+    let name = f.get("name").cloned().unwrap_or(Value::Null);
+    if let Some(id) = call.get("id").and_then(Value::as_str) {
+        call_names.insert(id.to_owned(), name.clone());
     }
+    let args = f.get("arguments").and_then(Value::as_str).unwrap_or("{}");
+    let args: Value = serde_json::from_str(args).unwrap_or_else(|_| json!({}));
+    let mut part = json!({"functionCall": {"name": name, "args": args}});
+    // Gemini's thought signature, round-tripped the way Google's own OpenAI layer does.
+    if let Some(sig) = call.pointer("/extra_content/google/thought_signature") {
+        part["thoughtSignature"] = sig.clone();
+    }
+    part
+}
+
+/// `generationConfig`: sampling, length, stop, JSON output and thinking settings
+/// (`candidates`: `n` becomes `candidateCount`).
+fn generation_config(obj: &Map<String, Value>, candidates: bool) -> Map<String, Value> {
     let mut config = Map::new();
     let copy = |config: &mut Map<String, Value>, from: &str, to: &str| {
         if let Some(x) = obj.get(from).filter(|x| !x.is_null()) {
@@ -195,7 +240,7 @@ pub fn request(openai: &[u8], stream: bool) -> Result<Request, TranslateError> {
     copy(&mut config, "presence_penalty", "presencePenalty");
     copy(&mut config, "frequency_penalty", "frequencyPenalty");
     copy(&mut config, "seed", "seed");
-    if several && !stream {
+    if candidates {
         copy(&mut config, "n", "candidateCount");
     }
     copy(&mut config, "max_tokens", "maxOutputTokens");
@@ -233,30 +278,33 @@ pub fn request(openai: &[u8], stream: bool) -> Result<Request, TranslateError> {
             json!({"thinkingBudget": budget, "includeThoughts": budget > 0}),
         );
     }
-    if !config.is_empty() {
-        out.insert("generationConfig".into(), Value::Object(config));
-    }
-    if let Some(tools) = obj.get("tools").and_then(Value::as_array) {
-        let declarations: Vec<Value> = tools
-            .iter()
-            .filter_map(|t| {
-                let f = t.get("function")?;
-                let mut d = Map::new();
-                d.insert("name".into(), f.get("name")?.clone());
-                if let Some(x) = f.get("description") {
-                    d.insert("description".into(), x.clone());
-                }
-                if let Some(x) = f.get("parameters") {
-                    d.insert("parametersJsonSchema".into(), x.clone());
-                }
-                Some(Value::Object(d))
-            })
-            .collect();
-        if !declarations.is_empty() {
-            out.insert("tools".into(), json!([{"functionDeclarations": declarations}]));
-        }
-    }
-    let mode = match obj.get("tool_choice") {
+    config
+}
+
+/// OpenAI `tools` (functions) as Gemini function declarations; `None` when there are none.
+fn declarations(obj: &Map<String, Value>) -> Option<Vec<Value>> {
+    let tools = obj.get("tools").and_then(Value::as_array)?;
+    let declarations: Vec<Value> = tools
+        .iter()
+        .filter_map(|t| {
+            let f = t.get("function")?;
+            let mut d = Map::new();
+            d.insert("name".into(), f.get("name")?.clone());
+            if let Some(x) = f.get("description") {
+                d.insert("description".into(), x.clone());
+            }
+            if let Some(x) = f.get("parameters") {
+                d.insert("parametersJsonSchema".into(), x.clone());
+            }
+            Some(Value::Object(d))
+        })
+        .collect();
+    (!declarations.is_empty()).then_some(declarations)
+}
+
+/// OpenAI `tool_choice` as Gemini's `functionCallingConfig`.
+fn calling_mode(obj: &Map<String, Value>) -> Option<Value> {
+    match obj.get("tool_choice") {
         Some(Value::String(s)) if s == "none" => Some(json!({"mode": "NONE"})),
         Some(Value::String(s)) if s == "auto" => Some(json!({"mode": "AUTO"})),
         Some(Value::String(s)) if s == "required" => Some(json!({"mode": "ANY"})),
@@ -265,21 +313,7 @@ pub fn request(openai: &[u8], stream: bool) -> Result<Request, TranslateError> {
             .and_then(|f| f.get("name"))
             .map(|name| json!({"mode": "ANY", "allowedFunctionNames": [name]})),
         _ => None,
-    };
-    if let Some(mode) = mode {
-        out.insert("toolConfig".into(), json!({"functionCallingConfig": mode}));
     }
-    if present("parallel_tool_calls") {
-        dropped.push("parallel_tool_calls");
-    }
-    let include_usage = obj
-        .get("stream_options")
-        .and_then(|o| o.get("include_usage"))
-        .and_then(Value::as_bool)
-        .unwrap_or(false);
-    dropped.dedup();
-    let body = serde_json::to_vec(&Value::Object(out)).map_err(|e| TranslateError(e.to_string()))?;
-    Ok(Request { body: Bytes::from(body), dropped, include_usage })
 }
 
 /// Gemini's `finishReason` as an OpenAI `finish_reason` (`called`: the answer holds calls).

@@ -83,45 +83,8 @@ pub fn request(anthropic: &[u8], model: &str, stream: bool) -> Result<Request, T
             _ => Vec::new(),
         };
         match role {
-            "user" => {
-                let mut parts = Vec::new();
-                for b in &blocks {
-                    match b.get("type").and_then(Value::as_str) {
-                        Some("text") => parts.push(json!({"type": "text", "text": b.get("text")})),
-                        Some("image") => parts.extend(image(b)),
-                        Some("tool_result") => messages.push(json!({
-                            "role": "tool",
-                            "tool_call_id": b.get("tool_use_id"),
-                            "content": text_of(b.get("content").unwrap_or(&Value::Null)),
-                        })),
-                        _ => dropped.push("content blocks other than text, image and tool_result"),
-                    }
-                }
-                if !parts.is_empty() {
-                    messages.push(json!({"role": "user", "content": parts}));
-                }
-            }
-            "assistant" => {
-                let mut text = String::new();
-                let mut calls = Vec::new();
-                for b in &blocks {
-                    match b.get("type").and_then(Value::as_str) {
-                        Some("text") => text.push_str(b.get("text").and_then(Value::as_str).unwrap_or_default()),
-                        Some("tool_use") => calls.push(json!({
-                            "id": b.get("id"), "type": "function",
-                            "function": {"name": b.get("name"),
-                                "arguments": b.get("input").map_or_else(|| "{}".to_owned(), Value::to_string)},
-                        })),
-                        // Thinking is the provider's own; another provider cannot take it.
-                        _ => {}
-                    }
-                }
-                let mut msg = json!({"role": "assistant", "content": if text.is_empty() && !calls.is_empty() { Value::Null } else { json!(text) }});
-                if !calls.is_empty() {
-                    msg["tool_calls"] = Value::Array(calls);
-                }
-                messages.push(msg);
-            }
+            "user" => user_turn(&blocks, &mut messages, &mut dropped),
+            "assistant" => messages.push(assistant_turn(&blocks)),
             other => return Err(TranslateError(format!("unsupported message role {other:?}"))),
         }
     }
@@ -139,25 +102,8 @@ pub fn request(anthropic: &[u8], model: &str, stream: bool) -> Result<Request, T
     if let Some(stop) = obj.get("stop_sequences").and_then(Value::as_array).filter(|s| !s.is_empty()) {
         out.insert("stop".into(), Value::Array(stop.clone()));
     }
-    if let Some(tools) = obj.get("tools").and_then(Value::as_array) {
-        let tools: Vec<Value> = tools
-            .iter()
-            .filter_map(|t| {
-                let mut f = Map::new();
-                f.insert("name".into(), t.get("name")?.clone());
-                if let Some(d) = t.get("description") {
-                    f.insert("description".into(), d.clone());
-                }
-                f.insert(
-                    "parameters".into(),
-                    t.get("input_schema").cloned().unwrap_or_else(|| json!({"type": "object"})),
-                );
-                Some(json!({"type": "function", "function": f}))
-            })
-            .collect();
-        if !tools.is_empty() {
-            out.insert("tools".into(), Value::Array(tools));
-        }
+    if let Some(tools) = tools(&obj) {
+        out.insert("tools".into(), tools);
     }
     if let Some(choice) = obj.get("tool_choice") {
         let c = match choice.get("type").and_then(Value::as_str) {
@@ -184,6 +130,71 @@ pub fn request(anthropic: &[u8], model: &str, stream: bool) -> Result<Request, T
     dropped.dedup();
     let body = serde_json::to_vec(&Value::Object(out)).map_err(|e| TranslateError(e.to_string()))?;
     Ok(Request { body: Bytes::from(body), dropped })
+}
+
+/// A user turn's blocks: text and images as one user message, each tool result as a `tool`
+/// message of its own (before the user message, as OpenAI orders them).
+fn user_turn(blocks: &[Value], messages: &mut Vec<Value>, dropped: &mut Vec<&'static str>) {
+    let mut parts = Vec::new();
+    for b in blocks {
+        match b.get("type").and_then(Value::as_str) {
+            Some("text") => parts.push(json!({"type": "text", "text": b.get("text")})),
+            Some("image") => parts.extend(image(b)),
+            Some("tool_result") => messages.push(json!({
+                "role": "tool",
+                "tool_call_id": b.get("tool_use_id"),
+                "content": text_of(b.get("content").unwrap_or(&Value::Null)),
+            })),
+            _ => dropped.push("content blocks other than text, image and tool_result"),
+        }
+    }
+    if !parts.is_empty() {
+        messages.push(json!({"role": "user", "content": parts}));
+    }
+}
+
+/// An assistant turn's blocks as one assistant message: its text and its tool calls.
+fn assistant_turn(blocks: &[Value]) -> Value {
+    let mut text = String::new();
+    let mut calls = Vec::new();
+    for b in blocks {
+        match b.get("type").and_then(Value::as_str) {
+            Some("text") => text.push_str(b.get("text").and_then(Value::as_str).unwrap_or_default()),
+            Some("tool_use") => calls.push(json!({
+                "id": b.get("id"), "type": "function",
+                "function": {"name": b.get("name"),
+                    "arguments": b.get("input").map_or_else(|| "{}".to_owned(), Value::to_string)},
+            })),
+            // Thinking is the provider's own; another provider cannot take it.
+            _ => {}
+        }
+    }
+    let mut msg = json!({"role": "assistant", "content": if text.is_empty() && !calls.is_empty() { Value::Null } else { json!(text) }});
+    if !calls.is_empty() {
+        msg["tool_calls"] = Value::Array(calls);
+    }
+    msg
+}
+
+/// Anthropic `tools` as OpenAI function tools; `None` when there are none.
+fn tools(obj: &Map<String, Value>) -> Option<Value> {
+    let tools = obj.get("tools").and_then(Value::as_array)?;
+    let tools: Vec<Value> = tools
+        .iter()
+        .filter_map(|t| {
+            let mut f = Map::new();
+            f.insert("name".into(), t.get("name")?.clone());
+            if let Some(d) = t.get("description") {
+                f.insert("description".into(), d.clone());
+            }
+            f.insert(
+                "parameters".into(),
+                t.get("input_schema").cloned().unwrap_or_else(|| json!({"type": "object"})),
+            );
+            Some(json!({"type": "function", "function": f}))
+        })
+        .collect();
+    (!tools.is_empty()).then_some(Value::Array(tools))
 }
 
 /// OpenAI's `finish_reason` as an Anthropic `stop_reason`.
