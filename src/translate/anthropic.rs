@@ -19,16 +19,7 @@ use serde_json::{Map, Value, json};
 
 use super::{ChunkHead, TranslateError, unix_now};
 
-/// A translated request.
-#[derive(Debug, Clone)]
-pub struct Request {
-    /// The Anthropic body.
-    pub body: Bytes,
-    /// OpenAI parameters Anthropic cannot take, dropped.
-    pub dropped: Vec<&'static str>,
-    /// `stream_options.include_usage`: the stream ends with a usage chunk.
-    pub include_usage: bool,
-}
+pub use super::Request;
 
 /// Parameters with no Anthropic counterpart.
 const DROPPED: [&str; 13] = [
@@ -132,14 +123,8 @@ pub fn request(
             out.insert(k.into(), x.clone());
         }
     }
-    match obj.get("stop") {
-        Some(Value::String(s)) => {
-            out.insert("stop_sequences".into(), json!([s]));
-        }
-        Some(Value::Array(a)) => {
-            out.insert("stop_sequences".into(), Value::Array(a.clone()));
-        }
-        _ => {}
+    if let Some(stop) = super::stop_list(obj) {
+        out.insert("stop_sequences".into(), stop);
     }
     if let Some(tools) = tools(obj) {
         out.insert("tools".into(), tools);
@@ -153,14 +138,7 @@ pub fn request(
     if stream {
         out.insert("stream".into(), json!(true));
     }
-    let include_usage = obj
-        .get("stream_options")
-        .and_then(|o| o.get("include_usage"))
-        .and_then(Value::as_bool)
-        .unwrap_or(false);
-    dropped.dedup();
-    let body = serde_json::to_vec(&Value::Object(out)).map_err(|e| TranslateError(e.to_string()))?;
-    Ok(Request { body: Bytes::from(body), dropped, include_usage })
+    Request::new(obj, out, dropped)
 }
 
 /// Anthropic turns: a role and its content blocks.
@@ -225,23 +203,7 @@ fn conversation(
 
 /// OpenAI `tools` (functions) as Anthropic tools; `None` when there are none.
 fn tools(obj: &Map<String, Value>) -> Option<Value> {
-    let tools = obj.get("tools").and_then(Value::as_array)?;
-    let tools: Vec<Value> = tools
-        .iter()
-        .filter_map(|t| {
-            let f = t.get("function")?;
-            let mut tool = Map::new();
-            tool.insert("name".into(), f.get("name")?.clone());
-            if let Some(d) = f.get("description") {
-                tool.insert("description".into(), d.clone());
-            }
-            tool.insert(
-                "input_schema".into(),
-                f.get("parameters").cloned().unwrap_or_else(|| json!({"type": "object"})),
-            );
-            Some(Value::Object(tool))
-        })
-        .collect();
+    let tools = super::function_tools(obj, "input_schema", Some(&json!({"type": "object"})));
     (!tools.is_empty()).then_some(Value::Array(tools))
 }
 

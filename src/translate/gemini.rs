@@ -20,16 +20,7 @@ use serde_json::{Map, Value, json};
 
 use super::{ChunkHead, TranslateError, unix_now};
 
-/// A translated request.
-#[derive(Debug, Clone)]
-pub struct Request {
-    /// The Gemini body (the model is in the URL).
-    pub body: Bytes,
-    /// OpenAI parameters Gemini cannot take, dropped.
-    pub dropped: Vec<&'static str>,
-    /// `stream_options.include_usage`: the stream ends with a usage chunk.
-    pub include_usage: bool,
-}
+pub use super::Request;
 
 /// Parameters with no Gemini counterpart.
 const DROPPED: [&str; 8] =
@@ -138,14 +129,7 @@ pub fn request(openai: &[u8], stream: bool) -> Result<Request, TranslateError> {
     if present("parallel_tool_calls") {
         dropped.push("parallel_tool_calls");
     }
-    let include_usage = obj
-        .get("stream_options")
-        .and_then(|o| o.get("include_usage"))
-        .and_then(Value::as_bool)
-        .unwrap_or(false);
-    dropped.dedup();
-    let body = serde_json::to_vec(&Value::Object(out)).map_err(|e| TranslateError(e.to_string()))?;
-    Ok(Request { body: Bytes::from(body), dropped, include_usage })
+    Request::new(&obj, out, dropped)
 }
 
 /// Gemini turns: a role and its parts.
@@ -245,14 +229,8 @@ fn generation_config(obj: &Map<String, Value>, candidates: bool) -> Map<String, 
     }
     copy(&mut config, "max_tokens", "maxOutputTokens");
     copy(&mut config, "max_completion_tokens", "maxOutputTokens");
-    match obj.get("stop") {
-        Some(Value::String(s)) => {
-            config.insert("stopSequences".into(), json!([s]));
-        }
-        Some(Value::Array(a)) => {
-            config.insert("stopSequences".into(), Value::Array(a.clone()));
-        }
-        _ => {}
+    if let Some(stop) = super::stop_list(obj) {
+        config.insert("stopSequences".into(), stop);
     }
     match obj.get("response_format").and_then(|f| f.get("type")).and_then(Value::as_str) {
         Some("json_object") => {
@@ -283,22 +261,7 @@ fn generation_config(obj: &Map<String, Value>, candidates: bool) -> Map<String, 
 
 /// OpenAI `tools` (functions) as Gemini function declarations; `None` when there are none.
 fn declarations(obj: &Map<String, Value>) -> Option<Vec<Value>> {
-    let tools = obj.get("tools").and_then(Value::as_array)?;
-    let declarations: Vec<Value> = tools
-        .iter()
-        .filter_map(|t| {
-            let f = t.get("function")?;
-            let mut d = Map::new();
-            d.insert("name".into(), f.get("name")?.clone());
-            if let Some(x) = f.get("description") {
-                d.insert("description".into(), x.clone());
-            }
-            if let Some(x) = f.get("parameters") {
-                d.insert("parametersJsonSchema".into(), x.clone());
-            }
-            Some(Value::Object(d))
-        })
-        .collect();
+    let declarations = super::function_tools(obj, "parametersJsonSchema", None);
     (!declarations.is_empty()).then_some(declarations)
 }
 

@@ -158,6 +158,71 @@ impl ChunkHead {
     }
 }
 
+/// An OpenAI chat request translated for a provider (Anthropic, Gemini).
+#[derive(Debug, Clone)]
+pub struct Request {
+    /// The provider's body.
+    pub body: Bytes,
+    /// OpenAI parameters the provider cannot take, dropped.
+    pub dropped: Vec<&'static str>,
+    /// `stream_options.include_usage`: the stream ends with a usage chunk.
+    pub include_usage: bool,
+}
+
+impl Request {
+    /// The provider's body `out`, with what was `dropped` and the `openai` request's
+    /// `stream_options.include_usage`.
+    pub(crate) fn new(
+        openai: &serde_json::Map<String, serde_json::Value>,
+        out: serde_json::Map<String, serde_json::Value>,
+        mut dropped: Vec<&'static str>,
+    ) -> Result<Self, TranslateError> {
+        let include_usage = openai
+            .get("stream_options")
+            .and_then(|o| o.get("include_usage"))
+            .and_then(serde_json::Value::as_bool)
+            .unwrap_or(false);
+        dropped.dedup();
+        let body =
+            serde_json::to_vec(&serde_json::Value::Object(out)).map_err(|e| TranslateError(e.to_string()))?;
+        Ok(Self { body: Bytes::from(body), dropped, include_usage })
+    }
+}
+
+/// OpenAI `stop` (one string or a list) as a list.
+pub(crate) fn stop_list(obj: &serde_json::Map<String, serde_json::Value>) -> Option<serde_json::Value> {
+    match obj.get("stop") {
+        Some(serde_json::Value::String(s)) => Some(serde_json::json!([s])),
+        Some(serde_json::Value::Array(a)) => Some(serde_json::Value::Array(a.clone())),
+        _ => None,
+    }
+}
+
+/// The functions of an OpenAI `tools` array as `{name, description, <schema_key>: parameters}`
+/// objects, for the formats that declare tools that way; a function without parameters gets
+/// `default`, or no schema. Tools without a function or a name are left out.
+pub(crate) fn function_tools(
+    obj: &serde_json::Map<String, serde_json::Value>,
+    schema_key: &str,
+    default: Option<&serde_json::Value>,
+) -> Vec<serde_json::Value> {
+    let tools = obj.get("tools").and_then(serde_json::Value::as_array).into_iter().flatten();
+    tools
+        .filter_map(|t| {
+            let f = t.get("function")?;
+            let mut tool = serde_json::Map::new();
+            tool.insert("name".into(), f.get("name")?.clone());
+            if let Some(d) = f.get("description") {
+                tool.insert("description".into(), d.clone());
+            }
+            if let Some(schema) = f.get("parameters").or(default) {
+                tool.insert(schema_key.into(), schema.clone());
+            }
+            Some(serde_json::Value::Object(tool))
+        })
+        .collect()
+}
+
 /// Now, in Unix seconds (`created` fields).
 pub(crate) fn unix_now() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())

@@ -122,6 +122,11 @@ impl World {
     }
 }
 
+/// An attempt admitted through both breakers now, and failed with `f`.
+fn fail(job: &Job<'_>, c: &Candidate<'_>, key: Option<&Key>, f: Failure) {
+    failed(job, c, key, Gates::admit(c, NOW).expect("closed breakers admit"), &f, Instant::now(), NOW);
+}
+
 fn failure(class: Class, retry_after: Option<Duration>) -> Failure {
     Failure { class, status: None, retry_after }
 }
@@ -132,16 +137,7 @@ const NOW: u64 = 1_000_000_000;
 fn a_rate_limited_key_rests_alone_and_the_fleet_hears_of_it() {
     let mut w = world();
     let (job, c) = (w.job(), w.candidate("m"));
-    let gates = Gates::admit(&c, NOW).expect("closed breakers admit");
-    failed(
-        &job,
-        &c,
-        Some(w.key()),
-        gates,
-        &failure(Class::RateLimited, Some(Duration::from_secs(7))),
-        Instant::now(),
-        NOW,
-    );
+    fail(&job, &c, Some(w.key()), failure(Class::RateLimited, Some(Duration::from_secs(7))));
     assert_eq!(w.key().state.cooldown.remaining(NOW), Some(Duration::from_secs(7)));
     assert!(!c.target.cooldown.is_cooling(NOW), "a key's 429 rested the model");
     assert_eq!(c.target.breaker.state(NOW), BreakerState::Closed);
@@ -162,27 +158,11 @@ fn an_overloaded_model_that_says_when_rests_and_counts_against_the_breakers() {
     let mut w = world();
     let (job, c) = (w.job(), w.candidate("m"));
     let overloaded = failure(Class::Overloaded, Some(Duration::from_secs(3)));
-    failed(
-        &job,
-        &c,
-        Some(w.key()),
-        Gates::admit(&c, NOW).expect("admitted"),
-        &overloaded,
-        Instant::now(),
-        NOW,
-    );
+    fail(&job, &c, Some(w.key()), overloaded);
     assert_eq!(c.target.cooldown.remaining(NOW), Some(Duration::from_secs(3)));
     assert!(!w.key().state.cooldown.is_cooling(NOW), "the model's rest rested the key");
     // The second failure in a row opens both breakers (threshold 2), and the fleet hears of it.
-    failed(
-        &job,
-        &c,
-        None,
-        Gates::admit(&c, NOW).expect("admitted"),
-        &failure(Class::Server, None),
-        Instant::now(),
-        NOW,
-    );
+    fail(&job, &c, None, failure(Class::Server, None));
     assert_eq!(c.target.breaker.state(NOW), BreakerState::Open);
     assert_eq!(c.provider.state.breaker.state(NOW), BreakerState::Open);
     assert!(w.counted("tier1_breaker_transitions_total", &[r#"to="open""#]));
@@ -205,7 +185,7 @@ fn a_made_up_direct_models_rests_stay_on_this_replica() {
     let (job, c) = (w.job(), w.candidate(MODEL_OTHER));
     for _ in 0..2 {
         let f = failure(Class::Overloaded, Some(Duration::from_secs(3)));
-        failed(&job, &c, None, Gates::admit(&c, NOW).expect("admitted"), &f, Instant::now(), NOW);
+        fail(&job, &c, None, f);
     }
     assert!(c.target.cooldown.is_cooling(NOW));
     assert_eq!(c.target.breaker.state(NOW), BreakerState::Open);
@@ -222,26 +202,10 @@ fn a_made_up_direct_models_rests_stay_on_this_replica() {
 fn the_callers_fault_and_a_success_keep_the_provider_healthy() {
     let w = world();
     let (job, c) = (w.job(), w.candidate("m"));
-    failed(
-        &job,
-        &c,
-        None,
-        Gates::admit(&c, NOW).expect("admitted"),
-        &failure(Class::Server, None),
-        Instant::now(),
-        NOW,
-    );
+    fail(&job, &c, None, failure(Class::Server, None));
     // A 400 between two server errors: the streak is broken, the breaker stays closed.
     caller_fault(&job, &c, Gates::admit(&c, NOW).expect("admitted"), Class::InvalidRequest, NOW);
-    failed(
-        &job,
-        &c,
-        None,
-        Gates::admit(&c, NOW).expect("admitted"),
-        &failure(Class::Server, None),
-        Instant::now(),
-        NOW,
-    );
+    fail(&job, &c, None, failure(Class::Server, None));
     assert_eq!(c.target.breaker.state(NOW), BreakerState::Closed);
     assert!(w.counted("tier1_upstream_requests_total", &[r#"outcome="invalid_request""#]));
     // A success forgives the key's strikes: its next rest is the first length again, not double.
@@ -250,15 +214,7 @@ fn the_callers_fault_and_a_success_keep_the_provider_healthy() {
     let gates = Gates::admit(&c, NOW).expect("admitted");
     succeeded(&job, &c, Some(w.key()), gates, Duration::from_millis(5), false, NOW);
     assert_eq!(w.key().state.cooldown.strike(NOW, cfg, None), first);
-    failed(
-        &job,
-        &c,
-        None,
-        Gates::admit(&c, NOW).expect("admitted"),
-        &failure(Class::Server, None),
-        Instant::now(),
-        NOW,
-    );
+    fail(&job, &c, None, failure(Class::Server, None));
     assert_eq!(c.target.breaker.state(NOW), BreakerState::Closed, "the success did not reset the streak");
 }
 
@@ -267,15 +223,7 @@ fn a_half_open_trial_not_recorded_is_returned() {
     let w = world();
     let (job, c) = (w.job(), w.candidate("m"));
     for _ in 0..2 {
-        failed(
-            &job,
-            &c,
-            None,
-            Gates::admit(&c, NOW).expect("admitted"),
-            &failure(Class::Server, None),
-            Instant::now(),
-            NOW,
-        );
+        fail(&job, &c, None, failure(Class::Server, None));
     }
     let later = NOW + crate::resilience::clock::nanos(Duration::from_secs(3600));
     // Half-open with one trial: taken, then dropped without an outcome (the client left)...
