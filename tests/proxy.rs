@@ -315,9 +315,20 @@ async fn unreachable_upstream_is_502() {
     let a = post(&t.url("/v1/chat/completions"), &[], &chat("smart")).await;
     assert_eq!(a.status, 502);
     assert_eq!(a.code(), "upstream_unreachable");
-    // Connect errors are retried once (default retry: 2 attempts per target).
+    // A connect error moves on at once (`retry.on_connect = "next"`, the default): one target,
+    // one attempt.
+    assert_eq!(a.header("x-tier1-attempts"), Some("1"));
+    assert_eq!(a.json()["error"]["attempts"].as_array().unwrap().len(), 1);
+    // With `on_connect = "retry"` the target's own tries come first.
+    let url = format!("http://127.0.0.1:{}/v1", closed.port());
+    let retry = config(&url, "").replace(
+        "[[routes]]\nname = \"smart\"",
+        "[[routes]]\nname = \"smart\"\nretry = { attempts = 2, on_connect = \"retry\" }",
+    );
+    assert!(retry.contains("on_connect"), "the test config has a route named smart");
+    let t = Tier1::start(&retry).await;
+    let a = post(&t.url("/v1/chat/completions"), &[], &chat("smart")).await;
     assert_eq!(a.header("x-tier1-attempts"), Some("2"));
-    assert_eq!(a.json()["error"]["attempts"].as_array().unwrap().len(), 2);
 }
 
 #[tokio::test]
@@ -330,8 +341,9 @@ async fn slow_upstream_is_504() {
     let a = post(&t.url("/v1/chat/completions"), &[], &chat("smart")).await;
     assert_eq!(a.status, 504);
     assert_eq!(a.code(), "upstream_timeout");
-    assert_eq!(a.header("x-tier1-attempts"), Some("2"));
-    // Two attempts of 300ms each (plus at most 100ms backoff), not the mock's 5s.
+    // A timeout moves on at once (`retry.on_timeout = "next"`, the default): with one target,
+    // one attempt of 300ms, not the mock's 5s.
+    assert_eq!(a.header("x-tier1-attempts"), Some("1"));
     assert!(started.elapsed() < Duration::from_secs(2));
 }
 

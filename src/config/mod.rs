@@ -23,7 +23,7 @@ pub(crate) use secret::{StreamRedactor, resolve as resolve_secret};
 pub(crate) use crate::providers::ProviderKind;
 pub use settings::{Behavior, DEFAULT_REPLY};
 pub(crate) use settings::{
-    BreakerConfig, BudgetConfig, CooldownConfig, RawBehavior, RetryPolicy, Strategy, is_glob,
+    BreakerConfig, BudgetConfig, CooldownConfig, RawBehavior, RetryPolicy, Strategy, Then, is_glob,
 };
 
 /// The demo config embedded in the binary: routes served by the built-in mock provider, so that

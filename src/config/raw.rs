@@ -280,6 +280,12 @@ pub(super) struct RawRetry {
     pub backoff: Option<String>,
     /// Backoff ceiling.
     pub max_backoff: Option<String>,
+    /// `retry` or `next` after a timeout.
+    pub on_timeout: Option<String>,
+    /// `retry` or `next` after a connect error.
+    pub on_connect: Option<String>,
+    /// `retry` or `next` after a 5xx or an overloaded answer.
+    pub on_server: Option<String>,
 }
 
 /// `[server]`.

@@ -89,11 +89,48 @@ pub struct RetryPolicy {
     pub backoff: Duration,
     /// Ceiling of the backoff; a `Retry-After` longer than this moves on instead of waiting.
     pub max_backoff: Duration,
+    /// After a timeout (connect, first byte, idle before the commit, a 408): by default the next
+    /// target at once, since nothing says this one will answer soon.
+    pub on_timeout: Then,
+    /// After a connect error (refused, reset, TLS, DNS): by default the next target at once.
+    pub on_connect: Then,
+    /// After a 5xx or an overloaded answer: by default this target's retries first.
+    pub on_server: Then,
 }
 
 impl Default for RetryPolicy {
     fn default() -> Self {
-        Self { attempts: 2, backoff: Duration::from_millis(100), max_backoff: Duration::from_secs(2) }
+        Self {
+            attempts: 2,
+            backoff: Duration::from_millis(100),
+            max_backoff: Duration::from_secs(2),
+            on_timeout: Then::Next,
+            on_connect: Then::Next,
+            on_server: Then::Retry,
+        }
+    }
+}
+
+/// What follows a failed attempt of one class (`retry.on_timeout`, `on_connect`, `on_server`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Then {
+    /// Try the same target again, after the backoff, while it has tries left.
+    Retry,
+    /// Move on to the next target at once.
+    Next,
+}
+
+impl Then {
+    /// The spellings in config.
+    pub const NAMES: &'static str = "retry or next";
+
+    /// Parses `retry` or `next`.
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "retry" => Some(Self::Retry),
+            "next" => Some(Self::Next),
+            _ => None,
+        }
     }
 }
 

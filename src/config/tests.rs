@@ -309,3 +309,21 @@ fn parts_are_split_only_where_the_schema_takes_an_empty_array_or_table() {
     assert_eq!(paths, ["server[1]", "log"], "{e}");
     assert!(e.0[0].message.contains("expected a sequence"), "{e}");
 }
+
+#[test]
+fn retry_classes_default_to_moving_on_from_timeouts_and_take_only_retry_or_next() {
+    let base = "[providers.p]\nkind = \"mock\"\n[[routes]]\nname = \"r\"\ntargets = [{ provider = \"p\", model = \"m\" }]\n";
+    let c = parse_toml(base).unwrap();
+    let retry = c.routes[0].retry;
+    assert_eq!((retry.on_timeout, retry.on_connect, retry.on_server), (Then::Next, Then::Next, Then::Retry));
+    let set = base.replace(
+        "name = \"r\"\n",
+        "name = \"r\"\nretry = { on_timeout = \"retry\", on_server = \"next\" }\n",
+    );
+    let retry = parse_toml(&set).unwrap().routes[0].retry;
+    assert_eq!((retry.on_timeout, retry.on_connect, retry.on_server), (Then::Retry, Then::Next, Then::Next));
+    let bad = base.replace("name = \"r\"\n", "name = \"r\"\nretry = { on_connect = \"later\" }\n");
+    let e = parse_toml(&bad).unwrap_err();
+    assert_eq!(e.0[0].path, "routes[0].retry.on_connect", "{e}");
+    assert!(e.0[0].message.contains("retry or next"), "{e}");
+}

@@ -14,7 +14,7 @@ use http::HeaderName;
 
 use super::raw::{RawConfig, RawResilience, RawRetry, RawTls};
 use super::secret::{Env, resolve};
-use super::{BreakerConfig, BudgetConfig, CooldownConfig, RetryPolicy};
+use super::{BreakerConfig, BudgetConfig, CooldownConfig, RetryPolicy, Then};
 use super::{
     Config, ConfigError, ConfigErrors, LimitConfig, LogConfig, ProviderConfig, RedisConfig, RedisTls,
     ReloadConfig, ResilienceConfig, Scope, Secret, ServerConfig, TlsConfig,
@@ -308,6 +308,16 @@ fn retry(raw: Option<&RawRetry>, path: &str, default: &RetryPolicy, p: &mut Prob
     if attempts == 0 {
         p.push(format!("{path}.attempts"), "must be at least 1 (the first try counts)");
     }
+    let mut then = |key: &str, raw: Option<&str>, default: Then| match raw {
+        None => default,
+        Some(s) => Then::parse(s).unwrap_or_else(|| {
+            p.push(format!("{path}.{key}"), format!("unknown value {s:?} (want {})", Then::NAMES));
+            default
+        }),
+    };
+    let on_timeout = then("on_timeout", r.on_timeout.as_deref(), default.on_timeout);
+    let on_connect = then("on_connect", r.on_connect.as_deref(), default.on_connect);
+    let on_server = then("on_server", r.on_server.as_deref(), default.on_server);
     RetryPolicy {
         attempts: attempts.max(1),
         backoff: p.duration(&format!("{path}.backoff"), r.backoff.as_deref(), default.backoff),
@@ -316,6 +326,9 @@ fn retry(raw: Option<&RawRetry>, path: &str, default: &RetryPolicy, p: &mut Prob
             r.max_backoff.as_deref(),
             default.max_backoff,
         ),
+        on_timeout,
+        on_connect,
+        on_server,
     }
 }
 

@@ -6,6 +6,7 @@
 use std::time::Duration;
 
 use super::{Candidate, Failure};
+use crate::config::Then;
 use crate::error::Class;
 use crate::providers::Key;
 
@@ -168,7 +169,7 @@ impl<'c, 'a> Planner<'c, 'a> {
             // The backoff (or Retry-After) is for trying this target again; moving on to the next
             // target starts at once.
             Class::Overloaded | Class::Server | Class::Timeout | Class::Connect
-                if self.tries >= c.policy.attempts =>
+                if self.tries >= c.policy.attempts || c.policy.then(f.class) == Then::Next =>
             {
                 self.advance();
             }

@@ -2,6 +2,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use super::*;
+use crate::config::Then;
 use crate::config::{Format, parse};
 use crate::resilience::{Registry, RetryPolicy};
 use crate::snapshot::Live;
@@ -38,8 +39,15 @@ fn live() -> Live {
     Live::build(&config, &Registry::default(), &crate::upstream::Pools::default()).expect("a snapshot")
 }
 
-const POLICY: RetryPolicy =
-    RetryPolicy { attempts: 2, backoff: Duration::from_millis(100), max_backoff: Duration::from_secs(2) };
+/// Two tries per target, and every retryable class retried on the same target first.
+const POLICY: RetryPolicy = RetryPolicy {
+    attempts: 2,
+    backoff: Duration::from_millis(100),
+    max_backoff: Duration::from_secs(2),
+    on_timeout: Then::Retry,
+    on_connect: Then::Retry,
+    on_server: Then::Retry,
+};
 
 /// One candidate per provider name, in order, each with [`POLICY`].
 fn cands<'a>(live: &'a Live, names: &[&str]) -> Vec<Candidate<'a>> {
@@ -222,5 +230,31 @@ fn a_failure_on_a_candidate_left_behind_by_a_hedge_changes_nothing() {
     assert_eq!(plan.next(0), Step::Start { cand: 1, key: None });
     plan.skipped(0, Some(Duration::from_secs(5)));
     assert_eq!(plan.soonest, Some(Duration::from_secs(5)));
+    assert_eq!(plan.next(0), Step::Done);
+}
+
+/// The default policy: a timeout or a connect error says nothing will come from that target
+/// soon, so the next target starts at once; a 5xx gets the target's own retry first.
+#[test]
+fn by_default_timeouts_and_connect_errors_move_on_at_once_and_a_5xx_retries_first() {
+    let live = live();
+    let mut cands = cands(&live, &["c", "c", "c", "c"]);
+    for c in &mut cands {
+        c.policy = RetryPolicy::default();
+    }
+    let mut plan = Planner::new(&cands, &open, fastrand::Rng::with_seed(3));
+    assert_eq!(plan.next(0), Step::Start { cand: 0, key: None });
+    plan.failed(0, None, &fail(Class::Timeout, None), 0);
+    assert_eq!(plan.next(0), Step::Start { cand: 1, key: None }, "a timeout was retried on its target");
+    plan.failed(1, None, &fail(Class::Connect, None), 0);
+    assert_eq!(plan.next(0), Step::Start { cand: 2, key: None }, "a connect error was retried on its target");
+    plan.failed(2, None, &fail(Class::Server, None), 0);
+    assert!(matches!(plan.next(0), Step::Wait(_)), "a 5xx moved on without its retry");
+    assert_eq!(plan.next(0), Step::Start { cand: 2, key: None });
+    // `on_server = "next"` moves on from a 5xx too.
+    cands[3].policy.on_server = Then::Next;
+    let mut plan = Planner::new(&cands[3..], &open, fastrand::Rng::with_seed(4));
+    assert_eq!(plan.next(0), Step::Start { cand: 0, key: None });
+    plan.failed(0, None, &fail(Class::Overloaded, None), 0);
     assert_eq!(plan.next(0), Step::Done);
 }
