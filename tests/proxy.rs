@@ -758,3 +758,40 @@ async fn max_connections_pauses_accepting_until_a_connection_closes() {
         tokio::time::timeout(Duration::from_secs(3), third).await.expect("served after a close").unwrap();
     assert!(head.starts_with("HTTP/1.1 200"), "{head}");
 }
+
+/// Issue 19's silent provider: a primary that never sends its first byte, 3 tries per target.
+/// The fallback answers within one `first_byte_timeout` (it took 3 timeouts and their backoffs).
+#[tokio::test]
+async fn a_silent_provider_is_left_after_one_first_byte_timeout() {
+    let silent = Behavior { latency: Duration::from_secs(10), ..Behavior::default() };
+    let silent = MockUpstream::start(MockConfig::with_default(silent)).await.unwrap();
+    let healthy = MockUpstream::start(MockConfig::default()).await.unwrap();
+    let toml = format!(
+        r#"
+[providers.silent]
+kind = "openai"
+base_url = "{}"
+first_byte_timeout = "400ms"
+
+[providers.healthy]
+kind = "openai"
+base_url = "{}"
+
+[[routes]]
+name = "smart"
+retry = {{ attempts = 3, backoff = "50ms" }}
+targets = [{{ provider = "silent", model = "m" }}, {{ provider = "healthy", model = "m" }}]
+"#,
+        silent.url(),
+        healthy.url()
+    );
+    let t = Tier1::start(&toml).await;
+    let started = tokio::time::Instant::now();
+    let a = post(&t.url("/v1/chat/completions"), &[], &chat("smart")).await;
+    assert_eq!(a.status, 200, "{}", a.text());
+    assert_eq!(a.header("x-tier1-provider"), Some("healthy"));
+    assert_eq!(a.header("x-tier1-attempts"), Some("2"));
+    assert_eq!(silent.stats.snapshot().requests, 1, "the silent target was tried again");
+    // One timeout of 400ms, not three (1.2 s and their backoffs).
+    assert!(started.elapsed() < Duration::from_millis(1000), "{:?}", started.elapsed());
+}
