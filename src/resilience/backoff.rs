@@ -4,20 +4,8 @@
 use std::time::{Duration, SystemTime};
 
 pub(crate) use crate::config::RetryPolicy;
-use crate::config::Then;
-use crate::error::Class;
 
 impl RetryPolicy {
-    /// What follows a failure of `class` that a same-target retry could fix: a timeout, a
-    /// connect error, a 5xx or an overloaded answer (other classes never retry the target).
-    pub(crate) fn then(&self, class: Class) -> Then {
-        match class {
-            Class::Timeout => self.on_timeout,
-            Class::Connect => self.on_connect,
-            _ => self.on_server,
-        }
-    }
-
     /// Full-jitter delay before retry number `retry` (1 for the first retry): uniform in
     /// `[0, min(max_backoff, backoff * 2^(retry-1))]`.
     pub fn delay(&self, retry: u32) -> Duration {

@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use super::{Candidate, Failure};
-use crate::config::Then;
+use crate::config::{RetryPolicy, Then};
 use crate::error::Class;
 use crate::providers::Key;
 
@@ -169,7 +169,7 @@ impl<'c, 'a> Planner<'c, 'a> {
             // The backoff (or Retry-After) is for trying this target again; moving on to the next
             // target starts at once.
             Class::Overloaded | Class::Server | Class::Timeout | Class::Connect
-                if self.tries >= c.policy.attempts || c.policy.then(f.class) == Then::Next =>
+                if self.tries >= c.policy.attempts || then(&c.policy, f.class) == Then::Next =>
             {
                 self.advance();
             }
@@ -188,6 +188,16 @@ impl<'c, 'a> Planner<'c, 'a> {
         if cand == self.idx {
             self.advance();
         }
+    }
+}
+
+/// What `policy` says follows a failure of `class` that a same-target retry could fix: a
+/// timeout, a connect error, a 5xx or an overloaded answer (other classes never retry a target).
+fn then(policy: &RetryPolicy, class: Class) -> Then {
+    match class {
+        Class::Timeout => policy.on_timeout,
+        Class::Connect => policy.on_connect,
+        _ => policy.on_server,
     }
 }
 
