@@ -205,6 +205,54 @@ targets = [{ provider = "a", model = "flaky" }, { provider = "b", model = "good"
     );
 }
 
+/// Issue 19: a primary model down for 60 s, a request every 4 s. Before, its failures opened the
+/// provider-wide breaker too, so the provider's other models were refused (503
+/// `no_target_available`), and each failed trial doubled the opening, so the primary was used
+/// again only at about 80 s. Now its own breaker opens, the other models keep answering, and
+/// traffic is back on the primary within `open_for` and one request interval of its recovery.
+#[tokio::test(start_paused = true)]
+async fn a_models_outage_leaves_the_providers_other_models_alone_and_ends_on_time() {
+    let mock = MockUpstream::start(MockConfig::default()).await.unwrap();
+    let routes = r#"
+[[routes]]
+name = "r"
+retry = { attempts = 1 }
+targets = [{ provider = "a", model = "primary" }, { provider = "b", model = "fallback" }]
+"#;
+    let config = cfg(&mock, routes).replace(r#"open_for = "1s""#, r#"open_for = "10s""#);
+    let t = Tier1::start(&config).await;
+    let (interval, open_for, recovery) = (Duration::from_secs(4), Duration::from_secs(10), Duration::from_secs(60));
+    mock.stats.set_down("primary", Some(503));
+    let started = tokio::time::Instant::now();
+    let mut back = None;
+    while back.is_none() {
+        let at = started.elapsed();
+        if at >= recovery {
+            mock.stats.set_down("primary", None);
+        }
+        let a = chat_ok(&t, "r").await;
+        assert_eq!(a.status, 200, "at {at:?}");
+        if a.header("x-tier1-model") == Some("primary") {
+            back = Some(at);
+        }
+        // Once the primary's breaker is open (3 failures, by 8 s), another model of the same
+        // provider answers at once throughout.
+        if at > Duration::from_secs(8) {
+            let other = chat_ok(&t, "a/other").await;
+            assert_eq!((other.status.as_u16(), other.header("x-tier1-attempts")), (200, Some("1")), "at {at:?}");
+        }
+        assert!(at < Duration::from_secs(120), "the primary never came back");
+        tokio::time::advance(interval).await;
+    }
+    let back = back.unwrap();
+    assert!(back >= recovery, "answered by the primary during its outage at {back:?}");
+    assert!(back <= recovery + open_for + interval, "primary back at {back:?}");
+    // While open, the primary was tried only by trials: 3 failures to open it, then one trial per
+    // opening (about 60 s / 10 s), and the one that succeeded.
+    let calls = mock.stats.calls_for("primary");
+    assert!(calls <= 3 + 7 + 1, "the primary was called {calls} times");
+}
+
 #[tokio::test]
 async fn weighted_three_to_one_gives_seventy_five_percent() {
     let mock = MockUpstream::start(MockConfig::default()).await.unwrap();

@@ -242,6 +242,8 @@ pub(super) struct RawBreaker {
     pub window: Option<String>,
     /// Open time before trial requests.
     pub open_for: Option<String>,
+    /// The longest re-opening after failed trials (default: `open_for`).
+    pub open_for_max: Option<String>,
     /// Trial requests while half-open.
     pub half_open_probes: Option<u32>,
 }

@@ -25,6 +25,10 @@ pub struct BreakerConfig {
     pub window: Duration,
     /// How long it stays open the first time.
     pub open_for: Duration,
+    /// The longest a re-opening after a failed trial lasts: each one doubles the last, up to
+    /// this. Equal to `open_for` (the default) means no growth, so a provider that recovers is
+    /// used again at most `open_for` later.
+    pub open_for_max: Duration,
     /// Trial requests while half-open.
     pub half_open_probes: u32,
 }
@@ -37,6 +41,7 @@ impl Default for BreakerConfig {
             min_requests: 20,
             window: Duration::from_secs(30),
             open_for: Duration::from_secs(30),
+            open_for_max: Duration::from_secs(30),
             half_open_probes: 1,
         }
     }

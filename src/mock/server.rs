@@ -115,9 +115,12 @@ pub struct StatsSnapshot {
     pub streams_cancelled: u64,
 }
 
-/// The mock server's counters and request log.
+/// The mock server's counters and request log, and the models a test has taken down.
 #[derive(Debug)]
 pub struct MockStats {
+    /// Models answering this status to every request, whatever their behaviour: an outage a
+    /// test starts and ends while the mock runs.
+    down: Mutex<HashMap<String, StatusCode>>,
     requests: AtomicU64,
     connections_opened: AtomicU64,
     connections_closed: AtomicU64,
@@ -134,6 +137,7 @@ const LOG_LIMIT: usize = 10_000;
 impl Default for MockStats {
     fn default() -> Self {
         Self {
+            down: Mutex::new(HashMap::new()),
             requests: AtomicU64::new(0),
             connections_opened: AtomicU64::new(0),
             connections_closed: AtomicU64::new(0),
@@ -147,6 +151,20 @@ impl Default for MockStats {
 }
 
 impl MockStats {
+    /// Takes `model` down (every request answered `status`), or back up with `None`.
+    pub fn set_down(&self, model: &str, status: Option<StatusCode>) {
+        if let Ok(mut down) = self.down.lock() {
+            match status {
+                Some(s) => down.insert(model.to_owned(), s),
+                None => down.remove(model),
+            };
+        }
+    }
+
+    fn is_down(&self, model: &str) -> Option<StatusCode> {
+        self.down.lock().ok()?.get(model).copied()
+    }
+
     /// The counters now.
     pub fn snapshot(&self) -> StatsSnapshot {
         StatsSnapshot {
@@ -367,7 +385,10 @@ async fn handle(shared: &Shared, req: Request<Incoming>) -> Response<MockBody> {
         (None, Some(b)) => (b, shared.served.get(&model).unwrap_or(&shared.default_served)),
         (None, None) => (&shared.config.default, &shared.default_served),
     };
-    let overridden = overrides(behavior, &parts.headers);
+    let overridden = match shared.stats.is_down(&model) {
+        Some(status) => Some(Behavior { status: Some(status), fail_first: None, fail_rate: 0.0, ..behavior.clone() }),
+        None => overrides(behavior, &parts.headers),
+    };
     let behavior = overridden.as_ref().unwrap_or(behavior);
     let observer: Arc<dyn StreamObserver> = shared.stats.clone();
     let resp = super::answer(behavior, served, endpoint, &body, Some(observer)).await;

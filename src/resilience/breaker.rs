@@ -3,7 +3,9 @@
 //! `failure_rate`), or when at least `min_requests` outcomes in `window` failed at a ratio of
 //! `failure_rate` or more. Open: skipped at once (fast fail, no waiting). After `open_for` it is
 //! half-open: `half_open_probes` trial requests pass; if they all succeed it closes, and a failure
-//! re-opens it for twice as long as last time (up to 8× `open_for`).
+//! re-opens it for twice as long as last time, up to `open_for_max` (by default `open_for`: no
+//! growth, so a recovered provider is used again within `open_for`), less up to a tenth at random
+//! so that replicas' trials spread out.
 //!
 //! The hot path reads one atomic while closed; the state machine behind a short mutex (never held
 //! across `.await`) is touched only by outcomes and by admissions while not closed.
@@ -218,12 +220,36 @@ impl Breaker {
     }
 
     fn open(&self, c: &mut Core, now: u64) {
-        let factor = 1u32 << c.reopens.min(3);
+        let grown = self.cfg.open_for.saturating_mul(1u32 << c.reopens.min(16));
+        let mut open_for = nanos(grown.min(self.cfg.open_for_max.max(self.cfg.open_for)));
+        if c.reopens > 0 {
+            open_for -= fastrand::u64(0..=open_for / 10);
+        }
         c.state = BreakerState::Open;
-        c.open_until = now.saturating_add(nanos(self.cfg.open_for.saturating_mul(factor)));
+        c.open_until = now.saturating_add(open_for);
         c.probes_left = 0;
         c.probe_successes = 0;
         self.gate.store(NOT_CLOSED, Ordering::Release);
+    }
+
+    /// Opens it now, as if it had just failed past its threshold (a failure of a wider scope seen
+    /// elsewhere: several of a provider's models open). A failed trial's rule applies while
+    /// half-open. Returns the new state when it changed.
+    pub fn trip(&self, now: u64) -> Option<BreakerState> {
+        let Ok(mut c) = self.core.lock() else { return None };
+        match c.state {
+            BreakerState::Open => None,
+            BreakerState::Closed => {
+                c.reopens = 0;
+                self.open(&mut c, now);
+                Some(BreakerState::Open)
+            }
+            BreakerState::HalfOpen => {
+                c.reopens = c.reopens.saturating_add(1);
+                self.open(&mut c, now);
+                Some(BreakerState::Open)
+            }
+        }
     }
 
     /// Opens it for `open_for` because another replica did (it does not count as a reopen here,
@@ -272,6 +298,7 @@ mod tests {
             min_requests: 10,
             window: Duration::from_secs(10),
             open_for: Duration::from_secs(5),
+            open_for_max: Duration::from_secs(5),
             half_open_probes: 1,
         }
     }
@@ -312,21 +339,54 @@ mod tests {
         assert_eq!(opened, Some(BreakerState::Open));
     }
 
+    /// Issue 19: a failed trial used to double the opening (up to 8x `open_for`, no setting), so a
+    /// provider back after 60 s was used again only at about 96 s.
     #[tokio::test(start_paused = true)]
-    async fn failed_probe_reopens_with_backoff() {
+    async fn by_default_a_failed_probe_reopens_for_open_for_at_most() {
         let clock = Clock::new();
         let b = Breaker::new(cfg());
+        for _ in 0..3 {
+            b.record(clock.now(), false, false);
+        }
+        for _ in 0..5 {
+            tokio::time::advance(Duration::from_secs(5)).await;
+            assert_eq!(b.admit(clock.now()), Admission::Probe);
+            assert_eq!(b.record(clock.now(), false, true), Some(BreakerState::Open));
+            let left = b.remaining(clock.now()).unwrap();
+            assert!((Duration::from_millis(4500)..=Duration::from_secs(5)).contains(&left), "{left:?}");
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_trip_opens_a_closed_breaker_once() {
+        let clock = Clock::new();
+        let b = Breaker::new(cfg());
+        assert_eq!(b.trip(clock.now()), Some(BreakerState::Open));
+        assert_eq!(b.trip(clock.now()), None, "already open");
+        assert_eq!(b.remaining(clock.now()), Some(Duration::from_secs(5)));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn failed_probe_reopens_with_backoff_up_to_open_for_max() {
+        let clock = Clock::new();
+        let b = Breaker::new(BreakerConfig { open_for_max: Duration::from_secs(12), ..cfg() });
         for _ in 0..3 {
             b.record(clock.now(), false, false);
         }
         tokio::time::advance(Duration::from_secs(5)).await;
         assert_eq!(b.admit(clock.now()), Admission::Probe);
         assert_eq!(b.record(clock.now(), false, true), Some(BreakerState::Open));
-        assert_eq!(b.remaining(clock.now()), Some(Duration::from_secs(10)));
-        tokio::time::advance(Duration::from_secs(9)).await;
+        // Twice open_for, less a jitter of at most a tenth.
+        let left = b.remaining(clock.now()).unwrap();
+        assert!((Duration::from_secs(9)..=Duration::from_secs(10)).contains(&left), "{left:?}");
+        tokio::time::advance(Duration::from_millis(8900)).await;
         assert_eq!(b.admit(clock.now()), Admission::Denied);
-        tokio::time::advance(Duration::from_secs(1)).await;
+        tokio::time::advance(Duration::from_millis(1100)).await;
         assert_eq!(b.admit(clock.now()), Admission::Probe);
+        // Next: 20 s capped at open_for_max.
+        assert_eq!(b.record(clock.now(), false, true), Some(BreakerState::Open));
+        let left = b.remaining(clock.now()).unwrap();
+        assert!((Duration::from_millis(10800)..=Duration::from_secs(12)).contains(&left), "{left:?}");
     }
 
     #[tokio::test(start_paused = true)]

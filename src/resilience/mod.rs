@@ -14,6 +14,7 @@ mod budget;
 pub(crate) mod clock;
 mod cooldown;
 mod ewma;
+mod spread;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU32, AtomicUsize};
@@ -27,6 +28,7 @@ pub(crate) use budget::{BudgetConfig, RetryBudget};
 pub(crate) use clock::Clock;
 pub(crate) use cooldown::Cooldown;
 pub(crate) use ewma::Ewma;
+pub(crate) use spread::Spread;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::tracked::Tracked;
@@ -91,8 +93,11 @@ impl TargetState {
 /// State of one provider.
 #[derive(Debug)]
 pub struct ProviderState {
-    /// Per-provider breaker.
+    /// Per-provider breaker: opened by provider-scoped failures (connect errors, several models
+    /// open at once, every key refused), not by one model's.
     pub breaker: Breaker,
+    /// Its models whose breaker is open now.
+    pub spread: Spread,
     /// Retry budget of direct `provider/model` traffic.
     pub budget: RetryBudget,
     /// Direct requests' state for models no config names.
@@ -231,6 +236,7 @@ impl Registry {
             |p| p.breaker.config() == breaker && p.budget.config() == budget,
             || ProviderState {
                 breaker: Breaker::new(breaker),
+                spread: Spread::default(),
                 budget: RetryBudget::new(budget),
                 direct: DirectTargets::default(),
             },
@@ -310,6 +316,7 @@ impl Registry {
         }
         for (_, p) in self.providers.entries() {
             p.breaker.reset();
+            p.spread.clear();
             p.direct.clear();
         }
         for (_, k) in self.keys.entries() {

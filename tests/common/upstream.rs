@@ -108,6 +108,15 @@ impl Stats {
         }
     }
 
+    /// Takes `model` down (every request answered `status`), or back up with `None` (tier1's
+    /// mock only).
+    pub fn set_down(&self, model: &str, status: Option<u16>) {
+        match self {
+            Self::Mock(s) => s.set_down(model, status.map(|s| StatusCode::from_u16(s).unwrap())),
+            Self::Fixed(_) => panic!("a fixed upstream has no models to take down"),
+        }
+    }
+
     /// Requests whose JSON body names `model`.
     pub fn calls_for(&self, model: &str) -> usize {
         self.requests()

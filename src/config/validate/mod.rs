@@ -267,12 +267,18 @@ fn resilience(r: &RawResilience, p: &mut Problems) -> ResilienceConfig {
     if !(failure_rate > 0.0 && failure_rate <= 1.0) {
         p.push("resilience.breaker.failure_rate", "must be in (0, 1]");
     }
+    let open_for = positive(p, "resilience.breaker.open_for", b.open_for.as_deref(), d.open_for);
+    let open_for_max = positive(p, "resilience.breaker.open_for_max", b.open_for_max.as_deref(), open_for);
+    if open_for_max < open_for {
+        p.push("resilience.breaker.open_for_max", "must be at least open_for");
+    }
     let breaker = BreakerConfig {
         failure_threshold: b.failure_threshold.unwrap_or(d.failure_threshold).max(1),
         failure_rate,
         min_requests: b.min_requests.unwrap_or(d.min_requests),
         window: positive(p, "resilience.breaker.window", b.window.as_deref(), d.window),
-        open_for: positive(p, "resilience.breaker.open_for", b.open_for.as_deref(), d.open_for),
+        open_for,
+        open_for_max: open_for_max.max(open_for),
         half_open_probes: b.half_open_probes.unwrap_or(d.half_open_probes).max(1),
     };
     let dc = CooldownConfig::default();

@@ -12,6 +12,7 @@ use crate::error::{AttemptRecord, Class};
 use crate::metrics::{MODEL_OTHER, TARGET_PROVIDER, TargetMetrics, labels};
 use crate::providers::{Key, Provider};
 use crate::ratelimit::unix_ms;
+use crate::resilience::clock::nanos;
 use crate::resilience::{Admission, Breaker, BreakerState};
 use crate::shared;
 
@@ -60,11 +61,36 @@ impl<'a> Gates<'a> {
         Ok(Self { provider, target })
     }
 
-    /// Records the outcome on both breakers.
-    fn record(self, job: &Job<'_>, c: &Candidate<'_>, now: u64, ok: bool) {
-        gate(job, c.provider, self.provider, TARGET_PROVIDER, now, ok);
-        gate(job, c.provider, self.target, c.model_label, now, ok);
+    /// Records an outcome: a success or a provider-scoped failure on both breakers; a failure of
+    /// the target alone on its own breaker (and on the provider's only as the verdict of the
+    /// provider's half-open trial). A target that opens while another of the provider's models is
+    /// open opens the provider's too: several models failing is the provider's trouble.
+    fn record(self, job: &Job<'_>, c: &Candidate<'_>, now: u64, verdict: Verdict) {
+        let ok = verdict == Verdict::Healthy;
+        if verdict != Verdict::TargetFailed || self.provider.trial {
+            gate(job, c.provider, self.provider, TARGET_PROVIDER, now, ok);
+        }
+        let target = self.target.breaker;
+        if gate(job, c.provider, self.target, c.model_label, now, ok) == Some(BreakerState::Open)
+            && let Some(left) = target.remaining(now)
+        {
+            let state = &c.provider.state;
+            if state.spread.opened(c.model, now.saturating_add(nanos(left)), now) >= 2 {
+                trip(job, c.provider, now);
+            }
+        }
     }
+}
+
+/// What an outcome says about the provider and the target.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Verdict {
+    /// It answered (the caller's own faults included).
+    Healthy,
+    /// This target failed: a 5xx, an overload, a timeout.
+    TargetFailed,
+    /// The provider failed as a whole: it could not be reached.
+    ProviderFailed,
 }
 
 /// A retry starts after `last` failed.
@@ -108,7 +134,7 @@ pub(super) fn succeeded(
     now: u64,
 ) -> Arc<TargetMetrics> {
     c.target.ewma.observe(first);
-    gates.record(job, c, now, true);
+    gates.record(job, c, now, Verdict::Healthy);
     if let Some(k) = key {
         k.state.cooldown.reset();
     }
@@ -122,7 +148,7 @@ pub(super) fn succeeded(
 
 /// The caller's fault: the provider is healthy; its answer goes to the client.
 pub(super) fn caller_fault(job: &Job<'_>, c: &Candidate<'_>, gates: Gates<'_>, class: Class, now: u64) {
-    gates.record(job, c, now, true);
+    gates.record(job, c, now, Verdict::Healthy);
     job.metrics
         .upstream_requests_total
         .get(labels::Upstream { provider: &c.provider.name, model: c.model_label, outcome: class.as_str() })
@@ -170,6 +196,10 @@ pub(super) fn failed(
                 rested(k);
                 share_key(job, p, k, cfg.on_auth_error);
                 tracing::warn!(provider = %p.name, key = %k.name, "provider refused the key; cooling it");
+                // Every key refused: the provider as a whole is unusable.
+                if p.keys.iter().all(|k| k.state.cooldown.is_cooling(now)) {
+                    trip(job, p, now);
+                }
             }
         }
         Class::Overloaded | Class::Server | Class::Timeout | Class::Connect => {
@@ -179,32 +209,45 @@ pub(super) fn failed(
                 c.target.cooldown.cool_for(now, ra.min(cfg.max));
                 share_target(job, c, ra.min(cfg.max));
             }
-            gates.record(job, c, now, false);
+            let verdict = if f.class == Class::Connect { Verdict::ProviderFailed } else { Verdict::TargetFailed };
+            gates.record(job, c, now, verdict);
         }
         Class::InvalidRequest | Class::NotFound => {}
     }
 }
 
-/// Records an outcome on a breaker, counts the transition it caused, and shares an opening.
-fn gate(job: &Job<'_>, p: &Provider, probe: Probe<'_>, target: &str, now: u64, ok: bool) {
+/// Records an outcome on a breaker; returns the state it changed to.
+fn gate(job: &Job<'_>, p: &Provider, probe: Probe<'_>, target: &str, now: u64, ok: bool) -> Option<BreakerState> {
     let breaker = probe.breaker;
-    if let Some(to) = probe.record(now, ok) {
-        job.metrics
-            .breaker_transitions_total
-            .get(labels::Transition { provider: &p.name, to: to.as_str() })
-            .inc();
-        tracing::warn!(provider = %p.name, target, to = to.as_str(), "circuit breaker changed state");
-        // A made-up direct model's state is its own and this replica's (see `DirectTargets`).
-        if to == BreakerState::Open
-            && target != MODEL_OTHER
-            && let Some(left) = breaker.remaining(now)
-        {
-            job.shared.publish(shared::Event::BreakerOpen {
-                provider: p.name.to_string(),
-                target: target.to_owned(),
-                until_ms: until(left),
-            });
-        }
+    let to = probe.record(now, ok)?;
+    changed(job, p, breaker, target, to, now);
+    Some(to)
+}
+
+/// Opens the provider's breaker for a provider-scoped failure seen elsewhere.
+fn trip(job: &Job<'_>, p: &Provider, now: u64) {
+    if let Some(to) = p.state.breaker.trip(now) {
+        changed(job, p, &p.state.breaker, TARGET_PROVIDER, to, now);
+    }
+}
+
+/// Counts a breaker's transition, and shares an opening.
+fn changed(job: &Job<'_>, p: &Provider, breaker: &Breaker, target: &str, to: BreakerState, now: u64) {
+    job.metrics
+        .breaker_transitions_total
+        .get(labels::Transition { provider: &p.name, to: to.as_str() })
+        .inc();
+    tracing::warn!(provider = %p.name, target, to = to.as_str(), "circuit breaker changed state");
+    // A made-up direct model's state is its own and this replica's (see `DirectTargets`).
+    if to == BreakerState::Open
+        && target != MODEL_OTHER
+        && let Some(left) = breaker.remaining(now)
+    {
+        job.shared.publish(shared::Event::BreakerOpen {
+            provider: p.name.to_string(),
+            target: target.to_owned(),
+            until_ms: until(left),
+        });
     }
 }
 

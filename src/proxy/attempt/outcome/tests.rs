@@ -32,7 +32,7 @@ failure_threshold = 2
 [providers.a]
 kind = "openai"
 base_url = "http://127.0.0.1:9/v1"
-models = ["m"]
+models = ["m", "n"]
 [[providers.a.keys]]
 name = "k"
 secret = "env:K"
@@ -94,11 +94,16 @@ impl World {
 
     /// `a/m`, labelled `label` (`other` is how a made-up direct model is labelled).
     fn candidate(&self, label: &'static str) -> Candidate<'_> {
+        self.model("m", label)
+    }
+
+    /// `a/{model}`, labelled `label`.
+    fn model(&self, model: &'static str, label: &'static str) -> Candidate<'_> {
         let provider = &self.live.providers[0];
         Candidate {
             provider,
-            model: "m",
-            target: provider.target_state("m", 0),
+            model,
+            target: provider.target_state(model, 0),
             policy: RetryPolicy::default(),
             model_label: label,
             costs: (0.0, 0.0),
@@ -154,29 +159,71 @@ fn a_rate_limited_key_rests_alone_and_the_fleet_hears_of_it() {
 }
 
 #[test]
-fn an_overloaded_model_that_says_when_rests_and_counts_against_the_breakers() {
+fn an_overloaded_model_that_says_when_rests_and_counts_against_its_breaker() {
     let mut w = world();
     let (job, c) = (w.job(), w.candidate("m"));
     let overloaded = failure(Class::Overloaded, Some(Duration::from_secs(3)));
     fail(&job, &c, Some(w.key()), overloaded);
     assert_eq!(c.target.cooldown.remaining(NOW), Some(Duration::from_secs(3)));
     assert!(!w.key().state.cooldown.is_cooling(NOW), "the model's rest rested the key");
-    // The second failure in a row opens both breakers (threshold 2), and the fleet hears of it.
+    // The second failure in a row opens the model's breaker (threshold 2), not the provider's
+    // (issue 19: one model's outage refused every other model of the provider), and the fleet
+    // hears of it.
     fail(&job, &c, None, failure(Class::Server, None));
     assert_eq!(c.target.breaker.state(NOW), BreakerState::Open);
-    assert_eq!(c.provider.state.breaker.state(NOW), BreakerState::Open);
+    assert_eq!(c.provider.state.breaker.state(NOW), BreakerState::Closed, "one model took the provider down");
     assert!(w.counted("tier1_breaker_transitions_total", &[r#"to="open""#]));
     drop((job, c));
     let published = w.published();
     assert!(matches!(published[0], Event::TargetCooldown { ref model, .. } if model == "m"), "{published:?}");
-    let opened: Vec<_> = published
+    assert_eq!(opened(&published), ["m"], "{published:?}");
+}
+
+/// The targets whose breaker opening was shared.
+fn opened(published: &[Event]) -> Vec<&str> {
+    published
         .iter()
         .filter_map(|e| match e {
             Event::BreakerOpen { target, .. } => Some(target.as_str()),
             _ => None,
         })
-        .collect();
-    assert_eq!(opened, [TARGET_PROVIDER, "m"], "{published:?}");
+        .collect()
+}
+
+#[test]
+fn several_models_failing_or_a_connect_error_is_the_providers_trouble() {
+    let mut w = world();
+    let job = w.job();
+    let (m, n) = (w.model("m", "m"), w.model("n", "n"));
+    for _ in 0..2 {
+        fail(&job, &m, None, failure(Class::Timeout, None));
+    }
+    assert_eq!(m.provider.state.breaker.state(NOW), BreakerState::Closed);
+    // A second model opening while the first is open opens the provider's breaker.
+    for _ in 0..2 {
+        fail(&job, &n, None, failure(Class::Server, None));
+    }
+    assert_eq!(n.target.breaker.state(NOW), BreakerState::Open);
+    assert_eq!(n.provider.state.breaker.state(NOW), BreakerState::Open);
+    drop((job, m, n));
+    assert_eq!(opened(&w.published()), ["m", "n", TARGET_PROVIDER]);
+    // Connect errors count against the provider at once.
+    let w = world();
+    let (job, c) = (w.job(), w.candidate("m"));
+    for _ in 0..2 {
+        fail(&job, &c, None, failure(Class::Connect, None));
+    }
+    assert_eq!(c.provider.state.breaker.state(NOW), BreakerState::Open);
+}
+
+#[test]
+fn a_provider_whose_every_key_is_refused_opens_its_breaker() {
+    let w = world();
+    let (job, c) = (w.job(), w.candidate("m"));
+    fail(&job, &c, Some(w.key()), failure(Class::Auth, None));
+    assert!(w.key().state.cooldown.is_cooling(NOW));
+    assert_eq!(c.provider.state.breaker.state(NOW), BreakerState::Open);
+    assert_eq!(c.target.breaker.state(NOW), BreakerState::Closed);
 }
 
 #[test]
@@ -190,12 +237,9 @@ fn a_made_up_direct_models_rests_stay_on_this_replica() {
     assert!(c.target.cooldown.is_cooling(NOW));
     assert_eq!(c.target.breaker.state(NOW), BreakerState::Open);
     drop((job, c));
+    // Nothing is shared.
     let published = w.published();
-    // Only the provider's own breaker opening is shared.
-    assert!(
-        matches!(published.as_slice(), [Event::BreakerOpen { target, .. }] if target == TARGET_PROVIDER),
-        "{published:?}"
-    );
+    assert!(published.is_empty(), "{published:?}");
 }
 
 #[test]
