@@ -92,6 +92,11 @@ pub(crate) fn state(live: &Live, clock: Clock, app: &crate::state::AppState) -> 
                         "name": &*k.name,
                         "weight": k.weight,
                         "cooldown_ms": ms(k.state.cooldown.remaining(now)),
+                        // Rests of single models on this key (a model's 429): the rest of the
+                        // key serves on.
+                        "model_cooldowns_ms": k.state.models.resting(now).into_iter()
+                            .map(|(m, d)| (m, serde_json::json!(ms(Some(d)))))
+                            .collect::<serde_json::Map<_, _>>(),
                         "inflight": k.state.inflight.load(Ordering::Relaxed),
                     })
                 })

@@ -30,6 +30,9 @@ pub enum Class {
     Timeout,
     /// The upstream could not be reached.
     Connect,
+    /// The request is longer than the target's context window (the provider said so, or its
+    /// `context_window` did): the caller's request, but another target may take it.
+    ContextLength,
 }
 
 impl Class {
@@ -44,6 +47,7 @@ impl Class {
             Self::Server => "server",
             Self::Timeout => "timeout",
             Self::Connect => "connect",
+            Self::ContextLength => "context_length",
         }
     }
 
@@ -179,6 +183,9 @@ pub(crate) enum ProxyError {
 fn exhausted_message(e: &Exhausted) -> String {
     if e.attempts.is_empty() {
         return "no target could be tried now (breakers open, keys cooling or limits full)".to_owned();
+    }
+    if e.attempts.iter().all(|a| a.class == Class::ContextLength) {
+        return "the request is longer than the context window of every target".to_owned();
     }
     let list: Vec<String> = e
         .attempts

@@ -29,12 +29,15 @@ use crate::ratelimit::{Fleet, unix_ms};
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub(crate) enum Event {
-    /// A provider key rests until `until_ms`.
+    /// A provider key rests until `until_ms`: for one model, or as a whole.
     KeyCooldown {
         /// Provider name.
         provider: String,
         /// Key name.
         key: String,
+        /// The model that rests on it; none: the whole key.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        model: Option<String>,
         /// Unix ms.
         until_ms: u64,
     },
@@ -62,7 +65,10 @@ impl Event {
     /// The field of `{prefix}:state` that holds this state.
     fn field(&self) -> String {
         match self {
-            Self::KeyCooldown { provider, key, .. } => format!("key\u{1f}{provider}\u{1f}{key}"),
+            Self::KeyCooldown { provider, key, model: None, .. } => format!("key\u{1f}{provider}\u{1f}{key}"),
+            Self::KeyCooldown { provider, key, model: Some(m), .. } => {
+                format!("key\u{1f}{provider}\u{1f}{key}\u{1f}{m}")
+            }
             Self::TargetCooldown { provider, model, .. } => format!("target\u{1f}{provider}\u{1f}{model}"),
             Self::BreakerOpen { provider, target, .. } => format!("breaker\u{1f}{provider}\u{1f}{target}"),
         }
@@ -486,7 +492,7 @@ fn parse_field(field: &str, until_ms: u64) -> Option<Event> {
     let mut parts = field.split('\u{1f}');
     let (kind, provider, name) = (parts.next()?, parts.next()?.to_owned(), parts.next()?.to_owned());
     Some(match kind {
-        "key" => Event::KeyCooldown { provider, key: name, until_ms },
+        "key" => Event::KeyCooldown { provider, key: name, model: parts.next().map(str::to_owned), until_ms },
         "target" => Event::TargetCooldown { provider, model: name, until_ms },
         "breaker" => Event::BreakerOpen { provider, target: name, until_ms },
         _ => return None,
@@ -501,9 +507,12 @@ pub(crate) fn apply(state: &Handles, event: &Event) {
     }
     let now = state.registry.clock.now();
     match event {
-        Event::KeyCooldown { provider, key, .. } => {
+        Event::KeyCooldown { provider, key, model, .. } => {
             if let Some(k) = state.registry.existing_key(provider, key) {
-                k.cooldown.cool_for(now, remaining);
+                match model {
+                    Some(m) => k.models.cool_for(m, now, remaining),
+                    None => k.cooldown.cool_for(now, remaining),
+                }
             }
         }
         Event::TargetCooldown { provider, model, .. } => {
@@ -569,7 +578,19 @@ mod tests {
         let env = Envelope { origin: "r1".into(), event: e.clone() };
         let back: Envelope = serde_json::from_str(&serde_json::to_string(&env).unwrap()).unwrap();
         assert_eq!(back.event, e);
-        let k = Event::KeyCooldown { provider: "p".into(), key: "with|odd:chars".into(), until_ms: 7 };
+        let k = Event::KeyCooldown {
+            provider: "p".into(),
+            key: "with|odd:chars".into(),
+            model: None,
+            until_ms: 7,
+        };
         assert_eq!(parse_field(&k.field(), 7), Some(k));
+        let m = Event::KeyCooldown {
+            provider: "p".into(),
+            key: "k".into(),
+            model: Some("gpt-4o".into()),
+            until_ms: 7,
+        };
+        assert_eq!(parse_field(&m.field(), 7), Some(m));
     }
 }

@@ -133,10 +133,14 @@ async fn every_metric_moves_by_the_right_amount() {
     assert_eq!(v("tier1_breaker_state", &[("provider", "b"), ("target", "*")]), Some(0.0));
     assert_eq!(v("tier1_breaker_state", &[("provider", "a"), ("target", "good")]), Some(0.0));
     assert_eq!(
-        v("tier1_key_cooldowns_total", &[("provider", "c"), ("key", "tired"), ("reason", "rate_limited")]),
+        v(
+            "tier1_key_cooldowns_total",
+            &[("provider", "c"), ("key", "tired"), ("reason", "rate_limited"), ("scope", "model")]
+        ),
         Some(1.0)
     );
-    assert_eq!(v("tier1_keys_available", &[("provider", "c")]), Some(0.0));
+    // The 429 rested one model on the key: the key itself is still available.
+    assert_eq!(v("tier1_keys_available", &[("provider", "c")]), Some(1.0));
     assert_eq!(v("tier1_keys_available", &[("provider", "a")]), Some(1.0));
     assert_eq!(v("tier1_keys_available", &[("provider", "b")]), None, "b needs no key: no series");
     assert_eq!(v("tier1_hedges_total", &[("route", "h"), ("winner", "hedge")]), Some(1.0));

@@ -221,7 +221,8 @@ targets = [{ provider = "a", model = "primary" }, { provider = "b", model = "fal
 "#;
     let config = cfg(&mock, routes).replace(r#"open_for = "1s""#, r#"open_for = "10s""#);
     let t = Tier1::start(&config).await;
-    let (interval, open_for, recovery) = (Duration::from_secs(4), Duration::from_secs(10), Duration::from_secs(60));
+    let (interval, open_for, recovery) =
+        (Duration::from_secs(4), Duration::from_secs(10), Duration::from_secs(60));
     mock.stats.set_down("primary", Some(503));
     let started = tokio::time::Instant::now();
     let mut back = None;
@@ -239,7 +240,11 @@ targets = [{ provider = "a", model = "primary" }, { provider = "b", model = "fal
         // provider answers at once throughout.
         if at > Duration::from_secs(8) {
             let other = chat_ok(&t, "a/other").await;
-            assert_eq!((other.status.as_u16(), other.header("x-tier1-attempts")), (200, Some("1")), "at {at:?}");
+            assert_eq!(
+                (other.status.as_u16(), other.header("x-tier1-attempts")),
+                (200, Some("1")),
+                "at {at:?}"
+            );
         }
         assert!(at < Duration::from_secs(120), "the primary never came back");
         tokio::time::advance(interval).await;
@@ -480,8 +485,10 @@ async fn admin_state_lists_keys_by_name_with_cooldowns() {
     assert!(!text.contains("sk-key"), "{text}");
     let keys = state.json()["providers"][0]["keys"].as_array().unwrap().clone();
     assert_eq!(keys.len(), 2);
+    // A 429 rests the model on the key (the key itself serves its other models on).
     for k in keys {
-        let left = k["cooldown_ms"].as_u64().unwrap();
+        assert_eq!(k["cooldown_ms"], 0, "{k}");
+        let left = k["model_cooldowns_ms"]["m"].as_u64().unwrap();
         assert!((25_000..=30_000).contains(&left), "{k}");
     }
 }
@@ -505,4 +512,161 @@ async fn idle_gap_after_commit_ends_the_stream_with_a_timeout_event() {
     assert!(text.contains("upstream_timeout") && !text.contains("[DONE]"), "{text}");
     assert!(started.elapsed() < Duration::from_secs(4));
     assert_eq!(mock.stats.snapshot().requests, 1);
+}
+
+/// Each provider kind's real context-window refusal (issue 19: it was passed straight to the
+/// client as the caller's fault, though a target with a larger window would have answered).
+const CONTEXT_ERRORS: &[(&str, &str)] = &[
+    (
+        "openai",
+        r#"{"error":{"message":"This model's maximum context length is 128000 tokens. However, your messages resulted in 130512 tokens. Please reduce the length of the messages.","type":"invalid_request_error","param":"messages","code":"context_length_exceeded"}}"#,
+    ),
+    (
+        "azure",
+        r#"{"error":{"message":"This model's maximum context length is 8192 tokens, however you requested 9000 tokens. Please reduce your prompt; or completion length.","type":"invalid_request_error","param":null,"code":"context_length_exceeded"}}"#,
+    ),
+    (
+        "anthropic",
+        r#"{"type":"error","error":{"type":"invalid_request_error","message":"prompt is too long: 208656 tokens > 200000 maximum"},"request_id":"req_011CWAgPbMohjStFaYrkLZCm"}"#,
+    ),
+    (
+        "gemini",
+        r#"{"error":{"code":400,"message":"The input token count (1200293) exceeds the maximum number of tokens allowed (1048576).","status":"INVALID_ARGUMENT"}}"#,
+    ),
+];
+
+/// `[providers.small]` of `kind` on `url`, and route `r`: small first (3 tries), then `a/good`.
+fn small_then_good(kind: &str, url: &str, good: &MockUpstream, window: &str) -> String {
+    let azure = if kind == "azure" { r#"api_version = "2024-10-21""# } else { "" };
+    let routes = format!(
+        r#"
+[providers.small]
+kind = "{kind}"
+base_url = "{url}"
+{azure}
+[[providers.small.keys]]
+name = "k"
+secret = "sk-small-key-0001"
+
+[[routes]]
+name = "r"
+retry = {{ attempts = 3, backoff = "1ms" }}
+targets = [{{ provider = "small", model = "m"{window} }}, {{ provider = "a", model = "good" }}]
+"#
+    );
+    cfg(good, &routes)
+}
+
+#[tokio::test]
+async fn a_context_length_refusal_of_every_provider_kind_falls_back_at_once() {
+    let good = MockUpstream::start(MockConfig::default()).await.unwrap();
+    for (kind, body) in CONTEXT_ERRORS {
+        let small = MockUpstream::fixed(Fixed { status: 400, ..Fixed::json(body) }).await;
+        let t = Tier1::start(&small_then_good(kind, &small.url(), &good, "")).await;
+        let before = good.stats.calls_for("good");
+        let a = chat_ok(&t, "r").await;
+        assert_eq!(a.status, 200, "{kind}: {}", a.text());
+        assert_eq!(a.header("x-tier1-fallback-reason"), Some("context_length"), "{kind}");
+        assert_eq!(a.header("x-tier1-model"), Some("good"), "{kind}");
+        // No same-target retry: its window will not grow.
+        assert_eq!(small.stats.snapshot().requests, 1, "{kind}");
+        assert_eq!(good.stats.calls_for("good"), before + 1, "{kind}");
+    }
+}
+
+#[tokio::test]
+async fn when_no_target_takes_the_request_the_client_gets_the_providers_refusal() {
+    let (_, body) = CONTEXT_ERRORS[0];
+    let small = MockUpstream::fixed(Fixed { status: 400, ..Fixed::json(body) }).await;
+    let good = MockUpstream::start(
+        MockConfig::default()
+            .model("good", Behavior { status: Some(StatusCode::BAD_REQUEST), ..Behavior::default() }),
+    )
+    .await
+    .unwrap();
+    // The fallback refuses too, as the caller's fault: its 400 is the answer, as before.
+    let t = Tier1::start(&small_then_good("openai", &small.url(), &good, "")).await;
+    assert_eq!(chat_ok(&t, "r").await.status, 400);
+    // Both refuse for the window: the provider's own 400 reaches the client, never a 502.
+    let other = MockUpstream::fixed(Fixed { status: 400, ..Fixed::json(body) }).await;
+    let routes = format!(
+        r#"
+[providers.big]
+kind = "openai"
+base_url = "{}"
+[[routes]]
+name = "r"
+targets = [{{ provider = "b", model = "m" }}, {{ provider = "big", model = "m" }}]
+"#,
+        other.url()
+    );
+    let t = Tier1::start(&cfg(&small, &routes)).await;
+    let a = chat_ok(&t, "r").await;
+    assert_eq!(a.status, 400, "{}", a.text());
+    assert_eq!(a.json()["error"]["code"], "context_length_exceeded");
+    // One call each (small's first came from the tier1 above).
+    assert_eq!((small.stats.snapshot().requests, other.stats.snapshot().requests), (2, 1));
+}
+
+#[tokio::test]
+async fn a_target_whose_context_window_is_too_small_is_skipped_up_front() {
+    let small = MockUpstream::start(MockConfig::default()).await.unwrap();
+    let good = MockUpstream::start(MockConfig::default()).await.unwrap();
+    // About 1,000 tokens of prompt (bytes / 4) against a window of 100.
+    let long =
+        format!(r#"{{"model":"r","messages":[{{"role":"user","content":"{}"}}]}}"#, "word ".repeat(800));
+    let t = Tier1::start(&small_then_good("openai", &small.url(), &good, ", context_window = 100")).await;
+    let a = post(&t.url("/v1/chat/completions"), &[], &long).await;
+    assert_eq!((a.status.as_u16(), a.header("x-tier1-model")), (200, Some("good")));
+    assert_eq!(small.stats.snapshot().requests, 0, "the small target was tried");
+    // A short request still goes to the small target first.
+    let a = chat_ok(&t, "r").await;
+    assert_eq!((a.status.as_u16(), a.header("x-tier1-model")), (200, Some("m")));
+    // Longer than every window: 400, the caller's, naming the reason.
+    let routes = r#"
+[[routes]]
+name = "r"
+targets = [{ provider = "b", model = "m", context_window = 100 }]
+"#;
+    let t = Tier1::start(&cfg(&good, routes)).await;
+    let a = post(&t.url("/v1/chat/completions"), &[], &long).await;
+    assert_eq!(a.status, 400, "{}", a.text());
+    assert_eq!(a.json()["error"]["code"], "context_length_exceeded");
+}
+
+/// Issue 19: a 429 on one model rested the whole key, so the key's other models were refused
+/// too, though providers rate-limit per model.
+#[tokio::test]
+async fn a_429_on_one_model_leaves_the_keys_other_models_untouched() {
+    let limited = Behavior {
+        status: Some(StatusCode::TOO_MANY_REQUESTS),
+        retry_after: Some(http::HeaderValue::from_static("30")),
+        ..Behavior::default()
+    };
+    let mock = MockUpstream::start(MockConfig::default().model("busy", limited)).await.unwrap();
+    let routes = format!(
+        r#"
+[providers.one]
+kind = "openai"
+base_url = "{}"
+[[providers.one.keys]]
+name = "only"
+secret = "sk-only-key-0001"
+"#,
+        mock.url()
+    );
+    let t = Tier1::start(&cfg(&mock, &routes)).await;
+    assert_eq!(chat_ok(&t, "one/busy").await.status, 429);
+    let a = chat_ok(&t, "one/calm").await;
+    assert_eq!((a.status.as_u16(), a.header("x-tier1-attempts")), (200, Some("1")), "{}", a.text());
+    assert_eq!(mock.stats.calls_for("calm"), 1);
+    // The busy model rests on that key: not called again while it rests (the status of "every
+    // key resting" is issue 20's: 429, not today's 503).
+    assert_ne!(chat_ok(&t, "one/busy").await.status, 200);
+    assert_eq!(mock.stats.calls_for("busy"), 1);
+    let state = get_with(&t.url("/admin/state"), &[("x-tier1-admin", "1")]).await.json();
+    let key = state["providers"].as_array().unwrap().iter().find(|p| p["name"] == "one").unwrap()["keys"][0]
+        .clone();
+    assert_eq!(key["cooldown_ms"], 0, "{key}");
+    assert!(key["model_cooldowns_ms"]["busy"].as_u64().unwrap() > 20_000, "{key}");
 }

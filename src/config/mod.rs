@@ -324,6 +324,8 @@ pub struct TargetConfig {
     pub output_cost: f64,
     /// Azure deployment (default: the model).
     pub deployment: Option<String>,
+    /// The model's context window in tokens: a request estimated above it skips this target.
+    pub context_window: Option<u64>,
 }
 
 impl Config {

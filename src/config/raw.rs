@@ -474,4 +474,6 @@ pub(super) struct RawTarget {
     pub output_cost: Option<f64>,
     /// Azure deployment name (default: the model).
     pub deployment: Option<String>,
+    /// The model's context window, in tokens.
+    pub context_window: Option<u64>,
 }

@@ -141,7 +141,7 @@ labels! {
     /// `tier1_breaker_transitions_total`.
     Transitions => Transition { provider: &'a str, to: &'a str }
     /// `tier1_key_cooldowns_total`.
-    KeyRests => KeyRest { provider: &'a str, key: &'a str, reason: &'a str }
+    KeyRests => KeyRest { provider: &'a str, key: &'a str, reason: &'a str, scope: &'a str }
     /// `tier1_keys_available`.
     Providers => Provider { provider: &'a str }
     /// The rate-limit families.

@@ -62,7 +62,7 @@ pub struct Metrics {
     pub(crate) breaker_state: Family<labels::Breakers, IntGaugeVec>,
     /// `tier1_breaker_transitions_total{provider, to}`.
     pub(crate) breaker_transitions_total: Family<labels::Transitions, IntCounterVec>,
-    /// `tier1_key_cooldowns_total{provider, key, reason}`.
+    /// `tier1_key_cooldowns_total{provider, key, reason, scope}`.
     pub(crate) key_cooldowns_total: Family<labels::KeyRests, IntCounterVec>,
     /// `tier1_keys_available{provider}`.
     pub(crate) keys_available: Family<labels::Providers, IntGaugeVec>,
@@ -206,7 +206,10 @@ impl Metrics {
             )?,
             key_cooldowns_total: family(
                 r,
-                Family::counter("tier1_key_cooldowns_total", "Provider keys put to rest, by reason."),
+                Family::counter(
+                    "tier1_key_cooldowns_total",
+                    "Provider keys put to rest, by reason and scope (the whole key, or one model on it).",
+                ),
             )?,
             keys_available: family(r, Family::gauge("tier1_keys_available", "Provider keys not resting."))?,
             inflight: on(r, IntGauge::new("tier1_inflight_requests", "API requests being served now.")?)?,

@@ -386,7 +386,9 @@ async fn handle(shared: &Shared, req: Request<Incoming>) -> Response<MockBody> {
         (None, None) => (&shared.config.default, &shared.default_served),
     };
     let overridden = match shared.stats.is_down(&model) {
-        Some(status) => Some(Behavior { status: Some(status), fail_first: None, fail_rate: 0.0, ..behavior.clone() }),
+        Some(status) => {
+            Some(Behavior { status: Some(status), fail_first: None, fail_rate: 0.0, ..behavior.clone() })
+        }
         None => overrides(behavior, &parts.headers),
     };
     let behavior = overridden.as_ref().unwrap_or(behavior);

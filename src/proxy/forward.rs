@@ -274,6 +274,7 @@ fn route_candidate<'a>(live: &'a Live, route: &'a Route, t: &'a Target) -> Optio
         model_label: &t.model,
         costs: (t.input_cost, t.output_cost),
         deployment: &t.deployment,
+        context_window: t.context_window,
     })
 }
 
@@ -302,6 +303,7 @@ fn push_direct<'a>(
             model_label: p.model_label(model),
             costs: (0.0, 0.0),
             deployment: model,
+            context_window: None,
         });
     }
 }

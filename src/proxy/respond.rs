@@ -129,7 +129,8 @@ fn error_headers(e: &ProxyError, status: StatusCode, headers: &mut HeaderMap) {
 }
 
 /// What the client sees when every candidate failed: 503 when none could even be tried (breakers
-/// open, keys cooling, limits full); 429 when every failure was a rate limit or overload; 504 when
+/// open, keys cooling, limits full); 400 when the request is longer than every target's context
+/// window; 429 when every failure was a rate limit or overload; 504 when
 /// every attempt timed out; 502 otherwise. The code is the dominant classification.
 fn exhausted_status(e: &Exhausted) -> (StatusCode, &'static str, &'static str, Option<&'static str>) {
     let all = |f: fn(Class) -> bool| !e.attempts.is_empty() && e.attempts.iter().all(|a| f(a.class));
@@ -140,9 +141,13 @@ fn exhausted_status(e: &Exhausted) -> (StatusCode, &'static str, &'static str, O
         Some(Class::Auth) => "upstream_auth",
         Some(Class::Server | Class::InvalidRequest | Class::NotFound) => "upstream_error",
         Some(c @ (Class::RateLimited | Class::Overloaded)) => c.as_str(),
+        Some(Class::ContextLength) => "context_length_exceeded",
     };
     if e.started == 0 && e.attempts.is_empty() {
         (StatusCode::SERVICE_UNAVAILABLE, "upstream_error", code, None)
+    } else if all(|c| c == Class::ContextLength) {
+        // Longer than every target's window: the caller's request, not tier1's failure.
+        (StatusCode::BAD_REQUEST, "invalid_request_error", code, Some("messages"))
     } else if all(|c| matches!(c, Class::RateLimited | Class::Overloaded)) {
         (StatusCode::TOO_MANY_REQUESTS, "rate_limit_error", code, None)
     } else if all(|c| c == Class::Timeout) {

@@ -14,6 +14,7 @@ mod budget;
 pub(crate) mod clock;
 mod cooldown;
 mod ewma;
+mod rests;
 mod spread;
 
 use std::collections::HashMap;
@@ -28,6 +29,7 @@ pub(crate) use budget::{BudgetConfig, RetryBudget};
 pub(crate) use clock::Clock;
 pub(crate) use cooldown::Cooldown;
 pub(crate) use ewma::Ewma;
+pub(crate) use rests::ModelRests;
 pub(crate) use spread::Spread;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
@@ -36,10 +38,22 @@ use crate::tracked::Tracked;
 /// State of one provider key.
 #[derive(Debug, Default)]
 pub struct KeyState {
-    /// Rate-limit / auth cooldown.
+    /// Rest of the whole key: refused (auth), or out of quota.
     pub cooldown: Cooldown,
+    /// Rests of single models on this key (their rate limits).
+    pub models: ModelRests,
     /// Requests in flight on this key.
     pub inflight: AtomicU32,
+}
+
+impl KeyState {
+    /// Time until the key may serve `model`, if it rests now (as a whole or for that model).
+    pub fn resting_for(&self, model: &str, now: u64) -> Option<Duration> {
+        match (self.cooldown.remaining(now), self.models.remaining(model, now)) {
+            (Some(a), Some(b)) => Some(a.max(b)),
+            (a, b) => a.or(b),
+        }
+    }
 }
 
 /// State of one `provider/model` target.
@@ -321,6 +335,7 @@ impl Registry {
         }
         for (_, k) in self.keys.entries() {
             k.cooldown.clear();
+            k.models.clear();
         }
     }
 }

@@ -44,6 +44,8 @@ pub struct Target {
     pub output_cost: f64,
     /// Azure deployment (default: the model).
     pub deployment: Arc<str>,
+    /// Context window in tokens, if configured.
+    pub context_window: Option<u64>,
     /// Breaker, cooldown, latency, in-flight count.
     pub state: Arc<TargetState>,
 }
@@ -110,6 +112,7 @@ impl RoutingTable {
                             input_cost: t.input_cost,
                             output_cost: t.output_cost,
                             deployment: Arc::from(t.deployment.as_deref().unwrap_or(&t.model)),
+                            context_window: t.context_window,
                             state: registry.target(provider, &t.model, breaker),
                         }
                     })

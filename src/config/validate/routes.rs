@@ -117,6 +117,13 @@ fn target(
                     input_cost,
                     output_cost,
                     deployment,
+                    context_window: match t.context_window {
+                        Some(0) => {
+                            p.push(format!("{tp}.context_window"), "must be at least 1 token");
+                            None
+                        }
+                        w => w,
+                    },
                 })
             }
             None => {

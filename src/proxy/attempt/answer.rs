@@ -53,12 +53,17 @@ pub(super) struct Carried {
 impl Answered {
     #[inline]
     fn from(c: &Candidate<'_>, answer: Answer) -> Attempted {
-        Attempted::Answered(Box::new(Self {
+        Attempted::Answered(Self::boxed(c, answer))
+    }
+
+    #[inline]
+    fn boxed(c: &Candidate<'_>, answer: Answer) -> Box<Self> {
+        Box::new(Self {
             provider: c.provider.name_header.clone(),
             model: HeaderValue::from_str(c.model).ok(),
             fallback_reason: None,
             answer,
-        }))
+        })
     }
 }
 
@@ -119,7 +124,7 @@ async fn whole(
     let raw = read_bounded(ok.rest, at.total).await;
     job.waited(since);
     let Ok((body, usage)) = t.response(&raw, c.model) else {
-        let f = Failure { class: Class::Server, status: Some(ok.status), retry_after: None };
+        let f = Failure { class: Class::Server, status: Some(ok.status), retry_after: None, key_wide: false };
         return Attempted::Failed(f);
     };
     // A provider may echo the key inside its answer, which the translation keeps.
@@ -143,26 +148,21 @@ async fn whole(
     Answered::from(c, Answer::Success(success))
 }
 
-/// The provider's refusal of the caller's request, read within the deadline, in the client's
+/// The provider's refusal of the caller's request (its first bytes, as read), in the client's
 /// format and redacted.
-pub(super) async fn caller_fault(
+pub(super) fn caller_fault(
     job: &Job<'_>,
     c: &Candidate<'_>,
     status: StatusCode,
     headers: &HeaderMap,
-    body: UpstreamBody,
+    bytes: &Bytes,
     translated: Option<&Translated>,
-    total: Instant,
-) -> Attempted {
-    let since = Instant::now();
-    let mut bytes = read_bounded(body, total).await;
-    job.waited(since);
-    if let Some(t) = translated {
-        bytes = t.error(&bytes, status.as_u16());
-    }
-    let body = Bytes::from(job.live.redactor.redact(&bytes).into_owned());
+) -> Box<Answered> {
+    let translated = translated.map(|t| t.error(bytes, status.as_u16()));
+    let bytes = translated.as_deref().unwrap_or(bytes);
+    let body = Bytes::from(job.live.redactor.redact(bytes).into_owned());
     let headers = client_headers(headers, false, &job.live.redactor);
-    Answered::from(c, Answer::CallerFault { status, headers, body })
+    Answered::boxed(c, Answer::CallerFault { status, headers, body })
 }
 
 /// The request cannot be written in the provider's format.

@@ -14,7 +14,8 @@ use tokio::time::Instant;
 
 use super::answer::{self, Carried, Committed, Deadlines};
 use super::outcome::{self, Gates};
-use super::read::{encoded, first_frame, is_sse, precommit};
+use super::read::{encoded, first_frame, is_sse, precommit, read_bounded};
+use super::refusal;
 use super::{Attempted, Candidate, Failure, Job};
 use crate::error::Class;
 use crate::providers::{Call, Key, SendError, UpstreamBody};
@@ -55,8 +56,8 @@ impl Drop for AttemptGuard {
 enum Exchanged {
     /// A success, read to its commit point.
     Success(Committed),
-    /// The caller's fault (400, 404, 409, 422...): the body is still unread.
-    CallerFault { status: StatusCode, headers: http::HeaderMap, body: UpstreamBody, class: Class },
+    /// The caller's fault (400, 404, 409, 422...), or a context-window refusal: its first bytes.
+    CallerFault { status: StatusCode, headers: http::HeaderMap, body: Bytes, class: Class },
     /// A failure to learn from and maybe retry.
     Failed(Failure),
 }
@@ -119,7 +120,12 @@ pub(super) async fn attempt<'a>(
         }
         Exchanged::CallerFault { status, headers, body, class } => {
             outcome::caller_fault(job, c, gates, class, now);
-            answer::caller_fault(job, c, status, &headers, body, translated.as_ref(), total).await
+            let refused = answer::caller_fault(job, c, status, &headers, &body, translated.as_ref());
+            if class == Class::ContextLength {
+                let f = Failure { class, status: Some(status), retry_after: None, key_wide: false };
+                return Attempted::Outgrown(f, refused);
+            }
+            Attempted::Answered(refused)
         }
         Exchanged::Failed(f) => {
             outcome::failed(job, c, key, gates, &f, start, now);
@@ -160,7 +166,9 @@ async fn classify(
     translated: bool,
     at: Deadlines,
 ) -> Exchanged {
-    let failure = |class, status, retry_after| Exchanged::Failed(Failure { class, status, retry_after });
+    let failure = |class, status, retry_after| {
+        Exchanged::Failed(Failure { class, status, retry_after, key_wide: false })
+    };
     let resp = match response {
         Err(SendError::Connect) => return failure(Class::Connect, None, None),
         Err(SendError::Timeout) => return failure(Class::Timeout, None, None),
@@ -200,8 +208,26 @@ async fn classify(
         parts.headers.get(header::RETRY_AFTER).and_then(|v| v.to_str().ok()).and_then(|v| {
             parse_retry_after(v, std::time::SystemTime::now(), job.live.resilience.cooldown.max)
         });
-    if matches!(class, Class::InvalidRequest | Class::NotFound) {
-        return Exchanged::CallerFault { status, headers: parts.headers, body, class };
+    if !matches!(class, Class::InvalidRequest | Class::NotFound | Class::RateLimited) {
+        return failure(class, Some(status), retry_after);
     }
-    failure(class, Some(status), retry_after)
+    // A refusal is read (its first bytes, within the idle timeout): to pass it on, and for what
+    // it says beyond its status.
+    let since = Instant::now();
+    let first = if encoded(&parts.headers) {
+        Bytes::new()
+    } else {
+        read_bounded(body, (since + p.idle_timeout).min(at.total)).await
+    };
+    job.waited(since);
+    if class == Class::RateLimited {
+        let key_wide = refusal::key_exhausted(&first);
+        return Exchanged::Failed(Failure { class, status: Some(status), retry_after, key_wide });
+    }
+    let class = if class == Class::InvalidRequest && refusal::outgrown(&first) {
+        Class::ContextLength
+    } else {
+        class
+    };
+    Exchanged::CallerFault { status, headers: parts.headers, body: first, class }
 }

@@ -28,6 +28,7 @@ mod exchange;
 mod outcome;
 mod plan;
 mod read;
+mod refusal;
 mod run;
 
 use std::sync::Arc;
@@ -71,6 +72,8 @@ pub(crate) struct Candidate<'a> {
     pub costs: (f64, f64),
     /// Azure deployment (the model elsewhere).
     pub deployment: &'a str,
+    /// Context window in tokens, if configured: a longer request skips this target.
+    pub context_window: Option<u64>,
 }
 
 impl Candidate<'_> {
@@ -95,7 +98,7 @@ impl Candidate<'_> {
     fn keys_cooling(&self, now: u64) -> Option<Duration> {
         let mut soonest: Option<Duration> = None;
         for k in self.provider.keys.iter().filter(|k| k.serves(self.model)) {
-            let left = k.state.cooldown.remaining(now)?;
+            let left = k.state.resting_for(self.model, now)?;
             soonest = Some(soonest.map_or(left, |s| s.min(left)));
         }
         // No key serves this model at all: unusable, with no time to wait for.
@@ -220,6 +223,9 @@ enum Attempted {
     Failed(Failure),
     /// Not started: breaker, limit. Carries when it may be available.
     Skipped(Option<Duration>),
+    /// The request is longer than this target's context window: the planner moves on, and the
+    /// provider's refusal is kept for the client in case no later target answers.
+    Outgrown(Failure, Box<Answered>),
 }
 
 /// A failed attempt, as the planner and the client's error body see it.
@@ -228,4 +234,7 @@ struct Failure {
     class: Class,
     status: Option<StatusCode>,
     retry_after: Option<Duration>,
+    /// A 429 whose body says the key as a whole is exhausted (quota, billing), not one model's
+    /// rate: the whole key rests instead of (key, model).
+    key_wide: bool,
 }

@@ -137,6 +137,7 @@ pub(super) fn succeeded(
     gates.record(job, c, now, Verdict::Healthy);
     if let Some(k) = key {
         k.state.cooldown.reset();
+        k.state.models.reset(c.model, now);
     }
     let metrics = c.target.metrics(job.metrics, &c.provider.name, c.model_label);
     metrics.success.inc();
@@ -173,17 +174,34 @@ pub(super) fn failed(
         .upstream_duration
         .get(labels::Target { provider: &p.name, model: c.model_label })
         .observe(start.elapsed().as_secs_f64());
-    let rested = |k: &Key| {
-        let rest = labels::KeyRest { provider: &p.name, key: &k.name, reason: f.class.as_str() };
+    let rested = |k: &Key, scope: Scope| {
+        let rest = labels::KeyRest {
+            provider: &p.name,
+            key: &k.name,
+            reason: f.class.as_str(),
+            scope: scope.as_str(),
+        };
         job.metrics.key_cooldowns_total.get(rest).inc();
     };
     match f.class {
-        // Key-scoped: the key rests; the breaker is not concerned (trials are returned).
+        // Scoped like the provider's limits: (key, model), unless the key as a whole is out of
+        // quota (or holds too many model rests). The breaker is not concerned (trials are
+        // returned).
         Class::RateLimited => match key {
             Some(k) => {
-                let d = k.state.cooldown.strike(now, cfg, f.retry_after);
-                rested(k);
-                share_key(job, p, k, d);
+                let model =
+                    (!f.key_wide).then(|| k.state.models.strike(c.model, now, cfg, f.retry_after)).flatten();
+                match model {
+                    Some(d) => {
+                        rested(k, Scope::Model);
+                        share_key(job, p, k, Some(c), d);
+                    }
+                    None => {
+                        let d = k.state.cooldown.strike(now, cfg, f.retry_after);
+                        rested(k, Scope::Key);
+                        share_key(job, p, k, None, d);
+                    }
+                }
             }
             None => {
                 let d = c.target.cooldown.strike(now, cfg, f.retry_after);
@@ -193,8 +211,8 @@ pub(super) fn failed(
         Class::Auth => {
             if let Some(k) = key {
                 k.state.cooldown.cool_for(now, cfg.on_auth_error);
-                rested(k);
-                share_key(job, p, k, cfg.on_auth_error);
+                rested(k, Scope::Key);
+                share_key(job, p, k, None, cfg.on_auth_error);
                 tracing::warn!(provider = %p.name, key = %k.name, "provider refused the key; cooling it");
                 // Every key refused: the provider as a whole is unusable.
                 if p.keys.iter().all(|k| k.state.cooldown.is_cooling(now)) {
@@ -209,15 +227,23 @@ pub(super) fn failed(
                 c.target.cooldown.cool_for(now, ra.min(cfg.max));
                 share_target(job, c, ra.min(cfg.max));
             }
-            let verdict = if f.class == Class::Connect { Verdict::ProviderFailed } else { Verdict::TargetFailed };
+            let verdict =
+                if f.class == Class::Connect { Verdict::ProviderFailed } else { Verdict::TargetFailed };
             gates.record(job, c, now, verdict);
         }
-        Class::InvalidRequest | Class::NotFound => {}
+        Class::InvalidRequest | Class::NotFound | Class::ContextLength => {}
     }
 }
 
 /// Records an outcome on a breaker; returns the state it changed to.
-fn gate(job: &Job<'_>, p: &Provider, probe: Probe<'_>, target: &str, now: u64, ok: bool) -> Option<BreakerState> {
+fn gate(
+    job: &Job<'_>,
+    p: &Provider,
+    probe: Probe<'_>,
+    target: &str,
+    now: u64,
+    ok: bool,
+) -> Option<BreakerState> {
     let breaker = probe.breaker;
     let to = probe.record(now, ok)?;
     changed(job, p, breaker, target, to, now);
@@ -256,10 +282,32 @@ fn until(left: Duration) -> u64 {
     unix_ms() + u64::try_from(left.as_millis()).unwrap_or(0)
 }
 
-fn share_key(job: &Job<'_>, p: &Provider, k: &Key, rest: Duration) {
+/// What a key's rest covers.
+#[derive(Debug, Clone, Copy)]
+enum Scope {
+    /// The whole key.
+    Key,
+    /// One model on the key.
+    Model,
+}
+
+impl Scope {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Key => "key",
+            Self::Model => "model",
+        }
+    }
+}
+
+/// Shares a key's rest: of the whole key, or of `model`'s candidate on it, by its real name
+/// (a direct model the config does not list included: only a provider's 429 names one, and each
+/// key holds at most `KEY_MODELS` of them).
+fn share_key(job: &Job<'_>, p: &Provider, k: &Key, model: Option<&Candidate<'_>>, rest: Duration) {
     job.shared.publish(shared::Event::KeyCooldown {
         provider: p.name.to_string(),
         key: k.name.to_string(),
+        model: model.map(|c| c.model.to_owned()),
         until_ms: until(rest),
     });
 }

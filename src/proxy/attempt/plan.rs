@@ -38,6 +38,10 @@ pub(super) struct Planner<'c, 'a> {
     wait: Duration,
     /// When the soonest skipped target or key comes back (the client's `Retry-After`).
     pub(super) soonest: Option<Duration>,
+    /// The request's token estimate, against each target's `context_window`.
+    tokens: u64,
+    /// Candidates skipped because the request is longer than their context window.
+    pub(super) outgrown: Vec<usize>,
 }
 
 /// A provider's identity within one request's candidates: its index in the snapshot.
@@ -46,8 +50,15 @@ fn provider_id(c: &Candidate<'_>) -> usize {
 }
 
 impl<'c, 'a> Planner<'c, 'a> {
-    pub(super) fn new(cands: &'c [Candidate<'a>], key_open: KeyOpen<'c, 'a>, rng: fastrand::Rng) -> Self {
+    pub(super) fn new(
+        cands: &'c [Candidate<'a>],
+        key_open: KeyOpen<'c, 'a>,
+        rng: fastrand::Rng,
+        tokens: u64,
+    ) -> Self {
         Self {
+            tokens,
+            outgrown: Vec::new(),
             cands,
             key_open,
             rng,
@@ -83,6 +94,11 @@ impl<'c, 'a> Planner<'c, 'a> {
                 self.advance();
                 continue;
             }
+            if c.context_window.is_some_and(|w| self.tokens > w) {
+                self.outgrown.push(self.idx);
+                self.advance();
+                continue;
+            }
             if let Some(left) = c.blocked(now) {
                 self.note(Some(left));
                 self.advance();
@@ -110,7 +126,7 @@ impl<'c, 'a> Planner<'c, 'a> {
         let pid = provider_id(c);
         c.provider.keys.iter().enumerate().filter(move |(i, k)| {
             k.serves(c.model)
-                && !k.state.cooldown.is_cooling(now)
+                && k.state.resting_for(c.model, now).is_none()
                 && !self.burned.contains(&(pid, *i))
                 && (self.key_open)(c, k)
         })
@@ -178,7 +194,8 @@ impl<'c, 'a> Planner<'c, 'a> {
                 Some(ra) => self.wait = ra,
                 None => self.wait = c.policy.delay_with(self.tries, &mut self.rng),
             },
-            Class::InvalidRequest | Class::NotFound => self.advance(),
+            // Another target may have a larger window; this one will not grow.
+            Class::InvalidRequest | Class::NotFound | Class::ContextLength => self.advance(),
         }
     }
 

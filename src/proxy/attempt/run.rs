@@ -11,7 +11,7 @@ use tokio::time::{Instant, Sleep};
 
 use super::plan::{Planner, Step};
 use super::{Answered, Attempted, Candidate, Failure, Job, exchange, outcome};
-use crate::error::{AttemptRecord, Exhausted};
+use crate::error::{AttemptRecord, Class, Exhausted};
 use crate::resilience::RetryBudget;
 
 enum Event {
@@ -36,8 +36,10 @@ pub(crate) async fn run<'a>(
     let key_open = |c: &Candidate<'a>, k: &crate::providers::Key| {
         job.limiter.key_open(&job.live.limits, &c.provider.name, &k.name, c.model, job.tokens)
     };
-    let mut planner = Planner::new(cands, &key_open, fastrand::Rng::new());
+    let mut planner = Planner::new(cands, &key_open, fastrand::Rng::new(), job.tokens);
     let mut failures: Vec<AttemptRecord> = Vec::new();
+    // The latest context-window refusal: the client's answer if no later target answers.
+    let mut outgrown: Option<Box<Answered>> = None;
     let mut running: Running<'a> = Vec::new();
     let mut hedge_timer: Option<Pin<Box<Sleep>>> = None;
     let mut launched = 0u32;
@@ -81,9 +83,8 @@ pub(crate) async fn run<'a>(
             }
             Event::Done(i, out) => {
                 let (cand, key, _) = running.swap_remove(i);
-                if let Some(answered) =
-                    ended(job, cands, &mut planner, &mut failures, (cand, key), out, hedged)
-                {
+                let books = Books { planner: &mut planner, failures: &mut failures, outgrown: &mut outgrown };
+                if let Some(answered) = ended(job, cands, books, (cand, key), out, hedged) {
                     // Dropping `running` cancels a hedge still in flight.
                     return Ok(*answered);
                 }
@@ -93,6 +94,32 @@ pub(crate) async fn run<'a>(
             }
         }
     }
+    ran_out(job, cands, &planner, failures, outgrown)
+}
+
+/// The loop ended with no answer: the provider's refusal for length if one came (no target with
+/// a larger window answered), else every failure, the targets skipped for their window included.
+fn ran_out(
+    job: &Job<'_>,
+    cands: &[Candidate<'_>],
+    planner: &Planner<'_, '_>,
+    mut failures: Vec<AttemptRecord>,
+    outgrown: Option<Box<Answered>>,
+) -> Result<Answered, Exhausted> {
+    for &cand in &planner.outgrown {
+        let c = &cands[cand];
+        failures.push(AttemptRecord {
+            provider: c.provider.name.clone(),
+            model: c.model.to_owned(),
+            key: None,
+            class: Class::ContextLength,
+            status: None,
+        });
+    }
+    if let Some(mut refused) = outgrown {
+        refused.fallback_reason = failures.first().map(|f| f.class);
+        return Ok(*refused);
+    }
     Err(Exhausted {
         attempts: failures,
         started: job.started.load(Ordering::Acquire),
@@ -100,13 +127,19 @@ pub(crate) async fn run<'a>(
     })
 }
 
+/// What the loop keeps across attempts.
+struct Books<'p, 'c, 'a> {
+    planner: &'p mut Planner<'c, 'a>,
+    failures: &'p mut Vec<AttemptRecord>,
+    outgrown: &'p mut Option<Box<Answered>>,
+}
+
 /// Books the outcome of candidate `cand`'s attempt with `key` for the planner; the answer when
 /// it ends the loop.
 fn ended<'a>(
     job: &Job<'_>,
     cands: &'a [Candidate<'a>],
-    planner: &mut Planner<'_, 'a>,
-    failures: &mut Vec<AttemptRecord>,
+    Books { planner, failures, outgrown }: Books<'_, '_, 'a>,
     (cand, key): (usize, Option<usize>),
     out: Attempted,
     hedged: bool,
@@ -126,6 +159,11 @@ fn ended<'a>(
                 planner.note(Some(ra));
             }
             planner.failed(cand, key, &f, job.clock.now());
+        }
+        Attempted::Outgrown(f, refused) => {
+            failures.push(record(&cands[cand], key, &f));
+            planner.failed(cand, key, &f, job.clock.now());
+            *outgrown = Some(refused);
         }
     }
     None

@@ -108,6 +108,7 @@ impl World {
             model_label: label,
             costs: (0.0, 0.0),
             deployment: "m",
+            context_window: None,
         }
     }
 
@@ -133,29 +134,49 @@ fn fail(job: &Job<'_>, c: &Candidate<'_>, key: Option<&Key>, f: Failure) {
 }
 
 fn failure(class: Class, retry_after: Option<Duration>) -> Failure {
-    Failure { class, status: None, retry_after }
+    Failure { class, status: None, retry_after, key_wide: false }
 }
 
 const NOW: u64 = 1_000_000_000;
 
 #[test]
-fn a_rate_limited_key_rests_alone_and_the_fleet_hears_of_it() {
+fn a_rate_limit_rests_the_model_on_the_key_and_the_fleet_hears_of_it() {
     let mut w = world();
     let (job, c) = (w.job(), w.candidate("m"));
     fail(&job, &c, Some(w.key()), failure(Class::RateLimited, Some(Duration::from_secs(7))));
-    assert_eq!(w.key().state.cooldown.remaining(NOW), Some(Duration::from_secs(7)));
-    assert!(!c.target.cooldown.is_cooling(NOW), "a key's 429 rested the model");
+    // Issue 19: a 429 on one model used to rest the whole key, stopping its other models.
+    assert_eq!(w.key().state.models.remaining("m", NOW), Some(Duration::from_secs(7)));
+    assert!(!w.key().state.cooldown.is_cooling(NOW), "a model's 429 rested the whole key");
+    assert_eq!(w.key().state.resting_for("n", NOW), None);
+    assert!(!c.target.cooldown.is_cooling(NOW), "a key's 429 rested the model on every key");
     assert_eq!(c.target.breaker.state(NOW), BreakerState::Closed);
-    assert!(w.counted("tier1_key_cooldowns_total", &[r#"key="k""#, r#"reason="rate_limited""#]));
+    let labels = [r#"key="k""#, r#"reason="rate_limited""#, r#"scope="model""#];
+    assert!(w.counted("tier1_key_cooldowns_total", &labels));
     drop((job, c));
     match w.published().as_slice() {
-        [Event::KeyCooldown { provider, key, until_ms }] => {
-            assert_eq!((provider.as_str(), key.as_str()), ("a", "k"));
+        [Event::KeyCooldown { provider, key, model, until_ms }] => {
+            assert_eq!((provider.as_str(), key.as_str(), model.as_deref()), ("a", "k", Some("m")));
             let expected = unix_ms() + 7_000;
             assert!(until_ms.abs_diff(expected) < 1_000, "until {until_ms}, expected about {expected}");
         }
         other => panic!("published {other:?}"),
     }
+}
+
+#[test]
+fn a_429_that_says_the_key_is_out_of_quota_rests_the_whole_key() {
+    let mut w = world();
+    let (job, c) = (w.job(), w.candidate("m"));
+    let quota = Failure { key_wide: true, ..failure(Class::RateLimited, Some(Duration::from_secs(7))) };
+    fail(&job, &c, Some(w.key()), quota);
+    assert_eq!(w.key().state.cooldown.remaining(NOW), Some(Duration::from_secs(7)));
+    assert_eq!(w.key().state.resting_for("n", NOW), Some(Duration::from_secs(7)));
+    assert!(w.counted("tier1_key_cooldowns_total", &[r#"scope="key""#]));
+    drop((job, c));
+    assert!(
+        matches!(w.published().as_slice(), [Event::KeyCooldown { model: None, .. }]),
+        "the whole key's rest is shared as such"
+    );
 }
 
 #[test]

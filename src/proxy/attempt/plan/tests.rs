@@ -63,6 +63,7 @@ fn cands<'a>(live: &'a Live, names: &[&str]) -> Vec<Candidate<'a>> {
                 model_label: "m",
                 costs: (0.0, 0.0),
                 deployment: "m",
+                context_window: None,
             }
         })
         .collect()
@@ -73,7 +74,7 @@ fn open(_: &Candidate<'_>, _: &Key) -> bool {
 }
 
 fn fail(class: Class, retry_after: Option<Duration>) -> Failure {
-    Failure { class, status: None, retry_after }
+    Failure { class, status: None, retry_after, key_wide: false }
 }
 
 fn start(step: Step) -> (usize, Option<usize>) {
@@ -87,7 +88,7 @@ fn start(step: Step) -> (usize, Option<usize>) {
 fn each_target_gets_its_tries_with_a_backoff_between_then_the_next_one_starts_at_once() {
     let live = live();
     let cands = cands(&live, &["c", "c"]);
-    let mut plan = Planner::new(&cands, &open, fastrand::Rng::with_seed(1));
+    let mut plan = Planner::new(&cands, &open, fastrand::Rng::with_seed(1), 0);
     assert_eq!(plan.next(0), Step::Start { cand: 0, key: None });
     plan.failed(0, None, &fail(Class::Server, None), 0);
     match plan.next(0) {
@@ -110,12 +111,12 @@ fn each_target_gets_its_tries_with_a_backoff_between_then_the_next_one_starts_at
 fn a_retry_after_within_the_ceiling_is_waited_for_and_beyond_it_moves_on() {
     let live = live();
     let cands = cands(&live, &["c", "c"]);
-    let mut plan = Planner::new(&cands, &open, fastrand::Rng::with_seed(2));
+    let mut plan = Planner::new(&cands, &open, fastrand::Rng::with_seed(2), 0);
     plan.next(0);
     plan.failed(0, None, &fail(Class::Overloaded, Some(Duration::from_millis(700))), 0);
     assert_eq!(plan.next(0), Step::Wait(Duration::from_millis(700)));
     assert_eq!(plan.next(0), Step::Start { cand: 0, key: None });
-    let mut plan = Planner::new(&cands, &open, fastrand::Rng::with_seed(2));
+    let mut plan = Planner::new(&cands, &open, fastrand::Rng::with_seed(2), 0);
     plan.next(0);
     plan.failed(0, None, &fail(Class::Server, Some(Duration::from_secs(30))), 0);
     assert_eq!(plan.next(0), Step::Start { cand: 1, key: None });
@@ -126,7 +127,7 @@ fn a_refused_key_gives_way_to_another_of_the_same_provider_without_spending_a_tr
     let live = live();
     let cands = cands(&live, &["a", "c"]);
     for class in [Class::RateLimited, Class::Auth] {
-        let mut plan = Planner::new(&cands, &open, fastrand::Rng::with_seed(3));
+        let mut plan = Planner::new(&cands, &open, fastrand::Rng::with_seed(3), 0);
         let (cand, first) = start(plan.next(0));
         assert_eq!(cand, 0);
         plan.failed(0, first, &fail(class, None), 0);
@@ -149,7 +150,7 @@ fn a_refused_key_gives_way_to_another_of_the_same_provider_without_spending_a_tr
 fn the_only_key_is_waited_for_when_it_returns_within_the_backoff_ceiling() {
     let live = live();
     let cands = cands(&live, &["b", "c"]);
-    let mut plan = Planner::new(&cands, &open, fastrand::Rng::with_seed(4));
+    let mut plan = Planner::new(&cands, &open, fastrand::Rng::with_seed(4), 0);
     assert_eq!(plan.next(0), Step::Start { cand: 0, key: Some(0) });
     plan.failed(0, Some(0), &fail(Class::RateLimited, Some(Duration::from_millis(500))), 0);
     assert_eq!(plan.next(0), Step::Wait(Duration::from_millis(500)));
@@ -160,7 +161,7 @@ fn the_only_key_is_waited_for_when_it_returns_within_the_backoff_ceiling() {
         fail(Class::RateLimited, None),
         fail(Class::Auth, Some(Duration::from_millis(500))),
     ] {
-        let mut plan = Planner::new(&cands, &open, fastrand::Rng::with_seed(4));
+        let mut plan = Planner::new(&cands, &open, fastrand::Rng::with_seed(4), 0);
         plan.next(0);
         plan.failed(0, Some(0), &f, 0);
         assert_eq!(plan.next(0), Step::Start { cand: 1, key: None }, "{f:?}");
@@ -172,7 +173,7 @@ fn the_callers_fault_moves_on_without_a_retry() {
     let live = live();
     let cands = cands(&live, &["c", "c"]);
     for class in [Class::InvalidRequest, Class::NotFound] {
-        let mut plan = Planner::new(&cands, &open, fastrand::Rng::with_seed(5));
+        let mut plan = Planner::new(&cands, &open, fastrand::Rng::with_seed(5), 0);
         plan.next(0);
         plan.failed(0, None, &fail(class, None), 0);
         assert_eq!(plan.next(0), Step::Start { cand: 1, key: None }, "{class:?}");
@@ -186,7 +187,7 @@ fn blocked_targets_and_resting_keys_are_skipped_and_their_return_is_noted() {
     let now = 1_000_000;
     cands[0].target.breaker.force_open(now, Duration::from_secs(30));
     cands[1].provider.keys[0].state.cooldown.cool_for(now, Duration::from_secs(7));
-    let mut plan = Planner::new(&cands, &open, fastrand::Rng::with_seed(6));
+    let mut plan = Planner::new(&cands, &open, fastrand::Rng::with_seed(6), 0);
     assert_eq!(plan.next(now), Step::Start { cand: 2, key: None });
     let soonest = plan.soonest.expect("a time to come back");
     assert!(soonest > Duration::from_secs(6) && soonest <= Duration::from_secs(7), "{soonest:?}");
@@ -199,7 +200,7 @@ fn keys_are_picked_at_random_by_weight_among_those_with_quota() {
     let mut rng = fastrand::Rng::with_seed(7);
     let mut heavy = 0;
     for _ in 0..4000 {
-        let mut plan = Planner::new(&cands, &open, rng.fork());
+        let mut plan = Planner::new(&cands, &open, rng.fork(), 0);
         if start(plan.next(0)).1 == Some(1) {
             heavy += 1;
         }
@@ -209,18 +210,18 @@ fn keys_are_picked_at_random_by_weight_among_those_with_quota() {
     // A key whose own quota is full is not picked; none with quota: the target is left.
     let light_only = |_: &Candidate<'_>, k: &Key| &*k.name == "light";
     for _ in 0..50 {
-        let mut plan = Planner::new(&cands, &light_only, rng.fork());
+        let mut plan = Planner::new(&cands, &light_only, rng.fork(), 0);
         assert_eq!(plan.next(0), Step::Start { cand: 0, key: Some(0) });
     }
     let none = |_: &Candidate<'_>, _: &Key| false;
-    assert_eq!(Planner::new(&cands, &none, rng.fork()).next(0), Step::Done);
+    assert_eq!(Planner::new(&cands, &none, rng.fork(), 0).next(0), Step::Done);
 }
 
 #[test]
 fn a_failure_on_a_candidate_left_behind_by_a_hedge_changes_nothing() {
     let live = live();
     let cands = cands(&live, &["c", "c"]);
-    let mut plan = Planner::new(&cands, &open, fastrand::Rng::with_seed(8));
+    let mut plan = Planner::new(&cands, &open, fastrand::Rng::with_seed(8), 0);
     assert_eq!(plan.next(0), Step::Start { cand: 0, key: None });
     // The hedge timer fired: the next candidate starts beside the first.
     plan.advance();
@@ -242,7 +243,7 @@ fn by_default_timeouts_and_connect_errors_move_on_at_once_and_a_5xx_retries_firs
     for c in &mut cands {
         c.policy = RetryPolicy::default();
     }
-    let mut plan = Planner::new(&cands, &open, fastrand::Rng::with_seed(3));
+    let mut plan = Planner::new(&cands, &open, fastrand::Rng::with_seed(3), 0);
     assert_eq!(plan.next(0), Step::Start { cand: 0, key: None });
     plan.failed(0, None, &fail(Class::Timeout, None), 0);
     assert_eq!(plan.next(0), Step::Start { cand: 1, key: None }, "a timeout was retried on its target");
@@ -253,8 +254,26 @@ fn by_default_timeouts_and_connect_errors_move_on_at_once_and_a_5xx_retries_firs
     assert_eq!(plan.next(0), Step::Start { cand: 2, key: None });
     // `on_server = "next"` moves on from a 5xx too.
     cands[3].policy.on_server = Then::Next;
-    let mut plan = Planner::new(&cands[3..], &open, fastrand::Rng::with_seed(4));
+    let mut plan = Planner::new(&cands[3..], &open, fastrand::Rng::with_seed(4), 0);
     assert_eq!(plan.next(0), Step::Start { cand: 0, key: None });
     plan.failed(0, None, &fail(Class::Overloaded, None), 0);
     assert_eq!(plan.next(0), Step::Done);
+}
+
+#[test]
+fn a_context_window_refusal_moves_on_at_once_and_a_small_window_is_skipped_up_front() {
+    let live = live();
+    let three = cands(&live, &["c", "c", "c"]);
+    let mut plan = Planner::new(&three, &open, fastrand::Rng::with_seed(7), 0);
+    assert_eq!(plan.next(0), Step::Start { cand: 0, key: None });
+    plan.failed(0, None, &fail(Class::ContextLength, None), 0);
+    assert_eq!(plan.next(0), Step::Start { cand: 1, key: None }, "retried a target that refused the length");
+    // A request estimated above a target's window never goes to it.
+    let mut small = cands(&live, &["c", "c"]);
+    small[0].context_window = Some(100);
+    let mut plan = Planner::new(&small, &open, fastrand::Rng::with_seed(7), 101);
+    assert_eq!(plan.next(0), Step::Start { cand: 1, key: None });
+    assert_eq!(plan.outgrown, [0]);
+    let mut plan = Planner::new(&small, &open, fastrand::Rng::with_seed(7), 100);
+    assert_eq!(plan.next(0), Step::Start { cand: 0, key: None }, "a request that fits was skipped");
 }
