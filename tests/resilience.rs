@@ -670,3 +670,159 @@ secret = "sk-only-key-0001"
     assert_eq!(key["cooldown_ms"], 0, "{key}");
     assert!(key["model_cooldowns_ms"]["busy"].as_u64().unwrap() > 20_000, "{key}");
 }
+
+/// Sixty words, one stream chunk each.
+fn sixty_words() -> String {
+    (1..=60).map(|i| format!("word{i} ")).collect::<String>().trim_end().to_owned() + "."
+}
+
+/// The content of a client stream, its chunks' ids, and whether it ended with `[DONE]`.
+fn stream_parts(text: &str) -> (String, Vec<String>, bool) {
+    let (mut content, mut ids) = (String::new(), Vec::new());
+    for data in text.split("\n\n").filter_map(|e| e.strip_prefix("data: ")) {
+        if data == "[DONE]" {
+            continue;
+        }
+        let v: serde_json::Value = serde_json::from_str(data).unwrap();
+        assert!(v.get("error").is_none(), "an error event reached the client: {data}");
+        ids.push(v["id"].as_str().unwrap_or_default().to_owned());
+        if let Some(c) = v["choices"][0]["delta"]["content"].as_str() {
+            content.push_str(c);
+        }
+    }
+    (content, ids, text.ends_with("data: [DONE]\n\n"))
+}
+
+/// A route `r`, `stream_resume = true`: `a/primary` (cut after 40 of its 60 chunks), then `extra`
+/// targets; `providers` adds providers on the same mock.
+fn resume_config(mock: &MockUpstream, providers: &str, extra: &str) -> String {
+    let routes = format!(
+        r#"
+{providers}
+[[routes]]
+name = "r"
+stream_resume = true
+retry = {{ attempts = 1 }}
+targets = [{{ provider = "a", model = "primary" }}, {extra}]
+"#
+    );
+    cfg(mock, &routes)
+}
+
+fn resume_mock(extra: &[(&str, Behavior)]) -> MockConfig {
+    let reply: std::sync::Arc<str> = sixty_words().into();
+    let cut = Behavior { reply: reply.clone(), abort_after: Some(40), ..Behavior::default() };
+    let mut config = MockConfig::default().model("primary", cut);
+    for (model, b) in extra {
+        config = config.model(model, Behavior { reply: reply.clone(), ..b.clone() });
+    }
+    config
+}
+
+/// Issue 19: a committed stream cut at 40 of 60 tokens ended with an in-band error; the answer
+/// was lost. Continued on Anthropic from the partial text, the client gets the whole answer byte
+/// for byte (the continuation's repeat of the join removed), one id, one `[DONE]`.
+#[tokio::test]
+async fn a_stream_cut_at_40_of_60_tokens_is_continued_on_anthropic_to_the_whole_answer() {
+    let mock = MockUpstream::start(resume_mock(&[("claude", Behavior::default())])).await.unwrap();
+    let anthropic = format!(
+        "[providers.claude]\nkind = \"anthropic\"\nbase_url = \"{}\"\n[[providers.claude.keys]]\nname = \"c\"\nsecret = \"sk-ant-claude-0001\"",
+        mock.url()
+    );
+    let t =
+        Tier1::start(&resume_config(&mock, &anthropic, r#"{ provider = "claude", model = "claude" }"#)).await;
+    let a = post(&t.url("/v1/chat/completions"), &[], &chat_stream("r")).await;
+    assert_eq!(a.status, 200);
+    let text = a.text();
+    let (content, ids, done) = stream_parts(&text);
+    assert_eq!(content, sixty_words(), "{text}");
+    assert!(done, "no [DONE]: {text}");
+    assert_eq!(text.matches("[DONE]").count(), 1);
+    assert!(ids.iter().all(|i| *i == ids[0]), "ids changed at the join: {ids:?}");
+    let finish = text.split("\n\n").find(|e| e.contains(r#""finish_reason":"stop""#)).unwrap();
+    assert!(finish.contains(r#""x_tier1":{"resumed":true}"#), "{finish}");
+    // The continuation carried the partial answer as Anthropic's prefill, without its trailing
+    // space (Anthropic refuses one).
+    let sent = mock.stats.requests().into_iter().find(|r| r.path.ends_with("/v1/messages")).unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&sent.body).unwrap();
+    let last = v["messages"].as_array().unwrap().last().unwrap().clone();
+    assert_eq!(last["role"], "assistant");
+    let prefill = last["content"]
+        .as_str()
+        .map(str::to_owned)
+        .unwrap_or_else(|| last["content"][0]["text"].as_str().unwrap().to_owned());
+    // (The cut lands at about word 40: bytes in flight when the mock resets are lost.)
+    assert!(
+        sixty_words().starts_with(&prefill) && prefill.len() < sixty_words().len() / 2 + 200,
+        "{prefill}"
+    );
+    assert!(!prefill.ends_with(' ') && prefill.len() > 100, "{prefill}");
+    assert_eq!((mock.stats.calls_for("primary"), mock.stats.calls_for("claude")), (1, 1));
+    let m = get(&t.url("/metrics")).await.text();
+    assert_eq!(metric(&m, r#"tier1_stream_resumes_total{outcome="resumed",route="r"}"#), Some(1.0));
+}
+
+/// The same through an OpenAI-compatible target marked `prefill = true`, after one that refuses
+/// the prefill (a 400 the client never sees).
+#[tokio::test]
+async fn a_cut_stream_skips_a_prefill_refusing_target_and_continues_on_an_openai_compatible_one() {
+    let refuses = Behavior { status: Some(StatusCode::BAD_REQUEST), ..Behavior::default() };
+    let mock = MockUpstream::start(resume_mock(&[("refuses", refuses), ("compat", Behavior::default())]))
+        .await
+        .unwrap();
+    let compat =
+        format!("[providers.compat]\nkind = \"openai\"\nbase_url = \"{}\"\nprefill = true", mock.url());
+    let routes = r#"{ provider = "compat", model = "refuses" }, { provider = "b", model = "plain" }, { provider = "compat", model = "compat" }"#;
+    let t = Tier1::start(&resume_config(&mock, &compat, routes)).await;
+    let a = post(&t.url("/v1/chat/completions"), &[], &chat_stream("r")).await;
+    let text = a.text();
+    let (content, _, done) = stream_parts(&text);
+    assert_eq!(content, sixty_words(), "{text}");
+    assert!(done && !text.contains("invalid_request"), "{text}");
+    // The refusing target was asked once; b (no prefill) never; compat continued.
+    let calls = ["primary", "refuses", "plain", "compat"].map(|m| mock.stats.calls_for(m));
+    assert_eq!(calls, [1, 1, 0, 1]);
+}
+
+#[tokio::test]
+async fn a_cut_stream_with_nothing_to_continue_it_ends_with_the_in_band_error() {
+    let mock = MockUpstream::start(resume_mock(&[])).await.unwrap();
+    // b speaks OpenAI without `prefill = true`: it cannot continue a stream.
+    let t = Tier1::start(&resume_config(&mock, "", r#"{ provider = "b", model = "plain" }"#)).await;
+    let text = post(&t.url("/v1/chat/completions"), &[], &chat_stream("r")).await.text();
+    assert!(!text.contains("[DONE]"), "{text}");
+    let last = text.trim_end().rsplit("\n\n").next().unwrap();
+    assert!(last.contains("upstream_stream_error"), "{last}");
+    assert_eq!(mock.stats.calls_for("plain"), 0);
+    let m = get(&t.url("/metrics")).await.text();
+    assert_eq!(metric(&m, r#"tier1_stream_resumes_total{outcome="failed",route="r"}"#), Some(1.0));
+}
+
+/// A stream that stalls past its idle timeout after committing is continued too.
+#[tokio::test]
+async fn a_stream_stalled_after_commit_is_continued_elsewhere() {
+    let reply: std::sync::Arc<str> = sixty_words().into();
+    let stalls =
+        Behavior { reply: reply.clone(), chunk_interval: Duration::from_secs(5), ..Behavior::default() };
+    let mock = MockUpstream::start(
+        MockConfig::default()
+            .model("primary", stalls)
+            .model("compat", Behavior { reply, ..Behavior::default() }),
+    )
+    .await
+    .unwrap();
+    let compat =
+        format!("[providers.compat]\nkind = \"openai\"\nbase_url = \"{}\"\nprefill = true", mock.url());
+    let config = resume_config(&mock, &compat, r#"{ provider = "compat", model = "compat" }"#).replace(
+        "request_timeout = \"3s\"\n[[providers.a.keys]]",
+        "request_timeout = \"3s\"\nidle_timeout = \"200ms\"\n[[providers.a.keys]]",
+    );
+    assert!(config.contains("idle_timeout = \"200ms\""));
+    let t = Tier1::start(&config).await;
+    let started = tokio::time::Instant::now();
+    let text = post(&t.url("/v1/chat/completions"), &[], &chat_stream("r")).await.text();
+    let (content, _, done) = stream_parts(&text);
+    assert_eq!(content, sixty_words(), "{text}");
+    assert!(done);
+    assert!(started.elapsed() < Duration::from_secs(3), "took {:?}", started.elapsed());
+}

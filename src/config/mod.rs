@@ -269,6 +269,9 @@ pub struct ProviderConfig {
     pub anthropic_version: String,
     /// `max_tokens` for translated requests that have none.
     pub default_max_tokens: u32,
+    /// An OpenAI-format provider that continues a trailing assistant message (Anthropic and
+    /// Gemini always do): it may carry on a broken stream (`stream_resume`).
+    pub prefill: bool,
     /// `api-version` query parameter of an `azure` provider.
     pub api_version: String,
 }
@@ -307,6 +310,8 @@ pub struct RouteConfig {
     pub retry: RetryPolicy,
     /// Parallel attempt after this long without a first byte.
     pub hedge_after: Option<Duration>,
+    /// A committed stream that breaks is continued on the next target that takes a prefill.
+    pub stream_resume: bool,
 }
 
 /// One route target.

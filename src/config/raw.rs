@@ -413,6 +413,8 @@ pub(super) struct RawProvider {
     pub anthropic_version: Option<String>,
     /// `max_tokens` sent to Anthropic when an OpenAI request has none (Anthropic requires one).
     pub default_max_tokens: Option<u32>,
+    /// The provider continues a trailing assistant message.
+    pub prefill: Option<bool>,
     /// `api-version` of an `azure` provider.
     pub api_version: Option<String>,
 }
@@ -456,6 +458,8 @@ pub(super) struct RawRoute {
     pub retry: Option<RawRetry>,
     /// Start the next attempt in parallel when no first byte arrived by then.
     pub hedge_after: Option<String>,
+    /// Continue a committed stream that breaks on the next target that takes a prefill.
+    pub stream_resume: Option<bool>,
 }
 
 /// One route target.

@@ -136,6 +136,8 @@ labels! {
     Retries => Retry { provider: &'a str, reason: &'a str }
     /// `tier1_hedges_total`.
     Hedges => Hedge { route: &'a str, winner: &'a str }
+    /// `tier1_stream_resumes_total`.
+    Resumes => Resume { route: &'a str, outcome: &'a str }
     /// `tier1_breaker_state`.
     Breakers => Breaker { provider: &'a str, target: &'a str }
     /// `tier1_breaker_transitions_total`.

@@ -58,6 +58,9 @@ pub struct Metrics {
     pub(crate) retries_total: Family<labels::Retries, IntCounterVec>,
     /// `tier1_hedges_total{route, winner}`: hedged requests, by which attempt won.
     pub(crate) hedges_total: Family<labels::Hedges, IntCounterVec>,
+    /// `tier1_stream_resumes_total{route, outcome}`: committed streams that broke on a
+    /// `stream_resume` route, continued elsewhere (`resumed`) or not (`failed`).
+    pub(crate) stream_resumes_total: Family<labels::Resumes, IntCounterVec>,
     /// `tier1_breaker_state{provider, target}`: 0 closed, 1 half-open, 2 open.
     pub(crate) breaker_state: Family<labels::Breakers, IntGaugeVec>,
     /// `tier1_breaker_transitions_total{provider, to}`.
@@ -189,6 +192,13 @@ impl Metrics {
             hedges_total: family(
                 r,
                 Family::counter("tier1_hedges_total", "Hedged requests, by the attempt that won."),
+            )?,
+            stream_resumes_total: family(
+                r,
+                Family::counter(
+                    "tier1_stream_resumes_total",
+                    "Broken committed streams on stream_resume routes: continued elsewhere (resumed) or not (failed).",
+                ),
             )?,
             breaker_state: family(
                 r,

@@ -81,9 +81,9 @@ pub(crate) async fn answer(
     if let Some(status) = behavior.failure(n) {
         return error_response(status, behavior.retry_after.clone(), &endpoint);
     }
-    let (req, tool) = match serde_json::from_slice::<serde_json::Value>(body) {
-        Ok(v) => (MockRequest::deserialize(&v), tools::to_call(&v)),
-        Err(e) => (Err(e), None),
+    let (req, tool, reply) = match serde_json::from_slice::<serde_json::Value>(body) {
+        Ok(v) => (MockRequest::deserialize(&v), tools::to_call(&v), continued(&v, &behavior.reply)),
+        Err(e) => (Err(e), None, &*behavior.reply),
     };
     let req = match req {
         Ok(r) => r,
@@ -98,10 +98,10 @@ pub(crate) async fn answer(
     }
     match endpoint {
         MockEndpoint::Generate { model, stream: true } => {
-            sse(gemini_frames(&model, &behavior.reply, id), behavior, observer)
+            sse(gemini_frames(&model, reply, id), behavior, observer)
         }
         MockEndpoint::Generate { model, stream: false } => {
-            json_response(StatusCode::OK, gemini_json(&model, &behavior.reply, id))
+            json_response(StatusCode::OK, gemini_json(&model, reply, id))
         }
         MockEndpoint::BatchEmbed => {
             let count = req.requests.as_ref().map_or(1, Vec::len);
@@ -115,20 +115,44 @@ pub(crate) async fn answer(
         }
         MockEndpoint::Embeddings => json_response(StatusCode::OK, embeddings_json(&req, id)),
         MockEndpoint::Messages if req.stream == Some(true) => {
-            sse(anthropic_frames(&req.model, &behavior.reply, id), behavior, observer)
+            sse(anthropic_frames(&req.model, reply, id), behavior, observer)
         }
-        MockEndpoint::Messages => {
-            json_response(StatusCode::OK, anthropic_json(&req.model, &behavior.reply, id))
-        }
+        MockEndpoint::Messages => json_response(StatusCode::OK, anthropic_json(&req.model, reply, id)),
         MockEndpoint::Chat if req.stream == Some(true) => {
             let include_usage = req.stream_options.as_ref().is_some_and(|o| o.include_usage);
-            let mut resp =
-                sse(stream_frames(&req.model, &behavior.reply, id, include_usage), behavior, observer);
+            let mut resp = sse(stream_frames(&req.model, reply, id, include_usage), behavior, observer);
             resp.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
             resp
         }
-        MockEndpoint::Chat => json_response(StatusCode::OK, completion_json(&req.model, &behavior.reply, id)),
+        MockEndpoint::Chat => json_response(StatusCode::OK, completion_json(&req.model, reply, id)),
     }
+}
+
+/// How many bytes before the join a continuation starts: models asked to continue a prefill
+/// often repeat a little of it, which tier1 removes.
+const CONTINUE_REPEAT: usize = 20;
+
+/// The answer to a request that ends in a prefill of `reply` (a trailing assistant message, or
+/// Gemini's model turn): the rest of `reply`, from [`CONTINUE_REPEAT`] bytes before the join.
+/// Anything else gets `reply`.
+fn continued<'r>(v: &serde_json::Value, reply: &'r str) -> &'r str {
+    let last = v["messages"].as_array().or_else(|| v["contents"].as_array()).and_then(|m| m.last());
+    let Some(last) = last.filter(|m| m["role"] == "assistant" || m["role"] == "model") else { return reply };
+    let text: String = match &last["content"] {
+        serde_json::Value::String(s) => s.clone(),
+        serde_json::Value::Array(blocks) => blocks.iter().filter_map(|b| b["text"].as_str()).collect(),
+        _ => last["parts"]
+            .as_array()
+            .map_or_else(String::new, |p| p.iter().filter_map(|b| b["text"].as_str()).collect()),
+    };
+    if text.is_empty() || !reply.starts_with(&text) {
+        return reply;
+    }
+    let mut start = text.len().saturating_sub(CONTINUE_REPEAT);
+    while !reply.is_char_boundary(start) {
+        start -= 1;
+    }
+    &reply[start..]
 }
 
 /// The answer to a request whose last message asks for a tool call: the call, in the

@@ -78,6 +78,8 @@ pub(crate) struct Provider {
     pub queue_timeout: Duration,
     /// `max_tokens` for translated requests that have none.
     pub default_max_tokens: u32,
+    /// Whether it continues a trailing assistant message (a stream's continuation).
+    pub prefill: bool,
     /// Keys in config order.
     pub keys: Vec<Key>,
     /// Breaker and direct-traffic budget.
@@ -215,6 +217,7 @@ impl Provider {
             max_event_bytes: p.max_event_bytes,
             queue_timeout: p.queue_timeout,
             default_max_tokens: p.default_max_tokens,
+            prefill: p.prefill || matches!(spec.wire(), Wire::Anthropic | Wire::Gemini),
             keys,
             state: registry.provider(&p.name, breaker, config.resilience.retry_budget),
             limit: p.max_inflight.map(|n| registry.limit(&format!("provider:{}", p.name), n)),

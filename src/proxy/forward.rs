@@ -4,12 +4,13 @@
 //! ([`super::attempt`]) → `answer` with what it ended with, or with the one error that sums
 //! up every failure.
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 use http::{HeaderValue, Request, Response};
 use hyper::body::Incoming;
 
-use super::attempt::{self, Answer, Answered, Candidate, Job, Success, WonBody};
+use super::attempt::{self, Answer, Answered, Candidate, Job, Resume, Success, WonBody};
 use super::body::{Body, full, read_limited};
 use super::ctx::{End, RequestCtx, RouteLabel};
 use super::headers;
@@ -31,7 +32,7 @@ pub(crate) const X_TIER1_FALLBACK_REASON: &str = "x-tier1-fallback-reason";
 /// Proxies one API request: read, scan, route, admit, attempt, answer.
 pub(crate) async fn forward(
     state: &AppState,
-    live: &Live,
+    live: &Arc<Live>,
     req: Request<Incoming>,
     op: Operation,
     ctx: &mut RequestCtx,
@@ -89,6 +90,18 @@ pub(crate) async fn forward(
         limiter: &state.ratelimit,
         shared: &state.shared,
         tokens,
+        resume: (routed.stream_resume && stream && op == Operation::Chat).then(|| {
+            let cands = routed.cands.iter().map(|c| (c.provider.index, c.model, c.deployment));
+            let handles = (state.metrics.clone(), state.registry.clock);
+            Arc::new(Resume::new(
+                live.clone(),
+                bytes.clone(),
+                cands,
+                ctx.request_id.clone(),
+                handles,
+                route_label.as_str(),
+            ))
+        }),
     };
     let result = attempt::run(&job, &routed.cands, routed.budget, routed.hedge_after).await;
     ctx.attempts = job.started.load(Ordering::Acquire);
@@ -102,6 +115,7 @@ struct Routed<'a> {
     cands: Vec<Candidate<'a>>,
     budget: &'a RetryBudget,
     hedge_after: Option<std::time::Duration>,
+    stream_resume: bool,
 }
 
 /// The candidates: the model's route targets in strategy order (or its direct
@@ -125,17 +139,17 @@ fn route<'a>(
         return Err(json::ScanError::TooManyFallbacks { given, max: max_fallbacks }.into());
     }
     let mut cands: Vec<Candidate<'_>> = Vec::new();
-    let (budget, hedge_after) = match resolve(live, &scanned.model) {
+    let (budget, hedge_after, stream_resume) = match resolve(live, &scanned.model) {
         Some(Resolved::Route(route)) => {
             ctx.route = RouteLabel::Named(route.name.clone());
             push_route(&mut cands, live, route, now);
-            (&route.state.budget, route.hedge_after)
+            (&route.state.budget, route.hedge_after, route.stream_resume)
         }
         Some(Resolved::Direct { provider, model }) => {
             ctx.route = RouteLabel::Direct;
             push_direct(&mut cands, live, provider, model, now);
             let p = live.providers.get(provider).ok_or_else(|| unknown(&scanned.model))?;
-            (&p.state.budget, None)
+            (&p.state.budget, None, false)
         }
         None => return Err(unknown(&scanned.model)),
     };
@@ -154,7 +168,7 @@ fn route<'a>(
     if cands.is_empty() && before > 0 {
         return Err(ProxyError::WrongFormat(scanned.model.as_str().into()));
     }
-    Ok(Routed { cands, budget, hedge_after })
+    Ok(Routed { cands, budget, hedge_after, stream_resume })
 }
 
 /// The response for what the attempt loop ended with; the record learns how the request ends.
@@ -181,6 +195,10 @@ fn answer(answered: Answered, op: Operation, stream: bool, ctx: &mut RequestCtx)
                 WonBody::Relay(relay) => {
                     let record = ctx.hand_over(status.as_u16(), stream, ttft);
                     (status, headers, Body::new(relay.record(record)))
+                }
+                WonBody::Resumed(resumed) => {
+                    let record = ctx.hand_over(status.as_u16(), stream, ttft);
+                    (status, headers, Body::new(resumed.record(record)))
                 }
             }
         }

@@ -196,7 +196,7 @@ pub(crate) async fn handle(
 /// Dispatches to the endpoint; any error is mapped by [`handle`].
 async fn handle_inner(
     state: &AppState,
-    live: &Live,
+    live: &std::sync::Arc<Live>,
     endpoint: Option<Endpoint>,
     req: Request<Incoming>,
     peer: std::net::SocketAddr,

@@ -36,6 +36,9 @@ use crate::translate::StreamTranslator;
 /// What a poll of the relay gives hyper.
 type Polled = Poll<Option<Result<Frame<Bytes>, BodyError>>>;
 
+/// Where a resumable relay leaves its request's record when it breaks.
+pub(crate) type Handoff = Arc<Mutex<Option<RequestRecord>>>;
+
 /// Everything a relay holds that must be released when it ends, or when its watchdog fires.
 struct Core {
     inner: UpstreamBody,
@@ -45,6 +48,9 @@ struct Core {
     // In-flight counts and concurrency permits of the attempt.
     guard: Option<Box<dyn Send>>,
     record: Option<RequestRecord>,
+    /// A resumable stream's record goes here when the body breaks, for the continuation to
+    /// finish (see [`Relay::resumable`]).
+    handoff: Option<Handoff>,
     redact: StreamRedactor,
     /// When the last upstream chunk came (the idle timeout counts from it).
     last: Instant,
@@ -123,12 +129,15 @@ impl Core {
         }
     }
 
-    /// The body broke: counted as broken, and every resource released with it.
+    /// The body broke: counted as broken (or, resumable, the record handed over), and every
+    /// resource released with it.
     fn fail(mut self, err: RelayError, stream: bool) {
         let usage = self.usage();
         tracing::warn!(error = %err, stream, "upstream response ended early");
-        if let Some(r) = self.record.take() {
-            r.finish(End::Broken(usage));
+        let Some(r) = self.record.take() else { return };
+        match self.handoff.take() {
+            Some(h) => *h.lock().unwrap_or_else(PoisonError::into_inner) = Some(r),
+            None => r.finish(End::Broken(usage)),
         }
     }
 
@@ -206,6 +215,10 @@ pub(crate) struct Relay {
     // The client's format, for the error event that ends a broken stream.
     dialect: Dialect,
     done: bool,
+    /// Breaks end the body with an error for the continuation (see [`Relay::resumable`]).
+    resumable: bool,
+    /// A resumable stream's break, told after the bytes held before it went out.
+    broke: Option<RelayError>,
 }
 
 impl Relay {
@@ -218,6 +231,7 @@ impl Relay {
             translator: None,
             guard: None,
             record: None,
+            handoff: None,
             redact,
             last: Instant::now(),
         };
@@ -229,7 +243,19 @@ impl Relay {
             stream,
             dialect: Dialect::OpenAi,
             done: false,
+            resumable: false,
+            broke: None,
         }
+    }
+
+    /// A stream that may be continued elsewhere when it breaks: the break ends the body with a
+    /// [`RelayError`] instead of the client's error event, and the record goes to `handoff`.
+    pub(crate) fn resumable(mut self, handoff: Handoff) -> Self {
+        if let Some(c) = self.local() {
+            c.handoff = Some(handoff);
+            self.resumable = self.stream;
+        }
+        self
     }
 
     fn local(&mut self) -> Option<&mut Core> {
@@ -328,9 +354,16 @@ impl Relay {
 
     /// What the client gets for a failure: the held bytes and an error event (streams), or a
     /// cut body (others).
-    fn failure(&self, err: RelayError, held: Bytes) -> Polled {
+    fn failure(&mut self, err: RelayError, held: Bytes) -> Polled {
         if !self.stream {
             return Poll::Ready(Some(Err(Box::new(err))));
+        }
+        if self.resumable {
+            if held.is_empty() {
+                return Poll::Ready(Some(Err(Box::new(err))));
+            }
+            self.broke = Some(err);
+            return Poll::Ready(Some(Ok(Frame::data(held))));
         }
         let mut out = held.to_vec();
         out.extend_from_slice(&respond::stream_error(err, self.dialect));
@@ -382,6 +415,9 @@ impl http_body::Body for Relay {
 
     fn poll_frame(self: std::pin::Pin<&mut Self>, cx: &mut Context<'_>) -> Polled {
         let this = self.get_mut();
+        if let Some(err) = this.broke.take() {
+            return Poll::Ready(Some(Err(Box::new(err))));
+        }
         if this.done {
             return Poll::Ready(None);
         }

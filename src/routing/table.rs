@@ -25,6 +25,8 @@ pub struct Route {
     pub retry: RetryPolicy,
     /// Parallel attempt after this long without a first byte.
     pub hedge_after: Option<Duration>,
+    /// Continue a broken committed stream elsewhere.
+    pub stream_resume: bool,
     /// Round-robin position, weights, retry budget.
     pub state: Arc<RouteState>,
 }
@@ -124,6 +126,7 @@ impl RoutingTable {
                     strategy: r.strategy,
                     retry: r.retry,
                     hedge_after: r.hedge_after,
+                    stream_resume: r.stream_resume,
                 }
             })
             .collect();

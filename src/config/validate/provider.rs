@@ -72,6 +72,7 @@ pub(super) fn provider(name: &str, rp: &RawProvider, env: &dyn Env, p: &mut Prob
             .clone()
             .unwrap_or_else(|| anthropic::DEFAULT_VERSION.to_owned()),
         default_max_tokens: rp.default_max_tokens.unwrap_or(4096).max(1),
+        prefill: rp.prefill.unwrap_or(false),
         api_version: rp.api_version.clone().unwrap_or_else(|| azure::DEFAULT_API_VERSION.to_owned()),
         pool_idle_timeout: p.duration(
             &format!("{at}.pool_idle_timeout"),

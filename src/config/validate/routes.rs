@@ -45,7 +45,16 @@ pub(super) fn routes(
             let retry = retry(r.retry.as_ref(), &format!("{at}.retry"), default_retry, p);
             let hedge_after =
                 r.hedge_after.as_deref().map(|h| positive(p, &format!("{at}.hedge_after"), Some(h), secs(1)));
-            RouteConfig { name, models: r.models.clone(), targets, strategy, retry, hedge_after }
+            let stream_resume = r.stream_resume.unwrap_or(false);
+            RouteConfig {
+                name,
+                models: r.models.clone(),
+                targets,
+                strategy,
+                retry,
+                hedge_after,
+                stream_resume,
+            }
         })
         .collect()
 }

@@ -10,6 +10,7 @@ use http::{HeaderMap, HeaderValue, StatusCode, header};
 use tokio::time::Instant;
 
 use super::read::{is_sse, read_bounded};
+use super::resume::Resumed;
 use super::{Answer, Answered, Attempted, Candidate, Failure, Job, Success, WonBody};
 use crate::config::Redactor;
 use crate::error::Class;
@@ -104,7 +105,12 @@ pub(super) async fn success(
     if streaming {
         relay = relay.idle_timeout(p.idle_timeout);
     }
-    let body = WonBody::Relay(Box::new(relay));
+    let body = match &job.resume {
+        Some(r) if streaming => {
+            WonBody::Resumed(Box::new(Resumed::new(relay, r.clone(), (c.provider.index, c.model))))
+        }
+        _ => WonBody::Relay(Box::new(relay)),
+    };
     let ttft = streaming.then_some(first);
     let ticket = carried.key_ticket;
     Answered::from(c, Answer::Success(Success { status, headers, body, ttft, tokens: None, meter, ticket }))

@@ -29,6 +29,7 @@ mod outcome;
 mod plan;
 mod read;
 mod refusal;
+mod resume;
 mod run;
 
 use std::sync::Arc;
@@ -39,6 +40,7 @@ use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, StatusCode};
 use tokio::time::Instant;
 
+pub(crate) use resume::{Resume, Resumed};
 pub(crate) use run::run;
 
 use super::ctx::Meter;
@@ -143,6 +145,8 @@ pub(crate) struct Job<'a> {
     pub shared: &'a Shared,
     /// The request's token estimate.
     pub tokens: u64,
+    /// What continues a broken stream (`stream_resume` routes' streams).
+    pub resume: Option<Arc<Resume>>,
 }
 
 impl Job<'_> {
@@ -211,6 +215,8 @@ pub(crate) struct Success {
 pub(crate) enum WonBody {
     /// Streamed from the upstream.
     Relay(Box<Relay>),
+    /// Streamed, and continued on another candidate if it breaks (`stream_resume`).
+    Resumed(Box<Resumed>),
     /// An answer translated whole.
     Full(Bytes),
 }

@@ -89,6 +89,7 @@ impl World {
             limiter: &self.limiter,
             shared: &self.shared,
             tokens: 0,
+            resume: None,
         }
     }
 
