@@ -826,3 +826,83 @@ async fn a_stream_stalled_after_commit_is_continued_elsewhere() {
     assert!(done);
     assert!(started.elapsed() < Duration::from_secs(3), "took {:?}", started.elapsed());
 }
+
+/// A raw HTTP/1.1 provider: answers the first request it reads with `{}` (keep-alive, so its
+/// connection is pooled), then holds every later one `hold` and closes without a byte of answer.
+/// Counts the requests it read.
+async fn held_then_closed(hold: Duration) -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/v1", listener.local_addr().unwrap());
+    let requests = std::sync::Arc::new(AtomicUsize::new(0));
+    let count = requests.clone();
+    tokio::spawn(async move {
+        while let Ok((mut sock, _)) = listener.accept().await {
+            let count = count.clone();
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                loop {
+                    // One whole request: its head, then content-length bytes of body.
+                    let end = loop {
+                        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                            let head = String::from_utf8_lossy(&buf[..end]).to_lowercase();
+                            let len = head
+                                .lines()
+                                .find_map(|l| l.strip_prefix("content-length: "))
+                                .map_or(0, |n| n.trim().parse::<usize>().unwrap());
+                            if buf.len() >= end + 4 + len {
+                                break end + 4 + len;
+                            }
+                        }
+                        let mut chunk = [0u8; 4096];
+                        match sock.read(&mut chunk).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                        }
+                    };
+                    buf.drain(..end);
+                    if count.fetch_add(1, Ordering::SeqCst) == 0 {
+                        let answer = "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 2\r\n\r\n{}";
+                        sock.write_all(answer.as_bytes()).await.unwrap();
+                        continue;
+                    }
+                    tokio::time::sleep(hold).await;
+                    return;
+                }
+            });
+        }
+    });
+    (url, requests)
+}
+
+/// Issue 19 item 7: a provider held a request 15 s and then closed the connection without an
+/// answer; the pooled connection's "stale" resend gave it the same POST again, 4 upstream
+/// requests for `attempts = 3` (a possible duplicate paid request). Now: one request per
+/// attempt. Paused time: the 15 s pass at once. Fails before the fix (4 requests).
+#[tokio::test(start_paused = true)]
+async fn a_provider_that_held_a_request_and_closed_gets_it_once_per_attempt() {
+    let (url, requests) = held_then_closed(Duration::from_secs(15)).await;
+    let toml = format!(
+        r#"
+[providers.up]
+kind = "openai"
+base_url = "{url}"
+request_timeout = "60s"
+first_byte_timeout = "60s"
+
+[[routes]]
+name = "smart"
+retry = {{ attempts = 3, backoff = "1ms", max_backoff = "1ms" }}
+targets = [{{ provider = "up", model = "m" }}]
+"#
+    );
+    let t = Tier1::start(&toml).await;
+    // The first call answers, and leaves its connection in tier1's pool.
+    assert_eq!(chat_ok(&t, "smart").await.status, 200);
+    let a = chat_ok(&t, "smart").await;
+    assert_eq!(a.status, 502, "{}", a.text());
+    assert_eq!(a.header("x-tier1-attempts"), Some("3"));
+    let held = requests.load(std::sync::atomic::Ordering::SeqCst) - 1;
+    assert_eq!(held, 3, "the held request was sent {held} times for 3 attempts");
+}

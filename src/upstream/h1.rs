@@ -9,6 +9,7 @@ use std::io::IoSlice;
 use std::pin::Pin;
 use std::sync::{Arc, Weak};
 use std::task::{Context, Poll, ready};
+use std::time::Duration;
 
 use bytes::{Buf, Bytes, BytesMut};
 use http::header::{CONNECTION, CONTENT_LENGTH, HOST, TRANSFER_ENCODING};
@@ -34,19 +35,49 @@ const BODY_READ: usize = 8 * 1024;
 const CHUNKED_READ: usize = 2 * 1024;
 /// The longest chunk-size line (with extensions) or trailer line accepted.
 const MAX_LINE: usize = 4 * 1024;
+/// How soon after a request was written a close with no byte of answer still means the provider
+/// never read it. A reused connection the provider closed while it was idle, just before the
+/// request arrived, closes within about one round trip of the write (the FIN or RST was already
+/// on its way, or answers the request's first segment): 250 ms covers a round trip across
+/// continents. A close later than that may come from a provider that read the request and
+/// worked on it (one held a request 15 s before closing): sending it again could make a
+/// second paid request, so it is an error instead.
+pub(super) const UNREAD_WINDOW: Duration = Duration::from_millis(250);
 
 /// Why an exchange failed.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    /// The connection closed before any byte of the answer arrived.
+    /// The connection closed (or broke) before any byte of the answer arrived.
     #[error("connection closed before the answer")]
-    Closed,
+    Closed(Unanswered),
     /// Reading or writing failed.
     #[error("i/o: {0}")]
     Io(#[from] std::io::Error),
     /// The answer is not valid HTTP/1.x.
     #[error("invalid answer: {0}")]
     Invalid(&'static str),
+}
+
+/// When a connection closed with no byte of the answer: what the provider may have read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unanswered {
+    /// While the request was being written: the provider cannot have all of it.
+    Writing,
+    /// This long after the request was written whole.
+    After(Duration),
+}
+
+impl Error {
+    /// Whether the provider can be taken not to have read the request, so that sending it again
+    /// cannot make it twice: the connection failed while the request was being written, or
+    /// closed within [`UNREAD_WINDOW`] of the write with no byte of an answer.
+    pub(super) fn unread(&self) -> bool {
+        match self {
+            Self::Closed(Unanswered::Writing) => true,
+            Self::Closed(Unanswered::After(after)) => *after <= UNREAD_WINDOW,
+            _ => false,
+        }
+    }
 }
 
 /// One HTTP/1.1 connection and its read buffer.
@@ -78,23 +109,26 @@ pub(super) async fn send(
     pool: Weak<Shared>,
 ) -> Result<Response<Body>, Error> {
     let head = encode_head(parts, body.len());
-    // A failed write means the provider did not get the whole request: `Closed`, like a close
-    // before the answer, so a stale pooled connection is retried on a fresh one.
-    write_all(&mut conn.io, &head, body).await.map_err(|_| Error::Closed)?;
+    // A failed write means the provider did not get the whole request: it cannot have begun on
+    // it, so a stale pooled connection may be replaced and the request sent again.
+    write_all(&mut conn.io, &head, body).await.map_err(|_| Error::Closed(Unanswered::Writing))?;
+    // tokio's clock, so that tests with paused time control the window.
+    let written = tokio::time::Instant::now();
+    // Whether any byte of an answer arrived (a consumed 1xx leaves the buffer empty again).
+    let mut answered = false;
     let (head, framing, reusable) = loop {
         match parse(&mut conn.buf)? {
             Some(Parsed::Interim) => continue,
             Some(Parsed::Final(resp, framing, reusable)) => break (resp, framing, reusable),
             None if conn.buf.len() > MAX_HEAD => return Err(Error::Invalid("response head too large")),
-            None => {
-                let empty = conn.buf.is_empty();
-                match read(&mut conn).await {
-                    Ok(0) | Err(_) if empty => return Err(Error::Closed),
-                    Ok(0) => return Err(Error::Invalid("head cut short")),
-                    Ok(_) => {}
-                    Err(e) => return Err(e.into()),
+            None => match read(&mut conn).await {
+                Ok(0) | Err(_) if !answered => {
+                    return Err(Error::Closed(Unanswered::After(written.elapsed())));
                 }
-            }
+                Ok(0) => return Err(Error::Invalid("head cut short")),
+                Ok(_) => answered = true,
+                Err(e) => return Err(e.into()),
+            },
         }
     };
     let reusable = reusable && parts.headers.get(CONNECTION).is_none_or(|v| !has_token(v, "close"));
@@ -403,7 +437,7 @@ pub fn decode<'a>(pieces: impl IntoIterator<Item = &'a [u8]>) -> Result<(u16, Ve
             Some(Parsed::Interim) => {}
             Some(Parsed::Final(head, framing, _)) => break (head.status().as_u16(), State::from(framing)),
             None if buf.len() > MAX_HEAD => return Err(Error::Invalid("response head too large")),
-            None if !more(&mut buf) => return Err(Error::Closed),
+            None if !more(&mut buf) => return Err(Error::Invalid("head cut short")),
             None => {}
         }
     };

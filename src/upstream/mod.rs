@@ -73,73 +73,140 @@ impl Client {
     }
 
     /// Sends `req` (absolute URI) and waits for the answer's head.
+    ///
+    /// A request goes again only where the provider cannot have begun on it: one that held a
+    /// request and then closed must not get it twice (it may be a paid one). A pooled HTTP/1.1
+    /// connection the provider closed while idle fails while the request is written or just after
+    /// ([`h1::Error::unread`]): the request goes again, at most twice on pooled connections, then
+    /// on a new one. An HTTP/2 stream the provider refused or did not process ([`unprocessed`])
+    /// goes again once, on whichever connection the pool gives next.
     pub(crate) async fn send(&self, req: Request<Bytes>) -> Result<Response<Body>, Error> {
         let (parts, body) = req.into_parts();
-        // A pooled HTTP/1.1 connection the provider closed while idle fails before any byte of
-        // the answer: the request goes again, at most twice on pooled ones, then on a new one.
-        let mut stale = 0;
-        let dial = loop {
-            match self.shared.checkout(&parts.uri) {
-                Some(Checkout::H2(sender, stream)) => return h2(sender, stream, parts, body).await,
-                Some(Checkout::H1(conn)) if stale < 2 => {
+        let (mut stale, mut refused) = (0, false);
+        loop {
+            match self.connection(&parts.uri, stale < 2).await? {
+                Connection::H2(sender, stream) => match h2(sender, stream, &parts, &body).await {
+                    Err(e) if !refused && unprocessed(&e).is_some() => {
+                        tracing::debug!(error = %e, "HTTP/2 stream not processed upstream: sent again");
+                        refused = true;
+                    }
+                    other => return other.map_err(failed),
+                },
+                Connection::H1(conn, reused) => {
                     match h1::send(conn, &parts, &body, Arc::downgrade(&self.shared)).await {
-                        Err(h1::Error::Closed) => stale += 1,
+                        Err(e) if reused && e.unread() => stale += 1,
                         other => return other.map(|r| r.map(Body::H1)).map_err(failed),
                     }
-                    continue;
                 }
+            }
+        }
+    }
+
+    /// A connection for `uri`: a shared HTTP/2 one, an idle HTTP/1.1 one (when `pooled`), or a
+    /// new one.
+    async fn connection(&self, uri: &http::Uri, pooled: bool) -> Result<Connection, Error> {
+        let dial = loop {
+            match self.shared.checkout(uri) {
+                Some(Checkout::H2(sender, stream)) => return Ok(Connection::H2(sender, stream)),
+                Some(Checkout::H1(conn)) if pooled => return Ok(Connection::H1(conn, true)),
                 Some(Checkout::H1(_)) | None => {}
             }
-            match self.shared.dial(&parts.uri) {
+            match self.shared.dial(uri) {
                 Dial::Alone => break None,
                 Dial::First(guard) => break Some(guard),
                 Dial::Wait(done) => {
                     let woken = done.notified();
                     tokio::pin!(woken);
                     woken.as_mut().enable();
-                    if self.shared.dialing(&parts.uri) {
+                    if self.shared.dialing(uri) {
                         woken.await;
                     }
                 }
             }
         };
-        let io = self.shared.connector.connect(&parts.uri).await?;
-        let origin = Arc::new(Origin::of(&parts.uri));
-        let (host, port) = (parts.uri.host().unwrap_or_default(), parts.uri.port_u16());
+        let io = self.shared.connector.connect(uri).await?;
+        let origin = Arc::new(Origin::of(uri));
+        let (host, port) = (uri.host().unwrap_or_default(), uri.port_u16());
         tracing::debug!(host, port, h2 = io.is_h2(), "upstream connection opened");
-        if io.is_h2() {
-            let (sender, conn) = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
-                .timer(TokioTimer::new())
-                .handshake(TokioIo::new(io))
-                .await
-                .map_err(|e| ConnectError::Tls(std::io::Error::other(e)))?;
-            tokio::spawn(conn);
-            let stream = self.shared.put_h2(origin, sender.clone());
-            if let Some(dial) = dial {
-                dial.h2();
-            }
-            return h2(sender, stream, parts, body).await;
+        if !io.is_h2() {
+            return Ok(Connection::H1(h1::Conn::new(io, origin), false));
         }
-        drop(dial);
-        let conn = h1::Conn::new(io, origin);
-        let resp = h1::send(conn, &parts, &body, Arc::downgrade(&self.shared)).await.map_err(failed)?;
-        Ok(resp.map(Body::H1))
+        let (sender, conn) = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
+            .timer(TokioTimer::new())
+            .handshake(TokioIo::new(io))
+            .await
+            .map_err(|e| ConnectError::Tls(std::io::Error::other(e)))?;
+        tokio::spawn(conn);
+        let stream = self.shared.put_h2(origin, sender.clone());
+        if let Some(dial) = dial {
+            dial.h2();
+        }
+        Ok(Connection::H2(sender, stream))
     }
+}
+
+/// What a request is sent on.
+enum Connection {
+    H2(hyper::client::conn::http2::SendRequest<Full<Bytes>>, pool::Stream),
+    /// With whether it was reused from the pool.
+    H1(h1::Conn, bool),
 }
 
 fn failed(e: impl std::fmt::Display) -> Error {
     Error::Failed(e.to_string())
 }
 
+/// How the provider says it did not process an HTTP/2 request (RFC 9113 8.7), so that sending
+/// it again cannot make it twice.
+#[derive(Debug, PartialEq, Eq)]
+enum Unprocessed {
+    /// It reset the stream with `REFUSED_STREAM`; the connection may take others.
+    Refused,
+    /// The connection takes no new stream: it closed before the request left hyper, or the
+    /// provider's GOAWAY named a last stream below this one.
+    Gone,
+}
+
+/// Whether (and how) `e` says the provider did not process the request. h2 gives a remote
+/// GOAWAY error exactly to the streams above the GOAWAY's last stream and to those opened after
+/// it; a stream the provider took and then lost ends in a broken pipe or another reset, and is
+/// not sent again.
+fn unprocessed(e: &hyper::Error) -> Option<Unprocessed> {
+    if e.is_canceled() || e.is_closed() {
+        return Some(Unprocessed::Gone);
+    }
+    let h2 = std::error::Error::source(e)?.downcast_ref::<h2::Error>()?;
+    match (h2.is_remote(), h2.is_go_away(), h2.reason()) {
+        (true, true, _) => Some(Unprocessed::Gone),
+        (true, false, Some(h2::Reason::REFUSED_STREAM)) if h2.is_reset() => Some(Unprocessed::Refused),
+        _ => None,
+    }
+}
+
+/// Sends one request on an HTTP/2 connection. `parts` are cloned (a few reference counts and the
+/// header map) because hyper takes the request and a refused one may go again. A connection
+/// found going away is retired from the pool at once, so that the request sent again (and any
+/// other) does not meet it before hyper's sender reports it closed.
 async fn h2(
     mut sender: hyper::client::conn::http2::SendRequest<Full<Bytes>>,
     stream: pool::Stream,
-    parts: http::request::Parts,
-    body: Bytes,
-) -> Result<Response<Body>, Error> {
-    sender.ready().await.map_err(failed)?;
-    let resp = sender.send_request(Request::from_parts(parts, Full::new(body))).await.map_err(failed)?;
-    Ok(resp.map(|b| Body::H2(b, stream)))
+    parts: &http::request::Parts,
+    body: &Bytes,
+) -> Result<Response<Body>, hyper::Error> {
+    let req = Request::from_parts(parts.clone(), Full::new(body.clone()));
+    let sent = match sender.ready().await {
+        Ok(()) => sender.send_request(req).await,
+        Err(e) => Err(e),
+    };
+    match sent {
+        Ok(resp) => Ok(resp.map(|b| Body::H2(b, stream))),
+        Err(e) => {
+            if unprocessed(&e) == Some(Unprocessed::Gone) {
+                stream.retire();
+            }
+            Err(e)
+        }
+    }
 }
 
 /// An answer's body.

@@ -48,18 +48,33 @@ pub(super) const H2_STREAMS: usize = 100;
 pub(super) struct H2 {
     pub origin: Arc<Origin>,
     pub sender: SendRequest<Full<Bytes>>,
-    /// Requests in flight on it (their bodies included).
-    streams: Arc<AtomicUsize>,
+    /// Requests in flight on it (their bodies included), and whether it is going away.
+    load: Arc<Load>,
     /// Sweeper tick of its last use.
     last: u64,
 }
 
+/// What the requests on one HTTP/2 connection share.
+struct Load {
+    streams: AtomicUsize,
+    /// The provider said it takes no new stream (GOAWAY), or the connection closed: no request
+    /// is given it, even before hyper's sender reports it closed.
+    gone: AtomicBool,
+}
+
 /// One request's place on an HTTP/2 connection, given back when its answer's body is dropped.
-pub(crate) struct Stream(Arc<AtomicUsize>);
+pub(crate) struct Stream(Arc<Load>);
+
+impl Stream {
+    /// Its connection takes no new request (the provider sent GOAWAY, or it closed).
+    pub(super) fn retire(&self) {
+        self.0.gone.store(true, Ordering::Relaxed);
+    }
+}
 
 impl Drop for Stream {
     fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::Relaxed);
+        self.0.streams.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -176,13 +191,14 @@ impl Shared {
             let Ok(mut idle) = self.idle.lock() else { return None };
             let h2 = idle.h2.iter_mut().find(|c| {
                 c.origin.serves(uri)
+                    && !c.load.gone.load(Ordering::Relaxed)
                     && !c.sender.is_closed()
-                    && c.streams.load(Ordering::Relaxed) < self.h2_streams
+                    && c.load.streams.load(Ordering::Relaxed) < self.h2_streams
             });
             if let Some(c) = h2 {
                 c.last = now;
-                c.streams.fetch_add(1, Ordering::Relaxed);
-                return Some(Checkout::H2(c.sender.clone(), Stream(c.streams.clone())));
+                c.load.streams.fetch_add(1, Ordering::Relaxed);
+                return Some(Checkout::H2(c.sender.clone(), Stream(c.load.clone())));
             }
             loop {
                 let Some(at) = idle.h1.iter().rposition(|c| c.conn.origin.serves(uri)) else { break None };
@@ -253,18 +269,18 @@ impl Shared {
     /// ones leave at the next sweep, when their last request has ended.
     pub(super) fn put_h2(self: &Arc<Self>, origin: Arc<Origin>, sender: SendRequest<Full<Bytes>>) -> Stream {
         let last = self.tick.load(Ordering::Relaxed);
-        let streams = Arc::new(AtomicUsize::new(1));
+        let load = Arc::new(Load { streams: AtomicUsize::new(1), gone: AtomicBool::new(false) });
         if let Ok(mut idle) = self.idle.lock() {
             // It speaks HTTP/2 again: new connections are opened one at a time again.
             if let Some(d) = idle.dials.iter_mut().find(|d| d.origin == origin) {
                 d.alone = false;
             }
-            idle.h2.push(H2 { origin, sender, streams: streams.clone(), last });
+            idle.h2.push(H2 { origin, sender, load: load.clone(), last });
         }
         if !self.sweeping.swap(true, Ordering::Relaxed) {
             tokio::spawn(sweep(Arc::downgrade(self), self.every));
         }
-        Stream(streams)
+        Stream(load)
     }
 
     /// One sweep: the tick advances, and expired or closed connections leave the pool.
@@ -277,8 +293,10 @@ impl Shared {
                 .partition(|c| now - c.since <= self.idle_ticks && c.conn.is_idle_open());
             idle.h1 = keep;
             let (keep, h2) = std::mem::take(&mut idle.h2).into_iter().partition(|c| {
-                let busy = c.streams.load(Ordering::Relaxed) > 0;
-                (busy || now - c.last <= self.idle_ticks) && !c.sender.is_closed()
+                let busy = c.load.streams.load(Ordering::Relaxed) > 0;
+                (busy || now - c.last <= self.idle_ticks)
+                    && !c.sender.is_closed()
+                    && !c.load.gone.load(Ordering::Relaxed)
             });
             idle.h2 = keep;
             (h1, h2)

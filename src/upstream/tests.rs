@@ -19,6 +19,20 @@ fn fixture(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tls").join(name)
 }
 
+/// The test CA's `localhost` certificate, offering `alpn`.
+fn acceptor(alpn: &[&[u8]]) -> tokio_rustls::TlsAcceptor {
+    let (certs, key) =
+        crate::tls::certified_key(&fixture("server-a.pem"), &fixture("server-a-key.pem")).unwrap();
+    let mut config = rustls::ServerConfig::builder_with_provider(crate::tls::provider())
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .unwrap();
+    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    tokio_rustls::TlsAcceptor::from(Arc::new(config))
+}
+
 /// A TLS server offering `alpn`, answering every request with its HTTP version; counts
 /// connections.
 async fn server(alpn: &[&[u8]]) -> (String, Arc<AtomicUsize>) {
@@ -33,16 +47,7 @@ async fn held_server(
     open: tokio::sync::watch::Receiver<bool>,
     arrived: tokio::sync::mpsc::UnboundedSender<()>,
 ) -> (String, Arc<AtomicUsize>) {
-    let (certs, key) =
-        crate::tls::certified_key(&fixture("server-a.pem"), &fixture("server-a-key.pem")).unwrap();
-    let mut config = rustls::ServerConfig::builder_with_provider(crate::tls::provider())
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_no_client_auth()
-        .with_single_cert(certs, key)
-        .unwrap();
-    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
-    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let acceptor = acceptor(alpn);
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("https://localhost:{}/v1/chat", listener.local_addr().unwrap().port());
     let connections = Arc::new(AtomicUsize::new(0));
@@ -236,4 +241,123 @@ async fn after_a_failed_dial_the_waiting_calls_dial_on_their_own() {
         took >= timeout * 2 && took < timeout * 3,
         "two rounds of the connect timeout, not four: {took:?}"
     );
+}
+
+/// An HTTP/2 provider (h2's server, for its resets) that resets the first `reset` streams it
+/// receives with `reason` and answers the others with an empty 200; counts the streams.
+async fn resetting_server(reset: usize, reason: h2::Reason) -> (String, Arc<AtomicUsize>) {
+    let acceptor = acceptor(&[b"h2"]);
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("https://localhost:{}/v1/chat", listener.local_addr().unwrap().port());
+    let streams = Arc::new(AtomicUsize::new(0));
+    let count = streams.clone();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let (acceptor, count) = (acceptor.clone(), count.clone());
+            tokio::spawn(async move {
+                let Ok(tls) = acceptor.accept(tcp).await else { return };
+                let Ok(mut conn) = h2::server::handshake(tls).await else { return };
+                while let Some(Ok((_req, mut respond))) = conn.accept().await {
+                    if count.fetch_add(1, Ordering::SeqCst) < reset {
+                        respond.send_reset(reason);
+                    } else {
+                        let _ = respond.send_response(Response::new(()), true);
+                    }
+                }
+            });
+        }
+    });
+    (url, streams)
+}
+
+/// A stream the provider refused (RFC 9113 8.7: not processed) goes again, once; one it reset
+/// for another reason may have been worked on, and does not. Fails before the fix: the refused
+/// call was an error after one stream.
+#[tokio::test]
+async fn a_refused_http2_stream_is_sent_again_once_and_another_reset_is_not() {
+    let (url, streams) = resetting_server(1, h2::Reason::REFUSED_STREAM).await;
+    let c = client();
+    let resp = c.send(Request::post(&url).body(Bytes::from_static(b"x")).unwrap()).await.unwrap();
+    assert_eq!((resp.version(), resp.status().as_u16()), (Version::HTTP_2, 200));
+    assert_eq!(streams.load(Ordering::SeqCst), 2, "refused once, then answered");
+
+    let (url, streams) = resetting_server(2, h2::Reason::REFUSED_STREAM).await;
+    let c = client();
+    assert!(c.send(Request::post(&url).body(Bytes::new()).unwrap()).await.is_err());
+    assert_eq!(streams.load(Ordering::SeqCst), 2, "sent again once, not more");
+
+    let (url, streams) = resetting_server(1, h2::Reason::INTERNAL_ERROR).await;
+    let c = client();
+    assert!(c.send(Request::post(&url).body(Bytes::new()).unwrap()).await.is_err());
+    assert_eq!(streams.load(Ordering::SeqCst), 1, "a stream the provider may have begun on");
+}
+
+/// An HTTP/2 provider written frame by frame (h2's server cannot be made to send a GOAWAY below
+/// a stream it received): on its first connection it answers the first request with GOAWAY and
+/// last stream 0, so the request was never processed; later connections answer 200. Counts
+/// connections and requests.
+async fn going_away_server() -> (String, Arc<AtomicUsize>, Arc<AtomicUsize>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let acceptor = acceptor(&[b"h2"]);
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("https://localhost:{}/v1/chat", listener.local_addr().unwrap().port());
+    let (connections, requests) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let (opened, count) = (connections.clone(), requests.clone());
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let first = opened.fetch_add(1, Ordering::SeqCst) == 0;
+            let (acceptor, count) = (acceptor.clone(), count.clone());
+            tokio::spawn(async move {
+                let Ok(mut tls) = acceptor.accept(tcp).await else { return };
+                let mut preface = [0u8; 24];
+                if tls.read_exact(&mut preface).await.is_err() {
+                    return;
+                }
+                // An empty SETTINGS frame.
+                tls.write_all(&[0, 0, 0, 4, 0, 0, 0, 0, 0]).await.unwrap();
+                loop {
+                    let mut head = [0u8; 9];
+                    if tls.read_exact(&mut head).await.is_err() {
+                        return;
+                    }
+                    let len = usize::from(head[0]) << 16 | usize::from(head[1]) << 8 | usize::from(head[2]);
+                    let mut payload = vec![0u8; len];
+                    if tls.read_exact(&mut payload).await.is_err() {
+                        return;
+                    }
+                    let (kind, flags, id) = (head[3], head[4], &head[5..9]);
+                    let reply: Vec<u8> = match kind {
+                        // SETTINGS (not an ACK): ACK it.
+                        4 if flags & 1 == 0 => vec![0, 0, 0, 4, 1, 0, 0, 0, 0],
+                        // HEADERS: a request.
+                        1 => {
+                            count.fetch_add(1, Ordering::SeqCst);
+                            if first {
+                                // GOAWAY, last stream 0, NO_ERROR.
+                                vec![0, 0, 8, 7, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]
+                            } else {
+                                // HEADERS, END_STREAM | END_HEADERS, `:status: 200` (HPACK 0x88).
+                                [&[0, 0, 1, 1, 5][..], id, &[0x88]].concat()
+                            }
+                        }
+                        _ => continue,
+                    };
+                    tls.write_all(&reply).await.unwrap();
+                }
+            });
+        }
+    });
+    (url, connections, requests)
+}
+
+/// A request above the provider's GOAWAY last stream was not processed (RFC 9113 6.8): it goes
+/// again, on a new connection (the one going away is not given it again). Fails before the fix:
+/// the GOAWAY was the call's error.
+#[tokio::test]
+async fn an_http2_request_above_a_goaway_is_sent_again_on_a_new_connection() {
+    let (url, connections, requests) = going_away_server().await;
+    let c = client();
+    let resp = c.send(Request::post(&url).body(Bytes::from_static(b"x")).unwrap()).await.unwrap();
+    assert_eq!((resp.version(), resp.status().as_u16()), (Version::HTTP_2, 200));
+    assert_eq!((connections.load(Ordering::SeqCst), requests.load(Ordering::SeqCst)), (2, 2));
 }

@@ -275,6 +275,78 @@ async fn a_pooled_connection_that_closes_instead_of_answering_is_retried_on_a_ne
     assert_eq!(up.opened.load(Ordering::SeqCst), 1);
 }
 
+/// A provider that answers the first request it gets with [`OK`] (its connection then pooled)
+/// and every later one, on any connection, by holding it `hold`, writing `partial` and closing.
+/// Counts the requests it read.
+async fn holding(hold: Duration, partial: &'static str) -> (String, Arc<AtomicUsize>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/v1/x", listener.local_addr().unwrap());
+    let requests = Arc::new(AtomicUsize::new(0));
+    let count = requests.clone();
+    tokio::spawn(async move {
+        while let Ok((mut sock, _)) = listener.accept().await {
+            let count = count.clone();
+            tokio::spawn(async move {
+                loop {
+                    // The requests here are small: one read holds the whole of one.
+                    let mut buf = [0u8; 4096];
+                    if sock.read(&mut buf).await.unwrap_or(0) == 0 {
+                        return;
+                    }
+                    if count.fetch_add(1, Ordering::SeqCst) == 0 {
+                        sock.write_all(OK.as_bytes()).await.unwrap();
+                        continue;
+                    }
+                    tokio::time::sleep(hold).await;
+                    let _ = sock.write_all(partial.as_bytes()).await;
+                    return;
+                }
+            });
+        }
+    });
+    (url, requests)
+}
+
+/// Issue 19: a provider held a request 15 s on a pooled connection, then closed it without an
+/// answer, and got the same POST again on a new connection (a possible second paid request).
+/// Fails before the fix: two requests, the second call sent twice.
+#[tokio::test(start_paused = true)]
+async fn a_request_held_and_then_closed_on_is_never_sent_again() {
+    let (url, requests) = holding(Duration::from_secs(15), "").await;
+    let c = client(8, Duration::from_secs(60));
+    assert_eq!(call(&c, &url, "warm").await.unwrap().0, 200);
+    assert_eq!(c.shared.idle_h1(), 1);
+    assert!(matches!(call(&c, &url, "paid").await, Err(Error::Failed(_))));
+    assert_eq!(requests.load(Ordering::SeqCst), 2, "the held request was sent again");
+}
+
+/// Once any byte of an answer arrived (here an interim 100), the provider read the request: a
+/// close right after it is an error, not a resend, however soon it comes.
+#[tokio::test(start_paused = true)]
+async fn a_close_after_part_of_an_answer_is_never_sent_again() {
+    let (url, requests) = holding(Duration::ZERO, "HTTP/1.1 100 Continue\r\n\r\n").await;
+    let c = client(8, Duration::from_secs(60));
+    assert_eq!(call(&c, &url, "warm").await.unwrap().0, 200);
+    assert!(matches!(call(&c, &url, "paid").await, Err(Error::Failed(_))));
+    assert_eq!(requests.load(Ordering::SeqCst), 2);
+}
+
+/// A pooled connection closed just after the request reached it (within the window: the
+/// provider closed it idle before reading) is still replaced, up to the window's end.
+#[tokio::test(start_paused = true)]
+async fn a_close_within_the_window_is_sent_again_and_one_past_it_is_not() {
+    let (url, requests) = holding(super::UNREAD_WINDOW - Duration::from_millis(10), "").await;
+    let c = client(8, Duration::from_secs(60));
+    assert_eq!(call(&c, &url, "warm").await.unwrap().0, 200);
+    assert!(matches!(call(&c, &url, "again").await, Err(Error::Failed(_))), "the new one closes too");
+    assert_eq!(requests.load(Ordering::SeqCst), 3, "sent again on a new connection");
+    let (url, requests) = holding(super::UNREAD_WINDOW + Duration::from_millis(10), "").await;
+    let c = client(8, Duration::from_secs(60));
+    assert_eq!(call(&c, &url, "warm").await.unwrap().0, 200);
+    assert!(matches!(call(&c, &url, "once").await, Err(Error::Failed(_))));
+    assert_eq!(requests.load(Ordering::SeqCst), 2);
+}
+
 #[tokio::test]
 async fn connection_close_and_eof_bodies_are_not_pooled() {
     let up = upstream(&["HTTP/1.1 200 OK\r\nconnection: close\r\ncontent-length: 1\r\n\r\na"], 0).await;
