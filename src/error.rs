@@ -33,6 +33,9 @@ pub enum Class {
     /// The request is longer than the target's context window (the provider said so, or its
     /// `context_window` did): the caller's request, but another target may take it.
     ContextLength,
+    /// The provider's content filter refused the request (OpenAI's and Azure's
+    /// `content_filter`): another provider's policy may take it.
+    ContentFilter,
 }
 
 impl Class {
@@ -48,6 +51,7 @@ impl Class {
             Self::Timeout => "timeout",
             Self::Connect => "connect",
             Self::ContextLength => "context_length",
+            Self::ContentFilter => "content_filter",
         }
     }
 

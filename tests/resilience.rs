@@ -906,3 +906,15 @@ targets = [{{ provider = "up", model = "m" }}]
     let held = requests.load(std::sync::atomic::Ordering::SeqCst) - 1;
     assert_eq!(held, 3, "the held request was sent {held} times for 3 attempts");
 }
+
+/// Azure's content filter refusing the prompt: another provider's policy may take it.
+#[tokio::test]
+async fn a_content_filter_refusal_falls_back_to_the_next_target() {
+    let body = r#"{"error":{"message":"The response was filtered due to the prompt triggering Azure OpenAI's content management policy.","type":null,"param":"prompt","code":"content_filter","status":400,"innererror":{"code":"ResponsibleAIPolicyViolation","content_filter_result":{"hate":{"filtered":true,"severity":"high"}}}}}"#;
+    let good = MockUpstream::start(MockConfig::default()).await.unwrap();
+    let azure = MockUpstream::fixed(Fixed { status: 400, ..Fixed::json(body) }).await;
+    let t = Tier1::start(&small_then_good("azure", &azure.url(), &good, "")).await;
+    let a = chat_ok(&t, "r").await;
+    assert_eq!((a.status.as_u16(), a.header("x-tier1-fallback-reason")), (200, Some("content_filter")));
+    assert_eq!((azure.stats.snapshot().requests, good.stats.calls_for("good")), (1, 1));
+}

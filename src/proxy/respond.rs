@@ -142,10 +142,11 @@ fn exhausted_status(e: &Exhausted) -> (StatusCode, &'static str, &'static str, O
         Some(Class::Server | Class::InvalidRequest | Class::NotFound) => "upstream_error",
         Some(c @ (Class::RateLimited | Class::Overloaded)) => c.as_str(),
         Some(Class::ContextLength) => "context_length_exceeded",
+        Some(Class::ContentFilter) => "content_filter",
     };
     if e.started == 0 && e.attempts.is_empty() {
         (StatusCode::SERVICE_UNAVAILABLE, "upstream_error", code, None)
-    } else if all(|c| c == Class::ContextLength) {
+    } else if all(|c| matches!(c, Class::ContextLength | Class::ContentFilter)) {
         // Longer than every target's window: the caller's request, not tier1's failure.
         (StatusCode::BAD_REQUEST, "invalid_request_error", code, Some("messages"))
     } else if all(|c| matches!(c, Class::RateLimited | Class::Overloaded)) {

@@ -121,7 +121,7 @@ pub(super) async fn attempt<'a>(
         Exchanged::CallerFault { status, headers, body, class } => {
             outcome::caller_fault(job, c, gates, class, now);
             let refused = answer::caller_fault(job, c, status, &headers, &body, translated.as_ref());
-            if class == Class::ContextLength {
+            if matches!(class, Class::ContextLength | Class::ContentFilter) {
                 let f = Failure { class, status: Some(status), retry_after: None, key_wide: false };
                 return Attempted::Outgrown(f, refused);
             }
@@ -224,10 +224,10 @@ async fn classify(
         let key_wide = refusal::key_exhausted(&first);
         return Exchanged::Failed(Failure { class, status: Some(status), retry_after, key_wide });
     }
-    let class = if class == Class::InvalidRequest && refusal::outgrown(&first) {
-        Class::ContextLength
-    } else {
-        class
+    let class = match class {
+        Class::InvalidRequest if refusal::outgrown(&first) => Class::ContextLength,
+        Class::InvalidRequest if refusal::filtered(&first) => Class::ContentFilter,
+        class => class,
     };
     Exchanged::CallerFault { status, headers: parts.headers, body: first, class }
 }

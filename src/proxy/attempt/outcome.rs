@@ -231,7 +231,7 @@ pub(super) fn failed(
                 if f.class == Class::Connect { Verdict::ProviderFailed } else { Verdict::TargetFailed };
             gates.record(job, c, now, verdict);
         }
-        Class::InvalidRequest | Class::NotFound | Class::ContextLength => {}
+        Class::InvalidRequest | Class::NotFound | Class::ContextLength | Class::ContentFilter => {}
     }
 }
 

@@ -194,8 +194,8 @@ impl<'c, 'a> Planner<'c, 'a> {
                 Some(ra) => self.wait = ra,
                 None => self.wait = c.policy.delay_with(self.tries, &mut self.rng),
             },
-            // Another target may have a larger window; this one will not grow.
-            Class::InvalidRequest | Class::NotFound | Class::ContextLength => self.advance(),
+            // Another target may have a larger window, or another policy; this one will not change.
+            Class::InvalidRequest | Class::NotFound | Class::ContextLength | Class::ContentFilter => self.advance(),
         }
     }
 

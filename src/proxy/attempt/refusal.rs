@@ -1,5 +1,6 @@
 //! What a provider's error body says beyond its status: a 400 that is a context-window refusal
-//! (another target with a larger window may answer), and a 429 that exhausted the key as a whole
+//! (another target with a larger window may answer) or a content filter's (another provider's
+//! policy may take it), and a 429 that exhausted the key as a whole
 //! (billing, quota) rather than one model's rate. Read from the first bytes of the body, which
 //! tier1 reads anyway to pass a refusal on or to learn from a failure.
 
@@ -27,6 +28,15 @@ const KEY_EXHAUSTED: &[&[u8]] =
 /// Whether a refusal's body says the request does not fit the target's context window.
 pub(super) fn outgrown(body: &[u8]) -> bool {
     CONTEXT_LENGTH.iter().any(|m| contains(body, m))
+}
+
+/// OpenAI's and Azure's content filter codes (Azure: `"code": "content_filter"` with its
+/// `innererror.content_filter_result`; OpenAI images and moderation: `content_policy_violation`).
+const CONTENT_FILTER: &[&[u8]] = &[b"\"content_filter\"", b"content_policy_violation"];
+
+/// Whether a refusal's body says a content filter refused the request.
+pub(super) fn filtered(body: &[u8]) -> bool {
+    CONTENT_FILTER.iter().any(|m| contains(body, m))
 }
 
 /// Whether a 429's body says the key as a whole is exhausted.
@@ -57,6 +67,13 @@ mod tests {
         let other = br#"{"error":{"message":"max_tokens: 10000 > 4096, which is the maximum allowed number of output tokens","type":"invalid_request_error"}}"#;
         assert!(!outgrown(other));
         assert!(!outgrown(b""));
+    }
+
+    #[test]
+    fn a_content_filter_refusal_is_recognised() {
+        let azure = br#"{"error":{"message":"The response was filtered due to the prompt triggering Azure OpenAI's content management policy.","type":null,"param":"prompt","code":"content_filter","status":400,"innererror":{"code":"ResponsibleAIPolicyViolation","content_filter_result":{"hate":{"filtered":true,"severity":"high"}}}}}"#;
+        assert!(filtered(azure));
+        assert!(!filtered(br#"{"error":{"message":"bad","type":"invalid_request_error","code":null}}"#));
     }
 
     #[test]
