@@ -1,8 +1,15 @@
-//! SSE framing, shared by the commit scan ([`crate::proxy::sse`]) and the stream translators
-//! ([`crate::translate`]): complete events out of chunks as they arrive, the `data:` of an event,
-//! and the class of a provider's in-stream error object. A leaf: it knows nothing of requests.
+//! SSE framing, shared by the commit scan ([`crate::proxy::sse`]), the stream translators
+//! ([`crate::translate`]) and the relay ([`Filter`]): complete events out of chunks as they
+//! arrive, the `data:` of an event, whether that data is malformed (not JSON), and the class of a
+//! provider's in-stream error object. A leaf: it knows nothing of requests.
+
+use std::borrow::Cow;
 
 use crate::error::Class;
+
+mod filter;
+
+pub use filter::Filter;
 
 /// Complete SSE events out of chunks as they arrive. Scanning resumes where it stopped, and the
 /// bytes of finished events are dropped once per chunk: one huge event in tiny chunks, or a
@@ -103,20 +110,44 @@ fn event_end_from(b: &[u8], at: &mut (usize, usize)) -> Option<(usize, usize)> {
 }
 
 /// The `data:` of one complete event (multi-line data joined with `\n`); `None` without any.
-pub(crate) fn data_of(event: &[u8]) -> Option<Vec<u8>> {
-    let mut data = Vec::new();
-    let mut any = false;
+/// Borrowed from the event when it has one `data:` line (nearly every event), so judging or
+/// checking an event costs no allocation.
+pub(crate) fn data_of(event: &[u8]) -> Option<Cow<'_, [u8]>> {
+    let mut data: Option<Cow<'_, [u8]>> = None;
     for line in event.split(|&c| c == b'\n' || c == b'\r').filter(|l| !l.is_empty()) {
         if let Some(rest) = line.strip_prefix(b"data:") {
-            if any {
-                data.push(b'\n');
-            }
-            any = true;
-            data.extend_from_slice(rest.strip_prefix(b" ").unwrap_or(rest));
+            let rest = rest.strip_prefix(b" ").unwrap_or(rest);
+            data = Some(match data {
+                None => Cow::Borrowed(rest),
+                Some(before) => {
+                    let mut joined = before.into_owned();
+                    joined.push(b'\n');
+                    joined.extend_from_slice(rest);
+                    Cow::Owned(joined)
+                }
+            });
         }
         // Comments (`:`), `event:`, `id:` and `retry:` lines carry no data.
     }
-    any.then_some(data)
+    data
+}
+
+/// Whether `data` is the `[DONE]` sentinel that ends an OpenAI stream.
+pub(crate) fn is_done(data: &[u8]) -> bool {
+    data.trim_ascii() == b"[DONE]"
+}
+
+/// Whether one complete event carries a `data:` that is neither JSON nor `[DONE]` (an empty one
+/// included): a strict client (the `openai` SDK) parses every event's data as JSON and gives up
+/// on the whole stream at the first that is not. Events without data (comments, a bare
+/// `event:`) are not malformed.
+pub(crate) fn malformed(event: &[u8]) -> bool {
+    data_of(event).is_some_and(|data| malformed_data(&data))
+}
+
+/// Whether an event's `data` (see [`data_of`]) is neither JSON nor `[DONE]`.
+pub(crate) fn malformed_data(data: &[u8]) -> bool {
+    !is_done(data) && !crate::json::is_json(data)
 }
 
 /// Classifies a provider's in-stream error object.

@@ -12,7 +12,12 @@ pub mod config {
 
 /// The request scan and splice.
 pub mod json {
-    pub use crate::json::{Scanned, Schema, scan};
+    pub use crate::json::{Scanned, Schema, is_json, scan};
+}
+
+/// SSE framing: the event filter of streams relayed as is.
+pub mod sse {
+    pub use crate::sse::Filter;
 }
 
 /// The in-process mock provider and the mock upstream server.

@@ -351,3 +351,46 @@ async fn a_translated_answer_charges_the_tokens_it_reported_to_token_limits() {
     assert_eq!(a.header("x-tier1-limit"), Some("tokens"));
     assert_eq!(mock.stats.snapshot().requests, 1);
 }
+
+/// Issue 19 item 6, translated: an Anthropic stream with a malformed event after its first text
+/// reaches an OpenAI client whole, as if the event were not there, and the event is counted.
+#[tokio::test]
+async fn a_malformed_event_in_a_translated_stream_is_left_out_and_counted() {
+    let events = [
+        "event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"id\":\"m\",\"type\":\"message\",\"role\":\"assistant\",\"model\":\"claude-sonnet-4-5\",\"content\":[],\"usage\":{\"input_tokens\":3,\"output_tokens\":1}}}\n\n",
+        "event: content_block_start\ndata: {\"type\":\"content_block_start\",\"index\":0,\"content_block\":{\"type\":\"text\",\"text\":\"\"}}\n\n",
+        "event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"text_delta\",\"text\":\"Hi\"}}\n\n",
+        "event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"text_delta\",\"text\":\" there\"}}\n\n",
+        "event: content_block_stop\ndata: {\"type\":\"content_block_stop\",\"index\":0}\n\n",
+        "event: message_delta\ndata: {\"type\":\"message_delta\",\"delta\":{\"stop_reason\":\"end_turn\",\"stop_sequence\":null},\"usage\":{\"output_tokens\":2}}\n\n",
+        "event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n",
+    ];
+    let bad = "event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"text_de";
+    let upstream = |chunks: Vec<&'static str>| {
+        MockUpstream::fixed(Fixed {
+            status: 200,
+            headers: vec![("content-type", "text/event-stream".into())],
+            chunks: chunks.into_iter().map(|s| Bytes::from_static(s.as_bytes())).collect(),
+            gap: Duration::from_millis(5),
+        })
+    };
+    let mut with_bad = events.to_vec();
+    with_bad.insert(3, bad);
+    with_bad.insert(4, "lta\",\"text\":\"lost\"\n\n");
+    let clean = upstream(events.to_vec()).await;
+    let broken = upstream(with_bad).await;
+    let body = r#"{"model":"anthropic/claude-sonnet-4-5","messages":[{"role":"user","content":"hi"}],"stream":true}"#;
+    let mut out = Vec::new();
+    for up in [&clean, &broken] {
+        let t = Tier1::start(&cfg(&up.url(), "")).await;
+        let a = post(&t.url("/v1/chat/completions"), &[FRONT], body).await;
+        assert_eq!(a.status, 200, "{}", a.text());
+        let m = get(&t.url("/metrics")).await.text();
+        let series = r#"tier1_stream_events_dropped_total{provider="anthropic",reason="invalid_json"}"#;
+        out.push((tier1::testing::translate::unstamped(&a.body), metric(&m, series)));
+    }
+    let text = String::from_utf8_lossy(&out[1].0).into_owned();
+    assert!(text.ends_with("data: [DONE]\n\n") && !text.contains("lost"), "{text}");
+    assert_eq!(out[1].0, out[0].0, "the stream changed beyond the dropped event");
+    assert_eq!((out[0].1, out[1].1), (Some(0.0), Some(1.0)));
+}

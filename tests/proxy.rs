@@ -798,3 +798,92 @@ targets = [{{ provider = "silent", model = "m" }}, {{ provider = "healthy", mode
     // One timeout of 400ms, not three (1.2 s and their backoffs).
     assert!(started.elapsed() < Duration::from_millis(1000), "{:?}", started.elapsed());
 }
+
+/// Issue 19 item 6: a stream whose events come as these chunks, 20 ms apart (each its own
+/// write, so a chunk boundary is a read boundary at tier1).
+async fn sse_upstream(chunks: &[&'static str]) -> MockUpstream {
+    MockUpstream::fixed(Fixed {
+        status: 200,
+        headers: vec![("content-type", "text/event-stream".into())],
+        chunks: chunks.iter().map(|c| Bytes::from_static(c.as_bytes())).collect(),
+        gap: Duration::from_millis(20),
+    })
+    .await
+}
+
+const ROLE: &str = "data: {\"id\":\"c\",\"choices\":[{\"index\":0,\"delta\":{\"role\":\"assistant\",\"content\":\"\"}}]}\n\n";
+const HEL: &str = "data: {\"id\":\"c\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"Hel\"}}]}\n\n";
+const LO: &str = "data: {\"id\":\"c\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"lo\"}}]}\n\n";
+const STOP: &str =
+    "data: {\"id\":\"c\",\"choices\":[{\"index\":0,\"delta\":{},\"finish_reason\":\"stop\"}]}\n\n";
+const DONE: &str = "data: [DONE]\n\n";
+const DROPPED_UP: &str = r#"tier1_stream_events_dropped_total{provider="up",reason="invalid_json"}"#;
+
+/// Streams `chat_stream("smart")` through tier1 to `up` and returns the whole client body.
+async fn stream_through(up: &MockUpstream) -> (Tier1, Answer) {
+    let t = Tier1::start(&config(&up.url(), "")).await;
+    let a = post(&t.url("/v1/chat/completions"), &[], &chat_stream("smart")).await;
+    (t, a)
+}
+
+#[tokio::test]
+async fn a_malformed_event_after_the_commit_is_left_out_and_counted() {
+    let up = sse_upstream(&[ROLE, HEL, "data: {\"choices\":[\n\n", LO, STOP, DONE]).await;
+    let (t, a) = stream_through(&up).await;
+    assert_eq!(a.status, 200);
+    // Byte for byte, less exactly the malformed event: the SDKs would give up at it.
+    assert_eq!(a.text(), [ROLE, HEL, LO, STOP, DONE].concat());
+    let m = get(&t.url("/metrics")).await.text();
+    assert_eq!(metric(&m, DROPPED_UP), Some(1.0), "{m}");
+}
+
+#[tokio::test]
+async fn a_malformed_event_split_across_two_reads_is_left_out_whole() {
+    // The event's second half shares its chunk with the next good event.
+    let head = "data: {\"id\":\"c\",\"choices\":[{\"index\":0,\"delta\":{\"con";
+    let tail = "tent\":\"lost\"}}\n\ndata: {\"id\":\"c\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"lo\"}}]}\n\n";
+    let up = sse_upstream(&[ROLE, HEL, head, tail, STOP, DONE]).await;
+    let (t, a) = stream_through(&up).await;
+    assert_eq!(a.status, 200);
+    assert_eq!(a.text(), [ROLE, HEL, LO, STOP, DONE].concat());
+    let m = get(&t.url("/metrics")).await.text();
+    assert_eq!(metric(&m, DROPPED_UP), Some(1.0), "{m}");
+}
+
+#[tokio::test]
+async fn a_malformed_event_before_the_commit_fails_the_attempt_and_the_fallback_answers() {
+    let broken = sse_upstream(&["data: not json\n\n", HEL, STOP, DONE]).await;
+    let healthy = MockUpstream::start(MockConfig::default()).await.unwrap();
+    let toml = format!(
+        r#"
+[providers.broken]
+kind = "openai"
+base_url = "{}"
+
+[providers.healthy]
+kind = "openai"
+base_url = "{}"
+
+[[routes]]
+name = "smart"
+retry = {{ attempts = 1 }}
+targets = [{{ provider = "broken", model = "m" }}, {{ provider = "healthy", model = "m" }}]
+"#,
+        broken.url(),
+        healthy.url()
+    );
+    let t = Tier1::start(&toml).await;
+    let a = post(&t.url("/v1/chat/completions"), &[], &chat_stream("smart")).await;
+    assert_eq!(a.status, 200, "{}", a.text());
+    assert_eq!(a.header("x-tier1-provider"), Some("healthy"));
+    assert_eq!(a.header("x-tier1-fallback-reason"), Some("server"));
+    assert_eq!((broken.stats.snapshot().requests, healthy.stats.snapshot().requests), (1, 1));
+    let text = a.text();
+    // Nothing of the broken attempt (its events have `"id":"c"`) reached the client.
+    assert!(!text.contains("not json") && !text.contains(r#""id":"c""#), "{text}");
+    assert!(text.ends_with(DONE), "{text}");
+    // A failed attempt, not a dropped event.
+    let m = get(&t.url("/metrics")).await.text();
+    let series = r#"tier1_stream_events_dropped_total{provider="broken",reason="invalid_json"}"#;
+    assert!(metric(&m, series).is_none_or(|n| n == 0.0), "{m}");
+}

@@ -63,3 +63,48 @@ targets = [{{ provider = "openai", model = "gpt-4o" }}]
     // Anthropic SDK: 2 auth styles × 3 kinds × (full, stream), 3 kinds × tool use (full, stream).
     assert_eq!(mock.stats.snapshot().requests, 38, "{:?}", mock.stats.snapshot());
 }
+
+/// Issue 19 item 6: a provider's event that is not JSON, after the stream's first content. The
+/// SDK raises at such an event (`json.loads` of every `data:`), losing the rest of the answer;
+/// through tier1 it reads the whole stream.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_openai_sdk_reads_a_stream_whose_provider_sent_a_malformed_event() {
+    let python = Path::new(ROOT).join(".tools/py/bin/python");
+    assert!(
+        python.exists(),
+        "the SDK venv is missing: run scripts/test.sh (it installs openai and anthropic)"
+    );
+    let event = |content: &str| {
+        format!(
+            "data: {{\"id\":\"c\",\"object\":\"chat.completion.chunk\",\"created\":1,\"model\":\"m\",\"choices\":[{{\"index\":0,\"delta\":{{\"content\":\"{content}\"}},\"finish_reason\":null}}]}}\n\n"
+        )
+    };
+    let stop = "data: {\"id\":\"c\",\"object\":\"chat.completion.chunk\",\"created\":1,\"model\":\"m\",\"choices\":[{\"index\":0,\"delta\":{},\"finish_reason\":\"stop\"}]}\n\n";
+    let chunks = [
+        event("Hel"),
+        "data: {\"choices\":[\n\n".to_owned(),
+        event("lo"),
+        stop.to_owned(),
+        "data: [DONE]\n\n".to_owned(),
+    ];
+    let up = MockUpstream::fixed(Fixed {
+        status: 200,
+        headers: vec![("content-type", "text/event-stream".into())],
+        chunks: chunks.into_iter().map(bytes::Bytes::from).collect(),
+        gap: Duration::from_millis(10),
+    })
+    .await;
+    let t =
+        Tier1::start(&config(&up.url(), "").replace("[server]", "[server]\napi_keys = [\"env:FRONT_KEY\"]"))
+            .await;
+    let run = tokio::process::Command::new(&python)
+        .arg(Path::new(ROOT).join("tests/sdk/malformed_event.py"))
+        .args([&t.url(""), "front-key-0001", "Hello"])
+        .kill_on_drop(true)
+        .output();
+    let out =
+        tokio::time::timeout(Duration::from_secs(60), run).await.expect("the SDK check timed out").unwrap();
+    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success() && stdout.contains("sdk stream complete"), "{stdout}\n{stderr}");
+    assert_eq!(up.stats.snapshot().requests, 1);
+}

@@ -16,11 +16,12 @@ struct Recorder {
 }
 
 impl EventTranslator for Recorder {
-    fn on_event(&mut self, data: &[u8], out: &mut Vec<u8>) {
+    fn on_event(&mut self, data: &[u8], out: &mut Vec<u8>) -> bool {
         assert!(!self.ended, "an event was delivered after the stream's end");
         self.ended = data == b"end";
         out.extend_from_slice(&(data.len() as u64).to_le_bytes());
         out.extend_from_slice(data);
+        true
     }
 
     fn complete(&self) -> bool {

@@ -15,8 +15,10 @@ mod spans;
 mod splice;
 #[cfg(test)]
 mod tests;
+mod valid;
 
 pub(crate) use depth::depth_within;
+pub use valid::is_json;
 
 /// Which request schema to check.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -134,6 +134,8 @@ labels! {
     Fallbacks => Fallback { route: &'a str, from_provider: &'a str, to_provider: &'a str, reason: &'a str }
     /// `tier1_retries_total`.
     Retries => Retry { provider: &'a str, reason: &'a str }
+    /// `tier1_stream_events_dropped_total`.
+    StreamDrops => StreamDrop { provider: &'a str, reason: &'a str }
     /// `tier1_hedges_total`.
     Hedges => Hedge { route: &'a str, winner: &'a str }
     /// `tier1_stream_resumes_total`.

@@ -25,6 +25,9 @@ pub(crate) const ROUTE_UNMATCHED: &str = "unmatched";
 pub(crate) const MODEL_OTHER: &str = "other";
 /// Target label of a provider-wide breaker.
 pub(crate) const TARGET_PROVIDER: &str = "*";
+/// Reason label of a stream event dropped because its `data:` is not JSON (the one reason so
+/// far: the label leaves room for others, such as an event over a size cap).
+pub(crate) const DROPPED_INVALID_JSON: &str = "invalid_json";
 
 const LATENCY: &[f64] =
     &[0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0];
@@ -56,6 +59,9 @@ pub struct Metrics {
     pub(crate) fallbacks_total: Family<labels::Fallbacks, IntCounterVec>,
     /// `tier1_retries_total{provider, reason}`: attempts started after a failure of `provider`.
     pub(crate) retries_total: Family<labels::Retries, IntCounterVec>,
+    /// `tier1_stream_events_dropped_total{provider, reason}`: events of a committed stream left
+    /// out, not relayed (`reason="invalid_json"`: a `data:` that is not JSON).
+    pub(crate) stream_events_dropped_total: Family<labels::StreamDrops, IntCounterVec>,
     /// `tier1_hedges_total{route, winner}`: hedged requests, by which attempt won.
     pub(crate) hedges_total: Family<labels::Hedges, IntCounterVec>,
     /// `tier1_stream_resumes_total{route, outcome}`: committed streams that broke on a
@@ -187,6 +193,13 @@ impl Metrics {
                 Family::counter(
                     "tier1_retries_total",
                     "Attempts started after a failed attempt, by the failed provider and its classification.",
+                ),
+            )?,
+            stream_events_dropped_total: family(
+                r,
+                Family::counter(
+                    "tier1_stream_events_dropped_total",
+                    "Events of a relayed stream left out, by provider and reason (invalid_json: data that is not JSON).",
                 ),
             )?,
             hedges_total: family(
@@ -392,6 +405,9 @@ pub struct TargetMetrics {
     pub(crate) success: IntCounter,
     /// `tier1_ttft_seconds`.
     pub(crate) ttft: Histogram,
+    /// `tier1_stream_events_dropped_total{reason="invalid_json"}` (provider only: the family
+    /// has no model label).
+    pub(crate) events_dropped: IntCounter,
 }
 
 impl TargetMetrics {
@@ -424,6 +440,9 @@ impl Metrics {
                 outcome: "success",
             }),
             ttft: self.ttft.get(pm),
+            events_dropped: self
+                .stream_events_dropped_total
+                .get(labels::StreamDrop { provider, reason: DROPPED_INVALID_JSON }),
         }
     }
 }

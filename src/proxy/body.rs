@@ -165,14 +165,26 @@ impl Tail {
     }
 }
 
+/// Who a relayed body comes from: what the log of the events left out of it names.
+pub(crate) struct Origin {
+    /// The provider's config name.
+    pub(crate) provider: std::sync::Arc<str>,
+    /// The request's id.
+    pub(crate) request_id: http::HeaderValue,
+}
+
 /// Watches a relayed body: gaps between stream chunks, the attempt's duration to its last byte,
-/// and the token usage the provider reports at the end (for the request's record).
+/// the token usage the provider reports at the end (for the request's record), and the events
+/// the relay left out.
 pub(crate) struct Tap {
     metrics: std::sync::Arc<crate::metrics::TargetMetrics>,
     start: Instant,
     stream: bool,
     last: Instant,
     tail: Tail,
+    origin: Origin,
+    /// Events left out so far (counted).
+    dropped: u64,
 }
 
 impl Tap {
@@ -182,10 +194,29 @@ impl Tap {
         start: Instant,
         stream: bool,
         held: &Bytes,
+        origin: Origin,
     ) -> Self {
-        let mut tap = Self { metrics, start, stream, last: Instant::now(), tail: Tail::new(stream) };
+        let (last, tail) = (Instant::now(), Tail::new(stream));
+        let mut tap = Self { metrics, start, stream, last, tail, origin, dropped: 0 };
         tap.tail.keep(held);
         tap
+    }
+
+    /// The relay has left out `total` malformed events in all: the new ones are counted, and
+    /// the first is logged (once per stream; never its bytes, which could hold anything).
+    pub(crate) fn dropped(&mut self, total: u64) {
+        if total <= self.dropped {
+            return;
+        }
+        self.metrics.events_dropped.inc_by(total - self.dropped);
+        if self.dropped == 0 {
+            tracing::warn!(
+                provider = %self.origin.provider,
+                request_id = ?self.origin.request_id,
+                "left out a stream event whose data is not JSON (later ones in this stream are counted, not logged)"
+            );
+        }
+        self.dropped = total;
     }
 
     /// One upstream chunk; `scan`: keep its end to read `usage` from (not when a translator

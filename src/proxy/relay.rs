@@ -16,6 +16,10 @@
 //!   the length.
 //! - **Ends.** A relayed stream that breaks ends with an error event in the client's format and
 //!   without `data: [DONE]`, so `[DONE]` always means a finished answer.
+//! - **Malformed events.** An event of a committed stream whose `data:` is not JSON is left out
+//!   (the `openai` SDK, among others, would give up on the whole stream at it) and counted: by
+//!   the [`Filter`] on a stream relayed as is, by the translator on one translated. The
+//!   [`Tap`] counts and logs them.
 
 use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::task::{Context, Poll, Waker};
@@ -31,6 +35,7 @@ use super::respond::{self, Dialect};
 use crate::config::StreamRedactor;
 pub(crate) use crate::error::RelayError;
 use crate::providers::UpstreamBody;
+use crate::sse::Filter;
 use crate::translate::StreamTranslator;
 
 /// What a poll of the relay gives hyper.
@@ -45,6 +50,8 @@ struct Core {
     tap: Option<Box<Tap>>,
     // Rewrites the upstream's stream into the client's format.
     translator: Option<Box<dyn StreamTranslator>>,
+    // Leaves malformed events out of an SSE stream relayed as is.
+    filter: Option<Filter>,
     // In-flight counts and concurrency permits of the attempt.
     guard: Option<Box<dyn Send>>,
     record: Option<RequestRecord>,
@@ -71,17 +78,47 @@ impl Core {
         if let Some(tap) = self.tap.as_mut() {
             tap.chunk(data, self.translator.is_none(), now);
         }
-        let out = match self.translator.as_mut() {
-            Some(t) => {
+        let (out, dropped) = match (self.translator.as_mut(), self.filter.as_mut()) {
+            (Some(t), _) => {
                 let out = t.feed(data);
                 if t.overflowed() {
                     return Err(RelayError::EventTooLarge);
                 }
-                Bytes::from(out)
+                (Bytes::from(out), t.dropped())
             }
-            None => data.clone(),
+            (None, Some(f)) => (f.feed(data), f.dropped()),
+            (None, None) => (data.clone(), 0),
         };
+        if dropped > 0
+            && let Some(tap) = self.tap.as_mut()
+        {
+            tap.dropped(dropped);
+        }
         Ok(if out.is_empty() { out } else { self.redact.feed(out) })
+    }
+
+    /// What the filter and the redactor still hold once the upstream body ended: `well`, its
+    /// unfinished last event is judged like the others; broken, it is left out (an SSE reader
+    /// discards an event the stream ends inside, and tier1's error event follows).
+    fn flush(&mut self, well: bool) -> Bytes {
+        let last = match self.filter.as_mut() {
+            Some(f) if well => f.finish(),
+            Some(f) => {
+                f.abandon();
+                Bytes::new()
+            }
+            None => Bytes::new(),
+        };
+        if let (Some(f), Some(tap)) = (&self.filter, self.tap.as_mut()) {
+            tap.dropped(f.dropped());
+        }
+        let last = if last.is_empty() { last } else { self.redact.feed(last) };
+        let held = self.redact.finish();
+        match (last.is_empty(), held.is_empty()) {
+            (_, true) => last,
+            (true, false) => held,
+            (false, false) => Bytes::from([&last[..], &held[..]].concat()),
+        }
     }
 
     /// Whether the client's answer is complete once the upstream body is.
@@ -97,7 +134,7 @@ impl Core {
                     let Ok(data) = frame.into_data() else { continue };
                     let out = match self.chunk(&data, Instant::now()) {
                         Ok(out) => out,
-                        Err(e) => return Poll::Ready(Step::Failed(e, self.redact.finish())),
+                        Err(e) => return Poll::Ready(Step::Failed(e, self.flush(false))),
                     };
                     // A body of known length is complete after its last byte: hyper may never
                     // poll again, so finish now rather than on a final `None`.
@@ -109,11 +146,11 @@ impl Core {
                 }
                 // A translated stream is complete only if the upstream's own end marker came.
                 Poll::Ready(None) if !self.complete() => {
-                    return Poll::Ready(Step::Failed(RelayError::Upstream, self.redact.finish()));
+                    return Poll::Ready(Step::Failed(RelayError::Upstream, self.flush(false)));
                 }
                 Poll::Ready(None) => return Poll::Ready(Step::Data(Bytes::new(), true)),
                 Poll::Ready(Some(Err(_))) => {
-                    return Poll::Ready(Step::Failed(RelayError::Upstream, self.redact.finish()));
+                    return Poll::Ready(Step::Failed(RelayError::Upstream, self.flush(false)));
                 }
                 Poll::Pending => return Poll::Pending,
             }
@@ -229,6 +266,7 @@ impl Relay {
             inner,
             tap: None,
             translator: None,
+            filter: None,
             guard: None,
             record: None,
             handoff: None,
@@ -269,6 +307,15 @@ impl Relay {
     pub(crate) fn translate(mut self, translator: Box<dyn StreamTranslator>) -> Self {
         if let Some(c) = self.local() {
             c.translator = Some(translator);
+        }
+        self
+    }
+
+    /// Leaves out of the SSE stream, relayed as is, every event whose `data:` is not JSON,
+    /// holding at most `max` bytes of an unfinished event (see [`Filter`]).
+    pub(crate) fn filter_events(mut self, max: usize) -> Self {
+        if let Some(c) = self.local() {
+            c.filter = Some(Filter::new(max));
         }
         self
     }
@@ -376,7 +423,7 @@ impl Relay {
         let out = match core.chunk(&prefix, Instant::now()) {
             Ok(out) => out,
             Err(e) => {
-                let held = core.redact.finish();
+                let held = core.flush(false);
                 let core = self.take_local();
                 self.end(core, Some(e));
                 return Some(self.failure(e, held));
@@ -390,7 +437,7 @@ impl Relay {
             return (!out.is_empty()).then(|| Poll::Ready(Some(Ok(Frame::data(out)))));
         }
         let mut out = out.to_vec();
-        out.extend_from_slice(&core.redact.finish());
+        out.extend_from_slice(&core.flush(true));
         let core = self.take_local();
         self.end(core, None);
         Some(if out.is_empty() {
@@ -453,7 +500,7 @@ impl http_body::Body for Relay {
                 drop(state);
                 let mut out = out.to_vec();
                 let core = core.map(|mut c| {
-                    out.extend_from_slice(&c.redact.finish());
+                    out.extend_from_slice(&c.flush(true));
                     c
                 });
                 this.end(core, None);

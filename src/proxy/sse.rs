@@ -1,13 +1,14 @@
 //! Reading an OpenAI SSE stream up to its commit point: the first event that carries content, a
 //! tool call or a finish reason. Until then tier1 may still retry or fall back invisibly; the
 //! role-only preamble (`{"delta":{"role":"assistant","content":""}}`) does not commit. An
-//! `{"error":...}` event before the commit is a failure like an error status.
+//! `{"error":...}` event before the commit is a failure like an error status, and so is an event
+//! whose `data:` is not JSON.
 //!
 //! Handles events split across reads, `\r\n` and `\r` line ends, multi-line `data:` fields and
 //! comments. Only the bytes before the commit are inspected; after it the stream is relayed as is.
 
 use crate::error::Class;
-use crate::sse::{Events, classify_error, data_of};
+use crate::sse::{Events, classify_error, data_of, is_done};
 
 /// What the events so far mean.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -56,15 +57,14 @@ impl CommitScanner {
 /// Judges one complete event's text.
 fn judge(event: &[u8]) -> Verdict {
     let Some(data) = data_of(event) else { return Verdict::Pending };
-    if data.is_empty() {
-        return Verdict::Pending;
-    }
-    if data.trim_ascii() == b"[DONE]" {
+    if is_done(&data) {
         return Verdict::Commit;
     }
     let Ok(v) = serde_json::from_slice::<serde_json::Value>(&data) else {
-        // Not JSON: not ours to judge; relay it.
-        return Verdict::Commit;
+        // Not JSON (an empty `data:` included): a strict client would give up on the stream
+        // here, so before the commit it is a broken answer, tried elsewhere like a close (after
+        // it, the relay drops such events: see `crate::sse::Filter`).
+        return Verdict::Error(Class::Server);
     };
     if let Some(err) = v.get("error").filter(|e| !e.is_null()) {
         return Verdict::Error(classify_error(err));
@@ -244,6 +244,24 @@ mod tests {
         assert_eq!(verdict_of(err, 4), Verdict::Error(Class::RateLimited));
         let err = b"data: {\"error\":{\"code\":503,\"message\":\"busy\",\"status\":\"UNAVAILABLE\"}}\r\n\r\n";
         assert_eq!(verdict_of(err, 4), Verdict::Error(Class::Overloaded));
+    }
+
+    #[test]
+    fn an_event_whose_data_is_not_json_is_a_failure_before_the_commit() {
+        for bad in
+            [&b"data: {\"choices\":[\n\n"[..], b"data: not json\n\n", b"data:\n\n", b"data: {} x\r\n\r\n"]
+        {
+            let stream = [PREAMBLE, bad, CONTENT].concat();
+            for split in 1..stream.len() {
+                assert_eq!(
+                    verdict_of(&stream, split),
+                    Verdict::Error(Class::Server),
+                    "{bad:?} split {split}"
+                );
+            }
+        }
+        // Events without data are no events to judge.
+        assert_eq!(verdict_of(b"event: ping\n\n: comment\n\n", 3), Verdict::Pending);
     }
 
     #[test]

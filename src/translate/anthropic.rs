@@ -322,8 +322,14 @@ pub struct StreamState {
 }
 
 impl StreamState {
-    fn event(&mut self, data: &[u8], out: &mut Vec<u8>) {
-        let Ok(v) = serde_json::from_slice::<Value>(data) else { return };
+    /// One event's data; `false` when it is not JSON.
+    fn event(&mut self, data: &[u8], out: &mut Vec<u8>) -> bool {
+        let Ok(v) = serde_json::from_slice::<Value>(data) else { return false };
+        self.value(&v, out);
+        true
+    }
+
+    fn value(&mut self, v: &Value, out: &mut Vec<u8>) {
         match v.get("type").and_then(Value::as_str).unwrap_or_default() {
             "message_start" => {
                 let m = v.get("message").unwrap_or(&Value::Null);
@@ -400,8 +406,8 @@ impl StreamState {
 }
 
 impl super::EventTranslator for StreamState {
-    fn on_event(&mut self, data: &[u8], out: &mut Vec<u8>) {
-        self.event(data, out);
+    fn on_event(&mut self, data: &[u8], out: &mut Vec<u8>) -> bool {
+        self.event(data, out)
     }
 
     fn complete(&self) -> bool {

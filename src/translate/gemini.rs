@@ -492,8 +492,14 @@ pub struct StreamState {
 }
 
 impl StreamState {
-    fn event(&mut self, data: &[u8], out: &mut Vec<u8>) {
-        let Ok(v) = serde_json::from_slice::<Value>(data) else { return };
+    /// One chunk's data; `false` when it is not JSON.
+    fn event(&mut self, data: &[u8], out: &mut Vec<u8>) -> bool {
+        let Ok(v) = serde_json::from_slice::<Value>(data) else { return false };
+        self.value(&v, out);
+        true
+    }
+
+    fn value(&mut self, v: &Value, out: &mut Vec<u8>) {
         if let Some(e) = v.get("error") {
             let err = error(json!({"error": e}).to_string().as_bytes());
             out.extend_from_slice(b"data: ");
@@ -503,7 +509,7 @@ impl StreamState {
         }
         if !self.started {
             self.started = true;
-            self.head.id = response_id(&v);
+            self.head.id = response_id(v);
             if let Some(m) = v.get("modelVersion").and_then(Value::as_str) {
                 self.head.model = m.to_owned();
             }
@@ -538,8 +544,8 @@ impl StreamState {
 }
 
 impl super::EventTranslator for StreamState {
-    fn on_event(&mut self, data: &[u8], out: &mut Vec<u8>) {
-        self.event(data, out);
+    fn on_event(&mut self, data: &[u8], out: &mut Vec<u8>) -> bool {
+        self.event(data, out)
     }
 
     fn complete(&self) -> bool {

@@ -355,12 +355,18 @@ impl StreamState {
         out.extend(event("message_start", &json!({"type": "message_start", "message": message})));
     }
 
-    fn chunk(&mut self, data: &[u8], out: &mut Vec<u8>) {
-        if data.trim_ascii() == b"[DONE]" {
+    /// One chunk's data; `false` when it is neither JSON nor `[DONE]`.
+    fn chunk(&mut self, data: &[u8], out: &mut Vec<u8>) -> bool {
+        if crate::sse::is_done(data) {
             self.finish(out);
-            return;
+            return true;
         }
-        let Ok(v) = serde_json::from_slice::<Value>(data) else { return };
+        let Ok(v) = serde_json::from_slice::<Value>(data) else { return false };
+        self.value(&v, out);
+        true
+    }
+
+    fn value(&mut self, v: &Value, out: &mut Vec<u8>) {
         if let Some(e) = v.get("error").filter(|e| !e.is_null()) {
             let kind = match crate::sse::classify_error(e) {
                 crate::error::Class::RateLimited => "rate_limit_error",
@@ -380,7 +386,7 @@ impl StreamState {
             // Nothing to relay (Azure opens with a prompt-filter chunk that has no id or model).
             return;
         }
-        self.start(&v, out);
+        self.start(v, out);
         if let Some(u) = usage {
             self.usage = usage_of(u);
             self.reported = true;
@@ -437,8 +443,8 @@ impl StreamState {
 }
 
 impl super::EventTranslator for StreamState {
-    fn on_event(&mut self, data: &[u8], out: &mut Vec<u8>) {
-        self.chunk(data, out);
+    fn on_event(&mut self, data: &[u8], out: &mut Vec<u8>) -> bool {
+        self.chunk(data, out)
     }
 
     fn complete(&self) -> bool {

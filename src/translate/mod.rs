@@ -33,12 +33,18 @@ pub trait StreamTranslator: Send {
     fn overflowed(&self) -> bool {
         false
     }
+    /// Upstream events left out so far because their `data:` was not JSON (the relay counts
+    /// them: `tier1_stream_events_dropped_total`).
+    fn dropped(&self) -> u64 {
+        0
+    }
 }
 
 /// A translator of whole SSE events; [`Sse`] cuts the byte stream into events for it.
 pub trait EventTranslator: Send {
-    /// Translates one event's `data`, appending client bytes to `out`.
-    fn on_event(&mut self, data: &[u8], out: &mut Vec<u8>);
+    /// Translates one event's `data`, appending client bytes to `out`; `false` when the data is
+    /// not JSON (nothing is written for it: [`Sse`] counts it as dropped, `[DONE]` aside).
+    fn on_event(&mut self, data: &[u8], out: &mut Vec<u8>) -> bool;
     /// Whether the upstream stream reached its proper end.
     fn complete(&self) -> bool;
     /// The usage the upstream reported (input, output).
@@ -46,18 +52,21 @@ pub trait EventTranslator: Send {
 }
 
 /// SSE framing around an [`EventTranslator`]: events may span chunks, and nothing after the
-/// stream's proper end is relayed.
+/// stream's proper end is relayed. An event whose data is not JSON is left out and counted, and
+/// the stream goes on (before the commit point it already failed the attempt: see
+/// [`crate::proxy::sse`]).
 #[derive(Debug)]
 pub struct Sse<T> {
     pending: crate::sse::Events,
     inner: T,
+    dropped: u64,
 }
 
 impl<T> Sse<T> {
     /// Frames the stream for `inner`; public so fuzz and property tests can drive the framing
     /// with a translator of their own.
     pub fn wrap(inner: T) -> Self {
-        Self { pending: crate::sse::Events::default(), inner }
+        Self { pending: crate::sse::Events::default(), inner, dropped: 0 }
     }
 }
 
@@ -71,8 +80,11 @@ impl<T: EventTranslator> StreamTranslator for Sse<T> {
             if self.inner.complete() {
                 continue;
             }
-            if let Some(data) = crate::sse::data_of(event) {
-                self.inner.on_event(&data, &mut out);
+            if let Some(data) = crate::sse::data_of(event)
+                && !self.inner.on_event(&data, &mut out)
+                && !crate::sse::is_done(&data)
+            {
+                self.dropped += 1;
             }
         }
         self.pending.check();
@@ -93,6 +105,10 @@ impl<T: EventTranslator> StreamTranslator for Sse<T> {
 
     fn overflowed(&self) -> bool {
         self.pending.overflowed()
+    }
+
+    fn dropped(&self) -> u64 {
+        self.dropped
     }
 }
 
@@ -364,6 +380,10 @@ impl<A: StreamTranslator, B: StreamTranslator> StreamTranslator for Chain<A, B> 
     fn usage(&self) -> Option<(u64, u64)> {
         self.0.usage()
     }
+
+    fn dropped(&self) -> u64 {
+        self.0.dropped() + self.1.dropped()
+    }
 }
 
 #[cfg(test)]
@@ -427,6 +447,26 @@ mod tests {
                 join(mock::gemini_frames("m", reply, 1)),
             ),
         ]
+    }
+
+    #[test]
+    fn an_event_that_is_not_json_is_left_out_and_counted_and_the_stream_goes_on() {
+        for (name, make, input) in translators() {
+            let input = String::from_utf8(input).unwrap();
+            let mut clean = make();
+            let want = unstamped(&clean.feed(input.as_bytes()));
+            assert_eq!(clean.dropped(), 0, "{name}");
+            // After the stream's first event, one that is cut short and one that is no JSON.
+            let at = input.find("\n\n").map_or_else(|| input.find("\r\n\r\n").unwrap() + 4, |i| i + 2);
+            let bad =
+                format!("{}data: {{\"choices\":[\n\ndata: not json\r\n\r\n{}", &input[..at], &input[at..]);
+            for sizes in [&[1 << 20][..], &[1], &[7, 13]] {
+                let mut t = make();
+                assert_eq!(unstamped(&feed(t.as_mut(), bad.as_bytes(), sizes)), want, "{name} {sizes:?}");
+                assert_eq!(t.dropped(), 2, "{name} {sizes:?}");
+                assert!(t.complete(), "{name}");
+            }
+        }
     }
 
     #[test]

@@ -16,7 +16,7 @@ use crate::config::Redactor;
 use crate::error::Class;
 use crate::metrics::TargetMetrics;
 use crate::providers::{Operation, UpstreamBody};
-use crate::proxy::body::Tap;
+use crate::proxy::body::{Origin, Tap};
 use crate::proxy::ctx::Meter;
 use crate::proxy::relay::Relay;
 use crate::ratelimit::Ticket;
@@ -86,11 +86,15 @@ pub(super) async fn success(
     let p = c.provider;
     let Committed { status, headers, held, rest } = ok;
     let meter = Meter { metrics: carried.metrics.clone(), costs: c.costs };
-    let tap = Tap::new(carried.metrics, at.start, streaming, &held);
+    let origin = Origin { provider: p.name.clone(), request_id: job.request_id.clone() };
+    let tap = Tap::new(carried.metrics, at.start, streaming, &held, origin);
     let mut relay = Relay::new(rest, at.total, streaming, job.live.redactor.stream())
         .prefix(held)
         .guard(carried.guard)
         .tap(tap);
+    if carried.translated.is_none() && is_sse(&headers) {
+        relay = relay.filter_events(p.max_event_bytes);
+    }
     if job.operation == Operation::Messages {
         relay = relay.anthropic();
     }
