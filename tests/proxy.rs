@@ -887,3 +887,19 @@ targets = [{{ provider = "broken", model = "m" }}, {{ provider = "healthy", mode
     let series = r#"tier1_stream_events_dropped_total{provider="broken",reason="invalid_json"}"#;
     assert!(metric(&m, series).is_none_or(|n| n == 0.0), "{m}");
 }
+
+/// Issue 19's missing `[DONE]`: a provider that finished its answer but left out the end marker
+/// made the client's stream end without one (the front waits for it); tier1 adds it.
+#[tokio::test]
+async fn a_finished_stream_without_done_gets_one_and_an_unfinished_one_is_a_broken_stream() {
+    let up = sse_upstream(&[ROLE, HEL, LO, STOP]).await;
+    let (_t, a) = stream_through(&up).await;
+    assert_eq!(a.text(), [ROLE, HEL, LO, STOP, DONE].concat());
+    // No finish reason and no `[DONE]`: the answer was cut, whatever the connection said.
+    let up = sse_upstream(&[ROLE, HEL, LO]).await;
+    let (_t, a) = stream_through(&up).await;
+    let text = a.text();
+    assert!(text.starts_with(&[ROLE, HEL, LO].concat()) && !text.contains("[DONE]"), "{text}");
+    let last = text.trim_end().rsplit("\n\n").next().unwrap();
+    assert!(last.contains("upstream_stream_error"), "{text}");
+}

@@ -52,6 +52,9 @@ struct Core {
     translator: Option<Box<dyn StreamTranslator>>,
     // Leaves malformed events out of an SSE stream relayed as is.
     filter: Option<Filter>,
+    /// An OpenAI chat stream relayed as is: it ends well only after a finish reason (tier1 adds
+    /// a `[DONE]` the provider left out; a stream that ends without either is a broken one).
+    openai_end: bool,
     // In-flight counts and concurrency permits of the attempt.
     guard: Option<Box<dyn Send>>,
     record: Option<RequestRecord>,
@@ -102,6 +105,14 @@ impl Core {
     /// discards an event the stream ends inside, and tier1's error event follows).
     fn flush(&mut self, well: bool) -> Bytes {
         let last = match self.filter.as_mut() {
+            Some(f) if well && self.openai_end && !f.done() => {
+                // Finished, but the provider left out `[DONE]`: the client's stream gets it.
+                let mut last = f.finish().to_vec();
+                if !f.done() {
+                    last.extend_from_slice(b"data: [DONE]\n\n");
+                }
+                Bytes::from(last)
+            }
             Some(f) if well => f.finish(),
             Some(f) => {
                 f.abandon();
@@ -123,7 +134,11 @@ impl Core {
 
     /// Whether the client's answer is complete once the upstream body is.
     fn complete(&self) -> bool {
-        self.translator.as_ref().is_none_or(|t| t.complete())
+        match (&self.translator, &self.filter) {
+            (Some(t), _) => t.complete(),
+            (None, Some(f)) if self.openai_end => f.done() || f.finished(),
+            _ => true,
+        }
     }
 
     fn poll(&mut self, cx: &mut Context<'_>) -> Poll<Step> {
@@ -267,6 +282,7 @@ impl Relay {
             tap: None,
             translator: None,
             filter: None,
+            openai_end: false,
             guard: None,
             record: None,
             handoff: None,
@@ -316,6 +332,15 @@ impl Relay {
     pub(crate) fn filter_events(mut self, max: usize) -> Self {
         if let Some(c) = self.local() {
             c.filter = Some(Filter::new(max));
+        }
+        self
+    }
+
+    /// The stream is an OpenAI chat stream (relayed as is, with [`Relay::filter_events`]): it
+    /// is complete after its finish reason, and ends with `[DONE]`.
+    pub(crate) fn openai_end(mut self) -> Self {
+        if let Some(c) = self.local() {
+            c.openai_end = true;
         }
         self
     }

@@ -30,6 +30,10 @@ pub struct Filter {
     unchecked: bool,
     max: usize,
     dropped: u64,
+    /// A `data: [DONE]` event went on.
+    done: bool,
+    /// An event that went on carries a `finish_reason` string (an OpenAI answer's end).
+    finished: bool,
 }
 
 /// What a `\r` at the end of a chunk ended, for a `\n` that may begin the next one.
@@ -127,6 +131,27 @@ impl Filter {
             unchecked: false,
             max,
             dropped: 0,
+            done: false,
+            finished: false,
+        }
+    }
+
+    /// Whether `data: [DONE]` went on.
+    pub fn done(&self) -> bool {
+        self.done
+    }
+
+    /// Whether an OpenAI finish reason went on (the answer is whole, `[DONE]` or not).
+    pub fn finished(&self) -> bool {
+        self.finished
+    }
+
+    /// Notes what a kept event's `data:` says of the stream's end.
+    fn note(&mut self, data: &[u8]) {
+        if data == b"[DONE]" {
+            self.done = true;
+        } else if !self.finished {
+            self.finished = has_finish_reason(data);
         }
     }
 
@@ -203,6 +228,9 @@ impl Filter {
             self.dropped += 1;
             return Bytes::new();
         }
+        if let Some(data) = super::data_of(&event) {
+            self.note(&data);
+        }
         event
     }
 
@@ -234,6 +262,18 @@ impl Filter {
                 self.dropped += 1;
                 return false;
             }
+            match data {
+                Data::One(from, to) => {
+                    let value = &out.chunk[from..to];
+                    self.note(value.strip_prefix(b" ").unwrap_or(value));
+                }
+                Data::Many => {
+                    if let Some(d) = super::data_of(&out.chunk[range.clone()]) {
+                        self.note(&d);
+                    }
+                }
+                Data::None => {}
+            }
             out.keep(range);
             return true;
         }
@@ -246,6 +286,9 @@ impl Filter {
         if super::malformed(&event) {
             self.dropped += 1;
             return false;
+        }
+        if let Some(d) = super::data_of(&event) {
+            self.note(&d);
         }
         out.push(Bytes::from(event));
         true
@@ -271,6 +314,15 @@ impl Filter {
             }
         }
     }
+}
+
+/// Whether a chunk's JSON has a `"finish_reason"` that is a string (not `null`).
+fn has_finish_reason(data: &[u8]) -> bool {
+    const KEY: &[u8] = b"\"finish_reason\":";
+    memchr::memmem::find_iter(data, KEY).any(|at| {
+        let rest = &data[at + KEY.len()..];
+        rest.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'"')
+    })
 }
 
 #[cfg(test)]

@@ -94,6 +94,9 @@ pub(super) async fn success(
         .tap(tap);
     if carried.translated.is_none() && is_sse(&headers) {
         relay = relay.filter_events(p.max_event_bytes);
+        if job.operation == Operation::Chat {
+            relay = relay.openai_end();
+        }
     }
     if job.operation == Operation::Messages {
         relay = relay.anthropic();

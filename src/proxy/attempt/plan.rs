@@ -195,7 +195,9 @@ impl<'c, 'a> Planner<'c, 'a> {
                 None => self.wait = c.policy.delay_with(self.tries, &mut self.rng),
             },
             // Another target may have a larger window, or another policy; this one will not change.
-            Class::InvalidRequest | Class::NotFound | Class::ContextLength | Class::ContentFilter => self.advance(),
+            Class::InvalidRequest | Class::NotFound | Class::ContextLength | Class::ContentFilter => {
+                self.advance()
+            }
         }
     }
 

@@ -132,7 +132,7 @@ impl Joiner {
         let mut out = Vec::new();
         self.events.push(chunk);
         while let Some(event) = self.events.next_event() {
-            let Some(data) = data_of(event) else { continue };
+            let Some(data) = data_of(event).map(std::borrow::Cow::into_owned) else { continue };
             if data == b"[DONE]" {
                 self.release(&mut out);
                 out.extend_from_slice(b"data: [DONE]\n\n");
@@ -140,8 +140,10 @@ impl Joiner {
             }
             match serde_json::from_slice::<Value>(&data) {
                 Ok(v) if v.get("error").is_none() => self.chunk(v, &mut out),
+                // Not JSON: left out (the relay's filter does so already).
+                Err(_) => {}
                 // An error event (the continuation broke too) goes out as it is.
-                _ => {
+                Ok(_) => {
                     self.release(&mut out);
                     out.extend_from_slice(b"data: ");
                     out.extend_from_slice(&data);

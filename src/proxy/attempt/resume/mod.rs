@@ -271,10 +271,13 @@ async fn attempt(
     let (held, rest) = precommit(resp.into_body(), first_byte, p.idle_timeout, total).await.ok()?;
     let mut relay =
         Relay::new(rest, total, true, live.redactor.stream()).prefix(held).idle_timeout(p.idle_timeout);
-    if let Some(t) = &translated {
-        let mut translator = t.stream(model);
-        translator.limit_events(p.max_event_bytes);
-        relay = relay.translate(translator);
+    match &translated {
+        Some(t) => {
+            let mut translator = t.stream(model);
+            translator.limit_events(p.max_event_bytes);
+            relay = relay.translate(translator);
+        }
+        None => relay = relay.filter_events(p.max_event_bytes).openai_end(),
     }
     Some(relay)
 }
