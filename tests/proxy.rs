@@ -903,3 +903,19 @@ async fn a_finished_stream_without_done_gets_one_and_an_unfinished_one_is_a_brok
     let last = text.trim_end().rsplit("\n\n").next().unwrap();
     assert!(last.contains("upstream_stream_error"), "{text}");
 }
+
+/// An in-stream error after the commit is a break: the client gets tier1's own error event (in
+/// its format, from one place), never the provider's mixed into the answer, and no `[DONE]`.
+#[tokio::test]
+async fn an_in_stream_error_after_the_commit_breaks_the_stream() {
+    let err = "data: {\"error\":{\"message\":\"overloaded, key sk-upstream-secret\",\"type\":\"overloaded_error\"}}\n\n";
+    let up = sse_upstream(&[ROLE, HEL, err, LO, STOP, DONE]).await;
+    let (_t, a) = stream_through(&up).await;
+    let text = a.text();
+    assert!(text.starts_with(&[ROLE, HEL].concat()), "{text}");
+    assert!(
+        !text.contains("overloaded_error") && !text.contains("[DONE]") && !text.contains("\"lo\""),
+        "{text}"
+    );
+    assert!(text.trim_end().rsplit("\n\n").next().unwrap().contains("upstream_stream_error"), "{text}");
+}

@@ -918,3 +918,40 @@ async fn a_content_filter_refusal_falls_back_to_the_next_target() {
     assert_eq!((a.status.as_u16(), a.header("x-tier1-fallback-reason")), (200, Some("content_filter")));
     assert_eq!((azure.stats.snapshot().requests, good.stats.calls_for("good")), (1, 1));
 }
+
+/// An in-stream error event after the commit is a break a continuation carries on.
+#[tokio::test]
+async fn a_stream_broken_by_an_in_stream_error_is_continued() {
+    let words = sixty_words();
+    let first: String = words.split_inclusive(' ').take(10).collect();
+    let chunk = |delta: &str| {
+        format!(
+            "data: {{\"id\":\"p\",\"object\":\"chat.completion.chunk\",\"created\":1,\"model\":\"primary\",\"choices\":[{{\"index\":0,\"delta\":{delta},\"finish_reason\":null}}]}}\n\n"
+        )
+    };
+    let body = [
+        chunk(r#"{"role":"assistant","content":""}"#),
+        chunk(&serde_json::json!({ "content": first }).to_string()),
+        "data: {\"error\":{\"message\":\"server had an error\",\"type\":\"server_error\"}}\n\n".to_owned(),
+    ];
+    let primary = MockUpstream::fixed(Fixed {
+        status: 200,
+        headers: vec![("content-type", "text/event-stream".into())],
+        chunks: body.iter().map(|c| bytes::Bytes::from(c.clone())).collect(),
+        gap: Duration::from_millis(5),
+    })
+    .await;
+    let mock = MockUpstream::start(resume_mock(&[("compat", Behavior::default())])).await.unwrap();
+    let providers = format!(
+        "[providers.p]\nkind = \"openai\"\nbase_url = \"{}\"\n[providers.compat]\nkind = \"openai\"\nbase_url = \"{}\"\nprefill = true",
+        primary.url(),
+        mock.url()
+    );
+    let config = resume_config(&mock, &providers, r#"{ provider = "compat", model = "compat" }"#)
+        .replace(r#"{ provider = "a", model = "primary" }"#, r#"{ provider = "p", model = "primary" }"#);
+    let t = Tier1::start(&config).await;
+    let text = post(&t.url("/v1/chat/completions"), &[], &chat_stream("r")).await.text();
+    let (content, ids, done) = stream_parts(&text);
+    assert_eq!(content, words, "{text}");
+    assert!(done && ids.iter().all(|i| i == "p"), "{text}");
+}

@@ -53,8 +53,12 @@ struct Core {
     // Leaves malformed events out of an SSE stream relayed as is.
     filter: Option<Filter>,
     /// An OpenAI chat stream relayed as is: it ends well only after a finish reason (tier1 adds
-    /// a `[DONE]` the provider left out; a stream that ends without either is a broken one).
+    /// a `[DONE]` the provider left out; a stream that ends without either is a broken one), and
+    /// an in-stream error event breaks it.
     openai_end: bool,
+    /// The stream broke inside a chunk (an error event): the chunk's bytes before it go out,
+    /// then the break.
+    broken: Option<RelayError>,
     // In-flight counts and concurrency permits of the attempt.
     guard: Option<Box<dyn Send>>,
     record: Option<RequestRecord>,
@@ -89,7 +93,14 @@ impl Core {
                 }
                 (Bytes::from(out), t.dropped())
             }
-            (None, Some(f)) => (f.feed(data), f.dropped()),
+            (None, Some(f)) => {
+                let out = f.feed(data);
+                if f.errored() {
+                    // An in-stream error: a break (what came before it goes out first).
+                    self.broken = Some(RelayError::Upstream);
+                }
+                (out, f.dropped())
+            }
             (None, None) => (data.clone(), 0),
         };
         if dropped > 0
@@ -132,6 +143,13 @@ impl Core {
         }
     }
 
+    /// What goes out before a break found inside a chunk: the chunk's bytes before it, and what
+    /// the redactor held.
+    fn before_break(&mut self, out: Bytes) -> Bytes {
+        let rest = self.flush(false);
+        if rest.is_empty() { out } else { Bytes::from([&out[..], &rest[..]].concat()) }
+    }
+
     /// Whether the client's answer is complete once the upstream body is.
     fn complete(&self) -> bool {
         match (&self.translator, &self.filter) {
@@ -151,6 +169,9 @@ impl Core {
                         Ok(out) => out,
                         Err(e) => return Poll::Ready(Step::Failed(e, self.flush(false))),
                     };
+                    if let Some(e) = self.broken.take() {
+                        return Poll::Ready(Step::Failed(e, self.before_break(out)));
+                    }
                     // A body of known length is complete after its last byte: hyper may never
                     // poll again, so finish now rather than on a final `None`.
                     let end = self.inner.is_end_stream() && self.complete();
@@ -283,6 +304,7 @@ impl Relay {
             translator: None,
             filter: None,
             openai_end: false,
+            broken: None,
             guard: None,
             record: None,
             handoff: None,
@@ -341,6 +363,9 @@ impl Relay {
     pub(crate) fn openai_end(mut self) -> Self {
         if let Some(c) = self.local() {
             c.openai_end = true;
+            if let Some(f) = c.filter.as_mut() {
+                f.errors_break();
+            }
         }
         self
     }
@@ -454,6 +479,12 @@ impl Relay {
                 return Some(self.failure(e, held));
             }
         };
+        if let Some(e) = core.broken.take() {
+            let held = core.before_break(out);
+            let core = self.take_local();
+            self.end(core, Some(e));
+            return Some(self.failure(e, held));
+        }
         let end = core.inner.is_end_stream() && core.complete();
         if !end {
             // More is to come: the watchdog starts now, before hyper writes the prefix, so a

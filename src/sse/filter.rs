@@ -34,6 +34,10 @@ pub struct Filter {
     done: bool,
     /// An event that went on carries a `finish_reason` string (an OpenAI answer's end).
     finished: bool,
+    /// An OpenAI stream: an `{"error": ...}` event breaks it (it is not passed on).
+    errors_break: bool,
+    /// Such an event came: the stream broke there.
+    errored: bool,
 }
 
 /// What a `\r` at the end of a chunk ended, for a `\n` that may begin the next one.
@@ -133,7 +137,20 @@ impl Filter {
             dropped: 0,
             done: false,
             finished: false,
+            errors_break: false,
+            errored: false,
         }
+    }
+
+    /// An OpenAI stream: an in-stream `{"error": ...}` event is a break, not an event for the
+    /// client (tier1 continues the stream or ends it with its own error event).
+    pub fn errors_break(&mut self) {
+        self.errors_break = true;
+    }
+
+    /// Whether an error event broke the stream (nothing after it goes on).
+    pub fn errored(&self) -> bool {
+        self.errored
     }
 
     /// Whether `data: [DONE]` went on.
@@ -146,13 +163,18 @@ impl Filter {
         self.finished
     }
 
-    /// Notes what a kept event's `data:` says of the stream's end.
-    fn note(&mut self, data: &[u8]) {
+    /// Notes what a well-formed event's `data:` says of the stream's end; `false` when it is
+    /// not to go on (an error event that breaks the stream).
+    fn note(&mut self, data: &[u8]) -> bool {
         if data == b"[DONE]" {
             self.done = true;
+        } else if self.errors_break && data.trim_ascii_start().starts_with(b"{\"error\"") {
+            self.errored = true;
+            return false;
         } else if !self.finished {
             self.finished = has_finish_reason(data);
         }
+        true
     }
 
     /// Events left out so far.
@@ -162,6 +184,9 @@ impl Filter {
 
     /// The next chunk: what of it (and of the events held before it) goes on now.
     pub fn feed(&mut self, chunk: &Bytes) -> Bytes {
+        if self.errored {
+            return Bytes::new();
+        }
         let mut out = Out::new(chunk);
         let b = &chunk[..];
         let (mut start, mut i) = (0, 0);
@@ -228,8 +253,10 @@ impl Filter {
             self.dropped += 1;
             return Bytes::new();
         }
-        if let Some(data) = super::data_of(&event) {
-            self.note(&data);
+        if let Some(data) = super::data_of(&event)
+            && !self.note(&data)
+        {
+            return Bytes::new();
         }
         event
     }
@@ -245,6 +272,11 @@ impl Filter {
     /// The event that ends at the end of `range` of the chunk (its start held before, if any),
     /// with its `data:` lines in the chunk: whether it is kept.
     fn complete(&mut self, out: &mut Out<'_>, range: Range<usize>, data: Data) -> bool {
+        if self.errored {
+            self.held.clear();
+            self.held_len = 0;
+            return false;
+        }
         if std::mem::take(&mut self.unchecked) {
             out.keep(range);
             return true;
@@ -262,17 +294,16 @@ impl Filter {
                 self.dropped += 1;
                 return false;
             }
-            match data {
+            let keep = match data {
                 Data::One(from, to) => {
                     let value = &out.chunk[from..to];
-                    self.note(value.strip_prefix(b" ").unwrap_or(value));
+                    self.note(value.strip_prefix(b" ").unwrap_or(value))
                 }
-                Data::Many => {
-                    if let Some(d) = super::data_of(&out.chunk[range.clone()]) {
-                        self.note(&d);
-                    }
-                }
-                Data::None => {}
+                Data::Many => super::data_of(&out.chunk[range.clone()]).is_none_or(|d| self.note(&d)),
+                Data::None => true,
+            };
+            if !keep {
+                return false;
             }
             out.keep(range);
             return true;
@@ -287,8 +318,8 @@ impl Filter {
             self.dropped += 1;
             return false;
         }
-        if let Some(d) = super::data_of(&event) {
-            self.note(&d);
+        if super::data_of(&event).is_some_and(|d| !self.note(&d)) {
+            return false;
         }
         out.push(Bytes::from(event));
         true
@@ -296,7 +327,7 @@ impl Filter {
 
     /// The start of an event that the chunk does not finish: held, or sent on when unchecked.
     fn unfinished(&mut self, out: &mut Out<'_>, range: Range<usize>) {
-        if range.is_empty() {
+        if range.is_empty() || self.errored {
             return;
         }
         if self.unchecked {
