@@ -99,6 +99,8 @@ pub(crate) struct Exhausted {
     pub started: u32,
     /// When the soonest key, model or target becomes available again, if known.
     pub retry_after: Option<Duration>,
+    /// A candidate was skipped for a rest or a full limit (not for a breaker).
+    pub resting: bool,
 }
 
 impl Exhausted {

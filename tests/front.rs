@@ -23,7 +23,19 @@ struct Front {
 
 /// Starts the reference front in `mode`, relaying to `bifrost` (a tier1 or Caddy URL).
 async fn front(mode: &str, bifrost: &str, mock: &MockUpstream, cooldown_ms: u64) -> Front {
+    front_with(mode, bifrost, mock, cooldown_ms, &[]).await
+}
+
+/// [`front`] with more environment (`FALLBACK_ON_5XX=1`: a 5xx rests the sidecar too).
+async fn front_with(
+    mode: &str,
+    bifrost: &str,
+    mock: &MockUpstream,
+    cooldown_ms: u64,
+    env: &[(&str, &str)],
+) -> Front {
     let mut child = tokio::process::Command::new("node")
+        .envs(env.iter().copied())
         .arg(format!("{ROOT}/tests/front/front.mjs"))
         .env("MODE", mode)
         .env("PORT", "0")
@@ -377,4 +389,33 @@ async fn a_front_using_tier1_as_an_openai_compatible_provider_is_served() {
     // A wrong key is the only 401.
     let r = post(&format!("{base}/chat/completions"), &[("authorization", "Bearer wrong")], compact).await;
     assert_eq!(r.status, 401);
+}
+
+/// Issue 20: a front rests the sidecar for *every* provider on any 5xx. tier1 answered "this
+/// model rests" (nothing could be tried) with a 503, so one rate-limited model sent every other
+/// provider's traffic off the fast path; it is a 429 with `Retry-After` now.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resting_model_is_a_429_and_never_rests_the_sidecar_for_the_other_providers() {
+    let limited = Behavior {
+        status: Some(http::StatusCode::TOO_MANY_REQUESTS),
+        retry_after: Some(http::HeaderValue::from_static("30")),
+        ..Behavior::default()
+    };
+    let mock = MockUpstream::start(MockConfig::default().model("busy", limited)).await.unwrap();
+    let dir = TempDir::new("front-429");
+    let t = tier1(&tier1_config(&dir, &mock, ""), 0).await;
+    let bifrost = format!("http://127.0.0.1:{}", t.port());
+    let f = front_with("auto", &bifrost, &mock, 60_000, &[("FALLBACK_ON_5XX", "1")]).await;
+    let a = auth(CLIENT);
+    // The provider's own 429, then tier1's: the model rests.
+    for _ in 0..2 {
+        let r = post(&relay(&f), &[("authorization", &a)], &chat("openai/busy")).await;
+        assert_eq!(r.status, 429, "{}", r.text());
+        assert!(r.header("retry-after").is_some());
+        assert_eq!(r.header("x-routing-fallback"), None, "the front rested the sidecar");
+    }
+    // Every other provider still goes through tier1.
+    let r = post(&relay(&f), &[("authorization", &a)], &chat("groq/llama-3.3-70b")).await;
+    assert_eq!((r.status.as_u16(), r.header("x-routing-fallback")), (200, None), "{}", r.text());
+    assert!(r.header("x-tier1-provider").is_some());
 }

@@ -400,13 +400,14 @@ async fn upstream_rate_limit_and_server_errors_map_to_429_and_502() {
     assert_eq!(a.header("retry-after"), Some("3"));
     assert_eq!(a.code(), "rate_limited");
     // The key now rests for that model (its other models are still tried: a 502 again), so for
-    // it nothing can be tried: 503 with the time it comes back.
+    // it nothing can be tried: a 429 with the time it comes back (issue 20: a 5xx would make the
+    // front rest the sidecar for every provider; it was a 503).
     let a = post(&t.url("/v1/chat/completions"), &[], &chat("up/broken")).await;
     assert_eq!(a.status, 502);
     let a = post(&t.url("/v1/chat/completions"), &[], &chat("up/limited")).await;
-    assert_eq!(a.status, 503);
+    assert_eq!(a.status, 429);
     assert!(matches!(a.header("retry-after"), Some("3" | "2")), "{:?}", a.header("retry-after"));
-    assert_eq!(a.code(), "no_target_available");
+    assert_eq!(a.code(), "rate_limited");
 }
 
 #[tokio::test]

@@ -400,7 +400,7 @@ targets = [{ provider = "b", model = "x" }, { provider = "b", model = "y" }]
 }
 
 #[tokio::test]
-async fn full_provider_moves_on_and_all_full_is_503_with_retry_after() {
+async fn full_provider_moves_on_and_all_full_is_429_with_retry_after() {
     let slow = Behavior { latency: Duration::from_millis(800), ..Behavior::default() };
     let mock = MockUpstream::start(MockConfig::default().model("x", slow)).await.unwrap();
     let routes = r#"
@@ -422,11 +422,12 @@ targets = [{ provider = "b", model = "x" }, { provider = "a", model = "y" }]
     // b is full: a route with another target moves on at once...
     let a = chat_ok(&t, "two").await;
     assert_eq!((a.status.as_u16(), a.header("x-tier1-model")), (200, Some("y")));
-    // ...and a route with nowhere else to go answers 503 with Retry-After, without waiting.
+    // ...and a route with nowhere else to go answers 429 with Retry-After, without waiting (a
+    // limit is not tier1 failing: a 5xx would rest the sidecar for every provider at the front).
     let a = chat_ok(&t, "one").await;
-    assert_eq!(a.status, 503);
+    assert_eq!(a.status, 429);
     assert_eq!(a.header("retry-after"), Some("1"));
-    assert_eq!(a.code(), "no_target_available");
+    assert_eq!(a.code(), "rate_limited");
     assert_eq!(busy.await.unwrap().status, 200);
 }
 
@@ -660,9 +661,11 @@ secret = "sk-only-key-0001"
     let a = chat_ok(&t, "one/calm").await;
     assert_eq!((a.status.as_u16(), a.header("x-tier1-attempts")), (200, Some("1")), "{}", a.text());
     assert_eq!(mock.stats.calls_for("calm"), 1);
-    // The busy model rests on that key: not called again while it rests (the status of "every
-    // key resting" is issue 20's: 429, not today's 503).
-    assert_ne!(chat_ok(&t, "one/busy").await.status, 200);
+    // The busy model rests on that key: not called again while it rests; the client is told
+    // when to come back (429, never a 5xx).
+    let a = chat_ok(&t, "one/busy").await;
+    assert_eq!((a.status.as_u16(), a.code().as_str()), (429, "rate_limited"));
+    assert!(a.header("retry-after").is_some());
     assert_eq!(mock.stats.calls_for("busy"), 1);
     let state = get_with(&t.url("/admin/state"), &[("x-tier1-admin", "1")]).await.json();
     let key = state["providers"].as_array().unwrap().iter().find(|p| p["name"] == "one").unwrap()["keys"][0]

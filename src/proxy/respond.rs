@@ -128,13 +128,22 @@ fn error_headers(e: &ProxyError, status: StatusCode, headers: &mut HeaderMap) {
     }
 }
 
-/// What the client sees when every candidate failed: 503 when none could even be tried (breakers
-/// open, keys cooling, limits full); 400 when the request is longer than every target's context
-/// window; 429 when every failure was a rate limit or overload; 504 when
-/// every attempt timed out; 502 otherwise. The code is the dominant classification.
+/// What the client sees when every candidate failed. A 5xx means tier1 itself failed or every
+/// target truly did: the front rests the sidecar for *every* provider on a 5xx, so anything that
+/// only has to wait is a 429 with `Retry-After`.
+/// - 400 when the request is longer than every target's context window;
+/// - 429 when any target was rate limited or overloaded, or skipped for a rest (its keys or its
+///   model cooling) or a full limit;
+/// - 503 when none could be tried because their breakers are open;
+/// - 504 when every attempt timed out; 502 otherwise.
+///
+/// The code is the dominant classification.
 fn exhausted_status(e: &Exhausted) -> (StatusCode, &'static str, &'static str, Option<&'static str>) {
     let all = |f: fn(Class) -> bool| !e.attempts.is_empty() && e.attempts.iter().all(|a| f(a.class));
+    let waits =
+        e.resting || e.attempts.iter().any(|a| matches!(a.class, Class::RateLimited | Class::Overloaded));
     let code = match e.dominant() {
+        None if e.resting => "rate_limited",
         None => "no_target_available",
         Some(Class::Connect) => "upstream_unreachable",
         Some(Class::Timeout) => "upstream_timeout",
@@ -144,13 +153,13 @@ fn exhausted_status(e: &Exhausted) -> (StatusCode, &'static str, &'static str, O
         Some(Class::ContextLength) => "context_length_exceeded",
         Some(Class::ContentFilter) => "content_filter",
     };
-    if e.started == 0 && e.attempts.is_empty() {
-        (StatusCode::SERVICE_UNAVAILABLE, "upstream_error", code, None)
-    } else if all(|c| matches!(c, Class::ContextLength | Class::ContentFilter)) {
+    if all(|c| matches!(c, Class::ContextLength | Class::ContentFilter)) {
         // Longer than every target's window: the caller's request, not tier1's failure.
         (StatusCode::BAD_REQUEST, "invalid_request_error", code, Some("messages"))
-    } else if all(|c| matches!(c, Class::RateLimited | Class::Overloaded)) {
+    } else if waits {
         (StatusCode::TOO_MANY_REQUESTS, "rate_limit_error", code, None)
+    } else if e.started == 0 && e.attempts.is_empty() {
+        (StatusCode::SERVICE_UNAVAILABLE, "upstream_error", code, None)
     } else if all(|c| c == Class::Timeout) {
         (StatusCode::GATEWAY_TIMEOUT, "upstream_error", code, None)
     } else {

@@ -347,11 +347,15 @@ impl Filter {
     }
 }
 
+/// `"finish_reason":`, searched for in every event: one searcher, built once.
+const FINISH_KEY: &[u8] = b"\"finish_reason\":";
+static FINISH: std::sync::LazyLock<memchr::memmem::Finder<'static>> =
+    std::sync::LazyLock::new(|| memchr::memmem::Finder::new(FINISH_KEY));
+
 /// Whether a chunk's JSON has a `"finish_reason"` that is a string (not `null`).
 fn has_finish_reason(data: &[u8]) -> bool {
-    const KEY: &[u8] = b"\"finish_reason\":";
-    memchr::memmem::find_iter(data, KEY).any(|at| {
-        let rest = &data[at + KEY.len()..];
+    FINISH.find_iter(data).any(|at| {
+        let rest = &data[at + FINISH_KEY.len()..];
         rest.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'"')
     })
 }

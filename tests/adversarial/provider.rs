@@ -197,7 +197,8 @@ async fn made_up_direct_models_rest_on_their_own_within_a_bound() {
     let a = post(&url, &[], &chat("up/made-up-b")).await;
     assert_eq!(a.status, 200, "made-up-b rests with made-up-a: {}", a.text());
     assert_eq!(up.calls("\"model\":\"made-up-b\""), 1);
-    assert_eq!(post(&url, &[], &chat("up/made-up-a")).await.status, 503, "resting");
+    // Resting: a 429 to come back to (never a 5xx, which would rest a front's sidecar).
+    assert_eq!(post(&url, &[], &chat("up/made-up-a")).await.status, 429, "resting");
     assert_eq!(up.calls("\"model\":\"made-up-a\""), 1, "made-up-a rests");
 
     // Names past the bound, all resting, share the provider's one direct state: the map stops
@@ -208,9 +209,9 @@ async fn made_up_direct_models_rest_on_their_own_within_a_bound() {
     }
     let before = up.requests.lock().unwrap().len();
     let a = post(&url, &[], &chat("up/one-more")).await;
-    assert_eq!(a.status, 503, "resting");
+    assert_eq!(a.status, 429, "resting");
     assert_eq!(up.requests.lock().unwrap().len(), before, "a name past the bound got a state of its own");
     // What a state still says is kept past the bound: made-up-a rests on.
-    assert_eq!(post(&url, &[], &chat("up/made-up-a")).await.status, 503);
+    assert_eq!(post(&url, &[], &chat("up/made-up-a")).await.status, 429);
     assert_eq!(up.calls("\"model\":\"made-up-a\""), 1);
 }

@@ -72,10 +72,10 @@ pub(super) async fn attempt<'a>(
     let key = key_index.and_then(|i| p.keys.get(i));
     let gates = match Gates::admit(c, job.clock.now()) {
         Ok(gates) => gates,
-        Err(available_in) => return Attempted::Skipped(available_in),
+        Err(available_in) => return Attempted::Skipped(available_in, false),
     };
     let Some(permits) = permits(job, c, key).await else {
-        return Attempted::Skipped(Some(Duration::from_secs(1)));
+        return Attempted::Skipped(Some(Duration::from_secs(1)), true);
     };
     job.started.fetch_add(1, Ordering::AcqRel);
     let guard = AttemptGuard::new(Arc::clone(&c.target), key.map(|k| k.state.clone()), permits);

@@ -84,6 +84,11 @@ impl Candidate<'_> {
         self.blocked(now).or_else(|| self.keys_cooling(now))
     }
 
+    /// Whether a breaker (the provider's or the target's) refuses it now: it has been failing.
+    fn broken(&self, now: u64) -> bool {
+        self.provider.state.breaker.blocks(now) || self.target.breaker.blocks(now)
+    }
+
     /// Time until the breakers or the model cooldown let it through, if they block it now.
     fn blocked(&self, now: u64) -> Option<Duration> {
         let p = self.provider;
@@ -227,8 +232,8 @@ enum Attempted {
     Answered(Box<Answered>),
     /// It failed; the planner decides what comes next.
     Failed(Failure),
-    /// Not started: breaker, limit. Carries when it may be available.
-    Skipped(Option<Duration>),
+    /// Not started: a breaker, or (`true`) a full limit. Carries when it may be available.
+    Skipped(Option<Duration>, bool),
     /// The request is longer than this target's context window: the planner moves on, and the
     /// provider's refusal is kept for the client in case no later target answers.
     Outgrown(Failure, Box<Answered>),

@@ -42,6 +42,10 @@ pub(super) struct Planner<'c, 'a> {
     tokens: u64,
     /// Candidates skipped because the request is longer than their context window.
     pub(super) outgrown: Vec<usize>,
+    /// A candidate was skipped for a rest (its keys or its model cooling after a 429, an
+    /// overload or a refusal) or a full limit, not for a breaker: the client is told to come back
+    /// (429), not that tier1 failed.
+    pub(super) resting: bool,
 }
 
 /// A provider's identity within one request's candidates: its index in the snapshot.
@@ -59,6 +63,7 @@ impl<'c, 'a> Planner<'c, 'a> {
         Self {
             tokens,
             outgrown: Vec::new(),
+            resting: false,
             cands,
             key_open,
             rng,
@@ -101,6 +106,7 @@ impl<'c, 'a> Planner<'c, 'a> {
             }
             if let Some(left) = c.blocked(now) {
                 self.note(Some(left));
+                self.resting |= !c.broken(now);
                 self.advance();
                 continue;
             }
@@ -111,6 +117,7 @@ impl<'c, 'a> Planner<'c, 'a> {
                 }
                 None => {
                     self.note(c.keys_cooling(now));
+                    self.resting = true;
                     self.advance();
                 }
             }
@@ -201,9 +208,10 @@ impl<'c, 'a> Planner<'c, 'a> {
         }
     }
 
-    /// An attempt on `cand` could not start (a gate or a full limit).
-    pub(super) fn skipped(&mut self, cand: usize, available_in: Option<Duration>) {
+    /// An attempt on `cand` could not start: a breaker's gate, or (`resting`) a full limit.
+    pub(super) fn skipped(&mut self, cand: usize, available_in: Option<Duration>, resting: bool) {
         self.note(available_in);
+        self.resting |= resting;
         if cand == self.idx {
             self.advance();
         }

@@ -121,6 +121,7 @@ fn ran_out(
         return Ok(*refused);
     }
     Err(Exhausted {
+        resting: planner.resting,
         attempts: failures,
         started: job.started.load(Ordering::Acquire),
         retry_after: planner.soonest,
@@ -152,7 +153,7 @@ fn ended<'a>(
             outcome::answered(job, &cands[cand], failures.first(), hedge);
             return Some(answered);
         }
-        Attempted::Skipped(available_in) => planner.skipped(cand, available_in),
+        Attempted::Skipped(available_in, resting) => planner.skipped(cand, available_in, resting),
         Attempted::Failed(f) => {
             failures.push(record(&cands[cand], key, &f));
             if let Some(ra) = f.retry_after {

@@ -22,6 +22,7 @@ fn exhausted(classes: &[Class], retry_after: Option<Duration>) -> ProxyError {
         attempts: classes.iter().map(|c| record(*c)).collect(),
         started: classes.len() as u32,
         retry_after,
+        resting: false,
     };
     ProxyError::Exhausted(Box::new(e))
 }
@@ -58,6 +59,23 @@ fn exhausted_maps_to_the_documented_status() {
     let none = error(&exhausted(&[], Some(Duration::from_secs(4))), Dialect::OpenAi);
     assert_eq!(none.status(), StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(none.headers()[header::RETRY_AFTER], "4");
+    // Issue 20: the front rests the sidecar for every provider on a 5xx. A rate limit among
+    // other failures, or targets skipped because they rest (keys or model cooling, a full
+    // limit), is a 429 to come back to, not tier1 failing.
+    assert_eq!(status(&[Class::RateLimited, Class::Server]), StatusCode::TOO_MANY_REQUESTS);
+    let resting = |classes: &[Class]| {
+        let ProxyError::Exhausted(mut e) = exhausted(classes, Some(Duration::from_secs(2))) else {
+            unreachable!()
+        };
+        e.resting = true;
+        error(&ProxyError::Exhausted(e), Dialect::OpenAi)
+    };
+    let r = resting(&[]);
+    assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(r.headers()[header::RETRY_AFTER], "2");
+    assert_eq!(body(r)["error"]["code"], "rate_limited");
+    assert_eq!(resting(&[Class::Server]).status(), StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(status(&[Class::ContextLength]), StatusCode::BAD_REQUEST);
 }
 
 #[test]

@@ -229,7 +229,7 @@ fn a_failure_on_a_candidate_left_behind_by_a_hedge_changes_nothing() {
     plan.failed(0, None, &fail(Class::Server, Some(Duration::from_secs(1))), 0);
     // No wait was planned for the loser's failure; the hedge's own target has its second try.
     assert_eq!(plan.next(0), Step::Start { cand: 1, key: None });
-    plan.skipped(0, Some(Duration::from_secs(5)));
+    plan.skipped(0, Some(Duration::from_secs(5)), false);
     assert_eq!(plan.soonest, Some(Duration::from_secs(5)));
     assert_eq!(plan.next(0), Step::Done);
 }
