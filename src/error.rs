@@ -137,8 +137,11 @@ pub(crate) enum ProxyError {
     /// The body is not a valid request.
     #[error("{0}")]
     BadRequest(#[from] ScanError),
-    /// Missing or wrong bearer token.
-    #[error("missing or invalid API key")]
+    /// Missing or wrong bearer token. A front that forwards its caller's own key (OmniRoute does
+    /// when `BIFROST_API_KEY` is unset) is told what to send.
+    #[error(
+        "missing or invalid API key: send one of tier1's server.api_keys as the bearer (a front such as OmniRoute sends it when BIFROST_API_KEY is set; without it, the front forwards its caller's own key, which tier1 does not accept)"
+    )]
     Unauthorized,
     /// An admin route from a client that may not use it.
     #[error(

@@ -35,7 +35,6 @@ async fn front_with(
     env: &[(&str, &str)],
 ) -> Front {
     let mut child = tokio::process::Command::new("node")
-        .envs(env.iter().copied())
         .arg(format!("{ROOT}/tests/front/front.mjs"))
         .env("MODE", mode)
         .env("PORT", "0")
@@ -45,6 +44,7 @@ async fn front_with(
         .env("OMNIROUTE_BIFROST_FAILURE_COOLDOWN_MS", cooldown_ms.to_string())
         .env("PROVIDER_BASE_URL", format!("{}/v1", mock.url()))
         .env("CLIENT_KEYS", format!("{CLIENT},{CLIENT_2}"))
+        .envs(env.iter().copied())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::inherit())
         .kill_on_drop(true)
@@ -418,4 +418,63 @@ async fn a_resting_model_is_a_429_and_never_rests_the_sidecar_for_the_other_prov
     let r = post(&relay(&f), &[("authorization", &a)], &chat("groq/llama-3.3-70b")).await;
     assert_eq!((r.status.as_u16(), r.header("x-routing-fallback")), (200, None), "{}", r.text());
     assert!(r.header("x-tier1-provider").is_some());
+}
+
+/// Issue 20: a front without `BIFROST_API_KEY` forwards its caller's own key. With
+/// `server.api_keys` set, tier1 refuses it with a 401 that says what the front must send (a 4xx:
+/// the front does not rest the sidecar for it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_forwarded_caller_key_is_refused_with_a_401_naming_bifrost_api_key() {
+    let mock = MockUpstream::start(MockConfig::default()).await.unwrap();
+    let dir = TempDir::new("front-forwarded-401");
+    let t = tier1(&tier1_config(&dir, &mock, ""), 0).await;
+    let forward = [("BIFROST_API_KEY", ""), ("FORWARD_CALLER_AUTH", "1")];
+    let f = front_with("bifrost", &format!("http://127.0.0.1:{}", t.port()), &mock, 5000, &forward).await;
+    let r = post(&relay(&f), &[("authorization", &auth(CLIENT))], &chat("openai/gpt-4o")).await;
+    assert_eq!(r.status, 401, "{}", r.text());
+    assert!(r.json()["error"]["message"].as_str().unwrap().contains("BIFROST_API_KEY"), "{}", r.text());
+    assert!(!r.text().contains(CLIENT), "the caller's key was echoed");
+    assert_eq!(mock.stats.snapshot().requests, 0);
+}
+
+/// Open on loopback (no `server.api_keys`), the forwarded caller key is accepted, never sent
+/// upstream (tier1 sends its own provider keys, or none) and never logged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn open_on_loopback_a_forwarded_caller_key_is_accepted_and_goes_nowhere() {
+    let mock = MockUpstream::start(MockConfig::default()).await.unwrap();
+    let dir = TempDir::new("front-forwarded-open");
+    let path = tier1_config(&dir, &mock, "");
+    let open = std::fs::read_to_string(&path).unwrap().replace("api_keys = [\"front-shared-key\"]\n", "")
+        + "\n[log]\nsample = 1.0\n";
+    assert!(!open.contains("api_keys"));
+    let path = dir.write_atomic("tier1.toml", &open);
+    // The access log goes to stdout, the rest to stderr: both are read here.
+    let mut cmd = tokio::process::Command::new("sh");
+    let line = format!("exec {BIN} --config {} --listen 127.0.0.1:0 1>&2", path.display());
+    cmd.args(["-c", &line]).env("TIER1_LOG", "debug");
+    let mut t = spawn_command(cmd).await;
+    let forward = [("BIFROST_API_KEY", ""), ("FORWARD_CALLER_AUTH", "1")];
+    let f = front_with("bifrost", &format!("http://127.0.0.1:{}", t.port()), &mock, 5000, &forward).await;
+    let a = auth(CLIENT);
+    let r = post(&relay(&f), &[("authorization", &a)], &chat("openai/gpt-4o")).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let s = post(&relay(&f), &[("authorization", &a)], &chat_stream("groq/llama-3.3-70b")).await;
+    assert!(s.text().ends_with("data: [DONE]\n\n"));
+    assert_eq!(mock.stats.snapshot().requests, 2);
+    for req in mock.stats.requests() {
+        for (name, value) in &req.headers {
+            assert!(
+                !value.to_str().unwrap_or_default().contains(CLIENT),
+                "{name} carried the caller's key upstream"
+            );
+        }
+    }
+    // The access lines of both requests are out; none of tier1's lines holds the key.
+    let _ = t.after("tier1::access").await;
+    let _ = t.after("tier1::access").await;
+    let mut lines = Vec::new();
+    while let Ok(l) = t.lines.try_recv() {
+        lines.push(l);
+    }
+    assert!(lines.iter().all(|l| !l.contains(CLIENT)), "the caller's key was logged: {lines:?}");
 }

@@ -10,7 +10,8 @@
 //                 `bifrost-cooldown; remaining=N`.
 //
 // Environment: PORT (0: any), MODE, BIFROST_BASE_URL, BIFROST_API_KEY (sent as a bearer only when
-// set), BIFROST_TIMEOUT_MS (30000), OMNIROUTE_BIFROST_FAILURE_COOLDOWN_MS (5000),
+// set; when it is not, FORWARD_CALLER_AUTH=1 forwards the caller's own Authorization, as newer
+// OmniRoute fronts do), BIFROST_TIMEOUT_MS (30000), OMNIROUTE_BIFROST_FAILURE_COOLDOWN_MS (5000),
 // PROVIDER_BASE_URL and PROVIDER_KEY (the ts path), CLIENT_KEYS (comma-separated; the caller's
 // key identifies its token id).
 import http from "node:http";
@@ -20,6 +21,7 @@ const env = process.env;
 const mode = env.MODE ?? "auto";
 const bifrost = env.BIFROST_BASE_URL ?? "http://127.0.0.1:8080";
 const bifrostKey = env.BIFROST_API_KEY ?? "";
+const forwardCallerAuth = env.FORWARD_CALLER_AUTH === "1";
 const timeoutMs = Number(env.BIFROST_TIMEOUT_MS ?? 30000);
 const cooldownMs = Number(env.OMNIROUTE_BIFROST_FAILURE_COOLDOWN_MS ?? 5000);
 const fallbackOn5xx = env.FALLBACK_ON_5XX === "1";
@@ -92,6 +94,7 @@ async function relay(req, res, body, key) {
     "x-omniroute-provider-manifest-url": "http://front.invalid/manifest.json",
   };
   if (bifrostKey) headers.authorization = `Bearer ${bifrostKey}`;
+  else if (forwardCallerAuth && req.headers.authorization) headers.authorization = req.headers.authorization;
   for (const h of ["x-request-id", "x-correlation-id", "accept"]) {
     if (req.headers[h]) headers[h] = req.headers[h];
   }
