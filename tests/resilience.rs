@@ -763,6 +763,16 @@ async fn a_stream_cut_at_40_of_60_tokens_is_continued_on_anthropic_to_the_whole_
     assert_eq!((mock.stats.calls_for("primary"), mock.stats.calls_for("claude")), (1, 1));
     let m = get(&t.url("/metrics")).await.text();
     assert_eq!(metric(&m, r#"tier1_stream_resumes_total{outcome="resumed",route="r"}"#), Some(1.0));
+    // Each leg's tokens are counted on its own target: the cut one (estimated from the partial
+    // answer, as its usage chunk never came) and the continuation (as Anthropic reported).
+    let output = |provider: &str| {
+        m.lines()
+            .filter(|l| l.starts_with("tier1_tokens_total{") && l.contains(r#"direction="output""#))
+            .find(|l| l.contains(&format!("provider=\"{provider}\"")))
+            .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+    };
+    assert!(output("a").is_some_and(|n| n > 10.0), "{m}");
+    assert!(output("claude").is_some_and(|n| n > 0.0), "{m}");
 }
 
 /// The same through an OpenAI-compatible target marked `prefill = true`, after one that refuses

@@ -168,6 +168,8 @@ pub(crate) struct RequestRecord {
     tickets: [Option<Ticket>; 2],
     /// Where the usage is counted, once a provider answered.
     meter: Option<Meter>,
+    /// The usage of a resumed stream's earlier leg, already metered on its own target.
+    carried: Option<(u64, u64)>,
     /// The `server.max_inflight` slot, released with the record (at the end of the response).
     permit: Option<tokio::sync::OwnedSemaphorePermit>,
     finished: bool,
@@ -202,6 +204,7 @@ impl RequestRecord {
             client_ip: headers.get(super::headers::X_RELAY_CLIENT_IP).cloned(),
             tickets: [None, None],
             meter: None,
+            carried: None,
             permit: None,
             finished: false,
         }
@@ -224,6 +227,19 @@ impl RequestRecord {
     /// Counts the usage at the end on `meter`.
     pub(crate) fn meter(&mut self, meter: Meter) {
         self.meter = Some(meter);
+    }
+
+    /// A resumed stream's leg ended with `usage` (its provider's report): metered now on its own
+    /// target, carried into the request's total; the next leg is metered on `next`.
+    pub(crate) fn next_leg(&mut self, usage: Option<(u64, u64)>, next: Meter) {
+        if let (Some(m), Some((input, output))) = (&self.meter, usage) {
+            m.metrics.usage(input, output, m.costs);
+        }
+        if let Some((i, o)) = usage {
+            let (ci, co) = self.carried.unwrap_or((0, 0));
+            self.carried = Some((ci + i, co + o));
+        }
+        self.meter = Some(next);
     }
 
     /// Copies the request's header values out of hyper's read buffer: the record of a stream
@@ -266,6 +282,12 @@ impl RequestRecord {
         if let (Some(m), Some((input, output))) = (&self.meter, usage) {
             m.metrics.usage(input, output, m.costs);
         }
+        // A resumed stream: the earlier legs' usage (metered already) joins the total.
+        let (usage, settle) = match (self.carried, usage) {
+            (None, _) => (usage, settle),
+            (Some((ci, co)), Some((i, o))) => (Some((ci + i, co + o)), settle.map(|s| s + ci + co)),
+            (Some(c), None) => (Some(c), settle),
+        };
         for t in self.tickets.iter_mut().flatten() {
             t.settle(settle);
         }

@@ -91,7 +91,7 @@ pub(crate) async fn forward(
         shared: &state.shared,
         tokens,
         resume: (routed.stream_resume && stream && op == Operation::Chat).then(|| {
-            let cands = routed.cands.iter().map(|c| (c.provider.index, c.model, c.deployment));
+            let cands = routed.cands.iter().map(|c| (c.provider.index, c.model, c.deployment, c.costs));
             let handles = (state.metrics.clone(), state.registry.clock);
             Arc::new(Resume::new(
                 live.clone(),

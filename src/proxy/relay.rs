@@ -41,8 +41,9 @@ use crate::translate::StreamTranslator;
 /// What a poll of the relay gives hyper.
 type Polled = Poll<Option<Result<Frame<Bytes>, BodyError>>>;
 
-/// Where a resumable relay leaves its request's record when it breaks.
-pub(crate) type Handoff = Arc<Mutex<Option<RequestRecord>>>;
+/// Where a resumable relay leaves its request's record when it breaks, with the usage its
+/// provider reported up to the break.
+pub(crate) type Handoff = Arc<Mutex<Option<(RequestRecord, Option<(u64, u64)>)>>>;
 
 /// Everything a relay holds that must be released when it ends, or when its watchdog fires.
 struct Core {
@@ -209,7 +210,7 @@ impl Core {
         tracing::warn!(error = %err, stream, "upstream response ended early");
         let Some(r) = self.record.take() else { return };
         match self.handoff.take() {
-            Some(h) => *h.lock().unwrap_or_else(PoisonError::into_inner) = Some(r),
+            Some(h) => *h.lock().unwrap_or_else(PoisonError::into_inner) = Some((r, usage)),
             None => r.finish(End::Broken(usage)),
         }
     }

@@ -27,21 +27,29 @@ use self::join::{Joiner, Transcript};
 use super::read::{is_sse, precommit};
 use crate::metrics::{Metrics, labels};
 use crate::providers::{Call, Operation, Provider};
-use crate::proxy::body::BodyError;
-use crate::proxy::ctx::{End, RequestRecord};
+use crate::proxy::body::{BodyError, Origin, Tap};
+use crate::proxy::ctx::{End, Meter, RequestRecord};
 use crate::proxy::relay::{Handoff, Relay, RelayError};
 use crate::proxy::respond::{self, Dialect};
 use crate::resilience::Clock;
 use crate::snapshot::Live;
+
+/// A candidate to continue on.
+struct Cand {
+    provider: usize,
+    model: Box<str>,
+    deployment: Box<str>,
+    /// USD per million input and output tokens.
+    costs: (f64, f64),
+}
 
 /// What a continuation needs, taken when a `stream_resume` route's stream starts.
 pub(crate) struct Resume {
     live: Arc<Live>,
     /// The client's request, as it came.
     body: Bytes,
-    /// The request's candidates that take a prefill, in order: (provider index, model,
-    /// deployment).
-    cands: Vec<(usize, Box<str>, Box<str>)>,
+    /// The request's candidates that take a prefill, in order.
+    cands: Vec<Cand>,
     request_id: HeaderValue,
     metrics: Arc<Metrics>,
     route: Box<str>,
@@ -50,18 +58,18 @@ pub(crate) struct Resume {
 
 impl Resume {
     /// The continuation context of a request on `live` with `body`, over `cands` as (provider
-    /// index, model, deployment).
+    /// index, model, deployment, costs).
     pub(crate) fn new<'c>(
         live: Arc<Live>,
         body: Bytes,
-        cands: impl Iterator<Item = (usize, &'c str, &'c str)>,
+        cands: impl Iterator<Item = (usize, &'c str, &'c str, (f64, f64))>,
         request_id: HeaderValue,
         (metrics, clock): (Arc<Metrics>, Clock),
         route: &str,
     ) -> Self {
         let cands = cands
             .filter(|(p, ..)| live.providers.get(*p).is_some_and(|p| p.prefill))
-            .map(|(p, m, d)| (p, m.into(), d.into()))
+            .map(|(provider, m, d, costs)| Cand { provider, model: m.into(), deployment: d.into(), costs })
             .collect();
         Self { live, body, cands, request_id, metrics, route: route.into(), clock }
     }
@@ -72,7 +80,7 @@ impl Resume {
     }
 }
 
-type Continuation = Pin<Box<dyn Future<Output = Option<Relay>> + Send>>;
+type Continuation = Pin<Box<dyn Future<Output = Option<(Relay, Meter)>> + Send>>;
 
 enum Leg {
     /// The stream as it was committed.
@@ -116,17 +124,24 @@ impl Resumed {
         self
     }
 
-    /// The record the broken leg handed over.
-    fn take_record(&self) -> Option<RequestRecord> {
-        self.handoff.lock().ok()?.take()
+    /// The record the broken leg handed over, with its usage: as its provider reported it, or
+    /// (a cut stream rarely got to its usage chunk) estimated as tier1 estimates a request:
+    /// the prompt's bytes / 4 in, the partial answer's bytes / 4 out. The provider billed them.
+    fn take_record(&self) -> Option<(RequestRecord, Option<(u64, u64)>)> {
+        let (record, usage) = self.handoff.lock().ok()?.take()?;
+        let estimate = || {
+            let out = self.transcript.partial().map_or(0, str::len);
+            (self.resume.body.len() as u64 / 4, out as u64 / 4)
+        };
+        Some((record, Some(usage.unwrap_or_else(estimate))))
     }
 
     /// Nothing continues the stream: its record ends broken, the client gets the error event.
     fn give_up(&mut self, err: RelayError) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
         self.leg = Leg::Done;
         self.resume.count("failed");
-        if let Some(r) = self.take_record() {
-            r.finish(End::Broken(None));
+        if let Some((r, usage)) = self.take_record() {
+            r.finish(End::Broken(usage));
         }
         Poll::Ready(Some(Ok(Frame::data(Bytes::from(respond::stream_error(err, Dialect::OpenAi))))))
     }
@@ -174,13 +189,17 @@ impl http_body::Body for Resumed {
                         let err = *err;
                         return this.give_up(err);
                     }
-                    Poll::Ready(Some(relay)) => {
+                    Poll::Ready(Some((relay, meter))) => {
                         let Some(joiner) = this.transcript.joiner() else {
                             let err = *err;
                             return this.give_up(err);
                         };
                         this.resume.count("resumed");
-                        let relay = relay.record(this.take_record());
+                        let record = this.take_record().map(|(mut r, usage)| {
+                            r.next_leg(usage, meter);
+                            r
+                        });
+                        let relay = relay.record(record);
                         this.leg = Leg::Second(Box::new(relay), Box::new(joiner));
                     }
                 },
@@ -213,18 +232,18 @@ impl http_body::Body for Resumed {
 
 /// The first candidate after `first` that continues `prefill`, as a relay of its stream read to
 /// its first content; `None` when none does.
-async fn continuation(resume: &Resume, first: &(usize, Box<str>), prefill: &str) -> Option<Relay> {
+async fn continuation(resume: &Resume, first: &(usize, Box<str>), prefill: &str) -> Option<(Relay, Meter)> {
     let live = &resume.live;
-    for (pi, model, deployment) in &resume.cands {
-        if (*pi, model) == (first.0, &first.1) {
+    for c in &resume.cands {
+        if (c.provider, &c.model) == (first.0, &first.1) {
             continue;
         }
-        let Some(p) = live.providers.get(*pi) else { continue };
-        let body = with_prefill(&resume.body, model, prefill)?;
-        match attempt(resume, p, (model, deployment), &body).await {
-            Some(relay) => return Some(relay),
+        let Some(p) = live.providers.get(c.provider) else { continue };
+        let body = with_prefill(&resume.body, &c.model, prefill)?;
+        match attempt(resume, p, c, &body).await {
+            Some(next) => return Some(next),
             None => {
-                tracing::debug!(provider = %p.name, model = %model, "candidate did not continue the stream")
+                tracing::debug!(provider = %p.name, model = %c.model, "candidate did not continue the stream")
             }
         }
     }
@@ -232,13 +251,9 @@ async fn continuation(resume: &Resume, first: &(usize, Box<str>), prefill: &str)
 }
 
 /// One continuation attempt on `p`'s `model`.
-async fn attempt(
-    resume: &Resume,
-    p: &Provider,
-    (model, deployment): (&str, &str),
-    body: &Bytes,
-) -> Option<Relay> {
+async fn attempt(resume: &Resume, p: &Provider, c: &Cand, body: &Bytes) -> Option<(Relay, Meter)> {
     let (live, request_id, now) = (&resume.live, &resume.request_id, resume.clock.now());
+    let (model, deployment) = (&*c.model, &*c.deployment);
     if p.state.breaker.blocks(now) || p.target_state(model, now).breaker.blocks(now) {
         return None;
     }
@@ -269,8 +284,13 @@ async fn attempt(
     }
     let first_byte = (start + p.first_byte_timeout).min(total);
     let (held, rest) = precommit(resp.into_body(), first_byte, p.idle_timeout, total).await.ok()?;
-    let mut relay =
-        Relay::new(rest, total, true, live.redactor.stream()).prefix(held).idle_timeout(p.idle_timeout);
+    let metrics = p.target_state(model, now).metrics(&resume.metrics, &p.name, p.model_label(model)).clone();
+    let origin = Origin { provider: p.name.clone(), request_id: request_id.clone() };
+    let tap = Tap::new(metrics.clone(), start, true, &held, origin);
+    let mut relay = Relay::new(rest, total, true, live.redactor.stream())
+        .prefix(held)
+        .idle_timeout(p.idle_timeout)
+        .tap(tap);
     match &translated {
         Some(t) => {
             let mut translator = t.stream(model);
@@ -279,7 +299,7 @@ async fn attempt(
         }
         None => relay = relay.filter_events(p.max_event_bytes).openai_end(),
     }
-    Some(relay)
+    Some((relay, Meter { metrics, costs: c.costs }))
 }
 
 /// The client's request for `model`, streamed, with `prefill` as a trailing assistant message.
