@@ -32,8 +32,9 @@ pub struct Filter {
     dropped: u64,
     /// A `data: [DONE]` event went on.
     done: bool,
-    /// An event that went on carries a `finish_reason` string (an OpenAI answer's end).
-    finished: bool,
+    /// The `data:` of the last two events that went on: an OpenAI answer's finish reason is in
+    /// the last or the one before (a usage chunk may follow), read only when the stream ends.
+    recent: [Bytes; 2],
     /// An OpenAI stream: an `{"error": ...}` event breaks it (it is not passed on).
     errors_break: bool,
     /// Such an event came: the stream broke there.
@@ -136,7 +137,7 @@ impl Filter {
             max,
             dropped: 0,
             done: false,
-            finished: false,
+            recent: [Bytes::new(), Bytes::new()],
             errors_break: false,
             errored: false,
         }
@@ -158,21 +159,23 @@ impl Filter {
         self.done
     }
 
-    /// Whether an OpenAI finish reason went on (the answer is whole, `[DONE]` or not).
+    /// Whether an OpenAI finish reason went on last (the answer is whole, `[DONE]` or not).
     pub fn finished(&self) -> bool {
-        self.finished
+        self.recent.iter().any(|d| has_finish_reason(d))
     }
 
-    /// Notes what a well-formed event's `data:` says of the stream's end; `false` when it is
-    /// not to go on (an error event that breaks the stream).
-    fn note(&mut self, data: &[u8]) -> bool {
-        if data == b"[DONE]" {
+    /// Notes what a well-formed event's `data:` says of the stream's end (a cheap look per
+    /// event; the finish reason is searched for only at the end); `false` when it is not to go
+    /// on (an error event that breaks the stream).
+    fn note(&mut self, data: Bytes) -> bool {
+        if *data == *b"[DONE]" {
             self.done = true;
         } else if self.errors_break && data.trim_ascii_start().starts_with(b"{\"error\"") {
             self.errored = true;
             return false;
-        } else if !self.finished {
-            self.finished = has_finish_reason(data);
+        } else {
+            self.recent.swap(0, 1);
+            self.recent[1] = data;
         }
         true
     }
@@ -254,7 +257,7 @@ impl Filter {
             return Bytes::new();
         }
         if let Some(data) = super::data_of(&event)
-            && !self.note(&data)
+            && !self.note(Bytes::from(data.into_owned()))
         {
             return Bytes::new();
         }
@@ -296,10 +299,11 @@ impl Filter {
             }
             let keep = match data {
                 Data::One(from, to) => {
-                    let value = &out.chunk[from..to];
-                    self.note(value.strip_prefix(b" ").unwrap_or(value))
+                    let from = if out.chunk.get(from) == Some(&b' ') { from + 1 } else { from };
+                    self.note(out.chunk.slice(from..to))
                 }
-                Data::Many => super::data_of(&out.chunk[range.clone()]).is_none_or(|d| self.note(&d)),
+                Data::Many => super::data_of(&out.chunk[range.clone()])
+                    .is_none_or(|d| self.note(Bytes::from(d.into_owned()))),
                 Data::None => true,
             };
             if !keep {
@@ -318,7 +322,9 @@ impl Filter {
             self.dropped += 1;
             return false;
         }
-        if super::data_of(&event).is_some_and(|d| !self.note(&d)) {
+        if let Some(d) = super::data_of(&event)
+            && !self.note(Bytes::from(d.into_owned()))
+        {
             return false;
         }
         out.push(Bytes::from(event));

@@ -148,3 +148,31 @@ fn an_event_over_the_cap_is_not_held_but_passed_on_unchecked() {
     // Under the cap, the same event is checked.
     assert_eq!(filtered(&stream, 1500, 8192), ([CONTENT, CONTENT].concat(), 1));
 }
+
+/// What the relay asks when an OpenAI stream ends without `[DONE]`: did a finish reason go out
+/// last (a usage chunk may follow it)? And an error event breaks the stream when asked to.
+#[test]
+fn the_end_of_an_openai_answer_is_noted_and_an_error_event_breaks_it() {
+    let content = Bytes::from_static(
+        b"data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"hi\"},\"finish_reason\":null}]}\n\n",
+    );
+    let stop = Bytes::from_static(
+        b"data: {\"choices\":[{\"index\":0,\"delta\":{},\"finish_reason\": \"stop\"}]}\n\n",
+    );
+    let usage = Bytes::from_static(b"data: {\"choices\":[],\"usage\":{\"prompt_tokens\":1}}\n\n");
+    let mut f = Filter::new(0);
+    f.feed(&content);
+    assert!(!f.finished() && !f.done());
+    f.feed(&stop);
+    f.feed(&usage);
+    assert!(f.finished(), "a finish reason before a usage chunk");
+    f.feed(&Bytes::from_static(b"data: [DONE]\n\n"));
+    assert!(f.done());
+    let mut f = Filter::new(0);
+    f.errors_break();
+    let error = Bytes::from_static(b"data: {\"error\":{\"message\":\"boom\"}}\n\n");
+    let both = Bytes::from([&content[..], &error[..], &content[..]].concat());
+    assert_eq!(f.feed(&both), content, "what came before the error goes on, nothing after");
+    assert!(f.errored());
+    assert!(f.feed(&content).is_empty());
+}
