@@ -1,5 +1,8 @@
-//! Command-line parsing (no dependency: four subcommands and a handful of flags), and the
-//! listener addresses that flags and the environment override.
+//! Command-line parsing (no dependency: four subcommands and a handful of flags, and Bifrost's
+//! flags for a front that starts its sidecar itself), and the listener addresses that flags and
+//! the environment override.
+
+mod launch;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -7,6 +10,8 @@ use std::time::Duration;
 
 use crate::config::Env;
 use crate::reload::Overrides;
+
+pub use launch::{APP_DIR_CONFIG, ConfigChoice, Launch, LogLevel, choose_config};
 
 /// What to do.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -19,6 +24,8 @@ pub enum Command {
         listen: Option<String>,
         /// `--probe-listen ADDR`, overriding `server.probe_listen`.
         probe_listen: Option<String>,
+        /// Bifrost's flags (`-port`, `-host`, `-app-dir`, `-log-level`, `-log-style`).
+        launch: Launch,
     },
     /// Validate a config file and exit non-zero listing every problem; with `--against URL`,
     /// also print what differs from the config a running instance has.
@@ -65,6 +72,12 @@ Usage:
   tier1 mock-upstream [--listen ADDR] [--config FILE]
                                                  run the fault-injecting mock provider
   tier1 health [--url URL] [--timeout 2s]        exit 0 if URL answers 2xx (container healthcheck)
+  tier1 -port N [-host IP] [-app-dir DIR] [-log-level L] [-log-style S]
+                                                 serve, started as a front starts its Bifrost
+                                                 sidecar: -host and -port set the listen address,
+                                                 DIR/tier1.toml is the config (none: the demo, with
+                                                 a warning), L is debug|info|warn|error, S is
+                                                 json|pretty; --port etc. work too
   tier1 --help | --version
 
 Environment:
@@ -88,14 +101,19 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Command, String> 
     let mut timeout = None;
     let mut against = None;
     let mut admin_key = None;
+    let mut launch = Launch::default();
     while let Some(arg) = args.next() {
+        // `--flag=value`, and Go's `-flag=value` for Bifrost's flags.
         let (flag, inline) = match arg.split_once('=') {
-            Some((f, v)) if f.starts_with("--") => (f.to_owned(), Some(v.to_owned())),
+            Some((f, v)) if f.starts_with('-') => (f.to_owned(), Some(v.to_owned())),
             _ => (arg.clone(), None),
         };
         let mut value = |name: &str| {
             inline.clone().or_else(|| args.next()).ok_or_else(|| format!("{name} needs a value"))
         };
+        if launch.take(&flag, || value(&flag))? {
+            continue;
+        }
         match flag.as_str() {
             "-h" | "--help" => return Ok(Command::Help),
             "-V" | "--version" => return Ok(Command::Version),
@@ -116,13 +134,17 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Command, String> 
         |flag: &str, present: bool| if present { Err(format!("{flag} does not apply here")) } else { Ok(()) };
     if !matches!(sub.as_deref(), None | Some("run")) {
         misplaced("--probe-listen", probe_listen.is_some())?;
+        misplaced("Bifrost's -port, -host, -app-dir and -log-level", launch.given())?;
     }
     match sub.as_deref() {
         None | Some("run") => {
             misplaced("--against", against.is_some())?;
             misplaced("--url", url.is_some())?;
             misplaced("--timeout", timeout.is_some())?;
-            Ok(Command::Run { config, listen, probe_listen })
+            if listen.is_some() && (launch.host.is_some() || launch.port.is_some()) {
+                return Err("--listen and -host/-port both set the listen address: give one".into());
+            }
+            Ok(Command::Run { config, listen, probe_listen, launch })
         }
         Some("check") => {
             misplaced("--listen", listen.is_some())?;
@@ -174,13 +196,17 @@ mod tests {
 
     #[test]
     fn parses_subcommands() {
-        assert_eq!(p(&[]), Ok(Command::Run { config: None, listen: None, probe_listen: None }));
+        assert_eq!(
+            p(&[]),
+            Ok(Command::Run { config: None, listen: None, probe_listen: None, launch: Launch::default() })
+        );
         assert_eq!(
             p(&["--config", "a.toml", "--listen=127.0.0.1:0"]),
             Ok(Command::Run {
                 config: Some("a.toml".into()),
                 listen: Some("127.0.0.1:0".into()),
-                probe_listen: None
+                probe_listen: None,
+                launch: Launch::default(),
             })
         );
         assert_eq!(
@@ -188,7 +214,8 @@ mod tests {
             Ok(Command::Run {
                 config: None,
                 listen: Some("127.0.0.1:8080".into()),
-                probe_listen: Some("0.0.0.0:9901".into())
+                probe_listen: Some("0.0.0.0:9901".into()),
+                launch: Launch::default(),
             })
         );
         assert!(p(&["mock-upstream", "--probe-listen", "0.0.0.0:9901"]).is_err());
@@ -218,6 +245,50 @@ mod tests {
         assert!(p(&["--bogus"]).is_err());
         assert!(p(&["--config"]).is_err());
         assert_eq!(p(&["--help"]), Ok(Command::Help));
+    }
+
+    #[test]
+    fn parses_the_flags_a_front_starts_bifrost_with() {
+        let want = Launch {
+            port: Some(20128),
+            host: Some("127.0.0.1".parse().unwrap()),
+            app_dir: Some("/data/services/bifrost".into()),
+            log_level: Some(LogLevel::Warn),
+            log_json: None,
+        };
+        let run = |launch| Command::Run { config: None, listen: None, probe_listen: None, launch };
+        // OmniRoute's installer: `-port N -host 127.0.0.1 -app-dir DIR -log-level warn`.
+        let front = [
+            "-port",
+            "20128",
+            "-host",
+            "127.0.0.1",
+            "-app-dir",
+            "/data/services/bifrost",
+            "-log-level",
+            "warn",
+        ];
+        assert_eq!(p(&front), Ok(run(want.clone())));
+        assert_eq!(
+            p(&[
+                "run",
+                "--port=20128",
+                "-host=127.0.0.1",
+                "--app-dir",
+                "/data/services/bifrost",
+                "-log-level=warn"
+            ]),
+            Ok(run(want.clone()))
+        );
+        assert_eq!(p(&[&front[..], &["-no-migrate"]].concat()), Ok(run(want)));
+        assert_eq!(
+            p(&["-port", "1", "--listen", "127.0.0.1:2"]),
+            Err("--listen and -host/-port both set the listen address: give one".into())
+        );
+        assert!(p(&["check", "-c", "x.toml", "-port", "1"]).is_err());
+        assert_eq!(p(&["-port"]), Err("-port needs a value".into()));
+        assert!(p(&["-port", "x"]).unwrap_err().contains("want a port number"));
+        assert!(p(&["-bogus"]).is_err());
     }
 
     #[test]

@@ -40,7 +40,7 @@ fn main() -> ExitCode {
                 }
             }
         }
-        Command::Run { config, listen, probe_listen } => serve(config, listen, probe_listen),
+        Command::Run { config, listen, probe_listen, launch } => serve(config, listen, probe_listen, launch),
         Command::MockUpstream { listen, config } => mock_upstream(&listen, config),
         Command::Health { url, timeout } => {
             let result = runtime().and_then(|rt| rt.block_on(tier1::health_check(&url, timeout)));
@@ -74,14 +74,18 @@ fn runtime() -> Result<tokio::runtime::Runtime, String> {
 /// Logs go to stderr; the access log (one line per request, target `tier1::access`) to stdout.
 /// `json`: one JSON object per line, fields at the top level. The level filter is global, not per
 /// layer, so callsites below it (hyper's and h2's traces, on every request) are disabled once at
-/// registration instead of being checked and dispatched at every call.
+/// registration instead of being checked and dispatched at every call. The ready lines (target
+/// `tier1::ready`) pass any level: a supervisor reads them even when told `-log-level error`.
 fn init_logging(config_level: &str, json: bool) {
     use tracing_subscriber::Layer;
     use tracing_subscriber::filter::filter_fn;
     use tracing_subscriber::layer::SubscriberExt;
     use tracing_subscriber::util::SubscriberInitExt;
     let level = ProcessEnv.var("TIER1_LOG").unwrap_or_else(|| config_level.to_owned());
-    let filter: tracing_subscriber::filter::Targets = level.parse().unwrap_or_default();
+    let filter: tracing_subscriber::filter::Targets = level
+        .parse::<tracing_subscriber::filter::Targets>()
+        .unwrap_or_default()
+        .with_target(READY, tracing::Level::INFO);
     type Filtered =
         tracing_subscriber::layer::Layered<tracing_subscriber::filter::Targets, tracing_subscriber::Registry>;
     type Boxed = Box<dyn Layer<Filtered> + Send + Sync>;
@@ -104,14 +108,26 @@ fn init_logging(config_level: &str, json: bool) {
     let _ = tracing_subscriber::registry().with(filter).with(layers).try_init();
 }
 
-/// The config to serve: the file (from `--config` or `TIER1_CONFIG`), or the built-in demo.
-/// Returns it with its text and, for a file, the reload source.
-fn load(path: Option<std::path::PathBuf>) -> Result<(Config, String, Option<Source>), String> {
-    let path = path.or_else(|| ProcessEnv.var("TIER1_CONFIG").map(Into::into));
-    let Some(path) = path else {
-        return parse_config(DEMO_TOML, Format::Toml, &ProcessEnv)
-            .map(|c| (c, DEMO_TOML.to_owned(), None))
-            .map_err(|errors| check::prefixed("built-in demo config", &errors));
+/// The target of the lines saying tier1 is serving.
+const READY: &str = "tier1::ready";
+
+/// The config to serve (`--config`, `TIER1_CONFIG`, `-app-dir`'s `tier1.toml`, or the built-in
+/// demo, warned about on stderr when `-app-dir` had none). Returns it with its text and, for a
+/// file, the reload source.
+fn load(
+    path: Option<std::path::PathBuf>,
+    app_dir: Option<&std::path::Path>,
+) -> Result<(Config, String, Option<Source>), String> {
+    let path = match cli::choose_config(path, app_dir, &ProcessEnv) {
+        cli::ConfigChoice::File(path) => path,
+        cli::ConfigChoice::Demo(warning) => {
+            if let Some(w) = warning {
+                eprintln!("{w}");
+            }
+            return parse_config(DEMO_TOML, Format::Toml, &ProcessEnv)
+                .map(|c| (c, DEMO_TOML.to_owned(), None))
+                .map_err(|errors| check::prefixed("built-in demo config", &errors));
+        }
     };
     let text =
         std::fs::read_to_string(&path).map_err(|e| format!("error: cannot read {}: {e}", path.display()))?;
@@ -124,23 +140,26 @@ fn serve(
     config_path: Option<std::path::PathBuf>,
     listen: Option<String>,
     probe_listen: Option<String>,
+    launch: cli::Launch,
 ) -> ExitCode {
-    let (mut config, text, mut source) = match load(config_path) {
+    let (mut config, text, mut source) = match load(config_path, launch.app_dir.as_deref()) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("{e}");
             return ExitCode::FAILURE;
         }
     };
-    init_logging(&config.log.level, config.log.json);
+    let level = launch.log_level.map_or_else(|| config.log.level.clone(), |l| l.filter().to_owned());
+    init_logging(&level, launch.log_json.unwrap_or(config.log.json));
     // The command line and the environment override the file's addresses.
-    let overrides = match cli::overrides(listen, probe_listen, &ProcessEnv) {
+    let mut overrides = match cli::overrides(listen, probe_listen, &ProcessEnv) {
         Ok(o) => o,
         Err(e) => {
             eprintln!("{e}");
             return ExitCode::from(2);
         }
     };
+    launch.patch(&mut overrides, config.server.listen);
     overrides.apply(&mut config);
     if let Some(s) = source.as_mut() {
         s.overrides = overrides;
@@ -152,7 +171,11 @@ fn serve(
         let origin = source
             .as_ref()
             .map_or_else(|| "built-in demo config".to_owned(), |s| s.path.display().to_string());
-        tracing::info!(config = %origin, "tier1 {} listening on http://{addr}", VERSION);
+        tracing::info!(target: READY, config = %origin, "tier1 {} listening on http://{addr}", VERSION);
+        if launch.given() {
+            // What scripts that start Bifrost wait for (OmniRoute's supervisor polls the port).
+            tracing::info!(target: READY, "successfully started bifrost, serving UI on http://{addr}");
+        }
         let options = tier1::Options { config, source, text, admin_listener: None, probe_listener: None };
         match tier1::serve(listener, options, shutdown_signal()).await {
             Ok(()) => ExitCode::SUCCESS,

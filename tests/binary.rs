@@ -1,5 +1,5 @@
 //! Black-box tests of the real `tier1` binary: first run with no config, SIGTERM drain, port in
-//! use, `check`, `mock-upstream` and `health`.
+//! use, `check`, `mock-upstream` and `health`, and the launch a front's supervisor makes.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code: failing loudly is the point
 
@@ -378,4 +378,115 @@ fn check_lists_every_structural_error_at_once() {
         .collect();
     assert_eq!(paths, ["server.listen", "routes[0].targets", "limits[0].rpm"], "{stderr}");
     std::fs::remove_file(bad).unwrap();
+}
+
+/// Starts tier1 as OmniRoute's supervisor starts its Bifrost sidecar (its installer's spawn
+/// arguments: `-port N -host 127.0.0.1 -app-dir DIR -log-level L`, in DIR), on a picked port (others
+/// while it is taken), and waits for Bifrost's ready line, the one scripts that start Bifrost grep.
+async fn start_supervised(dir: &std::path::Path, level: &str, env: &[(&str, &str)]) -> Server {
+    start_server("tier1, supervised", 1, "successfully started bifrost", |ports| {
+        let mut cmd = std::process::Command::new(BIN);
+        cmd.args(["-port", &ports[0].to_string(), "-host", "127.0.0.1"])
+            .args(["-app-dir", dir.to_str().unwrap(), "-log-level", level])
+            .current_dir(dir)
+            .envs(env.iter().copied());
+        for var in ["TIER1_CONFIG", "TIER1_LISTEN", "TIER1_PROBE_LISTEN", "TIER1_LOG"] {
+            cmd.env_remove(var);
+        }
+        cmd
+    })
+    .await
+}
+
+/// The front's health loop, bounded and without a key (its supervisor's and its model sync's
+/// requests): polls `GET /v1/models` until it answers 200, then checks it and `GET /health` a few
+/// rounds more. Returns the listed model ids.
+async fn health_loop(base: &str) -> Vec<String> {
+    let models = format!("{base}/v1/models");
+    let healthy = wait_until(Duration::from_secs(10), || async {
+        let req = http::Request::get(&models).body(http_body_util::Full::new(bytes::Bytes::new())).unwrap();
+        client().request(req).await.is_ok_and(|r| r.status() == 200)
+    })
+    .await;
+    assert!(healthy, "{models} never answered 200");
+    let mut ids = Vec::new();
+    for _ in 0..3 {
+        let list = get(&models).await;
+        assert_eq!(list.status, 200, "{}", list.text());
+        assert_eq!(list.header("content-type"), Some("application/json"));
+        let list = list.json();
+        assert_eq!(list["object"], "list", "{list}");
+        ids = list["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| {
+                assert_eq!(m["object"], "model", "{m}");
+                m["id"].as_str().unwrap().to_owned()
+            })
+            .collect();
+        let health = get(&format!("{base}/health")).await;
+        assert_eq!(health.status, 200, "{}", health.text());
+    }
+    ids
+}
+
+/// The address the ready lines name: `-host` and `-port`, both honoured.
+fn assert_bound_as_told(server: &Server) -> String {
+    let addr = format!("127.0.0.1:{}", server.ports[0]);
+    let want = format!("successfully started bifrost, serving UI on http://{addr}");
+    assert!(server.ready_line.contains(&want), "{}", server.ready_line);
+    let listening = format!("listening on http://{addr}");
+    assert!(server.before.iter().any(|l| l.contains(&listening)), "{:?}", server.before);
+    format!("http://{addr}")
+}
+
+#[tokio::test]
+async fn a_supervised_launch_with_no_tier1_toml_serves_the_demo_and_says_so() {
+    let dir = TempDir::new("supervised-demo");
+    std::fs::write(dir.path("config.json"), "{}").unwrap(); // Bifrost's, left by a previous install
+    let server = start_supervised(&dir.0, "info", &[]).await;
+    let base = assert_bound_as_told(&server);
+    let warnings: Vec<_> = server.before.iter().filter(|l| l.starts_with("WARNING:")).collect();
+    assert_eq!(warnings.len(), 1, "{:?}", server.before);
+    let looked_for = dir.path("tier1.toml").display().to_string();
+    assert!(warnings[0].contains(&looked_for) && warnings[0].contains("demo"), "{}", warnings[0]);
+    assert!(warnings[0].contains("mock providers") && warnings[0].contains("config.json"), "{}", warnings[0]);
+    let ids = health_loop(&base).await;
+    assert!(ids.contains(&"demo".to_owned()) && ids.contains(&"mock/mock-1".to_owned()), "{ids:?}");
+    let a = post(&format!("{base}/v1/chat/completions"), &[], &chat("demo")).await;
+    assert_eq!(a.status, 200, "{}", a.text());
+    assert!(a.json()["choices"][0]["message"]["content"].as_str().unwrap().contains("mock provider"));
+}
+
+#[tokio::test]
+async fn a_supervised_launch_serves_the_app_dirs_tier1_toml() {
+    let dir = TempDir::new("supervised-file");
+    std::fs::write(
+        dir.path("tier1.toml"),
+        r#"
+[server]
+listen = "127.0.0.1:1"                  # -host and -port win
+api_keys = ["env:FRONT_KEY"]
+[providers.local]
+kind = "mock"
+[providers.local.mock]
+reply = "from the app dir"
+[[routes]]
+name = "supervised"
+targets = [{ provider = "local", model = "m" }]
+"#,
+    )
+    .unwrap();
+    // `warn`: what OmniRoute's installer passes; the ready lines pass any level.
+    let server = start_supervised(&dir.0, "warn", &[("FRONT_KEY", "front-key")]).await;
+    let base = assert_bound_as_told(&server);
+    assert!(!server.before.iter().any(|l| l.contains("WARNING")), "{:?}", server.before);
+    let ids = health_loop(&base).await;
+    assert!(ids.contains(&"supervised".to_owned()) && !ids.contains(&"demo".to_owned()), "{ids:?}");
+    let url = format!("{base}/v1/chat/completions");
+    let a = post(&url, &[("authorization", "Bearer front-key")], &chat("supervised")).await;
+    assert_eq!(a.status, 200, "{}", a.text());
+    assert_eq!(a.json()["choices"][0]["message"]["content"], "from the app dir");
+    assert_eq!(post(&url, &[], &chat("supervised")).await.status, 401);
 }

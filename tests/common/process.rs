@@ -145,6 +145,8 @@ pub struct Server {
     pub ports: Vec<u16>,
     /// The line that said it was ready.
     pub ready_line: String,
+    /// Its lines before the ready line.
+    pub before: Vec<String>,
     /// Its stdout and stderr lines from after the ready line; closed when it exits.
     pub lines: UnboundedReceiver<String>,
 }
@@ -175,7 +177,7 @@ fn pick_port() -> u16 {
 
 /// Starts a server that cannot report the port it bound (redis-server, Caddy): picks `n` ports,
 /// runs `make(&ports)` and reads its output until a line containing `ready`. When it exits first
-/// because a port was taken ("address already in use"), tries again with other ports, at most
+/// because a port was taken ("already in use"), tries again with other ports, at most
 /// [`PICKS`] times; any other early exit fails the test with the server's output.
 pub async fn start_server(
     what: &str,
@@ -236,12 +238,13 @@ async fn start_on(what: &str, ports: Vec<u16>, ready: &str, mut cmd: Command) ->
     match found {
         Ok(true) => {
             let ready_line = seen.pop().unwrap_or_default();
-            Ok(Server { child, ports, ready_line, lines })
+            Ok(Server { child, ports, ready_line, before: seen, lines })
         }
         Ok(false) => {
             let _ = child.wait();
             let out = seen.join("\n");
-            if out.to_lowercase().contains("address already in use") {
+            // The OS's words, and tier1's ("error: ADDR is already in use; ...").
+            if out.to_lowercase().contains("already in use") {
                 return Err(Taken);
             }
             panic!("{what} exited before it was ready:\n{out}");
