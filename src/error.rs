@@ -173,9 +173,17 @@ pub(crate) enum ProxyError {
     #[error("rate limit '{}' exceeded", .0.limit)]
     Limited(Box<crate::ratelimit::Rejection>),
     /// The model's providers do not speak the request's format (translation between formats is
-    /// not built yet).
-    #[error("model '{0}' is served by providers that do not speak this API format")]
-    WrongFormat(Box<str>),
+    /// not built yet, as for the Responses API to Anthropic or Gemini).
+    #[error(
+        "model '{model}' is served only by providers that do not speak this API format; \
+         it goes to {served_by} providers"
+    )]
+    WrongFormat {
+        /// The client's model name.
+        model: Box<str>,
+        /// The provider kinds that serve this API, as a list for the message.
+        served_by: Box<str>,
+    },
     /// The request cannot be written in the format of the provider chosen for it.
     #[error("cannot translate the request for {provider}: {why}")]
     Untranslatable {

@@ -10,4 +10,6 @@ pub enum Operation {
     Embeddings,
     /// Anthropic Messages (the Anthropic-format ingress, relayed natively).
     Messages,
+    /// The OpenAI Responses API (`/v1/responses`), relayed natively to OpenAI-wire providers only.
+    Responses,
 }

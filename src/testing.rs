@@ -24,7 +24,7 @@ pub mod sse {
 pub mod mock {
     pub use crate::mock::{
         Behavior, DEFAULT_REPLY, anthropic_frames, anthropic_json, completion_json, gemini_frames,
-        gemini_json, server, stream_frames, tools,
+        gemini_json, responses_frames, responses_json, server, stream_frames, tools,
     };
 }
 

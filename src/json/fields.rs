@@ -51,10 +51,12 @@ pub(super) fn scan_with(
         Schema::Chat => check_chat(&obj)?,
         Schema::Embeddings => check_embeddings(&obj)?,
         Schema::Messages => check_messages(&obj)?,
+        Schema::Responses => check_responses(&obj)?,
     }
     let spans = super::spans::spans(body, buffers.structural_indexes()).ok_or(ScanError::NotJson)??;
-    let max_tokens =
-        ["max_completion_tokens", "max_tokens"].iter().find_map(|f| obj.get(*f).and_then(|v| v.as_u64()));
+    let max_tokens = ["max_completion_tokens", "max_tokens", "max_output_tokens"]
+        .iter()
+        .find_map(|f| obj.get(*f).and_then(|v| v.as_u64()));
     Ok(Scanned { model, stream, fallbacks, max_tokens, spans })
 }
 
@@ -89,6 +91,14 @@ fn check_messages(obj: &Object<'_, '_>) -> Result<(), ScanError> {
         return Err(ScanError::WrongType { field: "messages", want: "an array" });
     }
     optional(obj, "max_tokens", "a non-negative integer", |v| v.as_u64().is_some())?;
+    Ok(())
+}
+
+/// A Responses body: `input` may be absent (a stored prompt, or `previous_response_id`, carries
+/// it); the provider checks the rest.
+fn check_responses(obj: &Object<'_, '_>) -> Result<(), ScanError> {
+    optional(obj, "input", "a string or an array", |v| v.as_str().is_some() || v.is_array())?;
+    optional(obj, "max_output_tokens", "a non-negative integer", |v| v.as_u64().is_some())?;
     Ok(())
 }
 

@@ -29,6 +29,8 @@ pub enum Schema {
     Embeddings,
     /// Anthropic `/v1/messages`.
     Messages,
+    /// OpenAI `/v1/responses`.
+    Responses,
 }
 
 /// Why a body was refused (all map to 400).
@@ -104,7 +106,8 @@ pub struct Scanned {
     pub stream: Option<bool>,
     /// Bifrost-style `fallbacks`: more models to try, in order (removed before forwarding).
     pub fallbacks: Vec<String>,
-    /// `max_completion_tokens` or `max_tokens`, for the token estimate of rate limits.
+    /// `max_completion_tokens`, `max_tokens` or `max_output_tokens` (Responses), for the token
+    /// estimate of rate limits.
     pub max_tokens: Option<u64>,
     spans: Spans,
 }

@@ -189,3 +189,25 @@ fn refuses_bad_bodies() {
     assert_eq!(scan(br#"{"model":"e"}"#, Schema::Embeddings), Err(ScanError::Missing("input")));
     assert!(scan(br#"{"model":"e","input":["a","b"]}"#, Schema::Embeddings).is_ok());
 }
+
+#[test]
+fn responses_bodies_need_a_model_and_take_input_as_text_or_items() {
+    let scan = |body: &str| scan(body.as_bytes(), Schema::Responses);
+    let raw = r#"{"model":"up/gpt-4o","input":"hi","stream":true,"max_output_tokens":64}"#;
+    let s = scan(raw).unwrap();
+    assert_eq!((s.model.as_str(), s.stream, s.max_tokens), ("up/gpt-4o", Some(true), Some(64)));
+    let out = s.splice(&Bytes::from(raw), "gpt-4o", false);
+    assert_eq!(&out[..], raw.replace("up/gpt-4o", "gpt-4o").as_bytes());
+    assert!(scan(r#"{"model":"m","input":[{"role":"user","content":"hi"}]}"#).is_ok());
+    // A stored prompt or a previous response may carry the input.
+    assert!(scan(r#"{"model":"m","previous_response_id":"resp_1"}"#).is_ok());
+    assert_eq!(scan(r#"{"input":"hi"}"#), Err(ScanError::Missing("model")));
+    assert_eq!(
+        scan(r#"{"model":"m","input":3}"#),
+        Err(ScanError::WrongType { field: "input", want: "a string or an array" })
+    );
+    assert_eq!(
+        scan(r#"{"model":"m","input":"hi","stream":"yes"}"#),
+        Err(ScanError::WrongType { field: "stream", want: "a boolean" })
+    );
+}

@@ -47,6 +47,8 @@ pub(crate) enum MockEndpoint {
     Embeddings,
     /// Anthropic `/v1/messages`.
     Messages,
+    /// OpenAI `/responses` (text answers only: the mock makes no tool calls in this format).
+    Responses,
     /// Gemini `models/{model}:generateContent`, or `:streamGenerateContent` when `stream`.
     Generate {
         /// The model from the URL.
@@ -82,7 +84,10 @@ pub(crate) async fn answer(
         return error_response(status, behavior.retry_after.clone(), &endpoint);
     }
     let (req, tool, reply) = match serde_json::from_slice::<serde_json::Value>(body) {
-        Ok(v) => (MockRequest::deserialize(&v), tools::to_call(&v), continued(&v, &behavior.reply)),
+        Ok(v) => {
+            let tool = if endpoint == MockEndpoint::Responses { None } else { tools::to_call(&v) };
+            (MockRequest::deserialize(&v), tool, continued(&v, &behavior.reply))
+        }
         Err(e) => (Err(e), None, &*behavior.reply),
     };
     let req = match req {
@@ -118,6 +123,10 @@ pub(crate) async fn answer(
             sse(anthropic_frames(&req.model, reply, id), behavior, observer)
         }
         MockEndpoint::Messages => json_response(StatusCode::OK, anthropic_json(&req.model, reply, id)),
+        MockEndpoint::Responses if req.stream == Some(true) => {
+            sse(responses_frames(&req.model, reply, id), behavior, observer)
+        }
+        MockEndpoint::Responses => json_response(StatusCode::OK, responses_json(&req.model, reply, id)),
         MockEndpoint::Chat if req.stream == Some(true) => {
             let include_usage = req.stream_options.as_ref().is_some_and(|o| o.include_usage);
             let mut resp = sse(stream_frames(&req.model, reply, id, include_usage), behavior, observer);
@@ -341,6 +350,83 @@ pub fn anthropic_frames(model: &str, reply: &str, id: u64) -> VecDeque<Bytes> {
     frames.push_back(event("message_delta", serde_json::json!({"type": "message_delta",
         "delta": {"stop_reason": "end_turn", "stop_sequence": null}, "usage": {"output_tokens": words(reply).count()}})));
     frames.push_back(event("message_stop", serde_json::json!({"type": "message_stop"})));
+    frames
+}
+
+/// A Responses API `response` object: `output` empty while in progress, else the one message.
+fn response_object(model: &str, reply: &str, id: u64, done: bool) -> serde_json::Value {
+    let output = words(reply).count();
+    let (status, items, usage) = if done {
+        let item = responses_message(reply, id, true);
+        let usage = serde_json::json!({"input_tokens": 9, "input_tokens_details": {"cached_tokens": 0},
+            "output_tokens": output, "output_tokens_details": {"reasoning_tokens": 0}, "total_tokens": 9 + output});
+        ("completed", vec![item], usage)
+    } else {
+        ("in_progress", Vec::new(), serde_json::Value::Null)
+    };
+    serde_json::json!({
+        "id": format!("resp_mock_{id}"), "object": "response", "created_at": unix_now(), "status": status,
+        "error": null, "incomplete_details": null, "instructions": null, "max_output_tokens": null,
+        "model": model, "output": items, "parallel_tool_calls": true, "previous_response_id": null,
+        "reasoning": {"effort": null, "summary": null}, "store": false, "temperature": 1.0,
+        "text": {"format": {"type": "text"}}, "tool_choice": "auto", "tools": [], "top_p": 1.0,
+        "truncation": "disabled", "usage": usage, "user": null, "metadata": {},
+    })
+}
+
+/// The message output item of a Responses answer (`done`: with its text).
+fn responses_message(reply: &str, id: u64, done: bool) -> serde_json::Value {
+    let content = if done {
+        serde_json::json!([{"type": "output_text", "text": reply, "annotations": []}])
+    } else {
+        serde_json::json!([])
+    };
+    let status = if done { "completed" } else { "in_progress" };
+    serde_json::json!({"id": format!("msg_mock_{id}"), "type": "message", "status": status,
+        "role": "assistant", "content": content})
+}
+
+/// A non-streaming Responses API answer.
+pub fn responses_json(model: &str, reply: &str, id: u64) -> Bytes {
+    Bytes::from(response_object(model, reply, id, true).to_string())
+}
+
+/// A Responses API stream, as OpenAI sends one: `response.created`, `response.in_progress`, the
+/// message item and its text part added, one `response.output_text.delta` per word, the text,
+/// part and item done, `response.completed` with the usage. Every event is named and numbered
+/// (`sequence_number`); there is no `[DONE]`.
+pub fn responses_frames(model: &str, reply: &str, id: u64) -> VecDeque<Bytes> {
+    let item_id = format!("msg_mock_{id}");
+    let mut frames = VecDeque::new();
+    let mut push = |mut v: serde_json::Value| {
+        let name = v["type"].as_str().unwrap_or_default().to_owned();
+        v["sequence_number"] = frames.len().into();
+        frames.push_back(Bytes::from(format!("event: {name}\ndata: {v}\n\n")));
+    };
+    push(
+        serde_json::json!({"type": "response.created", "response": response_object(model, reply, id, false)}),
+    );
+    push(
+        serde_json::json!({"type": "response.in_progress", "response": response_object(model, reply, id, false)}),
+    );
+    push(serde_json::json!({"type": "response.output_item.added", "output_index": 0,
+        "item": responses_message(reply, id, false)}));
+    let part = |text: &str| serde_json::json!({"type": "output_text", "text": text, "annotations": []});
+    push(serde_json::json!({"type": "response.content_part.added", "item_id": item_id, "output_index": 0,
+        "content_index": 0, "part": part("")}));
+    for w in words(reply) {
+        push(serde_json::json!({"type": "response.output_text.delta", "item_id": item_id, "output_index": 0,
+            "content_index": 0, "delta": w, "logprobs": []}));
+    }
+    push(serde_json::json!({"type": "response.output_text.done", "item_id": item_id, "output_index": 0,
+        "content_index": 0, "text": reply, "logprobs": []}));
+    push(serde_json::json!({"type": "response.content_part.done", "item_id": item_id, "output_index": 0,
+        "content_index": 0, "part": part(reply)}));
+    push(serde_json::json!({"type": "response.output_item.done", "output_index": 0,
+        "item": responses_message(reply, id, true)}));
+    push(
+        serde_json::json!({"type": "response.completed", "response": response_object(model, reply, id, true)}),
+    );
     frames
 }
 

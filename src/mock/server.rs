@@ -360,6 +360,7 @@ async fn handle(shared: &Shared, req: Request<Incoming>) -> Response<MockBody> {
         (&Method::POST, p) if p.ends_with("/chat/completions") => MockEndpoint::Chat,
         (&Method::POST, p) if p.ends_with("/embeddings") => MockEndpoint::Embeddings,
         (&Method::POST, p) if p.ends_with("/v1/messages") => MockEndpoint::Messages,
+        (&Method::POST, p) if p.ends_with("/responses") => MockEndpoint::Responses,
         (&Method::GET, p) if p.ends_with("/models") => return models(shared),
         _ => {
             return json_response(

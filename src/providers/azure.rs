@@ -1,6 +1,10 @@
 //! `kind = "azure"`: OpenAI on Azure. Keys go in `api-key`; the URL names the deployment (a
 //! target's `deployment`, else its model) and carries `api-version`. There is no default
 //! resource, so `base_url` is required.
+//!
+//! The Responses API is the exception: Azure serves it only on its v1 API,
+//! `{base}/openai/v1/responses`, which takes no `api-version` (the dated versions tier1 sends
+//! elsewhere predate it) and no deployment in the path: the body's `model` names the deployment.
 
 use http::{HeaderName, Uri};
 
@@ -39,9 +43,15 @@ impl Kind for Azure {
     fn direct_model(&self, model: &str) -> bool {
         path_safe(model)
     }
+
+    /// The v1 Responses URL names no deployment: the body does.
+    fn body_model<'m>(&self, op: Operation, model: &'m str, deployment: &'m str) -> &'m str {
+        if op == Operation::Responses { deployment } else { model }
+    }
 }
 
-/// `{base}/openai/deployments/{deployment}/{path}?api-version={version}`.
+/// `{base}/openai/deployments/{deployment}/{path}?api-version={version}`; Responses at
+/// `{base}/openai/v1/responses`.
 struct Deployments {
     base: String,
     version: String,
@@ -51,6 +61,9 @@ impl Endpoints for Deployments {
     /// A direct request's deployment passed [`Kind::direct_model`]; a route's was validated
     /// with the config.
     fn uri(&self, op: Operation, _stream: bool, deployment: &str) -> Option<Uri> {
+        if op == Operation::Responses {
+            return Uri::try_from(format!("{}/openai/v1/responses", self.base)).ok();
+        }
         let path = if op == Operation::Embeddings { "embeddings" } else { "chat/completions" };
         let (base, version) = (&self.base, &self.version);
         Uri::try_from(format!("{base}/openai/deployments/{deployment}/{path}?api-version={version}")).ok()
@@ -77,6 +90,13 @@ mod tests {
             e.uri(Operation::Embeddings, false, "emb.3").unwrap().to_string(),
             "https://r.openai.azure.com/openai/deployments/emb.3/embeddings?api-version=2024-10-21"
         );
+        // The v1 API: no deployment in the path, no api-version; the body names the deployment.
+        assert_eq!(
+            e.uri(Operation::Responses, true, "gpt-4o").unwrap().to_string(),
+            "https://r.openai.azure.com/openai/v1/responses"
+        );
+        assert_eq!(Azure.body_model(Operation::Responses, "gpt-4o", "prod-4o"), "prod-4o");
+        assert_eq!(Azure.body_model(Operation::Chat, "gpt-4o", "prod-4o"), "gpt-4o");
     }
 
     #[test]

@@ -29,7 +29,7 @@ mod tests {
     fn answers_in_process_every_operation_natively() {
         assert!(ProviderKind::Mock.in_process());
         assert!(!ProviderKind::OpenAi.in_process());
-        for op in [Operation::Chat, Operation::Embeddings, Operation::Messages] {
+        for op in [Operation::Chat, Operation::Embeddings, Operation::Messages, Operation::Responses] {
             assert!(Mock.wire().speaks(op));
         }
     }

@@ -94,6 +94,13 @@ pub trait Kind: Sync {
         let _ = model;
         true
     }
+
+    /// The model name the upstream body of `op` carries: the target's model, unless the kind's
+    /// URL for `op` names no deployment (Azure's Responses API, where the body names it).
+    fn body_model<'m>(&self, op: Operation, model: &'m str, deployment: &'m str) -> &'m str {
+        let _ = (op, deployment);
+        model
+    }
 }
 
 /// The URL of each call of one provider.
@@ -134,8 +141,10 @@ impl Wire {
     /// Whether a request of `op` can be served, natively or translated.
     pub fn speaks(self, op: Operation) -> bool {
         match self {
+            // The Responses API is relayed natively only (translation is not built yet).
+            Self::OpenAi | Self::Client => true,
             // Anthropic messages are translated to OpenAI chat (or on to Gemini) and back.
-            Self::OpenAi | Self::Gemini | Self::Client => true,
+            Self::Gemini => op != Operation::Responses,
             // OpenAI chat is translated to Messages and back.
             Self::Anthropic => matches!(op, Operation::Messages | Operation::Chat),
         }
@@ -215,6 +224,7 @@ struct Fixed {
     chat: Uri,
     embeddings: Uri,
     messages: Uri,
+    responses: Uri,
 }
 
 impl Fixed {
@@ -225,6 +235,7 @@ impl Fixed {
             chat: join("/chat/completions")?,
             embeddings: join("/embeddings")?,
             messages: join("/v1/messages")?,
+            responses: join("/responses")?,
         })
     }
 }
@@ -235,6 +246,7 @@ impl Endpoints for Fixed {
             Operation::Chat => self.chat.clone(),
             Operation::Embeddings => self.embeddings.clone(),
             Operation::Messages => self.messages.clone(),
+            Operation::Responses => self.responses.clone(),
         })
     }
 }

@@ -37,6 +37,8 @@ mod tests {
         assert_eq!(uri(Operation::Chat, false), "http://127.0.0.1:9/v1/chat/completions");
         assert_eq!(uri(Operation::Chat, true), "http://127.0.0.1:9/v1/chat/completions");
         assert_eq!(uri(Operation::Embeddings, false), "http://127.0.0.1:9/v1/embeddings");
+        assert_eq!(uri(Operation::Responses, true), "http://127.0.0.1:9/v1/responses");
+        assert_eq!(OpenAi.body_model(Operation::Responses, "gpt-4o", "dep"), "gpt-4o");
     }
 
     #[test]

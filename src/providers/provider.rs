@@ -263,6 +263,7 @@ impl Provider {
                     Operation::Chat => MockEndpoint::Chat,
                     Operation::Embeddings => MockEndpoint::Embeddings,
                     Operation::Messages => MockEndpoint::Messages,
+                    Operation::Responses => MockEndpoint::Responses,
                 };
                 let answer = crate::mock::answer(behavior, served, endpoint, &call.body, None);
                 let resp =
@@ -317,9 +318,11 @@ fn dialect(wire: Wire, op: Operation) -> Option<Dialect> {
         (Wire::Gemini, Operation::Chat | Operation::Embeddings) => Some(Dialect::Gemini),
         (Wire::OpenAi, Operation::Messages) => Some(Dialect::OpenAi),
         (Wire::Gemini, Operation::Messages) => Some(Dialect::GeminiMessages),
-        (Wire::OpenAi, Operation::Chat | Operation::Embeddings)
+        (Wire::OpenAi, Operation::Chat | Operation::Embeddings | Operation::Responses)
         | (Wire::Anthropic, Operation::Messages | Operation::Embeddings)
         | (Wire::Client, _) => None,
+        // Not translated yet: such providers are no candidates (`Wire::speaks`).
+        (Wire::Anthropic | Wire::Gemini, Operation::Responses) => None,
     }
 }
 
@@ -329,7 +332,7 @@ mod tests {
 
     #[test]
     fn a_request_is_translated_only_where_the_upstream_speaks_another_format() {
-        use Operation::{Chat, Embeddings, Messages};
+        use Operation::{Chat, Embeddings, Messages, Responses};
         let d = |kind: ProviderKind, op| dialect(kind.spec().wire(), op);
         assert_eq!(d(ProviderKind::OpenAi, Chat), None);
         assert_eq!(d(ProviderKind::OpenAi, Embeddings), None);
@@ -340,8 +343,10 @@ mod tests {
         assert_eq!(d(ProviderKind::Gemini, Chat), Some(Dialect::Gemini));
         assert_eq!(d(ProviderKind::Gemini, Embeddings), Some(Dialect::Gemini));
         assert_eq!(d(ProviderKind::Gemini, Messages), Some(Dialect::GeminiMessages));
-        for op in [Chat, Embeddings, Messages] {
+        for op in [Chat, Embeddings, Messages, Responses] {
             assert_eq!(d(ProviderKind::Mock, op), None);
         }
+        assert_eq!(d(ProviderKind::OpenAi, Responses), None);
+        assert_eq!(d(ProviderKind::Azure, Responses), None);
     }
 }

@@ -1,4 +1,4 @@
-//! The forwarding steps for `chat/completions`, `embeddings` and `messages`, in order: read the
+//! The forwarding steps for `chat/completions`, `embeddings`, `messages` and `responses`, in order: read the
 //! body (capped, under a deadline) → scan it → `route`: the candidates, in strategy order, then
 //! request-level fallbacks → `admit`: the caller's rate limits → run the attempt loop
 //! ([`super::attempt`]) → `answer` with what it ended with, or with the one error that sums
@@ -47,6 +47,7 @@ pub(crate) async fn forward(
         Operation::Chat => Schema::Chat,
         Operation::Embeddings => Schema::Embeddings,
         Operation::Messages => Schema::Messages,
+        Operation::Responses => Schema::Responses,
     };
     let scanned = json::scan_capped(&bytes, schema, live.server.max_request_fallbacks)?;
     let routed = route(live, &scanned, &parts.headers, op, state.registry.clock.now(), ctx)?;
@@ -69,7 +70,7 @@ pub(crate) async fn forward(
     let wants_sse = op == Operation::Chat && headers::accepts_sse(&parts.headers);
     let stream = match op {
         Operation::Chat => scanned.stream.unwrap_or(wants_sse),
-        Operation::Messages => scanned.stream == Some(true),
+        Operation::Messages | Operation::Responses => scanned.stream == Some(true),
         Operation::Embeddings => false,
     };
     let route_label = ctx.route.clone();
@@ -166,9 +167,25 @@ fn route<'a>(
     let before = cands.len();
     cands.retain(|c| c.provider.speaks(op));
     if cands.is_empty() && before > 0 {
-        return Err(ProxyError::WrongFormat(scanned.model.as_str().into()));
+        return Err(ProxyError::WrongFormat {
+            model: scanned.model.as_str().into(),
+            served_by: served_by(op),
+        });
     }
     Ok(Routed { cands, budget, hedge_after, stream_resume })
+}
+
+/// The provider kinds that serve `op`, for the error that none of a model's providers does:
+/// `openai, azure or mock`.
+fn served_by(op: Operation) -> Box<str> {
+    use crate::providers::ProviderKind;
+    let kinds: Vec<&str> =
+        ProviderKind::ALL.iter().filter(|k| k.spec().wire().speaks(op)).map(|k| k.as_str()).collect();
+    match kinds.split_last() {
+        Some((last, [])) => (*last).into(),
+        Some((last, rest)) => format!("{} or {last}", rest.join(", ")).into(),
+        None => "none".into(),
+    }
 }
 
 /// The response for what the attempt loop ended with; the record learns how the request ends.

@@ -29,6 +29,8 @@ pub(crate) enum Endpoint {
     Embeddings,
     /// `POST /anthropic/v1/messages`, `POST /v1/messages`: Anthropic Messages bodies.
     Messages,
+    /// `POST /v1/responses`, `POST /openai/v1/responses`: the OpenAI Responses API.
+    Responses,
     /// `GET /v1/models`, `GET /openai/v1/models`.
     Models,
     /// `GET /health`, `GET /healthz`: liveness.
@@ -65,6 +67,7 @@ impl Endpoint {
         Some(match (path, api) {
             (_, "/v1/chat/completions") => Self::Chat,
             (_, "/v1/embeddings") => Self::Embeddings,
+            (_, "/v1/responses") => Self::Responses,
             ("/anthropic/v1/messages" | "/v1/messages", _) => Self::Messages,
             (_, "/v1/models") => Self::Models,
             ("/health" | "/healthz", _) => Self::Health,
@@ -80,9 +83,12 @@ impl Endpoint {
 
     fn method(self) -> (Method, &'static str) {
         match self {
-            Self::Chat | Self::Embeddings | Self::Messages | Self::AdminReload | Self::AdminReset => {
-                (Method::POST, "POST")
-            }
+            Self::Chat
+            | Self::Embeddings
+            | Self::Messages
+            | Self::Responses
+            | Self::AdminReload
+            | Self::AdminReset => (Method::POST, "POST"),
             Self::Models
             | Self::Health
             | Self::Ready
@@ -116,6 +122,7 @@ impl Endpoint {
             Self::Chat => Some("chat"),
             Self::Embeddings => Some("embeddings"),
             Self::Messages => Some("messages"),
+            Self::Responses => Some("responses"),
             Self::Models => Some("models"),
             Self::Health
             | Self::Ready
@@ -240,7 +247,7 @@ async fn handle_inner(
             crate::admin::authorize(live, req.uri(), req.headers(), peer)?;
             admin(state, live, endpoint).await
         }
-        Endpoint::Chat | Endpoint::Embeddings | Endpoint::Messages => {
+        Endpoint::Chat | Endpoint::Embeddings | Endpoint::Messages | Endpoint::Responses => {
             if let Some(limit) = &state.inflight_limit {
                 // No queue: over the limit, the caller (or its balancer) retries elsewhere at once.
                 let permit = limit.clone().try_acquire_owned().map_err(|_| ProxyError::Busy)?;
@@ -251,6 +258,7 @@ async fn handle_inner(
             let op = match endpoint {
                 Endpoint::Embeddings => Operation::Embeddings,
                 Endpoint::Messages => Operation::Messages,
+                Endpoint::Responses => Operation::Responses,
                 _ => Operation::Chat,
             };
             return forward::forward(state, live, req, op, ctx).await;
@@ -302,6 +310,7 @@ async fn admin(state: &AppState, live: &Live, endpoint: Endpoint) -> Response<Bo
         | Endpoint::Chat
         | Endpoint::Embeddings
         | Endpoint::Messages
+        | Endpoint::Responses
         | Endpoint::Models
         | Endpoint::Health
         | Endpoint::Ready

@@ -48,7 +48,7 @@ fn status_of(e: &ProxyError) -> (StatusCode, &'static str, &'static str, Option<
         ProxyError::BodyRead => (StatusCode::BAD_REQUEST, INVALID, "body_read_error", None),
         ProxyError::Exhausted(e) => exhausted_status(e),
         ProxyError::Busy => (StatusCode::SERVICE_UNAVAILABLE, "server_error", "server_busy", None),
-        ProxyError::WrongFormat(_) => {
+        ProxyError::WrongFormat { .. } => {
             (StatusCode::BAD_REQUEST, INVALID, "unsupported_provider_format", Some("model"))
         }
         ProxyError::Untranslatable { .. } => {
@@ -117,7 +117,7 @@ fn error_headers(e: &ProxyError, status: StatusCode, headers: &mut HeaderMap) {
             }
         }
         ProxyError::Exhausted(_)
-        | ProxyError::WrongFormat(_)
+        | ProxyError::WrongFormat { .. }
         | ProxyError::Untranslatable { .. }
         | ProxyError::BadRequest(_)
         | ProxyError::Forbidden

@@ -4,6 +4,11 @@
 //! `{"error":...}` event before the commit is a failure like an error status, and so is an event
 //! whose `data:` is not JSON.
 //!
+//! A Responses API stream (typed `response.*` events) commits at its first output: a delta, an
+//! output item with content or a function call, a done or terminal event; never at
+//! `response.created`, `response.in_progress`, or an empty message item or text part. Its
+//! `error` and `response.failed` events before the commit are failures.
+//!
 //! Handles events split across reads, `\r\n` and `\r` line ends, multi-line `data:` fields and
 //! comments. Only the bytes before the commit are inspected; after it the stream is relayed as is.
 
@@ -69,8 +74,11 @@ fn judge(event: &[u8]) -> Verdict {
     if let Some(err) = v.get("error").filter(|e| !e.is_null()) {
         return Verdict::Error(classify_error(err));
     }
-    // Anthropic Messages events carry a `type`.
+    // Anthropic Messages events carry a `type`, and so do the Responses API's.
     if let Some(kind) = v.get("type").and_then(|t| t.as_str()) {
+        if kind == "error" || kind.starts_with("response.") {
+            return responses(kind, &v);
+        }
         let text = |d: Option<&serde_json::Value>, k: &str| {
             d.and_then(|d| d.get(k)).and_then(|t| t.as_str()).is_some_and(|t| !t.is_empty())
         };
@@ -127,6 +135,35 @@ fn judge(event: &[u8]) -> Verdict {
         })
     });
     if commits || v.get("usage").is_some_and(|u| !u.is_null()) { Verdict::Commit } else { Verdict::Pending }
+}
+
+/// Judges one Responses API event (`kind` is its `type`).
+fn responses(kind: &str, v: &serde_json::Value) -> Verdict {
+    let empty = |list: Option<&serde_json::Value>| list.and_then(|l| l.as_array()).is_none_or(Vec::is_empty);
+    match kind {
+        // Its own fields (`code`, `message`) say what failed.
+        "error" => Verdict::Error(classify_error(v)),
+        "response.failed" => {
+            Verdict::Error(v.pointer("/response/error").map_or(Class::Server, classify_error))
+        }
+        "response.created" | "response.in_progress" | "response.queued" => Verdict::Pending,
+        // A message begins empty and a reasoning item without summary; a function call commits.
+        "response.output_item.added" => {
+            let item = v.get("item");
+            let pending = match item.and_then(|i| i.get("type")).and_then(|t| t.as_str()) {
+                Some("message") => empty(item.and_then(|i| i.get("content"))),
+                Some("reasoning") => empty(item.and_then(|i| i.get("summary"))),
+                _ => false,
+            };
+            if pending { Verdict::Pending } else { Verdict::Commit }
+        }
+        "response.content_part.added" | "response.reasoning_summary_part.added" => {
+            let text = v.pointer("/part/text").and_then(|t| t.as_str());
+            if text.is_none_or(str::is_empty) { Verdict::Pending } else { Verdict::Commit }
+        }
+        // Deltas, done events, `response.completed` and `response.incomplete`.
+        _ => Verdict::Commit,
+    }
 }
 
 #[cfg(test)]
@@ -262,6 +299,36 @@ mod tests {
         }
         // Events without data are no events to judge.
         assert_eq!(verdict_of(b"event: ping\n\n: comment\n\n", 3), Verdict::Pending);
+    }
+
+    #[test]
+    fn responses_streams_commit_at_their_first_output_never_at_created_or_in_progress() {
+        let frames = crate::mock::responses_frames("gpt-4o", "Hello there", 1);
+        let stream: Vec<u8> = frames.iter().flatten().copied().collect();
+        // created, in_progress, the empty message item and the empty text part: 4 events.
+        let preamble: usize = frames.iter().take(4).map(|f| f.len()).sum();
+        for split in [1, 7, 64, stream.len()] {
+            assert_eq!(verdict_of(&stream[..preamble], split), Verdict::Pending, "split {split}");
+            assert_eq!(verdict_of(&stream, split), Verdict::Commit, "split {split}");
+        }
+        let mut s = CommitScanner::default();
+        assert_eq!(s.feed(&stream[..preamble]), Verdict::Pending);
+        assert_eq!(s.feed(&frames[4]), Verdict::Commit, "the first output_text.delta");
+        let call = b"event: response.output_item.added\ndata: {\"type\":\"response.output_item.added\",\"output_index\":0,\"item\":{\"type\":\"function_call\",\"id\":\"fc_1\",\"call_id\":\"c\",\"name\":\"f\",\"arguments\":\"\"},\"sequence_number\":2}\n\n";
+        assert_eq!(verdict_of(call, 5), Verdict::Commit);
+        let completed =
+            b"data: {\"type\":\"response.completed\",\"response\":{\"status\":\"completed\"}}\n\n";
+        assert_eq!(verdict_of(completed, 5), Verdict::Commit);
+    }
+
+    #[test]
+    fn responses_error_and_failed_events_before_the_commit_are_failures() {
+        let e = b"event: error\ndata: {\"type\":\"error\",\"code\":\"rate_limit_exceeded\",\"message\":\"slow down\",\"param\":null,\"sequence_number\":1}\n\n";
+        assert_eq!(verdict_of(e, 6), Verdict::Error(Class::RateLimited));
+        let f = b"event: response.failed\ndata: {\"type\":\"response.failed\",\"response\":{\"status\":\"failed\",\"error\":{\"code\":\"server_error\",\"message\":\"boom\"}}}\n\n";
+        assert_eq!(verdict_of(f, 6), Verdict::Error(Class::Server));
+        let f = b"data: {\"type\":\"response.failed\",\"response\":{\"status\":\"failed\"}}\n\n";
+        assert_eq!(verdict_of(f, 6), Verdict::Error(Class::Server));
     }
 
     #[test]

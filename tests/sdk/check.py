@@ -85,6 +85,32 @@ for model in ["openai/text-embedding-3-small", "gemini/text-embedding-004"]:
     e = oa.embeddings.create(model=model, input=["a", "b"])
     check(len(e.data) == 2 and len(e.data[1].embedding) == 8, f"{model}: embeddings {e}")
 
+# The Responses API, relayed natively to an openai-kind provider (translation to the other kinds
+# is a later slice): a full answer, a raw event stream, and the SDK's stream helper, which
+# rebuilds the response from the events (their indices and item ids must agree).
+r = oa.responses.create(model="openai/gpt-4o", input="hi", instructions="Be brief.")
+check(r.output_text == reply, f"responses: output_text {r.output_text!r}")
+check(r.status == "completed" and r.usage.output_tokens == 11, f"responses: status/usage {r}")
+text, kinds, final = "", [], None
+for event in oa.responses.create(model="openai/gpt-4o", input=[{"role": "user", "content": "hi"}], stream=True):
+    kinds.append(event.type)
+    if event.type == "response.output_text.delta":
+        text += event.delta
+    if event.type == "response.completed":
+        final = event.response
+check(text == reply, f"responses stream: text {text!r}")
+check(kinds[0] == "response.created" and kinds[-1] == "response.completed", f"responses stream: {kinds}")
+check(final is not None and final.usage.output_tokens == 11, f"responses stream: final {final}")
+with oa.responses.stream(model="openai/gpt-4o", input="hi") as s:
+    deltas = "".join(e.delta for e in s if e.type == "response.output_text.delta")
+    final = s.get_final_response()
+check(deltas == reply and final.output_text == reply, f"responses stream helper: {deltas!r} {final}")
+try:
+    oa.responses.create(model="anthropic/claude-sonnet-4-5", input="hi")
+    check(False, "responses to an anthropic provider must fail (not translated yet)")
+except openai.BadRequestError as err:
+    check(err.body.get("code") == "unsupported_provider_format", f"responses 400 body {err.body}")
+
 # Errors arrive as the SDK's typed exceptions.
 try:
     oa.chat.completions.create(model="nobody/x", messages=messages)

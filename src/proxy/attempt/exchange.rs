@@ -96,7 +96,10 @@ pub(super) async fn attempt<'a>(
         operation: translated.as_ref().map_or(job.operation, |t| t.dialect.operation(job.operation)),
         body: match &translated {
             Some(t) => t.body.clone(),
-            None => job.scanned.splice(job.body, c.model, job.force_stream),
+            None => {
+                let model = p.kind.spec().body_model(job.operation, c.model, c.deployment);
+                job.scanned.splice(job.body, model, job.force_stream)
+            }
         },
         stream: job.stream,
         request_id: job.request_id,
