@@ -176,9 +176,13 @@ impl http_body::Body for Resumed {
                         return Poll::Ready(Some(Ok(frame)));
                     }
                     Poll::Ready(Some(Err(e))) => {
-                        let Ok(err) = e.downcast::<RelayError>() else { return Poll::Ready(None) };
-                        if !this.start(*err) {
-                            return this.give_up(*err);
+                        let err = match e.downcast::<RelayError>() {
+                            Ok(err) => *err,
+                            // Not a break a continuation can mend: the body's own error.
+                            Err(e) => return Poll::Ready(Some(Err(e))),
+                        };
+                        if !this.start(err) {
+                            return this.give_up(err);
                         }
                     }
                     other => return other,
