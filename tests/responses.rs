@@ -150,6 +150,18 @@ targets = [{ provider = "up", model = "cut-after" }, { provider = "up", model = 
     let text = a.text();
     assert!(text.contains("response.output_text.delta") && !text.contains("response.completed"), "{text}");
     assert!(text.contains("upstream_stream_error") && !text.contains("[DONE]"), "{text}");
+    // In the Responses API's own grammar: an `error` event (the SDKs raise it as an APIError),
+    // not chat's error chunk.
+    let last = text.trim_end().rsplit("\n\n").next().unwrap();
+    let (event, data) = last.split_once('\n').unwrap();
+    assert_eq!(event, "event: error", "{last}");
+    let v: serde_json::Value = serde_json::from_str(data.strip_prefix("data: ").unwrap()).unwrap();
+    assert_eq!(
+        (v["type"].as_str(), v["code"].as_str()),
+        (Some("error"), Some("upstream_stream_error")),
+        "{v}"
+    );
+    assert!(v["sequence_number"].is_u64() && v["message"].is_string(), "{v}");
     assert_eq!((mock.stats.calls_for("cut-after"), mock.stats.calls_for("whole")), (1, 1));
 }
 

@@ -379,9 +379,10 @@ impl Relay {
         self
     }
 
-    /// Ends a broken stream with Anthropic's `event: error` instead of OpenAI's error chunk.
-    pub(crate) fn anthropic(mut self) -> Self {
-        self.dialect = Dialect::Anthropic;
+    /// Ends a broken stream with the error event of the client's `dialect` (OpenAI's error
+    /// chunk unless told otherwise).
+    pub(crate) fn dialect(mut self, dialect: Dialect) -> Self {
+        self.dialect = dialect;
         self
     }
 

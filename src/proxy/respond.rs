@@ -20,12 +20,18 @@ pub(crate) enum Dialect {
     OpenAi,
     /// Anthropic's, on the Messages endpoint.
     Anthropic,
+    /// OpenAI's Responses API: OpenAI's error bodies, its own typed stream events.
+    Responses,
 }
 
 impl Dialect {
     /// The format of a client calling `op`.
     pub(crate) fn of(op: Operation) -> Self {
-        if op == Operation::Messages { Self::Anthropic } else { Self::OpenAi }
+        match op {
+            Operation::Messages => Self::Anthropic,
+            Operation::Responses => Self::Responses,
+            Operation::Chat | Operation::Embeddings => Self::OpenAi,
+        }
     }
 }
 
@@ -71,10 +77,10 @@ pub(crate) fn error(e: &ProxyError, dialect: Dialect) -> Response<Body> {
         (Dialect::Anthropic, _) => {
             serde_json::json!({"type": "error", "error": {"type": anthropic_error_type(status.as_u16()), "message": message}})
         }
-        (Dialect::OpenAi, ProxyError::Exhausted(x)) => serde_json::json!({"error": {
+        (Dialect::OpenAi | Dialect::Responses, ProxyError::Exhausted(x)) => serde_json::json!({"error": {
             "message": message, "type": kind, "param": null, "code": code, "attempts": x.attempts,
         }}),
-        (Dialect::OpenAi, _) => {
+        (Dialect::OpenAi | Dialect::Responses, _) => {
             serde_json::json!({"error": {"message": message, "type": kind, "param": param, "code": code}})
         }
     };
@@ -178,12 +184,22 @@ pub(crate) fn stream_error(err: RelayError, dialect: Dialect) -> Vec<u8> {
             ("upstream sent an event larger than the configured limit", "upstream_event_too_large")
         }
     };
-    if dialect == Dialect::Anthropic {
-        let v = serde_json::json!({"type": "error", "error": {"type": "api_error", "message": message}});
-        return format!("event: error\ndata: {v}\n\n").into_bytes();
+    match dialect {
+        Dialect::Anthropic => {
+            let v = serde_json::json!({"type": "error", "error": {"type": "api_error", "message": message}});
+            format!("event: error\ndata: {v}\n\n").into_bytes()
+        }
+        // The Responses API's `error` event. Its `sequence_number` is the provider's count,
+        // which a relayed stream does not track: 0 (the SDKs read it, none orders by it).
+        Dialect::Responses => {
+            let v = serde_json::json!({"type": "error", "code": code, "message": message, "param": null, "sequence_number": 0});
+            format!("event: error\ndata: {v}\n\n").into_bytes()
+        }
+        Dialect::OpenAi => {
+            let v = serde_json::json!({"error": {"message": message, "type": "upstream_error", "param": null, "code": code}});
+            format!("data: {v}\n\n").into_bytes()
+        }
     }
-    let v = serde_json::json!({"error": {"message": message, "type": "upstream_error", "param": null, "code": code}});
-    format!("data: {v}\n\n").into_bytes()
 }
 
 #[cfg(test)]

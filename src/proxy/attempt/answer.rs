@@ -19,6 +19,7 @@ use crate::providers::{Operation, UpstreamBody};
 use crate::proxy::body::{Origin, Tap};
 use crate::proxy::ctx::Meter;
 use crate::proxy::relay::Relay;
+use crate::proxy::respond::Dialect;
 use crate::ratelimit::Ticket;
 use crate::translate::Translated;
 
@@ -98,9 +99,7 @@ pub(super) async fn success(
             relay = relay.openai_end();
         }
     }
-    if job.operation == Operation::Messages {
-        relay = relay.anthropic();
-    }
+    relay = relay.dialect(Dialect::of(job.operation));
     let keep_length = !streaming && carried.translated.is_none();
     let mut headers = client_headers(&headers, keep_length, &job.live.redactor);
     if let Some(t) = &carried.translated {
