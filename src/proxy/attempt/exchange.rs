@@ -126,7 +126,7 @@ pub(super) async fn attempt<'a>(
             let refused = answer::caller_fault(job, c, status, &headers, &body, translated.as_ref());
             if matches!(class, Class::ContextLength | Class::ContentFilter) {
                 let f = Failure { class, status: Some(status), retry_after: None, key_wide: false };
-                return Attempted::Outgrown(f, refused);
+                return Attempted::Refused(f, refused);
             }
             Attempted::Answered(refused)
         }

@@ -234,9 +234,10 @@ enum Attempted {
     Failed(Failure),
     /// Not started: a breaker, or (`true`) a full limit. Carries when it may be available.
     Skipped(Option<Duration>, bool),
-    /// The request is longer than this target's context window: the planner moves on, and the
-    /// provider's refusal is kept for the client in case no later target answers.
-    Outgrown(Failure, Box<Answered>),
+    /// Refused for what this target will not take (the request is longer than its context
+    /// window, or its content filter): the planner moves on, and the provider's refusal is kept
+    /// for the client in case no later target answers.
+    Refused(Failure, Box<Answered>),
 }
 
 /// A failed attempt, as the planner and the client's error body see it.

@@ -38,8 +38,8 @@ pub(crate) async fn run<'a>(
     };
     let mut planner = Planner::new(cands, &key_open, fastrand::Rng::new(), job.tokens);
     let mut failures: Vec<AttemptRecord> = Vec::new();
-    // The latest context-window refusal: the client's answer if no later target answers.
-    let mut outgrown: Option<Box<Answered>> = None;
+    // The latest refusal for length or content: the client's answer if no later target answers.
+    let mut refused: Option<Box<Answered>> = None;
     let mut running: Running<'a> = Vec::new();
     let mut hedge_timer: Option<Pin<Box<Sleep>>> = None;
     let mut launched = 0u32;
@@ -83,7 +83,7 @@ pub(crate) async fn run<'a>(
             }
             Event::Done(i, out) => {
                 let (cand, key, _) = running.swap_remove(i);
-                let books = Books { planner: &mut planner, failures: &mut failures, outgrown: &mut outgrown };
+                let books = Books { planner: &mut planner, failures: &mut failures, refused: &mut refused };
                 if let Some(answered) = ended(job, cands, books, (cand, key), out, hedged) {
                     // Dropping `running` cancels a hedge still in flight.
                     return Ok(*answered);
@@ -94,7 +94,7 @@ pub(crate) async fn run<'a>(
             }
         }
     }
-    ran_out(job, cands, &planner, failures, outgrown)
+    ran_out(job, cands, &planner, failures, refused)
 }
 
 /// The loop ended with no answer: the provider's refusal for length if one came (no target with
@@ -104,7 +104,7 @@ fn ran_out(
     cands: &[Candidate<'_>],
     planner: &Planner<'_, '_>,
     mut failures: Vec<AttemptRecord>,
-    outgrown: Option<Box<Answered>>,
+    refused: Option<Box<Answered>>,
 ) -> Result<Answered, Exhausted> {
     for &cand in &planner.outgrown {
         let c = &cands[cand];
@@ -116,7 +116,7 @@ fn ran_out(
             status: None,
         });
     }
-    if let Some(mut refused) = outgrown {
+    if let Some(mut refused) = refused {
         refused.fallback_reason = failures.first().map(|f| f.class);
         return Ok(*refused);
     }
@@ -132,7 +132,7 @@ fn ran_out(
 struct Books<'p, 'c, 'a> {
     planner: &'p mut Planner<'c, 'a>,
     failures: &'p mut Vec<AttemptRecord>,
-    outgrown: &'p mut Option<Box<Answered>>,
+    refused: &'p mut Option<Box<Answered>>,
 }
 
 /// Books the outcome of candidate `cand`'s attempt with `key` for the planner; the answer when
@@ -140,7 +140,7 @@ struct Books<'p, 'c, 'a> {
 fn ended<'a>(
     job: &Job<'_>,
     cands: &'a [Candidate<'a>],
-    Books { planner, failures, outgrown }: Books<'_, '_, 'a>,
+    Books { planner, failures, refused }: Books<'_, '_, 'a>,
     (cand, key): (usize, Option<usize>),
     out: Attempted,
     hedged: bool,
@@ -161,10 +161,10 @@ fn ended<'a>(
             }
             planner.failed(cand, key, &f, job.clock.now());
         }
-        Attempted::Outgrown(f, refused) => {
+        Attempted::Refused(f, answer) => {
             failures.push(record(&cands[cand], key, &f));
             planner.failed(cand, key, &f, job.clock.now());
-            *outgrown = Some(refused);
+            *refused = Some(answer);
         }
     }
     None
