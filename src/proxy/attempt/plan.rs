@@ -33,8 +33,9 @@ pub(super) struct Planner<'c, 'a> {
     /// The candidate being tried.
     pub(super) idx: usize,
     tries: u32,
-    /// Keys refused in this request, by (provider index, key index).
-    burned: Vec<(usize, usize)>,
+    /// Keys refused in this request, by (provider index, key index, model): a model's rate
+    /// limit burns the key for that model only (`Some`), a refusal or an exhausted quota for all.
+    burned: Vec<(usize, usize, Option<&'a str>)>,
     wait: Duration,
     /// When the soonest skipped target or key comes back (the client's `Retry-After`).
     pub(super) soonest: Option<Duration>,
@@ -134,7 +135,7 @@ impl<'c, 'a> Planner<'c, 'a> {
         c.provider.keys.iter().enumerate().filter(move |(i, k)| {
             k.serves(c.model)
                 && k.state.resting_for(c.model, now).is_none()
-                && !self.burned.contains(&(pid, *i))
+                && !self.burned.iter().any(|&(p, k, m)| p == pid && k == *i && m.is_none_or(|m| m == c.model))
                 && (self.key_open)(c, k)
         })
     }
@@ -169,8 +170,9 @@ impl<'c, 'a> Planner<'c, 'a> {
         let c = &self.cands[cand];
         match f.class {
             Class::Auth | Class::RateLimited => {
+                let scope = (f.class == Class::RateLimited && !f.key_wide).then_some(c.model);
                 if let Some(k) = key {
-                    self.burned.push((provider_id(c), k));
+                    self.burned.push((provider_id(c), k, scope));
                 }
                 let other_key = self.pick_key(c, now).is_some_and(|k| k.is_some());
                 if other_key {
@@ -182,7 +184,7 @@ impl<'c, 'a> Planner<'c, 'a> {
                 {
                     // The only key comes back within the backoff ceiling: wait for it.
                     if let Some(k) = key {
-                        self.burned.retain(|b| *b != (provider_id(c), k));
+                        self.burned.retain(|b| *b != (provider_id(c), k, scope));
                     }
                     self.wait = ra;
                 } else {

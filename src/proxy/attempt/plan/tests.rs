@@ -277,3 +277,23 @@ fn a_context_window_refusal_moves_on_at_once_and_a_small_window_is_skipped_up_fr
     let mut plan = Planner::new(&small, &open, fastrand::Rng::with_seed(7), 100);
     assert_eq!(plan.next(0), Step::Start { cand: 0, key: None }, "a request that fits was skipped");
 }
+
+#[test]
+fn a_models_429_burns_the_key_for_that_model_only_and_a_refusal_for_all() {
+    let live = live();
+    let mut two = cands(&live, &["b", "b"]);
+    two[1].model = "other";
+    two[1].target = two[1].provider.target_state("other", 0);
+    // b's only key: rate limited on m (beyond the ceiling), it still serves `other`.
+    let mut plan = Planner::new(&two, &open, fastrand::Rng::with_seed(8), 0);
+    assert_eq!(plan.next(0), Step::Start { cand: 0, key: Some(0) });
+    plan.failed(0, Some(0), &fail(Class::RateLimited, Some(Duration::from_secs(60))), 0);
+    assert_eq!(plan.next(0), Step::Start { cand: 1, key: Some(0) }, "a model's 429 burned the key");
+    // Out of quota (the whole key), or refused: not for `other` either.
+    for f in [Failure { key_wide: true, ..fail(Class::RateLimited, None) }, fail(Class::Auth, None)] {
+        let mut plan = Planner::new(&two, &open, fastrand::Rng::with_seed(8), 0);
+        assert_eq!(plan.next(0), Step::Start { cand: 0, key: Some(0) });
+        plan.failed(0, Some(0), &f, 0);
+        assert_eq!(plan.next(0), Step::Done, "{f:?}");
+    }
+}
