@@ -255,6 +255,7 @@ mod tests {
             app_dir: Some("/data/services/bifrost".into()),
             log_level: Some(LogLevel::Warn),
             log_json: None,
+            one_shot: false,
         };
         let run = |launch| Command::Run { config: None, listen: None, probe_listen: None, launch };
         // OmniRoute's installer: `-port N -host 127.0.0.1 -app-dir DIR -log-level warn`.

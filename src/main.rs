@@ -142,6 +142,10 @@ fn serve(
     probe_listen: Option<String>,
     launch: cli::Launch,
 ) -> ExitCode {
+    if launch.one_shot {
+        // Bifrost's `-migrate-only` / `-matview-refresh-only`: a job run to its end.
+        return stdout("tier1 has no database: nothing to migrate or refresh\n");
+    }
     let (mut config, text, mut source) = match load(config_path, launch.app_dir.as_deref()) {
         Ok(c) => c,
         Err(e) => {

@@ -490,3 +490,20 @@ targets = [{ provider = "local", model = "m" }]
     assert_eq!(a.json()["choices"][0]["message"]["content"], "from the app dir");
     assert_eq!(post(&url, &[], &chat("supervised")).await.status, 401);
 }
+
+/// Bifrost's one-shot database jobs (`-migrate-only`, `-matview-refresh-only`): tier1 has no
+/// database, says so and exits 0, where serving would leave the job running forever.
+#[tokio::test]
+async fn bifrosts_one_shot_database_jobs_exit_at_once() {
+    for flag in ["-migrate-only", "-matview-refresh-only"] {
+        let out = tokio::time::timeout(
+            Duration::from_secs(10),
+            tokio::process::Command::new(BIN).args(["-app-dir", "/nonexistent", flag]).output(),
+        )
+        .await
+        .expect("exits in time")
+        .unwrap();
+        assert!(out.status.success(), "{flag}: {out:?}");
+        assert!(String::from_utf8_lossy(&out.stdout).contains("no database"), "{flag}: {out:?}");
+    }
+}

@@ -35,6 +35,9 @@ pub struct Launch {
     pub log_level: Option<LogLevel>,
     /// `-log-style S`: `json` (true) or `pretty` (false).
     pub log_json: Option<bool>,
+    /// `-migrate-only` or `-matview-refresh-only`: Bifrost's one-shot database jobs. tier1 has no
+    /// database: it says so and exits 0 instead of serving (a job that never ends would hang).
+    pub one_shot: bool,
 }
 
 /// Bifrost's log levels.
@@ -69,6 +72,8 @@ enum Flag {
     Value(fn(&mut Launch, &str) -> Result<(), String>),
     /// Harmless here, taken and ignored: `-no-migrate` (tier1 has no database to migrate).
     Ignored,
+    /// A one-shot job with nothing to do here (see [`Launch::one_shot`]).
+    OneShot,
 }
 
 fn flag(name: &str) -> Option<Flag> {
@@ -105,6 +110,7 @@ fn flag(name: &str) -> Option<Flag> {
             Ok(())
         }),
         "no-migrate" => Flag::Ignored,
+        "migrate-only" | "matview-refresh-only" => Flag::OneShot,
         _ => return None,
     })
 }
@@ -130,6 +136,10 @@ impl Launch {
         match flag(name) {
             None => Ok(false),
             Some(Flag::Ignored) => Ok(true),
+            Some(Flag::OneShot) => {
+                self.one_shot = true;
+                Ok(true)
+            }
             Some(Flag::Value(set)) => set(self, &value()?).map(|()| true),
         }
     }
@@ -216,6 +226,7 @@ mod tests {
                 app_dir: Some("/d".into()),
                 log_level: Some(LogLevel::Warn),
                 log_json: None,
+                one_shot: false,
             })
         );
         let l = launch(&[("-host", "localhost"), ("-log-style", "json")]).unwrap();
@@ -224,9 +235,12 @@ mod tests {
         assert_eq!(launch(&[("-host", "[::1]")]).unwrap().host, Some("::1".parse().unwrap()));
         let mut l = Launch::default();
         assert_eq!(l.take("-no-migrate", || Err("no value read".into())), Ok(true));
+        assert!(!l.one_shot);
         assert_eq!(l.take("--listen", || Err("no value read".into())), Ok(false));
         assert_eq!(l.take("-c", || Err("no value read".into())), Ok(false));
         assert!(!l.given());
+        assert_eq!(l.take("-migrate-only", || Err("no value read".into())), Ok(true));
+        assert!(l.one_shot, "a one-shot database job");
     }
 
     #[test]
