@@ -49,6 +49,23 @@ pub struct Config {
     pub redis: Option<RedisConfig>,
     /// `[[limits]]`, plus one per key with `rpm`/`tpm`.
     pub limits: Vec<LimitConfig>,
+    /// `[front]`.
+    pub front: FrontConfig,
+}
+
+/// `[front]`, validated: the front's provider manifest ([`crate::manifest`]), opt-in.
+#[derive(Debug, Clone)]
+pub struct FrontConfig {
+    /// Where the manifest is fetched (`http` or `https`); `None`: no manifest.
+    pub manifest_url: Option<Uri>,
+    /// Fetch interval.
+    pub manifest_refresh: Duration,
+}
+
+impl Default for FrontConfig {
+    fn default() -> Self {
+        Self { manifest_url: None, manifest_refresh: Duration::from_secs(60) }
+    }
 }
 
 /// `[redis]`, validated.
