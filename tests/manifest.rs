@@ -31,6 +31,8 @@ enum Mode {
     Bad,
     /// 500.
     Fail,
+    /// 200 with a schema-1 manifest over 1 MiB.
+    Huge,
 }
 
 /// The stand-in front: counts requests and 304s, records `If-None-Match`.
@@ -85,6 +87,10 @@ impl Front {
             Mode::Good(etag) => (200, etag, self.body.clone()),
             Mode::Bad => (200, None, r#"{"schemaVersion":2,"providers":[]}"#.to_owned()),
             Mode::Fail => (500, None, "oops".to_owned()),
+            Mode::Huge => {
+                let pad = "x".repeat(1 << 20);
+                (200, None, format!(r#"{{"schemaVersion":1,"providers":[],"pad":"{pad}"}}"#))
+            }
         };
         let mut b = Response::builder().status(status).header("content-type", "application/json");
         if let Some(e) = etag {
@@ -238,6 +244,10 @@ async fn a_bad_fetch_keeps_the_last_good_copy() {
     s.fetches(2).await;
     assert_eq!(s.chat("oa/gpt-4o").await.status, 200, "a 500 dropped the good copy");
     assert!(s.metric("tier1_manifest_fetch_errors_total{reason=\"status\"}").await.unwrap() >= 1.0);
+    s.front.set(Mode::Huge);
+    s.fetches(2).await;
+    assert_eq!(s.chat("oa/gpt-4o").await.status, 200, "an oversized manifest replaced the good one");
+    assert!(s.metric("tier1_manifest_fetch_errors_total{reason=\"too_large\"}").await.unwrap() >= 1.0);
 }
 
 #[tokio::test]
@@ -286,4 +296,24 @@ async fn a_manifest_adds_no_provider_host_or_credential() {
     assert_eq!(s.chat("oa/gpt-5").await.code(), "model_not_found");
     assert_eq!(s.up.stats.snapshot().requests, before);
     assert_eq!(s.elsewhere.load(Ordering::SeqCst), 0, "tier1 connected to a host from the manifest");
+}
+
+#[tokio::test]
+async fn a_config_reload_keeps_the_copy() {
+    let (addr, elsewhere) = elsewhere().await;
+    // The front stops answering after the first good fetch: only the copy held can serve the alias.
+    let front = Front::start(Mode::Good(None), manifest(addr)).await;
+    let up = MockUpstream::start(MockConfig::default()).await.unwrap();
+    let dir = TempDir::new("manifest-reload");
+    let text = tier1_config(&up.url(), front.addr).replace("\"50ms\"", "\"1h\"");
+    let path = dir.write_atomic("tier1.toml", &text);
+    let tier1 = Tier1::start_file(&path, false).await;
+    let s = Setup { tier1, front, up, elsewhere };
+    s.loaded().await;
+    s.front.set(Mode::Fail);
+    dir.write_atomic("tier1.toml", &format!("{text}\n[[routes]]\nname = \"extra\"\ntargets = [{{ provider = \"openai\", model = \"gpt-4o\" }}]\n"));
+    let reloaded = wait_until(Duration::from_secs(5), || async { s.chat("extra").await.status == 200 }).await;
+    assert!(reloaded, "the config did not reload");
+    assert_eq!(s.front.requests(), 1, "the reload fetched the manifest again");
+    assert_eq!(s.chat("oa/gpt-4o").await.status, 200, "the reload dropped the manifest's copy");
 }
