@@ -237,14 +237,15 @@ fn spawn_listeners(
     }
 }
 
-/// The front's manifest task, when `[front] manifest_url` is set at start (its URL and interval
-/// then follow reloads).
+/// The front's manifest task, when `[front] manifest_url` or `manifest_from_header` is set at
+/// start (its URL and interval then follow reloads).
 fn spawn_manifest(
     state: &Arc<AppState>,
     tasks: &mut tokio::task::JoinSet<()>,
     stop: &tokio::sync::watch::Receiver<bool>,
 ) {
-    if state.live.load().front.manifest_url.is_some() {
+    let front = state.live.load().front.clone();
+    if front.manifest_url.is_some() || front.manifest_from_header {
         let live = state.clone();
         let front = move || live.live.load().front.clone();
         tasks.spawn(manifest::watch(state.manifest.clone(), state.metrics.clone(), front, stop.clone()));

@@ -317,3 +317,49 @@ async fn a_config_reload_keeps_the_copy() {
     assert_eq!(s.front.requests(), 1, "the reload fetched the manifest again");
     assert_eq!(s.chat("oa/gpt-4o").await.status, 200, "the reload dropped the manifest's copy");
 }
+
+#[tokio::test]
+async fn with_manifest_from_header_the_first_authenticated_request_names_the_url() {
+    let (addr, elsewhere) = elsewhere().await;
+    let front = Front::start(Mode::Good(None), manifest(addr)).await;
+    let up = MockUpstream::start(MockConfig::default()).await.unwrap();
+    let text = tier1_config(&up.url(), front.addr)
+        .replace("manifest_url = ", "manifest_from_header = true\n# manifest_url = ")
+        .replace("\"50ms\"", "\"1h\"");
+    let text = format!("[server]\napi_keys = [\"env:FRONT_KEY\"]\n{text}");
+    let tier1 = Tier1::start(&text).await;
+    let s = Setup { tier1, front, up, elsewhere };
+    let url = format!("http://{}/api/v1/provider-plugin-manifest", s.front.addr);
+    let chat = |key: &'static str, header: Option<String>| {
+        let url = s.tier1.url("/v1/chat/completions");
+        async move {
+            let auth = format!("Bearer {key}");
+            let mut headers = vec![("authorization", auth.as_str())];
+            if let Some(h) = &header {
+                headers.push(("x-omniroute-provider-manifest-url", h.as_str()));
+            }
+            post(&url, &headers, &chat("oa/gpt-4o")).await
+        }
+    };
+    // No header yet: nothing fetched, the alias unknown.
+    assert_eq!(chat("front-key-0001", None).await.code(), "model_not_found");
+    // A request that does not authenticate names nothing.
+    assert_eq!(chat("someone-else", Some(url.clone())).await.status, 401);
+    assert_eq!(s.front.requests(), 0, "an unauthenticated header was followed");
+    // The front's own request does.
+    chat("front-key-0001", Some(url.clone())).await;
+    let ok =
+        wait_until(Duration::from_secs(5), || async { chat("front-key-0001", None).await.status == 200 })
+            .await;
+    assert!(ok, "the learned URL was not fetched; front saw {}", s.front.requests());
+    // Later headers are ignored: only the first is learned.
+    let other = format!("http://{addr}/api/v1/provider-plugin-manifest");
+    assert_eq!(chat("front-key-0001", Some(other)).await.status, 200);
+    assert_eq!(s.front.requests(), 1);
+    assert_eq!(s.elsewhere.load(Ordering::SeqCst), 0, "a second header's URL was fetched");
+    let reqs = s.up.stats.requests();
+    assert!(
+        reqs.iter().all(|r| !r.headers.contains_key("x-omniroute-provider-manifest-url")),
+        "the header reached the provider"
+    );
+}

@@ -156,6 +156,9 @@ pub(super) struct RawFront {
     pub manifest_url: Option<String>,
     /// How often the manifest is fetched again (default 60s).
     pub manifest_refresh: Option<String>,
+    /// Learn the URL from the first authenticated `X-OmniRoute-Provider-Manifest-Url`.
+    #[serde(default)]
+    pub manifest_from_header: bool,
 }
 
 /// `[redis]`.

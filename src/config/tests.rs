@@ -343,3 +343,13 @@ fn front_manifest_url_must_be_http_or_https_with_a_host() {
     let e = parse_toml("[front]\nmanifest_url = \"http://f/x\"\nmanifest_refresh = \"0s\"\n").unwrap_err();
     assert!(e.0.iter().any(|e| e.path == "front.manifest_refresh"), "{e:?}");
 }
+
+#[test]
+fn front_manifest_from_header_needs_api_keys() {
+    let e = parse_toml("[front]\nmanifest_from_header = true\n").unwrap_err();
+    assert!(e.0.iter().any(|e| e.path == "front.manifest_from_header"), "{e:?}");
+    let c =
+        parse_toml("[server]\napi_keys = [\"env:OPENAI_API_KEY\"]\n[front]\nmanifest_from_header = true\n")
+            .unwrap();
+    assert!(c.front.manifest_from_header && c.front.manifest_url.is_none());
+}

@@ -66,7 +66,8 @@ enum Fetched {
 }
 
 /// Fetches the manifest every `manifest_refresh` until `stop`, reading `[front]` from the live
-/// config (`front`) before each fetch, so a reload changes the URL or the interval. A URL taken
+/// config (`front`) before each fetch, so a reload changes the URL or the interval; a URL
+/// learned from the front's header wakes it at once. A URL taken
 /// out drops the copy; a changed URL forgets the validators (the copy stays until the new one).
 pub(crate) async fn watch(
     manifest: Arc<Manifest>,
@@ -82,7 +83,7 @@ pub(crate) async fn watch(
     let mut last: Option<Uri> = None;
     loop {
         let config = front();
-        match config.manifest_url {
+        match manifest.url(&config) {
             None if last.take().is_some() => {
                 manifest.store(None);
                 validators = Validators::default();
@@ -102,6 +103,7 @@ pub(crate) async fn watch(
         tokio::select! {
             _ = stop.wait_for(|s| *s) => return,
             () = tokio::time::sleep(config.manifest_refresh) => {}
+            () = manifest.wake.notified() => {}
         }
     }
 }

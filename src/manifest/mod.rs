@@ -1,9 +1,10 @@
 //! The front's provider manifest as a catalog source (opt-in: `[front] manifest_url`).
 //!
-//! OmniRoute publishes its providers at `GET /api/v1/provider-plugin-manifest` ([`shape`]). A
-//! background task ([`fetch`]) keeps the last good copy here; the request path reads it with one
-//! atomic load ([`Manifest::load`]), no lock, no await. The copy lives outside the config
-//! snapshot, so a reload neither drops nor waits for it.
+//! OmniRoute publishes its providers at `GET /api/v1/provider-plugin-manifest` ([`shape`]) and
+//! names it in `X-OmniRoute-Provider-Manifest-Url` ([`Manifest::learn`]: opt-in, for a trusted
+//! front). A background task ([`fetch`]) keeps the last good copy here; the request path reads it
+//! with one atomic load ([`Manifest::load`]), no lock, no await. The copy lives outside the
+//! config snapshot, so a reload neither drops nor waits for it.
 //!
 //! What a manifest may do, and nothing more:
 //! - **map** the front's names onto configured providers: `P/M`, where `P` is an entry's `alias`
@@ -71,10 +72,17 @@ impl Catalog {
     }
 }
 
-/// The last good manifest, and when it was last confirmed.
+/// The front's header naming its manifest (`[front] manifest_from_header`).
+pub(crate) const X_OMNIROUTE_PROVIDER_MANIFEST_URL: &str = "x-omniroute-provider-manifest-url";
+
+/// The last good manifest, when it was last confirmed, and the URL learned from the front.
 #[derive(Debug)]
 pub(crate) struct Manifest {
     current: ArcSwapOption<Catalog>,
+    /// The first valid URL an authenticated request named (kept to the end of the process).
+    learned: std::sync::OnceLock<http::Uri>,
+    /// Wakes the fetch task when a URL is learned.
+    wake: tokio::sync::Notify,
     born: tokio::time::Instant,
     /// Milliseconds after `born` of the last good fetch (a 304 counts); `u64::MAX`: none yet.
     good_ms: AtomicU64,
@@ -84,6 +92,8 @@ impl Default for Manifest {
     fn default() -> Self {
         Self {
             current: ArcSwapOption::empty(),
+            learned: std::sync::OnceLock::new(),
+            wake: tokio::sync::Notify::new(),
             born: tokio::time::Instant::now(),
             good_ms: AtomicU64::new(u64::MAX),
         }
@@ -94,6 +104,35 @@ impl Manifest {
     /// The current copy (`None`: no manifest, or none fetched yet): one atomic load.
     pub(crate) fn load(&self) -> arc_swap::Guard<Option<std::sync::Arc<Catalog>>> {
         self.current.load()
+    }
+
+    /// With `manifest_from_header` and no `manifest_url`: learns the URL from the first
+    /// authenticated request that names a valid one (`headers` of a request past the API key
+    /// check). Once learned, one atomic load and nothing else.
+    pub(crate) fn learn(&self, front: &crate::config::FrontConfig, headers: &http::HeaderMap) {
+        if !front.manifest_from_header || front.manifest_url.is_some() || self.learned.get().is_some() {
+            return;
+        }
+        let Some(uri) = headers
+            .get(X_OMNIROUTE_PROVIDER_MANIFEST_URL)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<http::Uri>().ok())
+            .filter(crate::config::is_fetchable)
+        else {
+            return;
+        };
+        if self.learned.set(uri).is_ok() {
+            tracing::info!("learned the front's provider manifest URL from its request header");
+            self.wake.notify_one();
+        }
+    }
+
+    /// The URL to fetch: the configured one, else the learned one (when allowed).
+    fn url(&self, front: &crate::config::FrontConfig) -> Option<http::Uri> {
+        front
+            .manifest_url
+            .clone()
+            .or_else(|| front.manifest_from_header.then(|| self.learned.get().cloned())?)
     }
 
     /// Replaces the copy (`None`: manifest turned off).

@@ -133,6 +133,7 @@ fn route<'a>(
     ctx: &mut RequestCtx,
 ) -> Result<Routed<'a>, ProxyError> {
     let now = state.registry.clock.now();
+    state.manifest.learn(&live.front, headers);
     // One atomic load: the front's manifest, if one is configured and fetched.
     let manifest = state.manifest.load();
     let catalog = manifest.as_deref();

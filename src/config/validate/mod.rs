@@ -105,6 +105,12 @@ pub(super) fn validate(raw: RawConfig, env: &dyn Env) -> Result<Config, ConfigEr
         }
     }
     let front = front(&raw.front, &mut p);
+    if front.manifest_from_header && server.api_keys.is_empty() {
+        p.push(
+            "front.manifest_from_header",
+            "needs server.api_keys: only a front that holds a key may name the manifest (or set front.manifest_url)",
+        );
+    }
     p.finish()?;
     Ok(Config { server, log, providers, routes, resilience, reload, redis, limits, front })
 }
@@ -118,12 +124,7 @@ fn front(f: &super::raw::RawFront, p: &mut Problems) -> FrontConfig {
         FrontConfig::default().manifest_refresh,
     );
     let manifest_url = f.manifest_url.as_deref().and_then(|raw| match raw.parse::<http::Uri>() {
-        Ok(u)
-            if matches!(u.scheme_str(), Some("http" | "https"))
-                && u.host().is_some_and(|h| !h.is_empty()) =>
-        {
-            Some(u)
-        }
+        Ok(u) if super::is_fetchable(&u) => Some(u),
         Ok(_) => {
             p.push("front.manifest_url", format!("{raw:?} is not an http:// or https:// URL with a host"));
             None
@@ -133,7 +134,7 @@ fn front(f: &super::raw::RawFront, p: &mut Problems) -> FrontConfig {
             None
         }
     });
-    FrontConfig { manifest_url, manifest_refresh }
+    FrontConfig { manifest_url, manifest_refresh, manifest_from_header: f.manifest_from_header }
 }
 
 fn server(raw: &RawConfig, env: &dyn Env, p: &mut Problems) -> ServerConfig {
