@@ -184,6 +184,16 @@ pub(crate) enum ProxyError {
         /// The provider kinds that serve this API, as a list for the message.
         served_by: Box<str>,
     },
+    /// Every provider of the model is marked `sidecar.eligible: false` in the front's manifest.
+    #[error(
+        "model '{model}' goes to provider '{provider}', which the front's provider manifest marks not eligible for the sidecar: serve it on the front's own path"
+    )]
+    NotEligible {
+        /// The client's model name.
+        model: Box<str>,
+        /// The first refused provider's config name.
+        provider: Arc<str>,
+    },
     /// The request cannot be written in the format of the provider chosen for it.
     #[error("cannot translate the request for {provider}: {why}")]
     Untranslatable {

@@ -40,6 +40,7 @@ mod config;
 mod error;
 mod health;
 mod json;
+mod manifest;
 mod metrics;
 mod mock;
 mod operation;
@@ -187,6 +188,7 @@ pub async fn serve(
         shared: Arc::new(shared),
         inflight_limit: config.server.max_inflight.map(|n| Arc::new(tokio::sync::Semaphore::new(n))),
         tls: tls.clone(),
+        manifest: Arc::new(manifest::Manifest::default()),
     });
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
@@ -202,20 +204,11 @@ pub async fn serve(
         tasks.spawn(shared::run(state.shared_handles(), redis.clone(), events, stop_rx.clone()));
         tasks.spawn(shared::subscribe(state.shared_handles(), redis, stop_rx.clone()));
     }
+    spawn_manifest(&state, &mut tasks, &stop_rx);
     if let Some(tls) = tls {
         tasks.spawn(tls.watch(state.metrics.clone(), stopped(stop_rx.clone())));
     }
-    for (l, role, what) in [
-        (admin_listener, Listener::Admin, "admin routes"),
-        (probe_listener, Listener::Probe, "health and metrics"),
-    ] {
-        if let Some(l) = l {
-            if let Ok(addr) = l.local_addr() {
-                tracing::info!("{what} on http://{addr}");
-            }
-            tasks.spawn(proxy::server::serve(l, state.clone(), role, stopped(stop_rx.clone())));
-        }
-    }
+    spawn_listeners(&state, &mut tasks, &stop_rx, [admin_listener, probe_listener]);
     let shutdown = async move {
         shutdown.await;
         let _ = stop_tx.send(true);
@@ -223,6 +216,40 @@ pub async fn serve(
     proxy::server::serve(listener, state, Listener::Main, shutdown).await;
     while tasks.join_next().await.is_some() {}
     Ok(())
+}
+
+/// The admin and probe listeners, each when bound.
+fn spawn_listeners(
+    state: &Arc<AppState>,
+    tasks: &mut tokio::task::JoinSet<()>,
+    stop: &tokio::sync::watch::Receiver<bool>,
+    [admin, probe]: [Option<TcpListener>; 2],
+) {
+    for (l, role, what) in
+        [(admin, Listener::Admin, "admin routes"), (probe, Listener::Probe, "health and metrics")]
+    {
+        if let Some(l) = l {
+            if let Ok(addr) = l.local_addr() {
+                tracing::info!("{what} on http://{addr}");
+            }
+            tasks.spawn(proxy::server::serve(l, state.clone(), role, stopped(stop.clone())));
+        }
+    }
+}
+
+/// The front's manifest task, when `[front] manifest_url` or `manifest_from_header` is set at
+/// start (its URL and interval then follow reloads).
+fn spawn_manifest(
+    state: &Arc<AppState>,
+    tasks: &mut tokio::task::JoinSet<()>,
+    stop: &tokio::sync::watch::Receiver<bool>,
+) {
+    let front = state.live.load().front.clone();
+    if front.manifest_url.is_some() || front.manifest_from_header {
+        let live = state.clone();
+        let front = move || live.live.load().front.clone();
+        tasks.spawn(manifest::watch(state.manifest.clone(), state.metrics.clone(), front, stop.clone()));
+    }
 }
 
 /// The main listener's TLS acceptor, if it serves TLS.

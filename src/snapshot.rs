@@ -8,7 +8,7 @@ use std::sync::Arc;
 use arc_swap::ArcSwap;
 use bytes::Bytes;
 
-use crate::config::{Config, Redactor, ReloadConfig, ResilienceConfig, Secret, ServerConfig};
+use crate::config::{Config, FrontConfig, Redactor, ReloadConfig, ResilienceConfig, Secret, ServerConfig};
 use crate::providers::{self, Provider};
 use crate::resilience::Registry;
 use crate::routing::{RoutingTable, is_glob};
@@ -36,6 +36,8 @@ pub(crate) struct Live {
     pub log_sample: f64,
     /// Rate limits.
     pub limits: crate::ratelimit::Limits,
+    /// `[front]`: where the manifest task fetches from, read before each fetch.
+    pub front: FrontConfig,
 }
 
 impl Live {
@@ -55,6 +57,7 @@ impl Live {
             server: config.server.clone(),
             resilience: config.resilience.clone(),
             reload: config.reload.clone(),
+            front: config.front.clone(),
             log_sample: config.log.sample,
             limits: crate::ratelimit::Limits::new(&config.limits),
             table: RoutingTable::new(config, registry),

@@ -31,6 +31,8 @@ pub(crate) struct AppState {
     pub inflight_limit: Option<Arc<tokio::sync::Semaphore>>,
     /// The main listener's TLS config, rotated live (`None`: plain HTTP).
     pub tls: Option<Arc<crate::tls::Acceptor>>,
+    /// The front's provider manifest, last good copy (outside the snapshot: reloads keep it).
+    pub manifest: Arc<crate::manifest::Manifest>,
 }
 
 impl crate::reload::Reloadable for AppState {

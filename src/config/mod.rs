@@ -49,6 +49,32 @@ pub struct Config {
     pub redis: Option<RedisConfig>,
     /// `[[limits]]`, plus one per key with `rpm`/`tpm`.
     pub limits: Vec<LimitConfig>,
+    /// `[front]`.
+    pub front: FrontConfig,
+}
+
+/// `[front]`, validated: the front's provider manifest ([`crate::manifest`]), opt-in.
+#[derive(Debug, Clone)]
+pub struct FrontConfig {
+    /// Where the manifest is fetched (`http` or `https`); `None`: no manifest.
+    pub manifest_url: Option<Uri>,
+    /// Fetch interval.
+    pub manifest_refresh: Duration,
+    /// Without `manifest_url`: learn it from the first `X-OmniRoute-Provider-Manifest-Url` of an
+    /// authenticated request (needs `server.api_keys`: only a front holding a key names it).
+    pub manifest_from_header: bool,
+}
+
+/// Whether `uri` is an absolute `http` or `https` URL with a host (a manifest URL, configured or
+/// learned from the front's header).
+pub(crate) fn is_fetchable(uri: &Uri) -> bool {
+    matches!(uri.scheme_str(), Some("http" | "https")) && uri.host().is_some_and(|h| !h.is_empty())
+}
+
+impl Default for FrontConfig {
+    fn default() -> Self {
+        Self { manifest_url: None, manifest_refresh: Duration::from_secs(60), manifest_from_header: false }
+    }
 }
 
 /// `[redis]`, validated.

@@ -143,6 +143,22 @@ pub(super) struct RawConfig {
     /// Rate limits.
     #[serde(default)]
     pub limits: Vec<RawLimit>,
+    /// What tier1 learns from the front (OmniRoute) beyond its requests.
+    #[serde(default)]
+    pub front: RawFront,
+}
+
+/// `[front]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawFront {
+    /// The front's provider manifest (`http(s)://…/api/v1/provider-plugin-manifest`).
+    pub manifest_url: Option<String>,
+    /// How often the manifest is fetched again (default 60s).
+    pub manifest_refresh: Option<String>,
+    /// Learn the URL from the first authenticated `X-OmniRoute-Provider-Manifest-Url`.
+    #[serde(default)]
+    pub manifest_from_header: bool,
 }
 
 /// `[redis]`.

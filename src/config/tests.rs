@@ -327,3 +327,29 @@ fn retry_classes_default_to_moving_on_from_timeouts_and_take_only_retry_or_next(
     assert_eq!(e.0[0].path, "routes[0].retry.on_connect", "{e}");
     assert!(e.0[0].message.contains("retry or next"), "{e}");
 }
+
+#[test]
+fn front_manifest_url_must_be_http_or_https_with_a_host() {
+    let c = parse_toml("[front]\nmanifest_url = \"https://front.example/api/v1/provider-plugin-manifest\"\nmanifest_refresh = \"5m\"\n").unwrap();
+    assert_eq!(c.front.manifest_url.unwrap().host(), Some("front.example"));
+    assert_eq!(c.front.manifest_refresh, Duration::from_secs(300));
+    let c = parse_toml("").unwrap();
+    assert!(c.front.manifest_url.is_none());
+    assert_eq!(c.front.manifest_refresh, Duration::from_secs(60));
+    for bad in ["ftp://front/x", "/api/v1/provider-plugin-manifest", "not a url"] {
+        let e = parse_toml(&format!("[front]\nmanifest_url = \"{bad}\"\n")).unwrap_err();
+        assert!(e.0.iter().any(|e| e.path == "front.manifest_url"), "{bad}: {e:?}");
+    }
+    let e = parse_toml("[front]\nmanifest_url = \"http://f/x\"\nmanifest_refresh = \"0s\"\n").unwrap_err();
+    assert!(e.0.iter().any(|e| e.path == "front.manifest_refresh"), "{e:?}");
+}
+
+#[test]
+fn front_manifest_from_header_needs_api_keys() {
+    let e = parse_toml("[front]\nmanifest_from_header = true\n").unwrap_err();
+    assert!(e.0.iter().any(|e| e.path == "front.manifest_from_header"), "{e:?}");
+    let c =
+        parse_toml("[server]\napi_keys = [\"env:OPENAI_API_KEY\"]\n[front]\nmanifest_from_header = true\n")
+            .unwrap();
+    assert!(c.front.manifest_from_header && c.front.manifest_url.is_none());
+}

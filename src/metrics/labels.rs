@@ -156,6 +156,8 @@ labels! {
     Results => Outcome { result: &'a str }
     /// `tier1_config_info`.
     Hashes => Hash { hash: &'a str }
+    /// `tier1_manifest_fetch_errors_total`.
+    ManifestErrors => ManifestError { reason: &'a str }
     /// `tier1_build_info`.
     Versions => Version { version: &'a str }
 }

@@ -106,6 +106,11 @@ pub struct Metrics {
     pub(crate) tls_handshake_failures: IntCounter,
     /// `tier1_tls_reloads_total{result}`: certificate rotations picked up (ok) or refused (error).
     pub(crate) tls_reloads_total: Family<labels::Results, IntCounterVec>,
+    /// `tier1_manifest_age_seconds`: since the front's manifest was last fetched or confirmed
+    /// (refreshed at scrape; registered only with `[front] manifest_url`).
+    pub(crate) manifest_age_seconds: Gauge,
+    /// `tier1_manifest_fetch_errors_total{reason}`: manifest fetches that kept the last good copy.
+    pub(crate) manifest_fetch_errors_total: Family<labels::ManifestErrors, IntCounterVec>,
     process: ProcessMetrics,
 }
 
@@ -317,6 +322,14 @@ impl Metrics {
                 "tier1_tls_reloads_total",
                 "Listener certificate rotations, by result (ok, error: the old certificate stays).",
             )?,
+            manifest_age_seconds: Gauge::new(
+                "tier1_manifest_age_seconds",
+                "Seconds since the front's provider manifest was last fetched or confirmed (-1: never).",
+            )?,
+            manifest_fetch_errors_total: Family::counter(
+                "tier1_manifest_fetch_errors_total",
+                "Failed fetches of the front's provider manifest, by reason (status, invalid, timeout, connect, too_large); the last good copy stays.",
+            )?,
             process: ProcessMetrics::new(r)?,
             registry,
         };
@@ -344,6 +357,17 @@ impl Metrics {
         }
         self.registry.register(Box::new(self.tls_handshake_failures.clone()))?;
         self.registry.register(Box::new(self.tls_reloads_total.vector().clone()))
+    }
+
+    /// Registers the manifest metrics, with a series at 0 for each of `reasons`: only a replica
+    /// configured with `[front] manifest_url` exports them.
+    pub(crate) fn enable_manifest(&self, reasons: &[&str]) -> Result<(), prometheus::Error> {
+        for reason in reasons {
+            self.manifest_fetch_errors_total.get(labels::ManifestError { reason });
+        }
+        self.manifest_age_seconds.set(-1.0);
+        self.registry.register(Box::new(self.manifest_age_seconds.clone()))?;
+        self.registry.register(Box::new(self.manifest_fetch_errors_total.vector().clone()))
     }
 
     /// Creates the rejection and overflow series of every configured limit (at 0), so dashboards

@@ -17,6 +17,7 @@ use super::headers;
 use super::respond::{self, Dialect};
 use crate::error::{Class, ProxyError};
 use crate::json::{self, Scanned, Schema};
+use crate::manifest::Catalog;
 use crate::providers::Operation;
 use crate::ratelimit::{Facts, Rejection, Ticket, estimate_tokens};
 use crate::resilience::RetryBudget;
@@ -50,7 +51,7 @@ pub(crate) async fn forward(
         Operation::Responses => Schema::Responses,
     };
     let scanned = json::scan_capped(&bytes, schema, live.server.max_request_fallbacks)?;
-    let routed = route(live, &scanned, &parts.headers, op, state.registry.clock.now(), ctx)?;
+    let routed = route(state, live, &scanned, &parts.headers, op, ctx)?;
     let tokens = estimate_tokens(bytes.len(), scanned.max_tokens);
     let facts = Facts {
         route: ctx.route.as_str(),
@@ -124,13 +125,18 @@ struct Routed<'a> {
 /// speak the request's format.
 #[inline]
 fn route<'a>(
+    state: &AppState,
     live: &'a Live,
     scanned: &'a Scanned,
     headers: &'a http::HeaderMap,
     op: Operation,
-    now: u64,
     ctx: &mut RequestCtx,
 ) -> Result<Routed<'a>, ProxyError> {
+    let now = state.registry.clock.now();
+    state.manifest.learn(&live.front, headers);
+    // One atomic load: the front's manifest, if one is configured and fetched.
+    let manifest = state.manifest.load();
+    let catalog = manifest.as_deref();
     let max_fallbacks = live.server.max_request_fallbacks;
     let header_fallbacks = headers.get(X_TIER1_FALLBACKS).and_then(|v| v.to_str().ok()).unwrap_or("");
     let header_fallbacks = || header_fallbacks.split(',').map(str::trim).filter(|m| !m.is_empty());
@@ -140,7 +146,7 @@ fn route<'a>(
         return Err(json::ScanError::TooManyFallbacks { given, max: max_fallbacks }.into());
     }
     let mut cands: Vec<Candidate<'_>> = Vec::new();
-    let (budget, hedge_after, stream_resume) = match resolve(live, &scanned.model) {
+    let (budget, hedge_after, stream_resume) = match resolve(live, catalog, &scanned.model) {
         Some(Resolved::Route(route)) => {
             ctx.route = RouteLabel::Named(route.name.clone());
             push_route(&mut cands, live, route, now);
@@ -156,13 +162,14 @@ fn route<'a>(
     };
     let fallbacks = scanned.fallbacks.iter().map(String::as_str).chain(header_fallbacks());
     for model in fallbacks {
-        match resolve(live, model) {
+        match resolve(live, catalog, model) {
             Some(Resolved::Route(route)) => push_route(&mut cands, live, route, now),
             Some(Resolved::Direct { provider, model }) => push_direct(&mut cands, live, provider, model, now),
             None => return Err(unknown(model)),
         }
     }
     dedupe(&mut cands);
+    eligible(&mut cands, catalog, &scanned.model)?;
     // Only providers that speak the request's format, natively or translated, are tried.
     let before = cands.len();
     cands.retain(|c| c.provider.speaks(op));
@@ -280,11 +287,33 @@ async fn admit(state: &AppState, live: &Live, facts: &Facts<'_>) -> Result<Ticke
     Ok(ticket)
 }
 
-/// Resolves a client's model name. A direct `provider/model` must pass the kind's model-name rule:
+/// Drops the candidates whose provider the front's manifest marks not eligible; none left (and
+/// some dropped): the request is refused for the front to serve it itself.
+fn eligible(
+    cands: &mut Vec<Candidate<'_>>,
+    catalog: Option<&Catalog>,
+    model: &str,
+) -> Result<(), ProxyError> {
+    let Some(catalog) = catalog else { return Ok(()) };
+    let refused =
+        cands.iter().find(|c| catalog.ineligible(&c.provider.name)).map(|c| c.provider.name.clone());
+    cands.retain(|c| !catalog.ineligible(&c.provider.name));
+    match refused {
+        Some(provider) if cands.is_empty() => Err(ProxyError::NotEligible { model: model.into(), provider }),
+        _ => Ok(()),
+    }
+}
+
+/// Resolves a client's model name: tier1's own names first, then the front's manifest names
+/// (`alias/model`) mapped onto a configured provider ([`crate::manifest`]). A direct `provider/model` must pass the kind's model-name rule:
 /// Azure puts the model in the URL path (it names the deployment), so `az/../../x` or `az/a?b`,
 /// which would reach other paths of the provider's host with its key, are unknown models.
-fn resolve<'a>(live: &'a Live, model: &'a str) -> Option<Resolved<'a>> {
-    match live.table.resolve(model)? {
+fn resolve<'a>(live: &'a Live, catalog: Option<&Catalog>, model: &'a str) -> Option<Resolved<'a>> {
+    let resolved = live.table.resolve(model).or_else(|| {
+        let (name, rest) = catalog?.map(model, |n| live.table.provider(n).is_some())?;
+        Some(Resolved::Direct { provider: live.table.provider(name)?, model: rest })
+    });
+    match resolved? {
         Resolved::Direct { provider, model }
             if live.providers.get(provider).is_some_and(|p| !p.kind.spec().direct_model(model)) =>
         {

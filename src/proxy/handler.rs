@@ -234,6 +234,7 @@ async fn handle_inner(
         Endpoint::Ready => json(StatusCode::OK, Bytes::from_static(b"{\"status\":\"ready\"}")),
         Endpoint::Metrics => {
             crate::admin::refresh_gauges(&state.metrics, live, state.registry.clock);
+            state.metrics.manifest_age_seconds.set(state.manifest.age().unwrap_or(-1.0));
             state.ratelimit.refresh_gauges();
             let mut resp = Response::new(full(Bytes::from(state.metrics.encode())));
             resp.headers_mut().insert(

@@ -60,6 +60,11 @@ fn status_of(e: &ProxyError) -> (StatusCode, &'static str, &'static str, Option<
         ProxyError::Untranslatable { .. } => {
             (StatusCode::BAD_REQUEST, INVALID, "untranslatable_request", None)
         }
+        // A 4xx, never a 5xx: the front rests the sidecar for every provider on a 5xx. 404 is what
+        // a model the sidecar does not serve gets, so the front's model sync stays consistent.
+        ProxyError::NotEligible { .. } => {
+            (StatusCode::NOT_FOUND, INVALID, "provider_not_eligible", Some("model"))
+        }
         ProxyError::Limited(r) if r.unavailable => {
             (StatusCode::SERVICE_UNAVAILABLE, "rate_limit_error", "rate_limit_unavailable", None)
         }
@@ -124,6 +129,7 @@ fn error_headers(e: &ProxyError, status: StatusCode, headers: &mut HeaderMap) {
         }
         ProxyError::Exhausted(_)
         | ProxyError::WrongFormat { .. }
+        | ProxyError::NotEligible { .. }
         | ProxyError::Untranslatable { .. }
         | ProxyError::BadRequest(_)
         | ProxyError::Forbidden

@@ -149,6 +149,11 @@ impl RoutingTable {
         (!rest.is_empty()).then_some(Resolved::Direct { provider, model: rest })
     }
 
+    /// The index of the provider named `name`.
+    pub fn provider(&self, name: &str) -> Option<usize> {
+        self.providers.get(name).copied()
+    }
+
     /// All routes, in config order.
     pub fn routes(&self) -> &[Route] {
         &self.routes

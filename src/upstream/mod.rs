@@ -72,6 +72,23 @@ impl Client {
         Self::new(Connector::new(None, connect_timeout), 0, Duration::ZERO)
     }
 
+    /// A client for `http` and `https` (the web PKI roots, no client certificate) that keeps no
+    /// idle connection: tier1's own background fetches (the front's manifest). Without a usable
+    /// TLS setup it is [`Self::plain`], and `https` fails to connect.
+    pub(crate) fn web(connect_timeout: Duration) -> Self {
+        let mut roots = rustls::RootCertStore::empty();
+        roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+        match rustls::ClientConfig::builder_with_provider(crate::tls::provider())
+            .with_safe_default_protocol_versions()
+        {
+            Ok(b) => {
+                let tls = b.with_root_certificates(roots).with_no_client_auth();
+                Self::new(Connector::new(Some(tls), connect_timeout), 0, Duration::ZERO)
+            }
+            Err(_) => Self::plain(connect_timeout),
+        }
+    }
+
     /// Sends `req` (absolute URI) and waits for the answer's head.
     ///
     /// A request goes again only where the provider cannot have begun on it: one that held a

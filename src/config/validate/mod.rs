@@ -16,8 +16,8 @@ use super::raw::{RawConfig, RawResilience, RawRetry, RawTls};
 use super::secret::{Env, resolve};
 use super::{BreakerConfig, BudgetConfig, CooldownConfig, RetryPolicy, Then};
 use super::{
-    Config, ConfigError, ConfigErrors, LimitConfig, LogConfig, ProviderConfig, RedisConfig, RedisTls,
-    ReloadConfig, ResilienceConfig, Scope, Secret, ServerConfig, TlsConfig,
+    Config, ConfigError, ConfigErrors, FrontConfig, LimitConfig, LogConfig, ProviderConfig, RedisConfig,
+    RedisTls, ReloadConfig, ResilienceConfig, Scope, Secret, ServerConfig, TlsConfig,
 };
 use provider::provider;
 use routes::routes;
@@ -104,8 +104,37 @@ pub(super) fn validate(raw: RawConfig, env: &dyn Env) -> Result<Config, ConfigEr
             });
         }
     }
+    let front = front(&raw.front, &mut p);
+    if front.manifest_from_header && server.api_keys.is_empty() {
+        p.push(
+            "front.manifest_from_header",
+            "needs server.api_keys: only a front that holds a key may name the manifest (or set front.manifest_url)",
+        );
+    }
     p.finish()?;
-    Ok(Config { server, log, providers, routes, resilience, reload, redis, limits })
+    Ok(Config { server, log, providers, routes, resilience, reload, redis, limits, front })
+}
+
+/// `[front]`: the manifest URL must be an absolute `http` or `https` URL with a host.
+fn front(f: &super::raw::RawFront, p: &mut Problems) -> FrontConfig {
+    let manifest_refresh = positive(
+        p,
+        "front.manifest_refresh",
+        f.manifest_refresh.as_deref(),
+        FrontConfig::default().manifest_refresh,
+    );
+    let manifest_url = f.manifest_url.as_deref().and_then(|raw| match raw.parse::<http::Uri>() {
+        Ok(u) if super::is_fetchable(&u) => Some(u),
+        Ok(_) => {
+            p.push("front.manifest_url", format!("{raw:?} is not an http:// or https:// URL with a host"));
+            None
+        }
+        Err(e) => {
+            p.push("front.manifest_url", format!("invalid URL {raw:?}: {e}"));
+            None
+        }
+    });
+    FrontConfig { manifest_url, manifest_refresh, manifest_from_header: f.manifest_from_header }
 }
 
 fn server(raw: &RawConfig, env: &dyn Env, p: &mut Problems) -> ServerConfig {
