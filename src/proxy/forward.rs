@@ -306,8 +306,9 @@ fn eligible(
 
 /// Resolves a client's model name: tier1's own names first, then the front's manifest names
 /// (`alias/model`) mapped onto a configured provider ([`crate::manifest`]). A direct
-/// `provider/model` must pass the kind's model-name rule: Azure puts the model in the URL path (it names the deployment), so `az/../../x` or `az/a?b`,
-/// which would reach other paths of the provider's host with its key, are unknown models.
+/// `provider/model` must pass the kind's model-name rule: Azure puts the model in the URL path
+/// (it names the deployment), so `az/../../x` or `az/a?b`, which would reach other paths of the
+/// provider's host with its key, are unknown models.
 fn resolve<'a>(live: &'a Live, catalog: Option<&Catalog>, model: &'a str) -> Option<Resolved<'a>> {
     let resolved = live.table.resolve(model).or_else(|| {
         let (name, rest) = catalog?.map(model, |n| live.table.provider(n).is_some())?;
