@@ -41,6 +41,11 @@ kind = "gemini"
 base_url = "{url}"
 [[providers.gemini.keys]]
 secret = "env:UPSTREAM_KEY"
+[providers.azure]
+kind = "azure"
+base_url = "{url}"
+[[providers.azure.keys]]
+secret = "env:UPSTREAM_KEY"
 [[routes]]
 name = "smart"
 targets = [{{ provider = "openai", model = "gpt-4o" }}]
@@ -60,9 +65,15 @@ targets = [{{ provider = "openai", model = "gpt-4o" }}]
     assert!(stdout.contains("sdk checks passed"), "{stdout}");
     // Every check went through tier1 to a mock: nothing was answered without an upstream call.
     // 3 kinds × (full, stream, raw, tool call, streamed tool call, tool result), 2 embeddings,
-    // 3 Responses (full, stream, the stream helper; the one to Anthropic is refused by tier1),
+    // 5 Responses (full and stream through openai and azure, the stream helper; the one to
+    // Anthropic is refused by tier1),
     // Anthropic SDK: 2 auth styles × 3 kinds × (full, stream), 3 kinds × tool use (full, stream).
-    assert_eq!(mock.stats.snapshot().requests, 41, "{:?}", mock.stats.snapshot());
+    assert_eq!(mock.stats.snapshot().requests, 43, "{:?}", mock.stats.snapshot());
+    // Azure's got the v1 API's path with the deployment in the body.
+    let azure: Vec<_> =
+        mock.stats.requests().into_iter().filter(|r| r.path.starts_with("/openai/v1/responses")).collect();
+    assert_eq!(azure.len(), 2, "{:?}", mock.stats.requests().iter().map(|r| r.path.clone()).collect::<Vec<_>>());
+    assert!(azure.iter().all(|r| String::from_utf8_lossy(&r.body).contains(r#""model":"gpt4o-prod""#)));
 }
 
 /// Issue 19 item 6: a provider's event that is not JSON, after the stream's first content. The

@@ -88,19 +88,21 @@ for model in ["openai/text-embedding-3-small", "gemini/text-embedding-004"]:
 # The Responses API, relayed natively to an openai-kind provider (translation to the other kinds
 # is a later slice): a full answer, a raw event stream, and the SDK's stream helper, which
 # rebuilds the response from the events (their indices and item ids must agree).
-r = oa.responses.create(model="openai/gpt-4o", input="hi", instructions="Be brief.")
-check(r.output_text == reply, f"responses: output_text {r.output_text!r}")
-check(r.status == "completed" and r.usage.output_tokens == 11, f"responses: status/usage {r}")
-text, kinds, final = "", [], None
-for event in oa.responses.create(model="openai/gpt-4o", input=[{"role": "user", "content": "hi"}], stream=True):
-    kinds.append(event.type)
-    if event.type == "response.output_text.delta":
-        text += event.delta
-    if event.type == "response.completed":
-        final = event.response
-check(text == reply, f"responses stream: text {text!r}")
-check(kinds[0] == "response.created" and kinds[-1] == "response.completed", f"responses stream: {kinds}")
-check(final is not None and final.usage.output_tokens == 11, f"responses stream: final {final}")
+# Both kinds that serve it natively: openai, and azure (its v1 API, the deployment in the body).
+for model in ["openai/gpt-4o", "azure/gpt4o-prod"]:
+    r = oa.responses.create(model=model, input="hi", instructions="Be brief.")
+    check(r.output_text == reply, f"{model} responses: output_text {r.output_text!r}")
+    check(r.status == "completed" and r.usage.output_tokens == 11, f"{model} responses: status/usage {r}")
+    text, kinds, final = "", [], None
+    for event in oa.responses.create(model=model, input=[{"role": "user", "content": "hi"}], stream=True):
+        kinds.append(event.type)
+        if event.type == "response.output_text.delta":
+            text += event.delta
+        if event.type == "response.completed":
+            final = event.response
+    check(text == reply, f"{model} responses stream: text {text!r}")
+    check(kinds[0] == "response.created" and kinds[-1] == "response.completed", f"{model} responses stream: {kinds}")
+    check(final is not None and final.usage.output_tokens == 11, f"{model} responses stream: final {final}")
 with oa.responses.stream(model="openai/gpt-4o", input="hi") as s:
     deltas = "".join(e.delta for e in s if e.type == "response.output_text.delta")
     final = s.get_final_response()
