@@ -72,7 +72,12 @@ targets = [{{ provider = "openai", model = "gpt-4o" }}]
     // Azure's got the v1 API's path with the deployment in the body.
     let azure: Vec<_> =
         mock.stats.requests().into_iter().filter(|r| r.path.starts_with("/openai/v1/responses")).collect();
-    assert_eq!(azure.len(), 2, "{:?}", mock.stats.requests().iter().map(|r| r.path.clone()).collect::<Vec<_>>());
+    assert_eq!(
+        azure.len(),
+        2,
+        "{:?}",
+        mock.stats.requests().iter().map(|r| r.path.clone()).collect::<Vec<_>>()
+    );
     assert!(azure.iter().all(|r| String::from_utf8_lossy(&r.body).contains(r#""model":"gpt4o-prod""#)));
 }
 
