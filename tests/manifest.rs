@@ -363,3 +363,18 @@ async fn with_manifest_from_header_the_first_authenticated_request_names_the_url
         "the header reached the provider"
     );
 }
+
+/// The front's model sync reads `GET /v1/models`: with the manifest loaded it lists the front's
+/// names for what tier1 serves (`oa/gpt-4o`), never an ineligible provider's (`cc/...`) nor one
+/// tier1 does not have (`ev/...`).
+#[tokio::test]
+async fn v1_models_lists_the_fronts_names_for_what_tier1_serves() {
+    let s = setup(Mode::Good(None)).await;
+    s.loaded().await;
+    let list = get(&s.tier1.url("/v1/models")).await.json();
+    let ids: Vec<&str> = list["data"].as_array().unwrap().iter().filter_map(|m| m["id"].as_str()).collect();
+    assert!(ids.contains(&"oa/gpt-4o"), "{ids:?}");
+    assert!(!ids.iter().any(|i| i.starts_with("cc/") || i.starts_with("ev/")), "{ids:?}");
+    let oa = list["data"].as_array().unwrap().iter().find(|m| m["id"] == "oa/gpt-4o").unwrap().clone();
+    assert_eq!((oa["object"].as_str(), oa["owned_by"].as_str()), (Some("model"), Some("openai")), "{oa}");
+}

@@ -70,6 +70,47 @@ impl Catalog {
     pub(crate) fn ineligible(&self, name: &str) -> bool {
         self.ineligible.contains(name)
     }
+
+    /// The front's names for the models it maps onto configured, eligible providers
+    /// (`alias/model`, else `id/model`), each with the provider that serves it: what
+    /// `GET /v1/models` adds for the front's model sync. Sorted, for a stable list.
+    pub(crate) fn model_ids(&self, configured: impl Fn(&str) -> bool) -> Vec<(String, String)> {
+        let mut ids = Vec::new();
+        for e in &self.entries {
+            let names = || std::iter::once(&e.id).chain(e.alias.as_ref());
+            let Some(provider) = names().find(|n| configured(n)) else { continue };
+            if names().any(|n| self.ineligible(n)) {
+                continue;
+            }
+            let prefix = e.alias.as_ref().unwrap_or(&e.id);
+            ids.extend(e.models.iter().map(|m| (format!("{prefix}/{m}"), provider.to_string())));
+        }
+        ids.sort();
+        ids
+    }
+}
+
+/// `body` (the snapshot's `GET /v1/models` list) with the front's names from `catalog` added
+/// after tier1's own, each once.
+pub(crate) fn models_body(
+    body: &bytes::Bytes,
+    catalog: &Catalog,
+    configured: impl Fn(&str) -> bool,
+) -> bytes::Bytes {
+    let Ok(mut list) = serde_json::from_slice::<serde_json::Value>(body) else { return body.clone() };
+    let Some(data) = list.get_mut("data").and_then(serde_json::Value::as_array_mut) else {
+        return body.clone();
+    };
+    let created = data.first().map_or(serde_json::Value::from(0), |m| m["created"].clone());
+    let known: HashSet<String> = data.iter().filter_map(|m| m["id"].as_str().map(str::to_owned)).collect();
+    for (id, owner) in catalog.model_ids(configured) {
+        if !known.contains(&id) {
+            data.push(
+                serde_json::json!({"id": id, "object": "model", "created": created, "owned_by": owner}),
+            );
+        }
+    }
+    serde_json::to_vec(&list).map_or_else(|_| body.clone(), bytes::Bytes::from)
 }
 
 /// The front's header naming its manifest (`[front] manifest_from_header`).

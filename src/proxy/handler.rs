@@ -243,7 +243,16 @@ async fn handle_inner(
             );
             resp
         }
-        Endpoint::Models => json(StatusCode::OK, live.models_body.clone()),
+        Endpoint::Models => {
+            // With the front's manifest loaded, its names for what tier1 serves are listed too.
+            let body = match state.manifest.load().as_deref() {
+                Some(catalog) => crate::manifest::models_body(&live.models_body, catalog, |n| {
+                    live.table.provider(n).is_some()
+                }),
+                None => live.models_body.clone(),
+            };
+            json(StatusCode::OK, body)
+        }
         Endpoint::AdminState | Endpoint::AdminConfig | Endpoint::AdminReload | Endpoint::AdminReset => {
             crate::admin::authorize(live, req.uri(), req.headers(), peer)?;
             admin(state, live, endpoint).await
