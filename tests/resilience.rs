@@ -968,3 +968,43 @@ async fn a_stream_broken_by_an_in_stream_error_is_continued() {
     assert_eq!(content, words, "{text}");
     assert!(done && ids.iter().all(|i| i == "p"), "{text}");
 }
+
+/// Issue 21's first-token deadline (provider `first_token_timeout`): headers and the role
+/// preamble come at once, the first content does not. Before, only `first_byte_timeout` (the
+/// first event: the preamble) and the idle timeout applied, so the stream waited for its token.
+/// Now the commit point has its own deadline, scaled to the prompt: a short prompt fails over
+/// after `base`, a long one (a reasoning-sized prompt) gets the longer deadline and is waited for.
+#[tokio::test(start_paused = true)]
+async fn a_first_token_that_does_not_come_in_time_for_its_prompt_fails_over() {
+    let slow = Behavior { ttft: Duration::from_secs(5), ..Behavior::default() };
+    let mock = MockUpstream::start(MockConfig::default().model("slow", slow)).await.unwrap();
+    let routes = r#"
+[[routes]]
+name = "r"
+retry = { attempts = 1 }
+targets = [{ provider = "a", model = "slow" }, { provider = "b", model = "fast" }]
+"#;
+    let config = cfg(&mock, routes).replace(
+        "request_timeout = \"3s\"\n[[providers.a.keys]]",
+        "request_timeout = \"300s\"\nfirst_token_timeout = { base = \"2s\", per_1k_input_tokens = \"1s\", max = \"60s\" }\n[[providers.a.keys]]",
+    );
+    assert!(config.contains("first_token_timeout"));
+    let t = Tier1::start(&config).await;
+    let started = tokio::time::Instant::now();
+    let a = post(&t.url("/v1/chat/completions"), &[], &chat_stream("r")).await;
+    assert_eq!((a.status.as_u16(), a.header("x-tier1-model")), (200, Some("fast")), "{}", a.text());
+    assert_eq!(a.header("x-tier1-fallback-reason"), Some("timeout"));
+    let took = started.elapsed();
+    assert!((Duration::from_secs(2)..Duration::from_secs(3)).contains(&took), "took {took:?}");
+    assert!(a.text().ends_with("data: [DONE]\n\n"));
+    // About 10,000 tokens of prompt: 2 s + 10 s, so the token at 5 s is waited for.
+    let long = format!(
+        r#"{{"model":"r","stream":true,"messages":[{{"role":"user","content":"{}"}}]}}"#,
+        "word ".repeat(8_000)
+    );
+    let started = tokio::time::Instant::now();
+    let a = post(&t.url("/v1/chat/completions"), &[], &long).await;
+    assert_eq!((a.status.as_u16(), a.header("x-tier1-model")), (200, Some("slow")), "{}", a.text());
+    assert!(started.elapsed() >= Duration::from_secs(5));
+    assert_eq!((mock.stats.calls_for("slow"), mock.stats.calls_for("fast")), (2, 1));
+}

@@ -23,7 +23,8 @@ pub(crate) use secret::{StreamRedactor, resolve as resolve_secret};
 pub(crate) use crate::providers::ProviderKind;
 pub use settings::{Behavior, DEFAULT_REPLY};
 pub(crate) use settings::{
-    BreakerConfig, BudgetConfig, CooldownConfig, RawBehavior, RetryPolicy, Strategy, Then, is_glob,
+    BreakerConfig, BudgetConfig, CooldownConfig, FirstTokenTimeout, RawBehavior, RetryPolicy, Strategy, Then,
+    is_glob,
 };
 
 /// The demo config embedded in the binary: routes served by the built-in mock provider, so that
@@ -287,6 +288,8 @@ pub struct ProviderConfig {
     pub queue_timeout: Duration,
     /// Deadline for response headers (streams: the first event).
     pub first_byte_timeout: Duration,
+    /// Deadline for a stream's first content (its commit point), scaled to the prompt.
+    pub first_token_timeout: Option<FirstTokenTimeout>,
     /// Longest gap between stream chunks.
     pub idle_timeout: Duration,
     /// Largest single upstream event of a translated stream (a translation reads events whole).

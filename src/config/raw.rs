@@ -370,6 +370,18 @@ pub(super) struct RawTls {
     pub reload_interval: Option<String>,
 }
 
+/// `first_token_timeout = { base, per_1k_input_tokens, max }` of a provider.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawFirstToken {
+    /// The deadline of an empty prompt.
+    pub base: Option<String>,
+    /// Added per 1,000 estimated input tokens.
+    pub per_1k_input_tokens: Option<String>,
+    /// The longest deadline.
+    pub max: Option<String>,
+}
+
 /// `[log]`.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -421,6 +433,8 @@ pub(super) struct RawProvider {
     pub queue_timeout: Option<String>,
     /// Deadline for response headers (and, for streams, the first event).
     pub first_byte_timeout: Option<String>,
+    /// Deadline for a stream's first content, scaled to the prompt.
+    pub first_token_timeout: Option<RawFirstToken>,
     /// Longest gap between stream chunks.
     pub idle_timeout: Option<String>,
     /// Largest single event of a translated stream.

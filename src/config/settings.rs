@@ -47,6 +47,27 @@ impl Default for BreakerConfig {
     }
 }
 
+/// A stream's deadline to its first content (its commit point), scaled to the prompt: a
+/// reasoning model's long prompt may take a minute to a first token, a short chat prompt should
+/// not. Never measured to headers or role preambles (that is `first_byte_timeout`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FirstTokenTimeout {
+    /// The deadline of an empty prompt.
+    pub base: Duration,
+    /// Added per 1,000 estimated input tokens.
+    pub per_1k_input_tokens: Duration,
+    /// The longest deadline.
+    pub max: Duration,
+}
+
+impl FirstTokenTimeout {
+    /// The deadline of a prompt of `input_tokens` (estimated).
+    pub fn for_tokens(&self, input_tokens: u64) -> Duration {
+        let per = self.per_1k_input_tokens.as_secs_f64() * input_tokens as f64 / 1000.0;
+        self.base.saturating_add(Duration::try_from_secs_f64(per).unwrap_or(self.max)).min(self.max)
+    }
+}
+
 /// Budget settings.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct BudgetConfig {

@@ -353,3 +353,25 @@ fn front_manifest_from_header_needs_api_keys() {
             .unwrap();
     assert!(c.front.manifest_from_header && c.front.manifest_url.is_none());
 }
+
+#[test]
+fn a_first_token_deadline_scales_with_the_prompt_up_to_its_max() {
+    let base = "[providers.p]\nkind = \"mock\"\nrequest_timeout = \"100s\"\n";
+    assert!(parse_toml(base).unwrap().providers[0].first_token_timeout.is_none());
+    let set = format!(
+        "{base}first_token_timeout = {{ base = \"10s\", per_1k_input_tokens = \"1s\", max = \"30s\" }}\n"
+    );
+    let f = parse_toml(&set).unwrap().providers[0].first_token_timeout.unwrap();
+    assert_eq!(f.for_tokens(0), Duration::from_secs(10));
+    assert_eq!(f.for_tokens(5_000), Duration::from_secs(15));
+    assert_eq!(f.for_tokens(u64::MAX), Duration::from_secs(30));
+    // max defaults to request_timeout, and is never under base.
+    let only = format!("{base}first_token_timeout = {{ base = \"10s\" }}\n");
+    assert_eq!(
+        parse_toml(&only).unwrap().providers[0].first_token_timeout.unwrap().max,
+        Duration::from_secs(100)
+    );
+    let bad = format!("{base}first_token_timeout = {{ base = \"10s\", max = \"5s\" }}\n");
+    let e = parse_toml(&bad).unwrap_err();
+    assert_eq!(e.0[0].path, "providers.p.first_token_timeout.max", "{e}");
+}

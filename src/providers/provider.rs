@@ -70,6 +70,8 @@ pub(crate) struct Provider {
     pub request_timeout: Duration,
     /// Deadline for the response head (streams: the first event).
     pub first_byte_timeout: Duration,
+    /// Deadline to a stream's first content, scaled to the prompt (`None`: only the others).
+    pub first_token_timeout: Option<crate::config::FirstTokenTimeout>,
     /// Longest gap between stream chunks.
     pub idle_timeout: Duration,
     /// Largest single upstream event of a translated stream.
@@ -213,6 +215,7 @@ impl Provider {
             wire: spec.wire(),
             request_timeout: p.request_timeout,
             first_byte_timeout: p.first_byte_timeout,
+            first_token_timeout: p.first_token_timeout,
             idle_timeout: p.idle_timeout,
             max_event_bytes: p.max_event_bytes,
             queue_timeout: p.queue_timeout,

@@ -32,6 +32,8 @@ pub(super) struct Deadlines {
     pub(super) total: Instant,
     /// The provider's `first_byte_timeout`, within the total.
     pub(super) first_byte: Instant,
+    /// The provider's `first_token_timeout` for this prompt: a stream's commit point by then.
+    pub(super) first_token: Option<Instant>,
 }
 
 /// An upstream success read to its commit point: what follows it on the way to the client.

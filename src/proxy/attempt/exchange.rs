@@ -83,7 +83,10 @@ pub(super) async fn attempt<'a>(
         key.map(|k| job.limiter.charge_key(&job.live.limits, &p.name, &k.name, c.model, job.tokens));
     let start = Instant::now();
     let total = start + p.request_timeout;
-    let at = Deadlines { start, total, first_byte: (start + p.first_byte_timeout).min(total) };
+    // The prompt's size as the rate limits estimate it (bytes / 4), without the output ceiling.
+    let first_token =
+        p.first_token_timeout.map(|f| (start + f.for_tokens(job.body.len() as u64 / 4)).min(total));
+    let at = Deadlines { start, total, first_byte: (start + p.first_byte_timeout).min(total), first_token };
     // A provider of another format gets the request translated (to Anthropic or Gemini).
     let translated = match p.dialect(job.operation) {
         Some(d) => match d.request(job.operation, job.body, c.deployment, p.default_max_tokens, job.stream) {
@@ -188,7 +191,7 @@ async fn classify(
             // tier1 must read this body (see `encoded`).
             Err(Class::Server)
         } else if job.stream && sse {
-            precommit(body, at.first_byte, p.idle_timeout, at.total).await
+            precommit(body, at.first_byte, p.idle_timeout, (at.total, at.first_token)).await
         } else if !translated {
             // The first bytes before the answer goes out: a body that fails before any is a
             // failed attempt (retried, or a 502), not a 200 cut to nothing.

@@ -32,15 +32,18 @@ pub(super) fn is_sse(headers: &HeaderMap) -> bool {
 }
 
 /// Reads a stream up to its commit point (see [`CommitScanner`]): the held bytes and the rest.
+/// Each read waits until the first event's deadline (`first_byte`), then `idle` past the last,
+/// never past `total`, nor past `first_token` (the commit point's own deadline, when set).
 pub(super) async fn precommit(
     mut body: UpstreamBody,
     first_byte: Instant,
     idle: Duration,
-    total: Instant,
+    (total, first_token): (Instant, Option<Instant>),
 ) -> Result<(Bytes, UpstreamBody), Class> {
     let mut scanner = CommitScanner::default();
     let mut held = BytesMut::new();
-    let mut deadline = first_byte;
+    let by = |deadline: Instant| first_token.map_or(deadline, |f| deadline.min(f));
+    let mut deadline = by(first_byte);
     loop {
         let frame = match tokio::time::timeout_at(deadline, body.frame()).await {
             Err(_) => return Err(Class::Timeout),
@@ -54,7 +57,7 @@ pub(super) async fn precommit(
             Verdict::Error(class) => return Err(class),
             // A provider that talks at length without committing is relayed as it is.
             Verdict::Pending if held.len() >= MAX_HELD => return Ok((held.freeze(), body)),
-            Verdict::Pending if scanner.events() > 0 => deadline = (Instant::now() + idle).min(total),
+            Verdict::Pending if scanner.events() > 0 => deadline = by((Instant::now() + idle).min(total)),
             Verdict::Pending => {}
         }
     }

@@ -287,7 +287,7 @@ async fn attempt(resume: &Resume, p: &Provider, c: &Cand, body: &Bytes) -> Optio
         return None;
     }
     let first_byte = (start + p.first_byte_timeout).min(total);
-    let (held, rest) = precommit(resp.into_body(), first_byte, p.idle_timeout, total).await.ok()?;
+    let (held, rest) = precommit(resp.into_body(), first_byte, p.idle_timeout, (total, None)).await.ok()?;
     let metrics = p.target_state(model, now).metrics(&resume.metrics, &p.name, p.model_label(model)).clone();
     let origin = Origin { provider: p.name.clone(), request_id: request_id.clone() };
     let tap = Tap::new(metrics.clone(), start, true, &held, origin);
