@@ -34,11 +34,6 @@ impl ModelRests {
         self.map.lock().ok()?.get(model)?.remaining(now)
     }
 
-    /// Whether `model` rests at `now`.
-    pub fn is_cooling(&self, model: &str, now: u64) -> bool {
-        self.remaining(model, now).is_some()
-    }
-
     /// A rate-limit strike on `model` (see [`Cooldown::strike`]); `None` when the key already
     /// holds [`KEY_MODELS`] rests and the caller must rest the key instead.
     pub fn strike(
@@ -118,8 +113,8 @@ mod tests {
         let (r, cfg) = (ModelRests::default(), CooldownConfig::default());
         assert_eq!(r.strike("a", S, &cfg, Some(Duration::from_secs(7))), Some(Duration::from_secs(7)));
         assert_eq!(r.remaining("a", S), Some(Duration::from_secs(7)));
-        assert!(!r.is_cooling("b", S));
-        assert!(!r.is_cooling("a", 8 * S + 1));
+        assert_eq!(r.remaining("b", S), None);
+        assert_eq!(r.remaining("a", 8 * S + 1), None);
         assert_eq!(r.resting(S), [("a".to_owned(), Duration::from_secs(7))]);
         // Strikes double per model, and a success after the rest starts them over.
         let first = r.strike("b", S, &cfg, None).unwrap();
