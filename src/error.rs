@@ -28,6 +28,8 @@ pub enum Class {
     Server,
     /// A deadline passed (connect excluded).
     Timeout,
+    /// A stream's headers came but its first content did not by its `first_token_timeout`.
+    FirstToken,
     /// The upstream could not be reached.
     Connect,
     /// The request is longer than the target's context window (the provider said so, or its
@@ -49,10 +51,16 @@ impl Class {
             Self::NotFound => "not_found",
             Self::Server => "server",
             Self::Timeout => "timeout",
+            Self::FirstToken => "first_token_timeout",
             Self::Connect => "connect",
             Self::ContextLength => "context_length",
             Self::ContentFilter => "content_filter",
         }
+    }
+
+    /// A deadline passed: the same retry and breaker rules for both, counted apart.
+    pub fn is_timeout(self) -> bool {
+        matches!(self, Self::Timeout | Self::FirstToken)
     }
 
     /// The class of an upstream HTTP status that is not a success.

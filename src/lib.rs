@@ -189,6 +189,7 @@ pub async fn serve(
         inflight_limit: config.server.max_inflight.map(|n| Arc::new(tokio::sync::Semaphore::new(n))),
         tls: tls.clone(),
         manifest: Arc::new(manifest::Manifest::default()),
+        cooldown_waiters: std::sync::atomic::AtomicUsize::new(0),
     });
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);

@@ -33,6 +33,9 @@ pub(crate) struct AppState {
     pub tls: Option<Arc<crate::tls::Acceptor>>,
     /// The front's provider manifest, last good copy (outside the snapshot: reloads keep it).
     pub manifest: Arc<crate::manifest::Manifest>,
+    /// Requests held for a cooldown now (`[resilience] wait_for_cooldown`), against
+    /// `max_cooldown_waiters`.
+    pub cooldown_waiters: std::sync::atomic::AtomicUsize,
 }
 
 impl crate::reload::Reloadable for AppState {

@@ -143,7 +143,10 @@ async fn every_metric_moves_by_the_right_amount() {
     assert_eq!(v("tier1_keys_available", &[("provider", "c")]), Some(1.0));
     assert_eq!(v("tier1_keys_available", &[("provider", "a")]), Some(1.0));
     assert_eq!(v("tier1_keys_available", &[("provider", "b")]), None, "b needs no key: no series");
-    assert_eq!(v("tier1_hedges_total", &[("route", "h"), ("winner", "hedge")]), Some(1.0));
+    assert_eq!(
+        v("tier1_hedges_total", &[("route", "h"), ("trigger", "hedge_after"), ("winner", "hedge")]),
+        Some(1.0)
+    );
     // The mock reports 9 prompt tokens and one completion token per word of its reply (11).
     assert_eq!(
         v("tier1_tokens_total", &[("provider", "a"), ("model", "good"), ("direction", "input")]),

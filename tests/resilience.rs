@@ -993,7 +993,8 @@ targets = [{ provider = "a", model = "slow" }, { provider = "b", model = "fast" 
     let started = tokio::time::Instant::now();
     let a = post(&t.url("/v1/chat/completions"), &[], &chat_stream("r")).await;
     assert_eq!((a.status.as_u16(), a.header("x-tier1-model")), (200, Some("fast")), "{}", a.text());
-    assert_eq!(a.header("x-tier1-fallback-reason"), Some("timeout"));
+    // Counted by its own reason, apart from other timeouts.
+    assert_eq!(a.header("x-tier1-fallback-reason"), Some("first_token_timeout"));
     let took = started.elapsed();
     assert!((Duration::from_secs(2)..Duration::from_secs(3)).contains(&took), "took {took:?}");
     assert!(a.text().ends_with("data: [DONE]\n\n"));
@@ -1007,4 +1008,127 @@ targets = [{ provider = "a", model = "slow" }, { provider = "b", model = "fast" 
     assert_eq!((a.status.as_u16(), a.header("x-tier1-model")), (200, Some("slow")), "{}", a.text());
     assert!(started.elapsed() >= Duration::from_secs(5));
     assert_eq!((mock.stats.calls_for("slow"), mock.stats.calls_for("fast")), (2, 1));
+}
+
+/// A slow first token on providers `a` (target `slow`) and `b` (`fast`); `route` adds to route `r`.
+async fn first_token_setup(route: &str) -> (MockUpstream, Tier1) {
+    let slow = Behavior { ttft: Duration::from_secs(5), ..Behavior::default() };
+    let mock = MockUpstream::start(MockConfig::default().model("slow", slow)).await.unwrap();
+    let routes = format!(
+        "[[routes]]\nname = \"r\"\nretry = {{ attempts = 1 }}\n{route}\ntargets = [{{ provider = \"a\", model = \"slow\" }}, {{ provider = \"b\", model = \"fast\" }}]\n"
+    );
+    // The provider's own deadline is long: only the route's can move the request.
+    let config = cfg(&mock, &routes).replace(
+        "request_timeout = \"3s\"\n[[providers.a.keys]]",
+        "request_timeout = \"300s\"\nfirst_token_timeout = { base = \"60s\" }\n[[providers.a.keys]]",
+    );
+    assert!(config.contains("base = \"60s\""));
+    (mock, Tier1::start(&config).await)
+}
+
+/// Issue 21, item 3: a route's `first_token_timeout` is over its providers' own (here 60 s,
+/// which would wait for the token at 5 s).
+#[tokio::test(start_paused = true)]
+async fn a_routes_first_token_timeout_is_over_its_providers() {
+    let (mock, t) = first_token_setup("first_token_timeout = { base = \"2s\" }").await;
+    let started = tokio::time::Instant::now();
+    let a = post(&t.url("/v1/chat/completions"), &[], &chat_stream("r")).await;
+    assert_eq!((a.status.as_u16(), a.header("x-tier1-model")), (200, Some("fast")), "{}", a.text());
+    assert_eq!(a.header("x-tier1-fallback-reason"), Some("first_token_timeout"));
+    assert!((Duration::from_secs(2)..Duration::from_secs(3)).contains(&started.elapsed()));
+    assert_eq!((mock.stats.calls_for("slow"), mock.stats.calls_for("fast")), (1, 1));
+    let m = get(&t.url("/metrics")).await.text();
+    let fallback =
+        r#"tier1_fallbacks_total{from_provider="a",reason="first_token_timeout",route="r",to_provider="b"}"#;
+    assert_eq!(metric(&m, fallback), Some(1.0), "{m}");
+}
+
+/// Issue 21, item 3: on a hedged route the first-token deadline, when it comes before
+/// `hedge_after`, starts the hedge instead of failing the primary; the first of the two to
+/// commit answers, and the hedge is counted by what started it.
+#[tokio::test(start_paused = true)]
+async fn a_late_first_token_starts_the_hedge_on_a_hedged_route() {
+    let (mock, t) = first_token_setup("hedge_after = \"30s\"\nfirst_token_timeout = { base = \"2s\" }").await;
+    let started = tokio::time::Instant::now();
+    let a = post(&t.url("/v1/chat/completions"), &[], &chat_stream("r")).await;
+    assert_eq!((a.status.as_u16(), a.header("x-tier1-model")), (200, Some("fast")), "{}", a.text());
+    assert!((Duration::from_secs(2)..Duration::from_secs(3)).contains(&started.elapsed()));
+    assert!(a.text().ends_with("data: [DONE]\n\n"));
+    // Nothing failed: the hedge won a race, no fallback happened.
+    assert_eq!(a.header("x-tier1-fallback-reason"), None);
+    assert_eq!((mock.stats.calls_for("slow"), mock.stats.calls_for("fast")), (1, 1));
+    let m = get(&t.url("/metrics")).await.text();
+    let won = r#"tier1_hedges_total{route="r",trigger="first_token",winner="hedge"}"#;
+    assert_eq!(metric(&m, won), Some(1.0), "{m}");
+    // A primary that commits before the deadline is not hedged: with a 10 s deadline the token
+    // at 5 s wins, and no second hedge is counted.
+    drop(t);
+    let (mock, t) =
+        first_token_setup("hedge_after = \"30s\"\nfirst_token_timeout = { base = \"10s\" }").await;
+    let a = post(&t.url("/v1/chat/completions"), &[], &chat_stream("r")).await;
+    assert_eq!((a.status.as_u16(), a.header("x-tier1-model")), (200, Some("slow")), "{}", a.text());
+    assert_eq!((mock.stats.calls_for("slow"), mock.stats.calls_for("fast")), (1, 0));
+    let m = get(&t.url("/metrics")).await.text();
+    assert!(!m.contains("tier1_hedges_total{"), "{m}");
+}
+
+/// One provider with one key, whose model's first call is a 429 asking for 1 s; route `r`
+/// tries it once and adds `route`, and `[resilience]` adds `resilience`.
+async fn one_key_limited_once(route: &str, resilience: &str) -> (MockUpstream, Tier1) {
+    let limited = Behavior {
+        status: Some(StatusCode::TOO_MANY_REQUESTS),
+        retry_after: Some(http::HeaderValue::from_static("1")),
+        fail_first: Some(1),
+        ..Behavior::default()
+    };
+    let mock = MockUpstream::start(MockConfig::default().model("m", limited)).await.unwrap();
+    let config = format!(
+        "[resilience]\n{resilience}\n[providers.one]\nkind = \"openai\"\nbase_url = \"{}\"\n[[providers.one.keys]]\nname = \"k\"\nsecret = \"sk-only-key-0001\"\n[[routes]]\nname = \"r\"\nretry = {{ attempts = 1 }}\n{route}\ntargets = [{{ provider = \"one\", model = \"m\" }}]\n",
+        mock.url()
+    );
+    (mock, Tier1::start(&config).await)
+}
+
+/// Issue 21, item 5: `wait_for_cooldown`. The first request meets the 429 and rests the key's
+/// model for 1 s. Without the setting, the next request finds it resting and gets its 429 at
+/// once; with it, that request is held until the rest ends and answered; with every waiting
+/// slot taken (`max_cooldown_waiters = 0`), the 429 comes at once again, counted as `full`.
+#[tokio::test(start_paused = true)]
+async fn wait_for_cooldown_holds_a_request_until_its_key_is_back() {
+    let (mock, t) = one_key_limited_once("", "").await;
+    assert_eq!(chat_ok(&t, "r").await.status, 429);
+    let started = tokio::time::Instant::now();
+    let a = chat_ok(&t, "r").await;
+    assert_eq!((a.status.as_u16(), a.header("retry-after")), (429, Some("1")), "{}", a.text());
+    assert!(started.elapsed() < Duration::from_millis(100));
+    assert_eq!(mock.stats.snapshot().requests, 1);
+
+    let (mock, t) = one_key_limited_once("wait_for_cooldown = \"2s\"", "").await;
+    assert_eq!(chat_ok(&t, "r").await.status, 429);
+    let started = tokio::time::Instant::now();
+    let a = chat_ok(&t, "r").await;
+    assert_eq!(a.status, 200, "{}", a.text());
+    let took = started.elapsed();
+    assert!((Duration::from_millis(900)..Duration::from_millis(1200)).contains(&took), "took {took:?}");
+    assert_eq!(mock.stats.snapshot().requests, 2);
+    let m = get(&t.url("/metrics")).await.text();
+    assert_eq!(metric(&m, r#"tier1_cooldown_waits_total{outcome="served",route="r"}"#), Some(1.0), "{m}");
+
+    // A rest longer than the wait is not waited for: 1 s against 500 ms.
+    let (mock, t) = one_key_limited_once("wait_for_cooldown = \"500ms\"", "").await;
+    assert_eq!(chat_ok(&t, "r").await.status, 429);
+    let started = tokio::time::Instant::now();
+    assert_eq!(chat_ok(&t, "r").await.status, 429);
+    assert!(started.elapsed() < Duration::from_millis(100));
+    assert_eq!(mock.stats.snapshot().requests, 1);
+
+    // The default comes from [resilience]; its slots are bounded.
+    let (mock, t) = one_key_limited_once("", "wait_for_cooldown = \"2s\"\nmax_cooldown_waiters = 0").await;
+    assert_eq!(chat_ok(&t, "r").await.status, 429);
+    let started = tokio::time::Instant::now();
+    assert_eq!(chat_ok(&t, "r").await.status, 429);
+    assert!(started.elapsed() < Duration::from_millis(100));
+    assert_eq!(mock.stats.snapshot().requests, 1);
+    let m = get(&t.url("/metrics")).await.text();
+    assert_eq!(metric(&m, r#"tier1_cooldown_waits_total{outcome="full",route="r"}"#), Some(1.0), "{m}");
 }

@@ -179,6 +179,11 @@ pub struct ResilienceConfig {
     pub retry_budget: BudgetConfig,
     /// Retry policy of direct requests and routes without their own.
     pub default_retry: RetryPolicy,
+    /// A request whose every candidate rests for less than this waits for the first to come
+    /// back instead of a 429 (zero: never).
+    pub wait_for_cooldown: Duration,
+    /// Requests waiting that way at once, at most (the rest get their 429 at once).
+    pub max_cooldown_waiters: usize,
 }
 
 /// `[server]`, validated.
@@ -341,6 +346,10 @@ pub struct RouteConfig {
     pub hedge_after: Option<Duration>,
     /// A committed stream that breaks is continued on the next target that takes a prefill.
     pub stream_resume: bool,
+    /// The first-token deadline of this route's targets, over their providers' own.
+    pub first_token_timeout: Option<FirstTokenTimeout>,
+    /// `[resilience] wait_for_cooldown`, or the route's own.
+    pub wait_for_cooldown: Duration,
 }
 
 /// One route target.

@@ -242,6 +242,10 @@ pub(super) struct RawResilience {
     pub retry_budget: RawBudget,
     /// Retry policy of direct `provider/model` requests and routes without their own.
     pub default_retry: Option<RawRetry>,
+    /// Hold a request whose every candidate rests for less than this, instead of a 429.
+    pub wait_for_cooldown: Option<String>,
+    /// Requests held that way at once, at most.
+    pub max_cooldown_waiters: Option<usize>,
 }
 
 /// `[resilience.breaker]`.
@@ -370,7 +374,7 @@ pub(super) struct RawTls {
     pub reload_interval: Option<String>,
 }
 
-/// `first_token_timeout = { base, per_1k_input_tokens, max }` of a provider.
+/// `first_token_timeout = { base, per_1k_input_tokens, max }` of a provider or a route.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawFirstToken {
@@ -490,6 +494,10 @@ pub(super) struct RawRoute {
     pub hedge_after: Option<String>,
     /// Continue a committed stream that breaks on the next target that takes a prefill.
     pub stream_resume: Option<bool>,
+    /// The first-token deadline of this route's targets (over their providers' own).
+    pub first_token_timeout: Option<RawFirstToken>,
+    /// `[resilience] wait_for_cooldown` for this route.
+    pub wait_for_cooldown: Option<String>,
 }
 
 /// One route target.

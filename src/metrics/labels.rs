@@ -137,7 +137,9 @@ labels! {
     /// `tier1_stream_events_dropped_total`.
     StreamDrops => StreamDrop { provider: &'a str, reason: &'a str }
     /// `tier1_hedges_total`.
-    Hedges => Hedge { route: &'a str, winner: &'a str }
+    Hedges => Hedge { route: &'a str, winner: &'a str, trigger: &'a str }
+    /// `tier1_cooldown_waits_total`.
+    CooldownWaits => CooldownWait { route: &'a str, outcome: &'a str }
     /// `tier1_stream_resumes_total`.
     Resumes => Resume { route: &'a str, outcome: &'a str }
     /// `tier1_breaker_state`.

@@ -62,7 +62,12 @@ pub struct Metrics {
     /// `tier1_stream_events_dropped_total{provider, reason}`: events of a committed stream left
     /// out, not relayed (`reason="invalid_json"`: a `data:` that is not JSON).
     pub(crate) stream_events_dropped_total: Family<labels::StreamDrops, IntCounterVec>,
-    /// `tier1_hedges_total{route, winner}`: hedged requests, by which attempt won.
+    /// `tier1_cooldown_waits_total{route, outcome}`: requests held for a cooldown
+    /// (`wait_for_cooldown`): `served` or `unserved` after the wait, `full` when every waiting slot
+    /// was taken.
+    pub(crate) cooldown_waits_total: Family<labels::CooldownWaits, IntCounterVec>,
+    /// `tier1_hedges_total{route, winner, trigger}`: hedged requests, by which attempt won and what
+    /// started the hedge (`hedge_after`, or the primary's `first_token` deadline).
     pub(crate) hedges_total: Family<labels::Hedges, IntCounterVec>,
     /// `tier1_stream_resumes_total{route, outcome}`: committed streams that broke on a
     /// `stream_resume` route, continued elsewhere (`resumed`) or not (`failed`).
@@ -209,7 +214,17 @@ impl Metrics {
             )?,
             hedges_total: family(
                 r,
-                Family::counter("tier1_hedges_total", "Hedged requests, by the attempt that won."),
+                Family::counter(
+                    "tier1_hedges_total",
+                    "Hedged requests, by the attempt that won and what started the hedge.",
+                ),
+            )?,
+            cooldown_waits_total: family(
+                r,
+                Family::counter(
+                    "tier1_cooldown_waits_total",
+                    "Requests held for a cooldown (wait_for_cooldown), by route and outcome (served, unserved, full).",
+                ),
             )?,
             stream_resumes_total: family(
                 r,

@@ -44,13 +44,7 @@ pub(crate) async fn forward(
         read_limited(body, &parts.headers, live.server.max_body_bytes, live.server.body_timeout).await;
     ctx.waited += reading.elapsed();
     let bytes = bytes?;
-    let schema = match op {
-        Operation::Chat => Schema::Chat,
-        Operation::Embeddings => Schema::Embeddings,
-        Operation::Messages => Schema::Messages,
-        Operation::Responses => Schema::Responses,
-    };
-    let scanned = json::scan_capped(&bytes, schema, live.server.max_request_fallbacks)?;
+    let scanned = json::scan_capped(&bytes, schema(op), live.server.max_request_fallbacks)?;
     let routed = route(state, live, &scanned, &parts.headers, op, ctx)?;
     let tokens = estimate_tokens(bytes.len(), scanned.max_tokens);
     let facts = Facts {
@@ -104,19 +98,30 @@ pub(crate) async fn forward(
                 route_label.as_str(),
             ))
         }),
+        waiters: &state.cooldown_waiters,
     };
-    let result = attempt::run(&job, &routed.cands, routed.budget, routed.hedge_after).await;
+    let result = attempt::run(&job, &routed.cands, routed.budget, routed.extras).await;
     ctx.attempts = job.started.load(Ordering::Acquire);
     ctx.waited += std::time::Duration::from_nanos(job.waited.load(Ordering::Relaxed));
     let answered = result.map_err(|e| ProxyError::Exhausted(Box::new(e)))?;
     Ok(answer(answered, op, stream, ctx))
 }
 
+/// The body schema of `op`.
+fn schema(op: Operation) -> Schema {
+    match op {
+        Operation::Chat => Schema::Chat,
+        Operation::Embeddings => Schema::Embeddings,
+        Operation::Messages => Schema::Messages,
+        Operation::Responses => Schema::Responses,
+    }
+}
+
 /// Where a request may go: its candidates in order, and the route's retry budget and hedge.
 struct Routed<'a> {
     cands: Vec<Candidate<'a>>,
     budget: &'a RetryBudget,
-    hedge_after: Option<std::time::Duration>,
+    extras: attempt::Extras,
     stream_resume: bool,
 }
 
@@ -146,17 +151,23 @@ fn route<'a>(
         return Err(json::ScanError::TooManyFallbacks { given, max: max_fallbacks }.into());
     }
     let mut cands: Vec<Candidate<'_>> = Vec::new();
-    let (budget, hedge_after, stream_resume) = match resolve(live, catalog, &scanned.model) {
+    let (budget, extras, stream_resume) = match resolve(live, catalog, &scanned.model) {
         Some(Resolved::Route(route)) => {
             ctx.route = RouteLabel::Named(route.name.clone());
             push_route(&mut cands, live, route, now);
-            (&route.state.budget, route.hedge_after, route.stream_resume)
+            let extras = attempt::Extras {
+                hedge_after: route.hedge_after,
+                wait_for_cooldown: route.wait_for_cooldown,
+            };
+            (&route.state.budget, extras, route.stream_resume)
         }
         Some(Resolved::Direct { provider, model }) => {
             ctx.route = RouteLabel::Direct;
             push_direct(&mut cands, live, provider, model, now);
             let p = live.providers.get(provider).ok_or_else(|| unknown(&scanned.model))?;
-            (&p.state.budget, None, false)
+            let extras =
+                attempt::Extras { hedge_after: None, wait_for_cooldown: live.resilience.wait_for_cooldown };
+            (&p.state.budget, extras, false)
         }
         None => return Err(unknown(&scanned.model)),
     };
@@ -179,7 +190,7 @@ fn route<'a>(
             served_by: served_by(op),
         });
     }
-    Ok(Routed { cands, budget, hedge_after, stream_resume })
+    Ok(Routed { cands, budget, extras, stream_resume })
 }
 
 /// The provider kinds that serve `op`, for the error that none of a model's providers does:
@@ -340,6 +351,7 @@ fn route_candidate<'a>(live: &'a Live, route: &'a Route, t: &'a Target) -> Optio
         costs: (t.input_cost, t.output_cost),
         deployment: &t.deployment,
         context_window: t.context_window,
+        first_token: route.first_token_timeout.or(provider.first_token_timeout),
     })
 }
 
@@ -369,6 +381,7 @@ fn push_direct<'a>(
             costs: (0.0, 0.0),
             deployment: model,
             context_window: None,
+            first_token: p.first_token_timeout,
         });
     }
 }

@@ -158,7 +158,7 @@ fn exhausted_status(e: &Exhausted) -> (StatusCode, &'static str, &'static str, O
         None if e.resting => "rate_limited",
         None => "no_target_available",
         Some(Class::Connect) => "upstream_unreachable",
-        Some(Class::Timeout) => "upstream_timeout",
+        Some(Class::Timeout | Class::FirstToken) => "upstream_timeout",
         Some(Class::Auth) => "upstream_auth",
         Some(Class::Server | Class::InvalidRequest | Class::NotFound) => "upstream_error",
         Some(c @ (Class::RateLimited | Class::Overloaded)) => c.as_str(),
@@ -172,7 +172,7 @@ fn exhausted_status(e: &Exhausted) -> (StatusCode, &'static str, &'static str, O
         (StatusCode::TOO_MANY_REQUESTS, "rate_limit_error", code, None)
     } else if e.started == 0 && e.attempts.is_empty() {
         (StatusCode::SERVICE_UNAVAILABLE, "upstream_error", code, None)
-    } else if all(|c| c == Class::Timeout) {
+    } else if all(Class::is_timeout) {
         (StatusCode::GATEWAY_TIMEOUT, "upstream_error", code, None)
     } else {
         (StatusCode::BAD_GATEWAY, "upstream_error", code, None)

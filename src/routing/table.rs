@@ -27,6 +27,10 @@ pub struct Route {
     pub hedge_after: Option<Duration>,
     /// Continue a broken committed stream elsewhere.
     pub stream_resume: bool,
+    /// The first-token deadline of its targets, over their providers' own.
+    pub first_token_timeout: Option<crate::config::FirstTokenTimeout>,
+    /// How long a request whose every candidate rests may wait for one (zero: never).
+    pub wait_for_cooldown: Duration,
     /// Round-robin position, weights, retry budget.
     pub state: Arc<RouteState>,
 }
@@ -127,6 +131,8 @@ impl RoutingTable {
                     retry: r.retry,
                     hedge_after: r.hedge_after,
                     stream_resume: r.stream_resume,
+                    first_token_timeout: r.first_token_timeout,
+                    wait_for_cooldown: r.wait_for_cooldown,
                 }
             })
             .collect();

@@ -23,6 +23,9 @@ use provider::provider;
 use routes::routes;
 
 /// The default listen address: loopback, as a sidecar wants it.
+/// `[resilience] max_cooldown_waiters` by default: enough for a burst, bounded.
+const DEFAULT_COOLDOWN_WAITERS: usize = 256;
+
 pub(super) const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
 
 /// Collects problems while validating.
@@ -84,7 +87,7 @@ pub(super) fn validate(raw: RawConfig, env: &dyn Env) -> Result<Config, ConfigEr
     let reload = ReloadConfig {
         poll_interval: p.duration("reload.poll_interval", raw.reload.poll_interval.as_deref(), secs(2)),
     };
-    let routes = routes(&raw.routes, &names, &resilience.default_retry, &mut p);
+    let routes = routes(&raw.routes, &names, &resilience, &mut p);
     let redis = raw.redis.as_ref().map(|r| redis(r, env, &mut p));
     let mut limits = limits(&raw.limits, &mut p);
     for pc in &providers {
@@ -334,7 +337,17 @@ fn resilience(r: &RawResilience, p: &mut Problems) -> ResilienceConfig {
     }
     let default_retry =
         retry(r.default_retry.as_ref(), "resilience.default_retry", &RetryPolicy::default(), p);
-    ResilienceConfig { breaker, cooldown, retry_budget, default_retry }
+    let wait_for_cooldown =
+        p.duration("resilience.wait_for_cooldown", r.wait_for_cooldown.as_deref(), Duration::ZERO);
+    let max_cooldown_waiters = r.max_cooldown_waiters.unwrap_or(DEFAULT_COOLDOWN_WAITERS);
+    ResilienceConfig {
+        breaker,
+        cooldown,
+        retry_budget,
+        default_retry,
+        wait_for_cooldown,
+        max_cooldown_waiters,
+    }
 }
 
 fn retry(raw: Option<&RawRetry>, path: &str, default: &RetryPolicy, p: &mut Problems) -> RetryPolicy {
@@ -538,4 +551,25 @@ fn positive(p: &mut Problems, path: &str, raw: Option<&str>, default: Duration) 
         return default;
     }
     d
+}
+
+/// `first_token_timeout` at `at`: `base` and `max` over 0, `per_1k_input_tokens` 0 or more; `max`
+/// defaults to `default_max` and never passes `ceiling` (a provider's `request_timeout`; a route's
+/// has none, as each attempt stops at its own provider's anyway).
+fn first_token(
+    p: &mut Problems,
+    at: &str,
+    f: &super::raw::RawFirstToken,
+    default_max: Duration,
+    ceiling: Duration,
+) -> super::FirstTokenTimeout {
+    let path = format!("{at}.first_token_timeout");
+    let base = positive(p, &format!("{path}.base"), f.base.as_deref(), Duration::from_secs(10));
+    let per_1k =
+        p.duration(&format!("{path}.per_1k_input_tokens"), f.per_1k_input_tokens.as_deref(), Duration::ZERO);
+    let max = positive(p, &format!("{path}.max"), f.max.as_deref(), default_max).min(ceiling);
+    if max < base {
+        p.push(format!("{path}.max"), "must be at least base");
+    }
+    super::FirstTokenTimeout { base, per_1k_input_tokens: per_1k, max: max.max(base) }
 }

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use http::{HeaderName, HeaderValue, Uri};
 
-use super::{Problems, positive, secs};
+use super::{Problems, first_token, positive, secs};
 use crate::config::raw::{RawKey, RawProvider};
 use crate::config::secret::{Env, resolve};
 use crate::config::{Behavior, KeyConfig, ProviderConfig, ProviderKind};
@@ -33,10 +33,7 @@ pub(super) fn provider(name: &str, rp: &RawProvider, env: &dyn Env, p: &mut Prob
     };
     let keys = keys(&at, &rp.keys, env, p);
     let headers = headers(&at, &rp.headers, env, p);
-    let mock = match &rp.mock {
-        Some(m) => m.validate(&format!("{at}.mock"), p),
-        None => Behavior::default(),
-    };
+    let mock = rp.mock.as_ref().map_or_else(Behavior::default, |m| m.validate(&format!("{at}.mock"), p));
     if rp.mock.is_some() && !kind.in_process() {
         p.push(format!("{at}.mock"), "only a kind = \"mock\" provider takes mock settings");
     }
@@ -46,6 +43,8 @@ pub(super) fn provider(name: &str, rp: &RawProvider, env: &dyn Env, p: &mut Prob
     let request_timeout =
         positive(p, &format!("{at}.request_timeout"), rp.request_timeout.as_deref(), secs(600));
     let first_byte = rp.first_byte_timeout.as_deref();
+    let first_token_timeout =
+        rp.first_token_timeout.as_ref().map(|f| first_token(p, &at, f, request_timeout, request_timeout));
     ProviderConfig {
         name: name.to_owned(),
         kind,
@@ -65,7 +64,7 @@ pub(super) fn provider(name: &str, rp: &RawProvider, env: &dyn Env, p: &mut Prob
         ),
         first_byte_timeout: positive(p, &format!("{at}.first_byte_timeout"), first_byte, request_timeout)
             .min(request_timeout),
-        first_token_timeout: rp.first_token_timeout.as_ref().map(|f| first_token(p, &at, f, request_timeout)),
+        first_token_timeout,
         idle_timeout: positive(p, &format!("{at}.idle_timeout"), rp.idle_timeout.as_deref(), secs(120)),
         max_event_bytes: rp.max_event_bytes.unwrap_or(1024 * 1024).max(1024),
         anthropic_version: rp
@@ -196,23 +195,4 @@ fn base_url(path: &str, raw: &str, p: &mut Problems) -> Option<Uri> {
             None
         }
     }
-}
-
-/// `first_token_timeout`: `base` and `max` over 0 (`max` defaults to `request_timeout`, and never
-/// passes it), `per_1k_input_tokens` 0 or more.
-fn first_token(
-    p: &mut Problems,
-    at: &str,
-    f: &super::super::raw::RawFirstToken,
-    request_timeout: Duration,
-) -> super::super::FirstTokenTimeout {
-    let path = format!("{at}.first_token_timeout");
-    let base = positive(p, &format!("{path}.base"), f.base.as_deref(), Duration::from_secs(10));
-    let per_1k =
-        p.duration(&format!("{path}.per_1k_input_tokens"), f.per_1k_input_tokens.as_deref(), Duration::ZERO);
-    let max = positive(p, &format!("{path}.max"), f.max.as_deref(), request_timeout).min(request_timeout);
-    if max < base {
-        p.push(format!("{path}.max"), "must be at least base");
-    }
-    super::super::FirstTokenTimeout { base, per_1k_input_tokens: per_1k, max: max.max(base) }
 }

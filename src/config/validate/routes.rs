@@ -2,15 +2,16 @@
 //! and their weights, costs and deployments, the strategy, retry and hedging.
 
 use std::collections::{BTreeMap, HashSet};
+use std::time::Duration;
 
-use super::{Problems, positive, retry, secs};
+use super::{Problems, first_token, positive, retry, secs};
 use crate::config::raw::{RawRoute, RawTarget};
-use crate::config::{RetryPolicy, RouteConfig, Strategy, TargetConfig};
+use crate::config::{ResilienceConfig, RouteConfig, Strategy, TargetConfig};
 
 pub(super) fn routes(
     raw: &[RawRoute],
     providers: &BTreeMap<&str, usize>,
-    default_retry: &RetryPolicy,
+    resilience: &ResilienceConfig,
     p: &mut Problems,
 ) -> Vec<RouteConfig> {
     let mut route_names = HashSet::new();
@@ -42,10 +43,19 @@ pub(super) fn routes(
                     Strategy::Priority
                 }),
             };
-            let retry = retry(r.retry.as_ref(), &format!("{at}.retry"), default_retry, p);
+            let retry = retry(r.retry.as_ref(), &format!("{at}.retry"), &resilience.default_retry, p);
             let hedge_after =
                 r.hedge_after.as_deref().map(|h| positive(p, &format!("{at}.hedge_after"), Some(h), secs(1)));
             let stream_resume = r.stream_resume.unwrap_or(false);
+            // A route's own deadline for its targets' first tokens; each attempt still stops at
+            // its provider's `request_timeout`.
+            let first_token_timeout =
+                r.first_token_timeout.as_ref().map(|f| first_token(p, &at, f, secs(120), Duration::MAX));
+            let wait_for_cooldown = p.duration(
+                &format!("{at}.wait_for_cooldown"),
+                r.wait_for_cooldown.as_deref(),
+                resilience.wait_for_cooldown,
+            );
             RouteConfig {
                 name,
                 models: r.models.clone(),
@@ -54,6 +64,8 @@ pub(super) fn routes(
                 retry,
                 hedge_after,
                 stream_resume,
+                first_token_timeout,
+                wait_for_cooldown,
             }
         })
         .collect()

@@ -62,11 +62,13 @@ enum Exchanged {
     Failed(Failure),
 }
 
-/// One attempt on `c` with the key at `key_index`.
+/// One attempt on `c` with the key at `key_index`. `hedges`: a hedge may still follow it, and
+/// its first-token deadline starts that hedge (see [`super::run`]) instead of failing it.
 pub(super) async fn attempt<'a>(
     job: &'a Job<'a>,
     c: &'a Candidate<'a>,
     key_index: Option<usize>,
+    hedges: bool,
 ) -> Attempted {
     let p = c.provider;
     let key = key_index.and_then(|i| p.keys.get(i));
@@ -83,9 +85,7 @@ pub(super) async fn attempt<'a>(
         key.map(|k| job.limiter.charge_key(&job.live.limits, &p.name, &k.name, c.model, job.tokens));
     let start = Instant::now();
     let total = start + p.request_timeout;
-    // The prompt's size as the rate limits estimate it (bytes / 4), without the output ceiling.
-    let first_token =
-        p.first_token_timeout.map(|f| (start + f.for_tokens(job.body.len() as u64 / 4)).min(total));
+    let first_token = if hedges { None } else { c.first_token_in(job).map(|d| (start + d).min(total)) };
     let at = Deadlines { start, total, first_byte: (start + p.first_byte_timeout).min(total), first_token };
     // A provider of another format gets the request translated (to Anthropic or Gemini).
     let translated = match p.dialect(job.operation) {

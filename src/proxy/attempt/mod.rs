@@ -41,7 +41,7 @@ use http::{HeaderMap, HeaderValue, StatusCode};
 use tokio::time::Instant;
 
 pub(crate) use resume::{Resume, Resumed};
-pub(crate) use run::run;
+pub(crate) use run::{Extras, run};
 
 use super::ctx::Meter;
 use super::relay::Relay;
@@ -56,6 +56,25 @@ use crate::snapshot::Live;
 
 /// Largest upstream error body read to pass on, and largest stream prefix held before commit.
 const MAX_HELD: usize = 1024 * 1024;
+
+/// What started a hedge.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Trigger {
+    /// The route's `hedge_after` passed with no answer.
+    HedgeAfter,
+    /// The primary stream's first-token deadline passed first.
+    FirstToken,
+}
+
+impl Trigger {
+    /// The metric label.
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            Self::HedgeAfter => "hedge_after",
+            Self::FirstToken => "first_token",
+        }
+    }
+}
 
 /// One target to try.
 pub(crate) struct Candidate<'a> {
@@ -76,9 +95,17 @@ pub(crate) struct Candidate<'a> {
     pub deployment: &'a str,
     /// Context window in tokens, if configured: a longer request skips this target.
     pub context_window: Option<u64>,
+    /// Its stream's deadline to the first content: the route's, else the provider's.
+    pub first_token: Option<crate::config::FirstTokenTimeout>,
 }
 
 impl Candidate<'_> {
+    /// How long its stream may take to a first content for `job`'s prompt, estimated as the rate
+    /// limits do (bytes / 4, without the output ceiling).
+    fn first_token_in(&self, job: &Job<'_>) -> Option<Duration> {
+        self.first_token.map(|f| f.for_tokens(job.body.len() as u64 / 4))
+    }
+
     /// Time until this target can be used, if it cannot be now (breaker, model cooldown, keys).
     pub(crate) fn unavailable(&self, now: u64) -> Option<Duration> {
         self.blocked(now).or_else(|| self.keys_cooling(now))
@@ -152,6 +179,8 @@ pub(crate) struct Job<'a> {
     pub tokens: u64,
     /// What continues a broken stream (`stream_resume` routes' streams).
     pub resume: Option<Arc<Resume>>,
+    /// Requests of this replica held for a cooldown now (`wait_for_cooldown`).
+    pub waiters: &'a std::sync::atomic::AtomicUsize,
 }
 
 impl Job<'_> {

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use super::{Candidate, Failure, Job};
+use super::{Candidate, Failure, Job, Trigger};
 use crate::error::{AttemptRecord, Class};
 use crate::metrics::{MODEL_OTHER, TARGET_PROVIDER, TargetMetrics, labels};
 use crate::providers::{Key, Provider};
@@ -103,7 +103,13 @@ pub(super) fn retried(job: &Job<'_>, last: &AttemptRecord) {
 
 /// The loop ends with `c`'s answer: a fallback when something failed first, and which side of
 /// a hedge won (`hedge`: `Some(true)` when the hedge did).
-pub(super) fn answered(job: &Job<'_>, c: &Candidate<'_>, first: Option<&AttemptRecord>, hedge: Option<bool>) {
+/// `hedge`: whether the hedge won, and what started it, when one ran.
+pub(super) fn answered(
+    job: &Job<'_>,
+    c: &Candidate<'_>,
+    first: Option<&AttemptRecord>,
+    hedge: Option<(bool, Trigger)>,
+) {
     if let Some(first) = first {
         job.metrics
             .fallbacks_total
@@ -115,9 +121,10 @@ pub(super) fn answered(job: &Job<'_>, c: &Candidate<'_>, first: Option<&AttemptR
             })
             .inc();
     }
-    if let Some(hedge) = hedge {
+    if let Some((hedge, trigger)) = hedge {
         let w = if hedge { "hedge" } else { "primary" };
-        job.metrics.hedges_total.get(labels::Hedge { route: job.route, winner: w }).inc();
+        let trigger = trigger.as_str();
+        job.metrics.hedges_total.get(labels::Hedge { route: job.route, winner: w, trigger }).inc();
     }
 }
 
@@ -220,7 +227,7 @@ pub(super) fn failed(
                 }
             }
         }
-        Class::Overloaded | Class::Server | Class::Timeout | Class::Connect => {
+        Class::Overloaded | Class::Server | Class::Timeout | Class::FirstToken | Class::Connect => {
             if f.class == Class::Overloaded
                 && let Some(ra) = f.retry_after
             {

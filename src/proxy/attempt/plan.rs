@@ -193,16 +193,18 @@ impl<'c, 'a> Planner<'c, 'a> {
             }
             // The backoff (or Retry-After) is for trying this target again; moving on to the next
             // target starts at once.
-            Class::Overloaded | Class::Server | Class::Timeout | Class::Connect
+            Class::Overloaded | Class::Server | Class::Timeout | Class::FirstToken | Class::Connect
                 if self.tries >= c.policy.attempts || then(&c.policy, f.class) == Then::Next =>
             {
                 self.advance();
             }
-            Class::Overloaded | Class::Server | Class::Timeout | Class::Connect => match f.retry_after {
-                Some(ra) if ra > c.policy.max_backoff => self.advance(),
-                Some(ra) => self.wait = ra,
-                None => self.wait = c.policy.delay_with(self.tries, &mut self.rng),
-            },
+            Class::Overloaded | Class::Server | Class::Timeout | Class::FirstToken | Class::Connect => {
+                match f.retry_after {
+                    Some(ra) if ra > c.policy.max_backoff => self.advance(),
+                    Some(ra) => self.wait = ra,
+                    None => self.wait = c.policy.delay_with(self.tries, &mut self.rng),
+                }
+            }
             // Another target may have a larger window, or another policy; this one will not change.
             Class::InvalidRequest | Class::NotFound | Class::ContextLength | Class::ContentFilter => {
                 self.advance()
@@ -224,7 +226,7 @@ impl<'c, 'a> Planner<'c, 'a> {
 /// timeout, a connect error, a 5xx or an overloaded answer (other classes never retry a target).
 fn then(policy: &RetryPolicy, class: Class) -> Then {
     match class {
-        Class::Timeout => policy.on_timeout,
+        Class::Timeout | Class::FirstToken => policy.on_timeout,
         Class::Connect => policy.on_connect,
         _ => policy.on_server,
     }

@@ -43,10 +43,14 @@ pub(super) async fn precommit(
     let mut scanner = CommitScanner::default();
     let mut held = BytesMut::new();
     let by = |deadline: Instant| first_token.map_or(deadline, |f| deadline.min(f));
+    // The first-token deadline is a class of its own when it is the one that passed.
+    let late = |deadline: Instant| {
+        if first_token.is_some_and(|f| f <= deadline) { Class::FirstToken } else { Class::Timeout }
+    };
     let mut deadline = by(first_byte);
     loop {
         let frame = match tokio::time::timeout_at(deadline, body.frame()).await {
-            Err(_) => return Err(Class::Timeout),
+            Err(_) => return Err(late(deadline)),
             Ok(None | Some(Err(_))) => return Err(Class::Server),
             Ok(Some(Ok(frame))) => frame,
         };

@@ -3,20 +3,20 @@
 
 use std::future::{Future, poll_fn};
 use std::pin::Pin;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::task::Poll;
 use std::time::Duration;
 
 use tokio::time::{Instant, Sleep};
 
 use super::plan::{Planner, Step};
-use super::{Answered, Attempted, Candidate, Failure, Job, exchange, outcome};
+use super::{Answered, Attempted, Candidate, Failure, Job, Trigger, exchange, outcome};
 use crate::error::{AttemptRecord, Class, Exhausted};
 use crate::resilience::RetryBudget;
 
 enum Event {
     Done(usize, Attempted),
-    Hedge,
+    Hedge(Trigger),
 }
 
 type AttemptFuture<'f> = Pin<Box<dyn Future<Output = Attempted> + Send + 'f>>;
@@ -24,77 +24,177 @@ type AttemptFuture<'f> = Pin<Box<dyn Future<Output = Attempted> + Send + 'f>>;
 /// Attempts in flight: candidate, key, future.
 type Running<'f> = Vec<(usize, Option<usize>, AttemptFuture<'f>)>;
 
-/// Tries `cands` in order until one answers; `budget` caps the extra attempts; `hedge_after`
-/// starts the next candidate in parallel when the current one is slow to its first byte.
+/// How the loop may go beyond trying each candidate in turn.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Extras {
+    /// Start the next candidate in parallel when the current one is this slow to answer.
+    pub hedge_after: Option<Duration>,
+    /// When every candidate rests for less than this, wait for the first one back.
+    pub wait_for_cooldown: Duration,
+}
+
+/// Tries `cands` in order until one answers; `budget` caps the extra attempts. With
+/// `extras.hedge_after`, the next candidate starts in parallel when the current one is slow;
+/// with `extras.wait_for_cooldown`, a request that found every candidate resting waits for the
+/// first one back and plans again, instead of its 429.
 pub(crate) async fn run<'a>(
     job: &'a Job<'a>,
     cands: &'a [Candidate<'a>],
     budget: &RetryBudget,
-    hedge_after: Option<Duration>,
+    extras: Extras,
 ) -> Result<Answered, Exhausted> {
     budget.on_request(job.clock.now());
     let key_open = |c: &Candidate<'a>, k: &crate::providers::Key| {
         job.limiter.key_open(&job.live.limits, &c.provider.name, &k.name, c.model, job.tokens)
     };
-    let mut planner = Planner::new(cands, &key_open, fastrand::Rng::new(), job.tokens);
-    let mut failures: Vec<AttemptRecord> = Vec::new();
-    // The latest refusal for length or content: the client's answer if no later target answers.
-    let mut refused: Option<Box<Answered>> = None;
-    let mut running: Running<'a> = Vec::new();
-    let mut hedge_timer: Option<Pin<Box<Sleep>>> = None;
-    let mut launched = 0u32;
-    let mut hedged = false;
+    let mut round = Round { failures: Vec::new(), refused: None, launched: 0 };
+    let mut held = Duration::ZERO;
     loop {
-        if running.is_empty() {
-            match planner.next(job.clock.now()) {
-                Step::Done => break,
-                Step::Wait(d) => {
-                    let since = Instant::now();
-                    tokio::time::sleep(d).await;
-                    job.waited(since);
-                    continue;
+        let mut planner = Planner::new(cands, &key_open, fastrand::Rng::new(), job.tokens);
+        if let Some(answered) = round.run(job, cands, budget, &mut planner, extras.hedge_after).await {
+            if !held.is_zero() {
+                waits(job, "served");
+            }
+            return Ok(*answered);
+        }
+        match hold_for(job, &planner, &round, extras.wait_for_cooldown.saturating_sub(held)) {
+            Some(slot) => held += slot.wait(job).await,
+            None => {
+                if !held.is_zero() {
+                    waits(job, "unserved");
                 }
-                Step::Start { cand, key } => {
-                    if launched > 0 && !budget.try_spend(job.clock.now()) {
-                        tracing::debug!("retry budget exhausted");
-                        break;
-                    }
-                    if let Some(last) = failures.last() {
-                        outcome::retried(job, last);
-                    }
-                    launched += 1;
-                    running.push((cand, key, Box::pin(exchange::attempt(job, &cands[cand], key))));
-                    hedge_timer = hedge_after.map(|d| Box::pin(tokio::time::sleep(d)));
-                }
+                return ran_out(job, cands, &planner, round.failures, round.refused);
             }
         }
-        match next_event(&mut running, &mut hedge_timer).await {
-            Event::Hedge => {
-                hedge_timer = None;
-                // The hedge goes to the next candidate, never waits, and spends from the budget.
-                planner.advance();
-                if let Step::Start { cand, key } = planner.next(job.clock.now())
-                    && budget.try_spend(job.clock.now())
-                {
-                    launched += 1;
-                    hedged = true;
-                    running.push((cand, key, Box::pin(exchange::attempt(job, &cands[cand], key))));
+    }
+}
+
+/// What the loop keeps across its rounds (a round: one planner's walk over the candidates).
+struct Round {
+    failures: Vec<AttemptRecord>,
+    /// The latest refusal for length or content: the client's answer if no later target answers.
+    refused: Option<Box<Answered>>,
+    /// Attempts started: every one after the first spends from the retry budget.
+    launched: u32,
+}
+
+impl Round {
+    /// Walks `planner` to an answer, or to its end (`None`).
+    async fn run<'a>(
+        &mut self,
+        job: &'a Job<'a>,
+        cands: &'a [Candidate<'a>],
+        budget: &RetryBudget,
+        planner: &mut Planner<'_, 'a>,
+        hedge_after: Option<Duration>,
+    ) -> Option<Box<Answered>> {
+        let mut running: Running<'a> = Vec::new();
+        let mut hedge_timer: Option<(Pin<Box<Sleep>>, Trigger)> = None;
+        let mut hedged: Option<Trigger> = None;
+        loop {
+            if running.is_empty() {
+                match planner.next(job.clock.now()) {
+                    Step::Done => return None,
+                    Step::Wait(d) => {
+                        let since = Instant::now();
+                        tokio::time::sleep(d).await;
+                        job.waited(since);
+                        continue;
+                    }
+                    Step::Start { cand, key } => {
+                        if self.launched > 0 && !budget.try_spend(job.clock.now()) {
+                            tracing::debug!("retry budget exhausted");
+                            return None;
+                        }
+                        if let Some(last) = self.failures.last() {
+                            outcome::retried(job, last);
+                        }
+                        self.launched += 1;
+                        let hedges = hedge_after.is_some();
+                        let attempt = exchange::attempt(job, &cands[cand], key, hedges);
+                        running.push((cand, key, Box::pin(attempt)));
+                        hedge_timer = hedge_after.map(|d| hedge_timer_for(job, &cands[cand], d));
+                    }
                 }
             }
-            Event::Done(i, out) => {
-                let (cand, key, _) = running.swap_remove(i);
-                let books = Books { planner: &mut planner, failures: &mut failures, refused: &mut refused };
-                if let Some(answered) = ended(job, cands, books, (cand, key), out, hedged) {
-                    // Dropping `running` cancels a hedge still in flight.
-                    return Ok(*answered);
-                }
-                if running.is_empty() {
+            match next_event(&mut running, &mut hedge_timer).await {
+                Event::Hedge(trigger) => {
                     hedge_timer = None;
+                    // The hedge goes to the next candidate, never waits, and spends from the
+                    // budget; no other hedge follows it, so its own first-token deadline fails it.
+                    planner.advance();
+                    if let Step::Start { cand, key } = planner.next(job.clock.now())
+                        && budget.try_spend(job.clock.now())
+                    {
+                        self.launched += 1;
+                        hedged = Some(trigger);
+                        let attempt = exchange::attempt(job, &cands[cand], key, false);
+                        running.push((cand, key, Box::pin(attempt)));
+                    }
+                }
+                Event::Done(i, out) => {
+                    let (cand, key, _) = running.swap_remove(i);
+                    let books = Books { planner, failures: &mut self.failures, refused: &mut self.refused };
+                    if let Some(answered) = ended(job, cands, books, (cand, key), out, hedged) {
+                        // Dropping `running` cancels a hedge still in flight.
+                        return Some(answered);
+                    }
+                    if running.is_empty() {
+                        hedge_timer = None;
+                    }
                 }
             }
         }
     }
-    ran_out(job, cands, &planner, failures, refused)
+}
+
+/// A request held for a cooldown: one of `[resilience] max_cooldown_waiters` slots.
+struct Held<'j> {
+    waiters: &'j AtomicUsize,
+    wait: Duration,
+}
+
+impl Held<'_> {
+    /// Waits (as time spent upstream, not tier1's overhead), then frees the slot.
+    async fn wait(self, job: &Job<'_>) -> Duration {
+        let since = Instant::now();
+        tokio::time::sleep(self.wait).await;
+        job.waited(since);
+        self.wait
+    }
+}
+
+impl Drop for Held<'_> {
+    fn drop(&mut self) {
+        self.waiters.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// Whether the request ended its round only because everything rests, for less than `left`:
+/// then it holds a slot and waits for the first one back (1 ms past it: rests end on the ms).
+fn hold_for<'j>(job: &Job<'j>, planner: &Planner<'_, '_>, round: &Round, left: Duration) -> Option<Held<'j>> {
+    if left.is_zero() || !planner.resting || round.refused.is_some() {
+        return None;
+    }
+    let wait = planner.soonest? + Duration::from_millis(1);
+    if wait > left {
+        return None;
+    }
+    let max = job.live.resilience.max_cooldown_waiters;
+    if job.waiters.fetch_add(1, Ordering::AcqRel) >= max {
+        job.waiters.fetch_sub(1, Ordering::AcqRel);
+        waits(job, "full");
+        return None;
+    }
+    Some(Held { waiters: job.waiters, wait })
+}
+
+/// Counts a request that waited for a cooldown, by how it ended.
+fn waits(job: &Job<'_>, outcome: &'static str) {
+    job.metrics
+        .cooldown_waits_total
+        .get(crate::metrics::labels::CooldownWait { route: job.route, outcome })
+        .inc();
 }
 
 /// The loop ended with no answer: the provider's refusal for length if one came (no target with
@@ -143,13 +243,13 @@ fn ended<'a>(
     Books { planner, failures, refused }: Books<'_, '_, 'a>,
     (cand, key): (usize, Option<usize>),
     out: Attempted,
-    hedged: bool,
+    hedged: Option<Trigger>,
 ) -> Option<Box<Answered>> {
     match out {
         Attempted::Answered(mut answered) => {
             answered.fallback_reason = failures.first().map(|f| f.class);
             // The hedge is always the later candidate.
-            let hedge = hedged.then_some(cand == planner.idx);
+            let hedge = hedged.map(|trigger| (cand == planner.idx, trigger));
             outcome::answered(job, &cands[cand], failures.first(), hedge);
             return Some(answered);
         }
@@ -170,18 +270,32 @@ fn ended<'a>(
     None
 }
 
+/// The hedge's timer for a primary attempt on `c`: `hedge_after`, or sooner the stream's
+/// first-token deadline, which then starts the hedge rather than failing the primary (it runs
+/// on: the first of the two to commit answers).
+fn hedge_timer_for(job: &Job<'_>, c: &Candidate<'_>, hedge_after: Duration) -> (Pin<Box<Sleep>>, Trigger) {
+    let (after, trigger) = match c.first_token_in(job) {
+        Some(d) if job.stream && d < hedge_after => (d, Trigger::FirstToken),
+        _ => (hedge_after, Trigger::HedgeAfter),
+    };
+    (Box::pin(tokio::time::sleep(after)), trigger)
+}
+
 /// The first attempt to end, or the hedge timer.
-async fn next_event(running: &mut Running<'_>, hedge_timer: &mut Option<Pin<Box<Sleep>>>) -> Event {
+async fn next_event(
+    running: &mut Running<'_>,
+    hedge_timer: &mut Option<(Pin<Box<Sleep>>, Trigger)>,
+) -> Event {
     poll_fn(|cx| {
         for (i, (_, _, fut)) in running.iter_mut().enumerate() {
             if let Poll::Ready(out) = fut.as_mut().poll(cx) {
                 return Poll::Ready(Event::Done(i, out));
             }
         }
-        if let Some(t) = hedge_timer.as_mut()
+        if let Some((t, trigger)) = hedge_timer.as_mut()
             && t.as_mut().poll(cx).is_ready()
         {
-            return Poll::Ready(Event::Hedge);
+            return Poll::Ready(Event::Hedge(*trigger));
         }
         Poll::Pending
     })

@@ -70,6 +70,9 @@ fn world() -> World {
     }
 }
 
+/// No request is held for a cooldown in these tests.
+static WAITERS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
 impl World {
     fn job(&self) -> Job<'_> {
         Job {
@@ -90,6 +93,7 @@ impl World {
             shared: &self.shared,
             tokens: 0,
             resume: None,
+            waiters: &WAITERS,
         }
     }
 
@@ -110,6 +114,7 @@ impl World {
             costs: (0.0, 0.0),
             deployment: "m",
             context_window: None,
+            first_token: None,
         }
     }
 

@@ -64,6 +64,7 @@ fn cands<'a>(live: &'a Live, names: &[&str]) -> Vec<Candidate<'a>> {
                 costs: (0.0, 0.0),
                 deployment: "m",
                 context_window: None,
+                first_token: None,
             }
         })
         .collect()
