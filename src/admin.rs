@@ -271,7 +271,17 @@ pub(crate) fn refresh_gauges(metrics: &crate::metrics::Metrics, live: &Live, clo
     };
     metrics.breaker_state.vector().reset();
     metrics.keys_available.vector().reset();
+    metrics.concurrency_limit.vector().reset();
     for p in &live.providers {
+        let limits = p
+            .limit
+            .iter()
+            .map(|l| ("*", l))
+            .chain(p.keys.iter().filter_map(|k| Some((&*k.name, k.limit.as_ref()?))));
+        for (key, limit) in limits {
+            let labels = crate::metrics::labels::KeyLimit { provider: &p.name, key };
+            metrics.concurrency_limit.get(labels).set(i64::from(limit.capacity()));
+        }
         metrics
             .breaker_state
             .get(crate::metrics::labels::Breaker {

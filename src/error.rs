@@ -174,9 +174,9 @@ pub(crate) enum ProxyError {
     /// The client's body stream failed.
     #[error("request body could not be read")]
     BodyRead,
-    /// `server.max_inflight` requests are already in flight.
+    /// `server.max_inflight` requests are already in flight; a slot is likely free after this.
     #[error("tier1 is at its concurrency limit; retry shortly")]
-    Busy,
+    Busy(std::time::Duration),
     /// A caller rate limit refused the request.
     #[error("rate limit '{}' exceeded", .0.limit)]
     Limited(Box<crate::ratelimit::Rejection>),

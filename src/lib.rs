@@ -186,7 +186,10 @@ pub async fn serve(
         separate_admin: admin_listener.is_some(),
         ratelimit: limiter,
         shared: Arc::new(shared),
-        inflight_limit: config.server.max_inflight.map(|n| Arc::new(tokio::sync::Semaphore::new(n))),
+        inflight_limit: config.server.max_inflight.map(|n| {
+            let n = u32::try_from(n).unwrap_or(u32::MAX);
+            Arc::new(resilience::Limit::new(resilience::Shape::Fixed(n)))
+        }),
         tls: tls.clone(),
         manifest: Arc::new(manifest::Manifest::default()),
         cooldown_waiters: std::sync::atomic::AtomicUsize::new(0),

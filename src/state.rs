@@ -28,7 +28,7 @@ pub(crate) struct AppState {
     /// Shared state across replicas.
     pub shared: Arc<crate::shared::Shared>,
     /// `server.max_inflight`: API requests in flight (a permit lasts to the end of the response).
-    pub inflight_limit: Option<Arc<tokio::sync::Semaphore>>,
+    pub inflight_limit: Option<Arc<crate::resilience::Limit>>,
     /// The main listener's TLS config, rotated live (`None`: plain HTTP).
     pub tls: Option<Arc<crate::tls::Acceptor>>,
     /// The front's provider manifest, last good copy (outside the snapshot: reloads keep it).

@@ -1132,3 +1132,184 @@ async fn wait_for_cooldown_holds_a_request_until_its_key_is_back() {
     let m = get(&t.url("/metrics")).await.text();
     assert_eq!(metric(&m, r#"tier1_cooldown_waits_total{outcome="full",route="r"}"#), Some(1.0), "{m}");
 }
+
+/// A provider of limited capacity: a request beyond `capacity` in flight is answered 529 at
+/// once; the others after `LATENCY`. The capacity can change while it runs.
+struct Capacity {
+    addr: std::net::SocketAddr,
+    capacity: std::sync::Arc<std::sync::atomic::AtomicU32>,
+    overloads: std::sync::Arc<std::sync::atomic::AtomicU32>,
+}
+
+const LATENCY: Duration = Duration::from_millis(100);
+
+impl Capacity {
+    async fn start(capacity: u32) -> Self {
+        use std::sync::Arc;
+        use std::sync::atomic::{AtomicU32, Ordering};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let cap = Arc::new(AtomicU32::new(capacity));
+        let overloads = Arc::new(AtomicU32::new(0));
+        let inflight = Arc::new(AtomicU32::new(0));
+        let (c, o) = (cap.clone(), overloads.clone());
+        tokio::spawn(async move {
+            loop {
+                let (stream, _) = listener.accept().await.unwrap();
+                let (c, o, inflight) = (c.clone(), o.clone(), inflight.clone());
+                tokio::spawn(async move {
+                    let svc = hyper::service::service_fn(
+                        move |_req: http::Request<hyper::body::Incoming>| {
+                            let (c, o, inflight) = (c.clone(), o.clone(), inflight.clone());
+                            async move {
+                                let body = if inflight.fetch_add(1, Ordering::SeqCst)
+                                    >= c.load(Ordering::SeqCst)
+                                {
+                                    o.fetch_add(1, Ordering::SeqCst);
+                                    (
+                                        529,
+                                        r#"{"error":{"type":"overloaded_error","message":"busy"}}"#
+                                            .to_owned(),
+                                    )
+                                } else {
+                                    tokio::time::sleep(LATENCY).await;
+                                    (200, r#"{"id":"c","object":"chat.completion","created":1,"model":"m","choices":[{"index":0,"message":{"role":"assistant","content":"ok"},"finish_reason":"stop"}],"usage":{"prompt_tokens":1,"completion_tokens":1,"total_tokens":2}}"#.to_owned())
+                                };
+                                inflight.fetch_sub(1, Ordering::SeqCst);
+                                let resp = http::Response::builder()
+                                    .status(body.0)
+                                    .header("content-type", "application/json")
+                                    .body(http_body_util::Full::new(bytes::Bytes::from(body.1)))
+                                    .unwrap();
+                                Ok::<_, std::convert::Infallible>(resp)
+                            }
+                        },
+                    );
+                    let io = hyper_util::rt::TokioIo::new(stream);
+                    let _ = hyper::server::conn::http1::Builder::new().serve_connection(io, svc).await;
+                });
+            }
+        });
+        Self { addr, capacity: cap, overloads }
+    }
+}
+
+/// What one concurrency setting did against a provider whose capacity went 8, 3, then 12.
+#[derive(Debug, Clone, Copy)]
+struct Run {
+    overloads: u32,
+    failed: usize,
+    took: Duration,
+    /// The limit at the end of each phase (`tier1_concurrency_limit`).
+    limits: [f64; 3],
+}
+
+/// 24 clients, 150 requests per phase; `concurrency` goes in the provider's table.
+async fn against_moving_capacity(concurrency: &str) -> Run {
+    let upstream = Capacity::start(8).await;
+    let config = format!(
+        r#"
+[resilience]
+breaker = {{ failure_threshold = 100000, min_requests = 100000 }}
+retry_budget = {{ ratio = 10.0, min_per_second = 1000 }}
+[providers.cap]
+kind = "openai"
+base_url = "http://{}"
+queue_timeout = "60s"
+{concurrency}
+[[routes]]
+name = "r"
+retry = {{ attempts = 4, backoff = "50ms", max_backoff = "200ms" }}
+targets = [{{ provider = "cap", model = "m" }}]
+"#,
+        upstream.addr
+    );
+    let t = std::sync::Arc::new(Tier1::start(&config).await);
+    let started = tokio::time::Instant::now();
+    let mut failed = 0;
+    let mut limits = [0.0; 3];
+    for (phase, capacity) in [8, 3, 12].into_iter().enumerate() {
+        upstream.capacity.store(capacity, std::sync::atomic::Ordering::SeqCst);
+        let next = std::sync::Arc::new(std::sync::atomic::AtomicU32::new(0));
+        let clients: Vec<_> = (0..24)
+            .map(|_| {
+                let (t, next) = (t.clone(), next.clone());
+                tokio::spawn(async move {
+                    let mut failed = 0;
+                    while next.fetch_add(1, std::sync::atomic::Ordering::SeqCst) < 150 {
+                        failed += usize::from(chat_ok(&t, "r").await.status != 200);
+                    }
+                    failed
+                })
+            })
+            .collect();
+        for c in clients {
+            failed += c.await.unwrap();
+        }
+        let m = get(&t.url("/metrics")).await.text();
+        limits[phase] = metric(&m, r#"tier1_concurrency_limit{key="*",provider="cap"}"#).unwrap_or(f64::NAN);
+    }
+    let overloads = upstream.overloads.load(std::sync::atomic::Ordering::SeqCst);
+    Run { overloads, failed, took: started.elapsed(), limits }
+}
+
+/// Issue 21, item 4: `concurrency = "adaptive"` follows a provider whose capacity moves (8, 3,
+/// then 12 in flight), and no fixed `max_inflight` does better on both overloads and time.
+#[tokio::test(start_paused = true)]
+async fn an_adaptive_limit_follows_the_providers_capacity_better_than_any_fixed_one() {
+    let adaptive = against_moving_capacity("concurrency = { mode = \"adaptive\", min = 1, max = 64 }").await;
+    // It follows: down in the narrow phase, up again in the wide one.
+    let [first, narrow, wide] = adaptive.limits;
+    assert!((5.0..=10.0).contains(&first), "{adaptive:?}");
+    assert!((1.0..=4.0).contains(&narrow), "{adaptive:?}");
+    assert!((8.0..=14.0).contains(&wide), "{adaptive:?}");
+    assert_eq!(adaptive.failed, 0, "{adaptive:?}");
+    let mut fixed = Vec::new();
+    for n in [2, 3, 4, 6, 8, 12, 16] {
+        let run = against_moving_capacity(&format!("max_inflight = {n}")).await;
+        assert_eq!(run.limits, [f64::from(n); 3], "{run:?}");
+        // No fixed limit is as good on both counts.
+        let dominates = run.overloads <= adaptive.overloads && run.took <= adaptive.took;
+        assert!(!dominates, "max_inflight = {n}: {run:?} against adaptive {adaptive:?}");
+        fixed.push((n, run));
+    }
+    eprintln!("adaptive: {adaptive:?}");
+    for (n, run) in &fixed {
+        eprintln!("max_inflight = {n}: {run:?}");
+    }
+}
+
+/// Issue 21, item 4: a shed answer's `Retry-After` is measured, not a constant. One slot,
+/// held 30 s by each request: while one holds it, the next is told to come back in 30 s
+/// (before: `Retry-After: 1`, though the slot would not free for 30 s). For a provider's
+/// `max_inflight` (a 429: the only target is full), `server.max_inflight` (a 503) and a
+/// `[[limits]]` `max_inflight` (a 429).
+#[tokio::test(start_paused = true)]
+async fn a_shed_request_is_told_when_a_slot_is_likely_free() {
+    let slow = Behavior { latency: Duration::from_secs(30), ..Behavior::default() };
+    let mock = MockUpstream::start(MockConfig::default().model("slow", slow)).await.unwrap();
+    let url = mock.url();
+    for (at, provider, extra, status) in [
+        ("provider", "max_inflight = 1", "", 429),
+        ("server", "", "[server]\nmax_inflight = 1", 503),
+        ("limit", "", "[[limits]]\nname = \"one\"\nscope = \"global\"\nmax_inflight = 1", 429),
+    ] {
+        let config = format!(
+            "{extra}\n[providers.one]\nkind = \"openai\"\nbase_url = \"{url}\"\nrequest_timeout = \"60s\"\n{provider}\n"
+        );
+        let t = std::sync::Arc::new(Tier1::start(&config).await);
+        // The first request teaches how long a slot is held.
+        assert_eq!(chat_ok(&t, "one/slow").await.status, 200, "{at}");
+        let before = mock.stats.snapshot().requests;
+        let holder = tokio::spawn({
+            let t = t.clone();
+            async move { chat_ok(&t, "one/slow").await.status }
+        });
+        mock.stats.wait_until(Duration::from_secs(5), |s| s.requests > before).await.unwrap();
+        let shed = chat_ok(&t, "one/slow").await;
+        let got = (shed.status.as_u16(), shed.header("retry-after"));
+        assert_eq!(got, (status, Some("30")), "{at}: {}", shed.text());
+        assert_eq!(holder.await.unwrap(), 200);
+        assert_eq!(mock.stats.snapshot().requests, before + 1, "{at}: the shed request never went upstream");
+    }
+}

@@ -21,11 +21,11 @@ pub use secret::{Env, ProcessEnv, Redactor, Secret};
 pub(crate) use secret::{StreamRedactor, resolve as resolve_secret};
 
 pub(crate) use crate::providers::ProviderKind;
-pub use settings::{Behavior, DEFAULT_REPLY};
 pub(crate) use settings::{
-    BreakerConfig, BudgetConfig, CooldownConfig, FirstTokenTimeout, RawBehavior, RetryPolicy, Strategy, Then,
-    is_glob,
+    Adaptive, BreakerConfig, BudgetConfig, Concurrency, CooldownConfig, FirstTokenTimeout, RawBehavior,
+    RetryPolicy, Strategy, Then, is_glob,
 };
+pub use settings::{Behavior, DEFAULT_REPLY};
 
 /// The demo config embedded in the binary: routes served by the built-in mock provider, so that
 /// `tier1` with no arguments answers offline.
@@ -287,8 +287,8 @@ pub struct ProviderConfig {
     pub keys: Vec<KeyConfig>,
     /// Mock behaviour (only used by `kind = "mock"`).
     pub mock: Behavior,
-    /// Concurrent requests to this provider.
-    pub max_inflight: Option<u32>,
+    /// Concurrent requests to this provider: `max_inflight`, or adaptive.
+    pub concurrency: Option<Concurrency>,
     /// Wait for a free slot before moving on.
     pub queue_timeout: Duration,
     /// Deadline for response headers (streams: the first event).
@@ -321,8 +321,8 @@ pub struct KeyConfig {
     pub weight: u32,
     /// Models this key may serve (globs); empty: all.
     pub models: Vec<String>,
-    /// Concurrent requests on this key.
-    pub max_inflight: Option<u32>,
+    /// Concurrent requests on this key: `max_inflight`, or adaptive.
+    pub concurrency: Option<Concurrency>,
     /// Requests per minute the provider allows this key.
     pub rpm: Option<u64>,
     /// Tokens per minute the provider allows this key.

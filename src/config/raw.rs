@@ -433,6 +433,8 @@ pub(super) struct RawProvider {
     pub mock: Option<RawBehavior>,
     /// Concurrent requests to this provider; beyond it, the next target is tried.
     pub max_inflight: Option<u32>,
+    /// `"adaptive"` (or `{ mode, min, max }`): a limit that follows the provider's capacity.
+    pub concurrency: Option<RawConcurrency>,
     /// How long a request may wait for a free slot before moving on.
     pub queue_timeout: Option<String>,
     /// Deadline for response headers (and, for streams, the first event).
@@ -468,6 +470,8 @@ pub(super) struct RawKey {
     pub models: Vec<String>,
     /// Concurrent requests on this key.
     pub max_inflight: Option<u32>,
+    /// As the provider's `concurrency`, for this key.
+    pub concurrency: Option<RawConcurrency>,
     /// The provider's request quota for this key, per minute.
     pub rpm: Option<u64>,
     /// The provider's token quota for this key, per minute.
@@ -518,4 +522,26 @@ pub(super) struct RawTarget {
     pub deployment: Option<String>,
     /// The model's context window, in tokens.
     pub context_window: Option<u64>,
+}
+
+/// `concurrency = "adaptive"`, or `{ mode = "adaptive", min, max }`.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub(super) enum RawConcurrency {
+    /// `"adaptive"` or `"fixed"`.
+    Mode(String),
+    /// With bounds.
+    Table(RawAdaptive),
+}
+
+/// `concurrency = { mode, min, max }`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawAdaptive {
+    /// `"adaptive"` (the default of a table) or `"fixed"`.
+    pub mode: Option<String>,
+    /// The lowest limit (default 1).
+    pub min: Option<u32>,
+    /// The highest (default `max_inflight`, else 256).
+    pub max: Option<u32>,
 }

@@ -293,3 +293,21 @@ impl RawBehavior {
         }
     }
 }
+
+/// `concurrency = "adaptive"`: the bounds of an adaptive limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Adaptive {
+    /// The lowest limit.
+    pub min: u32,
+    /// The highest limit, and the first.
+    pub max: u32,
+}
+
+/// A provider's or key's concurrency limit: a fixed `max_inflight`, or adaptive bounds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Concurrency {
+    /// `max_inflight`.
+    Fixed(u32),
+    /// `concurrency = "adaptive"`.
+    Adaptive(Adaptive),
+}

@@ -148,6 +148,8 @@ labels! {
     Transitions => Transition { provider: &'a str, to: &'a str }
     /// `tier1_key_cooldowns_total`.
     KeyRests => KeyRest { provider: &'a str, key: &'a str, reason: &'a str, scope: &'a str }
+    /// `tier1_concurrency_limit` (`key` `*`: the provider's own limit).
+    KeyLimits => KeyLimit { provider: &'a str, key: &'a str }
     /// `tier1_keys_available`.
     Providers => Provider { provider: &'a str }
     /// The rate-limit families.

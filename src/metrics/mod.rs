@@ -78,6 +78,9 @@ pub struct Metrics {
     pub(crate) breaker_transitions_total: Family<labels::Transitions, IntCounterVec>,
     /// `tier1_key_cooldowns_total{provider, key, reason, scope}`.
     pub(crate) key_cooldowns_total: Family<labels::KeyRests, IntCounterVec>,
+    /// `tier1_concurrency_limit{provider, key}`: a concurrency limit's capacity now (an adaptive
+    /// one moves; `key` `*` is the provider's own).
+    pub(crate) concurrency_limit: Family<labels::KeyLimits, IntGaugeVec>,
     /// `tier1_keys_available{provider}`.
     pub(crate) keys_available: Family<labels::Providers, IntGaugeVec>,
     /// `tier1_inflight_requests`.
@@ -255,6 +258,13 @@ impl Metrics {
                 ),
             )?,
             keys_available: family(r, Family::gauge("tier1_keys_available", "Provider keys not resting."))?,
+            concurrency_limit: family(
+                r,
+                Family::gauge(
+                    "tier1_concurrency_limit",
+                    "Concurrency limits' capacity now (adaptive ones move), by provider and key (* for the provider's own).",
+                ),
+            )?,
             inflight: on(r, IntGauge::new("tier1_inflight_requests", "API requests being served now.")?)?,
             queue_wait: on(
                 r,

@@ -196,7 +196,7 @@ impl Provider {
                     weight: k.weight,
                     models: k.models.iter().map(|m| Glob::new(m)).collect(),
                     state: registry.key(&p.name, &k.name),
-                    limit: k.max_inflight.map(|n| registry.limit(&format!("key:{}/{}", p.name, k.name), n)),
+                    limit: k.concurrency.map(|c| registry.limit(&format!("key:{}/{}", p.name, k.name), c)),
                 })
             })
             .collect::<Result<Vec<_>, BuildError>>()?;
@@ -223,7 +223,7 @@ impl Provider {
             prefill: p.prefill || matches!(spec.wire(), Wire::Anthropic | Wire::Gemini),
             keys,
             state: registry.provider(&p.name, breaker, config.resilience.retry_budget),
-            limit: p.max_inflight.map(|n| registry.limit(&format!("provider:{}", p.name), n)),
+            limit: p.concurrency.map(|c| registry.limit(&format!("provider:{}", p.name), c)),
             targets,
             direct: registry.target(&p.name, "(direct)", breaker),
             backend,

@@ -171,7 +171,7 @@ pub(crate) struct RequestRecord {
     /// The usage of a resumed stream's earlier leg, already metered on its own target.
     carried: Option<(u64, u64)>,
     /// The `server.max_inflight` slot, released with the record (at the end of the response).
-    permit: Option<tokio::sync::OwnedSemaphorePermit>,
+    permit: Option<crate::resilience::Permit>,
     finished: bool,
 }
 
@@ -211,7 +211,7 @@ impl RequestRecord {
     }
 
     /// Keeps the `server.max_inflight` slot to the end.
-    pub(crate) fn hold(&mut self, permit: tokio::sync::OwnedSemaphorePermit) {
+    pub(crate) fn hold(&mut self, permit: crate::resilience::Permit) {
         self.permit = Some(permit);
     }
 

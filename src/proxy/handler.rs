@@ -259,8 +259,11 @@ async fn handle_inner(
         }
         Endpoint::Chat | Endpoint::Embeddings | Endpoint::Messages | Endpoint::Responses => {
             if let Some(limit) = &state.inflight_limit {
-                // No queue: over the limit, the caller (or its balancer) retries elsewhere at once.
-                let permit = limit.clone().try_acquire_owned().map_err(|_| ProxyError::Busy)?;
+                // No queue: over the limit, the caller (or its balancer) retries elsewhere at once,
+                // or here when a slot is likely free (the mean hold over the slots).
+                let ceiling = live.resilience.cooldown.max;
+                let permit =
+                    limit.try_acquire().ok_or_else(|| ProxyError::Busy(limit.retry_after(ceiling)))?;
                 if let Some(r) = ctx.record.as_mut() {
                     r.hold(permit);
                 }

@@ -53,7 +53,7 @@ fn status_of(e: &ProxyError) -> (StatusCode, &'static str, &'static str, Option<
         ProxyError::BodyTimeout => (StatusCode::REQUEST_TIMEOUT, INVALID, "request_timeout", None),
         ProxyError::BodyRead => (StatusCode::BAD_REQUEST, INVALID, "body_read_error", None),
         ProxyError::Exhausted(e) => exhausted_status(e),
-        ProxyError::Busy => (StatusCode::SERVICE_UNAVAILABLE, "server_error", "server_busy", None),
+        ProxyError::Busy(_) => (StatusCode::SERVICE_UNAVAILABLE, "server_error", "server_busy", None),
         ProxyError::WrongFormat { .. } => {
             (StatusCode::BAD_REQUEST, INVALID, "unsupported_provider_format", Some("model"))
         }
@@ -116,8 +116,8 @@ fn error_headers(e: &ProxyError, status: StatusCode, headers: &mut HeaderMap) {
             let secs = e.retry_after.map_or(1, |d| d.as_secs() + u64::from(d.subsec_nanos() > 0)).max(1);
             headers.insert(header::RETRY_AFTER, HeaderValue::from(secs));
         }
-        ProxyError::Busy => {
-            headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        ProxyError::Busy(d) => {
+            headers.insert(header::RETRY_AFTER, HeaderValue::from(d.as_secs().max(1)));
         }
         ProxyError::Limited(r) => {
             let d = r.retry_after;

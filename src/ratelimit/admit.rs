@@ -147,11 +147,15 @@ impl Limiter {
             }
             let others = if self.fleet.up.load(Ordering::Acquire) { cell.others } else { 0 };
             if cell.here + others >= self.max_here(max) {
+                let retry_after = cells.retry_after(&c.name, max);
                 cells.release(&ticket.inflight);
                 ticket.inflight.clear();
-                return Err(Rejection::limited(c.name.clone(), Duration::from_secs(1)));
+                return Err(Rejection::limited(c.name.clone(), retry_after));
             }
             cell.here += 1;
+            if ticket.held_at.is_none() {
+                ticket.held_at = Some(tokio::time::Instant::now());
+            }
             ticket.inflight.push(id);
         }
         Ok(())

@@ -182,7 +182,13 @@ pub(super) struct Inflight {
 pub(super) struct Inflights {
     pub(super) map: HashMap<InflightId, Inflight>,
     pub(super) keys: HashMap<Arc<str>, KeyCount>,
+    /// How long a slot of each limit stays held: an EWMA in ms, by limit name (bounded by the
+    /// config; a limit taken out of it leaves one number behind until a restart).
+    holds: HashMap<Arc<str>, f64>,
 }
+
+/// Weight of a new hold time in its limit's average.
+const HOLD_ALPHA: f64 = 0.3;
 
 impl Inflights {
     /// The cell scope value `key` is held under for limit `c`, created if new and marked used at
@@ -193,7 +199,7 @@ impl Inflights {
         key: Arc<str>,
         now: u64,
     ) -> (InflightId, &mut Inflight, bool) {
-        let Self { map, keys } = self;
+        let Self { map, keys, .. } = self;
         let mut id = (c.name.clone(), key);
         let mut overflowed = false;
         if &*id.1 != OVERFLOW_KEY && !map.contains_key(&id) && over_cap(keys, &c.name, c.cfg.max_keys) {
@@ -217,6 +223,27 @@ impl Inflights {
                 i.here = i.here.saturating_sub(1);
             }
         }
+    }
+
+    /// Learns that the slots of `ids` were held `ms`.
+    pub(super) fn held(&mut self, ids: &[InflightId], ms: u64) {
+        for (limit, _) in ids {
+            let sample = ms as f64;
+            match self.holds.get_mut(limit) {
+                Some(avg) => *avg += HOLD_ALPHA * (sample - *avg),
+                None => {
+                    self.holds.insert(limit.clone(), sample);
+                }
+            }
+        }
+    }
+
+    /// When a slot of `limit` (with `max` slots) is likely free: its mean hold over its slots,
+    /// in whole seconds, at least 1 (the same rule as the providers' concurrency limits).
+    pub(super) fn retry_after(&self, limit: &str, max: u32) -> std::time::Duration {
+        let avg_ms = self.holds.get(limit).copied().unwrap_or(0.0);
+        let secs = (avg_ms / 1000.0 / f64::from(max.max(1))).ceil() as u64;
+        std::time::Duration::from_secs(secs.max(1))
     }
 
     /// Drops the cells without requests, unused for [`INFLIGHT_KEEP_MS`].

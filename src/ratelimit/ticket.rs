@@ -16,12 +16,15 @@ pub struct Ticket {
     pub(super) tokens: Vec<(CounterId, f64)>,
     /// Concurrency cells holding one slot for this request.
     pub(super) inflight: Vec<InflightId>,
+    /// When it took its slots: how long they were held is learnt at the release (monotonic
+    /// time, not the windows' wall clock).
+    pub(super) held_at: Option<tokio::time::Instant>,
 }
 
 impl Ticket {
     /// A ticket that holds nothing yet.
     pub(super) fn empty(limiter: Arc<Limiter>) -> Self {
-        Self { limiter, tokens: Vec::new(), inflight: Vec::new() }
+        Self { limiter, tokens: Vec::new(), inflight: Vec::new(), held_at: None }
     }
 
     /// Corrects the token estimate with what the provider reported (or refunds it: `Some(0)`).
@@ -44,6 +47,10 @@ impl Ticket {
     /// Adds another ticket's charges and slots to this one.
     pub fn merge(&mut self, mut other: Ticket) {
         self.tokens.append(&mut other.tokens);
+        self.held_at = match (self.held_at, other.held_at) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
         self.inflight.append(&mut other.inflight);
     }
 }
@@ -53,8 +60,10 @@ impl Drop for Ticket {
         if self.inflight.is_empty() {
             return;
         }
+        let held = self.held_at.map_or(0, |at| u64::try_from(at.elapsed().as_millis()).unwrap_or(u64::MAX));
         if let Ok(mut cells) = self.limiter.inflight.lock() {
             cells.release(&self.inflight);
+            cells.held(&self.inflight, held);
         }
     }
 }

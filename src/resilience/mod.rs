@@ -14,6 +14,7 @@ mod budget;
 pub(crate) mod clock;
 mod cooldown;
 mod ewma;
+mod limit;
 mod rests;
 mod spread;
 
@@ -29,9 +30,9 @@ pub(crate) use budget::{BudgetConfig, RetryBudget};
 pub(crate) use clock::Clock;
 pub(crate) use cooldown::Cooldown;
 pub(crate) use ewma::Ewma;
+pub(crate) use limit::{Limit, Permit, Shape};
 pub(crate) use rests::ModelRests;
 pub(crate) use spread::Spread;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::tracked::Tracked;
 
@@ -178,41 +179,6 @@ pub struct RouteState {
     pub budget: RetryBudget,
 }
 
-/// A concurrency limit with a short queue; permits release on drop.
-#[derive(Debug)]
-pub struct Limit {
-    sem: Arc<Semaphore>,
-    capacity: u32,
-}
-
-impl Limit {
-    /// A limit of `capacity` concurrent holders.
-    pub fn new(capacity: u32) -> Self {
-        Self { sem: Arc::new(Semaphore::new(capacity as usize)), capacity }
-    }
-
-    /// Its capacity.
-    pub fn capacity(&self) -> u32 {
-        self.capacity
-    }
-
-    /// Holders now.
-    pub fn in_use(&self) -> u32 {
-        self.capacity.saturating_sub(u32::try_from(self.sem.available_permits()).unwrap_or(u32::MAX))
-    }
-
-    /// A permit, waiting up to `queue` for one.
-    pub async fn acquire(&self, queue: Duration) -> Option<OwnedSemaphorePermit> {
-        if let Ok(p) = self.sem.clone().try_acquire_owned() {
-            return Some(p);
-        }
-        if queue.is_zero() {
-            return None;
-        }
-        tokio::time::timeout(queue, self.sem.clone().acquire_owned()).await.ok()?.ok()
-    }
-}
-
 /// All runtime state, by stable identity. Touched when a snapshot is built, never per request.
 /// A build runs between [`Registry::begin_build`] and [`Registry::commit_build`] (or
 /// [`Registry::abort_build`] when it fails); the commit drops state that the new config no
@@ -271,8 +237,8 @@ impl Registry {
     }
 
     /// A named concurrency limit (kept while its capacity stays the same).
-    pub fn limit(&self, name: &str, capacity: u32) -> Arc<Limit> {
-        self.limits.get_or(name.to_owned(), |l| l.capacity == capacity, || Limit::new(capacity))
+    pub fn limit(&self, name: &str, shape: Shape) -> Arc<Limit> {
+        self.limits.get_or(name.to_owned(), |l| l.shape() == shape, || Limit::new(shape))
     }
 
     /// Starts tracking which state a snapshot build uses.

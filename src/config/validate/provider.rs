@@ -7,9 +7,9 @@ use std::time::Duration;
 use http::{HeaderName, HeaderValue, Uri};
 
 use super::{Problems, first_token, positive, secs};
-use crate::config::raw::{RawKey, RawProvider};
+use crate::config::raw::{RawConcurrency, RawKey, RawProvider};
 use crate::config::secret::{Env, resolve};
-use crate::config::{Behavior, KeyConfig, ProviderConfig, ProviderKind};
+use crate::config::{Adaptive, Behavior, Concurrency, KeyConfig, ProviderConfig, ProviderKind};
 use crate::providers::{anthropic, azure};
 
 /// A provider name must not contain `/`, since `provider/model` splits on the first one.
@@ -37,9 +37,7 @@ pub(super) fn provider(name: &str, rp: &RawProvider, env: &dyn Env, p: &mut Prob
     if rp.mock.is_some() && !kind.in_process() {
         p.push(format!("{at}.mock"), "only a kind = \"mock\" provider takes mock settings");
     }
-    if rp.max_inflight == Some(0) {
-        p.push(format!("{at}.max_inflight"), "must be at least 1");
-    }
+    let concurrency = concurrency(p, &at, rp.max_inflight, rp.concurrency.as_ref());
     let request_timeout =
         positive(p, &format!("{at}.request_timeout"), rp.request_timeout.as_deref(), secs(600));
     let first_byte = rp.first_byte_timeout.as_deref();
@@ -56,7 +54,7 @@ pub(super) fn provider(name: &str, rp: &RawProvider, env: &dyn Env, p: &mut Prob
             secs(2),
         ),
         request_timeout,
-        max_inflight: rp.max_inflight,
+        concurrency,
         queue_timeout: p.duration(
             &format!("{at}.queue_timeout"),
             rp.queue_timeout.as_deref(),
@@ -131,15 +129,13 @@ fn keys(at: &str, raw: &[RawKey], env: &dyn Env, p: &mut Problems) -> Vec<KeyCon
                     if k.weight == Some(0) {
                         p.push(format!("{kp}.weight"), "must be at least 1");
                     }
-                    if k.max_inflight == Some(0) {
-                        p.push(format!("{kp}.max_inflight"), "must be at least 1");
-                    }
+                    let concurrency = concurrency(p, &kp, k.max_inflight, k.concurrency.as_ref());
                     Some(KeyConfig {
                         name,
                         secret,
                         weight: k.weight.unwrap_or(1).max(1),
                         models: k.models.clone(),
-                        max_inflight: k.max_inflight,
+                        concurrency,
                         rpm: k.rpm,
                         tpm: k.tpm,
                     })
@@ -193,6 +189,40 @@ fn base_url(path: &str, raw: &str, p: &mut Problems) -> Option<Uri> {
         _ => {
             p.push(path, format!("invalid URL {raw:?}: want http(s)://host[:port][/path] without a query"));
             None
+        }
+    }
+}
+
+/// The concurrency limit at `at`: `max_inflight` (at least 1), or `concurrency = "adaptive"`
+/// between `min` (default 1) and `max` (default `max_inflight`, else 256).
+fn concurrency(
+    p: &mut Problems,
+    at: &str,
+    max_inflight: Option<u32>,
+    raw: Option<&RawConcurrency>,
+) -> Option<Concurrency> {
+    if max_inflight == Some(0) {
+        p.push(format!("{at}.max_inflight"), "must be at least 1");
+    }
+    let fixed = max_inflight.map(|n| Concurrency::Fixed(n.max(1)));
+    let (mode, min, max) = match raw {
+        None => return fixed,
+        Some(RawConcurrency::Mode(m)) => (Some(m.as_str()), None, None),
+        Some(RawConcurrency::Table(t)) => (t.mode.as_deref(), t.min, t.max),
+    };
+    match mode.unwrap_or("adaptive") {
+        "fixed" => fixed,
+        "adaptive" => {
+            let min = min.unwrap_or(1);
+            let max = max.or(max_inflight).unwrap_or(256);
+            if min == 0 || max < min {
+                p.push(format!("{at}.concurrency"), "needs 1 <= min <= max");
+            }
+            Some(Concurrency::Adaptive(Adaptive { min: min.max(1), max: max.max(min).max(1) }))
+        }
+        other => {
+            p.push(format!("{at}.concurrency"), format!("unknown mode {other:?} (adaptive or fixed)"));
+            fixed
         }
     }
 }

@@ -9,7 +9,6 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::{StatusCode, header};
-use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::Instant;
 
 use super::answer::{self, Carried, Committed, Deadlines};
@@ -19,27 +18,45 @@ use super::refusal;
 use super::{Attempted, Candidate, Failure, Job};
 use crate::error::Class;
 use crate::providers::{Call, Key, SendError, UpstreamBody};
-use crate::resilience::{KeyState, TargetState, parse_retry_after};
+use crate::resilience::{KeyState, Permit, TargetState, parse_retry_after};
 
 /// In-flight counts and concurrency permits of one attempt; moves into the relayed body so they
 /// last as long as the stream.
 struct AttemptGuard {
     target: Arc<TargetState>,
     key: Option<Arc<KeyState>>,
-    _permits: [Option<OwnedSemaphorePermit>; 2],
+    permits: [Option<Permit>; 2],
 }
 
 impl AttemptGuard {
-    fn new(
-        target: Arc<TargetState>,
-        key: Option<Arc<KeyState>>,
-        permits: [Option<OwnedSemaphorePermit>; 2],
-    ) -> Self {
+    fn new(target: Arc<TargetState>, key: Option<Arc<KeyState>>, permits: [Option<Permit>; 2]) -> Self {
         target.inflight.fetch_add(1, Ordering::AcqRel);
         if let Some(k) = &key {
             k.inflight.fetch_add(1, Ordering::AcqRel);
         }
-        Self { target, key, _permits: permits }
+        Self { target, key, permits }
+    }
+}
+
+impl AttemptGuard {
+    /// The concurrency limits learn what the attempt met: its time to the first byte, or an
+    /// overload (the provider's 429, 503 or 529).
+    fn learn(&self, answered: Option<Duration>) {
+        for p in self.permits.iter().flatten() {
+            match answered {
+                Some(latency) => p.answered(latency),
+                None => p.overloaded(),
+            }
+        }
+    }
+}
+
+impl AttemptGuard {
+    /// An answer that says the provider is over its capacity is an overload to the limits.
+    fn learn_failure(&self, f: &Failure) {
+        if f.status.is_some() && matches!(f.class, Class::Overloaded | Class::RateLimited) {
+            self.learn(None);
+        }
     }
 }
 
@@ -76,8 +93,10 @@ pub(super) async fn attempt<'a>(
         Ok(gates) => gates,
         Err(available_in) => return Attempted::Skipped(available_in, false),
     };
-    let Some(permits) = permits(job, c, key).await else {
-        return Attempted::Skipped(Some(Duration::from_secs(1)), true);
+    let permits = match permits(job, c, key).await {
+        Ok(permits) => permits,
+        // Full: back when a slot is likely free, as measured (not a constant).
+        Err(retry_after) => return Attempted::Skipped(Some(retry_after), true),
     };
     job.started.fetch_add(1, Ordering::AcqRel);
     let guard = AttemptGuard::new(Arc::clone(&c.target), key.map(|k| k.state.clone()), permits);
@@ -120,6 +139,7 @@ pub(super) async fn attempt<'a>(
         Exchanged::Success(ok) => {
             let first = start.elapsed();
             let streaming = job.stream || is_sse(&ok.headers);
+            guard.learn(Some(first));
             let metrics = outcome::succeeded(job, c, key, gates, first, streaming, now);
             let carried = Carried { metrics, translated, guard: Box::new(guard), key_ticket };
             answer::success(job, c, ok, carried, first, at).await
@@ -134,6 +154,7 @@ pub(super) async fn attempt<'a>(
             Attempted::Answered(refused)
         }
         Exchanged::Failed(f) => {
+            guard.learn_failure(&f);
             outcome::failed(job, c, key, gates, &f, start, now);
             drop(guard);
             Attempted::Failed(f)
@@ -142,12 +163,12 @@ pub(super) async fn attempt<'a>(
 }
 
 /// The provider's and the key's concurrency permits, each waited for up to the provider's
-/// `queue_timeout`; `None` when one did not come in time.
+/// `queue_timeout`; when one did not come in time, when its limit likely has a free slot.
 async fn permits(
     job: &Job<'_>,
     c: &Candidate<'_>,
     key: Option<&Key>,
-) -> Option<[Option<OwnedSemaphorePermit>; 2]> {
+) -> Result<[Option<Permit>; 2], Duration> {
     let p = c.provider;
     let mut permits = [None, None];
     let limits = [p.limit.as_ref(), key.and_then(|k| k.limit.as_ref())];
@@ -157,10 +178,11 @@ async fn permits(
             let permit = limit.acquire(p.queue_timeout).await;
             job.metrics.queue_wait.observe(since.elapsed().as_secs_f64());
             job.waited(since);
-            permits[slot] = Some(permit?);
+            let ceiling = job.live.resilience.cooldown.max;
+            permits[slot] = Some(permit.ok_or_else(|| limit.retry_after(ceiling))?);
         }
     }
-    Some(permits)
+    Ok(permits)
 }
 
 /// Reads the answer as far as the decision needs: a stream to its commit point, a body to its

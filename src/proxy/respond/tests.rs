@@ -95,7 +95,7 @@ fn anthropic_clients_get_anthropics_shape_with_the_same_status_and_headers() {
         (ProxyError::Unauthorized, "authentication_error"),
         (ProxyError::UnknownModel("x".into()), "not_found_error"),
         (ProxyError::PayloadTooLarge(10), "request_too_large"),
-        (ProxyError::Busy, "overloaded_error"),
+        (ProxyError::Busy(Duration::from_secs(1)), "overloaded_error"),
         (exhausted(&[Class::Server], None), "api_error"),
         (exhausted(&[Class::RateLimited], Some(Duration::from_secs(2))), "rate_limit_error"),
     ];
@@ -121,10 +121,10 @@ fn error_headers_say_how_to_authenticate_what_is_allowed_and_when_to_come_back()
     assert_eq!(r.headers()[header::ALLOW], "GET, HEAD");
     let r = error(&ProxyError::PayloadTooLarge(10), Dialect::OpenAi);
     assert_eq!(r.headers()[header::CONNECTION], "close");
-    let r = error(&ProxyError::Busy, Dialect::OpenAi);
+    let r = error(&ProxyError::Busy(Duration::from_secs(42)), Dialect::OpenAi);
     assert_eq!(
         (r.status(), &r.headers()[header::RETRY_AFTER]),
-        (StatusCode::SERVICE_UNAVAILABLE, &"1".parse().unwrap())
+        (StatusCode::SERVICE_UNAVAILABLE, &"42".parse().unwrap())
     );
     let rejection = crate::ratelimit::Rejection {
         limit: "per-key".into(),
