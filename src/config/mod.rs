@@ -169,7 +169,7 @@ pub struct ReloadConfig {
 }
 
 /// `[resilience]`, validated.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct ResilienceConfig {
     /// Breaker settings, for every provider and target.
     pub breaker: BreakerConfig,
@@ -179,6 +179,20 @@ pub struct ResilienceConfig {
     pub retry_budget: BudgetConfig,
     /// Retry policy of direct requests and routes without their own.
     pub default_retry: RetryPolicy,
+    /// Whether providers' rate-limit headers steer key choice (see `resilience::headroom`).
+    pub headroom: bool,
+}
+
+impl Default for ResilienceConfig {
+    fn default() -> Self {
+        Self {
+            breaker: BreakerConfig::default(),
+            cooldown: CooldownConfig::default(),
+            retry_budget: BudgetConfig::default(),
+            default_retry: RetryPolicy::default(),
+            headroom: true,
+        }
+    }
 }
 
 /// `[server]`, validated.

@@ -242,6 +242,8 @@ pub(super) struct RawResilience {
     pub retry_budget: RawBudget,
     /// Retry policy of direct `provider/model` requests and routes without their own.
     pub default_retry: Option<RawRetry>,
+    /// Providers' rate-limit headers steer key choice (default true).
+    pub headroom: Option<bool>,
 }
 
 /// `[resilience.breaker]`.

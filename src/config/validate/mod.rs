@@ -334,7 +334,7 @@ fn resilience(r: &RawResilience, p: &mut Problems) -> ResilienceConfig {
     }
     let default_retry =
         retry(r.default_retry.as_ref(), "resilience.default_retry", &RetryPolicy::default(), p);
-    ResilienceConfig { breaker, cooldown, retry_budget, default_retry }
+    ResilienceConfig { breaker, cooldown, retry_budget, default_retry, headroom: r.headroom.unwrap_or(true) }
 }
 
 fn retry(raw: Option<&RawRetry>, path: &str, default: &RetryPolicy, p: &mut Problems) -> RetryPolicy {

@@ -19,7 +19,7 @@ use super::refusal;
 use super::{Attempted, Candidate, Failure, Job};
 use crate::error::Class;
 use crate::providers::{Call, Key, SendError, UpstreamBody};
-use crate::resilience::{KeyState, TargetState, parse_retry_after};
+use crate::resilience::{KeyState, TargetState, headroom, parse_retry_after};
 
 /// In-flight counts and concurrency permits of one attempt; moves into the relayed body so they
 /// last as long as the stream.
@@ -114,6 +114,9 @@ pub(super) async fn attempt<'a>(
     let sent = Instant::now();
     let response = p.send(call).await;
     job.waited(sent);
+    if let Ok(resp) = &response {
+        outcome::headroom(job, c, key, resp.headers(), job.clock.now());
+    }
     let exchanged = classify(job, c, response, translated.is_some(), at).await;
     let now = job.clock.now();
     match exchanged {
@@ -210,10 +213,12 @@ async fn classify(
         Class::InvalidRequest | Class::NotFound if encoded(&parts.headers) => Class::Server,
         class => class,
     };
-    let retry_after =
-        parts.headers.get(header::RETRY_AFTER).and_then(|v| v.to_str().ok()).and_then(|v| {
-            parse_retry_after(v, std::time::SystemTime::now(), job.live.resilience.cooldown.max)
-        });
+    let max = job.live.resilience.cooldown.max;
+    // `retry-after-ms` (OpenAI, Azure) is the finer of the two.
+    let retry_after = headroom::retry_after_ms(&parts.headers, max).or_else(|| {
+        let v = parts.headers.get(header::RETRY_AFTER)?.to_str().ok()?;
+        parse_retry_after(v, std::time::SystemTime::now(), max)
+    });
     if !matches!(class, Class::InvalidRequest | Class::NotFound | Class::RateLimited) {
         return failure(class, Some(status), retry_after);
     }

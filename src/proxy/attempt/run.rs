@@ -85,6 +85,7 @@ pub(crate) async fn run<'a>(
                 let (cand, key, _) = running.swap_remove(i);
                 let books = Books { planner: &mut planner, failures: &mut failures, refused: &mut refused };
                 if let Some(answered) = ended(job, cands, books, (cand, key), out, hedged) {
+                    outcome::preempted(job, &planner.preempted);
                     // Dropping `running` cancels a hedge still in flight.
                     return Ok(*answered);
                 }
@@ -106,6 +107,7 @@ fn ran_out(
     mut failures: Vec<AttemptRecord>,
     refused: Option<Box<Answered>>,
 ) -> Result<Answered, Exhausted> {
+    outcome::preempted(job, &planner.preempted);
     for &cand in &planner.outgrown {
         let c = &cands[cand];
         failures.push(AttemptRecord {
