@@ -21,7 +21,7 @@ pub use secret::{Env, ProcessEnv, Redactor, Secret};
 pub(crate) use secret::{StreamRedactor, resolve as resolve_secret};
 
 pub(crate) use crate::providers::ProviderKind;
-pub use settings::{Behavior, DEFAULT_REPLY};
+pub use settings::{Behavior, DEFAULT_REPLY, Quota, Taken};
 pub(crate) use settings::{
     BreakerConfig, BudgetConfig, CooldownConfig, FirstTokenTimeout, RawBehavior, RetryPolicy, Strategy, Then,
     is_glob,
