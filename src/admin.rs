@@ -77,6 +77,15 @@ fn ms(d: Option<Duration>) -> u64 {
     d.map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
+/// A key's known headroom: per level, what is left, of how much, and the time to its reset.
+fn headroom(h: &crate::resilience::Headroom, now: u64) -> serde_json::Value {
+    let Some(k) = h.known(now) else { return serde_json::Value::Null };
+    let level = |w: Option<crate::resilience::headroom::Window>| {
+        w.map(|w| serde_json::json!({"remaining": w.remaining, "limit": w.limit, "reset_ms": ms(Some(w.left(now)))}))
+    };
+    serde_json::json!({"at_ms": k.at_ms, "requests": level(k.requests), "tokens": level(k.tokens)})
+}
+
 /// The state document, with the fleet as this replica last saw it.
 pub(crate) fn state(live: &Live, clock: Clock, app: &crate::state::AppState) -> Bytes {
     let now = clock.now();
@@ -98,6 +107,8 @@ pub(crate) fn state(live: &Live, clock: Clock, app: &crate::state::AppState) -> 
                             .map(|(m, d)| (m, serde_json::json!(ms(Some(d)))))
                             .collect::<serde_json::Map<_, _>>(),
                         "inflight": k.state.inflight.load(Ordering::Relaxed),
+                        // What its provider last said is left of its quota (fresh levels only).
+                        "headroom": headroom(&k.state.headroom, now),
                     })
                 })
                 .collect();
@@ -260,7 +271,29 @@ pub(crate) fn diff(running: &serde_json::Value, local: &serde_json::Value) -> Ve
     out
 }
 
-/// Sets the state gauges (breakers, available keys) from the live snapshot, right before a
+/// `tier1_concurrency_limit` of `p`'s own limit (`key="*"`) and its keys'.
+fn concurrency_limits(metrics: &crate::metrics::Metrics, p: &crate::providers::Provider) {
+    let keys = p.keys.iter().filter_map(|k| Some((&*k.name, k.limit.as_ref()?)));
+    for (key, limit) in p.limit.iter().map(|l| ("*", l)).chain(keys) {
+        let labels = crate::metrics::labels::KeyLimit { provider: &p.name, key };
+        metrics.concurrency_limit.get(labels).set(i64::from(limit.capacity()));
+    }
+}
+
+/// `tier1_key_headroom` of `p`'s keys: fresh levels that came with a limit.
+fn key_headroom(metrics: &crate::metrics::Metrics, p: &crate::providers::Provider, now: u64) {
+    for k in &p.keys {
+        let Some(known) = k.state.headroom.known(now) else { continue };
+        for (kind, w) in [("requests", known.requests), ("tokens", known.tokens)] {
+            if let Some(w) = w.filter(|w| w.limit.is_some()) {
+                let labels = crate::metrics::labels::KeyHeadroom { provider: &p.name, key: &k.name, kind };
+                metrics.key_headroom.get(labels).set(w.fraction());
+            }
+        }
+    }
+}
+
+/// Sets the state gauges (breakers, available keys, headroom) from the live snapshot, right before a
 /// scrape. Series follow the config: what a reload removed disappears.
 pub(crate) fn refresh_gauges(metrics: &crate::metrics::Metrics, live: &Live, clock: Clock) {
     let now = clock.now();
@@ -272,16 +305,10 @@ pub(crate) fn refresh_gauges(metrics: &crate::metrics::Metrics, live: &Live, clo
     metrics.breaker_state.vector().reset();
     metrics.keys_available.vector().reset();
     metrics.concurrency_limit.vector().reset();
+    metrics.key_headroom.vector().reset();
     for p in &live.providers {
-        let limits = p
-            .limit
-            .iter()
-            .map(|l| ("*", l))
-            .chain(p.keys.iter().filter_map(|k| Some((&*k.name, k.limit.as_ref()?))));
-        for (key, limit) in limits {
-            let labels = crate::metrics::labels::KeyLimit { provider: &p.name, key };
-            metrics.concurrency_limit.get(labels).set(i64::from(limit.capacity()));
-        }
+        key_headroom(metrics, p, now);
+        concurrency_limits(metrics, p);
         metrics
             .breaker_state
             .get(crate::metrics::labels::Breaker {

@@ -59,6 +59,42 @@ pub(crate) enum Event {
         /// Unix ms.
         until_ms: u64,
     },
+    /// What a key's provider last said is left of its quota. Queued by the request path empty
+    /// ([`Event::headroom_pending`]); the sync task fills it with the key's freshest state just
+    /// before sending.
+    Headroom {
+        /// Provider name.
+        provider: String,
+        /// Key name.
+        key: String,
+        /// When the answer arrived at the replica that read it (unix ms): the newest wins.
+        at_ms: u64,
+        /// Its levels.
+        levels: Levels,
+    },
+}
+
+/// A key's headroom levels on the wire.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct Levels {
+    /// Requests.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requests: Option<Level>,
+    /// Tokens.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tokens: Option<Level>,
+}
+
+/// One headroom level on the wire.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct Level {
+    /// What is left.
+    pub remaining: u64,
+    /// Of how much.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit: Option<u64>,
+    /// When it refills (unix ms).
+    pub reset_ms: u64,
 }
 
 impl Event {
@@ -71,6 +107,7 @@ impl Event {
             }
             Self::TargetCooldown { provider, model, .. } => format!("target\u{1f}{provider}\u{1f}{model}"),
             Self::BreakerOpen { provider, target, .. } => format!("breaker\u{1f}{provider}\u{1f}{target}"),
+            Self::Headroom { provider, key, .. } => format!("{provider}\u{1f}{key}"),
         }
     }
 
@@ -79,6 +116,19 @@ impl Event {
             Self::KeyCooldown { until_ms, .. }
             | Self::TargetCooldown { until_ms, .. }
             | Self::BreakerOpen { until_ms, .. } => *until_ms,
+            Self::Headroom { levels, .. } => {
+                levels.requests.iter().chain(&levels.tokens).map(|l| l.reset_ms).max().unwrap_or(0)
+            }
+        }
+    }
+
+    /// A key's headroom to share, filled in by the sync task.
+    pub(crate) fn headroom_pending(provider: &str, key: &str) -> Self {
+        Self::Headroom {
+            provider: provider.to_owned(),
+            key: key.to_owned(),
+            at_ms: 0,
+            levels: Levels::default(),
         }
     }
 }
@@ -363,6 +413,7 @@ pub(crate) async fn run(
                 Err(_) => outage(&state, &fleet, &mut warned, "sync"),
             }
             if !queued.is_empty() && fleet.up.load(Ordering::Acquire) {
+                queued.retain_mut(|e| refresh(&state, e));
                 match share(c, &prefix, &state.shared.replica, &queued).await {
                     Ok(()) => queued.clear(),
                     Err(_) => outage(&state, &fleet, &mut warned, "publish"),
@@ -431,24 +482,70 @@ async fn sync(state: &Handles, conn: &mut Conn, prefix: &str) -> redis::RedisRes
     Ok(())
 }
 
-/// Writes events to `{prefix}:state` and publishes them.
+/// Keeps a key's headroom in `{prefix}:headroom` unless a newer answer's is there: field
+/// `provider\x1fkey`, value `AT_MS LEVELS_JSON`.
+const NEWER_HEADROOM: &str = r"
+local cur = redis.call('HGET', KEYS[1], ARGV[1])
+local at = cur and tonumber(string.match(cur, '^(%d+)'))
+if at and at > tonumber(ARGV[2]) then return 0 end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2] .. ' ' .. ARGV[3])
+return 1
+";
+
+/// Fills a queued headroom event with its key's freshest state (what is known when the sync
+/// sends, not when the first answer queued it) and lets the key queue the next; false when
+/// nothing fresh is left to share. Other events pass as they are.
+fn refresh(state: &Handles, e: &mut Event) -> bool {
+    let Event::Headroom { provider, key, at_ms, levels } = e else { return true };
+    let Some(k) = state.registry.existing_key(provider, key) else { return false };
+    k.headroom.take_dirty();
+    let now = state.registry.clock.now();
+    let Some(known) = k.headroom.known(now) else { return false };
+    let unix = unix_ms();
+    let wire = |w: crate::resilience::headroom::Window| Level {
+        remaining: w.remaining,
+        limit: w.limit,
+        reset_ms: unix.saturating_add(u64::try_from(w.left(now).as_millis()).unwrap_or(u64::MAX)),
+    };
+    *at_ms = known.at_ms;
+    *levels = Levels { requests: known.requests.map(wire), tokens: known.tokens.map(wire) };
+    true
+}
+
+/// Writes events to `{prefix}:state` (headroom to `{prefix}:headroom`, newest answer wins) and
+/// publishes them.
 async fn share(conn: &mut Conn, prefix: &str, replica: &str, events: &[Event]) -> redis::RedisResult<()> {
     let hash = format!("{{{prefix}}}:state");
+    let headroom = format!("{{{prefix}}}:headroom");
     let channel = format!("{{{prefix}}}:events");
     let mut pipe = redis::pipe();
-    let mut latest = 0;
+    let (mut latest, mut latest_headroom) = (0, 0);
     for e in events {
-        pipe.hset(&hash, e.field(), e.until()).ignore();
-        latest = latest.max(e.until());
+        if let Event::Headroom { at_ms, levels, .. } = e {
+            let value = serde_json::to_string(levels).unwrap_or_default();
+            pipe.cmd("EVAL").arg(NEWER_HEADROOM).arg(1).arg(&headroom).arg(e.field()).arg(at_ms).arg(value);
+            pipe.ignore();
+            latest_headroom = latest_headroom.max(e.until());
+        } else {
+            pipe.hset(&hash, e.field(), e.until()).ignore();
+            latest = latest.max(e.until());
+        }
         let payload = serde_json::to_string(&Envelope { origin: replica.to_owned(), event: e.clone() })
             .unwrap_or_default();
         pipe.publish(&channel, payload).ignore();
     }
-    let ttl = latest.saturating_sub(unix_ms()).max(1000);
-    pipe.cmd("PEXPIRE").arg(&hash).arg(ttl).arg("GT").ignore();
-    pipe.cmd("PEXPIRE").arg(&hash).arg(ttl).arg("NX").ignore();
+    for (hash, latest) in [(&hash, latest), (&headroom, latest_headroom)] {
+        if latest > 0 {
+            let ttl = latest.saturating_sub(unix_ms()).max(1000);
+            pipe.cmd("PEXPIRE").arg(hash).arg(ttl).arg("GT").ignore();
+            pipe.cmd("PEXPIRE").arg(hash).arg(ttl).arg("NX").ignore();
+        }
+    }
     pipe.query_async::<()>(conn).await
 }
+
+/// What the heartbeat reads: the fleet, `{prefix}:state` (field, until) and `{prefix}:headroom`.
+type Reconciled = (Vec<String>, Vec<(String, u64)>, Vec<(String, String)>);
 
 /// Heartbeat, fleet count, and reconciliation of shared state.
 async fn heartbeat(state: &Handles, conn: &mut Conn, prefix: &str) -> redis::RedisResult<()> {
@@ -462,7 +559,8 @@ async fn heartbeat(state: &Handles, conn: &mut Conn, prefix: &str) -> redis::Red
     pipe.pexpire(&fleet_key, 10_000).ignore();
     pipe.zrange(&fleet_key, 0, -1);
     pipe.hgetall(format!("{{{prefix}}}:state"));
-    let (members, entries): (Vec<String>, Vec<(String, u64)>) = pipe.query_async(conn).await?;
+    pipe.hgetall(format!("{{{prefix}}}:headroom"));
+    let (members, entries, headroom): Reconciled = pipe.query_async(conn).await?;
     state
         .shared
         .fleet
@@ -485,7 +583,30 @@ async fn heartbeat(state: &Handles, conn: &mut Conn, prefix: &str) -> redis::Red
         let _: () =
             redis::cmd("HDEL").arg(format!("{{{prefix}}}:state")).arg(stale).query_async(conn).await?;
     }
+    let mut stale = Vec::new();
+    for (field, value) in headroom {
+        match parse_headroom(&field, &value) {
+            Some(event) if event.until() > now => apply(state, &event),
+            _ => stale.push(field),
+        }
+    }
+    if !stale.is_empty() {
+        let _: () =
+            redis::cmd("HDEL").arg(format!("{{{prefix}}}:headroom")).arg(stale).query_async(conn).await?;
+    }
     Ok(())
+}
+
+/// A `{prefix}:headroom` entry (see [`NEWER_HEADROOM`]).
+fn parse_headroom(field: &str, value: &str) -> Option<Event> {
+    let (provider, key) = field.split_once('\u{1f}')?;
+    let (at, levels) = value.split_once(' ')?;
+    Some(Event::Headroom {
+        provider: provider.to_owned(),
+        key: key.to_owned(),
+        at_ms: at.parse().ok()?,
+        levels: serde_json::from_str(levels).ok()?,
+    })
 }
 
 fn parse_field(field: &str, until_ms: u64) -> Option<Event> {
@@ -518,6 +639,23 @@ pub(crate) fn apply(state: &Handles, event: &Event) {
         Event::TargetCooldown { provider, model, .. } => {
             if let Some(t) = state.registry.existing_target(provider, model) {
                 t.cooldown.cool_for(now, remaining);
+            }
+        }
+        Event::Headroom { provider, key, at_ms, levels } => {
+            if let Some(k) = state.registry.existing_key(provider, key) {
+                let unix = unix_ms();
+                let local = |l: &Level| {
+                    (l.reset_ms > unix).then(|| crate::resilience::headroom::Window {
+                        remaining: l.remaining,
+                        limit: l.limit,
+                        reset: now.saturating_add(l.reset_ms.saturating_sub(unix).saturating_mul(1_000_000)),
+                    })
+                };
+                k.headroom.merge(
+                    *at_ms,
+                    levels.requests.as_ref().and_then(local),
+                    levels.tokens.as_ref().and_then(local),
+                );
             }
         }
         Event::BreakerOpen { provider, target, .. } => {
@@ -592,5 +730,23 @@ mod tests {
             until_ms: 7,
         };
         assert_eq!(parse_field(&m.field(), 7), Some(m));
+    }
+
+    #[test]
+    fn headroom_round_trips_through_its_hash_entry_and_json() {
+        let levels = Levels {
+            requests: Some(Level { remaining: 0, limit: Some(60), reset_ms: 9_000 }),
+            tokens: Some(Level { remaining: 12, limit: None, reset_ms: 4_000 }),
+        };
+        let e = Event::Headroom { provider: "p".into(), key: "k 1".into(), at_ms: 1_234, levels };
+        assert_eq!(e.until(), 9_000, "stale once every level is");
+        let value = format!("1234 {}", serde_json::to_string(&levels).unwrap());
+        assert_eq!(parse_headroom(&e.field(), &value), Some(e.clone()));
+        assert_eq!(parse_headroom(&e.field(), "x {}"), None);
+        let env = Envelope { origin: "r1".into(), event: e.clone() };
+        let back: Envelope = serde_json::from_str(&serde_json::to_string(&env).unwrap()).unwrap();
+        assert_eq!(back.event, e);
+        let pending = Event::headroom_pending("p", "k");
+        assert_eq!(pending.until(), 0);
     }
 }

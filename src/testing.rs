@@ -23,8 +23,8 @@ pub mod sse {
 /// The in-process mock provider and the mock upstream server.
 pub mod mock {
     pub use crate::mock::{
-        Behavior, DEFAULT_REPLY, anthropic_frames, anthropic_json, completion_json, gemini_frames,
-        gemini_json, responses_frames, responses_json, server, stream_frames, tools,
+        Behavior, DEFAULT_REPLY, Quota, Taken, anthropic_frames, anthropic_json, completion_json,
+        gemini_frames, gemini_json, responses_frames, responses_json, server, stream_frames, tools,
     };
 }
 

@@ -25,7 +25,7 @@ pub(crate) use settings::{
     Adaptive, BreakerConfig, BudgetConfig, Concurrency, CooldownConfig, FirstTokenTimeout, RawBehavior,
     RetryPolicy, Strategy, Then, is_glob,
 };
-pub use settings::{Behavior, DEFAULT_REPLY};
+pub use settings::{Behavior, DEFAULT_REPLY, Quota, Taken};
 
 /// The demo config embedded in the binary: routes served by the built-in mock provider, so that
 /// `tier1` with no arguments answers offline.
@@ -169,7 +169,7 @@ pub struct ReloadConfig {
 }
 
 /// `[resilience]`, validated.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct ResilienceConfig {
     /// Breaker settings, for every provider and target.
     pub breaker: BreakerConfig,
@@ -184,6 +184,23 @@ pub struct ResilienceConfig {
     pub wait_for_cooldown: Duration,
     /// Requests waiting that way at once, at most (the rest get their 429 at once).
     pub max_cooldown_waiters: usize,
+    /// Whether providers' rate-limit headers steer key choice (see `resilience::headroom`).
+    pub headroom: bool,
+}
+
+impl Default for ResilienceConfig {
+    fn default() -> Self {
+        Self {
+            breaker: BreakerConfig::default(),
+            cooldown: CooldownConfig::default(),
+            retry_budget: BudgetConfig::default(),
+            default_retry: RetryPolicy::default(),
+            wait_for_cooldown: Duration::ZERO,
+            // Enough for a burst, bounded.
+            max_cooldown_waiters: 256,
+            headroom: true,
+        }
+    }
 }
 
 /// `[server]`, validated.

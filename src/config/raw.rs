@@ -246,6 +246,8 @@ pub(super) struct RawResilience {
     pub wait_for_cooldown: Option<String>,
     /// Requests held that way at once, at most.
     pub max_cooldown_waiters: Option<usize>,
+    /// Providers' rate-limit headers steer key choice (default true).
+    pub headroom: Option<bool>,
 }
 
 /// `[resilience.breaker]`.

@@ -207,6 +207,63 @@ pub struct RawBehavior {
     pub retry_after: Option<String>,
     /// Streams: abort the connection after this many content chunks.
     pub abort_after: Option<usize>,
+    /// A quota of its own: this many requests per `quota_window`, counted down in rate-limit
+    /// headers on every answer, then 429 with `Retry-After` until the window ends.
+    pub quota: Option<u64>,
+    /// The quota's window (default 60s), fixed, from the first request.
+    pub quota_window: Option<String>,
+}
+
+/// A mock's own request quota: `requests` per fixed `window` starting at the first request.
+/// Clones share the count (one quota per configured behaviour).
+#[derive(Debug, Clone)]
+pub struct Quota {
+    /// Requests per window.
+    pub requests: u64,
+    /// The window.
+    pub window: Duration,
+    /// The current window's start and its requests served.
+    used: Arc<std::sync::Mutex<Option<(tokio::time::Instant, u64)>>>,
+}
+
+/// One request against a [`Quota`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Taken {
+    /// Whether it fits (else: 429).
+    pub allowed: bool,
+    /// Requests left in the window after it.
+    pub remaining: u64,
+    /// The quota's size.
+    pub limit: u64,
+    /// Time until the window ends.
+    pub reset: Duration,
+}
+
+impl Quota {
+    /// A quota of `requests` per `window`.
+    pub fn new(requests: u64, window: Duration) -> Self {
+        Self { requests, window, used: Arc::default() }
+    }
+
+    /// Counts one request at `now`.
+    pub fn take(&self, now: tokio::time::Instant) -> Taken {
+        let Ok(mut used) = self.used.lock() else {
+            return Taken { allowed: true, remaining: 0, limit: self.requests, reset: Duration::ZERO };
+        };
+        let (start, n) = match *used {
+            Some((start, n)) if now < start + self.window => (start, n),
+            _ => (now, 0),
+        };
+        let allowed = n < self.requests;
+        let n = if allowed { n + 1 } else { n };
+        *used = Some((start, n));
+        Taken {
+            allowed,
+            remaining: self.requests - n,
+            limit: self.requests,
+            reset: (start + self.window).saturating_duration_since(now),
+        }
+    }
 }
 
 /// Validated mock behaviour.
@@ -230,6 +287,8 @@ pub struct Behavior {
     pub retry_after: Option<HeaderValue>,
     /// Abort streams after this many content chunks.
     pub abort_after: Option<usize>,
+    /// Its own request quota, counted down in rate-limit headers.
+    pub quota: Option<Quota>,
 }
 
 /// The default mock answer.
@@ -247,6 +306,7 @@ impl Default for Behavior {
             fail_rate: 0.0,
             retry_after: None,
             abort_after: None,
+            quota: None,
         }
     }
 }
@@ -290,6 +350,14 @@ impl RawBehavior {
             fail_rate: fail_rate.clamp(0.0, 1.0),
             retry_after,
             abort_after: self.abort_after,
+            quota: self.quota.map(|n| {
+                let window = p.duration(
+                    &format!("{path}.quota_window"),
+                    self.quota_window.as_deref(),
+                    Duration::from_secs(60),
+                );
+                Quota::new(n, window.max(Duration::from_millis(1)))
+            }),
         }
     }
 }

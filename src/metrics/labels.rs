@@ -6,7 +6,7 @@
 use std::marker::PhantomData;
 
 use prometheus::core::Collector;
-use prometheus::{CounterVec, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts};
+use prometheus::{CounterVec, GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts};
 
 /// A labelled metric vector of the `prometheus` crate.
 pub(crate) trait Vector: Collector + Clone + 'static {
@@ -32,6 +32,7 @@ vector! {
     CounterVec => prometheus::Counter,
     HistogramVec => prometheus::Histogram,
     IntGaugeVec => prometheus::IntGauge,
+    GaugeVec => prometheus::Gauge,
 }
 
 /// The label names of a family, and how one set of values resolves to a series.
@@ -81,6 +82,13 @@ impl<L: LabelSet> Family<L, IntGaugeVec> {
     /// A gauge family.
     pub(crate) fn gauge(name: &str, help: &str) -> prometheus::Result<Self> {
         Ok(Self { vector: IntGaugeVec::new(Opts::new(name, help), L::NAMES)?, labels: PhantomData })
+    }
+}
+
+impl<L: LabelSet> Family<L, GaugeVec> {
+    /// A float gauge family.
+    pub(crate) fn float_gauge(name: &str, help: &str) -> prometheus::Result<Self> {
+        Ok(Self { vector: GaugeVec::new(Opts::new(name, help), L::NAMES)?, labels: PhantomData })
     }
 }
 
@@ -150,6 +158,10 @@ labels! {
     KeyRests => KeyRest { provider: &'a str, key: &'a str, reason: &'a str, scope: &'a str }
     /// `tier1_concurrency_limit` (`key` `*`: the provider's own limit).
     KeyLimits => KeyLimit { provider: &'a str, key: &'a str }
+    /// `tier1_key_headroom` (`kind`: requests, tokens).
+    KeyHeadrooms => KeyHeadroom { provider: &'a str, key: &'a str, kind: &'a str }
+    /// `tier1_preemptive_skips_total` (`reason`: requests, tokens, estimate).
+    Preemptions => Preemption { provider: &'a str, reason: &'a str }
     /// `tier1_keys_available`.
     Providers => Provider { provider: &'a str }
     /// The rate-limit families.

@@ -9,8 +9,8 @@ mod process;
 
 use prometheus::core::Collector;
 use prometheus::{
-    Counter, CounterVec, Encoder, Gauge, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec,
-    IntGauge, IntGaugeVec, Registry, TextEncoder,
+    Counter, CounterVec, Encoder, Gauge, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter,
+    IntCounterVec, IntGauge, IntGaugeVec, Registry, TextEncoder,
 };
 
 pub(crate) use labels::Family;
@@ -81,6 +81,12 @@ pub struct Metrics {
     /// `tier1_concurrency_limit{provider, key}`: a concurrency limit's capacity now (an adaptive
     /// one moves; `key` `*` is the provider's own).
     pub(crate) concurrency_limit: Family<labels::KeyLimits, IntGaugeVec>,
+    /// `tier1_key_headroom{provider, key, kind}`: what its provider last said is left of a key's
+    /// quota, as a fraction of the limit (refreshed at scrape; fresh levels with a limit only).
+    pub(crate) key_headroom: Family<labels::KeyHeadrooms, GaugeVec>,
+    /// `tier1_preemptive_skips_total{provider, reason}`: keys passed over for their headroom
+    /// before a 429 (once per key per request).
+    pub(crate) preemptive_skips_total: Family<labels::Preemptions, IntCounterVec>,
     /// `tier1_keys_available{provider}`.
     pub(crate) keys_available: Family<labels::Providers, IntGaugeVec>,
     /// `tier1_inflight_requests`.
@@ -255,6 +261,20 @@ impl Metrics {
                 Family::counter(
                     "tier1_key_cooldowns_total",
                     "Provider keys put to rest, by reason and scope (the whole key, or one model on it).",
+                ),
+            )?,
+            key_headroom: family(
+                r,
+                Family::float_gauge(
+                    "tier1_key_headroom",
+                    "What a key's provider last said is left of its quota (remaining / limit), by kind (requests, tokens).",
+                ),
+            )?,
+            preemptive_skips_total: family(
+                r,
+                Family::counter(
+                    "tier1_preemptive_skips_total",
+                    "Keys passed over before a 429 for their headroom, by reason (requests, tokens: none left; estimate: fewer tokens left than the request's estimate).",
                 ),
             )?,
             keys_available: family(r, Family::gauge("tier1_keys_available", "Provider keys not resting."))?,

@@ -21,7 +21,7 @@ use serde::Deserialize;
 use tokio::time::Sleep;
 
 pub(crate) use crate::config::RawBehavior;
-pub use crate::config::{Behavior, DEFAULT_REPLY};
+pub use crate::config::{Behavior, DEFAULT_REPLY, Quota, Taken};
 
 impl Behavior {
     /// Whether the `n`th request (0-based) should fail, and with which status.
@@ -68,8 +68,61 @@ pub(crate) trait StreamObserver: Send + Sync + 'static {
     fn cancelled(&self);
 }
 
-/// The mock's answer to one request: status, a few headers, and a body.
+/// The mock's answer to one request: status, a few headers, and a body. With a quota, every
+/// answer carries rate-limit headers counting it down, in the endpoint's provider's format, and
+/// a request over it gets a 429 with `Retry-After` (the window's end).
 pub(crate) async fn answer(
+    behavior: &Behavior,
+    served: &AtomicU64,
+    endpoint: MockEndpoint,
+    body: &[u8],
+    observer: Option<Arc<dyn StreamObserver>>,
+) -> Response<MockBody> {
+    let Some(quota) = &behavior.quota else {
+        return respond(behavior, served, endpoint, body, observer).await;
+    };
+    let taken = quota.take(tokio::time::Instant::now());
+    let anthropic = endpoint == MockEndpoint::Messages;
+    let mut resp = if taken.allowed {
+        respond(behavior, served, endpoint, body, observer).await
+    } else {
+        let secs = taken.reset.as_secs() + u64::from(taken.reset.subsec_nanos() > 0);
+        error_response(StatusCode::TOO_MANY_REQUESTS, Some(HeaderValue::from(secs)), &endpoint)
+    };
+    quota_headers(resp.headers_mut(), &taken, anthropic);
+    resp
+}
+
+/// Rate-limit headers of a quota: Anthropic's (`anthropic-ratelimit-requests-*`, the reset as
+/// an RFC 3339 time) or OpenAI's (`x-ratelimit-*-requests`, the reset as a Go duration).
+fn quota_headers(headers: &mut http::HeaderMap, t: &crate::config::Taken, anthropic: bool) {
+    let value = |s: String| HeaderValue::from_str(&s).ok();
+    let (limit, remaining, reset) = if anthropic {
+        let at = std::time::SystemTime::now() + t.reset;
+        (
+            "anthropic-ratelimit-requests-limit",
+            "anthropic-ratelimit-requests-remaining",
+            ("anthropic-ratelimit-requests-reset", humantime::format_rfc3339_millis(at).to_string()),
+        )
+    } else {
+        (
+            "x-ratelimit-limit-requests",
+            "x-ratelimit-remaining-requests",
+            ("x-ratelimit-reset-requests", format!("{}ms", t.reset.as_millis())),
+        )
+    };
+    for (name, v) in [
+        (limit, value(t.limit.to_string())),
+        (remaining, value(t.remaining.to_string())),
+        (reset.0, value(reset.1)),
+    ] {
+        if let Some(v) = v {
+            headers.insert(http::HeaderName::from_static(name), v);
+        }
+    }
+}
+
+async fn respond(
     behavior: &Behavior,
     served: &AtomicU64,
     endpoint: MockEndpoint,

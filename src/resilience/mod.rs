@@ -14,6 +14,7 @@ mod budget;
 pub(crate) mod clock;
 mod cooldown;
 mod ewma;
+pub(crate) mod headroom;
 mod limit;
 mod rests;
 mod spread;
@@ -30,6 +31,7 @@ pub(crate) use budget::{BudgetConfig, RetryBudget};
 pub(crate) use clock::Clock;
 pub(crate) use cooldown::Cooldown;
 pub(crate) use ewma::Ewma;
+pub(crate) use headroom::{Headroom, Skip};
 pub(crate) use limit::{Limit, Permit, Shape};
 pub(crate) use rests::ModelRests;
 pub(crate) use spread::Spread;
@@ -45,12 +47,24 @@ pub struct KeyState {
     pub models: ModelRests,
     /// Requests in flight on this key.
     pub inflight: AtomicU32,
+    /// What its provider last said is left of its quota.
+    pub headroom: Headroom,
 }
 
 impl KeyState {
     /// Time until the key may serve `model`, if it rests now (as a whole or for that model).
     pub fn resting_for(&self, model: &str, now: u64) -> Option<Duration> {
         match (self.cooldown.remaining(now), self.models.remaining(model, now)) {
+            (Some(a), Some(b)) => Some(a.max(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// [`Self::resting_for`], or the time until its quota refills when its headroom has no room
+    /// for a request of `tokens` (estimated; 0: any request): the rest that comes before a 429.
+    pub fn unavailable_for(&self, model: &str, now: u64, tokens: u64) -> Option<Duration> {
+        let quota = self.headroom.rest(now, tokens).map(|(d, _)| d);
+        match (self.resting_for(model, now), quota) {
             (Some(a), Some(b)) => Some(a.max(b)),
             (a, b) => a.or(b),
         }
@@ -302,6 +316,7 @@ impl Registry {
         for (_, k) in self.keys.entries() {
             k.cooldown.clear();
             k.models.clear();
+            k.headroom.clear();
         }
     }
 }

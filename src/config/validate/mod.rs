@@ -23,9 +23,6 @@ use provider::provider;
 use routes::routes;
 
 /// The default listen address: loopback, as a sidecar wants it.
-/// `[resilience] max_cooldown_waiters` by default: enough for a burst, bounded.
-const DEFAULT_COOLDOWN_WAITERS: usize = 256;
-
 pub(super) const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
 
 /// Collects problems while validating.
@@ -339,7 +336,8 @@ fn resilience(r: &RawResilience, p: &mut Problems) -> ResilienceConfig {
         retry(r.default_retry.as_ref(), "resilience.default_retry", &RetryPolicy::default(), p);
     let wait_for_cooldown =
         p.duration("resilience.wait_for_cooldown", r.wait_for_cooldown.as_deref(), Duration::ZERO);
-    let max_cooldown_waiters = r.max_cooldown_waiters.unwrap_or(DEFAULT_COOLDOWN_WAITERS);
+    let max_cooldown_waiters =
+        r.max_cooldown_waiters.unwrap_or(ResilienceConfig::default().max_cooldown_waiters);
     ResilienceConfig {
         breaker,
         cooldown,
@@ -347,6 +345,7 @@ fn resilience(r: &RawResilience, p: &mut Problems) -> ResilienceConfig {
         default_retry,
         wait_for_cooldown,
         max_cooldown_waiters,
+        headroom: r.headroom.unwrap_or(true),
     }
 }
 

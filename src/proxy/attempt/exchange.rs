@@ -18,7 +18,7 @@ use super::refusal;
 use super::{Attempted, Candidate, Failure, Job};
 use crate::error::Class;
 use crate::providers::{Call, Key, SendError, UpstreamBody};
-use crate::resilience::{KeyState, Permit, TargetState, parse_retry_after};
+use crate::resilience::{KeyState, Permit, TargetState, headroom, parse_retry_after};
 
 /// In-flight counts and concurrency permits of one attempt; moves into the relayed body so they
 /// last as long as the stream.
@@ -102,10 +102,8 @@ pub(super) async fn attempt<'a>(
     let guard = AttemptGuard::new(Arc::clone(&c.target), key.map(|k| k.state.clone()), permits);
     let key_ticket =
         key.map(|k| job.limiter.charge_key(&job.live.limits, &p.name, &k.name, c.model, job.tokens));
-    let start = Instant::now();
-    let total = start + p.request_timeout;
-    let first_token = if hedges { None } else { c.first_token_in(job).map(|d| (start + d).min(total)) };
-    let at = Deadlines { start, total, first_byte: (start + p.first_byte_timeout).min(total), first_token };
+    let at = deadlines(job, c, hedges);
+    let start = at.start;
     // A provider of another format gets the request translated (to Anthropic or Gemini).
     let translated = match p.dialect(job.operation) {
         Some(d) => match d.request(job.operation, job.body, c.deployment, p.default_max_tokens, job.stream) {
@@ -130,9 +128,10 @@ pub(super) async fn attempt<'a>(
         key,
         deployment: c.deployment,
     };
-    let sent = Instant::now();
-    let response = p.send(call).await;
-    job.waited(sent);
+    let response = timed(job, p.send(call)).await;
+    if let Ok(resp) = &response {
+        outcome::headroom(job, c, key, resp.headers(), job.clock.now());
+    }
     let exchanged = classify(job, c, response, translated.is_some(), at).await;
     let now = job.clock.now();
     match exchanged {
@@ -160,6 +159,23 @@ pub(super) async fn attempt<'a>(
             Attempted::Failed(f)
         }
     }
+}
+
+/// `send`, its time counted as spent waiting on the upstream.
+async fn timed<T>(job: &Job<'_>, send: impl std::future::Future<Output = T>) -> T {
+    let sent = Instant::now();
+    let out = send.await;
+    job.waited(sent);
+    out
+}
+
+/// The attempt's deadlines from now: its provider's, and its stream's first token unless that
+/// starts a hedge instead (`hedges`).
+fn deadlines(job: &Job<'_>, c: &Candidate<'_>, hedges: bool) -> Deadlines {
+    let start = Instant::now();
+    let total = start + c.provider.request_timeout;
+    let first_token = if hedges { None } else { c.first_token_in(job).map(|d| (start + d).min(total)) };
+    Deadlines { start, total, first_byte: (start + c.provider.first_byte_timeout).min(total), first_token }
 }
 
 /// The provider's and the key's concurrency permits, each waited for up to the provider's
@@ -232,10 +248,12 @@ async fn classify(
         Class::InvalidRequest | Class::NotFound if encoded(&parts.headers) => Class::Server,
         class => class,
     };
-    let retry_after =
-        parts.headers.get(header::RETRY_AFTER).and_then(|v| v.to_str().ok()).and_then(|v| {
-            parse_retry_after(v, std::time::SystemTime::now(), job.live.resilience.cooldown.max)
-        });
+    let max = job.live.resilience.cooldown.max;
+    // `retry-after-ms` (OpenAI, Azure) is the finer of the two.
+    let retry_after = headroom::retry_after_ms(&parts.headers, max).or_else(|| {
+        let v = parts.headers.get(header::RETRY_AFTER)?.to_str().ok()?;
+        parse_retry_after(v, std::time::SystemTime::now(), max)
+    });
     if !matches!(class, Class::InvalidRequest | Class::NotFound | Class::RateLimited) {
         return failure(class, Some(status), retry_after);
     }

@@ -108,7 +108,7 @@ impl Candidate<'_> {
 
     /// Time until this target can be used, if it cannot be now (breaker, model cooldown, keys).
     pub(crate) fn unavailable(&self, now: u64) -> Option<Duration> {
-        self.blocked(now).or_else(|| self.keys_cooling(now))
+        self.blocked(now).or_else(|| self.keys_cooling(now, 0))
     }
 
     /// Whether a breaker (the provider's or the target's) refuses it now: it has been failing.
@@ -128,11 +128,13 @@ impl Candidate<'_> {
         self.target.cooldown.remaining(now)
     }
 
-    /// When every key that serves the model is cooling: time until the first comes back.
-    fn keys_cooling(&self, now: u64) -> Option<Duration> {
+    /// When every key that serves the model is cooling, or out of quota for a request of
+    /// `tokens` (see [`crate::resilience::KeyState::unavailable_for`]): time until the first
+    /// comes back.
+    fn keys_cooling(&self, now: u64, tokens: u64) -> Option<Duration> {
         let mut soonest: Option<Duration> = None;
         for k in self.provider.keys.iter().filter(|k| k.serves(self.model)) {
-            let left = k.state.resting_for(self.model, now)?;
+            let left = k.state.unavailable_for(self.model, now, tokens)?;
             soonest = Some(soonest.map_or(left, |s| s.min(left)));
         }
         // No key serves this model at all: unusable, with no time to wait for.

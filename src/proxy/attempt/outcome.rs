@@ -13,7 +13,7 @@ use crate::metrics::{MODEL_OTHER, TARGET_PROVIDER, TargetMetrics, labels};
 use crate::providers::{Key, Provider};
 use crate::ratelimit::unix_ms;
 use crate::resilience::clock::nanos;
-use crate::resilience::{Admission, Breaker, BreakerState};
+use crate::resilience::{Admission, Breaker, BreakerState, Skip, headroom};
 use crate::shared;
 
 /// A breaker's admission of one attempt; returns a half-open trial unless an outcome was
@@ -239,6 +239,37 @@ pub(super) fn failed(
             gates.record(job, c, now, verdict);
         }
         Class::InvalidRequest | Class::NotFound | Class::ContextLength | Class::ContentFilter => {}
+    }
+}
+
+/// Reads an answer's rate-limit headers into its key's headroom, and queues the key's share
+/// with the other replicas unless one already waits (at most one per key per sync: the sync
+/// task sends what is freshest then). Without such headers: five header lookups, nothing else.
+pub(super) fn headroom(
+    job: &Job<'_>,
+    c: &Candidate<'_>,
+    key: Option<&Key>,
+    headers: &http::HeaderMap,
+    now: u64,
+) {
+    let Some(k) = key.filter(|_| job.live.resilience.headroom) else { return };
+    let wall = std::time::SystemTime::now();
+    let Some(reading) = headroom::parse(headers, wall) else { return };
+    let at_ms =
+        wall.duration_since(std::time::UNIX_EPOCH).map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(0));
+    k.state.headroom.observe(now, at_ms, &reading);
+    if k.state.headroom.mark_dirty() {
+        job.shared.publish(shared::Event::headroom_pending(&c.provider.name, &k.name));
+    }
+}
+
+/// Counts the keys a request passed over for their headroom (provider index, key, why).
+pub(super) fn preempted(job: &Job<'_>, skips: &[(usize, usize, Skip)]) {
+    for &(p, _, why) in skips {
+        if let Some(p) = job.live.providers.get(p) {
+            let labels = labels::Preemption { provider: &p.name, reason: why.as_str() };
+            job.metrics.preemptive_skips_total.get(labels).inc();
+        }
     }
 }
 

@@ -9,6 +9,7 @@ use super::{Candidate, Failure};
 use crate::config::{RetryPolicy, Then};
 use crate::error::Class;
 use crate::providers::Key;
+use crate::resilience::Skip;
 
 /// Whether a key's own quota has room for this request (the limiter, in production).
 pub(super) type KeyOpen<'c, 'a> = &'c (dyn Fn(&Candidate<'a>, &Key) -> bool + Sync);
@@ -47,6 +48,9 @@ pub(super) struct Planner<'c, 'a> {
     /// overload or a refusal) or a full limit, not for a breaker: the client is told to come back
     /// (429), not that tier1 failed.
     pub(super) resting: bool,
+    /// Keys passed over for their headroom (provider index, key index, why), each once: the
+    /// rests that came before a 429, for the metrics.
+    pub(super) preempted: Vec<(usize, usize, Skip)>,
 }
 
 /// A provider's identity within one request's candidates: its index in the snapshot.
@@ -65,6 +69,7 @@ impl<'c, 'a> Planner<'c, 'a> {
             tokens,
             outgrown: Vec::new(),
             resting: false,
+            preempted: Vec::new(),
             cands,
             key_open,
             rng,
@@ -117,7 +122,7 @@ impl<'c, 'a> Planner<'c, 'a> {
                     return Step::Start { cand: self.idx, key };
                 }
                 None => {
-                    self.note(c.keys_cooling(now));
+                    self.note(c.keys_cooling(now, self.tokens));
                     self.resting = true;
                     self.advance();
                 }
@@ -135,30 +140,46 @@ impl<'c, 'a> Planner<'c, 'a> {
         c.provider.keys.iter().enumerate().filter(move |(i, k)| {
             k.serves(c.model)
                 && k.state.resting_for(c.model, now).is_none()
+                && k.state.headroom.rest(now, self.tokens).is_none()
                 && !self.burned.iter().any(|&(p, k, m)| p == pid && k == *i && m.is_none_or(|m| m == c.model))
                 && (self.key_open)(c, k)
         })
     }
 
     /// A weighted random usable key: `Some(None)` when the provider needs none, `None` when no
-    /// key is usable.
+    /// key is usable. Weights are scaled by headroom (see [`headroom_weight`]).
     fn pick_key(&mut self, c: &Candidate<'a>, now: u64) -> Option<Option<usize>> {
         if c.provider.keys.is_empty() {
             return Some(None);
         }
-        let total: u64 = self.usable(c, now).map(|(_, k)| u64::from(k.weight)).sum();
+        self.note_preempted(c, now);
+        let total: u64 = self.usable(c, now).map(|(_, k)| headroom_weight(k, now)).sum();
         if total == 0 {
             return None;
         }
         let mut ticket = self.rng.u64(..total);
         for (i, k) in self.usable(c, now) {
-            let w = u64::from(k.weight);
+            let w = headroom_weight(k, now);
             if ticket < w {
                 return Some(Some(i));
             }
             ticket -= w;
         }
         None
+    }
+
+    /// Notes, once each, the keys of `c` that only their headroom keeps out.
+    fn note_preempted(&mut self, c: &Candidate<'a>, now: u64) {
+        let pid = provider_id(c);
+        for (i, k) in c.provider.keys.iter().enumerate() {
+            if let Some((_, why)) = k.state.headroom.rest(now, self.tokens)
+                && k.serves(c.model)
+                && k.state.resting_for(c.model, now).is_none()
+                && !self.preempted.iter().any(|&(p, j, _)| p == pid && j == i)
+            {
+                self.preempted.push((pid, i, why));
+            }
+        }
     }
 
     /// Learns from a failed attempt on `cand` with `key`.
@@ -220,6 +241,16 @@ impl<'c, 'a> Planner<'c, 'a> {
             self.advance();
         }
     }
+}
+
+/// Parts of a key's weight per unit: a key's share follows what is left of its quota, so a
+/// nearly-empty key gets less traffic (and still some, until it has none).
+const WEIGHT_SCALE: f64 = 1000.0;
+
+/// A key's weight times the fraction of its quota left (1 when unknown), never under 1.
+fn headroom_weight(k: &Key, now: u64) -> u64 {
+    let w = f64::from(k.weight) * WEIGHT_SCALE * k.state.headroom.fraction(now);
+    (w as u64).max(1)
 }
 
 /// What `policy` says follows a failure of `class` that a same-target retry could fix: a

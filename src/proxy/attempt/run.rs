@@ -136,6 +136,7 @@ impl Round {
                     let (cand, key, _) = running.swap_remove(i);
                     let books = Books { planner, failures: &mut self.failures, refused: &mut self.refused };
                     if let Some(answered) = ended(job, cands, books, (cand, key), out, hedged) {
+                        outcome::preempted(job, &planner.preempted);
                         // Dropping `running` cancels a hedge still in flight.
                         return Some(answered);
                     }
@@ -206,6 +207,7 @@ fn ran_out(
     mut failures: Vec<AttemptRecord>,
     refused: Option<Box<Answered>>,
 ) -> Result<Answered, Exhausted> {
+    outcome::preempted(job, &planner.preempted);
     for &cand in &planner.outgrown {
         let c = &cands[cand];
         failures.push(AttemptRecord {

@@ -302,3 +302,27 @@ fn a_half_open_trial_not_recorded_is_returned() {
     // ...so the next attempt gets the trial instead of being refused.
     assert!(Gates::admit(&c, later).is_ok(), "a dropped trial was never returned");
 }
+
+#[tokio::test(start_paused = true)]
+async fn an_answers_rate_limit_headers_fill_the_keys_headroom_and_queue_one_share() {
+    let mut w = world();
+    let (job, c) = (w.job(), w.candidate("m"));
+    let now = job.clock.now();
+    // No such headers: no state, nothing queued.
+    headroom(&job, &c, Some(w.key()), &http::HeaderMap::new(), now);
+    assert_eq!(w.key().state.headroom.known(now), None);
+    let mut h = http::HeaderMap::new();
+    h.insert("x-ratelimit-limit-requests", HeaderValue::from_static("10"));
+    h.insert("x-ratelimit-remaining-requests", HeaderValue::from_static("0"));
+    h.insert("x-ratelimit-reset-requests", HeaderValue::from_static("2s"));
+    for _ in 0..3 {
+        headroom(&job, &c, Some(w.key()), &h, now);
+    }
+    assert_eq!(w.key().state.headroom.rest(now, 0), Some((Duration::from_secs(2), Skip::Requests)));
+    assert_eq!(w.key().state.unavailable_for("m", now, 0), Some(Duration::from_secs(2)));
+    drop((job, c));
+    match w.published().as_slice() {
+        [Event::Headroom { provider, key, .. }] => assert_eq!((provider.as_str(), key.as_str()), ("a", "k")),
+        other => panic!("three answers, one share expected: {other:?}"),
+    }
+}

@@ -298,3 +298,91 @@ fn a_models_429_burns_the_key_for_that_model_only_and_a_refusal_for_all() {
         assert_eq!(plan.next(0), Step::Done, "{f:?}");
     }
 }
+
+const SEC: u64 = 1_000_000_000;
+
+/// What a provider's headers said of `key` of provider `p`: requests and tokens left, each of
+/// 100, refilling at 10 s on the gates' clock.
+fn said(live: &Live, p: &str, key: &str, requests: Option<u64>, tokens: Option<u64>) {
+    let p = live.providers.iter().find(|x| &*x.name == p).unwrap();
+    let k = p.keys.iter().find(|k| &*k.name == key).unwrap();
+    let w = |r: Option<u64>| r.map(|remaining| Window { remaining, limit: Some(100), reset: 10 * SEC });
+    assert!(k.state.headroom.merge(1, w(requests), w(tokens)));
+}
+
+use crate::resilience::Skip;
+use crate::resilience::headroom::Window;
+
+#[test]
+fn a_key_with_nothing_left_rests_before_its_429_until_the_reset() {
+    let live = live();
+    let cands = cands(&live, &["b", "c"]);
+    said(&live, "b", "only", Some(0), None);
+    let mut plan = Planner::new(&cands, &open, fastrand::Rng::with_seed(11), 0);
+    // Skipped without an attempt: the next provider, and the reset noted for the client.
+    assert_eq!(plan.next(SEC), Step::Start { cand: 1, key: None });
+    assert_eq!(plan.soonest, Some(Duration::from_secs(9)));
+    assert!(plan.resting);
+    assert_eq!(plan.preempted, [(cands[0].provider.index, 0, Skip::Requests)]);
+    // No tokens left skips as well.
+    said(&live, "b", "only", Some(5), Some(0));
+    let mut plan = Planner::new(&cands, &open, fastrand::Rng::with_seed(11), 0);
+    assert_eq!(plan.next(SEC), Step::Start { cand: 1, key: None });
+    assert_eq!(plan.preempted, [(cands[0].provider.index, 0, Skip::Tokens)]);
+}
+
+#[test]
+fn a_request_larger_than_what_is_left_skips_the_key() {
+    let live = live();
+    let cands = cands(&live, &["a"]);
+    said(&live, "a", "heavy", Some(50), Some(40));
+    for _ in 0..20 {
+        let mut plan = Planner::new(&cands, &open, fastrand::Rng::new(), 41);
+        assert_eq!(plan.next(SEC), Step::Start { cand: 0, key: Some(0) }, "heavy has 40 tokens left");
+        assert_eq!(plan.preempted, [(cands[0].provider.index, 1, Skip::Estimate)]);
+    }
+    // Both keys too small: nothing to try, and the client told when the first one refills.
+    said(&live, "a", "light", None, Some(10));
+    let mut plan = Planner::new(&cands, &open, fastrand::Rng::new(), 41);
+    assert_eq!(plan.next(SEC), Step::Done);
+    assert_eq!(plan.soonest, Some(Duration::from_secs(9)));
+    // A request that fits goes through.
+    let mut plan = Planner::new(&cands, &open, fastrand::Rng::new(), 10);
+    assert!(matches!(plan.next(SEC), Step::Start { cand: 0, key: Some(_) }));
+}
+
+#[test]
+fn headroom_is_stale_past_its_reset() {
+    let live = live();
+    let cands = cands(&live, &["b"]);
+    said(&live, "b", "only", Some(0), Some(0));
+    let mut plan = Planner::new(&cands, &open, fastrand::Rng::with_seed(12), 1_000);
+    assert_eq!(plan.next(9 * SEC), Step::Done);
+    let mut plan = Planner::new(&cands, &open, fastrand::Rng::with_seed(12), 1_000);
+    assert_eq!(plan.next(10 * SEC), Step::Start { cand: 0, key: Some(0) }, "refilled");
+    assert!(plan.preempted.is_empty());
+}
+
+#[test]
+fn keys_are_weighted_by_their_headroom() {
+    let live = live();
+    let cands = cands(&live, &["a"]);
+    let share = |seed| {
+        let mut rng = fastrand::Rng::with_seed(seed);
+        let heavy = (0..4000)
+            .filter(|_| {
+                let mut plan = Planner::new(&cands, &open, rng.fork(), 0);
+                plan.next(SEC) == Step::Start { cand: 0, key: Some(1) }
+            })
+            .count();
+        heavy as f64 / 4000.0
+    };
+    // Nothing known: weights 1 and 3.
+    let s = share(13);
+    assert!((0.7..0.8).contains(&s), "{s}");
+    // heavy (weight 3) has a tenth of its requests left, light (1) all of them: 0.3 against 1.
+    said(&live, "a", "heavy", Some(10), None);
+    said(&live, "a", "light", Some(100), None);
+    let s = share(14);
+    assert!((0.19..0.27).contains(&s), "{s}: 0.3 / 1.3");
+}
