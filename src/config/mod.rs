@@ -21,11 +21,11 @@ pub use secret::{Env, ProcessEnv, Redactor, Secret};
 pub(crate) use secret::{StreamRedactor, resolve as resolve_secret};
 
 pub(crate) use crate::providers::ProviderKind;
-pub use settings::{Behavior, DEFAULT_REPLY};
 pub(crate) use settings::{
-    BreakerConfig, BudgetConfig, CooldownConfig, FirstTokenTimeout, RawBehavior, RetryPolicy, Strategy, Then,
-    is_glob,
+    Affinity, BreakerConfig, BudgetConfig, CooldownConfig, FirstTokenTimeout, RawBehavior, RetryPolicy,
+    SessionFrom, Strategy, Then, is_glob,
 };
+pub use settings::{Behavior, DEFAULT_REPLY};
 
 /// The demo config embedded in the binary: routes served by the built-in mock provider, so that
 /// `tier1` with no arguments answers offline.
@@ -341,6 +341,8 @@ pub struct RouteConfig {
     pub hedge_after: Option<Duration>,
     /// A committed stream that breaks is continued on the next target that takes a prefill.
     pub stream_resume: bool,
+    /// Prompt-cache affinity, when set.
+    pub affinity: Option<Affinity>,
 }
 
 /// One route target.

@@ -490,6 +490,20 @@ pub(super) struct RawRoute {
     pub hedge_after: Option<String>,
     /// Continue a committed stream that breaks on the next target that takes a prefill.
     pub stream_resume: Option<bool>,
+    /// Prompt-cache affinity: a session keeps its target and key.
+    pub affinity: Option<RawAffinity>,
+}
+
+/// `affinity = { session = "...", messages = N, load_bound = F }` of a route.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawAffinity {
+    /// Where the session key comes from: `session`, `prompt` or `header:NAME`.
+    pub session: Option<String>,
+    /// `prompt`: how many messages after the system prompt are hashed.
+    pub messages: Option<usize>,
+    /// A choice takes a session while its in-flight count is under this factor times the mean.
+    pub load_bound: Option<f64>,
 }
 
 /// One route target.

@@ -81,6 +81,8 @@ pub struct Metrics {
     pub(crate) queue_wait: Histogram,
     /// `tier1_tokens_total{provider, model, direction}`.
     pub(crate) tokens_total: Family<labels::TokenCounts, IntCounterVec>,
+    /// `tier1_affinity_moves_total{route, reason}`: sessions sent elsewhere than their top choice.
+    pub(crate) affinity_moves_total: Family<labels::AffinityMoves, IntCounterVec>,
     /// `tier1_cost_usd_total{provider, model}`.
     pub(crate) cost_usd_total: Family<labels::Targets, CounterVec>,
     /// `tier1_ratelimit_rejections_total{limit}`.
@@ -256,6 +258,13 @@ impl Metrics {
                 Family::counter(
                     "tier1_tokens_total",
                     "Tokens reported by providers, by direction (input, output).",
+                ),
+            )?,
+            affinity_moves_total: family(
+                r,
+                Family::counter(
+                    "tier1_affinity_moves_total",
+                    "Sessions of an affinity route sent elsewhere than their top choice, by why (resting, open, over_load).",
                 ),
             )?,
             cost_usd_total: family(

@@ -51,7 +51,7 @@ pub(crate) async fn forward(
         Operation::Responses => Schema::Responses,
     };
     let scanned = json::scan_capped(&bytes, schema, live.server.max_request_fallbacks)?;
-    let routed = route(state, live, &scanned, &parts.headers, op, ctx)?;
+    let routed = route(state, live, (&scanned, &bytes), &parts.headers, op, ctx)?;
     let tokens = estimate_tokens(bytes.len(), scanned.max_tokens);
     let facts = Facts {
         route: ctx.route.as_str(),
@@ -127,7 +127,7 @@ struct Routed<'a> {
 fn route<'a>(
     state: &AppState,
     live: &'a Live,
-    scanned: &'a Scanned,
+    (scanned, body): (&'a Scanned, &[u8]),
     headers: &'a http::HeaderMap,
     op: Operation,
     ctx: &mut RequestCtx,
@@ -146,10 +146,18 @@ fn route<'a>(
         return Err(json::ScanError::TooManyFallbacks { given, max: max_fallbacks }.into());
     }
     let mut cands: Vec<Candidate<'_>> = Vec::new();
+    // A route with affinity orders its targets and keys for the request's session, if it has one.
+    let push = |cands: &mut Vec<Candidate<'a>>, route: &'a Route| match route.affinity.as_deref() {
+        Some(a) => match super::affinity::session(&a.config.session, headers, scanned, body) {
+            Some(session) => super::affinity::push(cands, live, route, a, session, (now, &state.metrics)),
+            None => push_route(cands, live, route, now),
+        },
+        None => push_route(cands, live, route, now),
+    };
     let (budget, hedge_after, stream_resume) = match resolve(live, catalog, &scanned.model) {
         Some(Resolved::Route(route)) => {
             ctx.route = RouteLabel::Named(route.name.clone());
-            push_route(&mut cands, live, route, now);
+            push(&mut cands, route);
             (&route.state.budget, route.hedge_after, route.stream_resume)
         }
         Some(Resolved::Direct { provider, model }) => {
@@ -163,7 +171,7 @@ fn route<'a>(
     let fallbacks = scanned.fallbacks.iter().map(String::as_str).chain(header_fallbacks());
     for model in fallbacks {
         match resolve(live, catalog, model) {
-            Some(Resolved::Route(route)) => push_route(&mut cands, live, route, now),
+            Some(Resolved::Route(route)) => push(&mut cands, route),
             Some(Resolved::Direct { provider, model }) => push_direct(&mut cands, live, provider, model, now),
             None => return Err(unknown(model)),
         }
@@ -329,7 +337,7 @@ fn unknown(model: &str) -> ProxyError {
 }
 
 /// A route target as a candidate.
-fn route_candidate<'a>(live: &'a Live, route: &'a Route, t: &'a Target) -> Option<Candidate<'a>> {
+pub(super) fn route_candidate<'a>(live: &'a Live, route: &'a Route, t: &'a Target) -> Option<Candidate<'a>> {
     let provider = live.providers.get(t.provider)?;
     Some(Candidate {
         provider,
@@ -340,6 +348,7 @@ fn route_candidate<'a>(live: &'a Live, route: &'a Route, t: &'a Target) -> Optio
         costs: (t.input_cost, t.output_cost),
         deployment: &t.deployment,
         context_window: t.context_window,
+        affinity: None,
     })
 }
 
@@ -369,6 +378,7 @@ fn push_direct<'a>(
             costs: (0.0, 0.0),
             deployment: model,
             context_window: None,
+            affinity: None,
         });
     }
 }

@@ -4,6 +4,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::affinity::RouteAffinity;
 use super::glob::{Glob, is_glob};
 use super::strategy::Strategy;
 use crate::config::Config;
@@ -27,6 +28,8 @@ pub struct Route {
     pub hedge_after: Option<Duration>,
     /// Continue a broken committed stream elsewhere.
     pub stream_resume: bool,
+    /// Prompt-cache affinity: its session source, load bound and choices (`None`: off).
+    pub(crate) affinity: Option<Arc<RouteAffinity>>,
     /// Round-robin position, weights, retry budget.
     pub state: Arc<RouteState>,
 }
@@ -127,6 +130,7 @@ impl RoutingTable {
                     retry: r.retry,
                     hedge_after: r.hedge_after,
                     stream_resume: r.stream_resume,
+                    affinity: r.affinity.as_ref().map(|a| Arc::new(RouteAffinity::new(config, id, a))),
                 }
             })
             .collect();

@@ -1,11 +1,11 @@
 //! `[[routes]]`: names, the models each serves (an exact name served twice is an error), targets
-//! and their weights, costs and deployments, the strategy, retry and hedging.
+//! and their weights, costs and deployments, the strategy, retry, hedging and affinity.
 
 use std::collections::{BTreeMap, HashSet};
 
 use super::{Problems, positive, retry, secs};
-use crate::config::raw::{RawRoute, RawTarget};
-use crate::config::{RetryPolicy, RouteConfig, Strategy, TargetConfig};
+use crate::config::raw::{RawAffinity, RawRoute, RawTarget};
+use crate::config::{Affinity, RetryPolicy, RouteConfig, SessionFrom, Strategy, TargetConfig};
 
 pub(super) fn routes(
     raw: &[RawRoute],
@@ -46,6 +46,7 @@ pub(super) fn routes(
             let hedge_after =
                 r.hedge_after.as_deref().map(|h| positive(p, &format!("{at}.hedge_after"), Some(h), secs(1)));
             let stream_resume = r.stream_resume.unwrap_or(false);
+            let affinity = r.affinity.as_ref().map(|a| affinity(&format!("{at}.affinity"), a, p));
             RouteConfig {
                 name,
                 models: r.models.clone(),
@@ -54,9 +55,53 @@ pub(super) fn routes(
                 retry,
                 hedge_after,
                 stream_resume,
+                affinity,
             }
         })
         .collect()
+}
+
+/// Messages after the system prompt hashed by `session = "prompt"` when not set: the first user
+/// message is in every turn of a conversation from its first, the later ones are not.
+const PROMPT_MESSAGES: usize = 1;
+
+/// The bounded-load factor when not set.
+const LOAD_BOUND: f64 = 1.25;
+
+/// A route's `affinity`: a known session source (a `header:NAME` must be a valid header name),
+/// `messages` only with `prompt`, and a load bound of at least 1.
+fn affinity(at: &str, a: &RawAffinity, p: &mut Problems) -> Affinity {
+    let messages = a.messages.unwrap_or(PROMPT_MESSAGES);
+    let session = match a.session.as_deref() {
+        None => {
+            p.push(format!("{at}.session"), "missing (session, prompt or header:NAME)");
+            SessionFrom::Session
+        }
+        Some("session") => SessionFrom::Session,
+        Some("prompt") => SessionFrom::Prompt { messages },
+        Some(s) => match s.strip_prefix("header:").map(http::HeaderName::try_from) {
+            Some(Ok(name)) => SessionFrom::Header(name),
+            Some(Err(_)) => {
+                p.push(format!("{at}.session"), format!("{s:?} is not a valid header name"));
+                SessionFrom::Session
+            }
+            None => {
+                p.push(
+                    format!("{at}.session"),
+                    format!("unknown source {s:?} (session, prompt or header:NAME)"),
+                );
+                SessionFrom::Session
+            }
+        },
+    };
+    if a.messages.is_some() && !matches!(session, SessionFrom::Prompt { .. }) {
+        p.push(format!("{at}.messages"), "only with session = \"prompt\"");
+    }
+    let load_bound = a.load_bound.unwrap_or(LOAD_BOUND);
+    if !(load_bound >= 1.0 && load_bound.is_finite()) {
+        p.push(format!("{at}.load_bound"), "must be a number >= 1");
+    }
+    Affinity { session, load_bound: if load_bound.is_finite() { load_bound.max(1.0) } else { LOAD_BOUND } }
 }
 
 /// A route's `models`: not empty, and an exact name served by one route only (`exact_models`:

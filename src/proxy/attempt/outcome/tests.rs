@@ -110,6 +110,7 @@ impl World {
             costs: (0.0, 0.0),
             deployment: "m",
             context_window: None,
+            affinity: None,
         }
     }
 
