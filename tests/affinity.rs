@@ -177,3 +177,17 @@ async fn a_hot_session_spills_over_within_the_load_bound() {
     assert_eq!(ask(&t, "hot").await.status, StatusCode::OK);
     assert_eq!(served(&mock)["hot"].last(), Some(&top));
 }
+
+#[tokio::test]
+async fn cached_tokens_are_counted_beside_the_input_tokens_for_the_hit_ratio() {
+    let answer = r#"{"id":"c","object":"chat.completion","created":1,"model":"m","choices":[{"index":0,"message":{"role":"assistant","content":"ok"},"finish_reason":"stop"}],"usage":{"prompt_tokens":100,"completion_tokens":5,"total_tokens":105,"prompt_tokens_details":{"cached_tokens":80}}}"#;
+    let up = MockUpstream::fixed(Fixed::json(answer)).await;
+    let t = Tier1::start(&cfg(&up, r#"{ session = "session" }"#)).await;
+    for s in ["a", "a", "b"] {
+        assert_eq!(ask(&t, s).await.status, StatusCode::OK);
+    }
+    let m = metrics(&t).await;
+    let cached = metric(&m, r#"tier1_cached_tokens_total{model="m",provider="up"}"#);
+    let input = metric(&m, r#"tier1_tokens_total{direction="input",model="m",provider="up"}"#);
+    assert_eq!((cached, input), (Some(240.0), Some(300.0)), "{m}");
+}
