@@ -11,7 +11,8 @@
 //! 4. **read** ([`proxy::body`]): the body under `max_body_bytes` and `body_timeout`.
 //! 5. **scan** ([`json`]): simd-json validation; spans of `model`, `stream` and fallbacks.
 //! 6. **route** ([`proxy::forward`], [`routing`]): exact name, glob, then `provider/model`; the
-//!    candidates in strategy order, then the request-level fallbacks.
+//!    candidates in strategy order (a route with `affinity`: in the session's rendezvous order,
+//!    [`proxy::affinity`]), then the request-level fallbacks.
 //! 7. **admit** ([`proxy::forward`], [`ratelimit`]): the caller's rate limits, locally; a strict
 //!    limit asks Redis ([`shared`]) with one atomic call.
 //! 8. **plan** ([`proxy::attempt`] `plan`): which candidate and key next, or how long to wait.

@@ -22,8 +22,8 @@ pub(crate) use secret::{StreamRedactor, resolve as resolve_secret};
 
 pub(crate) use crate::providers::ProviderKind;
 pub(crate) use settings::{
-    Adaptive, BreakerConfig, BudgetConfig, Concurrency, CooldownConfig, FirstTokenTimeout, RawBehavior,
-    RetryPolicy, Strategy, Then, is_glob,
+    Adaptive, Affinity, BreakerConfig, BudgetConfig, Concurrency, CooldownConfig, FirstTokenTimeout,
+    RawBehavior, RetryPolicy, SessionFrom, Strategy, Then, is_glob,
 };
 pub use settings::{Behavior, DEFAULT_REPLY, Quota, Taken};
 
@@ -367,6 +367,8 @@ pub struct RouteConfig {
     pub first_token_timeout: Option<FirstTokenTimeout>,
     /// `[resilience] wait_for_cooldown`, or the route's own.
     pub wait_for_cooldown: Duration,
+    /// Prompt-cache affinity, when set.
+    pub affinity: Option<Affinity>,
 }
 
 /// One route target.

@@ -504,6 +504,20 @@ pub(super) struct RawRoute {
     pub first_token_timeout: Option<RawFirstToken>,
     /// `[resilience] wait_for_cooldown` for this route.
     pub wait_for_cooldown: Option<String>,
+    /// Prompt-cache affinity: a session keeps its target and key.
+    pub affinity: Option<RawAffinity>,
+}
+
+/// `affinity = { session = "...", messages = N, load_bound = F }` of a route.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawAffinity {
+    /// Where the session key comes from: `session`, `prompt` or `header:NAME`.
+    pub session: Option<String>,
+    /// `prompt`: how many messages after the system prompt are hashed.
+    pub messages: Option<usize>,
+    /// A choice takes a session while its in-flight count is under this factor times the mean.
+    pub load_bound: Option<f64>,
 }
 
 /// One route target.

@@ -180,6 +180,31 @@ pub enum Strategy {
     Cost,
 }
 
+/// A route's prompt-cache affinity: where its session key comes from, and how loaded a
+/// session's choice may be before the session spills over to its next one.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Affinity {
+    /// The session key's source.
+    pub session: SessionFrom,
+    /// The bounded-load factor (at least 1): a choice takes a session while its in-flight count
+    /// is under `ceil(load_bound × (in flight on the route + 1) / available choices)`.
+    pub load_bound: f64,
+}
+
+/// Where a request's session key comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SessionFrom {
+    /// One header's value.
+    Header(http::HeaderName),
+    /// The session headers agent clients send (Claude Code's, Codex CLI's).
+    Session,
+    /// A hash of the system prompt and the first `messages` messages after it.
+    Prompt {
+        /// How many messages after the system prompt.
+        messages: usize,
+    },
+}
+
 /// Whether a model pattern contains glob characters.
 pub(crate) fn is_glob(pattern: &str) -> bool {
     pattern.contains(['*', '?'])

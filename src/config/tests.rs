@@ -375,3 +375,28 @@ fn a_first_token_deadline_scales_with_the_prompt_up_to_its_max() {
     let e = parse_toml(&bad).unwrap_err();
     assert_eq!(e.0[0].path, "providers.p.first_token_timeout.max", "{e}");
 }
+
+#[test]
+fn affinity_takes_a_known_session_source_and_a_load_bound_of_at_least_one() {
+    use crate::config::{Affinity, SessionFrom};
+    let base = "[providers.p]\nkind = \"mock\"\n[[routes]]\nname = \"r\"\ntargets = [{ provider = \"p\", model = \"m\" }]\n";
+    assert!(parse_toml(base).unwrap().routes[0].affinity.is_none(), "affinity is off by default");
+    let with = |a: &str| base.replace("name = \"r\"\n", &format!("name = \"r\"\naffinity = {a}\n"));
+    let a = |text: &str| parse_toml(&with(text)).unwrap().routes[0].affinity.clone().unwrap();
+    assert_eq!(a(r#"{ session = "session" }"#), Affinity { session: SessionFrom::Session, load_bound: 1.25 });
+    assert_eq!(a(r#"{ session = "prompt" }"#).session, SessionFrom::Prompt { messages: 1 });
+    assert_eq!(a(r#"{ session = "prompt", messages = 3 }"#).session, SessionFrom::Prompt { messages: 3 });
+    let header = a(r#"{ session = "header:X-User-Id", load_bound = 2.0 }"#);
+    assert_eq!(header.session, SessionFrom::Header(http::HeaderName::from_static("x-user-id")));
+    assert_eq!(header.load_bound, 2.0);
+    for (bad, path) in [
+        ("{ load_bound = 1.5 }", "session"),
+        (r#"{ session = "cookie" }"#, "session"),
+        (r#"{ session = "header:a b" }"#, "session"),
+        (r#"{ session = "session", messages = 2 }"#, "messages"),
+        (r#"{ session = "session", load_bound = 0.5 }"#, "load_bound"),
+    ] {
+        let e = parse_toml(&with(bad)).unwrap_err();
+        assert_eq!(e.0[0].path, format!("routes[0].affinity.{path}"), "{bad}: {e}");
+    }
+}

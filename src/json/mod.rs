@@ -11,6 +11,7 @@ use std::ops::Range;
 
 mod depth;
 mod fields;
+mod prompt;
 mod spans;
 mod splice;
 #[cfg(test)]
@@ -120,6 +121,10 @@ struct Spans {
     stream: Option<Range<usize>>,
     /// The whole `"fallbacks": [...]` member with one adjacent comma, to cut out.
     fallbacks: Option<Range<usize>>,
+    /// The value of `system` (Messages) or `instructions` (Responses), for prompt affinity.
+    system: Option<Range<usize>>,
+    /// The value of `messages` (or a Responses `input`), for prompt affinity.
+    messages: Option<Range<usize>>,
 }
 
 /// A worker thread's parse buffers, reused across requests: the copy simd-json parses in place

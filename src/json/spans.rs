@@ -130,12 +130,21 @@ fn note(
                 None => Ok(()),
             }
         }
+        // Kept, not checked: only prompt affinity reads them.
+        Some("system" | "instructions") => {
+            spans.system = Some(value.clone());
+            Ok(())
+        }
+        Some("messages" | "input") => {
+            spans.messages = Some(value.clone());
+            Ok(())
+        }
         _ => Ok(()),
     }
 }
 
 /// `end` moved back over whitespace: where the token before it ends.
-fn trim_end(b: &[u8], mut end: usize) -> usize {
+pub(super) fn trim_end(b: &[u8], mut end: usize) -> usize {
     while end > 0 && matches!(b.get(end - 1), Some(b' ' | b'\t' | b'\n' | b'\r')) {
         end -= 1;
     }
@@ -152,7 +161,7 @@ fn key_name(raw: &[u8]) -> Option<std::borrow::Cow<'_, str>> {
     }
 }
 
-fn skip_ws(b: &[u8], mut i: usize) -> usize {
+pub(super) fn skip_ws(b: &[u8], mut i: usize) -> usize {
     while matches!(b.get(i), Some(b' ' | b'\t' | b'\n' | b'\r')) {
         i += 1;
     }

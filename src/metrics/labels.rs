@@ -138,6 +138,8 @@ labels! {
     Targets => Target { provider: &'a str, model: &'a str }
     /// `tier1_tokens_total`.
     TokenCounts => Tokens { provider: &'a str, model: &'a str, direction: &'a str }
+    /// `tier1_affinity_moves_total`.
+    AffinityMoves => AffinityMove { route: &'a str, reason: &'a str }
     /// `tier1_fallbacks_total`.
     Fallbacks => Fallback { route: &'a str, from_provider: &'a str, to_provider: &'a str, reason: &'a str }
     /// `tier1_retries_total`.

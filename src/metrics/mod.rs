@@ -95,6 +95,11 @@ pub struct Metrics {
     pub(crate) queue_wait: Histogram,
     /// `tier1_tokens_total{provider, model, direction}`.
     pub(crate) tokens_total: Family<labels::TokenCounts, IntCounterVec>,
+    /// `tier1_cached_tokens_total{provider, model}`: input tokens the provider served from its
+    /// prompt cache (the hit ratio of a target is this over its input tokens).
+    pub(crate) cached_tokens_total: Family<labels::Targets, IntCounterVec>,
+    /// `tier1_affinity_moves_total{route, reason}`: sessions sent elsewhere than their top choice.
+    pub(crate) affinity_moves_total: Family<labels::AffinityMoves, IntCounterVec>,
     /// `tier1_cost_usd_total{provider, model}`.
     pub(crate) cost_usd_total: Family<labels::Targets, CounterVec>,
     /// `tier1_ratelimit_rejections_total{limit}`.
@@ -303,6 +308,20 @@ impl Metrics {
                     "Tokens reported by providers, by direction (input, output).",
                 ),
             )?,
+            cached_tokens_total: family(
+                r,
+                Family::counter(
+                    "tier1_cached_tokens_total",
+                    "Input tokens providers reported read from their prompt cache (part of tier1_tokens_total's input).",
+                ),
+            )?,
+            affinity_moves_total: family(
+                r,
+                Family::counter(
+                    "tier1_affinity_moves_total",
+                    "Sessions of an affinity route sent elsewhere than their top choice, by why (resting, open, over_load).",
+                ),
+            )?,
             cost_usd_total: family(
                 r,
                 Family::float_counter(
@@ -468,6 +487,8 @@ pub struct TargetMetrics {
     pub(crate) tokens_in: IntCounter,
     /// `tier1_tokens_total{direction="output"}`.
     pub(crate) tokens_out: IntCounter,
+    /// `tier1_cached_tokens_total`.
+    pub(crate) tokens_cached: IntCounter,
     /// `tier1_cost_usd_total`.
     pub(crate) cost: Counter,
     /// `tier1_upstream_requests_total{outcome="success"}`.
@@ -502,6 +523,7 @@ impl Metrics {
             inter_token: self.inter_token.get(pm),
             tokens_in: tokens("input"),
             tokens_out: tokens("output"),
+            tokens_cached: self.cached_tokens_total.get(pm),
             cost: self.cost_usd_total.get(pm),
             success: self.upstream_requests_total.get(labels::Upstream {
                 provider,

@@ -232,15 +232,41 @@ impl Tap {
     }
 
     /// The body ended: records the duration; returns the usage when the provider reported one
-    /// (`known`: already read by a translator; else looked for in the body's tail).
-    pub(crate) fn finish(&mut self, known: Option<Option<(u64, u64)>>) -> Option<(u64, u64)> {
+    /// (`known`: already read by a translator, with its cached tokens; else looked for in the
+    /// body's tail). The input tokens read from the provider's prompt cache, when the usage says, are counted
+    /// here (`tier1_cached_tokens_total`).
+    pub(crate) fn finish(&mut self, known: Option<(Option<(u64, u64)>, u64)>) -> Option<(u64, u64)> {
         self.metrics.duration.observe(self.start.elapsed().as_secs_f64());
-        known.unwrap_or_else(|| usage(&self.tail.bytes()))
+        let (reported, cached) = match known {
+            Some(known) => known,
+            None => match usage(&self.tail.bytes()) {
+                Some((input, output, cached)) => (Some((input, output)), cached),
+                None => (None, 0),
+            },
+        };
+        if cached > 0 {
+            self.metrics.tokens_cached.inc_by(cached);
+        }
+        reported
     }
 }
 
-/// The last `"usage": {"prompt_tokens": N, "completion_tokens": M}` object in `tail`.
-fn usage(tail: &[u8]) -> Option<(u64, u64)> {
+/// The cached input tokens of the last usage object in a whole answer (0 without one).
+pub(crate) fn cached_tokens(body: &[u8]) -> u64 {
+    usage(body).map_or(0, |(_, _, cached)| cached)
+}
+
+/// The cached input tokens of a usage object, in each format's own field: OpenAI chat's
+/// `prompt_tokens_details.cached_tokens`, Responses' `input_tokens_details.cached_tokens`,
+/// Anthropic's `cache_read_input_tokens`.
+#[derive(serde::Deserialize)]
+struct Details {
+    cached_tokens: Option<u64>,
+}
+
+/// The last `"usage": {"prompt_tokens": N, "completion_tokens": M}` object in `tail` (or
+/// `input_tokens`/`output_tokens`), with its cached input tokens.
+fn usage(tail: &[u8]) -> Option<(u64, u64, u64)> {
     let key = b"\"usage\"";
     let at = tail.windows(key.len()).rposition(|w| w == key)? + key.len();
     let rest = &tail[at..];
@@ -266,9 +292,14 @@ fn usage(tail: &[u8]) -> Option<(u64, u64)> {
                         prompt_tokens: Option<u64>,
                         #[serde(alias = "output_tokens")]
                         completion_tokens: Option<u64>,
+                        #[serde(alias = "input_tokens_details")]
+                        prompt_tokens_details: Option<Details>,
+                        cache_read_input_tokens: Option<u64>,
                     }
                     let u: Usage = serde_json::from_slice(&rest[open..=open + i]).ok()?;
-                    return Some((u.prompt_tokens.unwrap_or(0), u.completion_tokens.unwrap_or(0)));
+                    let cached = u.prompt_tokens_details.and_then(|d| d.cached_tokens);
+                    let cached = cached.or(u.cache_read_input_tokens).unwrap_or(0);
+                    return Some((u.prompt_tokens.unwrap_or(0), u.completion_tokens.unwrap_or(0), cached));
                 }
             }
             (false, _, _) => {}
@@ -300,7 +331,7 @@ mod tests {
             assert!(
                 kept.ends_with(b"usage\":{\"prompt_tokens\":3,\"completion_tokens\":4}}\n\ndata: [DONE]\n\n")
             );
-            assert_eq!(usage(&kept), Some((3, 4)));
+            assert_eq!(usage(&kept), Some((3, 4, 0)));
             if let Tail::Copy(copy) = &tail {
                 assert_eq!(copy.capacity(), STREAM_TAIL, "a stream's tail never grows");
             }
@@ -317,9 +348,17 @@ mod tests {
     #[test]
     fn usage_is_read_from_the_end_of_a_body() {
         let body = br#"{"choices":[{"message":{"content":"a "usage": {"}}],"usage":{"prompt_tokens":9,"completion_tokens":11,"total_tokens":20}}"#;
-        assert_eq!(usage(body), Some((9, 11)));
+        assert_eq!(usage(body), Some((9, 11, 0)));
         let stream = b"data: {\"usage\":null}\n\ndata: {\"choices\":[],\"usage\":{\"prompt_tokens\":3,\"completion_tokens\":4}}\n\ndata: [DONE]\n\n";
-        assert_eq!(usage(stream), Some((3, 4)));
+        assert_eq!(usage(stream), Some((3, 4, 0)));
+        // Cached input tokens, in each format's field.
+        let chat = br#"{"usage":{"prompt_tokens":9,"completion_tokens":1,"prompt_tokens_details":{"cached_tokens":7}}}"#;
+        assert_eq!(usage(chat), Some((9, 1, 7)));
+        let responses =
+            br#"{"usage":{"input_tokens":9,"output_tokens":1,"input_tokens_details":{"cached_tokens":6}}}"#;
+        assert_eq!(usage(responses), Some((9, 1, 6)));
+        let anthropic = br#"{"usage":{"input_tokens":2,"output_tokens":1,"cache_read_input_tokens":5}}"#;
+        assert_eq!(usage(anthropic), Some((2, 1, 5)));
         assert_eq!(usage(b"data: {\"usage\":null}\n\n"), None);
         assert_eq!(usage(b"{\"usage\":{\"prompt_tokens\":1"), None);
     }

@@ -45,7 +45,7 @@ pub(crate) async fn forward(
     ctx.waited += reading.elapsed();
     let bytes = bytes?;
     let scanned = json::scan_capped(&bytes, schema(op), live.server.max_request_fallbacks)?;
-    let routed = route(state, live, &scanned, &parts.headers, op, ctx)?;
+    let routed = route(state, live, (&scanned, &bytes), &parts.headers, op, ctx)?;
     let tokens = estimate_tokens(bytes.len(), scanned.max_tokens);
     let facts = Facts {
         route: ctx.route.as_str(),
@@ -132,7 +132,7 @@ struct Routed<'a> {
 fn route<'a>(
     state: &AppState,
     live: &'a Live,
-    scanned: &'a Scanned,
+    (scanned, body): (&'a Scanned, &[u8]),
     headers: &'a http::HeaderMap,
     op: Operation,
     ctx: &mut RequestCtx,
@@ -151,10 +151,18 @@ fn route<'a>(
         return Err(json::ScanError::TooManyFallbacks { given, max: max_fallbacks }.into());
     }
     let mut cands: Vec<Candidate<'_>> = Vec::new();
+    // A route with affinity orders its targets and keys for the request's session, if it has one.
+    let push = |cands: &mut Vec<Candidate<'a>>, route: &'a Route| match route.affinity.as_deref() {
+        Some(a) => match super::affinity::session(&a.config.session, headers, scanned, body) {
+            Some(session) => super::affinity::push(cands, live, route, a, session, (now, &state.metrics)),
+            None => push_route(cands, live, route, now),
+        },
+        None => push_route(cands, live, route, now),
+    };
     let (budget, extras, stream_resume) = match resolve(live, catalog, &scanned.model) {
         Some(Resolved::Route(route)) => {
             ctx.route = RouteLabel::Named(route.name.clone());
-            push_route(&mut cands, live, route, now);
+            push(&mut cands, route);
             let extras = attempt::Extras {
                 hedge_after: route.hedge_after,
                 wait_for_cooldown: route.wait_for_cooldown,
@@ -174,7 +182,7 @@ fn route<'a>(
     let fallbacks = scanned.fallbacks.iter().map(String::as_str).chain(header_fallbacks());
     for model in fallbacks {
         match resolve(live, catalog, model) {
-            Some(Resolved::Route(route)) => push_route(&mut cands, live, route, now),
+            Some(Resolved::Route(route)) => push(&mut cands, route),
             Some(Resolved::Direct { provider, model }) => push_direct(&mut cands, live, provider, model, now),
             None => return Err(unknown(model)),
         }
@@ -340,7 +348,7 @@ fn unknown(model: &str) -> ProxyError {
 }
 
 /// A route target as a candidate.
-fn route_candidate<'a>(live: &'a Live, route: &'a Route, t: &'a Target) -> Option<Candidate<'a>> {
+pub(super) fn route_candidate<'a>(live: &'a Live, route: &'a Route, t: &'a Target) -> Option<Candidate<'a>> {
     let provider = live.providers.get(t.provider)?;
     Some(Candidate {
         provider,
@@ -352,6 +360,7 @@ fn route_candidate<'a>(live: &'a Live, route: &'a Route, t: &'a Target) -> Optio
         deployment: &t.deployment,
         context_window: t.context_window,
         first_token: route.first_token_timeout.or(provider.first_token_timeout),
+        affinity: None,
     })
 }
 
@@ -382,6 +391,7 @@ fn push_direct<'a>(
             deployment: model,
             context_window: None,
             first_token: p.first_token_timeout,
+            affinity: None,
         });
     }
 }

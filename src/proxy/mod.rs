@@ -3,6 +3,7 @@
 //! loop ([`attempt`]), the relay ([`relay`]), what the client sees of errors ([`respond`]),
 //! headers and bodies.
 
+pub(crate) mod affinity;
 pub(crate) mod attempt;
 pub(crate) mod body;
 pub(crate) mod ctx;

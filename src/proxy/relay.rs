@@ -217,7 +217,7 @@ impl Core {
 
     /// The attempt's duration observed; the usage the provider reported, if any.
     fn usage(&mut self) -> Option<(u64, u64)> {
-        let known = self.translator.as_deref().map(|t| t.usage());
+        let known = self.translator.as_deref().map(|t| (t.usage(), t.cached()));
         self.tap.take().and_then(|mut t| t.finish(known))
     }
 }

@@ -4,6 +4,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::affinity::RouteAffinity;
 use super::glob::{Glob, is_glob};
 use super::strategy::Strategy;
 use crate::config::Config;
@@ -31,6 +32,8 @@ pub struct Route {
     pub first_token_timeout: Option<crate::config::FirstTokenTimeout>,
     /// How long a request whose every candidate rests may wait for one (zero: never).
     pub wait_for_cooldown: Duration,
+    /// Prompt-cache affinity: its session source, load bound and choices (`None`: off).
+    pub(crate) affinity: Option<Arc<RouteAffinity>>,
     /// Round-robin position, weights, retry budget.
     pub state: Arc<RouteState>,
 }
@@ -133,6 +136,7 @@ impl RoutingTable {
                     stream_resume: r.stream_resume,
                     first_token_timeout: r.first_token_timeout,
                     wait_for_cooldown: r.wait_for_cooldown,
+                    affinity: r.affinity.as_ref().map(|a| Arc::new(RouteAffinity::new(config, id, a))),
                 }
             })
             .collect();

@@ -417,6 +417,10 @@ impl super::EventTranslator for StreamState {
     fn usage(&self) -> Option<(u64, u64)> {
         self.stopped.then_some((self.input.0, self.output))
     }
+
+    fn cached(&self) -> u64 {
+        if self.stopped { self.input.1 } else { 0 }
+    }
 }
 
 #[cfg(test)]

@@ -555,6 +555,10 @@ impl super::EventTranslator for StreamState {
     fn usage(&self) -> Option<(u64, u64)> {
         self.usage.map(|u| (u.0, u.1))
     }
+
+    fn cached(&self) -> u64 {
+        self.usage.map_or(0, |u| u.2)
+    }
 }
 
 #[cfg(test)]

@@ -454,6 +454,10 @@ impl super::EventTranslator for StreamState {
     fn usage(&self) -> Option<(u64, u64)> {
         self.reported.then_some((self.usage.0 + self.usage.2, self.usage.1))
     }
+
+    fn cached(&self) -> u64 {
+        if self.reported { self.usage.2 } else { 0 }
+    }
 }
 
 #[cfg(test)]

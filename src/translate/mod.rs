@@ -24,6 +24,10 @@ pub trait StreamTranslator: Send {
     /// The usage the upstream reported (input, output), read from its own format: the Tap only
     /// knows OpenAI's and Anthropic's `usage` objects.
     fn usage(&self) -> Option<(u64, u64)>;
+    /// Of the input tokens, those the upstream read from its prompt cache.
+    fn cached(&self) -> u64 {
+        0
+    }
     /// Caps one upstream event at `max` bytes (see [`overflowed`](Self::overflowed)).
     fn limit_events(&mut self, max: usize) {
         let _ = max;
@@ -49,6 +53,10 @@ pub trait EventTranslator: Send {
     fn complete(&self) -> bool;
     /// The usage the upstream reported (input, output).
     fn usage(&self) -> Option<(u64, u64)>;
+    /// Of the input tokens, those the upstream read from its prompt cache.
+    fn cached(&self) -> u64 {
+        0
+    }
 }
 
 /// SSE framing around an [`EventTranslator`]: events may span chunks, and nothing after the
@@ -97,6 +105,10 @@ impl<T: EventTranslator> StreamTranslator for Sse<T> {
 
     fn usage(&self) -> Option<(u64, u64)> {
         self.inner.usage()
+    }
+
+    fn cached(&self) -> u64 {
+        self.inner.cached()
     }
 
     fn limit_events(&mut self, max: usize) {
@@ -379,6 +391,10 @@ impl<A: StreamTranslator, B: StreamTranslator> StreamTranslator for Chain<A, B> 
 
     fn usage(&self) -> Option<(u64, u64)> {
         self.0.usage()
+    }
+
+    fn cached(&self) -> u64 {
+        self.0.cached()
     }
 
     fn dropped(&self) -> u64 {

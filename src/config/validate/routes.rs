@@ -1,12 +1,12 @@
 //! `[[routes]]`: names, the models each serves (an exact name served twice is an error), targets
-//! and their weights, costs and deployments, the strategy, retry and hedging.
+//! and their weights, costs and deployments, the strategy, retry, hedging and affinity.
 
 use std::collections::{BTreeMap, HashSet};
 use std::time::Duration;
 
 use super::{Problems, first_token, positive, retry, secs};
-use crate::config::raw::{RawRoute, RawTarget};
-use crate::config::{ResilienceConfig, RouteConfig, Strategy, TargetConfig};
+use crate::config::raw::{RawAffinity, RawRoute, RawTarget};
+use crate::config::{Affinity, ResilienceConfig, RouteConfig, SessionFrom, Strategy, TargetConfig};
 
 pub(super) fn routes(
     raw: &[RawRoute],
@@ -56,6 +56,7 @@ pub(super) fn routes(
                 r.wait_for_cooldown.as_deref(),
                 resilience.wait_for_cooldown,
             );
+            let affinity = r.affinity.as_ref().map(|a| affinity(&format!("{at}.affinity"), a, p));
             RouteConfig {
                 name,
                 models: r.models.clone(),
@@ -66,9 +67,53 @@ pub(super) fn routes(
                 stream_resume,
                 first_token_timeout,
                 wait_for_cooldown,
+                affinity,
             }
         })
         .collect()
+}
+
+/// Messages after the system prompt hashed by `session = "prompt"` when not set: the first user
+/// message is in every turn of a conversation from its first, the later ones are not.
+const PROMPT_MESSAGES: usize = 1;
+
+/// The bounded-load factor when not set.
+const LOAD_BOUND: f64 = 1.25;
+
+/// A route's `affinity`: a known session source (a `header:NAME` must be a valid header name),
+/// `messages` only with `prompt`, and a load bound of at least 1.
+fn affinity(at: &str, a: &RawAffinity, p: &mut Problems) -> Affinity {
+    let messages = a.messages.unwrap_or(PROMPT_MESSAGES);
+    let session = match a.session.as_deref() {
+        None => {
+            p.push(format!("{at}.session"), "missing (session, prompt or header:NAME)");
+            SessionFrom::Session
+        }
+        Some("session") => SessionFrom::Session,
+        Some("prompt") => SessionFrom::Prompt { messages },
+        Some(s) => match s.strip_prefix("header:").map(http::HeaderName::try_from) {
+            Some(Ok(name)) => SessionFrom::Header(name),
+            Some(Err(_)) => {
+                p.push(format!("{at}.session"), format!("{s:?} is not a valid header name"));
+                SessionFrom::Session
+            }
+            None => {
+                p.push(
+                    format!("{at}.session"),
+                    format!("unknown source {s:?} (session, prompt or header:NAME)"),
+                );
+                SessionFrom::Session
+            }
+        },
+    };
+    if a.messages.is_some() && !matches!(session, SessionFrom::Prompt { .. }) {
+        p.push(format!("{at}.messages"), "only with session = \"prompt\"");
+    }
+    let load_bound = a.load_bound.unwrap_or(LOAD_BOUND);
+    if !(load_bound >= 1.0 && load_bound.is_finite()) {
+        p.push(format!("{at}.load_bound"), "must be a number >= 1");
+    }
+    Affinity { session, load_bound: if load_bound.is_finite() { load_bound.max(1.0) } else { LOAD_BOUND } }
 }
 
 /// A route's `models`: not empty, and an exact name served by one route only (`exact_models`:

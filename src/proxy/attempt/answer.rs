@@ -147,6 +147,12 @@ async fn whole(
         std::borrow::Cow::Owned(v) => Bytes::from(v),
     };
     metrics.duration.observe(at.start.elapsed().as_secs_f64());
+    // The translation writes the cached input tokens in the client's format, where the usage
+    // reader finds them.
+    let cached = crate::proxy::body::cached_tokens(&body);
+    if cached > 0 {
+        metrics.tokens_cached.inc_by(cached);
+    }
     let mut headers = HeaderMap::new();
     headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
     dropped_header(&mut headers, &t.dropped);

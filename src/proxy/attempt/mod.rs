@@ -51,6 +51,7 @@ use crate::metrics::Metrics;
 use crate::providers::{Operation, Provider};
 use crate::ratelimit::{Limiter, Ticket};
 use crate::resilience::{Clock, RetryPolicy, TargetState};
+use crate::routing::affinity::Affine;
 use crate::shared::Shared;
 use crate::snapshot::Live;
 
@@ -97,6 +98,9 @@ pub(crate) struct Candidate<'a> {
     pub context_window: Option<u64>,
     /// Its stream's deadline to the first content: the route's, else the provider's.
     pub first_token: Option<crate::config::FirstTokenTimeout>,
+    /// The session's ranking of this target's keys, on a route with affinity (`None`: the
+    /// keys are picked at random by weight).
+    pub affinity: Option<Affine>,
 }
 
 impl Candidate<'_> {

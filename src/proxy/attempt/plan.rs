@@ -1,15 +1,20 @@
 //! The planner: which candidate and key to try next, and how long to wait first. Pure: the
 //! clock's `now` comes with every call, the random source is its own, and whether a key's own
 //! rate limit has room is a predicate given at creation, so it is tested without a network, a
-//! limiter or a runtime.
+//! limiter or a runtime. On a route with affinity, a candidate carries its session's ranking of
+//! its keys ([`Affine`]): the pick follows it instead of the random one, and failover (a burned
+//! key, the next candidate) works the same.
 
 use std::time::Duration;
+
+use std::sync::atomic::Ordering;
 
 use super::{Candidate, Failure};
 use crate::config::{RetryPolicy, Then};
 use crate::error::Class;
 use crate::providers::Key;
 use crate::resilience::Skip;
+use crate::routing::affinity::Affine;
 
 /// Whether a key's own quota has room for this request (the limiter, in production).
 pub(super) type KeyOpen<'c, 'a> = &'c (dyn Fn(&Candidate<'a>, &Key) -> bool + Sync);
@@ -131,34 +136,39 @@ impl<'c, 'a> Planner<'c, 'a> {
         Step::Done
     }
 
-    fn usable<'k>(
-        &self,
-        c: &'k Candidate<'a>,
-        now: u64,
-    ) -> impl Iterator<Item = (usize, &'k Key)> + use<'k, 'a, '_, 'c> {
+    /// Whether key `i` of `c`'s provider may serve this attempt: it serves the model, does not
+    /// rest, was not refused in this request, and its own quota has room.
+    fn usable(&self, c: &Candidate<'a>, i: usize, k: &Key, now: u64) -> bool {
         let pid = provider_id(c);
-        c.provider.keys.iter().enumerate().filter(move |(i, k)| {
-            k.serves(c.model)
-                && k.state.resting_for(c.model, now).is_none()
-                && k.state.headroom.rest(now, self.tokens).is_none()
-                && !self.burned.iter().any(|&(p, k, m)| p == pid && k == *i && m.is_none_or(|m| m == c.model))
-                && (self.key_open)(c, k)
-        })
+        k.serves(c.model)
+            && k.state.resting_for(c.model, now).is_none()
+            && k.state.headroom.rest(now, self.tokens).is_none()
+            && !self.burned.iter().any(|&(p, b, m)| p == pid && b == i && m.is_none_or(|m| m == c.model))
+            && (self.key_open)(c, k)
     }
 
-    /// A weighted random usable key: `Some(None)` when the provider needs none, `None` when no
-    /// key is usable. Weights are scaled by headroom (see [`headroom_weight`]).
+    /// A usable key: `Some(None)` when the provider needs none, `None` when no key is usable.
+    /// On a route with affinity the session's ranking decides ([`Self::ranked_key`]); else a
+    /// weighted random pick, weights scaled by headroom (see [`headroom_weight`]).
     fn pick_key(&mut self, c: &Candidate<'a>, now: u64) -> Option<Option<usize>> {
         if c.provider.keys.is_empty() {
             return Some(None);
         }
         self.note_preempted(c, now);
-        let total: u64 = self.usable(c, now).map(|(_, k)| headroom_weight(k, now)).sum();
+        if let Some(affine) = &c.affinity {
+            return self.ranked_key(c, affine, now).map(Some);
+        }
+        let keys = || c.provider.keys.iter().enumerate();
+        let total: u64 =
+            keys().filter(|&(i, k)| self.usable(c, i, k, now)).map(|(_, k)| headroom_weight(k, now)).sum();
         if total == 0 {
             return None;
         }
         let mut ticket = self.rng.u64(..total);
-        for (i, k) in self.usable(c, now) {
+        for (i, k) in keys() {
+            if !self.usable(c, i, k, now) {
+                continue;
+            }
             let w = headroom_weight(k, now);
             if ticket < w {
                 return Some(Some(i));
@@ -180,6 +190,23 @@ impl<'c, 'a> Planner<'c, 'a> {
                 self.preempted.push((pid, i, why));
             }
         }
+    }
+
+    /// The session's key: the first usable one in its ranking with fewer requests in flight
+    /// than the bound, else the first usable one (a load bound spills, it never refuses).
+    fn ranked_key(&self, c: &Candidate<'a>, affine: &Affine, now: u64) -> Option<usize> {
+        let mut spill = None;
+        for &i in &affine.keys {
+            let Some(k) = c.provider.keys.get(i) else { continue };
+            if !self.usable(c, i, k, now) {
+                continue;
+            }
+            if k.state.inflight.load(Ordering::Acquire) < affine.bound {
+                return Some(i);
+            }
+            spill = spill.or(Some(i));
+        }
+        spill
     }
 
     /// Learns from a failed attempt on `cand` with `key`.

@@ -115,6 +115,7 @@ impl World {
             deployment: "m",
             context_window: None,
             first_token: None,
+            affinity: None,
         }
     }
 

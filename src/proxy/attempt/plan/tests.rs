@@ -5,6 +5,7 @@ use super::*;
 use crate::config::Then;
 use crate::config::{Format, parse};
 use crate::resilience::{Registry, RetryPolicy};
+use crate::routing::affinity::Affine;
 use crate::snapshot::Live;
 
 /// Provider `a` (two keys, weights 1 and 3), `b` (one key), `c` (no keys).
@@ -65,6 +66,7 @@ fn cands<'a>(live: &'a Live, names: &[&str]) -> Vec<Candidate<'a>> {
                 deployment: "m",
                 context_window: None,
                 first_token: None,
+                affinity: None,
             }
         })
         .collect()
@@ -385,4 +387,59 @@ fn keys_are_weighted_by_their_headroom() {
     said(&live, "a", "light", Some(100), None);
     let s = share(14);
     assert!((0.19..0.27).contains(&s), "{s}: 0.3 / 1.3");
+}
+
+/// `a`'s keys ranked heavy (1) first, then light (0), with room for `bound - 1` in flight.
+fn affine(live: &Live, bound: u32) -> Vec<Candidate<'_>> {
+    let mut cands = cands(live, &["a", "c"]);
+    cands[0].affinity = Some(Affine { keys: vec![1, 0], bound });
+    cands
+}
+
+#[test]
+fn with_affinity_the_key_follows_the_sessions_ranking_and_fails_over_along_it() {
+    let live = live();
+    let cands = affine(&live, 10);
+    for seed in 0..20 {
+        // No randomness: every seed picks the session's top key.
+        let mut plan = Planner::new(&cands, &open, fastrand::Rng::with_seed(seed), 0);
+        assert_eq!(plan.next(0), Step::Start { cand: 0, key: Some(1) }, "seed {seed}");
+    }
+    let mut plan = Planner::new(&cands, &open, fastrand::Rng::with_seed(1), 0);
+    assert_eq!(plan.next(0), Step::Start { cand: 0, key: Some(1) });
+    // Refused: the next key of the ranking, without spending a try.
+    plan.failed(0, Some(1), &fail(Class::RateLimited, None), 0);
+    assert_eq!(plan.next(0), Step::Start { cand: 0, key: Some(0) });
+    plan.failed(0, Some(0), &fail(Class::Server, None), 0);
+    assert!(matches!(plan.next(0), Step::Wait(_)));
+    assert_eq!(plan.next(0), Step::Start { cand: 0, key: Some(0) }, "the burned key came back");
+    plan.failed(0, Some(0), &fail(Class::Auth, None), 0);
+    assert_eq!(plan.next(0), Step::Start { cand: 1, key: None }, "every key refused: the next target");
+}
+
+#[test]
+fn with_affinity_a_resting_key_or_one_at_its_bound_gives_way_to_the_next_in_the_ranking() {
+    let live = live();
+    let cands = affine(&live, 2);
+    let now = 1_000_000;
+    let heavy = &cands[0].provider.keys[1].state;
+    let light = &cands[0].provider.keys[0].state;
+    heavy.inflight.store(2, std::sync::atomic::Ordering::Relaxed);
+    let mut plan = Planner::new(&cands, &open, fastrand::Rng::with_seed(1), 0);
+    assert_eq!(plan.next(now), Step::Start { cand: 0, key: Some(0) }, "the top key is at its bound");
+    // Both at their bound: the bound spills, it never refuses; the top key takes it.
+    light.inflight.store(2, std::sync::atomic::Ordering::Relaxed);
+    let mut plan = Planner::new(&cands, &open, fastrand::Rng::with_seed(1), 0);
+    assert_eq!(plan.next(now), Step::Start { cand: 0, key: Some(1) });
+    heavy.inflight.store(0, std::sync::atomic::Ordering::Relaxed);
+    heavy.cooldown.cool_for(now, Duration::from_secs(5));
+    let mut plan = Planner::new(&cands, &open, fastrand::Rng::with_seed(1), 0);
+    assert_eq!(plan.next(now), Step::Start { cand: 0, key: Some(0) }, "the top key rests");
+    // A key outside the ranking (not serving the session's target) is never picked.
+    let mut only_light = affine(&live, 10);
+    only_light[0].affinity = Some(Affine { keys: vec![0], bound: 10 });
+    light.inflight.store(0, std::sync::atomic::Ordering::Relaxed);
+    let light_refused = |_: &Candidate<'_>, k: &Key| &*k.name != "light";
+    let mut plan = Planner::new(&only_light, &light_refused, fastrand::Rng::with_seed(1), 0);
+    assert_eq!(plan.next(now), Step::Start { cand: 1, key: None });
 }
