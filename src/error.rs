@@ -180,8 +180,8 @@ pub(crate) enum ProxyError {
     /// A caller rate limit refused the request.
     #[error("rate limit '{}' exceeded", .0.limit)]
     Limited(Box<crate::ratelimit::Rejection>),
-    /// The model's providers do not speak the request's format (translation between formats is
-    /// not built yet, as for the Responses API to Anthropic or Gemini).
+    /// The model's providers do not speak the request's format (embeddings to Anthropic, say:
+    /// Anthropic has no embeddings API to translate to).
     #[error(
         "model '{model}' is served only by providers that do not speak this API format; \
          it goes to {served_by} providers"
@@ -209,6 +209,8 @@ pub(crate) enum ProxyError {
         provider: Arc<str>,
         /// What could not be translated.
         why: String,
+        /// The request parameter at fault, if one is (the error body's `param`).
+        param: Option<&'static str>,
     },
     /// Every candidate failed or was unavailable.
     #[error("{}", exhausted_message(.0))]

@@ -10,6 +10,7 @@ pub enum Operation {
     Embeddings,
     /// Anthropic Messages (the Anthropic-format ingress, relayed natively).
     Messages,
-    /// The OpenAI Responses API (`/v1/responses`), relayed natively to OpenAI-wire providers only.
+    /// The OpenAI Responses API (`/v1/responses`): relayed natively to OpenAI-wire providers,
+    /// translated through chat for Anthropic and Gemini.
     Responses,
 }

@@ -63,7 +63,8 @@ pub mod routing {
 /// Translation between provider formats.
 pub mod translate {
     pub use crate::translate::{
-        Dialect, EventTranslator, Sse, StreamTranslator, Translated, anthropic, gemini, messages, unstamped,
+        Dialect, EventTranslator, Sse, StreamTranslator, Translated, anthropic, gemini, messages, responses,
+        unstamped,
     };
 }
 

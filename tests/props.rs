@@ -139,9 +139,13 @@ proptest! {
 /// event per word) or a tool call, with keep-alive comments and the line ends re-written.
 fn upstream(dialect: Dialect, reply: &str, tool: bool, keepalive: bool, eol: &str) -> Vec<u8> {
     let frames = match (dialect, tool) {
-        (Dialect::Anthropic, false) => mock::anthropic_frames("m", reply, 1),
-        (Dialect::Anthropic, true) => mock::tools::anthropic_frames("m", reply, 1),
-        (Dialect::Gemini | Dialect::GeminiMessages, _) => mock::gemini_frames("m", reply, 1),
+        (Dialect::Anthropic | Dialect::ResponsesAnthropic, false) => mock::anthropic_frames("m", reply, 1),
+        (Dialect::Anthropic | Dialect::ResponsesAnthropic, true) => {
+            mock::tools::anthropic_frames("m", reply, 1)
+        }
+        (Dialect::Gemini | Dialect::GeminiMessages | Dialect::ResponsesGemini, _) => {
+            mock::gemini_frames("m", reply, 1)
+        }
         (Dialect::OpenAi, false) => mock::stream_frames("m", reply, 1, true),
         (Dialect::OpenAi, true) => mock::tools::openai_frames("m", reply, 1, true),
     };
@@ -161,7 +165,14 @@ fn upstream(dialect: Dialect, reply: &str, tool: bool, keepalive: bool, eol: &st
 }
 
 fn dialect() -> impl Strategy<Value = Dialect> {
-    prop::sample::select(vec![Dialect::Anthropic, Dialect::Gemini, Dialect::OpenAi, Dialect::GeminiMessages])
+    prop::sample::select(vec![
+        Dialect::Anthropic,
+        Dialect::Gemini,
+        Dialect::OpenAi,
+        Dialect::GeminiMessages,
+        Dialect::ResponsesAnthropic,
+        Dialect::ResponsesGemini,
+    ])
 }
 
 proptest! {
@@ -179,7 +190,14 @@ proptest! {
         sizes in sizes(),
     ) {
         let input = upstream(dialect, &reply, tool, keepalive, eol);
-        let t = Translated { dialect, operation: Operation::Chat, body: Bytes::new(), dropped: Vec::new(), include_usage };
+        let t = Translated {
+            dialect,
+            operation: Operation::Chat,
+            body: Bytes::new(),
+            dropped: Vec::new(),
+            include_usage,
+            echo: Default::default(),
+        };
         let mut whole = t.stream(&model);
         let want = unstamped(&whole.feed(&input));
         prop_assert!(whole.complete(), "a whole stream ends properly: {}", String::from_utf8_lossy(&want));

@@ -1,7 +1,9 @@
 //! The OpenAI Responses API (`POST /v1/responses`, `/openai/v1/responses`), relayed natively to
 //! `openai` and `azure` providers: bytes untouched but the spliced model, the typed event stream
 //! relayed as is, and its commit rule (the first output event, never `response.created` or
-//! `response.in_progress`). Providers of other formats are no candidates (not translated yet).
+//! `response.in_progress`). To `anthropic` and `gemini` providers: translated through OpenAI chat
+//! both ways, full and streamed (the typed event grammar), with tools, the same commit rule, and a
+//! 400 naming the parameter for what needs OpenAI's stored state.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code: failing loudly is the point
 
@@ -217,10 +219,10 @@ targets = [{{ provider = "az", model = "gpt-4o", deployment = "gpt4o-prod" }}]
     assert!(sent.iter().all(|r| r.headers["api-key"] == "sk-upstream-secret-0001"));
 }
 
-#[tokio::test]
-async fn a_model_served_only_by_anthropic_or_gemini_gets_a_clear_400() {
-    let mock = MockUpstream::start(MockConfig::default()).await.unwrap();
-    let toml = format!(
+/// Anthropic and Gemini providers on `url` (the mock answers each in its own format), and
+/// `extra` routes.
+fn translated(url: &str, extra: &str) -> String {
+    format!(
         r#"
 [providers.claude]
 kind = "anthropic"
@@ -232,22 +234,202 @@ kind = "gemini"
 base_url = "{url}"
 [[providers.gem.keys]]
 secret = "env:UPSTREAM_KEY"
-[[routes]]
-name = "claude"
-targets = [{{ provider = "claude", model = "claude-sonnet-4-5" }}, {{ provider = "gem", model = "gemini-2.5-flash" }}]
-"#,
-        url = mock.url()
-    );
-    let t = Tier1::start(&toml).await;
-    for model in ["claude", "claude/claude-sonnet-4-5", "gem/gemini-2.5-flash"] {
-        let a = post(&t.url("/v1/responses"), &[], &format!(r#"{{"model":"{model}","input":"hi"}}"#)).await;
-        assert_eq!((a.status.as_u16(), a.code().as_str()), (400, "unsupported_provider_format"), "{model}");
-        let v = a.json();
-        let message = v["error"]["message"].as_str().unwrap();
-        assert!(message.contains(model) && message.contains("openai, azure or mock"), "{message}");
-        assert_eq!(v["error"]["param"], "model");
+{extra}
+"#
+    )
+}
+
+const MODELS: [&str; 2] = ["claude/claude-sonnet-4-5", "gem/gemini-2.5-flash"];
+
+/// Checks a translated Responses stream event by event: every event named after its `type`,
+/// numbered from 0 by 1, the grammar of one text message; returns the final `response`.
+fn check_text_stream(text: &str) -> serde_json::Value {
+    let events: Vec<serde_json::Value> = text
+        .split("\n\n")
+        .filter(|e| !e.trim().is_empty())
+        .enumerate()
+        .map(|(n, e)| {
+            let (name, data) = e.split_once('\n').unwrap();
+            let v: serde_json::Value = serde_json::from_str(data.strip_prefix("data: ").unwrap()).unwrap();
+            assert_eq!(name.strip_prefix("event: "), v["type"].as_str(), "{e}");
+            assert_eq!(v["sequence_number"], n, "{e}");
+            v
+        })
+        .collect();
+    let names: Vec<&str> = events.iter().map(|v| v["type"].as_str().unwrap()).collect();
+    let deltas = names.iter().filter(|n| **n == "response.output_text.delta").count();
+    assert!(deltas > 1, "{names:?}");
+    let mut want = vec!["response.created", "response.in_progress", "response.output_item.added"];
+    want.push("response.content_part.added");
+    want.extend(std::iter::repeat_n("response.output_text.delta", deltas));
+    want.extend(["response.output_text.done", "response.content_part.done", "response.output_item.done"]);
+    want.push("response.completed");
+    assert_eq!(names, want);
+    let item = events[2]["item"]["id"].clone();
+    for e in &events[2..events.len() - 1] {
+        assert_eq!(e["output_index"], 0, "{e}");
+        if e.get("item_id").is_some() {
+            assert_eq!((&e["item_id"], &e["content_index"]), (&item, &serde_json::json!(0)), "{e}");
+        }
     }
-    // Chat to the same route still goes through (translated).
-    assert_eq!(post(&t.url("/v1/chat/completions"), &[], &chat("claude")).await.status, 200);
-    assert_eq!(mock.stats.requests().len(), 1, "no Responses request went upstream");
+    let text: String = events.iter().filter_map(|e| e["delta"].as_str()).collect();
+    assert_eq!(text, DEFAULT_REPLY);
+    events.last().unwrap()["response"].clone()
+}
+
+#[tokio::test]
+async fn responses_to_anthropic_and_gemini_are_translated_whole_and_streamed() {
+    let mock = MockUpstream::start(MockConfig::default()).await.unwrap();
+    let t = Tier1::start(&translated(&mock.url(), "")).await;
+    for (model, path) in
+        MODELS.into_iter().zip(["/v1/messages", "/v1beta/models/gemini-2.5-flash:generateContent"])
+    {
+        let body = format!(
+            r#"{{"model":"{model}","input":"hi","instructions":"Be brief.","metadata":{{"k":"v"}}}}"#
+        );
+        let a = post(&t.url("/v1/responses"), &[], &body).await;
+        assert_eq!(a.status, 200, "{model}: {}", a.text());
+        assert_eq!(a.header("x-tier1-dropped-params"), Some("metadata"), "{model}");
+        let v = a.json();
+        assert_eq!(
+            (v["object"].as_str(), v["status"].as_str()),
+            (Some("response"), Some("completed")),
+            "{v}"
+        );
+        assert!(v["id"].as_str().unwrap().starts_with("resp_"), "{v}");
+        assert_eq!(v["instructions"], "Be brief.");
+        assert_eq!(v["output"][0]["type"], "message");
+        assert_eq!(v["output"][0]["content"][0]["text"], DEFAULT_REPLY);
+        assert_eq!(v["usage"]["input_tokens"], 9, "{v}");
+        assert_eq!(v["usage"]["output_tokens"], 11, "{v}");
+        let sent = mock.stats.requests().pop().unwrap();
+        assert_eq!(sent.path, path);
+        let sent: serde_json::Value = serde_json::from_slice(&sent.body).unwrap();
+        let system = sent
+            .get("system")
+            .cloned()
+            .unwrap_or_else(|| sent["systemInstruction"]["parts"][0]["text"].clone());
+        assert_eq!(system, "Be brief.", "{sent}");
+
+        let body =
+            format!(r#"{{"model":"{model}","input":[{{"role":"user","content":"hi"}}],"stream":true}}"#);
+        let a = post(&t.url("/openai/v1/responses"), &[], &body).await;
+        assert_eq!(a.status, 200, "{model}: {}", a.text());
+        assert_eq!(a.header("content-type"), Some("text/event-stream"));
+        let last = check_text_stream(&a.text());
+        assert_eq!(last["status"], "completed");
+        assert_eq!(last["output"][0]["content"][0]["text"], DEFAULT_REPLY);
+        assert_eq!(last["usage"]["input_tokens"], 9, "{last}");
+    }
+    let m = get(&t.url("/metrics")).await.text();
+    for provider in ["claude", "gem"] {
+        let series =
+            format!(r#"tier1_tokens_total{{direction="input",model="other",provider="{provider}"}}"#);
+        assert_eq!(metric(&m, &series), Some(18.0), "{series}\n{m}");
+    }
+}
+
+#[tokio::test]
+async fn a_translated_tool_call_is_a_function_call_item_and_its_output_goes_back() {
+    let mock = MockUpstream::start(MockConfig::default()).await.unwrap();
+    let t = Tier1::start(&translated(&mock.url(), "")).await;
+    let tools = r#"[{"type":"function","name":"lookup","description":"Look up","parameters":{"type":"object","properties":{"q":{"type":"string"}}}}]"#;
+    for model in MODELS {
+        let body = format!(r#"{{"model":"{model}","input":"find it","tools":{tools},"tool_choice":"auto"}}"#);
+        let v = post(&t.url("/v1/responses"), &[], &body).await.json();
+        let call = &v["output"][0];
+        assert_eq!(
+            (call["type"].as_str(), call["name"].as_str()),
+            (Some("function_call"), Some("lookup")),
+            "{v}"
+        );
+        assert_eq!(call["arguments"], r#"{"q":"mock"}"#);
+        let call_id = call["call_id"].as_str().unwrap().to_owned();
+        assert_eq!(v["tools"][0]["name"], "lookup");
+
+        // Streamed: the call as an output item with its argument deltas.
+        let stream = body.replace("\"tool_choice\"", "\"stream\":true,\"tool_choice\"");
+        let text = post(&t.url("/v1/responses"), &[], &stream).await.text();
+        assert!(text.contains("event: response.function_call_arguments.delta\n"), "{text}");
+        assert!(text.contains("event: response.function_call_arguments.done\n"), "{text}");
+        let last = text.trim_end().rsplit("\n\n").next().unwrap();
+        assert!(
+            last.starts_with("event: response.completed\n") && last.contains(r#""type":"function_call""#),
+            "{last}"
+        );
+
+        // The round trip: the call and its output as input items; the mock then answers in text.
+        let body = format!(
+            r#"{{"model":"{model}","tools":{tools},"input":[{{"role":"user","content":"find it"}},
+            {{"type":"function_call","call_id":"{call_id}","name":"lookup","arguments":"{{\"q\":\"mock\"}}"}},
+            {{"type":"function_call_output","call_id":"{call_id}","output":"{{\"found\":true}}"}}]}}"#
+        );
+        let a = post(&t.url("/v1/responses"), &[], &body).await;
+        assert_eq!(a.status, 200, "{}", a.text());
+        assert_eq!(a.json()["output"][0]["content"][0]["text"], DEFAULT_REPLY, "{model}");
+        let sent: serde_json::Value =
+            serde_json::from_slice(&mock.stats.requests().pop().unwrap().body).unwrap();
+        let sent = sent.to_string();
+        assert!(sent.contains("tool_result") || sent.contains("functionResponse"), "{sent}");
+    }
+}
+
+#[tokio::test]
+async fn stateful_features_get_a_400_naming_the_parameter_and_nothing_goes_upstream() {
+    let mock = MockUpstream::start(MockConfig::default()).await.unwrap();
+    let t = Tier1::start(&translated(&mock.url(), "")).await;
+    let cases = [
+        (r#""previous_response_id":"resp_1""#, "previous_response_id"),
+        (r#""store":true"#, "store"),
+        (r#""tools":[{"type":"web_search"}]"#, "tools"),
+        (r#""tools":[{"type":"file_search","vector_store_ids":["vs_1"]}]"#, "tools"),
+        (r#""conversation":"conv_1""#, "conversation"),
+        (r#""background":true"#, "background"),
+    ];
+    for model in MODELS {
+        for (field, param) in cases {
+            for stream in ["false", "true"] {
+                let body = format!(r#"{{"model":"{model}","input":"hi","stream":{stream},{field}}}"#);
+                let a = post(&t.url("/v1/responses"), &[], &body).await;
+                assert_eq!(
+                    (a.status.as_u16(), a.code().as_str()),
+                    (400, "untranslatable_request"),
+                    "{body}: {}",
+                    a.text()
+                );
+                let v = a.json();
+                assert_eq!(v["error"]["param"], param, "{v}");
+                let message = v["error"]["message"].as_str().unwrap();
+                assert!(message.contains("OpenAI"), "{message}");
+            }
+        }
+    }
+    assert_eq!(mock.stats.requests().len(), 0, "nothing went upstream");
+}
+
+#[tokio::test]
+async fn a_translated_stream_cut_before_its_first_output_fails_over_invisibly() {
+    // The mock's Anthropic stream: message_start, an empty text block, a ping, then a delta per
+    // word. Cut after the ping, nothing has committed: tier1 switches to the next target.
+    // Spaced out, so that the head and the first events reach tier1 before the cut.
+    let before =
+        Behavior { abort_after: Some(2), chunk_interval: Duration::from_millis(5), ..Behavior::default() };
+    let mock = MockUpstream::start(MockConfig::default().model("cut-before", before)).await.unwrap();
+    let routes = r#"
+[[routes]]
+name = "early"
+retry = { attempts = 1 }
+targets = [{ provider = "claude", model = "cut-before" }, { provider = "gem", model = "gemini-2.5-flash" }]
+"#;
+    let t = Tier1::start(&translated(&mock.url(), routes)).await;
+    let a = post(&t.url("/v1/responses"), &[], r#"{"model":"early","input":"hi","stream":true}"#).await;
+    assert_eq!(a.status, 200);
+    assert_eq!((a.header("x-tier1-provider"), a.header("x-tier1-attempts")), (Some("gem"), Some("2")));
+    let text = a.text();
+    // One answer, the second target's, numbered from 0: nothing of the first attempt.
+    check_text_stream(&text);
+    assert!(!text.contains("cut-before"), "{text}");
+    let paths: Vec<String> = mock.stats.requests().into_iter().map(|r| r.path).collect();
+    assert_eq!(paths, ["/v1/messages", "/v1beta/models/gemini-2.5-flash:streamGenerateContent?alt=sse"]);
+    assert_eq!(mock.stats.calls_for("cut-before"), 1);
 }

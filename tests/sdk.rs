@@ -65,16 +65,16 @@ targets = [{{ provider = "openai", model = "gpt-4o" }}]
     assert!(stdout.contains("sdk checks passed"), "{stdout}");
     // Every check went through tier1 to a mock: nothing was answered without an upstream call.
     // 3 kinds × (full, stream, raw, tool call, streamed tool call, tool result), 2 embeddings,
-    // 5 Responses (full and stream through openai and azure, the stream helper; the one to
-    // Anthropic is refused by tier1),
+    // 18 Responses (4 kinds × (full, stream, the stream helper); through anthropic and gemini a
+    // tool call, its result, a streamed call; the store=True ones are refused by tier1),
     // Anthropic SDK: 2 auth styles × 3 kinds × (full, stream), 3 kinds × tool use (full, stream).
-    assert_eq!(mock.stats.snapshot().requests, 43, "{:?}", mock.stats.snapshot());
+    assert_eq!(mock.stats.snapshot().requests, 56, "{:?}", mock.stats.snapshot());
     // Azure's got the v1 API's path with the deployment in the body.
     let azure: Vec<_> =
         mock.stats.requests().into_iter().filter(|r| r.path.starts_with("/openai/v1/responses")).collect();
     assert_eq!(
         azure.len(),
-        2,
+        3,
         "{:?}",
         mock.stats.requests().iter().map(|r| r.path.clone()).collect::<Vec<_>>()
     );

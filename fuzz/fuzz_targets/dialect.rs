@@ -9,9 +9,16 @@ use tier1::testing::providers::Operation;
 use tier1::testing::translate::{Dialect, Translated};
 use tier1_fuzz::{check_json, check_stream};
 
-const DIALECTS: [Dialect; 4] =
-    [Dialect::Anthropic, Dialect::Gemini, Dialect::OpenAi, Dialect::GeminiMessages];
-const OPERATIONS: [Operation; 3] = [Operation::Chat, Operation::Embeddings, Operation::Messages];
+const DIALECTS: [Dialect; 6] = [
+    Dialect::Anthropic,
+    Dialect::Gemini,
+    Dialect::OpenAi,
+    Dialect::GeminiMessages,
+    Dialect::ResponsesAnthropic,
+    Dialect::ResponsesGemini,
+];
+const OPERATIONS: [Operation; 4] =
+    [Operation::Chat, Operation::Embeddings, Operation::Messages, Operation::Responses];
 const MODEL: &str = "gemini-2.5-flash";
 
 fuzz_target!(|data: &[u8]| {
@@ -23,8 +30,14 @@ fuzz_target!(|data: &[u8]| {
                 }
             }
             for include_usage in [false, true] {
-                let t =
-                    Translated { dialect, operation, body: Bytes::new(), dropped: Vec::new(), include_usage };
+                let t = Translated {
+                    dialect,
+                    operation,
+                    body: Bytes::new(),
+                    dropped: Vec::new(),
+                    include_usage,
+                    echo: Default::default(),
+                };
                 if let Ok((body, _)) = t.response(data, MODEL) {
                     check_json(&body);
                 }

@@ -141,12 +141,12 @@ impl Wire {
     /// Whether a request of `op` can be served, natively or translated.
     pub fn speaks(self, op: Operation) -> bool {
         match self {
-            // The Responses API is relayed natively only (translation is not built yet).
             Self::OpenAi | Self::Client => true,
-            // Anthropic messages are translated to OpenAI chat (or on to Gemini) and back.
-            Self::Gemini => op != Operation::Responses,
-            // OpenAI chat is translated to Messages and back.
-            Self::Anthropic => matches!(op, Operation::Messages | Operation::Chat),
+            // Anthropic messages and the Responses API are translated to OpenAI chat, then to
+            // Gemini, and back.
+            Self::Gemini => true,
+            // OpenAI chat is translated to Messages and back, and the Responses API through chat.
+            Self::Anthropic => op != Operation::Embeddings,
         }
     }
 }

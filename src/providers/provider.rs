@@ -321,11 +321,11 @@ fn dialect(wire: Wire, op: Operation) -> Option<Dialect> {
         (Wire::Gemini, Operation::Chat | Operation::Embeddings) => Some(Dialect::Gemini),
         (Wire::OpenAi, Operation::Messages) => Some(Dialect::OpenAi),
         (Wire::Gemini, Operation::Messages) => Some(Dialect::GeminiMessages),
+        (Wire::Anthropic, Operation::Responses) => Some(Dialect::ResponsesAnthropic),
+        (Wire::Gemini, Operation::Responses) => Some(Dialect::ResponsesGemini),
         (Wire::OpenAi, Operation::Chat | Operation::Embeddings | Operation::Responses)
         | (Wire::Anthropic, Operation::Messages | Operation::Embeddings)
         | (Wire::Client, _) => None,
-        // Not translated yet: such providers are no candidates (`Wire::speaks`).
-        (Wire::Anthropic | Wire::Gemini, Operation::Responses) => None,
     }
 }
 
@@ -351,5 +351,7 @@ mod tests {
         }
         assert_eq!(d(ProviderKind::OpenAi, Responses), None);
         assert_eq!(d(ProviderKind::Azure, Responses), None);
+        assert_eq!(d(ProviderKind::Anthropic, Responses), Some(Dialect::ResponsesAnthropic));
+        assert_eq!(d(ProviderKind::Gemini, Responses), Some(Dialect::ResponsesGemini));
     }
 }

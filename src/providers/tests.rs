@@ -35,13 +35,13 @@ fn base_url_is_the_files_the_kinds_default_or_refused() {
 }
 
 #[test]
-fn only_anthropic_lacks_embeddings_and_only_openai_wires_speak_responses() {
+fn only_anthropic_lacks_embeddings_and_every_kind_speaks_responses() {
     for &kind in ProviderKind::ALL {
         let wire = kind.spec().wire();
         assert!(wire.speaks(Operation::Chat) && wire.speaks(Operation::Messages), "{kind:?}");
         assert_eq!(wire.speaks(Operation::Embeddings), kind != ProviderKind::Anthropic, "{kind:?}");
-        let native = matches!(kind, ProviderKind::OpenAi | ProviderKind::Azure | ProviderKind::Mock);
-        assert_eq!(wire.speaks(Operation::Responses), native, "{kind:?}");
+        // Natively to OpenAI-wire kinds, translated through chat to Anthropic and Gemini.
+        assert!(wire.speaks(Operation::Responses), "{kind:?}");
     }
 }
 

@@ -250,9 +250,9 @@ fn answer(answered: Answered, op: Operation, stream: bool, ctx: &mut RequestCtx)
             ctx.end = End::Refund;
             (status, headers, full(body))
         }
-        Answer::Untranslatable { provider, why } => {
+        Answer::Untranslatable { provider, why, param } => {
             ctx.end = End::Refund;
-            let e = ProxyError::Untranslatable { provider, why };
+            let e = ProxyError::Untranslatable { provider, why, param };
             let (parts, body) = respond::error(&e, Dialect::of(op)).into_parts();
             (parts.status, parts.headers, body)
         }

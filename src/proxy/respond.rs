@@ -57,8 +57,8 @@ fn status_of(e: &ProxyError) -> (StatusCode, &'static str, &'static str, Option<
         ProxyError::WrongFormat { .. } => {
             (StatusCode::BAD_REQUEST, INVALID, "unsupported_provider_format", Some("model"))
         }
-        ProxyError::Untranslatable { .. } => {
-            (StatusCode::BAD_REQUEST, INVALID, "untranslatable_request", None)
+        ProxyError::Untranslatable { param, .. } => {
+            (StatusCode::BAD_REQUEST, INVALID, "untranslatable_request", *param)
         }
         // A 4xx, never a 5xx: the front rests the sidecar for every provider on a 5xx. 404 is what
         // a model the sidecar does not serve gets, so the front's model sync stays consistent.

@@ -5,7 +5,8 @@
 //! sources, http(s) URLs as URL sources: tier1 never downloads them), assistant `tool_calls` as
 //! `tool_use` blocks and `tool` results as `tool_result` blocks; tools, `tool_choice`, `stop`,
 //! `temperature`, `top_p`, `user`; `max_tokens` (required by Anthropic) from the request or the
-//! provider's default. Parameters Anthropic cannot take are dropped and listed
+//! provider's default. Parameters Anthropic cannot take (`response_format`: Anthropic's
+//! structured outputs are a beta behind a header; `reasoning_effort`) are dropped and listed
 //! (`x-tier1-dropped-params`), never silently reinterpreted.
 //!
 //! Responses and streams come back as `chat.completion` and `chat.completion.chunk`s with stable
@@ -22,7 +23,7 @@ use super::{ChunkHead, TranslateError, unix_now};
 pub use super::Request;
 
 /// Parameters with no Anthropic counterpart.
-const DROPPED: [&str; 13] = [
+const DROPPED: [&str; 14] = [
     "n",
     "presence_penalty",
     "frequency_penalty",
@@ -36,6 +37,9 @@ const DROPPED: [&str; 13] = [
     "modalities",
     "audio",
     "prediction",
+    // Anthropic's extended thinking needs a token budget below `max_tokens`, and thinking
+    // blocks signed by Anthropic in later turns: not a setting to guess from an effort level.
+    "reasoning_effort",
 ];
 
 fn text_of(content: &Value) -> String {
@@ -93,8 +97,8 @@ pub fn request(
     stream: bool,
 ) -> Result<Request, TranslateError> {
     let v: Value =
-        serde_json::from_slice(openai).map_err(|e| TranslateError(format!("invalid JSON: {e}")))?;
-    let obj = v.as_object().ok_or_else(|| TranslateError("body must be an object".into()))?;
+        serde_json::from_slice(openai).map_err(|e| TranslateError::new(format!("invalid JSON: {e}")))?;
+    let obj = v.as_object().ok_or_else(|| TranslateError::new("body must be an object"))?;
     let mut dropped: Vec<&'static str> = DROPPED
         .iter()
         .copied()
@@ -165,7 +169,7 @@ fn conversation(
     let messages = obj
         .get("messages")
         .and_then(Value::as_array)
-        .ok_or_else(|| TranslateError("messages must be an array".into()))?;
+        .ok_or_else(|| TranslateError::new("messages must be an array"))?;
     for m in messages {
         let role = m.get("role").and_then(Value::as_str).unwrap_or_default();
         let content = m.get("content").unwrap_or(&Value::Null);
@@ -195,7 +199,7 @@ fn conversation(
                     "content": text_of(content),
                 })],
             ),
-            other => return Err(TranslateError(format!("unsupported message role {other:?}"))),
+            other => return Err(TranslateError::new(format!("unsupported message role {other:?}"))),
         }
     }
     Ok((system, turns))
@@ -256,7 +260,7 @@ fn usage_json(input: u64, output: u64, cached: u64) -> Value {
 /// Anthropic `message` → OpenAI `chat.completion`, with the usage (input, output) it reported.
 pub fn response(anthropic: &[u8]) -> Result<(Bytes, Option<(u64, u64)>), TranslateError> {
     let v: Value = serde_json::from_slice(anthropic)
-        .map_err(|e| TranslateError(format!("invalid upstream JSON: {e}")))?;
+        .map_err(|e| TranslateError::new(format!("invalid upstream JSON: {e}")))?;
     let mut text = String::new();
     let mut calls = Vec::new();
     for block in v.get("content").and_then(Value::as_array).into_iter().flatten() {

@@ -35,8 +35,8 @@ pub fn valid_model(model: &str) -> bool {
 fn parse(body: &[u8]) -> Result<Map<String, Value>, TranslateError> {
     match serde_json::from_slice(body) {
         Ok(Value::Object(o)) => Ok(o),
-        Ok(_) => Err(TranslateError("body must be an object".into())),
-        Err(e) => Err(TranslateError(format!("invalid JSON: {e}"))),
+        Ok(_) => Err(TranslateError::new("body must be an object")),
+        Err(e) => Err(TranslateError::new(format!("invalid JSON: {e}"))),
     }
 }
 
@@ -158,7 +158,7 @@ fn conversation(
     let messages = obj
         .get("messages")
         .and_then(Value::as_array)
-        .ok_or_else(|| TranslateError("messages must be an array".into()))?;
+        .ok_or_else(|| TranslateError::new("messages must be an array"))?;
     for m in messages {
         let role = m.get("role").and_then(Value::as_str).unwrap_or_default();
         let content = m.get("content").unwrap_or(&Value::Null);
@@ -187,7 +187,7 @@ fn conversation(
                 };
                 push("user", vec![json!({"functionResponse": {"name": name, "response": response}})]);
             }
-            other => return Err(TranslateError(format!("unsupported message role {other:?}"))),
+            other => return Err(TranslateError::new(format!("unsupported message role {other:?}"))),
         }
     }
     Ok((system, turns))
@@ -354,8 +354,8 @@ fn response_id(v: &Value) -> String {
 
 /// Gemini `GenerateContentResponse` → OpenAI `chat.completion`, with the usage (input, output).
 pub fn response(gemini: &[u8], model: &str) -> Result<(Bytes, Option<(u64, u64)>), TranslateError> {
-    let v: Value =
-        serde_json::from_slice(gemini).map_err(|e| TranslateError(format!("invalid upstream JSON: {e}")))?;
+    let v: Value = serde_json::from_slice(gemini)
+        .map_err(|e| TranslateError::new(format!("invalid upstream JSON: {e}")))?;
     let id = response_id(&v);
     let mut choices = Vec::new();
     for (i, c) in v.get("candidates").and_then(Value::as_array).into_iter().flatten().enumerate() {
@@ -427,7 +427,7 @@ pub fn embeddings_request(openai: &[u8], model: &str) -> Result<Request, Transla
         Some(Value::Array(a)) if a.iter().all(Value::is_string) && !a.is_empty() => {
             a.iter().filter_map(Value::as_str).collect()
         }
-        _ => return Err(TranslateError("input must be a string or an array of strings for Gemini".into())),
+        _ => return Err(TranslateError::new("input must be a string or an array of strings for Gemini")),
     };
     let dimensions = obj.get("dimensions").and_then(Value::as_u64);
     let requests: Vec<Value> = inputs
@@ -445,7 +445,7 @@ pub fn embeddings_request(openai: &[u8], model: &str) -> Result<Request, Transla
         dropped.push("encoding_format");
     }
     let body =
-        serde_json::to_vec(&json!({"requests": requests})).map_err(|e| TranslateError(e.to_string()))?;
+        serde_json::to_vec(&json!({"requests": requests})).map_err(|e| TranslateError::new(e.to_string()))?;
     Ok(Request { body: Bytes::from(body), dropped, include_usage: false })
 }
 
@@ -454,12 +454,12 @@ pub fn embeddings_response(
     gemini: &[u8],
     model: &str,
 ) -> Result<(Bytes, Option<(u64, u64)>), TranslateError> {
-    let v: Value =
-        serde_json::from_slice(gemini).map_err(|e| TranslateError(format!("invalid upstream JSON: {e}")))?;
+    let v: Value = serde_json::from_slice(gemini)
+        .map_err(|e| TranslateError::new(format!("invalid upstream JSON: {e}")))?;
     let list = v
         .get("embeddings")
         .and_then(Value::as_array)
-        .ok_or_else(|| TranslateError("upstream answer has no embeddings".into()))?;
+        .ok_or_else(|| TranslateError::new("upstream answer has no embeddings"))?;
     let data: Vec<Value> = list
         .iter()
         .enumerate()

@@ -58,8 +58,8 @@ fn image(block: &Value) -> Option<Value> {
 pub fn request(anthropic: &[u8], model: &str, stream: bool) -> Result<Request, TranslateError> {
     let obj: Map<String, Value> = match serde_json::from_slice(anthropic) {
         Ok(Value::Object(o)) => o,
-        Ok(_) => return Err(TranslateError("body must be an object".into())),
-        Err(e) => return Err(TranslateError(format!("invalid JSON: {e}"))),
+        Ok(_) => return Err(TranslateError::new("body must be an object")),
+        Err(e) => return Err(TranslateError::new(format!("invalid JSON: {e}"))),
     };
     let mut dropped: Vec<&'static str> =
         DROPPED.iter().copied().filter(|k| obj.get(*k).is_some_and(|x| !x.is_null())).collect();
@@ -73,7 +73,7 @@ pub fn request(anthropic: &[u8], model: &str, stream: bool) -> Result<Request, T
     let turns = obj
         .get("messages")
         .and_then(Value::as_array)
-        .ok_or_else(|| TranslateError("messages must be an array".into()))?;
+        .ok_or_else(|| TranslateError::new("messages must be an array"))?;
     for m in turns {
         let role = m.get("role").and_then(Value::as_str).unwrap_or_default();
         let content = m.get("content").unwrap_or(&Value::Null);
@@ -85,7 +85,7 @@ pub fn request(anthropic: &[u8], model: &str, stream: bool) -> Result<Request, T
         match role {
             "user" => user_turn(&blocks, &mut messages, &mut dropped),
             "assistant" => messages.push(assistant_turn(&blocks)),
-            other => return Err(TranslateError(format!("unsupported message role {other:?}"))),
+            other => return Err(TranslateError::new(format!("unsupported message role {other:?}"))),
         }
     }
     let mut out = Map::new();
@@ -128,7 +128,7 @@ pub fn request(anthropic: &[u8], model: &str, stream: bool) -> Result<Request, T
         out.insert("stream_options".into(), json!({"include_usage": true}));
     }
     dropped.dedup();
-    let body = serde_json::to_vec(&Value::Object(out)).map_err(|e| TranslateError(e.to_string()))?;
+    let body = serde_json::to_vec(&Value::Object(out)).map_err(|e| TranslateError::new(e.to_string()))?;
     Ok(Request { body: Bytes::from(body), dropped })
 }
 
@@ -226,8 +226,8 @@ fn message_id(openai_id: Option<&str>) -> String {
 
 /// OpenAI `chat.completion` → Anthropic `message`, with the usage (input, output).
 pub fn response(openai: &[u8], model: &str) -> Result<(Bytes, Option<(u64, u64)>), TranslateError> {
-    let v: Value =
-        serde_json::from_slice(openai).map_err(|e| TranslateError(format!("invalid upstream JSON: {e}")))?;
+    let v: Value = serde_json::from_slice(openai)
+        .map_err(|e| TranslateError::new(format!("invalid upstream JSON: {e}")))?;
     let choice = v.pointer("/choices/0").unwrap_or(&Value::Null);
     let message = choice.get("message").unwrap_or(&Value::Null);
     let mut content = Vec::new();

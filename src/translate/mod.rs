@@ -1,10 +1,16 @@
 //! Translation between wire formats, for providers that do not speak the client's. Each
 //! direction is a pure function over bytes (requests, full responses, error bodies) or a small
 //! state machine fed chunk by chunk (streams), so fixtures test them without a network.
+//!
+//! OpenAI chat is the hub: chat ⇄ Anthropic ([`anthropic`]) and chat ⇄ Gemini ([`gemini`]) are
+//! the provider translators; Anthropic Messages ([`messages`]) and the Responses API
+//! ([`responses`]) are translated to chat, and on through a provider translator where the
+//! provider speaks neither (a [`Dialect`] names each composition).
 
 pub mod anthropic;
 pub mod gemini;
 pub mod messages;
+pub mod responses;
 
 use bytes::Bytes;
 
@@ -12,8 +18,25 @@ use crate::operation::Operation;
 
 /// Why a request cannot be translated (the caller's fault: answered with 400).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{0}")]
-pub struct TranslateError(pub String);
+#[error("{message}")]
+pub struct TranslateError {
+    /// What cannot be translated, for the client.
+    pub message: String,
+    /// The request parameter at fault, when one is (the error body's `param`).
+    pub param: Option<&'static str>,
+}
+
+impl TranslateError {
+    /// An error with no parameter to name.
+    pub fn new(message: impl Into<String>) -> Self {
+        Self { message: message.into(), param: None }
+    }
+
+    /// An error naming the request parameter `param`.
+    pub fn param(param: &'static str, message: impl Into<String>) -> Self {
+        Self { message: message.into(), param: Some(param) }
+    }
+}
 
 /// A stream translator: upstream bytes in, client bytes out.
 pub trait StreamTranslator: Send {
@@ -124,18 +147,18 @@ impl<T: EventTranslator> StreamTranslator for Sse<T> {
     }
 }
 
-/// `"created":N` zeroed: two translators made a second apart stamp different times, so their
+/// `"created":N` (and the Responses API's `"created_at":N`) zeroed: two translators made a second apart stamp different times, so their
 /// outputs compare equal only without it. For the unit and property tests and the fuzz targets.
 #[doc(hidden)]
 pub fn unstamped(out: &[u8]) -> Vec<u8> {
-    const KEY: &[u8] = b"\"created\":";
+    const KEYS: [&[u8]; 2] = [b"\"created\":", b"\"created_at\":"];
     let mut result = Vec::with_capacity(out.len());
     let mut i = 0;
     while i < out.len() {
-        if out[i..].starts_with(KEY) {
-            result.extend_from_slice(KEY);
+        if let Some(key) = KEYS.iter().find(|k| out[i..].starts_with(k)) {
+            result.extend_from_slice(key);
             result.push(b'0');
-            i += KEY.len();
+            i += key.len();
             while out.get(i).is_some_and(u8::is_ascii_digit) {
                 i += 1;
             }
@@ -211,8 +234,8 @@ impl Request {
             .and_then(serde_json::Value::as_bool)
             .unwrap_or(false);
         dropped.dedup();
-        let body =
-            serde_json::to_vec(&serde_json::Value::Object(out)).map_err(|e| TranslateError(e.to_string()))?;
+        let body = serde_json::to_vec(&serde_json::Value::Object(out))
+            .map_err(|e| TranslateError::new(e.to_string()))?;
         Ok(Self { body: Bytes::from(body), dropped, include_usage })
     }
 }
@@ -267,6 +290,10 @@ pub enum Dialect {
     OpenAi,
     /// Gemini, for the Anthropic-format ingress: through OpenAI's format, both ways.
     GeminiMessages,
+    /// Anthropic Messages, for the Responses API: through OpenAI chat, both ways.
+    ResponsesAnthropic,
+    /// Gemini, for the Responses API: through OpenAI chat, both ways.
+    ResponsesGemini,
 }
 
 /// A request in the provider's format.
@@ -282,15 +309,17 @@ pub struct Translated {
     pub dropped: Vec<&'static str>,
     /// `stream_options.include_usage`.
     pub include_usage: bool,
+    /// What a Responses answer repeats of the request (empty for the other dialects).
+    pub echo: responses::Echo,
 }
 
 impl Dialect {
     /// The provider's operation for a client's `op`.
     pub fn operation(self, op: Operation) -> Operation {
         match self {
-            Self::Anthropic => Operation::Messages,
+            Self::Anthropic | Self::ResponsesAnthropic => Operation::Messages,
             Self::Gemini => op,
-            Self::OpenAi | Self::GeminiMessages => Operation::Chat,
+            Self::OpenAi | Self::GeminiMessages | Self::ResponsesGemini => Operation::Chat,
         }
     }
 
@@ -303,9 +332,14 @@ impl Dialect {
         default_max_tokens: u32,
         stream: bool,
     ) -> Result<Translated, TranslateError> {
-        if matches!(self, Self::Gemini | Self::GeminiMessages) && !gemini::valid_model(model) {
+        if matches!(self, Self::Gemini | Self::GeminiMessages | Self::ResponsesGemini)
+            && !gemini::valid_model(model)
+        {
             // The model goes in Gemini's URL path.
-            return Err(TranslateError(format!("{model:?} is not a Gemini model name")));
+            return Err(TranslateError::new(format!("{model:?} is not a Gemini model name")));
+        }
+        if matches!(self, Self::ResponsesAnthropic | Self::ResponsesGemini) {
+            return self.responses_request(body, model, default_max_tokens, stream);
         }
         let (body, dropped, include_usage) = match (self, op) {
             (Self::OpenAi, _) => {
@@ -328,12 +362,40 @@ impl Dialect {
                 let r = gemini::embeddings_request(body, model)?;
                 (r.body, r.dropped, r.include_usage)
             }
-            (Self::Gemini, _) => {
+            (Self::Gemini | Self::ResponsesAnthropic | Self::ResponsesGemini, _) => {
                 let r = gemini::request(body, stream)?;
                 (r.body, r.dropped, r.include_usage)
             }
         };
-        Ok(Translated { dialect: self, operation: op, body, dropped, include_usage })
+        let echo = responses::Echo::default();
+        Ok(Translated { dialect: self, operation: op, body, dropped, include_usage, echo })
+    }
+
+    /// A Responses request through chat to the provider's format.
+    fn responses_request(
+        self,
+        body: &[u8],
+        model: &str,
+        default_max_tokens: u32,
+        stream: bool,
+    ) -> Result<Translated, TranslateError> {
+        let chat = responses::request(body, model, stream)?;
+        let r = if self == Self::ResponsesAnthropic {
+            anthropic::request(&chat.body, model, default_max_tokens, stream)?
+        } else {
+            gemini::request(&chat.body, stream)?
+        };
+        let mut dropped = chat.dropped;
+        dropped.extend(r.dropped);
+        Ok(Translated {
+            dialect: self,
+            operation: Operation::Responses,
+            body: r.body,
+            dropped,
+            // The inner chat stream carries usage, for `response.completed`.
+            include_usage: stream,
+            echo: chat.echo,
+        })
     }
 }
 
@@ -350,6 +412,14 @@ impl Translated {
             (Dialect::Anthropic, _) => anthropic::response(raw),
             (Dialect::Gemini, Operation::Embeddings) => gemini::embeddings_response(raw, model),
             (Dialect::Gemini, _) => gemini::response(raw, model),
+            (Dialect::ResponsesAnthropic, _) => {
+                let (chat, usage) = anthropic::response(raw)?;
+                Ok((responses::response(&chat, &self.echo)?, usage))
+            }
+            (Dialect::ResponsesGemini, _) => {
+                let (chat, usage) = gemini::response(raw, model)?;
+                Ok((responses::response(&chat, &self.echo)?, usage))
+            }
         }
     }
 
@@ -358,8 +428,9 @@ impl Translated {
         match self.dialect {
             Dialect::OpenAi => messages::error(raw, status),
             Dialect::GeminiMessages => messages::error(&gemini::error(raw), status),
-            Dialect::Anthropic => anthropic::error(raw),
-            Dialect::Gemini => gemini::error(raw),
+            // The Responses API's error bodies are OpenAI's.
+            Dialect::Anthropic | Dialect::ResponsesAnthropic => anthropic::error(raw),
+            Dialect::Gemini | Dialect::ResponsesGemini => gemini::error(raw),
         }
     }
 
@@ -372,6 +443,14 @@ impl Translated {
             Dialect::GeminiMessages => {
                 Box::new(Chain(gemini::Stream::new(model, self.include_usage), messages::Stream::new(model)))
             }
+            Dialect::ResponsesAnthropic => Box::new(Chain(
+                anthropic::Stream::new(true),
+                responses::Stream::new(model, self.echo.clone()),
+            )),
+            Dialect::ResponsesGemini => Box::new(Chain(
+                gemini::Stream::new(model, true),
+                responses::Stream::new(model, self.echo.clone()),
+            )),
         }
     }
 }
@@ -400,6 +479,15 @@ impl<A: StreamTranslator, B: StreamTranslator> StreamTranslator for Chain<A, B> 
     fn dropped(&self) -> u64 {
         self.0.dropped() + self.1.dropped()
     }
+
+    // The upstream's events are the first translator's: the cap is its to keep.
+    fn limit_events(&mut self, max: usize) {
+        self.0.limit_events(max);
+    }
+
+    fn overflowed(&self) -> bool {
+        self.0.overflowed()
+    }
 }
 
 #[cfg(test)]
@@ -424,6 +512,19 @@ mod tests {
 
     /// Makes a fresh translator.
     type Make = Box<dyn Fn() -> Box<dyn StreamTranslator>>;
+
+    /// A Gemini stream of a text chunk, then the mock's call (sent whole, with the finish).
+    fn gemini_tool_frames() -> Vec<u8> {
+        let text = serde_json::json!({"candidates": [{"content": {"role": "model", "parts": [{"text": "Checking."}]},
+            "index": 0}], "modelVersion": "m", "responseId": "gemini-mock-1"});
+        format!("data: {text}\r\n\r\ndata: {}\r\n\r\n", mock::tools::gemini("m", "f", 1)).into_bytes()
+    }
+
+    /// What a Responses stream repeats of a request with a tool.
+    fn echo() -> responses::Echo {
+        let req = br#"{"input":"hi","tools":[{"type":"function","name":"f"}]}"#;
+        responses::request(req, "m", true).unwrap().echo
+    }
 
     /// (name, translator, a whole upstream stream in the provider's format).
     fn translators() -> Vec<(&'static str, Make, Vec<u8>)> {
@@ -461,6 +562,34 @@ mod tests {
                 "gemini→messages text",
                 Box::new(|| Box::new(Chain(gemini::Stream::new("m", true), messages::Stream::new("m")))),
                 join(mock::gemini_frames("m", reply, 1)),
+            ),
+            (
+                "anthropic→responses text",
+                Box::new(|| {
+                    Box::new(Chain(anthropic::Stream::new(true), responses::Stream::new("m", echo())))
+                }),
+                join(mock::anthropic_frames("m", reply, 1)),
+            ),
+            (
+                "anthropic→responses tool",
+                Box::new(|| {
+                    Box::new(Chain(anthropic::Stream::new(true), responses::Stream::new("m", echo())))
+                }),
+                join(mock::tools::anthropic_frames("m", "f", 1)),
+            ),
+            (
+                "gemini→responses text",
+                Box::new(|| {
+                    Box::new(Chain(gemini::Stream::new("m", true), responses::Stream::new("m", echo())))
+                }),
+                join(mock::gemini_frames("m", reply, 1)),
+            ),
+            (
+                "gemini→responses tool",
+                Box::new(|| {
+                    Box::new(Chain(gemini::Stream::new("m", true), responses::Stream::new("m", echo())))
+                }),
+                gemini_tool_frames(),
             ),
         ]
     }

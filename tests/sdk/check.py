@@ -85,33 +85,59 @@ for model in ["openai/text-embedding-3-small", "gemini/text-embedding-004"]:
     e = oa.embeddings.create(model=model, input=["a", "b"])
     check(len(e.data) == 2 and len(e.data[1].embedding) == 8, f"{model}: embeddings {e}")
 
-# The Responses API, relayed natively to an openai-kind provider (translation to the other kinds
-# is a later slice): a full answer, a raw event stream, and the SDK's stream helper, which
-# rebuilds the response from the events (their indices and item ids must agree).
-# Both kinds that serve it natively: openai, and azure (its v1 API, the deployment in the body).
-for model in ["openai/gpt-4o", "azure/gpt4o-prod"]:
+# The Responses API through every kind: relayed natively to openai and azure (its v1 API, the
+# deployment in the body), translated through chat for anthropic and gemini. A full answer, a raw
+# event stream, and the SDK's stream helper, which rebuilds the response from the events (their
+# indices and item ids must agree).
+responses_models = ["openai/gpt-4o", "azure/gpt4o-prod", "anthropic/claude-sonnet-4-5", "gemini/gemini-2.5-flash"]
+for model in responses_models:
     r = oa.responses.create(model=model, input="hi", instructions="Be brief.")
     check(r.output_text == reply, f"{model} responses: output_text {r.output_text!r}")
     check(r.status == "completed" and r.usage.output_tokens == 11, f"{model} responses: status/usage {r}")
-    text, kinds, final = "", [], None
+    text, kinds, final, seqs = "", [], None, []
     for event in oa.responses.create(model=model, input=[{"role": "user", "content": "hi"}], stream=True):
         kinds.append(event.type)
+        seqs.append(event.sequence_number)
         if event.type == "response.output_text.delta":
             text += event.delta
         if event.type == "response.completed":
             final = event.response
     check(text == reply, f"{model} responses stream: text {text!r}")
     check(kinds[0] == "response.created" and kinds[-1] == "response.completed", f"{model} responses stream: {kinds}")
+    check(seqs == list(range(len(seqs))), f"{model} responses stream: sequence numbers {seqs}")
     check(final is not None and final.usage.output_tokens == 11, f"{model} responses stream: final {final}")
-with oa.responses.stream(model="openai/gpt-4o", input="hi") as s:
-    deltas = "".join(e.delta for e in s if e.type == "response.output_text.delta")
-    final = s.get_final_response()
-check(deltas == reply and final.output_text == reply, f"responses stream helper: {deltas!r} {final}")
-try:
-    oa.responses.create(model="anthropic/claude-sonnet-4-5", input="hi")
-    check(False, "responses to an anthropic provider must fail (not translated yet)")
-except openai.BadRequestError as err:
-    check(err.body.get("code") == "unsupported_provider_format", f"responses 400 body {err.body}")
+    with oa.responses.stream(model=model, input="hi") as s:
+        deltas = "".join(e.delta for e in s if e.type == "response.output_text.delta")
+        final = s.get_final_response()
+    check(deltas == reply and final.output_text == reply, f"{model} responses stream helper: {deltas!r} {final}")
+
+# Translated function tools: the call, its output sent back, and the call streamed.
+tools = [{"type": "function", "name": "lookup", "description": "Look up a thing",
+          "parameters": {"type": "object", "properties": {"q": {"type": "string"}}, "required": ["q"]}}]
+for model in ["anthropic/claude-sonnet-4-5", "gemini/gemini-2.5-flash"]:
+    r = oa.responses.create(model=model, input="find it", tools=tools, tool_choice="auto")
+    calls = [o for o in r.output if o.type == "function_call"]
+    check(len(calls) == 1 and calls[0].name == "lookup", f"{model} responses tool: {r.output}")
+    check(json.loads(calls[0].arguments) == {"q": "mock"}, f"{model} responses tool arguments: {calls[0]}")
+    back = [{"role": "user", "content": "find it"},
+            {"type": "function_call", "call_id": calls[0].call_id, "name": "lookup", "arguments": calls[0].arguments},
+            {"type": "function_call_output", "call_id": calls[0].call_id, "output": "found"}]
+    r = oa.responses.create(model=model, input=back, tools=tools)
+    check(r.output_text == reply, f"{model} responses tool result: {r.output_text!r}")
+    with oa.responses.stream(model=model, input="find it", tools=tools) as s:
+        args = "".join(e.delta for e in s if e.type == "response.function_call_arguments.delta")
+        final = s.get_final_response()
+    calls = [o for o in final.output if o.type == "function_call"]
+    check(args == '{"q":"mock"}' and len(calls) == 1 and calls[0].arguments == args, f"{model} streamed tool: {final}")
+
+# What needs OpenAI's stored state is refused for the other kinds, naming the parameter.
+for model in ["anthropic/claude-sonnet-4-5", "gemini/gemini-2.5-flash"]:
+    try:
+        oa.responses.create(model=model, input="hi", store=True)
+        check(False, f"{model}: store=True must fail")
+    except openai.BadRequestError as err:
+        check(err.body.get("param") == "store" and "store: false" in err.body.get("message", ""),
+              f"{model} responses 400 body {err.body}")
 
 # Errors arrive as the SDK's typed exceptions.
 try:

@@ -186,8 +186,9 @@ pub(super) fn caller_fault(
 }
 
 /// The request cannot be written in the provider's format.
-pub(super) fn untranslatable(c: &Candidate<'_>, why: String) -> Attempted {
-    Answered::from(c, Answer::Untranslatable { provider: c.provider.name.clone(), why })
+pub(super) fn untranslatable(c: &Candidate<'_>, e: crate::translate::TranslateError) -> Attempted {
+    let (why, param) = (e.message, e.param);
+    Answered::from(c, Answer::Untranslatable { provider: c.provider.name.clone(), why, param })
 }
 
 /// `x-tier1-dropped-params`: what the translation could not carry over.

@@ -108,7 +108,7 @@ pub(super) async fn attempt<'a>(
     let translated = match p.dialect(job.operation) {
         Some(d) => match d.request(job.operation, job.body, c.deployment, p.default_max_tokens, job.stream) {
             Ok(t) => Some(t),
-            Err(e) => return answer::untranslatable(c, e.0),
+            Err(e) => return answer::untranslatable(c, e),
         },
         None => None,
     };

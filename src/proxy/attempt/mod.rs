@@ -229,6 +229,8 @@ pub(crate) enum Answer {
         provider: Arc<str>,
         /// What could not be translated.
         why: String,
+        /// The request parameter at fault, if one is.
+        param: Option<&'static str>,
     },
 }
 

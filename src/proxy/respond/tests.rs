@@ -144,7 +144,7 @@ fn error_headers_say_how_to_authenticate_what_is_allowed_and_when_to_come_back()
 
 #[test]
 fn an_untranslatable_request_is_the_callers_400_in_either_format() {
-    let e = ProxyError::Untranslatable { provider: Arc::from("claude"), why: "n > 1".into() };
+    let e = ProxyError::Untranslatable { provider: Arc::from("claude"), why: "n > 1".into(), param: None };
     let r = error(&e, Dialect::OpenAi);
     assert_eq!(r.status(), StatusCode::BAD_REQUEST);
     assert_eq!(r.headers()[header::CONTENT_TYPE], "application/json");
