@@ -169,8 +169,8 @@ pub(crate) enum ProxyError {
     /// `server.max_inflight` requests are already in flight.
     #[error("tier1 is at its concurrency limit; retry shortly")]
     Busy,
-    /// A caller rate limit refused the request.
-    #[error("rate limit '{}' exceeded", .0.limit)]
+    /// A caller rate limit or budget refused the request.
+    #[error("{0}")]
     Limited(Box<crate::ratelimit::Rejection>),
     /// The model's providers do not speak the request's format (translation between formats is
     /// not built yet, as for the Responses API to Anthropic or Gemini).

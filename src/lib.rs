@@ -156,6 +156,7 @@ pub async fn serve(
         metrics.enable_redis()?;
     }
     metrics.limits_configured(config.limits.iter().map(|l| &l.name));
+    metrics.budgets_configured(&config.budgets);
     let registry = Arc::new(Registry::default());
     let live = Snapshot::build(&config, &registry)?;
     let admin_listener = bound_or_bind(admin_listener, config.server.admin_listen, "admin_listen").await?;

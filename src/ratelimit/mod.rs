@@ -64,7 +64,7 @@ pub use clock::unix_ms;
 pub(crate) use counters::CounterId;
 use counters::{Counters, Inflights};
 pub use fleet::Fleet;
-pub use limits::{Facts, Limits, estimate_tokens};
+pub use limits::{Facts, Limits, Spend, estimate_tokens};
 pub(crate) use sweep::sweeper;
 pub(crate) use ticket::Ticket;
 
@@ -108,6 +108,18 @@ impl Limiter {
     /// Now, in unix ms, on the limiter's clock: what its windows, expiry and sync are aligned on.
     pub fn now_ms(&self) -> u64 {
         self.clock.now_ms()
+    }
+
+    /// Counts what budget `budget` was charged in the end (`dim`: micro-USD or tokens).
+    fn spent(&self, budget: &str, dim: counters::Dim, amount: f64) {
+        let Some(m) = &self.metrics else { return };
+        let label = crate::metrics::labels::Budget { budget };
+        match dim {
+            counters::Dim::Usd => m.budget_spent_usd_total.get(label).inc_by(amount.max(0.0) / 1e6),
+            counters::Dim::Tokens | counters::Dim::Requests => {
+                m.budget_spent_tokens_total.get(label).inc_by(amount.max(0.0) as u64);
+            }
+        }
     }
 
     fn overflowed(&self, limit: &str) {

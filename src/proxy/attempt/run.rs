@@ -34,7 +34,8 @@ pub(crate) async fn run<'a>(
 ) -> Result<Answered, Exhausted> {
     budget.on_request(job.clock.now());
     let key_open = |c: &Candidate<'a>, k: &crate::providers::Key| {
-        job.limiter.key_open(&job.live.limits, &c.provider.name, &k.name, c.model, job.tokens)
+        let spend = crate::ratelimit::Spend::estimate(job.body.len(), job.scanned.max_tokens, [c.costs]);
+        job.limiter.key_open(&job.live.limits, &c.provider.name, &k.name, c.model, spend)
     };
     let mut planner = Planner::new(cands, &key_open, fastrand::Rng::new(), job.tokens);
     let mut failures: Vec<AttemptRecord> = Vec::new();
