@@ -12,7 +12,7 @@
 //! 5. **scan** ([`json`]): simd-json validation; spans of `model`, `stream` and fallbacks.
 //! 6. **route** ([`proxy::forward`], [`routing`]): exact name, glob, then `provider/model`; the
 //!    candidates in strategy order, then the request-level fallbacks.
-//! 7. **admit** ([`proxy::forward`], [`ratelimit`]): the caller's rate limits, locally; a strict
+//! 7. **admit** ([`proxy::forward`], [`ratelimit`]): the caller's rate limits and budgets, locally; a strict
 //!    limit asks Redis ([`shared`]) with one atomic call.
 //! 8. **plan** ([`proxy::attempt`] `plan`): which candidate and key next, or how long to wait.
 //! 9. **attempt**, once per try ([`proxy::attempt`] `run` and `exchange`; hedges race here):

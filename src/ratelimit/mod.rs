@@ -16,6 +16,12 @@
 //! Tokens are pre-charged at an estimate (prompt bytes / 4 + `max_tokens`) and settled with the
 //! provider's reported usage when the response ends.
 //!
+//! **Budgets** (`[[budgets]]`) are limits too: counters in micro-USD ([`Spend`], priced from the
+//! targets' costs) and/or tokens, over *fixed* windows aligned on unix-epoch multiples of `per`
+//! (the previous window weighs nothing; every replica agrees on the reset). They reserve and settle
+//! like the token limits, sync the same way (their own Redis keys, `{prefix}:bg:…`), and refuse with
+//! a [`Rejection`] that carries the reset time.
+//!
 //! **Bounded state.** A scope such as `header:x-relay-token-id` takes whatever values clients
 //! send, so the state per limit is bounded twice. Idle counters expire: a sweep every second
 //! ([`sweeper`], with or without Redis) drops those unused for two windows (their counts are 0 by

@@ -99,6 +99,21 @@ async fn a_token_budget_settles_with_the_usage_and_counts_its_spend() {
     assert!(lim.admit(&l, &dear, false).unwrap_err().is_budget());
 }
 
+#[tokio::test(start_paused = true)]
+async fn a_provider_key_budget_closes_the_key_until_settled_lower() {
+    let l = budgets(
+        "[providers.p]\nkind = \"mock\"\n[[providers.p.keys]]\nname = \"k\"\nsecret = \"s-123\"\n\
+         [[budgets]]\nname = \"key\"\nscope = \"provider_key\"\nusd = 0.01\n",
+    );
+    let lim = standalone();
+    let attempt = Spend { tokens: 10, micro_usd: 6_000.0 };
+    assert!(lim.key_open(&l, "p", "k", "m", attempt));
+    let mut t = lim.charge_key(&l, "p", "k", "m", attempt);
+    assert!(!lim.key_open(&l, "p", "k", "m", attempt), "12 000 would be over 10 000");
+    t.settle(Some(Spend { tokens: 10, micro_usd: 1_000.0 }));
+    assert!(lim.key_open(&l, "p", "k", "m", attempt));
+}
+
 #[test]
 fn budgets_are_validated() {
     let bad =
