@@ -12,7 +12,7 @@ use criterion::{Criterion, criterion_group, criterion_main};
 use http::HeaderMap;
 use tier1::testing::config::{Format, parse};
 use tier1::testing::ratelimit::window::{Window, position, wait_ms};
-use tier1::testing::ratelimit::{Facts, Fleet, Limiter, Limits, estimate_tokens};
+use tier1::testing::ratelimit::{Facts, Fleet, Limiter, Limits, Spend, estimate_tokens};
 
 fn limits(text: &str) -> Limits {
     let c = parse(text, Format::Toml, &HashMap::<String, String>::new()).expect("bench limits are valid");
@@ -33,7 +33,14 @@ fn admit(c: &mut Criterion) {
     let mut headers = HeaderMap::new();
     headers.insert("x-relay-token-id", "user-7f3a9c".parse().unwrap());
     let tokens = estimate_tokens(1_800, Some(1024));
-    let facts = Facts { route: "smart", model: "gpt-4o", api_key: Some(0), headers: &headers, tokens };
+    let facts = Facts {
+        route: "smart",
+        model: "gpt-4o",
+        api_key: Some(0),
+        headers: &headers,
+        tokens,
+        micro_usd: 0.0,
+    };
     let mut group = c.benchmark_group("ratelimit");
 
     let admitted = limits(ADMITTED);
@@ -41,7 +48,7 @@ fn admit(c: &mut Criterion) {
     group.bench_function("admit_2_limits", |b| {
         b.iter(|| {
             let mut ticket = limiter.admit(black_box(&admitted), black_box(&facts), false).unwrap();
-            ticket.settle(Some(900));
+            ticket.settle(Some(Spend { tokens: 900, micro_usd: 0.0 }));
         });
     });
     group.bench_function("admit_2_limits_no_settle", |b| {

@@ -177,8 +177,8 @@ pub(crate) enum ProxyError {
     /// `server.max_inflight` requests are already in flight; a slot is likely free after this.
     #[error("tier1 is at its concurrency limit; retry shortly")]
     Busy(std::time::Duration),
-    /// A caller rate limit refused the request.
-    #[error("rate limit '{}' exceeded", .0.limit)]
+    /// A caller rate limit or budget refused the request.
+    #[error("{0}")]
     Limited(Box<crate::ratelimit::Rejection>),
     /// The model's providers do not speak the request's format (embeddings to Anthropic, say:
     /// Anthropic has no embeddings API to translate to).

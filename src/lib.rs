@@ -13,8 +13,8 @@
 //! 6. **route** ([`proxy::forward`], [`routing`]): exact name, glob, then `provider/model`; the
 //!    candidates in strategy order (a route with `affinity`: in the session's rendezvous order,
 //!    [`proxy::affinity`]), then the request-level fallbacks.
-//! 7. **admit** ([`proxy::forward`], [`ratelimit`]): the caller's rate limits, locally; a strict
-//!    limit asks Redis ([`shared`]) with one atomic call.
+//! 7. **admit** ([`proxy::forward`], [`ratelimit`]): the caller's rate limits and budgets,
+//!    locally; a strict limit asks Redis ([`shared`]) with one atomic call.
 //! 8. **plan** ([`proxy::attempt`] `plan`): which candidate and key next, or how long to wait.
 //! 9. **attempt**, once per try ([`proxy::attempt`] `run` and `exchange`; hedges race here):
 //!    the breakers' gates and the concurrency permits; **splice** the upstream model into the
@@ -157,6 +157,7 @@ pub async fn serve(
         metrics.enable_redis()?;
     }
     metrics.limits_configured(config.limits.iter().map(|l| &l.name));
+    metrics.budgets_configured(&config.budgets);
     let registry = Arc::new(Registry::default());
     let live = Snapshot::build(&config, &registry)?;
     let admin_listener = bound_or_bind(admin_listener, config.server.admin_listen, "admin_listen").await?;

@@ -262,6 +262,7 @@ impl Reloader {
         }
         state.metrics.config_loaded(&new_hash);
         state.metrics.limits_configured(config.limits.iter().map(|l| &l.name));
+        state.metrics.budgets_configured(&config.budgets);
         if let Ok(mut s) = self.status.lock() {
             let restart = restart_only(&config);
             if restart != s.restart_only {

@@ -218,6 +218,8 @@ impl Shared {
     ) -> Option<bool> {
         let mut conn = self.connection()?;
         let (index, frac) = crate::ratelimit::window::position(now, counter.window_ms);
+        // A budget's fixed window: the previous one weighs nothing.
+        let frac = if counter.fixed { 1.0 } else { frac };
         let mut call = STRICT.prepare_invoke();
         call.key(counter.redis_key(&self.prefix, index))
             .key(counter.redis_key(&self.prefix, index.saturating_sub(1)))

@@ -59,7 +59,7 @@ impl Live {
             reload: config.reload.clone(),
             front: config.front.clone(),
             log_sample: config.log.sample,
-            limits: crate::ratelimit::Limits::new(&config.limits),
+            limits: crate::ratelimit::Limits::new(&config.limits).with_budgets(&config.budgets),
             table: RoutingTable::new(config, registry),
             providers,
             api_keys: config.server.api_keys.clone(),

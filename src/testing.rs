@@ -47,7 +47,7 @@ pub mod proxy {
 
 /// Rate limits.
 pub mod ratelimit {
-    pub use crate::ratelimit::{Facts, Fleet, Limiter, Limits, estimate_tokens, unix_ms, window};
+    pub use crate::ratelimit::{Facts, Fleet, Limiter, Limits, Spend, estimate_tokens, unix_ms, window};
 }
 
 /// Runtime state.

@@ -466,3 +466,113 @@ fn redis_certificates_need_rediss_and_readable_files() {
     ));
     assert!(e.contains("redis.client_cert"), "a key that does not match: {e}");
 }
+
+/// A route whose target costs 100 µUSD per input token and 1 000 per output token: the mock's
+/// answer (9 prompt and 11 completion tokens) costs 11 900 µUSD; a request with `max_tokens = 11`
+/// (78 bytes: 19 tokens of prompt by its size) is reserved at 12 900.
+const PRICED: &str = r#"
+[[routes]]
+name = "priced"
+targets = [{ provider = "b", model = "m", input_cost = 100.0, output_cost = 1000.0 }]
+[[routes]]
+name = "exact"
+targets = [{ provider = "b", model = "m", input_cost = 0.0, output_cost = 1000.0 }]
+"#;
+
+fn priced(model: &str) -> String {
+    format!(r#"{{"model":"{model}","messages":[{{"role":"user","content":"hi"}}],"max_tokens":11}}"#)
+}
+
+/// The sum of `series` over the fleet's `/metrics`.
+async fn fleet_metric(fleet: &[Arc<Tier1>], series: &str) -> f64 {
+    let mut sum = 0.0;
+    for t in fleet {
+        sum += metric(&get(&t.url("/metrics")).await.text(), series).unwrap_or(0.0);
+    }
+    sum
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_budget_holds_fleet_wide_within_the_overshoot_bound_and_says_when_it_resets() {
+    let redis = RedisServer::start().await;
+    let mock = MockUpstream::start(MockConfig::default()).await.unwrap();
+    // 4 answers at their cost plus one reservation: 5 requests' worth, 0.0605 USD a day per user.
+    let budget = "[[budgets]]\nname = \"daily\"\nscope = \"header:x-relay-token-id\"\nusd = 0.0605\nper = \"1d\"\nroutes = [\"priced\"]\n";
+    let fleet = fleet(&redis, &mock, &format!("{PRICED}{budget}")).await;
+    // 30 requests at a paced 50/s, round robin over the three replicas.
+    let mut statuses = Vec::new();
+    let mut tick = tokio::time::interval(Duration::from_millis(20));
+    for i in 0..30usize {
+        tick.tick().await;
+        let t = &fleet[i % 3];
+        statuses.push(
+            post(&t.url("/v1/chat/completions"), &user("alice"), &priced("priced")).await.status.as_u16(),
+        );
+    }
+    assert!(statuses.iter().all(|s| *s == 200 || *s == 429), "{statuses:?}");
+    let admitted = statuses.iter().filter(|s| **s == 200).count();
+    // Overshoot bound: replicas × rate × sync interval × one request = 3 × 16.7/s × 0.02 s ≈ 1
+    // request (plus one sync round trip).
+    eprintln!("budget: {admitted} of 30 admitted under a 5-request budget");
+    assert!((5..=7).contains(&admitted), "{admitted} admitted of a 5-request budget: {statuses:?}");
+    assert_eq!(mock.stats.snapshot().requests, admitted as u64);
+    // Settled with the actual cost (11 900 µUSD each), not the estimate (12 900).
+    let spent = fleet_metric(&fleet, "tier1_budget_spent_usd_total{budget=\"daily\"}").await;
+    assert!((spent - admitted as f64 * 0.0119).abs() < 1e-9, "{spent} USD spent by {admitted}");
+    let refused = fleet_metric(&fleet, "tier1_budget_rejections_total{budget=\"daily\"}").await;
+    assert_eq!(refused as usize, 30 - admitted);
+    // Another user is untouched.
+    assert_eq!(
+        post(&fleet[1].url("/v1/chat/completions"), &user("bob"), &priced("priced")).await.status,
+        200
+    );
+    // The refusal: budget_exceeded, Retry-After to midnight UTC, the reset time in the body.
+    let now_s = tier1::testing::ratelimit::unix_ms() / 1000;
+    let midnight = (now_s / 86_400 + 1) * 86_400;
+    let r = post(&fleet[2].url("/v1/chat/completions"), &user("alice"), &priced("priced")).await;
+    assert_eq!(r.status, 429);
+    assert_eq!(r.header("x-tier1-budget"), Some("daily"));
+    let retry: u64 = r.header("retry-after").unwrap().parse().unwrap();
+    assert!(retry.abs_diff(midnight - now_s) <= 2, "Retry-After {retry}, midnight in {}", midnight - now_s);
+    let v = r.json();
+    assert_eq!(v["error"]["code"], "budget_exceeded");
+    assert_eq!(v["error"]["resets_at"], midnight);
+    // Anthropic's format on /v1/messages.
+    let messages = r#"{"model":"priced","max_tokens":11,"messages":[{"role":"user","content":"hi"}]}"#;
+    let r = post(&fleet[0].url("/v1/messages"), &user("alice"), messages).await;
+    assert_eq!(r.status, 429);
+    let v = r.json();
+    assert_eq!((v["type"].as_str(), v["error"]["type"].as_str()), (Some("error"), Some("rate_limit_error")));
+    assert_eq!(v["error"]["resets_at"], midnight);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_strict_budget_is_exact_under_concurrency() {
+    let redis = RedisServer::start().await;
+    let mock = MockUpstream::start(MockConfig::default()).await.unwrap();
+    // 11 000 µUSD a request, reserved and spent alike: exactly 5 fit in 0.055 USD.
+    let budget = "[[budgets]]\nname = \"exact\"\nscope = \"header:x-relay-token-id\"\nusd = 0.055\nper = \"1d\"\nmode = \"strict\"\n";
+    let fleet = fleet(&redis, &mock, &format!("{PRICED}{budget}")).await;
+    let mut tasks = Vec::new();
+    for i in 0..60usize {
+        let t = fleet[i % 3].clone();
+        tasks.push(tokio::spawn(async move {
+            post(&t.url("/v1/chat/completions"), &user("carol"), &priced("exact")).await.status.as_u16()
+        }));
+    }
+    let mut admitted = 0;
+    for task in tasks {
+        let s = task.await.unwrap();
+        assert!(s == 200 || s == 429, "{s}");
+        admitted += usize::from(s == 200);
+    }
+    assert_eq!(admitted, 5);
+    assert_eq!(mock.stats.snapshot().requests, 5);
+    // The strict reservations are settled too (and counted), at 0.011 USD each.
+    let spent = fleet_metric(&fleet, "tier1_budget_spent_usd_total{budget=\"exact\"}").await;
+    assert!((spent - 0.055).abs() < 1e-9, "{spent}");
+    assert_eq!(
+        post(&fleet[0].url("/v1/chat/completions"), &user("dave"), &priced("exact")).await.status,
+        200
+    );
+}

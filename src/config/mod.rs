@@ -50,6 +50,8 @@ pub struct Config {
     pub redis: Option<RedisConfig>,
     /// `[[limits]]`, plus one per key with `rpm`/`tpm`.
     pub limits: Vec<LimitConfig>,
+    /// `[[budgets]]`: spend limits (USD and/or tokens) over long fixed windows, as limits.
+    pub budgets: Vec<LimitConfig>,
     /// `[front]`.
     pub front: FrontConfig,
 }
@@ -156,6 +158,11 @@ pub struct LimitConfig {
     pub key: Option<(String, String)>,
     /// Distinct scope values with their own counters; new ones past it share one overflow bucket.
     pub max_keys: usize,
+    /// A budget's spend per window, in micro-USD (`usd` × 10⁶).
+    pub micro_usd: Option<u64>,
+    /// A `[[budgets]]` entry: counted in fixed windows aligned on unix-epoch multiples of `per`
+    /// (every replica agrees on the reset), refused with `budget_exceeded`.
+    pub budget: bool,
 }
 
 /// `max_keys` when a limit does not set it.

@@ -143,6 +143,9 @@ pub(super) struct RawConfig {
     /// Rate limits.
     #[serde(default)]
     pub limits: Vec<RawLimit>,
+    /// Spend limits per caller.
+    #[serde(default)]
+    pub budgets: Vec<RawSpendBudget>,
     /// What tier1 learns from the front (OmniRoute) beyond its requests.
     #[serde(default)]
     pub front: RawFront,
@@ -216,6 +219,32 @@ pub(super) struct RawLimit {
     pub mode: Option<String>,
     /// Distinct scope values counted on their own (default 100000); past it, new ones share one
     /// overflow bucket.
+    pub max_keys: Option<usize>,
+}
+
+/// `[[budgets]]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawSpendBudget {
+    /// Name (metric label and `x-tier1-budget`).
+    pub name: Option<String>,
+    /// global, route, provider_key, api_key or header:NAME.
+    pub scope: Option<String>,
+    /// USD per `per`, priced from the targets' `input_cost`/`output_cost`.
+    pub usd: Option<f64>,
+    /// Tokens (input + output) per `per`.
+    pub tokens: Option<u64>,
+    /// The window, at least 1h (default 1d), aligned on unix-epoch multiples of itself.
+    pub per: Option<String>,
+    /// Only these models (globs).
+    #[serde(default)]
+    pub models: Vec<String>,
+    /// Only these routes.
+    #[serde(default)]
+    pub routes: Vec<String>,
+    /// `async` (default) or `strict` (one atomic Redis call per request).
+    pub mode: Option<String>,
+    /// Distinct scope values counted on their own (default 100000).
     pub max_keys: Option<usize>,
 }
 

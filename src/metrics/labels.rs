@@ -168,6 +168,8 @@ labels! {
     Providers => Provider { provider: &'a str }
     /// The rate-limit families.
     Limits => Limit { limit: &'a str }
+    /// The budget families.
+    Budgets => Budget { budget: &'a str }
     /// `tier1_redis_errors_total`.
     RedisOps => RedisOp { op: &'a str }
     /// Reload families.

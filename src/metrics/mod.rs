@@ -109,6 +109,12 @@ pub struct Metrics {
     /// `tier1_ratelimit_keys_overflow_total{limit}`: requests with a new scope value past the
     /// limit's `max_keys`, counted in its shared overflow bucket.
     pub(crate) ratelimit_keys_overflow_total: Family<labels::Limits, IntCounterVec>,
+    /// `tier1_budget_rejections_total{budget}`: requests refused by a budget.
+    pub(crate) budget_rejections_total: Family<labels::Budgets, IntCounterVec>,
+    /// `tier1_budget_spent_usd_total{budget}`: USD charged to a budget, settled (this replica).
+    pub(crate) budget_spent_usd_total: Family<labels::Budgets, CounterVec>,
+    /// `tier1_budget_spent_tokens_total{budget}`: tokens charged to a budget, settled.
+    pub(crate) budget_spent_tokens_total: Family<labels::Budgets, IntCounterVec>,
     /// `tier1_redis_up`: 1 when the last sync with Redis succeeded (0 also without Redis).
     pub(crate) redis_up: IntGauge,
     /// `tier1_redis_sync_seconds`: one sync batch.
@@ -350,6 +356,27 @@ impl Metrics {
                     "Requests with a new scope value past max_keys, counted in the limit's overflow bucket.",
                 ),
             )?,
+            budget_rejections_total: family(
+                r,
+                Family::counter(
+                    "tier1_budget_rejections_total",
+                    "Requests refused by a budget, by budget name.",
+                ),
+            )?,
+            budget_spent_usd_total: family(
+                r,
+                Family::float_counter(
+                    "tier1_budget_spent_usd_total",
+                    "USD charged to a budget by this replica (settled with the reported usage), by budget name.",
+                ),
+            )?,
+            budget_spent_tokens_total: family(
+                r,
+                Family::counter(
+                    "tier1_budget_spent_tokens_total",
+                    "Tokens charged to a budget by this replica (settled with the reported usage), by budget name.",
+                ),
+            )?,
             config_reloads_total: family(
                 r,
                 Family::counter(
@@ -441,6 +468,21 @@ impl Metrics {
             let limit = labels::Limit { limit: n.as_ref() };
             self.ratelimit_rejections_total.get(limit);
             self.ratelimit_keys_overflow_total.get(limit);
+        }
+    }
+
+    /// Makes each budget's series exist at 0 from the start, so rates work before the first
+    /// refusal.
+    pub fn budgets_configured(&self, budgets: &[crate::config::LimitConfig]) {
+        for b in budgets {
+            let budget = labels::Budget { budget: &b.name };
+            self.budget_rejections_total.get(budget);
+            if b.micro_usd.is_some() {
+                self.budget_spent_usd_total.get(budget);
+            }
+            if b.tokens.is_some() {
+                self.budget_spent_tokens_total.get(budget);
+            }
         }
     }
 

@@ -16,7 +16,7 @@ use http::HeaderValue;
 use tokio::time::Instant;
 
 use crate::metrics::{Metrics, TargetMetrics};
-use crate::ratelimit::Ticket;
+use crate::ratelimit::{Spend, Ticket};
 
 /// Labels of the route a request took, for metrics (bounded: configured names or two constants).
 #[derive(Debug, Clone)]
@@ -168,8 +168,9 @@ pub(crate) struct RequestRecord {
     tickets: [Option<Ticket>; 2],
     /// Where the usage is counted, once a provider answered.
     meter: Option<Meter>,
-    /// The usage of a resumed stream's earlier leg, already metered on its own target.
-    carried: Option<(u64, u64)>,
+    /// The usage of a resumed stream's earlier leg, already metered on its own target, and its
+    /// cost there (micro-USD).
+    carried: Option<(u64, u64, f64)>,
     /// The `server.max_inflight` slot, released with the record (at the end of the response).
     permit: Option<crate::resilience::Permit>,
     finished: bool,
@@ -236,8 +237,9 @@ impl RequestRecord {
             m.metrics.usage(input, output, m.costs);
         }
         if let Some((i, o)) = usage {
-            let (ci, co) = self.carried.unwrap_or((0, 0));
-            self.carried = Some((ci + i, co + o));
+            let cost = self.meter.as_ref().map_or(0.0, |m| Spend::priced(i, o, m.costs));
+            let (ci, co, cc) = self.carried.unwrap_or((0, 0, 0.0));
+            self.carried = Some((ci + i, co + o, cc + cost));
         }
         self.meter = Some(next);
     }
@@ -274,8 +276,8 @@ impl RequestRecord {
             })
             .observe(elapsed.as_secs_f64());
         let (usage, settle) = match end {
-            End::Done(usage) => (usage, usage.map(|(i, o)| i + o)),
-            End::Refund => (None, Some(0)),
+            End::Done(usage) => (usage, usage.map(|(i, o)| self.spend(i, o))),
+            End::Refund => (None, Some(Spend::ZERO)),
             End::Broken(usage) => (usage, None),
             End::Gone => (None, None),
         };
@@ -285,8 +287,11 @@ impl RequestRecord {
         // A resumed stream: the earlier legs' usage (metered already) joins the total.
         let (usage, settle) = match (self.carried, usage) {
             (None, _) => (usage, settle),
-            (Some((ci, co)), Some((i, o))) => (Some((ci + i, co + o)), settle.map(|s| s + ci + co)),
-            (Some(c), None) => (Some(c), settle),
+            (Some((ci, co, cc)), Some((i, o))) => (
+                Some((ci + i, co + o)),
+                settle.map(|s| Spend { tokens: s.tokens + ci + co, micro_usd: s.micro_usd + cc }),
+            ),
+            (Some((ci, co, _)), None) => (Some((ci, co)), settle),
         };
         for t in self.tickets.iter_mut().flatten() {
             t.settle(settle);
@@ -294,6 +299,12 @@ impl RequestRecord {
         let broken = matches!(end, End::Broken(_));
         let logged = if matches!(end, End::Done(_)) { usage } else { None };
         self.log(elapsed, broken, logged);
+    }
+
+    /// What `input` and `output` tokens spent, at the answering target's prices.
+    fn spend(&self, input: u64, output: u64) -> Spend {
+        let micro_usd = self.meter.as_ref().map_or(0.0, |m| Spend::priced(input, output, m.costs));
+        Spend { tokens: input + output, micro_usd }
     }
 
     /// The access-log line: every failure, and the sampled share of successes.

@@ -19,7 +19,7 @@ use crate::error::{Class, ProxyError};
 use crate::json::{self, Scanned, Schema};
 use crate::manifest::Catalog;
 use crate::providers::Operation;
-use crate::ratelimit::{Facts, Rejection, Ticket, estimate_tokens};
+use crate::ratelimit::{Facts, Rejection, Spend, Ticket};
 use crate::resilience::RetryBudget;
 use crate::routing::{Resolved, Route, Target};
 use crate::snapshot::Live;
@@ -46,18 +46,17 @@ pub(crate) async fn forward(
     let bytes = bytes?;
     let scanned = json::scan_capped(&bytes, schema(op), live.server.max_request_fallbacks)?;
     let routed = route(state, live, (&scanned, &bytes), &parts.headers, op, ctx)?;
-    let tokens = estimate_tokens(bytes.len(), scanned.max_tokens);
+    let estimate = Spend::estimate(bytes.len(), scanned.max_tokens, routed.cands.iter().map(|c| c.costs));
+    let tokens = estimate.tokens;
     let facts = Facts {
         route: ctx.route.as_str(),
         model: &scanned.model,
         api_key: headers::key_index(&parts.headers, &live.api_keys),
         headers: &parts.headers,
         tokens,
+        micro_usd: estimate.micro_usd,
     };
-    let ticket = admit(state, live, &facts).await.map_err(|r| {
-        state.metrics.ratelimit_rejections_total.get(crate::metrics::labels::Limit { limit: &r.limit }).inc();
-        ProxyError::Limited(Box::new(r))
-    })?;
+    let ticket = admit(state, live, &facts).await.map_err(|r| refused(state, r))?;
     // The tickets settle when the request ends: with the usage, or refunded for an error.
     if let Some(r) = ctx.record.as_mut() {
         r.keep(ticket);
@@ -266,6 +265,16 @@ fn answer(answered: Answered, op: Operation, stream: bool, ctx: &mut RequestCtx)
     resp
 }
 
+/// A refusal by a caller limit or budget, counted in its family.
+fn refused(state: &AppState, r: Rejection) -> ProxyError {
+    if r.is_budget() {
+        state.metrics.budget_rejections_total.get(crate::metrics::labels::Budget { budget: &r.limit }).inc();
+    } else {
+        state.metrics.ratelimit_rejections_total.get(crate::metrics::labels::Limit { limit: &r.limit }).inc();
+    }
+    ProxyError::Limited(Box::new(r))
+}
+
 /// Caller rate limits: the async ones locally; the strict ones through Redis, one atomic call
 /// each, or locally when Redis cannot answer and the limit does not fail closed.
 async fn admit(state: &AppState, live: &Live, facts: &Facts<'_>) -> Result<Ticket, Rejection> {
@@ -277,24 +286,17 @@ async fn admit(state: &AppState, live: &Live, facts: &Facts<'_>) -> Result<Ticke
     let mut local = false;
     for (name, id, limit, cost) in strict {
         match state.shared.strict(&id, limit, cost, state.ratelimit.now_ms()).await {
-            Some(true) => {}
+            // Its token or cost estimate settles like the others' (the correction reaches Redis
+            // through the sync, onto the same key).
+            Some(true) => ticket.reserved(id, cost),
             Some(false) => {
-                let (_, frac) = crate::ratelimit::window::position(state.ratelimit.now_ms(), id.window_ms);
-                let wait = ((1.0 - frac) * id.window_ms as f64).ceil() as u64;
-                return Err(Rejection {
-                    limit: name,
-                    retry_after: std::time::Duration::from_millis(wait.max(1000)),
-                    unavailable: false,
-                });
+                ticket.settle(Some(Spend::ZERO));
+                return Err(Rejection::strict(name, &id, state.ratelimit.now_ms()));
             }
             None => {
                 state.metrics.redis_errors_total.get(crate::metrics::labels::RedisOp { op: "strict" }).inc();
                 if state.shared.fleet.fail_closed.load(Ordering::Acquire) {
-                    return Err(Rejection {
-                        limit: name,
-                        retry_after: std::time::Duration::from_secs(1),
-                        unavailable: true,
-                    });
+                    return Err(Rejection::unavailable(name));
                 }
                 local = true;
             }

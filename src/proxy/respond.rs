@@ -68,6 +68,9 @@ fn status_of(e: &ProxyError) -> (StatusCode, &'static str, &'static str, Option<
         ProxyError::Limited(r) if r.unavailable => {
             (StatusCode::SERVICE_UNAVAILABLE, "rate_limit_error", "rate_limit_unavailable", None)
         }
+        ProxyError::Limited(r) if r.is_budget() => {
+            (StatusCode::TOO_MANY_REQUESTS, "rate_limit_error", "budget_exceeded", None)
+        }
         ProxyError::Limited(_) => {
             (StatusCode::TOO_MANY_REQUESTS, "rate_limit_error", "rate_limit_exceeded", None)
         }
@@ -78,7 +81,7 @@ fn status_of(e: &ProxyError) -> (StatusCode, &'static str, &'static str, Option<
 pub(crate) fn error(e: &ProxyError, dialect: Dialect) -> Response<Body> {
     let message = e.to_string();
     let (status, kind, code, param) = status_of(e);
-    let body = match (dialect, e) {
+    let mut body = match (dialect, e) {
         (Dialect::Anthropic, _) => {
             serde_json::json!({"type": "error", "error": {"type": anthropic_error_type(status.as_u16()), "message": message}})
         }
@@ -89,6 +92,12 @@ pub(crate) fn error(e: &ProxyError, dialect: Dialect) -> Response<Body> {
             serde_json::json!({"error": {"message": message, "type": kind, "param": param, "code": code}})
         }
     };
+    // A budget says when it resets (unix seconds), in either format's `error` object.
+    if let ProxyError::Limited(r) = e
+        && let (Some(at), Some(err)) = (r.resets_at_ms, body.get_mut("error"))
+    {
+        err["resets_at"] = serde_json::Value::from(at / 1000);
+    }
     let mut resp = Response::new(full(Bytes::from(body.to_string())));
     *resp.status_mut() = status;
     resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
@@ -123,8 +132,9 @@ fn error_headers(e: &ProxyError, status: StatusCode, headers: &mut HeaderMap) {
             let d = r.retry_after;
             let secs = (d.as_secs() + u64::from(d.subsec_nanos() > 0)).max(1);
             headers.insert(header::RETRY_AFTER, HeaderValue::from(secs));
+            let name = if r.is_budget() { "x-tier1-budget" } else { "x-tier1-limit" };
             if let Ok(v) = HeaderValue::from_str(&r.limit) {
-                headers.insert("x-tier1-limit", v);
+                headers.insert(name, v);
             }
         }
         ProxyError::Exhausted(_)

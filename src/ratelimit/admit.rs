@@ -7,9 +7,10 @@ use std::time::Duration;
 
 use super::Limiter;
 use super::counters::{Counter, CounterId, Counters, Dim};
+use super::limits::Spend;
 use super::limits::{Compiled, Facts, Limits};
 use super::ticket::Ticket;
-use super::window::{Window, position, wait_ms};
+use super::window::{Window, position, reset_at, wait_ms};
 
 /// Why a request was refused.
 #[derive(Debug, Clone)]
@@ -20,17 +21,53 @@ pub struct Rejection {
     pub retry_after: Duration,
     /// Redis is down and the limit fails closed (503, not 429).
     pub unavailable: bool,
+    /// A budget refused it: when its window resets (unix ms). `None`: a rate limit.
+    pub resets_at_ms: Option<u64>,
 }
 
 impl Rejection {
     /// Refused for a second: Redis is down and `limit` fails closed (503).
-    fn unavailable(limit: Arc<str>) -> Self {
-        Self { limit, retry_after: Duration::from_secs(1), unavailable: true }
+    pub(crate) fn unavailable(limit: Arc<str>) -> Self {
+        Self { limit, retry_after: Duration::from_secs(1), unavailable: true, resets_at_ms: None }
     }
 
     /// Refused by `limit` (429), to come back after `retry_after`.
     fn limited(limit: Arc<str>, retry_after: Duration) -> Self {
-        Self { limit, retry_after, unavailable: false }
+        Self { limit, retry_after, unavailable: false, resets_at_ms: None }
+    }
+
+    /// Refused by budget `limit` (429) at `now`: to come back when its fixed window resets.
+    fn budget(limit: Arc<str>, window_ms: u64, now: u64) -> Self {
+        let resets = reset_at(now, window_ms);
+        let retry_after = Duration::from_millis(resets.saturating_sub(now).max(1000));
+        Self { limit, retry_after, unavailable: false, resets_at_ms: Some(resets) }
+    }
+
+    /// Refused at `now` by the strict counter `id` of `limit`, as Redis answered: a budget until its
+    /// window resets, a rate limit until its current window ends.
+    pub(crate) fn strict(limit: Arc<str>, id: &CounterId, now: u64) -> Self {
+        if id.fixed {
+            return Self::budget(limit, id.window_ms, now);
+        }
+        let (_, frac) = position(now, id.window_ms);
+        let wait = ((1.0 - frac) * id.window_ms as f64).ceil() as u64;
+        Self::limited(limit, Duration::from_millis(wait.max(1000)))
+    }
+
+    /// Whether a budget (not a rate limit) refused it.
+    pub fn is_budget(&self) -> bool {
+        self.resets_at_ms.is_some()
+    }
+}
+
+impl std::fmt::Display for Rejection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.resets_at_ms {
+            Some(at) => {
+                write!(f, "budget '{}' exceeded; it resets at {} (unix seconds)", self.limit, at / 1000)
+            }
+            None => write!(f, "rate limit '{}' exceeded", self.limit),
+        }
     }
 }
 
@@ -44,7 +81,7 @@ type Charge = (CounterId, u64, f64);
 /// the scope value each limit counts it under (its own, or the overflow bucket).
 struct Pass {
     now: u64,
-    tokens: u64,
+    spend: Spend,
     charges: Vec<Charge>,
     slots: Vec<Arc<str>>,
 }
@@ -74,11 +111,15 @@ impl Limiter {
         if self.fleet.down() && self.fleet.fail_closed.load(Ordering::Acquire) {
             return Err(Rejection::unavailable(first.name.clone()));
         }
-        let Some(Pass { charges, slots, .. }) = self.count(&applicable, facts.tokens, now)? else {
+        let spend = Spend { tokens: facts.tokens, micro_usd: facts.micro_usd };
+        let Some(Pass { charges, slots, .. }) = self.count(&applicable, spend, now)? else {
             return Ok(ticket);
         };
-        ticket.tokens =
-            charges.into_iter().filter(|(id, ..)| id.dim == Dim::Tokens).map(|(id, _, c)| (id, c)).collect();
+        ticket.charged = charges
+            .into_iter()
+            .filter(|(id, ..)| id.dim != Dim::Requests)
+            .map(|(id, _, c)| (id, c))
+            .collect();
         // Concurrency, checked last so a refused request holds no slot.
         self.hold(&applicable, slots, now, &mut ticket)?;
         Ok(ticket)
@@ -86,8 +127,13 @@ impl Limiter {
 
     /// Checks every counter of the applicable limits, then charges them all: nothing is charged
     /// when one refuses. `None` when the counters are unavailable (a poisoned lock admits).
-    fn count(&self, applicable: &[Applicable<'_>], tokens: u64, now: u64) -> Result<Option<Pass>, Rejection> {
-        let mut pass = Pass { now, tokens, charges: Vec::new(), slots: Vec::with_capacity(applicable.len()) };
+    fn count(
+        &self,
+        applicable: &[Applicable<'_>],
+        spend: Spend,
+        now: u64,
+    ) -> Result<Option<Pass>, Rejection> {
+        let mut pass = Pass { now, spend, charges: Vec::new(), slots: Vec::with_capacity(applicable.len()) };
         let Ok(mut counters) = self.counters.lock() else { return Ok(None) };
         for (c, key) in applicable {
             let (key, overflowed) = counters.slot(c, key.clone());
@@ -116,11 +162,14 @@ impl Limiter {
     ) -> Result<(), Rejection> {
         let (now, sync) = (pass.now, self.fleet.configured);
         let first = c.first_dim();
-        for (dim, limit, cost) in c.dims(pass.tokens) {
+        for (dim, limit, cost) in c.dims(pass.spend) {
             let id = c.counter(dim, key);
             let counted = Some(dim) == first && !overflowed;
             let counter = counters.touch(&id, counted, sync, now);
             if let Some(full) = self.full(counter, &id, limit, cost, now) {
+                if c.cfg.budget {
+                    return Err(Rejection::budget(c.name.clone(), c.window_ms, now));
+                }
                 let wait = wait_ms(&full.window, full.frac, c.window_ms, full.limit, cost);
                 return Err(Rejection::limited(c.name.clone(), Duration::from_millis(wait.max(1000))));
             }
@@ -173,7 +222,7 @@ impl Limiter {
 
     /// Whether a provider key is within its own limits for `model` now (else it is skipped, like a
     /// resting key).
-    pub fn key_open(&self, limits: &Limits, provider: &str, key: &str, model: &str, tokens: u64) -> bool {
+    pub fn key_open(&self, limits: &Limits, provider: &str, key: &str, model: &str, spend: Spend) -> bool {
         let mut applicable = limits.for_key(provider, key, model).peekable();
         if applicable.peek().is_none() {
             return true;
@@ -184,7 +233,7 @@ impl Limiter {
         let scope: Arc<str> = Arc::from(format!("{provider}/{key}").as_str());
         for c in applicable {
             let first = c.first_dim();
-            for (dim, limit, cost) in c.dims(tokens) {
+            for (dim, limit, cost) in c.dims(spend) {
                 let id = c.counter(dim, &scope);
                 let counter = counters.touch(&id, Some(dim) == first, sync, now);
                 if self.full(counter, &id, limit, cost, now).is_some() {
@@ -202,7 +251,7 @@ impl Limiter {
         provider: &str,
         key: &str,
         model: &str,
-        tokens: u64,
+        spend: Spend,
     ) -> Ticket {
         let now = self.now_ms();
         let mut ticket = Ticket::empty(self.clone());
@@ -211,15 +260,15 @@ impl Limiter {
         let Ok(mut counters) = self.counters.lock() else { return ticket };
         for c in limits.for_key(provider, key, model) {
             let first = c.first_dim();
-            for (dim, _, cost) in c.dims(tokens) {
+            for (dim, _, cost) in c.dims(spend) {
                 let id = c.counter(dim, &scope);
                 counters.touch(&id, Some(dim) == first, sync, now).charge(
                     position(now, c.window_ms).0,
                     cost,
                     now,
                 );
-                if dim == Dim::Tokens {
-                    ticket.tokens.push((id, cost));
+                if dim != Dim::Requests {
+                    ticket.charged.push((id, cost));
                 }
             }
         }
@@ -248,6 +297,8 @@ impl Limiter {
     /// not had acknowledged yet) or this replica's own counts.
     fn usage(&self, c: &mut Counter, id: &CounterId, now: u64) -> (f64, f64, Window, bool) {
         let (index, frac) = position(now, id.window_ms);
+        // A budget's fixed window: the previous one no longer counts at all.
+        let weight = if id.fixed { 1.0 } else { frac };
         c.own.roll(index);
         let fresh = self.fleet.up.load(Ordering::Acquire)
             && now.saturating_sub(c.fleet_at) <= self.fleet.fresh_for_ms.load(Ordering::Acquire);
@@ -256,9 +307,9 @@ impl Limiter {
             let mut w = c.fleet;
             w.curr += c.pending_in(index);
             w.prev += c.pending_in(index.saturating_sub(1));
-            (w.usage(frac), frac, w, true)
+            (w.usage(weight), frac, w, true)
         } else {
-            (c.own.usage(frac), frac, c.own, false)
+            (c.own.usage(weight), frac, c.own, false)
         }
     }
 }

@@ -22,6 +22,8 @@ pub enum Dim {
     Requests,
     /// Tokens.
     Tokens,
+    /// Micro-USD (budgets).
+    Usd,
 }
 
 impl Dim {
@@ -29,6 +31,7 @@ impl Dim {
         match self {
             Self::Requests => "req",
             Self::Tokens => "tok",
+            Self::Usd => "usd",
         }
     }
 }
@@ -44,13 +47,16 @@ pub struct CounterId {
     pub window_ms: u64,
     /// Scope value (sanitised).
     pub key: Arc<str>,
+    /// A budget's counter: a fixed window (the previous one does not count), its own Redis keys.
+    pub fixed: bool,
 }
 
 impl CounterId {
     /// The Redis key of window `index` (hash-tagged on the prefix: one cluster slot).
     pub fn redis_key(&self, prefix: &str, index: u64) -> String {
         format!(
-            "{{{prefix}}}:rl:{}:{}:{}:{}:{index}",
+            "{{{prefix}}}:{}:{}:{}:{}:{}:{index}",
+            if self.fixed { "bg" } else { "rl" },
             self.limit,
             self.dim.as_str(),
             self.window_ms,

@@ -20,6 +20,43 @@ pub struct Facts<'a> {
     pub headers: &'a HeaderMap,
     /// Estimated tokens.
     pub tokens: u64,
+    /// Estimated cost, in micro-USD (for budgets; [`Spend::estimate`]).
+    pub micro_usd: f64,
+}
+
+/// What a request spends: tokens, and their cost in micro-USD. An estimate at admission, the
+/// provider's reported usage at the end.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Spend {
+    /// Input plus output tokens.
+    pub tokens: u64,
+    /// Cost in micro-USD.
+    pub micro_usd: f64,
+}
+
+impl Spend {
+    /// Nothing spent: what an error refunds to.
+    pub const ZERO: Self = Self { tokens: 0, micro_usd: 0.0 };
+
+    /// The cost of `input` and `output` tokens at `costs` (USD per million input and output
+    /// tokens, which is micro-USD per token).
+    pub fn priced(input: u64, output: u64, costs: (f64, f64)) -> f64 {
+        input as f64 * costs.0 + output as f64 * costs.1
+    }
+
+    /// A request's estimate before it is sent: prompt bytes / 4 input tokens and `max_tokens`
+    /// output tokens ([`estimate_tokens`]), priced at the most expensive of `costs` (any candidate
+    /// may end up answering, after a failover).
+    pub fn estimate(
+        body_len: usize,
+        max_tokens: Option<u64>,
+        costs: impl IntoIterator<Item = (f64, f64)>,
+    ) -> Self {
+        let input = body_len as u64 / 4;
+        let output = max_tokens.unwrap_or(0);
+        let micro_usd = costs.into_iter().map(|c| Self::priced(input, output, c)).fold(0.0, f64::max);
+        Self { tokens: estimate_tokens(body_len, max_tokens), micro_usd }
+    }
 }
 
 /// One request's estimate, in tokens: prompt bytes / 4 plus the requested output ceiling.
@@ -59,6 +96,13 @@ impl Limits {
         Self { limits }
     }
 
+    /// Adds the config's budgets: limits in micro-USD and/or tokens over fixed windows.
+    #[must_use]
+    pub fn with_budgets(mut self, budgets: &[LimitConfig]) -> Self {
+        self.limits.extend(Self::new(budgets).limits);
+        self
+    }
+
     /// Whether any limit exists.
     pub fn is_empty(&self) -> bool {
         self.limits.is_empty()
@@ -66,10 +110,11 @@ impl Limits {
 
     /// The strict limits that apply to a request, as (name, counter, limit, cost) per dimension.
     pub fn strict(&self, facts: &Facts<'_>) -> Vec<(Arc<str>, CounterId, u64, f64)> {
+        let spend = Spend { tokens: facts.tokens, micro_usd: facts.micro_usd };
         self.caller(facts)
             .filter(|(c, _)| c.cfg.strict)
-            .flat_map(|(c, key)| {
-                c.dims(facts.tokens)
+            .flat_map(move |(c, key)| {
+                c.dims(spend)
                     .map(move |(dim, limit, cost)| (c.name.clone(), c.counter(dim, &key), limit, cost))
             })
             .collect()
@@ -119,22 +164,30 @@ impl Compiled {
         self.models_match(model) && (self.cfg.routes.is_empty() || self.cfg.routes.iter().any(|r| r == route))
     }
 
-    /// The dimensions this limit counts, as (dimension, limit, cost of a request of `tokens`).
-    pub(super) fn dims(&self, tokens: u64) -> impl Iterator<Item = (Dim, u64, f64)> + '_ {
+    /// The dimensions this limit counts, as (dimension, limit, cost of a request spending
+    /// `spend`).
+    pub(super) fn dims(&self, spend: Spend) -> impl Iterator<Item = (Dim, u64, f64)> + '_ {
         let req = self.cfg.requests.map(|l| (Dim::Requests, l, 1.0));
-        let tok = self.cfg.tokens.map(|l| (Dim::Tokens, l, tokens as f64));
-        req.into_iter().chain(tok)
+        let tok = self.cfg.tokens.map(|l| (Dim::Tokens, l, spend.tokens as f64));
+        let usd = self.cfg.micro_usd.map(|l| (Dim::Usd, l, spend.micro_usd));
+        req.into_iter().chain(tok).chain(usd)
     }
 
     /// The first dimension this limit counts: the one whose counter stands for the scope value
     /// among the limit's keys.
     pub(super) fn first_dim(&self) -> Option<Dim> {
-        self.dims(0).next().map(|d| d.0)
+        self.dims(Spend::ZERO).next().map(|d| d.0)
     }
 
     /// The counter of dimension `dim` for scope value `key`.
     pub(super) fn counter(&self, dim: Dim, key: &Arc<str>) -> CounterId {
-        CounterId { limit: self.name.clone(), dim, window_ms: self.window_ms, key: key.clone() }
+        CounterId {
+            limit: self.name.clone(),
+            dim,
+            window_ms: self.window_ms,
+            key: key.clone(),
+            fixed: self.cfg.budget,
+        }
     }
 }
 

@@ -16,6 +16,12 @@
 //! Tokens are pre-charged at an estimate (prompt bytes / 4 + `max_tokens`) and settled with the
 //! provider's reported usage when the response ends.
 //!
+//! **Budgets** (`[[budgets]]`) are limits too: counters in micro-USD ([`Spend`], priced from the
+//! targets' costs) and/or tokens, over *fixed* windows aligned on unix-epoch multiples of `per`
+//! (the previous window weighs nothing; every replica agrees on the reset). They reserve and settle
+//! like the token limits, sync the same way (their own Redis keys, `{prefix}:bg:…`), and refuse with
+//! a [`Rejection`] that carries the reset time.
+//!
 //! **Bounded state.** A scope such as `header:x-relay-token-id` takes whatever values clients
 //! send, so the state per limit is bounded twice. Idle counters expire: a sweep every second
 //! ([`sweeper`], with or without Redis) drops those unused for two windows (their counts are 0 by
@@ -64,7 +70,7 @@ pub use clock::unix_ms;
 pub(crate) use counters::CounterId;
 use counters::{Counters, Inflights};
 pub use fleet::Fleet;
-pub use limits::{Facts, Limits, estimate_tokens};
+pub use limits::{Facts, Limits, Spend, estimate_tokens};
 pub(crate) use sweep::sweeper;
 pub(crate) use ticket::Ticket;
 
@@ -108,6 +114,18 @@ impl Limiter {
     /// Now, in unix ms, on the limiter's clock: what its windows, expiry and sync are aligned on.
     pub fn now_ms(&self) -> u64 {
         self.clock.now_ms()
+    }
+
+    /// Counts what budget `budget` was charged in the end (`dim`: micro-USD or tokens).
+    fn spent(&self, budget: &str, dim: counters::Dim, amount: f64) {
+        let Some(m) = &self.metrics else { return };
+        let label = crate::metrics::labels::Budget { budget };
+        match dim {
+            counters::Dim::Usd => m.budget_spent_usd_total.get(label).inc_by(amount.max(0.0) / 1e6),
+            counters::Dim::Tokens | counters::Dim::Requests => {
+                m.budget_spent_tokens_total.get(label).inc_by(amount.max(0.0) as u64);
+            }
+        }
     }
 
     fn overflowed(&self, limit: &str) {

@@ -24,7 +24,7 @@ fn limits(text: &str) -> Limits {
 }
 
 fn facts<'a>(headers: &'a HeaderMap, tokens: u64) -> Facts<'a> {
-    Facts { route: "r", model: "m", api_key: None, headers, tokens }
+    Facts { route: "r", model: "m", api_key: None, headers, tokens, micro_usd: 0.0 }
 }
 
 fn standalone() -> Arc<Limiter> {
@@ -65,7 +65,7 @@ async fn tokens_are_estimated_then_settled() {
     let mut t = lim.admit(&l, &facts(&h, 900), false).unwrap();
     assert!(lim.admit(&l, &facts(&h, 200), false).is_err());
     // The answer used 100 tokens: 800 come back.
-    t.settle(Some(100));
+    t.settle(Some(Spend { tokens: 100, micro_usd: 0.0 }));
     assert!(lim.admit(&l, &facts(&h, 800), false).is_ok());
     assert!(lim.admit(&l, &facts(&h, 200), false).is_err());
 }
@@ -94,7 +94,7 @@ async fn max_inflight_releases_on_drop_and_filters_apply() {
     drop(a);
     assert!(lim.admit(&l, &facts(&h, 0), false).is_ok());
     // Another route is not limited.
-    let other = Facts { route: "x", model: "m", api_key: None, headers: &h, tokens: 0 };
+    let other = Facts { route: "x", model: "m", api_key: None, headers: &h, tokens: 0, micro_usd: 0.0 };
     for _ in 0..5 {
         assert!(lim.admit(&l, &other, false).is_ok());
     }
@@ -146,11 +146,11 @@ async fn provider_keys_have_their_own_quota() {
         "[providers.p]\nkind = \"mock\"\n[[providers.p.keys]]\nname = \"k\"\nsecret = \"s-123\"\nrpm = 2\n";
     let l = limits(text);
     let lim = standalone();
-    assert!(lim.key_open(&l, "p", "k", "m", 0));
-    let _t1 = lim.charge_key(&l, "p", "k", "m", 0);
-    let _t2 = lim.charge_key(&l, "p", "k", "m", 0);
-    assert!(!lim.key_open(&l, "p", "k", "m", 0));
-    assert!(lim.key_open(&l, "p", "other", "m", 0));
+    assert!(lim.key_open(&l, "p", "k", "m", Spend::ZERO));
+    let _t1 = lim.charge_key(&l, "p", "k", "m", Spend::ZERO);
+    let _t2 = lim.charge_key(&l, "p", "k", "m", Spend::ZERO);
+    assert!(!lim.key_open(&l, "p", "k", "m", Spend::ZERO));
+    assert!(lim.key_open(&l, "p", "other", "m", Spend::ZERO));
 }
 
 #[test]
@@ -342,3 +342,5 @@ async fn the_sweeper_drops_idle_keys_two_windows_after_their_last_use() {
     stop_tx.send(true).unwrap();
     sweeper.await.unwrap();
 }
+
+mod budgets;

@@ -1,19 +1,20 @@
-//! A request's admission, held while it runs: its token charges to settle, its concurrency slots
-//! to give back.
+//! A request's admission, held while it runs: its token and cost charges to settle, its
+//! concurrency slots to give back.
 
 use std::sync::Arc;
 
 use super::Limiter;
-use super::counters::{CounterId, InflightId};
+use super::counters::{CounterId, Dim, InflightId};
+use super::limits::Spend;
 use super::window::position;
 
-/// A request's admission: releases its concurrency slots on drop, and settles its token
-/// estimate with the real usage.
+/// A request's admission: releases its concurrency slots on drop, and settles its token and cost
+/// estimates with the real usage.
 #[derive(Debug)]
 pub struct Ticket {
     limiter: Arc<Limiter>,
-    /// Token counters charged, with the estimate charged to each.
-    pub(super) tokens: Vec<(CounterId, f64)>,
+    /// Token and micro-USD counters charged, with the estimate charged to each.
+    pub(super) charged: Vec<(CounterId, f64)>,
     /// Concurrency cells holding one slot for this request.
     pub(super) inflight: Vec<InflightId>,
     /// When it took its slots: how long they were held is learnt at the release (monotonic
@@ -24,29 +25,60 @@ pub struct Ticket {
 impl Ticket {
     /// A ticket that holds nothing yet.
     pub(super) fn empty(limiter: Arc<Limiter>) -> Self {
-        Self { limiter, tokens: Vec::new(), inflight: Vec::new(), held_at: None }
+        Self { limiter, charged: Vec::new(), inflight: Vec::new(), held_at: None }
     }
 
-    /// Corrects the token estimate with what the provider reported (or refunds it: `Some(0)`).
-    pub fn settle(&mut self, actual: Option<u64>) {
-        let Some(actual) = actual else { return };
+    /// Corrects the estimates with what the provider reported (or refunds them:
+    /// [`Spend::ZERO`]); `None`: the estimates stand. A budget's spend is counted in its metrics.
+    pub fn settle(&mut self, actual: Option<Spend>) {
+        let charged = std::mem::take(&mut self.charged);
+        if charged.is_empty() {
+            return;
+        }
         let now = self.limiter.now_ms();
-        let tokens = std::mem::take(&mut self.tokens);
         let sync = self.limiter.fleet.configured;
+        let amount = |id: &CounterId, estimate: f64| match (actual, id.dim) {
+            (None, _) => estimate,
+            (Some(a), Dim::Usd) => a.micro_usd,
+            (Some(a), Dim::Tokens | Dim::Requests) => a.tokens as f64,
+        };
+        for (id, estimate) in &charged {
+            if id.fixed {
+                self.limiter.spent(&id.limit, id.dim, amount(id, *estimate));
+            }
+        }
+        if actual.is_none() {
+            return;
+        }
         if let Ok(mut counters) = self.limiter.counters.lock() {
-            for (id, estimate) in tokens {
+            for (id, estimate) in charged {
                 let (index, _) = position(now, id.window_ms);
                 // A counter swept meanwhile (idle for two windows) has nothing left to correct.
                 if counters.map.contains_key(&id) {
-                    counters.touch(&id, false, sync, now).charge(index, actual as f64 - estimate, now);
+                    let delta = amount(&id, estimate) - estimate;
+                    counters.touch(&id, false, sync, now).charge(index, delta, now);
                 }
             }
         }
     }
 
+    /// Holds `cost` charged to counter `id` elsewhere (a strict limit's, in Redis), to settle with
+    /// the others; a request count has nothing to settle.
+    pub fn reserved(&mut self, id: CounterId, cost: f64) {
+        if id.dim == Dim::Requests {
+            return;
+        }
+        // The counter exists here from now on, so the settlement finds it to correct.
+        let (now, sync) = (self.limiter.now_ms(), self.limiter.fleet.configured);
+        if let Ok(mut counters) = self.limiter.counters.lock() {
+            counters.touch(&id, false, sync, now);
+        }
+        self.charged.push((id, cost));
+    }
+
     /// Adds another ticket's charges and slots to this one.
     pub fn merge(&mut self, mut other: Ticket) {
-        self.tokens.append(&mut other.tokens);
+        self.charged.append(&mut other.charged);
         self.held_at = match (self.held_at, other.held_at) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),

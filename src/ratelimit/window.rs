@@ -36,6 +36,13 @@ pub fn position(now_ms: u64, window_ms: u64) -> (u64, f64) {
     (now_ms / w, (now_ms % w) as f64 / w as f64)
 }
 
+/// When the fixed window that holds `now_ms` ends (unix ms): the next multiple of `window_ms`
+/// since the epoch, the same on every replica.
+pub fn reset_at(now_ms: u64, window_ms: u64) -> u64 {
+    let w = window_ms.max(1);
+    (now_ms / w).saturating_add(1).saturating_mul(w)
+}
+
 /// Time until a sliding window over `w` has room for `cost` more under `limit` (the previous
 /// window's weight decays linearly; without one, the current window must end).
 pub fn wait_ms(w: &Window, frac: f64, window_ms: u64, limit: f64, cost: f64) -> u64 {
@@ -78,5 +85,18 @@ mod tests {
         assert_eq!(wait_ms(&w, 0.25, 1000, 100.0, 1.0), 750);
         assert_eq!(wait_ms(&w, 0.25, 1000, 200.0, 1.0), 0);
         assert_eq!(position(12_345, 1000), (12, 0.345));
+    }
+
+    #[test]
+    fn fixed_windows_reset_on_multiples_of_their_length_since_the_epoch() {
+        const DAY: u64 = 86_400_000;
+        // 2026-01-01T00:00:00Z is a whole number of days: a daily budget resets at midnight UTC.
+        let midnight = 1_767_225_600_000;
+        assert_eq!(reset_at(midnight, DAY), midnight + DAY, "at the boundary: the next one");
+        assert_eq!(reset_at(midnight + 1, DAY), midnight + DAY);
+        assert_eq!(reset_at(midnight + DAY - 1, DAY), midnight + DAY);
+        // 30 days: 1_767_225_600_000 / 2_592_000_000 = 681.79.., so the window ends at 682 × 30d.
+        assert_eq!(reset_at(midnight, 30 * DAY), 682 * 30 * DAY);
+        assert_eq!(reset_at(u64::MAX, DAY), u64::MAX, "saturates");
     }
 }

@@ -101,9 +101,12 @@ pub(super) fn validate(raw: RawConfig, env: &dyn Env) -> Result<Config, ConfigEr
                 strict: false,
                 key: Some((pc.name.clone(), k.name.clone())),
                 max_keys: super::DEFAULT_MAX_KEYS,
+                micro_usd: None,
+                budget: false,
             });
         }
     }
+    let budgets = budgets(&raw.budgets, &limits, &mut p);
     let front = front(&raw.front, &mut p);
     if front.manifest_from_header && server.api_keys.is_empty() {
         p.push(
@@ -112,7 +115,7 @@ pub(super) fn validate(raw: RawConfig, env: &dyn Env) -> Result<Config, ConfigEr
         );
     }
     p.finish()?;
-    Ok(Config { server, log, providers, routes, resilience, reload, redis, limits, front })
+    Ok(Config { server, log, providers, routes, resilience, reload, redis, limits, budgets, front })
 }
 
 /// `[front]`: the manifest URL must be an absolute `http` or `https` URL with a host.
@@ -475,24 +478,7 @@ fn limits(raw: &[super::raw::RawLimit], p: &mut Problems) -> Vec<LimitConfig> {
             } else if !names.insert(name.clone()) {
                 p.push(format!("{at}.name"), format!("duplicate limit name {name:?}"));
             }
-            let scope = match l.scope.as_deref() {
-                None | Some("global") => Scope::Global,
-                Some("route") => Scope::Route,
-                Some("provider_key") => Scope::ProviderKey,
-                Some("api_key") => Scope::ApiKey,
-                Some(s) => match s.strip_prefix("header:").map(|h| HeaderName::from_bytes(h.as_bytes())) {
-                    Some(Ok(h)) => Scope::Header(h),
-                    _ => {
-                        p.push(
-                            format!("{at}.scope"),
-                            format!(
-                                "unknown scope {s:?} (global, route, provider_key, api_key, header:NAME)"
-                            ),
-                        );
-                        Scope::Global
-                    }
-                },
-            };
+            let scope = scope(l.scope.as_deref(), &at, p);
             let mut per = p.duration(&format!("{at}.per"), l.per.as_deref(), secs(60));
             let (mut requests, mut tokens) = (l.requests, l.tokens);
             if l.rpm.is_some() || l.tpm.is_some() {
@@ -510,14 +496,7 @@ fn limits(raw: &[super::raw::RawLimit], p: &mut Problems) -> Vec<LimitConfig> {
             if requests.is_none() && tokens.is_none() && l.max_inflight.is_none() {
                 p.push(&at, "a limit needs requests, tokens, rpm, tpm or max_inflight");
             }
-            let strict = match l.mode.as_deref() {
-                None | Some("async") => false,
-                Some("strict") => true,
-                Some(other) => {
-                    p.push(format!("{at}.mode"), format!("unknown mode {other:?} (async or strict)"));
-                    false
-                }
-            };
+            let strict = strict(l.mode.as_deref(), &at, p);
             let max_keys = l.max_keys.unwrap_or(super::DEFAULT_MAX_KEYS);
             if max_keys == 0 {
                 p.push(format!("{at}.max_keys"), "must be greater than 0");
@@ -534,6 +513,96 @@ fn limits(raw: &[super::raw::RawLimit], p: &mut Problems) -> Vec<LimitConfig> {
                 strict,
                 key: None,
                 max_keys,
+                micro_usd: None,
+                budget: false,
+            }
+        })
+        .collect()
+}
+
+/// A limit's `scope`: global (default), route, provider_key, api_key or header:NAME.
+fn scope(raw: Option<&str>, at: &str, p: &mut Problems) -> Scope {
+    match raw {
+        None | Some("global") => Scope::Global,
+        Some("route") => Scope::Route,
+        Some("provider_key") => Scope::ProviderKey,
+        Some("api_key") => Scope::ApiKey,
+        Some(s) => match s.strip_prefix("header:").map(|h| HeaderName::from_bytes(h.as_bytes())) {
+            Some(Ok(h)) => Scope::Header(h),
+            _ => {
+                p.push(
+                    format!("{at}.scope"),
+                    format!("unknown scope {s:?} (global, route, provider_key, api_key, header:NAME)"),
+                );
+                Scope::Global
+            }
+        },
+    }
+}
+
+/// A limit's `mode`: `async` (default, false) or `strict` (true).
+fn strict(raw: Option<&str>, at: &str, p: &mut Problems) -> bool {
+    match raw {
+        None | Some("async") => false,
+        Some("strict") => true,
+        Some(other) => {
+            p.push(format!("{at}.mode"), format!("unknown mode {other:?} (async or strict)"));
+            false
+        }
+    }
+}
+
+/// `[[budgets]]`: names unique among limits and budgets (they share the limiter's counters), `usd`
+/// and/or `tokens`, `per` of at least 1h (default 1d).
+fn budgets(raw: &[super::raw::RawSpendBudget], limits: &[LimitConfig], p: &mut Problems) -> Vec<LimitConfig> {
+    let mut names: HashSet<String> = limits.iter().map(|l| l.name.clone()).collect();
+    raw.iter()
+        .enumerate()
+        .map(|(i, b)| {
+            let at = format!("budgets[{i}]");
+            let name = b.name.clone().unwrap_or_default();
+            if name.is_empty() {
+                p.push(format!("{at}.name"), "missing");
+            } else if !names.insert(name.clone()) {
+                p.push(format!("{at}.name"), format!("duplicate limit or budget name {name:?}"));
+            }
+            let mut per = p.duration(&format!("{at}.per"), b.per.as_deref(), secs(86_400));
+            if per < secs(3600) {
+                p.push(format!("{at}.per"), "must be at least 1h");
+                per = secs(86_400);
+            }
+            let micro_usd = b.usd.and_then(|usd| {
+                if usd.is_finite() && usd > 0.0 {
+                    Some((usd * 1e6).round() as u64)
+                } else {
+                    p.push(format!("{at}.usd"), "must be a positive number");
+                    None
+                }
+            });
+            if b.tokens == Some(0) {
+                p.push(format!("{at}.tokens"), "must be greater than 0");
+            }
+            if b.usd.is_none() && b.tokens.is_none() {
+                p.push(&at, "a budget needs usd or tokens");
+            }
+            let max_keys = b.max_keys.unwrap_or(super::DEFAULT_MAX_KEYS);
+            if max_keys == 0 {
+                p.push(format!("{at}.max_keys"), "must be greater than 0");
+            }
+            LimitConfig {
+                name,
+                scope: scope(b.scope.as_deref(), &at, p),
+                requests: None,
+                tokens: b.tokens,
+                per,
+                max_inflight: None,
+                models: b.models.clone(),
+                routes: b.routes.clone(),
+                strict: strict(b.mode.as_deref(), &at, p),
+                key: None,
+                max_keys,
+                micro_usd,
+                budget: true,
             }
         })
         .collect()

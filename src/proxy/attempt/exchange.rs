@@ -100,8 +100,8 @@ pub(super) async fn attempt<'a>(
     };
     job.started.fetch_add(1, Ordering::AcqRel);
     let guard = AttemptGuard::new(Arc::clone(&c.target), key.map(|k| k.state.clone()), permits);
-    let key_ticket =
-        key.map(|k| job.limiter.charge_key(&job.live.limits, &p.name, &k.name, c.model, job.tokens));
+    let spend = crate::ratelimit::Spend::estimate(job.body.len(), job.scanned.max_tokens, [c.costs]);
+    let key_ticket = key.map(|k| job.limiter.charge_key(&job.live.limits, &p.name, &k.name, c.model, spend));
     let at = deadlines(job, c, hedges);
     let start = at.start;
     // A provider of another format gets the request translated (to Anthropic or Gemini).

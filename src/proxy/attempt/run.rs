@@ -45,7 +45,8 @@ pub(crate) async fn run<'a>(
 ) -> Result<Answered, Exhausted> {
     budget.on_request(job.clock.now());
     let key_open = |c: &Candidate<'a>, k: &crate::providers::Key| {
-        job.limiter.key_open(&job.live.limits, &c.provider.name, &k.name, c.model, job.tokens)
+        let spend = crate::ratelimit::Spend::estimate(job.body.len(), job.scanned.max_tokens, [c.costs]);
+        job.limiter.key_open(&job.live.limits, &c.provider.name, &k.name, c.model, spend)
     };
     let mut round = Round { failures: Vec::new(), refused: None, launched: 0 };
     let mut held = Duration::ZERO;

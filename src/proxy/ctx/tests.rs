@@ -19,7 +19,12 @@ fn limited() -> (Arc<Limiter>, Limits) {
 
 fn admit(lim: &Arc<Limiter>, limits: &Limits, tokens: u64) -> Option<Ticket> {
     let h = HeaderMap::new();
-    lim.admit(limits, &Facts { route: "r", model: "m", api_key: None, headers: &h, tokens }, false).ok()
+    lim.admit(
+        limits,
+        &Facts { route: "r", model: "m", api_key: None, headers: &h, tokens, micro_usd: 0.0 },
+        false,
+    )
+    .ok()
 }
 
 fn record(metrics: &Arc<Metrics>) -> RequestRecord {

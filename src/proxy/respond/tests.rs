@@ -130,6 +130,7 @@ fn error_headers_say_how_to_authenticate_what_is_allowed_and_when_to_come_back()
         limit: "per-key".into(),
         retry_after: Duration::from_millis(1500),
         unavailable: false,
+        resets_at_ms: None,
     };
     let r = error(&ProxyError::Limited(Box::new(rejection)), Dialect::OpenAi);
     assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS);
@@ -140,6 +141,35 @@ fn error_headers_say_how_to_authenticate_what_is_allowed_and_when_to_come_back()
     let r = error(&exhausted(&[Class::Server], Some(Duration::from_secs(9))), Dialect::OpenAi);
     assert_eq!(r.status(), StatusCode::BAD_GATEWAY);
     assert!(r.headers().get(header::RETRY_AFTER).is_none());
+}
+
+#[test]
+fn a_budget_refusal_says_budget_exceeded_and_when_it_resets_in_every_format() {
+    let rejection = crate::ratelimit::Rejection {
+        limit: "daily".into(),
+        retry_after: Duration::from_millis(3_600_500),
+        unavailable: false,
+        resets_at_ms: Some(1_767_312_000_000),
+    };
+    let e = ProxyError::Limited(Box::new(rejection));
+    for dialect in [Dialect::OpenAi, Dialect::Responses, Dialect::Anthropic] {
+        let r = error(&e, dialect);
+        assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(r.headers()[header::RETRY_AFTER], "3601");
+        assert_eq!(r.headers()["x-tier1-budget"], "daily");
+        assert!(r.headers().get("x-tier1-limit").is_none());
+        let v = body(r);
+        assert_eq!(v["error"]["resets_at"], 1_767_312_000u64, "{dialect:?}");
+        let message = v["error"]["message"].as_str().unwrap();
+        assert!(message.contains("budget 'daily' exceeded"), "{message}");
+        if dialect == Dialect::Anthropic {
+            assert_eq!(v["type"], "error");
+            assert_eq!(v["error"]["type"], "rate_limit_error");
+        } else {
+            assert_eq!(v["error"]["code"], "budget_exceeded");
+            assert_eq!(v["error"]["type"], "rate_limit_error");
+        }
+    }
 }
 
 #[test]
