@@ -19,6 +19,7 @@ mod tests;
 mod valid;
 
 pub(crate) use depth::depth_within;
+pub(crate) use spans::end_of_value;
 pub use valid::is_json;
 
 /// Which request schema to check.

@@ -6,7 +6,7 @@
 use std::ops::Range;
 
 use super::Scanned;
-use super::spans::{skip_ws, trim_end};
+use super::spans::{end_of_value, skip_ws, trim_end};
 
 /// The bytes a prompt-affinity session key is hashed from: both empty when the body has none.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -77,24 +77,10 @@ impl Iterator for Elements<'_> {
         if matches!(b.get(start), None | Some(b']')) {
             return None;
         }
-        let (mut depth, mut in_string, mut escaped) = (0usize, false, false);
-        let mut i = start;
-        while let Some(&c) = b.get(i) {
-            match (in_string, escaped, c) {
-                (true, true, _) => escaped = false,
-                (true, false, b'\\') => escaped = true,
-                (true, false, b'"') => in_string = false,
-                (true, false, _) => {}
-                (false, _, b'"') => in_string = true,
-                (false, _, b'{' | b'[') => depth += 1,
-                (false, _, b'}' | b']') if depth > 0 => depth -= 1,
-                (false, _, b',' | b']') if depth == 0 => break,
-                (false, _, _) => {}
-            }
-            i += 1;
-        }
-        self.pos = if b.get(i) == Some(&b',') { i + 1 } else { b.len() };
-        Some(start..trim_end(b, i))
+        let end = end_of_value(b, start);
+        let after = skip_ws(b, end);
+        self.pos = if b.get(after) == Some(&b',') { after + 1 } else { b.len() };
+        Some(start..trim_end(b, end))
     }
 }
 

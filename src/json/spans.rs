@@ -167,3 +167,29 @@ pub(super) fn skip_ws(b: &[u8], mut i: usize) -> usize {
     }
     i
 }
+
+/// The end (exclusive) of the JSON value that starts at `b[start]`: just past its closing
+/// bracket or quote, or at the `,`, `]` or `}` after a scalar; `b.len()` when it is cut short. A
+/// byte walk that only tracks strings and nesting, for bytes simd-json already validated (or
+/// whose parse is checked after).
+pub(crate) fn end_of_value(b: &[u8], start: usize) -> usize {
+    let (mut depth, mut in_string, mut escaped) = (0usize, false, false);
+    let mut i = start;
+    while let Some(&c) = b.get(i) {
+        match (in_string, escaped, c) {
+            (true, true, _) => escaped = false,
+            (true, false, b'\\') => escaped = true,
+            (true, false, b'"') if depth == 0 => return i + 1,
+            (true, false, b'"') => in_string = false,
+            (true, false, _) => {}
+            (false, _, b'"') => in_string = true,
+            (false, _, b'{' | b'[') => depth += 1,
+            (false, _, b'}' | b']') if depth > 1 => depth -= 1,
+            (false, _, b'}' | b']') if depth == 1 => return i + 1,
+            (false, _, b',' | b']' | b'}') if depth == 0 => return i,
+            (false, _, _) => {}
+        }
+        i += 1;
+    }
+    i
+}

@@ -211,3 +211,17 @@ fn responses_bodies_need_a_model_and_take_input_as_text_or_items() {
         Err(ScanError::WrongType { field: "stream", want: "a boolean" })
     );
 }
+
+#[test]
+fn end_of_value_finds_the_end_of_each_kind_of_value() {
+    use super::end_of_value as value_end;
+    let b = br#"[{"a":"}\"]","b":[1,{}]}, "x\"y" ,12 ,true]"#;
+    let obj = value_end(b, 1);
+    assert_eq!(&b[1..obj], br#"{"a":"}\"]","b":[1,{}]}"#);
+    let s = value_end(b, obj + 2);
+    assert_eq!(&b[obj + 2..s], br#""x\"y""#);
+    let n = value_end(b, s + 2);
+    assert_eq!(&b[s + 2..n], b"12 ");
+    // Cut short: the length.
+    assert_eq!(value_end(br#"{"a":[1,2"#, 0), 9);
+}

@@ -274,38 +274,22 @@ fn usage(tail: &[u8]) -> Option<(u64, u64, u64)> {
     if rest.get(open) != Some(&b'{') {
         return None;
     }
-    let (mut depth, mut in_string, mut escaped) = (0usize, false, false);
-    for (i, &c) in rest[open..].iter().enumerate() {
-        match (in_string, escaped, c) {
-            (true, true, _) => escaped = false,
-            (true, false, b'\\') => escaped = true,
-            (true, false, b'"') => in_string = false,
-            (true, false, _) => {}
-            (false, _, b'"') => in_string = true,
-            (false, _, b'{') => depth += 1,
-            (false, _, b'}') => {
-                depth -= 1;
-                if depth == 0 {
-                    #[derive(serde::Deserialize)]
-                    struct Usage {
-                        #[serde(alias = "input_tokens")]
-                        prompt_tokens: Option<u64>,
-                        #[serde(alias = "output_tokens")]
-                        completion_tokens: Option<u64>,
-                        #[serde(alias = "input_tokens_details")]
-                        prompt_tokens_details: Option<Details>,
-                        cache_read_input_tokens: Option<u64>,
-                    }
-                    let u: Usage = serde_json::from_slice(&rest[open..=open + i]).ok()?;
-                    let cached = u.prompt_tokens_details.and_then(|d| d.cached_tokens);
-                    let cached = cached.or(u.cache_read_input_tokens).unwrap_or(0);
-                    return Some((u.prompt_tokens.unwrap_or(0), u.completion_tokens.unwrap_or(0), cached));
-                }
-            }
-            (false, _, _) => {}
-        }
+    #[derive(serde::Deserialize)]
+    struct Usage {
+        #[serde(alias = "input_tokens")]
+        prompt_tokens: Option<u64>,
+        #[serde(alias = "output_tokens")]
+        completion_tokens: Option<u64>,
+        #[serde(alias = "input_tokens_details")]
+        prompt_tokens_details: Option<Details>,
+        cache_read_input_tokens: Option<u64>,
     }
-    None
+    // A usage object cut short does not parse.
+    let end = crate::json::end_of_value(rest, open);
+    let u: Usage = serde_json::from_slice(&rest[open..end]).ok()?;
+    let cached = u.prompt_tokens_details.and_then(|d| d.cached_tokens);
+    let cached = cached.or(u.cache_read_input_tokens).unwrap_or(0);
+    Some((u.prompt_tokens.unwrap_or(0), u.completion_tokens.unwrap_or(0), cached))
 }
 
 #[cfg(test)]
