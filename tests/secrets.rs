@@ -658,6 +658,88 @@ async fn no_configured_secret_leaks_into_responses_or_logs() {
     let mut found = leaks(&got.responses, "response");
     found.extend(leaks(&logs, "log"));
     assert!(found.is_empty(), "{} leaks:\n{}", found.len(), found.join("\n"));
+    every_log_line_is_strict_json_joined_by_request_id(&logs);
+}
+
+/// Issue 22, item 3: every line of a JSON-format run parses with a strict parser that refuses a
+/// key twice in one object (log parsers keep the last one), and every warning that names a
+/// request joins the access line of that request by a plain-string `request_id`.
+fn every_log_line_is_strict_json_joined_by_request_id(logs: &str) {
+    let mut access = std::collections::HashSet::new();
+    let mut named = Vec::new();
+    for line in logs.lines().filter(|l| l.starts_with('{')) {
+        let v: Strict = serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"));
+        let id = |v: &serde_json::Value| {
+            v.get("request_id").or_else(|| v.get("fields").and_then(|f| f.get("request_id"))).cloned()
+        };
+        match id(&v.0) {
+            Some(serde_json::Value::String(id)) if v.0["target"] == "tier1::access" => {
+                access.insert(id);
+            }
+            Some(serde_json::Value::String(id)) => named.push((id, line.to_owned())),
+            Some(other) => panic!("request_id is not a plain string: {other} in {line}"),
+            None => {}
+        }
+    }
+    assert!(!access.is_empty(), "no access lines");
+    assert!(!named.is_empty(), "no warning named a request");
+    for (id, line) in &named {
+        assert!(!id.starts_with('"'), "a quoted request_id: {line}");
+        assert!(access.contains(id), "no access line for request {id}: {line}");
+    }
+}
+
+/// A JSON value whose objects hold each key once.
+struct Strict(serde_json::Value);
+
+impl<'de> serde::Deserialize<'de> for Strict {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(StrictVisitor).map(Strict)
+    }
+}
+
+struct StrictVisitor;
+
+impl<'de> serde::de::Visitor<'de> for StrictVisitor {
+    type Value = serde_json::Value;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("JSON")
+    }
+    fn visit_bool<E>(self, v: bool) -> Result<Self::Value, E> {
+        Ok(v.into())
+    }
+    fn visit_i64<E>(self, v: i64) -> Result<Self::Value, E> {
+        Ok(v.into())
+    }
+    fn visit_u64<E>(self, v: u64) -> Result<Self::Value, E> {
+        Ok(v.into())
+    }
+    fn visit_f64<E>(self, v: f64) -> Result<Self::Value, E> {
+        Ok(v.into())
+    }
+    fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
+        Ok(v.into())
+    }
+    fn visit_unit<E>(self) -> Result<Self::Value, E> {
+        Ok(serde_json::Value::Null)
+    }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        let mut out = Vec::new();
+        while let Some(Strict(v)) = seq.next_element()? {
+            out.push(v);
+        }
+        Ok(out.into())
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut out = serde_json::Map::new();
+        while let Some((k, Strict(v))) = map.next_entry::<String, Strict>()? {
+            if out.insert(k.clone(), v).is_some() {
+                return Err(serde::de::Error::custom(format!("key {k:?} twice")));
+            }
+        }
+        Ok(out.into())
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

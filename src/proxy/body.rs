@@ -212,7 +212,7 @@ impl Tap {
         if self.dropped == 0 {
             tracing::warn!(
                 provider = %self.origin.provider,
-                request_id = ?self.origin.request_id,
+                request_id = self.origin.request_id.to_str().unwrap_or(""),
                 "left out a stream event whose data is not JSON (later ones in this stream are counted, not logged)"
             );
         }

@@ -157,7 +157,8 @@ pub(crate) async fn handle(
         Ok(resp) => resp,
         Err(e) => {
             if matches!(e, ProxyError::Exhausted(_)) {
-                tracing::warn!(request_id = ?ctx.request_id, error = %e, "request failed upstream");
+                let request_id = ctx.request_id.to_str().unwrap_or("");
+                tracing::warn!(request_id, error = %e, "request failed upstream");
             }
             // An Anthropic-format client gets Anthropic's error shape, same status.
             let dialect =

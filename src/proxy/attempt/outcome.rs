@@ -301,7 +301,8 @@ fn changed(job: &Job<'_>, p: &Provider, breaker: &Breaker, target: &str, to: Bre
         .breaker_transitions_total
         .get(labels::Transition { provider: &p.name, to: to.as_str() })
         .inc();
-    tracing::warn!(provider = %p.name, target, to = to.as_str(), "circuit breaker changed state");
+    // `model`, not `target`: a JSON log line already has the event's own `target` key.
+    tracing::warn!(provider = %p.name, model = target, to = to.as_str(), "circuit breaker changed state");
     // A made-up direct model's state is its own and this replica's (see `DirectTargets`).
     if to == BreakerState::Open
         && target != MODEL_OTHER
