@@ -191,3 +191,61 @@ async fn cached_tokens_are_counted_beside_the_input_tokens_for_the_hit_ratio() {
     let input = metric(&m, r#"tier1_tokens_total{direction="input",model="m",provider="up"}"#);
     assert_eq!((cached, input), (Some(240.0), Some(300.0)), "{m}");
 }
+
+/// Provider `up` with `keys` keys on `mock`; route `sticky` with the `extra` line (`affinity`).
+fn cfg_keys(mock: &MockUpstream, keys: usize, extra: &str) -> String {
+    let keys: String = (0..keys)
+        .map(|k| format!("[[providers.up.keys]]\nname = \"k{k}\"\nsecret = \"sk-affinity-{k}\"\n"))
+        .collect();
+    format!(
+        "[providers.up]\nkind = \"openai\"\nbase_url = \"{}\"\nrequest_timeout = \"5s\"\n{keys}\n\
+         [[routes]]\nname = \"sticky\"\n{extra}\ntargets = [{{ provider = \"up\", model = \"m\" }}]\n",
+        mock.url()
+    )
+}
+
+/// `sessions` agent conversations of `turns` turns, taken in turns (every session's first turn,
+/// then every second...), each turn resending the conversation so far plus a new user message.
+/// Returns tier1's hit ratio: cached / input tokens, from its `/metrics`.
+async fn conversations(t: &Tier1, sessions: usize, turns: usize) -> f64 {
+    let system =
+        serde_json::json!({"role": "system", "content": "You are a careful coding agent. Answer briefly."});
+    let mut histories: Vec<Vec<serde_json::Value>> = vec![vec![system]; sessions];
+    for turn in 0..turns {
+        for (s, history) in histories.iter_mut().enumerate() {
+            let ask =
+                format!("Session {s}, turn {turn}: please look at file src/module_{s}_{turn}.rs and fix it.");
+            history.push(serde_json::json!({"role": "user", "content": ask}));
+            let body = serde_json::json!({"model": "sticky", "messages": history}).to_string();
+            let a = post(&t.url("/v1/chat/completions"), &[("session_id", &format!("s{s}"))], &body).await;
+            assert_eq!(a.status, StatusCode::OK, "{}", a.text());
+            let v: serde_json::Value = serde_json::from_str(&a.text()).unwrap();
+            history.push(v["choices"][0]["message"].clone());
+        }
+    }
+    let m = metrics(t).await;
+    let cached = metric(&m, r#"tier1_cached_tokens_total{model="m",provider="up"}"#).unwrap_or(0.0);
+    let input = metric(&m, r#"tier1_tokens_total{direction="input",model="m",provider="up"}"#).unwrap();
+    cached / input
+}
+
+#[tokio::test]
+async fn affinity_keeps_the_prompt_cache_hit_ratio_of_a_single_key() {
+    const SESSIONS: usize = 50;
+    const TURNS: usize = 5;
+    let cache = || MockConfig::with_default(Behavior { prompt_cache: true, ..Behavior::default() });
+    let mut ratios = Vec::new();
+    for (keys, extra) in
+        [(1, ""), (KEYS, r#"affinity = { session = "session" }"#), (KEYS, r#"strategy = "priority""#)]
+    {
+        let mock = MockUpstream::start(cache()).await.unwrap();
+        let t = Tier1::start(&cfg_keys(&mock, keys, extra)).await;
+        ratios.push(conversations(&t, SESSIONS, TURNS).await);
+    }
+    let [single, sticky, spread] = ratios[..] else { unreachable!() };
+    eprintln!("hit ratio: one key {single:.3}, 4 keys with affinity {sticky:.3}, 4 keys without {spread:.3}");
+    // With affinity every session keeps its key: the hits of a single key.
+    assert!(sticky > 0.95 * single, "with affinity {sticky:.3}, one key {single:.3}");
+    // Without, a turn finds its conversation's cache only on the key that served the last turn.
+    assert!(spread < 0.6 * single, "without affinity {spread:.3}, one key {single:.3}");
+}

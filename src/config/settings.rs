@@ -237,6 +237,9 @@ pub struct RawBehavior {
     pub quota: Option<u64>,
     /// The quota's window (default 60s), fixed, from the first request.
     pub quota_window: Option<String>,
+    /// Simulate a provider's prompt cache per API key: the usage reports the tokens of the
+    /// longest prompt prefix the same key was sent before as cached.
+    pub prompt_cache: Option<bool>,
 }
 
 /// A mock's own request quota: `requests` per fixed `window` starting at the first request.
@@ -314,6 +317,8 @@ pub struct Behavior {
     pub abort_after: Option<usize>,
     /// Its own request quota, counted down in rate-limit headers.
     pub quota: Option<Quota>,
+    /// Report cached prompt tokens per API key (the mock's own prompt cache).
+    pub prompt_cache: bool,
 }
 
 /// The default mock answer.
@@ -332,6 +337,7 @@ impl Default for Behavior {
             retry_after: None,
             abort_after: None,
             quota: None,
+            prompt_cache: false,
         }
     }
 }
@@ -383,6 +389,7 @@ impl RawBehavior {
                 );
                 Quota::new(n, window.max(Duration::from_millis(1)))
             }),
+            prompt_cache: self.prompt_cache.unwrap_or(false),
         }
     }
 }

@@ -4,6 +4,7 @@
 //! tests without a network hop) and the standalone [`server::MockUpstream`] (`tier1
 //! mock-upstream`), which adds call counting and per-request overrides through `x-mock-*` headers.
 
+pub(crate) mod cache;
 pub mod server;
 pub mod tools;
 
@@ -70,8 +71,28 @@ pub(crate) trait StreamObserver: Send + Sync + 'static {
 
 /// The mock's answer to one request: status, a few headers, and a body. With a quota, every
 /// answer carries rate-limit headers counting it down, in the endpoint's provider's format, and
-/// a request over it gets a 429 with `Retry-After` (the window's end).
+/// a request over it gets a 429 with `Retry-After` (the window's end). With `prompt_cache`, the
+/// usage reports the prompt's tokens cached for `key` in `cache`.
 pub(crate) async fn answer(
+    behavior: &Behavior,
+    served: &AtomicU64,
+    endpoint: MockEndpoint,
+    body: &[u8],
+    observer: Option<Arc<dyn StreamObserver>>,
+    (cache, key): (&cache::PromptCache, &str),
+) -> Response<MockBody> {
+    let resp = limited(behavior, served, endpoint, body, observer).await;
+    if !behavior.prompt_cache || !resp.status().is_success() {
+        return resp;
+    }
+    match cache.lookup(key, body) {
+        Some(p) => cache::report(resp, p),
+        None => resp,
+    }
+}
+
+/// The answer, within the quota if there is one.
+async fn limited(
     behavior: &Behavior,
     served: &AtomicU64,
     endpoint: MockEndpoint,

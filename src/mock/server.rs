@@ -276,6 +276,8 @@ struct Shared {
     /// Requests served with the default behaviour.
     default_served: AtomicU64,
     stats: Arc<MockStats>,
+    /// The prompt cache of `prompt_cache = true`, per key.
+    prompt_cache: super::cache::PromptCache,
 }
 
 /// Serves the mock on `listener` until `shutdown` resolves.
@@ -287,7 +289,14 @@ pub async fn serve(
 ) {
     let served = config.models.keys().map(|k| (k.clone(), AtomicU64::new(0))).collect();
     let served_keys = config.keys.keys().map(|k| (k.clone(), AtomicU64::new(0))).collect();
-    let shared = Arc::new(Shared { config, served, served_keys, default_served: AtomicU64::new(0), stats });
+    let shared = Arc::new(Shared {
+        config,
+        served,
+        served_keys,
+        default_served: AtomicU64::new(0),
+        stats,
+        prompt_cache: super::cache::PromptCache::default(),
+    });
     let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
     tokio::pin!(shutdown);
     loop {
@@ -394,7 +403,9 @@ async fn handle(shared: &Shared, req: Request<Incoming>) -> Response<MockBody> {
     };
     let behavior = overridden.as_ref().unwrap_or(behavior);
     let observer: Arc<dyn StreamObserver> = shared.stats.clone();
-    let resp = super::answer(behavior, served, endpoint, &body, Some(observer)).await;
+    let resp =
+        super::answer(behavior, served, endpoint, &body, Some(observer), (&shared.prompt_cache, bearer))
+            .await;
     if matches!(resp.body(), MockBody::Stream(_)) {
         shared.stats.bump(&shared.stats.streams_started);
     }

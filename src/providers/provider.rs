@@ -121,7 +121,7 @@ impl Key {
 
 enum Backend {
     Http(Box<HttpBackend>),
-    Mock { behavior: Behavior, served: AtomicU64 },
+    Mock { behavior: Behavior, served: AtomicU64, cache: Box<crate::mock::cache::PromptCache> },
 }
 
 struct HttpBackend {
@@ -168,7 +168,7 @@ impl Provider {
         let index = config.provider_index(&p.name).ok_or_else(|| BuildError::Unlisted(p.name.clone()))?;
         let spec = p.kind.spec();
         let backend = if p.kind.in_process() {
-            Backend::Mock { behavior: p.mock.clone(), served: AtomicU64::new(0) }
+            Backend::Mock { behavior: p.mock.clone(), served: AtomicU64::new(0), cache: Default::default() }
         } else {
             let bad_url = || BuildError::BaseUrl(p.name.clone());
             let base = p.base_url.as_ref().ok_or_else(bad_url)?;
@@ -261,14 +261,17 @@ impl Provider {
     /// Sends one call and waits for the response head (not the body).
     pub(crate) async fn send(&self, call: Call<'_>) -> Result<Response<UpstreamBody>, SendError> {
         match &self.backend {
-            Backend::Mock { behavior, served } => {
+            Backend::Mock { behavior, served, cache } => {
                 let endpoint = match call.operation {
                     Operation::Chat => MockEndpoint::Chat,
                     Operation::Embeddings => MockEndpoint::Embeddings,
                     Operation::Messages => MockEndpoint::Messages,
                     Operation::Responses => MockEndpoint::Responses,
                 };
-                let answer = crate::mock::answer(behavior, served, endpoint, &call.body, None);
+                // The in-process mock's prompt cache is per key name.
+                let key = call.key.map_or("", |k| &*k.name);
+                let answer =
+                    crate::mock::answer(behavior, served, endpoint, &call.body, None, (&**cache, key));
                 let resp =
                     tokio::time::timeout_at(call.deadline, answer).await.map_err(|_| SendError::Timeout)?;
                 Ok(resp.map(UpstreamBody::Mock))
