@@ -361,7 +361,7 @@ pub(super) fn route_candidate<'a>(live: &'a Live, route: &'a Route, t: &'a Targe
         costs: (t.input_cost, t.output_cost),
         deployment: &t.deployment,
         context_window: t.context_window,
-        first_token: route.first_token_timeout.or(provider.first_token_timeout),
+        first_token: route.first_token_timeout.as_ref().or(provider.first_token_timeout.as_ref()),
         affinity: None,
     })
 }
@@ -392,7 +392,7 @@ fn push_direct<'a>(
             costs: (0.0, 0.0),
             deployment: model,
             context_window: None,
-            first_token: p.first_token_timeout,
+            first_token: p.first_token_timeout.as_ref(),
             affinity: None,
         });
     }

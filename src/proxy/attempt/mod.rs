@@ -97,7 +97,7 @@ pub(crate) struct Candidate<'a> {
     /// Context window in tokens, if configured: a longer request skips this target.
     pub context_window: Option<u64>,
     /// Its stream's deadline to the first content: the route's, else the provider's.
-    pub first_token: Option<crate::config::FirstTokenTimeout>,
+    pub first_token: Option<&'a crate::config::FirstTokenTimeout>,
     /// The session's ranking of this target's keys, on a route with affinity (`None`: the
     /// keys are picked at random by weight).
     pub affinity: Option<Affine>,
