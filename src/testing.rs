@@ -10,9 +10,9 @@ pub mod config {
     };
 }
 
-/// The request scan and splice.
+/// The request scan and splice; the usage object of an answer.
 pub mod json {
-    pub use crate::json::{Scanned, Schema, is_json, scan};
+    pub use crate::json::{Scanned, Schema, Usage, is_json, last_usage, scan};
 }
 
 /// SSE framing: the event filter of streams relayed as is.

@@ -16,10 +16,11 @@ mod spans;
 mod splice;
 #[cfg(test)]
 mod tests;
+mod usage;
 mod valid;
 
 pub(crate) use depth::depth_within;
-pub(crate) use spans::end_of_value;
+pub use usage::{Usage, last_usage};
 pub use valid::is_json;
 
 /// Which request schema to check.

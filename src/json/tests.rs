@@ -214,7 +214,7 @@ fn responses_bodies_need_a_model_and_take_input_as_text_or_items() {
 
 #[test]
 fn end_of_value_finds_the_end_of_each_kind_of_value() {
-    use super::end_of_value as value_end;
+    use super::spans::end_of_value as value_end;
     let b = br#"[{"a":"}\"]","b":[1,{}]}, "x\"y" ,12 ,true]"#;
     let obj = value_end(b, 1);
     assert_eq!(&b[1..obj], br#"{"a":"}\"]","b":[1,{}]}"#);

@@ -256,40 +256,9 @@ pub(crate) fn cached_tokens(body: &[u8]) -> u64 {
     usage(body).map_or(0, |(_, _, cached)| cached)
 }
 
-/// The cached input tokens of a usage object, in each format's own field: OpenAI chat's
-/// `prompt_tokens_details.cached_tokens`, Responses' `input_tokens_details.cached_tokens`,
-/// Anthropic's `cache_read_input_tokens`.
-#[derive(serde::Deserialize)]
-struct Details {
-    cached_tokens: Option<u64>,
-}
-
-/// The last `"usage": {"prompt_tokens": N, "completion_tokens": M}` object in `tail` (or
-/// `input_tokens`/`output_tokens`), with its cached input tokens.
+/// The last usage object in `tail`: its input, output and cached input tokens.
 fn usage(tail: &[u8]) -> Option<(u64, u64, u64)> {
-    let key = b"\"usage\"";
-    let at = tail.windows(key.len()).rposition(|w| w == key)? + key.len();
-    let rest = &tail[at..];
-    let open = rest.iter().position(|c| !matches!(c, b' ' | b'\t' | b'\n' | b'\r' | b':'))?;
-    if rest.get(open) != Some(&b'{') {
-        return None;
-    }
-    #[derive(serde::Deserialize)]
-    struct Usage {
-        #[serde(alias = "input_tokens")]
-        prompt_tokens: Option<u64>,
-        #[serde(alias = "output_tokens")]
-        completion_tokens: Option<u64>,
-        #[serde(alias = "input_tokens_details")]
-        prompt_tokens_details: Option<Details>,
-        cache_read_input_tokens: Option<u64>,
-    }
-    // A usage object cut short does not parse.
-    let end = crate::json::end_of_value(rest, open);
-    let u: Usage = serde_json::from_slice(&rest[open..end]).ok()?;
-    let cached = u.prompt_tokens_details.and_then(|d| d.cached_tokens);
-    let cached = cached.or(u.cache_read_input_tokens).unwrap_or(0);
-    Some((u.prompt_tokens.unwrap_or(0), u.completion_tokens.unwrap_or(0), cached))
+    crate::json::last_usage(tail).map(|u| (u.input, u.output, u.cached))
 }
 
 #[cfg(test)]

@@ -7,7 +7,7 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
-use http::{HeaderValue, Request, Response};
+use http::{HeaderName, HeaderValue, Request, Response};
 use hyper::body::Incoming;
 
 use super::attempt::{self, Answer, Answered, Candidate, Job, Resume, Success, WonBody};
@@ -26,9 +26,9 @@ use crate::snapshot::Live;
 use crate::state::AppState;
 
 /// Request-level fallbacks as a header: comma-separated model names.
-pub(crate) const X_TIER1_FALLBACKS: &str = "x-tier1-fallbacks";
+pub(crate) const X_TIER1_FALLBACKS: HeaderName = HeaderName::from_static("x-tier1-fallbacks");
 /// Classification of the first failure, when another attempt answered.
-pub(crate) const X_TIER1_FALLBACK_REASON: &str = "x-tier1-fallback-reason";
+pub(crate) const X_TIER1_FALLBACK_REASON: HeaderName = HeaderName::from_static("x-tier1-fallback-reason");
 
 /// Proxies one API request: read, scan, route, admit, attempt, answer.
 pub(crate) async fn forward(
@@ -142,7 +142,7 @@ fn route<'a>(
     let manifest = state.manifest.load();
     let catalog = manifest.as_deref();
     let max_fallbacks = live.server.max_request_fallbacks;
-    let header_fallbacks = headers.get(X_TIER1_FALLBACKS).and_then(|v| v.to_str().ok()).unwrap_or("");
+    let header_fallbacks = headers.get(&X_TIER1_FALLBACKS).and_then(|v| v.to_str().ok()).unwrap_or("");
     let header_fallbacks = || header_fallbacks.split(',').map(str::trim).filter(|m| !m.is_empty());
     // Counted before any is resolved: each costs a lookup and candidates to de-duplicate.
     let given = scanned.fallbacks.len() + header_fallbacks().count();

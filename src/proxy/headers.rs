@@ -1,28 +1,28 @@
 //! Header names tier1 reads or writes, request id handling, and the inbound bearer check.
 
-use http::{HeaderMap, HeaderValue, header};
+use http::{HeaderMap, HeaderName, HeaderValue, header};
 use subtle::ConstantTimeEq;
 
 use crate::config::Secret;
 
 /// Request id, propagated upstream and echoed back.
-pub(crate) const X_REQUEST_ID: &str = "x-request-id";
+pub(crate) const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 /// Correlation id, propagated upstream when present.
-pub(crate) const X_CORRELATION_ID: &str = "x-correlation-id";
+pub(crate) const X_CORRELATION_ID: HeaderName = HeaderName::from_static("x-correlation-id");
 /// The provider that answered.
-pub(crate) const X_TIER1_PROVIDER: &str = "x-tier1-provider";
+pub(crate) const X_TIER1_PROVIDER: HeaderName = HeaderName::from_static("x-tier1-provider");
 /// The upstream model name used.
-pub(crate) const X_TIER1_MODEL: &str = "x-tier1-model";
+pub(crate) const X_TIER1_MODEL: HeaderName = HeaderName::from_static("x-tier1-model");
 /// Upstream attempts started for this request.
-pub(crate) const X_TIER1_ATTEMPTS: &str = "x-tier1-attempts";
+pub(crate) const X_TIER1_ATTEMPTS: HeaderName = HeaderName::from_static("x-tier1-attempts");
 /// The front's per-user token id (a rate-limit and log key, not a secret).
-pub(crate) const X_RELAY_TOKEN_ID: &str = "x-relay-token-id";
+pub(crate) const X_RELAY_TOKEN_ID: HeaderName = HeaderName::from_static("x-relay-token-id");
 /// The front's view of the client address (logged, never trusted).
-pub(crate) const X_RELAY_CLIENT_IP: &str = "x-relay-client-ip";
+pub(crate) const X_RELAY_CLIENT_IP: HeaderName = HeaderName::from_static("x-relay-client-ip");
 
 /// The client's `x-request-id` if it is a sane id (see [`sane_id`]), or a fresh random one.
 pub(crate) fn request_id(headers: &HeaderMap) -> HeaderValue {
-    match headers.get(X_REQUEST_ID) {
+    match headers.get(&X_REQUEST_ID) {
         Some(v) if sane_id(v) => v.clone(),
         _ => generate_id(),
     }
@@ -31,7 +31,7 @@ pub(crate) fn request_id(headers: &HeaderMap) -> HeaderValue {
 /// The client's `x-correlation-id` to forward upstream, only if it is a sane id (see
 /// [`sane_id`]); anything else is dropped, not forwarded with tier1's keys to a provider.
 pub(crate) fn correlation_id(headers: &HeaderMap) -> Option<&HeaderValue> {
-    headers.get(X_CORRELATION_ID).filter(|v| sane_id(v))
+    headers.get(&X_CORRELATION_ID).filter(|v| sane_id(v))
 }
 
 /// Whether a client-chosen id is a sane token: 1 to 128 bytes of visible ASCII (no spaces,
