@@ -72,8 +72,11 @@ rpm = 1
 async fn mock() -> MockUpstream {
     let limited = Behavior { retry_after: Some(http::HeaderValue::from_static("30")), ..fails(429) };
     let slow = Behavior { latency: Duration::from_secs(2), ..Behavior::default() };
-    let cfg =
-        MockConfig::default().model("broken", fails(500)).model("slow", slow).key("sk-c-limited", limited);
+    let cfg = MockConfig::default()
+        .model("broken", fails(500))
+        .model("refused", fails(400))
+        .model("slow", slow)
+        .key("sk-c-limited", limited);
     MockUpstream::start(cfg).await.unwrap()
 }
 
@@ -101,6 +104,8 @@ async fn every_metric_moves_by_the_right_amount() {
     assert_eq!(post(&url, &[], &chat("h")).await.header("x-tier1-model"), Some("fast"));
     assert_eq!(post(&url, &[], &chat("limited")).await.status, 429);
     assert_eq!(post(&url, &[], &chat("nope")).await.status, 404);
+    // A provider's refusal of the caller's request, relayed.
+    assert_eq!(post(&url, &[], &chat("a/refused")).await.status, 400);
     let m = get(&t.url("/metrics")).await.text();
     let v = |name: &str, labels: &[(&str, &str)]| value(&m, name, labels);
 
@@ -132,6 +137,15 @@ async fn every_metric_moves_by_the_right_amount() {
     assert_eq!(v("tier1_breaker_state", &[("provider", "b"), ("target", "broken")]), Some(2.0));
     assert_eq!(v("tier1_breaker_state", &[("provider", "b"), ("target", "*")]), Some(0.0));
     assert_eq!(v("tier1_breaker_state", &[("provider", "a"), ("target", "good")]), Some(0.0));
+    // The same breakers, one 0/1 series per state, with the model label every family uses.
+    let status = |provider, model| {
+        ["closed", "half_open", "open"].map(|state| {
+            v("tier1_breaker_status", &[("provider", provider), ("model", model), ("state", state)])
+        })
+    };
+    assert_eq!(status("b", "broken"), [Some(0.0), Some(0.0), Some(1.0)]);
+    assert_eq!(status("b", "*"), [Some(1.0), Some(0.0), Some(0.0)]);
+    assert_eq!(status("a", "good"), [Some(1.0), Some(0.0), Some(0.0)]);
     assert_eq!(
         v(
             "tier1_key_cooldowns_total",
@@ -173,15 +187,18 @@ async fn every_metric_moves_by_the_right_amount() {
         v("tier1_upstream_duration_seconds_count", &[("provider", "a"), ("model", "good")]),
         Some(1.0)
     );
-    assert_eq!(
-        v("tier1_requests_total", &[("route", "r"), ("endpoint", "chat"), ("status_class", "2xx")]),
-        Some(1.0)
-    );
-    assert_eq!(
-        v("tier1_requests_total", &[("route", "unmatched"), ("endpoint", "chat"), ("status_class", "4xx")]),
-        Some(1.0)
-    );
-    assert_eq!(v("tier1_overhead_seconds_count", &[("endpoint", "chat")]), Some(5.0));
+    let requests = |route, code, class| {
+        v(
+            "tier1_requests_total",
+            &[("route", route), ("endpoint", "chat"), ("code", code), ("status_class", class)],
+        )
+    };
+    assert_eq!(requests("r", "ok", "2xx"), Some(1.0));
+    // The rate-limited key's 429 and the unknown model's 404, told apart (one status class).
+    assert_eq!(requests("limited", "rate_limited", "4xx"), Some(1.0));
+    assert_eq!(requests("unmatched", "not_found", "4xx"), Some(1.0));
+    assert_eq!(requests("direct", "invalid", "4xx"), Some(1.0));
+    assert_eq!(v("tier1_overhead_seconds_count", &[("endpoint", "chat")]), Some(6.0));
     assert_eq!(
         v(
             "tier1_request_duration_seconds_count",
@@ -191,8 +208,11 @@ async fn every_metric_moves_by_the_right_amount() {
     );
     assert!(v("tier1_queue_wait_seconds_count", &[]).unwrap() >= 1.0);
     assert_eq!(v("tier1_inflight_requests", &[]), Some(0.0));
-    assert_eq!(v("tier1_build_info", &[("version", env!("CARGO_PKG_VERSION"))]), Some(1.0));
+    let build = m.lines().find(|l| l.starts_with("tier1_build_info{")).unwrap();
+    assert!(build.contains(&format!(r#"version="{}""#, env!("CARGO_PKG_VERSION"))), "{build}");
+    assert!(build.contains(r#"revision=""#) && build.ends_with(" 1"), "{build}");
     assert_eq!(v("tier1_config_reloads_total", &[("result", "error")]), Some(0.0));
+    assert_eq!(v("tier1_config_last_reload_successful", &[]), Some(1.0));
     assert!(v("process_resident_memory_bytes", &[]).unwrap() > 0.0);
     assert!(v("process_open_fds", &[]).unwrap() > 0.0);
     // The overhead histogram starts at 10 µs.
