@@ -1,6 +1,7 @@
-//! Build script: the git commit the binary was built from, for `tier1 --version`, when built from
-//! a checkout (`TIER1_COMMIT` names it where there is no `.git`, as in a container build).
-//! No dependency: it asks the `git` on PATH and says nothing when there is none.
+//! Build script: the git commit the binary was built from, for `tier1 --version` and the
+//! `revision` label of `tier1_build_info`, when built from a checkout (`TIER1_COMMIT` names it
+//! where there is no `.git`, as in a container build). No dependency: it asks the `git` on PATH;
+//! with neither (a source tarball), the version has no suffix and the revision is `unknown`.
 
 use std::path::Path;
 use std::process::Command;
@@ -28,6 +29,9 @@ fn main() {
         let date = git(&["log", "-1", "--format=%cs", "HEAD"]);
         Some(date.map_or_else(|| hash.clone(), |d| format!("{hash} {d}")))
     });
-    let suffix = commit.map(|c| format!(" ({c})")).unwrap_or_default();
+    // The hash alone (`TIER1_COMMIT` may carry a date after it, as the suffix does).
+    let revision = commit.as_deref().and_then(|c| c.split_whitespace().next()).unwrap_or("unknown");
+    println!("cargo:rustc-env=TIER1_REVISION={revision}");
+    let suffix = commit.as_ref().map(|c| format!(" ({c})")).unwrap_or_default();
     println!("cargo:rustc-env=TIER1_VERSION_SUFFIX={suffix}");
 }

@@ -297,25 +297,15 @@ fn key_headroom(metrics: &crate::metrics::Metrics, p: &crate::providers::Provide
 /// scrape. Series follow the config: what a reload removed disappears.
 pub(crate) fn refresh_gauges(metrics: &crate::metrics::Metrics, live: &Live, clock: Clock) {
     let now = clock.now();
-    let value = |s: crate::resilience::BreakerState| match s {
-        crate::resilience::BreakerState::Closed => 0,
-        crate::resilience::BreakerState::HalfOpen => 1,
-        crate::resilience::BreakerState::Open => 2,
-    };
     metrics.breaker_state.vector().reset();
+    metrics.breaker_status.vector().reset();
     metrics.keys_available.vector().reset();
     metrics.concurrency_limit.vector().reset();
     metrics.key_headroom.vector().reset();
     for p in &live.providers {
         key_headroom(metrics, p, now);
         concurrency_limits(metrics, p);
-        metrics
-            .breaker_state
-            .get(crate::metrics::labels::Breaker {
-                provider: &p.name,
-                target: crate::metrics::TARGET_PROVIDER,
-            })
-            .set(value(p.state.breaker.state(now)));
+        breaker(metrics, &p.name, crate::metrics::TARGET_PROVIDER, p.state.breaker.state(now));
         // Providers that need no key (local model servers) have no series: nothing can run out.
         if !p.keys.is_empty() {
             let available = p.keys.iter().filter(|k| !k.state.cooldown.is_cooling(now)).count();
@@ -328,12 +318,29 @@ pub(crate) fn refresh_gauges(metrics: &crate::metrics::Metrics, live: &Live, clo
     for r in live.table.routes() {
         for t in &r.targets {
             if let Some(p) = live.providers.get(t.provider) {
-                metrics
-                    .breaker_state
-                    .get(crate::metrics::labels::Breaker { provider: &p.name, target: &t.model })
-                    .set(value(t.state.breaker.state(now)));
+                breaker(metrics, &p.name, &t.model, t.state.breaker.state(now));
             }
         }
+    }
+}
+
+/// One breaker's series: the per-state `tier1_breaker_status` and the deprecated numeric
+/// `tier1_breaker_state`.
+fn breaker(
+    metrics: &crate::metrics::Metrics,
+    provider: &str,
+    model: &str,
+    s: crate::resilience::BreakerState,
+) {
+    use crate::metrics::labels::{Breaker, BreakerStatus};
+    let (value, name) = match s {
+        crate::resilience::BreakerState::Closed => (0, "closed"),
+        crate::resilience::BreakerState::HalfOpen => (1, "half_open"),
+        crate::resilience::BreakerState::Open => (2, "open"),
+    };
+    metrics.breaker_state.get(Breaker { provider, target: model }).set(value);
+    for state in crate::metrics::BREAKER_STATES {
+        metrics.breaker_status.get(BreakerStatus { provider, model, state }).set(i64::from(state == name));
     }
 }
 

@@ -214,11 +214,7 @@ impl Reloader {
         }
         run.0 = self.requested.load(Ordering::Acquire);
         let outcome = self.reload_once(state);
-        state
-            .metrics
-            .config_reloads_total
-            .get(crate::metrics::labels::Outcome { result: outcome.label() })
-            .inc();
+        state.metrics.reloaded(outcome.label());
         run.1 = outcome.clone();
         outcome
     }

@@ -72,8 +72,11 @@ rpm = 1
 async fn mock() -> MockUpstream {
     let limited = Behavior { retry_after: Some(http::HeaderValue::from_static("30")), ..fails(429) };
     let slow = Behavior { latency: Duration::from_secs(2), ..Behavior::default() };
-    let cfg =
-        MockConfig::default().model("broken", fails(500)).model("slow", slow).key("sk-c-limited", limited);
+    let cfg = MockConfig::default()
+        .model("broken", fails(500))
+        .model("refused", fails(400))
+        .model("slow", slow)
+        .key("sk-c-limited", limited);
     MockUpstream::start(cfg).await.unwrap()
 }
 
@@ -101,6 +104,8 @@ async fn every_metric_moves_by_the_right_amount() {
     assert_eq!(post(&url, &[], &chat("h")).await.header("x-tier1-model"), Some("fast"));
     assert_eq!(post(&url, &[], &chat("limited")).await.status, 429);
     assert_eq!(post(&url, &[], &chat("nope")).await.status, 404);
+    // A provider's refusal of the caller's request, relayed.
+    assert_eq!(post(&url, &[], &chat("a/refused")).await.status, 400);
     let m = get(&t.url("/metrics")).await.text();
     let v = |name: &str, labels: &[(&str, &str)]| value(&m, name, labels);
 
@@ -132,6 +137,15 @@ async fn every_metric_moves_by_the_right_amount() {
     assert_eq!(v("tier1_breaker_state", &[("provider", "b"), ("target", "broken")]), Some(2.0));
     assert_eq!(v("tier1_breaker_state", &[("provider", "b"), ("target", "*")]), Some(0.0));
     assert_eq!(v("tier1_breaker_state", &[("provider", "a"), ("target", "good")]), Some(0.0));
+    // The same breakers, one 0/1 series per state, with the model label every family uses.
+    let status = |provider, model| {
+        ["closed", "half_open", "open"].map(|state| {
+            v("tier1_breaker_status", &[("provider", provider), ("model", model), ("state", state)])
+        })
+    };
+    assert_eq!(status("b", "broken"), [Some(0.0), Some(0.0), Some(1.0)]);
+    assert_eq!(status("b", "*"), [Some(1.0), Some(0.0), Some(0.0)]);
+    assert_eq!(status("a", "good"), [Some(1.0), Some(0.0), Some(0.0)]);
     assert_eq!(
         v(
             "tier1_key_cooldowns_total",
@@ -173,15 +187,18 @@ async fn every_metric_moves_by_the_right_amount() {
         v("tier1_upstream_duration_seconds_count", &[("provider", "a"), ("model", "good")]),
         Some(1.0)
     );
-    assert_eq!(
-        v("tier1_requests_total", &[("route", "r"), ("endpoint", "chat"), ("status_class", "2xx")]),
-        Some(1.0)
-    );
-    assert_eq!(
-        v("tier1_requests_total", &[("route", "unmatched"), ("endpoint", "chat"), ("status_class", "4xx")]),
-        Some(1.0)
-    );
-    assert_eq!(v("tier1_overhead_seconds_count", &[("endpoint", "chat")]), Some(5.0));
+    let requests = |route, code, class| {
+        v(
+            "tier1_requests_total",
+            &[("route", route), ("endpoint", "chat"), ("code", code), ("status_class", class)],
+        )
+    };
+    assert_eq!(requests("r", "ok", "2xx"), Some(1.0));
+    // The rate-limited key's 429 and the unknown model's 404, told apart (one status class).
+    assert_eq!(requests("limited", "rate_limited", "4xx"), Some(1.0));
+    assert_eq!(requests("unmatched", "not_found", "4xx"), Some(1.0));
+    assert_eq!(requests("direct", "invalid", "4xx"), Some(1.0));
+    assert_eq!(v("tier1_overhead_seconds_count", &[("endpoint", "chat")]), Some(6.0));
     assert_eq!(
         v(
             "tier1_request_duration_seconds_count",
@@ -191,8 +208,11 @@ async fn every_metric_moves_by_the_right_amount() {
     );
     assert!(v("tier1_queue_wait_seconds_count", &[]).unwrap() >= 1.0);
     assert_eq!(v("tier1_inflight_requests", &[]), Some(0.0));
-    assert_eq!(v("tier1_build_info", &[("version", env!("CARGO_PKG_VERSION"))]), Some(1.0));
+    let build = m.lines().find(|l| l.starts_with("tier1_build_info{")).unwrap();
+    assert!(build.contains(&format!(r#"version="{}""#, env!("CARGO_PKG_VERSION"))), "{build}");
+    assert!(build.contains(r#"revision=""#) && build.ends_with(" 1"), "{build}");
     assert_eq!(v("tier1_config_reloads_total", &[("result", "error")]), Some(0.0));
+    assert_eq!(v("tier1_config_last_reload_successful", &[]), Some(1.0));
     assert!(v("process_resident_memory_bytes", &[]).unwrap() > 0.0);
     assert!(v("process_open_fds", &[]).unwrap() > 0.0);
     // The overhead histogram starts at 10 µs.
@@ -336,16 +356,10 @@ async fn made_up_models_and_header_values_add_no_series() {
     assert!(!text.contains("made-up") && !text.contains("tok-") && !text.contains("id-1"));
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_real_prometheus_scrapes_the_fallback_counter() {
-    let mock = mock().await;
-    let t = Tier1::start(&cfg(&mock)).await;
-    let a = post(&t.url("/v1/chat/completions"), &[], &chat("r")).await;
-    assert_eq!(a.header("x-tier1-fallback-reason"), Some("server"));
-    let dir = TempDir::new("prometheus");
+/// A Prometheus (in `dir`) scraping tier1 at `target` every second as job `tier1`; its address.
+async fn prometheus(target: std::net::SocketAddr, dir: &TempDir) -> (Server, String) {
     let config = format!(
-        "global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: tier1\n    static_configs:\n      - targets: [\"{}\"]\n",
-        t.addr
+        "global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: tier1\n    static_configs:\n      - targets: [\"{target}\"]\n"
     );
     std::fs::write(dir.path("prometheus.yml"), config).unwrap();
     let mut cmd = tool(None, "prometheus");
@@ -354,24 +368,48 @@ async fn a_real_prometheus_scrapes_the_fallback_counter() {
         .arg("--web.listen-address=127.0.0.1:0");
     // It binds :0 and logs `msg="Listening on" address=127.0.0.1:PORT`.
     let server = start_reporting("prometheus", "msg=\"Listening on\"", cmd).await;
-    let addr = server.ready_line.split("address=").nth(1).unwrap().split_whitespace().next().unwrap();
-    let query = format!(
-        "http://{addr}/api/v1/query?query=sum(tier1_fallbacks_total%7Broute%3D%22r%22%2Creason%3D%22server%22%7D)"
-    );
+    let addr =
+        server.ready_line.split("address=").nth(1).unwrap().split_whitespace().next().unwrap().to_owned();
+    (server, addr)
+}
+
+/// `text` as a URL query value.
+fn encoded(text: &str) -> String {
+    text.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// Prometheus's JSON answer to `GET path` (`None`: no answer within 2 s).
+async fn prometheus_api(addr: &str, path: &str) -> Option<serde_json::Value> {
+    let request = http::Request::get(format!("http://{addr}{path}")).body(Default::default()).unwrap();
+    let resp = tokio::time::timeout(Duration::from_secs(2), client().request(request)).await.ok()?.ok()?;
+    let body = http_body_util::BodyExt::collect(resp.into_body()).await.ok()?.to_bytes();
+    serde_json::from_slice(&body).ok()
+}
+
+/// `expr` evaluated now.
+async fn instant(addr: &str, expr: &str) -> Option<serde_json::Value> {
+    prometheus_api(addr, &format!("/api/v1/query?query={}", encoded(expr))).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_real_prometheus_scrapes_the_fallback_counter() {
+    let mock = mock().await;
+    let t = Tier1::start(&cfg(&mock)).await;
+    let a = post(&t.url("/v1/chat/completions"), &[], &chat("r")).await;
+    assert_eq!(a.header("x-tier1-fallback-reason"), Some("server"));
+    let dir = TempDir::new("prometheus");
+    let (server, addr) = prometheus(t.addr, &dir).await;
+    let query = r#"sum(tier1_fallbacks_total{route="r",reason="server"})"#;
     // Bounded poll on the series (Prometheus scrapes every second).
     let found = std::sync::Mutex::new(None);
     let scraped = wait_until(Duration::from_secs(60), || async {
-        let Ok(Ok(resp)) = tokio::time::timeout(
-            Duration::from_secs(2),
-            client().request(http::Request::get(&query).body(Default::default()).unwrap()),
-        )
-        .await
-        else {
-            return false;
-        };
-        let body = http_body_util::BodyExt::collect(resp.into_body()).await.unwrap().to_bytes();
-        let value = serde_json::from_slice::<serde_json::Value>(&body)
-            .ok()
+        let value = instant(&addr, query)
+            .await
             .and_then(|v| v["data"]["result"][0]["value"][1].as_str().map(str::to_owned));
         let hit = value.is_some();
         *found.lock().unwrap() = value;
@@ -382,4 +420,100 @@ async fn a_real_prometheus_scrapes_the_fallback_counter() {
     assert!(scraped, "Prometheus never returned the series");
     let found = found.lock().unwrap().take();
     assert_eq!(found.as_deref(), Some("1"));
+}
+
+/// Every dashboard query, with its variables at their default (All: `.*`), evaluates on a real
+/// Prometheus scraping tier1; the panels on the request codes, breaker states, reloads, versions
+/// and per-instance process figures show tier1's series; the `job`, `namespace` and `instance`
+/// variables list what the scrape has.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_real_prometheus_evaluates_every_dashboard_query_and_variable() {
+    let mock = mock().await;
+    let t = Tier1::start(&cfg(&mock)).await;
+    let url = t.url("/v1/chat/completions");
+    // An answer after a fallback (b/broken's breaker opens), a 429 and a 404.
+    for (body, status) in [(chat("r"), 200), (chat("limited"), 429), (chat("nope"), 404)] {
+        assert_eq!(post(&url, &[], &body).await.status, status);
+    }
+    let dir = TempDir::new("prometheus-dashboard");
+    let (server, addr) = prometheus(t.addr, &dir).await;
+    let dashboard: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(format!("{ROOT}/deploy/grafana/tier1.json")).unwrap())
+            .unwrap();
+    let all = |q: &str| {
+        q.replace("$job", ".*")
+            .replace("$namespace", ".*")
+            .replace("$instance", ".*")
+            .replace("$__rate_interval", "1m")
+    };
+    let mut queries = Vec::new();
+    for panel in dashboard["panels"].as_array().unwrap() {
+        for target in panel["targets"].as_array().unwrap() {
+            queries
+                .push((panel["title"].as_str().unwrap().to_owned(), all(target["expr"].as_str().unwrap())));
+        }
+    }
+    // Rates need two scrapes in their window.
+    let rate = &queries[0].1;
+    let ready = wait_until(Duration::from_secs(60), || async {
+        instant(&addr, rate)
+            .await
+            .is_some_and(|v| v["data"]["result"].as_array().is_some_and(|r| !r.is_empty()))
+    })
+    .await;
+    assert!(ready, "Prometheus never had two scrapes of tier1");
+    let mut results: Vec<(String, Vec<serde_json::Value>)> = Vec::new();
+    for (title, expr) in &queries {
+        let v = instant(&addr, expr).await.unwrap();
+        assert_eq!(v["status"], "success", "{title}: {expr}: {v}");
+        results.push((title.clone(), v["data"]["result"].as_array().unwrap().clone()));
+    }
+    let shown = |title: &str| -> Vec<serde_json::Value> {
+        let r: Vec<_> = results.iter().filter(|(t, _)| t == title).flat_map(|(_, r)| r.clone()).collect();
+        assert!(!r.is_empty(), "{title} shows nothing");
+        r
+    };
+    let codes: BTreeSet<String> = shown("Errors by code (share of answers)")
+        .iter()
+        .map(|s| s["metric"]["code"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(codes, BTreeSet::from(["not_found".to_owned(), "rate_limited".to_owned()]));
+    let breakers = shown("Circuit breakers by state, and those not closed");
+    assert!(
+        breakers.iter().any(|s| s["metric"]["model"] == "broken" && s["metric"]["state"] == "open"),
+        "{breakers:?}"
+    );
+    for title in [
+        "Config reloads",
+        "Versions running",
+        "Resident memory by instance",
+        "CPU (cores) by instance",
+        "Open file descriptors by instance",
+    ] {
+        shown(title);
+    }
+    let per_instance = shown("Resident memory by instance");
+    assert_eq!(per_instance.len(), 1);
+    assert_eq!(per_instance[0]["metric"]["instance"], t.addr.to_string());
+    // The variables: `label_values(selector, label)` is the label's values on the selector.
+    let mut listed = Vec::new();
+    for v in dashboard["templating"]["list"].as_array().unwrap().iter().filter(|v| v["type"] == "query") {
+        let q = all(v["query"].as_str().unwrap());
+        let inner = q.strip_prefix("label_values(").and_then(|q| q.strip_suffix(')')).unwrap();
+        let (selector, label) = inner.rsplit_once(", ").unwrap();
+        let path = format!("/api/v1/label/{label}/values?match[]={}", encoded(selector));
+        let answer = prometheus_api(&addr, &path).await.unwrap();
+        assert_eq!(answer["status"], "success", "{q}: {answer}");
+        listed.push((v["name"].as_str().unwrap().to_owned(), answer["data"].clone()));
+    }
+    drop(server);
+    let instance = t.addr.to_string();
+    assert_eq!(
+        listed,
+        [
+            ("job".to_owned(), serde_json::json!(["tier1"])),
+            ("namespace".to_owned(), serde_json::json!([])),
+            ("instance".to_owned(), serde_json::json!([instance])),
+        ]
+    );
 }

@@ -481,7 +481,7 @@ async fn models_lists_routes_and_provider_pairs() {
 }
 
 #[tokio::test]
-async fn metrics_count_requests_by_route_and_status_class() {
+async fn metrics_count_requests_by_route_code_and_status_class() {
     let mock = MockUpstream::start(MockConfig::default()).await.unwrap();
     let t = Tier1::start(&config(&mock.url(), "")).await;
     post(&t.url("/v1/chat/completions"), &[], &chat("smart")).await;
@@ -492,9 +492,13 @@ async fn metrics_count_requests_by_route_and_status_class() {
     let text = a.text();
     assert!(a.header("content-type").unwrap().starts_with("text/plain"));
     let has = |line: &str| text.lines().any(|l| l == line);
-    assert!(has(r#"tier1_requests_total{endpoint="chat",route="smart",status_class="2xx"} 2"#), "{text}");
-    assert!(has(r#"tier1_requests_total{endpoint="chat",route="direct",status_class="2xx"} 1"#), "{text}");
-    assert!(has(r#"tier1_requests_total{endpoint="chat",route="unmatched",status_class="4xx"} 1"#), "{text}");
+    let requests = |labels: &str| format!("tier1_requests_total{{{labels}}}");
+    let ok =
+        |route: &str| requests(&format!(r#"code="ok",endpoint="chat",route="{route}",status_class="2xx""#));
+    assert!(has(&format!("{} 2", ok("smart"))), "{text}");
+    assert!(has(&format!("{} 1", ok("direct"))), "{text}");
+    let unknown = requests(r#"code="not_found",endpoint="chat",route="unmatched",status_class="4xx""#);
+    assert!(has(&format!("{unknown} 1")), "{text}");
     assert!(
         has(r#"tier1_request_duration_seconds_count{endpoint="chat",route="smart",stream="false"} 2"#),
         "{text}"

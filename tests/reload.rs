@@ -192,9 +192,12 @@ async fn invalid_files_keep_the_old_table_and_show_the_error() {
     }
     let metrics = get(&t.url("/metrics")).await.text();
     assert!(metrics.contains(r#"tier1_config_reloads_total{result="error"} 3"#), "{metrics}");
+    assert!(metrics.lines().any(|l| l == "tier1_config_last_reload_successful 0"), "{metrics}");
     // A good file clears the error.
     dir.write_atomic("tier1.toml", &table(&mock, "B", ""));
     assert_eq!(post_empty(&t.url("/admin/reload"), &[("x-tier1-admin", "1")]).await.json()["result"], "ok");
+    let metrics = get(&t.url("/metrics")).await.text();
+    assert!(metrics.lines().any(|l| l == "tier1_config_last_reload_successful 1"), "{metrics}");
     assert!(
         get_with(&t.url("/admin/config"), &[("x-tier1-admin", "1")]).await.json()["last_reload_error"]
             .is_null()

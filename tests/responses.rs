@@ -47,8 +47,9 @@ async fn a_response_is_relayed_byte_exact_with_the_model_spliced_on_both_paths()
     // Counted as its own endpoint.
     let m = get(&t.url("/metrics")).await.text();
     for (route, n) in [("direct", 2.0), ("smart", 1.0)] {
-        let series =
-            format!(r#"tier1_requests_total{{endpoint="responses",route="{route}",status_class="2xx"}}"#);
+        let series = format!(
+            r#"tier1_requests_total{{code="ok",endpoint="responses",route="{route}",status_class="2xx"}}"#
+        );
         assert_eq!(metric(&m, &series), Some(n), "{series}\n{m}");
     }
 }

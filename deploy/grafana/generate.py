@@ -32,10 +32,26 @@ def panel(pid, title, exprs, unit="short", x=0, y=0, w=12, h=8, kind="timeseries
     return p
 
 
+# Every query is narrowed to the variables' choice (all by default). A label a target lacks
+# (namespace outside Kubernetes) matches the default `.*`.
+SEL = 'job=~"$job", namespace=~"$namespace", instance=~"$instance"'
+
+
+def m(name, match=""):
+    """`name{the variables' selection, match}`."""
+    return f"{name}{{{SEL}{', ' + match if match else ''}}}"
+
+
+def rate(name, match=""):
+    return f"rate({m(name, match)}[$__rate_interval])"
+
+
 def q(quantile, metric, by="le"):
-    return f"histogram_quantile({quantile}, sum by ({by}) (rate({metric}_bucket[$__rate_interval])))"
+    return f"histogram_quantile({quantile}, sum by ({by}) ({rate(metric + '_bucket')}))"
 
 
+NOT_OK = 'code!="ok"'
+NOT_CLOSED = 'state!="closed"'
 panels = []
 row = 0
 
@@ -49,17 +65,20 @@ def add(title, exprs, unit="short", w=12, h=8, kind="timeseries", legend=None):
     panels.append(panel(len(panels) + 1, title, exprs, unit, x, row, w, h, kind, legend))
 
 
-add("Request rate by route", [("sum by (route) (rate(tier1_requests_total[$__rate_interval]))", "{{route}}")], "reqps")
+add("Request rate by route", [(f"sum by (route) ({rate('tier1_requests_total')})", "{{route}}")], "reqps")
 add(
-    "Error rate (4xx, 5xx)",
+    "Errors by code (share of answers)",
     [
         (
-            'sum by (status_class) (rate(tier1_requests_total{status_class=~"4xx|5xx"}[$__rate_interval]))'
-            " / ignoring(status_class) group_left sum(rate(tier1_requests_total[$__rate_interval]))",
-            "{{status_class}}",
+            f"sum by (code) ({rate('tier1_requests_total', NOT_OK)})"
+            f" / ignoring(code) group_left sum({rate('tier1_requests_total')})",
+            "{{code}}",
         )
     ],
     "percentunit",
+    legend="What clients got, one status per code: rate_limited 429, overloaded and no_target 503, "
+    "timeout 504, upstream_error 502, unauthorized 401/403, invalid 400/405/408/409/422, not_found 404, "
+    "too_large 413.",
 )
 add(
     "Request latency",
@@ -85,79 +104,114 @@ add(
 )
 add(
     "Fallbacks by reason",
-    [("sum by (reason) (rate(tier1_fallbacks_total[$__rate_interval]))", "{{reason}}")],
+    [(f"sum by (reason) ({rate('tier1_fallbacks_total')})", "{{reason}}")],
     "reqps",
 )
 add(
     "Fallbacks by provider pair",
-    [("sum by (from_provider, to_provider) (rate(tier1_fallbacks_total[$__rate_interval]))",
+    [(f"sum by (from_provider, to_provider) ({rate('tier1_fallbacks_total')})",
       "{{from_provider}} → {{to_provider}}")],
     "reqps",
 )
 add(
     "Upstream outcomes by provider",
-    [("sum by (provider, outcome) (rate(tier1_upstream_requests_total[$__rate_interval]))", "{{provider}} {{outcome}}")],
+    [(f"sum by (provider, outcome) ({rate('tier1_upstream_requests_total')})", "{{provider}} {{outcome}}")],
     "reqps",
 )
 add(
     "Retries and hedges",
-    [("sum by (provider, reason) (rate(tier1_retries_total[$__rate_interval]))", "retry {{provider}} {{reason}}"),
-     ("sum by (route, winner) (rate(tier1_hedges_total[$__rate_interval]))", "hedge {{route}} won by {{winner}}")],
+    [(f"sum by (provider, reason) ({rate('tier1_retries_total')})", "retry {{provider}} {{reason}}"),
+     (f"sum by (route, winner) ({rate('tier1_hedges_total')})", "hedge {{route}} won by {{winner}}")],
     "reqps",
 )
 add(
-    "Circuit breakers (0 closed, 1 half-open, 2 open)",
-    [("max by (provider, target) (tier1_breaker_state)", "{{provider}} {{target}}")],
+    "Circuit breakers by state, and those not closed",
+    [(f"sum by (state) ({m('tier1_breaker_status')})", "{{state}} (breakers)"),
+     (f"max by (provider, model, state) ({m('tier1_breaker_status', NOT_CLOSED)}) == 1",
+      "{{state}}: {{provider}} {{model}}")],
     "short",
+    legend="model * is the provider-wide breaker.",
 )
 add(
     "Key cooldowns and available keys",
-    [("sum by (provider, key, reason) (increase(tier1_key_cooldowns_total[$__rate_interval]))",
+    [(f"sum by (provider, key, reason) (increase({m('tier1_key_cooldowns_total')}[$__rate_interval]))",
       "cooldown {{provider}}/{{key}} {{reason}}"),
-     ("min by (provider) (tier1_keys_available)", "available {{provider}}")],
+     (f"min by (provider) ({m('tier1_keys_available')})", "available {{provider}}")],
     "short",
 )
 add(
     "Tokens by provider",
-    [("sum by (provider, direction) (rate(tier1_tokens_total[$__rate_interval]))", "{{provider}} {{direction}}")],
+    [(f"sum by (provider, direction) ({rate('tier1_tokens_total')})", "{{provider}} {{direction}}")],
     "short",
 )
 add(
     "Cost (USD per hour) by model",
-    [("sum by (provider, model) (rate(tier1_cost_usd_total[$__rate_interval])) * 3600", "{{provider}}/{{model}}")],
+    [(f"sum by (provider, model) ({rate('tier1_cost_usd_total')}) * 3600", "{{provider}}/{{model}}")],
     "currencyUSD",
 )
 add(
     "In flight and queue wait",
-    [("sum(tier1_inflight_requests)", "in flight"),
+    [(f"sum({m('tier1_inflight_requests')})", "in flight"),
      (q(0.99, "tier1_queue_wait_seconds"), "queue wait p99 (s)")],
     "short",
 )
 add(
     "Rate-limit rejections by limit",
-    [("sum by (limit) (rate(tier1_ratelimit_rejections_total[$__rate_interval]))", "{{limit}}")],
+    [(f"sum by (limit) ({rate('tier1_ratelimit_rejections_total')})", "{{limit}}")],
     "reqps",
 )
 add(
     "Redis: up, sync time, errors",
-    [("min(tier1_redis_up)", "up (min over replicas)"),
+    [(f"min({m('tier1_redis_up')})", "up (min over replicas)"),
      (q(0.99, "tier1_redis_sync_seconds"), "sync p99 (s)"),
-     ("sum by (op) (rate(tier1_redis_errors_total[$__rate_interval]))", "errors {{op}}")],
+     (f"sum by (op) ({rate('tier1_redis_errors_total')})", "errors {{op}}")],
     "short",
 )
 add(
     "Config reloads",
-    [("sum by (result) (increase(tier1_config_reloads_total[$__rate_interval]))", "{{result}}"),
-     ("time() - max(tier1_config_last_reload_timestamp_seconds)", "seconds since last reload")],
+    [(f"sum by (result) (increase({m('tier1_config_reloads_total')}[$__rate_interval]))", "{{result}}"),
+     (f"min({m('tier1_config_last_reload_successful')})", "last reload succeeded (min over replicas)"),
+     (f"time() - max({m('tier1_config_last_reload_timestamp_seconds')})", "seconds since last reload")],
     "short",
 )
 add(
-    "Process",
-    [("sum(process_resident_memory_bytes)", "RSS bytes"), ("sum(rate(process_cpu_seconds_total[$__rate_interval]))", "CPU cores"),
-     ("sum(process_open_fds)", "open fds")],
+    "Versions running",
+    [(f"count by (version, revision) ({m('tier1_build_info')})", "{{version}} {{revision}}")],
     "short",
-    w=24,
+    legend="Replicas by version and git revision.",
 )
+# One series per replica: a sum over the fleet hides the one that leaks or spins.
+add("Resident memory by instance", [(f"sum by (instance) ({m('process_resident_memory_bytes')})", "{{instance}}")],
+    "bytes", w=8)
+add("CPU (cores) by instance", [(f"sum by (instance) ({rate('process_cpu_seconds_total')})", "{{instance}}")],
+    "short", w=8)
+add(
+    "Open file descriptors by instance",
+    [(f"sum by (instance) ({m('process_open_fds')})", "{{instance}}"),
+     (f"sum by (instance) ({m('process_max_fds')})", "limit {{instance}}")],
+    "short",
+    w=8,
+)
+
+
+def variable(name, label, query):
+    """A multi-value query variable with an All option matching anything (a missing label too)."""
+    return {
+        "name": name,
+        "label": label,
+        "type": "query",
+        "datasource": DS,
+        "query": query,
+        "definition": query,
+        "refresh": 2,
+        "includeAll": True,
+        "multi": True,
+        "allValue": ".*",
+        "current": {"selected": True, "text": ["All"], "value": ["$__all"]},
+        "sort": 1,
+        "hide": 0,
+    }
+
 
 dashboard = {
     "title": "tier1",
@@ -177,7 +231,12 @@ dashboard = {
                 "query": "prometheus",
                 "current": {},
                 "hide": 0,
-            }
+            },
+            variable("job", "Job", "label_values(tier1_build_info, job)"),
+            variable("namespace", "Namespace", 'label_values(tier1_build_info{job=~"$job"}, namespace)'),
+            variable(
+                "instance", "Instance", 'label_values(tier1_build_info{job=~"$job", namespace=~"$namespace"}, instance)'
+            ),
         ]
     },
     "annotations": {"list": []},

@@ -127,7 +127,7 @@ macro_rules! labels {
 
 labels! {
     /// `tier1_requests_total`.
-    Requests => Request { route: &'a str, endpoint: &'a str, status_class: &'a str }
+    Requests => Request { route: &'a str, endpoint: &'a str, code: &'a str, status_class: &'a str }
     /// `tier1_request_duration_seconds`.
     Durations => Duration { route: &'a str, endpoint: &'a str, stream: &'a str }
     /// `tier1_overhead_seconds`.
@@ -152,8 +152,10 @@ labels! {
     CooldownWaits => CooldownWait { route: &'a str, outcome: &'a str }
     /// `tier1_stream_resumes_total`.
     Resumes => Resume { route: &'a str, outcome: &'a str }
-    /// `tier1_breaker_state`.
+    /// `tier1_breaker_state` (deprecated: `target` is what `model` is everywhere else).
     Breakers => Breaker { provider: &'a str, target: &'a str }
+    /// `tier1_breaker_status`.
+    BreakerStates => BreakerStatus { provider: &'a str, model: &'a str, state: &'a str }
     /// `tier1_breaker_transitions_total`.
     Transitions => Transition { provider: &'a str, to: &'a str }
     /// `tier1_key_cooldowns_total`.
@@ -179,5 +181,5 @@ labels! {
     /// `tier1_manifest_fetch_errors_total`.
     ManifestErrors => ManifestError { reason: &'a str }
     /// `tier1_build_info`.
-    Versions => Version { version: &'a str }
+    Versions => Version { version: &'a str, revision: &'a str }
 }

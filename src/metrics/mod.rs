@@ -4,15 +4,19 @@
 //! (`model="other"`), and an unrouted request is `route="unmatched"`. Gauges of state (breakers,
 //! available keys, process figures) are refreshed when `/metrics` is scraped.
 
+mod families;
 pub(crate) mod labels;
 mod process;
 
 use prometheus::core::Collector;
 use prometheus::{
     Counter, CounterVec, Encoder, Gauge, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter,
-    IntCounterVec, IntGauge, IntGaugeVec, Registry, TextEncoder,
+    IntCounterVec, IntGauge, IntGaugeVec, TextEncoder,
 };
 
+#[cfg(test)]
+pub(crate) use families::Described;
+use families::Registered;
 pub(crate) use labels::Family;
 use labels::{LabelSet, Vector};
 use process::ProcessMetrics;
@@ -23,8 +27,10 @@ pub(crate) const ROUTE_DIRECT: &str = "direct";
 pub(crate) const ROUTE_UNMATCHED: &str = "unmatched";
 /// Model label of a direct request for a model not configured anywhere.
 pub(crate) const MODEL_OTHER: &str = "other";
-/// Target label of a provider-wide breaker.
+/// Model (`target` in the deprecated `tier1_breaker_state`) of a provider-wide breaker.
 pub(crate) const TARGET_PROVIDER: &str = "*";
+/// The states of `tier1_breaker_status`, one series each.
+pub(crate) const BREAKER_STATES: [&str; 3] = ["closed", "half_open", "open"];
 /// Reason label of a stream event dropped because its `data:` is not JSON (the one reason so
 /// far: the label leaves room for others, such as an event over a size cap).
 pub(crate) const DROPPED_INVALID_JSON: &str = "invalid_json";
@@ -39,8 +45,8 @@ const GAPS: &[f64] = &[0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5
 /// Every metric tier1 exports.
 #[derive(Debug, Clone)]
 pub struct Metrics {
-    registry: Registry,
-    /// `tier1_requests_total{route, endpoint, status_class}`.
+    registry: Registered,
+    /// `tier1_requests_total{route, endpoint, code, status_class}` (`status_class` deprecated).
     pub(crate) requests_total: Family<labels::Requests, IntCounterVec>,
     /// `tier1_request_duration_seconds{route, endpoint, stream}`: to the end of the response body.
     pub(crate) request_duration: Family<labels::Durations, HistogramVec>,
@@ -72,8 +78,11 @@ pub struct Metrics {
     /// `tier1_stream_resumes_total{route, outcome}`: committed streams that broke on a
     /// `stream_resume` route, continued elsewhere (`resumed`) or not (`failed`).
     pub(crate) stream_resumes_total: Family<labels::Resumes, IntCounterVec>,
-    /// `tier1_breaker_state{provider, target}`: 0 closed, 1 half-open, 2 open.
+    /// `tier1_breaker_state{provider, target}`: 0 closed, 1 half-open, 2 open. Deprecated for
+    /// `tier1_breaker_status`; removed in the next release.
     pub(crate) breaker_state: Family<labels::Breakers, IntGaugeVec>,
+    /// `tier1_breaker_status{provider, model, state}`: 1 for the breaker's state, 0 for the others.
+    pub(crate) breaker_status: Family<labels::BreakerStates, IntGaugeVec>,
     /// `tier1_breaker_transitions_total{provider, to}`.
     pub(crate) breaker_transitions_total: Family<labels::Transitions, IntCounterVec>,
     /// `tier1_key_cooldowns_total{provider, key, reason, scope}`.
@@ -125,6 +134,8 @@ pub struct Metrics {
     pub(crate) config_reloads_total: Family<labels::Results, IntCounterVec>,
     /// `tier1_config_last_reload_timestamp_seconds`.
     pub(crate) config_last_reload: Gauge,
+    /// `tier1_config_last_reload_successful`: 0 after a reload that failed, until one succeeds.
+    pub(crate) config_last_reload_successful: IntGauge,
     /// `tier1_config_info{hash}`: value 1, one series, the active config's hash.
     pub(crate) config_info: Family<labels::Hashes, IntGaugeVec>,
     /// `tier1_tls_handshake_failures_total`: inbound handshakes refused or timed out.
@@ -141,33 +152,43 @@ pub struct Metrics {
 
 /// Registers `metric` in `registry` and gives it back: the one list of metrics is their
 /// construction in [`Metrics::new`].
-fn on<C: Collector + Clone + 'static>(registry: &Registry, metric: C) -> prometheus::Result<C> {
-    registry.register(Box::new(metric.clone()))?;
+fn on<C: Collector + Clone + 'static>(registry: &Registered, metric: C) -> prometheus::Result<C> {
+    registry.register(&metric)?;
     Ok(metric)
 }
 
 /// [`on`] for a family.
 fn family<L: LabelSet, V: Vector>(
-    registry: &Registry,
+    registry: &Registered,
     f: prometheus::Result<Family<L, V>>,
 ) -> prometheus::Result<Family<L, V>> {
     let f = f?;
-    registry.register(Box::new(f.vector().clone()))?;
+    registry.register(f.vector())?;
     Ok(f)
 }
 
 impl Metrics {
     /// Registers every metric in a fresh registry.
     pub fn new() -> Result<Self, prometheus::Error> {
-        let registry = Registry::new();
+        let registry = Registered::default();
         let r = &registry;
         let build_info = family(
             r,
-            Family::<labels::Versions, _>::gauge("tier1_build_info", "Build information (value 1)."),
+            Family::<labels::Versions, _>::gauge(
+                "tier1_build_info",
+                "Build information (value 1): the version, and the git revision built (unknown without one).",
+            ),
         )?;
-        build_info.get(labels::Version { version: env!("CARGO_PKG_VERSION") }).set(1);
+        let revision = env!("TIER1_REVISION");
+        build_info.get(labels::Version { version: env!("CARGO_PKG_VERSION"), revision }).set(1);
         let m = Self {
-            requests_total: family(r, Family::counter("tier1_requests_total", "API requests answered."))?,
+            requests_total: family(
+                r,
+                Family::counter(
+                    "tier1_requests_total",
+                    "API requests answered, by code (what the client got: ok, rate_limited, overloaded, no_target, timeout, upstream_error, unauthorized, invalid, not_found, too_large). status_class is deprecated: use code; it goes in the next release.",
+                ),
+            )?,
             request_duration: family(
                 r,
                 Family::histogram(
@@ -229,7 +250,7 @@ impl Metrics {
                 r,
                 Family::counter(
                     "tier1_stream_events_dropped_total",
-                    "Events of a relayed stream left out, by provider and reason (invalid_json: data that is not JSON).",
+                    "Events of a committed stream left out, not relayed, by provider and reason (invalid_json: a data line that is neither JSON nor [DONE]; before the commit such an event fails the attempt instead).",
                 ),
             )?,
             hedges_total: family(
@@ -257,7 +278,14 @@ impl Metrics {
                 r,
                 Family::gauge(
                     "tier1_breaker_state",
-                    "Circuit breakers: 0 closed, 1 half-open, 2 open (target * is the provider-wide breaker).",
+                    "Deprecated, removed in the next release: use tier1_breaker_status. Circuit breakers: 0 closed, 1 half-open, 2 open (target * is the provider-wide breaker).",
+                ),
+            )?,
+            breaker_status: family(
+                r,
+                Family::gauge(
+                    "tier1_breaker_status",
+                    "Circuit breakers: 1 for the state each is in (closed, half_open, open), 0 for the others (model * is the provider-wide breaker).",
                 ),
             )?,
             breaker_transitions_total: family(
@@ -271,24 +299,30 @@ impl Metrics {
                 r,
                 Family::counter(
                     "tier1_key_cooldowns_total",
-                    "Provider keys put to rest, by reason and scope (the whole key, or one model on it).",
+                    "Provider keys put to rest, by key (its configured name), reason and scope (the whole key, or one model on it).",
                 ),
             )?,
             key_headroom: family(
                 r,
                 Family::float_gauge(
                     "tier1_key_headroom",
-                    "What a key's provider last said is left of its quota (remaining / limit), by kind (requests, tokens).",
+                    "What a key's provider last said is left of its quota (remaining / limit, 0 to 1), by kind (requests, tokens); fresh levels with a limit only.",
                 ),
             )?,
             preemptive_skips_total: family(
                 r,
                 Family::counter(
                     "tier1_preemptive_skips_total",
-                    "Keys passed over before a 429 for their headroom, by reason (requests, tokens: none left; estimate: fewer tokens left than the request's estimate).",
+                    "Keys passed over before a 429 for their headroom, once per key per request, by reason (requests, tokens: none left; estimate: fewer tokens left than the request's estimate).",
                 ),
             )?,
-            keys_available: family(r, Family::gauge("tier1_keys_available", "Provider keys not resting."))?,
+            keys_available: family(
+                r,
+                Family::gauge(
+                    "tier1_keys_available",
+                    "Provider keys not resting (providers with keys only).",
+                ),
+            )?,
             concurrency_limit: family(
                 r,
                 Family::gauge(
@@ -332,7 +366,7 @@ impl Metrics {
                 r,
                 Family::float_counter(
                     "tier1_cost_usd_total",
-                    "Cost in USD from the targets' input_cost and output_cost.",
+                    "Cost in USD from the targets' input_cost and output_cost (USD per million tokens).",
                 ),
             )?,
             ratelimit_rejections_total: family(
@@ -367,14 +401,14 @@ impl Metrics {
                 r,
                 Family::float_counter(
                     "tier1_budget_spent_usd_total",
-                    "USD charged to a budget by this replica (settled with the reported usage), by budget name.",
+                    "USD charged to a budget by this replica (settled with the reported usage; sum over replicas for the fleet), by budget name.",
                 ),
             )?,
             budget_spent_tokens_total: family(
                 r,
                 Family::counter(
                     "tier1_budget_spent_tokens_total",
-                    "Tokens charged to a budget by this replica (settled with the reported usage), by budget name.",
+                    "Tokens charged to a budget by this replica (settled with the reported usage; sum over replicas for the fleet), by budget name.",
                 ),
             )?,
             config_reloads_total: family(
@@ -391,9 +425,19 @@ impl Metrics {
                     "Unix time at which the active config went live.",
                 )?,
             )?,
+            config_last_reload_successful: on(
+                r,
+                IntGauge::new(
+                    "tier1_config_last_reload_successful",
+                    "1 when the last config reload succeeded or found the file unchanged (and at start), 0 when it failed: the previous config stays.",
+                )?,
+            )?,
             config_info: family(r, Family::gauge("tier1_config_info", "The active config (value 1)."))?,
             // Registered only with Redis (enable_redis) or a TLS listener (enable_tls).
-            redis_up: IntGauge::new("tier1_redis_up", "1 when the last sync with Redis succeeded.")?,
+            redis_up: IntGauge::new(
+                "tier1_redis_up",
+                "1 when the last sync with Redis succeeded (replicas with [redis] only, as every tier1_redis_ family).",
+            )?,
             redis_sync_seconds: Histogram::with_opts(
                 HistogramOpts::new(
                     "tier1_redis_sync_seconds",
@@ -407,15 +451,15 @@ impl Metrics {
             )?,
             tls_handshake_failures: IntCounter::new(
                 "tier1_tls_handshake_failures_total",
-                "Inbound TLS handshakes that failed, were refused (mTLS) or timed out.",
+                "Inbound TLS handshakes that failed, were refused (mTLS) or timed out (TLS listeners only).",
             )?,
             tls_reloads_total: Family::counter(
                 "tier1_tls_reloads_total",
-                "Listener certificate rotations, by result (ok, error: the old certificate stays).",
+                "Listener certificate rotations, by result (ok, error: the old certificate stays; TLS listeners only).",
             )?,
             manifest_age_seconds: Gauge::new(
                 "tier1_manifest_age_seconds",
-                "Seconds since the front's provider manifest was last fetched or confirmed (-1: never).",
+                "Seconds since the front's provider manifest was last fetched or confirmed (-1: never; with [front] manifest_url only, as the fetch errors).",
             )?,
             manifest_fetch_errors_total: Family::counter(
                 "tier1_manifest_fetch_errors_total",
@@ -427,6 +471,7 @@ impl Metrics {
         for result in ["ok", "unchanged", "error"] {
             m.config_reloads_total.get(labels::Outcome { result });
         }
+        m.config_last_reload_successful.set(1);
         Ok(m)
     }
 
@@ -436,9 +481,9 @@ impl Metrics {
         for op in ["connect", "sync", "publish", "heartbeat", "strict"] {
             self.redis_errors_total.get(labels::RedisOp { op });
         }
-        self.registry.register(Box::new(self.redis_up.clone()))?;
-        self.registry.register(Box::new(self.redis_sync_seconds.clone()))?;
-        self.registry.register(Box::new(self.redis_errors_total.vector().clone()))
+        self.registry.register(&self.redis_up)?;
+        self.registry.register(&self.redis_sync_seconds)?;
+        self.registry.register(self.redis_errors_total.vector())
     }
 
     /// Registers the TLS metrics: only a TLS listener exports them.
@@ -446,8 +491,8 @@ impl Metrics {
         for result in ["ok", "error"] {
             self.tls_reloads_total.get(labels::Outcome { result });
         }
-        self.registry.register(Box::new(self.tls_handshake_failures.clone()))?;
-        self.registry.register(Box::new(self.tls_reloads_total.vector().clone()))
+        self.registry.register(&self.tls_handshake_failures)?;
+        self.registry.register(self.tls_reloads_total.vector())
     }
 
     /// Registers the manifest metrics, with a series at 0 for each of `reasons`: only a replica
@@ -457,8 +502,8 @@ impl Metrics {
             self.manifest_fetch_errors_total.get(labels::ManifestError { reason });
         }
         self.manifest_age_seconds.set(-1.0);
-        self.registry.register(Box::new(self.manifest_age_seconds.clone()))?;
-        self.registry.register(Box::new(self.manifest_fetch_errors_total.vector().clone()))
+        self.registry.register(&self.manifest_age_seconds)?;
+        self.registry.register(self.manifest_fetch_errors_total.vector())
     }
 
     /// Creates the rejection and overflow series of every configured limit (at 0), so dashboards
@@ -491,6 +536,20 @@ impl Metrics {
         self.config_info.vector().reset();
         self.config_info.get(labels::Hash { hash }).set(1);
         self.config_last_reload.set(unix_now());
+    }
+
+    /// Counts a config reload by its `result` (ok, unchanged, error) and sets
+    /// `tier1_config_last_reload_successful` from it.
+    pub(crate) fn reloaded(&self, result: &str) {
+        self.config_reloads_total.get(labels::Outcome { result }).inc();
+        self.config_last_reload_successful.set(i64::from(result != "error"));
+    }
+
+    /// Every family registered so far: name, type, help and label names, in registration order
+    /// (the README's metrics table lists them).
+    #[cfg(test)]
+    pub(crate) fn families(&self) -> Vec<Described> {
+        self.registry.families()
     }
 
     /// The Prometheus text exposition of every metric.
@@ -579,3 +638,6 @@ impl Metrics {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

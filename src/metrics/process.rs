@@ -10,7 +10,7 @@
 
 use std::sync::OnceLock;
 
-use prometheus::{Counter, Gauge, IntGauge, Registry};
+use prometheus::{Counter, Gauge, IntGauge};
 
 use super::on;
 
@@ -45,7 +45,7 @@ impl Units {
 
 impl ProcessMetrics {
     /// Registers the six standard metrics in `r`.
-    pub(super) fn new(r: &Registry) -> prometheus::Result<Self> {
+    pub(super) fn new(r: &super::Registered) -> prometheus::Result<Self> {
         Ok(Self {
             cpu: on(r, Counter::new("process_cpu_seconds_total", "CPU time used by the process.")?)?,
             rss: on(r, IntGauge::new("process_resident_memory_bytes", "Resident memory.")?)?,
@@ -142,7 +142,7 @@ mod tests {
     fn cpu_time_is_counted_in_fractions_of_a_second() {
         // 7 ticks at 100 Hz: an integer counter (the prometheus crate's) would say 0.
         assert_eq!(Units { page: 4096, ticks: 100.0 }.seconds(7), 0.07);
-        let r = Registry::new();
+        let r = super::super::Registered::default();
         let p = ProcessMetrics::new(&r).expect("registered");
         p.refresh();
         assert!(p.rss.get() > 0 && p.open_fds.get() > 0 && p.max_fds.get() > 0);

@@ -60,6 +60,9 @@ pub(crate) struct RequestCtx {
     pub end: End,
     /// Time spent waiting on the client's body, upstreams, backoff and queues.
     pub waited: Duration,
+    /// What the answer was, for `tier1_requests_total`'s `code` when it is not an error of
+    /// tier1's own (a provider's refusal relayed is one of the caller's codes).
+    pub code: super::respond::Code,
 }
 
 impl RequestCtx {
@@ -76,6 +79,7 @@ impl RequestCtx {
             record,
             end: End::Done(None),
             waited: Duration::ZERO,
+            code: super::respond::Code::Ok,
         }
     }
 

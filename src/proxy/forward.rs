@@ -247,11 +247,13 @@ fn answer(answered: Answered, op: Operation, stream: bool, ctx: &mut RequestCtx)
         // An error body consumed nothing: the estimates are refunded.
         Answer::CallerFault { status, headers, body } => {
             ctx.end = End::Refund;
+            ctx.code = respond::Code::of_refusal(status);
             (status, headers, full(body))
         }
         Answer::Untranslatable { provider, why, param } => {
             ctx.end = End::Refund;
             let e = ProxyError::Untranslatable { provider, why, param };
+            ctx.code = respond::code(&e);
             let (parts, body) = respond::error(&e, Dialect::of(op)).into_parts();
             (parts.status, parts.headers, body)
         }

@@ -160,6 +160,7 @@ pub(crate) async fn handle(
                 let request_id = ctx.request_id.to_str().unwrap_or("");
                 tracing::warn!(request_id, error = %e, "request failed upstream");
             }
+            ctx.code = respond::code(&e);
             // An Anthropic-format client gets Anthropic's error shape, same status.
             let dialect =
                 if endpoint == Some(Endpoint::Messages) { Dialect::Anthropic } else { Dialect::OpenAi };
@@ -168,11 +169,11 @@ pub(crate) async fn handle(
     };
     if let Some(label) = label {
         let route = ctx.route.as_str();
-        let status_class = status_class(resp.status());
+        let (code, status_class) = (ctx.code.as_str(), status_class(resp.status()));
         state
             .metrics
             .requests_total
-            .get(crate::metrics::labels::Request { route, endpoint: label, status_class })
+            .get(crate::metrics::labels::Request { route, endpoint: label, code, status_class })
             .inc();
         let overhead = started.elapsed().saturating_sub(ctx.waited);
         state

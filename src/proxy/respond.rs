@@ -35,52 +35,169 @@ impl Dialect {
     }
 }
 
-/// Status, OpenAI error `type`, `code` and `param` of an error. The `match` is exhaustive on
-/// purpose: a new variant must be given its status here.
+/// What a client's answer was, as the bounded `code` label of `tier1_requests_total`. Each code
+/// is one status (`overloaded` and `no_target` split the 503s by cause), so a ratio of codes is a
+/// ratio of what clients saw; why an upstream failed is `tier1_upstream_requests_total`'s
+/// `outcome`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Code {
+    /// A success (2xx).
+    Ok,
+    /// 429: a caller limit or budget, or every upstream is rate limited, overloaded or resting
+    /// (come back after `Retry-After`).
+    RateLimited,
+    /// 503: tier1 cannot take the request now (`server.max_inflight` reached, or a fail-closed
+    /// strict limit cannot reach Redis).
+    Overloaded,
+    /// 503: no target could be tried (their breakers are open).
+    NoTarget,
+    /// 504: every attempt timed out.
+    Timeout,
+    /// 502: the upstreams failed (errors, broken answers, unreachable, tier1's key refused).
+    UpstreamError,
+    /// 401 or 403: the caller's key.
+    Unauthorized,
+    /// 400, 405, 408, 409, 422: the request as sent (a provider's refusal of it included).
+    Invalid,
+    /// 404: no such model or path.
+    NotFound,
+    /// 413: the body is over `server.max_body_bytes` (or the provider's limit).
+    TooLarge,
+}
+
+impl Code {
+    /// Every code, in the README's order.
+    #[cfg(test)]
+    pub(crate) const ALL: [Self; 10] = [
+        Self::Ok,
+        Self::RateLimited,
+        Self::Overloaded,
+        Self::NoTarget,
+        Self::Timeout,
+        Self::UpstreamError,
+        Self::Unauthorized,
+        Self::Invalid,
+        Self::NotFound,
+        Self::TooLarge,
+    ];
+
+    /// The label value.
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            Self::Ok => "ok",
+            Self::RateLimited => "rate_limited",
+            Self::Overloaded => "overloaded",
+            Self::NoTarget => "no_target",
+            Self::Timeout => "timeout",
+            Self::UpstreamError => "upstream_error",
+            Self::Unauthorized => "unauthorized",
+            Self::Invalid => "invalid",
+            Self::NotFound => "not_found",
+            Self::TooLarge => "too_large",
+        }
+    }
+
+    /// The code of a provider's refusal relayed to the client (its status is the provider's).
+    pub(crate) fn of_refusal(status: StatusCode) -> Self {
+        match status {
+            StatusCode::NOT_FOUND => Self::NotFound,
+            StatusCode::PAYLOAD_TOO_LARGE => Self::TooLarge,
+            _ => Self::Invalid,
+        }
+    }
+}
+
+/// What an error is rendered as: status, OpenAI error `type`, `code` and `param`, and the
+/// metric's [`Code`].
+struct Rendering {
+    status: StatusCode,
+    kind: &'static str,
+    code: &'static str,
+    param: Option<&'static str>,
+    label: Code,
+}
+
+const fn rendering(
+    (status, kind, code, param): (StatusCode, &'static str, &'static str, Option<&'static str>),
+    label: Code,
+) -> Rendering {
+    Rendering { status, kind, code, param, label }
+}
+
+/// The rendering of an error. The `match` is exhaustive on purpose: a new variant must be given
+/// its status and code here.
 #[deny(clippy::wildcard_enum_match_arm)]
-fn status_of(e: &ProxyError) -> (StatusCode, &'static str, &'static str, Option<&'static str>) {
+fn status_of(e: &ProxyError) -> Rendering {
     const INVALID: &str = "invalid_request_error";
+    let limited = |(status, code), label| rendering((status, "rate_limit_error", code, None), label);
     match e {
-        ProxyError::BadRequest(e) => (StatusCode::BAD_REQUEST, INVALID, e.code(), e.param()),
-        ProxyError::Unauthorized => (StatusCode::UNAUTHORIZED, INVALID, "invalid_api_key", None),
-        ProxyError::UnknownModel(_) => (StatusCode::NOT_FOUND, INVALID, "model_not_found", Some("model")),
-        ProxyError::Forbidden => (StatusCode::FORBIDDEN, INVALID, "forbidden", None),
-        ProxyError::NoSuchPath => (StatusCode::NOT_FOUND, INVALID, "unknown_url", None),
+        ProxyError::BadRequest(e) => {
+            rendering((StatusCode::BAD_REQUEST, INVALID, e.code(), e.param()), Code::Invalid)
+        }
+        ProxyError::Unauthorized => {
+            rendering((StatusCode::UNAUTHORIZED, INVALID, "invalid_api_key", None), Code::Unauthorized)
+        }
+        ProxyError::UnknownModel(_) => {
+            rendering((StatusCode::NOT_FOUND, INVALID, "model_not_found", Some("model")), Code::NotFound)
+        }
+        ProxyError::Forbidden => {
+            rendering((StatusCode::FORBIDDEN, INVALID, "forbidden", None), Code::Unauthorized)
+        }
+        ProxyError::NoSuchPath => {
+            rendering((StatusCode::NOT_FOUND, INVALID, "unknown_url", None), Code::NotFound)
+        }
         ProxyError::MethodNotAllowed(_) => {
-            (StatusCode::METHOD_NOT_ALLOWED, INVALID, "method_not_allowed", None)
+            rendering((StatusCode::METHOD_NOT_ALLOWED, INVALID, "method_not_allowed", None), Code::Invalid)
         }
-        ProxyError::PayloadTooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, INVALID, "request_too_large", None),
-        ProxyError::BodyTimeout => (StatusCode::REQUEST_TIMEOUT, INVALID, "request_timeout", None),
-        ProxyError::BodyRead => (StatusCode::BAD_REQUEST, INVALID, "body_read_error", None),
+        ProxyError::PayloadTooLarge(_) => {
+            rendering((StatusCode::PAYLOAD_TOO_LARGE, INVALID, "request_too_large", None), Code::TooLarge)
+        }
+        // The client's own slowness: the caller's request, not an upstream timeout.
+        ProxyError::BodyTimeout => {
+            rendering((StatusCode::REQUEST_TIMEOUT, INVALID, "request_timeout", None), Code::Invalid)
+        }
+        ProxyError::BodyRead => {
+            rendering((StatusCode::BAD_REQUEST, INVALID, "body_read_error", None), Code::Invalid)
+        }
         ProxyError::Exhausted(e) => exhausted_status(e),
-        ProxyError::Busy(_) => (StatusCode::SERVICE_UNAVAILABLE, "server_error", "server_busy", None),
-        ProxyError::WrongFormat { .. } => {
-            (StatusCode::BAD_REQUEST, INVALID, "unsupported_provider_format", Some("model"))
-        }
+        ProxyError::Busy(_) => rendering(
+            (StatusCode::SERVICE_UNAVAILABLE, "server_error", "server_busy", None),
+            Code::Overloaded,
+        ),
+        ProxyError::WrongFormat { .. } => rendering(
+            (StatusCode::BAD_REQUEST, INVALID, "unsupported_provider_format", Some("model")),
+            Code::Invalid,
+        ),
         ProxyError::Untranslatable { param, .. } => {
-            (StatusCode::BAD_REQUEST, INVALID, "untranslatable_request", *param)
+            rendering((StatusCode::BAD_REQUEST, INVALID, "untranslatable_request", *param), Code::Invalid)
         }
         // A 4xx, never a 5xx: the front rests the sidecar for every provider on a 5xx. 404 is what
         // a model the sidecar does not serve gets, so the front's model sync stays consistent.
-        ProxyError::NotEligible { .. } => {
-            (StatusCode::NOT_FOUND, INVALID, "provider_not_eligible", Some("model"))
-        }
+        ProxyError::NotEligible { .. } => rendering(
+            (StatusCode::NOT_FOUND, INVALID, "provider_not_eligible", Some("model")),
+            Code::NotFound,
+        ),
         ProxyError::Limited(r) if r.unavailable => {
-            (StatusCode::SERVICE_UNAVAILABLE, "rate_limit_error", "rate_limit_unavailable", None)
+            limited((StatusCode::SERVICE_UNAVAILABLE, "rate_limit_unavailable"), Code::Overloaded)
         }
         ProxyError::Limited(r) if r.is_budget() => {
-            (StatusCode::TOO_MANY_REQUESTS, "rate_limit_error", "budget_exceeded", None)
+            limited((StatusCode::TOO_MANY_REQUESTS, "budget_exceeded"), Code::RateLimited)
         }
         ProxyError::Limited(_) => {
-            (StatusCode::TOO_MANY_REQUESTS, "rate_limit_error", "rate_limit_exceeded", None)
+            limited((StatusCode::TOO_MANY_REQUESTS, "rate_limit_exceeded"), Code::RateLimited)
         }
     }
+}
+
+/// The `code` label of the answer to `e`.
+pub(crate) fn code(e: &ProxyError) -> Code {
+    status_of(e).label
 }
 
 /// The response for `e`, in `dialect`.
 pub(crate) fn error(e: &ProxyError, dialect: Dialect) -> Response<Body> {
     let message = e.to_string();
-    let (status, kind, code, param) = status_of(e);
+    let Rendering { status, kind, code, param, .. } = status_of(e);
     let mut body = match (dialect, e) {
         (Dialect::Anthropic, _) => {
             serde_json::json!({"type": "error", "error": {"type": anthropic_error_type(status.as_u16()), "message": message}})
@@ -160,7 +277,7 @@ fn error_headers(e: &ProxyError, status: StatusCode, headers: &mut HeaderMap) {
 /// - 504 when every attempt timed out; 502 otherwise.
 ///
 /// The code is the dominant classification.
-fn exhausted_status(e: &Exhausted) -> (StatusCode, &'static str, &'static str, Option<&'static str>) {
+fn exhausted_status(e: &Exhausted) -> Rendering {
     let all = |f: fn(Class) -> bool| !e.attempts.is_empty() && e.attempts.iter().all(|a| f(a.class));
     let waits =
         e.resting || e.attempts.iter().any(|a| matches!(a.class, Class::RateLimited | Class::Overloaded));
@@ -175,17 +292,18 @@ fn exhausted_status(e: &Exhausted) -> (StatusCode, &'static str, &'static str, O
         Some(Class::ContextLength) => "context_length_exceeded",
         Some(Class::ContentFilter) => "content_filter",
     };
+    const UPSTREAM: &str = "upstream_error";
     if all(|c| matches!(c, Class::ContextLength | Class::ContentFilter)) {
         // Longer than every target's window: the caller's request, not tier1's failure.
-        (StatusCode::BAD_REQUEST, "invalid_request_error", code, Some("messages"))
+        rendering((StatusCode::BAD_REQUEST, "invalid_request_error", code, Some("messages")), Code::Invalid)
     } else if waits {
-        (StatusCode::TOO_MANY_REQUESTS, "rate_limit_error", code, None)
+        rendering((StatusCode::TOO_MANY_REQUESTS, "rate_limit_error", code, None), Code::RateLimited)
     } else if e.started == 0 && e.attempts.is_empty() {
-        (StatusCode::SERVICE_UNAVAILABLE, "upstream_error", code, None)
+        rendering((StatusCode::SERVICE_UNAVAILABLE, UPSTREAM, code, None), Code::NoTarget)
     } else if all(Class::is_timeout) {
-        (StatusCode::GATEWAY_TIMEOUT, "upstream_error", code, None)
+        rendering((StatusCode::GATEWAY_TIMEOUT, UPSTREAM, code, None), Code::Timeout)
     } else {
-        (StatusCode::BAD_GATEWAY, "upstream_error", code, None)
+        rendering((StatusCode::BAD_GATEWAY, UPSTREAM, code, None), Code::UpstreamError)
     }
 }
 

@@ -218,3 +218,87 @@ fn the_messages_endpoint_speaks_anthropic() {
     assert_eq!(Dialect::of(Operation::Chat), Dialect::OpenAi);
     assert_eq!(Dialect::of(Operation::Embeddings), Dialect::OpenAi);
 }
+
+/// The status a code stands for (the 503s split by cause; 4xx codes that cover a few).
+fn statuses_of(code: Code) -> &'static [u16] {
+    match code {
+        Code::Ok => &[200],
+        Code::RateLimited => &[429],
+        Code::Overloaded | Code::NoTarget => &[503],
+        Code::Timeout => &[504],
+        Code::UpstreamError => &[502],
+        Code::Unauthorized => &[401, 403],
+        Code::Invalid => &[400, 405, 408, 409, 422],
+        Code::NotFound => &[404],
+        Code::TooLarge => &[413],
+    }
+}
+
+/// Each error's `code` label is the one its answer's status stands for, so a ratio of codes is
+/// a ratio of what clients saw: the 429s apart from the 400s, and 502, 503 and 504 apart (what
+/// `status_class` lumped together). Every variant of `ProxyError` is here.
+#[test]
+fn every_error_has_the_code_of_the_status_it_answers_with() {
+    let limited = |unavailable, resets_at_ms| crate::ratelimit::Rejection {
+        limit: Arc::from("l"),
+        retry_after: Duration::from_secs(1),
+        unavailable,
+        resets_at_ms,
+    };
+    let mut resting = Exhausted { attempts: vec![], started: 0, retry_after: None, resting: true };
+    let cases: Vec<(ProxyError, Code)> = vec![
+        (ProxyError::BadRequest(crate::json::ScanError::NotJson), Code::Invalid),
+        (ProxyError::Unauthorized, Code::Unauthorized),
+        (ProxyError::Forbidden, Code::Unauthorized),
+        (ProxyError::UnknownModel("m".into()), Code::NotFound),
+        (ProxyError::NoSuchPath, Code::NotFound),
+        (ProxyError::MethodNotAllowed("POST"), Code::Invalid),
+        (ProxyError::PayloadTooLarge(10), Code::TooLarge),
+        (ProxyError::BodyTimeout, Code::Invalid),
+        (ProxyError::BodyRead, Code::Invalid),
+        (ProxyError::Busy(Duration::from_secs(1)), Code::Overloaded),
+        (ProxyError::Limited(Box::new(limited(false, None))), Code::RateLimited),
+        (ProxyError::Limited(Box::new(limited(false, Some(5000)))), Code::RateLimited),
+        (ProxyError::Limited(Box::new(limited(true, None))), Code::Overloaded),
+        (ProxyError::WrongFormat { model: "m".into(), served_by: "x".into() }, Code::Invalid),
+        (ProxyError::NotEligible { model: "m".into(), provider: Arc::from("p") }, Code::NotFound),
+        (
+            ProxyError::Untranslatable { provider: Arc::from("p"), why: "w".into(), param: None },
+            Code::Invalid,
+        ),
+        (exhausted(&[Class::RateLimited], None), Code::RateLimited),
+        // An overloaded upstream is a 429 to wait out, not tier1's 503.
+        (exhausted(&[Class::Overloaded, Class::Server], None), Code::RateLimited),
+        (ProxyError::Exhausted(Box::new(resting.clone())), Code::RateLimited),
+        (exhausted(&[], None), Code::NoTarget),
+        (exhausted(&[Class::Timeout, Class::FirstToken], None), Code::Timeout),
+        (exhausted(&[Class::Timeout, Class::Server], None), Code::UpstreamError),
+        (exhausted(&[Class::Connect], None), Code::UpstreamError),
+        (exhausted(&[Class::Auth], None), Code::UpstreamError),
+        (exhausted(&[Class::ContextLength, Class::ContentFilter], None), Code::Invalid),
+    ];
+    for (e, want) in &cases {
+        let status = error(e, Dialect::OpenAi).status().as_u16();
+        assert_eq!(code(e), *want, "{e:?} ({status})");
+        assert!(statuses_of(*want).contains(&status), "{e:?}: {status} is not {}", want.as_str());
+    }
+    // Every code but ok is some error's (ok is every success's, the handler's default).
+    for c in Code::ALL.into_iter().filter(|c| *c != Code::Ok) {
+        assert!(cases.iter().any(|(_, w)| *w == c), "{} is no error's code", c.as_str());
+    }
+    resting.resting = false;
+    assert_eq!(code(&ProxyError::Exhausted(Box::new(resting))), Code::NoTarget);
+}
+
+/// A provider's refusal relayed to the client keeps the provider's status: its code is that
+/// status's.
+#[test]
+fn a_relayed_refusal_has_the_code_of_its_status() {
+    for (status, want) in
+        [(400, Code::Invalid), (404, Code::NotFound), (413, Code::TooLarge), (422, Code::Invalid)]
+    {
+        let c = Code::of_refusal(StatusCode::from_u16(status).unwrap());
+        assert_eq!(c, want, "{status}");
+        assert!(statuses_of(c).contains(&status));
+    }
+}
