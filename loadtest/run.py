@@ -117,8 +117,9 @@ def us(v: str) -> float:
     return float(n) * {"us": 1, "ms": 1e3, "s": 1e6}[v[len(n):]]
 
 
-def wrk(url: str, body: str, conns: int, secs: int, record: bool = True) -> dict:
-    """`record=False`: a warm-up (pools and connections), whose output is dropped."""
+def wrk(url: str, body: str, conns: int, secs: int, record: bool = True, cpus: str = "1") -> dict:
+    """`record=False`: a warm-up (pools and connections), whose output is dropped. `cpus`: where
+    wrk runs (taskset's list)."""
     lua = Path(tempfile.mkstemp(suffix=".lua")[1])
     lua.write_text(
         'wrk.method = "POST"\nwrk.headers["content-type"] = "application/json"\n'
@@ -126,7 +127,7 @@ def wrk(url: str, body: str, conns: int, secs: int, record: bool = True) -> dict
         f"wrk.body = {json.dumps(body)}\n"
     )
     def run(secs: int, *extra: str) -> str:
-        argv = ["taskset", "-c", "1", "wrk", "-t1", f"-c{conns}", f"-d{secs}s", *extra, "-s", str(lua), url]
+        argv = ["taskset", "-c", cpus, "wrk", "-t1", f"-c{conns}", f"-d{secs}s", *extra, "-s", str(lua), url]
         return subprocess.run(argv, capture_output=True, text=True).stdout
 
     out = run(secs, "--latency") if record else run(secs)
@@ -210,6 +211,37 @@ def series_sum(text: str, name: str) -> float:
     return sum(float(l.rsplit(" ", 1)[1]) for l in text.splitlines() if l.startswith(name + " ") or l.startswith(name + "{"))
 
 
+def cpus(case: dict, own: str) -> str:
+    """Where a case's process runs: `own` (tier1 and nginx on CPU 0, the rest on CPU 1), or both
+    CPUs for every process with `unpinned = true` (a black-box run, as on a shared host)."""
+    return "0-1" if case.get("unpinned") else own
+
+
+WAIT_KINDS = ("body", "limit", "queue", "upstream", "hedge", "backoff", "cooldown", "scheduler", "other")
+
+
+def time_to_head(text: str) -> dict:
+    """Means per request (µs) of tier1's overhead and of each wait kind, over every request the
+    histograms counted (a kind a request did not meet counts as 0 for it)."""
+    n = series_sum(text, "tier1_overhead_seconds_count")
+    if not n:
+        return {}
+    mean = lambda series: round(series_sum(text, series) / n * 1e6, 2)
+    out = {"overhead_mean_us": mean("tier1_overhead_seconds_sum")}
+    waits = {}
+    for kind in WAIT_KINDS:
+        total = sum(float(l.rsplit(" ", 1)[1]) for l in text.splitlines()
+                    if l.startswith(f'tier1_wait_seconds_sum{{kind="{kind}"}}'))
+        if total:
+            waits[kind] = round(total / n * 1e6, 2)
+    out["wait_mean_us"] = waits
+    return out
+
+
+def loadavg() -> str:
+    return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+
+
 class Bench:
     def __init__(self, work: Path, quick: bool):
         self.work, self.quick, self.procs = work, quick, Procs(work)
@@ -219,7 +251,7 @@ class Bench:
         port = free_port()
         cfg = self.work / "mock.toml"
         cfg.write_text(case.get("mock", ""))
-        self.mock_proc = self.procs.start("mock", 1, [TIER1, "mock-upstream", "--listen", f"127.0.0.1:{port}", "--config", cfg])
+        self.mock_proc = self.procs.start("mock", cpus(case, "1"), [TIER1, "mock-upstream", "--listen", f"127.0.0.1:{port}", "--config", cfg])
         wait_up(f"http://127.0.0.1:{port}/_mock/stats")
         return port
 
@@ -242,7 +274,7 @@ class Bench:
         text = (CASES / "common.toml").read_text() + "\n" + routes
         text += f'\n[providers.up]\nkind = "openai"\nbase_url = "http://127.0.0.1:{upstream}/v1"\n'
         cfg.write_text(text.replace("MOCK_PORT", str(upstream)))
-        p = self.procs.start("tier1", 0, [TIER1, "--config", cfg, "--listen", f"127.0.0.1:{port}"],
+        p = self.procs.start("tier1", cpus(case, "0"), [TIER1, "--config", cfg, "--listen", f"127.0.0.1:{port}"],
                              env={"BENCH_FRONT_KEY": FRONT_KEY})
         wait_up(f"http://127.0.0.1:{port}/readyz")
         self.tier1_config = cfg
@@ -253,6 +285,7 @@ class Bench:
         load (the warm-up's CPU is not counted) and RSS (idle: before the warm-up)."""
         url = f"http://127.0.0.1:{port}{case.get('path', '/v1/chat/completions')}"
         idle = rss_mib(pid) if pid else None
+        load_before = loadavg()
         if warm:
             warm(url)
         t0 = cpu_ticks(pid) if pid else 0
@@ -268,6 +301,7 @@ class Bench:
             n = r.get("requests") or r.get("streams_completed") or 0
             if n:
                 r["cpu_s_per_10k"] = round((cpu_ticks(pid) - t0) / CLK_TCK / n * 10_000, 4)
+        r["loadavg_before_after"] = f"{load_before} / {loadavg()}"
         r["mock_cpu_share"] = round((cpu_ticks(self.mock_proc.pid) - m0) / CLK_TCK / max(r.get("seconds", self.secs), 1), 3)
         print(f"  {name}: {json.dumps(r)}", flush=True)
         return r
@@ -283,7 +317,7 @@ class Bench:
 
         def do_load(url):
             if load == "wrk":
-                r = wrk(url, body, case.get("connections", 32), secs)
+                r = wrk(url, body, case.get("connections", 32), secs, cpus=cpus(case, "1"))
                 r["seconds"] = secs
                 return r
             if load == "oha":
@@ -297,7 +331,7 @@ class Bench:
 
         def do_warm(url):
             if load == "wrk":
-                wrk(url, body, case.get("connections", 32), 2, record=False)
+                wrk(url, body, case.get("connections", 32), 2, record=False, cpus=cpus(case, "1"))
 
         mport = self.mock(case)
         out = {}
@@ -323,6 +357,7 @@ class Bench:
                     text = metrics(port)
                     out["tier1"]["overhead_p50_us"] = (histogram_quantile(text, "tier1_overhead_seconds", 0.5) or 0) * 1e6
                     out["tier1"]["overhead_p99_us"] = (histogram_quantile(text, "tier1_overhead_seconds", 0.99) or 0) * 1e6
+                    out["tier1"].update(time_to_head(text))
                     out["tier1"]["fallbacks"] = series_sum(text, "tier1_fallbacks_total")
                     out["tier1"]["inflight_after"] = series_sum(text, "tier1_inflight_requests")
                     self.procs.stop(p)
@@ -464,12 +499,14 @@ def main() -> int:
     ap.add_argument("--quick", action="store_true", help="5 s per load instead of 10 s")
     ap.add_argument("--only", default="", help="comma-separated case names")
     args = ap.parse_args()
-    for tool in ("wrk", "nginx", "taskset"):
+    only = [c for c in args.only.split(",") if c]
+    cases = sorted(p for p in CASES.iterdir() if (p / "case.toml").exists())
+    chosen = [tomllib.loads((p / "case.toml").read_text()) for p in cases if not only or p.name in only]
+    nginx = any("nginx" in c.get("systems", ["nginx"]) for c in chosen)
+    for tool in ("wrk", "taskset") + (("nginx",) if nginx else ()):
         if not shutil.which(tool):
             print(f"missing {tool}: apt-get install wrk nginx util-linux", file=sys.stderr)
             return 2
-    only = [c for c in args.only.split(",") if c]
-    cases = sorted(p for p in CASES.iterdir() if (p / "case.toml").exists())
     results, bounds = {}, []
     with tempfile.TemporaryDirectory(prefix="tier1-load-") as tmp:
         bench = Bench(Path(tmp), args.quick)

@@ -34,6 +34,8 @@ pub(crate) struct Live {
     pub reload: ReloadConfig,
     /// Fraction of successful requests in the access log.
     pub log_sample: f64,
+    /// `[observability] server_timing`: `Server-Timing` on proxied answers.
+    pub server_timing: bool,
     /// Rate limits.
     pub limits: crate::ratelimit::Limits,
     /// `[front]`: where the manifest task fetches from, read before each fetch.
@@ -59,6 +61,7 @@ impl Live {
             reload: config.reload.clone(),
             front: config.front.clone(),
             log_sample: config.log.sample,
+            server_timing: config.observability.server_timing,
             limits: crate::ratelimit::Limits::new(&config.limits).with_budgets(&config.budgets),
             table: RoutingTable::new(config, registry),
             providers,

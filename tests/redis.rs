@@ -270,6 +270,10 @@ async fn strict_mode_is_exact_under_concurrency() {
     }
     assert_eq!(admitted, 100);
     assert_eq!(mock.stats.snapshot().requests, 100);
+    // Every request waited on Redis for its strict limit: a `limit` wait, not tier1's overhead.
+    let limit_waits = fleet_metric(&fleet, r#"tier1_wait_seconds_count{kind="limit"}"#).await;
+    assert_eq!(limit_waits, 200.0);
+    assert!(fleet_metric(&fleet, r#"tier1_wait_seconds_sum{kind="limit"}"#).await > 0.0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -54,6 +54,21 @@ pub struct Config {
     pub budgets: Vec<LimitConfig>,
     /// `[front]`.
     pub front: FrontConfig,
+    /// `[observability]`.
+    pub observability: ObservabilityConfig,
+}
+
+/// `[observability]`, validated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObservabilityConfig {
+    /// `Server-Timing` on every proxied answer.
+    pub server_timing: bool,
+}
+
+impl Default for ObservabilityConfig {
+    fn default() -> Self {
+        Self { server_timing: true }
+    }
 }
 
 /// `[front]`, validated: the front's provider manifest ([`crate::manifest`]), opt-in.

@@ -149,6 +149,17 @@ pub(super) struct RawConfig {
     /// What tier1 learns from the front (OmniRoute) beyond its requests.
     #[serde(default)]
     pub front: RawFront,
+    /// What tier1 tells about itself beyond metrics and logs.
+    #[serde(default)]
+    pub observability: RawObservability,
+}
+
+/// `[observability]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawObservability {
+    /// `Server-Timing` on every proxied answer (default on).
+    pub server_timing: Option<bool>,
 }
 
 /// `[front]`.

@@ -182,4 +182,61 @@ labels! {
     ManifestErrors => ManifestError { reason: &'a str }
     /// `tier1_build_info`.
     Versions => Version { version: &'a str, revision: &'a str }
+    /// `tier1_wait_seconds` (`kind`: a [`WaitKind`]).
+    Waits => Wait { kind: &'a str }
+}
+
+/// What a request waited on before its response head (`tier1_wait_seconds{kind}`): everything
+/// of its time to the head that is not tier1's own work (`tier1_overhead_seconds`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum WaitKind {
+    /// Reading the client's request body.
+    Body,
+    /// A strict rate limit's round trip to Redis.
+    Limit,
+    /// A provider's or key's concurrency slot (`queue_timeout`).
+    Queue,
+    /// An upstream's answer: the send (connect included) to the head, and what tier1 reads of the
+    /// body before it answers (a stream to its commit point, a translated answer whole).
+    Upstream,
+    /// A hedged request's primary, before the hedge started (at most `hedge_after`).
+    Hedge,
+    /// A backoff, or a `Retry-After`, before trying a target again.
+    Backoff,
+    /// Every candidate resting (`wait_for_cooldown`).
+    Cooldown,
+    /// Woken, in the runtime's run queue until polled again.
+    Scheduler,
+    /// Any other await (none is known: time here is a wait not yet named).
+    Other,
+}
+
+impl WaitKind {
+    /// Every kind, in slot order (`kind as usize`).
+    pub(crate) const ALL: [Self; 9] = [
+        Self::Body,
+        Self::Limit,
+        Self::Queue,
+        Self::Upstream,
+        Self::Hedge,
+        Self::Backoff,
+        Self::Cooldown,
+        Self::Scheduler,
+        Self::Other,
+    ];
+
+    /// The label value.
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            Self::Body => "body",
+            Self::Limit => "limit",
+            Self::Queue => "queue",
+            Self::Upstream => "upstream",
+            Self::Hedge => "hedge",
+            Self::Backoff => "backoff",
+            Self::Cooldown => "cooldown",
+            Self::Scheduler => "scheduler",
+            Self::Other => "other",
+        }
+    }
 }

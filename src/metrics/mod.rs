@@ -40,6 +40,11 @@ const LATENCY: &[f64] =
 const OVERHEAD: &[f64] = &[
     0.000_01, 0.000_025, 0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1,
 ];
+/// Waits: from the scheduler's microseconds to an upstream's minutes.
+const WAITS: &[f64] = &[
+    0.000_01, 0.000_025, 0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1,
+    0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0,
+];
 const GAPS: &[f64] = &[0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
 
 /// Every metric tier1 exports.
@@ -50,9 +55,12 @@ pub struct Metrics {
     pub(crate) requests_total: Family<labels::Requests, IntCounterVec>,
     /// `tier1_request_duration_seconds{route, endpoint, stream}`: to the end of the response body.
     pub(crate) request_duration: Family<labels::Durations, HistogramVec>,
-    /// `tier1_overhead_seconds{endpoint}`: time to the response head minus time waiting on the
-    /// client's body, upstreams, backoff and queues.
+    /// `tier1_overhead_seconds{endpoint}`: time to the response head minus every wait
+    /// (`waits`): tier1's own work.
     pub(crate) overhead: Family<labels::Endpoints, HistogramVec>,
+    /// `tier1_wait_seconds{kind}`: the rest of the time to the response head, by what the request
+    /// waited on; one series per [`labels::WaitKind`], resolved once (index: `kind as usize`).
+    pub(crate) waits: [Histogram; labels::WaitKind::ALL.len()],
     /// `tier1_upstream_requests_total{provider, model, outcome}`.
     pub(crate) upstream_requests_total: Family<labels::Upstreams, IntCounterVec>,
     /// `tier1_upstream_duration_seconds{provider, model}`: one attempt, to its last byte.
@@ -181,7 +189,16 @@ impl Metrics {
         )?;
         let revision = env!("TIER1_REVISION");
         build_info.get(labels::Version { version: env!("CARGO_PKG_VERSION"), revision }).set(1);
+        let waits = family(
+            r,
+            Family::<labels::Waits, _>::histogram(
+                "tier1_wait_seconds",
+                "Time to the response head spent waiting, by what on (body, limit, queue, upstream, hedge, backoff, cooldown, scheduler, other); with tier1_overhead_seconds it adds up to the time to the head.",
+                WAITS,
+            ),
+        )?;
         let m = Self {
+            waits: labels::WaitKind::ALL.map(|k| waits.get(labels::Wait { kind: k.as_str() })),
             requests_total: family(
                 r,
                 Family::counter(
@@ -201,7 +218,7 @@ impl Metrics {
                 r,
                 Family::histogram(
                     "tier1_overhead_seconds",
-                    "Router overhead: time to the response head minus waits on the client, upstreams, backoff and queues.",
+                    "Router overhead: tier1's own work to the response head (its polls of the request), without any wait (tier1_wait_seconds).",
                     OVERHEAD,
                 ),
             )?,

@@ -1,5 +1,5 @@
 //! A request's context and its record. [`RequestCtx`] is what the steps learn on the way (route,
-//! attempts, who answered, time spent waiting) for the response headers and the metrics.
+//! attempts, who answered, where the time went) for the response headers and the metrics.
 //! [`RequestRecord`] is what ends with the request, whenever that is: in the handler for an
 //! answer sent whole, in the relay when a relayed body ends. Its one [`RequestRecord::finish`]
 //! observes the duration, records the provider's usage and its cost, settles the rate-limit
@@ -58,17 +58,17 @@ pub(crate) struct RequestCtx {
     pub record: Option<RequestRecord>,
     /// How the request ends if its answer is sent whole and is not an error (which refunds).
     pub end: End,
-    /// Time spent waiting on the client's body, upstreams, backoff and queues.
-    pub waited: Duration,
     /// What the answer was, for `tier1_requests_total`'s `code` when it is not an error of
     /// tier1's own (a provider's refusal relayed is one of the caller's codes).
     pub code: super::respond::Code,
+    /// Where its time to the response head goes (waits by kind; the rest is tier1's work).
+    pub timing: Arc<super::timing::Timing>,
 }
 
 impl RequestCtx {
-    /// A request with id `request_id`, counted when `record` is given.
+    /// A request with id `request_id`, counted when `record` is given, started at `started`.
     #[inline]
-    pub(crate) fn new(request_id: HeaderValue, record: Option<RequestRecord>) -> Self {
+    pub(crate) fn new(request_id: HeaderValue, record: Option<RequestRecord>, started: Instant) -> Self {
         Self {
             request_id,
             attempts: 0,
@@ -78,8 +78,8 @@ impl RequestCtx {
             fallback_reason: None,
             record,
             end: End::Done(None),
-            waited: Duration::ZERO,
             code: super::respond::Code::Ok,
+            timing: super::timing::Timing::new(started),
         }
     }
 

@@ -5,7 +5,7 @@
 //! up every failure.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, Ordering};
 
 use http::{HeaderName, HeaderValue, Request, Response};
 use hyper::body::Incoming;
@@ -15,9 +15,11 @@ use super::body::{Body, full, read_limited};
 use super::ctx::{End, RequestCtx, RouteLabel};
 use super::headers;
 use super::respond::{self, Dialect};
+use super::timing::Timing;
 use crate::error::{Class, ProxyError};
 use crate::json::{self, Scanned, Schema};
 use crate::manifest::Catalog;
+use crate::metrics::labels::WaitKind;
 use crate::providers::Operation;
 use crate::ratelimit::{Facts, Rejection, Spend, Ticket};
 use crate::resilience::RetryBudget;
@@ -39,11 +41,9 @@ pub(crate) async fn forward(
     ctx: &mut RequestCtx,
 ) -> Result<Response<Body>, ProxyError> {
     let (parts, body) = req.into_parts();
-    let reading = tokio::time::Instant::now();
-    let bytes =
-        read_limited(body, &parts.headers, live.server.max_body_bytes, live.server.body_timeout).await;
-    ctx.waited += reading.elapsed();
-    let bytes = bytes?;
+    let timing = ctx.timing.clone();
+    let read = read_limited(body, &parts.headers, live.server.max_body_bytes, live.server.body_timeout);
+    let bytes = timing.during(WaitKind::Body, read).await?;
     let scanned = json::scan_capped(&bytes, schema(op), live.server.max_request_fallbacks)?;
     let routed = route(state, live, (&scanned, &bytes), &parts.headers, op, ctx)?;
     let estimate = Spend::estimate(bytes.len(), scanned.max_tokens, routed.cands.iter().map(|c| c.costs));
@@ -56,7 +56,7 @@ pub(crate) async fn forward(
         tokens,
         micro_usd: estimate.micro_usd,
     };
-    let ticket = admit(state, live, &facts).await.map_err(|r| refused(state, r))?;
+    let ticket = admit(state, live, &facts, &timing).await.map_err(|r| refused(state, r))?;
     // The tickets settle when the request ends: with the usage, or refunded for an error.
     if let Some(r) = ctx.record.as_mut() {
         r.keep(ticket);
@@ -81,7 +81,7 @@ pub(crate) async fn forward(
         started: AtomicU32::new(0),
         metrics: &state.metrics,
         route: route_label.as_str(),
-        waited: AtomicU64::new(0),
+        timing: &timing,
         limiter: &state.ratelimit,
         shared: &state.shared,
         tokens,
@@ -101,7 +101,6 @@ pub(crate) async fn forward(
     };
     let result = attempt::run(&job, &routed.cands, routed.budget, routed.extras).await;
     ctx.attempts = job.started.load(Ordering::Acquire);
-    ctx.waited += std::time::Duration::from_nanos(job.waited.load(Ordering::Relaxed));
     let answered = result.map_err(|e| ProxyError::Exhausted(Box::new(e)))?;
     Ok(answer(answered, op, stream, ctx))
 }
@@ -279,7 +278,12 @@ fn refused(state: &AppState, r: Rejection) -> ProxyError {
 
 /// Caller rate limits: the async ones locally; the strict ones through Redis, one atomic call
 /// each, or locally when Redis cannot answer and the limit does not fail closed.
-async fn admit(state: &AppState, live: &Live, facts: &Facts<'_>) -> Result<Ticket, Rejection> {
+async fn admit(
+    state: &AppState,
+    live: &Live,
+    facts: &Facts<'_>,
+    timing: &Timing,
+) -> Result<Ticket, Rejection> {
     if live.limits.is_empty() {
         return state.ratelimit.admit(&live.limits, facts, false);
     }
@@ -287,7 +291,8 @@ async fn admit(state: &AppState, live: &Live, facts: &Facts<'_>) -> Result<Ticke
     let strict = live.limits.strict(facts);
     let mut local = false;
     for (name, id, limit, cost) in strict {
-        match state.shared.strict(&id, limit, cost, state.ratelimit.now_ms()).await {
+        let strict = state.shared.strict(&id, limit, cost, state.ratelimit.now_ms());
+        match timing.during(WaitKind::Limit, strict).await {
             // Its token or cost estimate settles like the others' (the correction reaches Redis
             // through the sync, onto the same key).
             Some(true) => ticket.reserved(id, cost),

@@ -1,9 +1,11 @@
 //! Endpoint dispatch. [`handle`] wraps [`handle_inner`] and is where a [`ProxyError`] becomes
 //! a response (rendered by [`super::respond`] in the client's format); it also sets the headers
-//! every answer carries (`x-request-id`, `x-tier1-*`) and counts the request.
+//! every answer carries (`x-request-id`, `x-tier1-*`, `Server-Timing` on proxied ones), counts
+//! the request and observes where its time to the head went ([`super::timing`]).
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::time::Duration;
 
 use bytes::Bytes;
 use http::{HeaderValue, Method, Request, Response, StatusCode, header};
@@ -14,7 +16,9 @@ use super::ctx::{RequestCtx, RequestRecord};
 use super::forward;
 use super::headers::{self, X_TIER1_ATTEMPTS, X_TIER1_MODEL, X_TIER1_PROVIDER};
 use super::respond::{self, Dialect};
+use super::timing::{Timed, Waits};
 use crate::error::ProxyError;
+use crate::metrics::labels::WaitKind;
 use crate::metrics::status_class;
 use crate::providers::Operation;
 use crate::snapshot::Live;
@@ -117,6 +121,11 @@ impl Endpoint {
         matches!(self, Self::Health | Self::Ready | Self::Metrics)
     }
 
+    /// The endpoints forwarded to providers.
+    fn is_proxied(self) -> bool {
+        matches!(self, Self::Chat | Self::Embeddings | Self::Messages | Self::Responses)
+    }
+
     fn label(self) -> Option<&'static str> {
         match self {
             Self::Chat => Some("chat"),
@@ -151,9 +160,11 @@ pub(crate) async fn handle(
     let record = label.map(|l| {
         RequestRecord::start(state.metrics.clone(), l, request_id.clone(), req.headers(), live.log_sample)
     });
-    let mut ctx = RequestCtx::new(request_id, record);
     let started = tokio::time::Instant::now();
-    let mut resp = match handle_inner(&state, &live, endpoint, req, peer, listener, &mut ctx).await {
+    let mut ctx = RequestCtx::new(request_id, record, started);
+    let timing = ctx.timing.clone();
+    let inner = handle_inner(&state, &live, endpoint, req, peer, listener, &mut ctx);
+    let mut resp = match Timed::new(timing, inner).await {
         Ok(resp) => resp,
         Err(e) => {
             if matches!(e, ProxyError::Exhausted(_)) {
@@ -168,19 +179,17 @@ pub(crate) async fn handle(
         }
     };
     if let Some(label) = label {
-        let route = ctx.route.as_str();
-        let (code, status_class) = (ctx.code.as_str(), status_class(resp.status()));
-        state
-            .metrics
-            .requests_total
-            .get(crate::metrics::labels::Request { route, endpoint: label, code, status_class })
-            .inc();
-        let overhead = started.elapsed().saturating_sub(ctx.waited);
-        state
-            .metrics
-            .overhead
-            .get(crate::metrics::labels::Endpoint { endpoint: label })
-            .observe(overhead.as_secs_f64());
+        let waits = ctx.timing.waits();
+        let overhead = started.elapsed().saturating_sub(waits.total());
+        observe(&state, &ctx, label, resp.status(), overhead, &waits);
+        if live.server_timing && endpoint.is_some_and(Endpoint::is_proxied) {
+            let upstream = waits.of(WaitKind::Upstream) + waits.of(WaitKind::Hedge);
+            if let Some(v) =
+                headers::server_timing(overhead, upstream, waits.total().saturating_sub(upstream))
+            {
+                resp.headers_mut().insert(headers::SERVER_TIMING, v);
+            }
+        }
     }
     // Not relayed (an error, or a full body): the request ends now.
     ctx.finish(resp.status().as_u16());
@@ -200,6 +209,30 @@ pub(crate) async fn handle(
         }
     }
     resp
+}
+
+/// Counts a request of endpoint `label` answered `status`: its overhead (its time to the head
+/// less its `waits`) and each of its waits.
+fn observe(
+    state: &AppState,
+    ctx: &RequestCtx,
+    label: &'static str,
+    status: StatusCode,
+    overhead: Duration,
+    waits: &Waits,
+) {
+    let m = &state.metrics;
+    let route = ctx.route.as_str();
+    let (code, status_class) = (ctx.code.as_str(), status_class(status));
+    m.requests_total
+        .get(crate::metrics::labels::Request { route, endpoint: label, code, status_class })
+        .inc();
+    m.overhead.get(crate::metrics::labels::Endpoint { endpoint: label }).observe(overhead.as_secs_f64());
+    for (series, wait) in m.waits.iter().zip(waits.0) {
+        if !wait.is_zero() {
+            series.observe(wait.as_secs_f64());
+        }
+    }
 }
 
 /// Dispatches to the endpoint; any error is mapped by [`handle`].

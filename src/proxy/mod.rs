@@ -14,3 +14,4 @@ pub(crate) mod relay;
 pub(crate) mod respond;
 pub(crate) mod server;
 pub(crate) mod sse;
+pub(crate) mod timing;

@@ -16,8 +16,9 @@ use super::raw::{RawConfig, RawResilience, RawRetry, RawTls};
 use super::secret::{Env, resolve};
 use super::{BreakerConfig, BudgetConfig, CooldownConfig, RetryPolicy, Then};
 use super::{
-    Config, ConfigError, ConfigErrors, FrontConfig, LimitConfig, LogConfig, ProviderConfig, RedisConfig,
-    RedisTls, ReloadConfig, ResilienceConfig, Scope, Secret, ServerConfig, TlsConfig,
+    Config, ConfigError, ConfigErrors, FrontConfig, LimitConfig, LogConfig, ObservabilityConfig,
+    ProviderConfig, RedisConfig, RedisTls, ReloadConfig, ResilienceConfig, Scope, Secret, ServerConfig,
+    TlsConfig,
 };
 use provider::provider;
 use routes::routes;
@@ -114,8 +115,22 @@ pub(super) fn validate(raw: RawConfig, env: &dyn Env) -> Result<Config, ConfigEr
             "needs server.api_keys: only a front that holds a key may name the manifest (or set front.manifest_url)",
         );
     }
+    let observability =
+        ObservabilityConfig { server_timing: raw.observability.server_timing.unwrap_or(true) };
     p.finish()?;
-    Ok(Config { server, log, providers, routes, resilience, reload, redis, limits, budgets, front })
+    Ok(Config {
+        server,
+        log,
+        providers,
+        routes,
+        resilience,
+        reload,
+        redis,
+        limits,
+        budgets,
+        front,
+        observability,
+    })
 }
 
 /// `[front]`: the manifest URL must be an absolute `http` or `https` URL with a host.

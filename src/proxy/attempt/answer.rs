@@ -15,6 +15,7 @@ use super::{Answer, Answered, Attempted, Candidate, Failure, Job, Success, WonBo
 use crate::config::Redactor;
 use crate::error::Class;
 use crate::metrics::TargetMetrics;
+use crate::metrics::labels::WaitKind;
 use crate::providers::{Operation, UpstreamBody};
 use crate::proxy::body::{Origin, Tap};
 use crate::proxy::ctx::Meter;
@@ -134,9 +135,7 @@ async fn whole(
     key_ticket: Option<Ticket>,
     at: Deadlines,
 ) -> Attempted {
-    let since = Instant::now();
-    let raw = read_bounded(ok.rest, at.total).await;
-    job.waited(since);
+    let raw = job.during(WaitKind::Upstream, read_bounded(ok.rest, at.total)).await;
     let Ok((body, usage)) = t.response(&raw, c.model) else {
         let f = Failure { class: Class::Server, status: Some(ok.status), retry_after: None, key_wide: false };
         return Attempted::Failed(f);

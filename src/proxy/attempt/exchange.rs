@@ -17,6 +17,7 @@ use super::read::{encoded, first_frame, is_sse, precommit, read_bounded};
 use super::refusal;
 use super::{Attempted, Candidate, Failure, Job};
 use crate::error::Class;
+use crate::metrics::labels::WaitKind;
 use crate::providers::{Call, Key, SendError, UpstreamBody};
 use crate::resilience::{KeyState, Permit, TargetState, headroom, parse_retry_after};
 
@@ -128,7 +129,7 @@ pub(super) async fn attempt<'a>(
         key,
         deployment: c.deployment,
     };
-    let response = timed(job, p.send(call)).await;
+    let response = job.during(WaitKind::Upstream, p.send(call)).await;
     if let Ok(resp) = &response {
         outcome::headroom(job, c, key, resp.headers(), job.clock.now());
     }
@@ -161,14 +162,6 @@ pub(super) async fn attempt<'a>(
     }
 }
 
-/// `send`, its time counted as spent waiting on the upstream.
-async fn timed<T>(job: &Job<'_>, send: impl std::future::Future<Output = T>) -> T {
-    let sent = Instant::now();
-    let out = send.await;
-    job.waited(sent);
-    out
-}
-
 /// The attempt's deadlines from now: its provider's, and its stream's first token unless that
 /// starts a hedge instead (`hedges`).
 fn deadlines(job: &Job<'_>, c: &Candidate<'_>, hedges: bool) -> Deadlines {
@@ -191,9 +184,8 @@ async fn permits(
     for (slot, limit) in limits.into_iter().enumerate() {
         if let Some(limit) = limit {
             let since = Instant::now();
-            let permit = limit.acquire(p.queue_timeout).await;
+            let permit = job.during(WaitKind::Queue, limit.acquire(p.queue_timeout)).await;
             job.metrics.queue_wait.observe(since.elapsed().as_secs_f64());
-            job.waited(since);
             let ceiling = job.live.resilience.cooldown.max;
             permits[slot] = Some(permit.ok_or_else(|| limit.retry_after(ceiling))?);
         }
@@ -224,20 +216,20 @@ async fn classify(
     let status = parts.status;
     if status.is_success() {
         let sse = is_sse(&parts.headers);
-        let since = Instant::now();
         let committed = if encoded(&parts.headers) && (job.stream || sse || translated) {
             // tier1 must read this body (see `encoded`).
             Err(Class::Server)
         } else if job.stream && sse {
-            precommit(body, at.first_byte, p.idle_timeout, (at.total, at.first_token)).await
+            let read = precommit(body, at.first_byte, p.idle_timeout, (at.total, at.first_token));
+            job.during(WaitKind::Upstream, read).await
         } else if !translated {
             // The first bytes before the answer goes out: a body that fails before any is a
             // failed attempt (retried, or a 502), not a 200 cut to nothing.
-            first_frame(body, (Instant::now() + p.idle_timeout).min(at.total)).await
+            let read = first_frame(body, (Instant::now() + p.idle_timeout).min(at.total));
+            job.during(WaitKind::Upstream, read).await
         } else {
             Ok((Bytes::new(), body))
         };
-        job.waited(since);
         return match committed {
             Ok((held, rest)) => Exchanged::Success(Committed { status, headers: parts.headers, held, rest }),
             Err(class) => failure(class, Some(status), None),
@@ -259,13 +251,12 @@ async fn classify(
     }
     // A refusal is read (its first bytes, within the idle timeout): to pass it on, and for what
     // it says beyond its status.
-    let since = Instant::now();
     let first = if encoded(&parts.headers) {
         Bytes::new()
     } else {
-        read_bounded(body, (since + p.idle_timeout).min(at.total)).await
+        let read = read_bounded(body, (Instant::now() + p.idle_timeout).min(at.total));
+        job.during(WaitKind::Upstream, read).await
     };
-    job.waited(since);
     if class == Class::RateLimited {
         let key_wide = refusal::key_exhausted(&first);
         return Exchanged::Failed(Failure { class, status: Some(status), retry_after, key_wide });

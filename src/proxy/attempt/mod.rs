@@ -33,21 +33,22 @@ mod resume;
 mod run;
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::AtomicU32;
 use std::time::Duration;
 
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, StatusCode};
-use tokio::time::Instant;
 
 pub(crate) use resume::{Resume, Resumed};
 pub(crate) use run::{Extras, run};
 
 use super::ctx::Meter;
 use super::relay::Relay;
+use super::timing::{During, Timing};
 use crate::error::Class;
 use crate::json::Scanned;
 use crate::metrics::Metrics;
+use crate::metrics::labels::WaitKind;
 use crate::providers::{Operation, Provider};
 use crate::ratelimit::{Limiter, Ticket};
 use crate::resilience::{Clock, RetryPolicy, TargetState};
@@ -175,8 +176,8 @@ pub(crate) struct Job<'a> {
     pub metrics: &'a Metrics,
     /// The route label of the request.
     pub route: &'a str,
-    /// Nanoseconds spent waiting on upstreams, backoff and queues (for the overhead metric).
-    pub waited: AtomicU64,
+    /// The request's clock: the await points below mark what they wait on.
+    pub timing: &'a Timing,
     /// Rate-limit counters (provider keys' own quotas).
     pub limiter: &'a Arc<Limiter>,
     /// Shared state: cooldowns and breaker openings go to the other replicas.
@@ -190,9 +191,9 @@ pub(crate) struct Job<'a> {
 }
 
 impl Job<'_> {
-    /// Counts the time since `since` as spent waiting (not tier1's overhead).
-    fn waited(&self, since: Instant) {
-        self.waited.fetch_add(crate::resilience::clock::nanos(since.elapsed()), Ordering::Relaxed);
+    /// `fut`, its pending time a wait of `kind`.
+    fn during<F: std::future::Future>(&self, kind: WaitKind, fut: F) -> During<'_, F> {
+        self.timing.during(kind, fut)
     }
 }
 

@@ -7,11 +7,13 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::task::Poll;
 use std::time::Duration;
 
-use tokio::time::{Instant, Sleep};
+use tokio::time::Sleep;
 
 use super::plan::{Planner, Step};
 use super::{Answered, Attempted, Candidate, Failure, Job, Trigger, exchange, outcome};
 use crate::error::{AttemptRecord, Class, Exhausted};
+use crate::metrics::labels::WaitKind;
+use crate::proxy::timing::HedgeArm;
 use crate::resilience::RetryBudget;
 
 enum Event {
@@ -90,16 +92,14 @@ impl Round {
         hedge_after: Option<Duration>,
     ) -> Option<Box<Answered>> {
         let mut running: Running<'a> = Vec::new();
-        let mut hedge_timer: Option<(Pin<Box<Sleep>>, Trigger)> = None;
+        let mut hedge_timer: Option<HedgeTimer<'a>> = None;
         let mut hedged: Option<Trigger> = None;
         loop {
             if running.is_empty() {
                 match planner.next(job.clock.now()) {
                     Step::Done => return None,
                     Step::Wait(d) => {
-                        let since = Instant::now();
-                        tokio::time::sleep(d).await;
-                        job.waited(since);
+                        job.during(WaitKind::Backoff, tokio::time::sleep(d)).await;
                         continue;
                     }
                     Step::Start { cand, key } => {
@@ -120,7 +120,9 @@ impl Round {
             }
             match next_event(&mut running, &mut hedge_timer).await {
                 Event::Hedge(trigger) => {
-                    hedge_timer = None;
+                    if let Some(timer) = hedge_timer.take() {
+                        timer.arm.fired();
+                    }
                     // The hedge goes to the next candidate, never waits, and spends from the
                     // budget; no other hedge follows it, so its own first-token deadline fails it.
                     planner.advance();
@@ -157,11 +159,9 @@ struct Held<'j> {
 }
 
 impl Held<'_> {
-    /// Waits (as time spent upstream, not tier1's overhead), then frees the slot.
+    /// Waits (a `cooldown` wait, not tier1's overhead), then frees the slot.
     async fn wait(self, job: &Job<'_>) -> Duration {
-        let since = Instant::now();
-        tokio::time::sleep(self.wait).await;
-        job.waited(since);
+        job.during(WaitKind::Cooldown, tokio::time::sleep(self.wait)).await;
         self.wait
     }
 }
@@ -273,32 +273,38 @@ fn ended<'a>(
     None
 }
 
+/// A primary attempt's hedge timer, and the request clock's view of it (the time the request
+/// waits on the primary is a `hedge` wait if the timer fires).
+struct HedgeTimer<'t> {
+    sleep: Pin<Box<Sleep>>,
+    trigger: Trigger,
+    arm: HedgeArm<'t>,
+}
+
 /// The hedge's timer for a primary attempt on `c`: `hedge_after`, or sooner the stream's
 /// first-token deadline, which then starts the hedge rather than failing the primary (it runs
 /// on: the first of the two to commit answers).
-fn hedge_timer_for(job: &Job<'_>, c: &Candidate<'_>, hedge_after: Duration) -> (Pin<Box<Sleep>>, Trigger) {
+fn hedge_timer_for<'t>(job: &Job<'t>, c: &Candidate<'_>, hedge_after: Duration) -> HedgeTimer<'t> {
     let (after, trigger) = match c.first_token_in(job) {
         Some(d) if job.stream && d < hedge_after => (d, Trigger::FirstToken),
         _ => (hedge_after, Trigger::HedgeAfter),
     };
-    (Box::pin(tokio::time::sleep(after)), trigger)
+    HedgeTimer { sleep: Box::pin(tokio::time::sleep(after)), trigger, arm: HedgeArm::new(job.timing) }
 }
 
 /// The first attempt to end, or the hedge timer.
-async fn next_event(
-    running: &mut Running<'_>,
-    hedge_timer: &mut Option<(Pin<Box<Sleep>>, Trigger)>,
-) -> Event {
+async fn next_event(running: &mut Running<'_>, hedge_timer: &mut Option<HedgeTimer<'_>>) -> Event {
     poll_fn(|cx| {
         for (i, (_, _, fut)) in running.iter_mut().enumerate() {
             if let Poll::Ready(out) = fut.as_mut().poll(cx) {
                 return Poll::Ready(Event::Done(i, out));
             }
         }
-        if let Some((t, trigger)) = hedge_timer.as_mut()
-            && t.as_mut().poll(cx).is_ready()
-        {
-            return Poll::Ready(Event::Hedge(*trigger));
+        if let Some(t) = hedge_timer.as_mut() {
+            if t.sleep.as_mut().poll(cx).is_ready() {
+                return Poll::Ready(Event::Hedge(t.trigger));
+            }
+            t.arm.pending();
         }
         Poll::Pending
     })

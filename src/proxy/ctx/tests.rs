@@ -108,7 +108,7 @@ fn tickets_settle_with_the_usage_are_refunded_for_an_error_and_keep_their_estima
 fn the_context_fills_the_record_and_an_error_answer_refunds() {
     let metrics = Arc::new(Metrics::new().expect("metrics"));
     let (lim, limits) = limited();
-    let mut ctx = RequestCtx::new(HeaderValue::from_static("req-1"), Some(record(&metrics)));
+    let mut ctx = RequestCtx::new(HeaderValue::from_static("req-1"), Some(record(&metrics)), Instant::now());
     ctx.route = RouteLabel::Direct;
     ctx.end = End::Done(Some((1, 1)));
     if let Some(r) = ctx.record.as_mut() {
@@ -126,7 +126,7 @@ fn the_context_fills_the_record_and_an_error_answer_refunds() {
         1
     );
     // A relayed body takes the record, filled and (for a stream) detached.
-    let mut ctx = RequestCtx::new(HeaderValue::from_static("req-2"), Some(record(&metrics)));
+    let mut ctx = RequestCtx::new(HeaderValue::from_static("req-2"), Some(record(&metrics)), Instant::now());
     ctx.attempts = 2;
     let handed = ctx.hand_over(200, true, Some(Duration::from_millis(5))).expect("a record");
     assert!(ctx.record.is_none());

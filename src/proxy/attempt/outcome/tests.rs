@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, AtomicU64};
+use std::sync::atomic::AtomicU32;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -48,6 +48,7 @@ struct World {
     scanned: crate::json::Scanned,
     body: Bytes,
     id: HeaderValue,
+    timing: Arc<crate::proxy::timing::Timing>,
 }
 
 fn world() -> World {
@@ -67,6 +68,7 @@ fn world() -> World {
         events,
         body,
         id: HeaderValue::from_static("req-1"),
+        timing: crate::proxy::timing::Timing::new(tokio::time::Instant::now()),
     }
 }
 
@@ -88,7 +90,7 @@ impl World {
             started: AtomicU32::new(0),
             metrics: &self.metrics,
             route: "a/m",
-            waited: AtomicU64::new(0),
+            timing: &self.timing,
             limiter: &self.limiter,
             shared: &self.shared,
             tokens: 0,
