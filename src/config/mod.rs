@@ -54,6 +54,34 @@ pub struct Config {
     pub budgets: Vec<LimitConfig>,
     /// `[front]`.
     pub front: FrontConfig,
+    /// `[observability]`.
+    pub observability: ObservabilityConfig,
+}
+
+/// `[observability]`, validated.
+#[derive(Debug, Clone, Default)]
+pub struct ObservabilityConfig {
+    /// `[observability.otlp]`: traces exported over OTLP/HTTP; `None`: off.
+    pub otlp: Option<OtlpConfig>,
+}
+
+/// `[observability.otlp]`, validated (read at start: changing it needs a restart).
+#[derive(Debug, Clone)]
+pub struct OtlpConfig {
+    /// Where spans are posted: the endpoint's `/v1/traces`.
+    pub endpoint: Uri,
+    /// Share of the traces tier1 starts that are sampled.
+    pub sample_ratio: f64,
+    /// `service.name`.
+    pub service_name: String,
+    /// Headers sent to the collector (secrets: never logged).
+    pub headers: Vec<(HeaderName, Secret)>,
+    /// Deadline of one export request.
+    pub timeout: Duration,
+    /// Export interval.
+    pub interval: Duration,
+    /// Spans buffered at most.
+    pub max_queue: usize,
 }
 
 /// `[front]`, validated: the front's provider manifest ([`crate::manifest`]), opt-in.
@@ -408,12 +436,14 @@ impl Config {
                 .filter_map(|(_, v)| v.to_str().ok().map(Secret::new))
         });
         let redis = self.redis.iter().map(|r| r.url.clone());
+        let otlp = self.observability.otlp.iter().flat_map(|o| o.headers.iter().map(|(_, v)| v.clone()));
         self.server
             .api_keys
             .iter()
             .chain(&self.server.admin_keys)
             .cloned()
             .chain(redis)
+            .chain(otlp)
             .chain(keys)
             .chain(headers)
             .collect()

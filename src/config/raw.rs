@@ -149,6 +149,38 @@ pub(super) struct RawConfig {
     /// What tier1 learns from the front (OmniRoute) beyond its requests.
     #[serde(default)]
     pub front: RawFront,
+    /// Traces (and other signals beyond the metrics and logs).
+    #[serde(default)]
+    pub observability: RawObservability,
+}
+
+/// `[observability]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawObservability {
+    /// `[observability.otlp]`: OpenTelemetry traces over OTLP/HTTP (off without it).
+    pub otlp: Option<RawOtlp>,
+}
+
+/// `[observability.otlp]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawOtlp {
+    /// The collector's OTLP/HTTP base URL (`http://collector:4318`); spans go to `/v1/traces`.
+    pub endpoint: Option<String>,
+    /// Share of the traces tier1 starts that are kept (default 1); a parent's decision is followed.
+    pub sample_ratio: Option<f64>,
+    /// `service.name` (default `tier1`).
+    pub service_name: Option<String>,
+    /// Headers sent to the collector (values may be secret references: `env:`, `file:`).
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    /// Deadline of one export request (default 10s).
+    pub timeout: Option<String>,
+    /// How often buffered spans are sent (default 2s; sooner when a batch is full).
+    pub interval: Option<String>,
+    /// Spans buffered at most; beyond, new spans are dropped and counted (default 4096).
+    pub max_queue: Option<usize>,
 }
 
 /// `[front]`.

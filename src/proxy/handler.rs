@@ -150,6 +150,7 @@ pub(crate) async fn handle(
     let request_id = headers::request_id(req.headers());
     let record = label.map(|l| {
         RequestRecord::start(state.metrics.clone(), l, request_id.clone(), req.headers(), live.log_sample)
+            .traced(state.otel.as_deref(), req.headers())
     });
     let mut ctx = RequestCtx::new(request_id, record);
     let started = tokio::time::Instant::now();

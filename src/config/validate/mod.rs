@@ -2,6 +2,7 @@
 //! resolves secrets. Nothing stops at the first error, so an operator fixes a file in one pass.
 //! Providers and routes have files of their own.
 
+mod observability;
 mod provider;
 mod routes;
 
@@ -114,8 +115,21 @@ pub(super) fn validate(raw: RawConfig, env: &dyn Env) -> Result<Config, ConfigEr
             "needs server.api_keys: only a front that holds a key may name the manifest (or set front.manifest_url)",
         );
     }
+    let observability = observability::observability(&raw.observability, env, &mut p);
     p.finish()?;
-    Ok(Config { server, log, providers, routes, resilience, reload, redis, limits, budgets, front })
+    Ok(Config {
+        server,
+        log,
+        providers,
+        routes,
+        resilience,
+        reload,
+        redis,
+        limits,
+        budgets,
+        front,
+        observability,
+    })
 }
 
 /// `[front]`: the manifest URL must be an absolute `http` or `https` URL with a host.
