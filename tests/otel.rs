@@ -325,3 +325,43 @@ async fn a_stalled_collector_neither_slows_nor_fails_requests_and_a_full_queue_d
     assert!(full >= 20.0 - 8.0, "dropped {full}");
     assert_eq!(metric(&m, "tier1_otlp_spans_exported_total"), Some(0.0));
 }
+
+#[tokio::test]
+async fn a_hedge_has_its_own_client_span_and_the_slow_primary_ends_cancelled() {
+    let collector = Collector::start(false).await;
+    let slow = Behavior { latency: Duration::from_secs(2), ..Behavior::default() };
+    let up = MockUpstream::start(MockConfig::default().model("slow", slow)).await.unwrap();
+    let hedged = r#"
+[[routes]]
+name = "h"
+hedge_after = "50ms"
+targets = [{ provider = "a", model = "slow" }, { provider = "a", model = "good" }]
+"#;
+    let t = Tier1::start(&cfg(&up, &(otlp(&collector.url, "") + hedged))).await;
+    let a = post(&t.url("/v1/chat/completions"), &[], &body_for("h")).await;
+    assert_eq!(a.status, 200);
+    assert_eq!(a.header("x-tier1-attempts"), Some("2"));
+    assert!(wait_until(Duration::from_secs(5), || async { collector.spans().len() >= 3 }).await);
+    let spans: Vec<Span> = collector.spans().into_iter().map(|(_, s)| s).collect();
+    let server = spans.iter().find(|s| s.kind == SpanKind::Server as i32).unwrap();
+    let client = |model: &str| {
+        spans
+            .iter()
+            .find(|s| {
+                s.kind == SpanKind::Client as i32 && attr(s, "gen_ai.request.model").as_deref() == Some(model)
+            })
+            .unwrap()
+    };
+    let (primary, hedge) = (client("slow"), client("good"));
+    assert_eq!(
+        (primary.parent_span_id.as_slice(), hedge.parent_span_id.as_slice()),
+        (&server.span_id[..], &server.span_id[..])
+    );
+    assert_eq!(attr(primary, "tier1.attempt").as_deref(), Some("1"));
+    assert_eq!(attr(primary, "tier1.hedge"), None);
+    assert_eq!(attr(primary, "tier1.classification").as_deref(), Some("cancelled"));
+    assert_eq!(attr(hedge, "tier1.attempt").as_deref(), Some("2"));
+    assert_eq!(attr(hedge, "tier1.hedge").as_deref(), Some("hedge_after"));
+    assert_eq!(attr(hedge, "tier1.classification").as_deref(), Some("ok"));
+    assert_eq!(spans.len(), 3);
+}
