@@ -38,7 +38,7 @@ pub(crate) struct Call<'a> {
     /// The model for the URL: the Azure deployment, the Gemini model (ignored by other kinds).
     pub deployment: &'a str,
     /// `traceparent` and `tracestate`, when the request is traced.
-    pub trace: Option<crate::otel::Propagated>,
+    pub trace: Option<Box<crate::otel::Propagated>>,
 }
 
 /// Why an upstream call failed before a response head arrived.
@@ -309,7 +309,7 @@ impl HttpBackend {
         if let Some(c) = call.correlation_id {
             h.insert(crate::proxy::headers::X_CORRELATION_ID, c.clone());
         }
-        if let Some((parent, state)) = &call.trace {
+        if let Some((parent, state)) = call.trace.as_deref() {
             use crate::otel::context::{TRACEPARENT, TRACESTATE};
             for (name, value) in [(TRACEPARENT, parent), (TRACESTATE, state)] {
                 if let Some(v) = value {

@@ -227,10 +227,14 @@ impl RequestRecord {
     /// The request asked for `model` (at most `max_tokens` out): what its attempts' spans start
     /// from, when it is traced.
     #[inline]
-    pub(crate) fn requested(&mut self, model: &str, max_tokens: Option<u64>) -> Option<crate::otel::Parent> {
+    pub(crate) fn requested(
+        &mut self,
+        model: &str,
+        max_tokens: Option<u64>,
+    ) -> Option<Box<crate::otel::Parent>> {
         let span = self.span.as_mut()?;
         span.requested(model, max_tokens);
-        Some(span.parent())
+        Some(Box::new(span.parent()))
     }
 
     /// A traced request's answer: its cached input tokens and finish reasons, read by `facts`

@@ -123,7 +123,7 @@ pub(super) async fn attempt<'a>(
         deadline: at.first_byte,
         key,
         deployment: c.deployment,
-        trace: span.as_ref().map(crate::otel::AttemptSpan::propagated),
+        trace: span.as_ref().map(|s| Box::new(s.propagated())),
     };
     let response = timed(job, p.send(call)).await;
     if let Ok(resp) = &response {
