@@ -3,6 +3,8 @@
 # counts, whatever else the machine does), a fixed wrk load through it to the mock upstream, then
 # the per-request total and the top functions by inclusive cost.
 # Usage: loadtest/profile.sh [seconds, default 15]   (needs valgrind and wrk)
+# PROFILE_OTLP=RATIO: traces on at that sample ratio, exported to a local OTLP sink that answers
+# 200 to every POST (the cost of tracing, not of a collector).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 secs=${1:-15}
@@ -19,6 +21,19 @@ wait_up "http://127.0.0.1:$mport/_mock/stats"
 { cat loadtest/cases/common.toml
   printf '[[routes]]\nname = "bench"\ntargets = [{ provider = "up", model = "m" }]\n'
   printf '[providers.up]\nkind = "openai"\nbase_url = "http://127.0.0.1:%s/v1"\n' "$mport"; } > "$work/tier1.toml"
+if [ -n "${PROFILE_OTLP:-}" ]; then
+  oport=$(free_port)
+  python3 -c '
+import http.server, sys
+class H(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    def do_POST(self):
+        self.rfile.read(int(self.headers.get("content-length", 0)))
+        self.send_response(200); self.send_header("content-length", "0"); self.end_headers()
+    def log_message(self, *a): pass
+http.server.ThreadingHTTPServer(("127.0.0.1", int(sys.argv[1])), H).serve_forever()' "$oport" &
+  printf '[observability.otlp]\nendpoint = "http://127.0.0.1:%s"\nsample_ratio = %s\n' "$oport" "$PROFILE_OTLP" >> "$work/tier1.toml"
+fi
 BENCH_FRONT_KEY=bench-front-key valgrind --tool=callgrind --callgrind-out-file="$work/cg" \
   "$bin" --config "$work/tier1.toml" --listen "127.0.0.1:$tport" 2>"$work/valgrind.log" &
 vg=$!

@@ -45,6 +45,7 @@ mod manifest;
 mod metrics;
 mod mock;
 mod operation;
+mod otel;
 mod pem;
 mod providers;
 mod proxy;
@@ -88,6 +89,9 @@ pub enum StartError {
     /// A provider (client, TLS, key) could not be built.
     #[error(transparent)]
     Provider(#[from] providers::BuildError),
+    /// The OTLP exporter could not be built.
+    #[error(transparent)]
+    Otel(#[from] otel::BuildError),
     /// The metrics registry refused a metric.
     #[error("metrics: {0}")]
     Metrics(#[from] prometheus::Error),
@@ -179,6 +183,9 @@ pub async fn serve(
     let (fleet, shared, events) = fleet(&config);
     metrics.config_loaded(&reload::hash(&text));
     let limiter = Arc::new(ratelimit::Limiter::new(fleet).with_metrics(metrics.clone()));
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let mut tasks = tokio::task::JoinSet::new();
+    let otel = tracer(&config, &metrics, &mut tasks, &stop_rx)?;
     let state = Arc::new(AppState {
         live,
         metrics,
@@ -195,10 +202,9 @@ pub async fn serve(
         tls: tls.clone(),
         manifest: Arc::new(manifest::Manifest::default()),
         cooldown_waiters: std::sync::atomic::AtomicUsize::new(0),
+        otel,
     });
 
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let mut tasks = tokio::task::JoinSet::new();
     // Idle rate-limit state expires with or without Redis.
     tasks.spawn(ratelimit::sweeper(state.ratelimit.clone(), stop_rx.clone()));
     if reloader.source().is_some() {
@@ -222,6 +228,21 @@ pub async fn serve(
     proxy::server::serve(listener, state, Listener::Main, shutdown).await;
     while tasks.join_next().await.is_some() {}
     Ok(())
+}
+
+/// The tracer and its export task, with `[observability.otlp]` (read at start, like the
+/// listeners).
+fn tracer(
+    config: &Config,
+    metrics: &Arc<Metrics>,
+    tasks: &mut tokio::task::JoinSet<()>,
+    stop: &tokio::sync::watch::Receiver<bool>,
+) -> Result<Option<Arc<otel::Otel>>, StartError> {
+    let Some(o) = &config.observability.otlp else { return Ok(None) };
+    let (otel, export) = otel::start(o, metrics.clone(), stop.clone())?;
+    tracing::info!(sample_ratio = o.sample_ratio, "exporting traces over OTLP/HTTP");
+    tasks.spawn(export);
+    Ok(Some(otel))
 }
 
 /// The admin and probe listeners, each when bound.

@@ -36,6 +36,8 @@ pub(crate) struct AppState {
     /// Requests held for a cooldown now (`[resilience] wait_for_cooldown`), against
     /// `max_cooldown_waiters`.
     pub cooldown_waiters: std::sync::atomic::AtomicUsize,
+    /// The tracer, with `[observability.otlp]` (`None`: traces off, nothing on the request path).
+    pub otel: Option<Arc<crate::otel::Otel>>,
 }
 
 impl crate::reload::Reloadable for AppState {

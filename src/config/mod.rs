@@ -59,16 +59,37 @@ pub struct Config {
 }
 
 /// `[observability]`, validated.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct ObservabilityConfig {
     /// `Server-Timing` on every proxied answer.
     pub server_timing: bool,
+    /// `[observability.otlp]`: traces exported over OTLP/HTTP; `None`: off.
+    pub otlp: Option<OtlpConfig>,
 }
 
 impl Default for ObservabilityConfig {
     fn default() -> Self {
-        Self { server_timing: true }
+        Self { server_timing: true, otlp: None }
     }
+}
+
+/// `[observability.otlp]`, validated (read at start: changing it needs a restart).
+#[derive(Debug, Clone)]
+pub struct OtlpConfig {
+    /// Where spans are posted: the endpoint's `/v1/traces`.
+    pub endpoint: Uri,
+    /// Share of the traces tier1 starts that are sampled.
+    pub sample_ratio: f64,
+    /// `service.name`.
+    pub service_name: String,
+    /// Headers sent to the collector (secrets: never logged).
+    pub headers: Vec<(HeaderName, Secret)>,
+    /// Deadline of one export request.
+    pub timeout: Duration,
+    /// Export interval.
+    pub interval: Duration,
+    /// Spans buffered at most.
+    pub max_queue: usize,
 }
 
 /// `[front]`, validated: the front's provider manifest ([`crate::manifest`]), opt-in.
@@ -423,12 +444,14 @@ impl Config {
                 .filter_map(|(_, v)| v.to_str().ok().map(Secret::new))
         });
         let redis = self.redis.iter().map(|r| r.url.clone());
+        let otlp = self.observability.otlp.iter().flat_map(|o| o.headers.iter().map(|(_, v)| v.clone()));
         self.server
             .api_keys
             .iter()
             .chain(&self.server.admin_keys)
             .cloned()
             .chain(redis)
+            .chain(otlp)
             .chain(keys)
             .chain(headers)
             .collect()

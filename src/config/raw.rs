@@ -149,7 +149,7 @@ pub(super) struct RawConfig {
     /// What tier1 learns from the front (OmniRoute) beyond its requests.
     #[serde(default)]
     pub front: RawFront,
-    /// What tier1 tells about itself beyond metrics and logs.
+    /// What tier1 tells about itself beyond metrics and logs: Server-Timing, traces.
     #[serde(default)]
     pub observability: RawObservability,
 }
@@ -160,6 +160,29 @@ pub(super) struct RawConfig {
 pub(super) struct RawObservability {
     /// `Server-Timing` on every proxied answer (default on).
     pub server_timing: Option<bool>,
+    /// `[observability.otlp]`: OpenTelemetry traces over OTLP/HTTP (off without it).
+    pub otlp: Option<RawOtlp>,
+}
+
+/// `[observability.otlp]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawOtlp {
+    /// The collector's OTLP/HTTP base URL (`http://collector:4318`); spans go to `/v1/traces`.
+    pub endpoint: Option<String>,
+    /// Share of the traces tier1 starts that are kept (default 1); a parent's decision is followed.
+    pub sample_ratio: Option<f64>,
+    /// `service.name` (default `tier1`).
+    pub service_name: Option<String>,
+    /// Headers sent to the collector (values may be secret references: `env:`, `file:`).
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    /// Deadline of one export request (default 10s).
+    pub timeout: Option<String>,
+    /// How often buffered spans are sent (default 2s; sooner when a batch is full).
+    pub interval: Option<String>,
+    /// Spans buffered at most; beyond, new spans are dropped and counted (default 4096).
+    pub max_queue: Option<usize>,
 }
 
 /// `[front]`.

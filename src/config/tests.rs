@@ -400,3 +400,45 @@ fn affinity_takes_a_known_session_source_and_a_load_bound_of_at_least_one() {
         assert_eq!(e.0[0].path, format!("routes[0].affinity.{path}"), "{bad}: {e}");
     }
 }
+
+#[test]
+fn otlp_is_off_by_default_and_its_endpoint_must_be_http_or_https_with_a_host() {
+    assert!(parse_toml("").unwrap().observability.otlp.is_none());
+    let c = parse_toml(
+        "[observability.otlp]\nendpoint = \"http://collector:4318/\"\nsample_ratio = 0.25\nheaders = { authorization = \"env:OPENAI_API_KEY\" }\n",
+    )
+    .unwrap();
+    let o = c.observability.otlp.as_ref().unwrap();
+    assert_eq!(o.endpoint, "http://collector:4318/v1/traces");
+    assert_eq!((o.sample_ratio, o.service_name.as_str(), o.max_queue), (0.25, "tier1", 4096));
+    assert_eq!(o.headers[0].1.expose(), "sk-test-1234");
+    assert!(
+        c.secrets().iter().any(|s| s.expose() == "sk-test-1234"),
+        "the collector's token is redacted too"
+    );
+    assert!(!format!("{c:?}").contains("sk-test-1234"), "never printed");
+    let full = parse_toml("[observability.otlp]\nendpoint = \"https://c.example/v1/traces\"\n").unwrap();
+    assert_eq!(full.observability.otlp.unwrap().endpoint, "https://c.example/v1/traces");
+    for bad in
+        ["collector:4318", "ftp://c/", "http://", "http://user:pw@c:4318", "http://c/?x=1", "not a url"]
+    {
+        let e = parse_toml(&format!("[observability.otlp]\nendpoint = \"{bad}\"\n")).unwrap_err();
+        assert!(e.0.iter().any(|e| e.path == "observability.otlp.endpoint"), "{bad}: {e:?}");
+        if bad.contains("pw") {
+            assert!(!e.to_string().contains("pw"), "credentials are not echoed: {e}");
+        }
+    }
+    let e = parse_toml(
+        "[observability.otlp]\nsample_ratio = 1.5\nmax_queue = 0\ninterval = \"0s\"\nheaders = { \"bad header\" = \"x\" }\n",
+    )
+    .unwrap_err();
+    for path in [
+        "observability.otlp.endpoint",
+        "observability.otlp.sample_ratio",
+        "observability.otlp.max_queue",
+        "observability.otlp.interval",
+        "observability.otlp.headers.bad header",
+    ] {
+        assert!(e.0.iter().any(|e| e.path == path), "{path}: {e:?}");
+    }
+}

@@ -180,6 +180,8 @@ labels! {
     Hashes => Hash { hash: &'a str }
     /// `tier1_manifest_fetch_errors_total`.
     ManifestErrors => ManifestError { reason: &'a str }
+    /// `tier1_otlp_spans_dropped_total` (`reason`: queue_full, export_failed).
+    OtlpDrops => OtlpDrop { reason: &'a str }
     /// `tier1_build_info`.
     Versions => Version { version: &'a str, revision: &'a str }
     /// `tier1_wait_seconds` (`kind`: a [`WaitKind`]).

@@ -155,6 +155,11 @@ pub struct Metrics {
     pub(crate) manifest_age_seconds: Gauge,
     /// `tier1_manifest_fetch_errors_total{reason}`: manifest fetches that kept the last good copy.
     pub(crate) manifest_fetch_errors_total: Family<labels::ManifestErrors, IntCounterVec>,
+    /// `tier1_otlp_spans_exported_total`: spans the collector accepted (registered only with
+    /// `[observability.otlp]`).
+    pub(crate) otlp_spans_exported_total: IntCounter,
+    /// `tier1_otlp_spans_dropped_total{reason}`: spans not exported (queue full, export failed).
+    pub(crate) otlp_spans_dropped_total: Family<labels::OtlpDrops, IntCounterVec>,
     process: ProcessMetrics,
 }
 
@@ -482,6 +487,14 @@ impl Metrics {
                 "tier1_manifest_fetch_errors_total",
                 "Failed fetches of the front's provider manifest, by reason (status, invalid, timeout, connect, too_large); the last good copy stays.",
             )?,
+            otlp_spans_exported_total: IntCounter::new(
+                "tier1_otlp_spans_exported_total",
+                "Spans sent to the OTLP collector and accepted.",
+            )?,
+            otlp_spans_dropped_total: Family::counter(
+                "tier1_otlp_spans_dropped_total",
+                "Spans not exported, by reason (queue_full: the export queue was full; export_failed: the collector refused, failed or timed out).",
+            )?,
             process: ProcessMetrics::new(r)?,
             registry,
         };
@@ -501,6 +514,15 @@ impl Metrics {
         self.registry.register(&self.redis_up)?;
         self.registry.register(&self.redis_sync_seconds)?;
         self.registry.register(self.redis_errors_total.vector())
+    }
+
+    /// Registers the OTLP exporter's metrics: only a replica exporting traces has them.
+    pub(crate) fn enable_otlp(&self) -> Result<(), prometheus::Error> {
+        for reason in ["queue_full", "export_failed"] {
+            self.otlp_spans_dropped_total.get(labels::OtlpDrop { reason });
+        }
+        self.registry.register(&self.otlp_spans_exported_total)?;
+        self.registry.register(self.otlp_spans_dropped_total.vector())
     }
 
     /// Registers the TLS metrics: only a TLS listener exports them.

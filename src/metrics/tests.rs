@@ -13,6 +13,7 @@ fn everything() -> Metrics {
     m.enable_redis().unwrap();
     m.enable_tls().unwrap();
     m.enable_manifest(&["status"]).unwrap();
+    m.enable_otlp().unwrap();
     m
 }
 

@@ -37,6 +37,8 @@ pub(crate) struct Call<'a> {
     pub key: Option<&'a Key>,
     /// The model for the URL: the Azure deployment, the Gemini model (ignored by other kinds).
     pub deployment: &'a str,
+    /// `traceparent` and `tracestate`, when the request is traced.
+    pub trace: Option<Box<crate::otel::Propagated>>,
 }
 
 /// Why an upstream call failed before a response head arrived.
@@ -306,6 +308,14 @@ impl HttpBackend {
         let h = req.headers_mut();
         if let Some(c) = call.correlation_id {
             h.insert(crate::proxy::headers::X_CORRELATION_ID, c.clone());
+        }
+        if let Some((parent, state)) = call.trace.as_deref() {
+            use crate::otel::context::{TRACEPARENT, TRACESTATE};
+            for (name, value) in [(TRACEPARENT, parent), (TRACESTATE, state)] {
+                if let Some(v) = value {
+                    h.insert(name, v.clone());
+                }
+            }
         }
         if let Some((name, value)) = call.key.and_then(|k| k.auth.as_ref()) {
             h.insert(name.clone(), value.clone());

@@ -185,6 +185,8 @@ pub(crate) struct Tap {
     origin: Origin,
     /// Events left out so far (counted).
     dropped: u64,
+    /// The input tokens read from the provider's prompt cache, once the body ended.
+    pub(crate) cached: u64,
 }
 
 impl Tap {
@@ -197,7 +199,7 @@ impl Tap {
         origin: Origin,
     ) -> Self {
         let (last, tail) = (Instant::now(), Tail::new(stream));
-        let mut tap = Self { metrics, start, stream, last, tail, origin, dropped: 0 };
+        let mut tap = Self { metrics, start, stream, last, tail, origin, dropped: 0, cached: 0 };
         tap.tail.keep(held);
         tap
     }
@@ -247,8 +249,38 @@ impl Tap {
         if cached > 0 {
             self.metrics.tokens_cached.inc_by(cached);
         }
+        self.cached = cached;
         reported
     }
+
+    /// The finish reasons in the body's tail (none when a translator read the body).
+    pub(crate) fn finish_reasons(&self) -> Vec<String> {
+        finish_reasons(&self.tail.bytes())
+    }
+}
+
+/// The distinct `"finish_reason"` (OpenAI) and `"stop_reason"` (Anthropic) values in `tail`, at
+/// most 8: words of at most 32 letters, digits, `_` or `-` (a key inside a JSON string has its
+/// quotes escaped, so content never matches).
+fn finish_reasons(tail: &[u8]) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for key in [&b"\"finish_reason\":"[..], b"\"stop_reason\":"] {
+        for at in memchr::memmem::find_iter(tail, key) {
+            let rest = &tail[at + key.len()..];
+            let rest = &rest[rest.iter().take_while(|b| matches!(b, b' ' | b'\t')).count()..];
+            let Some(value) = rest.strip_prefix(b"\"") else { continue };
+            let len =
+                value.iter().take_while(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-')).count();
+            if len == 0 || len > 32 || value.get(len) != Some(&b'"') {
+                continue;
+            }
+            let word = String::from_utf8_lossy(&value[..len]).into_owned();
+            if out.len() < 8 && !out.contains(&word) {
+                out.push(word);
+            }
+        }
+    }
+    out
 }
 
 /// The cached input tokens of the last usage object in a whole answer (0 without one).
@@ -296,6 +328,20 @@ mod tests {
         let mut tail = Tail::new(false);
         tail.keep(&last);
         assert_eq!(&tail.bytes()[..], &last[..], "a single chunk is lent, not copied");
+    }
+
+    #[test]
+    fn finish_reasons_are_read_from_the_end_of_a_body_never_from_content() {
+        use super::finish_reasons;
+        let chat = br#"{"choices":[{"message":{"content":"say \"finish_reason\":\"secret\""},"finish_reason":"stop"},{"finish_reason": "length"}]}"#;
+        assert_eq!(finish_reasons(chat), ["stop", "length"]);
+        let stream = b"data: {\"choices\":[{\"delta\":{},\"finish_reason\":null}]}\n\ndata: {\"choices\":[{\"delta\":{},\"finish_reason\":\"tool_calls\"}]}\n\n";
+        assert_eq!(finish_reasons(stream), ["tool_calls"]);
+        let anthropic = br#"{"type":"message","stop_reason":"end_turn","content":[]}"#;
+        assert_eq!(finish_reasons(anthropic), ["end_turn"]);
+        let long = format!(r#"{{"finish_reason":"{}"}}"#, "x".repeat(33));
+        assert!(finish_reasons(long.as_bytes()).is_empty());
+        assert!(finish_reasons(br#"{"finish_reason":"a b"}"#).is_empty());
     }
 
     #[test]

@@ -177,6 +177,8 @@ pub(crate) struct RequestRecord {
     carried: Option<(u64, u64, f64)>,
     /// The `server.max_inflight` slot, released with the record (at the end of the response).
     permit: Option<crate::resilience::Permit>,
+    /// The request's span, when traces are exported.
+    span: Option<Box<crate::otel::ServerSpan>>,
     finished: bool,
 }
 
@@ -211,7 +213,41 @@ impl RequestRecord {
             meter: None,
             carried: None,
             permit: None,
+            span: None,
             finished: false,
+        }
+    }
+
+    /// Traced with `otel` (traces on): the request's span starts, child of the trace context
+    /// `headers` carry.
+    #[inline]
+    pub(crate) fn traced(mut self, otel: Option<&crate::otel::Otel>, headers: &http::HeaderMap) -> Self {
+        if let Some(o) = otel {
+            self.span = Some(Box::new(o.server(headers, self.endpoint)));
+        }
+        self
+    }
+
+    /// The request asked for `model` (at most `max_tokens` out): what its attempts' spans start
+    /// from, when it is traced.
+    #[inline]
+    pub(crate) fn requested(
+        &mut self,
+        model: &str,
+        max_tokens: Option<u64>,
+    ) -> Option<Box<crate::otel::Parent>> {
+        let span = self.span.as_mut()?;
+        span.requested(model, max_tokens);
+        Some(Box::new(span.parent()))
+    }
+
+    /// A traced request's answer: its cached input tokens and finish reasons, read by `facts`
+    /// only when the request is traced.
+    #[inline]
+    pub(crate) fn answered(&mut self, facts: impl FnOnce() -> (u64, Vec<String>)) {
+        if let Some(span) = self.span.as_mut() {
+            let (cached, reasons) = facts();
+            span.answered(cached, &reasons);
         }
     }
 
@@ -302,7 +338,33 @@ impl RequestRecord {
         }
         let broken = matches!(end, End::Broken(_));
         let logged = if matches!(end, End::Done(_)) { usage } else { None };
+        if let Some(span) = self.span.take() {
+            self.end_span(*span, end, usage);
+        }
         self.log(elapsed, broken, logged);
+    }
+
+    /// Ends the request's span with what the record knows.
+    fn end_span(&self, span: crate::otel::ServerSpan, end: End, usage: Option<(u64, u64)>) {
+        let text = |v: &Option<HeaderValue>| v.as_ref().and_then(|v| v.to_str().ok()).map(str::to_owned);
+        let (provider, model) = (text(&self.provider), text(&self.model));
+        span.end(&crate::otel::Ended {
+            status: self.status,
+            route: self.route.as_str(),
+            provider: provider.as_deref(),
+            model: model.as_deref(),
+            attempts: self.attempts,
+            fallback_reason: self.fallback_reason,
+            stream: self.stream,
+            ttft: self.ttft,
+            usage,
+            end: match end {
+                End::Done(_) => "done",
+                End::Refund => "refund",
+                End::Broken(_) => "broken",
+                End::Gone => "gone",
+            },
+        });
     }
 
     /// What `input` and `output` tokens spent, at the answering target's prices.

@@ -68,6 +68,7 @@ pub(crate) async fn forward(
         Operation::Embeddings => false,
     };
     let route_label = ctx.route.clone();
+    let trace = ctx.record.as_mut().and_then(|r| r.requested(&scanned.model, scanned.max_tokens));
     let job = Job {
         live,
         operation: op,
@@ -98,6 +99,7 @@ pub(crate) async fn forward(
             ))
         }),
         waiters: &state.cooldown_waiters,
+        trace,
     };
     let result = attempt::run(&job, &routed.cands, routed.budget, routed.extras).await;
     ctx.attempts = job.started.load(Ordering::Acquire);

@@ -159,6 +159,7 @@ pub(crate) async fn handle(
     let request_id = headers::request_id(req.headers());
     let record = label.map(|l| {
         RequestRecord::start(state.metrics.clone(), l, request_id.clone(), req.headers(), live.log_sample)
+            .traced(state.otel.as_deref(), req.headers())
     });
     let started = tokio::time::Instant::now();
     let mut ctx = RequestCtx::new(request_id, record, started);

@@ -218,7 +218,12 @@ impl Core {
     /// The attempt's duration observed; the usage the provider reported, if any.
     fn usage(&mut self) -> Option<(u64, u64)> {
         let known = self.translator.as_deref().map(|t| (t.usage(), t.cached()));
-        self.tap.take().and_then(|mut t| t.finish(known))
+        let mut tap = self.tap.take()?;
+        let usage = tap.finish(known);
+        if let Some(r) = self.record.as_mut() {
+            r.answered(|| (tap.cached, tap.finish_reasons()));
+        }
+        usage
     }
 }
 

@@ -76,6 +76,13 @@ impl Client {
     /// idle connection: tier1's own background fetches (the front's manifest). Without a usable
     /// TLS setup it is [`Self::plain`], and `https` fails to connect.
     pub(crate) fn web(connect_timeout: Duration) -> Self {
+        Self::web_keeping(connect_timeout, 0)
+    }
+
+    /// [`Self::web`] keeping up to `max_idle` idle connections per origin for 90 s (the OTLP
+    /// exporter's, which posts every few seconds).
+    pub(crate) fn web_keeping(connect_timeout: Duration, max_idle: usize) -> Self {
+        let idle = if max_idle == 0 { Duration::ZERO } else { Duration::from_secs(90) };
         let mut roots = rustls::RootCertStore::empty();
         roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
         match rustls::ClientConfig::builder_with_provider(crate::tls::provider())
@@ -83,9 +90,9 @@ impl Client {
         {
             Ok(b) => {
                 let tls = b.with_root_certificates(roots).with_no_client_auth();
-                Self::new(Connector::new(Some(tls), connect_timeout), 0, Duration::ZERO)
+                Self::new(Connector::new(Some(tls), connect_timeout), max_idle, idle)
             }
-            Err(_) => Self::plain(connect_timeout),
+            Err(_) => Self::new(Connector::new(None, connect_timeout), max_idle, idle),
         }
     }
 

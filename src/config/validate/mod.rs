@@ -2,6 +2,7 @@
 //! resolves secrets. Nothing stops at the first error, so an operator fixes a file in one pass.
 //! Providers and routes have files of their own.
 
+mod observability;
 mod provider;
 mod routes;
 
@@ -16,9 +17,8 @@ use super::raw::{RawConfig, RawResilience, RawRetry, RawTls};
 use super::secret::{Env, resolve};
 use super::{BreakerConfig, BudgetConfig, CooldownConfig, RetryPolicy, Then};
 use super::{
-    Config, ConfigError, ConfigErrors, FrontConfig, LimitConfig, LogConfig, ObservabilityConfig,
-    ProviderConfig, RedisConfig, RedisTls, ReloadConfig, ResilienceConfig, Scope, Secret, ServerConfig,
-    TlsConfig,
+    Config, ConfigError, ConfigErrors, FrontConfig, LimitConfig, LogConfig, ProviderConfig, RedisConfig,
+    RedisTls, ReloadConfig, ResilienceConfig, Scope, Secret, ServerConfig, TlsConfig,
 };
 use provider::provider;
 use routes::routes;
@@ -115,8 +115,7 @@ pub(super) fn validate(raw: RawConfig, env: &dyn Env) -> Result<Config, ConfigEr
             "needs server.api_keys: only a front that holds a key may name the manifest (or set front.manifest_url)",
         );
     }
-    let observability =
-        ObservabilityConfig { server_timing: raw.observability.server_timing.unwrap_or(true) };
+    let observability = observability::observability(&raw.observability, env, &mut p);
     p.finish()?;
     Ok(Config {
         server,

@@ -87,6 +87,7 @@ pub(super) async fn attempt<'a>(
     c: &'a Candidate<'a>,
     key_index: Option<usize>,
     hedges: bool,
+    hedge: Option<super::Trigger>,
 ) -> Attempted {
     let p = c.provider;
     let key = key_index.and_then(|i| p.keys.get(i));
@@ -99,7 +100,7 @@ pub(super) async fn attempt<'a>(
         // Full: back when a slot is likely free, as measured (not a constant).
         Err(retry_after) => return Attempted::Skipped(Some(retry_after), true),
     };
-    job.started.fetch_add(1, Ordering::AcqRel);
+    let number = job.started.fetch_add(1, Ordering::AcqRel) + 1;
     let guard = AttemptGuard::new(Arc::clone(&c.target), key.map(|k| k.state.clone()), permits);
     let spend = crate::ratelimit::Spend::estimate(job.body.len(), job.scanned.max_tokens, [c.costs]);
     let key_ticket = key.map(|k| job.limiter.charge_key(&job.live.limits, &p.name, &k.name, c.model, spend));
@@ -113,27 +114,24 @@ pub(super) async fn attempt<'a>(
         },
         None => None,
     };
+    let span = job.trace.as_ref().map(|t| traced(t, c, number, hedge));
     let call = Call {
         operation: translated.as_ref().map_or(job.operation, |t| t.dialect.operation(job.operation)),
-        body: match &translated {
-            Some(t) => t.body.clone(),
-            None => {
-                let model = p.kind.spec().body_model(job.operation, c.model, c.deployment);
-                job.scanned.splice(job.body, model, job.force_stream)
-            }
-        },
+        body: body(job, c, translated.as_ref()),
         stream: job.stream,
         request_id: job.request_id,
         correlation_id: job.correlation_id,
         deadline: at.first_byte,
         key,
         deployment: c.deployment,
+        trace: span.as_ref().map(|s| Box::new(s.propagated())),
     };
     let response = job.during(WaitKind::Upstream, p.send(call)).await;
     if let Ok(resp) = &response {
         outcome::headroom(job, c, key, resp.headers(), job.clock.now());
     }
     let exchanged = classify(job, c, response, translated.is_some(), at).await;
+    end_span(span, &exchanged);
     let now = job.clock.now();
     match exchanged {
         Exchanged::Success(ok) => {
@@ -160,6 +158,46 @@ pub(super) async fn attempt<'a>(
             Attempted::Failed(f)
         }
     }
+}
+
+/// The bytes sent to `c`: the request translated for its format, or the client's bytes with
+/// the upstream model spliced in.
+fn body(job: &Job<'_>, c: &Candidate<'_>, translated: Option<&crate::translate::Translated>) -> Bytes {
+    match translated {
+        Some(t) => t.body.clone(),
+        None => {
+            let model = c.provider.kind.spec().body_model(job.operation, c.model, c.deployment);
+            job.scanned.splice(job.body, model, job.force_stream)
+        }
+    }
+}
+
+/// Ends an attempt's span (when traced) with what the provider answered.
+fn end_span(span: Option<crate::otel::AttemptSpan>, exchanged: &Exchanged) {
+    if let Some(span) = span {
+        let (status, class) = match exchanged {
+            Exchanged::Success(ok) => (Some(ok.status), "ok"),
+            Exchanged::CallerFault { status, class, .. } => (Some(*status), class.as_str()),
+            Exchanged::Failed(f) => (f.status, f.class.as_str()),
+        };
+        span.end(status.map(|s| s.as_u16()), class);
+    }
+}
+
+/// The span of attempt `number` on `c` (`hedge`: what started it, when it is a hedge).
+fn traced(
+    parent: &crate::otel::Parent,
+    c: &Candidate<'_>,
+    number: u32,
+    hedge: Option<super::Trigger>,
+) -> crate::otel::AttemptSpan {
+    parent.attempt(&crate::otel::Target {
+        kind: c.provider.kind.spec().name(),
+        provider: &c.provider.name,
+        model: c.model,
+        attempt: number,
+        hedge: hedge.map(super::Trigger::as_str),
+    })
 }
 
 /// The attempt's deadlines from now: its provider's, and its stream's first token unless that

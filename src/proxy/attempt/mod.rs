@@ -188,6 +188,8 @@ pub(crate) struct Job<'a> {
     pub resume: Option<Arc<Resume>>,
     /// Requests of this replica held for a cooldown now (`wait_for_cooldown`).
     pub waiters: &'a std::sync::atomic::AtomicUsize,
+    /// The request's span context, when traced: each attempt gets a child span.
+    pub trace: Option<Box<crate::otel::Parent>>,
 }
 
 impl Job<'_> {

@@ -112,7 +112,7 @@ impl Round {
                         }
                         self.launched += 1;
                         let hedges = hedge_after.is_some();
-                        let attempt = exchange::attempt(job, &cands[cand], key, hedges);
+                        let attempt = exchange::attempt(job, &cands[cand], key, hedges, None);
                         running.push((cand, key, Box::pin(attempt)));
                         hedge_timer = hedge_after.map(|d| hedge_timer_for(job, &cands[cand], d));
                     }
@@ -131,7 +131,7 @@ impl Round {
                     {
                         self.launched += 1;
                         hedged = Some(trigger);
-                        let attempt = exchange::attempt(job, &cands[cand], key, false);
+                        let attempt = exchange::attempt(job, &cands[cand], key, false, Some(trigger));
                         running.push((cand, key, Box::pin(attempt)));
                     }
                 }

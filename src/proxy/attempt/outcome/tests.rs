@@ -96,6 +96,7 @@ impl World {
             tokens: 0,
             resume: None,
             waiters: &WAITERS,
+            trace: None,
         }
     }
 

@@ -281,6 +281,7 @@ async fn attempt(resume: &Resume, p: &Provider, c: &Cand, body: &Bytes) -> Optio
         deadline: (start + p.first_byte_timeout).min(total),
         key,
         deployment,
+        trace: None,
     };
     let resp = p.send(call).await.ok()?;
     if !resp.status().is_success() || !is_sse(resp.headers()) {
