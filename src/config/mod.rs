@@ -332,6 +332,8 @@ pub struct ProviderConfig {
     pub prefill: bool,
     /// `api-version` query parameter of an `azure` provider.
     pub api_version: String,
+    /// The AWS region of a `bedrock` provider.
+    pub region: Option<String>,
 }
 
 /// One provider key.
@@ -351,6 +353,10 @@ pub struct KeyConfig {
     pub rpm: Option<u64>,
     /// Tokens per minute the provider allows this key.
     pub tpm: Option<u64>,
+    /// A `bedrock` key's AWS access key id (`secret` is the secret access key).
+    pub access_key_id: Option<String>,
+    /// A `bedrock` key's session token (temporary credentials).
+    pub session_token: Option<Secret>,
 }
 
 /// One route, validated.
@@ -400,7 +406,9 @@ pub struct TargetConfig {
 impl Config {
     /// Every secret in the config, for the [`Redactor`].
     pub fn secrets(&self) -> Vec<Secret> {
-        let keys = self.providers.iter().flat_map(|p| p.keys.iter().map(|k| k.secret.clone()));
+        let keys = self.providers.iter().flat_map(|p| {
+            p.keys.iter().flat_map(|k| std::iter::once(k.secret.clone()).chain(k.session_token.clone()))
+        });
         let headers = self.providers.iter().flat_map(|p| {
             p.headers
                 .iter()
