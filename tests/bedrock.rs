@@ -258,3 +258,50 @@ fn config_needs_a_region_and_credentials_and_takes_the_environments() {
     let dbg = format!("{c:?}");
     assert!(!dbg.contains("s3cr3t") && !dbg.contains("tok\""), "secrets never print: {dbg}");
 }
+
+#[tokio::test]
+async fn a_web_identity_is_exchanged_with_sts_in_the_background_and_signs_requests() {
+    let token_file = std::env::temp_dir().join(format!("tier1-irsa-{}", std::process::id()));
+    std::fs::write(&token_file, "eyJ.irsa-token\n").unwrap();
+    let mock =
+        MockUpstream::start(MockConfig::default().sts("eyJ.irsa-token", "ASIAMOCK", "sts-secret-0001"))
+            .await
+            .unwrap();
+    let mut vars = env();
+    vars.insert("AWS_ROLE_ARN".into(), "arn:aws:iam::123456789012:role/tier1".into());
+    vars.insert("AWS_WEB_IDENTITY_TOKEN_FILE".into(), token_file.display().to_string());
+    vars.insert("AWS_ENDPOINT_URL_STS".into(), format!("{}/", mock.url()));
+    let toml = format!(
+        "[providers.aws]\nkind = \"bedrock\"\nregion = \"us-east-1\"\nbase_url = \"{}\"\n",
+        mock.url()
+    );
+    let t = Tier1::start_env(&toml, &vars).await;
+    // The exchange happens in the background at start: wait for it, not for a time.
+    mock.stats.wait_until(std::time::Duration::from_secs(10), |s| s.requests >= 1).await.unwrap();
+    let sts = &mock.stats.requests()[0];
+    let form = String::from_utf8_lossy(&sts.body);
+    assert!(form.contains("RoleArn=arn%3Aaws%3Aiam%3A%3A123456789012%3Arole%2Ftier1"), "{form}");
+    assert!(
+        form.contains("WebIdentityToken=eyJ.irsa-token&")
+            || form.ends_with("WebIdentityToken=eyJ.irsa-token"),
+        "{form}"
+    );
+    assert!(!sts.path.contains("Token"), "the token never goes in the URL");
+    // The credentials are stored just after STS answers: a request may come first (and fail
+    // over, unsigned requests are never sent). Yield to the refresh task until it stored them.
+    let url = t.url("/v1/chat/completions");
+    let mut a = post(&url, &[], &chat(&format!("aws/{PROFILE}"))).await;
+    for _ in 0..100 {
+        if a.status == 200 {
+            break;
+        }
+        tokio::task::yield_now().await;
+        a = post(&url, &[], &chat(&format!("aws/{PROFILE}"))).await;
+    }
+    assert_eq!(a.status, 200, "{}", a.text());
+    let call = mock.stats.requests().into_iter().find(|r| r.path.ends_with("/converse")).unwrap();
+    let auth = call.headers["authorization"].to_str().unwrap();
+    assert!(auth.starts_with("AWS4-HMAC-SHA256 Credential=ASIAMOCK/"), "{auth}");
+    assert_eq!(call.headers["x-amz-security-token"], "mock-session-token");
+    std::fs::remove_file(&token_file).ok();
+}

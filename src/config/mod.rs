@@ -357,6 +357,22 @@ pub struct KeyConfig {
     pub access_key_id: Option<String>,
     /// A `bedrock` key's session token (temporary credentials).
     pub session_token: Option<Secret>,
+    /// A `bedrock` key whose credentials come from a web-identity token (EKS IRSA), refreshed
+    /// in the background; then `secret` and `access_key_id` are unused.
+    pub web_identity: Option<WebIdentity>,
+}
+
+/// A web identity to exchange with STS for temporary credentials.
+#[derive(Debug, Clone)]
+pub struct WebIdentity {
+    /// `AWS_ROLE_ARN`.
+    pub role_arn: String,
+    /// `AWS_WEB_IDENTITY_TOKEN_FILE`, read at every exchange.
+    pub token_file: std::path::PathBuf,
+    /// `AWS_ROLE_SESSION_NAME`, default `tier1`.
+    pub session_name: String,
+    /// STS: `AWS_ENDPOINT_URL_STS`, default `https://sts.{region}.amazonaws.com/`.
+    pub sts_url: String,
 }
 
 /// One route, validated.

@@ -110,3 +110,36 @@ pub(crate) fn error_response(status: StatusCode, message: &str) -> Response<Mock
     }
     resp
 }
+
+/// STS's answer to `AssumeRoleWithWebIdentity` (`form`): the credentials of `sts` when its
+/// token is the one sent, else 400 `InvalidIdentityToken`.
+pub(crate) fn sts_answer(sts: Option<&(String, String, String)>, form: &[u8]) -> Response<MockBody> {
+    let form = String::from_utf8_lossy(form);
+    let token = form
+        .split('&')
+        .find_map(|p| p.strip_prefix("WebIdentityToken="))
+        .map(super::sigv4::percent_decode)
+        .unwrap_or_default();
+    let mut resp = match sts {
+        Some((want, id, secret)) if *want == token => {
+            let expires = humantime::format_rfc3339_seconds(
+                std::time::SystemTime::now() + std::time::Duration::from_secs(3600),
+            );
+            let xml = format!(
+                "<AssumeRoleWithWebIdentityResponse><AssumeRoleWithWebIdentityResult><Credentials>\
+                 <AccessKeyId>{id}</AccessKeyId><SecretAccessKey>{secret}</SecretAccessKey>\
+                 <SessionToken>mock-session-token</SessionToken><Expiration>{expires}</Expiration>\
+                 </Credentials></AssumeRoleWithWebIdentityResult></AssumeRoleWithWebIdentityResponse>"
+            );
+            json_response(StatusCode::OK, Bytes::from(xml))
+        }
+        _ => json_response(
+            StatusCode::BAD_REQUEST,
+            Bytes::from_static(
+                b"<ErrorResponse><Error><Code>InvalidIdentityToken</Code></Error></ErrorResponse>",
+            ),
+        ),
+    };
+    resp.headers_mut().insert(http::header::CONTENT_TYPE, HeaderValue::from_static("text/xml"));
+    resp
+}

@@ -59,6 +59,9 @@ pub struct MockConfig {
     pub aws_keys: HashMap<String, String>,
     /// The region Bedrock requests are signed for (empty: `us-east-1`).
     pub aws_region: String,
+    /// An STS that exchanges this web-identity token for these credentials (token, access key
+    /// id, secret), at `POST /` with `Action=AssumeRoleWithWebIdentity`.
+    pub sts: Option<(String, String, String)>,
 }
 
 impl MockConfig {
@@ -77,6 +80,13 @@ impl MockConfig {
     pub fn aws_key(mut self, id: &str, secret: &str) -> Self {
         self.aws_keys.insert(id.to_owned(), secret.to_owned());
         self
+    }
+
+    /// Answers `AssumeRoleWithWebIdentity` for `token` with credentials `id`/`secret` (which
+    /// the Bedrock routes then accept), valid for an hour.
+    pub fn sts(mut self, token: &str, id: &str, secret: &str) -> Self {
+        self.sts = Some((token.to_owned(), id.to_owned(), secret.to_owned()));
+        self.aws_key(id, secret)
     }
 
     /// Adds a behaviour for one model.
@@ -98,7 +108,14 @@ impl MockConfig {
             raw.keys.iter().map(|(k, b)| (k.clone(), b.validate(&format!("keys.{k}"), &mut p))).collect();
         p.finish()?;
         let aws_keys = raw.aws_keys.into_iter().collect();
-        Ok(Self { default, models, keys, aws_keys, aws_region: raw.aws_region.unwrap_or_default() })
+        Ok(Self {
+            default,
+            models,
+            keys,
+            aws_keys,
+            aws_region: raw.aws_region.unwrap_or_default(),
+            sts: None,
+        })
     }
 }
 
@@ -375,6 +392,9 @@ async fn handle(shared: &Shared, req: Request<Incoming>) -> Response<MockBody> {
     let gemini = |method: &str| {
         path.strip_suffix(method).and_then(|p| p.rsplit_once("/models/")).map(|(_, model)| model.to_owned())
     };
+    if parts.method == Method::POST && path == "/" && body.starts_with(b"Action=AssumeRoleWithWebIdentity") {
+        return super::bedrock::sts_answer(shared.config.sts.as_ref(), &body);
+    }
     if parts.method == Method::POST
         && let Some((model, stream)) = converse_route(&path)
     {

@@ -7,6 +7,7 @@
 
 pub(crate) mod sigv4;
 pub(crate) mod stream;
+pub(crate) mod web_identity;
 
 use http::Uri;
 

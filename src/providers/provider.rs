@@ -20,6 +20,7 @@ use crate::translate::Dialect;
 use crate::upstream;
 
 use super::bedrock::sigv4::AwsKey;
+use super::bedrock::web_identity::{self, Current};
 
 /// One upstream call.
 pub(crate) struct Call<'a> {
@@ -127,6 +128,8 @@ enum Auth {
     Header(HeaderName, HeaderValue),
     /// A SigV4 signature of the request by its credential set, for the provider's region.
     SigV4(Box<AwsKey>),
+    /// A SigV4 signature by the credentials a web identity was last exchanged for.
+    WebIdentity(Arc<Current>),
 }
 
 enum Backend {
@@ -201,8 +204,12 @@ impl Provider {
             .iter()
             .enumerate()
             .map(|(index, k)| {
-                let auth =
-                    auth(spec, k).ok_or_else(|| BuildError::Key { provider: p.name.clone(), index })?;
+                let auth = match &k.web_identity {
+                    Some(w) => Auth::WebIdentity(web_identity::start(w.clone(), pools.client(p)?)),
+                    None => {
+                        auth(spec, k).ok_or_else(|| BuildError::Key { provider: p.name.clone(), index })?
+                    }
+                };
                 Ok(Key {
                     name: Arc::from(k.name.as_str()),
                     auth,
@@ -343,7 +350,17 @@ impl HttpBackend {
             h.insert(name.clone(), value.clone());
         }
         // Signed last: the signature covers the headers as sent.
-        if let (Some(Auth::SigV4(key)), Some(region)) = (call.key.map(|k| &k.auth), self.region.as_deref()) {
+        let exchanged;
+        let key: Option<&AwsKey> = match call.key.map(|k| &k.auth) {
+            Some(Auth::SigV4(key)) => Some(key),
+            // Before the first exchange answered, the request cannot be signed: it fails over.
+            Some(Auth::WebIdentity(current)) => {
+                exchanged = current.get()?;
+                Some(&exchanged)
+            }
+            _ => None,
+        };
+        if let (Some(key), Some(region)) = (key, self.region.as_deref()) {
             let scope = (region, super::bedrock::sigv4::SERVICE);
             super::bedrock::sigv4::sign_request(&mut req, key, scope, std::time::SystemTime::now()).ok()?;
         }

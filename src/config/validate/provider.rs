@@ -35,7 +35,7 @@ pub(super) fn provider(name: &str, rp: &RawProvider, env: &dyn Env, p: &mut Prob
         }
     };
     let mut keys = keys(&at, &rp.keys, env, p);
-    aws::credentials(&at, kind.spec().signed(), &rp.keys, &mut keys, env, p);
+    aws::credentials(&at, (kind.spec().signed(), region.as_deref()), &rp.keys, &mut keys, env, p);
     let headers = headers(&at, &rp.headers, env, p);
     let mock = rp.mock.as_ref().map_or_else(Behavior::default, |m| m.validate(&format!("{at}.mock"), p));
     if rp.mock.is_some() && !kind.in_process() {
@@ -169,6 +169,7 @@ fn keys(at: &str, raw: &[RawKey], env: &dyn Env, p: &mut Problems) -> Vec<KeyCon
                         tpm: k.tpm,
                         access_key_id: aws::access_key_id(&kp, k, env, p),
                         session_token: aws::session_token(&kp, k, env, p),
+                        web_identity: None,
                     })
                 }
                 Err(e) => {

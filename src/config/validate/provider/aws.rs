@@ -2,12 +2,13 @@
 //! `secret` the secret access key and `session_token` the token of temporary credentials; with
 //! no keys, the environment's `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY` and
 //! `AWS_SESSION_TOKEN` as one key named `env` (read at load, like every `env:` reference, and
-//! again at each reload).
+//! again at each reload); failing those, a web identity (`AWS_ROLE_ARN` and
+//! `AWS_WEB_IDENTITY_TOKEN_FILE`, as EKS IRSA sets them) as one key named `web-identity`.
 
-use crate::config::KeyConfig;
 use crate::config::raw::RawKey;
 use crate::config::secret::{Env, Secret, resolve};
 use crate::config::validate::Problems;
+use crate::config::{KeyConfig, WebIdentity};
 
 /// A key's `access_key_id`, resolved (`env:NAME` or a literal).
 pub(super) fn access_key_id(at: &str, k: &RawKey, env: &dyn Env, p: &mut Problems) -> Option<String> {
@@ -41,7 +42,7 @@ fn valid_id(id: &str) -> bool {
 /// (and with no keys it takes the environment's); the others take none.
 pub(super) fn credentials(
     at: &str,
-    signed: bool,
+    (signed, region): (bool, Option<&str>),
     raw: &[RawKey],
     keys: &mut Vec<KeyConfig>,
     env: &dyn Env,
@@ -57,11 +58,11 @@ pub(super) fn credentials(
         }
     }
     if signed && raw.is_empty() {
-        match from_env(env) {
+        match from_env(env).or_else(|| web_identity(env, region)) {
             Some(key) => keys.push(key),
             None => p.push(
                 format!("{at}.keys"),
-                "none, and no AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY in the environment",
+                "none, and no AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, nor AWS_ROLE_ARN and AWS_WEB_IDENTITY_TOKEN_FILE, in the environment",
             ),
         }
     }
@@ -81,5 +82,30 @@ fn from_env(env: &dyn Env) -> Option<KeyConfig> {
         tpm: None,
         access_key_id: Some(id),
         session_token: env.var("AWS_SESSION_TOKEN").filter(|t| !t.is_empty()).map(Secret::new),
+        web_identity: None,
+    })
+}
+
+/// The environment's web identity as a key named `web-identity`.
+fn web_identity(env: &dyn Env, region: Option<&str>) -> Option<KeyConfig> {
+    let role_arn = env.var("AWS_ROLE_ARN").filter(|r| !r.is_empty())?;
+    let token_file = env.var("AWS_WEB_IDENTITY_TOKEN_FILE").filter(|f| !f.is_empty())?;
+    let sts_url = env
+        .var("AWS_ENDPOINT_URL_STS")
+        .filter(|u| !u.is_empty())
+        .or_else(|| region.map(|r| format!("https://sts.{r}.amazonaws.com/")))?;
+    let session_name =
+        env.var("AWS_ROLE_SESSION_NAME").filter(|n| !n.is_empty()).unwrap_or_else(|| "tier1".to_owned());
+    Some(KeyConfig {
+        name: "web-identity".to_owned(),
+        secret: Secret::new(""),
+        weight: 1,
+        models: Vec::new(),
+        concurrency: None,
+        rpm: None,
+        tpm: None,
+        access_key_id: None,
+        session_token: None,
+        web_identity: Some(WebIdentity { role_arn, token_file: token_file.into(), session_name, sts_url }),
     })
 }
