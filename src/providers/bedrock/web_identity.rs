@@ -5,7 +5,9 @@
 //! token file is read anew each time, as the kubelet rotates it), after a failure with a backoff
 //! of 1 s doubling up to 60 s while the last credentials are kept. Never on the request path:
 //! a request signs with what is there; before the first exchange answered it cannot be signed
-//! and fails over like any failed attempt. The task ends with the provider (its snapshot).
+//! and fails over like any failed attempt. A reloaded snapshot takes over the running task and
+//! its credentials (same role, token file, session name and STS); the task ends with the last
+//! snapshot holding it.
 
 use std::sync::{Arc, Weak};
 use std::time::{Duration, SystemTime};
@@ -35,13 +37,33 @@ impl Current {
     }
 }
 
-/// Starts keeping `source`'s credentials fresh through `client` (when there is a runtime to
-/// run on: a snapshot built only to be checked starts nothing).
+/// The web identities being kept fresh, by what identifies them: a reloaded snapshot takes the
+/// running one's credentials (and task) instead of starting over without any.
+type Running = std::sync::Mutex<std::collections::HashMap<[String; 4], Weak<Current>>>;
+static RUNNING: std::sync::OnceLock<Running> = std::sync::OnceLock::new();
+
+/// Keeps `source`'s credentials fresh through `client`: the running refresh of the same
+/// identity if there is one (a reload), else a new one (when there is a runtime to run on: a
+/// snapshot built only to be checked starts nothing).
 pub(crate) fn start(source: WebIdentity, client: upstream::Client) -> Arc<Current> {
-    let current = Arc::new(Current::default());
-    if let Ok(rt) = tokio::runtime::Handle::try_current() {
-        rt.spawn(refresh(Arc::downgrade(&current), source, client));
+    let id = [
+        source.role_arn.clone(),
+        source.token_file.display().to_string(),
+        source.session_name.clone(),
+        source.sts_url.clone(),
+    ];
+    let Ok(rt) = tokio::runtime::Handle::try_current() else { return Arc::new(Current::default()) };
+    let mut running = match RUNNING.get_or_init(Running::default).lock() {
+        Ok(r) => r,
+        Err(poisoned) => poisoned.into_inner(),
+    };
+    running.retain(|_, c| c.strong_count() > 0);
+    if let Some(current) = running.get(&id).and_then(Weak::upgrade) {
+        return current;
     }
+    let current = Arc::new(Current::default());
+    running.insert(id, Arc::downgrade(&current));
+    rt.spawn(refresh(Arc::downgrade(&current), source, client));
     current
 }
 
