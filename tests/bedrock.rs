@@ -305,3 +305,28 @@ async fn a_web_identity_is_exchanged_with_sts_in_the_background_and_signs_reques
     assert_eq!(call.headers["x-amz-security-token"], "mock-session-token");
     std::fs::remove_file(&token_file).ok();
 }
+
+#[tokio::test]
+async fn without_credentials_from_sts_no_request_is_sent_unsigned() {
+    let token_file = std::env::temp_dir().join(format!("tier1-irsa-bad-{}", std::process::id()));
+    std::fs::write(&token_file, "eyJ.expired").unwrap();
+    // The mock's STS takes another token: every exchange is refused.
+    let mock = MockUpstream::start(MockConfig::default().sts("eyJ.valid", "ASIAMOCK", "sts-secret-0001"))
+        .await
+        .unwrap();
+    let mut vars = env();
+    vars.insert("AWS_ROLE_ARN".into(), "arn:aws:iam::123456789012:role/other".into());
+    vars.insert("AWS_WEB_IDENTITY_TOKEN_FILE".into(), token_file.display().to_string());
+    vars.insert("AWS_ENDPOINT_URL_STS".into(), format!("{}/", mock.url()));
+    let toml = format!(
+        "[providers.aws]\nkind = \"bedrock\"\nregion = \"us-east-1\"\nbase_url = \"{}\"\n",
+        mock.url()
+    );
+    let t = Tier1::start_env(&toml, &vars).await;
+    mock.stats.wait_until(std::time::Duration::from_secs(10), |s| s.requests >= 1).await.unwrap();
+    let a = post(&t.url("/v1/chat/completions"), &[], &chat(&format!("aws/{PROFILE}"))).await;
+    assert_eq!(a.status, 502, "{}", a.text());
+    let converse = mock.stats.requests().iter().filter(|r| r.path.starts_with("/model/")).count();
+    assert_eq!(converse, 0, "nothing unsigned reached the upstream");
+    std::fs::remove_file(&token_file).ok();
+}
