@@ -24,6 +24,9 @@ use super::{ChunkHead, TranslateError, unix_now};
 
 pub use super::Request;
 
+/// The id of every translated answer (Converse gives none).
+const ID: &str = "chatcmpl-bedrock";
+
 /// Parameters with no Converse counterpart.
 const DROPPED: [&str; 14] = [
     "n",
@@ -327,7 +330,7 @@ pub fn response(raw: &[u8], model: &str) -> Result<(Bytes, Option<(u64, u64)>), 
     let stop = v.get("stopReason").and_then(Value::as_str).unwrap_or("end_turn");
     let usage = v.get("usage").map(usage_of);
     let out = json!({
-        "id": format!("chatcmpl-bedrock-{}", unix_now()),
+        "id": ID,
         "object": "chat.completion",
         "created": unix_now(),
         "model": model,
@@ -372,7 +375,8 @@ impl Stream {
     /// A translator for `model`; `include_usage` adds the usage chunk before `[DONE]`.
     pub fn new(model: &str, include_usage: bool) -> Self {
         let mut head = ChunkHead::new(model);
-        head.id = format!("chatcmpl-bedrock-{}", head.created);
+        // Converse names no answer: a fixed id, so a stream translates the same whenever it does.
+        head.id = ID.to_owned();
         Self::wrap(StreamState { head, include_usage, ..StreamState::default() })
     }
 }
