@@ -39,6 +39,7 @@ pub mod check;
 pub mod cli;
 mod config;
 mod error;
+mod eventstream;
 mod health;
 mod json;
 mod manifest;

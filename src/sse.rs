@@ -153,9 +153,13 @@ pub(crate) fn malformed_data(data: &[u8]) -> bool {
 /// Classifies a provider's in-stream error object.
 pub(crate) fn classify_error(err: &serde_json::Value) -> Class {
     let field = |k: &str| err.get(k).and_then(|v| v.as_str()).unwrap_or_default().to_ascii_lowercase();
-    // OpenAI: type and code; Anthropic: type; Gemini: status.
+    // OpenAI: type and code; Anthropic: type; Gemini: status; Bedrock: the exception's name.
     let text = format!("{} {} {}", field("type"), field("code"), field("status"));
-    if text.contains("rate_limit") || text.contains("rate limit") || text.contains("resource_exhausted") {
+    if text.contains("rate_limit")
+        || text.contains("rate limit")
+        || text.contains("resource_exhausted")
+        || text.contains("throttling")
+    {
         Class::RateLimited
     } else if text.contains("overloaded") || text.contains("unavailable") {
         Class::Overloaded

@@ -23,14 +23,23 @@ pub mod sse {
 /// The in-process mock provider and the mock upstream server.
 pub mod mock {
     pub use crate::mock::{
-        Behavior, DEFAULT_REPLY, Quota, Taken, anthropic_frames, anthropic_json, completion_json,
-        gemini_frames, gemini_json, responses_frames, responses_json, server, stream_frames, tools,
+        Behavior, DEFAULT_REPLY, Quota, Taken, anthropic_frames, anthropic_json, bedrock, completion_json,
+        gemini_frames, gemini_json, responses_frames, responses_json, server, sigv4, stream_frames, tools,
     };
 }
 
-/// What a request is.
+/// What a request is; a Bedrock stream read as SSE.
 pub mod providers {
     pub use crate::providers::Operation;
+    /// The AWS event-stream body of a Bedrock stream, as SSE.
+    pub mod bedrock {
+        pub use crate::providers::bedrock::stream::ToSse;
+    }
+}
+
+/// The AWS event-stream framing.
+pub mod eventstream {
+    pub use crate::eventstream::{Decoder, Error, Message, Value, crc32};
 }
 
 /// The proxy's stream commit judge and its listener bounds.
@@ -63,8 +72,8 @@ pub mod routing {
 /// Translation between provider formats.
 pub mod translate {
     pub use crate::translate::{
-        Dialect, EventTranslator, Sse, StreamTranslator, Translated, anthropic, gemini, messages, responses,
-        unstamped,
+        Dialect, EventTranslator, Sse, StreamTranslator, Translated, anthropic, bedrock, gemini, messages,
+        responses, unstamped,
     };
 }
 

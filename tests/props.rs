@@ -148,6 +148,12 @@ fn upstream(dialect: Dialect, reply: &str, tool: bool, keepalive: bool, eol: &st
         }
         (Dialect::OpenAi, false) => mock::stream_frames("m", reply, 1, true),
         (Dialect::OpenAi, true) => mock::tools::openai_frames("m", reply, 1, true),
+        (Dialect::Bedrock | Dialect::BedrockMessages | Dialect::ResponsesBedrock, _) => {
+            // The event stream as the provider layer hands it on: one SSE event per message.
+            let mut sse = tier1::testing::providers::bedrock::ToSse::new(1 << 20);
+            let tool = tool.then_some(reply);
+            mock::bedrock::converse_frames(reply, tool, 1).iter().map(|f| sse.feed(f).into()).collect()
+        }
     };
     let mut out = Vec::new();
     for frame in frames {
@@ -172,6 +178,9 @@ fn dialect() -> impl Strategy<Value = Dialect> {
         Dialect::GeminiMessages,
         Dialect::ResponsesAnthropic,
         Dialect::ResponsesGemini,
+        Dialect::Bedrock,
+        Dialect::BedrockMessages,
+        Dialect::ResponsesBedrock,
     ])
 }
 

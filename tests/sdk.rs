@@ -20,7 +20,9 @@ async fn openai_and_anthropic_sdks_work_against_every_provider_kind() {
         python.exists(),
         "the SDK venv is missing: run scripts/test.sh (it installs openai and anthropic)"
     );
-    let mock = MockUpstream::start(MockConfig::default()).await.unwrap();
+    let mock = MockUpstream::start(MockConfig::default().aws_key("AKIDEXAMPLE", "sk-upstream-secret-0001"))
+        .await
+        .unwrap();
     let url = mock.url();
     let t = Tier1::start(&format!(
         r#"
@@ -46,6 +48,13 @@ kind = "azure"
 base_url = "{url}"
 [[providers.azure.keys]]
 secret = "env:UPSTREAM_KEY"
+[providers.bedrock]
+kind = "bedrock"
+region = "us-east-1"
+base_url = "{url}"
+[[providers.bedrock.keys]]
+access_key_id = "AKIDEXAMPLE"
+secret = "env:UPSTREAM_KEY"
 [[routes]]
 name = "smart"
 targets = [{{ provider = "openai", model = "gpt-4o" }}]
@@ -64,11 +73,14 @@ targets = [{{ provider = "openai", model = "gpt-4o" }}]
     assert!(out.status.success(), "SDK checks failed:\n{stdout}\n{stderr}");
     assert!(stdout.contains("sdk checks passed"), "{stdout}");
     // Every check went through tier1 to a mock: nothing was answered without an upstream call.
-    // 3 kinds × (full, stream, raw, tool call, streamed tool call, tool result), 2 embeddings,
-    // 18 Responses (4 kinds × (full, stream, the stream helper); through anthropic and gemini a
-    // tool call, its result, a streamed call; the store=True ones are refused by tier1),
-    // Anthropic SDK: 2 auth styles × 3 kinds × (full, stream), 3 kinds × tool use (full, stream).
-    assert_eq!(mock.stats.snapshot().requests, 56, "{:?}", mock.stats.snapshot());
+    // 4 kinds × (full, stream, raw, tool call, streamed tool call, tool result), 2 embeddings,
+    // 27 Responses (5 kinds × (full, stream, the stream helper); through anthropic, gemini and
+    // bedrock a tool call, its result, a streamed call; the store=True ones are refused by
+    // tier1), Anthropic SDK: 2 auth styles × 4 kinds × (full, stream), 4 kinds × tool use (full,
+    // stream). Every Bedrock call's SigV4 signature was checked by the mock.
+    assert_eq!(mock.stats.snapshot().requests, 74, "{:?}", mock.stats.snapshot());
+    let bedrock = mock.stats.requests().into_iter().filter(|r| r.path.starts_with("/model/")).count();
+    assert_eq!(bedrock, 18);
     // Azure's got the v1 API's path with the deployment in the body.
     let azure: Vec<_> =
         mock.stats.requests().into_iter().filter(|r| r.path.starts_with("/openai/v1/responses")).collect();

@@ -195,3 +195,54 @@ for target, seeds in SEEDS.items():
     for name, text in seeds.items():
         with open(os.path.join(d, f"seed-{name}"), "w", encoding="utf-8", newline="") as f:
             f.write(text)
+
+# --- the AWS event-stream framing (binary seeds) -------------------------------------------
+import struct, zlib
+
+def es_message(headers, payload):
+    """One event-stream message: headers as (name, type, value) with type 7 (string) or 0/1 (bool)."""
+    h = b""
+    for name, kind, value in headers:
+        n = name.encode()
+        h += bytes([len(n)]) + n + bytes([kind])
+        if kind == 7:
+            v = value.encode()
+            h += struct.pack(">H", len(v)) + v
+    total = 12 + len(h) + len(payload) + 4
+    prelude = struct.pack(">II", total, len(h))
+    prelude += struct.pack(">I", zlib.crc32(prelude))
+    body = prelude + h + payload
+    return body + struct.pack(">I", zlib.crc32(body))
+
+def es_event(kind, payload):
+    return es_message([(":event-type", 7, kind), (":content-type", 7, "application/json"),
+                       (":message-type", 7, "event")], j(payload).encode())
+
+bedrock_text = b"".join([
+    es_event("messageStart", {"role": "assistant"}),
+    es_event("contentBlockDelta", {"contentBlockIndex": 0, "delta": {"text": "Hello"}}),
+    es_event("contentBlockDelta", {"contentBlockIndex": 0, "delta": {"reasoningContent": {"text": "hm"}}}),
+    es_event("contentBlockStop", {"contentBlockIndex": 0}),
+    es_event("messageStop", {"stopReason": "end_turn"}),
+    es_event("metadata", {"usage": {"inputTokens": 3, "outputTokens": 1, "cacheReadInputTokens": MAX}, "metrics": {"latencyMs": 1}}),
+])
+bedrock_tool = b"".join([
+    es_event("messageStart", {"role": "assistant"}),
+    es_event("contentBlockStart", {"contentBlockIndex": 0, "start": {"toolUse": {"toolUseId": "t1", "name": "f"}}}),
+    es_event("contentBlockDelta", {"contentBlockIndex": 0, "delta": {"toolUse": {"input": "{\"q\":"}}}),
+    es_event("contentBlockDelta", {"contentBlockIndex": 0, "delta": {"toolUse": {"input": "1}"}}}),
+    es_event("messageStop", {"stopReason": "tool_use"}),
+    es_event("metadata", {"usage": {"inputTokens": 3, "outputTokens": 1}}),
+])
+bedrock_exception = es_event("messageStart", {"role": "assistant"}) + es_message(
+    [(":message-type", 7, "exception"), (":exception-type", 7, "throttlingException"), (":content-type", 7, "application/json")],
+    j({"message": "Too many requests"}).encode())
+bedrock_flags = es_message([("t", 0, None), ("f", 1, None)], b"") + es_message([], b"")
+
+d = os.path.join(ROOT, "eventstream")
+shutil.rmtree(d, ignore_errors=True)
+os.makedirs(d)
+for name, data in {"text": bedrock_text, "tool": bedrock_tool, "exception": bedrock_exception,
+                   "flags": bedrock_flags, "cut": bedrock_text[:-7]}.items():
+    with open(os.path.join(d, f"seed-{name}"), "wb") as f:
+        f.write(data)

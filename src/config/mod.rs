@@ -368,6 +368,8 @@ pub struct ProviderConfig {
     pub prefill: bool,
     /// `api-version` query parameter of an `azure` provider.
     pub api_version: String,
+    /// The AWS region of a `bedrock` provider.
+    pub region: Option<String>,
 }
 
 /// One provider key.
@@ -387,6 +389,26 @@ pub struct KeyConfig {
     pub rpm: Option<u64>,
     /// Tokens per minute the provider allows this key.
     pub tpm: Option<u64>,
+    /// A `bedrock` key's AWS access key id (`secret` is the secret access key).
+    pub access_key_id: Option<String>,
+    /// A `bedrock` key's session token (temporary credentials).
+    pub session_token: Option<Secret>,
+    /// A `bedrock` key whose credentials come from a web-identity token (EKS IRSA), refreshed
+    /// in the background; then `secret` and `access_key_id` are unused.
+    pub web_identity: Option<WebIdentity>,
+}
+
+/// A web identity to exchange with STS for temporary credentials.
+#[derive(Debug, Clone)]
+pub struct WebIdentity {
+    /// `AWS_ROLE_ARN`.
+    pub role_arn: String,
+    /// `AWS_WEB_IDENTITY_TOKEN_FILE`, read at every exchange.
+    pub token_file: std::path::PathBuf,
+    /// `AWS_ROLE_SESSION_NAME`, default `tier1`.
+    pub session_name: String,
+    /// STS: `AWS_ENDPOINT_URL_STS`, default `https://sts.{region}.amazonaws.com/`.
+    pub sts_url: String,
 }
 
 /// One route, validated.
@@ -436,7 +458,9 @@ pub struct TargetConfig {
 impl Config {
     /// Every secret in the config, for the [`Redactor`].
     pub fn secrets(&self) -> Vec<Secret> {
-        let keys = self.providers.iter().flat_map(|p| p.keys.iter().map(|k| k.secret.clone()));
+        let keys = self.providers.iter().flat_map(|p| {
+            p.keys.iter().flat_map(|k| std::iter::once(k.secret.clone()).chain(k.session_token.clone()))
+        });
         let headers = self.providers.iter().flat_map(|p| {
             p.headers
                 .iter()

@@ -518,6 +518,8 @@ pub(super) struct RawProvider {
     pub prefill: Option<bool>,
     /// `api-version` of an `azure` provider.
     pub api_version: Option<String>,
+    /// The AWS region of a `bedrock` provider (its URL and its signatures).
+    pub region: Option<String>,
 }
 
 /// `[[providers.NAME.keys]]`.
@@ -541,6 +543,10 @@ pub(super) struct RawKey {
     pub rpm: Option<u64>,
     /// The provider's token quota for this key, per minute.
     pub tpm: Option<u64>,
+    /// A `bedrock` key's AWS access key id (`env:NAME` or a literal); `secret` is its secret.
+    pub access_key_id: Option<String>,
+    /// A `bedrock` key's session token, for temporary credentials (`env:`/`file:` or a literal).
+    pub session_token: Option<String>,
 }
 
 /// `[[routes]]`.

@@ -4,8 +4,10 @@
 //! tests without a network hop) and the standalone [`server::MockUpstream`] (`tier1
 //! mock-upstream`), which adds call counting and per-request overrides through `x-mock-*` headers.
 
+pub mod bedrock;
 pub(crate) mod cache;
 pub mod server;
+pub mod sigv4;
 pub mod tools;
 
 use std::collections::VecDeque;
@@ -59,6 +61,11 @@ pub(crate) enum MockEndpoint {
     },
     /// Gemini `models/{model}:batchEmbedContents`.
     BatchEmbed,
+    /// Bedrock `model/{model}/converse`, or `/converse-stream` when `stream`.
+    Converse {
+        /// Whether the stream method was called.
+        stream: bool,
+    },
 }
 
 /// Callbacks from a mock stream, so the standalone server can count completions and cancels.
@@ -159,7 +166,11 @@ async fn respond(
     }
     let (req, tool, reply) = match serde_json::from_slice::<serde_json::Value>(body) {
         Ok(v) => {
-            let tool = if endpoint == MockEndpoint::Responses { None } else { tools::to_call(&v) };
+            let tool = match endpoint {
+                MockEndpoint::Responses => None,
+                MockEndpoint::Converse { .. } => bedrock::to_call(&v),
+                _ => tools::to_call(&v),
+            };
             (MockRequest::deserialize(&v), tool, continued(&v, &behavior.reply))
         }
         Err(e) => (Err(e), None, &*behavior.reply),
@@ -172,6 +183,9 @@ async fn respond(
         }
     };
     let id = n + 1;
+    if let MockEndpoint::Converse { stream } = endpoint {
+        return converse(stream, reply, tool.as_deref(), id, |frames| sse(frames, behavior, observer));
+    }
     if let Some(tool) = tool {
         return tool_answer(&req, &tool, endpoint, id, |frames| sse(frames, behavior, observer));
     }
@@ -207,8 +221,27 @@ async fn respond(
             resp.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
             resp
         }
-        MockEndpoint::Chat => json_response(StatusCode::OK, completion_json(&req.model, reply, id)),
+        MockEndpoint::Chat | MockEndpoint::Converse { .. } => {
+            json_response(StatusCode::OK, completion_json(&req.model, reply, id))
+        }
     }
+}
+
+/// A Converse answer: JSON, or an event stream (`sse` paces the frames).
+fn converse(
+    stream: bool,
+    reply: &str,
+    tool: Option<&str>,
+    id: u64,
+    sse: impl FnOnce(VecDeque<Bytes>) -> Response<MockBody>,
+) -> Response<MockBody> {
+    if !stream {
+        return json_response(StatusCode::OK, bedrock::converse_json(reply, tool, id));
+    }
+    let mut resp = sse(bedrock::converse_frames(reply, tool, id));
+    resp.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/vnd.amazon.eventstream"));
+    resp
 }
 
 /// How many bytes before the join a continuation starts: models asked to continue a prefill
@@ -536,6 +569,13 @@ fn error_response(
     endpoint: &MockEndpoint,
 ) -> Response<MockBody> {
     let msg = format!("mock: injected failure {}", status.as_u16());
+    if let MockEndpoint::Converse { .. } = endpoint {
+        let mut resp = bedrock::error_response(status, &msg);
+        if let Some(ra) = retry_after {
+            resp.headers_mut().insert(header::RETRY_AFTER, ra);
+        }
+        return resp;
+    }
     let body = if matches!(endpoint, MockEndpoint::Generate { .. } | MockEndpoint::BatchEmbed) {
         // Google's error shape: numeric code, message, canonical status.
         let canonical = match status.as_u16() {

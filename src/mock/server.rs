@@ -38,6 +38,12 @@ pub struct RawMockConfig {
     /// quota, another refused.
     #[serde(default)]
     pub keys: BTreeMap<String, RawBehavior>,
+    /// AWS credentials the Bedrock routes accept: access key id → secret access key. A Bedrock
+    /// request's SigV4 signature is checked against them (a 403 when it does not hold).
+    #[serde(default)]
+    pub aws_keys: BTreeMap<String, String>,
+    /// The region Bedrock requests must be signed for (default `us-east-1`).
+    pub aws_region: Option<String>,
 }
 
 /// Validated mock server config.
@@ -47,8 +53,15 @@ pub struct MockConfig {
     pub default: Behavior,
     /// Behaviour per requested model name.
     pub models: HashMap<String, Behavior>,
-    /// Behaviour per bearer token, checked before models.
+    /// Behaviour per bearer token, checked before models (for Bedrock: per access key id).
     pub keys: HashMap<String, Behavior>,
+    /// Access key id → secret access key, for the Bedrock routes' SigV4 check.
+    pub aws_keys: HashMap<String, String>,
+    /// The region Bedrock requests are signed for (empty: `us-east-1`).
+    pub aws_region: String,
+    /// An STS that exchanges this web-identity token for these credentials (token, access key
+    /// id, secret), at `POST /` with `Action=AssumeRoleWithWebIdentity`.
+    pub sts: Option<(String, String, String)>,
 }
 
 impl MockConfig {
@@ -61,6 +74,19 @@ impl MockConfig {
     pub fn key(mut self, key: &str, behavior: Behavior) -> Self {
         self.keys.insert(key.to_owned(), behavior);
         self
+    }
+
+    /// Accepts SigV4 signatures of access key `id` with `secret` on the Bedrock routes.
+    pub fn aws_key(mut self, id: &str, secret: &str) -> Self {
+        self.aws_keys.insert(id.to_owned(), secret.to_owned());
+        self
+    }
+
+    /// Answers `AssumeRoleWithWebIdentity` for `token` with credentials `id`/`secret` (which
+    /// the Bedrock routes then accept), valid for an hour.
+    pub fn sts(mut self, token: &str, id: &str, secret: &str) -> Self {
+        self.sts = Some((token.to_owned(), id.to_owned(), secret.to_owned()));
+        self.aws_key(id, secret)
     }
 
     /// Adds a behaviour for one model.
@@ -81,7 +107,15 @@ impl MockConfig {
         let keys =
             raw.keys.iter().map(|(k, b)| (k.clone(), b.validate(&format!("keys.{k}"), &mut p))).collect();
         p.finish()?;
-        Ok(Self { default, models, keys })
+        let aws_keys = raw.aws_keys.into_iter().collect();
+        Ok(Self {
+            default,
+            models,
+            keys,
+            aws_keys,
+            aws_region: raw.aws_region.unwrap_or_default(),
+            sts: None,
+        })
     }
 }
 
@@ -358,6 +392,14 @@ async fn handle(shared: &Shared, req: Request<Incoming>) -> Response<MockBody> {
     let gemini = |method: &str| {
         path.strip_suffix(method).and_then(|p| p.rsplit_once("/models/")).map(|(_, model)| model.to_owned())
     };
+    if parts.method == Method::POST && path == "/" && body.starts_with(b"Action=AssumeRoleWithWebIdentity") {
+        return super::bedrock::sts_answer(shared.config.sts.as_ref(), &body);
+    }
+    if parts.method == Method::POST
+        && let Some((model, stream)) = converse_route(&path)
+    {
+        return converse_call(shared, &parts, &body, model, stream).await;
+    }
     let endpoint = match (&parts.method, path.as_str()) {
         (&Method::POST, _) if let Some(model) = gemini(":generateContent") => {
             MockEndpoint::Generate { model, stream: false }
@@ -390,26 +432,76 @@ async fn handle(shared: &Shared, req: Request<Incoming>) -> Response<MockBody> {
         .or_else(|| header("api-key"))
         .or_else(|| header("x-goog-api-key"))
         .unwrap_or_default();
-    let (behavior, served) = match (shared.config.keys.get(bearer), shared.config.models.get(&model)) {
+    serve_call(shared, &parts.headers, endpoint, &body, (&model, bearer)).await
+}
+
+/// Answers one call of `endpoint` for `model` with the behaviour of its key (`bearer`), its
+/// model, or the default; a model taken down answers its status.
+async fn serve_call(
+    shared: &Shared,
+    headers: &HeaderMap,
+    endpoint: MockEndpoint,
+    body: &Bytes,
+    (model, bearer): (&str, &str),
+) -> Response<MockBody> {
+    let (behavior, served) = match (shared.config.keys.get(bearer), shared.config.models.get(model)) {
         (Some(b), _) => (b, shared.served_keys.get(bearer).unwrap_or(&shared.default_served)),
-        (None, Some(b)) => (b, shared.served.get(&model).unwrap_or(&shared.default_served)),
+        (None, Some(b)) => (b, shared.served.get(model).unwrap_or(&shared.default_served)),
         (None, None) => (&shared.config.default, &shared.default_served),
     };
-    let overridden = match shared.stats.is_down(&model) {
+    let overridden = match shared.stats.is_down(model) {
         Some(status) => {
             Some(Behavior { status: Some(status), fail_first: None, fail_rate: 0.0, ..behavior.clone() })
         }
-        None => overrides(behavior, &parts.headers),
+        None => overrides(behavior, headers),
     };
     let behavior = overridden.as_ref().unwrap_or(behavior);
     let observer: Arc<dyn StreamObserver> = shared.stats.clone();
     let resp =
-        super::answer(behavior, served, endpoint, &body, Some(observer), (&shared.prompt_cache, bearer))
-            .await;
+        super::answer(behavior, served, endpoint, body, Some(observer), (&shared.prompt_cache, bearer)).await;
     if matches!(resp.body(), MockBody::Stream(_)) {
         shared.stats.bump(&shared.stats.streams_started);
     }
     resp
+}
+
+/// A Bedrock route's model (percent-decoded) and whether it streams:
+/// `/model/{modelId}/converse` or `/model/{modelId}/converse-stream`.
+fn converse_route(path: &str) -> Option<(String, bool)> {
+    let rest = path.strip_prefix("/model/")?;
+    let (model, method) = rest.split_once('/')?;
+    let stream = match method {
+        "converse" => false,
+        "converse-stream" => true,
+        _ => return None,
+    };
+    Some((super::sigv4::percent_decode(model), stream))
+}
+
+/// A Bedrock Converse call: its SigV4 signature checked (a 403 in Bedrock's shape when it does
+/// not hold), then answered like any call, the access key id standing for the bearer.
+async fn converse_call(
+    shared: &Shared,
+    parts: &http::request::Parts,
+    body: &Bytes,
+    model: String,
+    stream: bool,
+) -> Response<MockBody> {
+    let signed = super::sigv4::Signed {
+        method: parts.method.as_str(),
+        path: parts.uri.path(),
+        query: parts.uri.query().unwrap_or_default(),
+        headers: &parts.headers,
+        body,
+    };
+    let region = if shared.config.aws_region.is_empty() { "us-east-1" } else { &shared.config.aws_region };
+    let key = match super::sigv4::verify(&signed, (region, "bedrock"), |id| {
+        shared.config.aws_keys.get(id).map(String::as_str)
+    }) {
+        Ok(key) => key,
+        Err(e) => return super::bedrock::error_response(StatusCode::FORBIDDEN, &format!("mock: {e}")),
+    };
+    serve_call(shared, &parts.headers, MockEndpoint::Converse { stream }, body, (&model, &key)).await
 }
 
 #[derive(Deserialize)]

@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 
 /// The arguments the mock calls a tool with, and the pieces a stream sends them in.
 pub const ARGUMENTS: &str = r#"{"q":"mock"}"#;
-const PIECES: [&str; 2] = [r#"{"q":"#, r#""mock"}"#];
+pub(crate) const PIECES: [&str; 2] = [r#"{"q":"#, r#""mock"}"#];
 
 /// The tool to call: the first one offered (OpenAI, Anthropic or Gemini shape), unless the
 /// conversation already holds a tool result (then the mock answers in text).

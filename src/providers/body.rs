@@ -15,6 +15,8 @@ pub(crate) enum UpstreamBody {
     Http(upstream::Body),
     /// From the mock provider.
     Mock(MockBody),
+    /// From a provider answering in the AWS event-stream framing, read as SSE.
+    Events(Box<super::bedrock::stream::Transcoded<upstream::Body>>),
 }
 
 /// Why an upstream body stopped early.
@@ -33,6 +35,7 @@ impl Body for UpstreamBody {
         match self.get_mut() {
             Self::Http(b) => Pin::new(b).poll_frame(cx).map_err(|_| BodyFailed),
             Self::Mock(b) => Pin::new(b).poll_frame(cx).map_err(|_| BodyFailed),
+            Self::Events(b) => Pin::new(b.as_mut()).poll_frame(cx).map_err(|_| BodyFailed),
         }
     }
 
@@ -40,6 +43,7 @@ impl Body for UpstreamBody {
         match self {
             Self::Http(b) => b.is_end_stream(),
             Self::Mock(b) => b.is_end_stream(),
+            Self::Events(b) => b.is_end_stream(),
         }
     }
 
@@ -47,6 +51,7 @@ impl Body for UpstreamBody {
         match self {
             Self::Http(b) => b.size_hint(),
             Self::Mock(b) => b.size_hint(),
+            Self::Events(b) => b.size_hint(),
         }
     }
 }

@@ -15,6 +15,8 @@
 mod body;
 mod provider;
 
+use std::borrow::Cow;
+
 use http::{HeaderName, HeaderValue, Uri, header};
 
 pub use crate::operation::Operation;
@@ -56,6 +58,7 @@ registry! {
     anthropic::Anthropic,
     azure::Azure,
     gemini::Gemini,
+    bedrock::Bedrock,
     mock::Mock,
 }
 
@@ -93,6 +96,18 @@ pub trait Kind: Sync {
     fn direct_model(&self, model: &str) -> bool {
         let _ = model;
         true
+    }
+
+    /// Whether requests are signed (AWS SigV4, by the key's credential set) instead of carrying
+    /// the key in a header.
+    fn signed(&self) -> bool {
+        false
+    }
+
+    /// Whether a stream answers in the AWS event-stream framing (read as SSE, see
+    /// [`bedrock::stream`]) instead of SSE.
+    fn event_stream(&self) -> bool {
+        false
     }
 
     /// The model name the upstream body of `op` carries: the target's model, unless the kind's
@@ -133,6 +148,8 @@ pub enum Wire {
     Anthropic,
     /// Gemini `generateContent` and `batchEmbedContents`.
     Gemini,
+    /// Amazon Bedrock's Converse API (no embeddings).
+    Bedrock,
     /// Whatever the client spoke: the in-process mock answers every operation in its own format.
     Client,
 }
@@ -146,7 +163,7 @@ impl Wire {
             // Gemini, and back.
             Self::Gemini => true,
             // OpenAI chat is translated to Messages and back, and the Responses API through chat.
-            Self::Anthropic => op != Operation::Embeddings,
+            Self::Anthropic | Self::Bedrock => op != Operation::Embeddings,
         }
     }
 }
@@ -158,6 +175,9 @@ pub enum BaseUrl {
     Default(&'static str),
     /// The file must name one; the example shows its shape.
     Required(&'static str),
+    /// The region's URL (`{region}` replaced by the provider's `region`) unless the file names
+    /// one; the region is required either way (requests are signed for it).
+    Regional(&'static str),
     /// The kind answers in process: it takes none (and is the one that takes `mock` settings).
     InProcess,
 }
@@ -188,12 +208,22 @@ impl ProviderKind {
         self.spec().base_url() == BaseUrl::InProcess
     }
 
-    /// The base URL to use given the file's `base_url` (not yet parsed): the file's, the kind's
-    /// default, or none for an in-process kind; `Err` says why the file's value is wrong.
-    pub fn base_url(self, raw: Option<&str>) -> Result<Option<&str>, String> {
+    /// The base URL to use given the file's `base_url` (not yet parsed) and `region`: the
+    /// file's, the kind's default, or none for an in-process kind; `Err` says why the file's
+    /// value is wrong.
+    pub fn base_url<'a>(
+        self,
+        raw: Option<&'a str>,
+        region: Option<&str>,
+    ) -> Result<Option<Cow<'a, str>>, String> {
         match (self.spec().base_url(), raw) {
-            (BaseUrl::Default(default), raw) => Ok(Some(raw.unwrap_or(default))),
-            (BaseUrl::Required(_), Some(raw)) => Ok(Some(raw)),
+            (BaseUrl::Default(default), raw) => Ok(Some(Cow::Borrowed(raw.unwrap_or(default)))),
+            (BaseUrl::Regional(_), Some(raw)) => Ok(Some(Cow::Borrowed(raw))),
+            (BaseUrl::Regional(template), None) => match region {
+                Some(region) => Ok(Some(Cow::Owned(template.replace("{region}", region)))),
+                None => Err("missing, and no region to make it from".to_owned()),
+            },
+            (BaseUrl::Required(_), Some(raw)) => Ok(Some(Cow::Borrowed(raw))),
             (BaseUrl::Required(example), None) => Err(format!("missing ({example})")),
             (BaseUrl::InProcess, None) => Ok(None),
             (BaseUrl::InProcess, Some(_)) => {

@@ -19,6 +19,9 @@ use crate::routing::{Glob, is_glob};
 use crate::translate::Dialect;
 use crate::upstream;
 
+use super::bedrock::sigv4::AwsKey;
+use super::bedrock::web_identity::{self, Current};
+
 /// One upstream call.
 pub(crate) struct Call<'a> {
     /// What to call.
@@ -102,8 +105,8 @@ pub(crate) struct Provider {
 pub(crate) struct Key {
     /// Config name (logs, metrics, admin view).
     pub name: Arc<str>,
-    /// The key's header (`Authorization: Bearer ...` or `x-api-key`), marked sensitive.
-    auth: Option<(HeaderName, HeaderValue)>,
+    /// How the key authenticates a request.
+    auth: Auth,
     /// Share of traffic among available keys.
     pub weight: u32,
     /// Models this key may serve; empty: all.
@@ -121,6 +124,16 @@ impl Key {
     }
 }
 
+/// How a key authenticates a request.
+enum Auth {
+    /// Its header (`Authorization: Bearer ...` or `x-api-key`), marked sensitive.
+    Header(HeaderName, HeaderValue),
+    /// A SigV4 signature of the request by its credential set, for the provider's region.
+    SigV4(Box<AwsKey>),
+    /// A SigV4 signature by the credentials a web identity was last exchanged for.
+    WebIdentity(Arc<Current>),
+}
+
 enum Backend {
     Http(Box<HttpBackend>),
     Mock { behavior: Behavior, served: AtomicU64, cache: Box<crate::mock::cache::PromptCache> },
@@ -132,6 +145,10 @@ struct HttpBackend {
     endpoints: Box<dyn Endpoints>,
     /// The configured headers, then the kind's own.
     headers: Vec<(HeaderName, HeaderValue)>,
+    /// The region requests are signed for (a signed kind's).
+    region: Option<Box<str>>,
+    /// Whether a stream answers in the AWS event-stream framing, and its largest message.
+    event_stream: Option<usize>,
 }
 
 /// Why a provider could not be built.
@@ -179,7 +196,9 @@ impl Provider {
             let endpoints = spec.endpoints(base, &settings).map_err(|_| bad_url())?;
             let mut headers = p.headers.clone();
             headers.extend(spec.headers(&settings).map_err(|_| bad_url())?);
-            Backend::Http(Box::new(HttpBackend { client, endpoints, headers }))
+            let region = p.region.as_deref().map(Box::from);
+            let event_stream = spec.event_stream().then_some(p.max_event_bytes);
+            Backend::Http(Box::new(HttpBackend { client, endpoints, headers, region, event_stream }))
         };
         let name_header = HeaderValue::from_str(&p.name).map_err(|_| BuildError::BaseUrl(p.name.clone()))?;
         let keys = p
@@ -187,14 +206,15 @@ impl Provider {
             .iter()
             .enumerate()
             .map(|(index, k)| {
-                let (name, value) = spec.auth(k.secret.expose());
-                let mut value = HeaderValue::from_str(&value)
-                    .map_err(|_| BuildError::Key { provider: p.name.clone(), index })?;
-                value.set_sensitive(true);
-                let auth = (name, value);
+                let auth = match &k.web_identity {
+                    Some(w) => Auth::WebIdentity(web_identity::start(w.clone(), pools.client(p)?)),
+                    None => {
+                        auth(spec, k).ok_or_else(|| BuildError::Key { provider: p.name.clone(), index })?
+                    }
+                };
                 Ok(Key {
                     name: Arc::from(k.name.as_str()),
-                    auth: Some(auth),
+                    auth,
                     weight: k.weight,
                     models: k.models.iter().map(|m| Glob::new(m)).collect(),
                     state: registry.key(&p.name, &k.name),
@@ -284,11 +304,27 @@ impl Provider {
                     Err(_) => Err(SendError::Timeout),
                     Ok(Err(upstream::Error::Connect(_))) => Err(SendError::Connect),
                     Ok(Err(_)) => Err(SendError::Failed),
-                    Ok(Ok(resp)) => Ok(resp.map(UpstreamBody::Http)),
+                    Ok(Ok(resp)) => Ok(http.body(resp)),
                 }
             }
         }
     }
+}
+
+/// How key `k` authenticates for a kind: signed by its credential set, or in a header; `None`
+/// when the key's secret cannot go in a header (or a signed kind's key has no access key id).
+fn auth(spec: &dyn super::Kind, k: &crate::config::KeyConfig) -> Option<Auth> {
+    if spec.signed() {
+        return Some(Auth::SigV4(Box::new(AwsKey {
+            access_key_id: k.access_key_id.clone()?,
+            secret: k.secret.clone(),
+            session_token: k.session_token.clone(),
+        })));
+    }
+    let (name, value) = spec.auth(k.secret.expose());
+    let mut value = HeaderValue::from_str(&value).ok()?;
+    value.set_sensitive(true);
+    Some(Auth::Header(name, value))
 }
 
 impl HttpBackend {
@@ -317,13 +353,47 @@ impl HttpBackend {
                 }
             }
         }
-        if let Some((name, value)) = call.key.and_then(|k| k.auth.as_ref()) {
+        if let Some(Auth::Header(name, value)) = call.key.map(|k| &k.auth) {
             h.insert(name.clone(), value.clone());
         }
         for (name, value) in &self.headers {
             h.insert(name.clone(), value.clone());
         }
+        // Signed last: the signature covers the headers as sent.
+        let exchanged;
+        let key: Option<&AwsKey> = match call.key.map(|k| &k.auth) {
+            Some(Auth::SigV4(key)) => Some(key),
+            // Before the first exchange answered, the request cannot be signed: it fails over.
+            Some(Auth::WebIdentity(current)) => {
+                exchanged = current.get()?;
+                Some(&exchanged)
+            }
+            _ => None,
+        };
+        if let (Some(key), Some(region)) = (key, self.region.as_deref()) {
+            let scope = (region, super::bedrock::sigv4::SERVICE);
+            super::bedrock::sigv4::sign_request(&mut req, key, scope, std::time::SystemTime::now()).ok()?;
+        }
         Some(req)
+    }
+
+    /// The answer's body as the proxy reads it: an event stream as SSE (see
+    /// [`super::bedrock::stream`]), anything else as it came.
+    fn body(&self, resp: Response<upstream::Body>) -> Response<UpstreamBody> {
+        let event_stream = resp
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .is_some_and(|v| v.as_bytes().starts_with(super::bedrock::stream::CONTENT_TYPE.as_bytes()));
+        match self.event_stream {
+            Some(max) if event_stream && resp.status().is_success() => {
+                let (mut parts, body) = resp.into_parts();
+                parts.headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
+                parts.headers.remove(header::CONTENT_LENGTH);
+                let body = super::bedrock::stream::Transcoded::new(body, max);
+                Response::from_parts(parts, UpstreamBody::Events(Box::new(body)))
+            }
+            _ => resp.map(UpstreamBody::Http),
+        }
     }
 }
 
@@ -336,8 +406,12 @@ fn dialect(wire: Wire, op: Operation) -> Option<Dialect> {
         (Wire::Gemini, Operation::Messages) => Some(Dialect::GeminiMessages),
         (Wire::Anthropic, Operation::Responses) => Some(Dialect::ResponsesAnthropic),
         (Wire::Gemini, Operation::Responses) => Some(Dialect::ResponsesGemini),
+        (Wire::Bedrock, Operation::Chat) => Some(Dialect::Bedrock),
+        (Wire::Bedrock, Operation::Messages) => Some(Dialect::BedrockMessages),
+        (Wire::Bedrock, Operation::Responses) => Some(Dialect::ResponsesBedrock),
         (Wire::OpenAi, Operation::Chat | Operation::Embeddings | Operation::Responses)
         | (Wire::Anthropic, Operation::Messages | Operation::Embeddings)
+        | (Wire::Bedrock, Operation::Embeddings)
         | (Wire::Client, _) => None,
     }
 }
@@ -366,5 +440,9 @@ mod tests {
         assert_eq!(d(ProviderKind::Azure, Responses), None);
         assert_eq!(d(ProviderKind::Anthropic, Responses), Some(Dialect::ResponsesAnthropic));
         assert_eq!(d(ProviderKind::Gemini, Responses), Some(Dialect::ResponsesGemini));
+        assert_eq!(d(ProviderKind::Bedrock, Chat), Some(Dialect::Bedrock));
+        assert_eq!(d(ProviderKind::Bedrock, Messages), Some(Dialect::BedrockMessages));
+        assert_eq!(d(ProviderKind::Bedrock, Responses), Some(Dialect::ResponsesBedrock));
+        assert_eq!(d(ProviderKind::Bedrock, Embeddings), None);
     }
 }

@@ -12,22 +12,36 @@ fn every_kind_is_found_by_its_spelling() {
 /// Pins the `unknown provider kind` message: a new kind adds its name here.
 #[test]
 fn names_list_every_kind_for_an_error_message() {
-    assert_eq!(ProviderKind::names(), "openai, anthropic, azure, gemini or mock");
+    assert_eq!(ProviderKind::names(), "openai, anthropic, azure, gemini, bedrock or mock");
 }
 
 #[test]
 fn base_url_is_the_files_the_kinds_default_or_refused() {
-    let k = |kind: ProviderKind, raw| kind.base_url(raw);
-    assert_eq!(k(ProviderKind::OpenAi, None), Ok(Some("https://api.openai.com/v1")));
-    assert_eq!(k(ProviderKind::OpenAi, Some("http://127.0.0.1:9/v1")), Ok(Some("http://127.0.0.1:9/v1")));
-    assert_eq!(k(ProviderKind::Anthropic, None), Ok(Some("https://api.anthropic.com")));
-    assert_eq!(k(ProviderKind::Gemini, None), Ok(Some("https://generativelanguage.googleapis.com")));
+    let k = |kind: ProviderKind, raw| kind.base_url(raw, None).map(|u| u.map(|u| u.into_owned()));
+    assert_eq!(k(ProviderKind::OpenAi, None), Ok(Some("https://api.openai.com/v1".into())));
+    assert_eq!(
+        k(ProviderKind::OpenAi, Some("http://127.0.0.1:9/v1")),
+        Ok(Some("http://127.0.0.1:9/v1".into()))
+    );
+    assert_eq!(k(ProviderKind::Anthropic, None), Ok(Some("https://api.anthropic.com".into())));
+    assert_eq!(k(ProviderKind::Gemini, None), Ok(Some("https://generativelanguage.googleapis.com".into())));
     assert_eq!(k(ProviderKind::Azure, None), Err("missing (https://RESOURCE.openai.azure.com)".to_owned()));
     assert_eq!(
         k(ProviderKind::Azure, Some("https://r.openai.azure.com")),
-        Ok(Some("https://r.openai.azure.com"))
+        Ok(Some("https://r.openai.azure.com".into()))
     );
     assert_eq!(k(ProviderKind::Mock, None), Ok(None));
+    let regional =
+        |raw, region| ProviderKind::Bedrock.base_url(raw, region).map(|u| u.map(|u| u.into_owned()));
+    assert_eq!(
+        regional(None, Some("eu-west-3")),
+        Ok(Some("https://bedrock-runtime.eu-west-3.amazonaws.com".into()))
+    );
+    assert_eq!(
+        regional(Some("http://127.0.0.1:9"), Some("us-east-1")),
+        Ok(Some("http://127.0.0.1:9".into()))
+    );
+    assert_eq!(regional(None, None), Err("missing, and no region to make it from".to_owned()));
     assert_eq!(
         k(ProviderKind::Mock, Some("http://x")),
         Err("a mock provider answers in process and takes no base_url".to_owned())
@@ -39,7 +53,11 @@ fn only_anthropic_lacks_embeddings_and_every_kind_speaks_responses() {
     for &kind in ProviderKind::ALL {
         let wire = kind.spec().wire();
         assert!(wire.speaks(Operation::Chat) && wire.speaks(Operation::Messages), "{kind:?}");
-        assert_eq!(wire.speaks(Operation::Embeddings), kind != ProviderKind::Anthropic, "{kind:?}");
+        assert_eq!(
+            wire.speaks(Operation::Embeddings),
+            !matches!(kind, ProviderKind::Anthropic | ProviderKind::Bedrock),
+            "{kind:?}"
+        );
         // Natively to OpenAI-wire kinds, translated through chat to Anthropic and Gemini.
         assert!(wire.speaks(Operation::Responses), "{kind:?}");
     }

@@ -103,6 +103,9 @@ fn judge(event: &[u8]) -> Verdict {
             _ => Verdict::Pending,
         };
     }
+    if let Some(verdict) = bedrock(&v) {
+        return verdict;
+    }
     // Gemini chunks carry `candidates`; a blocked prompt only `promptFeedback`.
     if let Some(candidates) = v.get("candidates").and_then(|c| c.as_array()) {
         let commits = candidates.iter().any(|c| {
@@ -135,6 +138,26 @@ fn judge(event: &[u8]) -> Verdict {
         })
     });
     if commits || v.get("usage").is_some_and(|u| !u.is_null()) { Verdict::Commit } else { Verdict::Pending }
+}
+
+/// Judges a Bedrock Converse event, as the provider layer writes it (`{"<event type>": {...}}`,
+/// see `crate::providers::bedrock::stream`): text, a tool call's input or reasoning commits, a
+/// tool call's start, `messageStop` and `metadata` too; `messageStart` and a block's empty start
+/// or stop do not. `None`: not a Converse event.
+fn bedrock(v: &serde_json::Value) -> Option<Verdict> {
+    let o = v.as_object().filter(|o| o.len() == 1)?;
+    let (kind, e) = o.iter().next()?;
+    let text = |p: &str| e.pointer(p).and_then(|t| t.as_str()).is_some_and(|t| !t.is_empty());
+    let commits = match kind.as_str() {
+        "messageStart" | "contentBlockStop" => false,
+        "contentBlockStart" => e.pointer("/start/toolUse").is_some(),
+        "contentBlockDelta" => {
+            text("/delta/text") || text("/delta/toolUse/input") || text("/delta/reasoningContent/text")
+        }
+        "messageStop" | "metadata" => true,
+        _ => return None,
+    };
+    Some(if commits { Verdict::Commit } else { Verdict::Pending })
 }
 
 /// Judges one Responses API event (`kind` is its `type`).
@@ -337,5 +360,35 @@ mod tests {
         assert_eq!(s.feed(PREAMBLE), Verdict::Pending);
         assert_eq!(s.events(), 1);
         assert_eq!(s.feed(b"data: [DONE]\n\n"), Verdict::Commit);
+    }
+
+    #[test]
+    fn bedrock_events_commit_at_their_first_content_and_exceptions_are_classified() {
+        let judge1 = |data: &str| {
+            let mut s = CommitScanner::default();
+            s.feed(format!("event: x\ndata: {data}\n\n").as_bytes())
+        };
+        for pending in [
+            r#"{"messageStart":{"role":"assistant"}}"#,
+            r#"{"contentBlockDelta":{"contentBlockIndex":0,"delta":{"text":""}}}"#,
+            r#"{"contentBlockStop":{"contentBlockIndex":0}}"#,
+            r#"{"contentBlockStart":{"contentBlockIndex":0,"start":{}}}"#,
+        ] {
+            assert_eq!(judge1(pending), Verdict::Pending, "{pending}");
+        }
+        for commit in [
+            r#"{"contentBlockDelta":{"contentBlockIndex":0,"delta":{"text":"Hi"}}}"#,
+            r#"{"contentBlockDelta":{"contentBlockIndex":1,"delta":{"toolUse":{"input":"{"}}}}"#,
+            r#"{"contentBlockDelta":{"contentBlockIndex":0,"delta":{"reasoningContent":{"text":"hm"}}}}"#,
+            r#"{"contentBlockStart":{"contentBlockIndex":1,"start":{"toolUse":{"toolUseId":"t","name":"f"}}}}"#,
+            r#"{"messageStop":{"stopReason":"end_turn"}}"#,
+            r#"{"metadata":{"usage":{"inputTokens":1}}}"#,
+        ] {
+            assert_eq!(judge1(commit), Verdict::Commit, "{commit}");
+        }
+        let error = |kind: &str| judge1(&format!(r#"{{"error":{{"type":"{kind}","message":"m"}}}}"#));
+        assert_eq!(error("throttlingException"), Verdict::Error(Class::RateLimited));
+        assert_eq!(error("serviceUnavailableException"), Verdict::Error(Class::Overloaded));
+        assert_eq!(error("modelStreamErrorException"), Verdict::Error(Class::Server));
     }
 }

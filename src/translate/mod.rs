@@ -8,6 +8,7 @@
 //! provider speaks neither (a [`Dialect`] names each composition).
 
 pub mod anthropic;
+pub mod bedrock;
 pub mod gemini;
 pub mod messages;
 pub mod responses;
@@ -294,6 +295,12 @@ pub enum Dialect {
     ResponsesAnthropic,
     /// Gemini, for the Responses API: through OpenAI chat, both ways.
     ResponsesGemini,
+    /// Bedrock Converse, for OpenAI chat.
+    Bedrock,
+    /// Bedrock Converse, for the Anthropic-format ingress: through OpenAI's format, both ways.
+    BedrockMessages,
+    /// Bedrock Converse, for the Responses API: through OpenAI chat, both ways.
+    ResponsesBedrock,
 }
 
 /// A request in the provider's format.
@@ -320,6 +327,8 @@ impl Dialect {
             Self::Anthropic | Self::ResponsesAnthropic => Operation::Messages,
             Self::Gemini => op,
             Self::OpenAi | Self::GeminiMessages | Self::ResponsesGemini => Operation::Chat,
+            // Converse is one call whatever the client asked.
+            Self::Bedrock | Self::BedrockMessages | Self::ResponsesBedrock => Operation::Chat,
         }
     }
 
@@ -338,7 +347,13 @@ impl Dialect {
             // The model goes in Gemini's URL path.
             return Err(TranslateError::new(format!("{model:?} is not a Gemini model name")));
         }
-        if matches!(self, Self::ResponsesAnthropic | Self::ResponsesGemini) {
+        if matches!(self, Self::Bedrock | Self::BedrockMessages | Self::ResponsesBedrock)
+            && !bedrock::valid_model(model)
+        {
+            // The model goes in Bedrock's URL path.
+            return Err(TranslateError::new(format!("{model:?} is not a Bedrock model id")));
+        }
+        if matches!(self, Self::ResponsesAnthropic | Self::ResponsesGemini | Self::ResponsesBedrock) {
             return self.responses_request(body, model, default_max_tokens, stream);
         }
         let (body, dropped, include_usage) = match (self, op) {
@@ -358,11 +373,23 @@ impl Dialect {
                 let r = anthropic::request(body, model, default_max_tokens, stream)?;
                 (r.body, r.dropped, r.include_usage)
             }
+            (Self::Bedrock, _) => {
+                let r = bedrock::request(body, default_max_tokens)?;
+                (r.body, r.dropped, r.include_usage)
+            }
+            (Self::BedrockMessages, _) => {
+                let openai = messages::request(body, model, stream)?;
+                let r = bedrock::request(&openai.body, default_max_tokens)?;
+                let mut dropped = openai.dropped;
+                dropped.extend(r.dropped);
+                // The inner OpenAI stream carries usage, for the Anthropic `message_delta`.
+                (r.body, dropped, stream)
+            }
             (Self::Gemini, Operation::Embeddings) => {
                 let r = gemini::embeddings_request(body, model)?;
                 (r.body, r.dropped, r.include_usage)
             }
-            (Self::Gemini | Self::ResponsesAnthropic | Self::ResponsesGemini, _) => {
+            (Self::Gemini | Self::ResponsesAnthropic | Self::ResponsesGemini | Self::ResponsesBedrock, _) => {
                 let r = gemini::request(body, stream)?;
                 (r.body, r.dropped, r.include_usage)
             }
@@ -380,10 +407,10 @@ impl Dialect {
         stream: bool,
     ) -> Result<Translated, TranslateError> {
         let chat = responses::request(body, model, stream)?;
-        let r = if self == Self::ResponsesAnthropic {
-            anthropic::request(&chat.body, model, default_max_tokens, stream)?
-        } else {
-            gemini::request(&chat.body, stream)?
+        let r = match self {
+            Self::ResponsesAnthropic => anthropic::request(&chat.body, model, default_max_tokens, stream)?,
+            Self::ResponsesBedrock => bedrock::request(&chat.body, default_max_tokens)?,
+            _ => gemini::request(&chat.body, stream)?,
         };
         let mut dropped = chat.dropped;
         dropped.extend(r.dropped);
@@ -420,6 +447,16 @@ impl Translated {
                 let (chat, usage) = gemini::response(raw, model)?;
                 Ok((responses::response(&chat, &self.echo)?, usage))
             }
+            (Dialect::Bedrock, _) => bedrock::response(raw, model),
+            (Dialect::BedrockMessages, _) => {
+                let (openai, usage) = bedrock::response(raw, model)?;
+                let (anthropic, _) = messages::response(&openai, model)?;
+                Ok((anthropic, usage))
+            }
+            (Dialect::ResponsesBedrock, _) => {
+                let (chat, usage) = bedrock::response(raw, model)?;
+                Ok((responses::response(&chat, &self.echo)?, usage))
+            }
         }
     }
 
@@ -431,6 +468,8 @@ impl Translated {
             // The Responses API's error bodies are OpenAI's.
             Dialect::Anthropic | Dialect::ResponsesAnthropic => anthropic::error(raw),
             Dialect::Gemini | Dialect::ResponsesGemini => gemini::error(raw),
+            Dialect::Bedrock | Dialect::ResponsesBedrock => bedrock::error(raw, status),
+            Dialect::BedrockMessages => messages::error(&bedrock::error(raw, status), status),
         }
     }
 
@@ -449,6 +488,14 @@ impl Translated {
             )),
             Dialect::ResponsesGemini => Box::new(Chain(
                 gemini::Stream::new(model, true),
+                responses::Stream::new(model, self.echo.clone()),
+            )),
+            Dialect::Bedrock => Box::new(bedrock::Stream::new(model, self.include_usage)),
+            Dialect::BedrockMessages => {
+                Box::new(Chain(bedrock::Stream::new(model, true), messages::Stream::new(model)))
+            }
+            Dialect::ResponsesBedrock => Box::new(Chain(
+                bedrock::Stream::new(model, true),
                 responses::Stream::new(model, self.echo.clone()),
             )),
         }

@@ -50,7 +50,12 @@ pub struct Tier1 {
 impl Tier1 {
     /// Starts tier1 with `toml` (secrets from [`env`]).
     pub async fn start(toml: &str) -> Self {
-        let config = tier1::testing::config::parse(toml, tier1::testing::config::Format::Toml, &env())
+        Self::start_env(toml, &env()).await
+    }
+
+    /// Starts tier1 with `toml`, its environment `vars`.
+    pub async fn start_env(toml: &str, vars: &HashMap<String, String>) -> Self {
+        let config = tier1::testing::config::parse(toml, tier1::testing::config::Format::Toml, vars)
             .expect("valid test config");
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();

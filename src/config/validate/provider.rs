@@ -10,7 +10,9 @@ use super::{Problems, first_token, positive, secs};
 use crate::config::raw::{RawConcurrency, RawKey, RawProvider};
 use crate::config::secret::{Env, resolve};
 use crate::config::{Adaptive, Behavior, Concurrency, KeyConfig, ProviderConfig, ProviderKind};
-use crate::providers::{anthropic, azure};
+use crate::providers::{anthropic, azure, bedrock};
+
+mod aws;
 
 /// A provider name must not contain `/`, since `provider/model` splits on the first one.
 fn valid_name(name: &str) -> bool {
@@ -23,15 +25,17 @@ pub(super) fn provider(name: &str, rp: &RawProvider, env: &dyn Env, p: &mut Prob
         p.push(&at, "provider names use only letters, digits, '-', '_' and '.'");
     }
     let kind = kind(&at, rp.kind.as_deref(), p);
-    // The kind's rule: a default, required, or (in process) refused.
-    let base_url = match kind.base_url(rp.base_url.as_deref()) {
-        Ok(raw) => raw.and_then(|raw| base_url(&format!("{at}.base_url"), raw, p)),
+    let region = region(&at, kind, rp.region.as_deref(), p);
+    // The kind's rule: a default, required, regional, or (in process) refused.
+    let base_url = match kind.base_url(rp.base_url.as_deref(), region.as_deref()) {
+        Ok(raw) => raw.and_then(|raw| base_url(&format!("{at}.base_url"), &raw, p)),
         Err(message) => {
             p.push(format!("{at}.base_url"), message);
             None
         }
     };
-    let keys = keys(&at, &rp.keys, env, p);
+    let mut keys = keys(&at, &rp.keys, env, p);
+    aws::credentials(&at, (kind.spec().signed(), region.as_deref()), &rp.keys, &mut keys, env, p);
     let headers = headers(&at, &rp.headers, env, p);
     let mock = rp.mock.as_ref().map_or_else(Behavior::default, |m| m.validate(&format!("{at}.mock"), p));
     if rp.mock.is_some() && !kind.in_process() {
@@ -72,6 +76,7 @@ pub(super) fn provider(name: &str, rp: &RawProvider, env: &dyn Env, p: &mut Prob
         default_max_tokens: rp.default_max_tokens.unwrap_or(4096).max(1),
         prefill: rp.prefill.unwrap_or(false),
         api_version: rp.api_version.clone().unwrap_or_else(|| azure::DEFAULT_API_VERSION.to_owned()),
+        region,
         pool_idle_timeout: p.duration(
             &format!("{at}.pool_idle_timeout"),
             rp.pool_idle_timeout.as_deref(),
@@ -91,6 +96,30 @@ pub(super) fn provider(name: &str, rp: &RawProvider, env: &dyn Env, p: &mut Prob
         models: rp.models.clone(),
         keys,
         mock,
+    }
+}
+
+/// `region`: required by a regional kind (a valid host label), refused by the others.
+fn region(at: &str, kind: ProviderKind, raw: Option<&str>, p: &mut Problems) -> Option<String> {
+    let regional = matches!(kind.spec().base_url(), crate::providers::BaseUrl::Regional(_));
+    match raw {
+        None if regional => {
+            p.push(
+                format!("{at}.region"),
+                format!("missing (a {} provider signs for a region, e.g. \"us-east-1\")", kind.as_str()),
+            );
+            None
+        }
+        None => None,
+        Some(_) if !regional => {
+            p.push(format!("{at}.region"), format!("a {} provider takes no region", kind.as_str()));
+            None
+        }
+        Some(r) if bedrock::valid_region(r) => Some(r.to_owned()),
+        Some(r) => {
+            p.push(format!("{at}.region"), format!("{r:?} is not a region name (like \"us-east-1\")"));
+            None
+        }
     }
 }
 
@@ -138,6 +167,9 @@ fn keys(at: &str, raw: &[RawKey], env: &dyn Env, p: &mut Problems) -> Vec<KeyCon
                         concurrency,
                         rpm: k.rpm,
                         tpm: k.tpm,
+                        access_key_id: aws::access_key_id(&kp, k, env, p),
+                        session_token: aws::session_token(&kp, k, env, p),
+                        web_identity: None,
                     })
                 }
                 Err(e) => {
