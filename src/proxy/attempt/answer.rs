@@ -203,7 +203,9 @@ fn dropped_header(headers: &mut HeaderMap, dropped: &[&str]) {
 /// through unchanged), caching and rate-limit hints. Nothing else crosses, so no upstream cookie,
 /// server detail or organisation header leaks to the caller.
 fn client_headers(from: &HeaderMap, keep_length: bool, redactor: &Redactor) -> HeaderMap {
-    let mut to = HeaderMap::new();
+    // Room for what is kept and tier1's own headers (request id, attempts, provider, model,
+    // Server-Timing, fallbacks): no growth and rehash on the way to the client.
+    let mut to = HeaderMap::with_capacity(16);
     for (name, value) in from {
         let keep = name == header::CONTENT_TYPE
             || name == header::CACHE_CONTROL
