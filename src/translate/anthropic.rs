@@ -18,7 +18,7 @@ use std::collections::HashMap;
 use bytes::Bytes;
 use serde_json::{Map, Value, json};
 
-use super::{ChunkHead, TranslateError, unix_now};
+use super::{ChunkHead, TranslateError, text_of, unix_now};
 
 pub use super::Request;
 
@@ -41,16 +41,6 @@ const DROPPED: [&str; 14] = [
     // blocks signed by Anthropic in later turns: not a setting to guess from an effort level.
     "reasoning_effort",
 ];
-
-fn text_of(content: &Value) -> String {
-    match content {
-        Value::String(s) => s.clone(),
-        Value::Array(parts) => {
-            parts.iter().filter_map(|p| p.get("text").and_then(Value::as_str)).collect::<Vec<_>>().join("\n")
-        }
-        _ => String::new(),
-    }
-}
 
 fn blocks_of(content: &Value, dropped: &mut Vec<&'static str>) -> Vec<Value> {
     match content {

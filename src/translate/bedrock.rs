@@ -20,7 +20,7 @@ use std::collections::HashMap;
 use bytes::Bytes;
 use serde_json::{Map, Value, json};
 
-use super::{ChunkHead, TranslateError, unix_now};
+use super::{ChunkHead, TranslateError, parse, text_of, unix_now};
 
 pub use super::Request;
 
@@ -54,24 +54,6 @@ pub fn valid_model(model: &str) -> bool {
         && model.len() <= 2048
         && model.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_' | b':' | b'/'))
         && model.split('/').all(|s| !s.is_empty() && s != "." && s != "..")
-}
-
-fn parse(body: &[u8]) -> Result<Map<String, Value>, TranslateError> {
-    match serde_json::from_slice(body) {
-        Ok(Value::Object(o)) => Ok(o),
-        Ok(_) => Err(TranslateError::new("body must be an object")),
-        Err(e) => Err(TranslateError::new(format!("invalid JSON: {e}"))),
-    }
-}
-
-fn text_of(content: &Value) -> String {
-    match content {
-        Value::String(s) => s.clone(),
-        Value::Array(parts) => {
-            parts.iter().filter_map(|p| p.get("text").and_then(Value::as_str)).collect::<Vec<_>>().join("\n")
-        }
-        _ => String::new(),
-    }
 }
 
 /// A data URL as an image block; Converse takes no other (`Err`: the caller's fault).

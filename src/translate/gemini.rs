@@ -18,7 +18,7 @@ use std::collections::HashMap;
 use bytes::Bytes;
 use serde_json::{Map, Value, json};
 
-use super::{ChunkHead, TranslateError, unix_now};
+use super::{ChunkHead, TranslateError, parse, text_of, unix_now};
 
 pub use super::Request;
 
@@ -30,24 +30,6 @@ const DROPPED: [&str; 8] =
 /// `#` or escapes.
 pub fn valid_model(model: &str) -> bool {
     crate::providers::path_safe(model)
-}
-
-fn parse(body: &[u8]) -> Result<Map<String, Value>, TranslateError> {
-    match serde_json::from_slice(body) {
-        Ok(Value::Object(o)) => Ok(o),
-        Ok(_) => Err(TranslateError::new("body must be an object")),
-        Err(e) => Err(TranslateError::new(format!("invalid JSON: {e}"))),
-    }
-}
-
-fn text_of(content: &Value) -> String {
-    match content {
-        Value::String(s) => s.clone(),
-        Value::Array(parts) => {
-            parts.iter().filter_map(|p| p.get("text").and_then(Value::as_str)).collect::<Vec<_>>().join("\n")
-        }
-        _ => String::new(),
-    }
 }
 
 /// A data URL as `inlineData`; anything else as `fileData` (Gemini fetches what it can).

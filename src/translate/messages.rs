@@ -15,7 +15,7 @@
 use bytes::Bytes;
 use serde_json::{Map, Value, json};
 
-use super::TranslateError;
+use super::{TranslateError, text_of};
 
 /// A translated request.
 #[derive(Debug, Clone)]
@@ -28,16 +28,6 @@ pub struct Request {
 
 /// Anthropic fields with no OpenAI counterpart.
 const DROPPED: [&str; 4] = ["top_k", "thinking", "container", "mcp_servers"];
-
-fn text_of(content: &Value) -> String {
-    match content {
-        Value::String(s) => s.clone(),
-        Value::Array(blocks) => {
-            blocks.iter().filter_map(|b| b.get("text").and_then(Value::as_str)).collect::<Vec<_>>().join("\n")
-        }
-        _ => String::new(),
-    }
-}
 
 /// An Anthropic image block as an OpenAI `image_url` part.
 fn image(block: &Value) -> Option<Value> {

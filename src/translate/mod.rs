@@ -275,6 +275,27 @@ pub(crate) fn function_tools(
         .collect()
 }
 
+/// A request body as a JSON object (a translator's input).
+fn parse(body: &[u8]) -> Result<serde_json::Map<String, serde_json::Value>, TranslateError> {
+    match serde_json::from_slice(body) {
+        Ok(serde_json::Value::Object(o)) => Ok(o),
+        Ok(_) => Err(TranslateError::new("body must be an object")),
+        Err(e) => Err(TranslateError::new(format!("invalid JSON: {e}"))),
+    }
+}
+
+/// A message's text: the string, or its parts' `text` joined by newlines.
+fn text_of(content: &serde_json::Value) -> String {
+    use serde_json::Value;
+    match content {
+        Value::String(s) => s.clone(),
+        Value::Array(parts) => {
+            parts.iter().filter_map(|p| p.get("text").and_then(Value::as_str)).collect::<Vec<_>>().join("\n")
+        }
+        _ => String::new(),
+    }
+}
+
 /// Now, in Unix seconds (`created` fields).
 pub(crate) fn unix_now() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
