@@ -23,24 +23,7 @@ use super::{ChunkHead, TranslateError, text_of, unix_now};
 pub use super::Request;
 
 /// Parameters with no Anthropic counterpart.
-const DROPPED: [&str; 14] = [
-    "n",
-    "presence_penalty",
-    "frequency_penalty",
-    "logit_bias",
-    "logprobs",
-    "top_logprobs",
-    "seed",
-    "response_format",
-    "service_tier",
-    "store",
-    "modalities",
-    "audio",
-    "prediction",
-    // Anthropic's extended thinking needs a token budget below `max_tokens`, and thinking
-    // blocks signed by Anthropic in later turns: not a setting to guess from an effort level.
-    "reasoning_effort",
-];
+const DROPPED: [&str; 14] = super::UNMAPPED_CHAT_PARAMS;
 
 fn blocks_of(content: &Value, dropped: &mut Vec<&'static str>) -> Vec<Value> {
     match content {

@@ -28,22 +28,7 @@ pub use super::Request;
 const ID: &str = "chatcmpl-bedrock";
 
 /// Parameters with no Converse counterpart.
-const DROPPED: [&str; 14] = [
-    "n",
-    "presence_penalty",
-    "frequency_penalty",
-    "logit_bias",
-    "logprobs",
-    "top_logprobs",
-    "seed",
-    "response_format",
-    "service_tier",
-    "store",
-    "modalities",
-    "audio",
-    "prediction",
-    "reasoning_effort",
-];
+const DROPPED: [&str; 14] = super::UNMAPPED_CHAT_PARAMS;
 
 /// Whether `model` is a Bedrock model id, inference profile id or ARN tier1 can put in a URL
 /// path: 1 to 2048 of `A-Z a-z 0-9 . - _ : /`, with no empty, `.` or `..` segment. It is

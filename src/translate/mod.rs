@@ -275,6 +275,27 @@ pub(crate) fn function_tools(
         .collect()
 }
 
+/// OpenAI chat parameters with no counterpart in Anthropic Messages nor in Bedrock's Converse:
+/// dropped and listed by both translators.
+const UNMAPPED_CHAT_PARAMS: [&str; 14] = [
+    "n",
+    "presence_penalty",
+    "frequency_penalty",
+    "logit_bias",
+    "logprobs",
+    "top_logprobs",
+    "seed",
+    "response_format",
+    "service_tier",
+    "store",
+    "modalities",
+    "audio",
+    "prediction",
+    // Anthropic's extended thinking needs a token budget below `max_tokens`, and thinking
+    // blocks signed by Anthropic in later turns: not a setting to guess from an effort level.
+    "reasoning_effort",
+];
+
 /// A request body as a JSON object (a translator's input).
 fn parse(body: &[u8]) -> Result<serde_json::Map<String, serde_json::Value>, TranslateError> {
     match serde_json::from_slice(body) {
