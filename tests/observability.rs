@@ -483,7 +483,13 @@ async fn a_real_prometheus_evaluates_every_dashboard_query_and_variable() {
         breakers.iter().any(|s| s["metric"]["model"] == "broken" && s["metric"]["state"] == "open"),
         "{breakers:?}"
     );
+    let split: BTreeSet<String> = shown("Time to the head: tier1's work and what it waited on")
+        .iter()
+        .map(|s| s["metric"]["kind"].as_str().unwrap_or("tier1 work").to_owned())
+        .collect();
+    assert!(split.contains("tier1 work") && split.contains("upstream"), "{split:?}");
     for title in [
+        "Wait p99 by kind",
         "Config reloads",
         "Versions running",
         "Resident memory by instance",

@@ -87,8 +87,22 @@ add(
     "s",
 )
 add(
-    "Router overhead (time not spent waiting on upstreams)",
+    "Router overhead (tier1's own work to the head, no waits)",
     [(q(0.5, "tier1_overhead_seconds"), "p50"), (q(0.99, "tier1_overhead_seconds"), "p99")],
+    "s",
+)
+# The time to the head splits exactly into tier1's own work and its waits: seconds per second of
+# each, stacked, show where a slow head came from.
+add(
+    "Time to the head: tier1's work and what it waited on",
+    [(f"sum({rate('tier1_overhead_seconds_sum')})", "tier1 work"),
+     (f"sum by (kind) ({rate('tier1_wait_seconds_sum')})", "wait {{kind}}")],
+    "s",
+    legend="Seconds per second, summed over requests; upstream is the provider's own time to the head.",
+)
+add(
+    "Wait p99 by kind",
+    [(q(0.99, "tier1_wait_seconds", "le, kind"), "{{kind}}")],
     "s",
 )
 add(
