@@ -1113,6 +1113,10 @@ async fn wait_for_cooldown_holds_a_request_until_its_key_is_back() {
     assert_eq!(mock.stats.snapshot().requests, 2);
     let m = get(&t.url("/metrics")).await.text();
     assert_eq!(metric(&m, r#"tier1_cooldown_waits_total{outcome="served",route="r"}"#), Some(1.0), "{m}");
+    // The hold is a `cooldown` wait, not tier1's overhead.
+    let held = metric(&m, r#"tier1_wait_seconds_sum{kind="cooldown"}"#).unwrap_or(0.0);
+    assert!((0.9..1.2).contains(&held), "{m}");
+    assert!(metric(&m, r#"tier1_overhead_seconds_sum{endpoint="chat"}"#).unwrap_or(1.0) < 0.01, "{m}");
 
     // A rest longer than the wait is not waited for: 1 s against 500 ms.
     let (mock, t) = one_key_limited_once("wait_for_cooldown = \"500ms\"", "").await;

@@ -161,6 +161,34 @@ async fn a_concurrency_queue_is_a_queue_wait() {
     assert!(overhead_sum(&m) < 0.001, "overhead {}", overhead_sum(&m));
 }
 
+/// A client that sends half its body, pauses 200 ms, then the rest: the pause is a `body` wait
+/// (tier1 waiting on its client), then the upstream's 250 ms an `upstream` wait, and none of it
+/// overhead.
+#[tokio::test(start_paused = true)]
+async fn a_slow_client_body_is_a_body_wait() {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let mock = mock().await;
+    let t = Tier1::start(&cfg(&mock, "")).await;
+    let body = chat("delayed");
+    let (first, rest) = body.split_at(body.len() / 2);
+    let mut s = tokio::net::TcpStream::connect(t.addr).await.unwrap();
+    let head = format!(
+        "POST /v1/chat/completions HTTP/1.1\r\nhost: t\r\ncontent-type: application/json\r\n\
+         content-length: {}\r\nconnection: close\r\n\r\n{first}",
+        body.len()
+    );
+    s.write_all(head.as_bytes()).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    s.write_all(rest.as_bytes()).await.unwrap();
+    let mut answer = Vec::new();
+    s.read_to_end(&mut answer).await.unwrap();
+    assert!(answer.starts_with(b"HTTP/1.1 200"), "{}", String::from_utf8_lossy(&answer));
+    let m = get(&t.url("/metrics")).await.text();
+    assert!(close(wait_sum(&m, "body"), 0.200), "{m}");
+    assert!(close(wait_sum(&m, "upstream"), 0.250), "{m}");
+    assert!(overhead_sum(&m) < 0.001, "overhead {}", overhead_sum(&m));
+}
+
 /// `tier1;dur=MS, upstream;dur=MS, wait;dur=MS`, each with three decimals: the durations.
 fn server_timing(a: &Answer) -> [f64; 3] {
     let values: Vec<&str> = a.headers.get_all("server-timing").iter().map(|v| v.to_str().unwrap()).collect();
