@@ -69,8 +69,6 @@ pub(crate) struct Provider {
     pub name_header: HeaderValue,
     /// Wire protocol.
     pub kind: ProviderKind,
-    /// What the kind speaks (`kind.spec().wire()`, read once).
-    wire: Wire,
     /// Total deadline of one upstream request.
     pub request_timeout: Duration,
     /// Deadline for the response head (streams: the first event).
@@ -191,7 +189,12 @@ impl Provider {
         } else {
             let bad_url = || BuildError::BaseUrl(p.name.clone());
             let base = p.base_url.as_ref().ok_or_else(bad_url)?;
-            let settings = Settings { api_version: &p.api_version, anthropic_version: &p.anthropic_version };
+            let settings = Settings {
+                api_version: &p.api_version,
+                anthropic_version: &p.anthropic_version,
+                project: p.project.as_deref().unwrap_or_default(),
+                location: p.location.as_deref().unwrap_or_default(),
+            };
             let client = pools.client(p)?;
             let endpoints = spec.endpoints(base, &settings).map_err(|_| bad_url())?;
             let mut headers = p.headers.clone();
@@ -234,7 +237,6 @@ impl Provider {
             name: Arc::from(p.name.as_str()),
             name_header,
             kind: p.kind,
-            wire: spec.wire(),
             request_timeout: p.request_timeout,
             first_byte_timeout: p.first_byte_timeout,
             first_token_timeout: p.first_token_timeout,
@@ -252,14 +254,15 @@ impl Provider {
         })
     }
 
-    /// The format a request of `op` must be translated into for this provider, if any.
-    pub(crate) fn dialect(&self, op: Operation) -> Option<Dialect> {
-        dialect(self.wire, op)
+    /// The format a request of `op` for `model` (the URL's: the target's model or deployment)
+    /// must be translated into for this provider, if any.
+    pub(crate) fn dialect(&self, op: Operation, model: &str) -> Option<Dialect> {
+        dialect(self.kind.spec().wire_for(model), op)
     }
 
-    /// Whether this provider speaks the request format of `op`.
-    pub(crate) fn speaks(&self, op: Operation) -> bool {
-        self.wire.speaks(op)
+    /// Whether this provider serves requests of `op` for `model`, natively or translated.
+    pub(crate) fn speaks(&self, op: Operation, model: &str) -> bool {
+        self.kind.spec().serves(op, model)
     }
 
     /// `model` as a metric label: its name if configured for this provider, else `other` (a model
@@ -332,6 +335,7 @@ impl HttpBackend {
     fn request(&self, call: &Call<'_>) -> Option<Request<Bytes>> {
         let uri = self.endpoints.uri(call.operation, call.stream, call.deployment)?;
         let accept = if call.stream { "text/event-stream" } else { "application/json" };
+        let body = self.endpoints.body(call.deployment, call.body.clone())?;
         let mut req = Request::post(uri)
             .header(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))
             .header(header::ACCEPT, HeaderValue::from_static(accept))
@@ -339,7 +343,7 @@ impl HttpBackend {
             // tier1 reads answers (usage, translation, redaction): no content coding, please.
             .header(header::ACCEPT_ENCODING, HeaderValue::from_static("identity"))
             .header(crate::proxy::headers::X_REQUEST_ID, call.request_id.clone())
-            .body(call.body.clone())
+            .body(body)
             .ok()?;
         let h = req.headers_mut();
         if let Some(c) = call.correlation_id {
