@@ -14,6 +14,7 @@
 
 mod body;
 mod provider;
+pub(crate) mod refresh;
 
 use std::borrow::Cow;
 

@@ -20,7 +20,7 @@ use crate::translate::Dialect;
 use crate::upstream;
 
 use super::bedrock::sigv4::AwsKey;
-use super::bedrock::web_identity::{self, Current};
+use super::refresh::{self, Current};
 
 /// One upstream call.
 pub(crate) struct Call<'a> {
@@ -128,8 +128,8 @@ enum Auth {
     Header(HeaderName, HeaderValue),
     /// A SigV4 signature of the request by its credential set, for the provider's region.
     SigV4(Box<AwsKey>),
-    /// A SigV4 signature by the credentials a web identity was last exchanged for.
-    WebIdentity(Arc<Current>),
+    /// A SigV4 signature by the temporary credentials last fetched in the background.
+    Temporary(Arc<Current<AwsKey>>),
 }
 
 enum Backend {
@@ -210,7 +210,7 @@ impl Provider {
             .enumerate()
             .map(|(index, k)| {
                 let auth = match &k.web_identity {
-                    Some(w) => Auth::WebIdentity(web_identity::start(w.clone(), pools.client(p)?)),
+                    Some(w) => Auth::Temporary(refresh::start(w.clone(), pools.client(p)?)),
                     None => {
                         auth(spec, k).ok_or_else(|| BuildError::Key { provider: p.name.clone(), index })?
                     }
@@ -367,8 +367,8 @@ impl HttpBackend {
         let exchanged;
         let key: Option<&AwsKey> = match call.key.map(|k| &k.auth) {
             Some(Auth::SigV4(key)) => Some(key),
-            // Before the first exchange answered, the request cannot be signed: it fails over.
-            Some(Auth::WebIdentity(current)) => {
+            // Before the first fetch answered, the request cannot be signed: it fails over.
+            Some(Auth::Temporary(current)) => {
                 exchanged = current.get()?;
                 Some(&exchanged)
             }
