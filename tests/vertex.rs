@@ -361,3 +361,151 @@ fn a_bad_key_file_is_a_clear_config_error_that_never_echoes_the_key() {
         "{e}"
     );
 }
+
+const EMAIL: &str = "tier1-test@tier1-test.iam.gserviceaccount.com";
+const PUBLIC_KEY: &[u8] = include_bytes!("fixtures/vertex/test-sa-public.der");
+
+/// A vertex provider whose one key is the test service account's key file.
+fn sa_cfg(mock: &MockUpstream, dir: &TempDir, extra: &str) -> String {
+    let path = key_file(dir, &mock.url(), |_| {});
+    format!(
+        "[providers.gcp]\nkind = \"vertex\"\nproject = \"tier1-test\"\nlocation = \"us-east5\"\nbase_url = \"{}\"\n[[providers.gcp.keys]]\nname = \"sa\"\nsecret = \"file:{}\"\n{extra}",
+        mock.url(),
+        path.display()
+    )
+}
+
+/// Posts `body` until tier1 has stored its first token (it is fetched in the background: a
+/// request before that fails over), yielding in between.
+async fn first_ok(url: &str, body: &str) -> Answer {
+    let mut a = post(url, &[], body).await;
+    for _ in 0..200 {
+        if a.status == 200 {
+            break;
+        }
+        tokio::task::yield_now().await;
+        a = post(url, &[], body).await;
+    }
+    a
+}
+
+fn vertex_calls(mock: &MockUpstream) -> Vec<RecordedRequest> {
+    mock.stats.requests().into_iter().filter(|r| r.path.starts_with("/v1/projects/")).collect()
+}
+
+#[tokio::test]
+async fn a_service_account_token_is_minted_once_in_the_background_and_sent_as_the_bearer() {
+    let mock =
+        MockUpstream::start(MockConfig::default().service_account(EMAIL, PUBLIC_KEY, 0)).await.unwrap();
+    let dir = TempDir::new("vertex-sa");
+    let t = Tier1::start(&sa_cfg(&mock, &dir, "")).await;
+    mock.stats.wait_until(std::time::Duration::from_secs(10), |s| s.tokens_minted >= 1).await.unwrap();
+    let token = &mock.stats.requests()[0];
+    assert_eq!((token.method.as_str(), token.path.as_str()), ("POST", "/token"));
+    let form = String::from_utf8_lossy(&token.body);
+    assert!(
+        form.starts_with("grant_type=urn%3Aietf%3Aparams%3Aoauth%3Agrant-type%3Ajwt-bearer&assertion=ey"),
+        "{form}"
+    );
+    assert_eq!(token.headers["content-type"], "application/x-www-form-urlencoded");
+    let url = t.url("/v1/chat/completions");
+    let a = first_ok(&url, &chat(&format!("gcp/{GEMINI}"))).await;
+    assert_eq!(a.status, 200, "{}", a.text());
+    // Many requests at once, both publishers: one token, minted once, never on their path.
+    let calls = (0..24).map(|i| {
+        let model = if i % 2 == 0 { GEMINI } else { CLAUDE };
+        let (url, body) = (url.clone(), chat(&format!("gcp/{model}")));
+        tokio::spawn(async move { post(&url, &[], &body).await.status })
+    });
+    for call in calls {
+        assert_eq!(call.await.unwrap(), 200);
+    }
+    assert_eq!(mock.stats.snapshot().tokens_minted, 1);
+    let sent = vertex_calls(&mock);
+    assert!(sent.len() >= 25);
+    for r in &sent {
+        assert_eq!(r.headers["authorization"], "Bearer ya29.mock-1", "{}", r.path);
+    }
+    // The minted token is never relayed to a client.
+    assert!(!a.text().contains("ya29."));
+}
+
+#[tokio::test]
+async fn the_token_is_refreshed_before_it_expires_and_a_request_in_flight_finishes() {
+    // Tokens valid 12 s: the refresher fetches the next after 10 s (its shortest wait), before
+    // the first expires; a stream of 14 chunks a second apart spans both.
+    let slow = Behavior { chunk_interval: std::time::Duration::from_secs(1), ..Behavior::default() };
+    let config = MockConfig::default().service_account(EMAIL, PUBLIC_KEY, 12).model("gemini-slow", slow);
+    let mock = MockUpstream::start(config).await.unwrap();
+    let dir = TempDir::new("vertex-refresh");
+    let t = Tier1::start(&sa_cfg(&mock, &dir, "")).await;
+    mock.stats.wait_until(std::time::Duration::from_secs(10), |s| s.tokens_minted >= 1).await.unwrap();
+    let url = t.url("/v1/chat/completions");
+    assert_eq!(first_ok(&url, &chat(&format!("gcp/{GEMINI}"))).await.status, 200);
+    let in_flight = tokio::spawn({
+        let url = url.clone();
+        async move { post(&url, &[], &chat_stream("gcp/gemini-slow")).await }
+    });
+    let snap =
+        mock.stats.wait_until(std::time::Duration::from_secs(20), |s| s.tokens_minted >= 2).await.unwrap();
+    assert_eq!(snap.tokens_minted, 2, "one refresh, not one per request");
+    // The first token is still valid (12 s): requests move to the new one without a failure.
+    let a = post(&url, &[], &chat(&format!("gcp/{GEMINI}"))).await;
+    assert_eq!(a.status, 200, "{}", a.text());
+    assert_eq!(vertex_calls(&mock).last().unwrap().headers["authorization"], "Bearer ya29.mock-2");
+    // The stream that started with the first token ran to its end past the refresh.
+    let streamed = in_flight.await.unwrap();
+    assert_eq!(streamed.status, 200);
+    let content: String = chunks(&streamed.text())
+        .iter()
+        .filter_map(|e| e["choices"][0]["delta"]["content"].as_str().map(str::to_owned))
+        .collect();
+    assert_eq!(content, DEFAULT_REPLY);
+    let slow_call = vertex_calls(&mock).into_iter().find(|r| r.path.contains("gemini-slow")).unwrap();
+    assert_eq!(slow_call.headers["authorization"], "Bearer ya29.mock-1");
+    assert_eq!(mock.stats.snapshot().tokens_minted, 2);
+}
+
+#[tokio::test]
+async fn a_refused_assertion_sends_no_request_without_a_token() {
+    // The mock checks the JWT with another account's key: every mint is refused.
+    let other =
+        include_bytes!("fixtures/vertex/test-sa-public.der").iter().map(|b| b ^ 1).collect::<Vec<u8>>();
+    let mock = MockUpstream::start(MockConfig::default().service_account(EMAIL, &other, 0)).await.unwrap();
+    let dir = TempDir::new("vertex-refused");
+    let t = Tier1::start(&sa_cfg(&mock, &dir, "")).await;
+    mock.stats.wait_until(std::time::Duration::from_secs(10), |s| s.requests >= 1).await.unwrap();
+    let a = post(&t.url("/v1/chat/completions"), &[], &chat(&format!("gcp/{GEMINI}"))).await;
+    assert_eq!(a.status, 502, "{}", a.text());
+    assert!(vertex_calls(&mock).is_empty(), "nothing is sent without a token");
+    assert_eq!(mock.stats.snapshot().tokens_minted, 0);
+}
+
+#[tokio::test]
+async fn workload_identity_gets_its_token_from_the_metadata_server() {
+    let mock = MockUpstream::start(MockConfig::default().metadata_server()).await.unwrap();
+    let mut vars = env();
+    vars.insert("GCE_METADATA_HOST".into(), mock.addr.to_string());
+    let toml = format!(
+        "[providers.gcp]\nkind = \"vertex\"\nproject = \"tier1-test\"\nlocation = \"global\"\nbase_url = \"{}\"\nworkload_identity = true\n",
+        mock.url()
+    );
+    let t = Tier1::start_env(&toml, &vars).await;
+    mock.stats.wait_until(std::time::Duration::from_secs(10), |s| s.tokens_minted >= 1).await.unwrap();
+    let md = &mock.stats.requests()[0];
+    assert_eq!(
+        (md.method.as_str(), md.path.as_str()),
+        ("GET", "/computeMetadata/v1/instance/service-accounts/default/token")
+    );
+    assert_eq!(md.headers["metadata-flavor"], "Google");
+    let body =
+        format!(r#"{{"model":"gcp/{CLAUDE}","max_tokens":8,"messages":[{{"role":"user","content":"hi"}}]}}"#);
+    let a = first_ok(&t.url("/v1/messages"), &body).await;
+    assert_eq!(a.status, 200, "{}", a.text());
+    let call = vertex_calls(&mock).pop().unwrap();
+    assert_eq!(
+        call.path,
+        format!("/v1/projects/tier1-test/locations/global/publishers/anthropic/models/{CLAUDE}:rawPredict")
+    );
+    assert_eq!(call.headers["authorization"], "Bearer ya29.mock-1");
+}

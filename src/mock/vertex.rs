@@ -219,7 +219,7 @@ pub fn check_jwt(jwt: &str, accounts: &HashMap<String, Vec<u8>>) -> Result<(), S
 }
 
 /// Base64url without padding (RFC 4648 §5), decoded.
-fn b64url_decode(s: &str) -> Option<Vec<u8>> {
+pub(crate) fn b64url_decode(s: &str) -> Option<Vec<u8>> {
     let mut out = Vec::with_capacity(s.len() * 3 / 4);
     let (mut acc, mut bits) = (0u32, 0u32);
     for b in s.bytes() {

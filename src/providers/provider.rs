@@ -130,6 +130,8 @@ enum Auth {
     SigV4(Box<AwsKey>),
     /// A SigV4 signature by the temporary credentials last fetched in the background.
     Temporary(Arc<Current<AwsKey>>),
+    /// `Authorization: Bearer` with the OAuth2 access token last minted or fetched for it.
+    Bearer(Arc<Current<super::vertex::token::AccessToken>>),
 }
 
 enum Backend {
@@ -209,11 +211,14 @@ impl Provider {
             .iter()
             .enumerate()
             .map(|(index, k)| {
-                let auth = match &k.web_identity {
-                    Some(w) => Auth::Temporary(refresh::start(w.clone(), pools.client(p)?)),
-                    None => {
-                        auth(spec, k).ok_or_else(|| BuildError::Key { provider: p.name.clone(), index })?
+                let bad_key = || BuildError::Key { provider: p.name.clone(), index };
+                let auth = match (&k.web_identity, &k.google) {
+                    (Some(w), _) => Auth::Temporary(refresh::start(w.clone(), pools.client(p)?)),
+                    (None, Some(g)) => {
+                        let tokens = super::vertex::token::Tokens::new(g).ok_or_else(bad_key)?;
+                        Auth::Bearer(refresh::start(tokens, pools.client(p)?))
                     }
+                    (None, None) => auth(spec, k).ok_or_else(bad_key)?,
                 };
                 Ok(Key {
                     name: Arc::from(k.name.as_str()),
@@ -357,8 +362,15 @@ impl HttpBackend {
                 }
             }
         }
-        if let Some(Auth::Header(name, value)) = call.key.map(|k| &k.auth) {
-            h.insert(name.clone(), value.clone());
+        match call.key.map(|k| &k.auth) {
+            Some(Auth::Header(name, value)) => {
+                h.insert(name.clone(), value.clone());
+            }
+            // Before the first token answered, the request cannot be sent: it fails over.
+            Some(Auth::Bearer(current)) => {
+                h.insert(header::AUTHORIZATION, current.get()?.header.clone());
+            }
+            _ => {}
         }
         for (name, value) in &self.headers {
             h.insert(name.clone(), value.clone());

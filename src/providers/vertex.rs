@@ -5,7 +5,9 @@
 //! other is Google's (Gemini), served by `generateContent` and `streamGenerateContent?alt=sse`
 //! in Gemini's format. Both under
 //! `{base}/v1/projects/{project}/locations/{location}/publishers/{publisher}/models/{model}`.
-//! Requests carry `Authorization: Bearer` with an OAuth2 access token.
+//! Requests carry `Authorization: Bearer` with an OAuth2 access token ([`token`]).
+
+pub(crate) mod token;
 
 use bytes::Bytes;
 use http::Uri;
