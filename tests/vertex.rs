@@ -509,3 +509,21 @@ async fn workload_identity_gets_its_token_from_the_metadata_server() {
     );
     assert_eq!(call.headers["authorization"], "Bearer ya29.mock-1");
 }
+
+#[tokio::test]
+async fn an_answer_echoing_the_minted_token_reaches_the_client_redacted() {
+    // The token endpoint mints ya29.mock-1, which the config never held; the model echoes it.
+    let echo = Behavior { reply: "token ya29.mock-1 end".into(), ..Behavior::default() };
+    let config = MockConfig::default().service_account(EMAIL, PUBLIC_KEY, 0).model("gemini-echo", echo);
+    let mock = MockUpstream::start(config).await.unwrap();
+    let dir = TempDir::new("vertex-echo");
+    let t = Tier1::start(&sa_cfg(&mock, &dir, "")).await;
+    mock.stats.wait_until(std::time::Duration::from_secs(10), |s| s.tokens_minted >= 1).await.unwrap();
+    let url = t.url("/v1/chat/completions");
+    let a = first_ok(&url, &chat("gcp/gemini-echo")).await;
+    assert_eq!(a.status, 200, "{}", a.text());
+    let content = a.json()["choices"][0]["message"]["content"].as_str().unwrap().to_owned();
+    assert!(content.starts_with("token [redacted") && !content.contains("ya29.mock-1"), "{content}");
+    let streamed = post(&url, &[], &chat_stream("gcp/gemini-echo")).await.text();
+    assert!(streamed.contains("[redacted") && !streamed.contains("ya29.mock-1"), "{streamed}");
+}

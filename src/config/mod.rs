@@ -4,6 +4,7 @@
 //! and from then on travel only as [`Secret`].
 
 mod raw;
+mod redact;
 mod secret;
 mod settings;
 mod validate;
@@ -17,8 +18,10 @@ use std::time::Duration;
 
 use http::{HeaderName, HeaderValue, Uri};
 
-pub use secret::{Env, ProcessEnv, Redactor, Secret};
-pub(crate) use secret::{StreamRedactor, resolve as resolve_secret};
+pub use redact::Redactor;
+pub(crate) use redact::{Mint, StreamRedactor};
+pub(crate) use secret::resolve as resolve_secret;
+pub use secret::{Env, ProcessEnv, Secret};
 
 pub(crate) use crate::providers::ProviderKind;
 pub(crate) use settings::{

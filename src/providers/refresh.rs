@@ -7,7 +7,9 @@
 //! fetch answered, finds nothing (and fails over like any failed attempt). One task per
 //! source, so never two fetches at once. A reloaded snapshot with the same source (same
 //! [`Source::identity`]) takes over the running task and its value instead of starting over
-//! without one; the task ends with the last snapshot holding it.
+//! without one; the task ends with the last snapshot holding it. Each value's secrets join the
+//! redaction set ([`Mint`]) before any request can use them, and stay there
+//! until they expire.
 //!
 //! The schedule runs on tokio's clock (paused in tests); a source gives a lifetime, not a wall
 //! clock time.
@@ -18,8 +20,9 @@ use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::Duration;
 
 use arc_swap::ArcSwapOption;
+use tokio::time::Instant;
 
-use crate::config::Secret;
+use crate::config::{Mint, Secret};
 use crate::upstream;
 
 /// How long before the expiry a value is fetched anew.
@@ -55,7 +58,6 @@ pub(crate) trait Source: Send + Sync + 'static {
     ) -> impl Future<Output = Result<Fetched<Self::Value>, Self::Error>> + Send;
 
     /// The secrets in `value`, for the redaction of relayed answers.
-    #[expect(dead_code, reason = "the redaction of minted secrets (next) calls it")]
     fn secrets(value: &Self::Value) -> Vec<Secret>;
 }
 
@@ -83,6 +85,15 @@ static RUNNING: OnceLock<Running> = OnceLock::new();
 /// is one (a reload), else a new one (when there is a runtime to run on: a snapshot built only
 /// to be checked starts nothing).
 pub(crate) fn start<S: Source>(source: S, client: upstream::Client) -> Arc<Current<S::Value>> {
+    start_minting(source, client, Mint::global())
+}
+
+/// [`start`], the secrets minted into `mint`.
+fn start_minting<S: Source>(
+    source: S,
+    client: upstream::Client,
+    mint: &'static Mint,
+) -> Arc<Current<S::Value>> {
     let Ok(rt) = tokio::runtime::Handle::try_current() else { return Arc::new(Current::default()) };
     let id = (TypeId::of::<S>(), source.identity());
     let mut running = match RUNNING.get_or_init(Running::default).lock() {
@@ -98,7 +109,7 @@ pub(crate) fn start<S: Source>(source: S, client: upstream::Client) -> Arc<Curre
     let current = Arc::new(Current::default());
     let any: Arc<dyn Any + Send + Sync> = current.clone();
     running.insert(id, Arc::downgrade(&any));
-    rt.spawn(refresh(Arc::downgrade(&current), source, client));
+    rt.spawn(refresh(Arc::downgrade(&current), source, client, mint));
     current
 }
 
@@ -109,7 +120,12 @@ fn backoff(failures: u32) -> Duration {
 }
 
 /// The task: fetch, publish, wait; ends when no snapshot holds `current` any more.
-async fn refresh<S: Source>(current: Weak<Current<S::Value>>, source: S, client: upstream::Client) {
+async fn refresh<S: Source>(
+    current: Weak<Current<S::Value>>,
+    source: S,
+    client: upstream::Client,
+    mint: &'static Mint,
+) {
     let mut failures = 0u32;
     loop {
         if current.strong_count() == 0 {
@@ -118,6 +134,8 @@ async fn refresh<S: Source>(current: Weak<Current<S::Value>>, source: S, client:
         let wait = match source.fetch(&client).await {
             Ok(Fetched { value, valid_for }) => {
                 let Some(c) = current.upgrade() else { return };
+                // Redacted before any request can be signed with it.
+                mint.add(S::secrets(&value), Instant::now() + valid_for);
                 c.0.store(Some(Arc::new(value)));
                 failures = 0;
                 valid_for.saturating_sub(EARLY).max(SHORTEST)

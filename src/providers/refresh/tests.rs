@@ -74,8 +74,13 @@ fn client() -> upstream::Client {
     upstream::Client::plain(Duration::from_secs(1))
 }
 
-fn start_fake(id: &'static str, log: &Arc<Log>) -> Arc<Current<String>> {
-    start(Fake { id, log: log.clone() }, client())
+/// A mint of the test's own: another test's paused clock never prunes it.
+fn mint() -> &'static Mint {
+    Box::leak(Box::default())
+}
+
+fn start_fake(id: &'static str, log: &Arc<Log>, mint: &'static Mint) -> Arc<Current<String>> {
+    start_minting(Fake { id, log: log.clone() }, client(), mint)
 }
 
 fn value(c: &Current<String>) -> Option<String> {
@@ -90,7 +95,7 @@ async fn until(log: &Log, at: u64) {
 #[tokio::test(start_paused = true)]
 async fn the_value_is_fetched_at_once_then_five_minutes_before_it_expires() {
     let log = Log::new([]);
-    let current = start_fake("early", &log);
+    let current = start_fake("early", &log, mint());
     assert_eq!(value(&current), None, "nothing before the first fetch answered");
     until(&log, 1).await;
     assert_eq!(value(&current).as_deref(), Some("minted-early-1"));
@@ -104,7 +109,7 @@ async fn the_value_is_fetched_at_once_then_five_minutes_before_it_expires() {
     assert_eq!(log.fetched(), [0, 3300, 6600]);
     // A lifetime shorter than the margin: again after 10 s, not in a loop.
     let short = Log::new([Some(Duration::from_secs(60))]);
-    let _c = start_fake("short", &short);
+    let _c = start_fake("short", &short, mint());
     until(&short, 11).await;
     assert_eq!(short.fetched(), [0, 10]);
 }
@@ -112,7 +117,7 @@ async fn the_value_is_fetched_at_once_then_five_minutes_before_it_expires() {
 #[tokio::test(start_paused = true)]
 async fn one_fetch_whatever_the_readers_and_across_a_reload() {
     let (log, other) = (Log::new([]), Log::new([]));
-    let current = start_fake("shared", &log);
+    let current = start_fake("shared", &log, mint());
     let readers: Vec<_> = (0..100)
         .map(|_| {
             let c = current.clone();
@@ -131,13 +136,13 @@ async fn one_fetch_whatever_the_readers_and_across_a_reload() {
     }
     assert_eq!(log.fetched(), [0], "readers never fetch");
     // A reloaded snapshot with the same source takes the running task and its value.
-    let reloaded = start_fake("shared", &other);
+    let reloaded = start_fake("shared", &other, mint());
     assert!(Arc::ptr_eq(&current, &reloaded));
     assert_eq!(value(&reloaded).as_deref(), Some("minted-shared-1"));
     until(&log, 3301).await;
     assert_eq!((log.fetched(), other.fetched()), (vec![0, 3300], vec![]));
     // Another identity is another task.
-    let apart = start_fake("apart", &other);
+    let apart = start_fake("apart", &other, mint());
     assert!(!Arc::ptr_eq(&current, &apart));
     until(&log, 3302).await;
     assert_eq!(other.fetched(), [3301]);
@@ -146,7 +151,7 @@ async fn one_fetch_whatever_the_readers_and_across_a_reload() {
     until(&log, 20_000).await;
     assert_eq!(log.fetched(), [0, 3300]);
     // Started anew, it fetches anew.
-    let again = start_fake("shared", &log);
+    let again = start_fake("shared", &log, mint());
     until(&log, 20_001).await;
     assert_eq!(log.fetched(), [0, 3300, 20_000]);
     assert_eq!(value(&again).as_deref(), Some("minted-shared-3"));
@@ -156,7 +161,7 @@ async fn one_fetch_whatever_the_readers_and_across_a_reload() {
 async fn a_failure_keeps_the_last_value_and_backs_off_up_to_a_minute() {
     let ten_minutes = Some(Duration::from_secs(600));
     let log = Log::new([ten_minutes, None, None, None, None, None, None, None, None, ten_minutes]);
-    let current = start_fake("backoff", &log);
+    let current = start_fake("backoff", &log, mint());
     until(&log, 299).await;
     assert_eq!(value(&current).as_deref(), Some("minted-backoff-1"));
     for at in [300, 301, 303, 307, 315, 331, 363, 423] {
@@ -175,7 +180,7 @@ async fn a_failure_keeps_the_last_value_and_backs_off_up_to_a_minute() {
 #[tokio::test(start_paused = true)]
 async fn requests_in_flight_across_the_expiry_read_the_old_value_until_the_new_one_lands() {
     let log = Log::new([Some(Duration::from_secs(600))]);
-    let current = start_fake("flight", &log);
+    let current = start_fake("flight", &log, mint());
     until(&log, 1).await;
     // The next fetch (at 300 s) is held until well past the old value's expiry (600 s).
     let gate = log.gate.write().await;
@@ -203,4 +208,27 @@ async fn requests_in_flight_across_the_expiry_read_the_old_value_until_the_new_o
         assert!(old < seen.len(), "the new value read once it landed");
     }
     assert_eq!(log.fetched(), [0, 300]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn minted_secrets_are_redacted_from_when_they_land_until_they_expire() {
+    let mint = mint();
+    let before = mint.redactor([Secret::new("configured-key")]);
+    let ten_minutes = Some(Duration::from_secs(600));
+    let log = Log::new([ten_minutes, ten_minutes, ten_minutes]);
+    let _current = start_fake("redact", &log, mint);
+    until(&log, 1).await;
+    let after = mint.redactor([]);
+    let text = "minted-redact-1 minted-redact-2 minted-redact-3 configured-key";
+    let redacted =
+        |r: &crate::config::Redactor| String::from_utf8(r.redact(text.as_bytes()).into_owned()).unwrap();
+    let mask = "[redacted*****]";
+    assert_eq!(redacted(&before), format!("{mask} minted-redact-2 minted-redact-3 [redacted****]"));
+    assert_eq!(redacted(&after), format!("{mask} minted-redact-2 minted-redact-3 configured-key"));
+    // The next credentials join; the previous stay until they expire (600 s).
+    until(&log, 301).await;
+    assert_eq!(redacted(&after), format!("{mask} {mask} minted-redact-3 configured-key"));
+    until(&log, 601).await;
+    assert_eq!(log.fetched(), [0, 300, 600]);
+    assert_eq!(redacted(&after), format!("minted-redact-1 {mask} {mask} configured-key"));
 }
