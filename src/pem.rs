@@ -110,3 +110,13 @@ pub(crate) fn server_config(
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(config)
 }
+
+/// An RSA signing key from a PKCS#8 PEM text (a Google service account's `private_key`); `Err`
+/// says what is wrong with it, never what it holds.
+pub(crate) fn rsa_pkcs8(pem: &str) -> Result<ring::signature::RsaKeyPair, &'static str> {
+    use rustls_pki_types::PrivatePkcs8KeyDer;
+    let der =
+        PrivatePkcs8KeyDer::from_pem_slice(pem.as_bytes()).map_err(|_| "not a PKCS#8 PEM private key")?;
+    ring::signature::RsaKeyPair::from_pkcs8(der.secret_pkcs8_der())
+        .map_err(|_| "not an RSA private key (2048 to 8192 bits) to sign with")
+}

@@ -330,3 +330,45 @@ async fn without_credentials_from_sts_no_request_is_sent_unsigned() {
     assert_eq!(converse, 0, "nothing unsigned reached the upstream");
     std::fs::remove_file(&token_file).ok();
 }
+
+#[tokio::test]
+async fn an_answer_echoing_the_minted_credentials_reaches_the_client_redacted() {
+    // STS mints a secret and a session token the config never held; the model echoes both.
+    let (secret, token) = ("sts-secret-echo-0001", "mock-session-token");
+    let reply = format!("secret {secret} token {token} end");
+    let echo = Behavior { reply: reply.as_str().into(), ..Behavior::default() };
+    let token_file = std::env::temp_dir().join(format!("tier1-irsa-echo-{}", std::process::id()));
+    std::fs::write(&token_file, "eyJ.echo").unwrap();
+    let mock =
+        MockUpstream::start(MockConfig::default().sts("eyJ.echo", "ASIAECHO", secret).model("echo", echo))
+            .await
+            .unwrap();
+    let mut vars = env();
+    vars.insert("AWS_ROLE_ARN".into(), "arn:aws:iam::123456789012:role/echo".into());
+    vars.insert("AWS_WEB_IDENTITY_TOKEN_FILE".into(), token_file.display().to_string());
+    vars.insert("AWS_ENDPOINT_URL_STS".into(), format!("{}/", mock.url()));
+    let toml = format!(
+        "[providers.aws]\nkind = \"bedrock\"\nregion = \"us-east-1\"\nbase_url = \"{}\"\n",
+        mock.url()
+    );
+    let t = Tier1::start_env(&toml, &vars).await;
+    mock.stats.wait_until(std::time::Duration::from_secs(10), |s| s.requests >= 1).await.unwrap();
+    let url = t.url("/v1/chat/completions");
+    let mut a = post(&url, &[], &chat("aws/echo")).await;
+    for _ in 0..100 {
+        if a.status == 200 {
+            break;
+        }
+        tokio::task::yield_now().await;
+        a = post(&url, &[], &chat("aws/echo")).await;
+    }
+    assert_eq!(a.status, 200, "{}", a.text());
+    let redacted = "secret [redacted**********] token [redacted********] end";
+    assert_eq!(a.json()["choices"][0]["message"]["content"], redacted);
+    let text = post(&url, &[], &chat_stream("aws/echo")).await.text();
+    let content: String =
+        chunks(&text).iter().filter_map(|e| e["choices"][0]["delta"]["content"].as_str()).collect();
+    assert_eq!(content, redacted);
+    assert!(!text.contains(secret) && !text.contains(token), "{text}");
+    std::fs::remove_file(&token_file).ok();
+}

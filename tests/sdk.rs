@@ -20,9 +20,10 @@ async fn openai_and_anthropic_sdks_work_against_every_provider_kind() {
         python.exists(),
         "the SDK venv is missing: run scripts/test.sh (it installs openai and anthropic)"
     );
-    let mock = MockUpstream::start(MockConfig::default().aws_key("AKIDEXAMPLE", "sk-upstream-secret-0001"))
-        .await
-        .unwrap();
+    let config = MockConfig::default()
+        .aws_key("AKIDEXAMPLE", "sk-upstream-secret-0001")
+        .vertex_token("sk-upstream-secret-0001");
+    let mock = MockUpstream::start(config).await.unwrap();
     let url = mock.url();
     let t = Tier1::start(&format!(
         r#"
@@ -55,6 +56,13 @@ base_url = "{url}"
 [[providers.bedrock.keys]]
 access_key_id = "AKIDEXAMPLE"
 secret = "env:UPSTREAM_KEY"
+[providers.vertex]
+kind = "vertex"
+project = "tier1-test"
+location = "global"
+base_url = "{url}"
+[[providers.vertex.keys]]
+secret = "env:UPSTREAM_KEY"
 [[routes]]
 name = "smart"
 targets = [{{ provider = "openai", model = "gpt-4o" }}]
@@ -77,10 +85,23 @@ targets = [{{ provider = "openai", model = "gpt-4o" }}]
     // 27 Responses (5 kinds × (full, stream, the stream helper); through anthropic, gemini and
     // bedrock a tool call, its result, a streamed call; the store=True ones are refused by
     // tier1), Anthropic SDK: 2 auth styles × 4 kinds × (full, stream), 4 kinds × tool use (full,
-    // stream). Every Bedrock call's SigV4 signature was checked by the mock.
-    assert_eq!(mock.stats.snapshot().requests, 74, "{:?}", mock.stats.snapshot());
+    // stream). Every Bedrock call's SigV4 signature was checked by the mock. Vertex AI's two
+    // publishers (Gemini, Claude) are in every list Bedrock is: 18 calls each, every one with
+    // the bearer token the mock's Vertex routes check.
+    assert_eq!(mock.stats.snapshot().requests, 110, "{:?}", mock.stats.snapshot());
     let bedrock = mock.stats.requests().into_iter().filter(|r| r.path.starts_with("/model/")).count();
     assert_eq!(bedrock, 18);
+    let vertex: Vec<_> = mock
+        .stats
+        .requests()
+        .into_iter()
+        .filter(|r| r.path.starts_with("/v1/projects/tier1-test/"))
+        .collect();
+    let claude = vertex
+        .iter()
+        .filter(|r| r.path.contains("/publishers/anthropic/models/claude-sonnet-4@20250514:"))
+        .count();
+    assert_eq!((vertex.len(), claude), (36, 18));
     // Azure's got the v1 API's path with the deployment in the body.
     let azure: Vec<_> =
         mock.stats.requests().into_iter().filter(|r| r.path.starts_with("/openai/v1/responses")).collect();

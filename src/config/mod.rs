@@ -4,6 +4,7 @@
 //! and from then on travel only as [`Secret`].
 
 mod raw;
+mod redact;
 mod secret;
 mod settings;
 mod validate;
@@ -17,8 +18,10 @@ use std::time::Duration;
 
 use http::{HeaderName, HeaderValue, Uri};
 
-pub use secret::{Env, ProcessEnv, Redactor, Secret};
-pub(crate) use secret::{StreamRedactor, resolve as resolve_secret};
+pub use redact::Redactor;
+pub(crate) use redact::{Mint, StreamRedactor};
+pub(crate) use secret::resolve as resolve_secret;
+pub use secret::{Env, ProcessEnv, Secret};
 
 pub(crate) use crate::providers::ProviderKind;
 pub(crate) use settings::{
@@ -370,6 +373,10 @@ pub struct ProviderConfig {
     pub api_version: String,
     /// The AWS region of a `bedrock` provider.
     pub region: Option<String>,
+    /// The Google Cloud project of a `vertex` provider.
+    pub project: Option<String>,
+    /// The Vertex AI location of a `vertex` provider, or `global`.
+    pub location: Option<String>,
 }
 
 /// One provider key.
@@ -396,6 +403,32 @@ pub struct KeyConfig {
     /// A `bedrock` key whose credentials come from a web-identity token (EKS IRSA), refreshed
     /// in the background; then `secret` and `access_key_id` are unused.
     pub web_identity: Option<WebIdentity>,
+    /// A `vertex` key whose access tokens are minted (a service account's key file, its
+    /// `secret`) or fetched (workload identity), kept fresh in the background; without it a
+    /// `vertex` key's `secret` is an access token sent as it is.
+    pub google: Option<GoogleAuth>,
+}
+
+/// Where a `vertex` key's access tokens come from.
+#[derive(Debug, Clone)]
+pub enum GoogleAuth {
+    /// A service account's key file: a JWT signed with its key, exchanged at its `token_uri`.
+    ServiceAccount(ServiceAccount),
+    /// GKE workload identity (or any Google Cloud machine): the metadata server's token URL.
+    Metadata(String),
+}
+
+/// What tier1 reads of a service account's key file.
+#[derive(Debug, Clone)]
+pub struct ServiceAccount {
+    /// `client_email`: the JWT's issuer.
+    pub client_email: String,
+    /// `private_key_id`: the JWT header's `kid`, when the file names one.
+    pub private_key_id: Option<String>,
+    /// `private_key`: PKCS#8 PEM, checked to be an RSA key at load.
+    pub private_key: Secret,
+    /// `token_uri`: where the JWT is exchanged (and the JWT's audience).
+    pub token_uri: String,
 }
 
 /// A web identity to exchange with STS for temporary credentials.
@@ -459,7 +492,13 @@ impl Config {
     /// Every secret in the config, for the [`Redactor`].
     pub fn secrets(&self) -> Vec<Secret> {
         let keys = self.providers.iter().flat_map(|p| {
-            p.keys.iter().flat_map(|k| std::iter::once(k.secret.clone()).chain(k.session_token.clone()))
+            p.keys.iter().flat_map(|k| {
+                let private_key = match &k.google {
+                    Some(GoogleAuth::ServiceAccount(sa)) => Some(sa.private_key.clone()),
+                    _ => None,
+                };
+                std::iter::once(k.secret.clone()).chain(k.session_token.clone()).chain(private_key)
+            })
         });
         let headers = self.providers.iter().flat_map(|p| {
             p.headers

@@ -520,6 +520,13 @@ pub(super) struct RawProvider {
     pub api_version: Option<String>,
     /// The AWS region of a `bedrock` provider (its URL and its signatures).
     pub region: Option<String>,
+    /// The Google Cloud project of a `vertex` provider.
+    pub project: Option<String>,
+    /// The Vertex AI location of a `vertex` provider (`us-east5`, `global`, ...).
+    pub location: Option<String>,
+    /// A `vertex` provider with no keys gets its access tokens from the metadata server (GKE
+    /// workload identity).
+    pub workload_identity: Option<bool>,
 }
 
 /// `[[providers.NAME.keys]]`.

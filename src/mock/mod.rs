@@ -9,6 +9,7 @@ pub(crate) mod cache;
 pub mod server;
 pub mod sigv4;
 pub mod tools;
+pub mod vertex;
 
 use std::collections::VecDeque;
 use std::pin::Pin;

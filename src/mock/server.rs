@@ -62,6 +62,8 @@ pub struct MockConfig {
     /// An STS that exchanges this web-identity token for these credentials (token, access key
     /// id, secret), at `POST /` with `Action=AssumeRoleWithWebIdentity`.
     pub sts: Option<(String, String, String)>,
+    /// The Vertex AI routes' tokens, the token endpoint's service accounts, the metadata server.
+    pub google: super::vertex::GoogleMock,
 }
 
 impl MockConfig {
@@ -87,6 +89,26 @@ impl MockConfig {
     pub fn sts(mut self, token: &str, id: &str, secret: &str) -> Self {
         self.sts = Some((token.to_owned(), id.to_owned(), secret.to_owned()));
         self.aws_key(id, secret)
+    }
+
+    /// Accepts the access token `token` on the Vertex AI routes (besides the minted ones).
+    pub fn vertex_token(mut self, token: &str) -> Self {
+        self.google.tokens.insert(token.to_owned());
+        self
+    }
+
+    /// Mints access tokens at `POST /token` for JWTs of `email` signed by the key whose public
+    /// half is `public_key` (PKCS#1 `RSAPublicKey` DER), valid `lifetime` seconds (0: 3600).
+    pub fn service_account(mut self, email: &str, public_key: &[u8], lifetime: u64) -> Self {
+        self.google.accounts.insert(email.to_owned(), public_key.to_vec());
+        self.google.lifetime = lifetime;
+        self
+    }
+
+    /// Answers the metadata server's token route (GKE workload identity).
+    pub fn metadata_server(mut self) -> Self {
+        self.google.metadata = true;
+        self
     }
 
     /// Adds a behaviour for one model.
@@ -115,6 +137,7 @@ impl MockConfig {
             aws_keys,
             aws_region: raw.aws_region.unwrap_or_default(),
             sts: None,
+            google: super::vertex::GoogleMock::default(),
         })
     }
 }
@@ -147,6 +170,8 @@ pub struct StatsSnapshot {
     pub streams_completed: u64,
     /// Streams whose reader went away before the end.
     pub streams_cancelled: u64,
+    /// Access tokens minted (Vertex AI token endpoint and metadata server).
+    pub tokens_minted: u64,
 }
 
 /// The mock server's counters and request log, and the models a test has taken down.
@@ -163,6 +188,8 @@ pub struct MockStats {
     streams_cancelled: AtomicU64,
     log: Mutex<Vec<RecordedRequest>>,
     changed: watch::Sender<()>,
+    /// The access tokens minted, which the Vertex AI routes accept until they expire.
+    minted: super::vertex::Minted,
 }
 
 /// How many requests the log keeps (load tests send many more; counters still count them all).
@@ -180,6 +207,7 @@ impl Default for MockStats {
             streams_cancelled: AtomicU64::new(0),
             log: Mutex::new(Vec::new()),
             changed: watch::channel(()).0,
+            minted: super::vertex::Minted::default(),
         }
     }
 }
@@ -208,6 +236,7 @@ impl MockStats {
             streams_started: self.streams_started.load(Ordering::SeqCst),
             streams_completed: self.streams_completed.load(Ordering::SeqCst),
             streams_cancelled: self.streams_cancelled.load(Ordering::SeqCst),
+            tokens_minted: self.minted.count(),
         }
     }
 
@@ -395,6 +424,9 @@ async fn handle(shared: &Shared, req: Request<Incoming>) -> Response<MockBody> {
     if parts.method == Method::POST && path == "/" && body.starts_with(b"Action=AssumeRoleWithWebIdentity") {
         return super::bedrock::sts_answer(shared.config.sts.as_ref(), &body);
     }
+    if let Some(resp) = google(shared, &parts, &body).await {
+        return resp;
+    }
     if parts.method == Method::POST
         && let Some((model, stream)) = converse_route(&path)
     {
@@ -502,6 +534,45 @@ async fn converse_call(
         Err(e) => return super::bedrock::error_response(StatusCode::FORBIDDEN, &format!("mock: {e}")),
     };
     serve_call(shared, &parts.headers, MockEndpoint::Converse { stream }, body, (&model, &key)).await
+}
+
+/// The mock's Google routes (see [`super::vertex`]), when the request is for one.
+async fn google(shared: &Shared, parts: &http::request::Parts, body: &Bytes) -> Option<Response<MockBody>> {
+    use super::vertex;
+    let (google, minted) = (&shared.config.google, &shared.stats.minted);
+    let path = parts.uri.path();
+    if parts.method == Method::POST && path == "/token" {
+        let resp = vertex::token_answer(google, minted, body);
+        shared.stats.changed.send_replace(());
+        return Some(resp);
+    }
+    if parts.method == Method::GET && path == vertex::METADATA_PATH {
+        let resp = vertex::metadata_answer(google, minted, &parts.headers);
+        shared.stats.changed.send_replace(());
+        return Some(resp);
+    }
+    let route = vertex::route(path).filter(|_| parts.method == Method::POST)?;
+    let Some(token) = vertex::authorized(google, minted, &parts.headers) else {
+        let message = "mock: Request had invalid authentication credentials.";
+        return Some(vertex::google_error(StatusCode::UNAUTHORIZED, "UNAUTHENTICATED", message));
+    };
+    let sse = parts.uri.query() == Some("alt=sse");
+    let (endpoint, body) = match (route.publisher.as_str(), route.method.as_str()) {
+        ("google", "generateContent") => {
+            (MockEndpoint::Generate { model: route.model.clone(), stream: false }, body.clone())
+        }
+        ("google", "streamGenerateContent") if sse => {
+            (MockEndpoint::Generate { model: route.model.clone(), stream: true }, body.clone())
+        }
+        ("anthropic", method @ ("rawPredict" | "streamRawPredict")) => {
+            match vertex::claude_body(body, &route.model, method == "streamRawPredict") {
+                Ok(body) => (MockEndpoint::Messages, body),
+                Err(why) => return Some(vertex::anthropic_invalid(why)),
+            }
+        }
+        _ => return Some(vertex::google_error(StatusCode::NOT_FOUND, "NOT_FOUND", "mock: no such method")),
+    };
+    Some(serve_call(shared, &parts.headers, endpoint, &body, (&route.model, token)).await)
 }
 
 #[derive(Deserialize)]

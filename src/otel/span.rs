@@ -56,6 +56,7 @@ fn provider_name(kind: &'static str) -> &'static str {
         "azure" => "azure.ai.openai",
         "gemini" => "gcp.gemini",
         "bedrock" => "aws.bedrock",
+        "vertex" => "gcp.vertex_ai",
         other => other,
     }
 }

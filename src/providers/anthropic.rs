@@ -40,7 +40,7 @@ mod tests {
     use crate::providers::Operation;
 
     fn settings(anthropic_version: &str) -> Settings<'_> {
-        Settings { api_version: "ignored", anthropic_version }
+        Settings { api_version: "ignored", anthropic_version, project: "", location: "" }
     }
 
     #[test]

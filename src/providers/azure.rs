@@ -75,7 +75,7 @@ mod tests {
     use super::*;
 
     fn endpoints(base: &str) -> Box<dyn Endpoints> {
-        let settings = Settings { api_version: DEFAULT_API_VERSION, anthropic_version: "ignored" };
+        let settings = Settings { api_version: DEFAULT_API_VERSION, anthropic_version: "ignored", project: "", location: "" };
         Azure.endpoints(&base.parse().unwrap(), &settings).unwrap()
     }
 

@@ -94,7 +94,7 @@ mod tests {
     use super::*;
 
     fn endpoints() -> Box<dyn Endpoints> {
-        let settings = Settings { api_version: "", anthropic_version: "" };
+        let settings = Settings { api_version: "", anthropic_version: "", project: "", location: "" };
         Bedrock.endpoints(&"https://bedrock-runtime.us-east-1.amazonaws.com/".parse().unwrap(), &settings).unwrap()
     }
 

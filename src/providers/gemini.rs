@@ -89,7 +89,7 @@ mod tests {
 
     #[test]
     fn urls_name_the_model_and_the_method() {
-        let settings = Settings { api_version: "ignored", anthropic_version: "ignored" };
+        let settings = Settings { api_version: "ignored", anthropic_version: "ignored", project: "", location: "" };
         let e = Gemini.endpoints(&"http://127.0.0.1:9".parse().unwrap(), &settings).unwrap();
         let uri = |op, stream, model| e.uri(op, stream, model).map(|u| u.to_string());
         let at = |tail: &str| Some(format!("http://127.0.0.1:9/v1beta/models/{tail}"));

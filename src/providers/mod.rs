@@ -1,7 +1,7 @@
 //! Providers. Two layers:
 //!
 //! - **Kinds** (this file and one file per kind): everything that differs between `openai`,
-//!   `azure`, `anthropic`, `gemini` and `mock` — the config spelling, the default base URL, the
+//!   `azure`, `anthropic`, `gemini`, `bedrock`, `vertex` and `mock` — the config spelling, the default base URL, the
 //!   wire format, the auth header, extra headers, URL building and the model-name rule — behind
 //!   one trait, [`Kind`], found through [`ProviderKind::spec`]. Nothing else matches on a kind.
 //!   This layer imports nothing from the crate but [`crate::operation`], so config validation can
@@ -14,9 +14,11 @@
 
 mod body;
 mod provider;
+pub(crate) mod refresh;
 
 use std::borrow::Cow;
 
+use bytes::Bytes;
 use http::{HeaderName, HeaderValue, Uri, header};
 
 pub use crate::operation::Operation;
@@ -59,6 +61,7 @@ registry! {
     azure::Azure,
     gemini::Gemini,
     bedrock::Bedrock,
+    vertex::Vertex,
     mock::Mock,
 }
 
@@ -71,6 +74,18 @@ pub trait Kind: Sync {
 
     /// The API the upstream speaks, which decides what a client's request is translated into.
     fn wire(&self) -> Wire;
+
+    /// The API the upstream speaks for `model` (the target's model, or its deployment): the
+    /// kind's, unless it serves models of several publishers in their own formats (Vertex AI).
+    fn wire_for(&self, model: &str) -> Wire {
+        let _ = model;
+        self.wire()
+    }
+
+    /// Whether a request of `op` for `model` can be served, natively or translated.
+    fn serves(&self, op: Operation, model: &str) -> bool {
+        self.wire_for(model).speaks(op)
+    }
 
     /// Whether `base_url` has a default, must be given, or is refused.
     fn base_url(&self) -> BaseUrl;
@@ -123,6 +138,14 @@ pub trait Endpoints: Send + Sync {
     /// The URL of a call of `op` for `model` (the target's model, or its Azure deployment);
     /// `None` when `model` cannot go in this kind's URL.
     fn uri(&self, op: Operation, stream: bool, model: &str) -> Option<Uri>;
+
+    /// The body sent for `model`, from the one translated or spliced for it: as it is, unless
+    /// the kind's upstream wants it otherwise (Vertex AI's Claude: the version in the body, no
+    /// model); `None` when it cannot be sent.
+    fn body(&self, model: &str, body: Bytes) -> Option<Bytes> {
+        let _ = model;
+        Some(body)
+    }
 }
 
 /// The settings of a provider that some kind reads (from `[providers.NAME]`).
@@ -132,6 +155,10 @@ pub struct Settings<'a> {
     pub api_version: &'a str,
     /// `anthropic_version`: the header of an `anthropic` provider.
     pub anthropic_version: &'a str,
+    /// `project`: the Google Cloud project of a `vertex` provider (empty for the others).
+    pub project: &'a str,
+    /// `location`: the Vertex AI location of a `vertex` provider, or `global`.
+    pub location: &'a str,
 }
 
 /// A setting or base URL that cannot go in a request (a header value with a newline, say).
@@ -178,6 +205,14 @@ pub enum BaseUrl {
     /// The region's URL (`{region}` replaced by the provider's `region`) unless the file names
     /// one; the region is required either way (requests are signed for it).
     Regional(&'static str),
+    /// The location's URL unless the file names one: `global`'s, or `regional` with
+    /// `{location}` replaced; the location is required either way (it is in every path).
+    Located {
+        /// The URL of location `global`.
+        global: &'static str,
+        /// The URL of any other location.
+        regional: &'static str,
+    },
     /// The kind answers in process: it takes none (and is the one that takes `mock` settings).
     InProcess,
 }
@@ -208,15 +243,21 @@ impl ProviderKind {
         self.spec().base_url() == BaseUrl::InProcess
     }
 
-    /// The base URL to use given the file's `base_url` (not yet parsed) and `region`: the
-    /// file's, the kind's default, or none for an in-process kind; `Err` says why the file's
-    /// value is wrong.
+    /// The base URL to use given the file's `base_url` (not yet parsed) and `region` (a
+    /// Vertex AI location for [`BaseUrl::Located`]): the file's, the kind's default, or none for
+    /// an in-process kind; `Err` says why the file's value is wrong.
     pub fn base_url<'a>(
         self,
         raw: Option<&'a str>,
         region: Option<&str>,
     ) -> Result<Option<Cow<'a, str>>, String> {
         match (self.spec().base_url(), raw) {
+            (BaseUrl::Located { .. }, Some(raw)) => Ok(Some(Cow::Borrowed(raw))),
+            (BaseUrl::Located { global, regional }, None) => match region {
+                Some("global") => Ok(Some(Cow::Borrowed(global))),
+                Some(location) => Ok(Some(Cow::Owned(regional.replace("{location}", location)))),
+                None => Err("missing, and no location to make it from".to_owned()),
+            },
             (BaseUrl::Default(default), raw) => Ok(Some(Cow::Borrowed(raw.unwrap_or(default)))),
             (BaseUrl::Regional(_), Some(raw)) => Ok(Some(Cow::Borrowed(raw))),
             (BaseUrl::Regional(template), None) => match region {

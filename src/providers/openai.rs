@@ -27,7 +27,7 @@ mod tests {
     use super::*;
     use crate::providers::{Operation, Settings};
 
-    const SETTINGS: Settings<'static> = Settings { api_version: "v", anthropic_version: "a" };
+    const SETTINGS: Settings<'static> = Settings { api_version: "v", anthropic_version: "a", project: "", location: "" };
 
     #[test]
     fn urls_are_fixed_paths_under_the_base() {

@@ -20,7 +20,7 @@ use crate::translate::Dialect;
 use crate::upstream;
 
 use super::bedrock::sigv4::AwsKey;
-use super::bedrock::web_identity::{self, Current};
+use super::refresh::{self, Current};
 
 /// One upstream call.
 pub(crate) struct Call<'a> {
@@ -69,8 +69,6 @@ pub(crate) struct Provider {
     pub name_header: HeaderValue,
     /// Wire protocol.
     pub kind: ProviderKind,
-    /// What the kind speaks (`kind.spec().wire()`, read once).
-    wire: Wire,
     /// Total deadline of one upstream request.
     pub request_timeout: Duration,
     /// Deadline for the response head (streams: the first event).
@@ -130,8 +128,10 @@ enum Auth {
     Header(HeaderName, HeaderValue),
     /// A SigV4 signature of the request by its credential set, for the provider's region.
     SigV4(Box<AwsKey>),
-    /// A SigV4 signature by the credentials a web identity was last exchanged for.
-    WebIdentity(Arc<Current>),
+    /// A SigV4 signature by the temporary credentials last fetched in the background.
+    Temporary(Arc<Current<AwsKey>>),
+    /// `Authorization: Bearer` with the OAuth2 access token last minted or fetched for it.
+    Bearer(Arc<Current<super::vertex::token::AccessToken>>),
 }
 
 enum Backend {
@@ -191,7 +191,12 @@ impl Provider {
         } else {
             let bad_url = || BuildError::BaseUrl(p.name.clone());
             let base = p.base_url.as_ref().ok_or_else(bad_url)?;
-            let settings = Settings { api_version: &p.api_version, anthropic_version: &p.anthropic_version };
+            let settings = Settings {
+                api_version: &p.api_version,
+                anthropic_version: &p.anthropic_version,
+                project: p.project.as_deref().unwrap_or_default(),
+                location: p.location.as_deref().unwrap_or_default(),
+            };
             let client = pools.client(p)?;
             let endpoints = spec.endpoints(base, &settings).map_err(|_| bad_url())?;
             let mut headers = p.headers.clone();
@@ -206,11 +211,14 @@ impl Provider {
             .iter()
             .enumerate()
             .map(|(index, k)| {
-                let auth = match &k.web_identity {
-                    Some(w) => Auth::WebIdentity(web_identity::start(w.clone(), pools.client(p)?)),
-                    None => {
-                        auth(spec, k).ok_or_else(|| BuildError::Key { provider: p.name.clone(), index })?
+                let bad_key = || BuildError::Key { provider: p.name.clone(), index };
+                let auth = match (&k.web_identity, &k.google) {
+                    (Some(w), _) => Auth::Temporary(refresh::start(w.clone(), pools.client(p)?)),
+                    (None, Some(g)) => {
+                        let tokens = super::vertex::token::Tokens::new(g).ok_or_else(bad_key)?;
+                        Auth::Bearer(refresh::start(tokens, pools.client(p)?))
                     }
+                    (None, None) => auth(spec, k).ok_or_else(bad_key)?,
                 };
                 Ok(Key {
                     name: Arc::from(k.name.as_str()),
@@ -234,7 +242,6 @@ impl Provider {
             name: Arc::from(p.name.as_str()),
             name_header,
             kind: p.kind,
-            wire: spec.wire(),
             request_timeout: p.request_timeout,
             first_byte_timeout: p.first_byte_timeout,
             first_token_timeout: p.first_token_timeout,
@@ -252,14 +259,15 @@ impl Provider {
         })
     }
 
-    /// The format a request of `op` must be translated into for this provider, if any.
-    pub(crate) fn dialect(&self, op: Operation) -> Option<Dialect> {
-        dialect(self.wire, op)
+    /// The format a request of `op` for `model` (the URL's: the target's model or deployment)
+    /// must be translated into for this provider, if any.
+    pub(crate) fn dialect(&self, op: Operation, model: &str) -> Option<Dialect> {
+        dialect(self.kind.spec().wire_for(model), op)
     }
 
-    /// Whether this provider speaks the request format of `op`.
-    pub(crate) fn speaks(&self, op: Operation) -> bool {
-        self.wire.speaks(op)
+    /// Whether this provider serves requests of `op` for `model`, natively or translated.
+    pub(crate) fn speaks(&self, op: Operation, model: &str) -> bool {
+        self.kind.spec().serves(op, model)
     }
 
     /// `model` as a metric label: its name if configured for this provider, else `other` (a model
@@ -332,6 +340,7 @@ impl HttpBackend {
     fn request(&self, call: &Call<'_>) -> Option<Request<Bytes>> {
         let uri = self.endpoints.uri(call.operation, call.stream, call.deployment)?;
         let accept = if call.stream { "text/event-stream" } else { "application/json" };
+        let body = self.endpoints.body(call.deployment, call.body.clone())?;
         let mut req = Request::post(uri)
             .header(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))
             .header(header::ACCEPT, HeaderValue::from_static(accept))
@@ -339,7 +348,7 @@ impl HttpBackend {
             // tier1 reads answers (usage, translation, redaction): no content coding, please.
             .header(header::ACCEPT_ENCODING, HeaderValue::from_static("identity"))
             .header(crate::proxy::headers::X_REQUEST_ID, call.request_id.clone())
-            .body(call.body.clone())
+            .body(body)
             .ok()?;
         let h = req.headers_mut();
         if let Some(c) = call.correlation_id {
@@ -353,8 +362,15 @@ impl HttpBackend {
                 }
             }
         }
-        if let Some(Auth::Header(name, value)) = call.key.map(|k| &k.auth) {
-            h.insert(name.clone(), value.clone());
+        match call.key.map(|k| &k.auth) {
+            Some(Auth::Header(name, value)) => {
+                h.insert(name.clone(), value.clone());
+            }
+            // Before the first token answered, the request cannot be sent: it fails over.
+            Some(Auth::Bearer(current)) => {
+                h.insert(header::AUTHORIZATION, current.get()?.header.clone());
+            }
+            _ => {}
         }
         for (name, value) in &self.headers {
             h.insert(name.clone(), value.clone());
@@ -363,8 +379,8 @@ impl HttpBackend {
         let exchanged;
         let key: Option<&AwsKey> = match call.key.map(|k| &k.auth) {
             Some(Auth::SigV4(key)) => Some(key),
-            // Before the first exchange answered, the request cannot be signed: it fails over.
-            Some(Auth::WebIdentity(current)) => {
+            // Before the first fetch answered, the request cannot be signed: it fails over.
+            Some(Auth::Temporary(current)) => {
                 exchanged = current.get()?;
                 Some(&exchanged)
             }

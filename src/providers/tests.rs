@@ -12,7 +12,7 @@ fn every_kind_is_found_by_its_spelling() {
 /// Pins the `unknown provider kind` message: a new kind adds its name here.
 #[test]
 fn names_list_every_kind_for_an_error_message() {
-    assert_eq!(ProviderKind::names(), "openai, anthropic, azure, gemini, bedrock or mock");
+    assert_eq!(ProviderKind::names(), "openai, anthropic, azure, gemini, bedrock, vertex or mock");
 }
 
 #[test]
@@ -42,6 +42,14 @@ fn base_url_is_the_files_the_kinds_default_or_refused() {
         Ok(Some("http://127.0.0.1:9".into()))
     );
     assert_eq!(regional(None, None), Err("missing, and no region to make it from".to_owned()));
+    let located = |raw, loc| ProviderKind::Vertex.base_url(raw, loc).map(|u| u.map(|u| u.into_owned()));
+    assert_eq!(located(None, Some("global")), Ok(Some("https://aiplatform.googleapis.com".into())));
+    assert_eq!(
+        located(None, Some("us-east5")),
+        Ok(Some("https://us-east5-aiplatform.googleapis.com".into()))
+    );
+    assert_eq!(located(Some("http://127.0.0.1:9"), Some("global")), Ok(Some("http://127.0.0.1:9".into())));
+    assert_eq!(located(None, None), Err("missing, and no location to make it from".to_owned()));
     assert_eq!(
         k(ProviderKind::Mock, Some("http://x")),
         Err("a mock provider answers in process and takes no base_url".to_owned())
@@ -49,17 +57,19 @@ fn base_url_is_the_files_the_kinds_default_or_refused() {
 }
 
 #[test]
-fn only_anthropic_lacks_embeddings_and_every_kind_speaks_responses() {
+fn only_anthropic_bedrock_and_vertex_lack_embeddings_and_every_kind_speaks_responses() {
     for &kind in ProviderKind::ALL {
-        let wire = kind.spec().wire();
-        assert!(wire.speaks(Operation::Chat) && wire.speaks(Operation::Messages), "{kind:?}");
-        assert_eq!(
-            wire.speaks(Operation::Embeddings),
-            !matches!(kind, ProviderKind::Anthropic | ProviderKind::Bedrock),
-            "{kind:?}"
-        );
-        // Natively to OpenAI-wire kinds, translated through chat to Anthropic and Gemini.
-        assert!(wire.speaks(Operation::Responses), "{kind:?}");
+        for model in ["gemini-2.5-flash", "claude-sonnet-4@20250514"] {
+            let serves = |op| kind.spec().serves(op, model);
+            assert!(serves(Operation::Chat) && serves(Operation::Messages), "{kind:?}");
+            assert_eq!(
+                serves(Operation::Embeddings),
+                !matches!(kind, ProviderKind::Anthropic | ProviderKind::Bedrock | ProviderKind::Vertex),
+                "{kind:?}"
+            );
+            // Natively to OpenAI-wire kinds, translated through chat to Anthropic and Gemini.
+            assert!(serves(Operation::Responses), "{kind:?}");
+        }
     }
 }
 
@@ -74,9 +84,10 @@ fn path_safe_names_stay_in_one_segment() {
 }
 
 #[test]
-fn only_azure_refuses_direct_models_at_routing() {
+fn only_azure_and_vertex_refuse_direct_models_at_routing() {
     for &kind in ProviderKind::ALL {
-        assert_eq!(kind.spec().direct_model("a/../b"), kind != ProviderKind::Azure, "{kind:?}");
+        let refuses = matches!(kind, ProviderKind::Azure | ProviderKind::Vertex);
+        assert_eq!(kind.spec().direct_model("a/../b"), !refuses, "{kind:?}");
         assert!(kind.spec().direct_model("gpt-4o"), "{kind:?}");
     }
 }

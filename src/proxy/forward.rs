@@ -191,7 +191,7 @@ fn route<'a>(
     eligible(&mut cands, catalog, &scanned.model)?;
     // Only providers that speak the request's format, natively or translated, are tried.
     let before = cands.len();
-    cands.retain(|c| c.provider.speaks(op));
+    cands.retain(|c| c.provider.speaks(op, c.deployment));
     if cands.is_empty() && before > 0 {
         return Err(ProxyError::WrongFormat {
             model: scanned.model.as_str().into(),
@@ -206,7 +206,7 @@ fn route<'a>(
 fn served_by(op: Operation) -> Box<str> {
     use crate::providers::ProviderKind;
     let kinds: Vec<&str> =
-        ProviderKind::ALL.iter().filter(|k| k.spec().wire().speaks(op)).map(|k| k.as_str()).collect();
+        ProviderKind::ALL.iter().filter(|k| k.spec().serves(op, "")).map(|k| k.as_str()).collect();
     match kinds.split_last() {
         Some((last, [])) => (*last).into(),
         Some((last, rest)) => format!("{} or {last}", rest.join(", ")).into(),

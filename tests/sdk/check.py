@@ -25,7 +25,7 @@ def check(cond, what):
 messages = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "hi"}]
 
 # OpenAI SDK: every provider kind, full answers and streams (translated where needed).
-for model in ["openai/gpt-4o", "anthropic/claude-sonnet-4-5", "gemini/gemini-2.5-flash", "bedrock/us.anthropic.claude-sonnet-4-20250514-v1:0"]:
+for model in ["openai/gpt-4o", "anthropic/claude-sonnet-4-5", "gemini/gemini-2.5-flash", "bedrock/us.anthropic.claude-sonnet-4-20250514-v1:0", "vertex/gemini-2.5-flash", "vertex/claude-sonnet-4@20250514"]:
     r = oa.chat.completions.create(model=model, messages=messages, max_tokens=50)
     check(r.choices[0].message.content == reply, f"{model}: content {r.choices[0].message.content!r}")
     check(r.choices[0].finish_reason == "stop", f"{model}: finish {r.choices[0].finish_reason}")
@@ -52,7 +52,7 @@ for model in ["openai/gpt-4o", "anthropic/claude-sonnet-4-5", "gemini/gemini-2.5
 # Tool calls: the mock calls the first tool offered with {"q": "mock"}, in each wire format.
 tools = [{"type": "function", "function": {"name": "lookup", "description": "Look a thing up",
           "parameters": {"type": "object", "properties": {"q": {"type": "string"}}, "required": ["q"]}}}]
-for model in ["openai/gpt-4o", "anthropic/claude-sonnet-4-5", "gemini/gemini-2.5-flash", "bedrock/us.anthropic.claude-sonnet-4-20250514-v1:0"]:
+for model in ["openai/gpt-4o", "anthropic/claude-sonnet-4-5", "gemini/gemini-2.5-flash", "bedrock/us.anthropic.claude-sonnet-4-20250514-v1:0", "vertex/gemini-2.5-flash", "vertex/claude-sonnet-4@20250514"]:
     r = oa.chat.completions.create(model=model, messages=messages, tools=tools, tool_choice="auto")
     call = r.choices[0].message.tool_calls[0]
     check(call.function.name == "lookup" and json.loads(call.function.arguments) == {"q": "mock"},
@@ -89,7 +89,7 @@ for model in ["openai/text-embedding-3-small", "gemini/text-embedding-004"]:
 # deployment in the body), translated through chat for anthropic and gemini. A full answer, a raw
 # event stream, and the SDK's stream helper, which rebuilds the response from the events (their
 # indices and item ids must agree).
-responses_models = ["openai/gpt-4o", "azure/gpt4o-prod", "anthropic/claude-sonnet-4-5", "gemini/gemini-2.5-flash", "bedrock/us.anthropic.claude-sonnet-4-20250514-v1:0"]
+responses_models = ["openai/gpt-4o", "azure/gpt4o-prod", "anthropic/claude-sonnet-4-5", "gemini/gemini-2.5-flash", "bedrock/us.anthropic.claude-sonnet-4-20250514-v1:0", "vertex/gemini-2.5-flash", "vertex/claude-sonnet-4@20250514"]
 for model in responses_models:
     r = oa.responses.create(model=model, input="hi", instructions="Be brief.")
     check(r.output_text == reply, f"{model} responses: output_text {r.output_text!r}")
@@ -114,7 +114,7 @@ for model in responses_models:
 # Translated function tools: the call, its output sent back, and the call streamed.
 tools = [{"type": "function", "name": "lookup", "description": "Look up a thing",
           "parameters": {"type": "object", "properties": {"q": {"type": "string"}}, "required": ["q"]}}]
-for model in ["anthropic/claude-sonnet-4-5", "gemini/gemini-2.5-flash", "bedrock/us.anthropic.claude-sonnet-4-20250514-v1:0"]:
+for model in ["anthropic/claude-sonnet-4-5", "gemini/gemini-2.5-flash", "bedrock/us.anthropic.claude-sonnet-4-20250514-v1:0", "vertex/gemini-2.5-flash", "vertex/claude-sonnet-4@20250514"]:
     r = oa.responses.create(model=model, input="find it", tools=tools, tool_choice="auto")
     calls = [o for o in r.output if o.type == "function_call"]
     check(len(calls) == 1 and calls[0].name == "lookup", f"{model} responses tool: {r.output}")
@@ -131,7 +131,7 @@ for model in ["anthropic/claude-sonnet-4-5", "gemini/gemini-2.5-flash", "bedrock
     check(args == '{"q":"mock"}' and len(calls) == 1 and calls[0].arguments == args, f"{model} streamed tool: {final}")
 
 # What needs OpenAI's stored state is refused for the other kinds, naming the parameter.
-for model in ["anthropic/claude-sonnet-4-5", "gemini/gemini-2.5-flash", "bedrock/us.anthropic.claude-sonnet-4-20250514-v1:0"]:
+for model in ["anthropic/claude-sonnet-4-5", "gemini/gemini-2.5-flash", "bedrock/us.anthropic.claude-sonnet-4-20250514-v1:0", "vertex/gemini-2.5-flash", "vertex/claude-sonnet-4@20250514"]:
     try:
         oa.responses.create(model=model, input="hi", store=True)
         check(False, f"{model}: store=True must fail")
@@ -163,7 +163,7 @@ for client in [
     anthropic.Anthropic(base_url=f"{base}/anthropic", api_key=key, max_retries=0),
     anthropic.Anthropic(base_url=f"{base}/anthropic", auth_token=key, max_retries=0),
 ]:
-    for model in ["anthropic/claude-sonnet-4-5", "openai/gpt-4o", "gemini/gemini-2.5-flash", "bedrock/us.anthropic.claude-sonnet-4-20250514-v1:0"]:
+    for model in ["anthropic/claude-sonnet-4-5", "openai/gpt-4o", "gemini/gemini-2.5-flash", "bedrock/us.anthropic.claude-sonnet-4-20250514-v1:0", "vertex/gemini-2.5-flash", "vertex/claude-sonnet-4@20250514"]:
         m = client.messages.create(
             model=model, max_tokens=64, system="Be brief.", messages=[{"role": "user", "content": "hi"}]
         )
@@ -180,7 +180,7 @@ for client in [
 client = anthropic.Anthropic(base_url=f"{base}/anthropic", api_key=key, max_retries=0)
 a_tools = [{"name": "lookup", "description": "Look a thing up",
             "input_schema": {"type": "object", "properties": {"q": {"type": "string"}}}}]
-for model in ["anthropic/claude-sonnet-4-5", "openai/gpt-4o", "gemini/gemini-2.5-flash", "bedrock/us.anthropic.claude-sonnet-4-20250514-v1:0"]:
+for model in ["anthropic/claude-sonnet-4-5", "openai/gpt-4o", "gemini/gemini-2.5-flash", "bedrock/us.anthropic.claude-sonnet-4-20250514-v1:0", "vertex/gemini-2.5-flash", "vertex/claude-sonnet-4@20250514"]:
     m = client.messages.create(model=model, max_tokens=64, tools=a_tools, messages=[{"role": "user", "content": "hi"}])
     use = [b for b in m.content if b.type == "tool_use"]
     check(len(use) == 1 and use[0].name == "lookup" and use[0].input == {"q": "mock"}, f"{model}: tool_use {m}")

@@ -13,6 +13,7 @@ use crate::config::{Adaptive, Behavior, Concurrency, KeyConfig, ProviderConfig, 
 use crate::providers::{anthropic, azure, bedrock};
 
 mod aws;
+mod google;
 
 /// A provider name must not contain `/`, since `provider/model` splits on the first one.
 fn valid_name(name: &str) -> bool {
@@ -25,17 +26,10 @@ pub(super) fn provider(name: &str, rp: &RawProvider, env: &dyn Env, p: &mut Prob
         p.push(&at, "provider names use only letters, digits, '-', '_' and '.'");
     }
     let kind = kind(&at, rp.kind.as_deref(), p);
-    let region = region(&at, kind, rp.region.as_deref(), p);
-    // The kind's rule: a default, required, regional, or (in process) refused.
-    let base_url = match kind.base_url(rp.base_url.as_deref(), region.as_deref()) {
-        Ok(raw) => raw.and_then(|raw| base_url(&format!("{at}.base_url"), &raw, p)),
-        Err(message) => {
-            p.push(format!("{at}.base_url"), message);
-            None
-        }
-    };
+    let Place { region, project, location, base_url } = place(&at, kind, rp, p);
     let mut keys = keys(&at, &rp.keys, env, p);
     aws::credentials(&at, (kind.spec().signed(), region.as_deref()), &rp.keys, &mut keys, env, p);
+    google::credentials(&at, kind, rp, &mut keys, env, p);
     let headers = headers(&at, &rp.headers, env, p);
     let mock = rp.mock.as_ref().map_or_else(Behavior::default, |m| m.validate(&format!("{at}.mock"), p));
     if rp.mock.is_some() && !kind.in_process() {
@@ -77,6 +71,8 @@ pub(super) fn provider(name: &str, rp: &RawProvider, env: &dyn Env, p: &mut Prob
         prefill: rp.prefill.unwrap_or(false),
         api_version: rp.api_version.clone().unwrap_or_else(|| azure::DEFAULT_API_VERSION.to_owned()),
         region,
+        project,
+        location,
         pool_idle_timeout: p.duration(
             &format!("{at}.pool_idle_timeout"),
             rp.pool_idle_timeout.as_deref(),
@@ -97,6 +93,29 @@ pub(super) fn provider(name: &str, rp: &RawProvider, env: &dyn Env, p: &mut Prob
         keys,
         mock,
     }
+}
+
+/// Where a provider is: its region (`bedrock`), project and location (`vertex`), and its base
+/// URL.
+struct Place {
+    region: Option<String>,
+    project: Option<String>,
+    location: Option<String>,
+    base_url: Option<Uri>,
+}
+
+fn place(at: &str, kind: ProviderKind, rp: &RawProvider, p: &mut Problems) -> Place {
+    let region = region(at, kind, rp.region.as_deref(), p);
+    let (project, location) = google::place(at, kind, rp, p);
+    // The kind's rule: a default, required, regional, located, or (in process) refused.
+    let base_url = match kind.base_url(rp.base_url.as_deref(), region.as_deref().or(location.as_deref())) {
+        Ok(raw) => raw.and_then(|raw| base_url(&format!("{at}.base_url"), &raw, p)),
+        Err(message) => {
+            p.push(format!("{at}.base_url"), message);
+            None
+        }
+    };
+    Place { region, project, location, base_url }
 }
 
 /// `region`: required by a regional kind (a valid host label), refused by the others.
@@ -170,6 +189,7 @@ fn keys(at: &str, raw: &[RawKey], env: &dyn Env, p: &mut Problems) -> Vec<KeyCon
                         access_key_id: aws::access_key_id(&kp, k, env, p),
                         session_token: aws::session_token(&kp, k, env, p),
                         web_identity: None,
+                        google: None,
                     })
                 }
                 Err(e) => {

@@ -28,6 +28,13 @@ pub(crate) struct AwsKey {
     pub session_token: Option<Secret>,
 }
 
+impl AwsKey {
+    /// The secret parts: the secret access key and the session token.
+    pub(crate) fn secrets(&self) -> Vec<Secret> {
+        std::iter::once(self.secret.clone()).chain(self.session_token.clone()).collect()
+    }
+}
+
 /// Why a request could not be signed (a header value that is no text, say).
 #[derive(Debug, thiserror::Error)]
 #[error("request cannot be signed")]

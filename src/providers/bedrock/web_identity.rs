@@ -1,94 +1,41 @@
 //! Credentials from a web-identity token, as EKS IRSA mounts it (`AWS_ROLE_ARN`,
 //! `AWS_WEB_IDENTITY_TOKEN_FILE`): the token file is read and exchanged with STS
 //! (`AssumeRoleWithWebIdentity`, unsigned, the token in the POST body) for temporary
-//! credentials, which a background task keeps fresh: again 5 minutes before they expire (the
-//! token file is read anew each time, as the kubelet rotates it), after a failure with a backoff
-//! of 1 s doubling up to 60 s while the last credentials are kept. Never on the request path:
-//! a request signs with what is there; before the first exchange answered it cannot be signed
-//! and fails over like any failed attempt. A reloaded snapshot takes over the running task and
-//! its credentials (same role, token file, session name and STS); the task ends with the last
-//! snapshot holding it.
+//! credentials. A [`Source`] for the background refresher ([`crate::providers::refresh`]),
+//! which keeps them fresh; the token file is read anew at each exchange, as the kubelet rotates
+//! it.
 
-use std::sync::{Arc, Weak};
 use std::time::{Duration, SystemTime};
 
-use arc_swap::ArcSwapOption;
 use bytes::Bytes;
 use http::{HeaderValue, Request, header};
 use http_body_util::BodyExt;
 
 use super::sigv4::AwsKey;
 use crate::config::{Secret, WebIdentity};
+use crate::providers::refresh::{Fetched, Source};
 use crate::upstream;
 
-/// How long before the expiry the credentials are refreshed.
-const EARLY: Duration = Duration::from_secs(300);
 /// The largest STS answer read.
 const MAX_ANSWER: usize = 64 * 1024;
 
-/// The credentials of one web identity, as the background task last got them.
-#[derive(Default)]
-pub(crate) struct Current(ArcSwapOption<AwsKey>);
+impl Source for WebIdentity {
+    type Value = AwsKey;
+    type Error = ExchangeError;
 
-impl Current {
-    /// The credentials now, if an exchange has answered yet.
-    pub(crate) fn get(&self) -> Option<Arc<AwsKey>> {
-        self.0.load_full()
+    /// The role, token file, session name and STS (a reload with the same ones keeps the
+    /// credentials).
+    fn identity(&self) -> String {
+        format!("{} {} {} {}", self.role_arn, self.token_file.display(), self.session_name, self.sts_url)
     }
-}
 
-/// The web identities being kept fresh, by what identifies them: a reloaded snapshot takes the
-/// running one's credentials (and task) instead of starting over without any.
-type Running = std::sync::Mutex<std::collections::HashMap<[String; 4], Weak<Current>>>;
-static RUNNING: std::sync::OnceLock<Running> = std::sync::OnceLock::new();
-
-/// Keeps `source`'s credentials fresh through `client`: the running refresh of the same
-/// identity if there is one (a reload), else a new one (when there is a runtime to run on: a
-/// snapshot built only to be checked starts nothing).
-pub(crate) fn start(source: WebIdentity, client: upstream::Client) -> Arc<Current> {
-    let id = [
-        source.role_arn.clone(),
-        source.token_file.display().to_string(),
-        source.session_name.clone(),
-        source.sts_url.clone(),
-    ];
-    let Ok(rt) = tokio::runtime::Handle::try_current() else { return Arc::new(Current::default()) };
-    let mut running = match RUNNING.get_or_init(Running::default).lock() {
-        Ok(r) => r,
-        Err(poisoned) => poisoned.into_inner(),
-    };
-    running.retain(|_, c| c.strong_count() > 0);
-    if let Some(current) = running.get(&id).and_then(Weak::upgrade) {
-        return current;
+    async fn fetch(&self, client: &upstream::Client) -> Result<Fetched<AwsKey>, ExchangeError> {
+        let (value, expires) = exchange(self, client).await?;
+        Ok(Fetched { value, valid_for: expires.duration_since(SystemTime::now()).unwrap_or_default() })
     }
-    let current = Arc::new(Current::default());
-    running.insert(id, Arc::downgrade(&current));
-    rt.spawn(refresh(Arc::downgrade(&current), source, client));
-    current
-}
 
-/// The refresh loop; ends when the provider holding `current` is gone.
-async fn refresh(current: Weak<Current>, source: WebIdentity, client: upstream::Client) {
-    let mut failures = 0u32;
-    loop {
-        if current.strong_count() == 0 {
-            return;
-        }
-        let wait = match exchange(&source, &client).await {
-            Ok((key, expires)) => {
-                let Some(c) = current.upgrade() else { return };
-                c.0.store(Some(Arc::new(key)));
-                failures = 0;
-                let left = expires.duration_since(SystemTime::now()).unwrap_or_default();
-                left.saturating_sub(EARLY).max(Duration::from_secs(10))
-            }
-            Err(e) => {
-                tracing::warn!(role = %source.role_arn, error = %e, "web identity credentials not refreshed");
-                failures = failures.saturating_add(1);
-                Duration::from_secs(1 << failures.min(6)).min(Duration::from_secs(60))
-            }
-        };
-        tokio::time::sleep(wait).await;
+    fn secrets(key: &AwsKey) -> Vec<Secret> {
+        key.secrets()
     }
 }
 

@@ -107,7 +107,7 @@ pub(super) async fn attempt<'a>(
     let at = deadlines(job, c, hedges);
     let start = at.start;
     // A provider of another format gets the request translated (to Anthropic or Gemini).
-    let translated = match p.dialect(job.operation) {
+    let translated = match p.dialect(job.operation, c.deployment) {
         Some(d) => match d.request(job.operation, job.body, c.deployment, p.default_max_tokens, job.stream) {
             Ok(t) => Some(t),
             Err(e) => return answer::untranslatable(c, e),

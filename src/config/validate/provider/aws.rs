@@ -83,6 +83,7 @@ fn from_env(env: &dyn Env) -> Option<KeyConfig> {
         access_key_id: Some(id),
         session_token: env.var("AWS_SESSION_TOKEN").filter(|t| !t.is_empty()).map(Secret::new),
         web_identity: None,
+        google: None,
     })
 }
 
@@ -107,5 +108,6 @@ fn web_identity(env: &dyn Env, region: Option<&str>) -> Option<KeyConfig> {
         access_key_id: None,
         session_token: None,
         web_identity: Some(WebIdentity { role_arn, token_file: token_file.into(), session_name, sts_url }),
+        google: None,
     })
 }

@@ -266,7 +266,7 @@ async fn attempt(resume: &Resume, p: &Provider, c: &Cand, body: &Bytes) -> Optio
         None if p.keys.is_empty() => None,
         None => return None,
     };
-    let translated = match p.dialect(Operation::Chat) {
+    let translated = match p.dialect(Operation::Chat, deployment) {
         Some(d) => Some(d.request(Operation::Chat, body, deployment, p.default_max_tokens, true).ok()?),
         None => None,
     };
