@@ -3,13 +3,17 @@
 //! A malformed `traceparent` is ignored (the request starts a new trace) and never forwarded; a
 //! `tracestate` is kept only with a valid `traceparent`, and only whole and well formed.
 
-use http::{HeaderMap, HeaderValue};
+use http::{HeaderMap, HeaderName, HeaderValue};
 use opentelemetry::trace::{SpanContext, SpanId, TraceFlags, TraceId, TraceState};
 
 /// The `traceparent` header.
 pub(crate) const TRACEPARENT: &str = "traceparent";
 /// The `tracestate` header.
 pub(crate) const TRACESTATE: &str = "tracestate";
+
+/// The two as header names, for the upstream request (a `&str` name is parsed at each insert).
+pub(crate) const HEADERS: [HeaderName; 2] =
+    [HeaderName::from_static(TRACEPARENT), HeaderName::from_static(TRACESTATE)];
 
 /// Longest `traceparent` read: version 00 is 55 bytes; a later version may append fields.
 const MAX_TRACEPARENT: usize = 256;
