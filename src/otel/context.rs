@@ -3,13 +3,17 @@
 //! A malformed `traceparent` is ignored (the request starts a new trace) and never forwarded; a
 //! `tracestate` is kept only with a valid `traceparent`, and only whole and well formed.
 
-use http::{HeaderMap, HeaderValue};
+use http::{HeaderMap, HeaderName, HeaderValue};
 use opentelemetry::trace::{SpanContext, SpanId, TraceFlags, TraceId, TraceState};
 
 /// The `traceparent` header.
 pub(crate) const TRACEPARENT: &str = "traceparent";
 /// The `tracestate` header.
 pub(crate) const TRACESTATE: &str = "tracestate";
+
+/// The two as header names, for the upstream request (a `&str` name is parsed at each insert).
+pub(crate) const HEADERS: [HeaderName; 2] =
+    [HeaderName::from_static(TRACEPARENT), HeaderName::from_static(TRACESTATE)];
 
 /// Longest `traceparent` read: version 00 is 55 bytes; a later version may append fields.
 const MAX_TRACEPARENT: usize = 256;
@@ -94,15 +98,47 @@ fn state(headers: &HeaderMap) -> TraceState {
     joined.parse().unwrap_or(TraceState::NONE)
 }
 
-/// The `traceparent` and `tracestate` values an upstream request carries for the span `sc`.
-pub(crate) fn inject(sc: &SpanContext) -> (Option<HeaderValue>, Option<HeaderValue>) {
-    if !sc.is_valid() {
-        return (None, None);
+/// A span's W3C context as tier1 carries it: ids as bytes, the sampled flag, and the
+/// `tracestate` value ready to forward.
+#[derive(Debug, Clone)]
+pub(crate) struct SpanCx {
+    pub(crate) trace_id: [u8; 16],
+    pub(crate) span_id: [u8; 8],
+    pub(crate) sampled: bool,
+    pub(crate) state: Option<HeaderValue>,
+}
+
+impl SpanCx {
+    /// The context of the remote span `sc` (what [`extract`] read).
+    pub(crate) fn remote(sc: &SpanContext) -> Self {
+        let state = sc.trace_state().header();
+        Self {
+            trace_id: sc.trace_id().to_bytes(),
+            span_id: sc.span_id().to_bytes(),
+            sampled: sc.is_sampled(),
+            state: if state.is_empty() { None } else { HeaderValue::from_str(&state).ok() },
+        }
     }
-    let parent = format!("00-{}-{}-{:02x}", sc.trace_id(), sc.span_id(), sc.trace_flags().to_u8());
-    let state = sc.trace_state().header();
-    let state = if state.is_empty() { None } else { HeaderValue::from_str(&state).ok() };
-    (HeaderValue::from_str(&parent).ok(), state)
+
+    /// The `traceparent` and `tracestate` values an upstream request carries for this span.
+    pub(crate) fn inject(&self) -> (Option<HeaderValue>, Option<HeaderValue>) {
+        let mut v = [0u8; 55];
+        v[..3].copy_from_slice(b"00-");
+        hex_into(&self.trace_id, &mut v[3..35]);
+        v[35] = b'-';
+        hex_into(&self.span_id, &mut v[36..52]);
+        v[52..].copy_from_slice(if self.sampled { b"-01" } else { b"-00" });
+        (HeaderValue::from_bytes(&v).ok(), self.state.clone())
+    }
+}
+
+/// `bytes` as lowercase hex into `out` (twice as long).
+fn hex_into(bytes: &[u8], out: &mut [u8]) {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    for (b, pair) in bytes.iter().zip(out.chunks_exact_mut(2)) {
+        pair[0] = DIGITS[usize::from(b >> 4)];
+        pair[1] = DIGITS[usize::from(b & 0xf)];
+    }
 }
 
 #[cfg(test)]
@@ -130,7 +166,7 @@ mod tests {
         assert_eq!(sc.trace_id().to_string(), "4bf92f3577b34da6a3ce929d0e0e4736");
         assert_eq!(sc.span_id().to_string(), "00f067aa0ba902b7");
         assert!(sc.is_sampled() && sc.is_remote());
-        let (parent, state) = inject(&sc);
+        let (parent, state) = SpanCx::remote(&sc).inject();
         assert_eq!(parent.unwrap(), VALID);
         assert_eq!(state.unwrap(), "congo=t61rcWkgMzE,rojo=00f067aa0ba902b7");
         // Unsampled; a later version with an extra field; unknown flag bits dropped.
@@ -170,7 +206,7 @@ mod tests {
         let too_many = (0..33).map(|i| format!("k{i}=v")).collect::<Vec<_>>().join(",");
         for state in ["no-equals", "UPPER=1", "a=b,a=c", too_long.as_str(), too_many.as_str()] {
             let sc = extract(&headers(&[(TRACEPARENT, VALID), (TRACESTATE, state)])).unwrap();
-            assert_eq!(inject(&sc).1, None, "{state:?}");
+            assert_eq!(SpanCx::remote(&sc).inject().1, None, "{state:?}");
         }
     }
 }

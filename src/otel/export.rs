@@ -1,32 +1,38 @@
-//! How finished spans leave: [`Queue`], the SDK's span processor, puts each one in a bounded
-//! buffer (a push under a short lock, on the request's thread; when the buffer is full the span
-//! is dropped and counted, `tier1_otlp_spans_dropped_total{reason="queue_full"}`). [`run`], a
-//! background task, takes them in batches, every `interval` or as soon as a batch is full, and
-//! sends each batch with the OTLP/HTTP protobuf exporter under its own timeout; a batch that
-//! fails is dropped and counted (`reason="export_failed"`). The exporter's HTTP client is
-//! tier1's own upstream client ([`Transport`]): the same hyper and rustls stack, no other.
+//! How finished spans leave: [`Buffer::push`] puts each sampled [`Record`] in a bounded buffer
+//! (a push under a short lock, on the request's thread; when the buffer is full the span is
+//! dropped and counted, `tier1_otlp_spans_dropped_total{reason="queue_full"}`). [`run`], a
+//! background task, takes them in batches, every `interval` or as soon as a batch is full,
+//! encodes each batch as OTLP protobuf ([`super::encode`]) and posts it to the collector under
+//! its own timeout, retrying what OTLP/HTTP calls retryable; a batch that fails is dropped and
+//! counted (`reason="export_failed"`). The HTTP client is tier1's own upstream client: the same
+//! hyper and rustls stack, no other.
 
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::{Request, Response};
+use http::{HeaderMap, HeaderValue, Request, Uri, header};
 use http_body_util::{BodyExt, Limited};
-use opentelemetry::Context;
-use opentelemetry_sdk::error::OTelSdkResult;
-use opentelemetry_sdk::trace::{Span, SpanData, SpanExporter, SpanProcessor};
 
+use super::encode::{self, Head};
+use super::record::Record;
 use crate::metrics::Metrics;
 
 /// Spans sent in one export request.
 const BATCH: usize = 512;
 /// Largest collector answer read (an `ExportTraceServiceResponse` is a few bytes).
 const MAX_ANSWER: usize = 64 * 1024;
+/// Sends of one batch at most (the first and three retries), the first retry after
+/// [`FIRST_RETRY`], each next one twice as late (opentelemetry-otlp's recommended policy).
+const SENDS: u32 = 4;
+const FIRST_RETRY: Duration = Duration::from_millis(100);
+/// Longest `Retry-After` followed (the batch's timeout bounds it anyway).
+const MAX_RETRY_AFTER: Duration = Duration::from_secs(60);
 
 /// The buffer between the request path and the export task.
 #[derive(Debug)]
 pub(crate) struct Buffer {
-    spans: Mutex<Vec<SpanData>>,
+    spans: Mutex<Vec<Record>>,
     max: usize,
     wake: tokio::sync::Notify,
     metrics: Arc<Metrics>,
@@ -38,12 +44,28 @@ impl Buffer {
         Arc::new(Self { spans: Mutex::new(Vec::new()), max, wake: tokio::sync::Notify::new(), metrics })
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<SpanData>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Record>> {
         self.spans.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
+    /// An ended, sampled span, queued for export (or dropped and counted when the buffer is full).
+    pub(super) fn push(&self, span: Record) {
+        let mut spans = self.lock();
+        if spans.len() >= self.max {
+            drop(spans);
+            self.dropped("queue_full", 1);
+            return;
+        }
+        spans.push(span);
+        let full = spans.len() >= BATCH;
+        drop(spans);
+        if full {
+            self.wake.notify_one();
+        }
+    }
+
     /// Up to [`BATCH`] spans, oldest first.
-    fn take(&self) -> Vec<SpanData> {
+    fn take(&self) -> Vec<Record> {
         let mut spans = self.lock();
         if spans.len() <= BATCH {
             return std::mem::take(&mut *spans);
@@ -58,47 +80,92 @@ impl Buffer {
     }
 }
 
-/// The SDK's span processor: ended, sampled spans into the [`Buffer`].
+/// Where and how batches are posted.
 #[derive(Debug)]
-pub(crate) struct Queue(pub(crate) Arc<Buffer>);
+pub(crate) struct Exporter {
+    /// tier1's own upstream client (hyper over rustls, ring).
+    pub(crate) client: crate::upstream::Client,
+    /// The collector's `/v1/traces` URL.
+    pub(crate) endpoint: Uri,
+    /// The configured headers, then `content-type`.
+    pub(crate) headers: HeaderMap,
+    /// The resource and scope, encoded once.
+    pub(crate) head: Head,
+}
 
-impl SpanProcessor for Queue {
-    fn on_start(&self, _span: &mut Span, _cx: &Context) {}
+/// Why a send failed: the collector's status (`None`: no answer), and how long it asked to wait.
+struct Failed(Option<u16>, Option<Duration>);
 
-    fn on_end(&self, span: SpanData) {
-        if !span.span_context.is_sampled() {
-            return;
+impl Failed {
+    /// Whether OTLP/HTTP lets the batch go again: no answer, 429, 502, 503, 504.
+    fn retryable(&self) -> bool {
+        matches!(self.0, None | Some(429 | 502 | 503 | 504))
+    }
+}
+
+impl std::fmt::Display for Failed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            Some(status) => write!(f, "the collector answered {status}"),
+            None => f.write_str("the collector could not be reached"),
         }
-        let b = &self.0;
-        let mut spans = b.lock();
-        if spans.len() >= b.max {
-            drop(spans);
-            b.dropped("queue_full", 1);
-            return;
-        }
-        spans.push(span);
-        let full = spans.len() >= BATCH;
-        drop(spans);
-        if full {
-            b.wake.notify_one();
+    }
+}
+
+impl Exporter {
+    /// Posts `body` once.
+    async fn send(&self, body: Bytes) -> Result<(), Failed> {
+        let mut req = Request::post(self.endpoint.clone()).body(body).map_err(|_| Failed(None, None))?;
+        *req.headers_mut() = self.headers.clone();
+        let resp = self.client.send(req).await.map_err(|_| Failed(None, None))?;
+        let status = resp.status();
+        let retry_after = resp
+            .headers()
+            .get(header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok()?.trim().parse::<u64>().ok())
+            .map(|s| Duration::from_secs(s).min(MAX_RETRY_AFTER));
+        // Read to the end, so that the connection goes back to the pool.
+        let read = Limited::new(resp.into_body(), MAX_ANSWER).collect().await;
+        match (status.is_success(), read) {
+            (true, Ok(_)) => Ok(()),
+            (true, Err(_)) => Err(Failed(None, None)),
+            (false, _) => Err(Failed(Some(status.as_u16()), retry_after)),
         }
     }
 
-    fn force_flush(&self) -> OTelSdkResult {
-        self.0.wake.notify_one();
-        Ok(())
+    /// Posts `records` as one request, again after a retryable failure (up to [`SENDS`] in all,
+    /// backing off).
+    async fn export(&self, records: &[Record]) -> Result<(), Failed> {
+        let body = Bytes::from(encode::request(&self.head, records));
+        let mut wait = FIRST_RETRY;
+        let mut sends = 1;
+        loop {
+            match self.send(body.clone()).await {
+                Err(e) if e.retryable() && sends < SENDS => {
+                    let jitter = Duration::from_millis(fastrand::u64(..100));
+                    tokio::time::sleep(e.1.unwrap_or(wait + jitter)).await;
+                    wait *= 2;
+                    sends += 1;
+                }
+                other => return other,
+            }
+        }
     }
+}
 
-    fn shutdown_with_timeout(&self, _timeout: Duration) -> OTelSdkResult {
-        Ok(())
-    }
+/// The headers every export request carries: `headers` (the configured ones) and the
+/// protobuf content type.
+pub(crate) fn headers(configured: impl IntoIterator<Item = (http::HeaderName, HeaderValue)>) -> HeaderMap {
+    let mut h: HeaderMap = configured.into_iter().collect();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/x-protobuf"));
+    h
 }
 
 /// Sends what `buffer` holds through `exporter`, every `interval` or as soon as a batch is full,
 /// each batch within `timeout`; at `stop`, what is left goes once more, then the task ends.
 pub(crate) async fn run(
     buffer: Arc<Buffer>,
-    exporter: opentelemetry_otlp::SpanExporter,
+    exporter: Exporter,
     (interval, timeout): (Duration, Duration),
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) {
@@ -115,7 +182,7 @@ pub(crate) async fn run(
                 break;
             }
             let n = batch.len();
-            match tokio::time::timeout(timeout, exporter.export(batch)).await {
+            match tokio::time::timeout(timeout, exporter.export(&batch)).await {
                 Ok(Ok(())) => {
                     buffer.metrics.otlp_spans_exported_total.inc_by(n as u64);
                     failing = false;
@@ -136,22 +203,5 @@ pub(crate) async fn run(
         if stopping {
             return;
         }
-    }
-}
-
-/// The exporter's HTTP client: tier1's own upstream client (hyper over rustls, ring).
-#[derive(Debug)]
-pub(crate) struct Transport(pub(crate) crate::upstream::Client);
-
-#[async_trait::async_trait]
-impl opentelemetry_http::HttpClient for Transport {
-    async fn send_bytes(
-        &self,
-        request: Request<Bytes>,
-    ) -> Result<Response<Bytes>, opentelemetry_http::HttpError> {
-        let resp = self.0.send(request).await?;
-        let (parts, body) = resp.into_parts();
-        let body = Limited::new(body, MAX_ANSWER).collect().await?.to_bytes();
-        Ok(Response::from_parts(parts, body))
     }
 }

@@ -3,16 +3,21 @@
 //! the server span, whose context the upstream request carries. Attribute names follow the
 //! OpenTelemetry GenAI semantic conventions (`gen_ai.*`) where one exists, else `tier1.*`.
 //! Values are names, numbers and classifications: never content, never a secret.
+//!
+//! Sampling is parent-based: a remote parent's sampled flag is followed, a trace tier1 starts is
+//! kept when its trace id falls within `sample_ratio` (the SDK's `TraceIdRatioBased` rule, so a
+//! ratio keeps the same traces as before), and an attempt follows its request. An unsampled span
+//! is only its ids (the context an upstream request carries): nothing is recorded or exported.
 
-use std::borrow::Cow;
+use std::sync::Arc;
 use std::time::Duration;
 
 use http::HeaderValue;
-use opentelemetry::trace::{Span as _, SpanKind, Status, TraceContextExt as _, Tracer as _};
-use opentelemetry::{Context, KeyValue, StringValue, Value};
-use opentelemetry_sdk::trace::{SdkTracer, Span};
 
-use super::{Otel, context};
+use super::Otel;
+use super::context::{self, SpanCx};
+use super::export::Buffer;
+use super::record::{Kind, Record, Val, bounded, int, now};
 
 const OPERATION: &str = "gen_ai.operation.name";
 const PROVIDER: &str = "gen_ai.provider.name";
@@ -25,20 +30,8 @@ const CACHE_READ: &str = "gen_ai.usage.cache_read.input_tokens";
 const FINISH_REASONS: &str = "gen_ai.response.finish_reasons";
 const STATUS_CODE: &str = "http.response.status_code";
 
-/// Longest model name put in a span name or attribute (a client's model name is its own).
-const MAX_NAME: usize = 128;
-
 /// The `traceparent` and `tracestate` an upstream request carries.
 pub(crate) type Propagated = (Option<HeaderValue>, Option<HeaderValue>);
-
-/// `s`, cut to [`MAX_NAME`] bytes at a character boundary.
-fn bounded(s: &str) -> String {
-    let mut end = s.len().min(MAX_NAME);
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    s[..end].to_owned()
-}
 
 /// The GenAI operation of an endpoint label (`None`: not a model call, e.g. the model list).
 fn operation(endpoint: &str) -> Option<&'static str> {
@@ -61,10 +54,30 @@ fn provider_name(kind: &'static str) -> &'static str {
     }
 }
 
+/// A new span id (never all zeros).
+fn span_id() -> [u8; 8] {
+    fastrand::u64(1..).to_be_bytes()
+}
+
+/// Whether a trace tier1 starts with `trace_id` is kept at `ratio`: its low 64 bits, shifted
+/// right once, below `ratio` × 2⁶³ (the SDK's `TraceIdRatioBased`).
+pub(super) fn within(ratio: f64, trace_id: &[u8; 16]) -> bool {
+    if ratio >= 1.0 {
+        return true;
+    }
+    let mut low = [0u8; 8];
+    low.copy_from_slice(&trace_id[8..]);
+    #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss, clippy::cast_precision_loss)]
+    let bound = (ratio.max(0.0) * (1u64 << 63) as f64) as u64;
+    (u64::from_be_bytes(low) >> 1) < bound
+}
+
 /// A request's span, from its start to the end of its answer (a relayed body's last byte).
 pub(crate) struct ServerSpan {
-    span: Span,
-    tracer: SdkTracer,
+    cx: SpanCx,
+    /// The record, when sampled.
+    record: Option<Record>,
+    buffer: Arc<Buffer>,
     operation: Option<&'static str>,
 }
 
@@ -101,94 +114,107 @@ pub(crate) struct Ended<'a> {
 impl Otel {
     /// The span of a request to `endpoint` (its metric label) with `headers`.
     pub(crate) fn server(&self, headers: &http::HeaderMap, endpoint: &'static str) -> ServerSpan {
-        let cx = match context::extract(headers) {
-            Some(remote) => Context::new().with_remote_span_context(remote),
-            None => Context::new(),
+        let remote = context::extract(headers).map(|sc| SpanCx::remote(&sc));
+        let (trace_id, sampled, state, parent) = match remote {
+            Some(p) => (p.trace_id, p.sampled, p.state, Some((p.span_id, true))),
+            None => {
+                let id = fastrand::u128(1..).to_be_bytes();
+                (id, within(self.ratio, &id), None, None)
+            }
         };
+        let cx = SpanCx { trace_id, span_id: span_id(), sampled, state };
         let operation = operation(endpoint);
-        let mut attributes = vec![KeyValue::new("tier1.endpoint", endpoint)];
-        if let Some(op) = operation {
-            attributes.push(KeyValue::new(OPERATION, op));
-        }
-        let span = self
-            .tracer
-            .span_builder(operation.unwrap_or(endpoint))
-            .with_kind(SpanKind::Server)
-            .with_attributes(attributes)
-            .start_with_context(&self.tracer, &cx);
-        ServerSpan { span, tracer: self.tracer.clone(), operation }
+        let record = sampled.then(|| {
+            let mut r =
+                Record::start(Kind::Server, (trace_id, cx.span_id), operation.unwrap_or(endpoint), 16);
+            r.parent = parent;
+            r.state.clone_from(&cx.state);
+            r.set("tier1.endpoint", Val::Static(endpoint));
+            if let Some(op) = operation {
+                r.set(OPERATION, Val::Static(op));
+            }
+            r
+        });
+        ServerSpan { cx, record, buffer: self.buffer.clone(), operation }
     }
 }
 
 impl ServerSpan {
     /// The request asked for `model`, with at most `max_tokens` out.
     pub(crate) fn requested(&mut self, model: &str, max_tokens: Option<u64>) {
-        let model = bounded(model);
-        if let Some(op) = self.operation {
-            self.span.update_name(format!("{op} {model}"));
+        let Some(r) = self.record.as_mut() else { return };
+        let model = r.text(model);
+        if self.operation.is_some() {
+            r.name.1 = Some(model);
         }
-        self.span.set_attribute(KeyValue::new(REQUEST_MODEL, model));
+        r.set(REQUEST_MODEL, Val::Text(model));
         if let Some(n) = max_tokens {
-            self.span.set_attribute(KeyValue::new(MAX_TOKENS, i64::try_from(n).unwrap_or(i64::MAX)));
+            r.set(MAX_TOKENS, int(n));
         }
     }
 
     /// What the request's attempts start from.
     pub(crate) fn parent(&self) -> Parent {
-        let cx = Context::new().with_remote_span_context(self.span.span_context().clone());
-        Parent { tracer: self.tracer.clone(), cx, operation: self.operation.unwrap_or("chat") }
+        Parent {
+            cx: self.cx.clone(),
+            buffer: self.buffer.clone(),
+            operation: self.operation.unwrap_or("chat"),
+        }
     }
 
     /// The input tokens the provider read from its prompt cache, and the answer's finish
     /// reasons, when it reported them.
-    pub(crate) fn answered(&mut self, cached: u64, finish_reasons: &[String]) {
+    pub(crate) fn answered(&mut self, cached: u64, mut finish_reasons: Vec<String>) {
+        let Some(r) = self.record.as_mut() else { return };
         if cached > 0 {
-            self.span.set_attribute(KeyValue::new(CACHE_READ, i64::try_from(cached).unwrap_or(i64::MAX)));
+            r.set(CACHE_READ, int(cached));
         }
         if !finish_reasons.is_empty() {
-            let reasons: Vec<StringValue> =
-                finish_reasons.iter().map(|r| StringValue::from(bounded(r))).collect();
-            self.span.set_attribute(KeyValue::new(FINISH_REASONS, Value::Array(reasons.into())));
+            for reason in &mut finish_reasons {
+                let n = bounded(reason).len();
+                reason.truncate(n);
+            }
+            r.set(FINISH_REASONS, Val::List(finish_reasons));
         }
     }
 
     /// Ends the span with what the request's end tells.
-    pub(crate) fn end(mut self, e: &Ended<'_>) {
-        let s = &mut self.span;
-        let int = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
-        s.set_attribute(KeyValue::new(STATUS_CODE, i64::from(e.status)));
-        s.set_attribute(KeyValue::new("tier1.route", e.route.to_owned()));
-        s.set_attribute(KeyValue::new("tier1.attempts", i64::from(e.attempts)));
-        s.set_attribute(KeyValue::new("tier1.stream", e.stream));
-        s.set_attribute(KeyValue::new("tier1.end", e.end));
+    pub(crate) fn end(self, e: &Ended<'_>) {
+        let Some(mut r) = self.record else { return };
+        r.set(STATUS_CODE, Val::Int(i64::from(e.status)));
+        r.set_text("tier1.route", e.route);
+        r.set("tier1.attempts", Val::Int(i64::from(e.attempts)));
+        r.set("tier1.stream", Val::Bool(e.stream));
+        r.set("tier1.end", Val::Static(e.end));
         if let Some(p) = e.provider {
-            s.set_attribute(KeyValue::new("tier1.provider", p.to_owned()));
+            r.set_text("tier1.provider", p);
         }
         if let Some(m) = e.model {
-            s.set_attribute(KeyValue::new(RESPONSE_MODEL, bounded(m)));
+            r.set_text(RESPONSE_MODEL, m);
         }
-        if let Some(r) = e.fallback_reason {
-            s.set_attribute(KeyValue::new("tier1.fallback_reason", r));
+        if let Some(reason) = e.fallback_reason {
+            r.set("tier1.fallback_reason", Val::Static(reason));
         }
         if let Some(t) = e.ttft {
-            s.set_attribute(KeyValue::new("tier1.time_to_first_token", t.as_secs_f64()));
+            r.set("tier1.time_to_first_token", Val::F64(t.as_secs_f64()));
         }
         if let Some((input, output)) = e.usage {
-            s.set_attribute(KeyValue::new(INPUT_TOKENS, int(input)));
-            s.set_attribute(KeyValue::new(OUTPUT_TOKENS, int(output)));
+            r.set(INPUT_TOKENS, int(input));
+            r.set(OUTPUT_TOKENS, int(output));
         }
         if e.status >= 500 || e.end == "broken" {
-            s.set_status(Status::error(Cow::Borrowed(if e.end == "broken" { "broken" } else { "error" })));
+            r.error = Some(if e.end == "broken" { "broken" } else { "error" });
         }
-        s.end();
+        r.end = now();
+        self.buffer.push(r);
     }
 }
 
 /// What a request's attempts start from: the server span's context.
 #[derive(Clone)]
 pub(crate) struct Parent {
-    tracer: SdkTracer,
-    cx: Context,
+    cx: SpanCx,
+    buffer: Arc<Buffer>,
     operation: &'static str,
 }
 
@@ -215,60 +241,84 @@ pub(crate) struct Target<'a> {
 impl Parent {
     /// The span of an attempt on `t`.
     pub(crate) fn attempt(&self, t: &Target<'_>) -> AttemptSpan {
-        let model = bounded(t.model);
-        let mut attributes = vec![
-            KeyValue::new(OPERATION, self.operation),
-            KeyValue::new(PROVIDER, provider_name(t.kind)),
-            KeyValue::new(REQUEST_MODEL, model.clone()),
-            KeyValue::new("tier1.provider", t.provider.to_owned()),
-            KeyValue::new("tier1.attempt", i64::from(t.attempt)),
-        ];
-        if let Some(h) = t.hedge {
-            attributes.push(KeyValue::new("tier1.hedge", h));
-        }
-        let span = self
-            .tracer
-            .span_builder(format!("{} {model}", self.operation))
-            .with_kind(SpanKind::Client)
-            .with_attributes(attributes)
-            .start_with_context(&self.tracer, &self.cx);
-        AttemptSpan { span: Some(span) }
+        let cx = SpanCx { span_id: span_id(), ..self.cx.clone() };
+        let record = cx.sampled.then(|| {
+            let mut r = Record::start(Kind::Client, (cx.trace_id, cx.span_id), self.operation, 8);
+            r.parent = Some((self.cx.span_id, false));
+            r.state.clone_from(&cx.state);
+            let model = r.text(t.model);
+            r.name.1 = Some(model);
+            r.set(OPERATION, Val::Static(self.operation));
+            r.set(PROVIDER, Val::Static(provider_name(t.kind)));
+            r.set(REQUEST_MODEL, Val::Text(model));
+            r.set_text("tier1.provider", t.provider);
+            r.set("tier1.attempt", Val::Int(i64::from(t.attempt)));
+            if let Some(h) = t.hedge {
+                r.set("tier1.hedge", Val::Static(h));
+            }
+            r
+        });
+        AttemptSpan { cx, record, buffer: self.buffer.clone() }
     }
 }
 
 /// One attempt's span; dropped unended (a hedge that lost, a client that left), it ends as
 /// `cancelled`.
 pub(crate) struct AttemptSpan {
-    span: Option<Span>,
+    cx: SpanCx,
+    record: Option<Record>,
+    buffer: Arc<Buffer>,
 }
 
 impl AttemptSpan {
     /// The trace context the attempt's upstream request carries.
     pub(crate) fn propagated(&self) -> Propagated {
-        self.span.as_ref().map_or((None, None), |s| context::inject(s.span_context()))
+        self.cx.inject()
     }
 
     /// Ends the span: the upstream's `status` if one answered, and the attempt's classification
     /// (`ok` for a success).
     pub(crate) fn end(mut self, status: Option<u16>, class: &'static str) {
-        if let Some(mut s) = self.span.take() {
+        if let Some(mut r) = self.record.take() {
             if let Some(code) = status {
-                s.set_attribute(KeyValue::new(STATUS_CODE, i64::from(code)));
+                r.set(STATUS_CODE, Val::Int(i64::from(code)));
             }
-            s.set_attribute(KeyValue::new("tier1.classification", class));
+            r.set("tier1.classification", Val::Static(class));
             if class != "ok" {
-                s.set_status(Status::error(Cow::Borrowed(class)));
+                r.error = Some(class);
             }
-            s.end();
+            r.end = now();
+            self.buffer.push(r);
         }
     }
 }
 
 impl Drop for AttemptSpan {
     fn drop(&mut self) {
-        if let Some(mut s) = self.span.take() {
-            s.set_attribute(KeyValue::new("tier1.classification", "cancelled"));
-            s.end();
+        if let Some(mut r) = self.record.take() {
+            r.set("tier1.classification", Val::Static("cancelled"));
+            r.end = now();
+            self.buffer.push(r);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::within;
+
+    #[test]
+    fn the_ratio_keeps_the_trace_ids_whose_low_half_falls_below_it() {
+        let id = |low: u64| {
+            let mut b = [0u8; 16];
+            b[8..].copy_from_slice(&low.to_be_bytes());
+            b
+        };
+        assert!(within(1.0, &id(u64::MAX)));
+        assert!(!within(0.0, &id(0)));
+        assert!(within(0.5, &id(((1u64 << 62) - 1) << 1)));
+        assert!(!within(0.5, &id(1 << 63)));
+        let kept = (0..10_000).filter(|_| within(0.25, &fastrand::u128(1..).to_be_bytes())).count();
+        assert!((2_000..3_000).contains(&kept), "{kept} of 10000 at 0.25");
     }
 }

@@ -355,10 +355,10 @@ impl HttpBackend {
             h.insert(crate::proxy::headers::X_CORRELATION_ID, c.clone());
         }
         if let Some((parent, state)) = call.trace.as_deref() {
-            use crate::otel::context::{TRACEPARENT, TRACESTATE};
-            for (name, value) in [(TRACEPARENT, parent), (TRACESTATE, state)] {
+            let [parent_name, state_name] = &crate::otel::context::HEADERS;
+            for (name, value) in [(parent_name, parent), (state_name, state)] {
                 if let Some(v) = value {
-                    h.insert(name, v.clone());
+                    h.insert(name.clone(), v.clone());
                 }
             }
         }

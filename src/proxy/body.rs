@@ -263,21 +263,26 @@ impl Tap {
 /// most 8: words of at most 32 letters, digits, `_` or `-` (a key inside a JSON string has its
 /// quotes escaped, so content never matches).
 fn finish_reasons(tail: &[u8]) -> Vec<String> {
+    use std::sync::LazyLock;
+    // One scan for both keys' common end, with a finder built once.
+    static REASON: LazyLock<memchr::memmem::Finder<'static>> =
+        LazyLock::new(|| memchr::memmem::Finder::new(b"_reason\":"));
     let mut out: Vec<String> = Vec::new();
-    for key in [&b"\"finish_reason\":"[..], b"\"stop_reason\":"] {
-        for at in memchr::memmem::find_iter(tail, key) {
-            let rest = &tail[at + key.len()..];
-            let rest = &rest[rest.iter().take_while(|b| matches!(b, b' ' | b'\t')).count()..];
-            let Some(value) = rest.strip_prefix(b"\"") else { continue };
-            let len =
-                value.iter().take_while(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-')).count();
-            if len == 0 || len > 32 || value.get(len) != Some(&b'"') {
-                continue;
-            }
-            let word = String::from_utf8_lossy(&value[..len]).into_owned();
-            if out.len() < 8 && !out.contains(&word) {
-                out.push(word);
-            }
+    for at in REASON.find_iter(tail) {
+        let before = &tail[..at];
+        if !before.ends_with(b"\"finish") && !before.ends_with(b"\"stop") {
+            continue;
+        }
+        let rest = &tail[at + b"_reason\":".len()..];
+        let rest = &rest[rest.iter().take_while(|b| matches!(b, b' ' | b'\t')).count()..];
+        let Some(value) = rest.strip_prefix(b"\"") else { continue };
+        let len = value.iter().take_while(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-')).count();
+        if len == 0 || len > 32 || value.get(len) != Some(&b'"') {
+            continue;
+        }
+        let word = String::from_utf8_lossy(&value[..len]).into_owned();
+        if out.len() < 8 && !out.contains(&word) {
+            out.push(word);
         }
     }
     out

@@ -247,7 +247,7 @@ impl RequestRecord {
     pub(crate) fn answered(&mut self, facts: impl FnOnce() -> (u64, Vec<String>)) {
         if let Some(span) = self.span.as_mut() {
             let (cached, reasons) = facts();
-            span.answered(cached, &reasons);
+            span.answered(cached, reasons);
         }
     }
 
@@ -346,13 +346,14 @@ impl RequestRecord {
 
     /// Ends the request's span with what the record knows.
     fn end_span(&self, span: crate::otel::ServerSpan, end: End, usage: Option<(u64, u64)>) {
-        let text = |v: &Option<HeaderValue>| v.as_ref().and_then(|v| v.to_str().ok()).map(str::to_owned);
-        let (provider, model) = (text(&self.provider), text(&self.model));
+        fn text(v: &Option<HeaderValue>) -> Option<&str> {
+            v.as_ref().and_then(|v| v.to_str().ok())
+        }
         span.end(&crate::otel::Ended {
             status: self.status,
             route: self.route.as_str(),
-            provider: provider.as_deref(),
-            model: model.as_deref(),
+            provider: text(&self.provider),
+            model: text(&self.model),
             attempts: self.attempts,
             fallback_reason: self.fallback_reason,
             stream: self.stream,
