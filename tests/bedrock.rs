@@ -372,3 +372,32 @@ async fn an_answer_echoing_the_minted_credentials_reaches_the_client_redacted() 
     assert!(!text.contains(secret) && !text.contains(token), "{text}");
     std::fs::remove_file(&token_file).ok();
 }
+
+#[tokio::test]
+async fn an_image_url_is_a_400_in_the_clients_shape_and_an_s3_object_goes_as_s3_location() {
+    let mock = mock(MockConfig::default()).await;
+    let t = Tier1::start(&cfg(&mock.url(), "")).await;
+    let with_image = |url: &str| {
+        serde_json::json!({"model": format!("aws/{PROFILE}"), "messages": [{"role": "user", "content": [
+            {"type": "text", "text": "What is this?"}, {"type": "image_url", "image_url": {"url": url}}]}]})
+        .to_string()
+    };
+    let a = post(&t.url("/v1/chat/completions"), &[], &with_image("https://example.com/cat.png")).await;
+    assert_eq!(a.status, 400, "{}", a.text());
+    assert_eq!(
+        a.json(),
+        serde_json::json!({"error": {
+            "message": "cannot translate the request for aws: Bedrock takes images as base64 data URLs or s3:// objects only",
+            "type": "invalid_request_error", "param": "messages", "code": "untranslatable_request"}})
+    );
+    assert_eq!(mock.stats.requests().len(), 0, "never sent, never downloaded");
+    let uri = "s3://team-images/cats/tabby.webp";
+    let a = post(&t.url("/v1/chat/completions"), &[], &with_image(uri)).await;
+    assert_eq!(a.status, 200, "{}", a.text());
+    let sent: serde_json::Value = serde_json::from_slice(&mock.stats.requests()[0].body).unwrap();
+    assert_eq!(
+        sent["messages"][0]["content"],
+        serde_json::json!([{"text": "What is this?"},
+            {"image": {"format": "webp", "source": {"s3Location": {"uri": uri}}}}])
+    );
+}

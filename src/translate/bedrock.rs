@@ -2,7 +2,8 @@
 //!
 //! Requests: system and developer messages become `system` blocks; user, assistant and tool
 //! turns become Converse turns (consecutive same-role turns merged), with text, images (data URLs
-//! only, as `bytes` sources: Converse takes no image URL and tier1 never downloads one),
+//! as `bytes` sources, `s3://` objects as `s3Location`s: Converse takes no other image URL and
+//! tier1 never downloads one),
 //! assistant `tool_calls` as `toolUse` blocks and `tool` results as `toolResult` blocks; tools
 //! and `tool_choice` as `toolConfig`; `max_tokens`, `temperature`, `top_p` and `stop` as
 //! `inferenceConfig`. The model is not in the body: it goes in the URL path
@@ -41,9 +42,15 @@ pub fn valid_model(model: &str) -> bool {
         && model.split('/').all(|s| !s.is_empty() && s != "." && s != "..")
 }
 
-/// A data URL as an image block; Converse takes no other (`Err`: the caller's fault).
+/// An image as Converse takes it: a base64 data URL as `bytes`, an `s3://` object as
+/// `s3Location`; any other URL is the caller's fault (`Err`): tier1 never downloads one.
 fn image(url: &str) -> Result<Value, TranslateError> {
-    let unsupported = || TranslateError::param("messages", "Bedrock takes images as base64 data URLs only");
+    if let Some(object) = url.strip_prefix("s3://") {
+        return s3_image(url, object);
+    }
+    let unsupported = || {
+        TranslateError::param("messages", "Bedrock takes images as base64 data URLs or s3:// objects only")
+    };
     let rest = url.strip_prefix("data:").ok_or_else(unsupported)?;
     let (meta, data) = rest.split_once(',').ok_or_else(unsupported)?;
     let mime = meta.strip_suffix(";base64").ok_or_else(unsupported)?;
@@ -55,6 +62,36 @@ fn image(url: &str) -> Result<Value, TranslateError> {
         _ => return Err(TranslateError::param("messages", format!("Bedrock takes no {mime:?} images"))),
     };
     Ok(json!({"image": {"format": format, "source": {"bytes": data}}}))
+}
+
+/// `s3://BUCKET/KEY` (`object` without the scheme) as an `s3Location` source, as Converse's
+/// `S3Location` allows it (a bucket name of 3-63 `a-z 0-9 . -`, at most 1024 bytes in all); the
+/// format from the key's extension, which Converse requires.
+fn s3_image(uri: &str, object: &str) -> Result<Value, TranslateError> {
+    let bad = || {
+        TranslateError::param(
+            "messages",
+            "an s3:// image is s3://BUCKET/KEY ending .png, .jpeg, .jpg, .gif or .webp",
+        )
+    };
+    let (bucket, key) = object.split_once('/').ok_or_else(bad)?;
+    let edge = |b: Option<&u8>| b.is_some_and(|b| b.is_ascii_lowercase() || b.is_ascii_digit());
+    let bucket_ok = (3..=63).contains(&bucket.len())
+        && bucket.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'.' || b == b'-')
+        && edge(bucket.as_bytes().first())
+        && edge(bucket.as_bytes().last());
+    if !bucket_ok || key.is_empty() || uri.len() > 1024 || key.chars().any(char::is_control) {
+        return Err(bad());
+    }
+    let extension = key.rsplit_once('.').map(|(_, e)| e.to_ascii_lowercase()).ok_or_else(bad)?;
+    let format = match extension.as_str() {
+        "png" => "png",
+        "jpeg" | "jpg" => "jpeg",
+        "gif" => "gif",
+        "webp" => "webp",
+        _ => return Err(bad()),
+    };
+    Ok(json!({"image": {"format": format, "source": {"s3Location": {"uri": uri}}}}))
 }
 
 fn blocks_of(content: &Value, dropped: &mut Vec<&'static str>) -> Result<Vec<Value>, TranslateError> {

@@ -62,6 +62,30 @@ fn an_image_url_is_refused_not_fetched() {
         let r = req(&format!("data:image/{mime};base64,AAAA")).unwrap();
         assert_eq!(body(&r)["messages"][0]["content"][0]["image"]["format"], format);
     }
+    // An S3 object is Converse's own `s3Location`, its format from the key.
+    let uri = "s3://my-bucket.v2/cats/Tabby 1.JPG";
+    assert_eq!(
+        body(&req(uri).unwrap())["messages"][0]["content"][0],
+        json!({"image": {"format": "jpeg", "source": {"s3Location": {"uri": uri}}}})
+    );
+    let long = format!("s3://bucket/{}.png", "k".repeat(1020));
+    for bad in [
+        "s3://bucket/cat",
+        "s3://bucket/cat.tiff",
+        "s3://bucket",
+        "s3://bucket/",
+        "s3://B/cat.png",
+        "s3://ab/cat.png",
+        "s3://-bucket/cat.png",
+        "s3://bucket-/cat.png",
+        "s3://bu_cket/cat.png",
+        "s3://bucket/a\nb.png",
+        &long,
+    ] {
+        let e = req(bad).unwrap_err();
+        assert_eq!((e.param, e.message.contains("s3://BUCKET/KEY")), (Some("messages"), true), "{bad}");
+    }
+    assert!(req("s3://bucket/cat.png").is_ok());
 }
 
 #[test]
