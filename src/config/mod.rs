@@ -409,6 +409,26 @@ pub struct KeyConfig {
     pub google: Option<GoogleAuth>,
 }
 
+impl KeyConfig {
+    /// A key tier1 makes itself from the environment (`env`, `web-identity`,
+    /// `workload-identity`): weight 1, every model, no limit of its own, no credentials yet.
+    pub(crate) fn derived(name: &str, secret: Secret) -> Self {
+        Self {
+            name: name.to_owned(),
+            secret,
+            weight: 1,
+            models: Vec::new(),
+            concurrency: None,
+            rpm: None,
+            tpm: None,
+            access_key_id: None,
+            session_token: None,
+            web_identity: None,
+            google: None,
+        }
+    }
+}
+
 /// Where a `vertex` key's access tokens come from.
 #[derive(Debug, Clone)]
 pub enum GoogleAuth {

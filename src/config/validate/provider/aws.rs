@@ -73,17 +73,9 @@ fn from_env(env: &dyn Env) -> Option<KeyConfig> {
     let id = env.var("AWS_ACCESS_KEY_ID").filter(|id| valid_id(id))?;
     let secret = env.var("AWS_SECRET_ACCESS_KEY").filter(|s| !s.is_empty())?;
     Some(KeyConfig {
-        name: "env".to_owned(),
-        secret: Secret::new(secret),
-        weight: 1,
-        models: Vec::new(),
-        concurrency: None,
-        rpm: None,
-        tpm: None,
         access_key_id: Some(id),
         session_token: env.var("AWS_SESSION_TOKEN").filter(|t| !t.is_empty()).map(Secret::new),
-        web_identity: None,
-        google: None,
+        ..KeyConfig::derived("env", Secret::new(secret))
     })
 }
 
@@ -98,16 +90,7 @@ fn web_identity(env: &dyn Env, region: Option<&str>) -> Option<KeyConfig> {
     let session_name =
         env.var("AWS_ROLE_SESSION_NAME").filter(|n| !n.is_empty()).unwrap_or_else(|| "tier1".to_owned());
     Some(KeyConfig {
-        name: "web-identity".to_owned(),
-        secret: Secret::new(""),
-        weight: 1,
-        models: Vec::new(),
-        concurrency: None,
-        rpm: None,
-        tpm: None,
-        access_key_id: None,
-        session_token: None,
         web_identity: Some(WebIdentity { role_arn, token_file: token_file.into(), session_name, sts_url }),
-        google: None,
+        ..KeyConfig::derived("web-identity", Secret::new(""))
     })
 }

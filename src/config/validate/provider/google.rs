@@ -140,18 +140,9 @@ fn workload_identity(env: &dyn Env) -> KeyConfig {
         })
         .unwrap_or_else(|| METADATA_HOST.to_owned());
     KeyConfig {
-        name: "workload-identity".to_owned(),
-        secret: Secret::new(""),
-        weight: 1,
-        models: Vec::new(),
-        concurrency: None,
-        rpm: None,
-        tpm: None,
-        access_key_id: None,
-        session_token: None,
-        web_identity: None,
         google: Some(GoogleAuth::Metadata(format!(
             "http://{host}/computeMetadata/v1/instance/service-accounts/default/token"
         ))),
+        ..KeyConfig::derived("workload-identity", Secret::new(""))
     }
 }
