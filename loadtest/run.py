@@ -2,10 +2,19 @@
 """tier1's load harness: every case in loadtest/cases/, against the mock upstream called directly
 and through nginx (the limit: proxy_pass with upstream keepalive), then through tier1, in one run.
 
-Pinning: nginx and tier1 run alone on CPU 0; the load tools, the mock upstream and redis-server
-share CPU 1. Per system and case it records throughput, latency (and what the proxy adds over the
-direct call), CPU seconds per 10,000 requests from /proc/PID/stat, RSS, and errors; each case's
-bounds are checked and the report says which were met. Results: loadtest/results/load-<UTC>.{json,md}.
+Pinning: nginx and tier1 run alone on CPU 0; the load tools, the upstream and redis-server share
+CPU 1. The upstream of the saturation cases (`upstream = "static"`) is the lightest there is: a
+static nginx answering `return 200` with the mock's 335-byte JSON (loadtest/baseline/upstream.conf),
+so that the load core keeps headroom; the other cases use `tier1 mock-upstream` (faults, streams).
+Per system and case it records throughput, latency (and what the proxy adds over the direct call),
+CPU seconds per 10,000 requests from /proc/PID/stat, RSS, and errors, and each system's share of
+its core: the proxy's own CPU over the load's wall time (`proxy_core_share`), the busy share of the
+proxy's core and of the load core from /proc/stat (`proxy_core_busy`, `load_core_busy`: every
+process and interrupt there, other users of the machine too), and wrk's and the upstream's CPU. A
+measurement where the proxy is below 90% of its core while the load core is above 90% is flagged
+`load_bound`: the load, not the proxy, set its throughput, and a load-bound proxy costs more per
+request. Each case's bounds are checked and the report says which were met.
+Results: loadtest/results/load-<UTC>.{json,md}.
 
 Usage: loadtest/run.sh [--quick] [--only CASE[,CASE...]]  (run.sh builds the release binaries first)
 """
@@ -14,6 +23,7 @@ import argparse
 import json
 import os
 import platform
+import resource
 import shutil
 import signal
 import socket
@@ -56,6 +66,25 @@ def wait_up(url: str, timeout: float = 15.0) -> None:
 def cpu_ticks(pid: int) -> int:
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return int(fields[11]) + int(fields[12])  # utime + stime
+
+
+def core_ticks() -> dict:
+    """Per CPU: (busy, total) clock ticks since boot, from /proc/stat (idle and iowait are not busy)."""
+    out = {}
+    for line in Path("/proc/stat").read_text().splitlines():
+        f = line.split()
+        if f[0].startswith("cpu") and f[0] != "cpu":
+            ticks = [int(x) for x in f[1:9]]
+            out[int(f[0][3:])] = (sum(ticks) - ticks[3] - ticks[4], sum(ticks))
+    return out
+
+
+def busy_share(before: dict, after: dict, cpus: str):
+    """The busy share of the CPUs in `cpus` (taskset's list: "0", "1", "0-1") between two reads."""
+    ids = range(int(cpus.split("-")[0]), int(cpus.split("-")[-1]) + 1)
+    busy = sum(after[i][0] - before[i][0] for i in ids if i in after)
+    total = sum(after[i][1] - before[i][1] for i in ids if i in after)
+    return round(busy / total, 3) if total else None
 
 
 def rss_mib(pid: int) -> float:
@@ -130,9 +159,12 @@ def wrk(url: str, body: str, conns: int, secs: int, record: bool = True, cpus: s
         argv = ["taskset", "-c", cpus, "wrk", "-t1", f"-c{conns}", f"-d{secs}s", *extra, "-s", str(lua), url]
         return subprocess.run(argv, capture_output=True, text=True).stdout
 
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     out = run(secs, "--latency") if record else run(secs)
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
     lua.unlink()
-    r = {"non_2xx": 0}
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    r = {"non_2xx": 0, "wrk_cpu_share": round(cpu / secs, 3)}
     for line in out.splitlines():
         f = line.split()
         if "requests in" in line:
@@ -238,6 +270,19 @@ def time_to_head(text: str) -> dict:
     return out
 
 
+def core_shares(r: dict, pid, t0: int, secs: float, c0: dict, c1: dict, case: dict) -> dict:
+    """Each system's share of its core over a load: the proxy's own CPU over the wall time, the
+    busy share of the proxy's core and of the load core, and the flag `load_bound` (the proxy
+    below 90% of its core while the load core is above 90%)."""
+    out = {"load_core_busy": busy_share(c0, c1, cpus(case, "1"))}
+    if pid:
+        out["proxy_core_share"] = round((cpu_ticks(pid) - t0) / CLK_TCK / secs, 3)
+        out["proxy_core_busy"] = busy_share(c0, c1, cpus(case, "0"))
+        if not case.get("unpinned") and out["load_core_busy"] is not None:
+            out["load_bound"] = out["proxy_core_share"] < 0.9 and out["load_core_busy"] > 0.9
+    return out
+
+
 def loadavg() -> str:
     return " ".join(Path("/proc/loadavg").read_text().split()[:3])
 
@@ -246,6 +291,19 @@ class Bench:
     def __init__(self, work: Path, quick: bool):
         self.work, self.quick, self.procs = work, quick, Procs(work)
         self.secs = 5 if quick else 10
+
+    def upstream(self, case: dict) -> int:
+        """The case's upstream, on the load core: the static nginx (`upstream = "static"`) or the mock."""
+        if case.get("upstream", "mock") == "mock":
+            return self.mock(case)
+        port = free_port()
+        d = self.work / "upstream"
+        (d / "tmp").mkdir(parents=True, exist_ok=True)
+        conf = (ROOT / "loadtest" / "baseline" / "upstream.conf").read_text()
+        (d / "upstream.conf").write_text(conf.replace("LISTEN_PORT", str(port)))
+        self.mock_proc = self.procs.start("upstream", cpus(case, "1"), ["nginx", "-p", d, "-c", d / "upstream.conf"])
+        wait_up(f"http://127.0.0.1:{port}/_mock/stats")
+        return port
 
     def mock(self, case: dict) -> int:
         port = free_port()
@@ -290,10 +348,12 @@ class Bench:
             warm(url)
         t0 = cpu_ticks(pid) if pid else 0
         m0 = cpu_ticks(self.mock_proc.pid)
+        c0 = core_ticks()
         peak = RssPeak(pid) if pid else None
         if peak:
             peak.start()
         r = load(url)
+        c1 = core_ticks()
         if pid:
             r["rss_peak_mib"] = round(peak.stop(), 1)
             r["rss_idle_mib"] = round(idle, 1)
@@ -302,7 +362,10 @@ class Bench:
             if n:
                 r["cpu_s_per_10k"] = round((cpu_ticks(pid) - t0) / CLK_TCK / n * 10_000, 4)
         r["loadavg_before_after"] = f"{load_before} / {loadavg()}"
-        r["mock_cpu_share"] = round((cpu_ticks(self.mock_proc.pid) - m0) / CLK_TCK / max(r.get("seconds", self.secs), 1), 3)
+        secs = max(r.get("seconds", self.secs), 1)
+        r["upstream"] = case.get("upstream", "mock")
+        r["upstream_cpu_share"] = round((cpu_ticks(self.mock_proc.pid) - m0) / CLK_TCK / secs, 3)
+        r.update(core_shares(r, pid, t0, secs, c0, c1, case))
         print(f"  {name}: {json.dumps(r)}", flush=True)
         return r
 
@@ -333,7 +396,7 @@ class Bench:
             if load == "wrk":
                 wrk(url, body, case.get("connections", 32), 2, record=False, cpus=cpus(case, "1"))
 
-        mport = self.mock(case)
+        mport = self.upstream(case)
         out = {}
         try:
             for system in systems:
@@ -454,7 +517,7 @@ def environment() -> dict:
                   "nginx": version(["nginx", "-v"]), "rustc": version(["rustc", "--version"]),
                   "redis": version(["redis-server", "--version"])},
         "commit": subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT).stdout.strip(),
-        "pinning": "nginx and tier1 alone on CPU 0; load tools, mock upstream and redis-server on CPU 1",
+        "pinning": "nginx and tier1 alone on CPU 0; load tools, the upstream (static nginx or the mock) and redis-server on CPU 1",
     }
 
 
@@ -481,6 +544,9 @@ def markdown(env: dict, results: dict, bounds: list) -> str:
             else:
                 flat = {k: v for k, v in r.items() if not isinstance(v, (dict, list))}
                 nested = {k: v for k, v in r.items() if isinstance(v, dict)}
+                if r.get("load_bound"):
+                    md.append(f"- **{system} is load-bound** (below 90% of its core while the load core is above 90%): "
+                              "its throughput and CPU per request are the load's limit, not its own.")
                 md.append(f"- **{system}**: " + ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}"
                                                         for k, v in flat.items()))
                 for k, v in nested.items():

@@ -9,7 +9,14 @@ cd "$(dirname "$0")/.."
 for bin in wrk nginx taskset redis-server python3; do
   command -v "$bin" >/dev/null || { echo "missing $bin (apt-get install wrk nginx util-linux redis-server)"; exit 1; }
 done
-if ! command -v oha >/dev/null && [ ! -x .tools/oha/bin/oha ]; then
+# oha only when a chosen case uses it (`--only` naming none of them skips the install).
+only=$(printf '%s\n' "$@" | awk 'p {print; exit} /^--only$/ {p=1} /^--only=/ {sub(/^--only=/, ""); print; exit}')
+needs_oha=1
+if [ -n "$only" ]; then
+  needs_oha=0
+  for c in ${only//,/ }; do grep -qs '^load = "oha"' "loadtest/cases/$c/case.toml" && needs_oha=1; done
+fi
+if [ "$needs_oha" = 1 ] && ! command -v oha >/dev/null && [ ! -x .tools/oha/bin/oha ]; then
   echo "installing oha (fixed-rate load) into .tools/oha"
   cargo install oha --locked --root .tools/oha
 fi

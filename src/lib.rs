@@ -34,6 +34,7 @@
 
 #![deny(unreachable_pub)]
 
+pub mod access;
 mod admin;
 pub mod check;
 pub mod cli;

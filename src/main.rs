@@ -86,10 +86,15 @@ fn init_logging(config_level: &str, json: bool) {
         .parse::<tracing_subscriber::filter::Targets>()
         .unwrap_or_default()
         .with_target(READY, tracing::Level::INFO);
+    // The access lines skip `tracing` when the filter lets them through: formatted on the
+    // request's task, written by one thread (`tier1::access`).
+    if filter.would_enable(ACCESS, &tracing::Level::INFO) {
+        tier1::access::install(if json { tier1::access::Format::Json } else { tier1::access::Format::Text });
+    }
     type Filtered =
         tracing_subscriber::layer::Layered<tracing_subscriber::filter::Targets, tracing_subscriber::Registry>;
     type Boxed = Box<dyn Layer<Filtered> + Send + Sync>;
-    let is_access = |m: &tracing::Metadata<'_>| m.target() == "tier1::access";
+    let is_access = |m: &tracing::Metadata<'_>| m.target() == ACCESS;
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let layers: Vec<Boxed> = if json {
         let layer = || tracing_subscriber::fmt::layer().json().flatten_event(true).with_current_span(false);
@@ -110,6 +115,9 @@ fn init_logging(config_level: &str, json: bool) {
 
 /// The target of the lines saying tier1 is serving.
 const READY: &str = "tier1::ready";
+
+/// The target of the access lines.
+const ACCESS: &str = "tier1::access";
 
 /// The config to serve (`--config`, `TIER1_CONFIG`, `-app-dir`'s `tier1.toml`, or the built-in
 /// demo, warned about on stderr when `-app-dir` had none). Returns it with its text and, for a
@@ -170,7 +178,7 @@ fn serve(
     }
     let listen = config.server.listen;
     let reuse_port = config.server.reuse_port;
-    with_listener(listen, reuse_port, move |listener| async move {
+    let code = with_listener(listen, reuse_port, move |listener| async move {
         let addr = listener.local_addr().map_or_else(|_| config.server.listen.to_string(), |a| a.to_string());
         let origin = source
             .as_ref()
@@ -188,7 +196,10 @@ fn serve(
                 ExitCode::FAILURE
             }
         }
-    })
+    });
+    // Drained: the queued access lines go out before the process ends.
+    tier1::access::shutdown();
+    code
 }
 
 /// Starts the runtime, binds `addr` (a port in use gives a one-line error) and runs `serve`.

@@ -507,3 +507,84 @@ async fn bifrosts_one_shot_database_jobs_exit_at_once() {
         assert!(String::from_utf8_lossy(&out.stdout).contains("no database"), "{flag}: {out:?}");
     }
 }
+
+/// A config whose in-process mock answers every model, with one JSON access line per request.
+fn logged_config(name: &str) -> PathBuf {
+    temp_file(
+        name,
+        r#"
+[log]
+format = "json"
+sample = 1.0
+[providers.m]
+kind = "mock"
+[[routes]]
+name = "r"
+targets = [{ provider = "m", model = "m" }]
+"#,
+    )
+}
+
+/// Issue 24, item 1: a stdout nobody reads (a stalled pipe, a stuck log collector) never holds a
+/// request. Before, the access line was written on the request's thread: once the pipe's 64 KiB
+/// were full, the runtime's threads blocked in `write` and every request waited. Now the line
+/// is queued for the writer thread (dropped and counted when the queue is full).
+#[tokio::test]
+async fn a_stalled_stdout_never_holds_a_request() {
+    let cfg = logged_config("stalled.toml");
+    let (reader, writer) = std::io::pipe().unwrap();
+    let mut cmd = tokio::process::Command::new(BIN);
+    cmd.args(["--config", cfg.to_str().unwrap(), "--listen", "127.0.0.1:0"]);
+    let p = spawn_command_to(cmd, writer.into()).await;
+    let url = p.url("/v1/chat/completions");
+    // About 300 bytes a line: 600 lines are three times what the pipe holds.
+    for i in 0..600 {
+        let answer = tokio::time::timeout(Duration::from_secs(10), post(&url, &[], &chat("r")))
+            .await
+            .unwrap_or_else(|_| panic!("request {i} waited for stdout"));
+        assert_eq!(answer.status, 200);
+    }
+    let text = get(&p.url("/metrics")).await.text();
+    assert_eq!(metric(&text, "tier1_log_lines_dropped_total"), Some(0.0), "the queue holds 600 lines");
+    drop(reader);
+    std::fs::remove_file(cfg).unwrap();
+}
+
+/// A graceful stop writes every queued access line before the process ends: each request's line,
+/// whole, JSON.
+#[tokio::test]
+async fn a_graceful_stop_writes_every_queued_access_line() {
+    let cfg = logged_config("flushed.toml");
+    let mut cmd = tokio::process::Command::new(BIN);
+    cmd.args(["--config", cfg.to_str().unwrap(), "--listen", "127.0.0.1:0"]);
+    let mut p = spawn_command_to(cmd, std::process::Stdio::piped()).await;
+    let mut stdout = p.child.stdout.take().unwrap();
+    let read = tokio::spawn(async move {
+        let mut out = String::new();
+        tokio::io::AsyncReadExt::read_to_string(&mut stdout, &mut out).await.unwrap();
+        out
+    });
+    let url = p.url("/v1/chat/completions");
+    let tasks: Vec<_> = (0..8)
+        .map(|_| {
+            let url = url.clone();
+            tokio::spawn(async move {
+                for _ in 0..25 {
+                    assert_eq!(post(&url, &[], &chat("r")).await.status, 200);
+                }
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap();
+    }
+    sigterm(&p.child);
+    let status = tokio::time::timeout(Duration::from_secs(10), p.child.wait()).await.expect("exited").unwrap();
+    assert!(status.success(), "{status:?}");
+    let out = tokio::time::timeout(Duration::from_secs(10), read).await.expect("stdout closed").unwrap();
+    let lines: Vec<serde_json::Value> =
+        out.lines().map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l:?}"))).collect();
+    assert_eq!(lines.len(), 200, "{out}");
+    assert!(lines.iter().all(|l| l["target"] == "tier1::access" && l["status"] == 200));
+    std::fs::remove_file(cfg).unwrap();
+}

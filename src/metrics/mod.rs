@@ -160,6 +160,11 @@ pub struct Metrics {
     pub(crate) otlp_spans_exported_total: IntCounter,
     /// `tier1_otlp_spans_dropped_total{reason}`: spans not exported (queue full, export failed).
     pub(crate) otlp_spans_dropped_total: Family<labels::OtlpDrops, IntCounterVec>,
+    /// `tier1_log_lines_dropped_total`: access lines the writer's full queue refused (or a
+    /// failed write lost); brought up to the writer's count at each scrape.
+    log_lines_dropped: IntCounter,
+    /// Orders the scrapes' updates of `log_lines_dropped`.
+    log_sync: std::sync::Arc<std::sync::Mutex<()>>,
     process: ProcessMetrics,
 }
 
@@ -495,6 +500,14 @@ impl Metrics {
                 "tier1_otlp_spans_dropped_total",
                 "Spans not exported, by reason (queue_full: the export queue was full; export_failed: the collector refused, failed or timed out).",
             )?,
+            log_lines_dropped: on(
+                r,
+                IntCounter::new(
+                    "tier1_log_lines_dropped_total",
+                    "Access-log lines dropped because the writer's queue was full (stdout stalled) or the write failed; a request never waits for its line.",
+                )?,
+            )?,
+            log_sync: std::sync::Arc::default(),
             process: ProcessMetrics::new(r)?,
             registry,
         };
@@ -594,10 +607,22 @@ impl Metrics {
     /// The Prometheus text exposition of every metric.
     pub fn encode(&self) -> Vec<u8> {
         self.process.refresh();
+        self.refresh_log_drops(crate::access::dropped());
         let mut out = Vec::with_capacity(16 * 1024);
         // Encoding into a Vec only fails on a metric family with no metrics, which we never build.
         let _ = TextEncoder::new().encode(&self.registry.gather(), &mut out);
         out
+    }
+}
+
+impl Metrics {
+    /// Brings `tier1_log_lines_dropped_total` up to `dropped`, the writer's own count.
+    fn refresh_log_drops(&self, dropped: u64) {
+        let _order = self.log_sync.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let had = self.log_lines_dropped.get();
+        if dropped > had {
+            self.log_lines_dropped.inc_by(dropped - had);
+        }
     }
 }
 

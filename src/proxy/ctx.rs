@@ -380,28 +380,29 @@ impl RequestRecord {
         if !failed && (self.sample <= 0.0 || (self.sample < 1.0 && fastrand::f64() >= self.sample)) {
             return;
         }
-        let text = |v: &Option<HeaderValue>| v.as_ref().and_then(|v| v.to_str().ok()).map(str::to_owned);
+        fn text(v: &Option<HeaderValue>) -> Option<&str> {
+            v.as_ref().and_then(|v| v.to_str().ok())
+        }
         let ms = |d: Duration| d.as_secs_f64() * 1000.0;
-        tracing::info!(
-            target: "tier1::access",
-            request_id = self.request_id.to_str().unwrap_or(""),
-            route = self.route.as_str(),
-            endpoint = self.endpoint,
-            provider = text(&self.provider),
-            model = text(&self.model),
-            attempts = self.attempts,
-            fallback_reason = self.fallback_reason,
-            status = self.status,
-            stream = self.stream,
+        crate::access::line::Entry {
+            request_id: self.request_id.to_str().unwrap_or(""),
+            route: self.route.as_str(),
+            endpoint: self.endpoint,
+            provider: text(&self.provider),
+            model: text(&self.model),
+            attempts: self.attempts,
+            fallback_reason: self.fallback_reason,
+            status: self.status,
+            stream: self.stream,
             broken,
-            duration_ms = ms(elapsed),
-            ttft_ms = self.ttft.map(ms),
-            tokens_in = tokens.map(|t| t.0),
-            tokens_out = tokens.map(|t| t.1),
-            token_id = text(&self.token_id),
-            client_ip = text(&self.client_ip),
-            "request"
-        );
+            duration_ms: ms(elapsed),
+            ttft_ms: self.ttft.map(ms),
+            tokens_in: tokens.map(|t| t.0),
+            tokens_out: tokens.map(|t| t.1),
+            token_id: text(&self.token_id),
+            client_ip: text(&self.client_ip),
+        }
+        .log();
     }
 }
 

@@ -36,7 +36,12 @@ pub async fn spawn_tier1(args: &[&str]) -> Proc {
 }
 
 /// Starts `cmd` (the binary with its arguments and environment) as [`spawn_binary`] does.
-pub async fn spawn_command(mut cmd: tokio::process::Command) -> Proc {
+pub async fn spawn_command(cmd: tokio::process::Command) -> Proc {
+    spawn_command_to(cmd, Stdio::null()).await
+}
+
+/// [`spawn_command`] with its stdout (the access log) to `stdout`.
+pub async fn spawn_command_to(mut cmd: tokio::process::Command, stdout: Stdio) -> Proc {
     // `info` unless the caller chose a level: the listening line is logged at info.
     if !cmd.as_std().get_envs().any(|(k, _)| k == "TIER1_LOG") {
         cmd.env("TIER1_LOG", "info");
@@ -44,7 +49,7 @@ pub async fn spawn_command(mut cmd: tokio::process::Command) -> Proc {
     let mut child = cmd
         .env_remove("TIER1_CONFIG")
         .env_remove("TIER1_LISTEN")
-        .stdout(Stdio::null())
+        .stdout(stdout)
         .stderr(Stdio::piped())
         .kill_on_drop(true)
         .spawn()
