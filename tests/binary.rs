@@ -579,7 +579,8 @@ async fn a_graceful_stop_writes_every_queued_access_line() {
         t.await.unwrap();
     }
     sigterm(&p.child);
-    let status = tokio::time::timeout(Duration::from_secs(10), p.child.wait()).await.expect("exited").unwrap();
+    let status =
+        tokio::time::timeout(Duration::from_secs(10), p.child.wait()).await.expect("exited").unwrap();
     assert!(status.success(), "{status:?}");
     let out = tokio::time::timeout(Duration::from_secs(10), read).await.expect("stdout closed").unwrap();
     let lines: Vec<serde_json::Value> =

@@ -112,7 +112,11 @@ fn lock(m: &Mutex<Queue>) -> MutexGuard<'_, Queue> {
 impl Sink {
     /// Starts the writer thread: at most `capacity` bytes queued, `linger` between a wake-up and
     /// the write.
-    pub(crate) fn start(out: Box<dyn Write + Send>, capacity: usize, linger: Duration) -> std::io::Result<Self> {
+    pub(crate) fn start(
+        out: Box<dyn Write + Send>,
+        capacity: usize,
+        linger: Duration,
+    ) -> std::io::Result<Self> {
         let shared = Arc::new(Shared {
             queue: Mutex::new(Queue { pending: Vec::new(), idle: false, closed: false, finished: false }),
             wake: Condvar::new(),

@@ -77,8 +77,10 @@ fn a_stalled_writer_drops_and_counts_and_never_blocks_a_push() {
     assert_eq!(sink.dropped(), 10);
     go.send(()).unwrap();
     assert!(sink.close(Duration::from_secs(10)), "the queued lines go out once the writer moves");
-    let want: Vec<u8> =
-        std::iter::once(line("first", 100)).chain((0..10).map(|i| line(&format!("l{i}"), 100))).flatten().collect();
+    let want: Vec<u8> = std::iter::once(line("first", 100))
+        .chain((0..10).map(|i| line(&format!("l{i}"), 100)))
+        .flatten()
+        .collect();
     assert_eq!(String::from_utf8(got.bytes()).unwrap(), String::from_utf8(want).unwrap());
     assert!(!sink.push(&line("late", 10)), "closed: a later line is dropped");
     assert_eq!(sink.dropped(), 11);
@@ -105,7 +107,9 @@ fn lines_from_many_threads_come_out_whole_and_batched() {
     const THREADS: usize = 8;
     const LINES: usize = 2000;
     let got = Received::default();
-    let sink = Arc::new(Sink::start(Box::new(TestWriter::new(&got, 4096)), 64 << 20, Duration::from_millis(2)).unwrap());
+    let sink = Arc::new(
+        Sink::start(Box::new(TestWriter::new(&got, 4096)), 64 << 20, Duration::from_millis(2)).unwrap(),
+    );
     let workers: Vec<_> = (0..THREADS)
         .map(|t| {
             let sink = Arc::clone(&sink);
@@ -181,7 +185,9 @@ fn through_tracing(entry: &Entry<'_>, json: bool) -> String {
     let make = move || TestWriter::new(&sink, usize::MAX);
     let layer = tracing_subscriber::fmt::layer().with_ansi(false).with_writer(make);
     let subscriber: Box<dyn tracing::Subscriber + Send + Sync> = if json {
-        Box::new(tracing_subscriber::registry().with(layer.json().flatten_event(true).with_current_span(false)))
+        Box::new(
+            tracing_subscriber::registry().with(layer.json().flatten_event(true).with_current_span(false)),
+        )
     } else {
         Box::new(tracing_subscriber::registry().with(layer))
     };

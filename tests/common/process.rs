@@ -65,7 +65,10 @@ pub async fn spawn_command_to(mut cmd: tokio::process::Command, stdout: Stdio) -
     let addr = tokio::time::timeout(Duration::from_secs(20), async {
         while let Some(line) = lines.recv().await {
             if let Some((_, rest)) = line.split_once("listening on http://") {
-                return rest.split_whitespace().next().unwrap().to_owned();
+                // The address ends at the first character no address holds: a space in the text
+                // format, a quote in JSON.
+                let end = rest.find(|c: char| !(c.is_ascii_alphanumeric() || ".:[]".contains(c)));
+                return rest[..end.unwrap_or(rest.len())].to_owned();
             }
         }
         panic!("binary exited before listening");
