@@ -5,6 +5,9 @@
 //! event-stream framing, which [`stream`] turns into SSE events for the translation
 //! ([`crate::translate::bedrock`]) and the commit judge.
 
+pub(crate) mod container;
+pub(crate) mod credentials;
+pub(crate) mod imds;
 pub(crate) mod sigv4;
 pub(crate) mod stream;
 pub(crate) mod web_identity;
