@@ -23,9 +23,9 @@ pub mod sse {
 /// The in-process mock provider and the mock upstream server.
 pub mod mock {
     pub use crate::mock::{
-        Behavior, DEFAULT_REPLY, Quota, Taken, anthropic_frames, anthropic_json, bedrock, completion_json,
-        gemini_frames, gemini_json, responses_frames, responses_json, server, sigv4, stream_frames, tools,
-        vertex,
+        Behavior, DEFAULT_REPLY, Quota, Taken, anthropic_frames, anthropic_json, aws, bedrock,
+        completion_json, gemini_frames, gemini_json, responses_frames, responses_json, server, sigv4,
+        stream_frames, tools, vertex,
     };
 }
 

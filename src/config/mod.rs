@@ -400,9 +400,10 @@ pub struct KeyConfig {
     pub access_key_id: Option<String>,
     /// A `bedrock` key's session token (temporary credentials).
     pub session_token: Option<Secret>,
-    /// A `bedrock` key whose credentials come from a web-identity token (EKS IRSA), refreshed
-    /// in the background; then `secret` and `access_key_id` are unused.
-    pub web_identity: Option<WebIdentity>,
+    /// A `bedrock` key whose temporary credentials come from a web identity (EKS IRSA), the
+    /// container credentials endpoint (ECS, EKS Pod Identity) or the instance metadata (EC2),
+    /// refreshed in the background; then `secret` and `access_key_id` are unused.
+    pub aws: Option<AwsAuth>,
     /// A `vertex` key whose access tokens are minted (a service account's key file, its
     /// `secret`) or fetched (workload identity), kept fresh in the background; without it a
     /// `vertex` key's `secret` is an access token sent as it is.
@@ -410,8 +411,8 @@ pub struct KeyConfig {
 }
 
 impl KeyConfig {
-    /// A key tier1 makes itself from the environment (`env`, `web-identity`,
-    /// `workload-identity`): weight 1, every model, no limit of its own, no credentials yet.
+    /// A key tier1 makes itself from the environment (`env`, `web-identity`, `container`,
+    /// `instance`, `workload-identity`): weight 1, every model, no limit of its own, no credentials yet.
     pub(crate) fn derived(name: &str, secret: Secret) -> Self {
         Self {
             name: name.to_owned(),
@@ -423,7 +424,7 @@ impl KeyConfig {
             tpm: None,
             access_key_id: None,
             session_token: None,
-            web_identity: None,
+            aws: None,
             google: None,
         }
     }
@@ -449,6 +450,49 @@ pub struct ServiceAccount {
     pub private_key: Secret,
     /// `token_uri`: where the JWT is exchanged (and the JWT's audience).
     pub token_uri: String,
+}
+
+/// Whether `id` is an AWS access key id: upper-case letters and digits (`AKIA...`, `ASIA...`);
+/// what goes in the signature's credential scope must hold no `/`, space or newline.
+pub(crate) fn valid_access_key_id(id: &str) -> bool {
+    !id.is_empty() && id.len() <= 128 && id.bytes().all(|b| b.is_ascii_alphanumeric())
+}
+
+/// Where a `bedrock` key's temporary credentials come from.
+#[derive(Debug, Clone)]
+pub enum AwsAuth {
+    /// A web identity exchanged with STS (key `web-identity`).
+    WebIdentity(WebIdentity),
+    /// The container credentials endpoint of ECS or EKS Pod Identity (key `container`).
+    Container(ContainerCredentials),
+    /// The EC2 instance metadata service, IMDSv2 (key `instance`).
+    Instance(InstanceMetadata),
+}
+
+/// The container credentials endpoint (`AWS_CONTAINER_CREDENTIALS_RELATIVE_URI` under
+/// `http://169.254.170.2`, or `AWS_CONTAINER_CREDENTIALS_FULL_URI`, its host checked at load).
+#[derive(Debug, Clone)]
+pub struct ContainerCredentials {
+    /// The URL credentials are fetched from (GET).
+    pub url: String,
+    /// What goes in the `Authorization` header, if anything.
+    pub authorization: Option<ContainerToken>,
+}
+
+/// The container endpoint's `Authorization` value.
+#[derive(Debug, Clone)]
+pub enum ContainerToken {
+    /// `AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE`, read at every fetch (EKS rotates it).
+    File(std::path::PathBuf),
+    /// `AWS_CONTAINER_AUTHORIZATION_TOKEN`, checked at load to be a header value.
+    Value(Secret),
+}
+
+/// The EC2 instance metadata service, spoken in IMDSv2 only (a session token first).
+#[derive(Debug, Clone)]
+pub struct InstanceMetadata {
+    /// `http://169.254.169.254`, or `AWS_EC2_METADATA_SERVICE_ENDPOINT` (no trailing `/`).
+    pub endpoint: String,
 }
 
 /// A web identity to exchange with STS for temporary credentials.
@@ -517,7 +561,17 @@ impl Config {
                     Some(GoogleAuth::ServiceAccount(sa)) => Some(sa.private_key.clone()),
                     _ => None,
                 };
-                std::iter::once(k.secret.clone()).chain(k.session_token.clone()).chain(private_key)
+                let container_token = match &k.aws {
+                    Some(AwsAuth::Container(ContainerCredentials {
+                        authorization: Some(ContainerToken::Value(token)),
+                        ..
+                    })) => Some(token.clone()),
+                    _ => None,
+                };
+                std::iter::once(k.secret.clone())
+                    .chain(k.session_token.clone())
+                    .chain(private_key)
+                    .chain(container_token)
             })
         });
         let headers = self.providers.iter().flat_map(|p| {

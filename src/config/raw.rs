@@ -527,6 +527,9 @@ pub(super) struct RawProvider {
     /// A `vertex` provider with no keys gets its access tokens from the metadata server (GKE
     /// workload identity).
     pub workload_identity: Option<bool>,
+    /// A `bedrock` provider with no keys may take its credentials from the EC2 instance
+    /// metadata service (IMDSv2), the last link of its chain.
+    pub instance_metadata: Option<bool>,
 }
 
 /// `[[providers.NAME.keys]]`.

@@ -4,6 +4,7 @@
 //! tests without a network hop) and the standalone [`server::MockUpstream`] (`tier1
 //! mock-upstream`), which adds call counting and per-request overrides through `x-mock-*` headers.
 
+pub mod aws;
 pub mod bedrock;
 pub(crate) mod cache;
 pub mod server;

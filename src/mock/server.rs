@@ -62,6 +62,11 @@ pub struct MockConfig {
     /// An STS that exchanges this web-identity token for these credentials (token, access key
     /// id, secret), at `POST /` with `Action=AssumeRoleWithWebIdentity`.
     pub sts: Option<(String, String, String)>,
+    /// The session token each temporary access key id must come with (STS, container and
+    /// instance credentials): a Bedrock request signed by one without it is a 403.
+    pub aws_session_tokens: HashMap<String, String>,
+    /// The container credentials endpoint and the instance metadata, when they answer.
+    pub aws_metadata: super::aws::AwsMetadataMock,
     /// The Vertex AI routes' tokens, the token endpoint's service accounts, the metadata server.
     pub google: super::vertex::GoogleMock,
 }
@@ -88,6 +93,26 @@ impl MockConfig {
     /// the Bedrock routes then accept), valid for an hour.
     pub fn sts(mut self, token: &str, id: &str, secret: &str) -> Self {
         self.sts = Some((token.to_owned(), id.to_owned(), secret.to_owned()));
+        self.aws_session_tokens.insert(id.to_owned(), "mock-session-token".to_owned());
+        self.aws_key(id, secret)
+    }
+
+    /// Serves container credentials `id`/`secret` (session token
+    /// [`super::aws::CONTAINER_SESSION_TOKEN`]) at [`super::aws::CONTAINER_PATH`] to a GET whose
+    /// `Authorization` is one of `tokens` (with none, to any GET); the Bedrock routes accept them.
+    pub fn container_credentials(mut self, tokens: &[&str], id: &str, secret: &str) -> Self {
+        let tokens = tokens.iter().map(|t| (*t).to_owned()).collect();
+        self.aws_metadata.container = Some((tokens, id.to_owned()));
+        self.aws_session_tokens.insert(id.to_owned(), super::aws::CONTAINER_SESSION_TOKEN.to_owned());
+        self.aws_key(id, secret)
+    }
+
+    /// Serves the instance metadata (IMDSv2 only) of a role whose credentials are
+    /// `id`/`secret` (session token [`super::aws::INSTANCE_SESSION_TOKEN`]); the Bedrock routes
+    /// accept them.
+    pub fn instance_metadata(mut self, id: &str, secret: &str) -> Self {
+        self.aws_metadata.instance = Some(id.to_owned());
+        self.aws_session_tokens.insert(id.to_owned(), super::aws::INSTANCE_SESSION_TOKEN.to_owned());
         self.aws_key(id, secret)
     }
 
@@ -137,6 +162,8 @@ impl MockConfig {
             aws_keys,
             aws_region: raw.aws_region.unwrap_or_default(),
             sts: None,
+            aws_session_tokens: HashMap::new(),
+            aws_metadata: super::aws::AwsMetadataMock::default(),
             google: super::vertex::GoogleMock::default(),
         })
     }
@@ -172,6 +199,8 @@ pub struct StatsSnapshot {
     pub streams_cancelled: u64,
     /// Access tokens minted (Vertex AI token endpoint and metadata server).
     pub tokens_minted: u64,
+    /// AWS credentials handed out by the container endpoint and the instance metadata.
+    pub aws_credentials_served: u64,
 }
 
 /// The mock server's counters and request log, and the models a test has taken down.
@@ -186,6 +215,7 @@ pub struct MockStats {
     streams_started: AtomicU64,
     streams_completed: AtomicU64,
     streams_cancelled: AtomicU64,
+    aws_credentials_served: AtomicU64,
     log: Mutex<Vec<RecordedRequest>>,
     changed: watch::Sender<()>,
     /// The access tokens minted, which the Vertex AI routes accept until they expire.
@@ -205,6 +235,7 @@ impl Default for MockStats {
             streams_started: AtomicU64::new(0),
             streams_completed: AtomicU64::new(0),
             streams_cancelled: AtomicU64::new(0),
+            aws_credentials_served: AtomicU64::new(0),
             log: Mutex::new(Vec::new()),
             changed: watch::channel(()).0,
             minted: super::vertex::Minted::default(),
@@ -213,7 +244,8 @@ impl Default for MockStats {
 }
 
 impl MockStats {
-    /// Takes `model` down (every request answered `status`), or back up with `None`.
+    /// Takes `model` down (every request answered `status`), or back up with `None`;
+    /// [`super::aws::METADATA`] takes the AWS credential endpoints down (503).
     pub fn set_down(&self, model: &str, status: Option<StatusCode>) {
         if let Ok(mut down) = self.down.lock() {
             match status {
@@ -237,6 +269,7 @@ impl MockStats {
             streams_completed: self.streams_completed.load(Ordering::SeqCst),
             streams_cancelled: self.streams_cancelled.load(Ordering::SeqCst),
             tokens_minted: self.minted.count(),
+            aws_credentials_served: self.aws_credentials_served.load(Ordering::SeqCst),
         }
     }
 
@@ -424,6 +457,15 @@ async fn handle(shared: &Shared, req: Request<Incoming>) -> Response<MockBody> {
     if parts.method == Method::POST && path == "/" && body.starts_with(b"Action=AssumeRoleWithWebIdentity") {
         return super::bedrock::sts_answer(shared.config.sts.as_ref(), &body);
     }
+    let down = shared.stats.is_down(super::aws::METADATA).is_some();
+    let secret_of = |id: &str| shared.config.aws_keys.get(id).map(String::as_str);
+    let request = (&parts.method, path.as_str(), &parts.headers);
+    if let Some((resp, served)) = super::aws::answer(&shared.config.aws_metadata, request, down, secret_of) {
+        if served {
+            shared.stats.bump(&shared.stats.aws_credentials_served);
+        }
+        return resp;
+    }
     if let Some(resp) = google(shared, &parts, &body).await {
         return resp;
     }
@@ -533,6 +575,20 @@ async fn converse_call(
         Ok(key) => key,
         Err(e) => return super::bedrock::error_response(StatusCode::FORBIDDEN, &format!("mock: {e}")),
     };
+    if let Some(want) = shared.config.aws_session_tokens.get(&key) {
+        let sent = parts.headers.get("x-amz-security-token").and_then(|v| v.to_str().ok());
+        let signed = parts.headers.get("authorization").and_then(|v| v.to_str().ok()).is_some_and(|a| {
+            a.split(',').any(|f| {
+                f.trim()
+                    .strip_prefix("SignedHeaders=")
+                    .is_some_and(|h| h.split(';').any(|h| h == "x-amz-security-token"))
+            })
+        });
+        if sent != Some(want.as_str()) || !signed {
+            let message = "mock: The security token included in the request is invalid.";
+            return super::bedrock::error_response(StatusCode::FORBIDDEN, message);
+        }
+    }
     serve_call(shared, &parts.headers, MockEndpoint::Converse { stream }, body, (&model, &key)).await
 }
 

@@ -1,10 +1,14 @@
 //! `kind = "bedrock"`: Amazon Bedrock's Converse API. Every request is signed with SigV4
 //! ([`sigv4`]) for the provider's `region` by one credential set (a key: `access_key_id`, its
-//! secret, an optional session token); the URL names the model (`/model/{modelId}/converse` and
+//! secret, an optional session token, or temporary credentials kept fresh in the background:
+//! [`credentials`]); the URL names the model (`/model/{modelId}/converse` and
 //! `/converse-stream`), percent-encoded whole into one path segment. A stream answers in the AWS
 //! event-stream framing, which [`stream`] turns into SSE events for the translation
 //! ([`crate::translate::bedrock`]) and the commit judge.
 
+pub(crate) mod container;
+pub(crate) mod credentials;
+pub(crate) mod imds;
 pub(crate) mod sigv4;
 pub(crate) mod stream;
 pub(crate) mod web_identity;

@@ -212,8 +212,8 @@ impl Provider {
             .enumerate()
             .map(|(index, k)| {
                 let bad_key = || BuildError::Key { provider: p.name.clone(), index };
-                let auth = match (&k.web_identity, &k.google) {
-                    (Some(w), _) => Auth::Temporary(refresh::start(w.clone(), pools.client(p)?)),
+                let auth = match (&k.aws, &k.google) {
+                    (Some(a), _) => Auth::Temporary(super::bedrock::credentials::start(a, pools.client(p)?)),
                     (None, Some(g)) => {
                         let tokens = super::vertex::token::Tokens::new(g).ok_or_else(bad_key)?;
                         Auth::Bearer(refresh::start(tokens, pools.client(p)?))

@@ -28,7 +28,7 @@ pub(super) fn provider(name: &str, rp: &RawProvider, env: &dyn Env, p: &mut Prob
     let kind = kind(&at, rp.kind.as_deref(), p);
     let Place { region, project, location, base_url } = place(&at, kind, rp, p);
     let mut keys = keys(&at, &rp.keys, env, p);
-    aws::credentials(&at, (kind.spec().signed(), region.as_deref()), &rp.keys, &mut keys, env, p);
+    aws::credentials(&at, (kind.spec().signed(), region.as_deref()), rp, &mut keys, env, p);
     google::credentials(&at, kind, rp, &mut keys, env, p);
     let headers = headers(&at, &rp.headers, env, p);
     let mock = rp.mock.as_ref().map_or_else(Behavior::default, |m| m.validate(&format!("{at}.mock"), p));
@@ -188,7 +188,7 @@ fn keys(at: &str, raw: &[RawKey], env: &dyn Env, p: &mut Problems) -> Vec<KeyCon
                         tpm: k.tpm,
                         access_key_id: aws::access_key_id(&kp, k, env, p),
                         session_token: aws::session_token(&kp, k, env, p),
-                        web_identity: None,
+                        aws: None,
                         google: None,
                     })
                 }

@@ -5,23 +5,23 @@
 //! which keeps them fresh; the token file is read anew at each exchange, as the kubelet rotates
 //! it.
 
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
 use bytes::Bytes;
 use http::{HeaderValue, Request, header};
-use http_body_util::BodyExt;
 
+use super::credentials::{FetchError, call, expiry, key, lifetime, read_token};
 use super::sigv4::AwsKey;
 use crate::config::{Secret, WebIdentity};
 use crate::providers::refresh::{Fetched, Source};
 use crate::upstream;
 
-/// The largest STS answer read.
-const MAX_ANSWER: usize = 64 * 1024;
+/// What the log calls the endpoint.
+const STS: &str = "STS";
 
 impl Source for WebIdentity {
     type Value = AwsKey;
-    type Error = ExchangeError;
+    type Error = FetchError;
 
     /// The role, token file, session name and STS (a reload with the same ones keeps the
     /// credentials).
@@ -29,9 +29,9 @@ impl Source for WebIdentity {
         format!("{} {} {} {}", self.role_arn, self.token_file.display(), self.session_name, self.sts_url)
     }
 
-    async fn fetch(&self, client: &upstream::Client) -> Result<Fetched<AwsKey>, ExchangeError> {
+    async fn fetch(&self, client: &upstream::Client) -> Result<Fetched<AwsKey>, FetchError> {
         let (value, expires) = exchange(self, client).await?;
-        Ok(Fetched { value, valid_for: expires.duration_since(SystemTime::now()).unwrap_or_default() })
+        Ok(Fetched { value, valid_for: lifetime(expires) })
     }
 
     fn secrets(key: &AwsKey) -> Vec<Secret> {
@@ -39,54 +39,25 @@ impl Source for WebIdentity {
     }
 }
 
-/// Why an exchange failed (for the log: never the token or the credentials).
-#[derive(Debug, thiserror::Error)]
-pub(crate) enum ExchangeError {
-    /// The token file could not be read.
-    #[error("token file: {0}")]
-    Token(std::io::Error),
-    /// STS could not be reached or did not answer in time.
-    #[error("STS unreachable")]
-    Unreachable,
-    /// STS answered with an error status.
-    #[error("STS answered {0}")]
-    Status(u16),
-    /// The answer held no credentials.
-    #[error("STS answer without credentials")]
-    Answer,
-}
-
 /// One `AssumeRoleWithWebIdentity` call: the credentials and when they expire.
 pub(crate) async fn exchange(
     source: &WebIdentity,
     client: &upstream::Client,
-) -> Result<(AwsKey, SystemTime), ExchangeError> {
-    let token = tokio::fs::read_to_string(&source.token_file).await.map_err(ExchangeError::Token)?;
+) -> Result<(AwsKey, SystemTime), FetchError> {
+    let token = read_token(&source.token_file).await?;
     let form = format!(
         "Action=AssumeRoleWithWebIdentity&Version=2011-06-15&DurationSeconds=3600&RoleArn={}&RoleSessionName={}&WebIdentityToken={}",
         form_encode(&source.role_arn),
         form_encode(&source.session_name),
-        form_encode(token.trim())
+        form_encode(&token)
     );
     let req = Request::post(source.sts_url.as_str())
         .header(header::CONTENT_TYPE, HeaderValue::from_static("application/x-www-form-urlencoded"))
         .header(header::ACCEPT, HeaderValue::from_static("application/xml"))
         .body(Bytes::from(form))
-        .map_err(|_| ExchangeError::Unreachable)?;
-    let call = async {
-        let resp = client.send(req).await.map_err(|_| ExchangeError::Unreachable)?;
-        let status = resp.status();
-        let body = http_body_util::Limited::new(resp.into_body(), MAX_ANSWER)
-            .collect()
-            .await
-            .map_err(|_| ExchangeError::Unreachable)?
-            .to_bytes();
-        if !status.is_success() {
-            return Err(ExchangeError::Status(status.as_u16()));
-        }
-        credentials(&String::from_utf8_lossy(&body)).ok_or(ExchangeError::Answer)
-    };
-    tokio::time::timeout(Duration::from_secs(10), call).await.map_err(|_| ExchangeError::Unreachable)?
+        .map_err(|_| FetchError::Unreachable(STS))?;
+    let body = call(client, req, STS).await?;
+    credentials(&String::from_utf8_lossy(&body)).ok_or(FetchError::Answer(STS))
 }
 
 /// The credentials of an `AssumeRoleWithWebIdentityResponse` (XML).
@@ -94,15 +65,11 @@ pub(crate) fn credentials(xml: &str) -> Option<(AwsKey, SystemTime)> {
     let tag = |name: &str| {
         let start = xml.find(&format!("<{name}>"))? + name.len() + 2;
         let end = start + xml[start..].find(&format!("</{name}>"))?;
-        Some(xml[start..end].trim().to_owned())
+        Some(xml[start..end].trim())
     };
-    let expires = humantime::parse_rfc3339_weak(&tag("Expiration")?).ok()?;
-    let key = AwsKey {
-        access_key_id: tag("AccessKeyId").filter(|k| k.bytes().all(|b| b.is_ascii_alphanumeric()))?,
-        secret: Secret::new(tag("SecretAccessKey")?),
-        session_token: Some(Secret::new(tag("SessionToken")?)),
-    };
-    Some((key, expires))
+    let expires = expiry(tag("Expiration")?)?;
+    let token = tag("SessionToken")?;
+    Some((key(tag("AccessKeyId")?, tag("SecretAccessKey")?, Some(token))?, expires))
 }
 
 /// `application/x-www-form-urlencoded` encoding of one value.
