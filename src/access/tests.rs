@@ -284,3 +284,30 @@ fn the_timestamp_is_rfc3339_to_the_microsecond() {
     assert_eq!(ts.len(), 27, "{ts}");
     assert!(ts.ends_with('Z') && ts.as_bytes()[10] == b'T' && ts.as_bytes()[19] == b'.', "{ts}");
 }
+
+/// The cached part of the timestamp (up to the second) never lags: each line's time lies between
+/// tracing-subscriber's just before and just after, across a change of second.
+#[test]
+fn the_timestamp_is_the_time_of_the_line_across_seconds() {
+    use tracing_subscriber::fmt::format::Writer;
+    use tracing_subscriber::fmt::time::FormatTime;
+    let theirs = || {
+        let mut s = String::new();
+        tracing_subscriber::fmt::time::SystemTime.format_time(&mut Writer::new(&mut s)).unwrap();
+        humantime::parse_rfc3339(&s).unwrap()
+    };
+    // Wall-clock time is what is under test: at most 1.5 s of it, for one change of second.
+    let end = std::time::SystemTime::now() + std::time::Duration::from_millis(1500);
+    let mut seconds = std::collections::BTreeSet::new();
+    while seconds.len() < 2 && std::time::SystemTime::now() < end {
+        let before = theirs();
+        let mut out = Vec::new();
+        entries()[0].write(Format::Text, &mut out);
+        let after = theirs();
+        let text = String::from_utf8(out).unwrap();
+        let ours = humantime::parse_rfc3339(text.split(' ').next().unwrap()).unwrap();
+        assert!(before <= ours && ours <= after, "{before:?} {ours:?} {after:?}");
+        seconds.insert(ours.duration_since(std::time::UNIX_EPOCH).unwrap().as_secs());
+    }
+    assert_eq!(seconds.len(), 2, "a change of second was seen");
+}
