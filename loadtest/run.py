@@ -323,13 +323,18 @@ class Bench:
         wait_up(f"http://127.0.0.1:{port}/_mock/stats")
         return port, p
 
-    def tier1(self, case: dict, upstream: int) -> tuple:
+    def tier1(self, case: dict, upstream: int, logged: bool = False) -> tuple:
         port = free_port()
         cfg = self.work / "tier1.toml"
         # The cases' common part (auth, a per-user limit, metrics), then the case's own routes
-        # (default: the route `bench` to the mock), then the mock as provider `up`.
+        # (default: the route `bench` to the mock), then the mock as provider `up`. `logged`
+        # (the system `tier1-log`): the `[log]` settings left at their defaults, as a user runs
+        # it: an access line per request, on stdout (to a file here, as a container runtime's).
         routes = case.get("tier1", '[[routes]]\nname = "bench"\ntargets = [{ provider = "up", model = "m" }]\n')
-        text = (CASES / "common.toml").read_text() + "\n" + routes
+        common = (CASES / "common.toml").read_text()
+        if logged:
+            common = common.replace('\nlevel = "warn"\n', "\n").replace("\nsample = 0.0\n", "\n")
+        text = common + "\n" + routes
         text += f'\n[providers.up]\nkind = "openai"\nbase_url = "http://127.0.0.1:{upstream}/v1"\n'
         cfg.write_text(text.replace("MOCK_PORT", str(upstream)))
         p = self.procs.start("tier1", cpus(case, "0"), [TIER1, "--config", cfg, "--listen", f"127.0.0.1:{port}"],
@@ -374,7 +379,7 @@ class Bench:
         if "body_prompt_kib" in case:
             prompt = ("lorem ipsum dolor sit amet " * 40)[: 1024] * case["body_prompt_kib"]
             body = json.dumps({"model": "bench", "messages": [{"role": "user", "content": prompt}], "max_tokens": 16})
-        systems = case.get("systems", ["direct", "nginx", "tier1"])
+        systems = case.get("systems", ["direct", "nginx", "tier1", "tier1-log"])
         load = case["load"]
         secs = self.secs if load != "streams" else case.get("seconds", 15)
 
@@ -406,23 +411,24 @@ class Bench:
                     port, p = self.nginx(mport)
                     out["nginx"] = self.measure("nginx", port, p.pid, case, do_load, do_warm)
                     self.procs.stop(p)
-                elif system == "tier1":
-                    port, p = self.tier1(case, mport)
+                elif system in ("tier1", "tier1-log"):
+                    port, p = self.tier1(case, mport, logged=system == "tier1-log")
                     reloader = None
                     if case.get("reload_every"):
                         reloader = Reloader(self.tier1_config, port, case["reload_every"])
                         reloader.start()
-                    out["tier1"] = self.measure("tier1", port, p.pid, case, do_load, do_warm)
+                    r = out[system] = self.measure(system, port, p.pid, case, do_load, do_warm)
                     if reloader:
-                        out["tier1"]["reloads"] = reloader.stop()
-                    if out["tier1"].get("non_2xx") or out["tier1"].get("errors"):
-                        out["tier1"]["sample_error"] = sample(port, case, body)
+                        r["reloads"] = reloader.stop()
+                    if r.get("non_2xx") or r.get("errors"):
+                        r["sample_error"] = sample(port, case, body)
                     text = metrics(port)
-                    out["tier1"]["overhead_p50_us"] = (histogram_quantile(text, "tier1_overhead_seconds", 0.5) or 0) * 1e6
-                    out["tier1"]["overhead_p99_us"] = (histogram_quantile(text, "tier1_overhead_seconds", 0.99) or 0) * 1e6
-                    out["tier1"].update(time_to_head(text))
-                    out["tier1"]["fallbacks"] = series_sum(text, "tier1_fallbacks_total")
-                    out["tier1"]["inflight_after"] = series_sum(text, "tier1_inflight_requests")
+                    r["overhead_p50_us"] = (histogram_quantile(text, "tier1_overhead_seconds", 0.5) or 0) * 1e6
+                    r["overhead_p99_us"] = (histogram_quantile(text, "tier1_overhead_seconds", 0.99) or 0) * 1e6
+                    r.update(time_to_head(text))
+                    r["fallbacks"] = series_sum(text, "tier1_fallbacks_total")
+                    r["inflight_after"] = series_sum(text, "tier1_inflight_requests")
+                    r["log_lines_dropped"] = series_sum(text, "tier1_log_lines_dropped_total")
                     self.procs.stop(p)
         finally:
             self.procs.stop(self.mock_proc)
@@ -486,7 +492,7 @@ def added(case_results: dict) -> None:
     d = case_results.get("direct")
     if not d:
         return
-    for system in ("nginx", "tier1"):
+    for system in ("nginx", "tier1", "tier1-log"):
         r = case_results.get(system)
         if not r:
             continue
