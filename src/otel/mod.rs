@@ -20,6 +20,7 @@
 pub(crate) mod context;
 mod encode;
 mod export;
+mod pb;
 mod record;
 mod span;
 
