@@ -89,10 +89,11 @@ pub(super) fn bounded(s: &str) -> &str {
 /// Attribute field of a `Span`.
 const ATTRIBUTE: u32 = 9;
 
-/// Appends to `b` the attribute `key` whose `AnyValue` is `head` then `body` bytes (the
-/// caller writes them next); its key and value's heads and the `head` are written, the room
-/// for all reserved. Most attributes are short: each length then takes one byte, and what is
-/// not the key goes in a copy of fixed size (its slack cut).
+/// Appends to `b` attribute `key` up to its value's last `body` bytes, which the caller writes
+/// next (room reserved for all): the `KeyValue`'s tag and length, the key, the `AnyValue`'s tag
+/// and length, then `head`. Returns where the caller's bytes start. Most attributes are short:
+/// each length then takes one byte, and what follows the key goes in one copy of fixed size
+/// (its slack cut).
 #[inline(always)]
 fn put(b: &mut Vec<u8>, key: &str, head: &Small, body: usize) -> usize {
     let any = head.len + body;
