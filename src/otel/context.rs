@@ -22,7 +22,9 @@ const MAX_TRACESTATE: usize = 512;
 
 /// The remote parent named by `headers`, if they carry exactly one valid `traceparent`.
 pub(crate) fn extract(headers: &HeaderMap) -> Option<SpanContext> {
-    let mut values = headers.get_all(TRACEPARENT).iter();
+    // By name, not by `&str`: a `&str` is parsed into a name at each lookup.
+    let [parent, _] = &HEADERS;
+    let mut values = headers.get_all(parent).iter();
     let (Some(value), None) = (values.next(), values.next()) else { return None };
     let (trace_id, span_id, flags) = parse(value.as_bytes())?;
     Some(SpanContext::new(trace_id, span_id, flags, true, state(headers)))
@@ -72,7 +74,8 @@ fn hex(bytes: &[u8]) -> Option<u8> {
 /// formed (keys and values as W3C spells them, at most 32 members, no duplicate key); else none.
 fn state(headers: &HeaderMap) -> TraceState {
     let mut joined = String::new();
-    for v in headers.get_all(TRACESTATE) {
+    let [_, state] = &HEADERS;
+    for v in headers.get_all(state) {
         let Ok(v) = v.to_str() else { return TraceState::NONE };
         if joined.len() + v.len() + 1 > MAX_TRACESTATE {
             return TraceState::NONE;
@@ -132,12 +135,22 @@ impl SpanCx {
     }
 }
 
-/// `bytes` as lowercase hex into `out` (twice as long).
-fn hex_into(bytes: &[u8], out: &mut [u8]) {
+/// Every byte's two lowercase hex digits.
+const HEX_PAIRS: [[u8; 2]; 256] = {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut pairs = [[0u8; 2]; 256];
+    let mut i = 0;
+    while i < 256 {
+        pairs[i] = [DIGITS[i >> 4], DIGITS[i & 0xf]];
+        i += 1;
+    }
+    pairs
+};
+
+/// `bytes` as lowercase hex into `out` (twice as long), a byte's pair at a time.
+fn hex_into(bytes: &[u8], out: &mut [u8]) {
     for (b, pair) in bytes.iter().zip(out.chunks_exact_mut(2)) {
-        pair[0] = DIGITS[usize::from(b >> 4)];
-        pair[1] = DIGITS[usize::from(b & 0xf)];
+        pair.copy_from_slice(&HEX_PAIRS[usize::from(*b)]);
     }
 }
 

@@ -3,154 +3,71 @@
 //! one `ScopeSpans` (scope `tier1`) holding the batch's [`Record`]s. Field numbers are those of
 //! opentelemetry-proto's `trace.proto`, `common.proto` and `resource.proto` (v1); the tests
 //! decode the output with prost and the maintained `opentelemetry-proto` types, every field.
+//!
+//! A record's attributes are encoded already ([`super::record`]); a batch is sized first (every
+//! length is known before its message), then written in one pass into one buffer of that size.
 
-use super::record::{Record, Val};
+use super::pb::{self, I32, I64, VARINT, field_len};
+use super::record::Record;
 
-/// A protobuf writer over a byte buffer.
-struct Pb<'a>(&'a mut Vec<u8>);
-
-/// Wire types.
-const VARINT: u32 = 0;
-const I64: u32 = 1;
-const LEN: u32 = 2;
-const I32: u32 = 5;
-
-/// The length of `n` as a varint.
-fn varint_len(n: u64) -> usize {
-    // One byte per 7 bits, at least one.
-    (64 - (n | 1).leading_zeros() as usize).div_ceil(7)
+/// `r`'s span name: its word, then a space and its string, if any.
+fn name_len(r: &Record) -> usize {
+    r.name.0.len() + r.name.1.map_or(0, |t| 1 + t.len())
 }
 
-/// The length of a length-delimited field of `n` bytes with a one-byte tag (field < 16).
-fn field_len(n: usize) -> usize {
-    1 + varint_len(n as u64) + n
+/// The length of `r` as a `Span` message (without its tag and length).
+fn span_len(r: &Record) -> usize {
+    // trace_id, span_id, kind, start, end, flags (a two-byte tag and a fixed32).
+    let fixed = 18 + 10 + 2 + 9 + 9 + 6;
+    let state = r.state.as_ref().map_or(0, |s| field_len(s.len()));
+    let parent = if r.parent.is_some() { 10 } else { 0 };
+    let status = r.error.map_or(0, |m| field_len(field_len(m.len()) + 2));
+    fixed + state + parent + field_len(name_len(r)) + r.attrs().len() + status
 }
 
-impl Pb<'_> {
-    fn varint(&mut self, mut n: u64) {
-        while n >= 0x80 {
-            #[allow(clippy::cast_possible_truncation)]
-            self.0.push((n as u8) | 0x80);
-            n >>= 7;
-        }
-        #[allow(clippy::cast_possible_truncation)]
-        self.0.push(n as u8);
-    }
-
-    fn tag(&mut self, field: u32, wire: u32) {
-        self.varint(u64::from((field << 3) | wire));
-    }
-
-    fn len(&mut self, field: u32, n: usize) {
-        self.tag(field, LEN);
-        self.varint(n as u64);
-    }
-
-    fn bytes(&mut self, field: u32, b: &[u8]) {
-        self.len(field, b.len());
-        self.0.extend_from_slice(b);
-    }
-
-    fn fixed64(&mut self, field: u32, n: u64) {
-        self.tag(field, I64);
-        self.0.extend_from_slice(&n.to_le_bytes());
-    }
-
-    /// A `KeyValue` with a string `AnyValue`, as field `field`.
-    fn string_attr(&mut self, field: u32, key: &str, value: &str) {
-        let any = field_len(value.len());
-        self.len(field, field_len(key.len()) + field_len(any));
-        self.bytes(1, key.as_bytes());
-        self.len(2, any);
-        self.bytes(1, value.as_bytes());
-    }
-}
-
-/// The encoded `AnyValue` of `v`'s length.
-fn any_len(r: &Record, v: &Val) -> usize {
-    match v {
-        Val::Static(s) => field_len(s.len()),
-        Val::Text(t) => field_len(r.str(*t).len()),
-        #[allow(clippy::cast_sign_loss)]
-        Val::Int(n) => 1 + varint_len(*n as u64),
-        Val::F64(_) => 9,
-        Val::Bool(_) => 2,
-        Val::List(items) => field_len(list_len(items)),
-    }
-}
-
-/// The encoded `ArrayValue` of `items`' length.
-fn list_len(items: &[String]) -> usize {
-    items.iter().map(|s| field_len(field_len(s.len()))).sum()
-}
-
-/// An attribute (`KeyValue`) of `r`, as field 9 of its span.
-fn attr(pb: &mut Pb<'_>, r: &Record, key: &str, v: &Val) {
-    let any = any_len(r, v);
-    pb.len(9, field_len(key.len()) + field_len(any));
-    pb.bytes(1, key.as_bytes());
-    pb.len(2, any);
-    match v {
-        Val::Static(s) => pb.bytes(1, s.as_bytes()),
-        Val::Text(t) => pb.bytes(1, r.str(*t).as_bytes()),
-        Val::Bool(b) => {
-            pb.tag(2, VARINT);
-            pb.varint(u64::from(*b));
-        }
-        Val::Int(n) => {
-            pb.tag(3, VARINT);
-            #[allow(clippy::cast_sign_loss)]
-            pb.varint(*n as u64);
-        }
-        Val::F64(x) => pb.fixed64(4, x.to_bits()),
-        Val::List(items) => {
-            pb.len(5, list_len(items));
-            for s in items {
-                pb.len(1, field_len(s.len()));
-                pb.bytes(1, s.as_bytes());
-            }
-        }
-    }
-}
-
-/// `r` as a `Span` message (without its tag and length).
-fn span(pb: &mut Pb<'_>, r: &Record) {
-    pb.bytes(1, &r.trace_id);
-    pb.bytes(2, &r.span_id);
+/// `r` as a `Span` message (without its tag and length), into `b` (room reserved). The fields
+/// of fixed size go in copies of fixed size.
+fn span(b: &mut Vec<u8>, r: &Record) {
+    // trace_id (1) and span_id (2), 16 and 8 bytes.
+    let mut ids = [0u8; 28];
+    ids[..2].copy_from_slice(&[0x0a, 16]);
+    ids[2..18].copy_from_slice(&r.trace_id);
+    ids[18..20].copy_from_slice(&[0x12, 8]);
+    ids[20..].copy_from_slice(&r.span_id);
+    b.extend_from_slice(&ids);
     if let Some(state) = &r.state {
-        pb.bytes(3, state.as_bytes());
+        pb::bytes(b, 3, state.as_bytes());
     }
     if let Some((parent, _)) = &r.parent {
-        pb.bytes(4, parent);
+        let mut field = [0x22, 8, 0, 0, 0, 0, 0, 0, 0, 0];
+        field[2..].copy_from_slice(parent);
+        b.extend_from_slice(&field);
     }
-    let model = r.name.1.map(|t| r.str(t));
-    match model {
-        Some(m) => {
-            pb.len(5, r.name.0.len() + 1 + m.len());
-            pb.0.extend_from_slice(r.name.0.as_bytes());
-            pb.0.push(b' ');
-            pb.0.extend_from_slice(m.as_bytes());
-        }
-        None => pb.bytes(5, r.name.0.as_bytes()),
+    pb::len(b, 5, name_len(r));
+    b.extend_from_slice(r.name.0.as_bytes());
+    if let Some(t) = r.name.1 {
+        b.push(b' ');
+        b.extend_from_slice(r.text(t));
     }
-    pb.tag(6, VARINT);
-    pb.varint(r.kind as u64);
-    pb.fixed64(7, r.start);
-    pb.fixed64(8, r.end);
-    for (key, v) in &r.attrs {
-        attr(pb, r, key, v);
-    }
+    // kind (6), a varint of one byte; start (7) and end (8), fixed64s.
+    let mut times = [0u8; 20];
+    times[..3].copy_from_slice(&[(6 << 3) | VARINT as u8, r.kind as u8, (7 << 3) | I64 as u8]);
+    times[3..11].copy_from_slice(&r.start.to_le_bytes());
+    times[11] = (8 << 3) | I64 as u8;
+    times[12..].copy_from_slice(&r.end.to_le_bytes());
+    b.extend_from_slice(&times);
+    b.extend_from_slice(r.attrs());
     if let Some(message) = r.error {
         // Status: message (2), code (3) = STATUS_CODE_ERROR.
-        pb.len(15, field_len(message.len()) + 2);
-        pb.bytes(2, message.as_bytes());
-        pb.tag(3, VARINT);
-        pb.varint(2);
+        pb::len(b, 15, field_len(message.len()) + 2);
+        pb::bytes(b, 2, message.as_bytes());
+        pb::tag(b, 3, VARINT);
+        pb::varint(b, 2);
     }
     // Flags: the W3C sampled bit, and whether the parent is remote (SpanFlags' masks).
     let remote = if r.parent.is_some_and(|(_, remote)| remote) { 0x200 } else { 0 };
-    pb.tag(16, I32);
-    pb.0.extend_from_slice(&(0x101u32 | remote).to_le_bytes());
+    pb::tag(b, 16, I32);
+    b.extend_from_slice(&(0x101u32 | remote).to_le_bytes());
 }
 
 /// What every batch starts with: the `Resource` (`service.name`, `service.version`), field 1
@@ -165,39 +82,37 @@ pub(super) struct Head {
 impl Head {
     pub(super) fn new(service_name: &str, service_version: &str) -> Self {
         let mut attrs = Vec::new();
-        let mut pb = Pb(&mut attrs);
-        pb.string_attr(1, "service.name", service_name);
-        pb.string_attr(1, "service.version", service_version);
+        for (key, value) in [("service.name", service_name), ("service.version", service_version)] {
+            pb::key_value(&mut attrs, 1, key, field_len(value.len()));
+            pb::bytes(&mut attrs, 1, value.as_bytes());
+        }
         let mut resource = Vec::with_capacity(attrs.len() + 4);
-        Pb(&mut resource).bytes(1, &attrs);
+        pb::bytes(&mut resource, 1, &attrs);
         let mut scope = Vec::new();
-        let name = field_len("tier1".len());
-        let mut pb = Pb(&mut scope);
-        pb.len(1, name);
-        pb.bytes(1, b"tier1");
+        pb::len(&mut scope, 1, field_len("tier1".len()));
+        pb::bytes(&mut scope, 1, b"tier1");
         Self { resource, scope }
     }
 }
 
-/// An `ExportTraceServiceRequest` of `records`, each span encoded once into `scratch` then
-/// copied in (a message's length comes before it).
+/// An `ExportTraceServiceRequest` of `records`: sized, then written once into a buffer of
+/// that size.
 pub(super) fn request(head: &Head, records: &[Record]) -> Vec<u8> {
-    let mut spans = Vec::with_capacity(records.len() * 512);
-    let mut one = Vec::with_capacity(1024);
-    for r in records {
-        one.clear();
-        span(&mut Pb(&mut one), r);
-        Pb(&mut spans).bytes(2, &one);
-    }
-    let scope_spans = head.scope.len() + spans.len();
+    let lens: Vec<usize> = records.iter().map(span_len).collect();
+    let spans: usize = lens.iter().map(|&n| field_len(n)).sum();
+    let scope_spans = head.scope.len() + spans;
     let resource_spans = head.resource.len() + field_len(scope_spans);
-    let mut out = Vec::with_capacity(field_len(resource_spans));
-    let mut pb = Pb(&mut out);
-    pb.len(1, resource_spans);
-    pb.0.extend_from_slice(&head.resource);
-    pb.len(2, scope_spans);
-    pb.0.extend_from_slice(&head.scope);
-    pb.0.extend_from_slice(&spans);
+    let total = field_len(resource_spans);
+    let mut out = Vec::with_capacity(total);
+    pb::len(&mut out, 1, resource_spans);
+    out.extend_from_slice(&head.resource);
+    pb::len(&mut out, 2, scope_spans);
+    out.extend_from_slice(&head.scope);
+    for (r, n) in records.iter().zip(lens) {
+        pb::len(&mut out, 2, n);
+        span(&mut out, r);
+    }
+    debug_assert_eq!(out.len(), total, "a batch's size is its lengths' sum");
     out
 }
 
@@ -221,13 +136,12 @@ mod tests {
 
     /// A server span with a remote parent, a tracestate, an error and every kind of value.
     fn server() -> Record {
-        let mut r = Record::start(Kind::Server, ([0xab; 16], [0xcd; 8]), "chat", 8);
+        let mut r = Record::start(Kind::Server, ([0xab; 16], [0xcd; 8]), "chat", Vec::new());
         r.parent = Some(([0x01; 8], true));
         r.state = Some(http::HeaderValue::from_static("vendor=abc"));
-        let model = r.text("gpt-4o-mini");
-        r.name.1 = Some(model);
         r.set("gen_ai.operation.name", Val::Static("chat"));
-        r.set("gen_ai.request.model", Val::Text(model));
+        let model = r.set_text("gen_ai.request.model", "gpt-4o-mini");
+        r.name.1 = Some(model);
         r.set_text("tier1.route", &"é".repeat(200));
         r.set("small", Val::Int(7));
         r.set("negative", Val::Int(-3));
@@ -235,7 +149,7 @@ mod tests {
         r.set("tier1.stream", Val::Bool(true));
         r.set("no", Val::Bool(false));
         r.set("tier1.time_to_first_token", Val::F64(0.125));
-        r.set("gen_ai.response.finish_reasons", Val::List(vec!["stop".into(), "length".into()]));
+        r.set_list("gen_ai.response.finish_reasons", &["stop", "length"]);
         r.set("empty", Val::Static(""));
         r.error = Some("broken");
         r.end = r.start + 1_500_000;
@@ -244,9 +158,9 @@ mod tests {
 
     /// A client span under a local parent, no state, no error, a long name.
     fn client() -> Record {
-        let mut r = Record::start(Kind::Client, ([0x11; 16], [0x22; 8]), "embeddings", 2);
+        let mut r = Record::start(Kind::Client, ([0x11; 16], [0x22; 8]), "embeddings", Vec::new());
         r.parent = Some(([0xcd; 8], false));
-        let model = r.text(&"m".repeat(300));
+        let model = r.set_text("gen_ai.request.model", &"m".repeat(300));
         r.name.1 = Some(model);
         r.set("tier1.attempt", Val::Int(2));
         r.end = r.start + 10;
@@ -256,13 +170,6 @@ mod tests {
     fn decode(records: &[Record]) -> ExportTraceServiceRequest {
         let head = Head::new("tier1-test", "1.2.3");
         ExportTraceServiceRequest::decode(request(&head, records).as_slice()).unwrap()
-    }
-
-    #[test]
-    fn varint_lengths_are_protobufs() {
-        for n in [0, 1, 127, 128, 16_383, 16_384, u64::from(u32::MAX), u64::MAX >> 1, u64::MAX] {
-            assert_eq!(varint_len(n), prost::encoding::encoded_len_varint(n), "{n}");
-        }
     }
 
     #[test]
@@ -329,7 +236,7 @@ mod tests {
             kind: 3,
             start_time_unix_nano: b.start,
             end_time_unix_nano: b.start + 10,
-            attributes: vec![kv("tier1.attempt", int(2))],
+            attributes: vec![kv("gen_ai.request.model", s(&"m".repeat(128))), kv("tier1.attempt", int(2))],
             ..Span::default()
         };
         assert_eq!(ss.spans[1], expected);
@@ -337,7 +244,7 @@ mod tests {
 
     #[test]
     fn a_root_span_has_no_parent_and_a_big_batch_decodes_whole() {
-        let mut root = Record::start(Kind::Server, ([3; 16], [4; 8]), "models", 0);
+        let mut root = Record::start(Kind::Server, ([3; 16], [4; 8]), "models", Vec::new());
         root.end = root.start;
         let export = decode(&[root]);
         let span = &export.resource_spans[0].scope_spans[0].spans[0];

@@ -5,7 +5,8 @@
 //! encodes each batch as OTLP protobuf ([`super::encode`]) and posts it to the collector under
 //! its own timeout, retrying what OTLP/HTTP calls retryable; a batch that fails is dropped and
 //! counted (`reason="export_failed"`). The HTTP client is tier1's own upstream client: the same
-//! hyper and rustls stack, no other.
+//! hyper and rustls stack, no other. The attribute buffers of the spans a batch held go back to
+//! the buffer, for new spans to fill ([`Buffer::attrs`]): no allocation per span.
 
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
@@ -29,10 +30,17 @@ const FIRST_RETRY: Duration = Duration::from_millis(100);
 /// Longest `Retry-After` followed (the batch's timeout bounds it anyway).
 const MAX_RETRY_AFTER: Duration = Duration::from_secs(60);
 
+/// Attribute buffers of exported spans kept for new spans, at most.
+const SPARE: usize = BATCH;
+
 /// The buffer between the request path and the export task.
 #[derive(Debug)]
 pub(crate) struct Buffer {
     spans: Mutex<Vec<Record>>,
+    /// Attribute buffers of exported spans, emptied, for new spans to fill: a span's start takes
+    /// one (a lock) instead of allocating it, and the export gives them back instead of freeing
+    /// them.
+    spare: Mutex<Vec<Vec<u8>>>,
     max: usize,
     wake: tokio::sync::Notify,
     metrics: Arc<Metrics>,
@@ -41,7 +49,13 @@ pub(crate) struct Buffer {
 impl Buffer {
     /// A buffer of at most `max` spans.
     pub(crate) fn new(max: usize, metrics: Arc<Metrics>) -> Arc<Self> {
-        Arc::new(Self { spans: Mutex::new(Vec::new()), max, wake: tokio::sync::Notify::new(), metrics })
+        Arc::new(Self {
+            spans: Mutex::new(Vec::new()),
+            spare: Mutex::new(Vec::new()),
+            max,
+            wake: tokio::sync::Notify::new(),
+            metrics,
+        })
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Record>> {
@@ -64,14 +78,36 @@ impl Buffer {
         }
     }
 
-    /// Up to [`BATCH`] spans, oldest first.
-    fn take(&self) -> Vec<Record> {
+    /// A new span's attribute buffer: a spare one, else one with room for `room` bytes.
+    pub(super) fn attrs(&self, room: usize) -> Vec<u8> {
+        let spare = self.spare.lock().unwrap_or_else(PoisonError::into_inner).pop();
+        spare.unwrap_or_else(|| Vec::with_capacity(room))
+    }
+
+    /// Takes `batch`'s spans (exported or dropped), their attribute buffers kept as spares.
+    fn recycle(&self, batch: &mut Vec<Record>) {
+        let mut spare = self.spare.lock().unwrap_or_else(PoisonError::into_inner);
+        let room = SPARE.saturating_sub(spare.len());
+        spare.extend(batch.drain(..).take(room).map(Record::recycled));
+        drop(spare);
+        batch.clear();
+    }
+
+    /// Up to [`BATCH`] spans, oldest first; `spare` (the last batch, emptied here before the
+    /// lock) becomes the buffer, so that pushes do not grow a new one from nothing each time.
+    fn take(&self, mut spare: Vec<Record>) -> Vec<Record> {
+        spare.clear();
         let mut spans = self.lock();
         if spans.len() <= BATCH {
-            return std::mem::take(&mut *spans);
+            return std::mem::replace(&mut *spans, spare);
         }
         let rest = spans.split_off(BATCH);
         std::mem::replace(&mut *spans, rest)
+    }
+
+    /// Whether a whole batch is waiting.
+    fn full(&self) -> bool {
+        self.lock().len() >= BATCH
     }
 
     fn dropped(&self, reason: &'static str, n: usize) {
@@ -170,6 +206,7 @@ pub(crate) async fn run(
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) {
     let mut failing = false;
+    let mut batch = Vec::new();
     loop {
         let stopping = tokio::select! {
             _ = stop.wait_for(|s| *s) => true,
@@ -177,7 +214,7 @@ pub(crate) async fn run(
             () = buffer.wake.notified() => false,
         };
         loop {
-            let batch = buffer.take();
+            batch = buffer.take(batch);
             if batch.is_empty() {
                 break;
             }
@@ -198,6 +235,13 @@ pub(crate) async fn run(
                         tracing::warn!(%error, spans = n, "OTLP export failed; spans dropped (later failures counted, not logged, until one succeeds)");
                     }
                 }
+            }
+            buffer.recycle(&mut batch);
+            // At once again only for a whole batch (or, stopping, for what is left): the spans
+            // that came during the send wait for the interval and go in one bigger batch (a post
+            // costs about the same whatever the batch's size).
+            if !stopping && !buffer.full() {
+                break;
             }
         }
         if stopping {

@@ -17,7 +17,7 @@ use http::HeaderValue;
 use super::Otel;
 use super::context::{self, SpanCx};
 use super::export::Buffer;
-use super::record::{Kind, Record, Val, bounded, int, now};
+use super::record::{Kind, Record, Val, int, now};
 
 const OPERATION: &str = "gen_ai.operation.name";
 const PROVIDER: &str = "gen_ai.provider.name";
@@ -29,6 +29,11 @@ const OUTPUT_TOKENS: &str = "gen_ai.usage.output_tokens";
 const CACHE_READ: &str = "gen_ai.usage.cache_read.input_tokens";
 const FINISH_REASONS: &str = "gen_ai.response.finish_reasons";
 const STATUS_CODE: &str = "http.response.status_code";
+
+/// Room made at a span's start for its encoded attributes: a server span's usually take about
+/// 450 bytes with short names, a client span's about 200 (the buffer grows for long names).
+const SERVER_ROOM: usize = 512;
+const CLIENT_ROOM: usize = 256;
 
 /// The `traceparent` and `tracestate` an upstream request carries.
 pub(crate) type Propagated = (Option<HeaderValue>, Option<HeaderValue>);
@@ -125,8 +130,12 @@ impl Otel {
         let cx = SpanCx { trace_id, span_id: span_id(), sampled, state };
         let operation = operation(endpoint);
         let record = sampled.then(|| {
-            let mut r =
-                Record::start(Kind::Server, (trace_id, cx.span_id), operation.unwrap_or(endpoint), 16);
+            let mut r = Record::start(
+                Kind::Server,
+                (trace_id, cx.span_id),
+                operation.unwrap_or(endpoint),
+                self.buffer.attrs(SERVER_ROOM),
+            );
             r.parent = parent;
             r.state.clone_from(&cx.state);
             r.set("tier1.endpoint", Val::Static(endpoint));
@@ -143,11 +152,10 @@ impl ServerSpan {
     /// The request asked for `model`, with at most `max_tokens` out.
     pub(crate) fn requested(&mut self, model: &str, max_tokens: Option<u64>) {
         let Some(r) = self.record.as_mut() else { return };
-        let model = r.text(model);
+        let model = r.set_text(REQUEST_MODEL, model);
         if self.operation.is_some() {
             r.name.1 = Some(model);
         }
-        r.set(REQUEST_MODEL, Val::Text(model));
         if let Some(n) = max_tokens {
             r.set(MAX_TOKENS, int(n));
         }
@@ -164,17 +172,13 @@ impl ServerSpan {
 
     /// The input tokens the provider read from its prompt cache, and the answer's finish
     /// reasons, when it reported them.
-    pub(crate) fn answered(&mut self, cached: u64, mut finish_reasons: Vec<String>) {
+    pub(crate) fn answered(&mut self, cached: u64, finish_reasons: &[&str]) {
         let Some(r) = self.record.as_mut() else { return };
         if cached > 0 {
             r.set(CACHE_READ, int(cached));
         }
         if !finish_reasons.is_empty() {
-            for reason in &mut finish_reasons {
-                let n = bounded(reason).len();
-                reason.truncate(n);
-            }
-            r.set(FINISH_REASONS, Val::List(finish_reasons));
+            r.set_list(FINISH_REASONS, finish_reasons);
         }
     }
 
@@ -243,14 +247,14 @@ impl Parent {
     pub(crate) fn attempt(&self, t: &Target<'_>) -> AttemptSpan {
         let cx = SpanCx { span_id: span_id(), ..self.cx.clone() };
         let record = cx.sampled.then(|| {
-            let mut r = Record::start(Kind::Client, (cx.trace_id, cx.span_id), self.operation, 8);
+            let attrs = self.buffer.attrs(CLIENT_ROOM);
+            let mut r = Record::start(Kind::Client, (cx.trace_id, cx.span_id), self.operation, attrs);
             r.parent = Some((self.cx.span_id, false));
             r.state.clone_from(&cx.state);
-            let model = r.text(t.model);
-            r.name.1 = Some(model);
             r.set(OPERATION, Val::Static(self.operation));
             r.set(PROVIDER, Val::Static(provider_name(t.kind)));
-            r.set(REQUEST_MODEL, Val::Text(model));
+            let model = r.set_text(REQUEST_MODEL, t.model);
+            r.name.1 = Some(model);
             r.set_text("tier1.provider", t.provider);
             r.set("tier1.attempt", Val::Int(i64::from(t.attempt)));
             if let Some(h) = t.hedge {

@@ -41,7 +41,7 @@ pub(crate) struct Call<'a> {
     /// The model for the URL: the Azure deployment, the Gemini model (ignored by other kinds).
     pub deployment: &'a str,
     /// `traceparent` and `tracestate`, when the request is traced.
-    pub trace: Option<Box<crate::otel::Propagated>>,
+    pub trace: Option<crate::otel::Propagated>,
 }
 
 /// Why an upstream call failed before a response head arrived.
@@ -289,7 +289,7 @@ impl Provider {
     }
 
     /// Sends one call and waits for the response head (not the body).
-    pub(crate) async fn send(&self, call: Call<'_>) -> Result<Response<UpstreamBody>, SendError> {
+    pub(crate) async fn send(&self, mut call: Call<'_>) -> Result<Response<UpstreamBody>, SendError> {
         match &self.backend {
             Backend::Mock { behavior, served, cache } => {
                 let endpoint = match call.operation {
@@ -307,7 +307,8 @@ impl Provider {
                 Ok(resp.map(UpstreamBody::Mock))
             }
             Backend::Http(http) => {
-                let req = http.request(&call).ok_or(SendError::Failed)?;
+                let trace = call.trace.take();
+                let req = http.request(&call, trace).ok_or(SendError::Failed)?;
                 match tokio::time::timeout_at(call.deadline, http.client.send(req)).await {
                     Err(_) => Err(SendError::Timeout),
                     Ok(Err(upstream::Error::Connect(_))) => Err(SendError::Connect),
@@ -336,8 +337,10 @@ fn auth(spec: &dyn super::Kind, k: &crate::config::KeyConfig) -> Option<Auth> {
 }
 
 impl HttpBackend {
-    /// The request of `call`; `None` when the call has no URL, or its parts no request.
-    fn request(&self, call: &Call<'_>) -> Option<Request<Bytes>> {
+    /// The request of `call` (its trace context, taken out of it, moved into the headers: a
+    /// clone would make each value's bytes shared, an allocation); `None` when the call has no
+    /// URL, or its parts no request.
+    fn request(&self, call: &Call<'_>, trace: Option<crate::otel::Propagated>) -> Option<Request<Bytes>> {
         let uri = self.endpoints.uri(call.operation, call.stream, call.deployment)?;
         let accept = if call.stream { "text/event-stream" } else { "application/json" };
         let body = self.endpoints.body(call.deployment, call.body.clone())?;
@@ -347,7 +350,9 @@ impl HttpBackend {
         *req.method_mut() = http::Method::POST;
         *req.uri_mut() = uri;
         let h = req.headers_mut();
-        h.reserve(8 + self.headers.len());
+        // Room for them all from the start: a map's first insert makes room for six headers, and
+        // a seventh (the trace context's, a correlation id, a configured one) moved them all.
+        h.try_reserve(12 + self.headers.len()).ok()?;
         h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
         h.insert(header::ACCEPT, HeaderValue::from_static(accept));
         h.insert(header::USER_AGENT, USER_AGENT.clone());
@@ -357,11 +362,11 @@ impl HttpBackend {
         if let Some(c) = call.correlation_id {
             h.insert(crate::proxy::headers::X_CORRELATION_ID, c.clone());
         }
-        if let Some((parent, state)) = call.trace.as_deref() {
-            let [parent_name, state_name] = &crate::otel::context::HEADERS;
+        if let Some((parent, state)) = trace {
+            let [parent_name, state_name] = crate::otel::context::HEADERS;
             for (name, value) in [(parent_name, parent), (state_name, state)] {
                 if let Some(v) = value {
-                    h.insert(name.clone(), v.clone());
+                    h.insert(name, v);
                 }
             }
         }

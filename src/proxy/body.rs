@@ -190,18 +190,18 @@ pub(crate) struct Tap {
 }
 
 impl Tap {
-    /// Starts watching; `held` is what was read before the stream committed.
+    /// Starts watching. What was read before the stream committed comes through
+    /// [`Tap::chunk`] like the rest (the relay sends it as its first chunk): kept here too, it
+    /// was in the tail twice, and read twice (a copy to join them) for the usage and again for
+    /// the finish reasons.
     pub(crate) fn new(
         metrics: std::sync::Arc<crate::metrics::TargetMetrics>,
         start: Instant,
         stream: bool,
-        held: &Bytes,
         origin: Origin,
     ) -> Self {
         let (last, tail) = (Instant::now(), Tail::new(stream));
-        let mut tap = Self { metrics, start, stream, last, tail, origin, dropped: 0, cached: 0 };
-        tap.tail.keep(held);
-        tap
+        Self { metrics, start, stream, last, tail, origin, dropped: 0, cached: 0 }
     }
 
     /// The relay has left out `total` malformed events in all: the new ones are counted, and
@@ -253,21 +253,29 @@ impl Tap {
         reported
     }
 
-    /// The finish reasons in the body's tail (none when a translator read the body).
-    pub(crate) fn finish_reasons(&self) -> Vec<String> {
-        finish_reasons(&self.tail.bytes())
+    /// `f` of the finish reasons in the body's tail (none when a translator read the body):
+    /// words lent from the tail, nothing allocated.
+    pub(crate) fn finish_reasons<R>(&self, f: impl FnOnce(&[&str]) -> R) -> R {
+        let tail = self.tail.bytes();
+        let mut found = [""; MAX_REASONS];
+        let n = finish_reasons(&tail, &mut found);
+        f(&found[..n])
     }
 }
 
+/// Finish reasons read at most.
+const MAX_REASONS: usize = 8;
+
 /// The distinct `"finish_reason"` (OpenAI) and `"stop_reason"` (Anthropic) values in `tail`, at
-/// most 8: words of at most 32 letters, digits, `_` or `-` (a key inside a JSON string has its
-/// quotes escaped, so content never matches).
-fn finish_reasons(tail: &[u8]) -> Vec<String> {
+/// most [`MAX_REASONS`], into `out` (their number returned): words of at most 32 letters,
+/// digits, `_` or `-` (a key inside a JSON string has its quotes escaped, so content never
+/// matches).
+fn finish_reasons<'a>(tail: &'a [u8], out: &mut [&'a str; MAX_REASONS]) -> usize {
     use std::sync::LazyLock;
     // One scan for both keys' common end, with a finder built once.
     static REASON: LazyLock<memchr::memmem::Finder<'static>> =
         LazyLock::new(|| memchr::memmem::Finder::new(b"_reason\":"));
-    let mut out: Vec<String> = Vec::new();
+    let mut n = 0;
     for at in REASON.find_iter(tail) {
         let before = &tail[..at];
         if !before.ends_with(b"\"finish") && !before.ends_with(b"\"stop") {
@@ -280,12 +288,14 @@ fn finish_reasons(tail: &[u8]) -> Vec<String> {
         if len == 0 || len > 32 || value.get(len) != Some(&b'"') {
             continue;
         }
-        let word = String::from_utf8_lossy(&value[..len]).into_owned();
-        if out.len() < 8 && !out.contains(&word) {
-            out.push(word);
+        // ASCII, checked above.
+        let Ok(word) = std::str::from_utf8(&value[..len]) else { continue };
+        if n < MAX_REASONS && !out[..n].contains(&word) {
+            out[n] = word;
+            n += 1;
         }
     }
-    out
+    n
 }
 
 /// The cached input tokens of the last usage object in a whole answer (0 without one).
@@ -336,8 +346,28 @@ mod tests {
     }
 
     #[test]
+    fn a_body_relayed_from_its_held_prefix_is_in_the_tail_once() {
+        let metrics = std::sync::Arc::new(crate::metrics::Metrics::new().unwrap().target("p", "m"));
+        let body = Bytes::from_static(br#"{"choices":[{"finish_reason":"stop"}],"usage":{}}"#);
+        for stream in [false, true] {
+            let origin =
+                super::Origin { provider: "p".into(), request_id: http::HeaderValue::from_static("r") };
+            let now = tokio::time::Instant::now();
+            let mut tap = super::Tap::new(metrics.clone(), now, stream, origin);
+            // The relay's first chunk is the held prefix.
+            tap.chunk(&body, true, now);
+            assert_eq!(&tap.tail.bytes()[..], &body[..], "stream {stream}");
+            assert_eq!(tap.finish_reasons(|r| r.to_vec().join(",")), "stop");
+        }
+    }
+
+    #[test]
     fn finish_reasons_are_read_from_the_end_of_a_body_never_from_content() {
-        use super::finish_reasons;
+        fn finish_reasons(tail: &[u8]) -> Vec<&str> {
+            let mut out = [""; super::MAX_REASONS];
+            let n = super::finish_reasons(tail, &mut out);
+            out[..n].to_vec()
+        }
         let chat = br#"{"choices":[{"message":{"content":"say \"finish_reason\":\"secret\""},"finish_reason":"stop"},{"finish_reason": "length"}]}"#;
         assert_eq!(finish_reasons(chat), ["stop", "length"]);
         let stream = b"data: {\"choices\":[{\"delta\":{},\"finish_reason\":null}]}\n\ndata: {\"choices\":[{\"delta\":{},\"finish_reason\":\"tool_calls\"}]}\n\n";

@@ -231,23 +231,22 @@ impl RequestRecord {
     /// The request asked for `model` (at most `max_tokens` out): what its attempts' spans start
     /// from, when it is traced.
     #[inline]
-    pub(crate) fn requested(
-        &mut self,
-        model: &str,
-        max_tokens: Option<u64>,
-    ) -> Option<Box<crate::otel::Parent>> {
+    pub(crate) fn requested(&mut self, model: &str, max_tokens: Option<u64>) -> Option<crate::otel::Parent> {
         let span = self.span.as_mut()?;
         span.requested(model, max_tokens);
-        Some(Box::new(span.parent()))
+        Some(span.parent())
     }
 
-    /// A traced request's answer: its cached input tokens and finish reasons, read by `facts`
-    /// only when the request is traced.
+    /// Whether the request has a span (traces on): what [`RequestRecord::answered`] is for.
     #[inline]
-    pub(crate) fn answered(&mut self, facts: impl FnOnce() -> (u64, Vec<String>)) {
+    pub(crate) fn traced_span(&self) -> bool {
+        self.span.is_some()
+    }
+
+    /// A traced request's answer: its cached input tokens and finish reasons.
+    pub(crate) fn answered(&mut self, cached: u64, finish_reasons: &[&str]) {
         if let Some(span) = self.span.as_mut() {
-            let (cached, reasons) = facts();
-            span.answered(cached, reasons);
+            span.answered(cached, finish_reasons);
         }
     }
 

@@ -220,8 +220,10 @@ impl Core {
         let known = self.translator.as_deref().map(|t| (t.usage(), t.cached()));
         let mut tap = self.tap.take()?;
         let usage = tap.finish(known);
-        if let Some(r) = self.record.as_mut() {
-            r.answered(|| (tap.cached, tap.finish_reasons()));
+        if let Some(r) = self.record.as_mut()
+            && r.traced_span()
+        {
+            tap.finish_reasons(|reasons| r.answered(tap.cached, reasons));
         }
         usage
     }

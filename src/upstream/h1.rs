@@ -148,7 +148,8 @@ pub(super) async fn send(
 }
 
 fn encode_head(parts: &Parts, len: usize) -> Vec<u8> {
-    let mut out = Vec::with_capacity(256);
+    // Room for a request's usual head with the trace context (about 300 bytes without).
+    let mut out = Vec::with_capacity(512);
     out.extend_from_slice(parts.method.as_str().as_bytes());
     out.push(b' ');
     out.extend_from_slice(parts.uri.path_and_query().map_or("/", |p| p.as_str()).as_bytes());

@@ -91,7 +91,7 @@ pub(super) async fn success(
     let Committed { status, headers, held, rest } = ok;
     let meter = Meter { metrics: carried.metrics.clone(), costs: c.costs };
     let origin = Origin { provider: p.name.clone(), request_id: job.request_id.clone() };
-    let tap = Tap::new(carried.metrics, at.start, streaming, &held, origin);
+    let tap = Tap::new(carried.metrics, at.start, streaming, origin);
     let mut relay = Relay::new(rest, at.total, streaming, job.live.redactor.stream())
         .prefix(held)
         .guard(carried.guard)

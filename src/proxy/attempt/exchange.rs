@@ -124,7 +124,7 @@ pub(super) async fn attempt<'a>(
         deadline: at.first_byte,
         key,
         deployment: c.deployment,
-        trace: span.as_ref().map(|s| Box::new(s.propagated())),
+        trace: span.as_ref().map(crate::otel::AttemptSpan::propagated),
     };
     let response = job.during(WaitKind::Upstream, p.send(call)).await;
     if let Ok(resp) = &response {

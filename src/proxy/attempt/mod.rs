@@ -189,7 +189,7 @@ pub(crate) struct Job<'a> {
     /// Requests of this replica held for a cooldown now (`wait_for_cooldown`).
     pub waiters: &'a std::sync::atomic::AtomicUsize,
     /// The request's span context, when traced: each attempt gets a child span.
-    pub trace: Option<Box<crate::otel::Parent>>,
+    pub trace: Option<crate::otel::Parent>,
 }
 
 impl Job<'_> {

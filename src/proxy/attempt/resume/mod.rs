@@ -291,7 +291,7 @@ async fn attempt(resume: &Resume, p: &Provider, c: &Cand, body: &Bytes) -> Optio
     let (held, rest) = precommit(resp.into_body(), first_byte, p.idle_timeout, (total, None)).await.ok()?;
     let metrics = p.target_state(model, now).metrics(&resume.metrics, &p.name, p.model_label(model)).clone();
     let origin = Origin { provider: p.name.clone(), request_id: request_id.clone() };
-    let tap = Tap::new(metrics.clone(), start, true, &held, origin);
+    let tap = Tap::new(metrics.clone(), start, true, origin);
     let mut relay = Relay::new(rest, total, true, live.redactor.stream())
         .prefix(held)
         .idle_timeout(p.idle_timeout)
