@@ -448,7 +448,9 @@ class Reloader(threading.Thread):
             n += 1
             self.path.write_text(base + f"\n# reload {n}\n")
             try:
-                req = urllib.request.Request(f"http://127.0.0.1:{self.port}/admin/reload", method="POST")
+                # Without admin_keys, admin routes answer a loopback client that says so.
+                req = urllib.request.Request(f"http://127.0.0.1:{self.port}/admin/reload", method="POST",
+                                             headers={"x-tier1-admin": "1"})
                 body = json.loads(urllib.request.urlopen(req, timeout=5).read())
                 if body.get("result") in ("ok", "unchanged"):
                     self.ok += 1
