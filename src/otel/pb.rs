@@ -19,14 +19,20 @@ pub(super) fn field_len(n: usize) -> usize {
     1 + varint_len(n as u64) + n
 }
 
-pub(super) fn varint(b: &mut Vec<u8>, mut n: u64) {
+pub(super) fn varint(b: &mut Vec<u8>, n: u64) {
+    varint_into(n, |byte| b.push(byte));
+}
+
+/// `n` as a protobuf varint, byte by byte into `push` (a `Vec`, or a buffer on the stack).
+#[inline(always)]
+pub(super) fn varint_into(mut n: u64, mut push: impl FnMut(u8)) {
     while n >= 0x80 {
         #[allow(clippy::cast_possible_truncation)]
-        b.push((n as u8) | 0x80);
+        push((n as u8) | 0x80);
         n >>= 7;
     }
     #[allow(clippy::cast_possible_truncation)]
-    b.push(n as u8);
+    push(n as u8);
 }
 
 pub(super) fn tag(b: &mut Vec<u8>, field: u32, wire: u32) {

@@ -139,14 +139,8 @@ impl Small {
     }
 
     #[inline(always)]
-    fn varint(&mut self, mut n: u64) {
-        while n >= 0x80 {
-            #[allow(clippy::cast_possible_truncation)]
-            self.push((n as u8) | 0x80);
-            n >>= 7;
-        }
-        #[allow(clippy::cast_possible_truncation)]
-        self.push(n as u8);
+    fn varint(&mut self, n: u64) {
+        pb::varint_into(n, |byte| self.push(byte));
     }
 
     fn bytes(&self) -> &[u8] {
