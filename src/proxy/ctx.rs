@@ -345,9 +345,6 @@ impl RequestRecord {
 
     /// Ends the request's span with what the record knows.
     fn end_span(&self, span: crate::otel::ServerSpan, end: End, usage: Option<(u64, u64)>) {
-        fn text(v: &Option<HeaderValue>) -> Option<&str> {
-            v.as_ref().and_then(|v| v.to_str().ok())
-        }
         span.end(&crate::otel::Ended {
             status: self.status,
             route: self.route.as_str(),
@@ -379,9 +376,6 @@ impl RequestRecord {
         if !failed && (self.sample <= 0.0 || (self.sample < 1.0 && fastrand::f64() >= self.sample)) {
             return;
         }
-        fn text(v: &Option<HeaderValue>) -> Option<&str> {
-            v.as_ref().and_then(|v| v.to_str().ok())
-        }
         let ms = |d: Duration| d.as_secs_f64() * 1000.0;
         crate::access::line::Entry {
             request_id: self.request_id.to_str().unwrap_or(""),
@@ -410,6 +404,11 @@ impl Drop for RequestRecord {
     fn drop(&mut self) {
         self.end(End::Gone);
     }
+}
+
+/// A header value the record kept, as text (none when absent or not visible ASCII).
+fn text(v: &Option<HeaderValue>) -> Option<&str> {
+    v.as_ref().and_then(|v| v.to_str().ok())
 }
 
 #[cfg(test)]
